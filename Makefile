@@ -1,0 +1,30 @@
+# The README's commands. Each target sets itself up: a .venv with the project installed.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# `mlflow run` and the nested steps call `python`: make it the venv's.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+# No conda on these machines: `--env-manager local` is the only way to say so (no variable sets it).
+MLFLOW_RUN := mlflow run . --env-manager local
+PYTEST_ARGS ?=
+
+.PHONY: demo test lint bench setup
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $@
+
+demo: setup
+	$(MLFLOW_RUN) -e finetune
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+lint: setup
+	$(VENV)/bin/ruff check simclr_s2 entrypoints tests benchmarks scripts
+
+bench: setup
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+
+-include docker/server.mk
