@@ -1,0 +1,511 @@
+"""Balanced, nested data-fraction splits of one labelling scheme (STUDY.md, "Splits").
+
+Every later number is measured on these files, so they are exact, reproducible and checked:
+the same index, parameters and seed give byte-identical files, and every rule below is verified
+when the files are written and again every time one is loaded.
+
+Algorithm, for a scheme with P eligible positives and N eligible negatives:
+
+1. The pool is the index less the snow and cloud/shadow patches (unless kept) and, when asked,
+   less every patch outside the chosen official split; it is sorted by name so the result does
+   not depend on the index's row order.
+2. k = min(P, N): the smaller class is taken whole (the positives, in BigEarthNet) and a seeded
+   sample of k patches is drawn from the other; both are shuffled (numpy PCG64(seed)).
+3. Rounding rule, n = 2k: n_val = round_half_up(r_val * n), n_test = round_half_up(r_test * n),
+   n_train = n - n_val - n_test. Each set holds floor(size / 2) positives; when two sets have
+   odd sizes, a seeded coin gives one of them the extra positive and the other the extra negative.
+4. Within each set the patches are interleaved pairwise, one positive and one negative per pair
+   in a seeded order, the odd patch (if any) last, so every prefix is balanced within one patch.
+5. Fraction f of train (and of val) is its first max(2, floor(f * size / 100)) patches (capped
+   at the set's size): fractions nest, and even the smallest holds both classes.
+   One test set serves every fraction.
+
+The full archive, `basic` scheme, no exclusions: k = 13,589, n = 27,178 -> 19,024 / 4,077 / 4,077,
+and 190 / 40 train / val patches at 1 %.
+
+Files, under <out_dir>/<scheme>/: train_<fff>pct.csv and val_<fff>pct.csv per fraction (fff zero
+padded), test.csv, with lines `name,label` (label 0 or 1, "\\n" line ends), and manifest.json
+(sorted keys, no timestamps) with the parameters, counts, positives and sha256 of every file.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simclr_s2.errors import UserError
+
+log = logging.getLogger(__name__)
+
+SETS = ("train", "val", "test")
+OFFICIAL_SPLITS = ("train", "validation", "test")
+DEFAULT_FRACTIONS = (1, 3, 10, 25, 50, 100)
+DEFAULT_RATIOS = (0.70, 0.15, 0.15)
+MANIFEST = "manifest.json"
+FORMAT = 1
+HEADER = "name,label"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
+_SHOWN = 5
+
+
+class SplitError(UserError):
+    """A split file or manifest breaks a rule (tampered, stale, inconsistent): never train on it."""
+
+
+@dataclass(frozen=True)
+class SplitFile:
+    """One written file: enough to recheck it byte for byte and to report its class balance."""
+
+    set_name: str
+    fraction: int | None  # None for test.csv, shared by every fraction
+    count: int
+    positives: int
+    sha256: str
+
+
+@dataclass(frozen=True)
+class SplitManifest:
+    """What manifest.json records: the creation parameters, the pool and every file's digest."""
+
+    scheme: str
+    classes: tuple[str, ...]
+    positives_source: str  # "column positive_<scheme>" or "caller"
+    seed: int
+    fractions: tuple[int, ...]
+    ratios: tuple[float, float, float]
+    exclude_snow_cloud: bool
+    official_split: str | None
+    index_digest: str
+    numpy_version: str  # the seeded sampling is reproducible for a given numpy version
+    pool: dict[str, int]
+    sizes: dict[str, int]
+    files: dict[str, SplitFile]
+    format: int = FORMAT
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True, indent=2) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: Path) -> SplitManifest:
+        try:
+            raw = json.loads(text)
+            raw["files"] = {name: SplitFile(**entry) for name, entry in raw["files"].items()}
+            for key in ("classes", "fractions", "ratios"):
+                raw[key] = tuple(raw[key])
+            manifest = cls(**raw)
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise SplitError(f"{source}: not a valid split manifest ({exc})") from None
+        if manifest.format != FORMAT:
+            raise SplitError(f"{source}: manifest format {manifest.format!r}, expected {FORMAT}")
+        return manifest
+
+
+@dataclass(frozen=True)
+class SplitSet:
+    """One loaded, verified set: names and 0/1 labels in file order, and the file's sha256."""
+
+    names: list[str]
+    labels: np.ndarray  # int64, 1 = positive
+    digest: str
+    path: Path
+
+
+def file_name(set_name: str, fraction: int) -> str:
+    """File of a set at a fraction; the test file is the same for every fraction."""
+    return "test.csv" if set_name == "test" else f"{set_name}_{fraction:03d}pct.csv"
+
+
+def split_sizes(n: int, ratios: Sequence[float] = DEFAULT_RATIOS) -> tuple[int, int, int]:
+    """(train, val, test) sizes of n patches: val and test rounded half up, train takes the rest.
+
+    The ratios are read as the decimals they print as, so 0.15 * 27,178 = 4,076.7 rounds to
+    4,077 exactly, free of binary floating-point noise.
+    """
+    n_val, n_test = (math.floor(Fraction(repr(float(r))) * n + Fraction(1, 2)) for r in ratios[1:])
+    return n - n_val - n_test, n_val, n_test
+
+
+def fraction_size(n_set: int, fraction: int) -> int:
+    """Patches of a set in a fraction: floor(fraction % of it), at least 2 so both classes appear."""
+    return min(n_set, max(2, n_set * fraction // 100))
+
+
+def create_splits(
+    index: pd.DataFrame,
+    scheme: str,
+    out_dir: Path,
+    fractions: Sequence[int] = DEFAULT_FRACTIONS,
+    seed: int = 0,
+    exclude_snow_cloud: bool = True,
+    official_split: str | None = None,
+    ratios: Sequence[float] = DEFAULT_RATIOS,
+    index_digest: str = "",
+    positives: pd.Series | None = None,
+    classes: Sequence[str] = (),
+) -> SplitManifest:
+    """Write the balanced, nested splits of one scheme under out_dir/scheme (see the module doc).
+
+    positives: a boolean Series aligned with `index` (a custom scheme); None reads the column
+    positive_<scheme>. classes: the scheme's class names, recorded in the manifest only.
+    official_split: "train", "validation", "test" or a "+" join such as "train+validation"
+    keeps only those patches of the BigEarthNet authors' split. Files of an earlier call that the
+    new manifest does not list are removed, so the folder always matches its manifest.
+    """
+    _check_plain("scheme", scheme)
+    fractions = _check_fractions(fractions)
+    ratios = _check_ratios(ratios)
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise UserError(f"seed: expected an integer >= 0, got {seed!r}")
+    official = _parse_official(official_split)
+    _check_unique_names(index)
+
+    if positives is None:
+        column = f"positive_{scheme}"
+        if column not in index.columns:
+            found = sorted(c for c in index.columns if c.startswith("positive_"))
+            raise UserError(
+                f"index has no column {column!r} for scheme {scheme!r}: found {found}; pass positives"
+            )
+        pos, source = _bool_column(index, column), f"column {column}"
+    else:
+        pos, source = _bool_column(positives, "positives", index), "caller"
+
+    keep, pool = _pool_mask(index, exclude_snow_cloud, official)
+    names = index["name"].to_numpy(dtype=str)[keep]
+    pos = pos[keep]
+    order = np.argsort(names, kind="stable")
+    names, pos = names[order], pos[order]
+    pool.update(positives=int(pos.sum()), negatives=int((~pos).sum()))
+
+    sets = _draw(names, pos, ratios, np.random.Generator(np.random.PCG64(int(seed))), scheme)
+    files: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    keys: dict[str, tuple[str, int | None]] = {}
+    for s in ("train", "val"):
+        set_names, labels = sets[s]
+        for f in fractions:
+            size = fraction_size(len(set_names), f)
+            files[file_name(s, f)], keys[file_name(s, f)] = (set_names[:size], labels[:size]), (s, f)
+    files["test.csv"], keys["test.csv"] = sets["test"], ("test", None)
+    _verify(files, fractions, (pd.Index(names), pos))
+
+    scheme_dir = Path(out_dir) / scheme
+    scheme_dir.mkdir(parents=True, exist_ok=True)
+    entries = {}
+    for name, (set_names, labels) in files.items():
+        data = _csv_bytes(set_names, labels)
+        (scheme_dir / name).write_bytes(data)
+        entries[name] = SplitFile(
+            set_name=keys[name][0],
+            fraction=keys[name][1],
+            count=len(set_names),
+            positives=int(labels.sum()),
+            sha256=hashlib.sha256(data).hexdigest(),
+        )
+    for stale in _split_files(scheme_dir):
+        if stale.name not in entries:
+            stale.unlink()
+    manifest = SplitManifest(
+        scheme=scheme,
+        classes=tuple(classes),
+        positives_source=source,
+        seed=int(seed),
+        fractions=fractions,
+        ratios=ratios,
+        exclude_snow_cloud=bool(exclude_snow_cloud),
+        official_split="+".join(official) if official else None,
+        index_digest=index_digest,
+        numpy_version=np.__version__,
+        pool=pool,
+        sizes={s: len(sets[s][0]) for s in SETS},
+        files=dict(sorted(entries.items())),
+    )
+    (scheme_dir / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
+    log.info("splits %s: %s train / %s val / %s test in %s", scheme, *manifest.sizes.values(), scheme_dir)
+    return manifest
+
+
+def load_manifest(split_dir: Path, scheme: str) -> SplitManifest:
+    """The manifest of a scheme's splits (not yet checked against its files: load_split does that)."""
+    path = Path(split_dir) / scheme / MANIFEST
+    if not path.is_file():
+        found = sorted(p.parent.name for p in Path(split_dir).glob(f"*/{MANIFEST}"))
+        raise UserError(f"no splits for scheme {scheme!r} in {split_dir}: found schemes {found}")
+    return SplitManifest.from_json(path.read_text(encoding="utf-8"), path)
+
+
+def load_split(
+    split_dir: Path, scheme: str, fraction: int, set_name: str, index: pd.DataFrame | None = None
+) -> SplitSet:
+    """Load one set after checking every file of the scheme against its manifest and the rules.
+
+    With `index`, also checks that every name is in it, still eligible under the manifest's
+    exclusions and official split, and (for a column scheme) carries the index's label.
+    """
+    if set_name not in SETS:
+        raise UserError(f"set {set_name!r}: expected one of {list(SETS)}")
+    manifest = load_manifest(split_dir, scheme)
+    if fraction not in manifest.fractions:
+        raise UserError(
+            f"fraction {fraction!r} not in the {scheme!r} splits: found {list(manifest.fractions)}"
+        )
+    scheme_dir = Path(split_dir) / scheme
+    files, digests = _read_files(scheme_dir, manifest)
+    _verify(files, manifest.fractions, None if index is None else _reference(index, manifest))
+    name = file_name(set_name, fraction)
+    names, labels = files[name]
+    return SplitSet(names=names.tolist(), labels=labels, digest=digests[name], path=scheme_dir / name)
+
+
+def _draw(
+    names: np.ndarray, pos: np.ndarray, ratios: tuple[float, ...], rng: np.random.Generator, scheme: str
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Balanced sample, cut into train/val/test, each interleaved pairwise (steps 2-4 of the module doc)."""
+    pos_names, neg_names = names[pos], names[~pos]
+    k = min(len(pos_names), len(neg_names))
+    sizes = split_sizes(2 * k, ratios)
+    if min(sizes) < 2:
+        raise UserError(
+            f"scheme {scheme!r}: {len(pos_names)} positives and {len(neg_names)} negatives eligible give "
+            f"train/val/test sizes {sizes}; every set needs at least 2 patches"
+        )
+    # choice(size=len(population)) is a full shuffle, so both classes take one code path.
+    pos_names = pos_names[rng.choice(len(pos_names), size=k, replace=False)]
+    neg_names = neg_names[rng.choice(len(neg_names), size=k, replace=False)]
+    n_pos = [size // 2 for size in sizes]
+    odd = [i for i, size in enumerate(sizes) if size % 2]
+    if odd:  # two odd sizes, since they add up to an even n
+        n_pos[odd[int(rng.integers(2))]] += 1
+    n_neg = [size - p for size, p in zip(sizes, n_pos, strict=True)]
+    pos_parts = np.split(pos_names, np.cumsum(n_pos)[:-1])
+    neg_parts = np.split(neg_names, np.cumsum(n_neg)[:-1])
+    return {s: _interleave(p, q, rng) for s, p, q in zip(SETS, pos_parts, neg_parts, strict=True)}
+
+
+def _interleave(pos: np.ndarray, neg: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One positive and one negative per pair, in seeded order, the odd patch last: prefixes stay balanced."""
+    m = min(len(pos), len(neg))
+    pairs = np.stack([pos[:m], neg[:m]], axis=1)
+    labels = np.tile(np.array([1, 0], dtype=np.int64), (m, 1))
+    flip = rng.integers(0, 2, size=m).astype(bool)
+    pairs[flip] = pairs[flip, ::-1]
+    labels[flip] = labels[flip, ::-1]
+    names = np.concatenate([pairs.ravel(), pos[m:], neg[m:]])
+    tail = np.concatenate([np.ones(len(pos) - m, np.int64), np.zeros(len(neg) - m, np.int64)])
+    return names, np.concatenate([labels.ravel(), tail])
+
+
+def _pool_mask(
+    index: pd.DataFrame, exclude_snow_cloud: bool, official: tuple[str, ...]
+) -> tuple[np.ndarray, dict[str, int]]:
+    """Rows eligible for a split, and how many each filter removed (for the manifest)."""
+    keep = np.ones(len(index), dtype=bool)
+    pool = {"index_rows": len(index), "excluded_snow_cloud": 0, "outside_official_split": 0}
+    if exclude_snow_cloud:
+        flagged = _bool_column(index, "snow") | _bool_column(index, "cloud_shadow")
+        pool["excluded_snow_cloud"] = int(flagged.sum())
+        keep &= ~flagged
+    if official:
+        if "official_split" not in index.columns:
+            raise UserError("index has no column 'official_split': cannot restrict to the official split")
+        inside = index["official_split"].isin(official).to_numpy()
+        pool["outside_official_split"] = int((keep & ~inside).sum())
+        keep &= inside
+    pool["eligible"] = int(keep.sum())
+    return keep, pool
+
+
+_Reference = tuple[pd.Index, np.ndarray | None]
+
+
+def _reference(index: pd.DataFrame, manifest: SplitManifest) -> _Reference:
+    """Names a split may hold, by the index and the manifest's filters, and their labels when known."""
+    _check_unique_names(index)
+    keep, _ = _pool_mask(index, manifest.exclude_snow_cloud, _parse_official(manifest.official_split))
+    column = f"positive_{manifest.scheme}"
+    labelled = manifest.positives_source == f"column {column}" and column in index.columns
+    labels = _bool_column(index, column)[keep] if labelled else None
+    return pd.Index(index["name"].to_numpy(dtype=str)[keep]), labels
+
+
+def _verify(
+    files: dict[str, tuple[np.ndarray, np.ndarray]], fractions: tuple[int, ...], reference: _Reference | None
+) -> None:
+    """The rules of a split; raises SplitError naming the file and up to five offending patches.
+
+    reference: the eligible names of the index and their true labels (None when unknown).
+    Smaller fractions are checked to be prefixes of the largest, so the largest train and val
+    files and test.csv stand for all files in the remaining checks.
+    """
+    for name, (names, labels) in files.items():
+        dup = pd.Index(names)
+        if not dup.is_unique:
+            _fail(name, "names listed twice", dup[dup.duplicated()])
+        if abs(2 * int(labels.sum()) - len(labels)) > 1:
+            _fail(name, f"classes not balanced: {int(labels.sum())} positives of {len(labels)}", [])
+    largest = {s: file_name(s, fractions[-1]) for s in SETS}
+    for s in ("train", "val"):
+        full_names, full_labels = files[largest[s]]
+        for f in fractions[:-1]:
+            name = file_name(s, f)
+            names, labels = files[name]
+            head_names, head_labels = full_names[: len(names)], full_labels[: len(names)]
+            wrong = (names != head_names) | (labels != head_labels) if len(names) <= len(full_names) else None
+            if wrong is None or wrong.any():
+                rows = [] if wrong is None else names[wrong]
+                _fail(name, f"not the first {len(names)} rows of {largest[s]} (fractions must nest)", rows)
+    for s in SETS:
+        names = files[largest[s]][0]
+        plain = pd.Series(names, dtype=object).str.fullmatch(_PLAIN_NAME).to_numpy(dtype=bool)
+        if not plain.all():
+            _fail(largest[s], "not plain patch names", names[~plain])
+    for i, a in enumerate(SETS):
+        for b in SETS[i + 1 :]:
+            shared = np.intersect1d(files[largest[a]][0], files[largest[b]][0])
+            if len(shared):
+                _fail(largest[b], f"patches also in {largest[a]} (sets must be disjoint)", shared)
+    if reference is None:
+        return
+    eligible, truth = reference
+    for s in SETS:
+        names, labels = files[largest[s]]
+        at = eligible.get_indexer(names)
+        if (at < 0).any():
+            _fail(largest[s], "patches not in the index or excluded by the manifest's filters", names[at < 0])
+        if truth is not None:
+            wrong = truth[at] != labels.astype(bool)
+            if wrong.any():
+                _fail(largest[s], "labels differ from the index", names[wrong])
+
+
+def _read_files(
+    scheme_dir: Path, manifest: SplitManifest
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
+    """Every file the manifest lists, parsed, after checking it is present and its sha256 matches."""
+    expected = {file_name(s, f) for s in SETS for f in manifest.fractions}
+    if set(manifest.files) != expected:
+        raise SplitError(
+            f"{scheme_dir / MANIFEST}: lists {sorted(manifest.files)}, expected {sorted(expected)}"
+        )
+    files, digests = {}, {}
+    for name, entry in manifest.files.items():
+        path = scheme_dir / name
+        if not path.is_file():
+            found = sorted(p.name for p in _split_files(scheme_dir))
+            raise SplitError(f"{path}: listed in the manifest but missing; found {found}")
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != entry.sha256:
+            raise SplitError(
+                f"{path}: sha256 {digest[:12]}... differs from the manifest's {entry.sha256[:12]}..."
+            )
+        names, labels = _parse_csv(data, path)
+        if len(names) != entry.count or int(labels.sum()) != entry.positives:
+            raise SplitError(
+                f"{path}: {len(names)} patches, {int(labels.sum())} positives; the manifest says "
+                f"{entry.count}, {entry.positives}"
+            )
+        files[name], digests[name] = (names, labels), digest
+    return files, digests
+
+
+def _csv_bytes(names: np.ndarray, labels: np.ndarray) -> bytes:
+    rows = np.char.add(np.char.add(names.astype(str), ","), labels.astype(str))
+    return "\n".join([HEADER, *rows.tolist()]).encode("utf-8") + b"\n"
+
+
+def _parse_csv(data: bytes, path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Strict reader of the format _csv_bytes writes: anything else is a tampered file."""
+    try:
+        lines = data.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        raise SplitError(f"{path}: not UTF-8 text") from None
+    if lines[0] != HEADER or lines[-1] != "":
+        raise SplitError(f"{path}: expected header {HEADER!r} and a final newline")
+    pairs = [line.rpartition(",") for line in lines[1:-1]]
+    bad = [i for i, (name, comma, label) in enumerate(pairs) if not comma or label not in ("0", "1")]
+    if bad:
+        raise SplitError(f"{path}: line {bad[0] + 2} is not `name,0` or `name,1`: {lines[bad[0] + 1]!r}")
+    names = np.array([p[0] for p in pairs], dtype=str)
+    labels = np.array([p[2] == "1" for p in pairs], dtype=np.int64)
+    return names, labels
+
+
+def _split_files(scheme_dir: Path) -> list[Path]:
+    return [
+        p for p in scheme_dir.glob("*.csv") if re.fullmatch(r"(train|val)_\d{3}pct\.csv|test\.csv", p.name)
+    ]
+
+
+def _fail(file: str, problem: str, patches: Sequence[str] | np.ndarray) -> None:
+    shown = ", ".join(repr(str(p)) for p in list(patches)[:_SHOWN])
+    more = f" (and {len(patches) - _SHOWN} more)" if len(patches) > _SHOWN else ""
+    raise SplitError(f"{file}: {problem}" + (f": {shown}{more}" if shown else ""))
+
+
+def _bool_column(
+    frame: pd.DataFrame | pd.Series, column: str, index: pd.DataFrame | None = None
+) -> np.ndarray:
+    """A boolean column, or the caller's Series aligned with `index`, as a numpy array; nothing else."""
+    if isinstance(frame, pd.DataFrame):
+        if column not in frame.columns:
+            raise UserError(f"index has no column {column!r}")
+        series = frame[column]
+    else:
+        series = frame
+        if not isinstance(series, pd.Series) or not series.index.equals(index.index):
+            raise UserError(f"{column}: expected a Series with the index DataFrame's row index")
+    if not pd.api.types.is_bool_dtype(series.dtype) or series.isna().any():
+        raise UserError(f"{column}: expected booleans without missing values, got dtype {series.dtype}")
+    return series.to_numpy(dtype=bool)
+
+
+def _check_unique_names(index: pd.DataFrame) -> None:
+    if "name" not in index.columns:
+        raise UserError("index has no column 'name'")
+    dup = index["name"].duplicated()
+    if dup.any():
+        raise UserError(f"index lists patches twice: {index['name'][dup].head(_SHOWN).tolist()}")
+
+
+def _check_plain(what: str, value: str) -> None:
+    if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value):
+        raise UserError(f"{what} {value!r}: expected letters, digits and underscores only")
+
+
+def _check_fractions(fractions: Sequence[int]) -> tuple[int, ...]:
+    values = tuple(sorted(set(fractions)))
+    if not values or any(
+        isinstance(f, bool) or not isinstance(f, (int, np.integer)) or not 1 <= f <= 100 for f in values
+    ):
+        raise UserError(f"fractions {list(fractions)!r}: expected whole percentages between 1 and 100")
+    return tuple(int(f) for f in values)
+
+
+def _check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
+    values = tuple(float(r) for r in ratios)
+    if len(values) != 3 or min(values) <= 0 or abs(sum(values) - 1) > 1e-9:
+        raise UserError(
+            f"ratios {list(ratios)!r}: expected three positive train/val/test ratios adding up to 1"
+        )
+    return values
+
+
+def _parse_official(spec: str | None) -> tuple[str, ...]:
+    if not spec:
+        return ()
+    parts = tuple(spec.split("+"))
+    if any(p not in OFFICIAL_SPLITS for p in parts) or len(set(parts)) != len(parts):
+        raise UserError(
+            f"official_split {spec!r}: expected one or more of {list(OFFICIAL_SPLITS)} joined by '+'"
+        )
+    return tuple(p for p in OFFICIAL_SPLITS if p in parts)

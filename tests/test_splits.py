@@ -1,0 +1,375 @@
+"""Rules of simclr_s2.splits, on small synthetic indexes built here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simclr_s2.errors import UserError
+from simclr_s2.splits import (
+    DEFAULT_FRACTIONS,
+    SETS,
+    SplitError,
+    create_splits,
+    file_name,
+    fraction_size,
+    load_manifest,
+    load_split,
+    split_sizes,
+)
+
+
+def make_index(n_pos: int, n_neg: int, seed: int = 0, snow: float = 0.0, cloud: float = 0.0) -> pd.DataFrame:
+    """An index with the contract's columns; rows in random order, positives first by name."""
+    rng = np.random.default_rng(seed)
+    n = n_pos + n_neg
+    frame = pd.DataFrame(
+        {
+            "name": [f"S2A_MSIL2A_20170613T101031_{i // 100}_{i % 100}" for i in range(n)],
+            "positive_basic": np.arange(n) < n_pos,
+            "positive_expanded": np.arange(n) < n_pos + n_neg // 10,
+            "snow": rng.random(n) < snow,
+            "cloud_shadow": rng.random(n) < cloud,
+            "official_split": rng.choice(np.array(["train", "validation", "test", None], dtype=object), n),
+        }
+    )
+    return frame.iloc[rng.permutation(n)].reset_index(drop=True)
+
+
+def read_all(scheme_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(scheme_dir.iterdir())}
+
+
+def rows(scheme_dir: Path, name: str) -> list[tuple[str, int]]:
+    lines = (scheme_dir / name).read_text().splitlines()[1:]
+    return [(n, int(label)) for n, _, label in (line.rpartition(",") for line in lines)]
+
+
+def rewrite(scheme_dir: Path, name: str, new_rows: list[tuple[str, int]]) -> None:
+    """Tamper with a file AND its manifest entry, so only the rule checks can catch it."""
+    data = ("name,label\n" + "".join(f"{n},{label}\n" for n, label in new_rows)).encode()
+    (scheme_dir / name).write_bytes(data)
+    manifest_path = scheme_dir / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"][name].update(
+        sha256=hashlib.sha256(data).hexdigest(),
+        count=len(new_rows),
+        positives=sum(label for _, label in new_rows),
+    )
+    manifest_path.write_text(json.dumps(manifest))
+
+
+@pytest.fixture
+def index() -> pd.DataFrame:
+    return make_index(300, 1700, snow=0.1, cloud=0.05)
+
+
+@pytest.fixture
+def made(index: pd.DataFrame, tmp_path: Path) -> Path:
+    create_splits(index, "basic", tmp_path, seed=3)
+    return tmp_path / "basic"
+
+
+def test_full_archive_counts() -> None:
+    index = make_index(13_589, 20_000)
+    manifest = create_splits(index, "basic", Path(tempfile.mkdtemp()), exclude_snow_cloud=False)
+    assert manifest.sizes == {"train": 19_024, "val": 4_077, "test": 4_077}
+    assert manifest.files["train_001pct.csv"].count == 190
+    assert manifest.files["val_001pct.csv"].count == 40
+    assert sum(manifest.sizes.values()) == 27_178
+    assert split_sizes(2 * 36_686) == (51_360, 11_006, 11_006)  # expanded: 51,360 train as in the original
+    assert fraction_size(51_360, 1) == 513
+
+
+def test_rounding_rule() -> None:
+    assert split_sizes(10) == (6, 2, 2)  # 1.5 rounds half up, exactly
+    assert split_sizes(20, (0.5, 0.25, 0.25)) == (10, 5, 5)
+    assert fraction_size(140, 1) == 2  # at least one patch of each class
+    assert fraction_size(1, 50) == 1
+    assert fraction_size(999, 100) == 999
+
+
+def test_layout_and_manifest(made: Path, index: pd.DataFrame) -> None:
+    expected = {file_name(s, f) for s in SETS for f in DEFAULT_FRACTIONS} | {"manifest.json"}
+    assert {p.name for p in made.iterdir()} == expected
+    assert "train_001pct.csv" in expected and "val_100pct.csv" in expected
+    manifest = load_manifest(made.parent, "basic")
+    assert manifest.positives_source == "column positive_basic"
+    assert manifest.seed == 3 and manifest.fractions == DEFAULT_FRACTIONS
+    for name, entry in manifest.files.items():
+        data = (made / name).read_bytes()
+        assert data.startswith(b"name,label\n") and data.endswith(b"\n") and b"\r" not in data
+        assert entry.sha256 == hashlib.sha256(data).hexdigest()
+        assert entry.count == len(rows(made, name))
+        assert entry.positives == sum(label for _, label in rows(made, name))
+    text = (made / "manifest.json").read_text()
+    assert text == json.dumps(json.loads(text), sort_keys=True, indent=2) + "\n"
+
+
+def test_all_positives_and_as_many_negatives(made: Path, index: pd.DataFrame) -> None:
+    manifest = load_manifest(made.parent, "basic")
+    eligible = index[~(index.snow | index.cloud_shadow)]
+    chosen = [r for s in SETS for r in rows(made, file_name(s, 100))]
+    truth = dict(zip(eligible.name, eligible.positive_basic, strict=True))
+    assert all(truth[n] == bool(label) for n, label in chosen)
+    assert sorted(n for n, label in chosen if label) == sorted(eligible.name[eligible.positive_basic])
+    assert sum(1 - label for _, label in chosen) == eligible.positive_basic.sum()
+    assert manifest.pool["excluded_snow_cloud"] == (index.snow | index.cloud_shadow).sum()
+    assert manifest.pool["positives"] == eligible.positive_basic.sum()
+
+
+def test_nested_balanced_disjoint(made: Path) -> None:
+    for s in ("train", "val"):
+        full = rows(made, file_name(s, 100))
+        for f in DEFAULT_FRACTIONS:
+            part = rows(made, file_name(s, f))
+            assert part == full[: fraction_size(len(full), f)]
+    for s in SETS:
+        balance = np.cumsum([2 * label - 1 for _, label in rows(made, file_name(s, 100))])
+        assert np.abs(balance).max() <= 1  # every prefix balanced within one patch
+    names = [{n for n, _ in rows(made, file_name(s, 100))} for s in SETS]
+    assert not (names[0] & names[1] or names[0] & names[2] or names[1] & names[2])
+
+
+def test_deterministic_bytes_and_row_order_free(index: pd.DataFrame, tmp_path: Path) -> None:
+    create_splits(index, "basic", tmp_path / "a", seed=7)
+    create_splits(index, "basic", tmp_path / "b", seed=7)
+    shuffled = index.sample(frac=1, random_state=1).reset_index(drop=True)
+    create_splits(shuffled, "basic", tmp_path / "c", seed=7)
+    assert read_all(tmp_path / "a/basic") == read_all(tmp_path / "b/basic") == read_all(tmp_path / "c/basic")
+
+
+def test_other_seed_other_negatives_and_order(index: pd.DataFrame, tmp_path: Path) -> None:
+    create_splits(index, "basic", tmp_path / "a", seed=0)
+    create_splits(index, "basic", tmp_path / "b", seed=1)
+    a, b = (rows(tmp_path / d / "basic", "train_100pct.csv") for d in "ab")
+    assert a != b
+    neg = [
+        {n for s in SETS for n, label in rows(tmp_path / d / "basic", file_name(s, 100)) if not label}
+        for d in "ab"
+    ]
+    assert neg[0] != neg[1]
+
+
+def test_exclusions(index: pd.DataFrame, tmp_path: Path) -> None:
+    flagged = set(index.name[index.snow | index.cloud_shadow])
+    create_splits(index, "basic", tmp_path / "on")
+    manifest = create_splits(index, "basic", tmp_path / "off", exclude_snow_cloud=False)
+    on = {n for s in SETS for n, _ in rows(tmp_path / "on/basic", file_name(s, 100))}
+    off = {n for s in SETS for n, _ in rows(tmp_path / "off/basic", file_name(s, 100))}
+    assert not on & flagged and off & flagged
+    assert manifest.pool["excluded_snow_cloud"] == 0 and manifest.exclude_snow_cloud is False
+
+
+@pytest.mark.parametrize("spec", ["train", "test", "train+validation", "validation+train"])
+def test_official_split(index: pd.DataFrame, tmp_path: Path, spec: str) -> None:
+    manifest = create_splits(index, "basic", tmp_path, official_split=spec)
+    allowed = set(index.name[index.official_split.isin(spec.split("+"))])
+    names = {n for s in SETS for n, _ in rows(tmp_path / "basic", file_name(s, 100))}
+    assert names <= allowed
+    assert manifest.official_split == "+".join(p for p in ("train", "validation", "test") if p in spec)
+    assert load_split(tmp_path, "basic", 100, "test", index).names
+
+
+@pytest.mark.parametrize("spec", ["val", "train+train", "train,test"])
+def test_official_split_rejected(index: pd.DataFrame, tmp_path: Path, spec: str) -> None:
+    with pytest.raises(UserError, match="official_split"):
+        create_splits(index, "basic", tmp_path, official_split=spec)
+
+
+def test_custom_positives(index: pd.DataFrame, tmp_path: Path) -> None:
+    positives = index.name.str.endswith("7")
+    manifest = create_splits(index, "custom", tmp_path, positives=positives, classes=("Rice fields",))
+    assert manifest.positives_source == "caller" and manifest.classes == ("Rice fields",)
+    chosen = [r for s in SETS for r in rows(tmp_path / "custom", file_name(s, 100))]
+    assert all(n.endswith("7") == bool(label) for n, label in chosen)
+    loaded = load_split(tmp_path, "custom", 10, "train", index)  # presence checked, labels unknown
+    assert len(loaded.names) == manifest.files["train_010pct.csv"].count
+    with pytest.raises(UserError, match="row index"):
+        create_splits(index, "custom", tmp_path, positives=positives.iloc[::-1].reset_index(drop=True)[:-1])
+
+
+def test_minority_negatives_taken_whole(tmp_path: Path) -> None:
+    manifest = create_splits(make_index(500, 60), "basic", tmp_path, exclude_snow_cloud=False)
+    assert sum(manifest.sizes.values()) == 120
+    negatives = sum(
+        e.count - e.positives for n, e in manifest.files.items() if n.endswith(("100pct.csv", "test.csv"))
+    )
+    assert negatives == 60
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"fractions": (0, 10)}, "fractions"),
+        ({"fractions": (101,)}, "fractions"),
+        ({"ratios": (0.7, 0.2, 0.2)}, "ratios"),
+        ({"ratios": (1.0, 0.0, 0.0)}, "ratios"),
+        ({"seed": -1}, "seed"),
+        ({"scheme": "../basic"}, "scheme"),
+        ({"scheme": "nothere"}, "positive_nothere"),
+    ],
+)
+def test_bad_parameters(index: pd.DataFrame, tmp_path: Path, kwargs: dict, match: str) -> None:
+    kwargs = {"scheme": "basic", **kwargs}
+    with pytest.raises(UserError, match=match):
+        create_splits(index, out_dir=tmp_path, **kwargs)
+
+
+def test_bad_index(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="at least 2"):
+        create_splits(make_index(4, 100), "basic", tmp_path)
+    with pytest.raises(UserError, match="twice"):
+        create_splits(pd.concat([make_index(50, 50)] * 2), "basic", tmp_path)
+    with pytest.raises(UserError, match="snow"):
+        create_splits(make_index(50, 50).drop(columns="snow"), "basic", tmp_path)
+    with pytest.raises(UserError, match="booleans"):
+        create_splits(make_index(50, 50).astype({"positive_basic": int}), "basic", tmp_path)
+    bad = make_index(50, 50)
+    bad.loc[bad.positive_basic.idxmax(), "name"] = "../../etc/passwd"
+    with pytest.raises(SplitError, match="plain"):
+        create_splits(bad, "basic", tmp_path)
+    assert not (tmp_path / "basic").exists()  # nothing written when a check fails
+
+
+def test_rerun_removes_stale_files(index: pd.DataFrame, tmp_path: Path) -> None:
+    create_splits(index, "basic", tmp_path)
+    create_splits(index, "basic", tmp_path, fractions=(10, 100))
+    assert {p.name for p in (tmp_path / "basic").iterdir()} == {
+        "train_010pct.csv",
+        "train_100pct.csv",
+        "val_010pct.csv",
+        "val_100pct.csv",
+        "test.csv",
+        "manifest.json",
+    }
+    assert load_split(tmp_path, "basic", 10, "val").names
+
+
+def test_load(made: Path, index: pd.DataFrame) -> None:
+    loaded = load_split(made.parent, "basic", 3, "train", index)
+    assert loaded.path == made / "train_003pct.csv"
+    assert loaded.digest == hashlib.sha256(loaded.path.read_bytes()).hexdigest()
+    assert loaded.labels.dtype == np.int64
+    assert list(zip(loaded.names, loaded.labels.tolist(), strict=True)) == rows(made, "train_003pct.csv")
+    assert (
+        load_split(made.parent, "basic", 1, "test").names
+        == load_split(made.parent, "basic", 50, "test").names
+    )
+
+
+def test_load_missing(made: Path) -> None:
+    with pytest.raises(UserError, match=r"scheme 'expanded'.*\['basic'\]"):
+        load_split(made.parent, "expanded", 10, "train")
+    with pytest.raises(UserError, match=r"fraction 5 .*\[1, 3, 10, 25, 50, 100\]"):
+        load_split(made.parent, "basic", 5, "train")
+    with pytest.raises(UserError, match="set 'validation'"):
+        load_split(made.parent, "basic", 10, "validation")
+    (made / "val_025pct.csv").unlink()
+    with pytest.raises(
+        SplitError, match=r"val_025pct.csv: listed in the manifest but missing; found .*val_050pct"
+    ):
+        load_split(made.parent, "basic", 10, "train")
+
+
+def test_tampered_line_rejected(made: Path) -> None:
+    path = made / "train_010pct.csv"
+    path.write_bytes(path.read_bytes().replace(b",1\n", b",0\n", 1))
+    with pytest.raises(SplitError, match="train_010pct.csv: sha256"):
+        load_split(made.parent, "basic", 100, "test")
+
+
+def test_name_in_two_sets_rejected(made: Path) -> None:
+    test = rows(made, "test.csv")
+    dup = next(r for r in rows(made, "train_100pct.csv") if r[1] == test[0][1])  # keeps test.csv balanced
+    rewrite(made, "test.csv", [dup, *test[1:]])
+    with pytest.raises(SplitError, match=rf"test.csv: patches also in train_100pct.csv.*: '{dup[0]}'"):
+        load_split(made.parent, "basic", 10, "train")
+
+
+def test_path_like_name_rejected(made: Path) -> None:
+    val = rows(made, "val_100pct.csv")
+    rewrite(made, "val_100pct.csv", [("../../etc/passwd", val[0][1]), *val[1:]])
+    for f in DEFAULT_FRACTIONS[:-1]:
+        rewrite(
+            made, file_name("val", f), [("../../etc/passwd", val[0][1]), *rows(made, file_name("val", f))[1:]]
+        )
+    with pytest.raises(SplitError, match=r"val_100pct.csv: not plain patch names: '../../etc/passwd'"):
+        load_split(made.parent, "basic", 10, "train")
+
+
+def test_broken_nesting_rejected(made: Path) -> None:
+    part = rows(made, "train_003pct.csv")
+    rewrite(made, "train_003pct.csv", part[2:] + part[:2])
+    with pytest.raises(SplitError, match="train_003pct.csv: not the first .* rows of train_100pct.csv"):
+        load_split(made.parent, "basic", 3, "train")
+
+
+def test_unbalanced_rejected(made: Path) -> None:
+    test = rows(made, "test.csv")
+    rewrite(made, "test.csv", [r for r in test if r[1]][:10] + [r for r in test if not r[1]][:5])
+    with pytest.raises(SplitError, match="test.csv: classes not balanced"):
+        load_split(made.parent, "basic", 3, "train")
+
+
+def test_checked_against_index(made: Path, index: pd.DataFrame) -> None:
+    test = rows(made, "test.csv")
+    smaller = index[index.name != test[0][0]]
+    with pytest.raises(SplitError, match=rf"test.csv: patches not in the index.*'{test[0][0]}'"):
+        load_split(made.parent, "basic", 10, "train", smaller)
+    flipped = index.assign(positive_basic=index.positive_basic ^ (index.name == test[0][0]))
+    with pytest.raises(SplitError, match=rf"test.csv: labels differ from the index: '{test[0][0]}'"):
+        load_split(made.parent, "basic", 10, "train", flipped)
+    snowy = index.assign(snow=index.snow | (index.name == test[0][0]))
+    with pytest.raises(SplitError, match="excluded by the manifest's filters"):
+        load_split(made.parent, "basic", 10, "train", snowy)
+
+
+def test_bad_csv_and_manifest_rejected(made: Path) -> None:
+    rewrite(made, "test.csv", [("S2A_x", 2)])
+    with pytest.raises(SplitError, match="line 2"):
+        load_split(made.parent, "basic", 10, "train")
+    (made / "manifest.json").write_text("{}")
+    with pytest.raises(SplitError, match="not a valid split manifest"):
+        load_split(made.parent, "basic", 10, "train")
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    n_pos=st.integers(0, 120),
+    n_neg=st.integers(0, 400),
+    seed=st.integers(0, 2**32),
+    fractions=st.sets(st.integers(1, 100), min_size=1, max_size=4),
+)
+def test_property(n_pos: int, n_neg: int, seed: int, fractions: set[int]) -> None:
+    index = make_index(n_pos, n_neg, seed=seed % 7, snow=0.1)
+    k = min(index.positive_basic[~index.snow].sum(), (~index.positive_basic[~index.snow]).sum())
+    with tempfile.TemporaryDirectory() as tmp:
+        if min(split_sizes(2 * k)) < 2:
+            with pytest.raises(UserError, match="at least 2"):
+                create_splits(index, "basic", Path(tmp), fractions=sorted(fractions), seed=seed)
+            return
+        manifest = create_splits(index, "basic", Path(tmp), fractions=sorted(fractions), seed=seed)
+        assert list(manifest.sizes.values()) == list(split_sizes(2 * k))
+        largest = max(fractions)
+        seen: set[str] = set()
+        for s in SETS:
+            full = load_split(Path(tmp), "basic", largest, s, index)
+            assert abs(2 * int(full.labels.sum()) - len(full.labels)) <= 1
+            assert not seen & set(full.names)
+            seen |= set(full.names)
+            if s != "test":
+                for f in fractions:
+                    part = load_split(Path(tmp), "basic", f, s)
+                    assert part.names == full.names[: len(part.names)]
+                    assert 0 < part.labels.sum() < len(part.labels) or len(part.labels) < 2
+        if largest == 100:
+            assert len(seen) == 2 * k
