@@ -1,0 +1,131 @@
+"""What `compare` and `promote` ask of the model registry: the classifier versions of a scheme with their
+runs' full-precision metrics, and moving aliases with the reason written on the version.
+
+Versions are found by tag filter (one paged query), and their runs' metrics come in batches of runs, not
+one request per version or per metric, so a large grid on a remote server stays a handful of calls.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import partial
+from typing import TypeVar
+
+import pandas as pd
+from mlflow.entities import ViewType
+from mlflow.store.entities.paged_list import PagedList
+from mlflow.tracking import MlflowClient
+
+from simclr_s2.errors import UserError
+from simclr_s2.tracking.registry import CLASSIFIER_MODEL
+
+log = logging.getLogger(__name__)
+
+CLASSIFIER_STAGES = ("finetune", "baseline")
+RUNS_PER_QUERY = 100  # run ids per `IN (...)` filter: keeps the filter string short for any backend
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """One registered classifier version: its tags (stage, scheme, fraction, pretrained, seed, ...) and the
+    metrics of the run that produced it (test_f1, best_val_f1, ...), at full precision."""
+
+    version: str
+    tags: dict[str, str]
+    metrics: dict[str, float]
+
+    def describe(self) -> str:
+        t = self.tags
+        return f"v{self.version} ({t.get('pretrained', '?')} {t.get('fraction', '?')}pct s{t.get('seed', '?')})"
+
+
+def _pages(fetch: Callable[..., PagedList[T]]) -> Iterator[T]:
+    """Every item of a paged MLflow search; `fetch` takes the `page_token` keyword."""
+    token = None
+    while True:
+        page = fetch(page_token=token)
+        yield from page
+        token = page.token
+        if not token:
+            return
+
+
+def _quoted(name: str, value: str) -> str:
+    """`value` as a filter literal; MLflow's filter grammar has no escape for a quote, so one is refused."""
+    if "'" in value or '"' in value:
+        raise UserError(f"{name}: {value!r} cannot contain quotes")
+    return f"'{value}'"
+
+
+def search_versions(scheme: str, *, fraction: int | None = None, pretrained: str | None = None,
+                    model: str = CLASSIFIER_MODEL) -> list[VersionRecord]:
+    """Classifier versions (finetune and baseline) of `scheme`, optionally of one fraction or encoder
+    ("scratch" = baselines), with their runs' metrics; oldest version first."""
+    clauses = [f"name = {_quoted('model', model)}", f"tags.scheme = {_quoted('scheme', scheme)}"]
+    if fraction is not None:
+        clauses.append(f"tags.fraction = '{int(fraction)}'")
+    if pretrained is not None:
+        clauses.append(f"tags.pretrained = {_quoted('pretrained', pretrained)}")
+    client = MlflowClient()
+    found = _pages(partial(client.search_model_versions, " and ".join(clauses)))
+    versions = [(mv.run_id or mv.tags.get("run_id", ""), mv) for mv in found
+                if mv.tags.get("stage") in CLASSIFIER_STAGES]
+    metrics = run_metrics(run_id for run_id, _ in versions)
+    records = [VersionRecord(str(mv.version), dict(mv.tags), metrics.get(run_id, {}))
+               for run_id, mv in versions]
+    return sorted(records, key=lambda r: int(r.version))
+
+
+def versions_frame(records: Sequence[VersionRecord], metrics: Iterable[str]) -> pd.DataFrame:
+    """One row per version: version, stage, pretrained, fraction, seed, arch, trainable and `metrics` from
+    its run (NaN where the run lacks one) -- the input of `compare.summarise`."""
+    metrics = list(metrics)
+    rows = [{"version": int(r.version), "stage": r.tags.get("stage"), "pretrained": r.tags.get("pretrained", ""),
+             "fraction": int(r.tags["fraction"]), "seed": int(r.tags.get("seed", 0)), "arch": r.tags.get("arch"),
+             "trainable": r.tags.get("trainable"), **{m: r.metrics.get(m, math.nan) for m in metrics}}
+            for r in records]
+    return pd.DataFrame(rows, columns=["version", "stage", "pretrained", "fraction", "seed", "arch", "trainable",
+                                       *metrics])
+
+
+def run_metrics(run_ids: Iterable[str]) -> dict[str, dict[str, float]]:
+    """Latest value of every metric of each run, fetched in batches of runs across all experiments (a
+    version's run may live in any experiment; deleted runs still count: their model is registered)."""
+    ids = sorted({i for i in run_ids if i})
+    if not ids:
+        return {}
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in _pages(partial(client.search_experiments, view_type=ViewType.ALL))]
+    out: dict[str, dict[str, float]] = {}
+    for start in range(0, len(ids), RUNS_PER_QUERY):
+        listed = ", ".join(f"'{i}'" for i in ids[start:start + RUNS_PER_QUERY])
+        for run in _pages(partial(client.search_runs, experiments, f"attributes.run_id IN ({listed})",
+                                  run_view_type=ViewType.ALL)):
+            out[run.info.run_id] = dict(run.data.metrics)
+    missing = set(ids) - set(out)
+    if missing:
+        log.warning("runs %s of registered versions not found; their metrics count as missing", sorted(missing))
+    return out
+
+
+def alias_version(alias: str, model: str = CLASSIFIER_MODEL) -> str | None:
+    """The version `alias` points to, or None when the alias is not set."""
+    aliases = MlflowClient().get_registered_model(model).aliases
+    return str(aliases[alias]) if alias in aliases else None
+
+
+def move_alias(version: str, alias: str, tags: Mapping[str, str], *, former: str | None, previous_alias: str,
+               model: str = CLASSIFIER_MODEL) -> None:
+    """Point `alias` at `version` after writing `tags` on it (so whoever follows the alias finds why), and
+    keep `former`, the version `alias` held before, reachable as `previous_alias`."""
+    client = MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(model, version, key, value)
+    if former is not None and former != version:
+        client.set_registered_model_alias(model, previous_alias, former)
+    client.set_registered_model_alias(model, alias, version)
