@@ -1,0 +1,129 @@
+"""Sentinel-2 bands of BigEarthNet-S2 v1.0: names, resolutions, published statistics, resampling.
+
+Every path that turns native rasters into 120 x 120 inputs (the patch reader, the packed store) calls
+`resample` here, so a model sees identical pixels whichever path fed it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from simclr_s2.errors import UserError
+
+BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+RESOLUTION_M: dict[str, int] = {
+    **dict.fromkeys(("B02", "B03", "B04", "B08"), 10),
+    **dict.fromkeys(("B05", "B06", "B07", "B8A", "B11", "B12"), 20),
+    **dict.fromkeys(("B01", "B09"), 60),
+}
+PATCH_SIZE = 120
+"""Side in pixels of a patch at 10 m (1.2 km)."""
+NATIVE_SIZE: dict[str, int] = {b: PATCH_SIZE * 10 // RESOLUTION_M[b] for b in BANDS}
+
+# Mean / std of the raw uint16 values over BigEarthNet-S2 v1.0, as published with the BigEarthNet
+# authors' TensorFlow models (also in bigearthnet-common's BAND_STATS_S2).
+MEAN: dict[str, float] = {
+    "B01": 340.76769064, "B02": 429.9430203, "B03": 614.21682446, "B04": 590.23569706,
+    "B05": 950.68368468, "B06": 1792.46290469, "B07": 2075.46795189, "B08": 2218.94553375,
+    "B8A": 2266.46036911, "B09": 2246.0605464, "B11": 1594.42694882, "B12": 1009.32729131,
+}  # fmt: skip
+STD: dict[str, float] = {
+    "B01": 554.81258967, "B02": 572.41639287, "B03": 582.87945694, "B04": 675.88746967,
+    "B05": 729.89827633, "B06": 1096.01480586, "B07": 1273.45393088, "B08": 1365.45589904,
+    "B8A": 1356.13789355, "B09": 1302.3292881, "B11": 1079.19066363, "B12": 818.86747235,
+}  # fmt: skip
+
+STUDY_BANDS = ("B04", "B03", "B02", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
+"""The study's 10 bands in the study's channel order (10 m RGB+NIR, then the 20 m bands)."""
+
+RESAMPLING_METHODS = ("bicubic", "bilinear", "nearest")
+
+
+class BandError(UserError):
+    """An unknown band name, band set or resampling method."""
+
+
+def resolve_bands(spec: str | Sequence[str] = "study") -> tuple[str, ...]:
+    """Turn a band-set parameter into band names: "study", "all" (BANDS order) or "B04,B03,B02".
+
+    Order is kept as given, because it is the channel order of the model input.
+    """
+    if isinstance(spec, str):
+        key = spec.strip()
+        if key.lower() == "study":
+            return STUDY_BANDS
+        if key.lower() == "all":
+            return BANDS
+        names = [s.strip() for s in key.split(",") if s.strip()]
+    else:
+        names = [str(s).strip() for s in spec]
+    names = [n.upper() for n in names]
+    unknown = [n for n in names if n not in RESOLUTION_M]
+    if not names or unknown:
+        expected = f"'study', 'all' or a comma list of {','.join(BANDS)}"
+        raise BandError(f"bands: unknown band(s) {unknown or spec!r}; expected {expected}")
+    if len(set(names)) != len(names):
+        raise BandError(f"bands: {spec!r} names a band twice")
+    return tuple(names)
+
+
+def check_resampling(method: str) -> str:
+    """Validate a resampling method name early, before any file is read."""
+    if method not in RESAMPLING_METHODS:
+        raise BandError(f"resampling: {method!r} is not one of {', '.join(RESAMPLING_METHODS)}")
+    return method
+
+
+def resample(x: torch.Tensor, method: str, size: int = PATCH_SIZE) -> torch.Tensor:
+    """Resize float32 (N, C, h, w) rasters of one native size to (N, C, size, size).
+
+    bicubic/bilinear use align_corners=False (pixel areas, as GDAL sees them); bicubic overshoots,
+    which is kept: clipping would make the result depend on the value range of the input.
+    """
+    check_resampling(method)
+    if x.ndim != 4:
+        raise ValueError(f"resample expects (N, C, h, w), got shape {tuple(x.shape)}")
+    if x.shape[-2:] == (size, size):
+        return x
+    if method == "nearest":
+        # "nearest-exact" picks the pixel whose centre is nearest; plain "nearest" is off by half a pixel.
+        return F.interpolate(x, size=(size, size), mode="nearest-exact")
+    return F.interpolate(x, size=(size, size), mode=method, align_corners=False)
+
+
+def stack_bands(
+    native: Mapping[str, np.ndarray], bands: Sequence[str], method: str = "bicubic"
+) -> np.ndarray:
+    """Native rasters (band -> (h, w) or (N, h, w), any dtype) -> float32 (C, 120, 120) or (N, C, 120, 120).
+
+    Bands of one native size are resampled together in one `resample` call; channel order is `bands`.
+    """
+    check_resampling(method)
+    first = np.asarray(native[bands[0]])
+    lead = first.shape[:-2]
+    out = np.empty((*lead, len(bands), PATCH_SIZE, PATCH_SIZE), dtype=np.float32)
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, band in enumerate(bands):
+        groups.setdefault(np.shape(native[band]), []).append(i)
+    for shape, idx in groups.items():
+        if shape[:-2] != lead:
+            raise ValueError(f"stack_bands: band {bands[idx[0]]} has shape {shape}, others lead with {lead}")
+        stack = np.stack([np.asarray(native[bands[i]], dtype=np.float32) for i in idx], axis=-3)
+        x = torch.from_numpy(stack.reshape(-1, len(idx), *shape[-2:]))
+        out[..., idx, :, :] = resample(x, method).numpy().reshape(*lead, len(idx), PATCH_SIZE, PATCH_SIZE)
+    return out
+
+
+def normalise(x: torch.Tensor | np.ndarray, bands: Sequence[str]) -> torch.Tensor | np.ndarray:
+    """Per-band z-score with the published MEAN/STD; channels are the third-from-last axis (..., C, H, W)."""
+    if x.shape[-3] != len(bands):
+        raise ValueError(f"normalise: {x.shape[-3]} channels but {len(bands)} bands {tuple(bands)}")
+    mean = np.array([MEAN[b] for b in bands], dtype=np.float32)[:, None, None]
+    std = np.array([STD[b] for b in bands], dtype=np.float32)[:, None, None]
+    if isinstance(x, torch.Tensor):
+        return (x - torch.from_numpy(mean).to(x.device)) / torch.from_numpy(std).to(x.device)
+    return ((x - mean) / std).astype(np.float32, copy=False)

@@ -1,0 +1,308 @@
+"""Write a synthetic archive in exactly the BigEarthNet-S2 v1.0 layout, for tests and the demo study.
+
+Each patch is a map of land-cover regions, one per label; a region's pixels follow that class's spectral
+signature (a z-score per band), so labels are visible in the pixels. Permanently irrigated land is green
+vegetation (low red, high NIR, low SWIR), rice fields are wet, permanent crops mix soil and canopy: both
+labelling schemes are learnable but not trivially (pastures and broad-leaved forest are green too).
+Values are log-normal per band with the published MEAN/STD, so normalised inputs look like the real ones.
+
+Names follow the official pattern with 2019 acquisition dates, outside v1.0's June 2017 - May 2018, so
+no demo name is on the official snow, cloud or split lists; `real_names` gives some patches real names
+on purpose, to test what those lists do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.transform import Affine
+from tqdm import tqdm
+
+from simclr_s2.bigearthnet.bands import BANDS, MEAN, NATIVE_SIZE, PATCH_SIZE, RESOLUTION_M, STD
+from simclr_s2.bigearthnet.nomenclature import LABELS_43, SCHEMES
+from simclr_s2.errors import UserError
+
+# (tile, UTM EPSG, tile upper-left x, y, overpass time, relative orbit): real Sentinel-2 tiles in
+# countries BigEarthNet covers (Portugal, Ireland, Belgium, Switzerland, Austria, Serbia, Lithuania, Finland).
+_TILES = (
+    ("29SND", 32629, 499980, 4400040, "112111", 37),
+    ("29UPU", 32629, 600000, 5900040, "113321", 80),
+    ("31UFS", 32631, 600000, 5700000, "105031", 51),
+    ("32TMT", 32632, 399960, 5200020, "103021", 108),
+    ("33UUP", 32633, 300000, 5400000, "101031", 22),
+    ("34TCR", 32634, 399960, 5000040, "094031", 36),
+    ("34UFG", 32634, 600000, 6100020, "094029", 36),
+    ("35VPK", 32635, 600000, 7000020, "093029", 136),
+)
+_GRID = 91  # patches per tile side: a 109.8 km tile holds 91 patches of 1.2 km
+_MIN_ACQUISITIONS = 16  # two per tile, 22 days apart from 5 Jan 2019: every season occurs
+_FIRST_DATE = datetime(2019, 1, 5)
+_REAL_NAME = re.compile(r"^(S2[AB])_MSIL2A_(\d{8})T(\d{5,6})_(\d+)_(\d+)$")
+
+# Spectral signatures (z-scores in BANDS order: B01 B02 B03 B04 B05 B06 B07 B08 B8A B09 B11 B12) of
+# broad cover types; each of the 43 classes takes its cover type's signature plus a small fixed offset.
+_COVER = {
+    "urban": (0.6, 0.8, 0.8, 0.9, 0.7, 0.2, 0.1, 0.1, 0.1, 0.1, 0.8, 0.9),
+    "bare": (1.0, 1.2, 1.2, 1.3, 1.2, 0.8, 0.7, 0.7, 0.7, 0.6, 1.3, 1.3),
+    "dry_crop": (0.2, 0.4, 0.4, 0.6, 0.6, 0.2, 0.2, 0.2, 0.2, 0.2, 0.9, 1.0),
+    "irrigated": (-0.1, -0.3, 0.0, -0.4, 0.1, 1.0, 1.3, 1.3, 1.3, 1.1, -0.1, -0.5),
+    "rice": (-0.1, -0.2, -0.1, -0.3, -0.3, 0.2, 0.4, 0.4, 0.4, 0.3, -0.8, -0.8),
+    "orchard": (0.1, 0.2, 0.3, 0.2, 0.4, 0.4, 0.5, 0.5, 0.5, 0.5, 0.5, 0.4),
+    "grass": (-0.1, -0.1, 0.1, -0.1, 0.2, 0.7, 0.8, 0.8, 0.8, 0.7, 0.2, 0.0),
+    "broadleaf": (-0.2, -0.4, -0.4, -0.5, -0.2, 0.6, 0.8, 0.8, 0.8, 0.7, -0.1, -0.4),
+    "conifer": (-0.2, -0.4, -0.5, -0.5, -0.4, 0.0, 0.1, 0.1, 0.1, 0.1, -0.5, -0.6),
+    "shrub": (0.0, 0.0, 0.1, 0.1, 0.2, 0.3, 0.4, 0.4, 0.4, 0.4, 0.4, 0.3),
+    "wetland": (-0.2, -0.3, -0.2, -0.3, -0.2, 0.1, 0.2, 0.2, 0.2, 0.2, -0.4, -0.4),
+    "burnt": (0.0, 0.0, 0.0, 0.0, -0.1, -0.4, -0.5, -0.5, -0.5, -0.5, 0.6, 0.8),
+    "water": (-0.3, -0.2, -0.3, -0.4, -0.7, -1.2, -1.3, -1.3, -1.3, -1.2, -1.3, -1.1),
+}
+# class -> (cover type, weight among a patch's other labels, roughly as common as in BigEarthNet)
+_CLASSES = {
+    "Continuous urban fabric": ("urban", 1),
+    "Discontinuous urban fabric": ("urban", 6),
+    "Industrial or commercial units": ("urban", 2),
+    "Road and rail networks and associated land": ("urban", 1),
+    "Port areas": ("urban", 0.2),
+    "Airports": ("urban", 0.2),
+    "Mineral extraction sites": ("bare", 0.5),
+    "Dump sites": ("bare", 0.2),
+    "Construction sites": ("bare", 0.2),
+    "Green urban areas": ("grass", 0.3),
+    "Sport and leisure facilities": ("grass", 0.8),
+    "Non-irrigated arable land": ("dry_crop", 14),
+    "Permanently irrigated land": ("irrigated", 0),
+    "Rice fields": ("rice", 0),
+    "Vineyards": ("orchard", 0),
+    "Fruit trees and berry plantations": ("orchard", 0),
+    "Olive groves": ("orchard", 0),
+    "Pastures": ("grass", 12),
+    "Annual crops associated with permanent crops": ("orchard", 0.8),
+    "Complex cultivation patterns": ("dry_crop", 8),
+    "Land principally occupied by agriculture, with significant areas of natural vegetation": ("shrub", 9),
+    "Agro-forestry areas": ("shrub", 2.5),
+    "Broad-leaved forest": ("broadleaf", 9),
+    "Coniferous forest": ("conifer", 13),
+    "Mixed forest": ("conifer", 15),
+    "Natural grassland": ("grass", 1.5),
+    "Moors and heathland": ("shrub", 1),
+    "Sclerophyllous vegetation": ("shrub", 1.4),
+    "Transitional woodland/shrub": ("shrub", 13),
+    "Beaches, dunes, sands": ("bare", 0.2),
+    "Bare rock": ("bare", 0.3),
+    "Sparsely vegetated areas": ("bare", 0.2),
+    "Burnt areas": ("burnt", 0.05),
+    "Inland marshes": ("wetland", 0.6),
+    "Peatbogs": ("wetland", 2.5),
+    "Salt marshes": ("wetland", 0.3),
+    "Salines": ("bare", 0.05),
+    "Intertidal flats": ("wetland", 0.1),
+    "Water courses": ("water", 0.8),
+    "Water bodies": ("water", 7),
+    "Coastal lagoons": ("water", 0.2),
+    "Estuaries": ("water", 0.2),
+    "Sea and ocean": ("water", 7),
+}
+# log-normal parameters that give a standard-normal z the published mean and std of each band
+_LOG_SIGMA = {b: math.sqrt(math.log1p((STD[b] / MEAN[b]) ** 2)) for b in BANDS}
+_LOG_MU = {b: math.log(MEAN[b]) - _LOG_SIGMA[b] ** 2 / 2 for b in BANDS}
+_EXPANDED_ONLY = tuple(c for c in SCHEMES["expanded"] if c not in SCHEMES["basic"])
+_OTHERS = tuple(c for c in LABELS_43 if c not in SCHEMES["expanded"])
+
+
+@dataclass(frozen=True)
+class _Patch:
+    index: int
+    name: str
+    tile: int
+    when: datetime
+    sat: str
+    ulx: int
+    uly: int
+
+
+@cache
+def _signatures() -> np.ndarray:
+    """(43, 12) z-score signature per class: cover type plus a fixed, seed-independent offset."""
+    offsets = np.random.default_rng(43).normal(0.0, 0.12, size=(len(LABELS_43), len(BANDS)))
+    sig = np.array([_COVER[_CLASSES[c][0]] for c in LABELS_43]) + offsets
+    # centre on the label mix (scheme classes count as common), so band means land near MEAN
+    weights = [_CLASSES[c][1] or 5.0 for c in LABELS_43]
+    return sig - np.average(sig, axis=0, weights=weights)
+
+
+@cache
+def _upsampler(n_in: int, n_out: int = PATCH_SIZE) -> np.ndarray:
+    """(n_out, n_in) bilinear interpolation matrix (pixel-area centres): M @ low @ M.T smooths noise."""
+    centres = (np.arange(n_out) + 0.5) * n_in / n_out - 0.5
+    return np.stack([np.interp(centres, np.arange(n_in), np.eye(n_in)[j]) for j in range(n_in)], axis=1)
+
+
+def _smooth_noise(rng: np.random.Generator, n_fields: int, grid: int) -> np.ndarray:
+    up = _upsampler(grid)
+    return up @ rng.normal(size=(n_fields, grid, grid)) @ up.T
+
+
+def _draw_labels(rng: np.random.Generator, positive_rate: float) -> list[str]:
+    labels: set[str] = set()
+    u = rng.random()
+    if u < positive_rate / 2:
+        labels.add("Permanently irrigated land")
+        if rng.random() < 0.2:
+            labels.add(str(rng.choice(_EXPANDED_ONLY)))
+    elif u < positive_rate:
+        labels.add(str(rng.choice(_EXPANDED_ONLY)))
+    weights = np.array([_CLASSES[c][1] for c in _OTHERS], dtype=float)
+    n_other = int(rng.integers(0 if labels else 1, 4))
+    labels.update(str(c) for c in rng.choice(_OTHERS, size=n_other, replace=False, p=weights / weights.sum()))
+    return [c for c in LABELS_43 if c in labels]
+
+
+def _pixels(rng: np.random.Generator, labels: list[str]) -> dict[str, np.ndarray]:
+    """Band -> native-size uint16 raster for a patch carrying `labels`."""
+    sig = _signatures()[[LABELS_43.index(c) for c in labels]]  # (k, 12)
+    region = np.argmax(_smooth_noise(rng, len(labels), 5), axis=0)  # (120, 120) label index
+    z = sig.astype(np.float32)[region].transpose(2, 0, 1)  # (12, 120, 120)
+    # z-variance budget, about 1 in all: class signature 0.3, texture 0.3, patch brightness 0.25, pixel 0.1
+    z += 0.8 * _smooth_noise(rng, 1, 24).astype(np.float32) + rng.normal(0.0, 0.5)
+    z += 0.3 * rng.standard_normal(z.shape, dtype=np.float32)
+    out = {}
+    for i, band in enumerate(BANDS):
+        n = NATIVE_SIZE[band]
+        k = PATCH_SIZE // n
+        zb = z[i].reshape(n, k, n, k).mean(axis=(1, 3)) if k > 1 else z[i]  # a coarse pixel: its area's mean
+        raw = np.exp(_LOG_MU[band] + _LOG_SIGMA[band] * zb)
+        out[band] = np.clip(np.rint(raw), 1, 65535).astype(np.uint16)
+    return out
+
+
+@cache
+def _crs(epsg: int) -> CRS:
+    return CRS.from_epsg(epsg)
+
+
+def _write_patch(root: Path, patch: _Patch, seed: int, positive_rate: float) -> None:
+    rng = np.random.default_rng([seed, patch.index])
+    labels = _draw_labels(rng, positive_rate)
+    tile, epsg, *_, orbit = _TILES[patch.tile]
+    crs = _crs(epsg)
+    folder = root / patch.name
+    folder.mkdir()
+    for band, raster in _pixels(rng, labels).items():
+        res = RESOLUTION_M[band]
+        with rasterio.open(
+            folder / f"{patch.name}_{band}.tif",
+            "w",
+            driver="GTiff",
+            width=raster.shape[1],
+            height=raster.shape[0],
+            count=1,
+            dtype="uint16",
+            crs=crs,
+            transform=Affine(res, 0, patch.ulx, 0, -res, patch.uly),
+        ) as ds:
+            ds.write(raster, 1)
+    stamp = patch.when.strftime("%Y%m%dT%H%M%S")
+    processed = (patch.when + timedelta(minutes=2, seconds=17)).strftime("%Y%m%dT%H%M%S")
+    meta = {
+        "labels": labels,
+        "coordinates": {"ulx": patch.ulx, "uly": patch.uly, "lrx": patch.ulx + 1200, "lry": patch.uly - 1200},
+        "projection": crs.to_wkt(),
+        "tile_source": f"{patch.sat}_MSIL1C_{stamp}_N0207_R{orbit:03d}_T{tile}_{processed}.SAFE",
+        "acquisition_date": patch.when.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    (folder / f"{patch.name}_labels_metadata.json").write_text(json.dumps(meta))
+
+
+def _write_chunk(root: Path, patches: list[_Patch], seed: int, positive_rate: float) -> int:
+    with rasterio.Env():  # one GDAL environment for the chunk, not one per file
+        for patch in patches:
+            _write_patch(root, patch, seed, positive_rate)
+    return len(patches)
+
+
+def _plan(n_patches: int, real_names: Sequence[str]) -> list[_Patch]:
+    """Names, tiles, dates and positions: patch i lies in acquisition i % n_acq, slot i // n_acq."""
+    n_acq = max(_MIN_ACQUISITIONS, math.ceil(n_patches / _GRID**2))
+    plan = []
+    for i in range(n_patches):
+        acq, slot = i % n_acq, i // n_acq
+        tile = acq % len(_TILES)
+        _, _, x0, y0, hms, _ = _TILES[tile]
+        when = _FIRST_DATE + timedelta(days=22 * acq)
+        when = when.replace(hour=int(hms[:2]), minute=int(hms[2:4]), second=int(hms[4:]))
+        sat = "S2A" if acq % 2 == 0 else "S2B"
+        col, row = divmod(slot, _GRID)
+        name = f"{sat}_MSIL2A_{when:%Y%m%dT%H%M%S}_{col}_{row}"
+        if i < len(real_names):
+            name, sat, when = _parse_real_name(real_names[i])
+        plan.append(_Patch(i, name, tile, when, sat, x0 + 1200 * col, y0 - 1200 * row))
+    return plan
+
+
+def _parse_real_name(name: str) -> tuple[str, str, datetime]:
+    m = _REAL_NAME.match(name)
+    if not m:
+        raise UserError(
+            f"real_names: {name!r} is not a BigEarthNet-S2 name like S2A_MSIL2A_20170613T101031_29_89"
+        )
+    sat, day, hms = m.group(1), m.group(2), m.group(3).zfill(6)
+    return name, sat, datetime.strptime(day + hms, "%Y%m%d%H%M%S")
+
+
+def write_demo_archive(
+    root: Path,
+    n_patches: int = 1000,
+    seed: int = 0,
+    positive_rate: float = 0.4,
+    real_names: Sequence[str] = (),
+    workers: int | None = None,
+) -> Path:
+    """Write `n_patches` synthetic patches into `root` (created; must be empty) and return it.
+
+    About `positive_rate` of the patches are positive under the `expanded` scheme, half of those also
+    under `basic`. The first len(real_names) patches take those names (real BigEarthNet-S2 names). The
+    content depends only on (seed, patch position), never on `workers`.
+    """
+    root = Path(root)
+    if n_patches < 1:
+        raise UserError(f"n_patches: expected at least 1, got {n_patches}")
+    if not 0.0 <= positive_rate <= 1.0:
+        raise UserError(f"positive_rate: expected a fraction in [0, 1], got {positive_rate}")
+    if len(real_names) > n_patches or len(set(real_names)) != len(real_names):
+        raise UserError(
+            f"real_names: expected at most n_patches={n_patches} distinct names, got {len(real_names)}"
+        )
+    plan = _plan(n_patches, real_names)
+    if len({p.name for p in plan}) != n_patches:
+        raise UserError("real_names: a real name equals a generated demo name")
+    if root.exists() and (not root.is_dir() or any(root.iterdir())):
+        raise UserError(f"demo archive root {root}: expected a missing or empty folder")
+    root.mkdir(parents=True, exist_ok=True)
+    workers = workers or len(os.sched_getaffinity(0))
+    if workers == 1 or n_patches < 64:
+        _write_chunk(root, plan, seed, positive_rate)
+        return root
+    chunk = max(16, math.ceil(n_patches / (workers * 8)))
+    with (
+        ProcessPoolExecutor(workers) as pool,
+        tqdm(total=n_patches, desc="demo patches", disable=None) as bar,
+    ):
+        futures = [
+            pool.submit(_write_chunk, root, plan[i : i + chunk], seed, positive_rate)
+            for i in range(0, n_patches, chunk)
+        ]
+        for f in futures:
+            bar.update(f.result())
+    return root
