@@ -1,0 +1,111 @@
+"""Throughput of one SimCLR pretraining step, with and without channels_last.
+
+A step is what `simclr_s2.simclr.pretrain` does per batch: two augmented views of each image, one
+forward pass over both, NT-Xent, backward, SGD step. images/s counts input images (each is two
+views through the network).
+
+    python benchmarks/bench_pretrain.py            # resnet50 and resnet152, batch 32, 10 x 120 x 120
+    python benchmarks/bench_pretrain.py --quick    # 1 warm-up + 2 timed steps per setting
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from simclr_s2.augment import AugmentConfig
+from simclr_s2.models import ARCHS, build_simclr, channels_last
+from simclr_s2.simclr import make_optimizer, simclr_step
+
+
+def images_per_second(
+    arch: str,
+    bands: int,
+    batch: int,
+    size: int,
+    use_channels_last: bool,
+    warmup: int,
+    steps: int,
+    device: torch.device,
+    amp: bool,
+) -> float:
+    torch.manual_seed(0)
+    model = build_simclr(arch, bands).to(device).train()
+    if use_channels_last:
+        channels_last(model)
+    optimizer = make_optimizer(model, "sgd", 0.1)
+    generator = torch.Generator(device=device).manual_seed(0)
+    x = torch.randn(batch, bands, size, size, device=device)
+    autocast_dtype = torch.bfloat16 if amp and device.type == "cuda" else None
+    for i in range(warmup + steps):
+        if i == warmup:
+            start = time.perf_counter()  # simclr_step's loss.item() has synchronised the device
+        simclr_step(
+            model,
+            x,
+            optimizer,
+            temperature=0.1,
+            augment=AugmentConfig(),
+            generator=generator,
+            channels_last=use_channels_last,
+            autocast_dtype=autocast_dtype,
+        )
+    return batch * steps / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--archs", default="resnet50,resnet152", help=f"comma-separated, from {', '.join(ARCHS)}"
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--bands", type=int, default=10)
+    parser.add_argument("--size", type=int, default=120)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--steps", type=int, default=10)
+    parser.add_argument("--quick", action="store_true", help="1 warm-up and 2 timed steps per setting")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA only)")
+    args = parser.parse_args()
+    if args.quick:
+        args.warmup, args.steps = 1, 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    print(
+        f"device={device} threads={torch.get_num_threads()} batch={args.batch_size} "
+        f"input={args.bands}x{args.size}x{args.size} warmup={args.warmup} steps={args.steps} amp={args.amp}"
+    )
+    print(f"{'arch':<10} {'channels_last':>13} {'images/s':>9} {'s/step':>7}")
+    for arch in args.archs.split(","):
+        rates = {}
+        for use_channels_last in (False, True):
+            rate = images_per_second(
+                arch,
+                args.bands,
+                args.batch_size,
+                args.size,
+                use_channels_last,
+                args.warmup,
+                args.steps,
+                device,
+                args.amp,
+            )
+            rates[use_channels_last] = rate
+            print(
+                f"{arch:<10} {use_channels_last!s:>13} {rate:>9.2f} {args.batch_size / rate:>7.2f}",
+                flush=True,
+            )
+        print(f"{arch:<10} {'speed-up':>13} {rates[True] / rates[False]:>8.2f}x")
+
+
+if __name__ == "__main__":
+    main()
