@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -52,6 +53,7 @@ def parser(description: str) -> argparse.ArgumentParser:
 def run_entry_point(main: Callable[[Sequence[str] | None], None]) -> None:
     """Call `main`; a UserError becomes `error: <one line>` and exit status 2, with the run FAILED."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file floods logs
     try:
         main(None)
     except UserError as error:

@@ -1,0 +1,65 @@
+"""Train on cached features when nothing before the trainable layers can change.
+
+With the encoder (and for `head2` the head's first layer) frozen in evaluation mode and no augmentation,
+the frozen prefix maps each patch to the same vector every epoch: computing it once per split turns an
+epoch of ResNet forwards into an epoch of small matrix products, with the same result.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from simclr_s2.data import BatchLoader
+from simclr_s2.models import IrrigationClassifier, split_for_cache
+
+log = logging.getLogger(__name__)
+
+
+class TensorSource:
+    """Features and labels held in memory, read in batches by `BatchLoader` (same shuffling as patches)."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def read_batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        index = torch.from_numpy(np.asarray(indices))
+        return self.x[index], self.y[index]
+
+
+@torch.no_grad()
+def compute_features(prefix: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                     device: str = "cpu", desc: str = "features") -> tuple[torch.Tensor, torch.Tensor]:
+    """Outputs of the frozen `prefix` for every batch, in the order given, with their labels."""
+    prefix.eval().to(device)
+    features, labels = [], []
+    for x, y in tqdm(batches, desc=desc, disable=None, leave=False):
+        features.append(prefix(x.to(device).contiguous(memory_format=torch.channels_last)).float().cpu())
+        labels.append(y.float())
+    return torch.cat(features), torch.cat(labels)
+
+
+def cached_training_set(model: IrrigationClassifier, policy: str,
+                        train: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                        val: Iterable[tuple[torch.Tensor, torch.Tensor]],
+                        batch_size: int, seed: int, device: str = "cpu",
+                        ) -> tuple[nn.Module, BatchLoader, BatchLoader] | None:
+    """(trainable part, train batches, val batches) over cached features, or None when `policy` trains
+    the whole network. `train` and `val` must iterate in a fixed order (no shuffling)."""
+    split = split_for_cache(model, policy)
+    if split is None:
+        return None
+    prefix, suffix = split
+    train_x, train_y = compute_features(prefix, train, device, "features (train)")
+    val_x, val_y = compute_features(prefix, val, device, "features (val)")
+    log.info("cached %d-d features of %d train and %d val patches", train_x.shape[1], len(train_y), len(val_y))
+    return (suffix, BatchLoader(TensorSource(train_x, train_y), batch_size, shuffle=True, seed=seed),
+            BatchLoader(TensorSource(val_x, val_y), batch_size))

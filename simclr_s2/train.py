@@ -1,0 +1,183 @@
+"""The supervised loop shared by fine-tuning and the baselines: Adam on the trainable weights, binary
+cross-entropy on one logit, early stopping on validation AUC with the best weights kept, and a
+checkpoint after every epoch so a killed run continues where it stopped.
+
+Loaders are iterables of (x, y) batches; one that has `set_epoch(epoch)` is told the epoch first, so its
+shuffled order depends on (seed, epoch) only and a resumed run sees the same batches as an unbroken one.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from simclr_s2.errors import UserError
+from simclr_s2.metrics import binary_metrics
+from simclr_s2.runtime import amp_setup, save_atomically
+
+log = logging.getLogger(__name__)
+
+EPOCH_METRICS = ("loss", "accuracy", "precision", "recall", "f1", "auc")
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """The study's defaults: Adam lr 5e-5, up to 50 epochs, patience 25 on validation AUC."""
+
+    epochs: int = 50
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    patience: int = 25
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name}: expected a whole number >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UserError(f"lr: expected a learning rate > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise UserError(f"weight_decay: expected a value >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val: dict[str, float]
+    epochs_run: int
+    start_epoch: int
+    stopped_early: bool
+
+
+def _prepare(x: torch.Tensor, device: str, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _set_epoch(loader: Batches, epoch: int) -> None:
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Batches, device: str = "cpu", amp: bool = False,
+            channels_last: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """Labels, probabilities and mean BCE loss of `model` over `loader`, in evaluation mode."""
+    model.eval().to(device)
+    labels, logits = [], []
+    autocast_dtype, _ = amp_setup(amp, torch.device(device))
+    for x, y in loader:
+        with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits.append(model(_prepare(x, device, channels_last)).float().cpu())
+        labels.append(y.float())
+    if not logits:
+        raise UserError("data: a set to evaluate has no patches")
+    z, y = torch.cat(logits), torch.cat(labels)
+    loss = nn.functional.binary_cross_entropy_with_logits(z, y).item()
+    return y.numpy(), torch.sigmoid(z).numpy(), loss
+
+
+def _epoch_metrics(prefix: str, y: np.ndarray, p: np.ndarray, loss: float) -> dict[str, float]:
+    m = {**binary_metrics(y, p), "loss": loss}
+    return {f"{prefix}_{k}": m[k] for k in EPOCH_METRICS}
+
+
+def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
+        checkpoint_path: Path | None = None,
+        log_fn: Callable[[Mapping[str, float], int], None] | None = None,
+        on_checkpoint: Callable[[Path], None] | None = None) -> FitResult:
+    """Train the weights of `model` that require grad; afterwards `model` holds the best epoch's weights.
+
+    `log_fn(metrics, epoch)` receives every epoch's train_* and val_* metrics at once (one batched
+    tracking call). With `checkpoint_path` the full state (weights, optimiser, best weights, patience
+    counter, RNG) is written after each epoch and picked up by the next call.
+    """
+    device = torch.device(cfg.device)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise UserError("trainable: the policy leaves no weight to train")
+    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    autocast_dtype, scaler = amp_setup(cfg.amp, device)
+    loss_fn = nn.BCEWithLogitsLoss()
+    emit = log_fn or (lambda metrics, step: None)
+
+    state: dict[str, Any] = {"epoch": 0, "best_auc": -math.inf, "best_epoch": -1, "best_val": {},
+                             "best_model": None, "bad_epochs": 0}
+    if checkpoint_path is not None and checkpoint_path.exists():
+        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+        if saved["config"] != asdict(cfg):
+            raise UserError(f"checkpoint {checkpoint_path} was written with other settings: {saved['config']}")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["rng"])
+        state = saved["state"]
+        log.info("resuming training at epoch %d from %s", state["epoch"] + 1, checkpoint_path)
+    else:
+        torch.manual_seed(cfg.seed)
+    start_epoch = state["epoch"]
+
+    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+        epoch = state["epoch"]
+        _set_epoch(train, epoch)
+        model.train()
+        labels, logits, losses = [], [], []
+        for x, y in tqdm(train, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None, leave=False):
+            y = y.float().to(device)
+            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+                z = model(_prepare(x, cfg.device, cfg.channels_last)).float()
+                loss = loss_fn(z, y)
+            optimizer.zero_grad(set_to_none=True)
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                loss.backward()
+                optimizer.step()
+            labels.append(y.cpu())
+            logits.append(z.detach().cpu())
+            losses.append(loss.item() * len(y))
+        y_train = torch.cat(labels).numpy()
+        train_metrics = _epoch_metrics("train", y_train, torch.sigmoid(torch.cat(logits)).numpy(),
+                                       sum(losses) / len(y_train))
+        val_metrics = _epoch_metrics("val", *predict(model, val, cfg.device, cfg.amp, cfg.channels_last))
+        emit({**train_metrics, **val_metrics}, epoch)
+        auc = val_metrics["val_auc"]
+        if not math.isnan(auc) and auc > state["best_auc"]:
+            state.update(best_auc=auc, best_epoch=epoch, best_val=val_metrics, bad_epochs=0,
+                         best_model=copy.deepcopy(model.state_dict()))
+        else:
+            state["bad_epochs"] += 1
+        state["epoch"] = epoch + 1
+        log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.4f, val F1 %.4f", epoch + 1, cfg.epochs,
+                 train_metrics["train_loss"], val_metrics["val_loss"], auc, val_metrics["val_f1"])
+        if checkpoint_path is not None:
+            save_atomically({"config": asdict(cfg), "model": model.state_dict(),
+                              "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
+                              "state": state}, checkpoint_path)
+            if on_checkpoint:
+                on_checkpoint(checkpoint_path)
+
+    if state["best_model"] is not None:
+        model.load_state_dict(state["best_model"])
+    return FitResult(best_epoch=state["best_epoch"], best_val=state["best_val"], epochs_run=state["epoch"],
+                     start_epoch=start_epoch, stopped_early=state["bad_epochs"] >= cfg.patience)
