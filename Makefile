@@ -25,6 +25,7 @@ lint: setup
 	$(VENV)/bin/ruff check simclr_s2 entrypoints tests benchmarks scripts
 
 bench: setup
-	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b --quick || exit 1; done
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
--include docker/server.mk
+include docker/server.mk
+server: setup

@@ -53,6 +53,7 @@ from secrets import token_hex
 REPO = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
 PG_USER = PG_DB = "mlflow"
+OPTUNA_DB = "optuna"  # Optuna and MLflow both keep an alembic_version table: one database each
 BUCKET = "mlflow"
 ARTIFACTS_PREFIX = "artifacts"  # key prefix of run artifacts in the bucket
 ARTIFACTS_DESTINATION = f"s3://{BUCKET}/{ARTIFACTS_PREFIX}"
@@ -308,9 +309,10 @@ class Stack:
         try:
             conn.autocommit = True
             with conn.cursor() as cur:
-                cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (PG_DB,))
-                if cur.fetchone() is None:
-                    cur.execute(f"CREATE DATABASE {PG_DB}")
+                for name in (PG_DB, OPTUNA_DB):
+                    cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,))
+                    if cur.fetchone() is None:
+                        cur.execute(f"CREATE DATABASE {name}")
         finally:
             conn.close()
 
@@ -580,6 +582,10 @@ def env_lines(config: Config) -> list[str]:
             "# basic auth: clients send MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD "
             f"(admin user: {config.admin_username})"
         )
+    lines.append(
+        f"# tune workers: -P storage=postgresql://{PG_USER}@{HOST}:{config.pg_port}/{OPTUNA_DB} "
+        "with PGPASSWORD set (kept out of the URL, which mlflow run logs)"
+    )
     lines.append(
         f"# artifacts go through the server to {ARTIFACTS_DESTINATION} on {config.s3_endpoint} "
         "(direct bucket access needs AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
