@@ -52,7 +52,7 @@ def test_cached_features_give_the_plain_result(tiny, policy):
         for key in a:
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
     for (name, p), (_, q) in zip(plain.state_dict().items(), cached.state_dict().items(), strict=True):
-        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=lambda m: f"{name}: {m}")
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
 
 
 def test_cache_is_not_offered_when_everything_trains(tiny):

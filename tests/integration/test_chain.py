@@ -74,3 +74,22 @@ def test_import_encoder_registers_a_state_dict(project, demo, tmp_path):
     assert done.returncode != 0
     (line,) = [s for s in done.stderr.splitlines() if s.startswith("error: ")]
     assert "does not fit resnet50" in line and "missing keys" in line
+
+
+def test_the_registered_encoder_gives_the_trained_features(project, demo):
+    import mlflow
+    import torch
+
+    from simclr_s2.models import build_simclr
+
+    version = project.client.get_model_version_by_alias(ENCODER_MODEL, "ben")
+    checkpoint = torch.load(project.client.download_artifacts(version.run_id, "checkpoints/pretrain.pt"),
+                            map_location="cpu", weights_only=True)
+    trained = build_simclr("resnet18", 10)
+    trained.load_state_dict(checkpoint["model"])
+    mlflow.set_tracking_uri(project.env["MLFLOW_TRACKING_URI"])
+    registered = mlflow.pytorch.load_model(f"models:/{ENCODER_MODEL}@ben")
+    x = torch.randn(4, 10, 120, 120, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(registered.eval()(x), trained.eval()(x))
+        torch.testing.assert_close(registered.encoder(x), trained.encoder(x))

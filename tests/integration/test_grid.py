@@ -3,6 +3,7 @@ compare and promote on what it registered."""
 
 import pandas as pd
 import pytest
+from mlflow.exceptions import MlflowException
 
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL
 
@@ -80,7 +81,7 @@ def test_promote_picks_the_best_validation_f1(project, grid):
         assert done.returncode != 0 and "tie" in done.stderr
     else:
         assert done.returncode == 0 and f"would promote v{winners[0]} " in done.stdout
-    with pytest.raises(Exception):  # a dry run sets no alias
+    with pytest.raises(MlflowException):  # a dry run sets no alias
         project.client.get_model_version_by_alias(CLASSIFIER_MODEL, "champion")
 
 
