@@ -3,6 +3,9 @@ on the shared test set and register it.
 
   finetune  starts from a pretrained SimCLR encoder; the trainable part is a parameter (head2, head, all)
   baseline  the same network, randomly initialised, every layer trained
+
+Several GPUs or machines: launch with torchrun (`torchrun --nproc-per-node 4 entrypoints/train.py finetune
+...`); --batch-size stays the global batch, and rank 0 alone evaluates, logs and registers.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from collections.abc import Sequence
 import mlflow
 import numpy as np
 
+from simclr_s2 import distributed
 from simclr_s2.cli import bool_flag, parser, positive_float, positive_int, run_entry_point
 from simclr_s2.models import ARCHS, TRAINABLE
 from simclr_s2.tracking.classifier import ClassifierSpec, train_classifier
@@ -59,10 +63,12 @@ def main(argv: Sequence[str] | None) -> None:
     spec = ClassifierSpec(stage=args.stage, **params)
     who = spec.pretrained.rsplit("@", 1)[-1] if spec.stage == "finetune" else spec.arch
     run_name = f"{spec.stage}-{who}-{spec.scheme}-{spec.fraction}pct-s{spec.seed}"
-    with stage_run(spec.stage, {**params, "register": args.register}, run_name=run_name, resumable=True,
-                   system_metrics=True,
-                   tags={"scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed}) as run:
+    with distributed.session(), stage_run(
+            spec.stage, {**params, "register": args.register}, run_name=run_name, resumable=True,
+            system_metrics=True, tags={"scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed}) as run:
         trained = train_classifier(spec, checkpoint_path=run.checkpoint_dir / "train.pt", log_fn=run.log_metrics)
+        if not distributed.is_main():
+            return
         run_name = run_name.replace(f"-{who}-", f"-{trained.pretrained if spec.stage == 'finetune' else who}-", 1)
         mlflow.set_tag("mlflow.runName", run_name)
         split = trained.split

@@ -9,6 +9,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from simclr_s2.errors import UserError
+from simclr_s2.tracking.connectivity import TrackingUnreachable, bound_retries, is_unreachable
 
 
 def positive_float(text: str) -> float:
@@ -51,14 +52,32 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 
 def run_entry_point(main: Callable[[Sequence[str] | None], None]) -> None:
-    """Call `main`; a UserError becomes `error: <one line>` and exit status 2, with the run FAILED."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    """Call `main`; a UserError becomes `error: <one line>` and exit status 2, with the run FAILED.
+
+    Under torchrun (RANK set) only rank 0 logs progress and touches the run; the others log warnings.
+    """
+    main_rank = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file floods logs
+    bound_retries()
     try:
         main(None)
+    except TrackingUnreachable as error:
+        _give_up(str(error))
     except UserError as error:
         from simclr_s2.tracking.runs import fail_current_run
 
-        fail_current_run(str(error))
+        if main_rank:
+            fail_current_run(str(error))
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except Exception as error:
+        if is_unreachable(error):
+            _give_up(f"tracking server unreachable: {str(error).splitlines()[0]}")
+        raise
+
+
+def _give_up(reason: str) -> None:
+    print(f"error: {reason}", file=sys.stderr, flush=True)
+    os._exit(3)  # skip MLflow's exit hooks: they would wait for the server all over again

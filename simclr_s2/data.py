@@ -11,7 +11,7 @@ and DataLoader worker processes would only add a copy of every batch between pro
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Protocol
 
@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm import tqdm
 
+from simclr_s2 import distributed
 from simclr_s2.bigearthnet.bands import PATCH_SIZE, check_resampling, resolve_bands
 from simclr_s2.bigearthnet.packed import PackedStore, open_or_pack
 from simclr_s2.bigearthnet.reader import read_patch
@@ -137,7 +138,8 @@ def materialise(source: BatchSource, chunk: int = 256) -> MemoryDataset:
     """Read every position of `source` once, in order, into one preallocated RAM tensor."""
     n = len(source)
     x = y = None
-    for start in tqdm(range(0, n, chunk), desc="loading into memory", unit="chunk", disable=None):
+    for start in tqdm(range(0, n, chunk), desc="loading into memory", unit="chunk",
+                      disable=distributed.quiet()):
         xb, yb = source.read_batch(np.arange(start, min(start + chunk, n)))
         if x is None or y is None:
             x, y = torch.empty((n, *xb.shape[1:])), torch.empty(n)
@@ -153,6 +155,9 @@ class BatchLoader:
     Shuffling is a torch.Generator seeded from (seed, epoch): epoch e has the same order in every
     run, and a resumed run can `set_epoch` to continue where it stopped. Each iteration uses the
     current epoch and then advances it.
+
+    Under torchrun each rank iterates a `sharded` copy: `batch_size` stays the global batch, and rank r
+    takes every world-th sample of it, so the ranks together train on the batches one process would.
     """
 
     def __init__(
@@ -162,22 +167,45 @@ class BatchLoader:
         shuffle: bool = False,
         seed: int = 0,
         drop_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
     ) -> None:
         if batch_size < 1:
             raise UserError(f"batch_size: expected a positive integer, got {batch_size}")
+        if not 0 <= rank < world:
+            raise ValueError(f"BatchLoader: rank {rank} is not in a world of {world}")
+        if batch_size % world:
+            raise UserError(f"batch_size: {batch_size} does not split evenly over {world} processes; "
+                            f"use a multiple of {world}")
         self.source = source
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.seed = seed
         self.drop_last = drop_last
+        self.rank = rank
+        self.world = world
         self.epoch = 0
+
+    def sharded(self, rank: int | None = None, world: int | None = None) -> BatchLoader:
+        """This loader as one rank of `world` sees it (default: this process's place in the torchrun job)."""
+        shard = BatchLoader(self.source, self.batch_size, self.shuffle, self.seed, self.drop_last,
+                            rank=distributed.rank() if rank is None else rank,
+                            world=distributed.world() if world is None else world)
+        shard.epoch = self.epoch
+        return shard
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
     def __len__(self) -> int:
+        """Steps per epoch: the same on every rank."""
         n = len(self.source)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def samples(self) -> int:
+        """Distinct positions one epoch visits, over all ranks."""
+        return min(len(self.source), len(self) * self.batch_size)
 
     def order(self, epoch: int) -> np.ndarray:
         """Positions in the order epoch `epoch` visits them."""
@@ -187,11 +215,31 @@ class BatchLoader:
         seed = int(np.random.SeedSequence((self.seed, epoch)).generate_state(1, np.uint64)[0] >> 1)
         return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
 
+    def dealt(self, epoch: int) -> np.ndarray:
+        """This rank's positions in epoch `epoch`: the epoch's order, wrapped round to a multiple of
+        `world` (as DistributedSampler pads) so every rank takes as many steps with as many samples,
+        then every world-th one from `rank`."""
+        order = self.order(epoch)[: self.samples]
+        return np.resize(order, -(-len(order) // self.world) * self.world)[self.rank :: self.world]
+
     def __iter__(self) -> Iterator[Batch]:
-        order = self.order(self.epoch)
+        positions = self.dealt(self.epoch)
         self.epoch += 1
+        step = self.batch_size // self.world
         for b in range(len(self)):
-            yield self.source.read_batch(order[b * self.batch_size : (b + 1) * self.batch_size])
+            yield self.source.read_batch(positions[b * step : (b + 1) * step])
+
+    def gather(self, local: torch.Tensor) -> torch.Tensor:
+        """Per-sample results of one epoch (rows in the order this rank was dealt them) from every rank,
+        put back in the epoch's order with the padding dropped: what one process would have."""
+        if self.world == 1:
+            return local
+        return torch.stack(distributed.all_gather(local), 1).flatten(0, 1)[: self.samples]
+
+
+def gather_epoch(batches: Iterable[Batch], local: torch.Tensor) -> torch.Tensor:
+    """`BatchLoader.gather` for a BatchLoader; any other iterable is not sharded, so `local` is all of it."""
+    return batches.gather(local) if isinstance(batches, BatchLoader) else local
 
 
 def make_loader(

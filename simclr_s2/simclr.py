@@ -2,6 +2,10 @@
 
 The loop knows nothing of MLflow: it reports metrics through `log_fn(metrics, step)` and writes one
 checkpoint per epoch, from which a killed run continues exactly where the checkpoint left it.
+
+Under torchrun every rank trains on its shard of each global batch (`BatchLoader.sharded`) with
+DistributedDataParallel; the projections of all ranks are gathered, so NT-Xent sees the negatives of the
+whole global batch, as one process would.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from simclr_s2 import distributed
 from simclr_s2.augment import AugmentConfig
 from simclr_s2.augment import augment as augment_views
 from simclr_s2.errors import UserError
@@ -161,14 +166,18 @@ def simclr_step(
     scaler: torch.amp.GradScaler | None = None,
 ) -> float:
     """One SimCLR step on a batch x (N, C, H, W): two views each, one forward pass over the 2N views
-    (BatchNorm sees both, as in SimCLR), NT-Xent in float32, backward, optimiser step. Returns the loss."""
+    (BatchNorm sees both, as in SimCLR), NT-Xent in float32, backward, optimiser step. Returns the loss.
+
+    With several ranks `model` is the DistributedDataParallel wrapper and the loss is over every rank's
+    projections: each rank's gradient of its own rows then sums the ranks' identical losses, and DDP's
+    average over the ranks gives exactly the one-process gradient."""
     with torch.no_grad():
         views = torch.cat([augment_views(x, augment, generator), augment_views(x, augment, generator)])
     if channels_last:
         views = to_channels_last(views)
     with torch.autocast(views.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         z = model(views)
-    z1, z2 = z.float().chunk(2)
+    z1, z2 = (distributed.all_gather_grad(half) for half in z.float().chunk(2))
     loss = nt_xent_loss(z1, z2, temperature)
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
@@ -194,7 +203,7 @@ class PretrainResult:
 @dataclass
 class _Training:
     """Everything a checkpoint must hold for a resumed run to take the same steps as an uninterrupted
-    one: weights, optimiser and schedule, and every RNG that decides data order and views."""
+    one: weights, optimiser and schedule, and every rank's RNGs that decide data order and views."""
 
     config: dict[str, Any]
     model: nn.Module
@@ -205,8 +214,17 @@ class _Training:
     loader: Any
 
     def save(self, path: Path, result: PretrainResult) -> None:
-        """Write to a temporary file, then rename over the old checkpoint: a kill never leaves half a file."""
+        """Rank 0 writes to a temporary file, then renames it over the old checkpoint: a kill never leaves
+        half a file. Every rank must call it (the RNG states are gathered)."""
         loader_generator = getattr(self.loader, "generator", None)
+        rng = distributed.all_gather_object({
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if self.generator.device.type == "cuda" else [],
+            "augment": self.generator.get_state(),
+            "loader": None if loader_generator is None else loader_generator.get_state(),
+        })
+        if not distributed.is_main():
+            return
         checkpoint = {
             "config": self.config,
             "model": self.model.state_dict(),
@@ -216,18 +234,12 @@ class _Training:
             "epoch": len(result.epoch_losses),
             "global_step": result.global_step,
             "epoch_losses": result.epoch_losses,
-            "rng": {
-                "torch": torch.get_rng_state(),
-                "cuda": torch.cuda.get_rng_state_all() if self.generator.device.type == "cuda" else [],
-                "augment": self.generator.get_state(),
-                "loader": None if loader_generator is None else loader_generator.get_state(),
-            },
+            "rng": rng,
         }
         save_atomically(checkpoint, path)
 
-    def load(self, path: Path) -> PretrainResult:
-        """Restore a checkpoint written by `save` with the same configuration."""
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    def load(self, checkpoint: dict[str, Any], path: Path | None) -> PretrainResult:
+        """Restore a checkpoint written by `save` (read from `path`) with the same configuration."""
         old = checkpoint["config"]
         changed = [f"{k}={old.get(k)!r} there, {v!r} here" for k, v in self.config.items() if old.get(k) != v]
         if changed:
@@ -239,7 +251,7 @@ class _Training:
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if self.scaler is not None and checkpoint["scaler"] is not None:
             self.scaler.load_state_dict(checkpoint["scaler"])
-        rng = checkpoint["rng"]
+        rng = distributed.own_state(checkpoint["rng"], f"checkpoint {path}")
         torch.set_rng_state(rng["torch"])
         if rng["cuda"]:
             torch.cuda.set_rng_state_all(rng["cuda"])
@@ -278,6 +290,8 @@ def pretrain(
     states are written after each epoch, and a call that finds the file continues from it: the steps
     after it are the same as an uninterrupted run's (same data order, views and numbering). A run killed
     mid-epoch repeats that epoch's steps, with the same numbers. `amp` turns on autocast on CUDA only.
+    Under torchrun, `log_fn` is called and the checkpoint written on rank 0 only, and each rank draws its
+    own views (augmentation seeded with seed + rank).
     """
     if optimizer not in OPTIMIZERS:
         raise UserError(
@@ -294,7 +308,7 @@ def pretrain(
         raise UserError("data: the pretraining loader has no batches (is the data set empty?)")
     augment = augment or AugmentConfig()
     device = torch.device(device)
-    log = log_fn or (lambda metrics, step: None)
+    log = log_fn if log_fn is not None and distributed.is_main() else (lambda metrics, step: None)
 
     model.to(device)
     if channels_last:
@@ -323,40 +337,43 @@ def pretrain(
         loader=loader,
     )
     path = Path(checkpoint_path) if checkpoint_path is not None else None
-    if path is not None and path.exists():
-        result = training.load(path)
+    checkpoint = distributed.load_checkpoint(path, weights_only=True)
+    if checkpoint is not None:
+        result = training.load(checkpoint, path)
         logger.info(
             "resuming pretraining from %s at epoch %d, step %d", path, result.start_epoch, result.global_step
         )
     else:
         result = PretrainResult()
         torch.manual_seed(seed)
-        training.generator.manual_seed(seed)
+        training.generator.manual_seed(seed + distributed.rank())
 
-    for epoch in range(result.start_epoch, epochs):
-        model.train()
-        total = 0.0
-        for batch in tqdm(loader, desc=f"pretrain epoch {epoch + 1}/{epochs}", disable=None, leave=False):
-            x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            step_lr = opt.param_groups[0]["lr"]
-            loss = simclr_step(
-                model,
-                x.to(device, non_blocking=True),
-                opt,
-                temperature=temperature,
-                augment=augment,
-                generator=training.generator,
-                channels_last=channels_last,
-                autocast_dtype=autocast_dtype,
-                scaler=scaler,
-            )
-            training.scheduler.step()
-            result.global_step += 1
-            total += loss
-            log({"loss": loss, "lr": step_lr}, result.global_step)
-        result.epoch_losses.append(total / steps_per_epoch)
-        log({"epoch_loss": result.epoch_losses[-1], "epoch": float(epoch + 1)}, result.global_step)
-        logger.info("pretrain epoch %d/%d: loss %.4f", epoch + 1, epochs, result.epoch_losses[-1])
-        if path is not None:
-            training.save(path, result)
+    with distributed.data_parallel(model) as net:
+        for epoch in range(result.start_epoch, epochs):
+            net.train()
+            total = 0.0
+            for batch in tqdm(loader, desc=f"pretrain epoch {epoch + 1}/{epochs}", disable=distributed.quiet(),
+                              leave=False):
+                x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                step_lr = opt.param_groups[0]["lr"]
+                loss = simclr_step(
+                    net,
+                    x.to(device, non_blocking=True),
+                    opt,
+                    temperature=temperature,
+                    augment=augment,
+                    generator=training.generator,
+                    channels_last=channels_last,
+                    autocast_dtype=autocast_dtype,
+                    scaler=scaler,
+                )
+                training.scheduler.step()
+                result.global_step += 1
+                total += loss
+                log({"loss": loss, "lr": step_lr}, result.global_step)
+            result.epoch_losses.append(total / steps_per_epoch)
+            log({"epoch_loss": result.epoch_losses[-1], "epoch": float(epoch + 1)}, result.global_step)
+            logger.info("pretrain epoch %d/%d: loss %.4f", epoch + 1, epochs, result.epoch_losses[-1])
+            if path is not None:
+                training.save(path, result)
     return result

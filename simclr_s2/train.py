@@ -4,6 +4,10 @@ checkpoint after every epoch so a killed run continues where it stopped.
 
 Loaders are iterables of (x, y) batches; one that has `set_epoch(epoch)` is told the epoch first, so its
 shuffled order depends on (seed, epoch) only and a resumed run sees the same batches as an unbroken one.
+
+Under torchrun every rank calls `fit` with its shard of the batches (`BatchLoader.sharded`): gradients
+are averaged by DistributedDataParallel, and epoch metrics are computed on everyone's predictions, so
+every rank takes the same early-stopping decisions. Rank 0 alone logs and writes checkpoints.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from simclr_s2 import distributed
+from simclr_s2.data import gather_epoch
 from simclr_s2.errors import UserError
 from simclr_s2.metrics import binary_metrics
 from simclr_s2.runtime import amp_setup, save_atomically
@@ -78,7 +84,8 @@ def _set_epoch(loader: Batches, epoch: int) -> None:
 @torch.no_grad()
 def predict(model: nn.Module, loader: Batches, device: str = "cpu", amp: bool = False,
             channels_last: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
-    """Labels, probabilities and mean BCE loss of `model` over `loader`, in evaluation mode."""
+    """Labels, probabilities and mean BCE loss of `model` over `loader`, in evaluation mode. A sharded
+    loader gives every rank's predictions, in the loader's order (so every rank must call it)."""
     model.eval().to(device)
     labels, logits = [], []
     autocast_dtype, _ = amp_setup(amp, torch.device(device))
@@ -88,7 +95,7 @@ def predict(model: nn.Module, loader: Batches, device: str = "cpu", amp: bool = 
         labels.append(y.float())
     if not logits:
         raise UserError("data: a set to evaluate has no patches")
-    z, y = torch.cat(logits), torch.cat(labels)
+    z, y = gather_epoch(loader, torch.cat(logits)), gather_epoch(loader, torch.cat(labels))
     loss = nn.functional.binary_cross_entropy_with_logits(z, y).item()
     return y.numpy(), torch.sigmoid(z).numpy(), loss
 
@@ -96,6 +103,37 @@ def predict(model: nn.Module, loader: Batches, device: str = "cpu", amp: bool = 
 def _epoch_metrics(prefix: str, y: np.ndarray, p: np.ndarray, loss: float) -> dict[str, float]:
     m = {**binary_metrics(y, p), "loss": loss}
     return {f"{prefix}_{k}": m[k] for k in EPOCH_METRICS}
+
+
+def _train_epoch(net: nn.Module, loader: Batches, optimizer: torch.optim.Optimizer, cfg: FitConfig,
+                 amp: tuple[torch.dtype | None, torch.amp.GradScaler | None], desc: str) -> dict[str, float]:
+    """One pass over `loader` with `net` (the model, or its DistributedDataParallel wrapper); the
+    train_* metrics on every rank's predictions, the loss averaged over every rank's steps."""
+    device = torch.device(cfg.device)
+    autocast_dtype, scaler = amp
+    loss_fn = nn.BCEWithLogitsLoss()
+    net.train()
+    labels, logits, losses = [], [], []
+    for x, y in tqdm(loader, desc=desc, disable=distributed.quiet(), leave=False):
+        y = y.float().to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            z = net(_prepare(x, cfg.device, cfg.channels_last)).float()
+            loss = loss_fn(z, y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        labels.append(y.cpu())
+        logits.append(z.detach().cpu())
+        losses.append(loss.item() * len(y))
+    y_local = torch.cat(labels)
+    loss_sum, count = distributed.all_reduce_sum([sum(losses), float(len(y_local))])
+    return _epoch_metrics("train", gather_epoch(loader, y_local).numpy(),
+                          torch.sigmoid(gather_epoch(loader, torch.cat(logits))).numpy(), loss_sum / count)
 
 
 def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
@@ -106,7 +144,8 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
 
     `log_fn(metrics, epoch)` receives every epoch's train_* and val_* metrics at once (one batched
     tracking call). With `checkpoint_path` the full state (weights, optimiser, best weights, patience
-    counter, RNG) is written after each epoch and picked up by the next call.
+    counter, every rank's RNG) is written after each epoch and picked up by the next call. `log_fn` and
+    `on_checkpoint` are called on rank 0 only.
     """
     device = torch.device(cfg.device)
     model.to(device)
@@ -116,66 +155,49 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
     if not trainable:
         raise UserError("trainable: the policy leaves no weight to train")
     optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    autocast_dtype, scaler = amp_setup(cfg.amp, device)
-    loss_fn = nn.BCEWithLogitsLoss()
-    emit = log_fn or (lambda metrics, step: None)
+    amp = amp_setup(cfg.amp, device)
+    emit = log_fn if log_fn is not None and distributed.is_main() else (lambda metrics, step: None)
 
     state: dict[str, Any] = {"epoch": 0, "best_auc": -math.inf, "best_epoch": -1, "best_val": {},
                              "best_model": None, "bad_epochs": 0}
-    if checkpoint_path is not None and checkpoint_path.exists():
-        saved = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    saved = distributed.load_checkpoint(checkpoint_path, weights_only=False)
+    if saved is not None:
         if saved["config"] != asdict(cfg):
             raise UserError(f"checkpoint {checkpoint_path} was written with other settings: {saved['config']}")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
-        torch.set_rng_state(saved["rng"])
+        torch.set_rng_state(distributed.own_state(saved["rng"], f"checkpoint {checkpoint_path}"))
         state = saved["state"]
         log.info("resuming training at epoch %d from %s", state["epoch"] + 1, checkpoint_path)
     else:
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed + distributed.rank())  # each rank its own dropout masks
     start_epoch = state["epoch"]
 
-    while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
-        epoch = state["epoch"]
-        _set_epoch(train, epoch)
-        model.train()
-        labels, logits, losses = [], [], []
-        for x, y in tqdm(train, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=None, leave=False):
-            y = y.float().to(device)
-            with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
-                z = model(_prepare(x, cfg.device, cfg.channels_last)).float()
-                loss = loss_fn(z, y)
-            optimizer.zero_grad(set_to_none=True)
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
+    with distributed.data_parallel(model) as net:
+        while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+            epoch = state["epoch"]
+            _set_epoch(train, epoch)
+            train_metrics = _train_epoch(net, train, optimizer, cfg, amp, f"epoch {epoch + 1}/{cfg.epochs}")
+            distributed.broadcast_buffers(model)
+            val_metrics = _epoch_metrics("val", *predict(model, val, cfg.device, cfg.amp, cfg.channels_last))
+            emit({**train_metrics, **val_metrics}, epoch)
+            auc = val_metrics["val_auc"]
+            if not math.isnan(auc) and auc > state["best_auc"]:
+                state.update(best_auc=auc, best_epoch=epoch, best_val=val_metrics, bad_epochs=0,
+                             best_model=copy.deepcopy(model.state_dict()))
             else:
-                loss.backward()
-                optimizer.step()
-            labels.append(y.cpu())
-            logits.append(z.detach().cpu())
-            losses.append(loss.item() * len(y))
-        y_train = torch.cat(labels).numpy()
-        train_metrics = _epoch_metrics("train", y_train, torch.sigmoid(torch.cat(logits)).numpy(),
-                                       sum(losses) / len(y_train))
-        val_metrics = _epoch_metrics("val", *predict(model, val, cfg.device, cfg.amp, cfg.channels_last))
-        emit({**train_metrics, **val_metrics}, epoch)
-        auc = val_metrics["val_auc"]
-        if not math.isnan(auc) and auc > state["best_auc"]:
-            state.update(best_auc=auc, best_epoch=epoch, best_val=val_metrics, bad_epochs=0,
-                         best_model=copy.deepcopy(model.state_dict()))
-        else:
-            state["bad_epochs"] += 1
-        state["epoch"] = epoch + 1
-        log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.4f, val F1 %.4f", epoch + 1, cfg.epochs,
-                 train_metrics["train_loss"], val_metrics["val_loss"], auc, val_metrics["val_f1"])
-        if checkpoint_path is not None:
-            save_atomically({"config": asdict(cfg), "model": model.state_dict(),
-                              "optimizer": optimizer.state_dict(), "rng": torch.get_rng_state(),
-                              "state": state}, checkpoint_path)
-            if on_checkpoint:
-                on_checkpoint(checkpoint_path)
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch + 1
+            log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.4f, val F1 %.4f", epoch + 1,
+                     cfg.epochs, train_metrics["train_loss"], val_metrics["val_loss"], auc, val_metrics["val_f1"])
+            if checkpoint_path is not None:
+                rngs = distributed.all_gather_object(torch.get_rng_state())
+                if distributed.is_main():
+                    save_atomically({"config": asdict(cfg), "model": model.state_dict(),
+                                     "optimizer": optimizer.state_dict(), "rng": rngs, "state": state},
+                                    checkpoint_path)
+                    if on_checkpoint:
+                        on_checkpoint(checkpoint_path)
 
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])

@@ -46,7 +46,8 @@ def sha256_file(path: Path) -> str:
 
 def log_table_input(frame: pd.DataFrame, *, name: str, source: str, digest: str, context: str) -> None:
     """Log `frame` as an MLflow dataset input of the active run under `name`, with the file's digest."""
-    with warnings.catch_warnings():  # MLflow registers two identical local sources and warns about it
+    with warnings.catch_warnings():  # two notes MLflow prints for every table, whatever its content
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
         dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36])
     mlflow.log_input(dataset, context=context)

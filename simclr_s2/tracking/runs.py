@@ -26,13 +26,16 @@ from mlflow.entities import Metric, Run, RunStatus
 from mlflow.projects import _project_spec
 from mlflow.tracking import MlflowClient
 
+from simclr_s2 import distributed
 from simclr_s2.errors import UserError
+from simclr_s2.tracking.connectivity import TrackingUnreachable, is_unreachable, retry_budget_s
 
 log = logging.getLogger(__name__)
 
 KEY_TAG = "simclr_s2.key"
 ERROR_TAG = "simclr_s2.error"
 RESUMED_FROM_TAG = "simclr_s2.resumed_from"
+PROCESSES_TAG = "simclr_s2.processes"  # torchrun's world size, on runs trained by several processes
 STAGE_TAG = "stage"
 UNFINISHED = ("RUNNING", "FAILED", "KILLED")
 
@@ -141,9 +144,10 @@ def ensure_run(entry_point: str, params: Mapping[str, object],
     log.info("%s %s with %s", "resuming" if stale else "running", entry_point, full)
     # The nested command says `python`: make it this interpreter's, so the project's venv is used.
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-    submitted = mlflow.projects.run(str(project_root()), entry_point=entry_point, parameters=full,
-                                    env_manager="local", experiment_id=_experiment_id(), synchronous=False,
-                                    run_id=stale[0].info.run_id if stale else None)
+    with distributed.outside_job():
+        submitted = mlflow.projects.run(str(project_root()), entry_point=entry_point, parameters=full,
+                                        env_manager="local", experiment_id=_experiment_id(), synchronous=False,
+                                        run_id=stale[0].info.run_id if stale else None)
     for name, value in (tags or {}).items():
         MlflowClient().set_tag(submitted.run_id, name, value)
     if not submitted.wait():
@@ -200,7 +204,36 @@ def stage_run(entry_point: str, params: Mapping[str, object], *, run_name: str,
     `mlflow run`, which has already made a fresh run, its metric history is carried into the fresh run
     and the stale one is deleted, so exactly one run holds every step once. A user error or crash ends
     the run FAILED with the reason in the `simclr_s2.error` tag; Ctrl-C ends it KILLED.
+
+    Under torchrun only rank 0 opens and ends the run; the other ranks get the same StageRun (ids,
+    checkpoint folder) once rank 0 has set it up, and never touch MLflow.
     """
+    stage = distributed.main_only(lambda: _open_run(entry_point, params, run_name, tags, resumable,
+                                                    system_metrics))
+    if not distributed.is_main():
+        yield stage
+        return
+    try:
+        yield stage
+    except KeyboardInterrupt:
+        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException as error:
+        if is_unreachable(error):  # telling the server would only wait for it again; the checkpoints stay
+            raise TrackingUnreachable(
+                f"tracking server {mlflow.get_tracking_uri()} unreachable after retrying for about "
+                f"{retry_budget_s()} s; checkpoints kept in {stage.checkpoint_dir}: run the same command "
+                "again to resume once the server is back") from error
+        mlflow.set_tag(ERROR_TAG, f"{type(error).__name__}: {error}"[:4000])
+        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
+        raise
+    mlflow.end_run()
+    shutil.rmtree(work_home() / "checkpoints" / stage.key, ignore_errors=True)
+
+
+def _open_run(entry_point: str, params: Mapping[str, object], run_name: str, tags: Mapping[str, object],
+              resumable: bool, system_metrics: bool) -> StageRun:
+    """Start (or reopen) the run `stage_run` describes, with its parameters and tags."""
     full = canonical_params(entry_point, params)
     key = run_key(entry_point, full)
     current = os.environ.get("MLFLOW_RUN_ID")
@@ -218,6 +251,7 @@ def stage_run(entry_point: str, params: Mapping[str, object], *, run_name: str,
     existing = client.get_run(run.info.run_id).data.params
     mlflow.log_params({k: v for k, v in full.items() if k not in existing})
     mlflow.set_tags({STAGE_TAG: entry_point, KEY_TAG: key, "mlflow.runName": run_name,
+                     **({PROCESSES_TAG: str(distributed.world())} if distributed.world() > 1 else {}),
                      **{k: str(v) for k, v in dict(tags).items()}})
     if resumed_from:
         mlflow.set_tag(RESUMED_FROM_TAG, resumed_from)
@@ -225,17 +259,7 @@ def stage_run(entry_point: str, params: Mapping[str, object], *, run_name: str,
     stage = StageRun(run.info.run_id, key, resumed_from, full)
     if not resumed_from:  # a checkpoint without a run to continue would leave holes in the history
         shutil.rmtree(stage.checkpoint_dir, ignore_errors=True)
-    try:
-        yield stage
-    except KeyboardInterrupt:
-        mlflow.end_run(RunStatus.to_string(RunStatus.KILLED))
-        raise
-    except BaseException as error:
-        mlflow.set_tag(ERROR_TAG, f"{type(error).__name__}: {error}"[:4000])
-        mlflow.end_run(RunStatus.to_string(RunStatus.FAILED))
-        raise
-    mlflow.end_run()
-    shutil.rmtree(work_home() / "checkpoints" / key, ignore_errors=True)
+    return stage
 
 
 def _carry_history(client: MlflowClient, source: str, target: str) -> None:
@@ -255,5 +279,8 @@ def fail_current_run(reason: str) -> None:
     run_id = os.environ.get("MLFLOW_RUN_ID")
     if run_id:
         client = MlflowClient()
+        tags = client.get_run(run_id).data.tags
+        if STAGE_TAG not in tags and "mlflow.project.entryPoint" in tags:
+            client.set_tag(run_id, STAGE_TAG, tags["mlflow.project.entryPoint"])
         client.set_tag(run_id, ERROR_TAG, reason[:4000])
         client.set_terminated(run_id, "FAILED")

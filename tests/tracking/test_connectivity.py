@@ -1,0 +1,29 @@
+"""Telling an unreachable tracking server apart from other errors, and the bounded retry budget."""
+
+import mlflow
+import pytest
+from mlflow.exceptions import MlflowException
+
+from simclr_s2.tracking.connectivity import bound_retries, is_unreachable, retry_budget_s
+
+
+def test_a_refused_connection_is_unreachable(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with pytest.raises(MlflowException) as caught:
+        mlflow.MlflowClient(tracking_uri="http://127.0.0.1:9").search_experiments()
+    assert is_unreachable(caught.value)
+
+
+def test_other_errors_are_not():
+    assert not is_unreachable(MlflowException("RESOURCE_DOES_NOT_EXIST: run abc"))
+    assert not is_unreachable(ValueError("bad"))
+
+
+def test_the_wait_is_bounded_unless_the_user_says_otherwise(monkeypatch):
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", raising=False)
+    bound_retries()
+    assert retry_budget_s() == 2 * (2**6 - 2)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
+    bound_retries()
+    assert retry_budget_s() == 2 * (2**3 - 2)
