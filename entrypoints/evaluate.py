@@ -7,15 +7,13 @@ from collections.abc import Sequence
 
 import mlflow
 import torch
-from mlflow.exceptions import MlflowException
 
 from simclr_s2.cli import parser, positive_int, run_entry_point
-from simclr_s2.errors import UserError
 from simclr_s2.models import IrrigationClassifier
 from simclr_s2.splits import SETS
 from simclr_s2.tracking.evaluation import log_evaluation
 from simclr_s2.tracking.inputs import load_split_data, loader, split_ref
-from simclr_s2.tracking.registry import resolve_model_uri
+from simclr_s2.tracking.registry import load_logged
 from simclr_s2.tracking.runs import stage_run
 
 
@@ -30,17 +28,11 @@ def main(argv: Sequence[str] | None) -> None:
     args = p.parse_args(argv)
     with stage_run("evaluate", vars(args), run_name=f"evaluate-{args.scheme}-{args.set}",
                    tags={"scheme": args.scheme}):
-        uri, version, tags = resolve_model_uri(args.model_uri)
-        try:
-            model = mlflow.pytorch.load_model(uri, map_location="cpu")
-        except (MlflowException, OSError) as error:
-            raise UserError(f"model_uri: cannot load {args.model_uri}: {str(error).splitlines()[0]}") from None
-        if not isinstance(model, IrrigationClassifier):
-            raise UserError(f"model_uri: {args.model_uri} is a {type(model).__name__}, expected a classifier")
+        model, version, tags = load_logged(args.model_uri, IrrigationClassifier, "model_uri")
         bands = tags.get("bands") or {10: "study", 12: "all"}[model.encoder.in_channels]
         split = load_split_data(split_ref(args.split, args.scheme), args.scheme, args.fraction)
         chosen = getattr(split, args.set)
-        mlflow.log_params({"resolved_model": version or uri, "resolved_split": split.ref,
+        mlflow.log_params({"resolved_model": version or args.model_uri, "resolved_split": split.ref,
                            f"{args.set}_digest": chosen.digest})
         mlflow.set_tags({k: tags[k] for k in ("pretrained", "arch", "fraction", "seed") if k in tags})
         batches = loader(split.archive_root, chosen.names, chosen.labels.astype("float32"), bands,

@@ -11,8 +11,9 @@ import torch
 from simclr_s2.bigearthnet.bands import resolve_bands
 from simclr_s2.cli import parser, run_entry_point
 from simclr_s2.errors import UserError
+from simclr_s2.hashing import sha256_file
 from simclr_s2.models import ARCHS, load_encoder_state
-from simclr_s2.tracking.artifacts import local_path, sha256_file
+from simclr_s2.tracking.artifacts import local_path
 from simclr_s2.tracking.registry import ENCODER_MODEL, log_and_register
 from simclr_s2.tracking.runs import stage_run
 

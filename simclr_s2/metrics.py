@@ -41,27 +41,27 @@ def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float(-np.sum(np.diff(recall) * precision[:-1]))
 
 
-def pr_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision and recall at every distinct threshold, highest threshold last (scikit-learn's order)."""
+def _counts_by_threshold(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """True and false positives when predicting positive at or above each distinct score, highest first."""
     y = np.asarray(y_true).astype(bool)
     order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
     s, y_sorted = np.asarray(scores)[order], y[order]
     last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
     tps = np.cumsum(y_sorted)[last_of_tie]
-    fps = (last_of_tie + 1) - tps
+    return tps, (last_of_tie + 1) - tps, s[last_of_tie]
+
+
+def pr_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Precision and recall at every distinct threshold, highest threshold last (scikit-learn's order)."""
+    tps, fps, thresholds = _counts_by_threshold(y_true, scores)
     precision = tps / (tps + fps)
-    recall = tps / max(int(y.sum()), 1)
-    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], s[last_of_tie][::-1]
+    recall = tps / max(int(np.asarray(y_true).astype(bool).sum()), 1)
+    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
 
 
 def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """False and true positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
-    y = np.asarray(y_true).astype(bool)
-    order = np.argsort(-np.asarray(scores, dtype=np.float64), kind="mergesort")
-    s, y_sorted = np.asarray(scores)[order], y[order]
-    last_of_tie = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]
-    tps = np.cumsum(y_sorted)[last_of_tie]
-    fps = (last_of_tie + 1) - tps
+    tps, fps, _ = _counts_by_threshold(y_true, scores)
     return np.r_[0.0, fps / max(fps[-1], 1)], np.r_[0.0, tps / max(tps[-1], 1)]
 
 

@@ -10,7 +10,6 @@ CPU-second: over an hour on 2 cores for the 590,326 patches, against about 3 min
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import re
@@ -38,6 +37,7 @@ from simclr_s2.bigearthnet.reader import (
 )
 from simclr_s2.bigearthnet.tiff import TiffFormatError, read_tiff_header
 from simclr_s2.errors import UserError
+from simclr_s2.hashing import sha256_file
 
 SEASONS = {12: "Winter", 1: "Winter", 2: "Winter", 3: "Spring", 4: "Spring", 5: "Spring",
            6: "Summer", 7: "Summer", 8: "Summer", 9: "Autumn", 10: "Autumn", 11: "Autumn"}  # fmt: skip
@@ -238,8 +238,4 @@ def index_archive_root(path: Path) -> Path:
 
 def index_digest(path: Path) -> str:
     """sha256 hex of the index file's bytes: what runs log to tie results to one index."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    return sha256_file(path)

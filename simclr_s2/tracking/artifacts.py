@@ -36,14 +36,6 @@ def local_path(ref: str, what: str) -> Path:
     return cache / ref.rstrip("/").rsplit("/", 1)[-1]
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def log_table_input(frame: pd.DataFrame, *, name: str, source: str, digest: str, context: str) -> None:
     """Log `frame` as an MLflow dataset input of the active run under `name`, with the file's digest."""
     with warnings.catch_warnings():  # two notes MLflow prints for every table, whatever its content

@@ -8,6 +8,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import mlflow
 import numpy as np
@@ -22,6 +23,8 @@ from simclr_s2.errors import UserError
 from simclr_s2.models import ARCHS, SimCLRModel, load_encoder_state
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=torch.nn.Module)
 
 ENCODER_MODEL = "simclr-s2-encoder"
 CLASSIFIER_MODEL = "simclr-s2-irrigation"
@@ -83,6 +86,19 @@ def resolve_model_uri(uri: str) -> tuple[str, str, dict[str, str]]:
     return f"models:/{name}/{mv.version}", f"{name}/{mv.version}", dict(mv.tags)
 
 
+def load_logged(uri: str, kind: type[T], what: str) -> tuple[T, str, dict[str, str]]:
+    """A logged model of class `kind` from a registry or run URI, with its "name/version" ("" for a run's
+    model) and version tags; `what` names the parameter in the one-line error."""
+    resolved, version, tags = resolve_model_uri(uri)
+    try:
+        model = mlflow.pytorch.load_model(resolved, map_location="cpu")
+    except (MlflowException, OSError) as error:
+        raise UserError(f"{what}: cannot load {uri}: {str(error).splitlines()[0]}") from None
+    if not isinstance(model, kind):
+        raise UserError(f"{what}: {uri} is a {type(model).__name__}, expected a {kind.__name__}")
+    return model, version, tags
+
+
 def load_pretrained(spec: str, bands: str = "auto") -> Pretrained:
     """Load a SimCLR model from a registry URI (`models:/simclr-s2-encoder@ben`), a run's model
     (`runs:/<id>/model`) or a state-dict file (its arch inferred from the weights). `bands` "auto" takes
@@ -98,13 +114,7 @@ def load_pretrained(spec: str, bands: str = "auto") -> Pretrained:
         model = load_encoder_state(state, infer_arch(state, path), in_channels)
         spec = str(path.resolve())
     else:
-        uri, version, tags = resolve_model_uri(spec)
-        try:
-            model = mlflow.pytorch.load_model(uri, map_location="cpu")
-        except (MlflowException, OSError) as error:
-            raise UserError(f"pretrained: cannot load {spec}: {str(error).splitlines()[0]}") from None
-        if not isinstance(model, SimCLRModel):
-            raise UserError(f"pretrained: {spec} is a {type(model).__name__}, expected a SimCLR encoder")
+        model, version, tags = load_logged(spec, SimCLRModel, "pretrained")
     in_channels = model.encoder.in_channels
     own_bands = tags.get("bands") or {10: "study", 12: "all"}.get(in_channels, "")
     if bands == "auto":
