@@ -1,0 +1,300 @@
+"""Fine-tuning speed on synthetic in-memory patches: what the feature cache saves under `head2`, and what
+`fit` with MLflow tracking costs under `all` against a bare PyTorch loop of the same model.
+
+(1) `head2`: the plain path runs the frozen encoder forward on every patch every epoch (`fit` on the
+    whole classifier); the cached path computes the frozen prefix's features once
+    (`cached_training_set`, train and validation) and then trains the suffix on them. Per-epoch times
+    come from `fit`'s end-of-epoch callback; the E-epoch totals include the one-off feature time.
+(2) `all`: the same batches through a bare loop (Adam, BCEWithLogits, channels_last, no metrics, no
+    tracking), the bare loop plus the plain validation forward `fit` needs every epoch for early
+    stopping, `fit` untracked, and `fit` inside a real MLflow run (temporary sqlite store) logging each
+    epoch's metrics in one call, writing its checkpoint and logging it as an artifact, with system
+    metrics on, as the finetune entry point does. images/s counts training images over the whole wall
+    time (validation and tracking included). The variants run interleaved, several times each: on a
+    shared machine the load drifts by more than the overhead measured, so the best run is the estimate
+    of each one's own cost and the median shows the spread.
+
+    python benchmarks/bench_finetune.py            # resnet18, 256 + 64 patches, head2 10 epochs, all 1 x 3
+    python benchmarks/bench_finetune.py --quick    # 64 + 16 patches, head2 3 epochs, all 1 epoch x 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager, nullcontext
+from itertools import pairwise
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from simclr_s2.data import BatchLoader, MemoryDataset
+from simclr_s2.feature_cache import cached_training_set
+from simclr_s2.models import ARCHS, IrrigationClassifier, apply_trainable
+from simclr_s2.train import FitConfig, fit
+
+BANDS, SIZE = 10, 120
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "?")
+    except OSError:
+        return "?"
+
+
+def _data(n: int, seed: int) -> MemoryDataset:
+    """Normalised-looking patches (zero mean, unit variance per band) with balanced, shuffled labels."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, BANDS, SIZE, SIZE, generator=g)
+    y = (torch.arange(n) % 2).float()[torch.randperm(n, generator=g)]
+    return MemoryDataset(x, y)
+
+
+def _model(arch: str, policy: str) -> IrrigationClassifier:
+    torch.manual_seed(0)
+    model = IrrigationClassifier.from_scratch(arch, BANDS)
+    apply_trainable(model, policy)
+    return model.to(memory_format=torch.channels_last)
+
+
+def _warm_up(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
+    """One training step on a throwaway optimiser and one evaluation forward, then the weights as they
+    were: every timed path starts from the same weights with oneDNN's kernels (training and inference
+    ones) and the allocator already warm."""
+    saved = {k: v.clone() for k, v in model.state_dict().items()}
+    x = x.contiguous(memory_format=torch.channels_last)
+    model.train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+    nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
+    optimizer.step()
+    model.zero_grad(set_to_none=True)
+    model.eval()
+    with torch.no_grad():
+        model(x)
+    model.load_state_dict(saved)
+
+
+class EpochClock:
+    """A `log_fn` that records when each epoch ended (optionally passing the metrics on)."""
+
+    def __init__(self, then: Callable[[Mapping[str, float], int], None] | None = None) -> None:
+        self.then = then
+        self.start, self.cpu_start = time.perf_counter(), time.process_time()
+        self.ends: list[float] = []
+        self.cpu_ends: list[float] = []
+
+    def __call__(self, metrics: Mapping[str, float], epoch: int) -> None:
+        if self.then:
+            self.then(metrics, epoch)
+        self.ends.append(time.perf_counter())
+        self.cpu_ends.append(time.process_time())
+
+    def epoch_seconds(self, cpu: bool = False) -> list[float]:
+        marks = [self.cpu_start, *self.cpu_ends] if cpu else [self.start, *self.ends]
+        return [b - a for a, b in pairwise(marks)]
+
+
+def head2_cache(arch: str, train: MemoryDataset, val: MemoryDataset, batch: int, epochs: int) -> None:
+    cfg = FitConfig(epochs=epochs, patience=epochs)
+    warm_x, warm_y = train.read_batch(torch.arange(batch).numpy())
+
+    model = _model(arch, "head2")
+    _warm_up(model, warm_x, warm_y)
+    plain = EpochClock()
+    fit(model, BatchLoader(train, batch, shuffle=True), BatchLoader(val, batch), cfg, log_fn=plain)
+
+    model = _model(arch, "head2")
+    _warm_up(model, warm_x, warm_y)
+    start = time.perf_counter()
+    cached = cached_training_set(
+        model, "head2", BatchLoader(train, batch), BatchLoader(val, batch), batch, seed=0
+    )
+    assert cached is not None
+    features_s = time.perf_counter() - start
+    suffix, train_features, val_features = cached
+    clock = EpochClock()
+    fit(suffix, train_features, val_features, cfg, log_fn=clock)
+
+    plain_epochs, cached_epochs = plain.epoch_seconds(), clock.epoch_seconds()
+    plain_total, cached_total = sum(plain_epochs), features_s + sum(cached_epochs)
+    plain_epoch, cached_epoch = statistics.median(plain_epochs), statistics.median(cached_epochs)
+    print(
+        f"\n(1) head2, {arch}: {len(train)} train + {len(val)} val patches, batch {batch}, {epochs} epochs "
+        f"(s/epoch: median and best of {epochs}; features: train and val, once)"
+    )
+    print(
+        f"{'path':<8} {'features s':>10} {'s/epoch':>9} {'best':>8} {'train img/s':>11} "
+        f"{f'{epochs} epochs s':>12}"
+    )
+    print(
+        f"{'plain':<8} {'-':>10} {plain_epoch:>9.3f} {min(plain_epochs):>8.3f} "
+        f"{len(train) / plain_epoch:>11.1f} {plain_total:>12.2f}"
+    )
+    print(
+        f"{'cached':<8} {features_s:>10.2f} {cached_epoch:>9.4f} {min(cached_epochs):>8.4f} "
+        f"{len(train) / cached_epoch:>11.0f} {cached_total:>12.2f}"
+    )
+    print(
+        f"speed-up: {plain_epoch / cached_epoch:.0f}x per epoch (median; "
+        f"best {min(plain_epochs) / min(cached_epochs):.0f}x), "
+        f"{plain_total / cached_total:.1f}x over {epochs} epochs including the feature pass; the cache pays "
+        f"for itself after {features_s / max(plain_epoch - cached_epoch, 1e-9):.1f} epochs"
+    )
+
+
+def bare_loop(model: nn.Module, train: BatchLoader, val: BatchLoader | None, epochs: int) -> None:
+    """`epochs` of plain training steps on `fit`'s batches (and, with `val`, a forward over it after each)."""
+    torch.manual_seed(0)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+    loss_fn = nn.BCEWithLogitsLoss()
+    for epoch in range(epochs):
+        train.set_epoch(epoch)
+        model.train()
+        for x, y in train:
+            loss = loss_fn(model(x.contiguous(memory_format=torch.channels_last)), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        loss.item()
+        if val is not None:
+            model.eval()
+            with torch.no_grad():
+                for x, _ in val:
+                    model(x.contiguous(memory_format=torch.channels_last))
+
+
+BARE, BARE_VAL, UNTRACKED, TRACKED = (
+    "bare loop",
+    "bare loop + val forward",
+    "fit, untracked",
+    "fit + MLflow + checkpoints",
+)
+
+
+def all_overhead(
+    arch: str, train: MemoryDataset, val: MemoryDataset, batch: int, epochs: int, repeats: int, tmp: Path
+) -> None:
+    import mlflow
+
+    from simclr_s2.tracking.runs import StageRun
+
+    logging.getLogger("mlflow").setLevel(logging.ERROR)
+    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
+    experiment = mlflow.create_experiment("bench-finetune", artifact_location=(tmp / "artifacts").as_uri())
+    cfg = FitConfig(epochs=epochs, patience=epochs)
+    warm_x, warm_y = train.read_batch(torch.arange(batch).numpy())
+
+    @contextmanager
+    def tracked() -> Iterator[Callable[[Mapping[str, float], int], None]]:
+        """The finetune entry point's run: system metrics on, one batched metrics call per epoch."""
+        with mlflow.start_run(experiment_id=experiment, log_system_metrics=True) as run:
+            yield StageRun(run.info.run_id, "bench", None, {}).log_metrics
+
+    variants = (BARE, BARE_VAL, UNTRACKED, TRACKED)
+    seconds: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(repeats):  # interleaved, each round starting one variant later, against drifting load
+        for i in range(len(variants)):
+            name = variants[(i + r) % len(variants)]
+            model = _model(arch, "all")
+            _warm_up(model, warm_x, warm_y)
+            train_batches, val_batches = BatchLoader(train, batch, shuffle=True), BatchLoader(val, batch)
+            with tracked() if name == TRACKED else nullcontext() as log_fn:
+                start = time.perf_counter()
+                if name in (BARE, BARE_VAL):
+                    bare_loop(model, train_batches, val_batches if name == BARE_VAL else None, epochs)
+                elif log_fn is None:
+                    fit(model, train_batches, val_batches, cfg)
+                else:
+                    fit(
+                        model,
+                        train_batches,
+                        val_batches,
+                        cfg,
+                        checkpoint_path=tmp / f"checkpoint-{r}.pt",
+                        log_fn=log_fn,
+                        on_checkpoint=lambda path: mlflow.log_artifact(str(path), "checkpoints"),
+                    )
+                seconds[name].append(time.perf_counter() - start)
+    checkpoint_mib = (tmp / "checkpoint-0.pt").stat().st_size / 2**20
+
+    best = {name: min(s) for name, s in seconds.items()}
+    median = {name: statistics.median(s) for name, s in seconds.items()}
+    images = len(train) * epochs
+    print(
+        f"\n(2) all, {arch}: {len(train)} train + {len(val)} val patches, batch {batch}, "
+        f"epochs per run: {epochs}, "
+        f"interleaved runs per variant: {repeats} (checkpoint {checkpoint_mib:.0f} MiB per epoch)"
+    )
+    print(
+        f"{'variant':<27} {'best s':>7} {'median s':>8} {'img/s best':>10} {'img/s median':>12} "
+        f"{'vs bare':>8} {'vs bare+val':>11} {'(median)':>8}"
+    )
+    for name in variants:
+        print(
+            f"{name:<27} {best[name]:>7.2f} {median[name]:>8.2f} {images / best[name]:>10.1f} "
+            f"{images / median[name]:>12.1f} {100 * (best[name] / best[BARE] - 1):>+7.1f}% "
+            f"{100 * (best[name] / best[BARE_VAL] - 1):>+10.1f}% "
+            f"{100 * (median[name] / median[BARE_VAL] - 1):>+7.1f}%"
+        )
+    print(
+        f"tracking overhead (fit + MLflow + checkpoints against the bare loop + val forward): "
+        f"{100 * (best[TRACKED] / best[BARE_VAL] - 1):+.1f}% best-of-{repeats}, "
+        f"{100 * (median[TRACKED] / median[BARE_VAL] - 1):+.1f}% median; MLflow and checkpoints alone "
+        f"(against fit untracked): {100 * (best[TRACKED] / best[UNTRACKED] - 1):+.1f}% best, "
+        f"{100 * (median[TRACKED] / median[UNTRACKED] - 1):+.1f}% median"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--arch", default="resnet18", choices=ARCHS)
+    parser.add_argument(
+        "--patches", type=int, default=256, help="training patches (validation: a quarter as many)"
+    )
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--epochs", type=int, default=10, help="head2 epochs, plain and cached")
+    parser.add_argument(
+        "--all-epochs", type=int, default=1, help="`all` epochs per run, bare loop and fit alike"
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved `all` runs per variant")
+    parser.add_argument(
+        "--quick", action="store_true", help="64 patches, head2 3 epochs, `all` 1 epoch x 2 runs"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.patches, args.epochs, args.all_epochs, args.repeats = 64, 3, 1, 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    train, val = _data(args.patches, seed=0), _data(max(args.patches // 4, 1), seed=1)
+    print(
+        f"machine: {_cpu_model()}, {os.cpu_count()} CPUs ({len(os.sched_getaffinity(0))} usable), torch "
+        f"{torch.__version__} with {torch.get_num_threads()} threads; load average "
+        f"{' '.join(f'{v:.2f}' for v in os.getloadavg())} at the start"
+    )
+    print(
+        f"settings: arch={args.arch} train={len(train)} val={len(val)} input={BANDS}x{SIZE}x{SIZE} float32 "
+        f"batch={args.batch_size} head2 epochs={args.epochs} all epochs={args.all_epochs} x {args.repeats} "
+        "runs, lr=5e-5, channels_last=True, one warm-up step per model"
+    )
+    head2_cache(args.arch, train, val, args.batch_size, args.epochs)
+    with tempfile.TemporaryDirectory(prefix="bench_finetune_") as tmp:
+        all_overhead(args.arch, train, val, args.batch_size, args.all_epochs, args.repeats, Path(tmp))
+    print(f"\nload average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end")
+
+
+if __name__ == "__main__":
+    main()
