@@ -76,7 +76,7 @@ def test_import_encoder_registers_a_state_dict(project, demo, tmp_path):
     assert "does not fit resnet50" in line and "missing keys" in line
 
 
-def test_the_registered_encoder_gives_the_trained_features(project, demo):
+def test_the_registered_encoder_gives_the_trained_features(project, demo, monkeypatch):
     import mlflow
     import torch
 
@@ -87,7 +87,7 @@ def test_the_registered_encoder_gives_the_trained_features(project, demo):
                             map_location="cpu", weights_only=True)
     trained = build_simclr("resnet18", 10)
     trained.load_state_dict(checkpoint["model"])
-    mlflow.set_tracking_uri(project.env["MLFLOW_TRACKING_URI"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", project.env["MLFLOW_TRACKING_URI"])  # not global: later tests
     registered = mlflow.pytorch.load_model(f"models:/{ENCODER_MODEL}@ben")
     x = torch.randn(4, 10, 120, 120, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():

@@ -15,7 +15,7 @@ from simclr_s2.tracking.registry import CLASSIFIER_MODEL
 pytestmark = pytest.mark.integration
 
 
-def test_finetune_tracks_epochs_evaluation_and_registers(project, demo):
+def test_finetune_tracks_epochs_evaluation_and_registers(project, demo, monkeypatch):
     run = demo
     assert run.info.status == "FINISHED"
     assert run.data.tags["mlflow.runName"] == "finetune-ben-basic-100pct-s0"
@@ -38,7 +38,7 @@ def test_finetune_tracks_epochs_evaluation_and_registers(project, demo):
     (version,) = project.client.search_model_versions(f"name='{CLASSIFIER_MODEL}' and run_id='{run.info.run_id}'")
     assert version.tags["stage"] == "finetune" and version.tags["pretrained"] == "ben"
     assert float(version.tags["test_f1"]) == pytest.approx(run.data.metrics["test_f1"], abs=1e-4)
-    mlflow.set_tracking_uri(project.env["MLFLOW_TRACKING_URI"])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", project.env["MLFLOW_TRACKING_URI"])  # not global: later tests
     model = mlflow.pytorch.load_model(f"models:/{CLASSIFIER_MODEL}/{version.version}")
     assert model(__import__("torch").zeros(3, 10, 120, 120)).shape == (3,)
 

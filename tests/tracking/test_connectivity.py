@@ -1,5 +1,8 @@
 """Telling an unreachable tracking server apart from other errors, and the bounded retry budget."""
 
+import os
+from unittest import mock
+
 import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
@@ -19,11 +22,12 @@ def test_other_errors_are_not():
     assert not is_unreachable(ValueError("bad"))
 
 
-def test_the_wait_is_bounded_unless_the_user_says_otherwise(monkeypatch):
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
-    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", raising=False)
-    bound_retries()
-    assert retry_budget_s() == 2 * (2**6 - 2)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "3")
-    bound_retries()
-    assert retry_budget_s() == 2 * (2**3 - 2)
+def test_the_wait_is_bounded_unless_the_user_says_otherwise():
+    with mock.patch.dict(os.environ):  # restores the whole environment afterwards
+        os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
+        os.environ.pop("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", None)
+        bound_retries()
+        assert retry_budget_s() == 2 * (2**6 - 2)
+        os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "3"
+        bound_retries()
+        assert retry_budget_s() == 2 * (2**3 - 2)
