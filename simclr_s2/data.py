@@ -23,7 +23,7 @@ from tqdm import tqdm
 from simclr_s2 import distributed
 from simclr_s2.bigearthnet.bands import PATCH_SIZE, check_resampling, resolve_bands
 from simclr_s2.bigearthnet.packed import PackedStore, open_or_pack
-from simclr_s2.bigearthnet.reader import read_patch
+from simclr_s2.bigearthnet.reader import patch_dir, read_pixels
 from simclr_s2.errors import UserError
 
 IN_MEMORY_MAX_BYTES = 2 * 1024**3
@@ -53,7 +53,7 @@ class BatchSource(Protocol):
 
 
 class PatchDataset(Dataset[Batch]):
-    """Direct GeoTIFF path: one `read_patch` per sample -> (x float32 (C, 120, 120), y float32 scalar)."""
+    """Direct GeoTIFF path: one `read_pixels` per sample -> (x float32 (C, 120, 120), y float32 scalar)."""
 
     def __init__(
         self,
@@ -75,7 +75,7 @@ class PatchDataset(Dataset[Batch]):
         return len(self.names)
 
     def __getitem__(self, i: int) -> Batch:
-        x, _ = read_patch(self.archive_root / self.names[i], self.bands, self.resampling, self.normalised)
+        x = read_pixels(patch_dir(self.archive_root, self.names[i]), self.bands, self.resampling, self.normalised)
         return torch.from_numpy(x), self.labels[i]
 
     def read_batch(self, indices: np.ndarray) -> Batch:

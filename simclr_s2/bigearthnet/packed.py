@@ -350,7 +350,7 @@ def _pack_chunk(
     arrays = {res: np.load(out / _group_file(res), mmap_mode="r+") for res in groups}
     for offset, name in enumerate(names):
         try:
-            native = reader.read_native(archive_root / name, bands)
+            native = reader.read_native(reader.patch_dir(archive_root, name), bands)
         except reader.PatchError as e:
             # Re-raised as a one-argument error: PatchError's own arguments do not survive the
             # trip back from a worker process (it would surface as a BrokenProcessPool).

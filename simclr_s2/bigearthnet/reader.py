@@ -67,6 +67,11 @@ class PatchMetadata:
     projection: str
 
 
+def patch_dir(archive_root: Path, name: str) -> Path:
+    """The folder of patch `name` in an archive: `<root>/<name>` in the v1.0 layout."""
+    return Path(archive_root) / name
+
+
 def metadata_file(patch_dir: Path) -> Path:
     return patch_dir / f"{patch_dir.name}_labels_metadata.json"
 
@@ -162,6 +167,20 @@ def read_native(patch_dir: Path, bands: str | Sequence[str] = STUDY_BANDS) -> di
     return {band: read_band(patch_dir, band) for band in resolve_bands(bands)}
 
 
+def read_pixels(
+    patch_dir: Path,
+    bands: str | Sequence[str] = STUDY_BANDS,
+    resampling: str = "bicubic",
+    normalised: bool = True,
+) -> np.ndarray:
+    """A patch's pixels as float32 (C, 120, 120) in the order of `bands`, without its metadata: what a
+    loader needs. Values are z-scored with the published MEAN/STD unless `normalised=False`."""
+    bands = resolve_bands(bands)
+    check_resampling(resampling)
+    x = stack_bands(read_native(patch_dir, bands), bands, resampling)
+    return normalise(x, bands) if normalised else x
+
+
 def read_patch(
     patch_dir: Path,
     bands: str | Sequence[str] = STUDY_BANDS,
@@ -173,8 +192,5 @@ def read_patch(
     Values are z-scored with the published MEAN/STD unless `normalised=False` (then raw uint16 values).
     20 m and 60 m bands are resampled with `bands.resample`, the one resampling every data path shares.
     """
-    bands = resolve_bands(bands)
-    check_resampling(resampling)
     meta = read_metadata(patch_dir)
-    x = stack_bands(read_native(patch_dir, bands), bands, resampling)
-    return (normalise(x, bands) if normalised else x), meta
+    return read_pixels(patch_dir, bands, resampling, normalised), meta
