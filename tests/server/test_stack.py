@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     from tests.server.conftest import TrackingServer
 
 pytestmark = pytest.mark.server
-SERVER_SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "server.py"
 
 
 def _unique(prefix: str) -> str:
@@ -134,7 +133,7 @@ def _start_expecting_error(tmp_path: Path, ports: dict[str, str], **env: str) ->
     state_dir = tmp_path / "stack"
     base = {k: v for k, v in os.environ.items() if not k.startswith(("SIMCLR_", "MLFLOW_", "AWS_"))}
     result = subprocess.run(
-        [sys.executable, str(SERVER_SCRIPT), "--dir", str(state_dir), "start"],
+        [sys.executable, "-m", "simclr_s2.server", "--dir", str(state_dir), "start"],
         env={**base, **ports, **env},
         check=False,
         capture_output=True,

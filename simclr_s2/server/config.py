@@ -1,0 +1,169 @@
+"""What one stack is: its ports and mode, the passwords it was created with, and the folder that keeps
+both, so every later command acts on what `start` made rather than on today's environment."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+from secrets import token_hex
+
+REPO = Path(__file__).resolve().parents[2]
+HOST = "127.0.0.1"
+BUCKET = "mlflow"
+ARTIFACTS_PREFIX = "artifacts"  # key prefix of run artifacts in the bucket
+ARTIFACTS_DESTINATION = f"s3://{BUCKET}/{ARTIFACTS_PREFIX}"
+DEFAULTS = {
+    "SIMCLR_PG_PORT": "15432",
+    "SIMCLR_S3_PORT": "18333",
+    "SIMCLR_MLFLOW_PORT": "15000",
+    "SIMCLR_MLFLOW_WORKERS": "2",
+    "SIMCLR_PG_PASSWORD": "mlflow",
+    "AWS_ACCESS_KEY_ID": "simclr-s2-local",
+    "AWS_SECRET_ACCESS_KEY": "simclr-s2-local-secret",
+}
+WEED_SERVICES = ("s3", "master", "volume", "filer", "admin")  # at S3_PORT + index
+WEED_GRPC_OFFSET = 10000  # SeaweedFS's own convention; its plugin worker assumes it for the admin port
+
+
+class StackError(Exception):
+    """A problem the user can fix; the command line prints its one-line message instead of a traceback."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Ports and mode of one stack, saved in stack.json so later commands act on what `start` made."""
+
+    pg_port: int
+    s3_port: int
+    mlflow_port: int
+    workers: int
+    auth: bool
+    admin_username: str | None
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"http://{HOST}:{self.mlflow_port}"
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://{HOST}:{self.s3_port}"
+
+    def weed_ports(self) -> dict[str, int]:
+        return {name: self.s3_port + i for i, name in enumerate(WEED_SERVICES)}
+
+    def ports(self, component: str) -> list[tuple[int, str]]:
+        """(port, who uses it) for one component, so a clash names its environment variable."""
+        if component == "postgres":
+            return [(self.pg_port, "PostgreSQL (SIMCLR_PG_PORT)")]
+        if component == "mlflow":
+            return [(self.mlflow_port, "mlflow server (SIMCLR_MLFLOW_PORT)")]
+        found = []
+        for name, port in self.weed_ports().items():
+            who = f"SeaweedFS {name} (SIMCLR_S3_PORT + {WEED_SERVICES.index(name)})"
+            found += [(port, who), (port + WEED_GRPC_OFFSET, f"{who} gRPC")]
+        return found
+
+
+@dataclasses.dataclass(frozen=True)
+class Secrets:
+    """Kept apart from Config in a 0600 file, so stack.json can be read and shown freely."""
+
+    pg_password: str
+    s3_access_key: str
+    s3_secret_key: str
+    flask_secret_key: str  # signs basic-auth CSRF tokens; stable so restarts keep sessions valid
+
+
+class StateDir:
+    """The one folder a stack keeps everything in, so that deleting it removes the whole stack."""
+
+    def __init__(self, root: Path):
+        self.root = root.resolve()
+        self.pgdata = self.root / "postgres"
+        self.seaweedfs = self.root / "seaweedfs"
+        self.logs = self.root / "logs"
+        self.run = self.root / "run"
+        self.auth_dir = self.root / "auth"
+        self._config = self.root / "stack.json"
+        self._secrets = self.root / "secrets.json"
+
+    def has_config(self) -> bool:
+        return self._config.exists()
+
+    def has_database(self) -> bool:
+        """Whether initdb has made the cluster: its password is fixed from then on."""
+        return (self.pgdata / "PG_VERSION").exists()
+
+    def load_config(self) -> Config:
+        if not self.has_config():
+            raise StackError(f"no stack in {self.root}: run `python scripts/server.py start` first")
+        return Config(**json.loads(self._config.read_text()))
+
+    def load_secrets(self) -> Secrets | None:
+        return Secrets(**json.loads(self._secrets.read_text())) if self._secrets.exists() else None
+
+    def save(self, config: Config, secrets: Secrets) -> None:
+        self._config.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        self._secrets.touch(mode=0o600)
+        self._secrets.chmod(0o600)
+        self._secrets.write_text(json.dumps(dataclasses.asdict(secrets), indent=2) + "\n")
+
+    def resolve_secrets(self) -> Secrets:
+        """Environment first, then what the stack was created with, then local defaults."""
+        stored = self.load_secrets()
+        pg_password = os.environ.get("SIMCLR_PG_PASSWORD") or (stored.pg_password if stored else None)
+        if stored and pg_password != stored.pg_password and self.has_database():
+            raise StackError(
+                f"SIMCLR_PG_PASSWORD differs from the one the database in {self.pgdata} was created with: "
+                "unset it, or stop the stack and delete the folder"
+            )
+        return Secrets(
+            pg_password=pg_password or DEFAULTS["SIMCLR_PG_PASSWORD"],
+            s3_access_key=_env_or("AWS_ACCESS_KEY_ID", stored.s3_access_key if stored else None),
+            s3_secret_key=_env_or("AWS_SECRET_ACCESS_KEY", stored.s3_secret_key if stored else None),
+            flask_secret_key=os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
+            or (stored.flask_secret_key if stored else token_hex(32)),
+        )
+
+
+def default_state_dir() -> Path:
+    """SIMCLR_SERVER_DIR, else <repo>/.server: what `make server` uses when nothing is set."""
+    return Path(os.environ.get("SIMCLR_SERVER_DIR") or REPO / ".server")
+
+
+def config_from_env(auth: bool, saved: Config | None) -> Config:
+    """Each setting from the environment, else from the stack's last start, else the default."""
+
+    def setting(name: str, field: str) -> str:
+        return _env_or(name, str(getattr(saved, field)) if saved else None)
+
+    def port(name: str, field: str) -> int:
+        value = setting(name, field)
+        if not value.isdigit() or not 0 < int(value) < 65536:
+            raise StackError(f"{name}={value!r}: expected a port number")
+        return int(value)
+
+    s3_port = port("SIMCLR_S3_PORT", "s3_port")
+    if s3_port + len(WEED_SERVICES) - 1 + WEED_GRPC_OFFSET > 65535:
+        raise StackError(
+            f"SIMCLR_S3_PORT={s3_port}: SeaweedFS also needs that port + {WEED_GRPC_OFFSET + 4}, "
+            f"so it must be {65535 - WEED_GRPC_OFFSET - 4} or less"
+        )
+    workers = setting("SIMCLR_MLFLOW_WORKERS", "workers")
+    if not workers.isdigit() or int(workers) < 1:
+        raise StackError(f"SIMCLR_MLFLOW_WORKERS={workers!r}: expected a positive integer")
+    admin = os.environ.get("MLFLOW_TRACKING_USERNAME") or (saved.admin_username if saved else None)
+    return Config(
+        pg_port=port("SIMCLR_PG_PORT", "pg_port"),
+        s3_port=s3_port,
+        mlflow_port=port("SIMCLR_MLFLOW_PORT", "mlflow_port"),
+        workers=int(workers),
+        auth=auth,
+        admin_username=admin if auth else None,
+    )
+
+
+def _env_or(name: str, stored: str | None) -> str:
+    return os.environ.get(name) or stored or DEFAULTS[name]
