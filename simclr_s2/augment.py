@@ -1,9 +1,16 @@
 """Augmentations for batches of multispectral patches (N, C, H, W), made for SimCLR views.
 
-Nothing here assumes RGB (no hue, saturation or grayscale): every op treats the bands alike or
-jitters each band on its own. Each op draws its parameters per sample, is applied to a sample with
-its own probability, and runs on the whole batch at once. All randomness comes from the
-torch.Generator passed in, so a seed gives the same views, whatever else uses torch's global RNG.
+Nothing here assumes RGB (no hue, saturation or grayscale). Each op draws its parameters per sample, is
+applied to a sample with its own probability, and runs on the whole batch at once. All randomness comes
+from the torch.Generator passed in, so a seed gives the same views, whatever else uses torch's global RNG.
+
+The default colour change is spectrally consistent: one gain per sample multiplies the reflectance of
+every band, as a change of illumination would, so band ratios and the vegetation and moisture indices
+built on them (NDVI, NDMI), where an irrigation signal lives, are kept. Batches are z-scored per band, so
+the gain is applied around each band's zero reflectance, -mean/std. SimCLR's per-band jitter (contrast,
+gain and brightness drawn per band) stays available as `jitter="per_band"`; it changes band ratios.
+Of the other ops, crops, flips, rotations and blur act on every band alike and keep a uniform spectrum
+uniform; additive noise is the one default op that perturbs band ratios (slightly, noise_std = 0.05).
 """
 
 from __future__ import annotations
@@ -14,7 +21,10 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from simclr_s2.bigearthnet.bands import MEAN, STD, STUDY_BANDS
 from simclr_s2.errors import UserError
+
+JITTER_MODES = ("spectral", "per_band")
 
 
 @dataclass(frozen=True)
@@ -26,20 +36,22 @@ class AugmentConfig:
     z-scored per band, so brightness and noise are in units of a band's standard deviation.
     """
 
-    crop_p: float = 1.0
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
-    hflip_p: float = 0.5
-    vflip_p: float = 0.5
-    rot90_p: float = 0.5
-    jitter_p: float = 0.8
-    brightness: float = 0.4
-    contrast: float = 0.4
-    gain: float = 0.4
-    blur_p: float = 0.5
-    blur_sigma: tuple[float, float] = (0.1, 2.0)
-    noise_p: float = 0.5
-    noise_std: float = 0.05
+    crop_p: float = 1.0  # probability of a random resized crop
+    crop_scale: tuple[float, float] = (0.08, 1.0)  # range of the crop's area, as a share of the patch
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)  # range of the crop's aspect ratio (width / height)
+    hflip_p: float = 0.5  # probability of a horizontal flip
+    vflip_p: float = 0.5  # probability of a vertical flip
+    rot90_p: float = 0.5  # probability of a rotation by 90, 180 or 270 degrees
+    jitter_p: float = 0.8  # probability of the colour change chosen by `jitter`
+    jitter: str = "spectral"  # "spectral": one gain for all bands (keeps band ratios); "per_band": SimCLR's
+    gain: float = 0.4  # gain factor drawn from [1 - gain, 1 + gain]: per sample (spectral) or per band
+    brightness: float = 0.0  # per_band only: shift drawn from [-brightness, brightness] std units per band
+    contrast: float = 0.0  # per_band only: factor from [1 - contrast, 1 + contrast] around each band's mean
+    bands: tuple[str, ...] = STUDY_BANDS  # band of each channel, in order: locates zero reflectance (spectral)
+    blur_p: float = 0.5  # probability of a Gaussian blur
+    blur_sigma: tuple[float, float] = (0.1, 2.0)  # range of the blur's sigma, in pixels
+    noise_p: float = 0.5  # probability of additive Gaussian noise
+    noise_std: float = 0.05  # standard deviation of that noise, in std units of each band
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -56,6 +68,17 @@ class AugmentConfig:
         for name in ("brightness", "contrast", "gain", "noise_std"):
             if getattr(self, name) < 0:
                 raise UserError(f"augment {name}: expected a non-negative amount, got {getattr(self, name)}")
+        if self.jitter not in JITTER_MODES:
+            raise UserError(f"augment jitter: expected one of {', '.join(JITTER_MODES)}, got {self.jitter!r}")
+        if self.gain >= 1:
+            raise UserError(f"augment gain: expected less than 1 (a factor 1 - gain must stay positive), "
+                            f"got {self.gain}")
+        for name in ("brightness", "contrast"):
+            if self.jitter == "spectral" and getattr(self, name):
+                raise UserError(f"augment {name}: only with jitter='per_band' (it changes band ratios), "
+                                f"got {getattr(self, name)} with jitter='spectral'")
+        if unknown := [b for b in self.bands if b not in MEAN]:
+            raise UserError(f"augment bands: unknown bands {unknown}, expected names among {', '.join(MEAN)}")
 
 
 def _uniform(
@@ -110,15 +133,34 @@ def random_flip_rotate(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) 
 
 
 def random_band_jitter(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
-    """Per-band jitter: contrast scales a band around its spatial mean, gain scales it around zero,
-    brightness shifts it; each factor drawn per sample and per band."""
+    """The colour change of `cfg.jitter` (see the module doc)."""
+    jittered = (_spectral_gain if cfg.jitter == "spectral" else _per_band_jitter)(x, cfg, g)
+    return torch.where(_chosen(x.shape[0], cfg.jitter_p, g, x), jittered, x)
+
+
+def _spectral_gain(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """One gain per sample on every band's reflectance: z -> zero + gain * (z - zero), where a band's
+    zero = -mean / std is where its z-score puts zero reflectance."""
+    n, c = x.shape[:2]
+    gain = _uniform((n, 1, 1, 1), 1 - cfg.gain, 1 + cfg.gain, g, x)
+    if c != len(cfg.bands):
+        if cfg.jitter_p == 0:
+            return x
+        raise UserError(f"augment bands: {len(cfg.bands)} bands {list(cfg.bands)} configured, but the batch "
+                        f"has {c} channels; pass the data's bands")
+    zero = torch.tensor([-MEAN[b] / STD[b] for b in cfg.bands], device=x.device, dtype=x.dtype)[:, None, None]
+    return zero + gain * (x - zero)
+
+
+def _per_band_jitter(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """SimCLR-style per-band jitter: contrast scales a band around its spatial mean, gain scales it around
+    zero, brightness shifts it; each factor drawn per sample and per band."""
     n, c = x.shape[:2]
     contrast = _uniform((n, c, 1, 1), 1 - cfg.contrast, 1 + cfg.contrast, g, x)
     gain = _uniform((n, c, 1, 1), 1 - cfg.gain, 1 + cfg.gain, g, x)
     brightness = _uniform((n, c, 1, 1), -cfg.brightness, cfg.brightness, g, x)
     mean = x.mean(dim=(-2, -1), keepdim=True)
-    jittered = ((x - mean) * contrast + mean) * gain + brightness
-    return torch.where(_chosen(n, cfg.jitter_p, g, x), jittered, x)
+    return ((x - mean) * contrast + mean) * gain + brightness
 
 
 def random_blur(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:

@@ -4,12 +4,17 @@ its kept epoch.
 The test set never decides: it is the one honest estimate left once a model is chosen (the original's
 later stage trained on it), so a test metric is refused. A tie at the top is refused too: picking either
 would be arbitrary, and a person should narrow the candidates or pick another metric.
+
+Candidates are ranked within one condition of measurement: one data fraction (its validation set holds
+40 patches at 1 % and 4,077 at 100 %, so their values are not comparable) and one test set (test-set
+digest), unless the caller explicitly allows crossing them. A non-finite value (NaN, inf) is never ranked.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -49,6 +54,8 @@ class Candidate:
     version: str
     label: str  # for people: "v7 (ben 10pct s0)"
     value: float  # NaN when its run lacks the metric
+    fraction: int  # the data fraction (%) it was trained and validated on
+    test_digest: str  # sha256 of the test set its run scored (the split's test.csv)
 
 
 @dataclass(frozen=True)
@@ -62,15 +69,21 @@ class Choice:
         return self.ranked[0]
 
 
-def choose(candidates: Sequence[Candidate], metric: str, what: str) -> Choice:
-    """The best of `candidates` by `metric`; `what` names the filters in messages. An empty set, a set
-    where no run has the metric, or a tie at the top is a UserError, and nothing is chosen."""
+def choose(candidates: Sequence[Candidate], metric: str, what: str, *, cross_fractions: bool = False,
+           cross_test_sets: bool = False) -> Choice:
+    """The best of `candidates` by `metric`; `what` names the filters in messages. An empty set, candidates
+    of several fractions or test sets (unless crossing them is allowed), a set where no run has a finite
+    value of the metric, or a tie at the top is a UserError, and nothing is chosen."""
     if not candidates:
         raise UserError(f"promote: no registered classifier matches {what}; run finetune or baseline first")
-    scored = [c for c in candidates if not math.isnan(c.value)]
-    unscored = tuple(c for c in candidates if math.isnan(c.value))
+    if not cross_fractions:
+        _one_group(what, "fraction", "cross_fractions", Counter(c.fraction for c in candidates), "{} %")
+    if not cross_test_sets:
+        _one_group(what, "test set", "cross_test_sets", Counter(c.test_digest[:12] for c in candidates), "{}")
+    scored = [c for c in candidates if math.isfinite(c.value)]
+    unscored = tuple(c for c in candidates if not math.isfinite(c.value))
     if not scored:
-        raise UserError(f"metric: none of the {len(candidates)} candidates ({what}) has {metric} on its run")
+        raise UserError(f"metric: none of the {len(candidates)} candidates ({what}) has a finite {metric} on its run")
     ranked = sorted(scored, key=lambda c: c.value, reverse=metric not in LOWER_IS_BETTER)
     tied = [c for c in ranked if math.isclose(c.value, ranked[0].value, rel_tol=1e-9, abs_tol=1e-12)]
     if len(tied) > 1:
@@ -78,6 +91,15 @@ def choose(candidates: Sequence[Candidate], metric: str, what: str) -> Choice:
                         f"{', '.join(c.label for c in tied)} ({what}); narrow with fraction or pretrained, "
                         f"or choose another metric; nothing changed")
     return Choice(metric, tuple(ranked), unscored)
+
+
+def _one_group(what: str, kind: str, flag: str, counts: Counter, shown: str) -> None:
+    """Refuse candidates that span several fractions or test sets (`counts`: candidates per value),
+    naming each value (formatted by `shown`) with its count: their validation values are not alike."""
+    if len(counts) > 1:
+        found = ", ".join(f"{shown.format(k)}: {n}" for k, n in sorted(counts.items()))
+        raise UserError(f"promote: the candidates ({what}) span {len(counts)} values of {kind} ({found}); "
+                        f"rank one {kind} at a time, or set {flag}=true to rank across them; nothing changed")
 
 
 def reason_tags(choice: Choice, alias: str, what: str) -> dict[str, str]:

@@ -4,11 +4,12 @@ Every later number is measured on these files, so they are exact, reproducible a
 the same index, parameters and seed give byte-identical files, and every rule below is verified
 when the files are written and again every time one is loaded.
 
-Algorithm, for a scheme with P eligible positives and N eligible negatives:
+Algorithm of the default kind, "random" (the study's), for P eligible positives and N negatives:
 
-1. The pool is the index less the snow and cloud/shadow patches (unless kept) and, when asked,
-   less every patch outside the chosen official split; it is sorted by name so the result does
-   not depend on the index's row order.
+1. The pool is the index less the snow and cloud/shadow patches (unless kept), less patches whose
+   label is unknown (<NA> in a caller's labels: ambiguous under the scheme) and, when asked, less
+   every patch outside the chosen official split; it is sorted by name so the result does not
+   depend on the index's row order.
 2. k = min(P, N): the smaller class is taken whole (the positives, in BigEarthNet) and a seeded
    sample of k patches is drawn from the other; both are shuffled (numpy PCG64(seed)).
 3. Rounding rule, n = 2k: n_val = round_half_up(r_val * n), n_test = round_half_up(r_test * n),
@@ -23,9 +24,24 @@ Algorithm, for a scheme with P eligible positives and N eligible negatives:
 The full archive, `basic` scheme, no exclusions: k = 13,589, n = 27,178 -> 19,024 / 4,077 / 4,077,
 and 190 / 40 train / val patches at 1 %.
 
+Grouped kinds (split_kinds.py) keep every tile, block or official part in one set: "tile" and
+"block-<n>km" assign whole groups to sets by their positives (split_kinds.assign_groups), "official"
+takes the archive's own parts (ratios do not apply). Each set is then balanced inside itself: all
+its positives and a seeded sample of as many negatives (or the reverse), interleaved as in step 4,
+so set sizes follow the groups rather than the rounding rule. Steps 1, 4 and 5 hold for every kind.
+
+Natural-prevalence test set (natural_test=True): drawn before anything else, so no other set holds
+its patches and the balanced sets are drawn from what is left. "random": a seeded sample of
+round_half_up(natural_share * pool) patches stratified to the pool's prevalence (the count of
+positives rounded half up); "official": the same inside the official test part; "tile" and
+"block": whole groups, in seeded order, until natural_share of the pool is reached, so its
+prevalence is the pool's up to the groups' granularity (recorded in the manifest). It is written
+in name order and is not balanced.
+
 Files, under <out_dir>/<scheme>/: train_<fff>pct.csv and val_<fff>pct.csv per fraction (fff zero
-padded), test.csv, with lines `name,label` (label 0 or 1, "\\n" line ends), and manifest.json
-(sorted keys, no timestamps) with the parameters, counts, positives and sha256 of every file.
+padded), test.csv, test_natural.csv when asked, with lines `name,label` (label 0 or 1, "\\n" line
+ends), and manifest.json (sorted keys, no timestamps) with the parameters, the kind, counts,
+positives and sha256 of every file. Format 1 manifests (before kinds) load as "random" splits.
 """
 
 from __future__ import annotations
@@ -39,22 +55,28 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from simclr_s2.errors import UserError
+from simclr_s2.split_kinds import OFFICIAL_COLUMN, OFFICIAL_PARTS, assign_groups, check_kind, group_keys
 
 log = logging.getLogger(__name__)
 
 SETS = ("train", "val", "test")
+NATURAL = "test_natural"  # the optional natural-prevalence test set
+ALL_SETS = (*SETS, NATURAL)
 OFFICIAL_SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (1, 3, 10, 25, 50, 100)
 DEFAULT_RATIOS = (0.70, 0.15, 0.15)
+DEFAULT_NATURAL_SHARE = 0.02  # of the pool: ~11,800 patches and ~270 basic positives on the v1 archive
 MANIFEST = "manifest.json"
-FORMAT = 1
+FORMAT = 2
 HEADER = "name,label"
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
+_SCHEME_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # "custom-1a2b3c4d" for a custom scheme
 _SHOWN = 5
 
 
@@ -67,7 +89,7 @@ class SplitFile:
     """One written file: enough to recheck it byte for byte and to report its class balance."""
 
     set_name: str
-    fraction: int | None  # None for test.csv, shared by every fraction
+    fraction: int | None  # None for test.csv and test_natural.csv, shared by every fraction
     count: int
     positives: int
     sha256: str
@@ -82,7 +104,7 @@ class SplitManifest:
     positives_source: str  # "column positive_<scheme>" or "caller"
     seed: int
     fractions: tuple[int, ...]
-    ratios: tuple[float, float, float]
+    ratios: tuple[float, float, float] | None  # None for an official split, whose parts fix the sizes
     exclude_snow_cloud: bool
     official_split: str | None
     index_digest: str
@@ -90,6 +112,9 @@ class SplitManifest:
     pool: dict[str, int]
     sizes: dict[str, int]
     files: dict[str, SplitFile]
+    kind: str  # "random", "tile", "block-<n>km" or "official" (split_kinds.py)
+    natural_share: float | None  # share of the pool drawn for test_natural.csv; None when not written
+    groups: dict[str, int]  # tiles, blocks or parts per set for a grouped kind; empty for random
     format: int = FORMAT
 
     def to_json(self) -> str:
@@ -99,15 +124,20 @@ class SplitManifest:
     def from_json(cls, text: str, source: Path) -> SplitManifest:
         try:
             raw = json.loads(text)
+            version = raw["format"]
+            if version not in (1, FORMAT):
+                raise SplitError(f"{source}: manifest format {version!r}, expected 1 or {FORMAT}; make the "
+                                 f"splits again with this version")
+            if version == 1:  # written before split kinds: a random split, nothing else new
+                raw.update(kind="random", natural_share=None, groups={}, format=FORMAT)
             raw["files"] = {name: SplitFile(**entry) for name, entry in raw["files"].items()}
             for key in ("classes", "fractions", "ratios"):
-                raw[key] = tuple(raw[key])
-            manifest = cls(**raw)
+                raw[key] = None if raw[key] is None else tuple(raw[key])
+            return cls(**raw)
+        except SplitError:
+            raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:
             raise SplitError(f"{source}: not a valid split manifest ({exc})") from None
-        if manifest.format != FORMAT:
-            raise SplitError(f"{source}: manifest format {manifest.format!r}, expected {FORMAT}")
-        return manifest
 
 
 @dataclass(frozen=True)
@@ -121,8 +151,8 @@ class SplitSet:
 
 
 def file_name(set_name: str, fraction: int) -> str:
-    """File of a set at a fraction; the test file is the same for every fraction."""
-    return "test.csv" if set_name == "test" else f"{set_name}_{fraction:03d}pct.csv"
+    """File of a set at a fraction; the test files are the same for every fraction."""
+    return f"{set_name}.csv" if set_name in ("test", NATURAL) else f"{set_name}_{fraction:03d}pct.csv"
 
 
 def split_sizes(n: int, ratios: Sequence[float] = DEFAULT_RATIOS) -> tuple[int, int, int]:
@@ -131,8 +161,12 @@ def split_sizes(n: int, ratios: Sequence[float] = DEFAULT_RATIOS) -> tuple[int, 
     The ratios are read as the decimals they print as, so 0.15 * 27,178 = 4,076.7 rounds to
     4,077 exactly, free of binary floating-point noise.
     """
-    n_val, n_test = (math.floor(Fraction(repr(float(r))) * n + Fraction(1, 2)) for r in ratios[1:])
+    n_val, n_test = (_round_half_up(r, n) for r in ratios[1:])
     return n - n_val - n_test, n_val, n_test
+
+
+def _round_half_up(share: float, n: int) -> int:
+    return math.floor(Fraction(repr(float(share))) * n + Fraction(1, 2))
 
 
 def fraction_size(n_set: int, fraction: int) -> int:
@@ -152,42 +186,51 @@ def create_splits(
     index_digest: str = "",
     positives: pd.Series | None = None,
     classes: Sequence[str] = (),
+    *,
+    kind: str = "random",
+    natural_test: bool = False,
+    natural_share: float = DEFAULT_NATURAL_SHARE,
 ) -> SplitManifest:
     """Write the balanced, nested splits of one scheme under out_dir/scheme (see the module doc).
 
-    positives: a boolean Series aligned with `index` (a custom scheme); None reads the column
+    positives: the labels of a custom scheme, a Series aligned with `index`: bool, or pandas' nullable
+    "boolean" where <NA> marks a patch that is not eligible (ambiguous); None reads the column
     positive_<scheme>. classes: the scheme's class names, recorded in the manifest only.
-    official_split: "train", "validation", "test" or a "+" join such as "train+validation"
-    keeps only those patches of the BigEarthNet authors' split. Files of an earlier call that the
-    new manifest does not list are removed, so the folder always matches its manifest.
+    official_split: "train", "validation", "test" or a "+" join such as "train+validation" keeps only
+    those patches of the BigEarthNet authors' split (not with kind "official", which uses all three).
+    kind: "random", "tile", "block-<n>km" or "official" (split_kinds.py). natural_test: also write
+    test_natural.csv at the pool's prevalence, natural_share of the pool. Files of an earlier call that
+    the new manifest does not list are removed, so the folder always matches its manifest.
     """
-    _check_plain("scheme", scheme)
+    _check_scheme(scheme)
     fractions = _check_fractions(fractions)
     ratios = _check_ratios(ratios)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UserError(f"seed: expected an integer >= 0, got {seed!r}")
     official = _parse_official(official_split)
+    kind = check_kind(kind)
+    if kind == "official" and official:
+        raise UserError(f"official_split {official_split!r}: a kind 'official' split uses all three parts; "
+                        f"leave official_split unset")
+    if natural_test and not 0 < natural_share < 1:
+        raise UserError(f"natural_share: expected a share of the pool between 0 and 1, got {natural_share!r}")
     _check_unique_names(index)
 
-    if positives is None:
-        column = f"positive_{scheme}"
-        if column not in index.columns:
-            found = sorted(c for c in index.columns if c.startswith("positive_"))
-            raise UserError(
-                f"index has no column {column!r} for scheme {scheme!r}: found {found}; pass positives"
-            )
-        pos, source = _bool_column(index, column), f"column {column}"
-    else:
-        pos, source = _bool_column(positives, "positives", index), "caller"
-
-    keep, pool = _pool_mask(index, exclude_snow_cloud, official)
-    names = index["name"].to_numpy(dtype=str)[keep]
-    pos = pos[keep]
-    order = np.argsort(names, kind="stable")
-    names, pos = names[order], pos[order]
+    pos, known, source = _labels(index, scheme, positives)
+    keep, pool = _pool_mask(index, exclude_snow_cloud, OFFICIAL_SPLITS if kind == "official" else official)
+    pool["ambiguous_labels"] = int((keep & ~known).sum())
+    keep &= known
+    pool["eligible"] = int(keep.sum())
+    groups = group_keys(index, kind)
+    order = np.argsort(index["name"].to_numpy(dtype=str)[keep], kind="stable")
+    names = index["name"].to_numpy(dtype=str)[keep][order]
+    pos = pos[keep][order]
+    groups = None if groups is None else groups[keep][order]
     pool.update(positives=int(pos.sum()), negatives=int((~pos).sum()))
 
-    sets = _draw(names, pos, ratios, np.random.Generator(np.random.PCG64(int(seed))), scheme)
+    rng = np.random.Generator(np.random.PCG64(int(seed)))
+    share = natural_share if natural_test else 0.0
+    sets = _draw_kind(kind, names, pos, groups, ratios, share, rng, scheme)
     files: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     keys: dict[str, tuple[str, int | None]] = {}
     for s in ("train", "val"):
@@ -195,8 +238,10 @@ def create_splits(
         for f in fractions:
             size = fraction_size(len(set_names), f)
             files[file_name(s, f)], keys[file_name(s, f)] = (set_names[:size], labels[:size]), (s, f)
-    files["test.csv"], keys["test.csv"] = sets["test"], ("test", None)
-    _verify(files, fractions, (pd.Index(names), pos))
+    for s in ("test", NATURAL):
+        if s in sets:
+            files[file_name(s, 0)], keys[file_name(s, 0)] = sets[s], (s, None)
+    _verify(files, fractions, _Reference(pd.Index(names), pos, groups, kind))
 
     scheme_dir = Path(out_dir) / scheme
     scheme_dir.mkdir(parents=True, exist_ok=True)
@@ -220,22 +265,26 @@ def create_splits(
         positives_source=source,
         seed=int(seed),
         fractions=fractions,
-        ratios=ratios,
+        ratios=None if kind == "official" else ratios,
         exclude_snow_cloud=bool(exclude_snow_cloud),
         official_split="+".join(official) if official else None,
         index_digest=index_digest,
         numpy_version=np.__version__,
         pool=pool,
-        sizes={s: len(sets[s][0]) for s in SETS},
+        sizes={s: len(sets[s][0]) for s in ALL_SETS if s in sets},
         files=dict(sorted(entries.items())),
+        kind=kind,
+        natural_share=float(natural_share) if natural_test else None,
+        groups=_group_counts(names, groups, sets),
     )
     (scheme_dir / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-    log.info("splits %s: %s train / %s val / %s test in %s", scheme, *manifest.sizes.values(), scheme_dir)
+    log.info("splits %s (%s): %s in %s", scheme, kind, manifest.sizes, scheme_dir)
     return manifest
 
 
 def load_manifest(split_dir: Path, scheme: str) -> SplitManifest:
     """The manifest of a scheme's splits (not yet checked against its files: load_split does that)."""
+    _check_scheme(scheme)
     path = Path(split_dir) / scheme / MANIFEST
     if not path.is_file():
         found = sorted(p.parent.name for p in Path(split_dir).glob(f"*/{MANIFEST}"))
@@ -244,26 +293,100 @@ def load_manifest(split_dir: Path, scheme: str) -> SplitManifest:
 
 
 def load_split(
-    split_dir: Path, scheme: str, fraction: int, set_name: str, index: pd.DataFrame | None = None
+    split_dir: Path,
+    scheme: str,
+    fraction: int,
+    set_name: str,
+    index: pd.DataFrame | None = None,
+    positives: pd.Series | None = None,
 ) -> SplitSet:
     """Load one set after checking every file of the scheme against its manifest and the rules.
 
     With `index`, also checks that every name is in it, still eligible under the manifest's
-    exclusions and official split, and (for a column scheme) carries the index's label.
+    exclusions, official split and kind (no tile, block or part in two sets; official sets inside
+    their own part), and carries the index's label (a column scheme) or the label in `positives`
+    (a caller's scheme: the same Series as given to create_splits; <NA> = not eligible).
+    set_name: one of ALL_SETS; "test_natural" only where the splits were made with natural_test.
     """
-    if set_name not in SETS:
-        raise UserError(f"set {set_name!r}: expected one of {list(SETS)}")
+    if set_name not in ALL_SETS:
+        raise UserError(f"set {set_name!r}: expected one of {list(ALL_SETS)}")
     manifest = load_manifest(split_dir, scheme)
     if fraction not in manifest.fractions:
         raise UserError(
             f"fraction {fraction!r} not in the {scheme!r} splits: found {list(manifest.fractions)}"
         )
+    if set_name == NATURAL and manifest.natural_share is None:
+        raise UserError(f"set {NATURAL!r}: the {scheme!r} splits in {split_dir} have no natural-prevalence "
+                        f"test set; make them with natural_test")
     scheme_dir = Path(split_dir) / scheme
     files, digests = _read_files(scheme_dir, manifest)
-    _verify(files, manifest.fractions, None if index is None else _reference(index, manifest))
+    _verify(files, manifest.fractions, None if index is None else _reference(index, manifest, positives))
     name = file_name(set_name, fraction)
     names, labels = files[name]
     return SplitSet(names=names.tolist(), labels=labels, digest=digests[name], path=scheme_dir / name)
+
+
+_Sets = dict[str, tuple[np.ndarray, np.ndarray]]
+
+
+def _draw_kind(kind: str, names: np.ndarray, pos: np.ndarray, groups: np.ndarray | None,
+               ratios: tuple[float, ...], share: float, rng: np.random.Generator, scheme: str) -> _Sets:
+    """The sets of one kind (module doc): the natural-prevalence set first when share > 0, then the
+    balanced sets from the patches left."""
+    if kind == "random":
+        natural = _natural_sample(pos, np.ones(len(names), dtype=bool), share, rng)
+        sets = _draw(names[~natural], pos[~natural], ratios, rng, scheme)
+    elif kind == "official":
+        natural = _natural_sample(pos, groups == "test", share, rng)
+        own_set = {part: s for s, part in OFFICIAL_PARTS.items() if s in SETS}
+        target = np.where(natural, NATURAL, [own_set[part] for part in groups])
+        sets = _balanced_sets(names, pos, target, rng, kind, scheme)
+    else:
+        target = assign_groups(groups, pos, ratios, share, rng)
+        natural = target == NATURAL
+        sets = _balanced_sets(names, pos, target, rng, kind, scheme)
+    if share:
+        sets[NATURAL] = (names[natural], pos[natural].astype(np.int64))
+    return sets
+
+
+def _natural_sample(pos: np.ndarray, among: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
+    """Mask of a seeded sample of round_half_up(share * m) of the m patches `among`, holding the count
+    of positives their prevalence gives (rounded half up); nothing drawn when share is 0."""
+    chosen = np.zeros(len(pos), dtype=bool)
+    if not share:
+        return chosen
+    pos_at, neg_at = np.flatnonzero(among & pos), np.flatnonzero(among & ~pos)
+    n = _round_half_up(share, len(pos_at) + len(neg_at))
+    n_pos = math.floor(Fraction(n * len(pos_at), max(len(pos_at) + len(neg_at), 1)) + Fraction(1, 2))
+    chosen[rng.choice(pos_at, size=n_pos, replace=False)] = True
+    chosen[rng.choice(neg_at, size=n - n_pos, replace=False)] = True
+    return chosen
+
+
+def _balanced_sets(names: np.ndarray, pos: np.ndarray, target: np.ndarray, rng: np.random.Generator,
+                   kind: str, scheme: str) -> _Sets:
+    """Each of SETS balanced inside its own patches (`target` names the set of each patch): all of its
+    smaller class and a seeded sample of as many of the other, interleaved."""
+    sets = {}
+    for s in SETS:
+        inside = target == s
+        pos_names, neg_names = names[inside & pos], names[inside & ~pos]
+        k = min(len(pos_names), len(neg_names))
+        if k == 0:
+            raise UserError(f"scheme {scheme!r}, kind {kind}: the {s} set gets {len(pos_names)} positives and "
+                            f"{len(neg_names)} negatives; every set needs both (try smaller groups or random)")
+        pos_names = pos_names[rng.choice(len(pos_names), size=k, replace=False)]
+        neg_names = neg_names[rng.choice(len(neg_names), size=k, replace=False)]
+        sets[s] = _interleave(pos_names, neg_names, rng)
+    return sets
+
+
+def _group_counts(names: np.ndarray, groups: np.ndarray | None, sets: _Sets) -> dict[str, int]:
+    if groups is None:
+        return {}
+    at = pd.Index(names)
+    return {s: len(set(groups[at.get_indexer(sets[s][0])])) for s in ALL_SETS if s in sets}
 
 
 def _draw(
@@ -307,7 +430,7 @@ def _interleave(pos: np.ndarray, neg: np.ndarray, rng: np.random.Generator) -> t
 def _pool_mask(
     index: pd.DataFrame, exclude_snow_cloud: bool, official: tuple[str, ...]
 ) -> tuple[np.ndarray, dict[str, int]]:
-    """Rows eligible for a split, and how many each filter removed (for the manifest)."""
+    """Rows eligible for a split by the index's flags, and how many each filter removed (for the manifest)."""
     keep = np.ones(len(index), dtype=bool)
     pool = {"index_rows": len(index), "excluded_snow_cloud": 0, "outside_official_split": 0}
     if exclude_snow_cloud:
@@ -315,44 +438,77 @@ def _pool_mask(
         pool["excluded_snow_cloud"] = int(flagged.sum())
         keep &= ~flagged
     if official:
-        if "official_split" not in index.columns:
-            raise UserError("index has no column 'official_split': cannot restrict to the official split")
-        inside = index["official_split"].isin(official).to_numpy()
+        if OFFICIAL_COLUMN not in index.columns:
+            raise UserError(f"index has no column {OFFICIAL_COLUMN!r}: cannot use the official split")
+        inside = index[OFFICIAL_COLUMN].isin(official).to_numpy()
         pool["outside_official_split"] = int((keep & ~inside).sum())
         keep &= inside
-    pool["eligible"] = int(keep.sum())
     return keep, pool
 
 
-_Reference = tuple[pd.Index, np.ndarray | None]
+def _labels(index: pd.DataFrame, scheme: str, positives: pd.Series | None) -> tuple[np.ndarray, np.ndarray, str]:
+    """Positive flags, which rows have a label at all (False: ambiguous, in no set) and their source."""
+    if positives is not None:
+        return *_caller_labels(index, positives), "caller"
+    column = f"positive_{scheme}"
+    if column not in index.columns:
+        found = sorted(c for c in index.columns if c.startswith("positive_"))
+        raise UserError(f"index has no column {column!r} for scheme {scheme!r}: found {found}; pass positives")
+    return _bool_column(index, column), np.ones(len(index), dtype=bool), f"column {column}"
 
 
-def _reference(index: pd.DataFrame, manifest: SplitManifest) -> _Reference:
-    """Names a split may hold, by the index and the manifest's filters, and their labels when known."""
+def _caller_labels(index: pd.DataFrame, positives: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """A caller's labels: bool, or nullable "boolean" whose <NA> marks a patch that is not eligible."""
+    if not isinstance(positives, pd.Series) or not positives.index.equals(index.index):
+        raise UserError("positives: expected a Series with the index DataFrame's row index")
+    if not pd.api.types.is_bool_dtype(positives.dtype):
+        raise UserError(f"positives: expected booleans (<NA> for not eligible), got dtype {positives.dtype}")
+    known = positives.notna().to_numpy(dtype=bool)
+    return positives.fillna(False).to_numpy(dtype=bool), known
+
+
+class _Reference(NamedTuple):
+    """What a split may hold: the eligible names of the index, their labels when known, and their
+    group under the split's kind (None for random)."""
+
+    eligible: pd.Index
+    truth: np.ndarray | None
+    groups: np.ndarray | None
+    kind: str
+
+
+def _reference(index: pd.DataFrame, manifest: SplitManifest, positives: pd.Series | None) -> _Reference:
+    """The eligible names by the index, the manifest's filters and kind, and the labels when known."""
     _check_unique_names(index)
-    keep, _ = _pool_mask(index, manifest.exclude_snow_cloud, _parse_official(manifest.official_split))
+    official = OFFICIAL_SPLITS if manifest.kind == "official" else _parse_official(manifest.official_split)
+    keep, _ = _pool_mask(index, manifest.exclude_snow_cloud, official)
     column = f"positive_{manifest.scheme}"
-    labelled = manifest.positives_source == f"column {column}" and column in index.columns
-    labels = _bool_column(index, column)[keep] if labelled else None
-    return pd.Index(index["name"].to_numpy(dtype=str)[keep]), labels
+    if positives is not None:
+        truth, known = _caller_labels(index, positives)
+        keep &= known
+    elif manifest.positives_source == f"column {column}" and column in index.columns:
+        truth = _bool_column(index, column)
+    else:
+        truth = None
+    groups = group_keys(index, manifest.kind)
+    return _Reference(pd.Index(index["name"].to_numpy(dtype=str)[keep]), None if truth is None else truth[keep],
+                      None if groups is None else groups[keep], manifest.kind)
 
 
-def _verify(
-    files: dict[str, tuple[np.ndarray, np.ndarray]], fractions: tuple[int, ...], reference: _Reference | None
-) -> None:
+def _verify(files: _Sets, fractions: tuple[int, ...], reference: _Reference | None) -> None:
     """The rules of a split; raises SplitError naming the file and up to five offending patches.
 
-    reference: the eligible names of the index and their true labels (None when unknown).
+    reference: the eligible names of the index, their true labels and groups (None when unknown).
     Smaller fractions are checked to be prefixes of the largest, so the largest train and val
-    files and test.csv stand for all files in the remaining checks.
+    files and the test files stand for all files in the remaining checks.
     """
     for name, (names, labels) in files.items():
         dup = pd.Index(names)
         if not dup.is_unique:
             _fail(name, "names listed twice", dup[dup.duplicated()])
-        if abs(2 * int(labels.sum()) - len(labels)) > 1:
+        if name != file_name(NATURAL, 0) and abs(2 * int(labels.sum()) - len(labels)) > 1:
             _fail(name, f"classes not balanced: {int(labels.sum())} positives of {len(labels)}", [])
-    largest = {s: file_name(s, fractions[-1]) for s in SETS}
+    largest = {s: file_name(s, fractions[-1]) for s in ALL_SETS if file_name(s, fractions[-1]) in files}
     for s in ("train", "val"):
         full_names, full_labels = files[largest[s]]
         for f in fractions[:-1]:
@@ -363,35 +519,52 @@ def _verify(
             if wrong is None or wrong.any():
                 rows = [] if wrong is None else names[wrong]
                 _fail(name, f"not the first {len(names)} rows of {largest[s]} (fractions must nest)", rows)
-    for s in SETS:
-        names = files[largest[s]][0]
+    for s, name in largest.items():
+        names = files[name][0]
         plain = pd.Series(names, dtype=object).str.fullmatch(_PLAIN_NAME).to_numpy(dtype=bool)
         if not plain.all():
-            _fail(largest[s], "not plain patch names", names[~plain])
-    for i, a in enumerate(SETS):
-        for b in SETS[i + 1 :]:
+            _fail(name, "not plain patch names", names[~plain])
+    sets = list(largest)
+    for i, a in enumerate(sets):
+        for b in sets[i + 1 :]:
             shared = np.intersect1d(files[largest[a]][0], files[largest[b]][0])
             if len(shared):
                 _fail(largest[b], f"patches also in {largest[a]} (sets must be disjoint)", shared)
-    if reference is None:
-        return
-    eligible, truth = reference
-    for s in SETS:
-        names, labels = files[largest[s]]
-        at = eligible.get_indexer(names)
+    if reference is not None:
+        _verify_reference({s: files[name] for s, name in largest.items()}, largest, reference)
+
+
+def _verify_reference(sets: _Sets, files: dict[str, str], reference: _Reference) -> None:
+    """Every name eligible in the index with the index's label, and no group in two sets."""
+    groups = {}
+    for s, (names, labels) in sets.items():
+        at = reference.eligible.get_indexer(names)
         if (at < 0).any():
-            _fail(largest[s], "patches not in the index or excluded by the manifest's filters", names[at < 0])
-        if truth is not None:
-            wrong = truth[at] != labels.astype(bool)
+            _fail(files[s], "patches not in the index or excluded by the manifest's filters", names[at < 0])
+        if reference.truth is not None:
+            wrong = reference.truth[at] != labels.astype(bool)
             if wrong.any():
-                _fail(largest[s], "labels differ from the index", names[wrong])
+                _fail(files[s], "labels differ from the index", names[wrong])
+        if reference.groups is not None:
+            groups[s] = reference.groups[at]
+    if reference.kind == "official":  # the parts are the groups, and test_natural shares test's part
+        for s, found in groups.items():
+            if (outside := found != OFFICIAL_PARTS[s]).any():
+                _fail(files[s], f"patches outside the official {OFFICIAL_PARTS[s]} part", sets[s][0][outside])
+        return
+    listed = list(groups)
+    for i, a in enumerate(listed):
+        for b in listed[i + 1 :]:
+            shared = np.intersect1d(groups[a].astype(str), groups[b].astype(str))
+            if len(shared):
+                _fail(files[b], f"{reference.kind} groups also in {files[a]} (no group may be in two sets)", shared)
 
 
-def _read_files(
-    scheme_dir: Path, manifest: SplitManifest
-) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
+def _read_files(scheme_dir: Path, manifest: SplitManifest) -> tuple[_Sets, dict[str, str]]:
     """Every file the manifest lists, parsed, after checking it is present and its sha256 matches."""
     expected = {file_name(s, f) for s in SETS for f in manifest.fractions}
+    if manifest.natural_share is not None:
+        expected.add(file_name(NATURAL, 0))
     if set(manifest.files) != expected:
         raise SplitError(
             f"{scheme_dir / MANIFEST}: lists {sorted(manifest.files)}, expected {sorted(expected)}"
@@ -442,7 +615,9 @@ def _parse_csv(data: bytes, path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 def _split_files(scheme_dir: Path) -> list[Path]:
     return [
-        p for p in scheme_dir.glob("*.csv") if re.fullmatch(r"(train|val)_\d{3}pct\.csv|test\.csv", p.name)
+        p
+        for p in scheme_dir.glob("*.csv")
+        if re.fullmatch(r"(train|val)_\d{3}pct\.csv|test\.csv|test_natural\.csv", p.name)
     ]
 
 
@@ -452,18 +627,11 @@ def _fail(file: str, problem: str, patches: Sequence[str] | np.ndarray) -> None:
     raise SplitError(f"{file}: {problem}" + (f": {shown}{more}" if shown else ""))
 
 
-def _bool_column(
-    frame: pd.DataFrame | pd.Series, column: str, index: pd.DataFrame | None = None
-) -> np.ndarray:
-    """A boolean column, or the caller's Series aligned with `index`, as a numpy array; nothing else."""
-    if isinstance(frame, pd.DataFrame):
-        if column not in frame.columns:
-            raise UserError(f"index has no column {column!r}")
-        series = frame[column]
-    else:
-        series = frame
-        if not isinstance(series, pd.Series) or not series.index.equals(index.index):
-            raise UserError(f"{column}: expected a Series with the index DataFrame's row index")
+def _bool_column(index: pd.DataFrame, column: str) -> np.ndarray:
+    """A boolean column of the index without missing values, as a numpy array; nothing else."""
+    if column not in index.columns:
+        raise UserError(f"index has no column {column!r}")
+    series = index[column]
     if not pd.api.types.is_bool_dtype(series.dtype) or series.isna().any():
         raise UserError(f"{column}: expected booleans without missing values, got dtype {series.dtype}")
     return series.to_numpy(dtype=bool)
@@ -477,9 +645,9 @@ def _check_unique_names(index: pd.DataFrame) -> None:
         raise UserError(f"index lists patches twice: {index['name'][dup].head(_SHOWN).tolist()}")
 
 
-def _check_plain(what: str, value: str) -> None:
-    if not isinstance(value, str) or not _PLAIN_NAME.fullmatch(value):
-        raise UserError(f"{what} {value!r}: expected letters, digits and underscores only")
+def _check_scheme(scheme: str) -> None:
+    if not isinstance(scheme, str) or not _SCHEME_NAME.fullmatch(scheme):
+        raise UserError(f"scheme {scheme!r}: expected letters, digits, '_' and '-' (not first) only")
 
 
 def _check_fractions(fractions: Sequence[int]) -> tuple[int, ...]:

@@ -12,9 +12,11 @@ from simclr_s2.augment import (
     random_noise,
     random_resized_crop,
 )
+from simclr_s2.bigearthnet.bands import MEAN, STD, STUDY_BANDS
 from simclr_s2.errors import UserError
 
 OFF = AugmentConfig(crop_p=0, hflip_p=0, vflip_p=0, rot90_p=0, jitter_p=0, blur_p=0, noise_p=0)
+PER_BAND = dataclasses.replace(OFF, jitter_p=1, jitter="per_band", brightness=0.4, contrast=0.4)
 
 
 def gen(seed: int = 0) -> torch.Generator:
@@ -94,9 +96,9 @@ def test_full_crop_is_nearly_identity_and_small_crop_zooms():
     assert zoomed.diff(dim=-1).abs().mean() < 0.5 * x.diff(dim=-1).abs().mean()
 
 
-def test_band_jitter_is_per_band_affine():
+def test_per_band_jitter_is_per_band_affine():
     x = patches()
-    y = random_band_jitter(x, only(jitter_p=1), gen())
+    y = random_band_jitter(x, PER_BAND, gen())
     # Per sample and band, y = a * x + b: the correlation between x and y is exactly 1.
     xs, ys = x.flatten(2), y.flatten(2)
     xs, ys = xs - xs.mean(-1, keepdim=True), ys - ys.mean(-1, keepdim=True)
@@ -105,6 +107,68 @@ def test_band_jitter_is_per_band_affine():
     scale = ys.norm(dim=-1) / xs.norm(dim=-1)
     assert scale.std() > 0.01  # bands and samples get different factors
     assert (scale > 0.6**2 - 1e-6).all() and (scale < 1.4**2 + 1e-6).all()
+
+
+def reflectance(n: int = 6, size: int = 16, uniform: bool = False) -> torch.Tensor:
+    """Raw uint16-like reflectances of the study's bands (float64, so ratios are checked tightly)."""
+    shape = (n, len(STUDY_BANDS), 1 if uniform else size, 1 if uniform else size)
+    r = 100 + 4900 * torch.rand(shape, generator=gen(7), dtype=torch.float64)
+    return r.expand(n, len(STUDY_BANDS), size, size).clone()
+
+
+MEANS = torch.tensor([MEAN[b] for b in STUDY_BANDS], dtype=torch.float64)[:, None, None]
+STDS = torch.tensor([STD[b] for b in STUDY_BANDS], dtype=torch.float64)[:, None, None]
+
+
+def to_z(r: torch.Tensor) -> torch.Tensor:
+    """The pipeline's per-band z-score (bands.normalise), at float64 precision."""
+    return (r - MEANS) / STDS
+
+
+def to_reflectance(z: torch.Tensor) -> torch.Tensor:
+    return z * STDS + MEANS
+
+
+def band_ratios(r: torch.Tensor) -> torch.Tensor:
+    """Every band over the first (B04), and NDVI = (B08 - B04) / (B08 + B04), per pixel."""
+    nir, red = r[:, STUDY_BANDS.index("B08")], r[:, STUDY_BANDS.index("B04")]
+    return torch.cat([r / r[:, :1], ((nir - red) / (nir + red))[:, None]], dim=1)
+
+
+def test_default_jitter_is_one_gain_that_keeps_band_ratios():
+    r = reflectance()
+    y = to_reflectance(random_band_jitter(to_z(r), only(jitter_p=1), gen()))
+    assert torch.allclose(band_ratios(y), band_ratios(r), rtol=1e-9)
+    gain = (y / r).flatten(1)
+    assert torch.allclose(gain, gain[:, :1].expand_as(gain), rtol=1e-9)  # one factor per sample
+    assert gain[:, 0].std() > 0.01 and ((gain > 0.6 - 1e-9) & (gain < 1.4 + 1e-9)).all()
+
+
+def test_default_views_keep_the_ratios_of_a_uniform_spectrum():
+    """Crops, flips, rotations and blur act on all bands alike; only additive noise, the documented
+    exception, changes band ratios."""
+    r = reflectance(uniform=True)
+    quiet = dataclasses.replace(AugmentConfig(), noise_p=0)
+    y = to_reflectance(augment(to_z(r), quiet, gen()))
+    assert torch.allclose(band_ratios(y), band_ratios(r), rtol=1e-5)  # crops and blur run in float32
+    noisy = to_reflectance(augment(to_z(r), AugmentConfig(noise_p=1), gen()))
+    assert not torch.allclose(band_ratios(noisy), band_ratios(r), rtol=1e-3)
+
+
+def test_per_band_jitter_changes_band_ratios():
+    r = reflectance()
+    y = to_reflectance(random_band_jitter(to_z(r), PER_BAND, gen()))
+    assert not torch.allclose(band_ratios(y), band_ratios(r), rtol=1e-2)
+
+
+def test_spectral_gain_needs_the_data_bands():
+    with pytest.raises(UserError, match=r"augment bands: 10 bands .* batch has 3 channels"):
+        random_band_jitter(patches(bands=3), only(jitter_p=1), gen())
+    assert torch.equal(random_band_jitter(patches(bands=3), OFF, gen()), patches(bands=3))
+    rgb = only(jitter_p=1, bands=("B04", "B03", "B02"))  # the same bands as STUDY_BANDS[:3]
+    r = reflectance()
+    y = random_band_jitter(to_z(r)[:, :3], rgb, gen()) * STDS[:3] + MEANS[:3]
+    assert torch.allclose(y / y[:, :1], r[:, :3] / r[:, :1], rtol=1e-9)
 
 
 def test_blur_smooths_and_keeps_constants():
@@ -135,6 +199,10 @@ def test_probability_selects_samples():
         ({"crop_scale": (0.5, 0.1)}, "crop_scale"),
         ({"crop_scale": (0.5, 2.0)}, "whole image"),
         ({"noise_std": -1.0}, "noise_std"),
+        ({"jitter": "rgb"}, "jitter: expected one of spectral, per_band"),
+        ({"brightness": 0.2}, "brightness: only with jitter='per_band'"),
+        ({"gain": 1.0}, "gain: expected less than 1"),
+        ({"bands": ("B04", "B10")}, r"unknown bands \['B10'\]"),
     ],
 )
 def test_config_checked(changes, match):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -15,7 +16,9 @@ from hypothesis import strategies as st
 
 from simclr_s2.errors import UserError
 from simclr_s2.splits import (
+    ALL_SETS,
     DEFAULT_FRACTIONS,
+    NATURAL,
     SETS,
     SplitError,
     create_splits,
@@ -373,3 +376,215 @@ def test_property(n_pos: int, n_neg: int, seed: int, fractions: set[int]) -> Non
                     assert 0 < part.labels.sum() < len(part.labels) or len(part.labels) < 2
         if largest == 100:
             assert len(seen) == 2 * k
+
+
+# ---- kinds, natural prevalence, caller labels, custom scheme names, manifest formats -------------
+
+
+def with_geography(index: pd.DataFrame, n_tiles: int = 30) -> pd.DataFrame:
+    """Adds a Sentinel-2 tile and UTM position (EPSG, upper-left corner) per patch, derived from its name,
+    so positives (the first names) cluster in a few places as irrigation does."""
+    i = index.name.str.rsplit("_", n=2).str[1:].apply(lambda p: int(p[0]) * 100 + int(p[1]))
+    return index.assign(tile=[f"{29 + k % 3}TV{k:03d}" for k in i // 40 % n_tiles],
+                        epsg=32629 + i // 40 % 3, ulx=300_000.0 + (i % 61) * 1200, uly=4_000_000.0 + (i // 61) * 1200)
+
+
+def set_names(scheme_dir: Path, set_name: str) -> list[str]:
+    return [n for n, _ in rows(scheme_dir, file_name(set_name, 100))]
+
+
+def groups_per_set(scheme_dir: Path, index: pd.DataFrame, key: pd.Series, sets=SETS) -> dict[str, set]:
+    group = dict(zip(index.name, key, strict=True))
+    return {s: {group[n] for n in set_names(scheme_dir, s)} for s in sets}
+
+
+def assert_no_shared_group(groups: dict[str, set]) -> None:
+    listed = list(groups)
+    for i, a in enumerate(listed):
+        for b in listed[i + 1 :]:
+            assert not groups[a] & groups[b], (a, b)
+
+
+@pytest.fixture
+def geo_index() -> pd.DataFrame:
+    return with_geography(make_index(400, 2600, snow=0.05))
+
+
+def test_tile_split_shares_no_tile(geo_index: pd.DataFrame, tmp_path: Path) -> None:
+    manifest = create_splits(geo_index, "basic", tmp_path, kind="tile", seed=2)
+    made = tmp_path / "basic"
+    tiles = groups_per_set(made, geo_index, geo_index.tile)
+    assert_no_shared_group(tiles)
+    assert manifest.kind == "tile" and manifest.groups == {s: len(tiles[s]) for s in SETS}
+    for s in SETS:
+        labels = [label for _, label in rows(made, file_name(s, 100))]
+        assert abs(2 * sum(labels) - len(labels)) <= 1 and sum(labels) > 0
+    eligible = geo_index[~(geo_index.snow | geo_index.cloud_shadow)]
+    assert sum(manifest.files[file_name(s, 100)].positives for s in SETS) == eligible.positive_basic.sum()
+    test_share = manifest.files["test.csv"].positives / eligible.positive_basic.sum()
+    assert 0.05 < test_share < 0.3  # about r_test of the positives, up to a tile's worth
+    assert load_split(tmp_path, "basic", 10, "train", geo_index).names
+
+
+def test_grouped_splits_are_deterministic_and_row_order_free(geo_index: pd.DataFrame, tmp_path: Path) -> None:
+    create_splits(geo_index, "basic", tmp_path / "a", kind="block-5km", seed=4, natural_test=True)
+    shuffled = geo_index.sample(frac=1, random_state=3).reset_index(drop=True)
+    create_splits(shuffled, "basic", tmp_path / "b", kind="block-5km", seed=4, natural_test=True)
+    create_splits(geo_index, "basic", tmp_path / "c", kind="block-5km", seed=5, natural_test=True)
+    assert read_all(tmp_path / "a/basic") == read_all(tmp_path / "b/basic") != read_all(tmp_path / "c/basic")
+
+
+@pytest.mark.parametrize("km", [2, 10])
+def test_block_split_shares_no_block(geo_index: pd.DataFrame, tmp_path: Path, km: int) -> None:
+    manifest = create_splits(geo_index, "basic", tmp_path, kind=f"block-{km}km", natural_test=True)
+    block = [f"{e}/{int(x // (km * 1000))}/{int(y // (km * 1000))}"
+             for e, x, y in zip(geo_index.epsg, geo_index.ulx, geo_index.uly, strict=True)]
+    blocks = groups_per_set(tmp_path / "basic", geo_index, pd.Series(block), ALL_SETS)
+    assert_no_shared_group(blocks)
+    assert manifest.kind == f"block-{km}km" and manifest.groups[NATURAL] == len(blocks[NATURAL])
+    assert load_split(tmp_path, "basic", 3, NATURAL, geo_index).names
+
+
+def test_block_split_needs_its_columns(geo_index: pd.DataFrame, tmp_path: Path) -> None:
+    with pytest.raises(UserError, match=r"^index has no column 'epsg', which a block-10km split needs$"):
+        create_splits(geo_index.drop(columns="epsg"), "basic", tmp_path, kind="block-10km")
+    with pytest.raises(UserError, match="no column 'tile'"):
+        create_splits(geo_index.drop(columns="tile"), "basic", tmp_path, kind="tile")
+    with pytest.raises(UserError, match="'tile' has 1 missing"):
+        create_splits(geo_index.assign(tile=geo_index.tile.where(geo_index.index != 0)), "basic", tmp_path,
+                      kind="tile")
+
+
+def test_grouped_split_rechecked_against_the_index(geo_index: pd.DataFrame, tmp_path: Path) -> None:
+    create_splits(geo_index, "basic", tmp_path, kind="tile")
+    made = tmp_path / "basic"
+    test = rows(made, "test.csv")
+    used = {n for s in SETS for n in set_names(made, s)}
+    train_tiles = set(geo_index.set_index("name").tile[set_names(made, "train")])
+    spare = geo_index.name[geo_index.tile.isin(train_tiles) & ~geo_index.name.isin(used) & ~geo_index.positive_basic
+                           & ~(geo_index.snow | geo_index.cloud_shadow)].iloc[0]
+    at = next(i for i, (_, label) in enumerate(test) if label == 0)
+    rewrite(made, "test.csv", [*test[:at], (spare, 0), *test[at + 1 :]])  # balanced, eligible, in a train tile
+    assert load_split(tmp_path, "basic", 10, "val").names  # without the index the tiles are unknown
+    with pytest.raises(SplitError, match="test.csv: tile groups also in train_100pct.csv"):
+        load_split(tmp_path, "basic", 10, "val", geo_index)
+
+
+def test_official_kind_samples_inside_each_part(tmp_path: Path) -> None:
+    index = make_index(600, 2400, seed=1)
+    manifest = create_splits(index, "basic", tmp_path, kind="official", natural_test=True, natural_share=0.1)
+    part = dict(zip(index.name, index.official_split, strict=True))
+    for s, expected in (("train", "train"), ("val", "validation"), ("test", "test"), (NATURAL, "test")):
+        assert {part[n] for n in set_names(tmp_path / "basic", s)} == {expected}
+    assert manifest.ratios is None and manifest.official_split is None
+    assert manifest.pool["outside_official_split"] == index.official_split.isna().sum()
+    in_test = index[index.official_split == "test"]
+    assert manifest.sizes[NATURAL] == round(0.1 * len(in_test))
+    assert load_split(tmp_path, "basic", 100, "val", index).names == set_names(tmp_path / "basic", "val")
+    with pytest.raises(UserError, match="official_split 'train': a kind 'official' split uses all three"):
+        create_splits(index, "basic", tmp_path, kind="official", official_split="train")
+    moved = index.assign(official_split=index.official_split.where(
+        index.name != set_names(tmp_path / "basic", "val")[0], "train"))
+    with pytest.raises(SplitError, match="val_100pct.csv: patches outside the official validation part"):
+        load_split(tmp_path, "basic", 100, "val", moved)
+
+
+@pytest.mark.parametrize("share", [0.02, 0.1])
+def test_natural_test_set_has_the_pool_prevalence(index: pd.DataFrame, tmp_path: Path, share: float) -> None:
+    manifest = create_splits(index, "basic", tmp_path, natural_test=True, natural_share=share, seed=1)
+    made = tmp_path / "basic"
+    natural = rows(made, "test_natural.csv")
+    eligible = index[~(index.snow | index.cloud_shadow)]
+    n = math.floor(share * len(eligible) + 0.5)
+    assert len(natural) == n == manifest.sizes[NATURAL] and manifest.natural_share == share
+    assert sum(label for _, label in natural) == math.floor(n * eligible.positive_basic.mean() + 0.5)
+    assert [n for n, _ in natural] == sorted(n for n, _ in natural)
+    truth = dict(zip(index.name, index.positive_basic, strict=True))
+    assert all(truth[name] == bool(label) for name, label in natural)
+    others = {n for s in SETS for n in set_names(made, s)}
+    assert not others & {n for n, _ in natural}
+    assert len(others) == 2 * (eligible.positive_basic.sum() - sum(label for _, label in natural))
+    loaded = load_split(tmp_path, "basic", 10, NATURAL, index)
+    assert loaded.path.name == "test_natural.csv" and loaded.digest == manifest.files["test_natural.csv"].sha256
+
+
+def test_natural_test_set_is_checked_and_optional(index: pd.DataFrame, tmp_path: Path) -> None:
+    create_splits(index, "basic", tmp_path / "plain")
+    with pytest.raises(UserError, match="set 'test_natural': .* no natural-prevalence test set"):
+        load_split(tmp_path / "plain", "basic", 10, NATURAL)
+    create_splits(index, "basic", tmp_path / "nat", natural_test=True)
+    made = tmp_path / "nat/basic"
+    natural = rows(made, "test_natural.csv")
+    rewrite(made, "test_natural.csv", [rows(made, "test.csv")[0], *natural[1:]])
+    with pytest.raises(SplitError, match="test_natural.csv: patches also in test.csv"):
+        load_split(tmp_path / "nat", "basic", 10, "train")
+    create_splits(index, "basic", tmp_path / "nat", natural_test=False)
+    assert not (made / "test_natural.csv").exists()  # stale file removed with the option off
+    for share in (0.0, 1.0):
+        with pytest.raises(UserError, match="natural_share"):
+            create_splits(index, "basic", tmp_path, natural_test=True, natural_share=share)
+
+
+def test_caller_labels_with_na_are_not_eligible(index: pd.DataFrame, tmp_path: Path) -> None:
+    ambiguous = index.name.str.endswith(("3", "5"))
+    labels = pd.Series(index.positive_basic, dtype="boolean").mask(ambiguous)
+    manifest = create_splits(index, "v2_basic", tmp_path, positives=labels)
+    chosen = {n for s in SETS for n in set_names(tmp_path / "v2_basic", s)}
+    assert chosen and not chosen & set(index.name[ambiguous])
+    assert manifest.pool["ambiguous_labels"] == (ambiguous & ~(index.snow | index.cloud_shadow)).sum()
+    assert manifest.positives_source == "caller"
+    assert load_split(tmp_path, "v2_basic", 10, "train", index, positives=labels).names
+    first = set_names(tmp_path / "v2_basic", "test")[0]
+    with pytest.raises(SplitError, match=rf"test.csv: patches not in the index or excluded.*'{first}'"):
+        load_split(tmp_path, "v2_basic", 10, "train", index, positives=labels.mask(index.name == first))
+    flipped = labels ^ pd.Series(index.name == first, dtype="boolean")
+    with pytest.raises(SplitError, match=rf"test.csv: labels differ from the index: '{first}'"):
+        load_split(tmp_path, "v2_basic", 10, "train", index, positives=flipped)
+    with pytest.raises(UserError, match=r"positives: expected booleans \(<NA> for not eligible\)"):
+        create_splits(index, "v2_basic", tmp_path, positives=labels.astype("Int64"))
+
+
+def test_custom_scheme_names_are_accepted(index: pd.DataFrame, tmp_path: Path) -> None:
+    name = "custom-1a2b3c4d"  # what the create_splits entry point generates for class names joined by ';'
+    create_splits(index, name, tmp_path, positives=index.name.str.endswith("7"), classes=("Rice fields",))
+    assert load_manifest(tmp_path, name).classes == ("Rice fields",)
+    assert load_split(tmp_path, name, 10, "val").names
+    for bad in ("-custom", "a/b", "..", "custom 1"):
+        with pytest.raises(UserError, match="scheme"):
+            create_splits(index, bad, tmp_path, positives=index.name.str.endswith("7"))
+
+
+@pytest.mark.parametrize("kind", ["block-0km", "blocks", "tile2", "block-1.5km", ""])
+def test_bad_kind(index: pd.DataFrame, tmp_path: Path, kind: str) -> None:
+    with pytest.raises(UserError, match="kind .*: expected random, tile, block-<n>km"):
+        create_splits(index, "basic", tmp_path, kind=kind)
+
+
+def test_format_1_manifest_loads_as_random_and_unknown_formats_are_refused(made: Path) -> None:
+    path = made / "manifest.json"
+    raw = json.loads(path.read_text())
+    for key in ("kind", "natural_share", "groups"):
+        del raw[key]
+    path.write_text(json.dumps({**raw, "format": 1}))
+    assert load_manifest(made.parent, "basic").kind == "random"
+    assert load_split(made.parent, "basic", 10, "train").names
+    path.write_text(json.dumps({**raw, "format": 3}))
+    with pytest.raises(SplitError, match="manifest format 3, expected 1 or 2"):
+        load_split(made.parent, "basic", 10, "train")
+
+
+@settings(max_examples=20, deadline=None)
+@given(n_pos=st.integers(20, 150), n_tiles=st.integers(3, 40), seed=st.integers(0, 2**32))
+def test_tile_property(n_pos: int, n_tiles: int, seed: int) -> None:
+    index = with_geography(make_index(n_pos, 1200, seed=seed % 5), n_tiles=n_tiles)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            create_splits(index, "basic", Path(tmp), kind="tile", seed=seed, natural_test=True, natural_share=0.1)
+        except UserError as exc:
+            assert "every set needs both" in str(exc)
+            return
+        tiles = groups_per_set(Path(tmp) / "basic", index, index.tile, ALL_SETS)
+        assert_no_shared_group(tiles)
+        for s in SETS:
+            full = load_split(Path(tmp), "basic", 100, s, index)
+            assert abs(2 * int(full.labels.sum()) - len(full.labels)) <= 1
