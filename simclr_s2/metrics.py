@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 
 def _ranks(scores: np.ndarray) -> np.ndarray:
@@ -84,49 +85,39 @@ def binary_metrics(y_true: np.ndarray, probabilities: np.ndarray, threshold: flo
 
 
 def save_plots(y_true: np.ndarray, probabilities: np.ndarray, folder: Path, threshold: float = 0.5) -> list[Path]:
-    """Confusion matrix, ROC and PR curves as PNG files in `folder`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    """Confusion matrix, ROC and PR curves as PNG files in `folder` (Figure objects, no pyplot state)."""
     folder.mkdir(parents=True, exist_ok=True)
     m = binary_metrics(y_true, probabilities, threshold)
-    paths = []
 
-    fig, ax = plt.subplots(figsize=(4, 4))
+    confusion = Figure(figsize=(4, 4))
+    ax = confusion.subplots()
     counts = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
     ax.imshow(counts, cmap="Blues")
     for (i, j), value in np.ndenumerate(counts):
         ax.text(j, i, f"{int(value)}", ha="center", va="center")
     ax.set_xticks([0, 1], ["not irrigated", "irrigated"])
     ax.set_yticks([0, 1], ["not irrigated", "irrigated"])
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(f"Confusion matrix (threshold {threshold})")
-    paths.append(_save(fig, folder / "confusion_matrix.png"))
+    ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix (threshold {threshold})")
 
+    roc = Figure(figsize=(4, 4))
+    ax = roc.subplots()
     fpr, tpr = roc_curve(y_true, probabilities)
-    fig, ax = plt.subplots(figsize=(4, 4))
     ax.plot(fpr, tpr, label=f"AUC {m['auc']:.3f}")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     ax.legend(loc="lower right")
-    paths.append(_save(fig, folder / "roc.png"))
 
+    pr = Figure(figsize=(4, 4))
+    ax = pr.subplots()
     precision, recall, _ = pr_curve(y_true, probabilities)
-    fig, ax = plt.subplots(figsize=(4, 4))
     ax.step(recall, precision, where="post", label=f"AP {m['pr_auc']:.3f}")
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall", ylim=(0, 1.02))
     ax.legend(loc="lower left")
-    paths.append(_save(fig, folder / "pr.png"))
-    return paths
+    return [_save(fig, folder / name) for fig, name in
+            ((confusion, "confusion_matrix.png"), (roc, "roc.png"), (pr, "pr.png"))]
 
 
-def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
+def _save(fig: Figure, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return path

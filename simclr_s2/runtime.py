@@ -1,20 +1,54 @@
-"""What every training loop needs from the machine: crash-safe checkpoint files and mixed precision."""
+"""What every training loop needs from the machine: crash-safe checkpoint files, mixed precision, finite
+numbers, and the interface through which a loop reports progress to whoever tracks it."""
 
 from __future__ import annotations
 
+import math
 import os
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
+from simclr_s2 import faults
+from simclr_s2.errors import NonFiniteError
 
-def save_atomically(obj: dict[str, Any], path: Path) -> None:
-    """Write to a temporary file, then rename over the old checkpoint: a kill never leaves half a file."""
+StepMetrics = tuple[int, dict[str, float]]
+"""(step, metrics): one entry of a loop's metric history (the epoch for fine-tuning, the optimiser step
+for pretraining)."""
+
+
+class Progress(Protocol):
+    """Where a training loop reports (on rank 0). The loop keeps its whole metric history in its
+    checkpoint, so a tracker can always bring a run's history to exactly the checkpoint's steps."""
+
+    def resumed(self, history: Sequence[StepMetrics]) -> None:
+        """The loop restored a checkpoint holding `history`: every step before the epoch it continues at."""
+
+    def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
+        """An epoch ended with `entries`; its checkpoint (when checkpointing) is already durable on disk."""
+
+
+def save_atomically(obj: dict[str, Any], path: Path, epoch: int = -1) -> None:
+    """Write to a temporary file, fsync, then rename over the old checkpoint: a kill never leaves half a
+    file, and a checkpoint that exists is on disk before anything reports its epoch."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
+    with open(tmp, "wb") as fh:
+        torch.save(obj, fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+    faults.point("checkpoint_write", epoch)
     os.replace(tmp, path)
+
+
+def check_finite(metrics: Mapping[str, float], keys: Sequence[str], where: str) -> None:
+    """NonFiniteError naming the first of `keys` that is NaN or infinite: a diverged training stops
+    before a checkpoint or a registered model keeps it."""
+    for key in keys:
+        if key in metrics and not math.isfinite(metrics[key]):
+            raise NonFiniteError(f"training diverged: {key} is {metrics[key]} {where}; lower lr or check the data")
 
 
 def amp_setup(amp: bool, device: torch.device) -> tuple[torch.dtype | None, torch.amp.GradScaler | None]:

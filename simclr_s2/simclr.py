@@ -1,7 +1,8 @@
 """SimCLR pretraining: the NT-Xent loss, LARS, and a resumable training loop.
 
-The loop knows nothing of MLflow: it reports metrics through `log_fn(metrics, step)` and writes one
-checkpoint per epoch, from which a killed run continues exactly where the checkpoint left it.
+The loop knows nothing of MLflow: it reports each epoch's metrics through a `runtime.Progress` once that
+epoch's checkpoint is durable, and keeps its metric history in the checkpoint, from which a killed run
+continues exactly where the checkpoint left it, with every step reported once.
 
 Under torchrun every rank trains on its shard of each global batch (`BatchLoader.sharded`) with
 DistributedDataParallel; the projections of all ranks are gathered, so NT-Xent sees the negatives of the
@@ -28,7 +29,7 @@ from simclr_s2.augment import augment as augment_views
 from simclr_s2.errors import UserError
 from simclr_s2.models import SimCLRModel
 from simclr_s2.models import channels_last as to_channels_last
-from simclr_s2.runtime import amp_setup, save_atomically
+from simclr_s2.runtime import Progress, StepMetrics, amp_setup, check_finite, save_atomically
 
 logger = logging.getLogger(__name__)
 
@@ -36,9 +37,6 @@ OPTIMIZERS = ("sgd", "adam", "lars")
 # The study's encoders: SGD with cosine decay from 0.1, Adam 5e-4; LARS: SimCLR's 0.3 x batch / 256
 # is left to the caller, 0.3 is its base rate.
 DEFAULT_LR = {"sgd": 0.1, "adam": 5e-4, "lars": 0.3}
-
-LogFn = Callable[[dict[str, float], int], None]
-
 
 def nt_xent_loss(z1: torch.Tensor, z2: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
     """NT-Xent, the normalised temperature-scaled cross-entropy loss of SimCLR.
@@ -193,11 +191,12 @@ def simclr_step(
 @dataclass
 class PretrainResult:
     """What a pretraining call did: every epoch's mean loss (resumed epochs included), the optimiser
-    steps done in all, and the epoch it started from (0 unless resumed)."""
+    steps done in all, the epoch it started from (0 unless resumed) and every step's metrics."""
 
     epoch_losses: list[float] = field(default_factory=list)
     global_step: int = 0
     start_epoch: int = 0
+    history: list[StepMetrics] = field(default_factory=list)
 
 
 @dataclass
@@ -234,9 +233,10 @@ class _Training:
             "epoch": len(result.epoch_losses),
             "global_step": result.global_step,
             "epoch_losses": result.epoch_losses,
+            "history": result.history,
             "rng": rng,
         }
-        save_atomically(checkpoint, path)
+        save_atomically(checkpoint, path, len(result.epoch_losses) - 1)
 
     def load(self, checkpoint: dict[str, Any], path: Path | None) -> PretrainResult:
         """Restore a checkpoint written by `save` (read from `path`) with the same configuration."""
@@ -260,7 +260,8 @@ class _Training:
         if loader_generator is not None and rng["loader"] is not None:
             loader_generator.set_state(rng["loader"])
         return PretrainResult(
-            list(checkpoint["epoch_losses"]), checkpoint["global_step"], checkpoint["epoch"]
+            list(checkpoint["epoch_losses"]), checkpoint["global_step"], checkpoint["epoch"],
+            list(checkpoint["history"]),
         )
 
 
@@ -275,7 +276,7 @@ def pretrain(
     seed: int = 0,
     augment: AugmentConfig | None = None,
     checkpoint_path: str | Path | None = None,
-    log_fn: LogFn | None = None,
+    progress: Progress | None = None,
     device: str | torch.device = "cpu",
     amp: bool = False,
     channels_last: bool = True,
@@ -284,23 +285,24 @@ def pretrain(
 ) -> PretrainResult:
     """Train `model` with SimCLR on the batches of `loader` (x or (x, y); labels ignored).
 
-    `lr` None takes DEFAULT_LR[optimizer]. `log_fn(metrics, step)` gets {"loss", "lr"} after every
-    optimiser step (step = steps done so far) and {"epoch_loss", "epoch"} at the end of each epoch, at
-    that epoch's last step. With `checkpoint_path`, the model, optimiser, scheduler, counters and RNG
-    states are written after each epoch, and a call that finds the file continues from it: the steps
-    after it are the same as an uninterrupted run's (same data order, views and numbering). A run killed
-    mid-epoch repeats that epoch's steps, with the same numbers. `amp` turns on autocast on CUDA only.
-    Under torchrun, `log_fn` is called and the checkpoint written on rank 0 only, and each rank draws its
-    own views (augmentation seeded with seed + rank).
+    `lr` None takes DEFAULT_LR[optimizer]. Each epoch reports, through `progress.epoch_done`, {"loss",
+    "lr"} for every optimiser step (step = steps done so far) and {"epoch_loss", "epoch"} at that epoch's
+    last step, after the epoch's checkpoint is durable. With `checkpoint_path`, the model, optimiser,
+    scheduler, counters, RNG states and metric history are written after each epoch, and a call that
+    finds the file continues from it (handing the history to `progress.resumed`): the steps after it are
+    the same as an uninterrupted run's (same data order, views and numbering). A run killed mid-epoch
+    repeats that epoch's steps, with the same numbers, reported once. A NaN or infinite loss stops the
+    loop (NonFiniteError). `amp` turns on autocast on CUDA only. Under torchrun, `progress` is called and
+    the checkpoint written on rank 0 only, and each rank draws its own views (seeded with seed + rank).
     """
     if optimizer not in OPTIMIZERS:
         raise UserError(
             f"optimizer: unknown optimizer {optimizer!r}, expected one of {', '.join(OPTIMIZERS)}"
         )
     lr = DEFAULT_LR[optimizer] if lr is None else lr
-    if lr <= 0:
-        raise UserError(f"lr: expected a positive learning rate, got {lr}")
-    if temperature <= 0:
+    if not (math.isfinite(lr) and lr > 0):
+        raise UserError(f"lr: expected a finite learning rate > 0, got {lr}")
+    if not (math.isfinite(temperature) and temperature > 0):
         raise UserError(f"temperature: expected a positive value, got {temperature}")
     if epochs < 1:
         raise UserError(f"epochs: expected at least 1, got {epochs}")
@@ -308,7 +310,7 @@ def pretrain(
         raise UserError("data: the pretraining loader has no batches (is the data set empty?)")
     augment = augment or AugmentConfig()
     device = torch.device(device)
-    log = log_fn if log_fn is not None and distributed.is_main() else (lambda metrics, step: None)
+    report = progress if progress is not None and distributed.is_main() else None
 
     model.to(device)
     if channels_last:
@@ -343,6 +345,8 @@ def pretrain(
         logger.info(
             "resuming pretraining from %s at epoch %d, step %d", path, result.start_epoch, result.global_step
         )
+        if report:
+            report.resumed(result.history)
     else:
         result = PretrainResult()
         torch.manual_seed(seed)
@@ -352,6 +356,7 @@ def pretrain(
         for epoch in range(result.start_epoch, epochs):
             net.train()
             total = 0.0
+            entries: list[StepMetrics] = []
             for batch in tqdm(loader, desc=f"pretrain epoch {epoch + 1}/{epochs}", disable=distributed.quiet(),
                               leave=False):
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch
@@ -369,11 +374,15 @@ def pretrain(
                 )
                 training.scheduler.step()
                 result.global_step += 1
+                check_finite({"loss": loss}, ("loss",), f"at step {result.global_step} (lr={lr:g})")
                 total += loss
-                log({"loss": loss, "lr": step_lr}, result.global_step)
+                entries.append((result.global_step, {"loss": loss, "lr": step_lr}))
             result.epoch_losses.append(total / steps_per_epoch)
-            log({"epoch_loss": result.epoch_losses[-1], "epoch": float(epoch + 1)}, result.global_step)
+            entries.append((result.global_step, {"epoch_loss": result.epoch_losses[-1], "epoch": float(epoch + 1)}))
+            result.history.extend(entries)
             logger.info("pretrain epoch %d/%d: loss %.4f", epoch + 1, epochs, result.epoch_losses[-1])
             if path is not None:
                 training.save(path, result)
+            if report:
+                report.epoch_done(path, entries, epoch)
     return result

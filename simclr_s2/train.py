@@ -1,6 +1,7 @@
 """The supervised loop shared by fine-tuning and the baselines: Adam on the trainable weights, binary
 cross-entropy on one logit, early stopping on validation AUC with the best weights kept, and a
-checkpoint after every epoch so a killed run continues where it stopped.
+checkpoint after every epoch so a killed run continues where it stopped, with exactly the steps
+of an unbroken run.
 
 Loaders are iterables of (x, y) batches; one that has `set_epoch(epoch)` is told the epoch first, so its
 shuffled order depends on (seed, epoch) only and a resumed run sees the same batches as an unbroken one.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import copy
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from simclr_s2 import distributed
 from simclr_s2.data import gather_epoch
 from simclr_s2.errors import UserError
 from simclr_s2.metrics import binary_metrics
-from simclr_s2.runtime import amp_setup, save_atomically
+from simclr_s2.runtime import Progress, amp_setup, check_finite, save_atomically
 
 log = logging.getLogger(__name__)
 
@@ -137,15 +138,15 @@ def _train_epoch(net: nn.Module, loader: Batches, optimizer: torch.optim.Optimiz
 
 
 def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
-        checkpoint_path: Path | None = None,
-        log_fn: Callable[[Mapping[str, float], int], None] | None = None,
-        on_checkpoint: Callable[[Path], None] | None = None) -> FitResult:
+        checkpoint_path: Path | None = None, progress: Progress | None = None) -> FitResult:
     """Train the weights of `model` that require grad; afterwards `model` holds the best epoch's weights.
 
-    `log_fn(metrics, epoch)` receives every epoch's train_* and val_* metrics at once (one batched
-    tracking call). With `checkpoint_path` the full state (weights, optimiser, best weights, patience
-    counter, every rank's RNG) is written after each epoch and picked up by the next call. `log_fn` and
-    `on_checkpoint` are called on rank 0 only.
+    Every epoch's train_* and val_* metrics go to `progress.epoch_done` at once (one batched tracking
+    call), after that epoch's checkpoint is durable: with `checkpoint_path` the full state (weights,
+    optimiser, best weights, patience counter, every rank's RNG, the metric history) is written after
+    each epoch and picked up by the next call, which hands the history to `progress.resumed`. A NaN or
+    infinite loss stops training (NonFiniteError) before it is checkpointed. `progress` is called on rank
+    0 only.
     """
     device = torch.device(cfg.device)
     model.to(device)
@@ -156,10 +157,10 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
         raise UserError("trainable: the policy leaves no weight to train")
     optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
     amp = amp_setup(cfg.amp, device)
-    emit = log_fn if log_fn is not None and distributed.is_main() else (lambda metrics, step: None)
+    report = progress if progress is not None and distributed.is_main() else None
 
     state: dict[str, Any] = {"epoch": 0, "best_auc": -math.inf, "best_epoch": -1, "best_val": {},
-                             "best_model": None, "bad_epochs": 0}
+                             "best_model": None, "bad_epochs": 0, "history": []}
     saved = distributed.load_checkpoint(checkpoint_path, weights_only=False)
     if saved is not None:
         if saved["config"] != asdict(cfg):
@@ -169,6 +170,8 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
         torch.set_rng_state(distributed.own_state(saved["rng"], f"checkpoint {checkpoint_path}"))
         state = saved["state"]
         log.info("resuming training at epoch %d from %s", state["epoch"] + 1, checkpoint_path)
+        if report:
+            report.resumed(state["history"])
     else:
         torch.manual_seed(cfg.seed + distributed.rank())  # each rank its own dropout masks
     start_epoch = state["epoch"]
@@ -180,7 +183,8 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
             train_metrics = _train_epoch(net, train, optimizer, cfg, amp, f"epoch {epoch + 1}/{cfg.epochs}")
             distributed.broadcast_buffers(model)
             val_metrics = _epoch_metrics("val", *predict(model, val, cfg.device, cfg.amp, cfg.channels_last))
-            emit({**train_metrics, **val_metrics}, epoch)
+            metrics = {**train_metrics, **val_metrics}
+            check_finite(metrics, ("train_loss", "val_loss"), f"at epoch {epoch + 1} (lr={cfg.lr:g})")
             auc = val_metrics["val_auc"]
             if not math.isnan(auc) and auc > state["best_auc"]:
                 state.update(best_auc=auc, best_epoch=epoch, best_val=val_metrics, bad_epochs=0,
@@ -188,6 +192,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch + 1
+            state["history"].append((epoch, metrics))
             log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.4f, val F1 %.4f", epoch + 1,
                      cfg.epochs, train_metrics["train_loss"], val_metrics["val_loss"], auc, val_metrics["val_f1"])
             if checkpoint_path is not None:
@@ -195,9 +200,9 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
                 if distributed.is_main():
                     save_atomically({"config": asdict(cfg), "model": model.state_dict(),
                                      "optimizer": optimizer.state_dict(), "rng": rngs, "state": state},
-                                    checkpoint_path)
-                    if on_checkpoint:
-                        on_checkpoint(checkpoint_path)
+                                    checkpoint_path, epoch)
+            if report:
+                report.epoch_done(checkpoint_path, [(epoch, metrics)], epoch)
 
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])

@@ -1,45 +1,53 @@
-"""Files that travel through the tracking server: downloading what a parameter points to, and logging
-tables as artifacts and as MLflow dataset inputs (with digests, so a run names exactly what it used)."""
+"""Parameters that name data: a local path as is, an artifact URI (runs:/<id>/..., models:/, s3://...)
+downloaded into a cache once. Commands that must write nothing (evaluate, compare, promote, dry runs)
+download into a temporary folder removed when they end."""
 
 from __future__ import annotations
 
 import hashlib
-import warnings
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
-import pandas as pd
 from mlflow.exceptions import MlflowException
 
 from simclr_s2.errors import UserError
-from simclr_s2.tracking.runs import work_home
 
 REMOTE_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "s3://", "http://", "https://", "file://")
 
 
-def local_path(ref: str, what: str) -> Path:
-    """`ref` as a local path: a local file or folder as is; an artifact URI (runs:/<id>/..., s3://...)
-    downloaded once into the work cache."""
-    if not ref.startswith(REMOTE_SCHEMES):
-        path = Path(ref).expanduser().resolve()
-        if not path.exists():
-            raise UserError(f"{what}: {path} does not exist")
-        return path
-    cache = work_home() / "downloads" / hashlib.sha256(ref.encode()).hexdigest()[:16]
-    done = cache / ".complete"
-    if not done.exists():
-        try:
-            mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(cache))
-        except (MlflowException, OSError) as error:
-            raise UserError(f"{what}: cannot download {ref}: {str(error).splitlines()[0]}") from None
-        done.touch()
-    return cache / ref.rstrip("/").rsplit("/", 1)[-1]
+def is_remote(ref: str) -> bool:
+    return ref.startswith(REMOTE_SCHEMES)
 
 
-def log_table_input(frame: pd.DataFrame, *, name: str, source: str, digest: str, context: str) -> None:
-    """Log `frame` as an MLflow dataset input of the active run under `name`, with the file's digest."""
-    with warnings.catch_warnings():  # two notes MLflow prints for every table, whatever its content
-        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
-        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36])
-    mlflow.log_input(dataset, context=context)
+class Fetcher:
+    """Local paths for data references, downloads cached under `cache` (keyed by the URI)."""
+
+    def __init__(self, cache: Path, tracking_uri: str) -> None:
+        self.cache, self.tracking_uri = cache, tracking_uri
+
+    @classmethod
+    @contextmanager
+    def temporary(cls, tracking_uri: str) -> Iterator[Fetcher]:
+        with tempfile.TemporaryDirectory(prefix="simclr-s2-fetch-") as tmp:
+            yield cls(Path(tmp), tracking_uri)
+
+    def path(self, ref: str, what: str) -> Path:
+        """`ref` as a local path; `what` names the parameter in the one-line error."""
+        if not is_remote(ref):
+            path = Path(ref).expanduser().resolve()
+            if not path.exists():
+                raise UserError(f"{what}: {path} does not exist")
+            return path
+        folder = self.cache / hashlib.sha256(ref.encode()).hexdigest()[:16]
+        done = folder / ".complete"
+        if not done.exists():
+            try:
+                mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(folder),
+                                                   tracking_uri=self.tracking_uri)
+            except (MlflowException, OSError) as error:
+                raise UserError(f"{what}: cannot download {ref}: {str(error).splitlines()[0]}") from None
+            done.touch()
+        return folder / ref.rstrip("/").rsplit("/", 1)[-1]

@@ -4,6 +4,7 @@ parameter (registry URI, run model, or state-dict file) into a model with its pr
 from __future__ import annotations
 
 import logging
+import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,12 +15,13 @@ import mlflow
 import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
-from mlflow.models import infer_signature
+from mlflow.models import ModelSignature
 from mlflow.tracking import MlflowClient
+from mlflow.types import Schema, TensorSpec
 
 import simclr_s2
-from simclr_s2.bigearthnet.bands import resolve_bands
-from simclr_s2.errors import UserError
+from simclr_s2.bigearthnet.bands import BandError, resolve_bands
+from simclr_s2.errors import NonFiniteError, UserError
 from simclr_s2.models import ARCHS, SimCLRModel, load_encoder_state
 
 log = logging.getLogger(__name__)
@@ -29,31 +31,56 @@ T = TypeVar("T", bound=torch.nn.Module)
 ENCODER_MODEL = "simclr-s2-encoder"
 CLASSIFIER_MODEL = "simclr-s2-irrigation"
 VERSION_TAG = "simclr_s2.model_version"
+BAND_LIST_TAG = "band_list"  # the encoder's input bands, in channel order: "B04,B03,..."
 PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "numpy", "mlflow"]
 
 
-def log_and_register(model: torch.nn.Module, registered_name: str, example: np.ndarray,
-                     tags: Mapping[str, object], aliases: tuple[str, ...] = ()) -> str:
-    """Log `model` (pickle format, with the simclr_s2 code inside, so it loads where the package is not
-    installed) with a signature and input example, register it, tag the version and set `aliases`.
-    Returns the version. Called only once everything else in the run has succeeded, so a failed run
-    never leaves a registered version behind."""
+class _DeliberatePickle(logging.Filter):
+    """MLflow warns at every pickle-format save; here pickle is chosen on purpose (pt2 would not give a
+    trainable module back for fine-tuning), so that warning says nothing new."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "Pickle or CloudPickle" not in record.getMessage()
+
+
+def signature(model: torch.nn.Module, example: np.ndarray) -> ModelSignature:
+    """An explicit signature (batch dimension free), so MLflow neither infers nor warns."""
+    with torch.no_grad():
+        output = model(torch.from_numpy(example[:2])).numpy()
+    return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *output.shape[1:]))]))
+
+
+def log_and_register(client: MlflowClient, run_id: str, model: torch.nn.Module, registered_name: str,
+                     example: np.ndarray, tags: Mapping[str, object], *, aliases: tuple[str, ...] = (),
+                     step: int = 0, finite: Mapping[str, float] | None = None) -> str:
+    """Log `model` in run `run_id` as an MLflow logged model at `step` (so the metrics the run logged at
+    that step are linked to it), register it, tag the version and set `aliases`. Returns the version.
+
+    Pickle format with the simclr_s2 code inside, so it loads where the package is not installed. Called
+    last, once everything else in the run has succeeded; a NaN or infinite value in `finite` (the
+    metrics the version is tagged with) registers nothing."""
+    for key, value in (finite or {}).items():
+        if not math.isfinite(value):
+            raise NonFiniteError(f"{key} is {value}: a model with a non-finite figure is not registered")
     if len(example) < 2:
         raise ValueError("input example needs a batch of at least 2 so the batch dimension stays free")
     model = model.cpu().eval().to(memory_format=torch.contiguous_format)
-    with torch.no_grad():
-        output = model(torch.from_numpy(example)).numpy()
-    info = mlflow.pytorch.log_model(
-        model, name="model", serialization_format="pickle", signature=infer_signature(example, output),
-        input_example=example, registered_model_name=registered_name,
-        code_paths=[str(Path(simclr_s2.__file__).parent)], pip_requirements=PIP_REQUIREMENTS)
+    quiet, pytorch_log = _DeliberatePickle(), logging.getLogger("mlflow.pytorch")
+    pytorch_log.addFilter(quiet)
+    try:
+        info = mlflow.pytorch.log_model(
+            model, name="model", serialization_format="pickle", signature=signature(model, example),
+            input_example=example[:2], registered_model_name=registered_name, step=step, run_id=run_id,
+            code_paths=[str(Path(simclr_s2.__file__).parent)], pip_requirements=PIP_REQUIREMENTS)
+    finally:
+        pytorch_log.removeFilter(quiet)
     version = str(info.registered_model_version)
-    client = MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(registered_name, version, key, str(value))
     for alias in aliases:
         client.set_registered_model_alias(registered_name, alias, version)
-    mlflow.set_tag(VERSION_TAG, f"{registered_name}/{version}")
+    client.set_tag(run_id, VERSION_TAG, f"{registered_name}/{version}")
     log.info("registered %s version %s%s", registered_name, version,
              f" as @{', @'.join(aliases)}" if aliases else "")
     return version
@@ -68,28 +95,28 @@ class Pretrained:
     name: str  # what the `pretrained` tag of fine-tunes says: the alias or name, e.g. "ben"
     version: str  # "simclr-s2-encoder/3", or "" for a file or a run's model
     arch: str
-    bands: str
+    bands: tuple[str, ...]  # input bands in channel order
+    tags: Mapping[str, str]  # the registry version's tags ({} for a file)
 
 
-def resolve_model_uri(uri: str) -> tuple[str, str, dict[str, str]]:
+def resolve_model_uri(client: MlflowClient, uri: str, what: str = "pretrained") -> tuple[str, str, dict[str, str]]:
     """(download URI, "name/version" or "", version tags) for a models:/ URI; other URIs pass through."""
     match = re.fullmatch(r"models:/([^/@]+)(?:/(\w+)|@([\w-]+))", uri)
     if not match:
         return uri, "", {}
     name, version, alias = match.groups()
-    client = MlflowClient()
     try:
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     except MlflowException as error:
-        raise UserError(f"pretrained: {uri} not found in the model registry ({error.message.splitlines()[0]})") \
+        raise UserError(f"{what}: {uri} not found in the model registry ({error.message.splitlines()[0]})") \
             from None
     return f"models:/{name}/{mv.version}", f"{name}/{mv.version}", dict(mv.tags)
 
 
-def load_logged(uri: str, kind: type[T], what: str) -> tuple[T, str, dict[str, str]]:
+def load_logged(client: MlflowClient, uri: str, kind: type[T], what: str) -> tuple[T, str, dict[str, str]]:
     """A logged model of class `kind` from a registry or run URI, with its "name/version" ("" for a run's
     model) and version tags; `what` names the parameter in the one-line error."""
-    resolved, version, tags = resolve_model_uri(uri)
+    resolved, version, tags = resolve_model_uri(client, uri, what)
     try:
         model = mlflow.pytorch.load_model(resolved, map_location="cpu")
     except (MlflowException, OSError) as error:
@@ -99,38 +126,64 @@ def load_logged(uri: str, kind: type[T], what: str) -> tuple[T, str, dict[str, s
     return model, version, tags
 
 
-def load_pretrained(spec: str, bands: str = "auto") -> Pretrained:
+def encoder_bands(tags: Mapping[str, str], in_channels: int) -> tuple[str, ...] | None:
+    """The band list an encoder was trained on: its `band_list` tag, its `bands` tag, or, for a state
+    dict with no record, the study's 10 or all 12 bands by channel count; None when unknowable."""
+    for key in (BAND_LIST_TAG, "bands"):
+        if tags.get(key):
+            return resolve_bands(tags[key])
+    return {10: resolve_bands("study"), 12: resolve_bands("all")}.get(in_channels)
+
+
+def load_state_file(path: Path, what: str = "pretrained") -> dict[str, torch.Tensor]:
+    """A state dict from a .pt file (a pretrain checkpoint's `model` entry too), or one clear line for a
+    file that is not one (a list, random bytes, a truncated file)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - any unreadable file is the user's to fix
+        raise UserError(f"{what}: {path} is not a PyTorch state dict ({str(error).splitlines()[0][:200]})") \
+            from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a pretrain checkpoint: the weights are under "model"
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"{what}: {path} holds a {type(state).__name__}, expected a state dict "
+                        "(parameter name -> tensor)")
+    return state
+
+
+def load_pretrained(client: MlflowClient, spec: str, bands: str = "auto") -> Pretrained:
     """Load a SimCLR model from a registry URI (`models:/simclr-s2-encoder@ben`), a run's model
     (`runs:/<id>/model`) or a state-dict file (its arch inferred from the weights). `bands` "auto" takes
-    the encoder's own band set; any other value must have the encoder's band count."""
+    the encoder's own bands; any other band list must equal the encoder's, names and order."""
     path = Path(spec).expanduser()
     version, tags = "", {}
     if path.suffix in {".pt", ".pth"} or path.is_file():
         if not path.is_file():
             raise UserError(f"pretrained: state-dict file {path} does not exist")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_state_file(path)
         conv1 = state.get("encoder.conv1.weight", state.get("module.encoder.conv1.weight"))
-        in_channels = int(conv1.shape[1]) if conv1 is not None else _band_count(bands)
+        in_channels = int(conv1.shape[1]) if conv1 is not None else len(resolve_bands(bands))
         model = load_encoder_state(state, infer_arch(state, path), in_channels)
         spec = str(path.resolve())
     else:
-        model, version, tags = load_logged(spec, SimCLRModel, "pretrained")
-    in_channels = model.encoder.in_channels
-    own_bands = tags.get("bands") or {10: "study", 12: "all"}.get(in_channels, "")
-    if bands == "auto":
-        if not own_bands:
-            raise UserError(f"pretrained: {spec} takes {in_channels} bands; say which with the bands parameter")
-        bands = own_bands
-    if _band_count(bands) != in_channels:
-        raise UserError(f"pretrained: encoder {spec} expects {in_channels} bands, data has "
-                        f"{_band_count(bands)} (bands={bands})")
+        model, version, tags = load_logged(client, spec, SimCLRModel, "pretrained")
+    own = encoder_bands(tags, model.encoder.in_channels)
+    try:
+        wanted = own if bands == "auto" else resolve_bands(bands)
+    except BandError as error:
+        raise UserError(str(error)) from None
+    if wanted is None:
+        raise UserError(f"pretrained: {spec} takes {model.encoder.in_channels} bands; say which with the "
+                        "bands parameter")
+    if own is not None and tuple(own) != tuple(wanted):
+        raise UserError(f"bands: encoder {spec} was trained on {','.join(own)}, the data would have "
+                        f"{','.join(wanted)}; band names and order must match")
+    if len(wanted) != model.encoder.in_channels:
+        raise UserError(f"pretrained: encoder {spec} expects {model.encoder.in_channels} bands, data has "
+                        f"{len(wanted)} (bands={bands})")
     alias = re.fullmatch(r"models:/[^/@]+@([\w-]+)", spec)
     name = alias.group(1) if alias else tags.get("name") or Path(spec.rstrip("/")).stem
-    return Pretrained(model, spec, name, version, model.encoder.arch, bands)
-
-
-def _band_count(bands: str) -> int:
-    return len(resolve_bands(bands))
+    return Pretrained(model, spec, name, version, model.encoder.arch, tuple(wanted), tags)
 
 
 def infer_arch(state: Mapping[str, torch.Tensor], source: Path) -> str:

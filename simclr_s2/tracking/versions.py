@@ -62,8 +62,8 @@ def _quoted(name: str, value: str) -> str:
     return f"'{value}'"
 
 
-def search_versions(scheme: str, *, fraction: int | None = None, pretrained: str | None = None,
-                    model: str = CLASSIFIER_MODEL) -> list[VersionRecord]:
+def search_versions(client: MlflowClient, scheme: str, *, fraction: int | None = None,
+                    pretrained: str | None = None, model: str = CLASSIFIER_MODEL) -> list[VersionRecord]:
     """Classifier versions (finetune and baseline) of `scheme`, optionally of one fraction or encoder
     ("scratch" = baselines), with their runs' metrics; oldest version first."""
     clauses = [f"name = {_quoted('model', model)}", f"tags.scheme = {_quoted('scheme', scheme)}"]
@@ -71,11 +71,10 @@ def search_versions(scheme: str, *, fraction: int | None = None, pretrained: str
         clauses.append(f"tags.fraction = '{int(fraction)}'")
     if pretrained is not None:
         clauses.append(f"tags.pretrained = {_quoted('pretrained', pretrained)}")
-    client = MlflowClient()
     found = _pages(partial(client.search_model_versions, " and ".join(clauses)))
     versions = [(mv.run_id or mv.tags.get("run_id", ""), mv) for mv in found
                 if mv.tags.get("stage") in CLASSIFIER_STAGES]
-    metrics = run_metrics(run_id for run_id, _ in versions)
+    metrics = run_metrics(client, (run_id for run_id, _ in versions))
     records = [VersionRecord(str(mv.version), dict(mv.tags), metrics.get(run_id, {}))
                for run_id, mv in versions]
     return sorted(records, key=lambda r: int(r.version))
@@ -93,13 +92,12 @@ def versions_frame(records: Sequence[VersionRecord], metrics: Iterable[str]) -> 
                                        *metrics])
 
 
-def run_metrics(run_ids: Iterable[str]) -> dict[str, dict[str, float]]:
+def run_metrics(client: MlflowClient, run_ids: Iterable[str]) -> dict[str, dict[str, float]]:
     """Latest value of every metric of each run, fetched in batches of runs across all experiments (a
     version's run may live in any experiment; deleted runs still count: their model is registered)."""
     ids = sorted({i for i in run_ids if i})
     if not ids:
         return {}
-    client = MlflowClient()
     experiments = [e.experiment_id for e in _pages(partial(client.search_experiments, view_type=ViewType.ALL))]
     out: dict[str, dict[str, float]] = {}
     for start in range(0, len(ids), RUNS_PER_QUERY):
@@ -113,17 +111,16 @@ def run_metrics(run_ids: Iterable[str]) -> dict[str, dict[str, float]]:
     return out
 
 
-def alias_version(alias: str, model: str = CLASSIFIER_MODEL) -> str | None:
+def alias_version(client: MlflowClient, alias: str, model: str = CLASSIFIER_MODEL) -> str | None:
     """The version `alias` points to, or None when the alias is not set."""
-    aliases = MlflowClient().get_registered_model(model).aliases
+    aliases = client.get_registered_model(model).aliases
     return str(aliases[alias]) if alias in aliases else None
 
 
-def move_alias(version: str, alias: str, tags: Mapping[str, str], *, former: str | None, previous_alias: str,
-               model: str = CLASSIFIER_MODEL) -> None:
+def move_alias(client: MlflowClient, version: str, alias: str, tags: Mapping[str, str], *, former: str | None,
+               previous_alias: str, model: str = CLASSIFIER_MODEL) -> None:
     """Point `alias` at `version` after writing `tags` on it (so whoever follows the alias finds why), and
     keep `former`, the version `alias` held before, reachable as `previous_alias`."""
-    client = MlflowClient()
     for key, value in tags.items():
         client.set_model_version_tag(model, version, key, value)
     if former is not None and former != version:

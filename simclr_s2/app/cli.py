@@ -1,0 +1,103 @@
+"""The boundary every entry point script goes through: parse the command line into the entry point's
+spec, build the context, run the use case, exit. Only here do errors become exit statuses:
+
+  0  done
+  2  a user error (bad parameter, missing file, broken patch, diverged training, an identical run live):
+     one line `error: ...`, and the run ends FAILED with the reason in its simclr_s2.error tag
+  3  the tracking server stayed unreachable: one line; the run is left as it was (its checkpoints
+     stay), and the same command resumes it once the server is back
+Anything else is a bug: its traceback is printed, and the run ends FAILED with the exception.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from typing import NoReturn
+
+from simclr_s2.app.context import Context
+from simclr_s2.app.spec import build, canonical, fields_of, flag
+from simclr_s2.errors import UserError
+from simclr_s2.stages.base import Stage, run_command
+from simclr_s2.tracking.connectivity import TrackingUnreachable, bound_retries, is_unreachable
+from simclr_s2.tracking.tracker import ERROR_TAG, STAGE_TAG, describe
+
+USER_ERROR = 2
+UNREACHABLE = 3
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose mistakes are one UserError line, not a usage dump."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UserError(f"{self.prog}: {message}")
+
+
+def parser(stage: Stage) -> argparse.ArgumentParser:
+    """The command line of an entry point, built from its spec: `--name value` for every parameter."""
+    cls = stage.spec
+    p = _Parser(prog=f"{cls.entry_point}", description=(cls.__doc__ or "").strip())
+    for f in fields_of(cls):
+        required = f.default is dataclasses.MISSING
+        shown = "" if required else f" (default: {canonical(f.default)})"
+        p.add_argument(flag(f.name), dest=f.name, required=required, help=f.metadata["help"] + shown)
+    return p
+
+
+def parse(stage: Stage, argv: Sequence[str] | None) -> object:
+    values = {k: v for k, v in vars(parser(stage).parse_args(argv)).items() if v is not None}
+    return build(stage.spec, values)
+
+
+def main(stage: Stage, argv: Sequence[str] | None = None) -> NoReturn:
+    """Run `stage` as a command and exit with its status (see the module doc)."""
+    main_rank = os.environ.get("RANK", "0") == "0"
+    logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO notes (system metrics...) are noise here
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file floods logs
+    bound_retries()
+    try:
+        run_command(stage, parse(stage, argv), Context.from_env())
+    except TrackingUnreachable as error:
+        _give_up(str(error))
+    except UserError as error:
+        if main_rank:
+            _fail_launcher_run(stage, error)
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(USER_ERROR)
+    except Exception as error:
+        if is_unreachable(error):
+            _give_up(f"tracking server unreachable: {str(error).splitlines()[0]}")
+        if main_rank:
+            _fail_launcher_run(stage, error)
+        raise
+    sys.exit(0)
+
+
+def _fail_launcher_run(stage: Stage, error: BaseException) -> None:
+    """The run `mlflow run` made ends FAILED with the reason when the command stopped before (or without)
+    taking it over, e.g. a bad parameter caught while parsing."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        client = Context.from_env().client
+        run = client.get_run(run_id)
+        if run.info.status != "RUNNING":
+            return
+        if STAGE_TAG not in run.data.tags:
+            client.set_tag(run_id, STAGE_TAG, stage.name)
+        client.set_tag(run_id, ERROR_TAG, describe(error))
+        client.set_terminated(run_id, "FAILED")
+    except Exception:  # noqa: BLE001 - the error being reported matters more than this note
+        logging.getLogger(__name__).warning("could not mark run %s failed", run_id)
+
+
+def _give_up(reason: str) -> NoReturn:
+    print(f"error: {reason}", file=sys.stderr, flush=True)
+    os._exit(UNREACHABLE)  # skip exit hooks: they would wait for the server all over again

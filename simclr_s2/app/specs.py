@@ -1,0 +1,249 @@
+"""Every entry point's settings, defined once. MLproject (`python -m simclr_s2.app.mlproject`) and the
+manual's parameter tables (docs/entry-points.md) are generated from these classes, and tests check both
+are in sync, so a default changes in exactly one place.
+
+`auto` means "the demo's": the data, splits or encoder of the demo chain, made when missing (by the
+commands that train) and found when present; resolved values are logged as `resolved_<name>`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from simclr_s2.app.spec import (
+    Spec,
+    non_negative,
+    not_empty,
+    param,
+    percentage,
+    percentages,
+    positive,
+    probability,
+)
+from simclr_s2.errors import UserError
+from simclr_s2.models import ARCHS, TRAINABLE
+from simclr_s2.simclr import OPTIMIZERS
+from simclr_s2.splits import SETS
+from simclr_s2.tune import PRUNERS, TARGETS
+
+DEMO_ARCHIVE = "data/demo/BigEarthNet-v1.0"
+FRACTIONS = (1, 3, 10, 25, 50, 100)
+REUSE_HELP = "false: run again every step this command would reuse"
+
+
+def _whole(value: int) -> str | None:
+    return None if value >= 0 else "expected a whole number >= 0"
+
+
+def _ratios(values: tuple[float, ...]) -> str | None:
+    ok = len(values) == 3 and all(0 < v < 1 for v in values) and abs(sum(values) - 1) < 1e-9
+    return None if ok else "expected three fractions in (0, 1) summing to 1, e.g. 0.70,0.15,0.15"
+
+
+@dataclass(frozen=True)
+class MakeDemoData(Spec):
+    """A synthetic BigEarthNet-S2 archive in the real on-disk layout, with a learnable irrigation signal."""
+
+    entry_point: ClassVar[str] = "make_demo_data"
+    out: str = param(DEMO_ARCHIVE, "folder to write (must be empty or hold this very demo)")
+    n_patches: int = param(1000, "patches to write", check=positive)
+    seed: int = param(0, "random seed: the same seed writes the same bytes")
+
+
+@dataclass(frozen=True)
+class BuildIndex(Spec):
+    """Scan an archive into index.parquet (one row per patch) and index.rejected.parquet (broken patches)."""
+
+    entry_point: ClassVar[str] = "build_index"
+    archive: str = param(DEMO_ARCHIVE, "archive folder")
+    out: str = param("data/demo/index", "output folder")
+    workers: int = param(0, "processes; 0 = one per core", check=_whole, keyed=False)
+    check_rasters: bool = param(False, "decode every band too (about 60 patches/s); default: TIFF headers")
+
+
+@dataclass(frozen=True)
+class CreateSplits(Spec):
+    """Balanced, nested train/val/test splits of one labelling scheme, checked and digested."""
+
+    entry_point: ClassVar[str] = "create_splits"
+    index: str = param("data/demo/index/index.parquet", "index file or runs:/ URI")
+    scheme: str = param("basic", "basic, expanded, or class names joined by ';'")
+    fractions: tuple[int, ...] = param(FRACTIONS, "percentages of train and validation", check=percentages)
+    seed: int = param(0, "random seed")
+    exclude_snow_cloud: bool = param(True, "leave out the official snow and cloud/shadow patches")
+    official_split: str = param("all", "all, or train / validation / test joined by '+'")
+    ratios: tuple[float, ...] = param((0.70, 0.15, 0.15), "train, validation and test shares", check=_ratios)
+    out: str = param("data/demo/splits", "output folder")
+
+
+@dataclass(frozen=True)
+class Pretrain(Spec):
+    """Train a SimCLR encoder (ResNet + projection head, NT-Xent) and register it under an alias."""
+
+    entry_point: ClassVar[str] = "pretrain"
+    index: str = param("auto", "index file or runs:/ URI; auto = the demo archive's")
+    exclude_split: str = param("auto", "splits whose test sets pretraining must not see (folders or runs:/ "
+                                       "URIs, comma-separated); auto = the demo's when index is auto; none")
+    name: str = param("ben", "alias of the registered encoder, e.g. ben, ca-sgd, ca-adam")
+    arch: str = param("resnet18", "encoder", choices=ARCHS)
+    bands: str = param("study", "study, all, or band names joined by ','")
+    epochs: int = param(2, "epochs", check=positive)
+    batch_size: int = param(64, "batch (global, across processes)", check=positive)
+    temperature: float = param(0.1, "NT-Xent temperature", check=positive)
+    optimizer: str = param("adam", "sgd = cosine decay; lars", choices=OPTIMIZERS)
+    lr: float = param(0.001, "learning rate", check=positive)
+    seed: int = param(0, "random seed (weights, data order, views)")
+    max_patches: int = param(0, "at most this many patches; 0 = all", check=_whole)
+    reuse: bool = param(True, REUSE_HELP, keyed=False)
+
+    def validate(self) -> None:
+        if self.exclude_split == "auto" and self.index != "auto":
+            raise UserError("exclude_split: name the splits whose test sets pretraining must not see, or none")
+
+
+@dataclass(frozen=True)
+class ImportEncoder(Spec):
+    """Register an encoder trained elsewhere (a state dict of a SimCLR model) like one pretrained here."""
+
+    entry_point: ClassVar[str] = "import_encoder"
+    state_dict: str = param(help="a .pt file or an artifact URI (runs:/, s3://, ...)")
+    name: str = param(help="alias of the registered version, e.g. ca-adam")
+    arch: str = param("resnet152", "encoder", choices=ARCHS)
+    bands: str = param("study", "the bands the encoder was trained on")
+
+
+@dataclass(frozen=True)
+class Training(Spec):
+    """What fine-tunes and baselines share."""
+
+    split: str = param("auto", "create_splits output: folder or runs:/<id>/splits; auto = the demo's")
+    scheme: str = param("basic", "labelling scheme of the split")
+    fraction: int = param(100, "data fraction in percent", check=percentage)
+    epochs: int = param(50, "at most this many epochs", check=positive)
+    batch_size: int = param(32, "batch (global, across processes)", check=positive)
+    lr: float = param(5e-5, "Adam learning rate", check=positive)
+    weight_decay: float = param(0.0, "Adam weight decay", check=non_negative)
+    dropout: float = param(0.5, "classifier dropout", check=probability)
+    seed: int = param(0, "random seed (new layers, data order, dropout)")
+    register: bool = param(True, "register the model as a version of simclr-s2-irrigation")
+    reuse: bool = param(True, REUSE_HELP, keyed=False)
+
+
+@dataclass(frozen=True)
+class Finetune(Training):
+    """Train the irrigation classifier on a pretrained encoder, evaluate it on the test set, register it."""
+
+    entry_point: ClassVar[str] = "finetune"
+    pretrained: str = param("auto", "models:/simclr-s2-encoder@ben, runs:/<id>/model or a .pt state dict; "
+                                    "auto = the demo's")
+    trainable: str = param("head2", "what trains: head2, head or all", choices=TRAINABLE)
+    bands: str = param("auto", "auto = the encoder's own")
+    patience: int = param(25, "early-stopping patience on validation AUC", check=positive)
+    feature_cache: str = param("auto", "train on cached frozen features (same result, faster)",
+                               choices=("auto", "true", "false"))
+
+
+@dataclass(frozen=True)
+class Baseline(Training):
+    """The same network from scratch, every layer trained, on the same splits."""
+
+    entry_point: ClassVar[str] = "baseline"
+    arch: str = param("resnet18", "network", choices=ARCHS)
+    bands: str = param("study", "study, all, or band names joined by ','")
+    patience: int = param(15, "early-stopping patience on validation AUC", check=positive)
+
+
+@dataclass(frozen=True)
+class Evaluate(Spec):
+    """Score a registered classifier on a split set: metrics, plots and a predictions table."""
+
+    entry_point: ClassVar[str] = "evaluate"
+    model_uri: str = param(help="models:/simclr-s2-irrigation@champion, runs:/<id>/model, ...")
+    split: str = param("auto", "create_splits output; auto = the demo's (never made here)")
+    scheme: str = param("basic", "labelling scheme of the split")
+    set: str = param("test", "which set", choices=SETS)
+    fraction: int = param(100, "fraction of the set (train and val)", check=percentage)
+    batch_size: int = param(64, "batch", check=positive)
+
+
+@dataclass(frozen=True)
+class Grid(Spec):
+    """The study's grid as one resumable command: encoders x fractions x schemes x seeds fine-tunes plus
+    baselines, each a child run of this one."""
+
+    entry_point: ClassVar[str] = "main"
+    encoders: str = param("auto", "aliases (ben) or URIs joined by ','; auto = the demo's three")
+    schemes: tuple[str, ...] = param(("basic", "expanded"), "labelling schemes", check=not_empty)
+    fractions: tuple[int, ...] = param(FRACTIONS, "data fractions in percent", check=percentages)
+    seeds: tuple[int, ...] = param((0,), "seeds", check=not_empty)
+    baseline: bool = param(True, "train the from-scratch baselines too")
+    baseline_arch: str = param("resnet18", "baseline network", choices=ARCHS)
+    trainable: str = param("head2", "fine-tuned part", choices=TRAINABLE)
+    epochs: int = param(50, "epochs of every cell", check=positive)
+    split: str = param("auto", "create_splits output holding every scheme; auto = the demo's")
+    dry_run: bool = param(False, "only show which cells would run, resume or be reused", keyed=False)
+    reuse: bool = param(True, REUSE_HELP, keyed=False)
+
+
+@dataclass(frozen=True)
+class Compare(Spec):
+    """The study's comparison for one scheme from the model registry: table and figures across fractions."""
+
+    entry_point: ClassVar[str] = "compare"
+    scheme: str = param("basic", "labelling scheme")
+    fractions: tuple[int, ...] = param(FRACTIONS, "fractions to show", check=percentages)
+    out: str = param("outputs/compare", "output folder (also logged as artifacts)")
+
+
+@dataclass(frozen=True)
+class Promote(Spec):
+    """Point an alias at the best registered classifier by a validation metric."""
+
+    entry_point: ClassVar[str] = "promote"
+    scheme: str = param("basic", "labelling scheme")
+    fraction: str = param("any", "a whole percentage, or any")
+    pretrained: str = param("any", "encoder name (ben), scratch for baselines, or any")
+    metric: str = param("val_f1", "a validation metric: val_f1, val_auc, val_loss, ...")
+    alias: str = param("champion", "alias to move")
+    dry_run: bool = param(False, "only show the choice", keyed=False)
+
+    def validate(self) -> None:
+        if self.fraction != "any" and not (self.fraction.isdigit() and 0 < int(self.fraction) <= 100):
+            raise UserError(f"fraction: expected a whole percentage in 1..100 or any, got {self.fraction!r}")
+
+
+@dataclass(frozen=True)
+class Tune(Spec):
+    """Optuna search over a finetune's (or baseline's) training settings, every trial a nested run."""
+
+    entry_point: ClassVar[str] = "tune"
+    target: str = param("finetune", "what to tune", choices=TARGETS)
+    pretrained: str = param("auto", "encoder for finetune (ignored for baseline); auto = the demo's")
+    split: str = param("auto", "create_splits output; auto = the demo's")
+    scheme: str = param("basic", "labelling scheme")
+    fraction: int = param(10, "data fraction in percent", check=percentage)
+    metric: str = param("val_f1", "val_f1 or val_auc (never a test metric)")
+    n_trials: int = param(20, "trials in the study, over all workers", check=positive)
+    timeout_s: float = param(0.0, "this worker starts no trial after this many seconds; 0 = none",
+                             check=non_negative)
+    epochs: int = param(20, "epochs per trial", check=positive)
+    study_name: str = param("auto", "auto = <target>-<scheme>-<fraction>pct")
+    storage: str = param("auto", "auto = SQLite in the state folder, or a database URL")
+    pruner: str = param("median", "stops hopeless trials early", choices=PRUNERS)
+    lr_min: float = param(1e-5, "lowest learning rate", check=positive)
+    lr_max: float = param(1e-2, "highest learning rate", check=positive)
+    weight_decay_max: float = param(1e-3, "highest weight decay", check=non_negative)
+    dropout_min: float = param(0.0, "lowest dropout", check=probability)
+    dropout_max: float = param(0.6, "highest dropout", check=probability)
+    batch_sizes: tuple[int, ...] = param((16, 32, 64), "batch sizes to try", check=not_empty)
+    trainables: tuple[str, ...] = param(("head2", "head"), "trainable parts to try (finetune)",
+                                        choices=TRAINABLE)
+    seed: int = param(0, "random seed")
+    final_run: bool = param(True, "then run the target with the best settings")
+    reuse: bool = param(True, REUSE_HELP, keyed=False)
+
+
+ENTRY_POINTS: dict[str, type[Spec]] = {cls.entry_point: cls for cls in (
+    MakeDemoData, BuildIndex, CreateSplits, Pretrain, ImportEncoder, Finetune, Baseline, Evaluate, Grid,
+    Compare, Promote, Tune)}

@@ -1,0 +1,75 @@
+"""What `auto` stands for, in one place: the demo chain, so that `mlflow run . -e finetune` works on a fresh
+checkout. Each link (demo archive, index, splits; the encoders live in pretrain.py) is its own run, reused
+when finished, and refers to the next through an artifact URI (runs:/...), valid on a shared server too.
+
+Commands that train resolve with `make=True` (missing links are made); evaluate, compare, promote and
+dry runs with `make=False`: they only find what exists, and get None where a link is missing.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.entities import Run
+
+from simclr_s2.app import specs
+from simclr_s2.app.context import Context
+from simclr_s2.app.spec import build
+from simclr_s2.errors import UserError
+from simclr_s2.stages.base import Stage, ensure_step, find_step
+from simclr_s2.stages.data import ARCHIVE_TAG, BUILD_INDEX, CREATE_SPLITS, MAKE_DEMO_DATA, has_demo
+
+DEMO_SCHEMES = ("basic", "expanded")
+
+
+def demo_root(ctx: Context) -> Path:
+    return ctx.data_root / "demo"
+
+
+def step_run(stage: Stage, spec: specs.Spec, ctx: Context, make: bool, usable=None) -> Run | None:
+    """The finished run of a link: made when `make`, else found (None when missing or unusable)."""
+    if make:
+        return ensure_step(stage, spec, ctx, usable=usable)
+    found = find_step(stage, spec, ctx)
+    return found if found is not None and (usable is None or usable(found)) else None
+
+
+def demo_index(ctx: Context, make: bool = True) -> str | None:
+    """runs:/ URI of the demo archive's index."""
+    data_spec = build(specs.MakeDemoData, {"out": str(demo_root(ctx) / "BigEarthNet-v1.0"),
+                                           "n_patches": ctx.sizes.demo_patches})
+    recipe = {"n_patches": data_spec.n_patches, "seed": data_spec.seed}
+    data = step_run(MAKE_DEMO_DATA, data_spec, ctx, make,
+                    usable=lambda run: has_demo(Path(run.data.tags[ARCHIVE_TAG]), recipe))
+    if data is None:
+        return None
+    index_spec = build(specs.BuildIndex, {"archive": data.data.tags[ARCHIVE_TAG], "out": str(demo_root(ctx) / "index")})
+    index = step_run(BUILD_INDEX, index_spec, ctx, make)
+    return None if index is None else f"runs:/{index.info.run_id}/index/index.parquet"
+
+
+def demo_splits(ctx: Context, scheme: str, make: bool = True) -> str | None:
+    """runs:/ URI of the demo splits of `scheme`."""
+    index = demo_index(ctx, make)
+    if index is None:
+        return None
+    spec = build(specs.CreateSplits, {"index": index, "scheme": scheme, "out": str(demo_root(ctx) / "splits")})
+    run = step_run(CREATE_SPLITS, spec, ctx, make)
+    return None if run is None else f"runs:/{run.info.run_id}/splits"
+
+
+def demo_test_sets(ctx: Context, make: bool = True) -> str | None:
+    """The demo splits of every scheme, whose test patches pretraining must never see."""
+    refs = [demo_splits(ctx, scheme, make) for scheme in DEMO_SCHEMES]
+    return None if None in refs else ",".join(refs)
+
+
+def split_ref(ctx: Context, given: str, scheme: str, make: bool) -> str:
+    """The split a `split` parameter names; `auto` = the demo's, one line when it is not there yet."""
+    if given != "auto":
+        return given
+    ref = demo_splits(ctx, scheme, make)
+    if ref is None:
+        raise UserError(f"split: auto names the demo splits of {scheme}, and this tracking store has none yet; "
+                        "run finetune (which makes them) or give a split")
+    return ref

@@ -1,0 +1,107 @@
+"""How a stage runs: as the command itself (`run_command`, what an entry point does) or as a step another
+command needs (`ensure_step`: reused when finished, awaited when running elsewhere, else run now)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Generic, TypeVar
+
+from mlflow.entities import Run, RunStatus
+
+from simclr_s2 import distributed
+from simclr_s2.app.context import Context
+from simclr_s2.app.spec import Spec
+from simclr_s2.tracking.tracker import StageRun, Step, Tracker
+
+log = logging.getLogger(__name__)
+
+S = TypeVar("S", bound=Spec)
+MOVED_TO_TAG = "simclr_s2.moved_to"
+
+
+class Stage(Generic[S]):
+    """A use case. Subclasses set `spec` and implement `execute`; `resolve` turns `auto` values into
+    what they stand for (running the demo chain when `make`, finding it otherwise) before the run opens."""
+
+    spec: ClassVar[type[Spec]]
+    system_metrics: ClassVar[bool] = False
+    read_only: ClassVar[bool] = False  # evaluate, compare, promote: find `auto`, never make it
+    exclusive: ClassVar[bool] = True  # refuse a second identical run while one is live
+
+    @property
+    def name(self) -> str:
+        return self.spec.entry_point
+
+    def resolve(self, spec: S, ctx: Context, make: bool = True) -> dict[str, str]:
+        return {}
+
+    def run_name(self, spec: S, resolved: Mapping[str, str]) -> str:
+        return self.name
+
+    def tags(self, spec: S, resolved: Mapping[str, str]) -> dict[str, Any]:
+        return {}
+
+    def execute(self, spec: S, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        raise NotImplementedError
+
+    def dry_run(self, spec: S, ctx: Context) -> None:
+        """What a `dry_run=true` shows, without opening a run or writing anything."""
+        raise NotImplementedError
+
+    def step(self, spec: S, resolved: Mapping[str, str]) -> Step:
+        return Step(self.name, spec.given(), dict(resolved))
+
+
+def run_command(stage: Stage[S], spec: S, ctx: Context) -> str | None:
+    """The command an entry point runs: its own run (the one `mlflow run` made, when there is one),
+    never reusing a finished one: it was asked for. A dry run opens no run. Returns the run id."""
+    if getattr(spec, "dry_run", False):
+        stage.dry_run(spec, ctx)
+        return None
+    with distributed.session():
+        resolved = distributed.main_only(lambda: stage.resolve(spec, ctx, make=not stage.read_only))
+        run_id = distributed.main_only(lambda: launcher_run(ctx))
+        tracker = Tracker(ctx)
+        with tracker.open(stage.step(spec, resolved), run_name=stage.run_name(spec, resolved),
+                          tags=stage.tags(spec, resolved), run_id=run_id,
+                          on_duplicate="fail" if stage.exclusive else "allow",
+                          system_metrics=stage.system_metrics) as run:
+            stage.execute(spec, resolved, run, ctx)
+        return run.run_id
+
+
+def ensure_step(stage: Stage[S], spec: S, ctx: Context, *, parent_run_id: str | None = None,
+                tags: Mapping[str, str] | None = None, usable: Callable[[Run], bool] | None = None) -> Run:
+    """The finished run of `stage` with `spec` (see Tracker.ensure)."""
+    resolved = stage.resolve(spec, ctx)
+    return Tracker(ctx).ensure(stage.step(spec, resolved), lambda run: stage.execute(spec, resolved, run, ctx),
+                               run_name=stage.run_name(spec, resolved),
+                               tags={**stage.tags(spec, resolved), **(tags or {})},
+                               parent_run_id=parent_run_id, usable=usable)
+
+
+def find_step(stage: Stage[S], spec: S, ctx: Context) -> Run | None:
+    """The finished run of `stage` with `spec`, without running anything (read-only commands)."""
+    return Tracker(ctx).find_complete(stage.step(spec, stage.resolve(spec, ctx, make=False)))
+
+
+def launcher_run(ctx: Context) -> str | None:
+    """The run `mlflow run` made for this command, when it is in the command's experiment. `mlflow run`
+    without an experiment puts its run in MLflow's Default experiment before any of our code runs: the
+    work then goes to a run of its own in the right experiment (with the launcher's source tags), and
+    the empty launcher run is ended and deleted, pointing to it."""
+    if not ctx.launcher_run_id:
+        return None
+    client = ctx.client
+    launched = client.get_run(ctx.launcher_run_id)
+    if launched.info.experiment_id == ctx.experiment_id:
+        return launched.info.run_id
+    tags = {k: v for k, v in launched.data.tags.items() if k.startswith("mlflow.") and k != "mlflow.runName"}
+    moved = client.create_run(ctx.experiment_id, tags=tags).info.run_id
+    client.set_tag(launched.info.run_id, MOVED_TO_TAG, moved)
+    client.set_terminated(launched.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
+    client.delete_run(launched.info.run_id)
+    log.info("mlflow run made run %s in experiment %s; this command runs as %s in %s", launched.info.run_id,
+             launched.info.experiment_id, moved, ctx.experiment_name)
+    return moved

@@ -1,0 +1,196 @@
+"""finetune and baseline: train the irrigation classifier on one scheme and data fraction, evaluate it on
+the shared test set and register it. `train_classifier` is what they and every tuning trial share.
+
+Under torchrun every rank trains: rank 0 resolves the split and the encoder and sends them to the others,
+and alone logs, evaluates and registers. --batch-size stays the global batch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from simclr_s2 import distributed
+from simclr_s2.app import specs
+from simclr_s2.app.context import Context
+from simclr_s2.bigearthnet.bands import resolve_bands
+from simclr_s2.data import BatchLoader
+from simclr_s2.errors import UserError
+from simclr_s2.feature_cache import cached_training_set
+from simclr_s2.models import IrrigationClassifier, apply_trainable
+from simclr_s2.runtime import Progress
+from simclr_s2.splits import SplitSet
+from simclr_s2.stages import auto
+from simclr_s2.stages.base import Stage
+from simclr_s2.stages.inputs import SplitData, fetcher, load_split_data, loader
+from simclr_s2.stages.pretrain import capped, demo_encoder
+from simclr_s2.tracking.evaluation import log_evaluation
+from simclr_s2.tracking.registry import CLASSIFIER_MODEL, Pretrained, load_pretrained, log_and_register
+from simclr_s2.tracking.tracker import StageRun
+from simclr_s2.train import FitConfig, FitResult, fit
+
+Training = specs.Finetune | specs.Baseline
+REGISTERED_TEST_METRICS = ("test_accuracy", "test_f1", "test_auc", "test_precision", "test_recall")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The inputs one classifier training resolved: its split sets and, for a fine-tune, the encoder."""
+
+    split: SplitData
+    pretrained: Pretrained | None
+
+
+@dataclass
+class TrainedClassifier:
+    model: IrrigationClassifier
+    result: FitResult
+    split: SplitData
+    bands: str
+    arch: str
+    pretrained: str  # the `pretrained` tag: encoder name, or "scratch"
+    policy: str
+    batches: Callable[[SplitSet, bool], BatchLoader]
+    device: str
+
+
+def resolve_training(spec: Training, ctx: Context, make: bool) -> dict[str, str]:
+    """`auto` split and encoder, and a capped epoch count."""
+    resolved: dict[str, str] = {}
+    if spec.split == "auto":
+        resolved["split"] = auto.split_ref(ctx, "auto", spec.scheme, make)
+    if isinstance(spec, specs.Finetune) and spec.pretrained == "auto":
+        uri = demo_encoder(ctx, "ben", make)
+        if uri is None:
+            raise UserError("pretrained: auto names the demo encoder, and this tracking store has none yet; "
+                            "run finetune (which makes it) or give an encoder")
+        resolved["pretrained"] = uri
+    return capped(resolved, ctx, spec.epochs)
+
+
+def prepare(spec: Training, resolved: Mapping[str, str], ctx: Context) -> Prepared:
+    """Load the split sets and the encoder (MLflow look-ups and downloads: rank 0 only)."""
+    split = load_split_data(fetcher(ctx), resolved.get("split", spec.split), spec.scheme, spec.fraction)
+    if not isinstance(spec, specs.Finetune):
+        return Prepared(split, None)
+    return Prepared(split, load_pretrained(ctx.client, resolved.get("pretrained", spec.pretrained), spec.bands))
+
+
+def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prepared, ctx: Context,
+                     run: StageRun, progress: Progress, checkpoint_path: Path | None) -> TrainedClassifier:
+    """Build the classifier, apply the trainable-part policy, log the inputs, and train with early
+    stopping (on cached features when the frozen part cannot change)."""
+    split, pretrained = prepared.split, prepared.pretrained
+    torch.manual_seed(spec.seed)  # the seed decides the new layers' weights too (torch seeds each process anew)
+    if pretrained is not None:
+        model = IrrigationClassifier.from_simclr(pretrained.model, dropout=spec.dropout)
+        policy, band_list, arch, name = spec.trainable, pretrained.bands, pretrained.arch, pretrained.name
+    else:
+        band_list, arch, policy, name = resolve_bands(spec.bands), spec.arch, "all", "scratch"
+        model = IrrigationClassifier.from_scratch(arch, len(band_list), dropout=spec.dropout)
+    bands = ",".join(band_list)
+    counts = apply_trainable(model, policy)
+    use_cache = policy != "all" and getattr(spec, "feature_cache", "false") != "false"
+    if pretrained is not None:
+        run.log_params({"pretrained_uri": pretrained.uri, "pretrained_version": pretrained.version or "-"})
+    run.log_params({"index_digest": split.index_digest, "train_digest": split.train.digest,
+                    "val_digest": split.val.digest, "test_digest": split.test.digest, "resolved_bands": bands,
+                    "policy": policy, "trainable_weights": counts.trainable, "frozen_weights": counts.frozen,
+                    "feature_cache_used": use_cache})
+    run.set_tags({"pretrained": name, "arch": arch, "trainable": policy})
+    for context, s in (("training", split.train), ("validation", split.val), ("test", split.test)):
+        run.log_table(_frame(s), name=f"{split.scheme}/{s.path.stem}", source=str(s.path), digest=s.digest,
+                      context=context)
+
+    device = distributed.device()
+    pool = split.pool()
+
+    def batches(s: SplitSet, shuffle: bool) -> BatchLoader:
+        return loader(ctx, split.archive_root, s.names, s.labels.astype(np.float32), bands, spec.batch_size,
+                      shuffle=shuffle, seed=spec.seed, digest=split.index_digest, store_names=pool)
+
+    target, train_batches = model, batches(split.train, True).sharded()
+    val_batches = batches(split.val, False).sharded()
+    if use_cache:
+        target, train_batches, val_batches = cached_training_set(
+            model, policy, batches(split.train, False).sharded(), val_batches, spec.batch_size, spec.seed, device)
+    cfg = FitConfig(epochs=int(resolved.get("epochs", spec.epochs)), lr=spec.lr, weight_decay=spec.weight_decay,
+                    patience=spec.patience, seed=spec.seed, device=device, amp=device == "cuda")
+    result = fit(target, train_batches, val_batches, cfg, checkpoint_path=checkpoint_path, progress=progress)
+    return TrainedClassifier(model, result, split, bands, arch, name, policy, batches, device)
+
+
+def _frame(s: SplitSet) -> pd.DataFrame:
+    return pd.DataFrame({"name": s.names, "label": s.labels})
+
+
+def encoder_label(uri: str) -> str:
+    """A short name for an encoder reference, for run names: the alias, v<version>, or the file's stem."""
+    if match := re.fullmatch(r"models:/[^/@]+@([\w-]+)", uri):
+        return match.group(1)
+    if match := re.fullmatch(r"models:/[^/@]+/(\d+)", uri):
+        return f"v{match.group(1)}"
+    return Path(uri.rstrip("/")).stem
+
+
+class Classifier(Stage[Training]):
+    """finetune or baseline, as one stage class with two specs."""
+
+    system_metrics = True
+
+    def __init__(self, spec_cls: type[Training]) -> None:
+        self.spec = spec_cls  # type: ignore[misc]
+
+    def resolve(self, spec: Training, ctx: Context, make: bool = True) -> dict[str, str]:
+        return resolve_training(spec, ctx, make)
+
+    def _who(self, spec: Training, resolved: Mapping[str, str]) -> str:
+        if isinstance(spec, specs.Finetune):
+            return "ben" if spec.pretrained == "auto" else encoder_label(spec.pretrained)
+        return spec.arch
+
+    def run_name(self, spec: Training, resolved: Mapping[str, str]) -> str:
+        return f"{self.name}-{self._who(spec, resolved)}-{spec.scheme}-{spec.fraction}pct-s{spec.seed}"
+
+    def tags(self, spec: Training, resolved: Mapping[str, str]) -> dict[str, object]:
+        return {"scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed}
+
+    def execute(self, spec: Training, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        prepared = distributed.main_only(lambda: prepare(spec, resolved, ctx))
+        trained = train_classifier(spec, resolved, prepared, ctx, run, run.progress(),
+                                   run.checkpoint_dir / "train.pt")
+        if not distributed.is_main():
+            return
+        run.close_publisher(wait=True)
+        result = trained.result
+        run.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
+                         **{f"best_{k}": v for k, v in result.best_val.items()}})
+        run_name = self.run_name(spec, resolved).replace(f"-{self._who(spec, resolved)}-", f"-{trained.pretrained}-", 1) \
+            if isinstance(spec, specs.Finetune) else self.run_name(spec, resolved)
+        run.set_tags({"mlflow.runName": run_name})
+        split = trained.split
+        test = log_evaluation(run, trained.model, trained.batches(split.test, False), split.test.names, "test",
+                              trained.device)
+        summary = {**{k: f"{v:.4f}" for k, v in result.best_val.items()},
+                   **{k: f"{test[k]:.4f}" for k in REGISTERED_TEST_METRICS}}
+        print(f"{run_name}: best epoch {result.best_epoch + 1}, val F1 {summary['val_f1']}, "
+              f"test F1 {summary['test_f1']}, test accuracy {summary['test_accuracy']}")
+        if spec.register:
+            example = trained.batches(split.val, False).source.read_batch(np.arange(2))[0].numpy()
+            log_and_register(run.client, run.run_id, trained.model, CLASSIFIER_MODEL, example,
+                             step=max(result.best_epoch, 0),
+                             finite={**result.best_val, **{k: test[k] for k in REGISTERED_TEST_METRICS}},
+                             tags={"stage": self.name, "scheme": spec.scheme, "fraction": spec.fraction,
+                                   "pretrained": trained.pretrained, "arch": trained.arch, "seed": spec.seed,
+                                   "trainable": trained.policy, "bands": trained.bands, "run_id": run.run_id,
+                                   **summary})
+
+
+FINETUNE = Classifier(specs.Finetune)
+BASELINE = Classifier(specs.Baseline)

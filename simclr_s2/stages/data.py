@@ -1,0 +1,145 @@
+"""The data stages: write the demo archive, index an archive, draw the splits of one scheme."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from simclr_s2.app import specs
+from simclr_s2.app.context import Context
+from simclr_s2.bigearthnet.demo import write_demo_archive
+from simclr_s2.bigearthnet.index import build_index, index_archive_root, index_digest, load_index
+from simclr_s2.bigearthnet.nomenclature import is_positive, resolve_scheme
+from simclr_s2.errors import UserError
+from simclr_s2.splits import SETS, create_splits, file_name, load_split
+from simclr_s2.stages.base import Stage
+from simclr_s2.stages.inputs import SOURCE, fetcher
+from simclr_s2.tracking.artifacts import is_remote
+from simclr_s2.tracking.tracker import StageRun
+
+DEMO_MARKER = ".simclr_s2_demo.json"
+ARCHIVE_TAG = "simclr_s2.archive"
+SPLITS_TAG = "simclr_s2.splits"
+
+
+def _absolute(path: str) -> Path:
+    return Path(path).expanduser().resolve()
+
+
+class MakeDemoData(Stage[specs.MakeDemoData]):
+    spec = specs.MakeDemoData
+
+    def run_name(self, spec: specs.MakeDemoData, resolved: Mapping[str, str]) -> str:
+        return f"demo-data-{spec.n_patches}-s{spec.seed}"
+
+    def tags(self, spec: specs.MakeDemoData, resolved: Mapping[str, str]) -> dict[str, object]:
+        return {"seed": spec.seed}
+
+    def execute(self, spec: specs.MakeDemoData, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        out = _absolute(spec.out)
+        recipe = {"n_patches": spec.n_patches, "seed": spec.seed}
+        started = time.perf_counter()
+        reused = has_demo(out, recipe)
+        if not reused:
+            if out.exists() and any(out.iterdir()):
+                raise UserError(f"out: {out} holds something other than a demo archive of {recipe}; "
+                                "choose an empty folder")
+            partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
+            shutil.rmtree(partial, ignore_errors=True)
+            write_demo_archive(partial, n_patches=spec.n_patches, seed=spec.seed)
+            (partial / DEMO_MARKER).write_text(json.dumps(recipe))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if out.exists():
+                out.rmdir()
+            os.replace(partial, out)  # only a finished archive ever carries the final name
+        run.log_metrics({"patches": spec.n_patches, "seconds": time.perf_counter() - started})
+        run.set_tags({ARCHIVE_TAG: str(out), "simclr_s2.reused_files": str(reused).lower()})
+        print(f"demo archive: {out} ({spec.n_patches} patches)")
+
+
+def has_demo(folder: Path, recipe: Mapping[str, int]) -> bool:
+    """The demo archive of `recipe` is there (deterministic by seed: nothing to redo)."""
+    marker = folder / DEMO_MARKER
+    return marker.is_file() and json.loads(marker.read_text()) == dict(recipe)
+
+
+class BuildIndex(Stage[specs.BuildIndex]):
+    spec = specs.BuildIndex
+
+    def run_name(self, spec: specs.BuildIndex, resolved: Mapping[str, str]) -> str:
+        return f"index-{Path(spec.archive).name}"
+
+    def execute(self, spec: specs.BuildIndex, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        archive = _absolute(spec.archive)
+        result = build_index(archive, _absolute(spec.out) / "index.parquet", workers=spec.workers or None,
+                             check_rasters=spec.check_rasters)
+        total = result.n_indexed + result.n_rejected
+        run.log_metrics({"patches_indexed": result.n_indexed, "patches_rejected": result.n_rejected,
+                         "seconds": result.seconds, "patches_per_second": total / max(result.seconds, 1e-9)})
+        run.log_artifact(result.index_path, "index")
+        run.log_artifact(result.rejected_path, "index")
+        index = load_index(result.index_path)
+        run.log_table(index.drop(columns=["labels"]), name="bigearthnet-index", source=str(result.index_path),
+                      digest=index_digest(result.index_path), context="index")
+        run.set_tags({ARCHIVE_TAG: str(archive.resolve())})
+        print(f"index: {result.index_path} ({result.n_indexed} patches, {result.n_rejected} rejected)")
+
+
+def scheme_name(spec: str) -> tuple[str, tuple[str, ...]]:
+    """The scheme's name and classes; a custom scheme (class names joined by ';') is named by a hash of
+    its sorted classes, so the same classes always land in the same folder."""
+    scheme, classes = resolve_scheme(spec)
+    if scheme == "custom":
+        scheme = "custom_" + hashlib.sha256(";".join(sorted(classes)).encode()).hexdigest()[:8]
+    return scheme, classes
+
+
+class CreateSplits(Stage[specs.CreateSplits]):
+    spec = specs.CreateSplits
+
+    def run_name(self, spec: specs.CreateSplits, resolved: Mapping[str, str]) -> str:
+        return f"splits-{scheme_name(spec.scheme)[0]}-s{spec.seed}"
+
+    def tags(self, spec: specs.CreateSplits, resolved: Mapping[str, str]) -> dict[str, object]:
+        return {"scheme": scheme_name(spec.scheme)[0], "seed": spec.seed}
+
+    def execute(self, spec: specs.CreateSplits, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        scheme, classes = scheme_name(spec.scheme)
+        index_path = fetcher(ctx).path(spec.index, "index")
+        index = load_index(index_path)
+        positives = None if scheme in ("basic", "expanded") else \
+            pd.Series([is_positive(labels, classes) for labels in index["labels"]], index=index.index)
+        out = _absolute(spec.out)
+        manifest = create_splits(
+            index, scheme, out, fractions=spec.fractions, seed=spec.seed, exclude_snow_cloud=spec.exclude_snow_cloud,
+            official_split=None if spec.official_split == "all" else spec.official_split, ratios=spec.ratios,
+            index_digest=index_digest(index_path), positives=positives, classes=classes)
+        scheme_dir = out / scheme
+        (scheme_dir / SOURCE).write_text(json.dumps(
+            {"index": spec.index if is_remote(spec.index) else str(index_path),
+             "archive_root": str(index_archive_root(index_path))}, indent=2) + "\n")
+        run.log_artifacts(scheme_dir, f"splits/{scheme}")
+        run.log_metrics({f"{name.removesuffix('.csv')}_{what}": getattr(entry, what)
+                         for name, entry in manifest.files.items() for what in ("count", "positives")})
+        for fraction in manifest.fractions:
+            for set_name in SETS:
+                if set_name == "test" and fraction != manifest.fractions[0]:
+                    continue
+                split = load_split(out, scheme, fraction, set_name)
+                run.log_table(pd.DataFrame({"name": split.names, "label": split.labels}),
+                              name=f"{scheme}/{file_name(set_name, fraction).removesuffix('.csv')}",
+                              source=str(split.path), digest=split.digest, context=set_name)
+        run.set_tags({SPLITS_TAG: str(scheme_dir)})
+        print(f"splits: {scheme_dir} (" + ", ".join(f"{k} {v}" for k, v in manifest.sizes.items()) + ")")
+
+
+MAKE_DEMO_DATA = MakeDemoData()
+BUILD_INDEX = BuildIndex()
+CREATE_SPLITS = CreateSplits()

@@ -1,0 +1,168 @@
+"""main: the study's grid as child runs of one parent: encoders x fractions x schemes x seeds fine-tunes
+plus a baseline per (scheme, fraction, seed). Every cell goes through `ensure_step`, so a finished cell
+is reused, an interrupted one resumed from its checkpoint, and a failed one reported while the rest go on."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from torch import OutOfMemoryError
+
+from simclr_s2.app import specs
+from simclr_s2.app.context import Context
+from simclr_s2.app.spec import build
+from simclr_s2.errors import UserError
+from simclr_s2.stages import auto
+from simclr_s2.stages.base import Stage, ensure_step
+from simclr_s2.stages.classifier import BASELINE, FINETUNE
+from simclr_s2.stages.pretrain import DEMO_ENCODERS, demo_encoder
+from simclr_s2.tracking.registry import ENCODER_MODEL, resolve_model_uri
+from simclr_s2.tracking.tracker import StageRun, Step, Tracker
+
+log = logging.getLogger(__name__)
+
+TO_MAKE = "(to make)"
+
+
+@dataclass(frozen=True)
+class Cell:
+    stage: str  # finetune or baseline
+    name: str  # encoder name or baseline arch, for people
+    params: dict[str, object] = field(hash=False)
+
+    @property
+    def label(self) -> str:
+        p = self.params
+        return f"{self.stage}-{self.name}-{p['scheme']}-{p['fraction']}pct-s{p['seed']}"
+
+    @property
+    def spec(self) -> specs.Finetune | specs.Baseline:
+        return build(specs.Finetune if self.stage == "finetune" else specs.Baseline, self.params)
+
+
+def encoder_uris(spec: specs.Grid, ctx: Context, make: bool) -> dict[str, str]:
+    """Encoder name -> pinned registry URI (models:/name/<version>), so a cell's key names the exact
+    weights. `auto` pretrains (or reuses) the demo's three encoders; without `make` one not yet
+    pretrained shows as `(to make)`."""
+    if spec.encoders == "auto":
+        return {name: demo_encoder(ctx, name, make) or TO_MAKE for name in DEMO_ENCODERS}
+    uris = {}
+    for item in filter(None, (s.strip() for s in spec.encoders.split(","))):
+        uri = item if ":" in item or "/" in item else f"models:/{ENCODER_MODEL}@{item}"
+        name = item.rsplit("@", 1)[-1] if "@" in item else item
+        if uri.startswith("models:/"):
+            try:
+                uri = "models:/" + resolve_model_uri(ctx.client, uri, "encoders")[1]
+            except UserError:
+                pass  # kept as given: its cells fail with the reason while the rest go on
+        uris[name] = uri
+    return uris
+
+
+def plan(spec: specs.Grid, encoders: Mapping[str, str], split: Mapping[str, str]) -> list[Cell]:
+    """Every cell of the grid; `split` maps each scheme to the split its cells read."""
+    cells = []
+    for scheme in spec.schemes:
+        for fraction in spec.fractions:
+            for seed in spec.seeds:
+                common = {"scheme": scheme, "fraction": fraction, "seed": seed, "epochs": spec.epochs,
+                          "split": split[scheme]}
+                cells += [Cell("finetune", name, {**common, "pretrained": uri, "trainable": spec.trainable})
+                          for name, uri in encoders.items()]
+                if spec.baseline:
+                    cells.append(Cell("baseline", spec.baseline_arch, {**common, "arch": spec.baseline_arch}))
+    return cells
+
+
+def splits(spec: specs.Grid, ctx: Context, make: bool) -> dict[str, str]:
+    if spec.split != "auto":
+        return {scheme: spec.split for scheme in spec.schemes}
+    return {scheme: auto.demo_splits(ctx, scheme, make) or TO_MAKE for scheme in spec.schemes}
+
+
+def _step(cell: Cell, ctx: Context) -> Step | None:
+    """The cell's step, found without making anything (None while its encoder or split is to be made)."""
+    if TO_MAKE in map(str, cell.params.values()):
+        return None
+    stage = FINETUNE if cell.stage == "finetune" else BASELINE
+    try:
+        return stage.step(cell.spec, stage.resolve(cell.spec, ctx, make=False))
+    except UserError:
+        return None
+
+
+def status(cell: Cell, ctx: Context) -> str:
+    """What running the cell would do: reuse a finished run, resume an interrupted one, or run anew."""
+    step, tracker = _step(cell, ctx), Tracker(ctx)
+    if step is None:
+        return "run"
+    if ctx.reuse and tracker.find_complete(step):
+        return "reuse"
+    return "resume" if tracker.unfinished(step) else "run"
+
+
+def _prefixed(values: Mapping[str, str], prefix: str) -> dict[str, str]:
+    return {k.removeprefix(prefix): v for k, v in values.items() if k.startswith(prefix)}
+
+
+class Grid(Stage[specs.Grid]):
+    spec = specs.Grid
+
+    def resolve(self, spec: specs.Grid, ctx: Context, make: bool = True) -> dict[str, str]:
+        ctx = ctx.with_reuse(spec.reuse)
+        encoders = encoder_uris(spec, ctx, make)
+        return {**{f"encoder_{k}": v for k, v in encoders.items()},
+                **{f"split_{k}": v for k, v in splits(spec, ctx, make).items()}}
+
+    def run_name(self, spec: specs.Grid, resolved: Mapping[str, str]) -> str:
+        return f"grid-{'-'.join(spec.schemes)}"
+
+    def tags(self, spec: specs.Grid, resolved: Mapping[str, str]) -> dict[str, object]:
+        return {"stage": "grid"}
+
+    def _cells(self, spec: specs.Grid, resolved: Mapping[str, str]) -> list[Cell]:
+        return plan(spec, _prefixed(resolved, "encoder_"), _prefixed(resolved, "split_"))
+
+    def dry_run(self, spec: specs.Grid, ctx: Context) -> None:
+        ctx = ctx.with_reuse(spec.reuse)
+        for cell in self._cells(spec, self.resolve(spec, ctx, make=False)):
+            print(f"{status(cell, ctx):7s} {cell.label}  {cell.params.get('pretrained', '')}")
+
+    def execute(self, spec: specs.Grid, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        ctx = ctx.with_reuse(spec.reuse)
+        cells = self._cells(spec, resolved)
+        rows = []
+        for i, cell in enumerate(cells, 1):
+            before = status(cell, ctx)
+            log.info("grid cell %d/%d %s: %s", i, len(cells), cell.label, before)
+            stage = FINETUNE if cell.stage == "finetune" else BASELINE
+            row = {"cell": cell.label, "stage": cell.stage, **cell.params}
+            try:
+                done = ensure_step(stage, cell.spec, ctx, parent_run_id=run.run_id)
+                rows.append({**row, "run_id": done.info.run_id,
+                             "status": "reused" if before == "reuse" else "finished", "error": ""})
+            except (UserError, OutOfMemoryError) as error:
+                log.error("grid cell %s failed: %s", cell.label, error)
+                step = _step(cell, ctx)
+                failed = Tracker(ctx).unfinished(step) if step else []
+                rows.append({**row, "run_id": failed[0].info.run_id if failed else "", "status": "failed",
+                             "error": str(error)})
+        table = pd.DataFrame(rows)
+        counts = table["status"].value_counts()
+        run.log_metrics({"cells": len(table), **{f"cells_{k}": int(v) for k, v in counts.items()}})
+        with tempfile.TemporaryDirectory() as tmp:
+            table.to_csv(Path(tmp) / "cells.csv", index=False)
+            run.log_artifacts(Path(tmp), "grid")
+        print(table[["cell", "status", "run_id"]].to_string(index=False))
+        failed = table[table["status"] == "failed"]
+        if len(failed):
+            raise UserError(f"{len(failed)} of {len(table)} grid cells failed (see grid/cells.csv): "
+                            + "; ".join(failed["cell"].head(3)))
+
+
+GRID = Grid()

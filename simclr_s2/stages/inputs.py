@@ -1,0 +1,102 @@
+"""What training and evaluation read: the index, split sets and patch loaders named by parameters (a local
+path or an artifact URI; `auto` is resolved before, in auto.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simclr_s2.app.context import Context
+from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
+from simclr_s2.data import BatchLoader, make_loader
+from simclr_s2.errors import UserError
+from simclr_s2.splits import SplitSet, load_manifest, load_split
+from simclr_s2.tracking.artifacts import Fetcher
+
+SOURCE = "source.json"
+
+
+def fetcher(ctx: Context) -> Fetcher:
+    """Downloads cached in the state folder, for the commands that may write there."""
+    return Fetcher(ctx.state_dir("downloads"), ctx.tracking_uri)
+
+
+@dataclass(frozen=True)
+class SplitData:
+    """The sets of one scheme and fraction, verified against the index they were drawn from."""
+
+    ref: str
+    folder: Path
+    scheme: str
+    fraction: int
+    archive_root: Path
+    index_digest: str
+    train: SplitSet
+    val: SplitSet
+    test: SplitSet
+
+    def pool(self) -> list[str]:
+        """Every patch of the three sets: one packed store serves them all."""
+        return self.train.names + self.val.names + self.test.names
+
+
+def load_split_data(fetch: Fetcher, ref: str, scheme: str, fraction: int) -> SplitData:
+    """Load and verify train/val (at `fraction`) and the shared test set; the index the splits were drawn
+    from is found through the source.json create_splits wrote beside them."""
+    folder = fetch.path(ref, "split")
+    source_file = folder / scheme / SOURCE
+    if not source_file.is_file():
+        load_manifest(folder, scheme)  # names the schemes that do exist
+        raise UserError(f"split: {source_file} is missing; make splits with the create_splits entry point")
+    source = json.loads(source_file.read_text())
+    index_path = fetch.path(source["index"], "index named by the split")
+    digest = index_digest(index_path)
+    if load_manifest(folder, scheme).index_digest != digest:
+        raise UserError(f"split: {folder / scheme} was drawn from another index than {source['index']}")
+    index = load_index(index_path)
+    sets = {name: load_split(folder, scheme, fraction, name, index) for name in ("train", "val", "test")}
+    return SplitData(ref, folder, scheme, fraction, Path(source["archive_root"]), digest, **sets)
+
+
+def test_names(fetch: Fetcher, refs: str) -> set[str]:
+    """Names of every test set in the comma-separated split references `refs`."""
+    names: set[str] = set()
+    for ref in filter(None, (r.strip() for r in refs.split(","))):
+        folder = fetch.path(ref, "exclude_split")
+        manifests = sorted(folder.glob("*/manifest.json"))
+        if not manifests:
+            raise UserError(f"exclude_split: {ref} holds no splits (no <scheme>/manifest.json)")
+        for manifest in manifests:
+            scheme = manifest.parent.name
+            names.update(load_split(folder, scheme, load_manifest(folder, scheme).fractions[0], "test").names)
+    return names
+
+
+@dataclass(frozen=True)
+class IndexData:
+    frame: pd.DataFrame
+    path: Path
+    digest: str
+    archive_root: Path
+
+
+def read_index(fetch: Fetcher, ref: str) -> IndexData:
+    path = fetch.path(ref, "index")
+    return IndexData(load_index(path), path, index_digest(path), index_archive_root(path))
+
+
+def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarray | None, bands: str,
+           batch_size: int, *, shuffle: bool, seed: int, digest: str, store_names: list[str] | None = None,
+           pack: bool = True) -> BatchLoader:
+    """Batches from the packed store of `store_names` (default `names`), packed on first use; with
+    `pack=False` (commands that write nothing) straight from the GeoTIFFs."""
+    pool = sorted(store_names or names)
+    key = hashlib.sha256("\n".join([digest, bands, *pool]).encode()).hexdigest()[:16]
+    store = ctx.state_dir("packed") / key if pack else None
+    return make_loader(archive_root, names, labels, bands, batch_size=batch_size, shuffle=shuffle, seed=seed,
+                       store_dir=store, index_digest=digest, store_names=pool)

@@ -1,0 +1,157 @@
+"""pretrain and import_encoder: SimCLR encoders in the registry, and the demo's encoders behind `auto`.
+
+Several GPUs or machines: torchrun starts one process per device; --batch-size stays the global batch
+(NT-Xent's negatives come from all of it), and rank 0 alone logs and registers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from simclr_s2 import distributed
+from simclr_s2.app import specs
+from simclr_s2.app.context import Context
+from simclr_s2.app.spec import build
+from simclr_s2.bigearthnet.bands import resolve_bands
+from simclr_s2.errors import UserError
+from simclr_s2.hashing import sha256_file
+from simclr_s2.models import build_simclr, load_encoder_state
+from simclr_s2.simclr import pretrain
+from simclr_s2.stages import auto
+from simclr_s2.stages.base import Stage
+from simclr_s2.stages.inputs import fetcher, loader, read_index, test_names
+from simclr_s2.tracking.registry import (
+    BAND_LIST_TAG,
+    ENCODER_MODEL,
+    VERSION_TAG,
+    load_state_file,
+    log_and_register,
+)
+from simclr_s2.tracking.tracker import StageRun
+
+# The study's three encoders, pretrained on the demo archive with the recipes of STUDY.md.
+DEMO_ENCODERS: dict[str, dict[str, object]] = {
+    "ben": {}, "ca-sgd": {"optimizer": "sgd", "lr": 0.1}, "ca-adam": {"optimizer": "adam", "lr": 5e-4}}
+
+
+@dataclass(frozen=True)
+class PretrainingData:
+    archive_root: Path
+    names: list[str]
+    digest: str
+    excluded: int  # test patches of the excluded splits
+
+
+def capped(values: dict[str, str], ctx: Context, epochs: int) -> dict[str, str]:
+    """`values` plus the epoch count when SIMCLR_S2_MAX_EPOCHS shortens it (logged, and in the key)."""
+    return {**values, **({"epochs": str(ctx.sizes.epochs(epochs))} if ctx.sizes.epochs(epochs) != epochs else {})}
+
+
+class Pretrain(Stage[specs.Pretrain]):
+    spec = specs.Pretrain
+    system_metrics = True
+
+    def resolve(self, spec: specs.Pretrain, ctx: Context, make: bool = True) -> dict[str, str]:
+        resolved: dict[str, str] = {}
+        if spec.index == "auto":  # the demo: its data pinned, so the run's key says exactly what it used
+            index, tests = auto.demo_index(ctx, make), auto.demo_test_sets(ctx, make)
+            if index is None or tests is None:
+                raise UserError("index: auto names the demo index, and this tracking store has none yet; "
+                                "run pretrain or finetune (which make it) or give an index")
+            resolved = {"index": index, "exclude_split": tests}
+        return capped(resolved, ctx, spec.epochs)
+
+    def run_name(self, spec: specs.Pretrain, resolved: Mapping[str, str]) -> str:
+        return f"pretrain-{spec.name}-{spec.arch}-s{spec.seed}"
+
+    def tags(self, spec: specs.Pretrain, resolved: Mapping[str, str]) -> dict[str, object]:
+        return {"arch": spec.arch, "seed": spec.seed, "pretrained": spec.name}
+
+    def execute(self, spec: specs.Pretrain, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        bands = resolve_bands(spec.bands)
+        epochs = int(resolved.get("epochs", spec.epochs))
+        data = distributed.main_only(lambda: _pretraining_data(spec, resolved, ctx))
+        if len(data.names) < spec.batch_size:
+            raise UserError(f"batch_size: {spec.batch_size} is more than the {len(data.names)} patches "
+                            "to pretrain on")
+        run.log_params({"index_digest": data.digest, "patches": len(data.names),
+                        "excluded_test_patches": data.excluded})
+        batches = loader(ctx, data.archive_root, data.names, None, spec.bands, spec.batch_size, shuffle=True,
+                         seed=spec.seed, digest=data.digest).sharded()
+        torch.manual_seed(spec.seed)  # the initial weights too (torch seeds each process anew)
+        model = build_simclr(spec.arch, len(bands))
+        result = pretrain(model, batches, epochs, optimizer=spec.optimizer, lr=spec.lr,
+                          temperature=spec.temperature, seed=spec.seed,
+                          checkpoint_path=run.checkpoint_dir / "pretrain.pt", progress=run.progress(),
+                          device=distributed.device(), amp=torch.cuda.is_available())
+        if not distributed.is_main():
+            return
+        run.close_publisher(wait=True)
+        example = batches.source.read_batch(np.arange(2))[0].numpy()
+        version = log_and_register(run.client, run.run_id, model, ENCODER_MODEL, example, aliases=(spec.name,),
+                                   step=result.global_step, finite={"final_loss": result.epoch_losses[-1]},
+                                   tags={"stage": "pretrain", "arch": spec.arch, "bands": spec.bands,
+                                         BAND_LIST_TAG: ",".join(bands), "data_digest": data.digest,
+                                         "optimizer": spec.optimizer, "epochs": epochs, "name": spec.name,
+                                         "seed": spec.seed, "final_loss": f"{result.epoch_losses[-1]:.5f}"})
+        print(f"encoder: models:/{ENCODER_MODEL}@{spec.name} (version {version}), "
+              f"loss {result.epoch_losses[0]:.4f} -> {result.epoch_losses[-1]:.4f}")
+
+
+def _pretraining_data(spec: specs.Pretrain, resolved: Mapping[str, str], ctx: Context) -> PretrainingData:
+    """The patches to pretrain on: the index's, less every excluded test set, at most max_patches."""
+    fetch = fetcher(ctx)
+    index = read_index(fetch, resolved.get("index", spec.index))
+    exclude = resolved.get("exclude_split", spec.exclude_split)
+    excluded = set() if exclude == "none" else test_names(fetch, exclude)
+    names = sorted(set(index.frame["name"]) - excluded)
+    if spec.max_patches:
+        rng = np.random.default_rng(spec.seed)
+        names = sorted(rng.choice(names, size=min(spec.max_patches, len(names)), replace=False).tolist())
+    return PretrainingData(index.archive_root, names, index.digest, len(excluded))
+
+
+def demo_encoder_spec(ctx: Context, name: str = "ben") -> specs.Pretrain:
+    """The pretrain settings of a demo encoder (its data: the demo index, less the demo test sets)."""
+    epochs = ctx.sizes.demo_pretrain_epochs
+    return build(specs.Pretrain, {"name": name, **DEMO_ENCODERS[name], **({"epochs": epochs} if epochs else {})})
+
+
+def demo_encoder(ctx: Context, name: str = "ben", make: bool = True) -> str | None:
+    """The pinned registry URI (models:/simclr-s2-encoder/<version>) of a demo encoder."""
+    run = auto.step_run(PRETRAIN, demo_encoder_spec(ctx, name), ctx, make)
+    return None if run is None else f"models:/{run.data.tags[VERSION_TAG]}"
+
+
+class ImportEncoder(Stage[specs.ImportEncoder]):
+    spec = specs.ImportEncoder
+
+    def run_name(self, spec: specs.ImportEncoder, resolved: Mapping[str, str]) -> str:
+        return f"import-{spec.name}-{spec.arch}"
+
+    def tags(self, spec: specs.ImportEncoder, resolved: Mapping[str, str]) -> dict[str, object]:
+        return {"arch": spec.arch, "pretrained": spec.name}
+
+    def execute(self, spec: specs.ImportEncoder, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        bands = resolve_bands(spec.bands)
+        path = fetcher(ctx).path(spec.state_dict, "state_dict")
+        model = load_encoder_state(load_state_file(path, "state_dict"), spec.arch, len(bands))
+        digest = sha256_file(path)
+        run.log_params({"state_dict_sha256": digest})
+        example = torch.randn(2, len(bands), 120, 120, generator=torch.Generator().manual_seed(0)).numpy()
+        unknown = "unknown (imported)"
+        version = log_and_register(run.client, run.run_id, model, ENCODER_MODEL, example, aliases=(spec.name,),
+                                   tags={"stage": "import_encoder", "arch": spec.arch, "bands": spec.bands,
+                                         BAND_LIST_TAG: ",".join(bands), "data_digest": unknown,
+                                         "optimizer": unknown, "epochs": unknown, "name": spec.name,
+                                         "source": spec.state_dict, "state_dict_sha256": digest})
+        print(f"encoder: models:/{ENCODER_MODEL}@{spec.name} (version {version}) from {spec.state_dict}")
+
+
+PRETRAIN = Pretrain()
+IMPORT_ENCODER = ImportEncoder()

@@ -1,0 +1,254 @@
+"""tune: Optuna trials as MLflow runs (the search itself is simclr_s2.tune). Each worker has its own `tune`
+run; each trial is a child run of it, named trial-<n>, with its settings and per-epoch metrics.
+
+How a trial ends in MLflow (tag `optuna.state` is Optuna's own state name):
+  completed  FINISHED, optuna.state=COMPLETE
+  pruned     KILLED,   optuna.state=PRUNED, optuna.pruned_at_epoch=<epochs trained>
+  failed     FAILED,   optuna.state=FAIL, simclr_s2.error=<reason>
+KILLED, not FINISHED, for a pruned trial: its status says at a glance that it stopped before its last
+epoch. A trial fails alone when its own settings broke it (diverged, metric undefined, out of memory);
+any other error (a missing file, a broken patch) stops the study: every trial would hit it again.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+import torch
+from mlflow.entities import Run, RunStatus
+from mlflow.exceptions import MlflowException
+from optuna.trial import FrozenTrial, TrialState
+
+from simclr_s2.app import specs
+from simclr_s2.app.context import Context
+from simclr_s2.app.spec import build
+from simclr_s2.errors import SettingError, UserError
+from simclr_s2.runtime import StepMetrics
+from simclr_s2.stages.base import Stage, ensure_step
+from simclr_s2.stages.classifier import BASELINE, FINETUNE, prepare, resolve_training, train_classifier
+from simclr_s2.tracking.tracker import ERROR_TAG, PARENT_TAG, STAGE_TAG, StageRun, Step, describe
+from simclr_s2.tune import (
+    SearchSpace,
+    StudyBudget,
+    StudySettings,
+    TrialSeededSampler,
+    best_trial,
+    default_study_name,
+    make_pruner,
+    masked,
+    open_storage,
+    open_study,
+    run_study,
+    save_plots,
+    state_counts,
+    storage_url,
+    trials_table,
+)
+
+log = logging.getLogger(__name__)
+
+RUN_ATTR = "mlflow_run_id"  # Optuna user attribute: the trial's MLflow run
+STATE_TAG = "optuna.state"
+PRUNED_AT_TAG = "optuna.pruned_at_epoch"
+STUDY_TAG = "optuna.study"
+TRIAL_TAG = "optuna.trial"
+TRIAL_STAGE = "tune-trial"
+FINAL_RUN_TAG = "simclr_s2.final_run"
+TUNED_TAG = "simclr_s2.tuned"
+TRIAL_ERRORS = (SettingError, torch.OutOfMemoryError)  # a trial's own settings broke it: the study goes on
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One worker's study: the fixed part of every trial, the search, and where the study lives."""
+
+    base: specs.Finetune | specs.Baseline
+    settings: StudySettings
+    study_name: str
+    storage: str
+
+
+def _plan(spec: specs.Tune, resolved: Mapping[str, str], ctx: Context) -> Plan:
+    target = specs.Finetune if spec.target == "finetune" else specs.Baseline
+    fixed = {"split": resolved.get("split", spec.split), "scheme": spec.scheme, "fraction": spec.fraction,
+             "epochs": int(resolved.get("epochs", spec.epochs)), "seed": spec.seed}
+    if spec.target == "finetune":
+        fixed["pretrained"] = resolved.get("pretrained", spec.pretrained)
+    space = SearchSpace(lr_min=spec.lr_min, lr_max=spec.lr_max, weight_decay_max=spec.weight_decay_max,
+                        dropout_min=spec.dropout_min, dropout_max=spec.dropout_max,
+                        batch_sizes=spec.batch_sizes, trainables=spec.trainables)
+    settings = StudySettings(target=spec.target, pretrained=fixed.get("pretrained", ""), split=fixed["split"],
+                             scheme=spec.scheme, fraction=spec.fraction, metric=spec.metric,
+                             epochs=fixed["epochs"], space=space)
+    name = default_study_name(spec.target, spec.scheme, spec.fraction) if spec.study_name == "auto" \
+        else spec.study_name
+    return Plan(build(target, fixed), settings, name, storage_url(spec.storage, ctx.state_dir()))
+
+
+class TrialProgress:
+    """`runtime.Progress` of a trial: each epoch logged at once, reported to Optuna, pruned when told."""
+
+    def __init__(self, run: StageRun, trial: optuna.Trial, metric: str) -> None:
+        self.run, self.trial, self.metric = run, trial, metric
+
+    def resumed(self, history: Sequence[StepMetrics]) -> None:  # trials keep no checkpoints
+        raise AssertionError("a trial never resumes")
+
+    def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
+        for step, metrics in entries:
+            self.run.log_metrics(metrics, step=step)
+        value = float(entries[-1][1][self.metric])
+        self.trial.report(value, step=epoch + 1)  # epochs trained: the resource Hyperband allocates
+        if self.trial.should_prune():
+            self.run.set_tags({PRUNED_AT_TAG: epoch + 1})
+            raise optuna.TrialPruned(f"{self.metric} {value:.4f} after epoch {epoch + 1}")
+
+
+@contextmanager
+def _trial_run(trial: optuna.Trial, base: specs.Spec, ctx: Context, parent: StageRun,
+               study_name: str) -> Iterator[StageRun]:
+    """A child run for `trial`, ended with the status and `optuna.state` tag of how the trial ended."""
+    created = ctx.client.create_run(ctx.experiment_id, run_name=f"trial-{trial.number}", tags={
+        PARENT_TAG: parent.run_id, STAGE_TAG: TRIAL_STAGE, STUDY_TAG: study_name, TRIAL_TAG: str(trial.number),
+        "scheme": base.scheme, "fraction": str(base.fraction), "seed": str(base.seed)})
+    run = StageRun(ctx, created.info.run_id, Step(TRIAL_STAGE, {}), Path())
+    trial.set_user_attr(RUN_ATTR, run.run_id)
+    try:
+        yield run
+    except optuna.TrialPruned:
+        run.set_tags({STATE_TAG: TrialState.PRUNED.name})
+        ctx.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.KILLED))
+        raise
+    except BaseException as error:
+        run.set_tags({STATE_TAG: TrialState.FAIL.name, ERROR_TAG: describe(error)})
+        ctx.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FAILED))
+        raise
+    run.set_tags({STATE_TAG: TrialState.COMPLETE.name})
+    ctx.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
+
+
+def _objective(plan: Plan, ctx: Context, parent: StageRun):
+    """The trial: suggested settings on top of the fixed ones, trained in a child run; its value is the
+    validation metric of the kept (best-AUC) epoch, the one the final run would register."""
+    prepared = prepare(plan.base, {}, ctx)  # split and encoder loaded once for all trials
+
+    def objective(trial: optuna.Trial) -> float:
+        suggested = plan.settings.space.suggest(trial, plan.settings.target)
+        spec = build(type(plan.base), {**_params(plan.base), **suggested})
+        with _trial_run(trial, spec, ctx, parent, plan.study_name) as run:
+            run.log_params(_params(spec))
+            trained = train_classifier(spec, {}, prepared, ctx, run, TrialProgress(run, trial, plan.settings.metric),
+                                       checkpoint_path=None)
+            value = trained.result.best_val.get(plan.settings.metric, math.nan)
+            if math.isnan(value):
+                raise SettingError(f"trial {trial.number}: {plan.settings.metric} is undefined on the validation "
+                                   "set (one class only?)")
+            return value
+
+    return objective
+
+
+def _params(spec: specs.Spec) -> dict[str, Any]:
+    return {k: v for k, v in vars(spec).items() if k not in ("register", "reuse")}
+
+
+def mark_stale(ctx: Context):
+    """Optuna's callback for a trial whose worker stopped sending heartbeats (killed, machine lost):
+    end the trial's run and that worker's `tune` run FAILED too, so MLflow shows nothing running."""
+
+    def on_stale(study: optuna.Study, trial: FrozenTrial) -> None:
+        run_id = trial.user_attrs.get(RUN_ATTR)
+        if not run_id:
+            return
+        reason = f"worker lost: trial {trial.number} of study {study.study_name} stopped sending heartbeats"
+        try:
+            run = ctx.client.get_run(run_id)
+            ctx.client.set_tag(run_id, STATE_TAG, TrialState.FAIL.name)
+            for target in (run, ctx.client.get_run(run.data.tags.get(PARENT_TAG, run_id))):
+                if target.info.status == "RUNNING":
+                    ctx.client.set_tag(target.info.run_id, ERROR_TAG, reason)
+                    ctx.client.set_terminated(target.info.run_id, "FAILED")
+        except MlflowException as error:  # e.g. a worker elsewhere logging to another tracking server
+            log.warning("trial %d: cannot mark its MLflow run %s failed: %s", trial.number, run_id, error)
+
+    return on_stale
+
+
+def log_summary(run: StageRun, study: optuna.Study, metric: str) -> FrozenTrial:
+    """On the `tune` run: trial counts, the trials table, Optuna's plots, and the study's best trial
+    (over all workers so far). No completed trial is a UserError."""
+    counts = state_counts(study)
+    run.log_metrics({f"trials_{state.lower()}": n for state, n in counts.items()})
+    run.log_text(trials_table(study).to_csv(index=False), "tune/trials.csv")
+    with tempfile.TemporaryDirectory() as tmp:
+        for path in save_plots(study, Path(tmp)):
+            run.log_artifact(path, "tune")
+    best = best_trial(study)
+    if best is None:
+        raise UserError(f"study {study.study_name}: no trial completed ({counts['FAIL']} failed, "
+                        f"{counts['PRUNED']} pruned); see the simclr_s2.error tag of its trial runs")
+    run.log_params({f"best_{k}": v for k, v in best.params.items()})
+    run.log_metrics({f"best_{metric}": best.value})
+    run.set_tags({"optuna.best_trial": best.number, "optuna.best_run_id": best.user_attrs.get(RUN_ATTR, "-")})
+    return best
+
+
+class Tune(Stage[specs.Tune]):
+    spec = specs.Tune
+    exclusive = False  # workers with the same settings join one study: that is the point
+
+    def resolve(self, spec: specs.Tune, ctx: Context, make: bool = True) -> dict[str, str]:
+        target = build(specs.Finetune if spec.target == "finetune" else specs.Baseline,
+                       {"split": spec.split, "scheme": spec.scheme, "fraction": spec.fraction, "epochs": spec.epochs,
+                        **({"pretrained": spec.pretrained} if spec.target == "finetune" else {})})
+        resolved = resolve_training(target, ctx, make)
+        if ctx.sizes.trials(spec.n_trials) != spec.n_trials:
+            resolved["n_trials"] = str(ctx.sizes.trials(spec.n_trials))
+        return resolved
+
+    def run_name(self, spec: specs.Tune, resolved: Mapping[str, str]) -> str:
+        name = default_study_name(spec.target, spec.scheme, spec.fraction) if spec.study_name == "auto" \
+            else spec.study_name
+        return f"tune-{name}-s{spec.seed}"
+
+    def tags(self, spec: specs.Tune, resolved: Mapping[str, str]) -> dict[str, object]:
+        return {"scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed}
+
+    def step(self, spec: specs.Tune, resolved: Mapping[str, str]) -> Step:
+        """Logged parameters never hold a password: the storage URL is masked."""
+        return Step(self.name, {**spec.given(), "storage": masked(spec.storage)}, dict(resolved))
+
+    def execute(self, spec: specs.Tune, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        ctx = ctx.with_reuse(spec.reuse)
+        plan = _plan(spec, resolved, ctx)
+        study = open_study(plan.study_name, open_storage(plan.storage, ctx.heartbeat_s, mark_stale(ctx)),
+                           plan.settings, TrialSeededSampler(spec.seed), make_pruner(spec.pruner, plan.base.epochs))
+        run.set_tags({STUDY_TAG: plan.study_name, "optuna.storage": masked(plan.storage)})
+        run_study(study, _objective(plan, ctx, run), StudyBudget(int(resolved.get("n_trials", spec.n_trials))),
+                  spec.timeout_s or None, catch=TRIAL_ERRORS)
+        best = log_summary(run, study, spec.metric)
+        print(f"study {plan.study_name}: best {spec.metric} {best.value:.4f} (trial {best.number}) with {best.params}")
+        if spec.final_run:
+            final = self._final_run(plan, best, ctx, run)
+            print(f"final {spec.target} run {final.info.run_id} with the best settings")
+
+    def _final_run(self, plan: Plan, best: FrozenTrial, ctx: Context, run: StageRun) -> Run:
+        """The target with the best trial's settings, registered like any other run (a finished run with
+        the same parameters is reused), shown under the `tune` run."""
+        spec = build(type(plan.base), {**_params(plan.base), **best.params})
+        stage = FINETUNE if isinstance(spec, specs.Finetune) else BASELINE
+        final = ensure_step(stage, spec, ctx, parent_run_id=run.run_id,
+                            tags={STUDY_TAG: plan.study_name, TUNED_TAG: "true"})
+        run.set_tags({FINAL_RUN_TAG: final.info.run_id})
+        return final
+
+
+TUNE = Tune()

@@ -1,0 +1,388 @@
+"""The lifecycle of every run: its key, reuse of finished runs, one live run per key, resume from a
+checkpoint, and an ending that tells the truth.
+
+- A step's key hashes its entry point, its parameters as given, what `auto` resolved to, and the code
+  fingerprint: a finished run is reused only when all four match.
+- A run counts as done only when it is FINISHED *and* carries the completion mark, written last, after
+  everything the run promised (metrics, artifacts, registered model) exists.
+- At most one live run per key: identical runs started together claim in turn (liveness.py); the
+  later one stops with one line naming the other, or, inside a chain, waits for it and reuses its result.
+- One resume rule for every launcher: the run that opens (fresh, or the one `mlflow run` or a cluster
+  retry hands over) takes the most advanced checkpoint of its own or of a stale run with the same key,
+  from the local state folder or else from the run's artifacts, and its history is brought to exactly
+  the checkpoint's steps (publisher.log_missing). Superseded runs are deleted once it finishes.
+- Runs are addressed by id through a client, never through MLflow's process-wide active run, so steps
+  can run inside each other (the `auto` chain) and nothing leaks between commands or tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.entities import Dataset as DatasetEntity
+from mlflow.entities import DatasetInput, InputTag, Param, Run, RunStatus
+from mlflow.exceptions import MlflowException
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
+
+from simclr_s2 import distributed
+from simclr_s2.app.context import Context
+from simclr_s2.errors import UserError
+from simclr_s2.runtime import StepMetrics
+from simclr_s2.tracking.connectivity import TrackingUnreachable, is_unreachable, retry_budget_s
+from simclr_s2.tracking.fingerprint import CODE_TAG, package_fingerprint
+from simclr_s2.tracking.liveness import claim_order, heartbeat, holder_tags, is_live
+from simclr_s2.tracking.publisher import ARTIFACT_DIR, Publisher, log_metrics, log_missing, to_metrics
+
+log = logging.getLogger(__name__)
+
+STAGE_TAG = "stage"
+KEY_TAG = "simclr_s2.key"
+ERROR_TAG = "simclr_s2.error"
+COMPLETE_TAG = "simclr_s2.complete"
+RESUMED_FROM_TAG = "simclr_s2.resumed_from"
+RESUMED_IN_TAG = "simclr_s2.resumed_in"
+PROCESSES_TAG = "simclr_s2.processes"
+PARENT_TAG = "mlflow.parentRunId"
+UNFINISHED = ("RUNNING", "FAILED", "KILLED")
+
+
+@dataclass(frozen=True)
+class Step:
+    """What decides a run's result: entry point, parameters as given, what `auto` resolved to, code."""
+
+    entry_point: str
+    given: Mapping[str, str]
+    resolved: Mapping[str, str] = field(default_factory=dict)
+    code: str = field(default_factory=package_fingerprint)
+
+    @property
+    def key(self) -> str:
+        blob = json.dumps({"entry_point": self.entry_point, "given": dict(self.given),
+                           "resolved": dict(self.resolved), "code": self.code}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+    def params(self) -> dict[str, str]:
+        """What the run logs: the parameters as given, and each resolved value under its own key."""
+        return {**self.given, **{f"resolved_{k}": v for k, v in self.resolved.items()}}
+
+
+class DuplicateRunError(UserError):
+    """An identical run is live: running a second would train the same thing twice into two runs."""
+
+
+class _Yielded(Exception):
+    """Inside a chain, another process claimed this step first: wait for it and reuse its result."""
+
+
+class StageRun:
+    """The open run of one step. Everything is logged through here, by run id; on ranks other than 0
+    (torchrun) every call is a no-op, so stage code needs no rank checks for logging."""
+
+    def __init__(self, ctx: Context, run_id: str, step: Step, checkpoint_dir: Path, main: bool = True) -> None:
+        self.ctx, self.run_id, self.step, self.checkpoint_dir, self.main = ctx, run_id, step, checkpoint_dir, main
+        self.publisher: Publisher | None = None
+        self.resumed_from: str | None = None
+
+    @property
+    def client(self):
+        return self.ctx.client
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        """Parameters not already on the run (`mlflow run` logs the given ones first, in its spelling)."""
+        if not self.main:
+            return
+        present = self.client.get_run(self.run_id).data.params
+        fresh = [Param(k, str(v)) for k, v in params.items() if k not in present]
+        for start in range(0, len(fresh), 100):
+            self.client.log_batch(self.run_id, params=fresh[start:start + 100])
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        """All of `metrics` in one call (one request on a server)."""
+        if self.main:
+            log_metrics(self.client, self.run_id, to_metrics([(step or 0, dict(metrics))]))
+
+    def set_tags(self, tags: Mapping[str, Any]) -> None:
+        if self.main:
+            for key, value in tags.items():
+                self.client.set_tag(self.run_id, key, str(value))
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        if self.main:
+            self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
+        if self.main:
+            self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+
+    def log_dict(self, obj: Mapping[str, Any], artifact_file: str) -> None:
+        if self.main:
+            self.client.log_dict(self.run_id, dict(obj), artifact_file)
+
+    def log_text(self, text: str, artifact_file: str) -> None:
+        if self.main:
+            self.client.log_text(self.run_id, text, artifact_file)
+
+    def log_table(self, frame: pd.DataFrame, *, name: str, source: str, digest: str, context: str) -> None:
+        """`frame` as an MLflow dataset input of this run, with the file's digest (so a run names exactly
+        which patches it used)."""
+        if not self.main:
+            return
+        with warnings.catch_warnings():  # two notes MLflow prints for every table, whatever its content
+            warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+            warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
+            dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36])
+            entity = DatasetEntity(**dataset.to_dict())
+        self.client.log_inputs(self.run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", context)])])
+
+    def progress(self) -> RunProgress:
+        """The `runtime.Progress` a training loop reports to: checkpoints and metrics published in the
+        background, and a resumed history brought to exactly the checkpoint's steps."""
+        if self.main and self.publisher is None:
+            self.publisher = Publisher(self.client, self.run_id, self.ctx.state_dir("staging", self.run_id))
+        return RunProgress(self)
+
+    def close_publisher(self, wait: bool) -> None:
+        if self.publisher is not None:
+            publisher, self.publisher = self.publisher, None
+            publisher.close(wait)
+
+
+class RunProgress:
+    """`runtime.Progress` of a StageRun."""
+
+    def __init__(self, run: StageRun) -> None:
+        self.run = run
+
+    def resumed(self, history: Sequence[StepMetrics]) -> None:
+        if not self.run.main:
+            return
+        logged = log_missing(self.run.client, self.run.run_id, history)
+        source = self.run.resumed_from or self.run.run_id
+        self.run.set_tags({RESUMED_FROM_TAG: source})
+        log.info("resumed from the checkpoint of run %s (%d metric values carried over)", source, logged)
+
+    def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
+        if self.run.publisher is not None:
+            self.run.publisher.submit(checkpoint, entries, epoch)
+
+
+class Tracker:
+    """Opens, reuses, resumes and ends the runs of one command's context."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+
+    @property
+    def client(self):
+        return self.ctx.client
+
+    def _same_key(self, step: Step, statuses: tuple[str, ...] = UNFINISHED + ("FINISHED",)) -> list[Run]:
+        runs = self.client.search_runs([self.ctx.experiment_id], f"tags.`{KEY_TAG}` = '{step.key}'",
+                                       order_by=["attributes.start_time DESC"], max_results=100)
+        return [r for r in runs if r.info.status in statuses]
+
+    def find_complete(self, step: Step) -> Run | None:
+        """The newest finished run of `step` that carries the completion mark."""
+        done = [r for r in self._same_key(step, ("FINISHED",)) if r.data.tags.get(COMPLETE_TAG) == "true"]
+        return done[0] if done else None
+
+    def unfinished(self, step: Step) -> list[Run]:
+        """Runs of `step` that did not finish (running, failed or killed), newest first."""
+        return self._same_key(step, UNFINISHED)
+
+    def live_run(self, step: Step) -> Run | None:
+        live = [r for r in self._same_key(step, ("RUNNING",)) if is_live(r, self.ctx.heartbeat_s)]
+        return min(live, key=claim_order) if live else None
+
+    def ensure(self, step: Step, produce: Callable[[StageRun], None], *, run_name: str,
+               tags: Mapping[str, str] | None = None, parent_run_id: str | None = None,
+               usable: Callable[[Run], bool] | None = None) -> Run:
+        """The finished run of `step`: reused when one exists (and is `usable`, e.g. its local files
+        still there), awaited when an identical run is live, else produced now by `produce` in a new run
+        (resuming a stale one's checkpoint)."""
+        while True:
+            if self.ctx.reuse and (done := self.find_complete(step)) and (usable is None or usable(done)):
+                log.info("reusing finished %s run %s", step.entry_point, done.info.run_id)
+                return done
+            if (live := self.live_run(step)) is not None:
+                self._wait_while_live(live)
+                continue
+            try:
+                with self.open(step, run_name=run_name, tags=tags, parent_run_id=parent_run_id,
+                               on_duplicate="wait") as run:
+                    produce(run)
+                return self.client.get_run(run.run_id)
+            except _Yielded:
+                continue
+
+    def _wait_while_live(self, run: Run) -> None:
+        log.info("waiting for the identical %s run %s to finish", run.data.tags.get(STAGE_TAG), run.info.run_id)
+        while is_live(run, self.ctx.heartbeat_s):
+            time.sleep(min(2.0, self.ctx.heartbeat_s))
+            run = self.client.get_run(run.info.run_id)
+
+    @contextmanager
+    def open(self, step: Step, *, run_name: str, tags: Mapping[str, Any] | None = None,
+             run_id: str | None = None, parent_run_id: str | None = None, on_duplicate: str = "fail",
+             system_metrics: bool = False) -> Iterator[StageRun]:
+        """Run the body inside the run of `step`: `run_id` continues that run (the one `mlflow run` made,
+        or a cluster retry's), else a new one is created. An identical live run that claimed first makes
+        this one stop (`on_duplicate="fail"`), yield inside `ensure` ("wait"), or go on anyway ("allow":
+        tuning workers sharing one study). Under torchrun only rank 0 talks to MLflow; the other ranks get
+        the same run id and checkpoint folder and no-op logging."""
+        started = distributed.main_only(
+            lambda: self._start(step, run_name, dict(tags or {}), run_id, parent_run_id, on_duplicate))
+        if not distributed.is_main():
+            yield StageRun(self.ctx, started[0], step, Path(started[1]), main=False)
+            return
+        run = StageRun(self.ctx, started[0], step, Path(started[1]))
+        run.resumed_from = started[2]
+        with ExitStack() as stack:
+            stack.enter_context(heartbeat(self.client, run.run_id, self.ctx.heartbeat_s))
+            if system_metrics:
+                monitor = SystemMetricsMonitor(run.run_id, tracking_uri=self.ctx.tracking_uri)
+                monitor.start()
+                stack.callback(monitor.finish)
+            try:
+                yield run
+                run.close_publisher(wait=True)
+            except BaseException as error:
+                self._end_failed(run, error)
+                raise
+        self._end_finished(run)
+
+    def _start(self, step: Step, run_name: str, tags: dict[str, Any], run_id: str | None,
+               parent_run_id: str | None, on_duplicate: str) -> tuple[str, str, str | None]:
+        """Create or continue the run, claim it, refuse or yield to an identical live run, and restore
+        the checkpoint to resume from. Returns (run id, checkpoint folder, run resumed from)."""
+        if parent_run_id:
+            tags[PARENT_TAG] = parent_run_id
+        if run_id is None:
+            run_id = self.client.create_run(self.ctx.experiment_id, run_name=run_name).info.run_id
+        all_tags = {STAGE_TAG: step.entry_point, KEY_TAG: step.key, CODE_TAG: step.code, "mlflow.runName": run_name,
+                    **({PROCESSES_TAG: str(distributed.world())} if distributed.world() > 1 else {}),
+                    **{k: str(v) for k, v in tags.items()}, **holder_tags()}
+        try:
+            for key, value in all_tags.items():
+                self.client.set_tag(run_id, key, value)
+            StageRun(self.ctx, run_id, step, Path()).log_params(step.params())
+            own = self.client.get_run(run_id)
+            rivals = [] if on_duplicate == "allow" else [
+                r for r in self._same_key(step, ("RUNNING",))
+                if r.info.run_id != run_id and is_live(r, self.ctx.heartbeat_s) and claim_order(r) < claim_order(own)]
+            if rivals:
+                self._refuse(run_id, rivals[0], on_duplicate)
+            checkpoint_dir = self.ctx.state_dir("checkpoints", run_id)
+            resumed_from = self._restore(step, run_id, checkpoint_dir)
+        except BaseException as error:
+            if not isinstance(error, _Yielded):
+                self._mark_failed(run_id, error)
+            raise
+        return run_id, str(checkpoint_dir), resumed_from
+
+    def _refuse(self, run_id: str, rival: Run, on_duplicate: str) -> None:
+        if on_duplicate == "wait":
+            self.client.delete_run(run_id)  # never trained: nothing to keep
+            raise _Yielded(rival.info.run_id)
+        tags = rival.data.tags
+        raise DuplicateRunError(f"an identical {tags.get(STAGE_TAG)} run is running now: run {rival.info.run_id} "
+                                f"(host {tags.get('simclr_s2.host', '?')}, pid {tags.get('simclr_s2.pid', '?')}); "
+                                "wait for it to finish (then rerun to reuse it) or stop it")
+
+    def _stale(self, step: Step, run_id: str) -> list[Run]:
+        return [r for r in self._same_key(step, UNFINISHED)
+                if r.info.run_id != run_id and not is_live(r, self.ctx.heartbeat_s)]
+
+    def _restore(self, step: Step, run_id: str, target: Path) -> str | None:
+        """Put the most advanced checkpoint for this run into `target`: its own local one, a stale
+        identical run's local one (newest run first), then the same from run artifacts. Returns the run
+        it came from, or None when starting afresh."""
+        if _has_checkpoint(target):
+            return run_id
+        stale = self._stale(step, run_id)
+        for run in stale:
+            source = self.ctx.home / "checkpoints" / run.info.run_id
+            if _has_checkpoint(source):
+                for path in source.iterdir():
+                    os.replace(path, target / path.name)
+                return run.info.run_id
+        for source_id in [run_id, *(r.info.run_id for r in stale)]:
+            if self._download_checkpoint(source_id, target):
+                return source_id
+        for run in stale:  # interrupted before its first checkpoint: say so instead of RUNNING forever
+            if run.info.status == "RUNNING":
+                self._mark_failed(run.info.run_id, UserError(f"interrupted before its first checkpoint; "
+                                                             f"started again as run {run_id}"))
+        return None
+
+    def _download_checkpoint(self, run_id: str, target: Path) -> bool:
+        try:
+            if not self.client.list_artifacts(run_id, ARTIFACT_DIR):
+                return False
+            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+                folder = Path(self.client.download_artifacts(run_id, ARTIFACT_DIR, tmp))
+                for path in folder.iterdir():
+                    os.replace(path, target / path.name)
+        except MlflowException as error:
+            log.warning("cannot fetch the checkpoint of run %s: %s", run_id, error)
+            return False
+        log.info("fetched the checkpoint of run %s from its artifacts", run_id)
+        return True
+
+    def _end_finished(self, run: StageRun) -> None:
+        """Completion mark last, then FINISHED; the runs this one superseded go to MLflow's trash."""
+        self.client.set_tag(run.run_id, COMPLETE_TAG, "true")
+        self.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
+        for stale in self._stale(run.step, run.run_id):
+            if _has_checkpoint(self.ctx.home / "checkpoints" / stale.info.run_id) or \
+                    self.client.list_artifacts(stale.info.run_id, ARTIFACT_DIR):
+                self.client.set_tag(stale.info.run_id, RESUMED_IN_TAG, run.run_id)
+                self.client.delete_run(stale.info.run_id)
+                shutil.rmtree(self.ctx.home / "checkpoints" / stale.info.run_id, ignore_errors=True)
+        for folder in ("checkpoints", "staging"):
+            shutil.rmtree(self.ctx.home / folder / run.run_id, ignore_errors=True)
+
+    def _end_failed(self, run: StageRun, error: BaseException) -> None:
+        unreachable = is_unreachable(error)
+        try:
+            run.close_publisher(wait=not unreachable and not isinstance(error, KeyboardInterrupt))
+        except BaseException as late:  # noqa: BLE001 - the first error is the one to report
+            unreachable = unreachable or is_unreachable(late)
+        if unreachable:  # telling the server would only wait for it again; the checkpoints stay
+            raise TrackingUnreachable(
+                f"tracking server {self.ctx.tracking_uri} unreachable after retrying for about "
+                f"{retry_budget_s()} s; checkpoints kept in {run.checkpoint_dir}: run the same command "
+                "again to resume once the server is back") from error
+        self._mark_failed(run.run_id, error)
+
+    def _mark_failed(self, run_id: str, error: BaseException) -> None:
+        status = RunStatus.KILLED if isinstance(error, KeyboardInterrupt) else RunStatus.FAILED
+        try:
+            self.client.set_tag(run_id, ERROR_TAG, describe(error))
+            self.client.set_terminated(run_id, RunStatus.to_string(status))
+        except MlflowException as late:
+            log.warning("cannot mark run %s %s: %s", run_id, RunStatus.to_string(status), late)
+
+
+def describe(error: BaseException) -> str:
+    """The reason written on a failed run: a user error's own line, else the exception's type and text."""
+    text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    return text[:4000]
+
+
+def _has_checkpoint(folder: Path) -> bool:
+    return folder.is_dir() and any(p.suffix == ".pt" for p in folder.iterdir())

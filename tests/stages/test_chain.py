@@ -1,0 +1,177 @@
+"""The `auto` chain behind `finetune`, finetune and baseline themselves, evaluate, and one clear line for
+every bad input: stages run in-process exactly as their entry points run them."""
+
+from __future__ import annotations
+
+import math
+
+import mlflow
+import pandas as pd
+import pytest
+import torch
+from conftest import run_stage
+
+from simclr_s2.app.cli import main
+from simclr_s2.app.context import DEFAULT_EXPERIMENT
+from simclr_s2.models import build_simclr
+from simclr_s2.stages.classifier import BASELINE, FINETUNE
+from simclr_s2.stages.evaluate import EVALUATE
+from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN
+from simclr_s2.tracking.registry import CLASSIFIER_MODEL, ENCODER_MODEL
+
+CHAIN = ["make_demo_data", "build_index", "create_splits", "create_splits", "pretrain", "finetune"]
+
+
+def _versions(project, model: str = CLASSIFIER_MODEL) -> list:
+    return project.client.search_model_versions(f"name='{model}'")
+
+
+def test_every_step_ran_once_in_the_named_experiment(project, demo):
+    runs = project.runs()
+    assert sorted(r.data.tags["stage"] for r in runs) == sorted(CHAIN)
+    assert all(r.info.status == "FINISHED" and r.data.tags["simclr_s2.complete"] == "true" for r in runs)
+    experiment = project.client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+    assert {r.info.experiment_id for r in runs} == {experiment.experiment_id}
+
+
+def test_a_rerun_reuses_every_step_but_the_command_itself(project, demo):
+    before = {r.info.run_id for r in project.runs()}
+    run_stage(project, FINETUNE, epochs=3)
+    new = [r for r in project.runs() if r.info.run_id not in before]
+    assert [r.data.tags["stage"] for r in new] == ["finetune"]
+
+
+def test_finetune_logs_epochs_evaluation_and_registers_the_kept_epoch(project, demo):
+    run = demo
+    assert run.data.tags["mlflow.runName"] == "finetune-ben-basic-100pct-s0"
+    assert {run.data.tags[k] for k in ("scheme", "fraction", "pretrained", "arch")} == {"basic", "100", "ben",
+                                                                                      "resnet18"}
+    params = run.data.params
+    assert params["split"] == "auto" and params["resolved_split"].startswith("runs:/")
+    assert params["pretrained"] == "auto" and params["resolved_pretrained"].startswith("models:/simclr-s2-encoder/")
+    assert params["policy"] == "head2" and params["feature_cache_used"] == "True"
+    assert sorted(m.step for m in project.client.get_metric_history(run.info.run_id, "val_auc")) == [0, 1, 2]
+    for key in ("test_accuracy", "test_f1", "test_auc", "test_pr_auc", "test_tp", "best_val_f1"):
+        assert math.isfinite(run.data.metrics[key])
+    files = {f.path for f in project.client.list_artifacts(run.info.run_id, "evaluation/test")}
+    assert {f"evaluation/test/{n}" for n in ("confusion_matrix.png", "roc.png", "pr.png", "predictions.csv")} <= files
+    assert {"training", "validation", "test"} <= {d.tags[0].value for d in run.inputs.dataset_inputs}
+    (version,) = project.client.search_model_versions(f"name='{CLASSIFIER_MODEL}' and run_id='{run.info.run_id}'")
+    assert version.tags["pretrained"] == "ben" and version.tags["bands"].startswith("B04,B03")
+    assert float(version.tags["test_f1"]) == pytest.approx(run.data.metrics["test_f1"], abs=1e-4)
+    (output,) = run.outputs.model_outputs
+    assert output.step == int(run.data.metrics["best_epoch"])
+
+
+def test_the_registered_model_loads_and_predicts(project, demo, ctx):
+    (version,) = project.client.search_model_versions(f"name='{CLASSIFIER_MODEL}' and run_id='{demo.info.run_id}'")
+    model = mlflow.pytorch.load_model(f"models:/{CLASSIFIER_MODEL}/{version.version}")
+    assert model(torch.zeros(3, 10, 120, 120)).shape == (3,)
+
+
+def test_the_registered_encoder_gives_the_trained_features(project, demo, ctx):
+    version = project.client.get_model_version_by_alias(ENCODER_MODEL, "ben")
+    assert version.tags["band_list"] == "B04,B03,B02,B08,B05,B06,B07,B8A,B11,B12"
+    checkpoint = torch.load(project.client.download_artifacts(version.run_id, "checkpoints/pretrain.pt"),
+                            map_location="cpu", weights_only=True)
+    trained = build_simclr("resnet18", 10)
+    trained.load_state_dict(checkpoint["model"])
+    registered = mlflow.pytorch.load_model(f"models:/{ENCODER_MODEL}@ben")
+    x = torch.randn(4, 10, 120, 120, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(registered.eval()(x), trained.eval()(x))
+
+
+def test_baseline_trains_everything_from_scratch(project, demo, split_uri):
+    run_id = run_stage(project, BASELINE, split=split_uri(), fraction=50, epochs=2)
+    run = project.client.get_run(run_id)
+    assert run.data.tags["pretrained"] == "scratch" and run.data.params["policy"] == "all"
+    assert run.data.params["frozen_weights"] == str(512 * 128 + 128)  # only the unused Dense 128 of the head
+    assert len(project.client.get_metric_history(run_id, "val_loss")) == 2
+
+
+def test_evaluate_reproduces_the_test_metrics_and_writes_nothing_else(project, demo, tmp_path):
+    (version,) = project.client.search_model_versions(f"name='{CLASSIFIER_MODEL}' and run_id='{demo.info.run_id}'")
+    home = project.root / "home"
+    files_before = sorted(p for p in home.rglob("*"))
+    runs_before = len(project.runs())
+    run_id = run_stage(project, EVALUATE, model_uri=f"models:/{CLASSIFIER_MODEL}/{version.version}")
+    evaluation = project.client.get_run(run_id)
+    for key in ("test_accuracy", "test_f1", "test_auc", "test_pr_auc"):
+        assert evaluation.data.metrics[key] == pytest.approx(demo.data.metrics[key], abs=1e-6)
+    assert len(project.runs()) == runs_before + 1
+    assert sorted(p for p in home.rglob("*")) == files_before  # no packed store, no download cache
+
+
+def _fails(project, capsys, stage, *argv: str) -> str:
+    """Run `stage` through its entry point boundary; the one error line it printed."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in project.env.items():
+            mp.setenv(key, value)
+        with pytest.raises(SystemExit) as ended:
+            main(stage, list(argv))
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err[-3000:]
+    return lines[0]
+
+
+@pytest.mark.parametrize(("argv", "message", "opened"), [
+    (("--pretrained", "models:/simclr-s2-encoder@nope"), "not found in the model registry", True),
+    (("--fraction", "7"), "fraction 7 not in the 'basic' splits", True),
+    (("--split", "/nonexistent/splits"), "does not exist", True),
+    (("--bands", "B01,B02,B03,B04,B05,B06,B07,B08,B8A,B09"), "band names and order must match", True),
+    (("--lr", "1e30", "--feature-cache", "false", "--trainable", "all"), "training diverged", True),
+    (("--lr", "-1"), "lr: expected a finite number > 0, got -1", False),
+    (("--batch-size", "0"), "batch_size: expected a finite number > 0", False),
+    (("--lr", "inf"), "lr: expected a finite number > 0", False),
+])
+def test_bad_input_is_one_line_a_failed_run_and_nothing_registered(project, demo, capsys, argv, message, opened):
+    """A parameter refused while parsing opens no run (under `mlflow run` the launcher's run ends FAILED:
+    tested end to end); anything found wrong later ends the run FAILED with the line as its reason."""
+    versions, before = len(_versions(project)), {r.info.run_id for r in project.runs()}
+    assert message in _fails(project, capsys, FINETUNE, "--epochs", "1", *argv)
+    new = [r for r in project.runs() if r.info.run_id not in before]
+    assert [(r.info.status, message in r.data.tags["simclr_s2.error"]) for r in new] == \
+        ([("FAILED", True)] if opened else [])
+    assert len(_versions(project)) == versions
+
+
+@pytest.mark.parametrize("content", [b"not a pickle at all", "list"])
+def test_a_file_that_is_no_state_dict_is_one_line(project, demo, capsys, tmp_path, content):
+    path = tmp_path / "weights.pt"
+    if content == "list":
+        torch.save([torch.zeros(2)], path)
+    else:
+        path.write_bytes(content)
+    line = _fails(project, capsys, FINETUNE, "--pretrained", str(path), "--epochs", "1")
+    assert line.startswith(f"error: pretrained: {path}")
+    line = _fails(project, capsys, IMPORT_ENCODER, "--state-dict", str(path), "--name", "x", "--arch", "resnet18")
+    assert "state_dict:" in line
+
+
+def test_pretrain_refuses_a_nan_learning_rate(project, demo, capsys):
+    assert "lr: expected a finite number > 0, got nan" in _fails(project, capsys, PRETRAIN, "--lr", "nan")
+
+
+def test_an_unknown_tracking_uri_scheme_is_one_line(project, capsys, monkeypatch):
+    monkeypatch.setitem(project.env, "MLFLOW_TRACKING_URI", "nosuchscheme://x")
+    line = _fails(project, capsys, FINETUNE)
+    assert "MLFLOW_TRACKING_URI" in line and "nosuchscheme://x" in line
+
+
+def test_import_encoder_registers_a_state_dict_with_its_bands(project, demo, tmp_path):
+    torch.manual_seed(0)
+    torch.save(build_simclr("resnet18", 10).state_dict(), tmp_path / "encoder.pt")
+    run_stage(project, IMPORT_ENCODER, state_dict=str(tmp_path / "encoder.pt"), name="imported", arch="resnet18")
+    version = project.client.get_model_version_by_alias(ENCODER_MODEL, "imported")
+    assert version.tags["stage"] == "import_encoder" and version.tags["band_list"].startswith("B04")
+
+
+def test_the_split_sets_are_logged_as_datasets(project, demo):
+    splits = project.latest("create_splits", scheme="basic")
+    names = {d.dataset.name for d in splits.inputs.dataset_inputs}
+    assert {"basic/train_001pct", "basic/val_100pct", "basic/test"} <= names
+    path = project.client.download_artifacts(project.latest("build_index").info.run_id, "index/index.parquet")
+    assert len(pd.read_parquet(path)) == project.latest("build_index").data.metrics["patches_indexed"]

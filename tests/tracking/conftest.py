@@ -1,0 +1,29 @@
+"""A tracking store shared by the tracker's tests (a new SQLite store costs a second of migrations); each
+test gets its own experiment and state folder, so none sees another's runs."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import pytest
+
+from simclr_s2.app.context import Context
+
+
+@pytest.fixture(scope="session")
+def store(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('store')}/mlflow.db"
+
+
+@pytest.fixture
+def ctx(store: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Context:
+    """A context of its own; the environment says the same, for subprocesses and MLflow's model logging."""
+    name = f"test-{uuid.uuid4().hex[:8]}"
+    env = {"MLFLOW_TRACKING_URI": store, "MLFLOW_EXPERIMENT_NAME": name, "SIMCLR_S2_HOME": str(tmp_path / "home"),
+           "SIMCLR_S2_DATA": str(tmp_path / "data"), "SIMCLR_S2_HEARTBEAT_S": "1"}
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(key, raising=False)
+    return Context.from_env()

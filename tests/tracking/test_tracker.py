@@ -1,0 +1,178 @@
+"""The run lifecycle against a real SQLite tracking store: keys, honest reuse, one live run per key,
+resume after a kill at every dangerous point, and endings that tell the truth."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from tiny_training import step as tiny_step
+from tiny_training import train
+
+from simclr_s2.errors import UserError
+from simclr_s2.faults import FAULT_ENV, POINTS
+from simclr_s2.tracking.liveness import CLAIM_TAG, HEARTBEAT_TAG, HOST_TAG, PID_START_TAG, PID_TAG, holder_tags, is_live
+from simclr_s2.tracking.tracker import (
+    COMPLETE_TAG,
+    ERROR_TAG,
+    KEY_TAG,
+    RESUMED_FROM_TAG,
+    RESUMED_IN_TAG,
+    DuplicateRunError,
+    Step,
+    Tracker,
+)
+
+TINY = Path(__file__).with_name("tiny_training.py")
+STEP = Step("s", {"a": "1"}, code="c")
+
+
+def _steps(ctx, run_id: str, key: str = "train_loss") -> list[int]:
+    return sorted(m.step for m in ctx.client.get_metric_history(run_id, key))
+
+
+def test_the_key_holds_parameters_resolved_values_and_code():
+    keys = {Step("s", {"a": "1"}, code="c").key, Step("s", {"a": "2"}, code="c").key,
+            Step("s", {"a": "1"}, {"split": "runs:/x"}, code="c").key, Step("s", {"a": "1"}, code="d").key,
+            Step("t", {"a": "1"}, code="c").key}
+    assert len(keys) == 5
+    assert Step("s", {"a": "1"}, code="c").key == STEP.key
+
+
+def test_a_finished_run_is_reused_only_with_its_completion_mark(ctx):
+    calls: list[str] = []
+    tracker = Tracker(ctx)
+    first = tracker.ensure(STEP, lambda run: calls.append(run.run_id), run_name="s")
+    assert (first.info.status, first.data.tags[COMPLETE_TAG]) == ("FINISHED", "true")
+    assert tracker.ensure(STEP, lambda run: calls.append(run.run_id), run_name="s").info.run_id == first.info.run_id
+    ctx.client.set_tag(first.info.run_id, COMPLETE_TAG, "false")  # as if it ended before all it promised existed
+    third = tracker.ensure(STEP, lambda run: calls.append(run.run_id), run_name="s")
+    assert third.info.run_id != first.info.run_id and len(calls) == 2
+
+
+def test_other_code_or_inputs_are_never_reused_and_reuse_false_runs_again(ctx):
+    calls: list[str] = []
+    tracker = Tracker(ctx)
+    for step in (STEP, replace(STEP, code="fixed-bug"), replace(STEP, resolved={"split": "runs:/other"})):
+        tracker.ensure(step, lambda run: calls.append(run.run_id), run_name="s")
+    assert len(calls) == 3
+    Tracker(ctx.with_reuse(False)).ensure(STEP, lambda run: calls.append(run.run_id), run_name="s")
+    assert len(calls) == 4
+
+
+def test_an_error_ends_the_run_failed_with_its_reason_and_no_mark(ctx):
+    with pytest.raises(UserError), Tracker(ctx).open(STEP, run_name="s") as run:
+        raise UserError("patch X: missing band file")
+    ended = ctx.client.get_run(run.run_id)
+    assert ended.info.status == "FAILED" and ended.data.tags[ERROR_TAG] == "patch X: missing band file"
+    assert COMPLETE_TAG not in ended.data.tags
+    assert Tracker(ctx).find_complete(STEP) is None
+
+
+def test_an_unwritable_state_folder_is_one_line_and_a_failed_run(ctx, tmp_path):
+    (tmp_path / "not-a-folder").write_text("a file where the state folder should be")
+    broken = replace(ctx, home=tmp_path / "not-a-folder")
+    with pytest.raises(UserError, match="SIMCLR_S2_HOME: cannot write the state folder"):
+        with Tracker(broken).open(STEP, run_name="s"):
+            pass
+    (run,) = Tracker(ctx).unfinished(STEP)
+    assert run.info.status == "FAILED" and "SIMCLR_S2_HOME" in run.data.tags[ERROR_TAG]
+
+
+def test_an_identical_live_run_is_refused_with_its_id(ctx):
+    tracker = Tracker(ctx)
+    with tracker.open(STEP, run_name="first") as first:
+        with pytest.raises(DuplicateRunError, match=first.run_id):
+            with tracker.open(STEP, run_name="second"):
+                pass
+    refused = [r for r in tracker.unfinished(STEP)]
+    assert [r.info.status for r in refused] == ["FAILED"]
+    assert ctx.client.get_run(first.run_id).info.status == "FINISHED"
+
+
+def test_the_earlier_claim_goes_on(ctx):
+    """A live identical run that claimed later (it will see this one and yield) does not stop this one."""
+    later = ctx.client.create_run(ctx.experiment_id, tags={KEY_TAG: STEP.key, **holder_tags(),
+                                                           CLAIM_TAG: f"{time.time() + 60:.3f}"})
+    with Tracker(ctx).open(STEP, run_name="s") as run:
+        assert run.run_id != later.info.run_id
+
+
+def test_inside_a_chain_an_identical_live_run_is_awaited_then_reused(ctx, monkeypatch):
+    release, calls, results = threading.Event(), [], []
+
+    def slow(run):
+        calls.append(run.run_id)
+        release.wait(60)
+
+    waiting = Tracker._wait_while_live
+
+    def wait_and_release(self, run):  # the second caller reached the wait: let the first one finish
+        release.set()
+        waiting(self, run)
+
+    monkeypatch.setattr(Tracker, "_wait_while_live", wait_and_release)
+    first = threading.Thread(target=lambda: results.append(Tracker(ctx).ensure(STEP, slow, run_name="s")))
+    first.start()
+    while not calls:
+        time.sleep(0.05)
+    second = Tracker(ctx).ensure(STEP, lambda run: calls.append(run.run_id), run_name="s")
+    first.join(60)
+    assert len(calls) == 1 and second.info.run_id == results[0].info.run_id == calls[0]
+
+
+def test_a_run_is_stale_once_its_process_is_gone_or_its_heartbeat_stops(ctx):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    tags = {**holder_tags(), PID_TAG: dead.stdout.strip(), PID_START_TAG: "1.00"}
+    assert not is_live(ctx.client.create_run(ctx.experiment_id, tags=tags), heartbeat_s=30)
+    assert is_live(ctx.client.create_run(ctx.experiment_id, tags=holder_tags()), heartbeat_s=30)
+    elsewhere = {**holder_tags(), HOST_TAG: "another-host"}
+    assert is_live(ctx.client.create_run(ctx.experiment_id, tags=elsewhere), heartbeat_s=30)
+    silent = {**elsewhere, HEARTBEAT_TAG: f"{time.time() - 100:.3f}"}
+    assert not is_live(ctx.client.create_run(ctx.experiment_id, tags=silent), heartbeat_s=30)
+
+
+def _tiny_process(epochs: int, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(TINY), str(epochs)], env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=300)
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_a_kill_at_any_dangerous_point_resumes_with_every_step_exactly_once(ctx, point):
+    killed = _tiny_process(4, **{FAULT_ENV: f"{point}@1"})
+    assert killed.returncode == -9, killed.stderr[-2000:]
+    (stale,) = Tracker(ctx).unfinished(tiny_step(4))
+    resumed = _tiny_process(4)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    run = ctx.client.get_run(resumed.stdout.split()[-1])
+    assert run.info.status == "FINISHED" and run.data.tags[RESUMED_FROM_TAG] == stale.info.run_id
+    assert _steps(ctx, run.info.run_id) == _steps(ctx, run.info.run_id, "val_auc") == [0, 1, 2, 3]
+    gone = ctx.client.get_run(stale.info.run_id)
+    assert gone.info.lifecycle_stage == "deleted" and gone.data.tags[RESUMED_IN_TAG] == run.info.run_id
+
+
+def test_a_resume_fetches_the_checkpoint_from_artifacts_when_the_state_folder_is_gone(ctx):
+    assert _tiny_process(4, **{FAULT_ENV: "after_log@1"}).returncode == -9
+    shutil.rmtree(ctx.home)
+    run_id = train(ctx, 4)
+    run = ctx.client.get_run(run_id)
+    assert RESUMED_FROM_TAG in run.data.tags
+    assert _steps(ctx, run_id) == [0, 1, 2, 3]
+
+
+def test_an_unbroken_run_and_a_resumed_one_log_the_same_numbers(ctx):
+    unbroken = train(ctx, 3)
+    Tracker(ctx).client.delete_run(unbroken)  # so the next identical run trains instead of anything else
+    assert _tiny_process(3, **{FAULT_ENV: "upload@1"}).returncode == -9
+    resumed = train(ctx, 3)
+    for key in ("train_loss", "val_auc"):
+        values = [[m.value for m in sorted(ctx.client.get_metric_history(r, key), key=lambda m: m.step)]
+                  for r in (unbroken, resumed)]
+        assert values[0] == pytest.approx(values[1], rel=1e-6)

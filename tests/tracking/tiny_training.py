@@ -1,0 +1,47 @@
+"""A tiny training (a linear model on fixed tensors) through the real tracker and the real training loop:
+in-process for the tracker's tests, and as a process that resume tests kill at named fault points
+(`python tests/tracking/tiny_training.py <epochs>`, context from the environment; prints the run id)."""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+from torch import nn
+
+from simclr_s2.app.context import Context
+from simclr_s2.data import BatchLoader
+from simclr_s2.feature_cache import TensorSource
+from simclr_s2.tracking.tracker import Step, Tracker
+from simclr_s2.train import FitConfig, fit
+
+
+class Tiny(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(5, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x).squeeze(-1)
+
+
+def step(epochs: int) -> Step:
+    return Step("tiny", {"epochs": str(epochs)}, code="tiny-code")
+
+
+def train(ctx: Context, epochs: int = 4, lr: float = 0.05) -> str:
+    """Train `epochs` epochs (patience never stops it) in the run of `step(epochs)`; returns its id."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(64, 5, generator=generator)
+    y = (x[:, 0] > 0).float()
+    with Tracker(ctx).open(step(epochs), run_name="tiny") as run:
+        torch.manual_seed(0)
+        model = Tiny()
+        fit(model, BatchLoader(TensorSource(x, y), 16, shuffle=True, seed=0), BatchLoader(TensorSource(x, y), 16),
+            FitConfig(epochs=epochs, lr=lr, patience=epochs, channels_last=False),
+            checkpoint_path=run.checkpoint_dir / "train.pt", progress=run.progress())
+    return run.run_id
+
+
+if __name__ == "__main__":
+    print(train(Context.from_env(), int(sys.argv[1])))
