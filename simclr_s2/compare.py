@@ -5,7 +5,8 @@ Input contract: `runs`, one row per registered classifier version, with the colu
 - version (int), run_id (str): the model version and the run that trained it;
 - the CONDITION columns: stage ("finetune" or "baseline"), pretrained (encoder name, or "scratch"),
   encoder_version ("simclr-s2-encoder/3", "" for none), arch, trainable (the trainable-part policy),
-  epochs (int), tuned (bool: the final run of a tuning study), split_kind ("random", "tile",
+  epochs (int), settings (the training hyperparameters in one string, e.g. "lr=5e-05 batch=32 wd=0
+  dropout=0.5 patience=25"), tuned (bool: the final run of a tuning study), split_kind ("random", "tile",
   "block-<n>km", "official") and pretraining_overlap ("0", "unknown" for an encoder whose pretraining
   data is not known, or "override:<n>" when a run went on despite n test patches seen in pretraining);
 - fraction (int, %), seed (int), test_digest (sha256 of the test set that scored it);
@@ -43,8 +44,8 @@ from simclr_s2.errors import UserError
 
 log = logging.getLogger(__name__)
 
-CONDITION = ("stage", "pretrained", "encoder_version", "arch", "trainable", "epochs", "tuned", "split_kind",
-             "pretraining_overlap")
+CONDITION = ("stage", "pretrained", "encoder_version", "arch", "trainable", "epochs", "settings", "tuned",
+             "split_kind", "pretraining_overlap")
 METRICS = {"test_accuracy": "accuracy", "test_f1": "F1", "test_auc": "AUC"}
 STATS_METRIC = {"test_accuracy": "accuracy", "test_f1": "f1", "test_auc": "auc"}  # names in stats.METRICS
 PAIRED_METRICS = ("accuracy", "f1")
@@ -142,6 +143,8 @@ def _show(column: str, value: str | int | bool) -> str:
         return f"encoder {value.rsplit('/', 1)[-1]}" if value else "no encoder"
     if column == "split_kind":
         return f"[{value}]"
+    if column == "settings":
+        return f"{{{value}}}"
     if column == "pretraining_overlap":
         return {"0": "", "unknown": "pretraining unknown"}.get(value, value)
     return str(value)

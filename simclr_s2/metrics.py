@@ -60,6 +60,16 @@ def pr_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nda
     return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
 
 
+def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
+    """The score threshold with the highest F1 (the lowest such threshold on a tie): chosen on the
+    validation set, it is how a classifier meant for the pool's real prevalence would be operated."""
+    tps, fps, thresholds = _counts_by_threshold(y_true, scores)
+    positives = max(int(np.asarray(y_true).astype(bool).sum()), 1)
+    f1 = 2 * tps / (tps + fps + positives)
+    best = np.flatnonzero(f1 == f1.max())[-1]
+    return float(thresholds[best])
+
+
 def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """False and true positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
     tps, fps, _ = _counts_by_threshold(y_true, scores)

@@ -24,7 +24,8 @@ N_PATCHES = 120
 NAMES = [f"S2A_MSIL2A_20170613T101031_{i // 100}_{i % 100:02d}" for i in range(N_PATCHES)]  # sorted
 LABELS = np.arange(N_PATCHES) % 2
 FINETUNE = {"stage": "finetune", "pretrained": "ben", "encoder_version": "simclr-s2-encoder/3", "arch": "resnet152",
-            "trainable": "all", "epochs": 50, "tuned": False, "split_kind": "random", "pretraining_overlap": "0",
+            "trainable": "all", "epochs": 50, "settings": "lr=5e-05", "tuned": False, "split_kind": "random",
+            "pretraining_overlap": "0",
             "test_digest": TEST_SET}
 SCRATCH = {**FINETUNE, "stage": "baseline", "pretrained": "scratch", "encoder_version": ""}
 SKILL = {"ben": 0.8, "scratch": 0.7}

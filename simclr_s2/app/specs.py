@@ -8,6 +8,7 @@ commands that train) and found when present; resolved values are logged as `reso
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -21,19 +22,26 @@ from simclr_s2.app.spec import (
     positive,
     probability,
 )
+from simclr_s2.augment import JITTER_MODES
 from simclr_s2.errors import UserError
 from simclr_s2.models import ARCHS, TRAINABLE
 from simclr_s2.simclr import OPTIMIZERS
-from simclr_s2.splits import SETS
+from simclr_s2.splits import ALL_SETS
 from simclr_s2.tune import PRUNERS, TARGETS
 
 DEMO_ARCHIVE = "data/demo/BigEarthNet-v1.0"
 FRACTIONS = (1, 3, 10, 25, 50, 100)
 REUSE_HELP = "false: run again every step this command would reuse"
+OVERLAP_HELP = "go on although the encoder was pretrained on patches of the test set (recorded on the run)"
 
 
 def _whole(value: int) -> str | None:
     return None if value >= 0 else "expected a whole number >= 0"
+
+
+def _split_kind(value: str) -> str | None:
+    return None if re.fullmatch(r"random|tile|official|block-[1-9][0-9]*km", value) else \
+        "expected random, tile, official or block-<n>km"
 
 
 def _ratios(values: tuple[float, ...]) -> str | None:
@@ -75,6 +83,10 @@ class CreateSplits(Spec):
     official_split: str = param("all", "all, or train / validation / test joined by '+'")
     ratios: tuple[float, ...] = param((0.70, 0.15, 0.15), "train, validation and test shares", check=_ratios)
     out: str = param("data/demo/splits", "output folder")
+    kind: str = param("random", "random (patch level, as the study), tile, block-<n>km (no tile or block in two "
+                                "sets), or official (the archive's own split)", check=_split_kind)
+    natural_test: bool = param(False, "also write test_natural.csv at the pool's own prevalence")
+    natural_share: float = param(0.02, "share of the pool drawn for test_natural.csv", check=probability)
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,14 @@ class Pretrain(Spec):
     lr: float = param(0.001, "learning rate", check=positive)
     seed: int = param(0, "random seed (weights, data order, views)")
     max_patches: int = param(0, "at most this many patches; 0 = all", check=_whole)
+    jitter: str = param("spectral", "colour change: spectral (one gain for all bands, keeps band ratios) or "
+                                    "per_band (SimCLR's, changes them)", choices=JITTER_MODES)
+    gain: float = param(0.4, "gain drawn from [1 - gain, 1 + gain]", check=probability)
+    brightness: float = param(0.0, "per_band only: shift in std units", check=non_negative)
+    contrast: float = param(0.0, "per_band only: contrast factor range", check=non_negative)
+    crop_min_scale: float = param(0.08, "smallest random crop, as a share of the patch area", check=positive)
+    blur_p: float = param(0.5, "probability of a Gaussian blur", check=probability)
+    noise_std: float = param(0.05, "additive noise in std units", check=non_negative)
     reuse: bool = param(True, REUSE_HELP, keyed=False)
 
     def validate(self) -> None:
@@ -142,6 +162,7 @@ class Finetune(Training):
     patience: int = param(25, "early-stopping patience on validation AUC", check=positive)
     feature_cache: str = param("auto", "train on cached frozen features (same result, faster)",
                                choices=("auto", "true", "false"))
+    allow_pretraining_overlap: bool = param(False, OVERLAP_HELP)
 
 
 @dataclass(frozen=True)
@@ -162,9 +183,10 @@ class Evaluate(Spec):
     model_uri: str = param(help="models:/simclr-s2-irrigation@champion, runs:/<id>/model, ...")
     split: str = param("auto", "create_splits output; auto = the demo's (never made here)")
     scheme: str = param("basic", "labelling scheme of the split")
-    set: str = param("test", "which set", choices=SETS)
+    set: str = param("test", "which set; test_natural: the natural-prevalence test set", choices=ALL_SETS)
     fraction: int = param(100, "fraction of the set (train and val)", check=percentage)
     batch_size: int = param(64, "batch", check=positive)
+    allow_pretraining_overlap: bool = param(False, OVERLAP_HELP)
 
 
 @dataclass(frozen=True)
@@ -178,9 +200,11 @@ class Grid(Spec):
     fractions: tuple[int, ...] = param(FRACTIONS, "data fractions in percent", check=percentages)
     seeds: tuple[int, ...] = param((0,), "seeds", check=not_empty)
     baseline: bool = param(True, "train the from-scratch baselines too")
-    baseline_arch: str = param("resnet18", "baseline network", choices=ARCHS)
-    trainable: str = param("head2", "fine-tuned part", choices=TRAINABLE)
+    baseline_arch: tuple[str, ...] = param(("resnet18",), "baseline networks", choices=ARCHS)
+    trainable: tuple[str, ...] = param(("head2",), "fine-tuned parts (each its own cells)", choices=TRAINABLE)
     epochs: int = param(50, "epochs of every cell", check=positive)
+    protocol: str = param("custom", "study: the original code's choices (trainable all, resnet152 baselines); "
+                                    "custom: the parameters as given", choices=("custom", "study"))
     split: str = param("auto", "create_splits output holding every scheme; auto = the demo's")
     dry_run: bool = param(False, "only show which cells would run, resume or be reused", keyed=False)
     reuse: bool = param(True, REUSE_HELP, keyed=False)
@@ -194,6 +218,7 @@ class Compare(Spec):
     scheme: str = param("basic", "labelling scheme")
     fractions: tuple[int, ...] = param(FRACTIONS, "fractions to show", check=percentages)
     out: str = param("outputs/compare", "output folder (also logged as artifacts)")
+    n_boot: int = param(2000, "bootstrap resamples for intervals and paired tests", check=positive)
 
 
 @dataclass(frozen=True)
@@ -206,6 +231,8 @@ class Promote(Spec):
     pretrained: str = param("any", "encoder name (ben), scratch for baselines, or any")
     metric: str = param("val_f1", "a validation metric: val_f1, val_auc, val_loss, ...")
     alias: str = param("champion", "alias to move")
+    cross_fractions: bool = param(False, "rank versions of several fractions against each other")
+    cross_test_sets: bool = param(False, "rank versions scored on several test sets against each other")
     dry_run: bool = param(False, "only show the choice", keyed=False)
 
     def validate(self) -> None:

@@ -19,6 +19,7 @@ import torch
 from simclr_s2 import distributed
 from simclr_s2.app import specs
 from simclr_s2.app.context import Context
+from simclr_s2.app.spec import canonical
 from simclr_s2.bigearthnet.bands import resolve_bands
 from simclr_s2.data import BatchLoader
 from simclr_s2.errors import UserError
@@ -26,7 +27,7 @@ from simclr_s2.feature_cache import cached_training_set
 from simclr_s2.models import IrrigationClassifier, apply_trainable
 from simclr_s2.runtime import Progress
 from simclr_s2.splits import SplitSet
-from simclr_s2.stages import auto
+from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SplitData, fetcher, load_split_data, loader
 from simclr_s2.stages.pretrain import capped, demo_encoder
@@ -36,15 +37,18 @@ from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.train import FitConfig, FitResult, fit
 
 Training = specs.Finetune | specs.Baseline
+TUNED_TAG = "simclr_s2.tuned"
 REGISTERED_TEST_METRICS = ("test_accuracy", "test_f1", "test_auc", "test_precision", "test_recall")
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """The inputs one classifier training resolved: its split sets and, for a fine-tune, the encoder."""
+    """The inputs one classifier training resolved: its split sets, for a fine-tune the encoder, and what
+    the leakage guard found ("0" for a baseline)."""
 
     split: SplitData
     pretrained: Pretrained | None
+    overlap: str = "0"
 
 
 @dataclass
@@ -79,7 +83,10 @@ def prepare(spec: Training, resolved: Mapping[str, str], ctx: Context) -> Prepar
     split = load_split_data(fetcher(ctx), resolved.get("split", spec.split), spec.scheme, spec.fraction)
     if not isinstance(spec, specs.Finetune):
         return Prepared(split, None)
-    return Prepared(split, load_pretrained(ctx.client, resolved.get("pretrained", spec.pretrained), spec.bands))
+    pretrained = load_pretrained(ctx.client, resolved.get("pretrained", spec.pretrained), spec.bands)
+    seen = leakage.encoder_membership(ctx.client, dict(pretrained.tags), pretrained.run_id)
+    overlap = leakage.status(seen, split.test.names, split.index, "test", spec.allow_pretraining_overlap)
+    return Prepared(split, pretrained, overlap)
 
 
 def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prepared, ctx: Context,
@@ -102,8 +109,8 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
     run.log_params({"index_digest": split.index_digest, "train_digest": split.train.digest,
                     "val_digest": split.val.digest, "test_digest": split.test.digest, "resolved_bands": bands,
                     "policy": policy, "trainable_weights": counts.trainable, "frozen_weights": counts.frozen,
-                    "feature_cache_used": use_cache})
-    run.set_tags({"pretrained": name, "arch": arch, "trainable": policy})
+                    "feature_cache_used": use_cache, "split_kind": split.kind})
+    run.set_tags({"pretrained": name, "arch": arch, "trainable": policy, leakage.OVERLAP_TAG: prepared.overlap})
     for context, s in (("training", split.train), ("validation", split.val), ("test", split.test)):
         run.log_table(_frame(s), name=f"{split.scheme}/{s.path.stem}", source=str(s.path), digest=s.digest,
                       context=context)
@@ -124,6 +131,29 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
                     patience=spec.patience, seed=spec.seed, device=device, amp=device == "cuda")
     result = fit(target, train_batches, val_batches, cfg, checkpoint_path=checkpoint_path, progress=progress)
     return TrainedClassifier(model, result, split, bands, arch, name, policy, batches, device)
+
+
+def condition_tags(spec: Training, resolved: Mapping[str, str], trained: TrainedClassifier, prepared: Prepared,
+                   run: StageRun) -> dict[str, object]:
+    """What a registered version says about itself: everything that defines its condition for `compare`
+    (encoder and its version, trainable part, epochs, training settings, tuned or not, split kind, what
+    the leakage guard found) and the digests of the data behind it."""
+    split, pretrained = trained.split, prepared.pretrained
+    tuned = run.client.get_run(run.run_id).data.tags.get(TUNED_TAG, "false")
+    return {"stage": spec.entry_point, "scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed,
+            "pretrained": trained.pretrained, "encoder_version": pretrained.version if pretrained else "",
+            "arch": trained.arch, "trainable": trained.policy, "bands": trained.bands,
+            "epochs": resolved.get("epochs", spec.epochs), "settings": training_settings(spec), "tuned": tuned,
+            "split_kind": split.kind, leakage.OVERLAP_TAG: prepared.overlap, "test_digest": split.test.digest,
+            "train_digest": split.train.digest, "val_digest": split.val.digest, "index_digest": split.index_digest,
+            "encoder_digest": pretrained.tags.get(leakage.DIGEST_TAG, "") if pretrained else "",
+            "run_id": run.run_id}
+
+
+def training_settings(spec: Training) -> str:
+    """The training hyperparameters in one string: runs that differ in them are different conditions."""
+    return (f"lr={canonical(spec.lr)} batch={spec.batch_size} wd={canonical(spec.weight_decay)} "
+            f"dropout={canonical(spec.dropout)} patience={spec.patience}")
 
 
 def _frame(s: SplitSet) -> pd.DataFrame:
@@ -186,10 +216,7 @@ class Classifier(Stage[Training]):
             log_and_register(run.client, run.run_id, trained.model, CLASSIFIER_MODEL, example,
                              step=max(result.best_epoch, 0),
                              finite={**result.best_val, **{k: test[k] for k in REGISTERED_TEST_METRICS}},
-                             tags={"stage": self.name, "scheme": spec.scheme, "fraction": spec.fraction,
-                                   "pretrained": trained.pretrained, "arch": trained.arch, "seed": spec.seed,
-                                   "trainable": trained.policy, "bands": trained.bands, "run_id": run.run_id,
-                                   **summary})
+                             tags={**condition_tags(spec, resolved, trained, prepared, run), **summary})
 
 
 FINETUNE = Classifier(specs.Finetune)

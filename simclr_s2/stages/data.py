@@ -18,7 +18,7 @@ from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.index import build_index, index_archive_root, index_digest, load_index
 from simclr_s2.bigearthnet.nomenclature import is_positive, resolve_scheme
 from simclr_s2.errors import UserError
-from simclr_s2.splits import SETS, create_splits, file_name, load_split
+from simclr_s2.splits import NATURAL, create_splits, file_name, load_split
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SOURCE, fetcher
 from simclr_s2.tracking.artifacts import is_remote
@@ -120,7 +120,8 @@ class CreateSplits(Stage[specs.CreateSplits]):
         manifest = create_splits(
             index, scheme, out, fractions=spec.fractions, seed=spec.seed, exclude_snow_cloud=spec.exclude_snow_cloud,
             official_split=None if spec.official_split == "all" else spec.official_split, ratios=spec.ratios,
-            index_digest=index_digest(index_path), positives=positives, classes=classes)
+            index_digest=index_digest(index_path), positives=positives, classes=classes, kind=spec.kind,
+            natural_test=spec.natural_test, natural_share=spec.natural_share)
         scheme_dir = out / scheme
         (scheme_dir / SOURCE).write_text(json.dumps(
             {"index": spec.index if is_remote(spec.index) else str(index_path),
@@ -128,16 +129,19 @@ class CreateSplits(Stage[specs.CreateSplits]):
         run.log_artifacts(scheme_dir, f"splits/{scheme}")
         run.log_metrics({f"{name.removesuffix('.csv')}_{what}": getattr(entry, what)
                          for name, entry in manifest.files.items() for what in ("count", "positives")})
-        for fraction in manifest.fractions:
-            for set_name in SETS:
-                if set_name == "test" and fraction != manifest.fractions[0]:
-                    continue
-                split = load_split(out, scheme, fraction, set_name)
-                run.log_table(pd.DataFrame({"name": split.names, "label": split.labels}),
-                              name=f"{scheme}/{file_name(set_name, fraction).removesuffix('.csv')}",
-                              source=str(split.path), digest=split.digest, context=set_name)
-        run.set_tags({SPLITS_TAG: str(scheme_dir)})
+        for set_name, fraction in _split_files(manifest.fractions, spec.natural_test):
+            split = load_split(out, scheme, fraction, set_name)
+            run.log_table(pd.DataFrame({"name": split.names, "label": split.labels}),
+                          name=f"{scheme}/{file_name(set_name, fraction).removesuffix('.csv')}",
+                          source=str(split.path), digest=split.digest, context=set_name)
+        run.set_tags({SPLITS_TAG: str(scheme_dir), "split_kind": manifest.kind})
         print(f"splits: {scheme_dir} (" + ", ".join(f"{k} {v}" for k, v in manifest.sizes.items()) + ")")
+
+
+def _split_files(fractions: tuple[int, ...], natural: bool) -> list[tuple[str, int]]:
+    """(set, fraction) of every file of a scheme's splits: train and val per fraction, the test sets once."""
+    tests = [("test", fractions[0]), *([(NATURAL, fractions[0])] if natural else [])]
+    return [(s, f) for f in fractions for s in ("train", "val")] + tests
 
 
 MAKE_DEMO_DATA = MakeDemoData()

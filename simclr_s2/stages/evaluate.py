@@ -1,6 +1,11 @@
 """evaluate: score a registered classifier on a split set. It writes nothing but its own run: `auto` finds
 the demo splits without making them, downloads go to a temporary folder, and the patches are read from
-the GeoTIFFs instead of being packed."""
+the GeoTIFFs instead of being packed.
+
+On a test set the metrics come twice: at the 0.5 threshold (`<set>_*`), and at the threshold with the best
+F1 on the validation set (`val_threshold`, `<set>_valthr_*`): on the natural-prevalence test set
+(test_natural) that is how a classifier meant for real prevalence would be operated. The leakage guard
+checks the scored set against the encoder's pretraining patches."""
 
 from __future__ import annotations
 
@@ -10,14 +15,18 @@ import torch
 
 from simclr_s2.app import specs
 from simclr_s2.app.context import Context
+from simclr_s2.data import BatchLoader
+from simclr_s2.metrics import best_f1_threshold
 from simclr_s2.models import IrrigationClassifier
-from simclr_s2.stages import auto
+from simclr_s2.splits import NATURAL, SplitSet
+from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import load_split_data, loader
 from simclr_s2.tracking.artifacts import Fetcher
 from simclr_s2.tracking.evaluation import log_evaluation
 from simclr_s2.tracking.registry import encoder_bands, load_logged
 from simclr_s2.tracking.tracker import StageRun
+from simclr_s2.train import predict
 
 
 class Evaluate(Stage[specs.Evaluate]):
@@ -34,17 +43,30 @@ class Evaluate(Stage[specs.Evaluate]):
         return {"scheme": spec.scheme}
 
     def execute(self, spec: specs.Evaluate, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
-        model, version, tags = load_logged(ctx.client, spec.model_uri, IrrigationClassifier, "model_uri")
+        model, ref = load_logged(ctx.client, spec.model_uri, IrrigationClassifier, "model_uri")
+        version, tags = ref.version, ref.tags
         bands = encoder_bands(tags, model.encoder.in_channels)
         with Fetcher.temporary(ctx.tracking_uri) as fetch:
             split = load_split_data(fetch, resolved.get("split", spec.split), spec.scheme, spec.fraction)
-            chosen = getattr(split, spec.set)
+            chosen = split.set(spec.set)
+            overlap = leakage.status(leakage.classifier_encoder(ctx.client, tags), chosen.names, split.index,
+                                     spec.set, spec.allow_pretraining_overlap)
             run.log_params({"resolved_model": version or spec.model_uri, f"{spec.set}_digest": chosen.digest})
-            run.set_tags({k: tags[k] for k in ("pretrained", "arch", "fraction", "seed") if k in tags})
-            batches = loader(ctx, split.archive_root, chosen.names, chosen.labels.astype("float32"), ",".join(bands),
-                             spec.batch_size, shuffle=False, seed=0, digest=split.index_digest, pack=False)
+            run.set_tags({**{k: tags[k] for k in ("pretrained", "arch", "fraction", "seed") if k in tags},
+                          leakage.OVERLAP_TAG: overlap, "set_prevalence": f"{chosen.labels.mean():.4f}"})
             device = "cuda" if torch.cuda.is_available() else "cpu"
-            metrics = log_evaluation(run, model, batches, chosen.names, spec.set, device)
+
+            def batches(s: SplitSet) -> BatchLoader:
+                return loader(ctx, split.archive_root, s.names, s.labels.astype("float32"), ",".join(bands),
+                              spec.batch_size, shuffle=False, seed=0, digest=split.index_digest, pack=False)
+
+            metrics = log_evaluation(run, model, batches(chosen), chosen.names, spec.set, device)
+            if spec.set in ("test", NATURAL):
+                labels, probabilities, _ = predict(model, batches(split.val), device)
+                threshold = best_f1_threshold(labels, probabilities)
+                run.log_metrics({"val_threshold": threshold})
+                metrics |= log_evaluation(run, model, batches(chosen), chosen.names, f"{spec.set}_valthr", device,
+                                          threshold)
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
 
 

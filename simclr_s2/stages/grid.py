@@ -45,19 +45,44 @@ class Cell:
         return build(specs.Finetune if self.stage == "finetune" else specs.Baseline, self.params)
 
 
+@dataclass(frozen=True)
+class Protocol:
+    """What the cells train: the fine-tuned parts, the baseline networks and the demo encoders' network."""
+
+    trainables: tuple[str, ...]
+    baseline_archs: tuple[str, ...]
+    encoder_arch: str
+
+
+STUDY = Protocol(trainables=("all",), baseline_archs=("resnet152",), encoder_arch="resnet152")
+"""The original code's choices (STUDY.md): ResNet-152 encoders, every layer fine-tuned, ResNet-152
+baselines from scratch. The write-up's frozen variant is the custom default (head2)."""
+
+
+def protocol(spec: specs.Grid) -> Protocol:
+    if spec.protocol == "custom":
+        return Protocol(spec.trainable, spec.baseline_arch, "resnet18")
+    defaults = specs.Grid()
+    if (spec.trainable, spec.baseline_arch) != (defaults.trainable, defaults.baseline_arch):
+        raise UserError("protocol: study sets trainable (all) and baseline_arch (resnet152) itself; leave them "
+                        "at their defaults, or use protocol=custom")
+    return STUDY
+
+
 def encoder_uris(spec: specs.Grid, ctx: Context, make: bool) -> dict[str, str]:
     """Encoder name -> pinned registry URI (models:/name/<version>), so a cell's key names the exact
     weights. `auto` pretrains (or reuses) the demo's three encoders; without `make` one not yet
     pretrained shows as `(to make)`."""
     if spec.encoders == "auto":
-        return {name: demo_encoder(ctx, name, make) or TO_MAKE for name in DEMO_ENCODERS}
+        arch = protocol(spec).encoder_arch
+        return {name: demo_encoder(ctx, name, make, arch) or TO_MAKE for name in DEMO_ENCODERS}
     uris = {}
     for item in filter(None, (s.strip() for s in spec.encoders.split(","))):
         uri = item if ":" in item or "/" in item else f"models:/{ENCODER_MODEL}@{item}"
         name = item.rsplit("@", 1)[-1] if "@" in item else item
         if uri.startswith("models:/"):
             try:
-                uri = "models:/" + resolve_model_uri(ctx.client, uri, "encoders")[1]
+                uri = "models:/" + resolve_model_uri(ctx.client, uri, "encoders").version
             except UserError:
                 pass  # kept as given: its cells fail with the reason while the rest go on
         uris[name] = uri
@@ -66,16 +91,18 @@ def encoder_uris(spec: specs.Grid, ctx: Context, make: bool) -> dict[str, str]:
 
 def plan(spec: specs.Grid, encoders: Mapping[str, str], split: Mapping[str, str]) -> list[Cell]:
     """Every cell of the grid; `split` maps each scheme to the split its cells read."""
+    chosen = protocol(spec)
     cells = []
     for scheme in spec.schemes:
         for fraction in spec.fractions:
             for seed in spec.seeds:
                 common = {"scheme": scheme, "fraction": fraction, "seed": seed, "epochs": spec.epochs,
                           "split": split[scheme]}
-                cells += [Cell("finetune", name, {**common, "pretrained": uri, "trainable": spec.trainable})
-                          for name, uri in encoders.items()]
+                cells += [Cell("finetune", f"{name}-{trainable}" if len(chosen.trainables) > 1 else name,
+                               {**common, "pretrained": uri, "trainable": trainable})
+                          for name, uri in encoders.items() for trainable in chosen.trainables]
                 if spec.baseline:
-                    cells.append(Cell("baseline", spec.baseline_arch, {**common, "arch": spec.baseline_arch}))
+                    cells += [Cell("baseline", arch, {**common, "arch": arch}) for arch in chosen.baseline_archs]
     return cells
 
 

@@ -15,7 +15,7 @@ from simclr_s2.app.context import Context
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
 from simclr_s2.data import BatchLoader, make_loader
 from simclr_s2.errors import UserError
-from simclr_s2.splits import SplitSet, load_manifest, load_split
+from simclr_s2.splits import NATURAL, SplitSet, load_manifest, load_split
 from simclr_s2.tracking.artifacts import Fetcher
 
 SOURCE = "source.json"
@@ -39,10 +39,20 @@ class SplitData:
     train: SplitSet
     val: SplitSet
     test: SplitSet
+    kind: str  # "random", "tile", "block-<n>km" or "official"
+    natural: SplitSet | None  # the natural-prevalence test set, when the split has one
+    index: pd.DataFrame
 
     def pool(self) -> list[str]:
-        """Every patch of the three sets: one packed store serves them all."""
-        return self.train.names + self.val.names + self.test.names
+        """Every patch of the sets: one packed store serves them all."""
+        return self.train.names + self.val.names + self.test.names + (self.natural.names if self.natural else [])
+
+    def set(self, name: str) -> SplitSet:
+        """A set by name: train, val, test or test_natural (one line when the split has none)."""
+        if name == NATURAL and self.natural is None:
+            raise UserError(f"set: {self.folder / self.scheme} has no natural-prevalence test set; make the "
+                            "splits with natural_test=true")
+        return {"train": self.train, "val": self.val, "test": self.test, NATURAL: self.natural}[name]
 
 
 def load_split_data(fetch: Fetcher, ref: str, scheme: str, fraction: int) -> SplitData:
@@ -59,8 +69,11 @@ def load_split_data(fetch: Fetcher, ref: str, scheme: str, fraction: int) -> Spl
     if load_manifest(folder, scheme).index_digest != digest:
         raise UserError(f"split: {folder / scheme} was drawn from another index than {source['index']}")
     index = load_index(index_path)
+    manifest = load_manifest(folder, scheme)
     sets = {name: load_split(folder, scheme, fraction, name, index) for name in ("train", "val", "test")}
-    return SplitData(ref, folder, scheme, fraction, Path(source["archive_root"]), digest, **sets)
+    natural = load_split(folder, scheme, fraction, NATURAL, index) if manifest.natural_share is not None else None
+    return SplitData(ref, folder, scheme, fraction, Path(source["archive_root"]), digest, **sets,
+                     kind=manifest.kind, natural=natural, index=index)
 
 
 def test_names(fetch: Fetcher, refs: str) -> set[str]:

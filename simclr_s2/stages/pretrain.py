@@ -11,18 +11,20 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from simclr_s2 import distributed
 from simclr_s2.app import specs
 from simclr_s2.app.context import Context
 from simclr_s2.app.spec import build
+from simclr_s2.augment import AugmentConfig
 from simclr_s2.bigearthnet.bands import resolve_bands
 from simclr_s2.errors import UserError
 from simclr_s2.hashing import sha256_file
 from simclr_s2.models import build_simclr, load_encoder_state
 from simclr_s2.simclr import pretrain
-from simclr_s2.stages import auto
+from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import fetcher, loader, read_index, test_names
 from simclr_s2.tracking.registry import (
@@ -45,6 +47,7 @@ class PretrainingData:
     names: list[str]
     digest: str
     excluded: int  # test patches of the excluded splits
+    index: pd.DataFrame
 
 
 def capped(values: dict[str, str], ctx: Context, epochs: int) -> dict[str, str]:
@@ -79,14 +82,16 @@ class Pretrain(Stage[specs.Pretrain]):
         if len(data.names) < spec.batch_size:
             raise UserError(f"batch_size: {spec.batch_size} is more than the {len(data.names)} patches "
                             "to pretrain on")
+        augment = augment_config(spec, bands)
         run.log_params({"index_digest": data.digest, "patches": len(data.names),
                         "excluded_test_patches": data.excluded})
+        membership_digest = leakage.record(run, data.names, data.index) if distributed.is_main() else ""
         batches = loader(ctx, data.archive_root, data.names, None, spec.bands, spec.batch_size, shuffle=True,
                          seed=spec.seed, digest=data.digest).sharded()
         torch.manual_seed(spec.seed)  # the initial weights too (torch seeds each process anew)
         model = build_simclr(spec.arch, len(bands))
         result = pretrain(model, batches, epochs, optimizer=spec.optimizer, lr=spec.lr,
-                          temperature=spec.temperature, seed=spec.seed,
+                          temperature=spec.temperature, seed=spec.seed, augment=augment,
                           checkpoint_path=run.checkpoint_dir / "pretrain.pt", progress=run.progress(),
                           device=distributed.device(), amp=torch.cuda.is_available())
         if not distributed.is_main():
@@ -97,10 +102,18 @@ class Pretrain(Stage[specs.Pretrain]):
                                    step=result.global_step, finite={"final_loss": result.epoch_losses[-1]},
                                    tags={"stage": "pretrain", "arch": spec.arch, "bands": spec.bands,
                                          BAND_LIST_TAG: ",".join(bands), "data_digest": data.digest,
+                                         leakage.DIGEST_TAG: membership_digest,
                                          "optimizer": spec.optimizer, "epochs": epochs, "name": spec.name,
                                          "seed": spec.seed, "final_loss": f"{result.epoch_losses[-1]:.5f}"})
         print(f"encoder: models:/{ENCODER_MODEL}@{spec.name} (version {version}), "
               f"loss {result.epoch_losses[0]:.4f} -> {result.epoch_losses[-1]:.4f}")
+
+
+def augment_config(spec: specs.Pretrain, bands: tuple[str, ...]) -> AugmentConfig:
+    """The views' augmentations from the pretrain parameters (the rest keep SimCLR's defaults)."""
+    return AugmentConfig(jitter=spec.jitter, gain=spec.gain, brightness=spec.brightness, contrast=spec.contrast,
+                         crop_scale=(spec.crop_min_scale, 1.0), blur_p=spec.blur_p, noise_std=spec.noise_std,
+                         bands=bands)
 
 
 def _pretraining_data(spec: specs.Pretrain, resolved: Mapping[str, str], ctx: Context) -> PretrainingData:
@@ -113,18 +126,19 @@ def _pretraining_data(spec: specs.Pretrain, resolved: Mapping[str, str], ctx: Co
     if spec.max_patches:
         rng = np.random.default_rng(spec.seed)
         names = sorted(rng.choice(names, size=min(spec.max_patches, len(names)), replace=False).tolist())
-    return PretrainingData(index.archive_root, names, index.digest, len(excluded))
+    return PretrainingData(index.archive_root, names, index.digest, len(excluded), index.frame)
 
 
-def demo_encoder_spec(ctx: Context, name: str = "ben") -> specs.Pretrain:
+def demo_encoder_spec(ctx: Context, name: str = "ben", arch: str = "resnet18") -> specs.Pretrain:
     """The pretrain settings of a demo encoder (its data: the demo index, less the demo test sets)."""
     epochs = ctx.sizes.demo_pretrain_epochs
-    return build(specs.Pretrain, {"name": name, **DEMO_ENCODERS[name], **({"epochs": epochs} if epochs else {})})
+    return build(specs.Pretrain, {"name": name, "arch": arch, **DEMO_ENCODERS[name],
+                                  **({"epochs": epochs} if epochs else {})})
 
 
-def demo_encoder(ctx: Context, name: str = "ben", make: bool = True) -> str | None:
+def demo_encoder(ctx: Context, name: str = "ben", make: bool = True, arch: str = "resnet18") -> str | None:
     """The pinned registry URI (models:/simclr-s2-encoder/<version>) of a demo encoder."""
-    run = auto.step_run(PRETRAIN, demo_encoder_spec(ctx, name), ctx, make)
+    run = auto.step_run(PRETRAIN, demo_encoder_spec(ctx, name, arch), ctx, make)
     return None if run is None else f"models:/{run.data.tags[VERSION_TAG]}"
 
 

@@ -33,7 +33,14 @@ from simclr_s2.app.spec import build
 from simclr_s2.errors import SettingError, UserError
 from simclr_s2.runtime import StepMetrics
 from simclr_s2.stages.base import Stage, ensure_step
-from simclr_s2.stages.classifier import BASELINE, FINETUNE, prepare, resolve_training, train_classifier
+from simclr_s2.stages.classifier import (
+    BASELINE,
+    FINETUNE,
+    TUNED_TAG,
+    prepare,
+    resolve_training,
+    train_classifier,
+)
 from simclr_s2.tracking.tracker import ERROR_TAG, PARENT_TAG, STAGE_TAG, StageRun, Step, describe
 from simclr_s2.tune import (
     SearchSpace,
@@ -62,7 +69,6 @@ STUDY_TAG = "optuna.study"
 TRIAL_TAG = "optuna.trial"
 TRIAL_STAGE = "tune-trial"
 FINAL_RUN_TAG = "simclr_s2.final_run"
-TUNED_TAG = "simclr_s2.tuned"
 TRIAL_ERRORS = (SettingError, torch.OutOfMemoryError)  # a trial's own settings broke it: the study goes on
 
 

@@ -97,33 +97,46 @@ class Pretrained:
     arch: str
     bands: tuple[str, ...]  # input bands in channel order
     tags: Mapping[str, str]  # the registry version's tags ({} for a file)
+    run_id: str | None  # the run that logged it (None for a file)
 
 
-def resolve_model_uri(client: MlflowClient, uri: str, what: str = "pretrained") -> tuple[str, str, dict[str, str]]:
-    """(download URI, "name/version" or "", version tags) for a models:/ URI; other URIs pass through."""
+@dataclass(frozen=True)
+class ModelRef:
+    """Where a model URI points: a URI to load it from, "name/version" ("" outside the registry), the
+    version's tags and the run that logged it (None when unknown)."""
+
+    uri: str
+    version: str
+    tags: dict[str, str]
+    run_id: str | None
+
+
+def resolve_model_uri(client: MlflowClient, uri: str, what: str = "pretrained") -> ModelRef:
+    """A models:/ URI pinned to its version, with tags and run; a runs:/<id>/... URI with its run."""
     match = re.fullmatch(r"models:/([^/@]+)(?:/(\w+)|@([\w-]+))", uri)
     if not match:
-        return uri, "", {}
+        run = re.fullmatch(r"runs:/([0-9a-f]+)/.*", uri)
+        return ModelRef(uri, "", {}, run.group(1) if run else None)
     name, version, alias = match.groups()
     try:
         mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
     except MlflowException as error:
         raise UserError(f"{what}: {uri} not found in the model registry ({error.message.splitlines()[0]})") \
             from None
-    return f"models:/{name}/{mv.version}", f"{name}/{mv.version}", dict(mv.tags)
+    return ModelRef(f"models:/{name}/{mv.version}", f"{name}/{mv.version}", dict(mv.tags), mv.run_id)
 
 
-def load_logged(client: MlflowClient, uri: str, kind: type[T], what: str) -> tuple[T, str, dict[str, str]]:
-    """A logged model of class `kind` from a registry or run URI, with its "name/version" ("" for a run's
-    model) and version tags; `what` names the parameter in the one-line error."""
-    resolved, version, tags = resolve_model_uri(client, uri, what)
+def load_logged(client: MlflowClient, uri: str, kind: type[T], what: str) -> tuple[T, ModelRef]:
+    """A logged model of class `kind` from a registry or run URI, with where it came from; `what` names
+    the parameter in the one-line error."""
+    ref = resolve_model_uri(client, uri, what)
     try:
-        model = mlflow.pytorch.load_model(resolved, map_location="cpu")
+        model = mlflow.pytorch.load_model(ref.uri, map_location="cpu")
     except (MlflowException, OSError) as error:
         raise UserError(f"{what}: cannot load {uri}: {str(error).splitlines()[0]}") from None
     if not isinstance(model, kind):
         raise UserError(f"{what}: {uri} is a {type(model).__name__}, expected a {kind.__name__}")
-    return model, version, tags
+    return model, ref
 
 
 def encoder_bands(tags: Mapping[str, str], in_channels: int) -> tuple[str, ...] | None:
@@ -156,7 +169,7 @@ def load_pretrained(client: MlflowClient, spec: str, bands: str = "auto") -> Pre
     (`runs:/<id>/model`) or a state-dict file (its arch inferred from the weights). `bands` "auto" takes
     the encoder's own bands; any other band list must equal the encoder's, names and order."""
     path = Path(spec).expanduser()
-    version, tags = "", {}
+    ref = ModelRef(spec, "", {}, None)
     if path.suffix in {".pt", ".pth"} or path.is_file():
         if not path.is_file():
             raise UserError(f"pretrained: state-dict file {path} does not exist")
@@ -166,7 +179,8 @@ def load_pretrained(client: MlflowClient, spec: str, bands: str = "auto") -> Pre
         model = load_encoder_state(state, infer_arch(state, path), in_channels)
         spec = str(path.resolve())
     else:
-        model, version, tags = load_logged(client, spec, SimCLRModel, "pretrained")
+        model, ref = load_logged(client, spec, SimCLRModel, "pretrained")
+    tags = ref.tags
     own = encoder_bands(tags, model.encoder.in_channels)
     try:
         wanted = own if bands == "auto" else resolve_bands(bands)
@@ -183,7 +197,7 @@ def load_pretrained(client: MlflowClient, spec: str, bands: str = "auto") -> Pre
                         f"{len(wanted)} (bands={bands})")
     alias = re.fullmatch(r"models:/[^/@]+@([\w-]+)", spec)
     name = alias.group(1) if alias else tags.get("name") or Path(spec.rstrip("/")).stem
-    return Pretrained(model, spec, name, version, model.encoder.arch, tuple(wanted), tags)
+    return Pretrained(model, spec, name, ref.version, model.encoder.arch, tuple(wanted), tags, ref.run_id)
 
 
 def infer_arch(state: Mapping[str, torch.Tensor], source: Path) -> str:

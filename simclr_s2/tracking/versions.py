@@ -38,6 +38,8 @@ class VersionRecord:
     version: str
     tags: dict[str, str]
     metrics: dict[str, float]
+    run_id: str = ""
+    experiment_id: str = ""
 
     def describe(self) -> str:
         t = self.tags
@@ -74,37 +76,54 @@ def search_versions(client: MlflowClient, scheme: str, *, fraction: int | None =
     found = _pages(partial(client.search_model_versions, " and ".join(clauses)))
     versions = [(mv.run_id or mv.tags.get("run_id", ""), mv) for mv in found
                 if mv.tags.get("stage") in CLASSIFIER_STAGES]
-    metrics = run_metrics(client, (run_id for run_id, _ in versions))
-    records = [VersionRecord(str(mv.version), dict(mv.tags), metrics.get(run_id, {}))
-               for run_id, mv in versions]
+    runs = run_metrics(client, (run_id for run_id, _ in versions))
+    records = [VersionRecord(str(mv.version), dict(mv.tags), runs.get(run_id, ({}, ""))[0], run_id,
+                             runs.get(run_id, ({}, ""))[1]) for run_id, mv in versions]
     return sorted(records, key=lambda r: int(r.version))
 
 
-def versions_frame(records: Sequence[VersionRecord], metrics: Iterable[str]) -> pd.DataFrame:
-    """One row per version: version, stage, pretrained, fraction, seed, arch, trainable and `metrics` from
-    its run (NaN where the run lacks one) -- the input of `compare.summarise`."""
+def finite(records: Sequence[VersionRecord], metrics: Iterable[str]) -> tuple[list[VersionRecord], list[str]]:
+    """The records whose `metrics` are all finite numbers, and the descriptions of those left out (a
+    diverged run never counts in a comparison or a promotion)."""
     metrics = list(metrics)
-    rows = [{"version": int(r.version), "stage": r.tags.get("stage"), "pretrained": r.tags.get("pretrained", ""),
-             "fraction": int(r.tags["fraction"]), "seed": int(r.tags.get("seed", 0)), "arch": r.tags.get("arch"),
-             "trainable": r.tags.get("trainable"), **{m: r.metrics.get(m, math.nan) for m in metrics}}
-            for r in records]
-    return pd.DataFrame(rows, columns=["version", "stage", "pretrained", "fraction", "seed", "arch", "trainable",
-                                       *metrics])
+    keep = [r for r in records if all(math.isfinite(r.metrics.get(m, math.nan)) for m in metrics)]
+    return keep, [r.describe() for r in records if r not in keep]
 
 
-def run_metrics(client: MlflowClient, run_ids: Iterable[str]) -> dict[str, dict[str, float]]:
-    """Latest value of every metric of each run, fetched in batches of runs across all experiments (a
-    version's run may live in any experiment; deleted runs still count: their model is registered)."""
+# Tags a version registered before a condition tag existed falls back to (see compare.py's contract).
+TAG_DEFAULTS = {"encoder_version": "", "trainable": "all", "settings": "", "split_kind": "random",
+                "pretraining_overlap": "unknown", "test_digest": "", "train_digest": "", "val_digest": "",
+                "index_digest": "", "encoder_digest": ""}
+
+
+def versions_frame(records: Sequence[VersionRecord], metrics: Iterable[str]) -> pd.DataFrame:
+    """One row per version with the columns `compare.compare` takes: version, run_id, every condition
+    column, fraction, seed, the test digest (all from the version's tags) and `metrics` from its run
+    (NaN where the run lacks one)."""
+    metrics = list(metrics)
+    rows = [{"version": int(r.version), "run_id": r.run_id, "stage": r.tags.get("stage"),
+             "pretrained": r.tags.get("pretrained", ""), "arch": r.tags.get("arch", ""),
+             "epochs": int(float(r.tags.get("epochs", 0))), "tuned": r.tags.get("tuned", "false") == "true",
+             "fraction": int(r.tags["fraction"]), "seed": int(r.tags.get("seed", 0)),
+             **{k: r.tags.get(k, default) for k, default in TAG_DEFAULTS.items()},
+             **{m: r.metrics.get(m, math.nan) for m in metrics}} for r in records]
+    return pd.DataFrame(rows)
+
+
+def run_metrics(client: MlflowClient, run_ids: Iterable[str]) -> dict[str, tuple[dict[str, float], str]]:
+    """Latest value of every metric of each run, and the run's experiment, fetched in batches of runs across
+    all experiments (a version's run may live in any experiment; deleted runs still count: their model
+    is registered)."""
     ids = sorted({i for i in run_ids if i})
     if not ids:
         return {}
     experiments = [e.experiment_id for e in _pages(partial(client.search_experiments, view_type=ViewType.ALL))]
-    out: dict[str, dict[str, float]] = {}
+    out: dict[str, tuple[dict[str, float], str]] = {}
     for start in range(0, len(ids), RUNS_PER_QUERY):
         listed = ", ".join(f"'{i}'" for i in ids[start:start + RUNS_PER_QUERY])
         for run in _pages(partial(client.search_runs, experiments, f"attributes.run_id IN ({listed})",
                                   run_view_type=ViewType.ALL)):
-            out[run.info.run_id] = dict(run.data.metrics)
+            out[run.info.run_id] = dict(run.data.metrics), run.info.experiment_id
     missing = set(ids) - set(out)
     if missing:
         log.warning("runs %s of registered versions not found; their metrics count as missing", sorted(missing))

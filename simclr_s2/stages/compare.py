@@ -1,0 +1,76 @@
+"""compare: the study's comparison for one scheme, from the model registry: every condition across the data
+fractions with intervals, paired tests against the baselines on the same test patches, the figures and
+one report.html, written to `out` and logged as artifacts of the compare run. It trains and writes
+nothing else: predictions are read into a temporary folder."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import pandas as pd
+
+from simclr_s2.app import specs
+from simclr_s2.app.context import Context
+from simclr_s2.compare import METRICS, compare
+from simclr_s2.compare_report import Links, write_report
+from simclr_s2.errors import UserError
+from simclr_s2.stages.base import Stage
+from simclr_s2.tracking.registry import CLASSIFIER_MODEL
+from simclr_s2.tracking.tracker import StageRun
+from simclr_s2.tracking.versions import finite, search_versions, versions_frame
+
+PREDICTIONS = "evaluation/test/predictions.csv"
+LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
+
+
+def ui_base(tracking_uri: str) -> str:
+    """The MLflow UI's address: the tracking server itself, or `mlflow ui` for a local store."""
+    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
+
+
+class Compare(Stage[specs.Compare]):
+    spec = specs.Compare
+    read_only = True
+
+    def run_name(self, spec: specs.Compare, resolved: Mapping[str, str]) -> str:
+        return f"compare-{spec.scheme}"
+
+    def tags(self, spec: specs.Compare, resolved: Mapping[str, str]) -> dict[str, object]:
+        return {"scheme": spec.scheme}
+
+    def execute(self, spec: specs.Compare, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        records = search_versions(ctx.client, spec.scheme)
+        if not records:
+            raise UserError(f"scheme: no registered {CLASSIFIER_MODEL} version has scheme {spec.scheme!r}; "
+                            "run finetune and baseline (or main) first")
+        records, skipped = finite(records, METRICS)
+        if skipped:
+            run.set_tags({"skipped_non_finite": ", ".join(skipped)[:4000]})
+        experiments = {r.run_id: r.experiment_id for r in records}
+        base = ui_base(ctx.tracking_uri)
+        links = Links(run=lambda run_id: f"{base}/#/experiments/{experiments.get(run_id, '0')}/runs/{run_id}",
+                      version=lambda model, version: f"{base}/#/models/{model}/versions/{version}",
+                      classifier_model=CLASSIFIER_MODEL)
+        with tempfile.TemporaryDirectory() as tmp:
+
+            def predictions(run_id: str) -> pd.DataFrame:
+                return pd.read_csv(ctx.client.download_artifacts(run_id, PREDICTIONS, tmp))
+
+            comparison = compare(versions_frame(records, METRICS), spec.fractions, predictions=predictions,
+                                 n_boot=spec.n_boot)
+        out = Path(spec.out).expanduser().resolve()
+        for path in write_report(comparison, out, f"scheme {spec.scheme}", links):
+            run.log_artifact(path)
+        cells = comparison.cells
+        filled = int((cells["n_runs"] > 0).sum())
+        run.set_tags({"n_versions": len(records), "cells_filled": f"{filled}/{len(cells)}",
+                      "conditions": len(comparison.conditions), "test_digest": comparison.test_digest})
+        print(f"compare {spec.scheme}: {len(records)} versions, {len(comparison.conditions)} conditions, "
+              f"{filled} of {len(cells)} cells with runs"
+              + (f", {len(skipped)} non-finite versions skipped" if skipped else "")
+              + f"; report in {out / 'report.html'}")
+
+
+COMPARE = Compare()

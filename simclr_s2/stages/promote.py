@@ -1,0 +1,62 @@
+"""promote: point an alias (champion) at the best registered classifier of a scheme by a validation
+metric of its kept epoch, among versions of one fraction and one test set unless told to cross them;
+the former holder stays reachable as `previous`, and the version and this run record why. A dry run
+shows the choice and changes nothing (and opens no run)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+from simclr_s2 import promote as promotion
+from simclr_s2.app import specs
+from simclr_s2.app.context import Context
+from simclr_s2.stages.base import Stage
+from simclr_s2.tracking.tracker import StageRun
+from simclr_s2.tracking.versions import alias_version, move_alias, search_versions
+
+
+def _choice(spec: specs.Promote, ctx: Context) -> tuple[promotion.Choice, str, str | None]:
+    """The ranked candidates, the filters in words, and the version holding the alias now."""
+    key = promotion.run_metric(spec.metric)
+    promotion.check_alias(spec.alias)
+    what = f"scheme={spec.scheme} fraction={spec.fraction} pretrained={spec.pretrained}"
+    records = search_versions(ctx.client, spec.scheme, fraction=None if spec.fraction == "any" else int(spec.fraction),
+                              pretrained=None if spec.pretrained == "any" else spec.pretrained)
+    candidates = [promotion.Candidate(r.version, r.describe(), r.metrics.get(key, math.nan), int(r.tags["fraction"]),
+                                      r.tags.get("test_digest", "")) for r in records]
+    choice = promotion.choose(candidates, spec.metric, what, cross_fractions=spec.cross_fractions,
+                              cross_test_sets=spec.cross_test_sets)
+    return choice, what, alias_version(ctx.client, spec.alias)
+
+
+class Promote(Stage[specs.Promote]):
+    spec = specs.Promote
+    read_only = True
+
+    def run_name(self, spec: specs.Promote, resolved: Mapping[str, str]) -> str:
+        return f"promote-{spec.scheme}-{spec.alias}"
+
+    def tags(self, spec: specs.Promote, resolved: Mapping[str, str]) -> dict[str, object]:
+        filters = {"fraction": spec.fraction, "pretrained": spec.pretrained}
+        return {"scheme": spec.scheme, **{k: v for k, v in filters.items() if v != "any"}}
+
+    def dry_run(self, spec: specs.Promote, ctx: Context) -> None:
+        choice, _, former = _choice(spec, ctx)
+        print(promotion.decision(choice, spec.alias, former, dry_run=True))
+
+    def execute(self, spec: specs.Promote, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        choice, what, former = _choice(spec, ctx)
+        tags = promotion.reason_tags(choice, spec.alias, what)
+        changes = former != choice.winner.version
+        run.set_tags({**tags, "chosen_version": choice.winner.version, "former_version": former or "-",
+                      "alias_moved": str(changes).lower()})
+        run.log_dict({"metric": spec.metric, "ranked": [vars(c) for c in choice.ranked],
+                      "unscored": [c.label for c in choice.unscored]}, "promote/candidates.json")
+        if changes:
+            move_alias(ctx.client, choice.winner.version, spec.alias, tags, former=former,
+                       previous_alias=promotion.previous_alias(spec.alias))
+        print(promotion.decision(choice, spec.alias, former, dry_run=False))
+
+
+PROMOTE = Promote()

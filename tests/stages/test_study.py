@@ -1,0 +1,118 @@
+"""The study as one command on a small grid (two encoders, two fractions, one scheme, baselines), then
+compare and promote on what it registered; dry runs; and tuning."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+from conftest import run_stage
+
+from simclr_s2.errors import UserError
+from simclr_s2.stages.compare import COMPARE
+from simclr_s2.stages.grid import GRID
+from simclr_s2.stages.pretrain import PRETRAIN
+from simclr_s2.stages.promote import PROMOTE
+from simclr_s2.stages.tune import TUNE
+from simclr_s2.tracking.registry import CLASSIFIER_MODEL
+
+GRID_PARAMS = {"schemes": "basic", "fractions": "50,100", "epochs": 2}
+
+
+@pytest.fixture(scope="module")
+def grid(project, demo, split_uri):
+    index = project.latest("pretrain").data.params["resolved_index"]
+    run_stage(project, PRETRAIN, name="ca-sgd", optimizer="sgd", lr=0.1, epochs=1, index=index,
+              exclude_split=f"{split_uri('basic')},{split_uri('expanded')}")
+    return project.client.get_run(run_stage(project, GRID, encoders="ben,ca-sgd", **GRID_PARAMS))
+
+
+def _cells(project, run) -> pd.DataFrame:
+    return pd.read_csv(project.client.download_artifacts(run.info.run_id, "grid/cells.csv"))
+
+
+def _snapshot(project) -> tuple[set[str], int, list]:
+    """Runs, model versions and files of the state and data folders: what a read-only command must not change."""
+    files = sorted(p for folder in ("home", "data") for p in (project.root / folder).rglob("*"))
+    versions = len(project.client.search_model_versions(f"name='{CLASSIFIER_MODEL}'"))
+    return {r.info.run_id for r in project.runs()}, versions, files
+
+
+def test_every_cell_is_a_tagged_child_run(project, grid):
+    cells = _cells(project, grid)
+    assert len(cells) == 6 and set(cells["status"]) == {"finished"}
+    children = project.runs(**{"mlflow.parentRunId": grid.info.run_id})
+    assert sorted(r.info.run_id for r in children) == sorted(cells["run_id"])
+    assert sorted(r.data.tags["pretrained"] for r in children) == sorted(["ben", "ca-sgd", "scratch"] * 2)
+
+
+def test_a_rerun_trains_nothing_and_a_dry_run_opens_nothing(project, grid, capsys):
+    before = {r.info.run_id for r in project.runs()}
+    run_stage(project, GRID, encoders="ben,ca-sgd", **GRID_PARAMS)
+    new = [r for r in project.runs() if r.info.run_id not in before]
+    assert [r.data.tags["stage"] for r in new] == ["grid"]
+    assert set(_cells(project, new[0])["status"]) == {"reused"}
+    snapshot = _snapshot(project)
+    assert run_stage(project, GRID, encoders="ben,ca-sgd", dry_run="true", **GRID_PARAMS) is None
+    assert capsys.readouterr().out.count("reuse ") == 6
+    assert _snapshot(project) == snapshot
+
+
+def test_a_failing_cell_is_reported_while_the_others_finish(project, grid):
+    with pytest.raises(UserError, match="2 of 6 grid cells failed"):
+        run_stage(project, GRID, encoders="ben,missing-encoder", **GRID_PARAMS)
+    cells = _cells(project, project.latest("grid"))
+    assert (cells["status"] == "failed").sum() == 2
+    assert set(cells.loc[cells["status"] != "failed", "status"]) == {"reused"}
+
+
+def test_compare_reports_every_condition_with_intervals_and_paired_tests(project, grid, tmp_path):
+    """The grid's cells (2 epochs) and the demo's fine-tune (3 epochs) are different conditions: never pooled."""
+    snapshot = _snapshot(project)
+    run_id = run_stage(project, COMPARE, scheme="basic", fractions="50,100", out=str(tmp_path), n_boot=200)
+    table = pd.read_csv(tmp_path / "table.csv")
+    cells = table[table["epochs"] == 2]
+    assert set(cells["pretrained"]) == {"ben", "ca-sgd", "scratch"} and set(cells["n_runs"]) == {1}
+    assert set(table.loc[table["epochs"] == 3, "condition"]) == {"ben 3 epochs"}
+    children = project.runs(**{"mlflow.parentRunId": grid.info.run_id})
+    for run in children:
+        row = cells[(cells["pretrained"] == run.data.tags["pretrained"])
+                    & (cells["fraction"] == int(run.data.tags["fraction"]))]
+        assert row["test_f1_mean"].item() == pytest.approx(run.data.metrics["test_f1"])
+        assert row["test_f1_low"].item() <= row["test_f1_mean"].item() <= row["test_f1_high"].item()
+    paired = pd.read_csv(tmp_path / "paired.csv")
+    assert len(paired[paired["condition"] != "ben 3 epochs"]) == 4 and set(paired["baseline"]) == {"scratch"}
+    logged = {f.path for f in project.client.list_artifacts(run_id)}
+    assert {"report.html", "table.csv", "bars_f1.png"} <= logged
+    runs, versions, files = snapshot
+    assert _snapshot(project)[1:] == (versions, files) and len(_snapshot(project)[0] - runs) == 1
+
+
+def test_promote_picks_the_best_validation_f1_within_one_fraction(project, grid, capsys):
+    with pytest.raises(UserError, match="span 2 values of fraction"):
+        run_stage(project, PROMOTE, scheme="basic")
+    versions = project.client.search_model_versions(
+        f"name='{CLASSIFIER_MODEL}' and tags.scheme='basic' and tags.fraction='50'")
+    scores = {v.version: project.client.get_run(v.run_id).data.metrics["best_val_f1"] for v in versions}
+    snapshot = _snapshot(project)
+    try:
+        run_stage(project, PROMOTE, scheme="basic", fraction="50", dry_run="true")
+    except UserError as error:  # tiny validation sets can tie: then nothing is chosen, and it says so
+        assert "tie" in str(error)
+        return
+    assert _snapshot(project) == snapshot
+    assert "dry run: would promote" in capsys.readouterr().out
+    run_stage(project, PROMOTE, scheme="basic", fraction="50")
+    champion = project.client.get_model_version_by_alias(CLASSIFIER_MODEL, "champion")
+    assert scores[champion.version] == max(scores.values())
+
+
+def test_tune_as_the_readme_shows_it(project, demo, monkeypatch):
+    monkeypatch.setitem(project.env, "SIMCLR_S2_MAX_TRIALS", "2")
+    run_id = run_stage(project, TUNE, n_trials=3, epochs=2)
+    run = project.client.get_run(run_id)
+    assert run.data.params["split"] == "auto" and run.data.params["resolved_split"].startswith("runs:/")
+    assert run.data.params["resolved_n_trials"] == "2"
+    trials = project.runs("tune-trial", **{"mlflow.parentRunId": run_id})
+    assert len(trials) == 2
+    final = project.client.get_run(run.data.tags["simclr_s2.final_run"])
+    assert final.data.tags["mlflow.parentRunId"] == run_id and final.data.tags["simclr_s2.tuned"] == "true"
