@@ -1,5 +1,7 @@
-"""Patches/s for writing a demo archive, building its index (header check and full raster check) and
-reading patches with the GeoTIFF reader, on a generated archive of a chosen size.
+"""Patches/s for writing a demo archive, building its index (header check and full raster check), reading
+patches with the GeoTIFF reader, and packing them (the packer's own TIFF reader against the same packer
+reading through rasterio, in the same run), on a generated archive of a chosen size. The data path at the
+study's scale, on copies of real patches, is benchmarks/bench_loader.py's table.
 
 The index rate is given for the scan alone: the official lists (about 2 s to decompress, once per
 process) are loaded before the clock starts, as they would be amortised over the real 590,326 patches.
@@ -19,6 +21,8 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from bench_loader import packing_rate
 
 from simclr_s2.bigearthnet import official
 from simclr_s2.bigearthnet.demo import write_demo_archive
@@ -48,6 +52,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes")
     p.add_argument("--read", type=int, default=300, help="patches to read with read_patch (one process)")
     p.add_argument("--full-check", type=int, default=300, help="patches to index with check_rasters=True")
+    p.add_argument("--pack", type=int, default=300, help="patches to pack through rasterio (the baseline)")
     args = p.parse_args()
     print(f"{args.workers} worker process(es), {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -79,6 +84,21 @@ def main() -> None:
             with _timed(f"read_patch (10 study bands, {resampling}, 1 process)", args.read):
                 for name in names[: args.read]:
                     read_patch(root / name, "study", resampling)
+
+        fast = packing_rate(root, names, Path(tmp) / "store", args.workers, rasterio_reads=False)
+        slow = packing_rate(root, names[: args.pack], Path(tmp) / "slow", args.workers, rasterio_reads=True)
+        for label, n, r in (
+            ("pack (study bands, bicubic)", len(names), fast),
+            ("pack, GeoTIFFs read through rasterio", args.pack, slow),
+        ):
+            print(
+                f"{label:<48} {n:>6} patches {r.per_s:>7.0f}/s wall {r.per_cpu_s:>7.0f}/s per CPU-s "
+                f"load {r.load:.2f}"
+            )
+        print(
+            f"packing: {fast.per_s / slow.per_s:.1f}x the rasterio reads (wall), "
+            f"{fast.per_cpu_s / slow.per_cpu_s:.1f}x per CPU-s"
+        )
 
 
 if __name__ == "__main__":

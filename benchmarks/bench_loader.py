@@ -1,175 +1,251 @@
-"""Samples/s of the data paths on the same demo patches, in one run: GeoTIFFs vs packed store vs bare memory.
+"""The data path at the study's scale in one table: loader samples/s, packing patches/s and the disk's own
+read rate, each beside a baseline measured in the same run, with the load average.
 
-    python benchmarks/bench_loader.py [--patches 300] [--batch-size 32] [--bands study] [--resampling bicubic]
-                                      [--threads N]
+Inputs as issue 15 built them: the 6 real BigEarthNet-S2 patches of tests/bigearthnet/fixtures copied to
+--patches (6,000) patch folders; the slow baselines read the first --small (600). Batches of --batch-size
+shuffled samples of the study's 10 bands (torchgeo's loader reads all 12: it has no band choice).
 
-(a) per-sample GeoTIFF reading the way common BigEarthNet loaders do it (torchgeo's BigEarthNet:
-    glob the patch folder, rasterio-open every band file, read it resampled to 120 x 120 by GDAL),
-    through a torch DataLoader with 0 and 2 worker processes; plus this project's own direct path.
-(b) the packed store through `BatchLoader` (memory-mapped, page cache warm), and with the finished
-    tensors held in memory (`in_memory`).
-(c) a bare read of the same bytes from numpy arrays already in RAM: the same gather + `stack_bands`
-    + `normalise` with no loader around it; and the gather alone, without resampling.
+- loader, page cache warm: the packed store through `BatchLoader` (its default 2 read-ahead threads), against
+  a bare read of float32 rows from a memory map (one thread, same rows, order and batch), the GeoTIFF
+  per-sample path (`PatchDataset`), torchgeo's BigEarthNet (DataLoader, num_workers=0; where installed), and
+  finished float32 tensors held in RAM (`MemoryDataset`: what the removed `in_memory` option did).
+- loader, cold: the same with the store evicted from the page cache before every epoch
+  (posix_fadvise DONTNEED), so every row comes from the disk, as for a store larger than RAM; against the
+  disk's sequential read of the same file (O_DIRECT, no cache) in rows/s.
+- packing: `pack` with --workers processes, archive in the page cache, against the same packer reading the
+  GeoTIFFs through rasterio (`reader.read_native`, as before issue 15).
+
+    python benchmarks/bench_loader.py [--patches 6000] [--small 600] [--batch-size 32] [--workers 2]
+                                      [--seconds 3]
 """
 
 from __future__ import annotations
 
 import argparse
-import glob
+import mmap
 import os
 import platform
+import shutil
+import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
+from unittest import mock
 
 import numpy as np
-import rasterio
 import torch
-from rasterio.enums import Resampling
-from torch.utils.data import DataLoader, Dataset
 
-from simclr_s2.bigearthnet.bands import normalise, resolve_bands, stack_bands
-from simclr_s2.bigearthnet.demo import write_demo_archive
-from simclr_s2.bigearthnet.packed import group_bands, pack
-from simclr_s2.data import BatchLoader, PackedDataset, PatchDataset, materialise
+from simclr_s2.bigearthnet import packed, reader
+from simclr_s2.bigearthnet.bands import STUDY_BANDS, InputTransform
+from simclr_s2.data import BatchLoader, MemoryDataset, PackedDataset, PatchDataset
+
+EXAMPLES = Path(__file__).parents[1] / "tests" / "bigearthnet" / "fixtures" / "BigEarthNet-S2-Example.tar.bz2"
+DIGEST = "bench" * 8
 
 
-class GeoTiffPerSample(Dataset):
-    """The common loader: a glob and one rasterio open per band per sample, GDAL resampling to 120 x 120."""
+@dataclass
+class Rate:
+    per_s: float
+    per_cpu_s: float  # per second of CPU time of this process's threads and finished child processes
+    load: float  # 1-minute load average when the measurement ended
 
-    def __init__(self, root: Path, names: list[str], labels: np.ndarray, bands: tuple[str, ...]) -> None:
-        self.root, self.names, self.labels, self.bands = root, names, labels, bands
-
-    def __len__(self) -> int:
-        return len(self.names)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        folder = self.root / self.names[i]
-        paths = {Path(p).stem.rsplit("_", 1)[1]: p for p in glob.glob(str(folder / "*.tif"))}
-        images = []
-        for band in self.bands:
-            with rasterio.open(paths[band]) as ds:
-                images.append(
-                    ds.read(1, out_shape=(120, 120), out_dtype="int32", resampling=Resampling.bilinear)
-                )
-        x = normalise(torch.from_numpy(np.stack(images)).float(), self.bands)
-        return x, torch.tensor(self.labels[i], dtype=torch.float32)
+    def __str__(self) -> str:
+        return f"{self.per_s:,.0f}"
 
 
 def _cpu_seconds() -> float:
-    """CPU time of this process (all threads) and of its reaped children (DataLoader workers)."""
     t = os.times()
     return t.user + t.system + t.children_user + t.children_system
 
 
-def throughput(batches: Callable[[], Iterable], min_seconds: float) -> tuple[float, float]:
-    """(samples per wall second, samples per CPU second) over whole epochs, repeated for `min_seconds`.
+class Clock:
+    """Wall and CPU time of the work between `start` and `rate`, paused around untimed steps."""
 
-    The second figure barely moves when other jobs share the machine; the first is what training sees.
-    """
-    n, start, cpu = 0, time.perf_counter(), _cpu_seconds()
-    while True:
-        for x, _ in batches():
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def start(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), _cpu_seconds()
+
+    def stop(self) -> None:
+        self.wall += time.perf_counter() - self._wall
+        self.cpu += _cpu_seconds() - self._cpu
+
+    def rate(self, n: float) -> Rate:
+        return Rate(n / self.wall, n / self.cpu, os.getloadavg()[0])
+
+
+def copy_examples(root: Path, n: int, tmp: Path) -> list[str]:
+    """n patch folders in the v1.0 layout under `root`, each a byte copy of one of the 6 real patches."""
+    with tarfile.open(EXAMPLES) as tar:
+        tar.extractall(tmp, filter="data")
+    examples = sorted((tmp / "BigEarthNet-S2-Example").iterdir())
+    names = [f"S2A_MSIL2A_20170613T101031_{i // 1000}_{i % 1000}" for i in range(n)]
+    for i, name in enumerate(names):
+        source = examples[i % len(examples)]
+        (root / name).mkdir(parents=True)
+        for f in source.iterdir():
+            shutil.copyfile(f, root / name / f.name.replace(source.name, name))
+    return names
+
+
+def rate(epoch: Callable[[], Iterable], seconds: float, before: Callable[[], None] = lambda: None) -> Rate:
+    """Samples per second over whole epochs (at least one, and at least `seconds`); `before` runs untimed."""
+    n, clock = 0, Clock()
+    while clock.wall < seconds or not n:
+        before()
+        clock.start()
+        for x, _ in epoch():
             n += len(x)
-        elapsed = time.perf_counter() - start
-        if elapsed >= min_seconds:
-            return n / elapsed, n / (_cpu_seconds() - cpu)
+        clock.stop()
+    return clock.rate(n)
 
 
-def bare_epochs(arrays: dict[int, np.ndarray], bands: tuple[str, ...], batch: int, method: str | None):
-    """(c): one shuffled epoch straight from in-RAM arrays; method None stops after the gather."""
-    groups = group_bands(bands)
-    order = np.random.default_rng(0).permutation(len(next(iter(arrays.values()))))
+def bare_epoch(rows: np.ndarray, batch: int) -> Iterable:
+    """One shuffled epoch of plain float32 gathers from a memory map: no loader, no conversion."""
+    order = np.random.default_rng(0).permutation(len(rows))
     for start in range(0, len(order), batch):
-        idx = order[start : start + batch]
-        native = {}
-        for res, arr in arrays.items():
-            rows = arr[idx]
-            native.update({b: rows[:, k] for k, b in enumerate(groups[res])})
-        if method is None:
-            yield idx, None  # the gathers above are the work measured
-        else:
-            yield torch.from_numpy(normalise(stack_bands(native, bands, method), bands)), None
+        yield torch.from_numpy(rows[order[start : start + batch]]), None
+
+
+def evict(path: Path) -> None:
+    """Drop the file's pages from the page cache (they are not mapped by anyone, so the kernel can)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def disk_read(path: Path) -> Rate:
+    """Bytes per second of one sequential read of `path` with O_DIRECT: the disk, not the page cache."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    buf, total, clock = mmap.mmap(-1, 8 << 20), 0, Clock()  # page-aligned, as O_DIRECT needs
+    clock.start()
+    try:
+        while n := os.readv(fd, [buf]):
+            total += n
+    finally:
+        os.close(fd)
+    clock.stop()
+    return clock.rate(total)
+
+
+def torchgeo_rate(root: Path, names: list[str], batch: int, seconds: float) -> Rate | str:
+    """torchgeo's BigEarthNet over `names` (12 bands, GDAL bilinear to 120 px), or why it was not run."""
+    try:
+        from torchgeo.datasets import BigEarthNet
+    except ImportError as e:
+        return f"not measured: torchgeo is not installed here ({e})"
+    for split in ("train", "val", "test"):
+        (root.parent / f"bigearthnet-{split}.csv").write_text("".join(f"{n},{n}\n" for n in names))
+    dataset = BigEarthNet(str(root.parent), split="train", bands="s2", num_classes=43)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0)
+    return rate(lambda: ((b["image"], None) for b in loader), seconds)
+
+
+def packing_rate(root: Path, names: list[str], out: Path, workers: int, rasterio_reads: bool) -> Rate:
+    reads = (lambda folder, bands: reader.read_native(folder, bands)) if rasterio_reads else packed.read_bands
+    clock = Clock()
+    with mock.patch.object(packed, "read_bands", reads):
+        clock.start()
+        packed.pack(root, names, out, "study", DIGEST, workers=workers)
+        clock.stop()
+    return clock.rate(len(names))
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--patches", type=int, default=300)
+    p.add_argument("--patches", type=int, default=6000, help="patch folders copied from the 6 real ones")
+    p.add_argument("--small", type=int, default=600, help="patches the slow baselines read")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--bands", default="study")
-    p.add_argument("--resampling", default="bicubic")
-    p.add_argument("--seconds", type=float, default=3.0, help="minimum time per measurement")
-    p.add_argument(
-        "--threads", type=int, default=0, help="torch threads in this process (0: torch's default)"
-    )
+    p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="packing processes")
+    p.add_argument("--seconds", type=float, default=3.0, help="minimum time per loader measurement")
     args = p.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    bands, bs, secs = resolve_bands(args.bands), args.batch_size, args.seconds
+    bs, secs = args.batch_size, args.seconds
+    rows: list[tuple[str, Rate, str, Rate | str]] = []
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = write_demo_archive(Path(tmp) / "archive", n_patches=args.patches, seed=0)
-        names = sorted(d.name for d in root.iterdir())
+    with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp_dir:
+        tmp = Path(tmp_dir)
+        root = tmp / "BigEarthNet-v1.0"
+        start = time.perf_counter()
+        names = copy_examples(root, args.patches, tmp)
+        small = names[: args.small]
+        print(f"copied {len(names)} patch folders in {time.perf_counter() - start:.0f} s", flush=True)
+
+        fast = packing_rate(root, names, tmp / "store", args.workers, rasterio_reads=False)
+        slow = packing_rate(root, small, tmp / "store-rasterio", args.workers, rasterio_reads=True)
+        rows.append(
+            (
+                f"packing, {len(names)} patches, {args.workers} processes (patches/s)",
+                fast,
+                f"same packer, rasterio reads, {len(small)} patches",
+                slow,
+            )
+        )
+        store = packed.PackedStore.open(tmp / "store")
         labels = np.random.default_rng(0).integers(0, 2, len(names)).astype(np.float32)
-        t = time.perf_counter()
-        store = pack(root, names, Path(tmp) / "store", bands, "bench", workers=None)
-        pack_s = time.perf_counter() - t
-        ram = {res: np.array(a) for res, a in store.arrays.items()}
-        generator = torch.Generator().manual_seed(0)
+        loader = BatchLoader(PackedDataset(store, labels), bs, shuffle=True)
 
-        def common(workers: int) -> DataLoader:
-            ds = GeoTiffPerSample(root, names, labels, bands)
-            return DataLoader(ds, batch_size=bs, shuffle=True, num_workers=workers, generator=generator)
+        f32_path = tmp / "float32.npy"
+        f32 = np.lib.format.open_memmap(f32_path, mode="w+", dtype=np.float32, shape=store.pixels.shape)
+        transform = InputTransform(STUDY_BANDS)
+        for s in range(0, len(store), 256):
+            f32[s : s + 256] = transform(store.read_dn(np.arange(s, min(s + 256, len(store)))))
+        f32.flush()
+        del f32
+        f32 = np.load(f32_path, mmap_mode="r")
 
-        packed = BatchLoader(PackedDataset(store, labels, resampling=args.resampling), bs, shuffle=True)
-        t = time.perf_counter()
-        memory = BatchLoader(
-            materialise(PackedDataset(store, labels, resampling=args.resampling)), bs, shuffle=True
+        warm = rate(lambda: loader, secs)
+        label = f"loader, packed store of {len(names)}, page cache warm (samples/s)"
+        rows.append(
+            (label, warm, "bare float32 memmap read, 1 thread", rate(lambda: bare_epoch(f32, bs), secs))
         )
-        load_s = time.perf_counter() - t
-        rows = [
-            ("a0", "GeoTIFF per sample, torch DataLoader, num_workers=0", lambda: common(0)),
-            ("a2", "GeoTIFF per sample, torch DataLoader, num_workers=2", lambda: common(2)),
+        in_ram = BatchLoader(
+            MemoryDataset(torch.from_numpy(np.array(f32)), torch.from_numpy(labels)), bs, shuffle=True
+        )
+        rows.append((label, warm, "float32 tensors in RAM (old in_memory)", rate(lambda: in_ram, secs)))
+        geotiff = BatchLoader(PatchDataset(root, small, labels[: len(small)]), bs, shuffle=True)
+        rows.append(
+            (label, warm, f"GeoTIFF per sample (PatchDataset), {len(small)}", rate(lambda: geotiff, secs))
+        )
+        rows.append(
+            (label, warm, f"torchgeo BigEarthNet, {len(small)}", torchgeo_rate(root, small, bs, secs))
+        )
+
+        store_file = store.path / packed.PIXELS_FILE
+        cold = rate(lambda: loader, secs, before=lambda: evict(store_file))
+        disk = disk_read(store_file)
+        row_bytes = store.pixels[0].nbytes
+        rows.append(
             (
-                "a'",
-                "GeoTIFF per sample, this project's direct path (PatchDataset)",
-                lambda: BatchLoader(
-                    PatchDataset(root, names, labels, bands, args.resampling), bs, shuffle=True
-                ),
-            ),
-            ("b", "packed store (memory-mapped) through BatchLoader", lambda: packed),
-            ("b_mem", "packed store, finished tensors in memory (in_memory)", lambda: memory),
-            (
-                "c",
-                "bare: in-RAM arrays, same gather + resample + normalise",
-                lambda: bare_epochs(ram, bands, bs, args.resampling),
-            ),
-            ("c_gather", "bare: in-RAM gather only, no resample", lambda: bare_epochs(ram, bands, bs, None)),
-        ]
-        results = {}
-        for key, label, make in rows:
-            results[key] = (label, throughput(make, secs))
+                f"loader, packed store of {len(names)}, cold: every row from disk (samples/s)",
+                cold,
+                f"disk sequential read, O_DIRECT ({disk.per_s / 1e6:,.0f} MB/s), in rows/s",
+                Rate(disk.per_s / row_bytes, disk.per_cpu_s / row_bytes, disk.load),
+            )
+        )
 
     print(
-        f"\nmachine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch threads "
-        f"{torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f} at the end; torch {torch.__version__}"
+        f"\n{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, torch "
+        f"{torch.__version__} ({torch.get_num_threads()} threads), batch {bs}, study bands, bicubic; "
+        f"store row {row_bytes / 1024:.0f} KiB (uint16); load = 1-minute load average when each figure was "
+        "taken; "
+        "per CPU-s: per second of this process's CPU time (its threads and packing workers)\n"
     )
-    print(
-        f"{args.patches} demo patches, bands {','.join(bands)}, {args.resampling}, batch {bs}; "
-        f"packing took {pack_s:.1f} s ({args.patches / pack_s:.0f} patches/s), "
-        f"loading finished tensors into memory {load_s:.2f} s\n"
-    )
-    print("| path | samples/s | samples per CPU-s |\n|---|---:|---:|")
-    for key, (label, (rate, per_cpu)) in results.items():
-        print(f"| ({key}) {label} | {rate:,.0f} | {per_cpu:,.0f} |")
-    r = {k: v[1][0] for k, v in results.items()}
-    c = {k: v[1][1] for k, v in results.items()}
-    for name, v in (("samples/s", r), ("per CPU-s", c)):
-        print(
-            f"{name:>10}: b/a0 = {v['b'] / v['a0']:.1f}x   b/a2 = {v['b'] / v['a2']:.1f}x   "
-            f"b_mem/a0 = {v['b_mem'] / v['a0']:.0f}x   c/b = {v['c'] / v['b']:.2f}x"
-        )
+    print("| figure | value | per CPU-s | load | baseline | baseline value | per CPU-s | load | ratio |")
+    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
+    for figure, value, baseline, base in rows:
+        measured = f"| {figure} | {value} | {value.per_cpu_s:,.0f} | {value.load:.2f} |"
+        if isinstance(base, str):
+            print(f"{measured} {baseline}: {base} | - | - | - | - |")
+        else:
+            print(
+                f"{measured} {baseline} | {base} | {base.per_cpu_s:,.0f} | {base.load:.2f} | "
+                f"{value.per_s / base.per_s:.2f}x |"
+            )
 
 
 if __name__ == "__main__":

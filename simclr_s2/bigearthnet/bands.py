@@ -1,7 +1,9 @@
-"""Sentinel-2 bands of BigEarthNet-S2 v1.0: names, resolutions, published statistics, resampling.
+"""Sentinel-2 bands of BigEarthNet-S2 v1.0: names, resolutions, published statistics, resampling, scaling.
 
 Every path that turns native rasters into 120 x 120 inputs (the patch reader, the packed store) calls
-`resample` here, so a model sees identical pixels whichever path fed it.
+`resample` here, so a model sees identical pixels whichever path fed it, and `InputTransform` turns those
+digital numbers (DN) into the values a model expects: our BigEarthNet z-score, or the scaling an encoder
+trained elsewhere was trained with (SCALINGS).
 """
 
 from __future__ import annotations
@@ -42,9 +44,14 @@ STUDY_BANDS = ("B04", "B03", "B02", "B08", "B05", "B06", "B07", "B8A", "B11", "B
 
 RESAMPLING_METHODS = ("bicubic", "bilinear", "nearest")
 
+ZSCORE = "bigearthnet-zscore"
+SCALINGS = (ZSCORE, "reflectance/10000")
+"""Input scalings a loader can give: the BigEarthNet z-score (MEAN/STD above; what this project's encoders
+train on), or L2A reflectance, DN / 10,000 (what e.g. torchgeo's SSL4EO-S12 Sentinel-2 weights expect)."""
+
 
 class BandError(UserError):
-    """An unknown band name, band set or resampling method."""
+    """An unknown band name, band set, resampling method or input scaling."""
 
 
 def resolve_bands(spec: str | Sequence[str] = "study") -> tuple[str, ...]:
@@ -118,12 +125,75 @@ def stack_bands(
     return out
 
 
+def check_scaling(scaling: str) -> str:
+    """Validate an input-scaling name early, before any file is read."""
+    if scaling not in SCALINGS:
+        raise BandError(f"scaling: {scaling!r} is not one of {', '.join(SCALINGS)}")
+    return scaling
+
+
+def scaling_affine(bands: str | Sequence[str], scaling: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band float64 (scale, offset) of shape (C,) that map our z-scores to `scaling`: z * scale + offset.
+
+    With z = (DN - MEAN) / STD, DN = z * STD + MEAN, so reflectance DN / 10,000 = z * STD/1e4 + MEAN/1e4.
+    """
+    bands = resolve_bands(bands)
+    check_scaling(scaling)
+    if scaling == ZSCORE:
+        return np.ones(len(bands)), np.zeros(len(bands))
+    return np.array([STD[b] for b in bands]) / 1e4, np.array([MEAN[b] for b in bands]) / 1e4
+
+
+def _per_band(values: Sequence[float]) -> np.ndarray:
+    return np.asarray(values, dtype=np.float32)[:, None, None]
+
+
+class InputTransform:
+    """DN -> model inputs: the z-score `(DN - MEAN) / STD` in float32, then `z * scale + offset` of the
+    scaling (skipped for the z-score itself, so its values stay exactly `normalise`'s).
+
+    One formula for numpy arrays (the CPU path: one thread, in place into `out`, no temporaries) and torch
+    tensors (any device: on CUDA the loader converts there), so every path and device gives the same values.
+    Channels are the third-from-last axis (..., C, H, W).
+    """
+
+    def __init__(self, bands: str | Sequence[str], scaling: str = ZSCORE) -> None:
+        self.bands = resolve_bands(bands)
+        self.scaling = check_scaling(scaling)
+        self.mean = _per_band([MEAN[b] for b in self.bands])
+        self.std = _per_band([STD[b] for b in self.bands])
+        scale, offset = scaling_affine(self.bands, scaling)
+        self.affine = None if scaling == ZSCORE else (_per_band(scale), _per_band(offset))
+        self._on_device: dict[torch.device, list[torch.Tensor | None]] = {}
+
+    def __call__(
+        self, dn: torch.Tensor | np.ndarray, out: np.ndarray | None = None
+    ) -> torch.Tensor | np.ndarray:
+        """float32 inputs of `dn` (any numeric dtype); numpy may write into a float32 `out` of dn's shape."""
+        if dn.shape[-3] != len(self.bands):
+            raise ValueError(f"{dn.shape[-3]} channels but {len(self.bands)} bands {self.bands}")
+        if isinstance(dn, torch.Tensor):
+            z, (mean, std, scale, offset) = dn.to(torch.float32, copy=True), self._constants(dn.device)
+        else:
+            # a cast, then in-place float32 arithmetic: about 1.4x faster than numpy's mixed-type subtract
+            z = np.empty(dn.shape, np.float32) if out is None else out
+            np.copyto(z, dn)
+            mean, std, (scale, offset) = self.mean, self.std, self.affine or (None, None)
+        z -= mean
+        z /= std
+        if scale is not None:
+            z *= scale
+            z += offset
+        return z
+
+    def _constants(self, device: torch.device) -> list[torch.Tensor | None]:
+        """mean, std, scale, offset on `device`, copied there once (not per batch)."""
+        if device not in self._on_device:
+            arrays = [self.mean, self.std, *(self.affine or (None, None))]
+            self._on_device[device] = [None if a is None else torch.from_numpy(a).to(device) for a in arrays]
+        return self._on_device[device]
+
+
 def normalise(x: torch.Tensor | np.ndarray, bands: Sequence[str]) -> torch.Tensor | np.ndarray:
-    """Per-band z-score with the published MEAN/STD; channels are the third-from-last axis (..., C, H, W)."""
-    if x.shape[-3] != len(bands):
-        raise ValueError(f"normalise: {x.shape[-3]} channels but {len(bands)} bands {tuple(bands)}")
-    mean = np.array([MEAN[b] for b in bands], dtype=np.float32)[:, None, None]
-    std = np.array([STD[b] for b in bands], dtype=np.float32)[:, None, None]
-    if isinstance(x, torch.Tensor):
-        return (x - torch.from_numpy(mean).to(x.device)) / torch.from_numpy(std).to(x.device)
-    return ((x - mean) / std).astype(np.float32, copy=False)
+    """Per-band z-score with the published MEAN/STD, float32; channels are the third-from-last axis."""
+    return InputTransform(bands)(x)

@@ -9,6 +9,12 @@ Values are log-normal per band with the published MEAN/STD, so normalised inputs
 Names follow the official pattern with 2019 acquisition dates, outside v1.0's June 2017 - May 2018, so
 no demo name is on the official snow, cloud or split lists; `real_names` gives some patches real names
 on purpose, to test what those lists do.
+
+`layout="v2"` writes the same patches in the BigEarthNet v2.0 layout instead (reader.patch_dir): band
+files under BigEarthNet-S2/<tile folder>/, a reference map per patch whose CORINE codes are the very
+regions its pixels were drawn from, metadata.parquet with 19-class labels, countries and a geographic
+split by tile (the official one cuts each tile into rings), and the list of patches with snow, cloud or
+shadow (every 25th patch from the 4th has snow, from the 12th clouds).
 """
 
 from __future__ import annotations
@@ -25,13 +31,17 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import rasterio
 from rasterio.crs import CRS
 from rasterio.transform import Affine
 from tqdm import tqdm
 
 from simclr_s2.bigearthnet.bands import BANDS, MEAN, NATIVE_SIZE, PATCH_SIZE, RESOLUTION_M, STD
-from simclr_s2.bigearthnet.nomenclature import LABELS_43, SCHEMES
+from simclr_s2.bigearthnet.nomenclature import CODE_OF, LABELS_43, SCHEMES, labels_19
+from simclr_s2.bigearthnet.reader import patch_dir, reference_map_file
+from simclr_s2.bigearthnet.reben import EXCLUDED_FILE, METADATA_FILE
 from simclr_s2.errors import UserError
 
 # (tile, UTM EPSG, tile upper-left x, y, overpass time, relative orbit): real Sentinel-2 tiles in
@@ -46,6 +56,10 @@ _TILES = (
     ("34UFG", 32634, 600000, 6100020, "094029", 36),
     ("35VPK", 32635, 600000, 7000020, "093029", 136),
 )
+_COUNTRY = {"29SND": "Portugal", "29UPU": "Ireland", "31UFS": "Belgium", "32TMT": "Switzerland",
+            "33UUP": "Austria", "34TCR": "Serbia", "34UFG": "Lithuania", "35VPK": "Finland"}  # fmt: skip
+LAYOUTS = ("v1", "v2")
+_V2_SPLITS = ("train", "train", "validation", "test")  # by tile: 4 of the 8 tiles train, 2 validation, 2 test
 _GRID = 91  # patches per tile side: a 109.8 km tile holds 91 patches of 1.2 km
 _MIN_ACQUISITIONS = 16  # two per tile, 22 days apart from 5 Jan 2019: every season occurs
 _FIRST_DATE = datetime(2019, 1, 5)
@@ -117,6 +131,12 @@ _CLASSES = {
 # log-normal parameters that give a standard-normal z the published mean and std of each band
 _LOG_SIGMA = {b: math.sqrt(math.log1p((STD[b] / MEAN[b]) ** 2)) for b in BANDS}
 _LOG_MU = {b: math.log(MEAN[b]) - _LOG_SIGMA[b] ** 2 / 2 for b in BANDS}
+_METADATA_SCHEMA = pa.schema(
+    [("patch_id", pa.large_string()), ("labels", pa.list_(pa.string())), ("split", pa.large_string()),
+     ("country", pa.large_string()), ("s1_name", pa.large_string()), ("s2v1_name", pa.large_string()),
+     ("contains_seasonal_snow", pa.bool_()), ("contains_cloud_or_shadow", pa.bool_())]
+)  # fmt: skip
+"""The column types of the archive's own metadata.parquet."""
 _EXPANDED_ONLY = tuple(c for c in SCHEMES["expanded"] if c not in SCHEMES["basic"])
 _OTHERS = tuple(c for c in LABELS_43 if c not in SCHEMES["expanded"])
 
@@ -169,8 +189,9 @@ def _draw_labels(rng: np.random.Generator, positive_rate: float) -> list[str]:
     return [c for c in LABELS_43 if c in labels]
 
 
-def _pixels(rng: np.random.Generator, labels: list[str]) -> dict[str, np.ndarray]:
-    """Band -> native-size uint16 raster for a patch carrying `labels`."""
+def _pixels(rng: np.random.Generator, labels: list[str]) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Band -> native-size uint16 raster for a patch carrying `labels`, and the (120, 120) map of the
+    label (an index into `labels`) each pixel was drawn from."""
     sig = _signatures()[[LABELS_43.index(c) for c in labels]]  # (k, 12)
     region = np.argmax(_smooth_noise(rng, len(labels), 5), axis=0)  # (120, 120) label index
     z = sig.astype(np.float32)[region].transpose(2, 0, 1)  # (12, 120, 120)
@@ -184,7 +205,7 @@ def _pixels(rng: np.random.Generator, labels: list[str]) -> dict[str, np.ndarray
         zb = z[i].reshape(n, k, n, k).mean(axis=(1, 3)) if k > 1 else z[i]  # a coarse pixel: its area's mean
         raw = np.exp(_LOG_MU[band] + _LOG_SIGMA[band] * zb)
         out[band] = np.clip(np.rint(raw), 1, 65535).astype(np.uint16)
-    return out
+    return out, region
 
 
 @cache
@@ -192,44 +213,105 @@ def _crs(epsg: int) -> CRS:
     return CRS.from_epsg(epsg)
 
 
-def _write_patch(root: Path, patch: _Patch, seed: int, positive_rate: float) -> None:
-    rng = np.random.default_rng([seed, patch.index])
-    labels = _draw_labels(rng, positive_rate)
+def write_geotiff(
+    path: Path, raster: np.ndarray, crs: CRS | str, res: float, ulx: float, uly: float, **profile
+) -> None:
+    """A single-band GeoTIFF of `raster` with square `res` m pixels from the corner (ulx, uly); `profile`
+    adds GDAL creation options (compress, predictor, nodata, ...)."""
+    with rasterio.open(
+        path,
+        "w",
+        driver="GTiff",
+        width=raster.shape[1],
+        height=raster.shape[0],
+        count=1,
+        dtype=raster.dtype,
+        crs=crs,
+        transform=Affine(res, 0, ulx, 0, -res, uly),
+        **profile,
+    ) as ds:
+        ds.write(raster, 1)
+
+
+def _write_json(path: Path, patch: _Patch, labels: list[str]) -> None:
+    """The v1.0 `<patch>_labels_metadata.json`."""
     tile, epsg, *_, orbit = _TILES[patch.tile]
-    crs = _crs(epsg)
-    folder = root / patch.name
-    folder.mkdir()
-    for band, raster in _pixels(rng, labels).items():
-        res = RESOLUTION_M[band]
-        with rasterio.open(
-            folder / f"{patch.name}_{band}.tif",
-            "w",
-            driver="GTiff",
-            width=raster.shape[1],
-            height=raster.shape[0],
-            count=1,
-            dtype="uint16",
-            crs=crs,
-            transform=Affine(res, 0, patch.ulx, 0, -res, patch.uly),
-        ) as ds:
-            ds.write(raster, 1)
     stamp = patch.when.strftime("%Y%m%dT%H%M%S")
     processed = (patch.when + timedelta(minutes=2, seconds=17)).strftime("%Y%m%dT%H%M%S")
     meta = {
         "labels": labels,
         "coordinates": {"ulx": patch.ulx, "uly": patch.uly, "lrx": patch.ulx + 1200, "lry": patch.uly - 1200},
-        "projection": crs.to_wkt(),
+        "projection": _crs(epsg).to_wkt(),
         "tile_source": f"{patch.sat}_MSIL1C_{stamp}_N0207_R{orbit:03d}_T{tile}_{processed}.SAFE",
         "acquisition_date": patch.when.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    (folder / f"{patch.name}_labels_metadata.json").write_text(json.dumps(meta))
+    path.write_text(json.dumps(meta))
 
 
-def _write_chunk(root: Path, patches: list[_Patch], seed: int, positive_rate: float) -> int:
+def _write_patch(root: Path, patch: _Patch, seed: int, positive_rate: float, layout: str) -> list[str]:
+    """Write one patch in `layout`; returns its 19-class labels (what v2.0's metadata.parquet lists)."""
+    rng = np.random.default_rng([seed, patch.index])
+    labels = _draw_labels(rng, positive_rate)
+    bands, region = _pixels(rng, labels)
+    crs = _crs(_TILES[patch.tile][1])
+    name = patch.name if layout == "v1" else _v2_name(patch)
+    folder = patch_dir(root, name)
+    folder.mkdir(parents=True)
+    # v2.0 band files declare nodata 0, as the archive's do; v1.0's declare none
+    extra = {} if layout == "v1" else {"nodata": 0}
+    for band, raster in bands.items():
+        write_geotiff(
+            folder / f"{name}_{band}.tif", raster, crs, RESOLUTION_M[band], patch.ulx, patch.uly, **extra
+        )
+    codes = np.array([CODE_OF[label] for label in labels], dtype=np.uint16)[region]
+    if layout == "v1":
+        _write_json(folder / f"{name}_labels_metadata.json", patch, labels)
+    else:
+        path = reference_map_file(root, name)
+        path.parent.mkdir(parents=True)
+        # as the archive's maps: deflate with the horizontal predictor, nodata 0 (none here: all covered)
+        write_geotiff(path, codes, crs, 10, patch.ulx, patch.uly, nodata=0, compress="deflate", predictor=2)
+    return labels_19(np.unique(codes).tolist())
+
+
+def _write_chunk(
+    root: Path, patches: list[_Patch], seed: int, positive_rate: float, layout: str
+) -> list[list[str]]:
     with rasterio.Env():  # one GDAL environment for the chunk, not one per file
-        for patch in patches:
-            _write_patch(root, patch, seed, positive_rate)
-    return len(patches)
+        return [_write_patch(root, patch, seed, positive_rate, layout) for patch in patches]
+
+
+def _v2_name(patch: _Patch) -> str:
+    """v2.0 name of a demo patch: its v1.0 name with the processing baseline, orbit and tile inserted."""
+    tile, *_, orbit = _TILES[patch.tile]
+    stem, col, row = patch.name.rsplit("_", 2)
+    return f"{stem}_N9999_R{orbit:03d}_T{tile}_{col}_{row}"
+
+
+def _write_metadata(root: Path, plan: list[_Patch], labels: list[list[str]]) -> None:
+    """metadata.parquet and the list of patches with snow, cloud or shadow, as the v2.0 archive has them."""
+    tables: dict[str, list[dict]] = {METADATA_FILE: [], EXCLUDED_FILE: []}
+    for patch, patch_labels in zip(plan, labels, strict=True):
+        tile = _TILES[patch.tile][0]
+        snow, cloud = patch.index % 25 == 3, patch.index % 25 == 11
+        col, row = patch.name.rsplit("_", 2)[1:]
+        tables[EXCLUDED_FILE if snow or cloud else METADATA_FILE].append(
+            {
+                "patch_id": _v2_name(patch),
+                "labels": patch_labels,
+                "split": _V2_SPLITS[patch.tile % len(_V2_SPLITS)],
+                "country": _COUNTRY[tile],
+                "s1_name": f"S1A_IW_GRDH_1SDV_{patch.when:%Y%m%dT%H%M%S}_{tile}_{col}_{row}",
+                "s2v1_name": patch.name,
+                "contains_seasonal_snow": snow,
+                "contains_cloud_or_shadow": cloud,
+            }
+        )
+    for file, rows in tables.items():
+        pq.write_table(
+            pa.Table.from_pylist(sorted(rows, key=lambda r: r["patch_id"]), schema=_METADATA_SCHEMA),
+            root / file,
+        )
 
 
 def _plan(n_patches: int, real_names: Sequence[str]) -> list[_Patch]:
@@ -268,14 +350,20 @@ def write_demo_archive(
     positive_rate: float = 0.4,
     real_names: Sequence[str] = (),
     workers: int | None = None,
+    layout: str = "v1",
 ) -> Path:
-    """Write `n_patches` synthetic patches into `root` (created; must be empty) and return it.
+    """Write `n_patches` synthetic patches into `root` (created; must be empty) in the v1.0 or v2.0
+    `layout` and return it (the root index.build_index takes).
 
     About `positive_rate` of the patches are positive under the `expanded` scheme, half of those also
-    under `basic`. The first len(real_names) patches take those names (real BigEarthNet-S2 names). The
-    content depends only on (seed, patch position), never on `workers`.
+    under `basic`. The first len(real_names) patches take those names (real BigEarthNet-S2 v1.0 names;
+    v1 layout only). The content depends only on (seed, patch position), never on `workers`.
     """
     root = Path(root)
+    if layout not in LAYOUTS:
+        raise UserError(f"layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
+    if real_names and layout != "v1":
+        raise UserError("real_names: real v1.0 names are for layout v1 only")
     if n_patches < 1:
         raise UserError(f"n_patches: expected at least 1, got {n_patches}")
     if not 0.0 <= positive_rate <= 1.0:
@@ -292,17 +380,21 @@ def write_demo_archive(
     root.mkdir(parents=True, exist_ok=True)
     workers = workers or len(os.sched_getaffinity(0))
     if workers == 1 or n_patches < 64:
-        _write_chunk(root, plan, seed, positive_rate)
-        return root
-    chunk = max(16, math.ceil(n_patches / (workers * 8)))
-    with (
-        ProcessPoolExecutor(workers) as pool,
-        tqdm(total=n_patches, desc="demo patches", disable=None) as bar,
-    ):
-        futures = [
-            pool.submit(_write_chunk, root, plan[i : i + chunk], seed, positive_rate)
-            for i in range(0, n_patches, chunk)
-        ]
-        for f in futures:
-            bar.update(f.result())
+        labels = _write_chunk(root, plan, seed, positive_rate, layout)
+    else:
+        chunk = max(16, math.ceil(n_patches / (workers * 8)))
+        labels = []
+        with (
+            ProcessPoolExecutor(workers) as pool,
+            tqdm(total=n_patches, desc="demo patches", disable=None) as bar,
+        ):
+            futures = [
+                pool.submit(_write_chunk, root, plan[i : i + chunk], seed, positive_rate, layout)
+                for i in range(0, n_patches, chunk)
+            ]
+            for f in futures:
+                labels += f.result()
+                bar.update(len(f.result()))
+    if layout == "v2":
+        _write_metadata(root, plan, labels)
     return root

@@ -1,13 +1,17 @@
-"""Read one BigEarthNet-S2 v1.0 patch folder exactly as it lies on disk.
+"""Find and read one BigEarthNet-S2 patch folder exactly as it lies on disk, in the v1.0 or v2.0 layout.
 
 A folder `<patch>/` holds `<patch>_B01.tif` ... `<patch>_B12.tif` (uint16, one band each, 120/60/20 px)
-and `<patch>_labels_metadata.json`. Every failure is a PatchError whose `kind` is one of PATCH_ERROR_KINDS,
-so the index builder can file a broken patch under its reason instead of stopping.
+in both versions; v1.0 adds `<patch>_labels_metadata.json`, while v2.0 keeps its metadata in one
+metadata.parquet and each patch's CORINE map in Reference_Maps/. Every failure is a PatchError whose
+`kind` is one of PATCH_ERROR_KINDS, so the index builder can file a broken patch under its reason instead
+of stopping.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -18,6 +22,7 @@ import rasterio
 from rasterio.errors import RasterioError
 
 from simclr_s2.bigearthnet.bands import (
+    BANDS,
     NATIVE_SIZE,
     STUDY_BANDS,
     check_resampling,
@@ -26,6 +31,7 @@ from simclr_s2.bigearthnet.bands import (
     stack_bands,
 )
 from simclr_s2.bigearthnet.nomenclature import LABELS_43
+from simclr_s2.bigearthnet.tiff import TiffFormatError, read_tiff_header
 from simclr_s2.errors import UserError
 
 MISSING_JSON = "missing JSON"
@@ -34,7 +40,22 @@ BAD_METADATA = "bad metadata"
 MISSING_BAND = "missing band file"
 WRONG_SIZE = "wrong raster size"
 UNREADABLE = "unreadable GeoTIFF"
-PATCH_ERROR_KINDS = (MISSING_JSON, UNPARSEABLE_JSON, BAD_METADATA, MISSING_BAND, WRONG_SIZE, UNREADABLE)
+MISSING_MAP = "missing reference map"
+UNKNOWN_CODE = "code outside CLC level 3"
+PATCH_ERROR_KINDS = (
+    MISSING_JSON,
+    UNPARSEABLE_JSON,
+    BAD_METADATA,
+    MISSING_BAND,
+    WRONG_SIZE,
+    UNREADABLE,
+    MISSING_MAP,
+    UNKNOWN_CODE,
+)
+
+V2_PATCHES = "BigEarthNet-S2"
+V2_MAPS = "Reference_Maps"
+_V2_NAME = re.compile(r"S2[AB]_MSIL2A_\d{8}T\d{6}_N\d{4}_R\d{3}_T\d{2}[A-Z]{3}_\d+_\d+")
 
 METADATA_KEYS = ("labels", "coordinates", "projection", "tile_source", "acquisition_date")
 COORDINATE_KEYS = ("ulx", "uly", "lrx", "lry")
@@ -54,6 +75,10 @@ class PatchError(UserError):
         """The message without the patch name: what the rejected table stores."""
         return f"{self.kind}: {self.file}: {self.detail}"
 
+    def as_row(self) -> tuple[str, str, str]:
+        """(patch, kind, reason): a row of the rejected table."""
+        return self.patch, self.kind, self.reason
+
 
 @dataclass(frozen=True)
 class PatchMetadata:
@@ -67,9 +92,32 @@ class PatchMetadata:
     projection: str
 
 
+def is_v2_name(name: str) -> bool:
+    """True for a v2.0 patch name such as S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_75_43 (v1.0 names
+    lack the baseline, orbit and tile: S2A_MSIL2A_20170613T101031_75_43)."""
+    return _V2_NAME.fullmatch(name) is not None
+
+
+def tile_folder(name: str) -> str:
+    """The v2.0 folder of one Sentinel-2 acquisition that holds patch `name`: the name less `_<x>_<y>`."""
+    return name.rsplit("_", 2)[0]
+
+
 def patch_dir(archive_root: Path, name: str) -> Path:
-    """The folder of patch `name` in an archive: `<root>/<name>` in the v1.0 layout."""
+    """The folder of patch `name` in an archive, decided by the name alone (no file-system call per patch).
+
+    v1.0: `<root>/<name>`, the root being the folder of patch folders. v2.0: `<root>/BigEarthNet-S2/<tile
+    folder>/<name>`, the root being the folder that holds BigEarthNet-S2/, Reference_Maps/ and
+    metadata.parquet as the archive's downloads unpack side by side.
+    """
+    if is_v2_name(name):
+        return Path(archive_root, V2_PATCHES, tile_folder(name), name)
     return Path(archive_root) / name
+
+
+def reference_map_file(archive_root: Path, name: str) -> Path:
+    """`<root>/Reference_Maps/<tile folder>/<name>/<name>_reference_map.tif` of a v2.0 patch."""
+    return Path(archive_root, V2_MAPS, tile_folder(name), name, f"{name}_reference_map.tif")
 
 
 def metadata_file(patch_dir: Path) -> Path:
@@ -162,6 +210,36 @@ def read_band(patch_dir: Path, band: str) -> np.ndarray:
         raise PatchError(patch_dir.name, UNREADABLE, path.name, str(e).splitlines()[0]) from None
 
 
+def _check_band_header(patch_dir: Path, band: str) -> None:
+    name = patch_dir.name
+    file = f"{name}_{band}.tif"
+    size = NATIVE_SIZE[band]
+    try:
+        h = read_tiff_header(os.path.join(patch_dir, file))  # a str path: pathlib costs more than the parse
+    except FileNotFoundError:
+        raise PatchError(name, MISSING_BAND, file, "not in the patch folder") from None
+    except (TiffFormatError, OSError) as e:
+        raise PatchError(name, UNREADABLE, file, str(e)) from None
+    if (h.width, h.height) != (size, size):
+        raise PatchError(name, WRONG_SIZE, file, f"{h.width}x{h.height} px, expected {size}x{size}")
+    if (h.samples, h.bits, h.sample_format) != (1, 16, 1):
+        detail = f"{h.samples} band(s) of {h.bits}-bit type {h.sample_format}, expected 1 band of uint16"
+        raise PatchError(name, UNREADABLE, file, detail)
+    if h.data_end > h.file_size:
+        raise PatchError(
+            name, UNREADABLE, file, f"truncated: image data ends at byte {h.data_end}, file has {h.file_size}"
+        )
+
+
+def check_bands(patch_dir: Path, check_rasters: bool = False) -> None:
+    """Check the 12 band files of a patch folder from their TIFF headers (tiff.py: size, type, truncation),
+    about a hundred times faster than decoding them; `check_rasters` also decodes each through rasterio."""
+    for band in BANDS:
+        _check_band_header(patch_dir, band)
+        if check_rasters:
+            read_band(patch_dir, band)
+
+
 def read_native(patch_dir: Path, bands: str | Sequence[str] = STUDY_BANDS) -> dict[str, np.ndarray]:
     """Band -> native-size uint16 raster (120, 60 or 20 px), in the order of `bands`."""
     return {band: read_band(patch_dir, band) for band in resolve_bands(bands)}
@@ -192,5 +270,5 @@ def read_patch(
     Values are z-scored with the published MEAN/STD unless `normalised=False` (then raw uint16 values).
     20 m and 60 m bands are resampled with `bands.resample`, the one resampling every data path shares.
     """
-    meta = read_metadata(patch_dir)
-    return read_pixels(patch_dir, bands, resampling, normalised), meta
+    pixels = read_pixels(patch_dir, bands, resampling, normalised)  # checks the parameters before any read
+    return pixels, read_metadata(patch_dir)

@@ -1,24 +1,33 @@
-"""Just enough of the TIFF format to check a band file without decoding it.
+"""Just enough of the TIFF format to check a band file without decoding it, and to read the pixels of the
+simple files BigEarthNet ships without GDAL.
 
-Opening a GeoTIFF through GDAL costs about 1 ms; 12 per patch make 590,326 patches an hour's work.
+Opening a GeoTIFF through GDAL costs about 0.6 ms; 12 per patch make 590,326 patches an hour's work.
 Reading the first kilobyte and the image file directory costs tens of microseconds, and still finds
 what goes wrong in practice: a file that is no TIFF, the wrong raster size or data type, a truncated file.
+BigEarthNet's band files are single-band uint16, uncompressed and in strips, so their pixels are the
+strips' bytes in order: `read_uint16_strips` reads them in one read of the file, bit-identical to
+rasterio's `read(1)`, and refuses every other layout (UnsupportedTiff) so callers fall back to GDAL.
 """
 
 from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 _HEAD = 1024  # GDAL writes the directory and its arrays right after the 8-byte header
 _TYPES = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8: the integer types of the tags read here
-_WIDTH, _HEIGHT, _BITS, _SAMPLES, _FORMAT = 256, 257, 258, 277, 339
+_WIDTH, _HEIGHT, _BITS, _COMPRESSION, _FILL_ORDER, _SAMPLES = 256, 257, 258, 259, 266, 277
+_ROWS_PER_STRIP, _FORMAT = 278, 339
 _STRIP_OFFSETS, _STRIP_COUNTS, _TILE_OFFSETS, _TILE_COUNTS = 273, 279, 324, 325
 _WANTED = frozenset(
-    (_WIDTH, _HEIGHT, _BITS, _SAMPLES, _FORMAT, _STRIP_OFFSETS, _STRIP_COUNTS, _TILE_OFFSETS, _TILE_COUNTS)
-)
+    (_WIDTH, _HEIGHT, _BITS, _COMPRESSION, _FILL_ORDER, _SAMPLES, _ROWS_PER_STRIP, _FORMAT,
+     _STRIP_OFFSETS, _STRIP_COUNTS, _TILE_OFFSETS, _TILE_COUNTS)
+)  # fmt: skip
 # byte order -> (classic TIFF, BigTIFF) layouts: (first-IFD offset, entry count, entry, value/pointer size)
 _LAYOUTS = {
     order: {
@@ -28,9 +37,16 @@ _LAYOUTS = {
     for order in "<>"
 }
 
+Reader = Callable[[int, int], bytes]
+"""read(offset, n): n bytes of the file from offset."""
+
 
 class TiffFormatError(ValueError):
     """The file is not a readable TIFF (bad header, missing tags, data past the end of the file)."""
+
+
+class UnsupportedTiff(TiffFormatError):
+    """A readable TIFF in a layout `read_uint16_strips` leaves to GDAL (compressed, tiled, another type)."""
 
 
 @dataclass(frozen=True)
@@ -44,41 +60,54 @@ class TiffHeader:
     file_size: int
 
 
+def _first_directory(
+    head: bytes, file_size: int, rest: Reader | None = None
+) -> tuple[str, dict[int, tuple[int, ...]]]:
+    """(byte order "<" or ">", tag -> values) of the first image directory, integer tags of _WANTED only.
+
+    `head` holds the file's first bytes; `rest` reads what lies beyond them (None: `head` is the whole file).
+    """
+
+    def read(offset: int, n: int) -> bytes:
+        if offset + n > file_size:
+            raise TiffFormatError(f"truncated: needs bytes {offset}-{offset + n}, file has {file_size}")
+        return head[offset : offset + n] if rest is None or offset + n <= len(head) else rest(offset, n)
+
+    order = {b"II": "<", b"MM": ">"}.get(head[:2])
+    if order is None or len(head) < 16:
+        raise TiffFormatError(f"not a TIFF file ({file_size} bytes, starting {head[:4]!r})")
+    version = struct.unpack(order + "H", head[2:4])[0]
+    if version not in (42, 43):
+        raise TiffFormatError(f"not a TIFF file (version {version})")
+    first_ifd, count_s, entry_s, inline = _LAYOUTS[order][version]
+    ifd = first_ifd.unpack_from(head, 4 if version == 42 else 8)[0]
+    n_entries = count_s.unpack(read(ifd, count_s.size))[0]
+    tags: dict[int, tuple[int, ...]] = {}
+    for tag, typ, count, value in entry_s.iter_unpack(read(ifd + count_s.size, n_entries * entry_s.size)):
+        if tag not in _WANTED or typ not in _TYPES:
+            continue
+        fmt = f"{order}{count}{_TYPES[typ]}"
+        size = struct.calcsize(fmt)
+        if size > inline:  # the values lie elsewhere; `value` points to them
+            value = read(int.from_bytes(value, "little" if order == "<" else "big"), size)
+        tags[tag] = struct.unpack(fmt, value[:size])
+    return order, tags
+
+
 def read_tiff_header(path: str | Path) -> TiffHeader:
     """Parse the first image directory of a classic TIFF or BigTIFF file."""
     with open(path, "rb") as f:
         head = f.read(_HEAD)
         file_size = os.fstat(f.fileno()).st_size
 
-        def read(offset: int, n: int) -> bytes:
-            if offset + n <= len(head):
-                return head[offset : offset + n]
-            if offset + n > file_size:
-                raise TiffFormatError(f"truncated: needs bytes {offset}-{offset + n}, file has {file_size}")
+        def rest(offset: int, n: int) -> bytes:
             f.seek(offset)
             data = f.read(n)
             if len(data) != n:
                 raise TiffFormatError(f"truncated: needs bytes {offset}-{offset + n}, file has {file_size}")
             return data
 
-        order = {b"II": "<", b"MM": ">"}.get(head[:2])
-        if order is None or len(head) < 16:
-            raise TiffFormatError(f"not a TIFF file ({file_size} bytes, starting {head[:4]!r})")
-        version = struct.unpack(order + "H", head[2:4])[0]
-        if version not in (42, 43):
-            raise TiffFormatError(f"not a TIFF file (version {version})")
-        first_ifd, count_s, entry_s, inline = _LAYOUTS[order][version]
-        ifd = first_ifd.unpack_from(head, 4 if version == 42 else 8)[0]
-        n_entries = count_s.unpack(read(ifd, count_s.size))[0]
-        tags: dict[int, tuple[int, ...]] = {}
-        for tag, typ, count, value in entry_s.iter_unpack(read(ifd + count_s.size, n_entries * entry_s.size)):
-            if tag not in _WANTED or typ not in _TYPES:
-                continue
-            fmt = f"{order}{count}{_TYPES[typ]}"
-            size = struct.calcsize(fmt)
-            if size > inline:  # the values lie elsewhere; `value` points to them
-                value = read(int.from_bytes(value, "little" if order == "<" else "big"), size)
-            tags[tag] = struct.unpack(fmt, value[:size])
+        _, tags = _first_directory(head, file_size, rest)
 
     offsets = tags.get(_STRIP_OFFSETS) or tags.get(_TILE_OFFSETS)
     counts = tags.get(_STRIP_COUNTS) or tags.get(_TILE_COUNTS)
@@ -93,3 +122,34 @@ def read_tiff_header(path: str | Path) -> TiffHeader:
         data_end=max(o + c for o, c in zip(offsets, counts, strict=True)),
         file_size=file_size,
     )
+
+
+def read_uint16_strips(path: str | Path) -> np.ndarray:
+    """(height, width) uint16 pixels of a single-band, uncompressed, stripped TIFF, from one read of the file.
+
+    What libtiff (and so rasterio's `read(1)`) gives for such a file: each strip's rows in order, byte-swapped
+    from the file's byte order. UnsupportedTiff for any other layout; TiffFormatError for a damaged file.
+    """
+    with open(path, "rb", buffering=0) as f:
+        data = f.readall()
+    order, tags = _first_directory(data, len(data))
+    layout = {tag: tags.get(tag, (default,))[0] for tag, default in
+              ((_SAMPLES, 1), (_BITS, 1), (_FORMAT, 1), (_COMPRESSION, 1), (_FILL_ORDER, 1))}  # fmt: skip
+    if list(layout.values()) != [1, 16, 1, 1, 1] or _TILE_OFFSETS in tags or _STRIP_OFFSETS not in tags:
+        raise UnsupportedTiff(
+            f"not a single-band uncompressed uint16 strip layout ({layout}, tiles: {_TILE_OFFSETS in tags})"
+        )
+    width, height = tags.get(_WIDTH, (0,))[0], tags.get(_HEIGHT, (0,))[0]
+    rows = min(tags.get(_ROWS_PER_STRIP, (height,))[0], height)
+    if min(width, height, rows) < 1:
+        raise UnsupportedTiff(f"image of {width} x {height} px in strips of {rows} rows")
+    offsets, counts = tags[_STRIP_OFFSETS], tags.get(_STRIP_COUNTS, ())
+    expected = [2 * width * min(rows, height - top) for top in range(0, height, rows)]
+    if list(counts) != expected or len(offsets) != len(expected):
+        raise UnsupportedTiff(
+            f"strip byte counts {counts[:4]} differ from {width} x {rows}-row uint16 strips"
+        )
+    if max(o + n for o, n in zip(offsets, counts, strict=True)) > len(data):
+        raise TiffFormatError(f"truncated: strips end past the file's {len(data)} bytes")
+    strips = b"".join(data[o : o + n] for o, n in zip(offsets, counts, strict=True))
+    return np.frombuffer(strips, dtype=order + "u2").reshape(height, width).astype(np.uint16)

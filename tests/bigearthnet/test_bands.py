@@ -108,3 +108,62 @@ def test_normalise_z_scores_per_band_for_numpy_and_torch():
     np.testing.assert_allclose(zt[1].numpy(), z, atol=1e-6)
     with pytest.raises(ValueError, match="channels"):
         B.normalise(x, ("B04",))
+
+
+def _dn(bands, shape=(3,)) -> np.ndarray:
+    """Resampled-looking DN: integers and fractions, dark and bright, per band."""
+    rng = np.random.default_rng(1)
+    return (rng.random((*shape, len(bands), 120, 120)) * 12000).astype(np.float32)
+
+
+def test_scalings_and_their_affines():
+    assert B.SCALINGS == ("bigearthnet-zscore", "reflectance/10000") and B.ZSCORE == B.SCALINGS[0]
+    scale, offset = B.scaling_affine("B04,B8A", "bigearthnet-zscore")
+    np.testing.assert_array_equal(scale, [1, 1])
+    np.testing.assert_array_equal(offset, [0, 0])
+    scale, offset = B.scaling_affine("B04,B8A", "reflectance/10000")
+    np.testing.assert_allclose(scale, [B.STD["B04"] / 1e4, B.STD["B8A"] / 1e4])
+    np.testing.assert_allclose(offset, [B.MEAN["B04"] / 1e4, B.MEAN["B8A"] / 1e4])
+    for bad in ("minmax", "reflectance"):
+        with pytest.raises(BandError, match="scaling"):
+            B.check_scaling(bad)
+        with pytest.raises(BandError, match="scaling"):
+            B.InputTransform("study", bad)
+
+
+@pytest.mark.parametrize("bands", [B.STUDY_BANDS, ("B12", "B01")])
+def test_zscore_transform_is_the_plain_formula_and_normalise(bands):
+    dn = _dn(bands)
+    z = B.InputTransform(bands)(dn)
+    mean = np.array([B.MEAN[b] for b in bands])[:, None, None]
+    std = np.array([B.STD[b] for b in bands])[:, None, None]
+    assert z.dtype == np.float32
+    np.testing.assert_allclose(z, (dn.astype(np.float64) - mean) / std, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(z, B.normalise(dn, bands))  # the reader's normalise, bit for bit
+
+
+@pytest.mark.parametrize("bands", [B.STUDY_BANDS, ("B12", "B01")])
+def test_reflectance_transform_is_dn_over_10000(bands):
+    dn = np.rint(_dn(bands)).astype(np.uint16)  # what the packed store holds
+    got = B.InputTransform(bands, "reflectance/10000")(dn)
+    assert got.dtype == np.float32
+    np.testing.assert_allclose(got, dn / 1e4, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("scaling", B.SCALINGS)
+def test_numpy_in_place_and_torch_give_the_same_values(scaling):
+    bands = B.STUDY_BANDS
+    dn = np.rint(_dn(bands)).astype(np.uint16)
+    transform = B.InputTransform(bands, scaling)
+    out = np.empty(dn.shape, np.float32)
+    assert transform(dn, out=out) is out
+    for tensor in (torch.from_numpy(dn), torch.from_numpy(dn.astype(np.float32))):
+        got = transform(tensor)
+        assert got.dtype == torch.float32
+        np.testing.assert_array_equal(got.numpy(), out)
+    rows = np.empty(dn.shape, np.float32)
+    for k in range(len(dn)):  # the store converts a row at a time
+        transform(dn[k], out=rows[k])
+    np.testing.assert_array_equal(rows, out)
+    with pytest.raises(ValueError, match="channels"):
+        transform(dn[:, :3])

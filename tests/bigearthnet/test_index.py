@@ -1,5 +1,6 @@
-"""The index: one row per patch with flags that agree with labels, dates and the official lists;
-every kind of broken patch in the rejected table with its reason; files independent of the worker count."""
+"""The index of v1.0 and v2.0 archives: one row per patch with flags that agree with labels, dates, maps and
+the official lists; every kind of broken patch in the rejected table with its reason; files independent of
+the worker count."""
 
 from __future__ import annotations
 
@@ -10,24 +11,36 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import rasterio
-from rasterio.transform import Affine
 
-from simclr_s2.bigearthnet import reader
+from simclr_s2.bigearthnet import reader, reben
+from simclr_s2.bigearthnet.demo import write_demo_archive, write_geotiff
 from simclr_s2.bigearthnet.index import (
     INDEX_SCHEMA,
     SEASONS,
+    V2_SCHEMA,
     ArchiveError,
+    archive_version,
     build_index,
     index_archive_root,
+    index_archive_version,
     index_digest,
     load_index,
     rejected_path_for,
 )
-from simclr_s2.bigearthnet.nomenclature import SCHEMES, is_positive
-from simclr_s2.bigearthnet.reader import read_metadata
+from simclr_s2.bigearthnet.nomenclature import (
+    CLC_LEVEL3,
+    DEFAULT_MIN_FRACTION,
+    SCHEME_CODES,
+    SCHEMES,
+    is_positive,
+    labels_19,
+    scheme_labels,
+)
+from simclr_s2.bigearthnet.reader import patch_dir, read_metadata, reference_map_file, tile_folder
 
 
 def test_one_row_per_patch_with_the_contract_columns(demo_archive, demo_index, demo_recipe):
@@ -96,18 +109,7 @@ def test_same_files_whatever_the_workers(demo_archive, demo_index, tmp_path):
 
 
 def _write_band(path: Path, size: int, dtype: str = "uint16") -> None:
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=size,
-        height=size,
-        count=1,
-        dtype=dtype,
-        crs="EPSG:32633",
-        transform=Affine(10, 0, 600000, 0, -10, 5000040),
-    ) as ds:
-        ds.write(np.ones((size, size), dtype=dtype), 1)
+    write_geotiff(path, np.ones((size, size), dtype=dtype), "EPSG:32633", 10, 600000, 5000040)
 
 
 def _json(p: Path) -> Path:
@@ -192,3 +194,181 @@ def test_archive_errors(tmp_path, demo_index):
         load_index(tmp_path / "x.parquet")
     with pytest.raises(ArchiveError, match="missing column"):
         load_index(rejected_path_for(demo_index))
+
+
+def test_v1_rows_carry_their_place_and_v1_name(real_archive, tmp_path):
+    """epsg, ulx, uly: the JSON's projection and corner, which are the band files' georeferencing."""
+    df = load_index(build_index(real_archive, tmp_path / "real.parquet", workers=1).index_path)
+    assert index_archive_version(tmp_path / "real.parquet") == "v1"
+    assert (df["s2v1_name"] == df["name"]).all()
+    for row in df.itertuples():
+        with rasterio.open(real_archive / row.name / f"{row.name}_B02.tif") as ds:
+            assert (row.epsg, row.ulx, row.uly) == (ds.crs.to_epsg(), ds.transform.c, ds.transform.f)
+
+
+# --- v2.0 ------------------------------------------------------------------------------------------------
+
+V2_PATCHES = 60
+
+
+@pytest.fixture(scope="module")
+def v2_archive(tmp_path_factory) -> Path:
+    return write_demo_archive(
+        tmp_path_factory.mktemp("v2") / "reben", n_patches=V2_PATCHES, seed=0, layout="v2"
+    )
+
+
+@pytest.fixture(scope="module")
+def v2_index(v2_archive, tmp_path_factory) -> Path:
+    return build_index(v2_archive, tmp_path_factory.mktemp("v2index") / "index.parquet", workers=2).index_path
+
+
+def _metadata(root: Path) -> pd.DataFrame:
+    return pd.concat([pd.read_parquet(root / f) for f in (reben.METADATA_FILE, reben.EXCLUDED_FILE)])
+
+
+def test_v2_rows_agree_with_the_maps_and_the_metadata(v2_archive, v2_index):
+    assert pq.read_schema(v2_index).remove_metadata() == V2_SCHEMA
+    assert (index_archive_version(v2_index), index_archive_root(v2_index)) == ("v2", v2_archive.resolve())
+    assert len(pq.read_table(rejected_path_for(v2_index))) == 0
+    df = load_index(v2_index)
+    meta = _metadata(v2_archive).set_index("patch_id")
+    assert len(df) == V2_PATCHES and sorted(meta.index) == list(df["name"])
+    for row in df.itertuples():
+        with rasterio.open(reference_map_file(v2_archive, row.name)) as ds:
+            codes, counts = np.unique(ds.read(1), return_counts=True)
+            assert (row.epsg, row.ulx, row.uly) == (ds.crs.to_epsg(), ds.transform.c, ds.transform.f)
+        assert row.labels == [CLC_LEVEL3[c] for c in codes]
+        assert row.label_fractions == list(counts / 14400)
+        for code in SCHEME_CODES:
+            assert getattr(row, f"fraction_{code}") == dict(zip(codes, counts / 14400, strict=True)).get(
+                code, 0.0
+            )
+        for scheme, classes in SCHEMES.items():
+            assert getattr(row, f"positive_{scheme}") == is_positive(row.labels, classes)
+        m = meta.loc[row.name]
+        assert (row.official_split, row.country, row.s2v1_name, row.snow, row.cloud_shadow) == (
+            m.split, m.country, m.s2v1_name, m.contains_seasonal_snow, m.contains_cloud_or_shadow
+        )  # fmt: skip
+        assert row.labels_19 == list(m.labels) == labels_19(codes)
+        assert row.season == SEASONS[int(row.acquisition_date[5:7])]
+        assert f"_T{row.tile}_" in row.name and row.acquisition_date[:4] == "2019"
+    assert set(df["official_split"]) == {"train", "validation", "test"}
+    assert df["snow"].sum() >= 2 and df["cloud_shadow"].sum() >= 2
+    share = df["fraction_212"]
+    rule = pd.Series(share >= DEFAULT_MIN_FRACTION, dtype="boolean").mask(
+        (share > 0) & (share < DEFAULT_MIN_FRACTION)
+    )
+    assert scheme_labels(df, "basic").equals(rule.rename("positive_basic"))
+
+
+def test_v2_same_files_whatever_the_workers(v2_archive, v2_index, tmp_path):
+    again = build_index(v2_archive, tmp_path / "index.parquet", workers=1)
+    assert index_digest(again.index_path) == index_digest(v2_index)
+    assert index_digest(again.rejected_path) == index_digest(rejected_path_for(v2_index))
+
+
+def test_version_is_told_or_recognised(demo_archive, v2_archive, tmp_path):
+    assert (archive_version(demo_archive), archive_version(v2_archive)) == ("v1", "v2")
+    assert archive_version(demo_archive, "v2") == "v2"
+    with pytest.raises(ArchiveError, match="version: 'v3'"):
+        build_index(v2_archive, tmp_path / "i.parquet", version="v3")
+    with pytest.raises(ArchiveError, match="none of its 2 folders is a valid patch"):
+        build_index(v2_archive, tmp_path / "i.parquet", version="v1")
+    with pytest.raises(ArchiveError, match="no BigEarthNet-S2/ folder"):
+        build_index(demo_archive, tmp_path / "i.parquet", version="v2")
+    with pytest.raises(ArchiveError, match="pass the folder that holds it"):
+        build_index(v2_archive / "BigEarthNet-S2", tmp_path / "i.parquet")
+
+
+def _map_path(root: Path, name: str) -> Path:
+    return reference_map_file(root, name)
+
+
+def _write_map(root: Path, name: str, pixels: np.ndarray) -> None:
+    with rasterio.open(_map_path(root, name)) as ds:
+        profile = {**ds.profile, "width": pixels.shape[1], "height": pixels.shape[0]}
+    with rasterio.open(_map_path(root, name), "w", **profile) as ds:
+        ds.write(pixels, 1)
+
+
+def _edit_metadata(root: Path, name: str, edit) -> None:
+    for file in (reben.METADATA_FILE, reben.EXCLUDED_FILE):
+        path = root / file
+        schema = pq.read_schema(path)
+        df = pd.read_parquet(path)
+        if name in set(df["patch_id"]):
+            pq.write_table(pa.Table.from_pandas(edit(df, df["patch_id"] == name), schema=schema), path)
+
+
+def _set(column: str, value):
+    def edit(df: pd.DataFrame, at: pd.Series) -> pd.DataFrame:
+        df[column] = df[column].astype(object)
+        df.loc[at, column] = pd.Series([value] * int(at.sum()), index=df.index[at], dtype=object)
+        return df
+
+    return edit
+
+
+def _move_to_other_tile(root: Path, name: str) -> None:
+    other = next(p for p in (root / "BigEarthNet-S2").iterdir() if p.name != tile_folder(name))
+    patch_dir(root, name).rename(other / name)
+
+
+V2_BREAKERS = {  # how to break a v2.0 patch -> kind
+    "no_map": (lambda root, n: _map_path(root, n).unlink(), reader.MISSING_MAP),
+    "small_map": (lambda root, n: _write_map(root, n, np.full((60, 60), 211, np.uint16)), reader.WRONG_SIZE),
+    "code_999": (
+        lambda root, n: _write_map(root, n, np.full((120, 120), 999, np.uint16)),
+        reader.UNKNOWN_CODE,
+    ),
+    "garbage_map": (lambda root, n: _map_path(root, n).write_bytes(b"\x00" * 900), reader.UNREADABLE),
+    "no_band": (lambda root, n: (patch_dir(root, n) / f"{n}_B11.tif").unlink(), reader.MISSING_BAND),
+    "no_folder": (lambda root, n: shutil.rmtree(patch_dir(root, n)), reben.MISSING_FOLDER),
+    "no_row": (lambda root, n: _edit_metadata(root, n, lambda df, at: df[~at]), reben.NO_METADATA),
+    "duplicate_row": (
+        lambda root, n: _edit_metadata(root, n, lambda df, at: pd.concat([df, df[at]])),
+        reader.BAD_METADATA,
+    ),
+    "bad_split": (lambda root, n: _edit_metadata(root, n, _set("split", "holdout")), reader.BAD_METADATA),
+    "bad_label": (
+        lambda root, n: _edit_metadata(root, n, _set("labels", ["Irrigated"])),
+        reader.BAD_METADATA,
+    ),
+    "no_country": (lambda root, n: _edit_metadata(root, n, _set("country", None)), reader.BAD_METADATA),
+    "other_tile": (_move_to_other_tile, reben.STRAY_FOLDER),
+}
+
+
+@pytest.fixture(scope="module")
+def broken_v2(v2_archive, tmp_path_factory) -> tuple[Path, dict[str, str]]:
+    """The v2 demo with one patch broken per V2_BREAKERS entry, plus a stray folder that is no patch."""
+    root = Path(shutil.copytree(v2_archive, tmp_path_factory.mktemp("broken_v2") / "reben"))
+    names = list(load_index(build_index(root, root.parent / "first.parquet", workers=1).index_path)["name"])
+    broken = {}
+    for name, how in zip(names[5:], V2_BREAKERS, strict=False):
+        V2_BREAKERS[how][0](root, name)
+        broken[name] = how
+    (root / "BigEarthNet-S2" / tile_folder(names[0]) / "scratch").mkdir()
+    broken["scratch"] = "scratch"
+    return root, broken
+
+
+@pytest.mark.parametrize(("check_rasters", "workers"), [(False, 2), (True, 1)])
+def test_every_broken_v2_patch_is_rejected_with_its_reason(broken_v2, tmp_path, check_rasters, workers):
+    root, broken = broken_v2
+    result = build_index(root, tmp_path / "index.parquet", workers=workers, check_rasters=check_rasters)
+    rejected = pq.read_table(result.rejected_path).to_pandas()
+    assert rejected["name"].is_unique and set(rejected["name"]) == set(broken)
+    assert result.n_indexed == V2_PATCHES - len(broken) + 1  # "scratch" is no patch
+    for row in rejected.itertuples():
+        kind = reben.STRAY_FOLDER if row.name == "scratch" else V2_BREAKERS[broken[row.name]][1]
+        assert row.kind == kind and row.reason.startswith(f"{kind}: "), (broken[row.name], row.reason)
+        assert "\n" not in row.reason
+    assert (
+        "listed more than once"
+        in rejected.set_index("name").loc[
+            next(n for n, how in broken.items() if how == "duplicate_row"), "reason"
+        ]
+    )
+    assert set(load_index(result.index_path)["name"]).isdisjoint(broken)

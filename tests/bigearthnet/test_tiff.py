@@ -1,4 +1,4 @@
-"""The TIFF header check against what GDAL writes and reads, in every layout it may meet."""
+"""The TIFF header check and strip reader against what GDAL writes and reads, in every layout it may meet."""
 
 from __future__ import annotations
 
@@ -7,17 +7,21 @@ import pytest
 import rasterio
 from rasterio.transform import Affine
 
-from simclr_s2.bigearthnet.tiff import TiffFormatError, read_tiff_header
+from simclr_s2.bigearthnet.reader import band_file
+from simclr_s2.bigearthnet.tiff import TiffFormatError, UnsupportedTiff, read_tiff_header, read_uint16_strips
+
+SIMPLE = {}, {"blockysize": 7}, {"blockysize": 1}, {"BIGTIFF": "YES"}, {"ENDIANNESS": "BIG"}
+"""Uncompressed strip layouts (GDAL's default, strips not dividing the height, one row each, BigTIFF,
+big-endian): `read_uint16_strips` reads them; any compression or tiling goes to GDAL."""
 
 
 @pytest.mark.parametrize(
     "options",
     [
-        {},
+        *SIMPLE,
         {"tiled": True, "blockxsize": 16, "blockysize": 16},
+        {"compress": "lzw"},
         {"compress": "deflate"},
-        {"BIGTIFF": "YES"},
-        {"ENDIANNESS": "BIG"},
         {"BIGTIFF": "YES", "ENDIANNESS": "BIG", "tiled": True, "blockxsize": 16, "blockysize": 16},
     ],
 )
@@ -40,6 +44,31 @@ def test_header_agrees_with_gdal(tmp_path, options, size, dtype):
     assert (h.width, h.height, h.samples) == (size, size, 1)
     assert (h.bits, h.sample_format) == ((16, 1) if dtype == "uint16" else (32, 3))
     assert h.data_end <= h.file_size == path.stat().st_size
+    if options in SIMPLE and dtype == "uint16":
+        got = read_uint16_strips(path)
+        assert got.dtype == np.uint16 and got.flags.writeable and np.array_equal(got, data)
+    else:
+        with pytest.raises(UnsupportedTiff):
+            read_uint16_strips(path)
+
+
+def _same_as_rasterio(paths) -> int:
+    for path in paths:
+        with rasterio.open(path) as ds:
+            expected = ds.read(1)
+        got = read_uint16_strips(path)
+        assert got.dtype == expected.dtype and np.array_equal(got, expected), path
+    return len(paths)
+
+
+def test_strips_bit_identical_to_rasterio_on_real_patches(real_archive):
+    assert _same_as_rasterio(sorted(real_archive.glob("*/*.tif"))) == 6 * 12
+
+
+def test_strips_bit_identical_to_rasterio_on_the_demo_archive(demo_archive):
+    folders = sorted(p for p in demo_archive.iterdir() if p.is_dir())[:40]
+    paths = [band_file(f, b) for f in folders for b in ("B01", "B02", "B05", "B8A", "B09", "B12")]
+    assert _same_as_rasterio(paths) == len(folders) * 6
 
 
 def test_real_band_files(real_archive):
@@ -63,3 +92,9 @@ def test_truncation_and_garbage(tmp_path, real_archive):
         cut.write_bytes(junk)
         with pytest.raises(TiffFormatError):
             read_tiff_header(cut)
+        with pytest.raises(TiffFormatError):
+            read_uint16_strips(cut)
+    cut.write_bytes(band[:-100])  # the last strip is cut short
+    with pytest.raises(TiffFormatError, match="truncated") as raised:
+        read_uint16_strips(cut)
+    assert not isinstance(raised.value, UnsupportedTiff)
