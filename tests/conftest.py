@@ -43,29 +43,3 @@ def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_index(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The index Parquet file of `demo_archive` (built with 2 worker processes)."""
     return build_index(demo_archive, tmp_path_factory.mktemp("index") / "index.parquet", workers=2).index_path
-
-
-@pytest.fixture(autouse=True)
-def _fresh_mlflow_state():
-    """Each test starts from MLflow's process-wide defaults: no active run or experiment, and the tracking
-    and registry URIs read from the environment. MLflow keeps these in module globals, so a test that sets
-    an experiment or a URI would otherwise send later tests' runs into its own (deleted) store
-    (mlflow.set_experiment also writes MLFLOW_EXPERIMENT_ID into the environment)."""
-    import os
-
-    saved = {name: os.environ.get(name) for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME",
-                                                     "MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI")}
-    yield
-    for name, value in saved.items():
-        if value is None:
-            os.environ.pop(name, None)
-        else:
-            os.environ[name] = value
-    import mlflow
-    from mlflow.tracking import _model_registry, _tracking_service, fluent
-
-    while mlflow.active_run():
-        mlflow.end_run()
-    fluent._active_experiment_id = None
-    _tracking_service.utils._tracking_uri = None
-    _model_registry.utils._registry_uri = None

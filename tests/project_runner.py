@@ -1,6 +1,7 @@
-"""Run this project's entry points through `mlflow run . --env-manager local` in a chosen environment
-(tracking store, work home, demo size), and look at the runs they made: shared by the integration tests
-on a temporary SQLite store and the tests against the real server stack."""
+"""A test project: its own tracking store, state folder and small demo, named by an environment, with the
+ways tests run this project's entry points in it (in this process, as `python entrypoints/<name>.py`, or
+through `mlflow run . --env-manager local`) and look at the runs they made. Shared by the stage tests,
+the end-to-end tests and the tests against the real server stack."""
 
 from __future__ import annotations
 
@@ -10,42 +11,76 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from simclr_s2.app.context import Context
+from simclr_s2.app.spec import build
+from simclr_s2.stages.base import Stage, run_command
+
 ROOT = Path(__file__).resolve().parents[1]
-MLFLOW = Path(sys.executable).parent / "mlflow"
+BIN = Path(sys.executable).parent
+CLEARED = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+
+
+def project_env(root: Path, tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
+    """What names a test project: its store (a SQLite file under `root` unless given), state folder, data
+    folder, a 120-patch demo with encoders pretrained 1 epoch, and short heartbeats."""
+    return {"MLFLOW_TRACKING_URI": tracking_uri or f"sqlite:///{root}/mlflow.db", "SIMCLR_S2_HOME": str(root / "home"),
+            "SIMCLR_S2_DATA": str(root / "data"), "SIMCLR_S2_DEMO_PATCHES": "120",
+            "SIMCLR_S2_DEMO_PRETRAIN_EPOCHS": "1", "SIMCLR_S2_HEARTBEAT_S": "2",
+            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **extra}
 
 
 @dataclass
 class Project:
-    """Runs entry points of this project in one temporary tracking store."""
-
+    root: Path
     env: dict[str, str]
-    client: MlflowClient
 
-    root = ROOT
+    @property
+    def client(self) -> MlflowClient:
+        uri = self.env["MLFLOW_TRACKING_URI"]
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+    def process_env(self) -> dict[str, str]:
+        """This process's environment with the project's, for subprocesses; `python` is this venv's."""
+        env = {**os.environ, **self.env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        for name in CLEARED:
+            if name not in self.env:
+                env.pop(name, None)
+        return env
+
+    def run_stage(self, stage: Stage, **params: object) -> str | None:
+        """`stage` as its entry point runs it, in this process, in the project's environment."""
+        with pytest.MonkeyPatch.context() as mp:
+            for key, value in self.env.items():
+                mp.setenv(key, value)
+            for key in CLEARED:
+                if key not in self.env:
+                    mp.delenv(key, raising=False)
+            return run_command(stage, build(stage.spec, params), Context.from_env())
 
     @staticmethod
     def command(entry_point: str, **params: object) -> list[str]:
-        command = [str(MLFLOW), "run", str(ROOT), "-e", entry_point, "--env-manager", "local"]
+        command = [str(BIN / "mlflow"), "run", str(ROOT), "-e", entry_point, "--env-manager", "local"]
         for key, value in params.items():
             command += ["-P", f"{key}={value}"]
         return command
 
     def run(self, entry_point: str, check: bool = True, timeout: int = 900, **params: object
             ) -> subprocess.CompletedProcess:
-        done = subprocess.run(self.command(entry_point, **params), check=False, env=self.env, cwd=ROOT,
-                              capture_output=True,
-                              text=True, timeout=timeout)
+        """`mlflow run . -e <entry_point> --env-manager local -P ...` in the project's environment."""
+        done = subprocess.run(self.command(entry_point, **params), check=False, env=self.process_env(), cwd=ROOT,
+                              capture_output=True, text=True, timeout=timeout)
         if check and done.returncode != 0:
             raise AssertionError(f"mlflow run -e {entry_point} failed:\n{done.stderr[-4000:]}")
         return done
 
     def runs(self, stage: str | None = None, **tags: str) -> list[Run]:
-        """Every run of the store (all experiments), newest first, filtered by tags."""
+        """Every active run of every experiment, newest first, filtered by stage and tags."""
         filters = [f"tags.stage = '{stage}'"] if stage else []
-        filters += [f"tags.{k} = '{v}'" for k, v in tags.items()]
+        filters += [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
         experiments = [e.experiment_id for e in self.client.search_experiments()]
         return self.client.search_runs(experiments, " and ".join(filters), order_by=["attributes.start_time DESC"])
 
@@ -53,16 +88,3 @@ class Project:
         runs = self.runs(stage, **tags)
         assert runs, f"no {stage} run with {tags}"
         return runs[0]
-
-
-
-
-def project_env(root: Path, tracking_uri: str, **extra: str) -> dict[str, str]:
-    """The environment of a test project: its own tracking store, work home and small demo archive."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri, "SIMCLR_S2_HOME": str(root / "home"),
-           "SIMCLR_S2_DATA": str(root / "data"), "SIMCLR_S2_DEMO_PATCHES": "240",
-           "SIMCLR_S2_DEMO_PRETRAIN_EPOCHS": "1", "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}", **extra}
-    for name in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID"):
-        env.pop(name, None)
-    return env

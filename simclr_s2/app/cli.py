@@ -82,18 +82,16 @@ def main(stage: Stage, argv: Sequence[str] | None = None) -> NoReturn:
 def _fail_launcher_run(stage: Stage, error: BaseException) -> None:
     """The run `mlflow run` made ends FAILED with the reason when the command stopped before (or without)
     taking it over, e.g. a bad parameter caught while parsing."""
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if not run_id:
+    if not os.environ.get("MLFLOW_RUN_ID"):
         return
     try:
-        client = Context.from_env().client
-        run = client.get_run(run_id)
-        if run.info.status != "RUNNING":
-            return
-        if STAGE_TAG not in run.data.tags:
-            client.set_tag(run_id, STAGE_TAG, stage.name)
-        client.set_tag(run_id, ERROR_TAG, describe(error))
-        client.set_terminated(run_id, "FAILED")
+        ctx = Context.from_env()
+        run_id = ctx.launcher_run_id
+        if ctx.client.get_run(run_id).info.status != "RUNNING":
+            return  # the command took its run over and ended it
+        ctx.client.set_tag(run_id, STAGE_TAG, stage.name)
+        ctx.client.set_tag(run_id, ERROR_TAG, describe(error))
+        ctx.client.set_terminated(run_id, "FAILED")
     except Exception:  # noqa: BLE001 - the error being reported matters more than this note
         logging.getLogger(__name__).warning("could not mark run %s failed", run_id)
 

@@ -13,9 +13,9 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from simclr_s2.app.experiment import DEFAULT_EXPERIMENT
 from simclr_s2.errors import UserError
 
-DEFAULT_EXPERIMENT = "simclr-s2"
 DEFAULT_HEARTBEAT_S = 30.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -77,11 +77,13 @@ class Context:
         env = os.environ if env is None else env
         uri = env.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
         experiment_id = env.get("MLFLOW_EXPERIMENT_ID") or None
+        if experiment_id == "0" and not env.get("MLFLOW_RUN_ID"):
+            experiment_id = None  # a leftover pointing at Default; under `mlflow run` it is the launcher's
         epochs = env.get("SIMCLR_S2_DEMO_PRETRAIN_EPOCHS")
         return cls(
             tracking_uri=uri,
             experiment_name=env.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,
-            experiment_id_given=None if experiment_id == "0" else experiment_id,
+            experiment_id_given=experiment_id,
             home=Path(env.get("SIMCLR_S2_HOME") or PROJECT_ROOT / ".simclr_s2").resolve(),
             data_root=Path(env.get("SIMCLR_S2_DATA") or PROJECT_ROOT / "data").resolve(),
             launcher_run_id=env.get("MLFLOW_RUN_ID") or None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from simclr_s2.app.spec import (
     Spec,
@@ -189,6 +189,36 @@ class Evaluate(Spec):
     allow_pretraining_overlap: bool = param(False, OVERLAP_HELP)
 
 
+BACKENDS = ("local", "ray")
+
+
+def _ray_address(value: str) -> str | None:
+    ok = value in ("auto", "local") or re.fullmatch(r"(ray://)?[\w.-]+:\d+", value)
+    return None if ok else "expected auto, local, host:port or ray://host:port"
+
+
+def _backend(what: str) -> Any:
+    return param("local", f"where the {what} run: local (in this process) or ray (Ray tasks on a cluster, "
+                          "see docs/cluster.md)", choices=BACKENDS, keyed=False)
+
+
+def _cluster() -> Any:
+    return param("auto", "the Ray cluster of backend=ray: auto (the one this machine belongs to, or RAY_ADDRESS), "
+                         "local (started here for this command), or host:port / ray://host:port",
+                 check=_ray_address, keyed=False)
+
+
+def _resources(what: str, default: float, kind: str) -> Any:
+    share = "; fractions share one" if kind == "GPUs" else ""
+    return param(default, f"{kind} each {what} takes on the cluster (backend=ray){share}",
+                 check=positive if kind == "CPUs" else non_negative, keyed=False)
+
+
+def _local_only(backend: str, name: str, value: int, what: str) -> None:
+    if backend == "local" and value > 1:
+        raise UserError(f"{name}: backend=local runs one {what} at a time; use backend=ray, or 1")
+
+
 @dataclass(frozen=True)
 class Grid(Spec):
     """The study's grid as one resumable command: encoders x fractions x schemes x seeds fine-tunes plus
@@ -208,6 +238,18 @@ class Grid(Spec):
     split: str = param("auto", "create_splits output holding every scheme; auto = the demo's")
     dry_run: bool = param(False, "only show which cells would run, resume or be reused", keyed=False)
     reuse: bool = param(True, REUSE_HELP, keyed=False)
+    backend: str = _backend("cells")
+    ray_address: str = _cluster()
+    cpus_per_cell: float = _resources("cell", 1.0, "CPUs")
+    gpus_per_cell: float = _resources("cell", 0.0, "GPUs")
+    parallel: int = param(0, "cells running at once (backend=ray); 0 = as many as the cluster's CPUs and GPUs "
+                             "hold", check=_whole, keyed=False)
+    retries: int = param(2, "times Ray starts a cell again after its worker died (it resumes from its "
+                            "checkpoint in the same run); a cell's own error is never retried", check=_whole,
+                         keyed=False)
+
+    def validate(self) -> None:
+        _local_only(self.backend, "parallel", self.parallel, "cell")
 
 
 @dataclass(frozen=True)
@@ -269,6 +311,15 @@ class Tune(Spec):
     seed: int = param(0, "random seed")
     final_run: bool = param(True, "then run the target with the best settings")
     reuse: bool = param(True, REUSE_HELP, keyed=False)
+    backend: str = _backend("workers")
+    ray_address: str = _cluster()
+    workers: int = param(1, "workers joining the study at once (backend=ray: one Ray task each)", check=positive,
+                         keyed=False)
+    cpus_per_worker: float = _resources("worker", 1.0, "CPUs")
+    gpus_per_worker: float = _resources("worker", 0.0, "GPUs")
+
+    def validate(self) -> None:
+        _local_only(self.backend, "workers", self.workers, "worker")
 
 
 ENTRY_POINTS: dict[str, type[Spec]] = {cls.entry_point: cls for cls in (

@@ -7,7 +7,7 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Run
 
 from simclr_s2 import distributed
 from simclr_s2.app.context import Context
@@ -17,7 +17,6 @@ from simclr_s2.tracking.tracker import StageRun, Step, Tracker
 log = logging.getLogger(__name__)
 
 S = TypeVar("S", bound=Spec)
-MOVED_TO_TAG = "simclr_s2.moved_to"
 
 
 class Stage(Generic[S]):
@@ -87,21 +86,6 @@ def find_step(stage: Stage[S], spec: S, ctx: Context) -> Run | None:
 
 
 def launcher_run(ctx: Context) -> str | None:
-    """The run `mlflow run` made for this command, when it is in the command's experiment. `mlflow run`
-    without an experiment puts its run in MLflow's Default experiment before any of our code runs: the
-    work then goes to a run of its own in the right experiment (with the launcher's source tags), and
-    the empty launcher run is ended and deleted, pointing to it."""
-    if not ctx.launcher_run_id:
-        return None
-    client = ctx.client
-    launched = client.get_run(ctx.launcher_run_id)
-    if launched.info.experiment_id == ctx.experiment_id:
-        return launched.info.run_id
-    tags = {k: v for k, v in launched.data.tags.items() if k.startswith("mlflow.") and k != "mlflow.runName"}
-    moved = client.create_run(ctx.experiment_id, tags=tags).info.run_id
-    client.set_tag(launched.info.run_id, MOVED_TO_TAG, moved)
-    client.set_terminated(launched.info.run_id, RunStatus.to_string(RunStatus.FINISHED))
-    client.delete_run(launched.info.run_id)
-    log.info("mlflow run made run %s in experiment %s; this command runs as %s in %s", launched.info.run_id,
-             launched.info.experiment_id, moved, ctx.experiment_name)
-    return moved
+    """The run `mlflow run` made for this command (in the experiment MLFLOW_EXPERIMENT_ID names, which
+    the launcher sets), or None when the command was started directly."""
+    return ctx.launcher_run_id

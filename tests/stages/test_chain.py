@@ -9,7 +9,6 @@ import mlflow
 import pandas as pd
 import pytest
 import torch
-from conftest import run_stage
 
 from simclr_s2.app.cli import main
 from simclr_s2.app.context import DEFAULT_EXPERIMENT
@@ -36,7 +35,7 @@ def test_every_step_ran_once_in_the_named_experiment(project, demo):
 
 def test_a_rerun_reuses_every_step_but_the_command_itself(project, demo):
     before = {r.info.run_id for r in project.runs()}
-    run_stage(project, FINETUNE, epochs=3)
+    project.run_stage(FINETUNE, epochs=3)
     new = [r for r in project.runs() if r.info.run_id not in before]
     assert [r.data.tags["stage"] for r in new] == ["finetune"]
 
@@ -83,7 +82,7 @@ def test_the_registered_encoder_gives_the_trained_features(project, demo, ctx):
 
 
 def test_baseline_trains_everything_from_scratch(project, demo, split_uri):
-    run_id = run_stage(project, BASELINE, split=split_uri(), fraction=50, epochs=2)
+    run_id = project.run_stage(BASELINE, split=split_uri(), fraction=50, epochs=2)
     run = project.client.get_run(run_id)
     assert run.data.tags["pretrained"] == "scratch" and run.data.params["policy"] == "all"
     assert run.data.params["frozen_weights"] == str(512 * 128 + 128)  # only the unused Dense 128 of the head
@@ -95,7 +94,7 @@ def test_evaluate_reproduces_the_test_metrics_and_writes_nothing_else(project, d
     home = project.root / "home"
     files_before = sorted(p for p in home.rglob("*"))
     runs_before = len(project.runs())
-    run_id = run_stage(project, EVALUATE, model_uri=f"models:/{CLASSIFIER_MODEL}/{version.version}")
+    run_id = project.run_stage(EVALUATE, model_uri=f"models:/{CLASSIFIER_MODEL}/{version.version}")
     evaluation = project.client.get_run(run_id)
     for key in ("test_accuracy", "test_f1", "test_auc", "test_pr_auc"):
         assert evaluation.data.metrics[key] == pytest.approx(demo.data.metrics[key], abs=1e-6)
@@ -164,7 +163,7 @@ def test_an_unknown_tracking_uri_scheme_is_one_line(project, capsys, monkeypatch
 def test_import_encoder_registers_a_state_dict_with_its_bands(project, demo, tmp_path):
     torch.manual_seed(0)
     torch.save(build_simclr("resnet18", 10).state_dict(), tmp_path / "encoder.pt")
-    run_stage(project, IMPORT_ENCODER, state_dict=str(tmp_path / "encoder.pt"), name="imported", arch="resnet18")
+    project.run_stage(IMPORT_ENCODER, state_dict=str(tmp_path / "encoder.pt"), name="imported", arch="resnet18")
     version = project.client.get_model_version_by_alias(ENCODER_MODEL, "imported")
     assert version.tags["stage"] == "import_encoder" and version.tags["band_list"].startswith("B04")
 

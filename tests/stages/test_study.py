@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from conftest import run_stage
 
 from simclr_s2.errors import UserError
 from simclr_s2.stages.compare import COMPARE
@@ -21,9 +20,9 @@ GRID_PARAMS = {"schemes": "basic", "fractions": "50,100", "epochs": 2}
 @pytest.fixture(scope="module")
 def grid(project, demo, split_uri):
     index = project.latest("pretrain").data.params["resolved_index"]
-    run_stage(project, PRETRAIN, name="ca-sgd", optimizer="sgd", lr=0.1, epochs=1, index=index,
+    project.run_stage(PRETRAIN, name="ca-sgd", optimizer="sgd", lr=0.1, epochs=1, index=index,
               exclude_split=f"{split_uri('basic')},{split_uri('expanded')}")
-    return project.client.get_run(run_stage(project, GRID, encoders="ben,ca-sgd", **GRID_PARAMS))
+    return project.client.get_run(project.run_stage(GRID, encoders="ben,ca-sgd", **GRID_PARAMS))
 
 
 def _cells(project, run) -> pd.DataFrame:
@@ -47,19 +46,19 @@ def test_every_cell_is_a_tagged_child_run(project, grid):
 
 def test_a_rerun_trains_nothing_and_a_dry_run_opens_nothing(project, grid, capsys):
     before = {r.info.run_id for r in project.runs()}
-    run_stage(project, GRID, encoders="ben,ca-sgd", **GRID_PARAMS)
+    project.run_stage(GRID, encoders="ben,ca-sgd", **GRID_PARAMS)
     new = [r for r in project.runs() if r.info.run_id not in before]
     assert [r.data.tags["stage"] for r in new] == ["grid"]
     assert set(_cells(project, new[0])["status"]) == {"reused"}
     snapshot = _snapshot(project)
-    assert run_stage(project, GRID, encoders="ben,ca-sgd", dry_run="true", **GRID_PARAMS) is None
+    assert project.run_stage(GRID, encoders="ben,ca-sgd", dry_run="true", **GRID_PARAMS) is None
     assert capsys.readouterr().out.count("reuse ") == 6
     assert _snapshot(project) == snapshot
 
 
 def test_a_failing_cell_is_reported_while_the_others_finish(project, grid):
     with pytest.raises(UserError, match="2 of 6 grid cells failed"):
-        run_stage(project, GRID, encoders="ben,missing-encoder", **GRID_PARAMS)
+        project.run_stage(GRID, encoders="ben,missing-encoder", **GRID_PARAMS)
     cells = _cells(project, project.latest("grid"))
     assert (cells["status"] == "failed").sum() == 2
     assert set(cells.loc[cells["status"] != "failed", "status"]) == {"reused"}
@@ -68,7 +67,7 @@ def test_a_failing_cell_is_reported_while_the_others_finish(project, grid):
 def test_compare_reports_every_condition_with_intervals_and_paired_tests(project, grid, tmp_path):
     """The grid's cells (2 epochs) and the demo's fine-tune (3 epochs) are different conditions: never pooled."""
     snapshot = _snapshot(project)
-    run_id = run_stage(project, COMPARE, scheme="basic", fractions="50,100", out=str(tmp_path), n_boot=200)
+    run_id = project.run_stage(COMPARE, scheme="basic", fractions="50,100", out=str(tmp_path), n_boot=200)
     table = pd.read_csv(tmp_path / "table.csv")
     cells = table[table["epochs"] == 2]
     assert set(cells["pretrained"]) == {"ben", "ca-sgd", "scratch"} and set(cells["n_runs"]) == {1}
@@ -89,26 +88,26 @@ def test_compare_reports_every_condition_with_intervals_and_paired_tests(project
 
 def test_promote_picks_the_best_validation_f1_within_one_fraction(project, grid, capsys):
     with pytest.raises(UserError, match="span 2 values of fraction"):
-        run_stage(project, PROMOTE, scheme="basic")
+        project.run_stage(PROMOTE, scheme="basic")
     versions = project.client.search_model_versions(
         f"name='{CLASSIFIER_MODEL}' and tags.scheme='basic' and tags.fraction='50'")
     scores = {v.version: project.client.get_run(v.run_id).data.metrics["best_val_f1"] for v in versions}
     snapshot = _snapshot(project)
     try:
-        run_stage(project, PROMOTE, scheme="basic", fraction="50", dry_run="true")
+        project.run_stage(PROMOTE, scheme="basic", fraction="50", dry_run="true")
     except UserError as error:  # tiny validation sets can tie: then nothing is chosen, and it says so
         assert "tie" in str(error)
         return
     assert _snapshot(project) == snapshot
     assert "dry run: would promote" in capsys.readouterr().out
-    run_stage(project, PROMOTE, scheme="basic", fraction="50")
+    project.run_stage(PROMOTE, scheme="basic", fraction="50")
     champion = project.client.get_model_version_by_alias(CLASSIFIER_MODEL, "champion")
     assert scores[champion.version] == max(scores.values())
 
 
 def test_tune_as_the_readme_shows_it(project, demo, monkeypatch):
     monkeypatch.setitem(project.env, "SIMCLR_S2_MAX_TRIALS", "2")
-    run_id = run_stage(project, TUNE, n_trials=3, epochs=2)
+    run_id = project.run_stage(TUNE, n_trials=3, epochs=2)
     run = project.client.get_run(run_id)
     assert run.data.params["split"] == "auto" and run.data.params["resolved_split"].startswith("runs:/")
     assert run.data.params["resolved_n_trials"] == "2"

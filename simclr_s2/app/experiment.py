@@ -1,0 +1,39 @@
+"""Where `mlflow run` puts its run when nobody named an experiment: MLflow asks its default-experiment
+providers (the `mlflow.default_experiment_provider` plugin group) before falling back to its Default
+experiment. This provider answers inside a simclr-s2 project folder, so `mlflow run . -e finetune` and
+everything the command runs land in the `simclr-s2` experiment. MLFLOW_EXPERIMENT_NAME / _ID and
+`mlflow run --experiment-name` still win: MLflow consults providers only when none of them is set."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
+
+DEFAULT_EXPERIMENT = "simclr-s2"
+PROJECT_NAME = "name: simclr-s2"
+
+
+def in_project(folder: Path) -> bool:
+    """Whether `folder` is a simclr-s2 project (its MLproject names it)."""
+    spec = folder / "MLproject"
+    return spec.is_file() and PROJECT_NAME in spec.read_text().splitlines()
+
+
+class ProjectExperimentProvider(DefaultExperimentProvider):
+    def in_context(self) -> bool:
+        return in_project(Path.cwd())
+
+    def get_experiment_id(self) -> str:
+        # Imported here: MLflow loads this plugin while it is itself being imported.
+        from mlflow.exceptions import MlflowException
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient()
+        found = client.get_experiment_by_name(DEFAULT_EXPERIMENT)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return client.create_experiment(DEFAULT_EXPERIMENT)
+        except MlflowException:  # created by another process a moment ago
+            return client.get_experiment_by_name(DEFAULT_EXPERIMENT).experiment_id
