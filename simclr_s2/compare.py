@@ -127,7 +127,7 @@ def _one_test_set(runs: pd.DataFrame) -> str:
     if len(counts) > 1:
         found = ", ".join(f"{d[:12] or '(none)'} ({n} runs)" for d, n in counts.items())
         raise UserError(f"compare: runs scored on {len(counts)} test sets cannot share one comparison: {found}; "
-                        f"compare one split (test set) at a time")
+                        f"compare one test set at a time (test_set=<digest>)")
     return str(counts.index[0])
 
 

@@ -145,17 +145,20 @@ def timm_to_simclr(
     return {**{f"encoder.{k}": v for k, v in timm.items()}, **{f"head.{k}": v for k, v in head.items()}}
 
 
-def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    """A state-dict file (torch.save of parameter name -> tensor), read without running pickled code."""
+def read_state_dict(path: Path, what: str = "pretrained") -> dict[str, torch.Tensor]:
+    """A state-dict file (torch.save of parameter name -> tensor; a pretrain checkpoint's `model` entry
+    too), read without running pickled code; `what` names the parameter in the one-line error."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise UserError(f"pretrained: state-dict file {path} does not exist")
+        raise UserError(f"{what}: state-dict file {path} does not exist")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise UserError(f"pretrained: {path} is not a PyTorch state-dict file ({detail[:200]})") from None
-    return _checked(state, str(path))
+        raise UserError(f"{what}: {path} is not a PyTorch state-dict file ({detail[:200]})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state = state["model"]  # a pretrain checkpoint: the weights are under "model"
+    return _checked(state, f"{what}: {path}")
 
 
 def import_encoder_state(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -28,6 +28,28 @@ class Progress(Protocol):
 
     def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
         """An epoch ended with `entries`; its checkpoint (when checkpointing) is already durable on disk."""
+
+
+class Recorder:
+    """A Progress that keeps what a loop reports, in memory (notebooks, benchmarks, tests); `on_epoch(epoch)`
+    is called after each epoch is recorded."""
+
+    def __init__(self, on_epoch: Callable[[int], None] | None = None) -> None:
+        self.entries: list[StepMetrics] = []
+        self.restored: list[StepMetrics] | None = None
+        self.on_epoch = on_epoch
+
+    def resumed(self, history: Sequence[StepMetrics]) -> None:
+        self.restored = list(history)
+
+    def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
+        self.entries.extend(entries)
+        if self.on_epoch is not None:
+            self.on_epoch(epoch)
+
+    def metrics(self) -> list[dict[str, float]]:
+        """Each reported entry's metrics, in order."""
+        return [dict(m) for _, m in self.entries]
 
 
 def save_atomically(obj: dict[str, Any], path: Path, epoch: int = -1) -> None:

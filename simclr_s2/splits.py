@@ -101,7 +101,7 @@ class SplitManifest:
 
     scheme: str
     classes: tuple[str, ...]
-    positives_source: str  # "column positive_<scheme>" or "caller"
+    positives_source: str  # "column positive_<scheme>", or how the caller's labels were made
     seed: int
     fractions: tuple[int, ...]
     ratios: tuple[float, float, float] | None  # None for an official split, whose parts fix the sizes
@@ -190,12 +190,14 @@ def create_splits(
     kind: str = "random",
     natural_test: bool = False,
     natural_share: float = DEFAULT_NATURAL_SHARE,
+    label_rule: str = "caller",
 ) -> SplitManifest:
     """Write the balanced, nested splits of one scheme under out_dir/scheme (see the module doc).
 
     positives: the labels of a custom scheme, a Series aligned with `index`: bool, or pandas' nullable
     "boolean" where <NA> marks a patch that is not eligible (ambiguous); None reads the column
-    positive_<scheme>. classes: the scheme's class names, recorded in the manifest only.
+    positive_<scheme>. label_rule: how the caller's labels were made, recorded in the manifest as their
+    source. classes: the scheme's class names, recorded in the manifest only.
     official_split: "train", "validation", "test" or a "+" join such as "train+validation" keeps only
     those patches of the BigEarthNet authors' split (not with kind "official", which uses all three).
     kind: "random", "tile", "block-<n>km" or "official" (split_kinds.py). natural_test: also write
@@ -262,7 +264,7 @@ def create_splits(
     manifest = SplitManifest(
         scheme=scheme,
         classes=tuple(classes),
-        positives_source=source,
+        positives_source=label_rule if positives is not None else source,
         seed=int(seed),
         fractions=fractions,
         ratios=None if kind == "official" else ratios,

@@ -26,6 +26,7 @@ from simclr_s2.data import BatchLoader
 from simclr_s2.errors import UserError
 from simclr_s2.feature_cache import TensorSource, cached_training_set
 from simclr_s2.models import IrrigationClassifier, apply_trainable
+from simclr_s2.runtime import Recorder
 from simclr_s2.simclr import pretrain
 from simclr_s2.train import FitConfig, fit
 
@@ -63,28 +64,27 @@ def scenarios(workdir: Path) -> dict[str, dict[str, Any]]:
     cfg = FitConfig(epochs=2, lr=1e-3, patience=10, seed=0)
     out: dict[str, dict[str, Any]] = {}
 
-    logs: list[dict[str, float]] = []
+    log = Recorder()
     model = _classifier("head")
     checkpoint = workdir / "train.pt"
-    fit(model, _batches(train, True), _batches(val, False), cfg, checkpoint_path=checkpoint,
-        log_fn=lambda m, step: logs.append(dict(m)))
+    fit(model, _batches(train, True), _batches(val, False), cfg, checkpoint_path=checkpoint, progress=log)
     resumed = _classifier("head")
-    again = fit(resumed, _batches(train, True), _batches(val, False), cfg, checkpoint_path=checkpoint,
-                log_fn=lambda m, step: logs.append(dict(m)))
-    out["plain"] = {"logs": logs, "checksum": _checksum(model), "resumed": [again.start_epoch, _checksum(resumed)]}
+    again = fit(resumed, _batches(train, True), _batches(val, False), cfg, checkpoint_path=checkpoint, progress=log)
+    out["plain"] = {"logs": log.metrics(), "checksum": _checksum(model),
+                    "resumed": [again.start_epoch, _checksum(resumed)]}
 
-    logs = []
+    log = Recorder()
     model = _classifier("head2")
     suffix, train_b, val_b = cached_training_set(model, "head2", _batches(train, False), _batches(val, False), 8, 0)
-    fit(suffix, train_b, val_b, cfg, log_fn=lambda m, step: logs.append(dict(m)))
-    out["cached"] = {"logs": logs, "checksum": _checksum(model)}
+    fit(suffix, train_b, val_b, cfg, progress=log)
+    out["cached"] = {"logs": log.metrics(), "checksum": _checksum(model)}
 
-    logs = []
+    log = Recorder()
     torch.manual_seed(0)
     encoder = nn.Sequential(nn.Conv2d(10, 8, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 16))
     pretrain(encoder, _batches(_data(32, 3, size=16), True), 2, optimizer="sgd", lr=0.05, augment=NO_VIEWS,
-             log_fn=lambda m, step: logs.append(dict(m)))
-    out["pretrain"] = {"logs": logs, "checksum": _checksum(encoder)}
+             progress=log)
+    out["pretrain"] = {"logs": log.metrics(), "checksum": _checksum(encoder)}
     return out
 
 

@@ -7,6 +7,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from simclr_s2.augment import AugmentConfig
 from simclr_s2.errors import UserError
 from simclr_s2.models import build_simclr
+from simclr_s2.runtime import Recorder
 from simclr_s2.simclr import LARS, make_optimizer, nt_xent_loss, param_groups, pretrain
 
 
@@ -95,37 +96,22 @@ def small_model() -> torch.nn.Module:
 
 
 def test_pretraining_lowers_the_loss():
-    logged = []
-    result = pretrain(
-        small_model(),
-        loader(),
-        6,
-        optimizer="sgd",
-        lr=0.01,
-        augment=LIGHT,
-        log_fn=lambda metrics, step: logged.append((step, metrics)),
-    )
+    log = Recorder()
+    result = pretrain(small_model(), loader(), 8, optimizer="sgd", lr=0.01, augment=LIGHT, progress=log)
+    logged = log.entries
     # log(2N - 1) is the loss of embeddings that cannot tell the 2N views apart (N = 8 here).
     final = sum(result.epoch_losses[-2:]) / 2
     assert final < math.log(15) - 0.2 and final < result.epoch_losses[0] - 0.3
-    assert result.global_step == 24 and result.start_epoch == 0
-    assert [s for s, m in logged if "loss" in m] == list(range(1, 25))
-    assert [(s, m["epoch"]) for s, m in logged if "epoch_loss" in m] == [(4 * e, e) for e in range(1, 7)]
+    assert result.global_step == 32 and result.start_epoch == 0
+    assert [s for s, m in logged if "loss" in m] == list(range(1, 33))
+    assert [(s, m["epoch"]) for s, m in logged if "epoch_loss" in m] == [(4 * e, e) for e in range(1, 9)]
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "lars"])
 def test_cosine_schedule_and_optimizers(optimizer):
-    lrs = []
-    pretrain(
-        small_model(),
-        loader(16),
-        2,
-        optimizer=optimizer,
-        lr=0.1,
-        augment=LIGHT,
-        log_fn=lambda metrics, step: lrs.append(metrics.get("lr")),
-    )
-    lrs = [lr for lr in lrs if lr is not None]
+    log = Recorder()
+    pretrain(small_model(), loader(16), 2, optimizer=optimizer, lr=0.1, augment=LIGHT, progress=log)
+    lrs = [m["lr"] for m in log.metrics() if "lr" in m]
     assert lrs[0] == pytest.approx(0.1) and lrs == sorted(lrs, reverse=True)
     assert lrs[-1] == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * 3 / 4)))
 
@@ -135,52 +121,28 @@ class Interrupt(Exception):
 
 
 def test_resume_continues_exactly(tmp_path):
-    full = []
+    full = Recorder()
     reference = small_model()
-    pretrain(
-        reference,
-        loader(),
-        2,
-        optimizer="sgd",
-        lr=0.05,
-        augment=LIGHT,
-        log_fn=lambda metrics, step: full.append((step, metrics)),
-    )
+    pretrain(reference, loader(), 2, optimizer="sgd", lr=0.05, augment=LIGHT, progress=full)
 
-    def stop_in_epoch_two(metrics, step):
-        first.append((step, metrics))
-        if step == 6:
-            raise Interrupt
+    def stop_after_epoch_one(epoch):
+        raise Interrupt
 
-    first, second = [], []
+    first, second = Recorder(on_epoch=stop_after_epoch_one), Recorder()
     checkpoint = tmp_path / "run" / "checkpoint.pt"
     with pytest.raises(Interrupt):
-        pretrain(
-            small_model(),
-            loader(),
-            2,
-            optimizer="sgd",
-            lr=0.05,
-            augment=LIGHT,
-            checkpoint_path=checkpoint,
-            log_fn=stop_in_epoch_two,
-        )
+        pretrain(small_model(), loader(), 2, optimizer="sgd", lr=0.05, augment=LIGHT, checkpoint_path=checkpoint,
+                 progress=first)
     assert checkpoint.exists() and not checkpoint.with_name("checkpoint.pt.tmp").exists()
     torch.manual_seed(1234)  # whatever the global RNG holds now, the checkpoint's states win
     resumed = small_model()
-    result = pretrain(
-        resumed,
-        loader(),
-        2,
-        optimizer="sgd",
-        lr=0.05,
-        augment=LIGHT,
-        checkpoint_path=checkpoint,
-        log_fn=lambda metrics, step: second.append((step, metrics)),
-    )
-    # Steps 1-4 and epoch 1 come from the first call, steps 5-8 and epoch 2 from the resumed one.
+    result = pretrain(resumed, loader(), 2, optimizer="sgd", lr=0.05, augment=LIGHT, checkpoint_path=checkpoint,
+                      progress=second)
+    # Steps 1-4 and epoch 1 come from the first call, steps 5-8 and epoch 2 from the resumed one, which
+    # found the first epoch's steps in the checkpoint.
     assert result.start_epoch == 1 and result.global_step == 8
-    assert first[:5] + second == full
+    assert second.restored == first.entries
+    assert first.entries + second.entries == full.entries
     for key, value in reference.state_dict().items():
         assert torch.equal(resumed.state_dict()[key], value), key
 

@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from simclr_s2.data import BatchLoader
-from simclr_s2.errors import UserError
+from simclr_s2.errors import NonFiniteError, UserError
 from simclr_s2.feature_cache import TensorSource, cached_training_set
 from simclr_s2.models import IrrigationClassifier, apply_trainable
+from simclr_s2.runtime import Recorder
 from simclr_s2.train import FitConfig, fit
 
 
@@ -38,17 +39,17 @@ def test_cached_features_give_the_plain_result(tiny, policy):
     base, train, val = tiny
     cfg = FitConfig(epochs=3, lr=1e-3, patience=10, seed=0)
     plain, cached = copy.deepcopy(base), copy.deepcopy(base)
-    plain_log, cached_log = [], []
+    plain_log, cached_log = Recorder(), Recorder()
 
     apply_trainable(plain, policy)
-    fit(plain, *_loaders(train, val), cfg, log_fn=lambda m, s: plain_log.append(dict(m)))
+    fit(plain, *_loaders(train, val), cfg, progress=plain_log)
 
     apply_trainable(cached, policy)
     suffix, train_b, val_b = cached_training_set(cached, policy, BatchLoader(TensorSource(*train), 8),
                                                  BatchLoader(TensorSource(*val), 8), 8, 0)
-    fit(suffix, train_b, val_b, cfg, log_fn=lambda m, s: cached_log.append(dict(m)))
+    fit(suffix, train_b, val_b, cfg, progress=cached_log)
 
-    for a, b in zip(plain_log, cached_log, strict=True):
+    for a, b in zip(plain_log.metrics(), cached_log.metrics(), strict=True):
         for key in a:
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
     for (name, p), (_, q) in zip(plain.state_dict().items(), cached.state_dict().items(), strict=True):
@@ -56,7 +57,7 @@ def test_cached_features_give_the_plain_result(tiny, policy):
 
 
 def test_cache_is_not_offered_when_everything_trains(tiny):
-    model, train, val = tiny
+    model, _train, _val = tiny
     assert cached_training_set(copy.deepcopy(model), "all", [], [], 8, 0) is None
 
 
@@ -67,25 +68,23 @@ class _Killed(Exception):
 def test_resume_after_a_kill_equals_an_unbroken_run(tiny, tmp_path):
     base, train, val = tiny
     cfg = FitConfig(epochs=3, lr=1e-3, patience=10, seed=0)
-    unbroken, log_unbroken = copy.deepcopy(base), {}
-    fit(unbroken, *_loaders(train, val), cfg, log_fn=lambda m, s: log_unbroken.update({s: dict(m)}))
+    unbroken, log_unbroken = copy.deepcopy(base), Recorder()
+    fit(unbroken, *_loaders(train, val), cfg, progress=log_unbroken)
 
-    resumed, log_resumed = copy.deepcopy(base), {}
-    checkpoint = tmp_path / "train.pt"
-
-    def kill_after_first_epoch(path):
+    def kill_after_first_epoch(epoch):
         raise _Killed
 
+    first = Recorder(on_epoch=kill_after_first_epoch)
+    checkpoint = tmp_path / "train.pt"
     with pytest.raises(_Killed):
-        fit(copy.deepcopy(base), *_loaders(train, val), cfg, checkpoint_path=checkpoint,
-            log_fn=lambda m, s: log_resumed.update({s: dict(m)}), on_checkpoint=kill_after_first_epoch)
-    assert list(log_resumed) == [0]
-    result = fit(resumed, *_loaders(train, val), cfg, checkpoint_path=checkpoint,
-                 log_fn=lambda m, s: log_resumed.update({s: dict(m)}))
-    assert result.start_epoch == 1
-    assert list(log_resumed) == [0, 1, 2]
-    for step in range(3):
-        assert log_resumed[step] == pytest.approx(log_unbroken[step])
+        fit(copy.deepcopy(base), *_loaders(train, val), cfg, checkpoint_path=checkpoint, progress=first)
+    assert [step for step, _ in first.entries] == [0]
+    resumed, second = copy.deepcopy(base), Recorder()
+    result = fit(resumed, *_loaders(train, val), cfg, checkpoint_path=checkpoint, progress=second)
+    assert result.start_epoch == 1 and second.restored == first.entries  # the checkpoint holds the history
+    assert [step for step, _ in first.entries + second.entries] == [0, 1, 2]
+    for (_, a), (_, b) in zip(first.entries + second.entries, log_unbroken.entries, strict=True):
+        assert a == pytest.approx(b)
     for (name, p), (_, q) in zip(unbroken.state_dict().items(), resumed.state_dict().items(), strict=True):
         torch.testing.assert_close(p, q, msg=name)
 
@@ -100,15 +99,23 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tiny, tmp_path):
 
 def test_early_stopping_keeps_the_best_epoch(tiny):
     base, train, val = tiny
-    model, history = copy.deepcopy(base), []
-    result = fit(model, *_loaders(train, val), FitConfig(epochs=6, lr=1e-3, patience=2),
-                 log_fn=lambda m, s: history.append(m["val_auc"]))
+    model, log = copy.deepcopy(base), Recorder()
+    result = fit(model, *_loaders(train, val), FitConfig(epochs=6, lr=1e-3, patience=2), progress=log)
+    history = [m["val_auc"] for m in log.metrics()]
     assert result.best_epoch == int(np.argmax(history))
     assert result.epochs_run == len(history)
     assert result.stopped_early == (len(history) < 6)
 
 
-@pytest.mark.parametrize("bad", [dict(lr=0), dict(epochs=0), dict(patience=0), dict(weight_decay=-1)])
+def test_a_diverging_training_stops_before_its_checkpoint(tiny, tmp_path):
+    base, train, val = tiny
+    checkpoint = tmp_path / "train.pt"
+    with pytest.raises(NonFiniteError, match="train_loss is nan at epoch 1"):
+        fit(copy.deepcopy(base), *_loaders(train, val), FitConfig(epochs=2, lr=1e30), checkpoint_path=checkpoint)
+    assert not checkpoint.exists()
+
+
+@pytest.mark.parametrize("bad", [{"lr": 0}, {"epochs": 0}, {"patience": 0}, {"weight_decay": -1}])
 def test_bad_settings_are_user_errors(bad):
     with pytest.raises(UserError):
         FitConfig(**bad)

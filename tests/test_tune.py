@@ -5,7 +5,6 @@ one-epoch trials on 15 patches keep the file near 3 minutes on two busy cores (p
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
@@ -15,7 +14,6 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from types import SimpleNamespace
 
 import optuna
 import pytest
@@ -25,13 +23,16 @@ from mlflow.tracking import MlflowClient
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
+from simclr_s2.app.context import Context
+from simclr_s2.app.spec import build
+from simclr_s2.app.specs import Tune
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
 from simclr_s2.errors import UserError
 from simclr_s2.splits import create_splits
-from simclr_s2.tracking import tuning
-from simclr_s2.tracking.inputs import SOURCE
-from simclr_s2.tracking.runs import canonical_params
-from simclr_s2.tracking.tuning import RUN_ATTR, TRIAL_STAGE
+from simclr_s2.stages import tune as tune_stage
+from simclr_s2.stages.base import run_command
+from simclr_s2.stages.inputs import SOURCE
+from simclr_s2.stages.tune import RUN_ATTR, TRIAL_STAGE, TUNE
 from simclr_s2.tune import (
     SearchSpace,
     StudyBudget,
@@ -95,7 +96,9 @@ def _args(split: Path, storage: str, n_trials: int, epochs: int = 1, final_run: 
 
 
 def _runs(stage: str) -> list[Run]:
-    return MlflowClient().search_runs(["0"], filter_string=f"tags.stage = '{stage}'")
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, filter_string=f"tags.stage = '{stage}'")
 
 
 def _trial_runs() -> dict[int, Run]:
@@ -123,21 +126,11 @@ class PruneTrialOne(BasePruner):
 
 
 def test_pruned_trial_is_marked_in_mlflow_and_the_best_is_logged(demo_split, env, tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("tune_entry_point", ENTRY)
-    entry = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entry)
-    final_runs = []
-
-    def fake_ensure_run(entry_point: str, params: dict, tags: dict) -> SimpleNamespace:
-        """Records the final run instead of training it through `mlflow run` (ensure_run has its own tests)."""
-        canonical_params(entry_point, params)  # parameters the entry point really takes
-        final_runs.append((entry_point, params, tags))
-        return SimpleNamespace(info=SimpleNamespace(run_id="final-run-id"))
-
-    monkeypatch.setattr(tuning, "ensure_run", fake_ensure_run)
+    monkeypatch.setattr(tune_stage, "make_pruner", lambda name, epochs: PruneTrialOne())
     storage = f"sqlite:///{tmp_path}/optuna.db"
-
-    entry.main(_args(demo_split, storage, n_trials=2, epochs=2, final_run=True), pruner=PruneTrialOne())
+    args = _args(demo_split, storage, n_trials=2, epochs=2)
+    values = {a.removeprefix("--").replace("-", "_"): v for a, v in zip(args[::2], args[1::2], strict=True)}
+    run_command(TUNE, build(Tune, values), Context.from_env())
 
     client = MlflowClient()
     (parent,) = _runs("tune")
@@ -165,13 +158,6 @@ def test_pruned_trial_is_marked_in_mlflow_and_the_best_is_logged(demo_split, env
     assert artifacts == {f"tune/{name}" for name in ("trials.csv", "optimization_history.png",
                                                       "intermediate_values.png")}
 
-    ((target, params, tags),) = final_runs
-    assert target == "baseline"
-    assert params | study.best_params == params
-    assert (params["epochs"], params["fraction"], params["split"]) == (2, FRACTION, str(demo_split))
-    assert tags["mlflow.parentRunId"] == parent.info.run_id
-    assert parent.data.tags["simclr_s2.final_run"] == "final-run-id"
-
 
 def test_two_workers_share_one_study_without_duplicate_trials(demo_split, env, tmp_path):
     storage = f"sqlite:///{tmp_path}/optuna.db"
@@ -197,7 +183,7 @@ def test_two_workers_share_one_study_without_duplicate_trials(demo_split, env, t
 def test_an_interrupted_study_resumes_and_fails_the_lost_trial(demo_split, env, tmp_path):
     url = f"sqlite:///{tmp_path}/optuna.db"
     storage = open_storage(url)
-    env = {**env, "SIMCLR_S2_TUNE_HEARTBEAT_S": "1"}  # a lost trial is stale after 2 s
+    env = {**env, "SIMCLR_S2_HEARTBEAT_S": "1"}  # a lost trial is stale after 2 s
     args = _args(demo_split, url, n_trials=2)
     first = _worker(args, env, tmp_path)
     deadline = time.monotonic() + 240
@@ -224,7 +210,7 @@ def test_an_interrupted_study_resumes_and_fails_the_lost_trial(demo_split, env, 
     assert {runs[0].info.status, runs[2].info.status} == {"FINISHED"}
     first_parent = MlflowClient().get_run(lost.data.tags["mlflow.parentRunId"])
     assert first_parent.info.status == "FAILED"
-    assert "heartbeats" in first_parent.data.tags["simclr_s2.error"]
+    assert "interrupted" in first_parent.data.tags["simclr_s2.error"]
 
 
 @pytest.mark.parametrize("completed", [1, 2])

@@ -23,6 +23,7 @@ from simclr_s2.app.spec import (
     probability,
 )
 from simclr_s2.augment import JITTER_MODES
+from simclr_s2.bigearthnet.nomenclature import AMBIGUOUS
 from simclr_s2.errors import UserError
 from simclr_s2.models import ARCHS, TRAINABLE
 from simclr_s2.simclr import OPTIMIZERS
@@ -30,6 +31,7 @@ from simclr_s2.splits import ALL_SETS
 from simclr_s2.tune import PRUNERS, TARGETS
 
 DEMO_ARCHIVE = "data/demo/BigEarthNet-v1.0"
+LAYOUTS = ("v1", "v2")
 FRACTIONS = (1, 3, 10, 25, 50, 100)
 REUSE_HELP = "false: run again every step this command would reuse"
 OVERLAP_HELP = "go on although the encoder was pretrained on patches of the test set (recorded on the run)"
@@ -42,6 +44,14 @@ def _whole(value: int) -> str | None:
 def _split_kind(value: str) -> str | None:
     return None if re.fullmatch(r"random|tile|official|block-[1-9][0-9]*km", value) else \
         "expected random, tile, official or block-<n>km"
+
+
+def _share_or_auto(value: str) -> str | None:
+    try:
+        ok = value == "auto" or 0 < float(value) <= 1
+    except ValueError:
+        ok = False
+    return None if ok else "expected auto or a share in (0, 1]"
 
 
 def _ratios(values: tuple[float, ...]) -> str | None:
@@ -57,6 +67,8 @@ class MakeDemoData(Spec):
     out: str = param(DEMO_ARCHIVE, "folder to write (must be empty or hold this very demo)")
     n_patches: int = param(1000, "patches to write", check=positive)
     seed: int = param(0, "random seed: the same seed writes the same bytes")
+    layout: str = param("v1", "v1 (BigEarthNet-S2 v1.0) or v2 (v2.0 / reBEN, with reference maps)",
+                        choices=LAYOUTS)
 
 
 @dataclass(frozen=True)
@@ -68,6 +80,8 @@ class BuildIndex(Spec):
     out: str = param("data/demo/index", "output folder")
     workers: int = param(0, "processes; 0 = one per core", check=_whole, keyed=False)
     check_rasters: bool = param(False, "decode every band too (about 60 patches/s); default: TIFF headers")
+    version: str = param("auto", "archive version: auto (recognised from its layout), v1 or v2",
+                         choices=("auto", *LAYOUTS))
 
 
 @dataclass(frozen=True)
@@ -87,6 +101,10 @@ class CreateSplits(Spec):
                                 "sets), or official (the archive's own split)", check=_split_kind)
     natural_test: bool = param(False, "also write test_natural.csv at the pool's own prevalence")
     natural_share: float = param(0.02, "share of the pool drawn for test_natural.csv", check=probability)
+    min_fraction: str = param("auto", "v2.0 archives: share of a patch the scheme's classes must cover to be "
+                                      "positive; auto = 0.17 (one CORINE mapping unit)", check=_share_or_auto)
+    ambiguous: str = param("exclude", "v2.0 archives: patches with some but less than min_fraction of the "
+                                      "scheme's classes: left out (exclude) or negative", choices=AMBIGUOUS)
 
 
 @dataclass(frozen=True)
@@ -101,7 +119,7 @@ class Pretrain(Spec):
     arch: str = param("resnet18", "encoder", choices=ARCHS)
     bands: str = param("study", "study, all, or band names joined by ','")
     epochs: int = param(2, "epochs", check=positive)
-    batch_size: int = param(64, "batch (global, across processes)", check=positive)
+    batch_size: int = param(32, "batch (global, across processes); the study's 32", check=positive)
     temperature: float = param(0.1, "NT-Xent temperature", check=positive)
     optimizer: str = param("adam", "sgd = cosine decay; lars", choices=OPTIMIZERS)
     lr: float = param(0.001, "learning rate", check=positive)
@@ -124,13 +142,14 @@ class Pretrain(Spec):
 
 @dataclass(frozen=True)
 class ImportEncoder(Spec):
-    """Register an encoder trained elsewhere (a state dict of a SimCLR model) like one pretrained here."""
+    """Register an encoder trained elsewhere (a state dict) like one pretrained here."""
 
     entry_point: ClassVar[str] = "import_encoder"
-    state_dict: str = param(help="a .pt file or an artifact URI (runs:/, s3://, ...)")
+    state_dict: str = param(help="a .pt file or an artifact URI (runs:/, s3://, ...): a SimCLR model of this "
+                                 "project, or torchgeo's Sentinel-2 ResNet-50 weights (timm layout)")
     name: str = param(help="alias of the registered version, e.g. ca-adam")
-    arch: str = param("resnet152", "encoder", choices=ARCHS)
-    bands: str = param("study", "the bands the encoder was trained on")
+    arch: str = param("auto", "the encoder's network; auto = read from the weights", choices=("auto", *ARCHS))
+    bands: str = param("study", "the data's bands (torchgeo weights: their channels are picked by name)")
 
 
 @dataclass(frozen=True)
@@ -203,8 +222,8 @@ def _backend(what: str) -> Any:
 
 
 def _cluster() -> Any:
-    return param("auto", "the Ray cluster of backend=ray: auto (the one this machine belongs to, or RAY_ADDRESS), "
-                         "local (started here for this command), or host:port / ray://host:port",
+    return param("auto", "the Ray cluster of backend=ray: auto (the one this machine belongs to, or "
+                         "RAY_ADDRESS), local (started here for this command), host:port or ray://host:port",
                  check=_ray_address, keyed=False)
 
 
@@ -242,8 +261,8 @@ class Grid(Spec):
     ray_address: str = _cluster()
     cpus_per_cell: float = _resources("cell", 1.0, "CPUs")
     gpus_per_cell: float = _resources("cell", 0.0, "GPUs")
-    parallel: int = param(0, "cells running at once (backend=ray); 0 = as many as the cluster's CPUs and GPUs "
-                             "hold", check=_whole, keyed=False)
+    parallel: int = param(0, "cells running at once (backend=ray); 0 = as many as the cluster's CPUs and "
+                             "GPUs hold", check=_whole, keyed=False)
     retries: int = param(2, "times Ray starts a cell again after its worker died (it resumes from its "
                             "checkpoint in the same run); a cell's own error is never retried", check=_whole,
                          keyed=False)
@@ -261,6 +280,8 @@ class Compare(Spec):
     fractions: tuple[int, ...] = param(FRACTIONS, "fractions to show", check=percentages)
     out: str = param("outputs/compare", "output folder (also logged as artifacts)")
     n_boot: int = param(2000, "bootstrap resamples for intervals and paired tests", check=positive)
+    test_set: str = param("any", "compare only versions scored on this test set (its digest or a prefix of "
+                                 "it, as compare's refusal names them); any = all, refused when they differ")
 
 
 @dataclass(frozen=True)
@@ -313,8 +334,8 @@ class Tune(Spec):
     reuse: bool = param(True, REUSE_HELP, keyed=False)
     backend: str = _backend("workers")
     ray_address: str = _cluster()
-    workers: int = param(1, "workers joining the study at once (backend=ray: one Ray task each)", check=positive,
-                         keyed=False)
+    workers: int = param(1, "workers joining the study at once (backend=ray: one Ray task each)",
+                         check=positive, keyed=False)
     cpus_per_worker: float = _resources("worker", 1.0, "CPUs")
     gpus_per_worker: float = _resources("worker", 0.0, "GPUs")
 

@@ -17,7 +17,14 @@ from simclr_s2.app.context import Context
 from simclr_s2.app.spec import build
 from simclr_s2.errors import UserError
 from simclr_s2.stages.base import Stage, ensure_step, find_step
-from simclr_s2.stages.data import ARCHIVE_TAG, BUILD_INDEX, CREATE_SPLITS, MAKE_DEMO_DATA, has_demo
+from simclr_s2.stages.data import (
+    ARCHIVE_TAG,
+    BUILD_INDEX,
+    CREATE_SPLITS,
+    MAKE_DEMO_DATA,
+    demo_recipe,
+    has_demo,
+)
 
 DEMO_SCHEMES = ("basic", "expanded")
 
@@ -38,7 +45,7 @@ def demo_index(ctx: Context, make: bool = True) -> str | None:
     """runs:/ URI of the demo archive's index."""
     data_spec = build(specs.MakeDemoData, {"out": str(demo_root(ctx) / "BigEarthNet-v1.0"),
                                            "n_patches": ctx.sizes.demo_patches})
-    recipe = {"n_patches": data_spec.n_patches, "seed": data_spec.seed}
+    recipe = demo_recipe(data_spec)
     data = step_run(MAKE_DEMO_DATA, data_spec, ctx, make,
                     usable=lambda run: has_demo(Path(run.data.tags[ARCHIVE_TAG]), recipe))
     if data is None:

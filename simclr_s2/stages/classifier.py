@@ -20,7 +20,7 @@ from simclr_s2 import distributed
 from simclr_s2.app import specs
 from simclr_s2.app.context import Context
 from simclr_s2.app.spec import canonical
-from simclr_s2.bigearthnet.bands import resolve_bands
+from simclr_s2.bigearthnet.bands import ZSCORE, resolve_bands
 from simclr_s2.data import BatchLoader
 from simclr_s2.errors import UserError
 from simclr_s2.feature_cache import cached_training_set
@@ -32,8 +32,15 @@ from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SplitData, fetcher, load_split_data, loader
 from simclr_s2.stages.pretrain import capped, demo_encoder
 from simclr_s2.tracking.evaluation import log_evaluation
-from simclr_s2.tracking.registry import CLASSIFIER_MODEL, Pretrained, load_pretrained, log_and_register
+from simclr_s2.tracking.registry import (
+    CLASSIFIER_MODEL,
+    SCALING_TAG,
+    Pretrained,
+    load_pretrained,
+    log_and_register,
+)
 from simclr_s2.tracking.tracker import StageRun
+from simclr_s2.tracking.ui import how_to_browse, run_url
 from simclr_s2.train import FitConfig, FitResult, fit
 
 Training = specs.Finetune | specs.Baseline
@@ -62,6 +69,7 @@ class TrainedClassifier:
     policy: str
     batches: Callable[[SplitSet, bool], BatchLoader]
     device: str
+    scaling: str
 
 
 def resolve_training(spec: Training, ctx: Context, make: bool) -> dict[str, str]:
@@ -118,9 +126,12 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
     device = distributed.device()
     pool = split.pool()
 
+    scaling = pretrained.scaling if pretrained is not None else ZSCORE
+
     def batches(s: SplitSet, shuffle: bool) -> BatchLoader:
         return loader(ctx, split.archive_root, s.names, s.labels.astype(np.float32), bands, spec.batch_size,
-                      shuffle=shuffle, seed=spec.seed, digest=split.index_digest, store_names=pool)
+                      shuffle=shuffle, seed=spec.seed, digest=split.index_digest, store_names=pool,
+                      scaling=scaling)
 
     target, train_batches = model, batches(split.train, True).sharded()
     val_batches = batches(split.val, False).sharded()
@@ -130,7 +141,7 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
     cfg = FitConfig(epochs=int(resolved.get("epochs", spec.epochs)), lr=spec.lr, weight_decay=spec.weight_decay,
                     patience=spec.patience, seed=spec.seed, device=device, amp=device == "cuda")
     result = fit(target, train_batches, val_batches, cfg, checkpoint_path=checkpoint_path, progress=progress)
-    return TrainedClassifier(model, result, split, bands, arch, name, policy, batches, device)
+    return TrainedClassifier(model, result, split, bands, arch, name, policy, batches, device, scaling)
 
 
 def condition_tags(spec: Training, resolved: Mapping[str, str], trained: TrainedClassifier, prepared: Prepared,
@@ -142,7 +153,7 @@ def condition_tags(spec: Training, resolved: Mapping[str, str], trained: Trained
     tuned = run.client.get_run(run.run_id).data.tags.get(TUNED_TAG, "false")
     return {"stage": spec.entry_point, "scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed,
             "pretrained": trained.pretrained, "encoder_version": pretrained.version if pretrained else "",
-            "arch": trained.arch, "trainable": trained.policy, "bands": trained.bands,
+            "arch": trained.arch, "trainable": trained.policy, "bands": trained.bands, SCALING_TAG: trained.scaling,
             "epochs": resolved.get("epochs", spec.epochs), "settings": training_settings(spec), "tuned": tuned,
             "split_kind": split.kind, leakage.OVERLAP_TAG: prepared.overlap, "test_digest": split.test.digest,
             "train_digest": split.train.digest, "val_digest": split.val.digest, "index_digest": split.index_digest,
@@ -209,14 +220,20 @@ class Classifier(Stage[Training]):
                               trained.device)
         summary = {**{k: f"{v:.4f}" for k, v in result.best_val.items()},
                    **{k: f"{test[k]:.4f}" for k in REGISTERED_TEST_METRICS}}
-        print(f"{run_name}: best epoch {result.best_epoch + 1}, val F1 {summary['val_f1']}, "
-              f"test F1 {summary['test_f1']}, test accuracy {summary['test_accuracy']}")
+        version = ""
         if spec.register:
             example = trained.batches(split.val, False).source.read_batch(np.arange(2))[0].numpy()
-            log_and_register(run.client, run.run_id, trained.model, CLASSIFIER_MODEL, example,
-                             step=max(result.best_epoch, 0),
-                             finite={**result.best_val, **{k: test[k] for k in REGISTERED_TEST_METRICS}},
-                             tags={**condition_tags(spec, resolved, trained, prepared, run), **summary})
+            version = log_and_register(run.client, run.run_id, trained.model, CLASSIFIER_MODEL, example,
+                                       step=max(result.best_epoch, 0),
+                                       finite={**result.best_val, **{k: test[k] for k in REGISTERED_TEST_METRICS}},
+                                       tags={**condition_tags(spec, resolved, trained, prepared, run), **summary})
+        print(f"{run_name}: best epoch {result.best_epoch + 1} of {result.epochs_run}, val F1 {summary['val_f1']}, "
+              f"test F1 {summary['test_f1']}, test accuracy {summary['test_accuracy']} "
+              f"({len(split.test.names)} balanced test patches)")
+        registered = f"; model {CLASSIFIER_MODEL} version {version}" if version else ""
+        print(f"run {run.run_id} in experiment {ctx.experiment_name}{registered}: "
+              f"{run_url(ctx.tracking_uri, ctx.experiment_id, run.run_id)}")
+        print(f"to browse: {how_to_browse(ctx.tracking_uri)}")
 
 
 FINETUNE = Classifier(specs.Finetune)

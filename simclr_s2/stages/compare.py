@@ -19,15 +19,10 @@ from simclr_s2.errors import UserError
 from simclr_s2.stages.base import Stage
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL
 from simclr_s2.tracking.tracker import StageRun
+from simclr_s2.tracking.ui import run_url, version_url
 from simclr_s2.tracking.versions import finite, search_versions, versions_frame
 
 PREDICTIONS = "evaluation/test/predictions.csv"
-LOCAL_UI = "http://127.0.0.1:5000"  # where `mlflow ui` serves a local store
-
-
-def ui_base(tracking_uri: str) -> str:
-    """The MLflow UI's address: the tracking server itself, or `mlflow ui` for a local store."""
-    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else LOCAL_UI
 
 
 class Compare(Stage[specs.Compare]):
@@ -45,13 +40,18 @@ class Compare(Stage[specs.Compare]):
         if not records:
             raise UserError(f"scheme: no registered {CLASSIFIER_MODEL} version has scheme {spec.scheme!r}; "
                             "run finetune and baseline (or main) first")
+        if spec.test_set != "any":
+            records = [r for r in records if r.tags.get("test_digest", "").startswith(spec.test_set)]
+            if not records:
+                raise UserError(f"test_set: no {spec.scheme} version was scored on a test set whose digest starts "
+                                f"with {spec.test_set!r}")
         records, skipped = finite(records, METRICS)
         if skipped:
             run.set_tags({"skipped_non_finite": ", ".join(skipped)[:4000]})
         experiments = {r.run_id: r.experiment_id for r in records}
-        base = ui_base(ctx.tracking_uri)
-        links = Links(run=lambda run_id: f"{base}/#/experiments/{experiments.get(run_id, '0')}/runs/{run_id}",
-                      version=lambda model, version: f"{base}/#/models/{model}/versions/{version}",
+        uri = ctx.tracking_uri
+        links = Links(run=lambda run_id: run_url(uri, experiments.get(run_id, "0"), run_id),
+                      version=lambda model, version: version_url(uri, model, version),
                       classifier_model=CLASSIFIER_MODEL)
         with tempfile.TemporaryDirectory() as tmp:
 

@@ -15,8 +15,14 @@ import pandas as pd
 from simclr_s2.app import specs
 from simclr_s2.app.context import Context
 from simclr_s2.bigearthnet.demo import write_demo_archive
-from simclr_s2.bigearthnet.index import build_index, index_archive_root, index_digest, load_index
-from simclr_s2.bigearthnet.nomenclature import is_positive, resolve_scheme
+from simclr_s2.bigearthnet.index import (
+    build_index,
+    index_archive_root,
+    index_archive_version,
+    index_digest,
+    load_index,
+)
+from simclr_s2.bigearthnet.nomenclature import DEFAULT_MIN_FRACTION, resolve_scheme, scheme_labels
 from simclr_s2.errors import UserError
 from simclr_s2.splits import NATURAL, create_splits, file_name, load_split
 from simclr_s2.stages.base import Stage
@@ -44,7 +50,7 @@ class MakeDemoData(Stage[specs.MakeDemoData]):
 
     def execute(self, spec: specs.MakeDemoData, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
         out = _absolute(spec.out)
-        recipe = {"n_patches": spec.n_patches, "seed": spec.seed}
+        recipe = demo_recipe(spec)
         started = time.perf_counter()
         reused = has_demo(out, recipe)
         if not reused:
@@ -53,7 +59,7 @@ class MakeDemoData(Stage[specs.MakeDemoData]):
                                 "choose an empty folder")
             partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
             shutil.rmtree(partial, ignore_errors=True)
-            write_demo_archive(partial, n_patches=spec.n_patches, seed=spec.seed)
+            write_demo_archive(partial, n_patches=spec.n_patches, seed=spec.seed, layout=spec.layout)
             (partial / DEMO_MARKER).write_text(json.dumps(recipe))
             out.parent.mkdir(parents=True, exist_ok=True)
             if out.exists():
@@ -64,7 +70,12 @@ class MakeDemoData(Stage[specs.MakeDemoData]):
         print(f"demo archive: {out} ({spec.n_patches} patches)")
 
 
-def has_demo(folder: Path, recipe: Mapping[str, int]) -> bool:
+def demo_recipe(spec: specs.MakeDemoData) -> dict[str, object]:
+    """What decides a demo archive's bytes (the v1 recipe keeps its old form, so old archives still match)."""
+    return {"n_patches": spec.n_patches, "seed": spec.seed, **({"layout": spec.layout} if spec.layout != "v1" else {})}
+
+
+def has_demo(folder: Path, recipe: Mapping[str, object]) -> bool:
     """The demo archive of `recipe` is there (deterministic by seed: nothing to redo)."""
     marker = folder / DEMO_MARKER
     return marker.is_file() and json.loads(marker.read_text()) == dict(recipe)
@@ -79,7 +90,7 @@ class BuildIndex(Stage[specs.BuildIndex]):
     def execute(self, spec: specs.BuildIndex, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
         archive = _absolute(spec.archive)
         result = build_index(archive, _absolute(spec.out) / "index.parquet", workers=spec.workers or None,
-                             check_rasters=spec.check_rasters)
+                             check_rasters=spec.check_rasters, version=spec.version)
         total = result.n_indexed + result.n_rejected
         run.log_metrics({"patches_indexed": result.n_indexed, "patches_rejected": result.n_rejected,
                          "seconds": result.seconds, "patches_per_second": total / max(result.seconds, 1e-9)})
@@ -88,8 +99,9 @@ class BuildIndex(Stage[specs.BuildIndex]):
         index = load_index(result.index_path)
         run.log_table(index.drop(columns=["labels"]), name="bigearthnet-index", source=str(result.index_path),
                       digest=index_digest(result.index_path), context="index")
-        run.set_tags({ARCHIVE_TAG: str(archive.resolve())})
-        print(f"index: {result.index_path} ({result.n_indexed} patches, {result.n_rejected} rejected)")
+        run.set_tags({ARCHIVE_TAG: str(archive.resolve()), "archive_version": result.version})
+        print(f"index: {result.index_path} ({result.version} archive, {result.n_indexed} patches, "
+              f"{result.n_rejected} rejected)")
 
 
 def scheme_name(spec: str) -> tuple[str, tuple[str, ...]]:
@@ -99,6 +111,20 @@ def scheme_name(spec: str) -> tuple[str, tuple[str, ...]]:
     if scheme == "custom":
         scheme = "custom_" + hashlib.sha256(";".join(sorted(classes)).encode()).hexdigest()[:8]
     return scheme, classes
+
+
+def labels(index: pd.DataFrame, version: str, spec: specs.CreateSplits) -> tuple[pd.Series | None, str]:
+    """The scheme's labels and how they were made: on a v1 index `basic` and `expanded` read the index's
+    presence columns (None), a custom scheme is presence too; on a v2 index every scheme is by area."""
+    if version == "v1" and spec.min_fraction != "auto":
+        raise UserError("min_fraction: a v1.0 archive has labels only, no pixel shares; leave it at auto")
+    if version == "v1" and spec.scheme in ("basic", "expanded"):
+        return None, f"column positive_{spec.scheme}"
+    min_fraction = None if spec.min_fraction == "auto" else float(spec.min_fraction)
+    rule = "presence of the scheme's classes" if version == "v1" else \
+        f"area: scheme's classes cover >= {min_fraction or DEFAULT_MIN_FRACTION} of the patch, " \
+        f"ambiguous patches {'left out' if spec.ambiguous == 'exclude' else 'negative'}"
+    return scheme_labels(index, spec.scheme, min_fraction=min_fraction, ambiguous=spec.ambiguous), rule
 
 
 class CreateSplits(Stage[specs.CreateSplits]):
@@ -114,14 +140,13 @@ class CreateSplits(Stage[specs.CreateSplits]):
         scheme, classes = scheme_name(spec.scheme)
         index_path = fetcher(ctx).path(spec.index, "index")
         index = load_index(index_path)
-        positives = None if scheme in ("basic", "expanded") else \
-            pd.Series([is_positive(labels, classes) for labels in index["labels"]], index=index.index)
+        positives, rule = labels(index, index_archive_version(index_path), spec)
         out = _absolute(spec.out)
         manifest = create_splits(
             index, scheme, out, fractions=spec.fractions, seed=spec.seed, exclude_snow_cloud=spec.exclude_snow_cloud,
             official_split=None if spec.official_split == "all" else spec.official_split, ratios=spec.ratios,
             index_digest=index_digest(index_path), positives=positives, classes=classes, kind=spec.kind,
-            natural_test=spec.natural_test, natural_share=spec.natural_share)
+            natural_test=spec.natural_test, natural_share=spec.natural_share, label_rule=rule)
         scheme_dir = out / scheme
         (scheme_dir / SOURCE).write_text(json.dumps(
             {"index": spec.index if is_remote(spec.index) else str(index_path),

@@ -15,6 +15,7 @@ import torch
 
 from simclr_s2.app import specs
 from simclr_s2.app.context import Context
+from simclr_s2.bigearthnet.bands import ZSCORE
 from simclr_s2.data import BatchLoader
 from simclr_s2.metrics import best_f1_threshold
 from simclr_s2.models import IrrigationClassifier
@@ -24,7 +25,7 @@ from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import load_split_data, loader
 from simclr_s2.tracking.artifacts import Fetcher
 from simclr_s2.tracking.evaluation import log_evaluation
-from simclr_s2.tracking.registry import encoder_bands, load_logged
+from simclr_s2.tracking.registry import SCALING_TAG, encoder_bands, load_logged
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.train import predict
 
@@ -58,7 +59,8 @@ class Evaluate(Stage[specs.Evaluate]):
 
             def batches(s: SplitSet) -> BatchLoader:
                 return loader(ctx, split.archive_root, s.names, s.labels.astype("float32"), ",".join(bands),
-                              spec.batch_size, shuffle=False, seed=0, digest=split.index_digest, pack=False)
+                              spec.batch_size, shuffle=False, seed=0, digest=split.index_digest, pack=False,
+                              scaling=tags.get(SCALING_TAG, ZSCORE))
 
             metrics = log_evaluation(run, model, batches(chosen), chosen.names, spec.set, device)
             if spec.set in ("test", NATURAL):

@@ -11,7 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from simclr_s2 import distributed
 from simclr_s2.app.context import Context
+from simclr_s2.bigearthnet.bands import ZSCORE
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
 from simclr_s2.data import BatchLoader, make_loader
 from simclr_s2.errors import UserError
@@ -105,11 +107,13 @@ def read_index(fetch: Fetcher, ref: str) -> IndexData:
 
 def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarray | None, bands: str,
            batch_size: int, *, shuffle: bool, seed: int, digest: str, store_names: list[str] | None = None,
-           pack: bool = True) -> BatchLoader:
+           pack: bool = True, scaling: str = ZSCORE) -> BatchLoader:
     """Batches from the packed store of `store_names` (default `names`), packed on first use; with
-    `pack=False` (commands that write nothing) straight from the GeoTIFFs."""
+    `pack=False` (commands that write nothing) straight from the GeoTIFFs. Inputs come scaled as the
+    model expects (`scaling`, bands.SCALINGS) and on the device training runs on."""
     pool = sorted(store_names or names)
     key = hashlib.sha256("\n".join([digest, bands, *pool]).encode()).hexdigest()[:16]
     store = ctx.state_dir("packed") / key if pack else None
     return make_loader(archive_root, names, labels, bands, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                       store_dir=store, index_digest=digest, store_names=pool)
+                       store_dir=store, index_digest=digest, store_names=pool, scaling=scaling,
+                       device=distributed.device())

@@ -19,10 +19,11 @@ from simclr_s2.app import specs
 from simclr_s2.app.context import Context
 from simclr_s2.app.spec import build
 from simclr_s2.augment import AugmentConfig
-from simclr_s2.bigearthnet.bands import resolve_bands
+from simclr_s2.bigearthnet.bands import ZSCORE, resolve_bands
 from simclr_s2.errors import UserError
 from simclr_s2.hashing import sha256_file
-from simclr_s2.models import build_simclr, load_encoder_state
+from simclr_s2.imported_weights import import_encoder_state, read_state_dict
+from simclr_s2.models import build_simclr
 from simclr_s2.simclr import pretrain
 from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
@@ -30,8 +31,8 @@ from simclr_s2.stages.inputs import fetcher, loader, read_index, test_names
 from simclr_s2.tracking.registry import (
     BAND_LIST_TAG,
     ENCODER_MODEL,
+    SCALING_TAG,
     VERSION_TAG,
-    load_state_file,
     log_and_register,
 )
 from simclr_s2.tracking.tracker import StageRun
@@ -101,7 +102,8 @@ class Pretrain(Stage[specs.Pretrain]):
         version = log_and_register(run.client, run.run_id, model, ENCODER_MODEL, example, aliases=(spec.name,),
                                    step=result.global_step, finite={"final_loss": result.epoch_losses[-1]},
                                    tags={"stage": "pretrain", "arch": spec.arch, "bands": spec.bands,
-                                         BAND_LIST_TAG: ",".join(bands), "data_digest": data.digest,
+                                         BAND_LIST_TAG: ",".join(bands), SCALING_TAG: ZSCORE,
+                                         "data_digest": data.digest,
                                          leakage.DIGEST_TAG: membership_digest,
                                          "optimizer": spec.optimizer, "epochs": epochs, "name": spec.name,
                                          "seed": spec.seed, "final_loss": f"{result.epoch_losses[-1]:.5f}"})
@@ -149,22 +151,25 @@ class ImportEncoder(Stage[specs.ImportEncoder]):
         return f"import-{spec.name}-{spec.arch}"
 
     def tags(self, spec: specs.ImportEncoder, resolved: Mapping[str, str]) -> dict[str, object]:
-        return {"arch": spec.arch, "pretrained": spec.name}
+        return {"pretrained": spec.name}
 
     def execute(self, spec: specs.ImportEncoder, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
-        bands = resolve_bands(spec.bands)
         path = fetcher(ctx).path(spec.state_dict, "state_dict")
-        model = load_encoder_state(load_state_file(path, "state_dict"), spec.arch, len(bands))
+        imported = import_encoder_state(read_state_dict(path, "state_dict"), spec.bands, source=str(path))
+        if spec.arch not in ("auto", imported.arch):
+            raise UserError(f"arch: {path} holds a {imported.arch} encoder, not a {spec.arch}")
         digest = sha256_file(path)
-        run.log_params({"state_dict_sha256": digest})
-        example = torch.randn(2, len(bands), 120, 120, generator=torch.Generator().manual_seed(0)).numpy()
+        run.log_params({"state_dict_sha256": digest, "layout": imported.layout, "resolved_arch": imported.arch})
+        example = torch.randn(2, len(imported.bands), 120, 120, generator=torch.Generator().manual_seed(0)).numpy()
         unknown = "unknown (imported)"
-        version = log_and_register(run.client, run.run_id, model, ENCODER_MODEL, example, aliases=(spec.name,),
-                                   tags={"stage": "import_encoder", "arch": spec.arch, "bands": spec.bands,
-                                         BAND_LIST_TAG: ",".join(bands), "data_digest": unknown,
-                                         "optimizer": unknown, "epochs": unknown, "name": spec.name,
-                                         "source": spec.state_dict, "state_dict_sha256": digest})
-        print(f"encoder: models:/{ENCODER_MODEL}@{spec.name} (version {version}) from {spec.state_dict}")
+        version = log_and_register(
+            run.client, run.run_id, imported.model, ENCODER_MODEL, example, aliases=(spec.name,),
+            tags={"stage": "import_encoder", "arch": imported.arch, "bands": spec.bands,
+                  BAND_LIST_TAG: ",".join(imported.bands), SCALING_TAG: imported.scaling, "data_digest": unknown,
+                  "optimizer": unknown, "epochs": unknown, "name": spec.name, "source": spec.state_dict,
+                  "state_dict_sha256": digest, "layout": imported.layout})
+        print(f"encoder: models:/{ENCODER_MODEL}@{spec.name} (version {version}, {imported.arch}, "
+              f"{imported.layout} layout, inputs {imported.scaling}) from {spec.state_dict}")
 
 
 PRETRAIN = Pretrain()

@@ -20,9 +20,10 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 import simclr_s2
-from simclr_s2.bigearthnet.bands import BandError, resolve_bands
+from simclr_s2.bigearthnet.bands import ZSCORE, BandError, resolve_bands
 from simclr_s2.errors import NonFiniteError, UserError
-from simclr_s2.models import ARCHS, SimCLRModel, load_encoder_state
+from simclr_s2.imported_weights import import_encoder_state, read_state_dict
+from simclr_s2.models import SimCLRModel
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +33,7 @@ ENCODER_MODEL = "simclr-s2-encoder"
 CLASSIFIER_MODEL = "simclr-s2-irrigation"
 VERSION_TAG = "simclr_s2.model_version"
 BAND_LIST_TAG = "band_list"  # the encoder's input bands, in channel order: "B04,B03,..."
+SCALING_TAG = "scaling"  # the input scaling an encoder or classifier expects (bands.SCALINGS)
 PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "numpy", "mlflow"]
 
 
@@ -98,6 +100,7 @@ class Pretrained:
     bands: tuple[str, ...]  # input bands in channel order
     tags: Mapping[str, str]  # the registry version's tags ({} for a file)
     run_id: str | None  # the run that logged it (None for a file)
+    scaling: str  # the input scaling it was trained with (bands.SCALINGS)
 
 
 @dataclass(frozen=True)
@@ -148,38 +151,20 @@ def encoder_bands(tags: Mapping[str, str], in_channels: int) -> tuple[str, ...] 
     return {10: resolve_bands("study"), 12: resolve_bands("all")}.get(in_channels)
 
 
-def load_state_file(path: Path, what: str = "pretrained") -> dict[str, torch.Tensor]:
-    """A state dict from a .pt file (a pretrain checkpoint's `model` entry too), or one clear line for a
-    file that is not one (a list, random bytes, a truncated file)."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unreadable file is the user's to fix
-        raise UserError(f"{what}: {path} is not a PyTorch state dict ({str(error).splitlines()[0][:200]})") \
-            from None
-    if isinstance(state, dict) and isinstance(state.get("model"), dict):
-        state = state["model"]  # a pretrain checkpoint: the weights are under "model"
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise UserError(f"{what}: {path} holds a {type(state).__name__}, expected a state dict "
-                        "(parameter name -> tensor)")
-    return state
-
-
 def load_pretrained(client: MlflowClient, spec: str, bands: str = "auto") -> Pretrained:
     """Load a SimCLR model from a registry URI (`models:/simclr-s2-encoder@ben`), a run's model
     (`runs:/<id>/model`) or a state-dict file (its arch inferred from the weights). `bands` "auto" takes
     the encoder's own bands; any other band list must equal the encoder's, names and order."""
     path = Path(spec).expanduser()
-    ref = ModelRef(spec, "", {}, None)
+    ref, scaling = ModelRef(spec, "", {}, None), ZSCORE
     if path.suffix in {".pt", ".pth"} or path.is_file():
-        if not path.is_file():
-            raise UserError(f"pretrained: state-dict file {path} does not exist")
-        state = load_state_file(path)
-        conv1 = state.get("encoder.conv1.weight", state.get("module.encoder.conv1.weight"))
-        in_channels = int(conv1.shape[1]) if conv1 is not None else len(resolve_bands(bands))
-        model = load_encoder_state(state, infer_arch(state, path), in_channels)
-        spec = str(path.resolve())
+        state = read_state_dict(path)
+        imported = import_encoder_state(state, _file_bands(state, bands), source=str(path))
+        model, scaling, spec = imported.model, imported.scaling, str(path.resolve())
+        ref = ModelRef(spec, "", {BAND_LIST_TAG: ",".join(imported.bands)}, None)
     else:
         model, ref = load_logged(client, spec, SimCLRModel, "pretrained")
+        scaling = ref.tags.get(SCALING_TAG, ZSCORE)
     tags = ref.tags
     own = encoder_bands(tags, model.encoder.in_channels)
     try:
@@ -197,17 +182,13 @@ def load_pretrained(client: MlflowClient, spec: str, bands: str = "auto") -> Pre
                         f"{len(wanted)} (bands={bands})")
     alias = re.fullmatch(r"models:/[^/@]+@([\w-]+)", spec)
     name = alias.group(1) if alias else tags.get("name") or Path(spec.rstrip("/")).stem
-    return Pretrained(model, spec, name, ref.version, model.encoder.arch, tuple(wanted), tags, ref.run_id)
+    return Pretrained(model, spec, name, ref.version, model.encoder.arch, tuple(wanted), tags, ref.run_id, scaling)
 
 
-def infer_arch(state: Mapping[str, torch.Tensor], source: Path) -> str:
-    """The ResNet depth from the number of residual blocks per stage in a state dict."""
-    blocks = [len({k.split(".")[2] for k in state if k.startswith(f"encoder.layer{i}.")}) for i in range(1, 5)]
-    bottleneck = any(".conv3." in k for k in state)
-    known = {(2, 2, 2, 2, False): "resnet18", (3, 4, 6, 3, True): "resnet50",
-             (3, 4, 23, 3, True): "resnet101", (3, 8, 36, 3, True): "resnet152"}
-    arch = known.get((*blocks, bottleneck))
-    if arch is None:
-        raise UserError(f"pretrained: {source} is not a SimCLRModel state dict of {', '.join(ARCHS)} "
-                        f"(found blocks {blocks} under 'encoder.layer*')")
-    return arch
+def _file_bands(state: Mapping[str, torch.Tensor], bands: str) -> tuple[str, ...]:
+    """The data's bands for a state-dict file: as given, or by its first convolution's channel count (the
+    study's 10 or all 12) for `auto`; a torchgeo encoder picks its channels by name from them."""
+    if bands != "auto":
+        return resolve_bands(bands)
+    conv1 = state.get("encoder.conv1.weight", state.get("module.encoder.conv1.weight"))
+    return encoder_bands({}, int(conv1.shape[1])) if conv1 is not None else resolve_bands("study")

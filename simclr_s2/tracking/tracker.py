@@ -216,7 +216,7 @@ class Tracker:
         (resuming a stale one's checkpoint)."""
         while True:
             if self.ctx.reuse and (done := self.find_complete(step)) and (usable is None or usable(done)):
-                log.info("reusing finished %s run %s", step.entry_point, done.info.run_id)
+                log.debug("reusing finished %s run %s", step.entry_point, done.info.run_id)
                 return done
             if (live := self.live_run(step)) is not None:
                 self._wait_while_live(live)
@@ -224,6 +224,7 @@ class Tracker:
             try:
                 with self.open(step, run_name=run_name, tags=tags, parent_run_id=parent_run_id,
                                on_duplicate="wait") as run:
+                    log.info("%s: running as run %s", run_name, run.run_id)
                     produce(run)
                 return self.client.get_run(run.run_id)
             except _Yielded:
@@ -323,10 +324,10 @@ class Tracker:
         for source_id in [run_id, *(r.info.run_id for r in stale)]:
             if self._download_checkpoint(source_id, target):
                 return source_id
-        for run in stale:  # interrupted before its first checkpoint: say so instead of RUNNING forever
+        for run in stale:  # nothing to resume from: say so instead of RUNNING forever
             if run.info.status == "RUNNING":
-                self._mark_failed(run.info.run_id, UserError(f"interrupted before its first checkpoint; "
-                                                             f"started again as run {run_id}"))
+                self._mark_failed(run.info.run_id, UserError(f"interrupted (its process is gone, no checkpoint "
+                                                             f"to resume from); started again as run {run_id}"))
         return None
 
     def _download_checkpoint(self, run_id: str, target: Path) -> bool:

@@ -174,3 +174,17 @@ def test_the_split_sets_are_logged_as_datasets(project, demo):
     assert {"basic/train_001pct", "basic/val_100pct", "basic/test"} <= names
     path = project.client.download_artifacts(project.latest("build_index").info.run_id, "index/index.parquet")
     assert len(pd.read_parquet(path)) == project.latest("build_index").data.metrics["patches_indexed"]
+
+
+def test_import_encoder_takes_torchgeo_weights_and_records_their_scaling(project, demo, tmp_path):
+    from torchvision.models import resnet50
+
+    torch.manual_seed(0)
+    net = resnet50()
+    net.conv1 = torch.nn.Conv2d(13, 64, 7, 2, 3, bias=False)  # timm / torchgeo layout: 13 L1C bands
+    torch.save(net.state_dict(), tmp_path / "ssl4eo.pth")
+    project.run_stage(IMPORT_ENCODER, state_dict=str(tmp_path / "ssl4eo.pth"), name="ssl4eo")
+    version = project.client.get_model_version_by_alias(ENCODER_MODEL, "ssl4eo")
+    assert (version.tags["arch"], version.tags["layout"], version.tags["scaling"]) == \
+        ("resnet50", "timm", "reflectance/10000")
+    assert "pretraining_digest" not in version.tags  # pretraining data unknown: fine-tunes record "unknown"

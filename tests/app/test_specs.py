@@ -1,0 +1,97 @@
+"""Each setting defined once: the specs parse and check values, and MLproject and the manual's parameter
+tables are exactly what the specs generate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from simclr_s2.app import manual, mlproject
+from simclr_s2.app.cli import parse
+from simclr_s2.app.context import Context
+from simclr_s2.app.experiment import ProjectExperimentProvider, in_project
+from simclr_s2.app.spec import build, canonical
+from simclr_s2.app.specs import ENTRY_POINTS, Finetune, Grid, Promote
+from simclr_s2.errors import UserError
+from simclr_s2.stages.classifier import FINETUNE
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_mlproject_is_generated_from_the_specs():
+    assert (ROOT / "MLproject").read_text() == mlproject.render(), "run `make mlproject` after changing a spec"
+
+
+def test_the_manuals_parameter_tables_are_generated_from_the_specs():
+    page = manual.PAGE.read_text()
+    assert manual.BEGIN in page and manual.END in page
+    assert page == manual.render(page), "run `make docs` after changing a spec"
+
+
+def test_every_entry_point_has_its_script():
+    for name in ENTRY_POINTS:
+        assert (ROOT / "entrypoints" / f"{name}.py").is_file(), name
+
+
+def test_values_from_the_command_line_and_typed_values_give_one_key():
+    given = build(Finetune, {"fraction": "10.0", "lr": "0.00005", "register": "True"})
+    typed = build(Finetune, {"fraction": 10, "lr": 5e-5, "register": True})
+    assert given == typed and given.given() == typed.given()
+    assert given.given()["fraction"] == "10" and given.given()["lr"] == "5e-05"
+    assert "reuse" not in given.given()  # how a command runs is not part of what it produces
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"lr": "-1"}, "lr: expected a finite number > 0, got -1"),
+    ({"lr": "nan"}, "lr: expected a finite number > 0, got nan"),
+    ({"fraction": "7.5"}, "fraction: expected a whole number, got '7.5'"),
+    ({"fraction": "0"}, "fraction: expected a whole percentage in 1..100, got 0"),
+    ({"dropout": "1"}, "dropout: expected a probability in [0, 1), got 1"),
+    ({"trainable": "encoder"}, "trainable: expected one of head2, head, all, got 'encoder'"),
+    ({"register": "maybe"}, "register: expected true or false, got 'maybe'"),
+    ({"nonsense": "1"}, "finetune: no parameter nonsense"),
+])
+def test_a_bad_value_is_one_line_naming_the_parameter(values, message):
+    with pytest.raises(UserError) as caught:
+        build(Finetune, values)
+    assert message in str(caught.value) and "\n" not in str(caught.value)
+
+
+def test_the_command_line_is_built_from_the_spec():
+    spec = parse(FINETUNE, ["--fraction", "25", "--batch-size", "16"])
+    assert (spec.fraction, spec.batch_size, spec.trainable) == (25, 16, "head2")
+    with pytest.raises(UserError, match="unrecognized arguments: --bogus"):
+        parse(FINETUNE, ["--bogus", "1"])
+
+
+def test_lists_and_cross_field_checks():
+    grid = build(Grid, {"fractions": "1, 10", "trainable": "head2,all", "schemes": "basic"})
+    assert grid.fractions == (1, 10) and grid.trainable == ("head2", "all")
+    assert canonical(grid.fractions) == "1,10"
+    with pytest.raises(UserError, match="fraction: expected a whole percentage in 1..100 or any"):
+        build(Promote, {"fraction": "ten"})
+    with pytest.raises(UserError, match="distinct whole percentages"):
+        build(Grid, {"fractions": "10,10"})
+
+
+def test_the_context_comes_from_the_environment(tmp_path):
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db", "SIMCLR_S2_HOME": str(tmp_path / "h"),
+           "SIMCLR_S2_DEMO_PATCHES": "64", "SIMCLR_S2_MAX_EPOCHS": "3"}
+    ctx = Context.from_env(env)
+    assert ctx.experiment_name == "simclr-s2" and ctx.home == tmp_path / "h"
+    assert ctx.sizes.demo_patches == 64 and ctx.sizes.epochs(50) == 3 and ctx.sizes.trials(20) == 20
+    assert Context.from_env({**env, "MLFLOW_EXPERIMENT_NAME": "mine"}).experiment_name == "mine"
+    assert Context.from_env({**env, "MLFLOW_EXPERIMENT_ID": "0"}).experiment_id_given is None
+    with pytest.raises(UserError, match="SIMCLR_S2_DEMO_PATCHES: expected a number > 0, got 'many'"):
+        Context.from_env({**env, "SIMCLR_S2_DEMO_PATCHES": "many"})
+
+
+def test_mlflow_run_in_a_project_folder_uses_the_named_experiment(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/m.db")
+    assert in_project(ROOT) and not in_project(tmp_path)
+    monkeypatch.chdir(ROOT)
+    provider = ProjectExperimentProvider()
+    assert provider.in_context()
+    experiment_id = provider.get_experiment_id()
+    assert Context.from_env().experiment_id == experiment_id != "0"

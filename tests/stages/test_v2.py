@@ -1,0 +1,60 @@
+"""A BigEarthNet v2.0 demo archive end to end: index with reference maps, splits on the official geographic
+split with labels by area, a fine-tune whose encoder was pretrained on the v1 demo (the leakage guard
+crosses archive versions through s2v1_name), and compare on the v2 test set alone."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from simclr_s2.errors import UserError
+from simclr_s2.stages.classifier import FINETUNE
+from simclr_s2.stages.compare import COMPARE
+from simclr_s2.stages.data import BUILD_INDEX, CREATE_SPLITS, MAKE_DEMO_DATA
+
+
+@pytest.fixture(scope="module")
+def v2_split(project, demo, tmp_path_factory):
+    root = tmp_path_factory.mktemp("v2")
+    project.run_stage(MAKE_DEMO_DATA, out=str(root / "reBEN"), n_patches=120, layout="v2")
+    index_run = project.client.get_run(project.run_stage(BUILD_INDEX, archive=str(root / "reBEN"),
+                                                         out=str(root / "index")))
+    splits = project.run_stage(CREATE_SPLITS, index=f"runs:/{index_run.info.run_id}/index/index.parquet",
+                               scheme="basic", kind="official", fractions="50,100", out=str(root / "splits"))
+    return index_run, f"runs:/{splits}/splits"
+
+
+def test_the_v2_index_reads_the_reference_maps(project, v2_split):
+    index_run, _ = v2_split
+    assert index_run.data.tags["archive_version"] == "v2"
+    index = pd.read_parquet(project.client.download_artifacts(index_run.info.run_id, "index/index.parquet"))
+    assert {"s2v1_name", "fraction_212", "official_split", "epsg"} <= set(index.columns)
+    assert index["fraction_212"].between(0, 1).all() and (index["fraction_212"] > 0).any()
+
+
+def test_the_official_split_is_recorded_with_the_area_rule(project, v2_split):
+    splits = project.latest("create_splits", scheme="basic")
+    assert splits.data.tags["split_kind"] == "official"
+    manifest = project.client.download_artifacts(splits.info.run_id, "splits/basic/manifest.json")
+    text = open(manifest).read()
+    assert '"kind": "official"' in text and "area: scheme's classes cover >= 0.17" in text
+
+
+def test_a_v1_encoder_is_checked_against_a_v2_test_set(project, v2_split, capsys):
+    _, split = v2_split
+    with pytest.raises(UserError, match=r"pretrained on \d+ of the \d+ patches of the test set"):
+        project.run_stage(FINETUNE, split=split, epochs=1, fraction=100)
+    run_id = project.run_stage(FINETUNE, split=split, epochs=2, fraction=100, allow_pretraining_overlap="true")
+    run = project.client.get_run(run_id)
+    assert run.data.tags["pretraining_overlap"].startswith("override:")
+    assert run.data.params["split_kind"] == "official"
+
+
+def test_compare_takes_one_test_set_at_a_time(project, v2_split, tmp_path):
+    with pytest.raises(UserError, match="test sets cannot share one comparison"):
+        project.run_stage(COMPARE, scheme="basic", fractions="100", out=str(tmp_path))
+    v2 = project.latest("finetune", pretraining_overlap=project.latest("finetune").data.tags["pretraining_overlap"])
+    digest = v2.data.params["test_digest"][:12]
+    project.run_stage(COMPARE, scheme="basic", fractions="100", out=str(tmp_path), test_set=digest, n_boot=100)
+    table = pd.read_csv(tmp_path / "table.csv")
+    assert table["pretraining_overlap"].str.startswith("override:").all() and set(table["split_kind"]) == {"official"}
