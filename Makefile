@@ -7,7 +7,7 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 MLFLOW_RUN := mlflow run . --env-manager local
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench setup
+.PHONY: demo test lint bench setup mlproject docs
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -26,6 +26,13 @@ lint: setup
 
 bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+# MLproject and the manual's parameter tables are generated from simclr_s2/app/specs.py (tests check them).
+mlproject: setup
+	$(PY) -m simclr_s2.app.mlproject > MLproject
+
+docs: setup
+	$(PY) -m simclr_s2.app.manual
 
 include docker/server.mk
 server: setup

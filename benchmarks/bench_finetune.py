@@ -7,12 +7,13 @@
     come from `fit`'s end-of-epoch callback; the E-epoch totals include the one-off feature time.
 (2) `all`: the same batches through a bare loop (Adam, BCEWithLogits, channels_last, no metrics, no
     tracking), the bare loop plus the plain validation forward `fit` needs every epoch for early
-    stopping, `fit` untracked, and `fit` inside a real MLflow run (temporary sqlite store) logging each
-    epoch's metrics in one call, writing its checkpoint and logging it as an artifact, with system
-    metrics on, as the finetune entry point does. images/s counts training images over the whole wall
-    time (validation and tracking included). The variants run interleaved, several times each: on a
-    shared machine the load drifts by more than the overhead measured, so the best run is the estimate
-    of each one's own cost and the median shows the spread.
+    stopping, `fit` untracked, and `fit` inside a real MLflow run (temporary sqlite store) opened by the
+    platform's tracker exactly as the finetune entry point opens it: a checkpoint every epoch, uploaded as
+    an artifact with the epoch's metrics logged in one batch, both in the background, system metrics on.
+    images/s counts training images over the whole wall time (validation and tracking included; the
+    tracked run's time includes waiting for its last upload). The variants run interleaved, several
+    times each: on a shared machine the load drifts by more than the overhead measured, so the best run
+    is the estimate of each one's own cost and the median shows the spread.
 
     python benchmarks/bench_finetune.py            # resnet18, 256 + 64 patches, head2 10 epochs, all 1 x 3
     python benchmarks/bench_finetune.py --quick    # 64 + 16 patches, head2 3 epochs, all 1 epoch x 2
@@ -26,17 +27,20 @@ import os
 import statistics
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager, nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from itertools import pairwise
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from simclr_s2.app.context import Context
 from simclr_s2.data import BatchLoader, MemoryDataset
 from simclr_s2.feature_cache import cached_training_set
 from simclr_s2.models import ARCHS, IrrigationClassifier, apply_trainable
+from simclr_s2.runtime import Recorder
+from simclr_s2.tracking.tracker import StageRun, Step, Tracker
 from simclr_s2.train import FitConfig, fit
 
 BANDS, SIZE = 10, 120
@@ -82,18 +86,16 @@ def _warm_up(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     model.load_state_dict(saved)
 
 
-class EpochClock:
-    """A `log_fn` that records when each epoch ended (optionally passing the metrics on)."""
+class EpochClock(Recorder):
+    """A Progress that records when each epoch ended."""
 
-    def __init__(self, then: Callable[[Mapping[str, float], int], None] | None = None) -> None:
-        self.then = then
+    def __init__(self) -> None:
+        super().__init__(on_epoch=self._tick)
         self.start, self.cpu_start = time.perf_counter(), time.process_time()
         self.ends: list[float] = []
         self.cpu_ends: list[float] = []
 
-    def __call__(self, metrics: Mapping[str, float], epoch: int) -> None:
-        if self.then:
-            self.then(metrics, epoch)
+    def _tick(self, epoch: int) -> None:
         self.ends.append(time.perf_counter())
         self.cpu_ends.append(time.process_time())
 
@@ -109,7 +111,7 @@ def head2_cache(arch: str, train: MemoryDataset, val: MemoryDataset, batch: int,
     model = _model(arch, "head2")
     _warm_up(model, warm_x, warm_y)
     plain = EpochClock()
-    fit(model, BatchLoader(train, batch, shuffle=True), BatchLoader(val, batch), cfg, log_fn=plain)
+    fit(model, BatchLoader(train, batch, shuffle=True), BatchLoader(val, batch), cfg, progress=plain)
 
     model = _model(arch, "head2")
     _warm_up(model, warm_x, warm_y)
@@ -121,7 +123,7 @@ def head2_cache(arch: str, train: MemoryDataset, val: MemoryDataset, batch: int,
     features_s = time.perf_counter() - start
     suffix, train_features, val_features = cached
     clock = EpochClock()
-    fit(suffix, train_features, val_features, cfg, log_fn=clock)
+    fit(suffix, train_features, val_features, cfg, progress=clock)
 
     plain_epochs, cached_epochs = plain.epoch_seconds(), clock.epoch_seconds()
     plain_total, cached_total = sum(plain_epochs), features_s + sum(cached_epochs)
@@ -182,21 +184,18 @@ BARE, BARE_VAL, UNTRACKED, TRACKED = (
 def all_overhead(
     arch: str, train: MemoryDataset, val: MemoryDataset, batch: int, epochs: int, repeats: int, tmp: Path
 ) -> None:
-    import mlflow
-
-    from simclr_s2.tracking.runs import StageRun
-
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
-    experiment = mlflow.create_experiment("bench-finetune", artifact_location=(tmp / "artifacts").as_uri())
+    ctx = Context.from_env({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "SIMCLR_S2_HOME": str(tmp)})
+    os.environ["MLFLOW_TRACKING_URI"] = ctx.tracking_uri  # MLflow's own calls read it (this script's process)
     cfg = FitConfig(epochs=epochs, patience=epochs)
     warm_x, warm_y = train.read_batch(torch.arange(batch).numpy())
 
     @contextmanager
-    def tracked() -> Iterator[Callable[[Mapping[str, float], int], None]]:
-        """The finetune entry point's run: system metrics on, one batched metrics call per epoch."""
-        with mlflow.start_run(experiment_id=experiment, log_system_metrics=True) as run:
-            yield StageRun(run.info.run_id, "bench", None, {}).log_metrics
+    def tracked(r: int) -> Iterator[StageRun]:
+        """The finetune entry point's run: system metrics on, checkpoints uploaded and metrics logged in
+        the background; leaving the block waits for every upload (the run ends only then)."""
+        with Tracker(ctx).open(Step("bench", {"round": str(r)}), run_name=f"bench-{r}", system_metrics=True) as run:
+            yield run
 
     variants = (BARE, BARE_VAL, UNTRACKED, TRACKED)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
@@ -206,24 +205,17 @@ def all_overhead(
             model = _model(arch, "all")
             _warm_up(model, warm_x, warm_y)
             train_batches, val_batches = BatchLoader(train, batch, shuffle=True), BatchLoader(val, batch)
-            with tracked() if name == TRACKED else nullcontext() as log_fn:
-                start = time.perf_counter()
-                if name in (BARE, BARE_VAL):
-                    bare_loop(model, train_batches, val_batches if name == BARE_VAL else None, epochs)
-                elif log_fn is None:
-                    fit(model, train_batches, val_batches, cfg)
-                else:
-                    fit(
-                        model,
-                        train_batches,
-                        val_batches,
-                        cfg,
-                        checkpoint_path=tmp / f"checkpoint-{r}.pt",
-                        log_fn=log_fn,
-                        on_checkpoint=lambda path: mlflow.log_artifact(str(path), "checkpoints"),
-                    )
-                seconds[name].append(time.perf_counter() - start)
-    checkpoint_mib = (tmp / "checkpoint-0.pt").stat().st_size / 2**20
+            start = time.perf_counter()
+            if name in (BARE, BARE_VAL):
+                bare_loop(model, train_batches, val_batches if name == BARE_VAL else None, epochs)
+            elif name == UNTRACKED:
+                fit(model, train_batches, val_batches, cfg)
+            else:
+                with tracked(r) as run:
+                    checkpoint = run.checkpoint_dir / "train.pt"
+                    fit(model, train_batches, val_batches, cfg, checkpoint_path=checkpoint, progress=run.progress())
+                    checkpoint_mib = checkpoint.stat().st_size / 2**20
+            seconds[name].append(time.perf_counter() - start)
 
     best = {name: min(s) for name, s in seconds.items()}
     median = {name: statistics.median(s) for name, s in seconds.items()}

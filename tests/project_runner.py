@@ -37,6 +37,7 @@ def project_env(root: Path, tracking_uri: str | None = None, **extra: str) -> di
 class Project:
     root: Path
     env: dict[str, str]
+    unset: tuple[str, ...] = ()  # variables of this process its subprocesses must not see
 
     @property
     def client(self) -> MlflowClient:
@@ -46,7 +47,7 @@ class Project:
     def process_env(self) -> dict[str, str]:
         """This process's environment with the project's, for subprocesses; `python` is this venv's."""
         env = {**os.environ, **self.env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
-        for name in CLEARED:
+        for name in (*CLEARED, *self.unset):
             if name not in self.env:
                 env.pop(name, None)
         return env

@@ -10,20 +10,19 @@ import subprocess
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
-from project_runner import Project, project_env
+from project_runner import ROOT, Project, project_env
 
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL, ENCODER_MODEL
 
-pytestmark = [pytest.mark.server, pytest.mark.integration]
+pytestmark = [pytest.mark.server, pytest.mark.e2e]
 
 
 @pytest.fixture(scope="module")
 def server_project(tracking_server, tmp_path_factory) -> Project:
-    env = project_env(tmp_path_factory.mktemp("server-project"), tracking_server.uri)
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"):
-        env.pop(name, None)  # clients need no object-store credentials: artifacts go through the server
-    return Project(env, MlflowClient(tracking_uri=tracking_server.uri, registry_uri=tracking_server.uri))
+    root = tmp_path_factory.mktemp("server-project")
+    # clients need no object-store credentials: artifacts go through the server
+    return Project(root, project_env(root, tracking_server.uri),
+                   unset=("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "MLFLOW_S3_ENDPOINT_URL"))
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +55,7 @@ def test_compare_and_promote_on_the_server_stack(server_project, server_demo, tm
 
 
 def _start(project: Project, **params) -> subprocess.Popen:
-    return subprocess.Popen(project.command("finetune", **params), env=project.env, cwd=project.root,
+    return subprocess.Popen(project.command("finetune", **params), env=project.process_env(), cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
@@ -88,8 +87,9 @@ def test_a_run_survives_a_server_restart(server_project, server_demo, tracking_s
 def test_a_server_that_stays_down_ends_the_run_clearly_and_it_resumes(server_project, server_demo,
                                                                      tracking_server):
     params = {"epochs": 6, "feature_cache": "false", "seed": 12, "register": "false"}
-    env = {**server_project.env, "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-    process = subprocess.Popen(server_project.command("finetune", **params), env=env, cwd=server_project.root,
+    env = {**server_project.process_env(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+           "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    process = subprocess.Popen(server_project.command("finetune", **params), env=env, cwd=ROOT,
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     run_id = _wait_for_epochs(server_project, 12, 2, process)
     tracking_server.stop_mlflow()
@@ -116,12 +116,11 @@ def test_a_server_that_stays_down_ends_the_run_clearly_and_it_resumes(server_pro
 def test_credentials_come_from_the_environment_and_are_never_logged(auth_tracking_server, tmp_path,
                                                                    monkeypatch):
     root = tmp_path / "auth-project"
-    env = project_env(root, auth_tracking_server.uri)
-    project = Project(env, MlflowClient(tracking_uri=auth_tracking_server.uri))
+    project = Project(root, project_env(root, auth_tracking_server.uri))
     anonymous = project.run("make_demo_data", check=False, out=root / "archive", n_patches=8)
     assert anonymous.returncode != 0
-    env.update(MLFLOW_TRACKING_USERNAME=auth_tracking_server.username,
-               MLFLOW_TRACKING_PASSWORD=auth_tracking_server.password)
+    project.env.update(MLFLOW_TRACKING_USERNAME=auth_tracking_server.username,
+                       MLFLOW_TRACKING_PASSWORD=auth_tracking_server.password)
     project.run("make_demo_data", out=root / "archive", n_patches=8)
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", auth_tracking_server.username)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", auth_tracking_server.password)

@@ -1,0 +1,95 @@
+"""Every command the README shows, run as written on a fresh store (sizes made small through the
+environment, every other default as shown), so the README cannot drift from the code."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from project_runner import ROOT, Project, project_env
+
+pytestmark = pytest.mark.e2e
+
+README = ROOT / "README.md"
+CHAIN = ["build_index", "create_splits", "create_splits", "finetune", "make_demo_data", "pretrain"]
+
+
+def readme_commands() -> list[str]:
+    """The command lines of the README's ```sh blocks, comments stripped."""
+    blocks = re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    lines = (line.split("#", 1)[0].strip() for block in blocks for line in block.splitlines())
+    return [line for line in lines if line]
+
+
+def fresh(tmp_path: Path) -> Project:
+    return Project(tmp_path, project_env(tmp_path))
+
+
+def shell(project: Project, command: str, cwd: Path = ROOT, timeout: int = 900) -> subprocess.CompletedProcess:
+    done = subprocess.run(command, check=False, shell=True, cwd=cwd, env=project.process_env(), capture_output=True,
+                          text=True, timeout=timeout)
+    assert done.returncode == 0, f"{command}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+    return done
+
+
+def test_every_readme_command_is_run_here():
+    assert readme_commands() == ["make demo", "make test", ".venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db",
+                                 ".venv/bin/mlflow run . -e finetune --env-manager local -P fraction=10"]
+
+
+def test_make_test_is_what_ci_runs():
+    assert (ROOT / ".ci" / "run").read_text().strip().splitlines()[-1] == "make test"
+    plan = subprocess.run(["make", "-n", "test"], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+    assert "-m pytest" in plan
+
+
+def test_make_demo_twice_reuses_every_step_but_the_finetune(tmp_path):
+    project = fresh(tmp_path)
+    first = shell(project, "make demo")
+    assert sorted(r.data.tags["stage"] for r in project.runs()) == CHAIN
+    lines = first.stdout.splitlines()
+    summary = [i for i, line in enumerate(lines) if line.startswith("finetune-ben-basic-100pct-s0: best epoch")]
+    assert summary and "test F1" in lines[summary[-1]] and "to browse: mlflow ui" in "\n".join(lines[summary[-1]:])
+    assert "Hint: Inferred schema" not in first.stderr and "Pickle or CloudPickle" not in first.stderr
+    before = {r.info.run_id for r in project.runs()}
+    shell(project, "make demo")
+    assert [r.data.tags["stage"] for r in project.runs() if r.info.run_id not in before] == ["finetune"]
+    assert sorted(r.data.tags["stage"] for r in project.runs()) == sorted([*CHAIN, "finetune"])
+
+
+def test_the_next_step_command_as_written(tmp_path):
+    project = fresh(tmp_path)
+    shell(project, readme_commands()[3])
+    run = project.latest("finetune")
+    assert run.info.status == "FINISHED" and run.data.params["fraction"] in ("10", "10.0")
+
+
+def test_mlflow_ui_as_written_serves_the_store(tmp_path):
+    project = fresh(tmp_path)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    command = readme_commands()[2].replace(".venv/bin/", f"{ROOT}/.venv/bin/")
+    env = {**project.process_env(), "MLFLOW_PORT": str(port)}
+    server = subprocess.Popen(command, shell=True, cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                    assert answer.status == 200
+                    break
+            except OSError:
+                assert server.poll() is None and time.monotonic() < deadline, "mlflow ui never answered"
+                time.sleep(0.5)
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
