@@ -1,6 +1,8 @@
 """main: the study's grid as child runs of one parent: encoders x fractions x schemes x seeds fine-tunes
-plus a baseline per (scheme, fraction, seed). Every cell goes through `ensure_step`, so a finished cell
-is reused, an interrupted one resumed from its checkpoint, and a failed one reported while the rest go on."""
+plus a baseline per (scheme, fraction, seed). A finished cell is reused, an interrupted one resumed from
+its checkpoint, and a failed one reported while the rest go on: with backend=local each cell goes through
+`ensure_step` in this process, one after another; with backend=ray each is a Ray task running the same
+stage on a cluster (simclr_s2.cluster.dispatch)."""
 
 from __future__ import annotations
 
@@ -116,7 +118,7 @@ def _step(cell: Cell, ctx: Context) -> Step | None:
     """The cell's step, found without making anything (None while its encoder or split is to be made)."""
     if TO_MAKE in map(str, cell.params.values()):
         return None
-    stage = FINETUNE if cell.stage == "finetune" else BASELINE
+    stage = _stage(cell)
     try:
         return stage.step(cell.spec, stage.resolve(cell.spec, ctx, make=False))
     except UserError:
@@ -163,22 +165,7 @@ class Grid(Stage[specs.Grid]):
     def execute(self, spec: specs.Grid, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
         ctx = ctx.with_reuse(spec.reuse)
         cells = self._cells(spec, resolved)
-        rows = []
-        for i, cell in enumerate(cells, 1):
-            before = status(cell, ctx)
-            log.info("grid cell %d/%d %s: %s", i, len(cells), cell.label, before)
-            stage = FINETUNE if cell.stage == "finetune" else BASELINE
-            row = {"cell": cell.label, "stage": cell.stage, **cell.params}
-            try:
-                done = ensure_step(stage, cell.spec, ctx, parent_run_id=run.run_id)
-                rows.append({**row, "run_id": done.info.run_id,
-                             "status": "reused" if before == "reuse" else "finished", "error": ""})
-            except (UserError, OutOfMemoryError) as error:
-                log.error("grid cell %s failed: %s", cell.label, error)
-                step = _step(cell, ctx)
-                failed = Tracker(ctx).unfinished(step) if step else []
-                rows.append({**row, "run_id": failed[0].info.run_id if failed else "", "status": "failed",
-                             "error": str(error)})
+        rows = on_ray(spec, cells, ctx, run) if spec.backend == "ray" else in_process(cells, ctx, run)
         table = pd.DataFrame(rows)
         counts = table["status"].value_counts()
         run.log_metrics({"cells": len(table), **{f"cells_{k}": int(v) for k, v in counts.items()}})
@@ -190,6 +177,54 @@ class Grid(Stage[specs.Grid]):
         if len(failed):
             raise UserError(f"{len(failed)} of {len(table)} grid cells failed (see grid/cells.csv): "
                             + "; ".join(failed["cell"].head(3)))
+
+
+def _row(cell: Cell, run_id: str, status: str, error: str = "") -> dict[str, object]:
+    return {"cell": cell.label, "stage": cell.stage, **cell.params, "run_id": run_id, "status": status,
+            "error": error}
+
+
+def in_process(cells: list[Cell], ctx: Context, run: StageRun) -> list[dict[str, object]]:
+    """backend=local: the cells one after another in this process."""
+    rows = []
+    for i, cell in enumerate(cells, 1):
+        before = status(cell, ctx)
+        log.info("grid cell %d/%d %s: %s", i, len(cells), cell.label, before)
+        try:
+            done = ensure_step(_stage(cell), cell.spec, ctx, parent_run_id=run.run_id)
+            rows.append(_row(cell, done.info.run_id, "reused" if before == "reuse" else "finished"))
+        except (UserError, OutOfMemoryError) as error:
+            log.error("grid cell %s failed: %s", cell.label, error)
+            step = _step(cell, ctx)
+            failed = Tracker(ctx).unfinished(step) if step else []
+            rows.append(_row(cell, failed[0].info.run_id if failed else "", "failed", str(error)))
+    return rows
+
+
+def on_ray(spec: specs.Grid, cells: list[Cell], ctx: Context, run: StageRun) -> list[dict[str, object]]:
+    """backend=ray: finished cells reused here without a task; every other cell one Ray task, `parallel`
+    at once, each in a child run of this one made before its task starts (see cluster/dispatch.py)."""
+    from simclr_s2.cluster import dispatch  # Ray is imported only by the commands that use it
+
+    jobs = [dispatch.Job(cell.label, _stage(cell), cell.params) for cell in cells]
+    reused = {job.label: dispatch.finished(job, ctx) for job in jobs}
+    todo = [job for job in jobs if reused[job.label] is None]
+    run.log_metrics({"cells_dispatched": len(todo)})
+    placement = dispatch.Placement(spec.ray_address, spec.cpus_per_cell, spec.gpus_per_cell, spec.parallel,
+                                   spec.retries)
+    ended = {o.job.label: o for o in dispatch.run_jobs(todo, ctx, run.run_id, placement, "cells")}
+    rows = []
+    for cell in cells:
+        if (found := reused[cell.label]) is not None:
+            rows.append(_row(cell, found.info.run_id, "reused"))
+        else:
+            outcome = ended[cell.label]
+            rows.append(_row(cell, outcome.run_id, "failed" if outcome.error else "finished", outcome.error))
+    return rows
+
+
+def _stage(cell: Cell) -> Stage:
+    return FINETUNE if cell.stage == "finetune" else BASELINE
 
 
 GRID = Grid()

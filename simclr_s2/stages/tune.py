@@ -1,5 +1,7 @@
 """tune: Optuna trials as MLflow runs (the search itself is simclr_s2.tune). Each worker has its own `tune`
-run; each trial is a child run of it, named trial-<n>, with its settings and per-epoch metrics.
+run; each trial is a child run of it, named trial-<n>, with its settings and per-epoch metrics. With
+backend=ray the command starts `workers` Ray tasks, each a `tune-worker` child run of its run joining the
+same study on the shared storage; the command's run then logs the summary and makes the final run.
 
 How a trial ends in MLflow (tag `optuna.state` is Optuna's own state name):
   completed  FINISHED, optuna.state=COMPLETE
@@ -16,16 +18,17 @@ import logging
 import math
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
 
 from simclr_s2.app import specs
 from simclr_s2.app.context import Context
@@ -60,6 +63,9 @@ from simclr_s2.tune import (
     trials_table,
 )
 
+if TYPE_CHECKING:
+    from simclr_s2.cluster.dispatch import Placement
+
 log = logging.getLogger(__name__)
 
 RUN_ATTR = "mlflow_run_id"  # Optuna user attribute: the trial's MLflow run
@@ -68,6 +74,7 @@ PRUNED_AT_TAG = "optuna.pruned_at_epoch"
 STUDY_TAG = "optuna.study"
 TRIAL_TAG = "optuna.trial"
 TRIAL_STAGE = "tune-trial"
+WORKER_STAGE = "tune-worker"
 FINAL_RUN_TAG = "simclr_s2.final_run"
 TRIAL_ERRORS = (SettingError, torch.OutOfMemoryError)  # a trial's own settings broke it: the study goes on
 
@@ -235,26 +242,100 @@ class Tune(Stage[specs.Tune]):
     def execute(self, spec: specs.Tune, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
         ctx = ctx.with_reuse(spec.reuse)
         plan = _plan(spec, resolved, ctx)
-        study = open_study(plan.study_name, open_storage(plan.storage, ctx.heartbeat_s, mark_stale(ctx)),
-                           plan.settings, TrialSeededSampler(spec.seed), make_pruner(spec.pruner, plan.base.epochs))
-        run.set_tags({STUDY_TAG: plan.study_name, "optuna.storage": masked(plan.storage)})
-        run_study(study, _objective(plan, ctx, run), StudyBudget(int(resolved.get("n_trials", spec.n_trials))),
-                  spec.timeout_s or None, catch=TRIAL_ERRORS)
-        best = log_summary(run, study, spec.metric)
-        print(f"study {plan.study_name}: best {spec.metric} {best.value:.4f} (trial {best.number}) with {best.params}")
-        if spec.final_run:
-            final = self._final_run(plan, best, ctx, run)
-            print(f"final {spec.target} run {final.info.run_id} with the best settings")
+        study = _study(spec, plan, ctx, run)
+        with _cluster(spec):
+            if spec.backend == "ray":
+                _search_on_ray(spec, plan, ctx, run)
+            else:
+                _search(spec, resolved, plan, study, ctx, run)
+            best = log_summary(run, study, spec.metric)
+            print(f"study {plan.study_name}: best {spec.metric} {best.value:.4f} (trial {best.number}) with "
+                  f"{best.params}")
+            if spec.final_run:
+                final = self._final_run(spec, plan, best, ctx, run)
+                print(f"final {spec.target} run {final} with the best settings")
 
-    def _final_run(self, plan: Plan, best: FrozenTrial, ctx: Context, run: StageRun) -> Run:
+    def _final_run(self, spec: specs.Tune, plan: Plan, best: FrozenTrial, ctx: Context, run: StageRun) -> str:
         """The target with the best trial's settings, registered like any other run (a finished run with
-        the same parameters is reused), shown under the `tune` run."""
-        spec = build(type(plan.base), {**_params(plan.base), **best.params})
-        stage = FINETUNE if isinstance(spec, specs.Finetune) else BASELINE
-        final = ensure_step(stage, spec, ctx, parent_run_id=run.run_id,
-                            tags={STUDY_TAG: plan.study_name, TUNED_TAG: "true"})
-        run.set_tags({FINAL_RUN_TAG: final.info.run_id})
-        return final
+        the same parameters is reused), shown under the `tune` run; on the cluster with backend=ray."""
+        final = build(type(plan.base), {**_params(plan.base), **best.params})
+        stage = FINETUNE if isinstance(final, specs.Finetune) else BASELINE
+        tags = {STUDY_TAG: plan.study_name, TUNED_TAG: "true"}
+        if spec.backend == "ray":
+            from simclr_s2.cluster import dispatch
+
+            job = dispatch.Job(f"final-{plan.study_name}", stage, _params(final), tags)
+            run_id = dispatch.ensure_on_cluster(job, ctx, run.run_id, _placement(spec, retries=2))
+        else:
+            run_id = ensure_step(stage, final, ctx, parent_run_id=run.run_id, tags=tags).info.run_id
+        run.set_tags({FINAL_RUN_TAG: run_id})
+        return run_id
+
+
+class TuneWorker(Tune):
+    """One of the workers a `tune` with backend=ray starts, as a Ray task: it runs trials of the shared
+    study in a child run of that command's run, which alone logs the summary and makes the final run."""
+
+    @property
+    def name(self) -> str:
+        return WORKER_STAGE
+
+    def run_name(self, spec: specs.Tune, resolved: Mapping[str, str]) -> str:
+        return f"{WORKER_STAGE}-{super().run_name(spec, resolved).removeprefix('tune-')}"
+
+    def execute(self, spec: specs.Tune, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        ctx = ctx.with_reuse(spec.reuse)
+        plan = _plan(spec, resolved, ctx)
+        _search(spec, resolved, plan, _study(spec, plan, ctx, run), ctx, run)
+
+
+def _study(spec: specs.Tune, plan: Plan, ctx: Context, run: StageRun) -> optuna.Study:
+    storage = open_storage(plan.storage, ctx.heartbeat_s, mark_stale(ctx))
+    study = open_study(plan.study_name, storage, plan.settings, TrialSeededSampler(spec.seed),
+                       make_pruner(spec.pruner, plan.base.epochs))
+    run.set_tags({STUDY_TAG: plan.study_name, "optuna.storage": masked(plan.storage)})
+    return study
+
+
+def _search(spec: specs.Tune, resolved: Mapping[str, str], plan: Plan, study: optuna.Study, ctx: Context,
+            run: StageRun) -> None:
+    """Trials in this process until the study's budget (over all workers) is spent or timeout_s passed."""
+    run_study(study, _objective(plan, ctx, run), StudyBudget(int(resolved.get("n_trials", spec.n_trials))),
+              spec.timeout_s or None, catch=TRIAL_ERRORS)
+
+
+def _placement(spec: specs.Tune, retries: int) -> Placement:
+    from simclr_s2.cluster.dispatch import Placement
+
+    return Placement(spec.ray_address, spec.cpus_per_worker, spec.gpus_per_worker, spec.workers, retries)
+
+
+def _cluster(spec: specs.Tune) -> AbstractContextManager:
+    """Connected to the Ray cluster for the whole command with backend=ray (workers, then the final run)."""
+    if spec.backend != "ray":
+        return nullcontext()
+    from simclr_s2.cluster.connection import connected
+
+    return connected(spec.ray_address)
+
+
+def _search_on_ray(spec: specs.Tune, plan: Plan, ctx: Context, run: StageRun) -> None:
+    """`workers` Ray tasks, each a TuneWorker joining the study on its shared storage. A worker is never
+    retried: the study's budget is shared, so the others run the trials a lost one leaves, and Optuna's
+    heartbeat fails the trial it held."""
+    from simclr_s2.cluster import connection, dispatch
+
+    if make_url(plan.storage).get_backend_name() == "sqlite" and connection.node_count() > 1:
+        raise UserError(f"storage: the {connection.node_count()} machines of the Ray cluster cannot share a "
+                        "SQLite file; give a database URL (postgresql://user@host/db) every node reaches")
+    encoder = {"pretrained": plan.base.pretrained} if spec.target == "finetune" else {}
+    fixed = {"split": plan.base.split, "storage": plan.storage, "backend": "local", "workers": 1,
+             "final_run": False, **encoder}
+    params = {**vars(spec), **fixed}
+    jobs = [dispatch.Job(f"{WORKER_STAGE}-{i}", TUNE_WORKER, params) for i in range(1, spec.workers + 1)]
+    outcomes = dispatch.run_jobs(jobs, ctx, run.run_id, _placement(spec, retries=0), "workers")
+    run.log_metrics({"workers_failed": sum(bool(o.error) for o in outcomes)})  # each logged as it ended
 
 
 TUNE = Tune()
+TUNE_WORKER = TuneWorker()

@@ -1,0 +1,161 @@
+"""The driver's side of running stages on a Ray cluster: a finished run is reused without any task; every
+other job becomes one Ray task, at most `parallel` at once, in an MLflow run made here.
+
+Where a job's run is created, and why here: the driver creates it (a child of the dispatching run, with
+`mlflow.parentRunId` set in the very call that creates it) and hands its id to the task, which continues
+it as `mlflow run` hands a run to an entry point (MLFLOW_RUN_ID, `run_command`). So the run id is fixed
+before the task starts: when the worker dies, Ray's retry of the task receives the same arguments and
+continues the same run from its newest checkpoint artifact, instead of a new run resuming a stale one
+(which is what `ensure_step` would do, leaving a deleted run behind per retry). A run whose task never
+reached Tracker.open, or whose worker died for good, is ended FAILED here with the reason.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from functools import cache
+
+import ray
+from mlflow.entities import Run, RunStatus
+from ray.exceptions import RayError, RayTaskError
+
+from simclr_s2.app.context import Context
+from simclr_s2.app.spec import Spec, build
+from simclr_s2.cluster import tasks
+from simclr_s2.cluster.connection import capacity, connected
+from simclr_s2.cluster.environment import handed_over
+from simclr_s2.cluster.progress import Progress
+from simclr_s2.errors import UserError
+from simclr_s2.stages.base import Stage, find_step
+from simclr_s2.tracking.fingerprint import package_fingerprint
+from simclr_s2.tracking.tracker import ERROR_TAG, PARENT_TAG, STAGE_TAG, describe
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where and how the tasks run: the cluster, each task's CPUs and GPUs, how many at once (0: as many
+    as the cluster holds), and how often a task whose worker died starts again."""
+
+    address: str
+    cpus: float = 1.0
+    gpus: float = 0.0
+    parallel: int = 0
+    retries: int = 2
+
+
+@dataclass(frozen=True)
+class Job:
+    """One stage to run on the cluster, with its parameters and the tags its run starts with."""
+
+    label: str
+    stage: Stage
+    params: Mapping[str, object]
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> Spec:
+        return build(self.stage.spec, self.params)
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How a job ended: its run, and the reason when it failed."""
+
+    job: Job
+    run_id: str
+    error: str = ""
+
+
+def finished(job: Job, ctx: Context) -> Run | None:
+    """The finished run a job would reuse (None with reuse off, or when its inputs cannot be resolved
+    here: its task then fails with the reason)."""
+    if not ctx.reuse:
+        return None
+    try:
+        return find_step(job.stage, job.spec, ctx)
+    except UserError:
+        return None
+
+
+def run_jobs(jobs: Sequence[Job], ctx: Context, parent_run_id: str, placement: Placement,
+             what: str) -> list[Outcome]:
+    """Every job as a Ray task (none, and no cluster, when there are none); outcomes in the jobs' order."""
+    if not jobs:
+        return []
+    with connected(placement.address):
+        return _Dispatch(ctx, parent_run_id, placement, Progress(len(jobs), what)).run(jobs)
+
+
+def ensure_on_cluster(job: Job, ctx: Context, parent_run_id: str, placement: Placement) -> str:
+    """The id of the finished run of `job`: reused, or run now as one task (UserError when it failed)."""
+    done = finished(job, ctx)
+    if done is not None:
+        return done.info.run_id
+    (outcome,) = run_jobs([job], ctx, parent_run_id, placement, "runs")
+    if outcome.error:
+        raise UserError(f"{job.label}: {outcome.error}")
+    return outcome.run_id
+
+
+@cache
+def _remote_stage():
+    return ray.remote(tasks.run_stage)
+
+
+@dataclass(frozen=True)
+class _Sent:
+    index: int
+    job: Job
+    run_id: str
+
+
+class _Dispatch:
+    def __init__(self, ctx: Context, parent_run_id: str, placement: Placement, progress: Progress) -> None:
+        self.ctx, self.parent_run_id, self.placement, self.progress = ctx, parent_run_id, placement, progress
+
+    def run(self, jobs: Sequence[Job]) -> list[Outcome]:
+        slots = self.placement.parallel or capacity(self.placement.cpus, self.placement.gpus)
+        queue, pending, outcomes = deque(enumerate(jobs)), {}, {}
+        try:
+            while queue or pending:
+                while queue and len(pending) < slots:
+                    ref, sent = self._submit(*queue.popleft())
+                    pending[ref] = sent
+                (ref,), _ = ray.wait(list(pending), num_returns=1)
+                sent = pending.pop(ref)
+                outcomes[sent.index] = self._collect(ref, sent)
+                self.progress.ended(sent.job.label, outcomes[sent.index].error)
+        finally:
+            self.progress.close()
+        return [outcomes[i] for i in range(len(jobs))]
+
+    def _submit(self, index: int, job: Job) -> tuple[ray.ObjectRef, _Sent]:
+        run_id = self.ctx.client.create_run(self.ctx.experiment_id, run_name=job.label, tags={
+            PARENT_TAG: self.parent_run_id, STAGE_TAG: job.stage.name, **job.tags}).info.run_id
+        env = handed_over(self.ctx.tracking_uri, self.ctx.experiment_id, run_id)
+        ref = _remote_stage().options(
+            name=job.label, num_cpus=self.placement.cpus, num_gpus=self.placement.gpus,
+            max_retries=self.placement.retries, retry_exceptions=False,
+        ).remote(job.stage, dict(job.params), env, package_fingerprint())
+        self.progress.started()
+        return ref, _Sent(index, job, run_id)
+
+    def _collect(self, ref: ray.ObjectRef, sent: _Sent) -> Outcome:
+        try:
+            ray.get(ref)
+            return Outcome(sent.job, sent.run_id)
+        except RayTaskError as failure:  # the stage raised: its own error, never retried
+            error = describe(failure.cause)
+        except RayError as lost:  # e.g. the worker or its node died more often than the retries allow
+            reason = str(lost).strip().splitlines()[0] if str(lost).strip() else ""
+            error = f"{type(lost).__name__} after {self.placement.retries} retries: {reason}"
+        self._end_failed(sent.run_id, error)
+        return Outcome(sent.job, sent.run_id, error)
+
+    def _end_failed(self, run_id: str, error: str) -> None:
+        """The run ends FAILED with the reason, unless the stage already ended it (it tells more)."""
+        if self.ctx.client.get_run(run_id).info.status == "RUNNING":
+            self.ctx.client.set_tag(run_id, ERROR_TAG, error)
+            self.ctx.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))

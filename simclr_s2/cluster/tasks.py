@@ -1,0 +1,63 @@
+"""What runs inside a Ray worker for a grid cell, a tuning worker or a final run: a stage in the run its
+driver made."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+
+import ray
+import torch
+
+from simclr_s2.app.context import Context
+from simclr_s2.app.spec import build
+from simclr_s2.cluster.environment import applied
+from simclr_s2.errors import UserError
+from simclr_s2.stages.base import Stage, run_command
+from simclr_s2.tracking.connectivity import bound_retries
+from simclr_s2.tracking.fingerprint import package_fingerprint
+
+log = logging.getLogger(__name__)
+
+ATTEMPTS_TAG = "simclr_s2.attempts"
+
+
+def run_stage(stage: Stage, params: Mapping[str, object], env: Mapping[str, str], code: str) -> None:
+    """`stage` with `params` as `mlflow run` runs an entry point: `run_command` in the run named by
+    MLFLOW_RUN_ID in `env`, created by the driver.
+
+    Ray starts this again, with the same arguments, when the worker died (up to the task's max_retries):
+    Tracker.open then continues that same run, restores its newest checkpoint (this node's state folder,
+    else the run's checkpoints/ artifacts, so any node will do) and logs exactly the steps the run lacks.
+    A UserError is the cell's own fault and is never retried (retry_exceptions=False)."""
+    with applied(env):
+        if package_fingerprint() != code:
+            raise UserError(f"this Ray worker ({os.uname().nodename}) runs other simclr_s2 code "
+                            f"({package_fingerprint()}) than the command that sent the task ({code}): "
+                            "install the same version on every node (docs/cluster.md)")
+        _configure_worker()
+        ctx = Context.from_env()
+        attempt = _count_attempt(ctx)
+        if attempt > 1:
+            log.warning("run %s: attempt %d, after its worker died; resuming from its checkpoint",
+                        ctx.launcher_run_id, attempt)
+        run_command(stage, build(stage.spec, params), ctx)
+
+
+def _configure_worker() -> None:
+    """Log as an entry point does, and use as many threads as CPUs the task was given."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("simclr_s2").setLevel(logging.INFO)
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
+    bound_retries()
+    cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
+    torch.set_num_threads(max(1, int(cpus)))
+
+
+def _count_attempt(ctx: Context) -> int:
+    """Count this start on the run (its `simclr_s2.attempts` tag), so a retry shows where people look."""
+    run_id = ctx.launcher_run_id or ""
+    attempt = int(ctx.client.get_run(run_id).data.tags.get(ATTEMPTS_TAG, "0")) + 1
+    ctx.client.set_tag(run_id, ATTEMPTS_TAG, str(attempt))
+    return attempt

@@ -1,0 +1,47 @@
+"""One real local Ray cluster of 2 CPUs for the session (started and stopped here), and a test project
+whose demo splits (a 120-patch archive) the cells train on."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+import ray
+from project_runner import Project, project_env
+
+from simclr_s2.app.context import Context
+from simclr_s2.stages import auto
+
+COMMAND_VARIABLES = ("MLFLOW_", "SIMCLR_S2_")  # set per command by the tests: no node may hold its own
+
+
+@pytest.fixture(scope="package")
+def cluster() -> Iterator[str]:
+    """A 2-CPU Ray cluster on this machine (no dashboard: here it would only cost start-up); its address."""
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(COMMAND_VARIABLES)}
+    try:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
+    finally:
+        os.environ.update(saved)
+    # Both workers import the training stack (about 5 s each) while the session makes its demo splits.
+    warm = ray.remote(num_cpus=1)(lambda: bool(__import__("simclr_s2.cluster.tasks")))
+    warming = [warm.remote() for _ in range(2)]
+    yield ray.get_runtime_context().gcs_address
+    ray.get(warming)
+    ray.shutdown()
+
+
+@pytest.fixture(scope="package")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    root = tmp_path_factory.mktemp("cluster-project")
+    return Project(root, project_env(root))
+
+
+@pytest.fixture(scope="package")
+def split(project: Project) -> str:
+    """runs:/ URI of the demo splits of the basic scheme (the baseline cells need nothing else)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key, value in project.env.items():
+            mp.setenv(key, value)
+        return auto.demo_splits(Context.from_env(), "basic")

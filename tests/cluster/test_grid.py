@@ -1,0 +1,81 @@
+"""`main` with backend=ray on a real 2-CPU Ray cluster: cells as Ray tasks two at a time, each a child run
+of the grid; a rerun dispatches nothing; a worker killed mid-cell is retried and its cell resumes in the
+same run with every step exactly once, while a cell failing with a user error is reported, not retried."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from simclr_s2.cluster.tasks import ATTEMPTS_TAG
+from simclr_s2.errors import UserError
+from simclr_s2.faults import FAULT_ENV
+from simclr_s2.stages.grid import GRID
+from simclr_s2.tracking.tracker import ERROR_TAG, PARENT_TAG, RESUMED_FROM_TAG
+
+CELLS = {"encoders": "", "schemes": "basic", "fractions": "50,100", "seeds": "0,1", "epochs": 1}
+RAY = {"backend": "ray", "parallel": 2}
+
+
+def _cells(project, run_id: str) -> pd.DataFrame:
+    return pd.read_csv(project.client.download_artifacts(run_id, "grid/cells.csv")).set_index("cell")
+
+
+def _grid(project, **params) -> str:
+    return project.run_stage(GRID, **RAY, **params)
+
+
+@pytest.fixture(scope="module")
+def grid(project, cluster, split) -> str:
+    return _grid(project, split=split, **CELLS)
+
+
+def _most_at_once(runs) -> int:
+    """The largest number of runs open at the same moment."""
+    events = sorted([(r.info.start_time, 1) for r in runs] + [(r.info.end_time, -1) for r in runs])
+    open_now = most = 0
+    for _, change in events:
+        open_now += change
+        most = max(most, open_now)
+    return most
+
+
+def test_cells_run_two_at_a_time_as_child_runs_of_the_grid(project, grid):
+    cells = _cells(project, grid)
+    assert len(cells) == 4 and set(cells["status"]) == {"finished"}
+    children = project.runs("baseline", **{PARENT_TAG: grid})
+    assert sorted(r.info.run_id for r in children) == sorted(cells["run_id"])
+    assert {(r.info.status, r.data.tags[ATTEMPTS_TAG]) for r in children} == {("FINISHED", "1")}
+    assert _most_at_once(children) == 2
+    assert project.client.get_run(grid).data.metrics["cells_dispatched"] == 4
+
+
+def test_a_rerun_of_a_finished_grid_starts_no_task(project, grid, split):
+    before = {r.info.run_id for r in project.runs()}
+    rerun = _grid(project, split=split, **CELLS)
+    assert [r.info.run_id for r in project.runs() if r.info.run_id not in before] == [rerun]
+    assert set(_cells(project, rerun)["status"]) == {"reused"}
+    assert project.client.get_run(rerun).data.metrics["cells_dispatched"] == 0
+
+
+def test_a_killed_worker_resumes_its_cell_in_the_same_run_while_a_failing_cell_is_reported(
+        project, cluster, split, monkeypatch):
+    """The fault point is set for every cell: the `basic` cell's worker is killed after its first
+    checkpoint is uploaded and before that epoch's metrics are logged; the `expanded` cell fails before
+    training, for a user error (its split holds only `basic`)."""
+    monkeypatch.setitem(project.env, FAULT_ENV, "after_upload@0")
+    with pytest.raises(UserError, match="1 of 2 grid cells failed"):
+        _grid(project, split=split, encoders="", schemes="basic,expanded", fractions="100", seeds="7",
+              epochs=2)
+    cells = _cells(project, project.latest("grid").info.run_id)
+    resumed = cells.loc["baseline-resnet18-basic-100pct-s7"]
+    failed = cells.loc["baseline-resnet18-expanded-100pct-s7"]
+    assert resumed["status"] == "finished" and failed["status"] == "failed"
+    run = project.client.get_run(resumed["run_id"])
+    assert run.info.status == "FINISHED" and run.data.tags[ATTEMPTS_TAG] == "2"
+    assert run.data.tags[RESUMED_FROM_TAG] == run.info.run_id  # its own checkpoint, in its own run
+    for key in ("train_loss", "val_auc"):
+        assert sorted(m.step for m in project.client.get_metric_history(run.info.run_id, key)) == [0, 1]
+    broken = project.client.get_run(failed["run_id"])
+    assert broken.info.status == "FAILED" and broken.data.tags[ATTEMPTS_TAG] == "1"
+    assert "expanded" in failed["error"] and broken.data.tags[ERROR_TAG] == failed["error"]
