@@ -78,6 +78,13 @@ class Project:
             raise AssertionError(f"mlflow run -e {entry_point} failed:\n{done.stderr[-4000:]}")
         return done
 
+    def shell(self, command: str, cwd: Path = ROOT, timeout: int = 900) -> subprocess.CompletedProcess:
+        """A command line as a reader would type it (e.g. from the README), in the project's environment."""
+        done = subprocess.run(command, check=False, shell=True, cwd=cwd, env=self.process_env(),
+                              capture_output=True, text=True, timeout=timeout)
+        assert done.returncode == 0, f"{command}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
+        return done
+
     def runs(self, stage: str | None = None, **tags: str) -> list[Run]:
         """Every active run of every experiment, newest first, filtered by stage and tags."""
         filters = [f"tags.stage = '{stage}'"] if stage else []

@@ -68,13 +68,19 @@ def log_and_register(client: MlflowClient, run_id: str, model: torch.nn.Module, 
     if len(example) < 2:
         raise ValueError("input example needs a batch of at least 2 so the batch dimension stays free")
     model = model.cpu().eval().to(memory_format=torch.contiguous_format)
+    run = client.get_run(run_id)
+    # The logged model is made here, in the run's own experiment: left to MLflow it would go to whatever
+    # experiment the process-wide context names.
+    logged = client.create_logged_model(run.info.experiment_id, name="model", source_run_id=run_id,
+                                        params=dict(run.data.params))
     quiet, pytorch_log = _DeliberatePickle(), logging.getLogger("mlflow.pytorch")
     pytorch_log.addFilter(quiet)
     try:
         info = mlflow.pytorch.log_model(
             model, name="model", serialization_format="pickle", signature=signature(model, example),
             input_example=example[:2], registered_model_name=registered_name, step=step, run_id=run_id,
-            code_paths=[str(Path(simclr_s2.__file__).parent)], pip_requirements=PIP_REQUIREMENTS)
+            model_id=logged.model_id, code_paths=[str(Path(simclr_s2.__file__).parent)],
+            pip_requirements=PIP_REQUIREMENTS)
     finally:
         pytorch_log.removeFilter(quiet)
     version = str(info.registered_model_version)

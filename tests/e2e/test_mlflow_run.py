@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from project_runner import ROOT, Project, project_env
+from project_runner import ROOT, Project
 
 from simclr_s2.app.context import DEFAULT_EXPERIMENT
 from simclr_s2.faults import FAULT_ENV, PAUSE_ENV
@@ -18,15 +18,13 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    root = tmp_path_factory.mktemp("e2e")
-    return Project(root, project_env(root))
+def project(readme_demo) -> Project:
+    return readme_demo.project
 
 
 @pytest.fixture(scope="module")
 def chain(project: Project) -> dict[str, str]:
-    """`mlflow run . -e finetune` on a fresh store (2 epochs): the demo chain, and what it resolved."""
-    project.run("finetune", epochs=2)
+    """What the demo's `auto` resolved to (its split and encoder), for runs that name them."""
     params = project.latest("finetune").data.params
     return {"split": params["resolved_split"], "pretrained": params["resolved_pretrained"]}
 

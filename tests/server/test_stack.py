@@ -108,20 +108,19 @@ def test_anonymous_requests_are_refused(
 
 
 def test_credentials_work_and_never_reach_the_run(auth_tracking_env: TrackingServer, tmp_path: Path) -> None:
-    mlflow.set_tracking_uri(auth_tracking_env.uri)
-    try:
-        mlflow.set_experiment(_unique("auth"))
-        with mlflow.start_run() as active:
-            mlflow.log_params({"lr": 0.1, "epochs": 2})
-            mlflow.set_tags({"stage": "test"})
-            mlflow.log_metric("loss", 0.25)
-            mlflow.log_text("artifact body\n", "notes/readme.txt")
-        run = MlflowClient().get_run(active.info.run_id)
-        artifact = mlflow.artifacts.download_artifacts(
-            run_id=run.info.run_id, artifact_path="notes/readme.txt", dst_path=str(tmp_path)
-        )
-    finally:
-        mlflow.set_tracking_uri(None)
+    """Through a client of its own: MLflow's process-wide tracking URI and experiment are never touched."""
+    client = MlflowClient(tracking_uri=auth_tracking_env.uri)
+    created = client.create_run(client.create_experiment(_unique("auth")))
+    run_id = created.info.run_id
+    client.log_param(run_id, "lr", 0.1)
+    client.log_param(run_id, "epochs", 2)
+    client.set_tag(run_id, "stage", "test")
+    client.log_metric(run_id, "loss", 0.25)
+    client.log_text(run_id, "artifact body\n", "notes/readme.txt")
+    client.set_terminated(run_id)
+    run = client.get_run(run_id)
+    artifact = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="notes/readme.txt",
+                                                   dst_path=str(tmp_path), tracking_uri=auth_tracking_env.uri)
 
     assert run.data.metrics == {"loss": 0.25}
     secrets = [auth_tracking_env.password, auth_tracking_env.aws_secret_access_key]

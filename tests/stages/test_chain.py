@@ -188,3 +188,22 @@ def test_import_encoder_takes_torchgeo_weights_and_records_their_scaling(project
     assert (version.tags["arch"], version.tags["layout"], version.tags["scaling"]) == \
         ("resnet50", "timm", "reflectance/10000")
     assert "pretraining_digest" not in version.tags  # pretraining data unknown: fine-tunes record "unknown"
+
+
+def test_a_custom_scheme_and_a_natural_prevalence_test_set(project, demo, tmp_path):
+    from simclr_s2.stages.data import CREATE_SPLITS
+
+    index = f"runs:/{project.latest('build_index').info.run_id}/index/index.parquet"
+    run = project.client.get_run(project.run_stage(
+        CREATE_SPLITS, index=index, scheme="Permanently irrigated land;Rice fields", fractions="100",
+        natural_test="true", natural_share=0.2, out=str(tmp_path)))
+    scheme = run.data.tags["scheme"]
+    assert scheme.startswith("custom_") and (tmp_path / scheme / "test_natural.csv").is_file()
+    natural = pd.read_csv(tmp_path / scheme / "test_natural.csv")
+    (version,) = project.client.search_model_versions(f"name='{CLASSIFIER_MODEL}' and run_id='{demo.info.run_id}'")
+    evaluated = project.client.get_run(project.run_stage(
+        EVALUATE, model_uri=f"models:/{CLASSIFIER_MODEL}/{version.version}", split=str(tmp_path), scheme=scheme,
+        set="test_natural", allow_pretraining_overlap="true"))
+    metrics = evaluated.data.metrics
+    assert {"test_natural_pr_auc", "test_natural_f1", "test_natural_valthr_f1", "val_threshold"} <= set(metrics)
+    assert float(evaluated.data.tags["set_prevalence"]) == pytest.approx(natural["label"].mean(), abs=1e-4)

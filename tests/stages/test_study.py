@@ -37,11 +37,15 @@ def _snapshot(project) -> tuple[set[str], int, list]:
 
 
 def test_every_cell_is_a_tagged_child_run(project, grid):
+    """Cells trained for this grid are its children; a cell an earlier command already trained with the same
+    key (here the baseline the chain tests may have run) is reused, not trained again."""
     cells = _cells(project, grid)
-    assert len(cells) == 6 and set(cells["status"]) == {"finished"}
+    assert len(cells) == 6 and set(cells["status"]) <= {"finished", "reused"}
+    trained = cells[cells["status"] == "finished"]
     children = project.runs(**{"mlflow.parentRunId": grid.info.run_id})
-    assert sorted(r.info.run_id for r in children) == sorted(cells["run_id"])
-    assert sorted(r.data.tags["pretrained"] for r in children) == sorted(["ben", "ca-sgd", "scratch"] * 2)
+    assert sorted(r.info.run_id for r in children) == sorted(trained["run_id"])
+    runs = [project.client.get_run(run_id) for run_id in cells["run_id"]]
+    assert sorted(r.data.tags["pretrained"] for r in runs) == sorted(["ben", "ca-sgd", "scratch"] * 2)
 
 
 def test_a_rerun_trains_nothing_and_a_dry_run_opens_nothing(project, grid, capsys):
@@ -115,3 +119,29 @@ def test_tune_as_the_readme_shows_it(project, demo, monkeypatch):
     assert len(trials) == 2
     final = project.client.get_run(run.data.tags["simclr_s2.final_run"])
     assert final.data.tags["mlflow.parentRunId"] == run_id and final.data.tags["simclr_s2.tuned"] == "true"
+
+
+def test_a_data_error_stops_the_study_instead_of_failing_every_trial(project, demo, monkeypatch):
+    from simclr_s2.stages import tune as tune_stage
+
+    calls = []
+
+    def broken_data(*args, **kwargs):
+        calls.append(1)
+        raise UserError("patch X: missing band file X_B04.tif")
+
+    monkeypatch.setattr(tune_stage, "train_classifier", broken_data)
+    with pytest.raises(UserError, match="missing band file"):
+        project.run_stage(TUNE, n_trials=3, epochs=1, study_name="broken-data", final_run="false")
+    assert len(calls) == 1
+    failed = project.latest("tune")
+    assert failed.info.status == "FAILED" and "missing band file" in failed.data.tags["simclr_s2.error"]
+
+
+def test_the_study_protocol_preset_plans_the_original_codes_cells(project, demo, capsys):
+    project.run_stage(GRID, protocol="study", schemes="basic", fractions="10", dry_run="true")
+    shown = capsys.readouterr().out
+    assert "baseline-resnet152-basic-10pct-s0" in shown and "finetune-ben-basic-10pct-s0" in shown
+    assert "(to make)" in shown  # its ResNet-152 demo encoders are not pretrained yet, and a dry run makes nothing
+    with pytest.raises(UserError, match="protocol: study sets trainable"):
+        project.run_stage(GRID, protocol="study", trainable="head2,all", dry_run="true")

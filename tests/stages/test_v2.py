@@ -4,6 +4,8 @@ crosses archive versions through s2v1_name), and compare on the v2 test set alon
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -36,7 +38,7 @@ def test_the_official_split_is_recorded_with_the_area_rule(project, v2_split):
     splits = project.latest("create_splits", scheme="basic")
     assert splits.data.tags["split_kind"] == "official"
     manifest = project.client.download_artifacts(splits.info.run_id, "splits/basic/manifest.json")
-    text = open(manifest).read()
+    text = Path(manifest).read_text()
     assert '"kind": "official"' in text and "area: scheme's classes cover >= 0.17" in text
 
 

@@ -1,0 +1,26 @@
+"""One fresh store for the end-to-end tests, started the way the README starts a newcomer: `make demo`
+(with a 120-patch demo through the environment). The README's later commands, and the tests of the
+`mlflow run` launcher, run on what it made."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+
+import pytest
+from project_runner import Project, project_env
+
+
+@dataclass(frozen=True)
+class Demo:
+    project: Project
+    first: subprocess.CompletedProcess  # what the first `make demo` printed
+    runs: frozenset[str]  # the runs it made
+
+
+@pytest.fixture(scope="session")
+def readme_demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
+    root = tmp_path_factory.mktemp("readme")
+    project = Project(root, project_env(root))
+    first = project.shell("make demo")
+    return Demo(project, first, frozenset(r.info.run_id for r in project.runs()))

@@ -1,0 +1,26 @@
+"""What compare and promote read from the registry: versions as compare's input, diverged ones left out."""
+
+from __future__ import annotations
+
+import math
+
+from simclr_s2.compare import REQUIRED
+from simclr_s2.tracking.versions import VersionRecord, finite, versions_frame
+
+TAGS = {"stage": "finetune", "pretrained": "ben", "arch": "resnet18", "epochs": "50", "fraction": "10", "seed": "0",
+        "trainable": "head2", "tuned": "true", "test_digest": "abc"}
+
+
+def test_non_finite_versions_are_left_out_and_named():
+    good = VersionRecord("1", TAGS, {"test_f1": 0.8, "test_accuracy": 0.7, "test_auc": 0.9}, "r1")
+    diverged = VersionRecord("2", TAGS, {"test_f1": math.nan, "test_accuracy": 0.5, "test_auc": 0.5}, "r2")
+    kept, skipped = finite([good, diverged], ("test_f1", "test_accuracy"))
+    assert kept == [good] and skipped == [diverged.describe()]
+
+
+def test_versions_become_compares_input_with_defaults_for_older_tags():
+    frame = versions_frame([VersionRecord("1", TAGS, {"test_f1": 0.8}, "r1")], ("test_f1", "test_accuracy", "test_auc"))
+    assert set(REQUIRED) <= set(frame.columns)
+    row = frame.iloc[0]
+    assert bool(row["tuned"]) is True and row["split_kind"] == "random" and row["pretraining_overlap"] == "unknown"
+    assert math.isnan(row["test_auc"])
