@@ -3,6 +3,7 @@ numbers, and the interface through which a loop reports progress to whoever trac
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -26,8 +27,32 @@ class Progress(Protocol):
     def resumed(self, history: Sequence[StepMetrics]) -> None:
         """The loop restored a checkpoint holding `history`: every step before the epoch it continues at."""
 
+    def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
+        """Make `checkpoint` (a snapshot: the loop goes on changing its own state) durable at `path`, now or
+        in the background; `epoch_done` for the same epoch follows."""
+
     def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
-        """An epoch ended with `entries`; its checkpoint (when checkpointing) is already durable on disk."""
+        """An epoch ended with `entries`; the metrics may be published once its checkpoint is durable."""
+
+
+def snapshot(obj: Any) -> Any:
+    """A copy of a checkpoint's tensors (on the CPU) and containers, so it can be written while training
+    changes the originals."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().to("cpu", copy=True)
+    if isinstance(obj, dict):
+        return {k: snapshot(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(snapshot(v) for v in obj)
+    return copy.deepcopy(obj)
+
+
+def save_checkpoint(progress: Progress | None, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
+    """Through `progress` (which may write in the background) or, without one, right here."""
+    if progress is not None:
+        progress.save(snapshot(checkpoint), path, epoch)
+    else:
+        save_atomically(checkpoint, path, epoch)
 
 
 class Recorder:
@@ -41,6 +66,9 @@ class Recorder:
 
     def resumed(self, history: Sequence[StepMetrics]) -> None:
         self.restored = list(history)
+
+    def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
+        save_atomically(checkpoint, path, epoch)
 
     def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
         self.entries.extend(entries)

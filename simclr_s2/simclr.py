@@ -29,7 +29,7 @@ from simclr_s2.augment import augment as augment_views
 from simclr_s2.errors import UserError
 from simclr_s2.models import SimCLRModel
 from simclr_s2.models import channels_last as to_channels_last
-from simclr_s2.runtime import Progress, StepMetrics, amp_setup, check_finite, save_atomically
+from simclr_s2.runtime import Progress, StepMetrics, amp_setup, check_finite, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
@@ -212,9 +212,10 @@ class _Training:
     generator: torch.Generator
     loader: Any
 
-    def save(self, path: Path, result: PretrainResult) -> None:
-        """Rank 0 writes to a temporary file, then renames it over the old checkpoint: a kill never leaves
-        half a file. Every rank must call it (the RNG states are gathered)."""
+    def save(self, path: Path, result: PretrainResult, progress: Progress | None) -> None:
+        """Rank 0 hands the checkpoint to `progress` (which may write it in the background) or writes it
+        here, always to a temporary file renamed over the old one: a kill never leaves half a file. Every
+        rank must call it (the RNG states are gathered)."""
         loader_generator = getattr(self.loader, "generator", None)
         rng = distributed.all_gather_object({
             "torch": torch.get_rng_state(),
@@ -236,7 +237,7 @@ class _Training:
             "history": result.history,
             "rng": rng,
         }
-        save_atomically(checkpoint, path, len(result.epoch_losses) - 1)
+        save_checkpoint(progress, checkpoint, path, len(result.epoch_losses) - 1)
 
     def load(self, checkpoint: dict[str, Any], path: Path | None) -> PretrainResult:
         """Restore a checkpoint written by `save` (read from `path`) with the same configuration."""
@@ -382,7 +383,7 @@ def pretrain(
             result.history.extend(entries)
             logger.info("pretrain epoch %d/%d: loss %.4f", epoch + 1, epochs, result.epoch_losses[-1])
             if path is not None:
-                training.save(path, result)
+                training.save(path, result, report)
             if report:
                 report.epoch_done(path, entries, epoch)
     return result

@@ -30,7 +30,7 @@ from simclr_s2 import distributed
 from simclr_s2.data import gather_epoch
 from simclr_s2.errors import UserError
 from simclr_s2.metrics import binary_metrics
-from simclr_s2.runtime import Progress, amp_setup, check_finite, save_atomically
+from simclr_s2.runtime import Progress, amp_setup, check_finite, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +198,8 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
             if checkpoint_path is not None:
                 rngs = distributed.all_gather_object(torch.get_rng_state())
                 if distributed.is_main():
-                    save_atomically({"config": asdict(cfg), "model": model.state_dict(),
-                                     "optimizer": optimizer.state_dict(), "rng": rngs, "state": state},
+                    save_checkpoint(report, {"config": asdict(cfg), "model": model.state_dict(),
+                                             "optimizer": optimizer.state_dict(), "rng": rngs, "state": state},
                                     checkpoint_path, epoch)
             if report:
                 report.epoch_done(checkpoint_path, [(epoch, metrics)], epoch)

@@ -2,8 +2,9 @@
 spec, build the context, run the use case, exit. Only here do errors become exit statuses:
 
   0  done
-  2  a user error (bad parameter, missing file, broken patch, diverged training, an identical run live):
-     one line `error: ...`, and the run ends FAILED with the reason in its simclr_s2.error tag
+  2  a user error (bad parameter, missing file, broken patch, diverged training, an identical run live,
+     a full or read-only disk): one line `error: ...`, and the run ends FAILED with the reason in its
+     simclr_s2.error tag
   3  the tracking server stayed unreachable: one line; the run is left as it was (its checkpoints
      stay), and the same command resumes it once the server is back
 Anything else is a bug: its traceback is printed, and the run ends FAILED with the exception.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import errno
 import logging
 import os
 import sys
@@ -28,6 +30,7 @@ from simclr_s2.tracking.tracker import ERROR_TAG, STAGE_TAG, describe
 
 USER_ERROR = 2
 UNREACHABLE = 3
+FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the machine's state, not a bug: one line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,10 +68,12 @@ def main(stage: Stage, argv: Sequence[str] | None = None) -> NoReturn:
         run_command(stage, parse(stage, argv), Context.from_env())
     except TrackingUnreachable as error:
         _give_up(str(error))
-    except UserError as error:
+    except (UserError, OSError) as error:
+        if isinstance(error, OSError) and error.errno not in FULL_OR_READ_ONLY:
+            raise
         if main_rank:
             _fail_launcher_run(stage, error)
-        print(f"error: {error}", file=sys.stderr, flush=True)
+        print(f"error: {_one_line(error)}", file=sys.stderr, flush=True)
         sys.exit(USER_ERROR)
     except Exception as error:
         if is_unreachable(error):
@@ -77,6 +82,13 @@ def main(stage: Stage, argv: Sequence[str] | None = None) -> NoReturn:
             _fail_launcher_run(stage, error)
         raise
     sys.exit(0)
+
+
+def _one_line(error: BaseException) -> str:
+    """A user error's own line; a full or read-only disk as the file and what is wrong with it."""
+    if isinstance(error, OSError):
+        return f"{error.filename or 'a file'}: {error.strerror} (free some space or point SIMCLR_S2_HOME elsewhere)"
+    return str(error)
 
 
 def _fail_launcher_run(stage: Stage, error: BaseException) -> None:

@@ -13,7 +13,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from simclr_s2.app.experiment import DEFAULT_EXPERIMENT
+from simclr_s2.app.experiment import DEFAULT_EXPERIMENT, create_experiment
 from simclr_s2.errors import UserError
 
 DEFAULT_HEARTBEAT_S = 30.0
@@ -116,15 +116,10 @@ class Context:
         if self.experiment_id_given:
             return self.experiment_id_given
         found = self.client.get_experiment_by_name(self.experiment_name)
-        if found is not None:
-            if found.lifecycle_stage == "deleted":
-                raise UserError(f"MLFLOW_EXPERIMENT_NAME: experiment {self.experiment_name!r} is deleted; "
-                                f"restore it (mlflow experiments restore) or choose another name")
-            return found.experiment_id
-        try:
-            return self.client.create_experiment(self.experiment_name)
-        except MlflowException:  # another process created it a moment ago
-            return self.client.get_experiment_by_name(self.experiment_name).experiment_id
+        if found is not None and found.lifecycle_stage == "deleted":
+            raise UserError(f"MLFLOW_EXPERIMENT_NAME: experiment {self.experiment_name!r} is deleted; "
+                            f"restore it (mlflow experiments restore) or choose another name")
+        return create_experiment(self.client, self.experiment_name)
 
     def state_dir(self, *parts: str) -> Path:
         """A folder under the local state home, created; one clear line when it cannot be."""

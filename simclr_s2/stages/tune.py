@@ -115,6 +115,9 @@ class TrialProgress:
     def resumed(self, history: Sequence[StepMetrics]) -> None:  # trials keep no checkpoints
         raise AssertionError("a trial never resumes")
 
+    def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
+        raise AssertionError("a trial keeps no checkpoint")
+
     def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
         for step, metrics in entries:
             self.run.log_metrics(metrics, step=step)

@@ -1,14 +1,15 @@
 """Publishing a training's epochs to its run without holding training up, and without ever losing a step.
 
-Order is what makes a kill safe: an epoch's checkpoint is durable on disk, then uploaded as a run
-artifact, and only then are the epoch's metrics logged. So a run's logged steps are always covered by a
-checkpoint any machine can fetch, and a resumed run logs the steps its checkpoint holds that the run
-lacks (`log_missing`): every step exactly once, wherever the kill fell.
+Order is what makes a kill safe: an epoch's checkpoint is written to disk (fsynced, renamed into place),
+then uploaded as a run artifact, and only then are the epoch's metrics logged. So a run's logged steps
+are always covered by a checkpoint any machine can fetch, and a resumed run logs the steps its
+checkpoint holds that the run lacks (`log_missing`): every step exactly once, wherever the kill fell.
 
-The upload and the logging run in a background thread: the next epoch trains meanwhile. When training
-outruns the uploads, only the newest checkpoint is uploaded (it holds everything the older ones did) and
-the metrics waiting for it go with it. `close` waits for everything to be sent: a run is never marked
-finished with uploads outstanding.
+Writing, uploading and logging run in a background thread; the training loop only hands over a
+snapshot of its state, and the next epoch trains meanwhile. When training outruns the thread, only the
+newest snapshot is written and uploaded (it holds everything the older ones did) and the metrics waiting
+for it go with it. `close` waits for everything to be sent: a run is never marked finished with writes
+or uploads outstanding.
 """
 
 from __future__ import annotations
@@ -19,13 +20,15 @@ import shutil
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from simclr_s2 import faults
-from simclr_s2.runtime import StepMetrics
+from simclr_s2.runtime import StepMetrics, save_atomically
 
 log = logging.getLogger(__name__)
 
@@ -53,13 +56,20 @@ def log_missing(client: MlflowClient, run_id: str, history: Sequence[StepMetrics
     return len(metrics)
 
 
+@dataclass(frozen=True)
+class _Pending:
+    state: dict[str, Any]
+    path: Path
+    epoch: int
+
+
 class Publisher:
     """Uploads checkpoints and logs epoch metrics of one run in a background thread, newest first."""
 
     def __init__(self, client: MlflowClient, run_id: str, staging: Path) -> None:
         self.client, self.run_id, self.staging = client, run_id, staging
         self._lock = threading.Condition()
-        self._checkpoint: tuple[Path, int] | None = None  # staged copy and its epoch, waiting for upload
+        self._checkpoint: _Pending | None = None  # the newest snapshot, waiting to be written and uploaded
         self._metrics: list[Metric] = []
         self._busy = False
         self._error: BaseException | None = None
@@ -67,20 +77,24 @@ class Publisher:
         self._thread = threading.Thread(target=self._work, name=f"publish-{run_id[:8]}", daemon=True)
         self._thread.start()
 
-    def submit(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
-        """Queue an epoch: its checkpoint (already durable at `checkpoint`) and its metrics."""
+    def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
+        """Queue an epoch's checkpoint snapshot, to be written at `path` and uploaded; a newer one arriving
+        before this one was written replaces it."""
         self._raise_error()
-        staged = self._stage(checkpoint, epoch) if checkpoint is not None else None
         with self._lock:
-            if staged is not None:
-                if self._checkpoint is not None:  # superseded before it was sent: drop its copy
-                    shutil.rmtree(self._checkpoint[0].parent, ignore_errors=True)
-                self._checkpoint = (staged, epoch)
+            self._checkpoint = _Pending(checkpoint, path, epoch)
+            self._lock.notify()
+
+    def submit(self, entries: Sequence[StepMetrics]) -> None:
+        """Queue an epoch's metrics, to be logged once its checkpoint is written and uploaded."""
+        self._raise_error()
+        with self._lock:
             self._metrics.extend(to_metrics(entries))
             self._lock.notify()
 
     def _stage(self, checkpoint: Path, epoch: int) -> Path:
-        """A hard link to this epoch's checkpoint file: the next epoch replaces the file, not the link."""
+        """A hard link to this epoch's checkpoint file: the upload reads the link while the next write
+        replaces the file."""
         folder = self.staging / f"epoch-{epoch}"
         shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True)
@@ -111,16 +125,17 @@ class Publisher:
                 self._busy = False
                 self._lock.notify_all()
 
-    def _send(self, checkpoint: tuple[Path, int] | None, metrics: list[Metric]) -> None:
+    def _send(self, checkpoint: _Pending | None, metrics: list[Metric]) -> None:
         if checkpoint is not None:
-            path, epoch = checkpoint
-            faults.point("upload", epoch)
-            self.client.log_artifact(self.run_id, str(path), ARTIFACT_DIR)
-            shutil.rmtree(path.parent, ignore_errors=True)
-            faults.point("after_upload", epoch)
+            save_atomically(checkpoint.state, checkpoint.path, checkpoint.epoch)
+            staged = self._stage(checkpoint.path, checkpoint.epoch)
+            faults.point("upload", checkpoint.epoch)
+            self.client.log_artifact(self.run_id, str(staged), ARTIFACT_DIR)
+            shutil.rmtree(staged.parent, ignore_errors=True)
+            faults.point("after_upload", checkpoint.epoch)
         log_metrics(self.client, self.run_id, metrics)
         if checkpoint is not None:
-            faults.point("after_log", checkpoint[1])
+            faults.point("after_log", checkpoint.epoch)
 
     def _raise_error(self) -> None:
         if self._error is not None:

@@ -175,9 +175,13 @@ class RunProgress:
         self.run.set_tags({RESUMED_FROM_TAG: source})
         log.info("resumed from the checkpoint of run %s (%d metric values carried over)", source, logged)
 
+    def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
+        if self.run.publisher is not None:
+            self.run.publisher.save(checkpoint, path, epoch)
+
     def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
         if self.run.publisher is not None:
-            self.run.publisher.submit(checkpoint, entries, epoch)
+            self.run.publisher.submit(entries)
 
 
 class Tracker:

@@ -95,3 +95,12 @@ def test_mlflow_run_in_a_project_folder_uses_the_named_experiment(tmp_path, monk
     assert provider.in_context()
     experiment_id = provider.get_experiment_id()
     assert Context.from_env().experiment_id == experiment_id != "0"
+
+
+def test_artifacts_live_beside_a_sqlite_store_whatever_the_working_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    store = tmp_path / "elsewhere" / "mlflow.db"
+    store.parent.mkdir()
+    ctx = Context.from_env({"MLFLOW_TRACKING_URI": f"sqlite:///{store}", "SIMCLR_S2_HOME": str(tmp_path / "h")})
+    location = ctx.client.get_experiment(ctx.experiment_id).artifact_location
+    assert location == (store.parent / "mlruns").as_uri()

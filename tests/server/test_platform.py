@@ -4,14 +4,18 @@ down, and basic auth."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from project_runner import ROOT, Project, project_env
 
+from simclr_s2.faults import PAUSE_ENV
+from simclr_s2.stages.classifier import FINETUNE
+from simclr_s2.stages.compare import COMPARE
+from simclr_s2.stages.promote import PROMOTE
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL, ENCODER_MODEL
 
 pytestmark = [pytest.mark.server, pytest.mark.e2e]
@@ -47,70 +51,61 @@ def test_finetune_on_the_server_stack(server_project, server_demo, tracking_serv
 
 
 def test_compare_and_promote_on_the_server_stack(server_project, server_demo, tmp_path):
-    server_project.run("compare", scheme="basic", fractions="100", out=tmp_path)
-    assert (tmp_path / "bars_f1.png").exists()
-    server_project.run("promote", scheme="basic")
+    server_project.run_stage(COMPARE, scheme="basic", fractions="100", out=str(tmp_path), n_boot=100)
+    assert (tmp_path / "report.html").exists()
+    server_project.run_stage(PROMOTE, scheme="basic", fraction="100")
     champion = server_project.client.get_model_version_by_alias(CLASSIFIER_MODEL, "champion")
     assert champion.run_id == server_demo.info.run_id
 
 
-def _start(project: Project, **params) -> subprocess.Popen:
-    return subprocess.Popen(project.command("finetune", **params), env=project.process_env(), cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-
-
-def _wait_for_epochs(project: Project, seed: int, n: int, process: subprocess.Popen, timeout: float = 600) -> str:
-    deadline = time.time() + timeout
-    while time.time() < deadline and process.poll() is None:
-        runs = project.runs("finetune", seed=str(seed))
-        if runs and len(project.client.get_metric_history(runs[0].info.run_id, "val_auc")) >= n:
-            return runs[0].info.run_id
-        time.sleep(0.5)
-    raise AssertionError(f"finetune seed {seed} did not reach epoch {n}: {process.poll()}")
+def _held(project: Project, demo, folder: Path, seed: int, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """A finetune (the demo's split and encoder, 4 epochs) held live after logging its epoch 1, until
+    `folder`/resume exists: the server can be restarted or stopped at a known point, no timer involved."""
+    params = demo.data.params
+    argv = [sys.executable, str(ROOT / "entrypoints" / "finetune.py"), "--split", params["resolved_split"],
+            "--pretrained", params["resolved_pretrained"], "--epochs", "4", "--seed", str(seed),
+            "--register", "false"]
+    process = subprocess.Popen(argv, env={**project.process_env(), **(env or {}), PAUSE_ENV: f"after_log@1:{folder}"},
+                               cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    while not (folder / "paused").exists():
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        time.sleep(0.2)
+    return process
 
 
 def _steps(project: Project, run_id: str) -> list[int]:
     return sorted(m.step for m in project.client.get_metric_history(run_id, "val_auc"))
 
 
-def test_a_run_survives_a_server_restart(server_project, server_demo, tracking_server):
-    params = {"epochs": 6, "feature_cache": "false", "seed": 11, "register": "false"}
-    process = _start(server_project, **params)
-    run_id = _wait_for_epochs(server_project, 11, 1, process)
+def test_a_run_survives_a_server_restart(server_project, server_demo, tracking_server, tmp_path):
+    process = _held(server_project, server_demo, tmp_path, seed=11)
     tracking_server.restart_mlflow()
-    assert process.wait(timeout=900) == 0, process.stderr.read()[-3000:]
-    run = server_project.client.get_run(run_id)
-    assert run.info.status == "FINISHED"
-    assert _steps(server_project, run_id) == [0, 1, 2, 3, 4, 5]
+    (tmp_path / "resume").touch()
+    assert process.wait(timeout=600) == 0, process.communicate()[1][-3000:]
+    (run,) = server_project.runs("finetune", seed="11")
+    assert run.info.status == "FINISHED" and _steps(server_project, run.info.run_id) == [0, 1, 2, 3]
 
 
 def test_a_server_that_stays_down_ends_the_run_clearly_and_it_resumes(server_project, server_demo,
-                                                                     tracking_server):
-    params = {"epochs": 6, "feature_cache": "false", "seed": 12, "register": "false"}
-    env = {**server_project.process_env(), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
-           "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
-    process = subprocess.Popen(server_project.command("finetune", **params), env=env, cwd=ROOT,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    run_id = _wait_for_epochs(server_project, 12, 2, process)
+                                                                     tracking_server, tmp_path):
+    retries = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
+    process = _held(server_project, server_demo, tmp_path, seed=12, env=retries)
+    (held,) = server_project.runs("finetune", seed="12")
     tracking_server.stop_mlflow()
     try:
-        started = time.time()
-        try:
-            _, stderr = process.communicate(timeout=300)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            raise
-        assert process.returncode != 0
-        assert time.time() - started < 300
+        (tmp_path / "resume").touch()
+        _, stderr = process.communicate(timeout=300)
+        assert process.returncode == 3, stderr[-3000:]
         errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
         assert errors and "unreachable" in errors[0] and "resume" in errors[0], stderr[-3000:]
     finally:
         tracking_server.start_mlflow()
-    server_project.run("finetune", **params)
+    params = server_demo.data.params
+    server_project.run_stage(FINETUNE, split=params["resolved_split"], pretrained=params["resolved_pretrained"],
+                             epochs=4, seed=12, register="false")
     (resumed,) = server_project.runs("finetune", seed="12")
-    assert resumed.info.status == "FINISHED"
-    assert resumed.data.tags["simclr_s2.resumed_from"] == run_id
-    assert _steps(server_project, resumed.info.run_id) == [0, 1, 2, 3, 4, 5]
+    assert resumed.info.status == "FINISHED" and resumed.data.tags["simclr_s2.resumed_from"] == held.info.run_id
+    assert _steps(server_project, resumed.info.run_id) == [0, 1, 2, 3]
 
 
 def test_credentials_come_from_the_environment_and_are_never_logged(auth_tracking_server, tmp_path,
