@@ -6,10 +6,11 @@ are always covered by a checkpoint any machine can fetch, and a resumed run logs
 checkpoint holds that the run lacks (`log_missing`): every step exactly once, wherever the kill fell.
 
 Writing, uploading and logging run in a background thread; the training loop only hands over a
-snapshot of its state, and the next epoch trains meanwhile. When training outruns the thread, only the
-newest snapshot is written and uploaded (it holds everything the older ones did) and the metrics waiting
-for it go with it. `close` waits for everything to be sent: a run is never marked finished with writes
-or uploads outstanding.
+snapshot of its state, and the next epoch trains meanwhile. Every epoch's checkpoint is written, in
+order: when training outruns the thread, handing over the next snapshot waits for the previous one to
+be taken (at most one being written and one waiting), so what is durable after each epoch never depends
+on timing. `close` waits for everything to be sent: a run is never marked finished with writes or
+uploads outstanding.
 """
 
 from __future__ import annotations
@@ -56,11 +57,12 @@ def log_missing(client: MlflowClient, run_id: str, history: Sequence[StepMetrics
     return len(metrics)
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Pending:
     state: dict[str, Any]
     path: Path
     epoch: int
+    ready: bool = False  # its epoch's metrics have arrived: both go in one batch
 
 
 class Publisher:
@@ -78,19 +80,24 @@ class Publisher:
         self._thread.start()
 
     def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
-        """Queue an epoch's checkpoint snapshot, to be written at `path` and uploaded; a newer one arriving
-        before this one was written replaces it."""
-        self._raise_error()
+        """Queue an epoch's checkpoint snapshot, to be written at `path` and uploaded (after waiting for the
+        thread to take the one before, if it has not yet)."""
         with self._lock:
+            while self._checkpoint is not None and self._error is None:
+                self._lock.wait()
+            self._raise_error()
             self._checkpoint = _Pending(checkpoint, path, epoch)
-            self._lock.notify()
+            self._lock.notify_all()
 
     def submit(self, entries: Sequence[StepMetrics]) -> None:
-        """Queue an epoch's metrics, to be logged once its checkpoint is written and uploaded."""
+        """Queue an epoch's metrics, to be logged once its checkpoint (handed over just before) is written
+        and uploaded."""
         self._raise_error()
         with self._lock:
             self._metrics.extend(to_metrics(entries))
-            self._lock.notify()
+            if self._checkpoint is not None:
+                self._checkpoint.ready = True
+            self._lock.notify_all()
 
     def _stage(self, checkpoint: Path, epoch: int) -> Path:
         """A hard link to this epoch's checkpoint file: the upload reads the link while the next write
@@ -108,12 +115,13 @@ class Publisher:
     def _work(self) -> None:
         while True:
             with self._lock:
-                while self._checkpoint is None and not self._metrics and not self._closed:
+                while not self._closed and not (self._checkpoint.ready if self._checkpoint else self._metrics):
                     self._lock.wait()
                 if self._checkpoint is None and not self._metrics:
                     return
                 checkpoint, metrics = self._checkpoint, self._metrics
                 self._checkpoint, self._metrics, self._busy = None, [], True
+                self._lock.notify_all()  # a snapshot waiting to be handed over may come now
             try:
                 self._send(checkpoint, metrics)
             except BaseException as error:  # noqa: BLE001 - handed to the training thread
