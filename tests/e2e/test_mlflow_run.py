@@ -12,6 +12,7 @@ from project_runner import ROOT, Project
 
 from simclr_s2.app.context import DEFAULT_EXPERIMENT
 from simclr_s2.faults import FAULT_ENV, PAUSE_ENV
+from simclr_s2.stages.classifier import FINETUNE
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL
 
 pytestmark = pytest.mark.e2e
@@ -61,7 +62,7 @@ def test_a_kill_under_mlflow_run_resumes_every_step_once(project, chain):
     assert killed.returncode != 0
     (stale,) = project.runs("finetune", seed="21")  # FAILED by the launcher, which saw its child die
     assert stale.info.status == "FAILED" and _steps(project, stale.info.run_id) == [0]
-    project.run("finetune", **params)
+    project.run_stage(FINETUNE, **params)  # the same rule in this process: the kill needed the launcher
     (resumed,) = project.runs("finetune", seed="21")
     assert resumed.info.status == "FINISHED" and resumed.data.tags["simclr_s2.resumed_from"] == stale.info.run_id
     assert _steps(project, resumed.info.run_id) == [0, 1, 2, 3]
