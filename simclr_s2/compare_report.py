@@ -21,8 +21,8 @@ from matplotlib.figure import Figure
 from simclr_s2.compare import BASELINE_STAGE, DIGEST_COLUMNS, METRICS, PAIRED_METRICS, Comparison
 
 BAR_METRICS = ("test_accuracy", "test_f1")  # the write-up's Figures 1 and 2
-INTERVALS = ("error bars: 95 % interval, t across seeds (n >= 2) or bootstrap over the test patches (n = 1); "
-             "n = runs (seeds) per bar")
+INTERVALS = ("error bars: 95 % interval, t across seeds (n >= 2) or bootstrap over the test patches (n = 1), "
+             "drawn within [0, 1]; n = runs (seeds) per bar")
 PAIRED_NAMES = {"accuracy": "accuracy", "f1": "F1"}
 
 
@@ -57,7 +57,9 @@ def _series(cells: pd.DataFrame, condition: str, metric: str) -> tuple[np.ndarra
     """Mean, (2, k) error-bar offsets (0 where there is no interval) and run counts per fraction."""
     rows = cells[cells["condition"] == condition]
     mean = rows[f"{metric}_mean"].to_numpy(float)
-    return mean, _offsets(mean, rows[f"{metric}_low"], rows[f"{metric}_high"]), rows["n_runs"].to_numpy()
+    # every metric compared lies in [0, 1]: a t interval of few seeds can reach past it, drawn to the bound
+    low, high = rows[f"{metric}_low"].clip(0, 1), rows[f"{metric}_high"].clip(0, 1)
+    return mean, _offsets(mean, low, high), rows["n_runs"].to_numpy()
 
 
 def _offsets(centre: np.ndarray, low: pd.Series, high: pd.Series) -> np.ndarray:

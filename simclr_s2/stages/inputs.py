@@ -44,10 +44,12 @@ class SplitData:
     kind: str  # "random", "tile", "block-<n>km" or "official"
     natural: SplitSet | None  # the natural-prevalence test set, when the split has one
     index: pd.DataFrame
+    everything: list[str]  # every patch of the scheme's splits, at every fraction
 
     def pool(self) -> list[str]:
-        """Every patch of the sets: one packed store serves them all."""
-        return self.train.names + self.val.names + self.test.names + (self.natural.names if self.natural else [])
+        """The patches one packed store holds: all of the scheme's splits, so every fraction (they nest)
+        and every set reads the same store, packed once."""
+        return self.everything
 
     def set(self, name: str) -> SplitSet:
         """A set by name: train, val, test or test_natural (one line when the split has none)."""
@@ -74,8 +76,11 @@ def load_split_data(fetch: Fetcher, ref: str, scheme: str, fraction: int) -> Spl
     manifest = load_manifest(folder, scheme)
     sets = {name: load_split(folder, scheme, fraction, name, index) for name in ("train", "val", "test")}
     natural = load_split(folder, scheme, fraction, NATURAL, index) if manifest.natural_share is not None else None
+    largest = max(manifest.fractions)
+    everything = sorted({*sets["test"].names, *(natural.names if natural else []),
+                         *(n for name in ("train", "val") for n in load_split(folder, scheme, largest, name).names)})
     return SplitData(ref, folder, scheme, fraction, Path(source["archive_root"]), digest, **sets,
-                     kind=manifest.kind, natural=natural, index=index)
+                     kind=manifest.kind, natural=natural, index=index, everything=everything)
 
 
 def test_names(fetch: Fetcher, refs: str) -> set[str]:
