@@ -3,6 +3,7 @@ resume after a kill at every dangerous point, and endings that tell the truth.""
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -10,11 +11,10 @@ import sys
 import threading
 import time
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 from tiny_training import step as tiny_step
-from tiny_training import train
+from tiny_training import train, train_in_child
 
 from simclr_s2.errors import UserError
 from simclr_s2.faults import FAULT_ENV, POINTS
@@ -38,7 +38,6 @@ from simclr_s2.tracking.tracker import (
     Tracker,
 )
 
-TINY = Path(__file__).with_name("tiny_training.py")
 STEP = Step("s", {"a": "1"}, code="c")
 
 
@@ -147,15 +146,22 @@ def test_a_run_is_stale_once_its_process_is_gone_or_its_heartbeat_stops(ctx):
     assert not is_live(ctx.client.create_run(ctx.experiment_id, tags=silent), heartbeat_s=30)
 
 
-def _tiny_process(epochs: int, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(TINY), str(epochs)], check=False, env={**os.environ, **env},
-                          capture_output=True, text=True, timeout=300)
+FORKSERVER = multiprocessing.get_context("forkserver")
+FORKSERVER.set_forkserver_preload(["torch", "mlflow", "tiny_training"])
+
+
+def _killed(epochs: int, fault: str) -> int:
+    """The exit code of `train_in_child` with SIMCLR_S2_FAULT=`fault`, in a child forked from a server that
+    has already imported torch and MLflow (and started no thread)."""
+    child = FORKSERVER.Process(target=train_in_child, args=(epochs, {**os.environ, FAULT_ENV: fault}))
+    child.start()
+    child.join(timeout=300)
+    return child.exitcode
 
 
 @pytest.mark.parametrize("point", POINTS)
 def test_a_kill_at_any_dangerous_point_resumes_with_every_step_exactly_once(ctx, point):
-    killed = _tiny_process(4, **{FAULT_ENV: f"{point}@1"})
-    assert killed.returncode == -9, killed.stderr[-2000:]
+    assert _killed(4, f"{point}@1") == -9
     (stale,) = Tracker(ctx).unfinished(tiny_step(4))
     run = ctx.client.get_run(train(ctx, 4))  # resumed here: the kill needed a process of its own
     assert run.info.status == "FINISHED" and run.data.tags[RESUMED_FROM_TAG] == stale.info.run_id
@@ -165,7 +171,7 @@ def test_a_kill_at_any_dangerous_point_resumes_with_every_step_exactly_once(ctx,
 
 
 def test_a_resume_fetches_the_checkpoint_from_artifacts_when_the_state_folder_is_gone(ctx):
-    assert _tiny_process(4, **{FAULT_ENV: "after_log@1"}).returncode == -9
+    assert _killed(4, "after_log@1") == -9
     shutil.rmtree(ctx.home)
     run_id = train(ctx, 4)
     run = ctx.client.get_run(run_id)
@@ -176,7 +182,7 @@ def test_a_resume_fetches_the_checkpoint_from_artifacts_when_the_state_folder_is
 def test_an_unbroken_run_and_a_resumed_one_log_the_same_numbers(ctx):
     unbroken = train(ctx, 3)
     Tracker(ctx).client.delete_run(unbroken)  # so the next identical run trains instead of anything else
-    assert _tiny_process(3, **{FAULT_ENV: "upload@1"}).returncode == -9
+    assert _killed(3, "upload@1") == -9
     resumed = train(ctx, 3)
     for key in ("train_loss", "val_auc"):
         values = [[m.value for m in sorted(ctx.client.get_metric_history(r, key), key=lambda m: m.step)]

@@ -1,9 +1,10 @@
 """A tiny training (a linear model on fixed tensors) through the real tracker and the real training loop:
-in-process for the tracker's tests, and as a process that resume tests kill at named fault points
-(`python tests/tracking/tiny_training.py <epochs>`, context from the environment; prints the run id)."""
+in-process for the tracker's tests, and in a child process that resume tests kill at named fault points
+(`train_in_child`, or `python tests/tracking/tiny_training.py <epochs>`: context from the environment)."""
 
 from __future__ import annotations
 
+import os
 import sys
 
 import torch
@@ -41,6 +42,13 @@ def train(ctx: Context, epochs: int = 4, lr: float = 0.05) -> str:
             FitConfig(epochs=epochs, lr=lr, patience=epochs, channels_last=False),
             checkpoint_path=run.checkpoint_dir / "train.pt", progress=run.progress())
     return run.run_id
+
+
+def train_in_child(epochs: int, env: dict[str, str]) -> None:
+    """`train` in a process of its own with `env` set (e.g. a fault point that kills it): a forkserver's
+    child, so the kill costs no interpreter start-up."""
+    os.environ.update(env)
+    train(Context.from_env(), epochs)
 
 
 if __name__ == "__main__":
