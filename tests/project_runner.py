@@ -26,9 +26,9 @@ CLEARED = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 
 def project_env(root: Path, tracking_uri: str | None = None, **extra: str) -> dict[str, str]:
     """What names a test project: its store (a SQLite file under `root` unless given), state folder, data
-    folder, a 120-patch demo with encoders pretrained 1 epoch, and short heartbeats."""
+    folder, an 80-patch demo with encoders pretrained 1 epoch, and short heartbeats."""
     return {"MLFLOW_TRACKING_URI": tracking_uri or f"sqlite:///{root}/mlflow.db", "SIMCLR_S2_HOME": str(root / "home"),
-            "SIMCLR_S2_DATA": str(root / "data"), "SIMCLR_S2_DEMO_PATCHES": "120",
+            "SIMCLR_S2_DATA": str(root / "data"), "SIMCLR_S2_DEMO_PATCHES": "80",
             "SIMCLR_S2_DEMO_PRETRAIN_EPOCHS": "1", "SIMCLR_S2_HEARTBEAT_S": "2",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **extra}
 
