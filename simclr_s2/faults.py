@@ -8,6 +8,7 @@ starts another). Points:
   upload            the checkpoint is durable on disk, its upload to the run's artifacts not yet done
   after_upload      uploaded, the epoch's metrics not yet logged
   after_log         the epoch's metrics are logged, the next epoch's checkpoint not yet written
+  trial<N>_after_log  tune's trial N has logged the epoch's metrics, not yet reported them to Optuna
 Unset, every point is a no-op.
 """
 

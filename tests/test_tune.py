@@ -1,8 +1,9 @@
 """tune: pruned trials are marked in MLflow and the best settings logged and trained once more; worker
 processes on one storage share a study without duplicate trials; a study whose worker was killed resumes
-and fails the trial it lost. Trials fine-tune only the head of an
-untrained encoder written once per module (features are cached, so no encoder is pretrained and each
-trial is cheap); one-epoch trials on 15 patches keep the file near 3 minutes on two busy cores."""
+and fails the trial it lost. Workers are held and killed at named fault points, never raced. Trials
+fine-tune only the head of an untrained encoder written once per module (features are cached, so no
+encoder is pretrained and each trial is cheap); one-epoch trials on 15 patches keep the file near 3
+minutes on two busy cores."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -29,6 +31,7 @@ from simclr_s2.app.spec import build
 from simclr_s2.app.specs import Tune
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
 from simclr_s2.errors import UserError
+from simclr_s2.faults import FAULT_ENV, PAUSE_ENV
 from simclr_s2.models import build_simclr
 from simclr_s2.splits import create_splits
 from simclr_s2.stages import tune as tune_stage
@@ -121,6 +124,15 @@ def _worker(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
 
+def _wait_for(path: Path, worker: subprocess.Popen) -> None:
+    """Until the worker creates `path` (at a fault point), failing if it exits first."""
+    while not path.exists():
+        if worker.poll() is not None:
+            out, _ = worker.communicate()
+            pytest.fail(f"the worker exited before reaching its pause point: {out[-4000:]}")
+        time.sleep(0.1)
+
+
 def _finish(worker: subprocess.Popen) -> None:
     out, _ = worker.communicate(timeout=300)
     assert worker.returncode == 0, out[-4000:]
@@ -168,10 +180,15 @@ def test_pruned_trial_is_marked_in_mlflow_and_the_best_is_logged(demo_split, env
 
 
 def test_two_workers_share_one_study_without_duplicate_trials(demo_split, env, tmp_path):
+    """The first worker is held inside its first trial while the second runs: both run trials, however fast."""
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    workers = [_worker(_args(demo_split, storage, n_trials=3), env, tmp_path) for _ in range(2)]
-    for worker in workers:
-        _finish(worker)
+    args = _args(demo_split, storage, n_trials=3)
+    first = _worker(args, {**env, PAUSE_ENV: f"trial0_after_log@0:{tmp_path}"}, tmp_path)
+    _wait_for(tmp_path / "paused", first)
+    second = _worker(args, env, tmp_path)
+    _finish(second)
+    (tmp_path / "resume").touch()
+    _finish(first)
 
     trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
     numbers = [t.number for t in trials]
@@ -193,19 +210,9 @@ def test_an_interrupted_study_resumes_and_fails_the_lost_trial(demo_split, env, 
     storage = open_storage(url)
     env = {**env, "SIMCLR_S2_HEARTBEAT_S": "1"}  # a lost trial is stale after 2 s
     args = _args(demo_split, url, n_trials=2)
-    first = _worker(args, env, tmp_path)
-    deadline = time.monotonic() + 240
-    while True:  # kill the worker during its second trial
-        assert first.poll() is None and time.monotonic() < deadline, "the first worker never reached trial 1"
-        try:
-            trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
-        except KeyError:  # no study yet
-            trials = []
-        if len(trials) > 1 and RUN_ATTR in trials[1].user_attrs:
-            break
-        time.sleep(0.2)
-    first.kill()
-    first.communicate()
+    first = _worker(args, {**env, FAULT_ENV: "trial1_after_log@0"}, tmp_path)  # killed inside its second trial
+    first.communicate(timeout=300)
+    assert first.returncode == -signal.SIGKILL
     time.sleep(2.5)  # past the grace period of the lost trial's heartbeat
 
     _finish(_worker(args, env, tmp_path))

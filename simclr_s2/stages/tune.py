@@ -30,6 +30,7 @@ from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
+from simclr_s2 import faults
 from simclr_s2.app import specs
 from simclr_s2.app.context import Context
 from simclr_s2.app.spec import build
@@ -121,6 +122,7 @@ class TrialProgress:
     def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
         for step, metrics in entries:
             self.run.log_metrics(metrics, step=step)
+        faults.point(f"trial{self.trial.number}_after_log", epoch)
         value = float(entries[-1][1][self.metric])
         self.trial.report(value, step=epoch + 1)  # epochs trained: the resource Hyperband allocates
         if self.trial.should_prune():
