@@ -68,6 +68,7 @@ class Context:
     experiment_id_given: str | None = None
     launcher_run_id: str | None = None
     heartbeat_s: float = DEFAULT_HEARTBEAT_S
+    checkpoint_interval_s: float = 0.0  # 0: every epoch's checkpoint is written (see tracking.publisher)
     sizes: Sizes = field(default_factory=Sizes)
     reuse: bool = True  # False: steps a command would reuse run again
 
@@ -88,6 +89,7 @@ class Context:
             data_root=Path(env.get("SIMCLR_S2_DATA") or PROJECT_ROOT / "data").resolve(),
             launcher_run_id=env.get("MLFLOW_RUN_ID") or None,
             heartbeat_s=_positive(env, "SIMCLR_S2_HEARTBEAT_S", DEFAULT_HEARTBEAT_S),
+            checkpoint_interval_s=_positive(env, "SIMCLR_S2_CHECKPOINT_INTERVAL_S", 0.0),
             sizes=Sizes(
                 demo_patches=int(_positive(env, "SIMCLR_S2_DEMO_PATCHES", 1000, int)),
                 demo_pretrain_epochs=int(_positive(env, "SIMCLR_S2_DEMO_PRETRAIN_EPOCHS", 1, int))

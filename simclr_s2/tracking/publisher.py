@@ -6,11 +6,15 @@ are always covered by a checkpoint any machine can fetch, and a resumed run logs
 checkpoint holds that the run lacks (`log_missing`): every step exactly once, wherever the kill fell.
 
 Writing, uploading and logging run in a background thread; the training loop only hands over a
-snapshot of its state, and the next epoch trains meanwhile. Every epoch's checkpoint is written, in
-order: when training outruns the thread, handing over the next snapshot waits for the previous one to
-be taken (at most one being written and one waiting), so what is durable after each epoch never depends
-on timing. `close` waits for everything to be sent: a run is never marked finished with writes or
-uploads outstanding.
+snapshot of its state, and the next epoch trains meanwhile. By default every epoch's checkpoint is
+written, in order: when training outruns the thread, handing over the next snapshot waits for the
+previous one to be taken (at most one being written and one waiting), so what is durable after each
+epoch never depends on timing. With an interval (SIMCLR_S2_CHECKPOINT_INTERVAL_S), a checkpoint is
+written at most once per interval from the run's start: a snapshot that is not due yet is held, a newer one replaces it, and
+the held epochs' metrics wait for the checkpoint that covers them (short epochs then cost one snapshot
+copy, not a write and an upload; a kill loses at most an interval of training, and of logged steps).
+`close` writes what is held and waits for everything to be sent: a run is never marked finished with
+writes or uploads outstanding.
 """
 
 from __future__ import annotations
@@ -68,8 +72,9 @@ class _Pending:
 class Publisher:
     """Uploads checkpoints and logs epoch metrics of one run in a background thread, newest first."""
 
-    def __init__(self, client: MlflowClient, run_id: str, staging: Path) -> None:
-        self.client, self.run_id, self.staging = client, run_id, staging
+    def __init__(self, client: MlflowClient, run_id: str, staging: Path, interval_s: float = 0.0) -> None:
+        self.client, self.run_id, self.staging, self.interval_s = client, run_id, staging, interval_s
+        self._last_write = time.monotonic()  # when the newest checkpoint was taken to be written (or the start)
         self._lock = threading.Condition()
         self._checkpoint: _Pending | None = None  # the newest snapshot, waiting to be written and uploaded
         self._metrics: list[Metric] = []
@@ -80,10 +85,10 @@ class Publisher:
         self._thread.start()
 
     def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
-        """Queue an epoch's checkpoint snapshot, to be written at `path` and uploaded (after waiting for the
-        thread to take the one before, if it has not yet)."""
+        """Queue an epoch's checkpoint snapshot, to be written at `path` and uploaded: after waiting for the
+        thread to take the one before, if it has not yet; with an interval, in place of that one."""
         with self._lock:
-            while self._checkpoint is not None and self._error is None:
+            while self._checkpoint is not None and self._error is None and not self.interval_s:
                 self._lock.wait()
             self._raise_error()
             self._checkpoint = _Pending(checkpoint, path, epoch)
@@ -112,15 +117,27 @@ class Publisher:
             shutil.copy2(checkpoint, staged)
         return staged
 
+    def _wait_s(self) -> float | None:
+        """Seconds until there is something to send (0: now; None: until notified)."""
+        if self._closed:
+            return 0.0
+        if self._checkpoint is None:
+            return 0.0 if self._metrics else None
+        if not self._checkpoint.ready:
+            return None
+        return max(0.0, self._last_write + self.interval_s - time.monotonic())
+
     def _work(self) -> None:
         while True:
             with self._lock:
-                while not self._closed and not (self._checkpoint.ready if self._checkpoint else self._metrics):
-                    self._lock.wait()
+                while (wait_s := self._wait_s()) != 0.0:
+                    self._lock.wait(wait_s)
                 if self._checkpoint is None and not self._metrics:
                     return
                 checkpoint, metrics = self._checkpoint, self._metrics
                 self._checkpoint, self._metrics, self._busy = None, [], True
+                if checkpoint is not None:
+                    self._last_write = time.monotonic()
                 self._lock.notify_all()  # a snapshot waiting to be handed over may come now
             try:
                 self._send(checkpoint, metrics)

@@ -152,7 +152,8 @@ class StageRun:
         """The `runtime.Progress` a training loop reports to: checkpoints and metrics published in the
         background, and a resumed history brought to exactly the checkpoint's steps."""
         if self.main and self.publisher is None:
-            self.publisher = Publisher(self.client, self.run_id, self.ctx.state_dir("staging", self.run_id))
+            self.publisher = Publisher(self.client, self.run_id, self.ctx.state_dir("staging", self.run_id),
+                                       self.ctx.checkpoint_interval_s)
         return RunProgress(self)
 
     def close_publisher(self, wait: bool) -> None:

@@ -16,6 +16,7 @@ import pytest
 from tiny_training import step as tiny_step
 from tiny_training import train, train_in_child
 
+from simclr_s2 import faults
 from simclr_s2.errors import UserError
 from simclr_s2.faults import FAULT_ENV, POINTS
 from simclr_s2.tracking.liveness import (
@@ -150,10 +151,11 @@ FORKSERVER = multiprocessing.get_context("forkserver")
 FORKSERVER.set_forkserver_preload(["torch", "mlflow", "tiny_training"])
 
 
-def _killed(epochs: int, fault: str) -> int:
-    """The exit code of `train_in_child` with SIMCLR_S2_FAULT=`fault`, in a child forked from a server that
-    has already imported torch and MLflow (and started no thread)."""
-    child = FORKSERVER.Process(target=train_in_child, args=(epochs, {**os.environ, FAULT_ENV: fault}))
+def _killed(epochs: int, fault: str, env: dict[str, str] | None = None) -> int:
+    """The exit code of `train_in_child` with SIMCLR_S2_FAULT=`fault` (and `env`), in a child forked from a
+    server that has already imported torch and MLflow (and started no thread)."""
+    env = {**os.environ, **(env or {}), FAULT_ENV: fault}
+    child = FORKSERVER.Process(target=train_in_child, args=(epochs, env))
     child.start()
     child.join(timeout=300)
     return child.exitcode
@@ -188,3 +190,35 @@ def test_an_unbroken_run_and_a_resumed_one_log_the_same_numbers(ctx):
         values = [[m.value for m in sorted(ctx.client.get_metric_history(r, key), key=lambda m: m.step)]
                   for r in (unbroken, resumed)]
         assert values[0] == pytest.approx(values[1], rel=1e-6)
+
+
+def _uploads(monkeypatch) -> list[int]:
+    """The epochs whose checkpoints are uploaded from now on, in order (recorded at the `upload` point)."""
+    epochs: list[int] = []
+    point = faults.point
+
+    def recording(name: str, epoch: int) -> None:
+        if name == "upload":
+            epochs.append(epoch)
+        point(name, epoch)
+
+    monkeypatch.setattr(faults, "point", recording)
+    return epochs
+
+
+def test_with_a_checkpoint_interval_epochs_share_one_write_and_every_step_is_logged_once(ctx, monkeypatch):
+    uploads = _uploads(monkeypatch)
+    run_id = train(replace(ctx, checkpoint_interval_s=3600), 4)
+    assert uploads == [3]  # epochs 0-2 held, each replaced by the next; the last written when the run ends
+    assert _steps(ctx, run_id) == _steps(ctx, run_id, "val_auc") == [0, 1, 2, 3]
+    assert [a.path for a in ctx.client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/train.pt"]
+
+
+def test_with_a_checkpoint_interval_a_kill_loses_only_unwritten_epochs_no_step_twice(ctx, monkeypatch):
+    assert _killed(4, "checkpoint_write@3", {"SIMCLR_S2_CHECKPOINT_INTERVAL_S": "3600"}) == -9
+    (stale,) = Tracker(ctx).unfinished(tiny_step(4))
+    assert _steps(ctx, stale.info.run_id) == []  # the held epochs' metrics died with their checkpoint
+    uploads = _uploads(monkeypatch)
+    run_id = train(ctx, 4)  # no checkpoint to resume from: trained again, every epoch written
+    assert uploads == [0, 1, 2, 3]
+    assert _steps(ctx, run_id) == _steps(ctx, run_id, "val_auc") == [0, 1, 2, 3]
