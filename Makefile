@@ -24,8 +24,12 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check simclr_s2 entrypoints tests benchmarks scripts
 
+# Each script prints its own figures; the last step prints all of their headline figures in one table.
+BENCH_TABLE := $(CURDIR)/.bench/figures.jsonl
 bench: setup
-	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+	mkdir -p $(dir $(BENCH_TABLE)) && rm -f $(BENCH_TABLE)
+	for b in benchmarks/bench_*.py; do echo "== $$b"; BENCH_TABLE=$(BENCH_TABLE) $(PY) $$b || exit 1; done
+	$(PY) benchmarks/figures.py $(BENCH_TABLE)
 
 # MLproject and the manual's parameter tables are generated from simclr_s2/app/specs.py (tests check them).
 mlproject: setup

@@ -23,6 +23,7 @@ import timeit
 from pathlib import Path
 
 import rasterio
+from figures import Figure, Rate, report
 
 from simclr_s2.bigearthnet import official
 from simclr_s2.bigearthnet.demo import write_demo_archive
@@ -66,13 +67,14 @@ def main() -> None:
         for _ in range(args.repeats):  # alternating, so a burst of other work hits both alike
             for layout, archive in archives.items():
                 runs[layout].append(_build(archive, Path(tmp) / f"{layout}.parquet", args.workers))
-        rates = {}
+        rates, figures = {}, {}
         for layout, label in (
             ("v1", "v1.0 index (JSON + band headers)"),
             ("v2", "v2.0 index (maps + band headers)"),
         ):
             wall, cpu, load = min(runs[layout])
             rates[layout] = args.patches / wall
+            figures[layout] = Rate(rates[layout], args.patches / cpu, load)
             print(
                 f"{label:<36} {rates[layout]:>7.0f} patches/s wall (load {load:.2f})"
                 f" {args.patches / cpu:>7.0f}/s per CPU-s",
@@ -80,6 +82,9 @@ def main() -> None:
             )
         cpu_ratio = min(runs["v1"])[1] / min(runs["v2"])[1]
         print(f"v2 / v1: {rates['v2'] / rates['v1']:.2f} wall, {cpu_ratio:.2f} per CPU-second")
+        report([Figure(f"index v2.0 (reference maps + band headers), {args.patches} patches, "
+                       f"{args.workers} processes (patches/s)", figures["v2"],
+                       "v1.0 index (JSON + band headers)", figures["v1"])])
 
         name = load_index(Path(tmp) / "v2.parquet")["name"].iloc[0]
         path = str(reference_map_file(archives["v2"], name))

@@ -30,12 +30,12 @@ import tarfile
 import tempfile
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from unittest import mock
 
 import numpy as np
 import torch
+from figures import Figure, Rate, report
 
 from simclr_s2.bigearthnet import packed, reader
 from simclr_s2.bigearthnet.bands import STUDY_BANDS, InputTransform
@@ -43,16 +43,6 @@ from simclr_s2.data import BatchLoader, MemoryDataset, PackedDataset, PatchDatas
 
 EXAMPLES = Path(__file__).parents[1] / "tests" / "bigearthnet" / "fixtures" / "BigEarthNet-S2-Example.tar.bz2"
 DIGEST = "bench" * 8
-
-
-@dataclass
-class Rate:
-    per_s: float
-    per_cpu_s: float  # per second of CPU time of this process's threads and finished child processes
-    load: float  # 1-minute load average when the measurement ended
-
-    def __str__(self) -> str:
-        return f"{self.per_s:,.0f}"
 
 
 def _cpu_seconds() -> float:
@@ -74,7 +64,7 @@ class Clock:
         self.cpu += _cpu_seconds() - self._cpu
 
     def rate(self, n: float) -> Rate:
-        return Rate(n / self.wall, n / self.cpu, os.getloadavg()[0])
+        return Rate(n / self.wall, n / self.cpu if self.cpu > 0 else None, os.getloadavg()[0])  # None: too short
 
 
 def copy_examples(root: Path, n: int, tmp: Path) -> list[str]:
@@ -133,17 +123,17 @@ def disk_read(path: Path) -> Rate:
     return clock.rate(total)
 
 
-def torchgeo_rate(root: Path, names: list[str], batch: int, seconds: float) -> Rate | str:
+def torchgeo_rate(root: Path, names: list[str], batch: int, seconds: float) -> tuple[Rate | None, str]:
     """torchgeo's BigEarthNet over `names` (12 bands, GDAL bilinear to 120 px), or why it was not run."""
     try:
         from torchgeo.datasets import BigEarthNet
     except ImportError as e:
-        return f"not measured: torchgeo is not installed here ({e})"
+        return None, f"torchgeo is not installed here ({e})"
     for split in ("train", "val", "test"):
         (root.parent / f"bigearthnet-{split}.csv").write_text("".join(f"{n},{n}\n" for n in names))
     dataset = BigEarthNet(str(root.parent), split="train", bands="s2", num_classes=43)
     loader = torch.utils.data.DataLoader(dataset, batch_size=batch, shuffle=True, num_workers=0)
-    return rate(lambda: ((b["image"], None) for b in loader), seconds)
+    return rate(lambda: ((b["image"], None) for b in loader), seconds), ""
 
 
 def packing_rate(root: Path, names: list[str], out: Path, workers: int, rasterio_reads: bool) -> Rate:
@@ -165,7 +155,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=3.0, help="minimum time per loader measurement")
     args = p.parse_args()
     bs, secs = args.batch_size, args.seconds
-    rows: list[tuple[str, Rate, str, Rate | str]] = []
+    rows: list[Figure] = []
 
     with tempfile.TemporaryDirectory(prefix="bench_loader_") as tmp_dir:
         tmp = Path(tmp_dir)
@@ -177,14 +167,8 @@ def main() -> None:
 
         fast = packing_rate(root, names, tmp / "store", args.workers, rasterio_reads=False)
         slow = packing_rate(root, small, tmp / "store-rasterio", args.workers, rasterio_reads=True)
-        rows.append(
-            (
-                f"packing, {len(names)} patches, {args.workers} processes (patches/s)",
-                fast,
-                f"same packer, rasterio reads, {len(small)} patches",
-                slow,
-            )
-        )
+        rows.append(Figure(f"packing, {len(names)} patches, {args.workers} processes (patches/s)", fast,
+                           f"same packer, rasterio reads, {len(small)} patches", slow))
         store = packed.PackedStore.open(tmp / "store")
         labels = np.random.default_rng(0).integers(0, 2, len(names)).astype(np.float32)
         loader = BatchLoader(PackedDataset(store, labels), bs, shuffle=True)
@@ -200,33 +184,26 @@ def main() -> None:
 
         warm = rate(lambda: loader, secs)
         label = f"loader, packed store of {len(names)}, page cache warm (samples/s)"
-        rows.append(
-            (label, warm, "bare float32 memmap read, 1 thread", rate(lambda: bare_epoch(f32, bs), secs))
-        )
+        bare = rate(lambda: bare_epoch(f32, bs), secs)
+        rows.append(Figure(label, warm, "bare float32 memmap read, 1 thread", bare))
         in_ram = BatchLoader(
             MemoryDataset(torch.from_numpy(np.array(f32)), torch.from_numpy(labels)), bs, shuffle=True
         )
-        rows.append((label, warm, "float32 tensors in RAM (old in_memory)", rate(lambda: in_ram, secs)))
+        rows.append(Figure(label, warm, "float32 tensors in RAM (old in_memory)", rate(lambda: in_ram, secs)))
         geotiff = BatchLoader(PatchDataset(root, small, labels[: len(small)]), bs, shuffle=True)
-        rows.append(
-            (label, warm, f"GeoTIFF per sample (PatchDataset), {len(small)}", rate(lambda: geotiff, secs))
-        )
-        rows.append(
-            (label, warm, f"torchgeo BigEarthNet, {len(small)}", torchgeo_rate(root, small, bs, secs))
-        )
+        rows.append(Figure(label, warm, f"GeoTIFF per sample (PatchDataset), {len(small)}",
+                           rate(lambda: geotiff, secs)))
+        torchgeo, why_not = torchgeo_rate(root, small, bs, secs)
+        rows.append(Figure(label, warm, f"torchgeo BigEarthNet, {len(small)}", torchgeo, why_not))
 
         store_file = store.path / packed.PIXELS_FILE
         cold = rate(lambda: loader, secs, before=lambda: evict(store_file))
         disk = disk_read(store_file)
         row_bytes = store.pixels[0].nbytes
-        rows.append(
-            (
-                f"loader, packed store of {len(names)}, cold: every row from disk (samples/s)",
-                cold,
-                f"disk sequential read, O_DIRECT ({disk.per_s / 1e6:,.0f} MB/s), in rows/s",
-                Rate(disk.per_s / row_bytes, disk.per_cpu_s / row_bytes, disk.load),
-            )
-        )
+        cold_label = f"loader, packed store of {len(names)}, cold: every row from disk (samples/s)"
+        rows.append(Figure(cold_label, cold,
+                           f"disk sequential read, O_DIRECT ({disk.per_s / 1e6:,.0f} MB/s), in rows/s",
+                           Rate(disk.per_s / row_bytes, disk.per_cpu_s and disk.per_cpu_s / row_bytes, disk.load)))
 
     print(
         f"\n{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, torch "
@@ -235,17 +212,7 @@ def main() -> None:
         "taken; "
         "per CPU-s: per second of this process's CPU time (its threads and packing workers)\n"
     )
-    print("| figure | value | per CPU-s | load | baseline | baseline value | per CPU-s | load | ratio |")
-    print("|---|---:|---:|---:|---|---:|---:|---:|---:|")
-    for figure, value, baseline, base in rows:
-        measured = f"| {figure} | {value} | {value.per_cpu_s:,.0f} | {value.load:.2f} |"
-        if isinstance(base, str):
-            print(f"{measured} {baseline}: {base} | - | - | - | - |")
-        else:
-            print(
-                f"{measured} {baseline} | {base} | {base.per_cpu_s:,.0f} | {base.load:.2f} | "
-                f"{value.per_s / base.per_s:.2f}x |"
-            )
+    report(rows)
 
 
 if __name__ == "__main__":

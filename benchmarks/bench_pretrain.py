@@ -14,6 +14,7 @@ import argparse
 import time
 
 import torch
+from figures import Figure, Rate, load_average, report
 
 from simclr_s2.augment import AugmentConfig
 from simclr_s2.models import ARCHS, build_simclr, channels_last
@@ -85,8 +86,9 @@ def main() -> None:
         f"input={args.bands}x{args.size}x{args.size} warmup={args.warmup} steps={args.steps} amp={args.amp}"
     )
     print(f"{'arch':<10} {'channels_last':>13} {'images/s':>9} {'s/step':>7}")
+    figures = []
     for arch in args.archs.split(","):
-        rates = {}
+        rates, loads = {}, {}
         for use_channels_last in (False, True):
             rate = images_per_second(
                 arch,
@@ -99,12 +101,16 @@ def main() -> None:
                 device,
                 args.amp,
             )
-            rates[use_channels_last] = rate
+            rates[use_channels_last], loads[use_channels_last] = rate, load_average()
             print(
                 f"{arch:<10} {use_channels_last!s:>13} {rate:>9.2f} {args.batch_size / rate:>7.2f}",
                 flush=True,
             )
         print(f"{arch:<10} {'speed-up':>13} {rates[True] / rates[False]:>8.2f}x")
+        figures.append(Figure(f"SimCLR pretraining step, {arch}, channels_last, {device} (images/s)",
+                              Rate(rates[True], None, loads[True]), "the same steps, contiguous",
+                              Rate(rates[False], None, loads[False])))
+    report(figures)
 
 
 if __name__ == "__main__":

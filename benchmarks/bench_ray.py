@@ -27,6 +27,7 @@ from pathlib import Path
 
 import ray
 import torch
+from figures import Figure, Rate, load_average, report
 
 from simclr_s2.app.context import Context
 from simclr_s2.app.spec import build
@@ -35,10 +36,6 @@ from simclr_s2.stages.base import run_command
 from simclr_s2.stages.grid import GRID
 from simclr_s2.tracking.liveness import CLAIM_TAG
 from simclr_s2.tracking.tracker import PARENT_TAG
-
-
-def load() -> float:
-    return os.getloadavg()[0]
 
 
 def grid(ctx: Context, seeds: range, epochs: int, **backend: object) -> tuple[str, float]:
@@ -78,19 +75,19 @@ def main() -> None:
     half = args.cells // 2
 
     local_run, local_s = grid(ctx, range(half), args.epochs)
-    local_load = load()
+    local_load = load_average()
     local_cells = [own for _, own in cell_times(ctx, local_run)]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     _, single_s = grid(ctx, range(2 * half, 3 * half), args.epochs)
-    single_load = load()
+    single_load = load_average()
     torch.set_num_threads(threads)
 
     started = time.perf_counter()
     ray.init(num_cpus=args.workers, include_dashboard=False, logging_level="WARNING", log_to_driver=False)
-    startup_s, startup_load = time.perf_counter() - started, load()
+    startup_s, startup_load = time.perf_counter() - started, load_average()
     ray_run, ray_s = grid(ctx, range(half, 2 * half), args.epochs, backend="ray", parallel=args.workers)
-    ray_load = load()
+    ray_load = load_average()
     ray.shutdown()
     times = cell_times(ctx, ray_run)
     first, later = times[:args.workers], times[args.workers:]
@@ -113,6 +110,9 @@ def main() -> None:
         print(f"{name:46s} {seconds:8.2f} {at:6.2f} {share}")
     print(f"speed-up of backend=ray: {local_s / ray_s:.2f}x against {threads} threads, "
           f"{single_s / ray_s:.2f}x against 1 thread")
+    report([Figure(f"grid of {args.cells} cells, backend=ray, {args.workers} at once (cells/s)",
+                   Rate(args.cells / ray_s, None, ray_load), f"backend=local, {threads} torch threads",
+                   Rate(args.cells / local_s, None, local_load))])
 
 
 if __name__ == "__main__":
