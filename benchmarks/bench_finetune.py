@@ -9,13 +9,14 @@
     tracking), the bare loop plus the plain validation forward `fit` needs every epoch for early
     stopping, `fit` untracked, and `fit` inside a real MLflow run (temporary sqlite store) opened by the
     platform's tracker exactly as the finetune entry point opens it: a checkpoint every epoch, uploaded as
-    an artifact with the epoch's metrics logged in one batch, both in the background, system metrics on.
-    images/s counts training images over the whole wall time (validation and tracking included; the
+    an artifact with the epoch's metrics logged in one batch, both in the background, system metrics on;
+    and the same run with at most one checkpoint per --checkpoint-interval seconds (the last epoch's
+    always written), as SIMCLR_S2_CHECKPOINT_INTERVAL_S sets it. images/s counts training images over the whole wall time (validation and tracking included; the
     tracked run's time includes waiting for its last upload). The variants run interleaved, several
     times each: on a shared machine the load drifts by more than the overhead measured, so the best run
     is the estimate of each one's own cost and the median shows the spread.
 
-    python benchmarks/bench_finetune.py            # resnet18, 256 + 64 patches, head2 10 epochs, all 1 x 3
+    python benchmarks/bench_finetune.py            # resnet18, 256 + 64 patches, head2 10 epochs, all 4 x 3
     python benchmarks/bench_finetune.py --quick    # 64 + 16 patches, head2 3 epochs, all 1 epoch x 2
 """
 
@@ -29,10 +30,12 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
 
 import torch
+from figures import Figure, Rate, load_average, report
 from torch import nn
 
 from simclr_s2.app.context import Context
@@ -112,6 +115,7 @@ def head2_cache(arch: str, train: MemoryDataset, val: MemoryDataset, batch: int,
     _warm_up(model, warm_x, warm_y)
     plain = EpochClock()
     fit(model, BatchLoader(train, batch, shuffle=True), BatchLoader(val, batch), cfg, progress=plain)
+    load = load_average()
 
     model = _model(arch, "head2")
     _warm_up(model, warm_x, warm_y)
@@ -150,6 +154,9 @@ def head2_cache(arch: str, train: MemoryDataset, val: MemoryDataset, batch: int,
         f"{plain_total / cached_total:.1f}x over {epochs} epochs including the feature pass; the cache pays "
         f"for itself after {features_s / max(plain_epoch - cached_epoch, 1e-9):.1f} epochs"
     )
+    report([Figure(f"fine-tune head2, {arch}: training epochs on cached features (img/s, median epoch)",
+                   Rate(len(train) / cached_epoch, None, load_average()),
+                   "the same epochs through the frozen encoder", Rate(len(train) / plain_epoch, None, load))])
 
 
 def bare_loop(model: nn.Module, train: BatchLoader, val: BatchLoader | None, epochs: int) -> None:
@@ -173,16 +180,18 @@ def bare_loop(model: nn.Module, train: BatchLoader, val: BatchLoader | None, epo
                     model(x.contiguous(memory_format=torch.channels_last))
 
 
-BARE, BARE_VAL, UNTRACKED, TRACKED = (
+BARE, BARE_VAL, UNTRACKED, TRACKED, TRACKED_HELD = (
     "bare loop",
     "bare loop + val forward",
     "fit, untracked",
     "fit + MLflow + checkpoints",
+    "same, checkpoint interval",
 )
 
 
 def all_overhead(
-    arch: str, train: MemoryDataset, val: MemoryDataset, batch: int, epochs: int, repeats: int, tmp: Path
+    arch: str, train: MemoryDataset, val: MemoryDataset, batch: int, epochs: int, repeats: int, tmp: Path,
+    interval_s: float
 ) -> None:
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     ctx = Context.from_env({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "SIMCLR_S2_HOME": str(tmp)})
@@ -191,14 +200,18 @@ def all_overhead(
     warm_x, warm_y = train.read_batch(torch.arange(batch).numpy())
 
     @contextmanager
-    def tracked(r: int) -> Iterator[StageRun]:
+    def tracked(r: int, name: str) -> Iterator[StageRun]:
         """The finetune entry point's run: system metrics on, checkpoints uploaded and metrics logged in
-        the background; leaving the block waits for every upload (the run ends only then)."""
-        with Tracker(ctx).open(Step("bench", {"round": str(r)}), run_name=f"bench-{r}", system_metrics=True) as run:
+        the background (at most one checkpoint per `interval_s` for TRACKED_HELD); leaving the block
+        waits for every upload (the run ends only then)."""
+        run_ctx = replace(ctx, checkpoint_interval_s=interval_s if name == TRACKED_HELD else 0.0)
+        step = Step("bench", {"round": str(r), "variant": name})
+        with Tracker(run_ctx).open(step, run_name=f"bench-{r}", system_metrics=True) as run:
             yield run
 
-    variants = (BARE, BARE_VAL, UNTRACKED, TRACKED)
+    variants = (BARE, BARE_VAL, UNTRACKED, TRACKED, TRACKED_HELD)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
+    loads: dict[str, float] = {}
     for r in range(repeats):  # interleaved, each round starting one variant later, against drifting load
         for i in range(len(variants)):
             name = variants[(i + r) % len(variants)]
@@ -211,11 +224,13 @@ def all_overhead(
             elif name == UNTRACKED:
                 fit(model, train_batches, val_batches, cfg)
             else:
-                with tracked(r) as run:
+                with tracked(r, name) as run:
                     checkpoint = run.checkpoint_dir / "train.pt"
                     fit(model, train_batches, val_batches, cfg, checkpoint_path=checkpoint, progress=run.progress())
-                    checkpoint_mib = checkpoint.stat().st_size / 2**20
+                    if name == TRACKED:  # with an interval it is written when the run ends (then removed)
+                        checkpoint_mib = checkpoint.stat().st_size / 2**20
             seconds[name].append(time.perf_counter() - start)
+            loads[name] = load_average()
 
     best = {name: min(s) for name, s in seconds.items()}
     median = {name: statistics.median(s) for name, s in seconds.items()}
@@ -243,6 +258,11 @@ def all_overhead(
         f"(against fit untracked): {100 * (best[TRACKED] / best[UNTRACKED] - 1):+.1f}% best, "
         f"{100 * (median[TRACKED] / median[UNTRACKED] - 1):+.1f}% median"
     )
+    rates = {v: Rate(images / best[v], None, loads[v]) for v in (TRACKED, TRACKED_HELD, BARE_VAL)}
+    report([Figure(f"fine-tune all, {arch}, {epochs} epochs per run, tracked, {when} (img/s, best of "
+                   f"{repeats}; overhead = 1 / ratio - 1)", rates[v], "bare loop + val forward", rates[BARE_VAL])
+            for v, when in ((TRACKED, "checkpoint every epoch"),
+                            (TRACKED_HELD, f"SIMCLR_S2_CHECKPOINT_INTERVAL_S={interval_s:g}"))])
 
 
 def main() -> None:
@@ -256,12 +276,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--epochs", type=int, default=10, help="head2 epochs, plain and cached")
     parser.add_argument(
-        "--all-epochs", type=int, default=1, help="`all` epochs per run, bare loop and fit alike"
+        "--all-epochs", type=int, default=4, help="`all` epochs per run, bare loop and fit alike"
     )
     parser.add_argument("--repeats", type=int, default=3, help="interleaved `all` runs per variant")
     parser.add_argument(
         "--quick", action="store_true", help="64 patches, head2 3 epochs, `all` 1 epoch x 2 runs"
     )
+    parser.add_argument("--checkpoint-interval", type=float, default=60.0,
+                        help="seconds between checkpoints in the variant that holds them (SIMCLR_S2_CHECKPOINT_INTERVAL_S)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
@@ -284,7 +306,8 @@ def main() -> None:
     )
     head2_cache(args.arch, train, val, args.batch_size, args.epochs)
     with tempfile.TemporaryDirectory(prefix="bench_finetune_") as tmp:
-        all_overhead(args.arch, train, val, args.batch_size, args.all_epochs, args.repeats, Path(tmp))
+        all_overhead(args.arch, train, val, args.batch_size, args.all_epochs, args.repeats, Path(tmp),
+                     args.checkpoint_interval)
     print(f"\nload average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end")
 
 
