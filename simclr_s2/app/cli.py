@@ -26,7 +26,8 @@ from simclr_s2.app.spec import build, canonical, fields_of, flag
 from simclr_s2.errors import UserError
 from simclr_s2.stages.base import Stage, run_command
 from simclr_s2.tracking.connectivity import TrackingUnreachable, bound_retries, is_unreachable
-from simclr_s2.tracking.tracker import ERROR_TAG, STAGE_TAG, describe
+from simclr_s2.tracking.endings import fail_if_running
+from simclr_s2.tracking.tracker import STAGE_TAG, describe
 
 USER_ERROR = 2
 UNREACHABLE = 3
@@ -68,19 +69,16 @@ def main(stage: Stage, argv: Sequence[str] | None = None) -> NoReturn:
         run_command(stage, parse(stage, argv), Context.from_env())
     except TrackingUnreachable as error:
         _give_up(str(error))
-    except (UserError, OSError) as error:
-        if isinstance(error, OSError) and error.errno not in FULL_OR_READ_ONLY:
-            raise
-        if main_rank:
-            _fail_launcher_run(stage, error)
-        print(f"error: {_one_line(error)}", file=sys.stderr, flush=True)
-        sys.exit(USER_ERROR)
     except Exception as error:
-        if is_unreachable(error):
+        user = isinstance(error, UserError) or (isinstance(error, OSError) and error.errno in FULL_OR_READ_ONLY)
+        if not user and is_unreachable(error):  # requests' connection errors are OSErrors too
             _give_up(f"tracking server unreachable: {str(error).splitlines()[0]}")
         if main_rank:
             _fail_launcher_run(stage, error)
-        raise
+        if not user:
+            raise
+        print(f"error: {_one_line(error)}", file=sys.stderr, flush=True)
+        sys.exit(USER_ERROR)
     sys.exit(0)
 
 
@@ -99,11 +97,7 @@ def _fail_launcher_run(stage: Stage, error: BaseException) -> None:
     try:
         ctx = Context.from_env()
         run_id = ctx.launcher_run_id
-        if ctx.client.get_run(run_id).info.status != "RUNNING":
-            return  # the command took its run over and ended it
-        ctx.client.set_tag(run_id, STAGE_TAG, stage.name)
-        ctx.client.set_tag(run_id, ERROR_TAG, describe(error))
-        ctx.client.set_terminated(run_id, "FAILED")
+        fail_if_running(ctx.client, run_id, describe(error), {STAGE_TAG: stage.name})  # unless taken over, ended
     except Exception:  # noqa: BLE001 - the error being reported matters more than this note
         logging.getLogger(__name__).warning("could not mark run %s failed", run_id)
 
