@@ -129,7 +129,7 @@ class PackedDataset(Dataset[Batch]):
 
 
 class MemoryDataset(Dataset[Batch]):
-    """Finished (x, y) tensors in RAM (e.g. synthetic data in benchmarks)."""
+    """Finished (x, y) tensors in RAM: cached features, synthetic data in tests and benchmarks."""
 
     def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
         if len(x) != len(y):

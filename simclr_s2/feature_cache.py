@@ -13,30 +13,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 
-import numpy as np
 import torch
 from torch import nn
 from tqdm import tqdm
 
 from simclr_s2 import distributed
-from simclr_s2.data import BatchLoader, gather_epoch
+from simclr_s2.data import BatchLoader, MemoryDataset, gather_epoch
 from simclr_s2.models import IrrigationClassifier, split_for_cache
 
 log = logging.getLogger(__name__)
-
-
-class TensorSource:
-    """Features and labels held in memory, read in batches by `BatchLoader` (same shuffling as patches)."""
-
-    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        self.x, self.y = x, y
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def read_batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        index = torch.from_numpy(np.asarray(indices))
-        return self.x[index], self.y[index]
 
 
 @torch.no_grad()
@@ -67,5 +52,5 @@ def cached_training_set(model: IrrigationClassifier, policy: str,
                         for t in compute_features(prefix, train, device, "features (train)"))
     val_x, val_y = (gather_epoch(val, t) for t in compute_features(prefix, val, device, "features (val)"))
     log.info("cached %d-d features of %d train and %d val patches", train_x.shape[1], len(train_y), len(val_y))
-    return (suffix, BatchLoader(TensorSource(train_x, train_y), batch_size, shuffle=True, seed=seed).sharded(),
-            BatchLoader(TensorSource(val_x, val_y), batch_size).sharded())
+    return (suffix, BatchLoader(MemoryDataset(train_x, train_y), batch_size, shuffle=True, seed=seed).sharded(),
+            BatchLoader(MemoryDataset(val_x, val_y), batch_size).sharded())

@@ -31,7 +31,7 @@ class Progress(Protocol):
         """Make `checkpoint` (a snapshot: the loop goes on changing its own state) durable at `path`, now or
         in the background; `epoch_done` for the same epoch follows."""
 
-    def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
+    def epoch_done(self, entries: Sequence[StepMetrics], epoch: int) -> None:
         """An epoch ended with `entries`; the metrics may be published once its checkpoint is durable."""
 
 
@@ -70,7 +70,7 @@ class Recorder:
     def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
         save_atomically(checkpoint, path, epoch)
 
-    def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
+    def epoch_done(self, entries: Sequence[StepMetrics], epoch: int) -> None:
         self.entries.extend(entries)
         if self.on_epoch is not None:
             self.on_epoch(epoch)

@@ -385,5 +385,5 @@ def pretrain(
             if path is not None:
                 training.save(path, result, report)
             if report:
-                report.epoch_done(path, entries, epoch)
+                report.epoch_done(entries, epoch)
     return result

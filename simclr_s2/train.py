@@ -202,7 +202,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
                                              "optimizer": optimizer.state_dict(), "rng": rngs, "state": state},
                                     checkpoint_path, epoch)
             if report:
-                report.epoch_done(checkpoint_path, [(epoch, metrics)], epoch)
+                report.epoch_done([(epoch, metrics)], epoch)
 
     if state["best_model"] is not None:
         model.load_state_dict(state["best_model"])

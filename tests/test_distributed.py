@@ -22,9 +22,9 @@ from torch import nn
 
 from simclr_s2 import distributed
 from simclr_s2.augment import AugmentConfig
-from simclr_s2.data import BatchLoader
+from simclr_s2.data import BatchLoader, MemoryDataset
 from simclr_s2.errors import UserError
-from simclr_s2.feature_cache import TensorSource, cached_training_set
+from simclr_s2.feature_cache import cached_training_set
 from simclr_s2.models import IrrigationClassifier, apply_trainable
 from simclr_s2.runtime import Recorder
 from simclr_s2.simclr import pretrain
@@ -35,10 +35,10 @@ NO_VIEWS = AugmentConfig(crop_p=0, hflip_p=0, vflip_p=0, rot90_p=0, jitter_p=0, 
 """Views equal to the patch: random views cannot match across world sizes (each rank draws for its part)."""
 
 
-def _data(n: int, seed: int, size: int = 24) -> TensorSource:
+def _data(n: int, seed: int, size: int = 24) -> MemoryDataset:
     g = torch.Generator().manual_seed(seed)
     y = (torch.arange(n) % 2).float()
-    return TensorSource(torch.randn(n, 10, size, size, generator=g) + y[:, None, None, None] * 0.5, y)
+    return MemoryDataset(torch.randn(n, 10, size, size, generator=g) + y[:, None, None, None] * 0.5, y)
 
 
 def _classifier(policy: str) -> IrrigationClassifier:
@@ -52,7 +52,7 @@ def _checksum(model: nn.Module) -> float:
     return sum(p.detach().double().abs().sum().item() for p in model.parameters() if p.requires_grad)
 
 
-def _batches(source: TensorSource, shuffle: bool) -> BatchLoader:
+def _batches(source: MemoryDataset, shuffle: bool) -> BatchLoader:
     return BatchLoader(source, 8, shuffle=shuffle, seed=0).sharded()
 
 
@@ -113,7 +113,7 @@ def test_two_processes_give_the_one_process_result(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("n", "drop_last"), [(30, False), (31, False), (3, False), (31, True)])
 def test_ranks_together_take_the_one_process_batches(n: int, drop_last: bool) -> None:
-    positions = TensorSource(torch.zeros(n, 1), torch.arange(n).float())
+    positions = MemoryDataset(torch.zeros(n, 1), torch.arange(n).float())
     alone = [y.tolist() for _, y in BatchLoader(positions, 8, shuffle=True, seed=3, drop_last=drop_last)]
     ranks = [[y for _, y in BatchLoader(positions, 8, shuffle=True, seed=3, drop_last=drop_last).sharded(r, 2)]
              for r in range(2)]

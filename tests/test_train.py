@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from simclr_s2.data import BatchLoader
+from simclr_s2.data import BatchLoader, MemoryDataset
 from simclr_s2.errors import NonFiniteError, UserError
-from simclr_s2.feature_cache import TensorSource, cached_training_set
+from simclr_s2.feature_cache import cached_training_set
 from simclr_s2.models import IrrigationClassifier, apply_trainable
 from simclr_s2.runtime import Recorder
 from simclr_s2.train import FitConfig, fit
@@ -30,8 +30,8 @@ def tiny():
 
 
 def _loaders(train, val, batch_size=8, seed=0):
-    return (BatchLoader(TensorSource(*train), batch_size, shuffle=True, seed=seed),
-            BatchLoader(TensorSource(*val), batch_size))
+    return (BatchLoader(MemoryDataset(*train), batch_size, shuffle=True, seed=seed),
+            BatchLoader(MemoryDataset(*val), batch_size))
 
 
 @pytest.mark.parametrize("policy", ["head2", "head"])
@@ -45,8 +45,8 @@ def test_cached_features_give_the_plain_result(tiny, policy):
     fit(plain, *_loaders(train, val), cfg, progress=plain_log)
 
     apply_trainable(cached, policy)
-    suffix, train_b, val_b = cached_training_set(cached, policy, BatchLoader(TensorSource(*train), 8),
-                                                 BatchLoader(TensorSource(*val), 8), 8, 0)
+    suffix, train_b, val_b = cached_training_set(cached, policy, BatchLoader(MemoryDataset(*train), 8),
+                                                 BatchLoader(MemoryDataset(*val), 8), 8, 0)
     fit(suffix, train_b, val_b, cfg, progress=cached_log)
 
     for a, b in zip(plain_log.metrics(), cached_log.metrics(), strict=True):

@@ -52,6 +52,7 @@ from simclr_s2.cluster import command as remote_command
 from simclr_s2.cluster.connection import join
 from simclr_s2.cluster.environment import handed_over
 from simclr_s2.errors import UserError
+from simclr_s2.tracking.endings import fail_if_running
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,7 @@ class RayBackend(AbstractBackend):
             shipped = join(config.address, name="ray backend config: address", log_to_driver=False,
                            runtime_env={"working_dir": work_dir, "excludes": [".git"]})
         except UserError as error:
-            MlflowClient(tracking_uri).set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            fail_if_running(MlflowClient(tracking_uri), run_id, str(error))
             raise ExecutionException(str(error)) from None
         log.info("=== Running command '%s' on the Ray cluster (run %s) ===", command, run_id)
         stream = ray.remote(remote_command.entry_point).options(
@@ -141,9 +142,10 @@ class RaySubmittedRun(SubmittedRun):
         RUNNING (its worker died for good) ends FINISHED or FAILED by the exit status, as MLflow does."""
         if self._code is None:
             self._code = self._follow()
-            if self._client.get_run(self._run_id).info.status == "RUNNING":
-                status = RunStatus.FINISHED if self._code == 0 else RunStatus.FAILED
-                self._client.set_terminated(self._run_id, RunStatus.to_string(status))
+            if self._code != 0:
+                fail_if_running(self._client, self._run_id, f"the command exited with status {self._code}")
+            elif self._client.get_run(self._run_id).info.status == "RUNNING":
+                self._client.set_terminated(self._run_id, RunStatus.to_string(RunStatus.FINISHED))
         return self._code == 0
 
     def _follow(self) -> int:

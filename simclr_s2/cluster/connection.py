@@ -54,9 +54,9 @@ def _check_reachable(address: str, name: str) -> None:
 
 
 @contextmanager
-def connected(address: str, *, name: str = "ray_address", log_to_driver: bool = True) -> Iterator[None]:
+def connected(address: str) -> Iterator[None]:
     """The body as a Ray driver (see `join`); a cluster started or joined here is left afterwards."""
-    joined = join(address, name=name, log_to_driver=log_to_driver)
+    joined = join(address)
     try:
         yield
     finally:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from functools import cache
 
 import ray
-from mlflow.entities import Run, RunStatus
+from mlflow.entities import Run
 from ray.exceptions import RayError, RayTaskError
 
 from simclr_s2.app.context import Context
@@ -29,8 +29,9 @@ from simclr_s2.cluster.environment import handed_over
 from simclr_s2.cluster.progress import Progress
 from simclr_s2.errors import UserError
 from simclr_s2.stages.base import Stage, find_step
+from simclr_s2.tracking.endings import fail_if_running
 from simclr_s2.tracking.fingerprint import package_fingerprint
-from simclr_s2.tracking.tracker import ERROR_TAG, PARENT_TAG, STAGE_TAG, describe
+from simclr_s2.tracking.tracker import PARENT_TAG, STAGE_TAG, describe
 
 
 @dataclass(frozen=True)
@@ -151,11 +152,6 @@ class _Dispatch:
         except RayError as lost:  # e.g. the worker or its node died more often than the retries allow
             reason = str(lost).strip().splitlines()[0] if str(lost).strip() else ""
             error = f"{type(lost).__name__} after {self.placement.retries} retries: {reason}"
-        self._end_failed(sent.run_id, error)
+        fail_if_running(self.ctx.client, sent.run_id, error)  # unless the stage ended it (it tells more)
         return Outcome(sent.job, sent.run_id, error)
 
-    def _end_failed(self, run_id: str, error: str) -> None:
-        """The run ends FAILED with the reason, unless the stage already ended it (it tells more)."""
-        if self.ctx.client.get_run(run_id).info.status == "RUNNING":
-            self.ctx.client.set_tag(run_id, ERROR_TAG, error)
-            self.ctx.client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))

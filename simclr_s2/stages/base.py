@@ -60,10 +60,9 @@ def run_command(stage: Stage[S], spec: S, ctx: Context) -> str | None:
         return None
     with distributed.session():
         resolved = distributed.main_only(lambda: stage.resolve(spec, ctx, make=not stage.read_only))
-        run_id = distributed.main_only(lambda: launcher_run(ctx))
         tracker = Tracker(ctx)
         with tracker.open(stage.step(spec, resolved), run_name=stage.run_name(spec, resolved),
-                          tags=stage.tags(spec, resolved), run_id=run_id,
+                          tags=stage.tags(spec, resolved), run_id=ctx.launcher_run_id,
                           on_duplicate="fail" if stage.exclusive else "allow",
                           system_metrics=stage.system_metrics) as run:
             stage.execute(spec, resolved, run, ctx)
@@ -83,9 +82,3 @@ def ensure_step(stage: Stage[S], spec: S, ctx: Context, *, parent_run_id: str | 
 def find_step(stage: Stage[S], spec: S, ctx: Context) -> Run | None:
     """The finished run of `stage` with `spec`, without running anything (read-only commands)."""
     return Tracker(ctx).find_complete(stage.step(spec, stage.resolve(spec, ctx, make=False)))
-
-
-def launcher_run(ctx: Context) -> str | None:
-    """The run `mlflow run` made for this command (in the experiment MLFLOW_EXPERIMENT_ID names, which
-    the launcher sets), or None when the command was started directly."""
-    return ctx.launcher_run_id

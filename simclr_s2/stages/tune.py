@@ -45,6 +45,7 @@ from simclr_s2.stages.classifier import (
     resolve_training,
     train_classifier,
 )
+from simclr_s2.tracking.endings import fail_if_running
 from simclr_s2.tracking.tracker import ERROR_TAG, PARENT_TAG, STAGE_TAG, StageRun, Step, describe
 from simclr_s2.tune import (
     SearchSpace,
@@ -119,7 +120,7 @@ class TrialProgress:
     def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
         raise AssertionError("a trial keeps no checkpoint")
 
-    def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
+    def epoch_done(self, entries: Sequence[StepMetrics], epoch: int) -> None:
         for step, metrics in entries:
             self.run.log_metrics(metrics, step=step)
         faults.point(f"trial{self.trial.number}_after_log", epoch)
@@ -188,12 +189,9 @@ def mark_stale(ctx: Context):
             return
         reason = f"worker lost: trial {trial.number} of study {study.study_name} stopped sending heartbeats"
         try:
-            run = ctx.client.get_run(run_id)
             ctx.client.set_tag(run_id, STATE_TAG, TrialState.FAIL.name)
-            for target in (run, ctx.client.get_run(run.data.tags.get(PARENT_TAG, run_id))):
-                if target.info.status == "RUNNING":
-                    ctx.client.set_tag(target.info.run_id, ERROR_TAG, reason)
-                    ctx.client.set_terminated(target.info.run_id, "FAILED")
+            for target in (run_id, ctx.client.get_run(run_id).data.tags.get(PARENT_TAG, run_id)):
+                fail_if_running(ctx.client, target, reason)
         except MlflowException as error:  # e.g. a worker elsewhere logging to another tracking server
             log.warning("trial %d: cannot mark its MLflow run %s failed: %s", trial.number, run_id, error)
 

@@ -20,8 +20,6 @@ writes or uploads outstanding.
 from __future__ import annotations
 
 import logging
-import os
-import shutil
 import threading
 import time
 from collections.abc import Sequence
@@ -72,8 +70,8 @@ class _Pending:
 class Publisher:
     """Uploads checkpoints and logs epoch metrics of one run in a background thread, newest first."""
 
-    def __init__(self, client: MlflowClient, run_id: str, staging: Path, interval_s: float = 0.0) -> None:
-        self.client, self.run_id, self.staging, self.interval_s = client, run_id, staging, interval_s
+    def __init__(self, client: MlflowClient, run_id: str, interval_s: float = 0.0) -> None:
+        self.client, self.run_id, self.interval_s = client, run_id, interval_s
         self._last_write = time.monotonic()  # when the newest checkpoint was taken to be written (or the start)
         self._lock = threading.Condition()
         self._checkpoint: _Pending | None = None  # the newest snapshot, waiting to be written and uploaded
@@ -103,19 +101,6 @@ class Publisher:
             if self._checkpoint is not None:
                 self._checkpoint.ready = True
             self._lock.notify_all()
-
-    def _stage(self, checkpoint: Path, epoch: int) -> Path:
-        """A hard link to this epoch's checkpoint file: the upload reads the link while the next write
-        replaces the file."""
-        folder = self.staging / f"epoch-{epoch}"
-        shutil.rmtree(folder, ignore_errors=True)
-        folder.mkdir(parents=True)
-        staged = folder / checkpoint.name
-        try:
-            os.link(checkpoint, staged)
-        except OSError:  # a file system without hard links
-            shutil.copy2(checkpoint, staged)
-        return staged
 
     def _wait_s(self) -> float | None:
         """Seconds until there is something to send (0: now; None: until notified)."""
@@ -153,10 +138,9 @@ class Publisher:
     def _send(self, checkpoint: _Pending | None, metrics: list[Metric]) -> None:
         if checkpoint is not None:
             save_atomically(checkpoint.state, checkpoint.path, checkpoint.epoch)
-            staged = self._stage(checkpoint.path, checkpoint.epoch)
             faults.point("upload", checkpoint.epoch)
-            self.client.log_artifact(self.run_id, str(staged), ARTIFACT_DIR)
-            shutil.rmtree(staged.parent, ignore_errors=True)
+            # the next write comes from this thread, after the upload: the file stays as it is meanwhile
+            self.client.log_artifact(self.run_id, str(checkpoint.path), ARTIFACT_DIR)
             faults.point("after_upload", checkpoint.epoch)
         log_metrics(self.client, self.run_id, metrics)
         if checkpoint is not None:

@@ -43,6 +43,7 @@ from simclr_s2.app.context import Context
 from simclr_s2.errors import UserError
 from simclr_s2.runtime import StepMetrics
 from simclr_s2.tracking.connectivity import TrackingUnreachable, is_unreachable, retry_budget_s
+from simclr_s2.tracking.endings import ERROR_TAG
 from simclr_s2.tracking.fingerprint import CODE_TAG, package_fingerprint
 from simclr_s2.tracking.liveness import claim_order, heartbeat, holder_tags, is_live
 from simclr_s2.tracking.publisher import ARTIFACT_DIR, Publisher, log_metrics, log_missing, to_metrics
@@ -51,7 +52,6 @@ log = logging.getLogger(__name__)
 
 STAGE_TAG = "stage"
 KEY_TAG = "simclr_s2.key"
-ERROR_TAG = "simclr_s2.error"
 COMPLETE_TAG = "simclr_s2.complete"
 RESUMED_FROM_TAG = "simclr_s2.resumed_from"
 RESUMED_IN_TAG = "simclr_s2.resumed_in"
@@ -152,8 +152,7 @@ class StageRun:
         """The `runtime.Progress` a training loop reports to: checkpoints and metrics published in the
         background, and a resumed history brought to exactly the checkpoint's steps."""
         if self.main and self.publisher is None:
-            self.publisher = Publisher(self.client, self.run_id, self.ctx.state_dir("staging", self.run_id),
-                                       self.ctx.checkpoint_interval_s)
+            self.publisher = Publisher(self.client, self.run_id, self.ctx.checkpoint_interval_s)
         return RunProgress(self)
 
     def close_publisher(self, wait: bool) -> None:
@@ -180,7 +179,7 @@ class RunProgress:
         if self.run.publisher is not None:
             self.run.publisher.save(checkpoint, path, epoch)
 
-    def epoch_done(self, checkpoint: Path | None, entries: Sequence[StepMetrics], epoch: int) -> None:
+    def epoch_done(self, entries: Sequence[StepMetrics], epoch: int) -> None:
         if self.run.publisher is not None:
             self.run.publisher.submit(entries)
 
@@ -359,8 +358,7 @@ class Tracker:
                 self.client.set_tag(stale.info.run_id, RESUMED_IN_TAG, run.run_id)
                 self.client.delete_run(stale.info.run_id)
                 shutil.rmtree(self.ctx.home / "checkpoints" / stale.info.run_id, ignore_errors=True)
-        for folder in ("checkpoints", "staging"):
-            shutil.rmtree(self.ctx.home / folder / run.run_id, ignore_errors=True)
+        shutil.rmtree(self.ctx.home / "checkpoints" / run.run_id, ignore_errors=True)
 
     def _end_failed(self, run: StageRun, error: BaseException) -> None:
         unreachable = is_unreachable(error)

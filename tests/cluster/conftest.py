@@ -1,5 +1,5 @@
 """One real local Ray cluster of 2 CPUs for the session (started and stopped here), and a test project
-whose demo splits (a 120-patch archive) the cells train on."""
+whose demo splits (an 80-patch archive) the cells train on."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """One fresh store for the end-to-end tests, started the way the README starts a newcomer: `make demo`
-(with a 120-patch demo through the environment). The README's later commands, and the tests of the
+(with an 80-patch demo through the environment). The README's later commands, and the tests of the
 `mlflow run` launcher, run on what it made."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Entry points through the real launcher, `mlflow run . --env-manager local`: the run it makes before our
-code starts is adopted or moved out of MLflow's Default experiment, a kill is resumed under it by the
+code starts is adopted, in the named experiment (never Default), a kill is resumed under it by the
 same rule as everywhere, identical runs launched together train once, and bad input fails the run."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The stages in-process, as an entry point runs them, against one temporary tracking store: the demo chain
-is made once per session (a 120-patch archive, encoders pretrained 1 epoch) and the tests look at it."""
+is made once per session (an 80-patch archive, encoders pretrained 1 epoch) and the tests look at it."""
 
 from __future__ import annotations
 

@@ -11,8 +11,7 @@ import torch
 from torch import nn
 
 from simclr_s2.app.context import Context
-from simclr_s2.data import BatchLoader
-from simclr_s2.feature_cache import TensorSource
+from simclr_s2.data import BatchLoader, MemoryDataset
 from simclr_s2.tracking.tracker import Step, Tracker
 from simclr_s2.train import FitConfig, fit
 
@@ -38,7 +37,7 @@ def train(ctx: Context, epochs: int = 4, lr: float = 0.05) -> str:
     with Tracker(ctx).open(step(epochs), run_name="tiny") as run:
         torch.manual_seed(0)
         model = Tiny()
-        fit(model, BatchLoader(TensorSource(x, y), 16, shuffle=True, seed=0), BatchLoader(TensorSource(x, y), 16),
+        fit(model, BatchLoader(MemoryDataset(x, y), 16, shuffle=True, seed=0), BatchLoader(MemoryDataset(x, y), 16),
             FitConfig(epochs=epochs, lr=lr, patience=epochs, channels_last=False),
             checkpoint_path=run.checkpoint_dir / "train.pt", progress=run.progress())
     return run.run_id
