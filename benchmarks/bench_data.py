@@ -1,7 +1,6 @@
-"""Patches/s for writing a demo archive, building its index (header check and full raster check), reading
-patches with the GeoTIFF reader, and packing them (the packer's own TIFF reader against the same packer
-reading through rasterio, in the same run), on a generated archive of a chosen size. The data path at the
-study's scale, on copies of real patches, is benchmarks/bench_loader.py's table.
+"""Patches/s for writing a demo archive, building its index (header check and full raster check) and
+reading patches with the GeoTIFF reader, on a generated archive of a chosen size. Packing and the data
+path at the study's scale, on copies of real patches, are benchmarks/bench_loader.py's table.
 
 The index rate is given for the scan alone: the official lists (about 2 s to decompress, once per
 process) are loaded before the clock starts, as they would be amortised over the real 590,326 patches.
@@ -15,14 +14,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench_loader import packing_rate
+from figures import Clock
 
 from simclr_s2.bigearthnet import official
 from simclr_s2.bigearthnet.demo import write_demo_archive
@@ -30,20 +28,16 @@ from simclr_s2.bigearthnet.index import build_index
 from simclr_s2.bigearthnet.reader import read_patch
 
 
-def _cpu() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 @contextmanager
 def _timed(label: str, n: int) -> Iterator[None]:
-    wall, cpu = time.perf_counter(), _cpu()
+    clock = Clock()
+    clock.start()
     yield
-    wall, cpu = time.perf_counter() - wall, _cpu() - cpu
-    print(
-        f"{label:<48} {n:>6} patches {wall:>7.2f} s {n / wall:>7.0f}/s wall {n / cpu:>7.0f}/s per CPU-s",
-        flush=True,
-    )
+    clock.stop()
+    rate = clock.rate(n)
+    per_cpu = "-" if rate.per_cpu_s is None else f"{rate.per_cpu_s:.0f}"
+    print(f"{label:<48} {n:>6} patches {clock.wall:>7.2f} s {rate.per_s:>7.0f}/s wall {per_cpu:>7}/s per CPU-s",
+          flush=True)
 
 
 def main() -> None:
@@ -52,7 +46,6 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="processes")
     p.add_argument("--read", type=int, default=300, help="patches to read with read_patch (one process)")
     p.add_argument("--full-check", type=int, default=300, help="patches to index with check_rasters=True")
-    p.add_argument("--pack", type=int, default=300, help="patches to pack through rasterio (the baseline)")
     args = p.parse_args()
     print(f"{args.workers} worker process(es), {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
@@ -84,21 +77,6 @@ def main() -> None:
             with _timed(f"read_patch (10 study bands, {resampling}, 1 process)", args.read):
                 for name in names[: args.read]:
                     read_patch(root / name, "study", resampling)
-
-        fast = packing_rate(root, names, Path(tmp) / "store", args.workers, rasterio_reads=False)
-        slow = packing_rate(root, names[: args.pack], Path(tmp) / "slow", args.workers, rasterio_reads=True)
-        for label, n, r in (
-            ("pack (study bands, bicubic)", len(names), fast),
-            ("pack, GeoTIFFs read through rasterio", args.pack, slow),
-        ):
-            print(
-                f"{label:<48} {n:>6} patches {r.per_s:>7.0f}/s wall {r.per_cpu_s:>7.0f}/s per CPU-s "
-                f"load {r.load:.2f}"
-            )
-        print(
-            f"packing: {fast.per_s / slow.per_s:.1f}x the rasterio reads (wall), "
-            f"{fast.per_cpu_s / slow.per_cpu_s:.1f}x per CPU-s"
-        )
 
 
 if __name__ == "__main__":

@@ -16,14 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import tempfile
-import time
 import timeit
 from pathlib import Path
 
 import rasterio
-from figures import Figure, Rate, report
+from figures import Clock, Figure, Rate, load_average, report
 
 from simclr_s2.bigearthnet import official
 from simclr_s2.bigearthnet.demo import write_demo_archive
@@ -32,18 +30,14 @@ from simclr_s2.bigearthnet.index import build_index, load_index
 from simclr_s2.bigearthnet.reader import reference_map_file
 
 
-def _cpu() -> float:
-    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
-
-
 def _build(archive: Path, out: Path, workers: int) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds, 1-minute load average at its end) of one index build."""
-    wall, cpu = time.perf_counter(), _cpu()
+    clock = Clock()
+    clock.start()
     result = build_index(archive, out, workers=workers)
-    wall, cpu = time.perf_counter() - wall, _cpu() - cpu
+    clock.stop()
     assert result.n_rejected == 0, f"{archive}: {result.n_rejected} patches rejected"
-    return wall, cpu, os.getloadavg()[0]
+    return clock.wall, clock.cpu, load_average()
 
 
 def main() -> None:
@@ -97,7 +91,7 @@ def main() -> None:
         ours = timeit.timeit(lambda: read_geotiff_uint16(path), number=n) / n
         theirs = timeit.timeit(with_rasterio, number=n // 4) / (n // 4)
         decode = f"geotiff.py {ours * 1e6:.0f} us, rasterio {theirs * 1e6:.0f} us"
-        print(f"one reference map: {decode} (load {os.getloadavg()[0]:.2f})")
+        print(f"one reference map: {decode} (load {load_average():.2f})")
 
 
 if __name__ == "__main__":

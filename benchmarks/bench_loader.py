@@ -35,7 +35,7 @@ from unittest import mock
 
 import numpy as np
 import torch
-from figures import Figure, Rate, report
+from figures import Clock, Figure, Rate, report
 
 from simclr_s2.bigearthnet import packed, reader
 from simclr_s2.bigearthnet.bands import STUDY_BANDS, InputTransform
@@ -43,28 +43,6 @@ from simclr_s2.data import BatchLoader, MemoryDataset, PackedDataset, PatchDatas
 
 EXAMPLES = Path(__file__).parents[1] / "tests" / "bigearthnet" / "fixtures" / "BigEarthNet-S2-Example.tar.bz2"
 DIGEST = "bench" * 8
-
-
-def _cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system
-
-
-class Clock:
-    """Wall and CPU time of the work between `start` and `rate`, paused around untimed steps."""
-
-    def __init__(self) -> None:
-        self.wall = self.cpu = 0.0
-
-    def start(self) -> None:
-        self._wall, self._cpu = time.perf_counter(), _cpu_seconds()
-
-    def stop(self) -> None:
-        self.wall += time.perf_counter() - self._wall
-        self.cpu += _cpu_seconds() - self._cpu
-
-    def rate(self, n: float) -> Rate:
-        return Rate(n / self.wall, n / self.cpu if self.cpu > 0 else None, os.getloadavg()[0])  # None: too short
 
 
 def copy_examples(root: Path, n: int, tmp: Path) -> list[str]:

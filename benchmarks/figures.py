@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -50,6 +51,30 @@ class Figure:
 
 def load_average() -> float:
     return os.getloadavg()[0]
+
+
+def cpu_seconds() -> float:
+    """CPU time of this process's threads and of its finished child processes (packing workers...)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+class Clock:
+    """Wall and CPU time of the work between `start` and `stop`, summed over several spans."""
+
+    def __init__(self) -> None:
+        self.wall = self.cpu = 0.0
+
+    def start(self) -> None:
+        self._wall, self._cpu = time.perf_counter(), cpu_seconds()
+
+    def stop(self) -> None:
+        self.wall += time.perf_counter() - self._wall
+        self.cpu += cpu_seconds() - self._cpu
+
+    def rate(self, n: float) -> Rate:
+        """`n` units over the timed spans (per CPU-second None when too short to measure)."""
+        return Rate(n / self.wall, n / self.cpu if self.cpu > 0 else None, load_average())
 
 
 def _cpu(rate: Rate | None) -> str:

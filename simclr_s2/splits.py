@@ -302,30 +302,52 @@ def load_split(
     index: pd.DataFrame | None = None,
     positives: pd.Series | None = None,
 ) -> SplitSet:
-    """Load one set after checking every file of the scheme against its manifest and the rules.
+    """Load one set after checking every file of the scheme against its manifest and the rules (see
+    `load_sets`). set_name: one of ALL_SETS; "test_natural" only where the splits were made with
+    natural_test.
+    """
+    return load_sets(split_dir, scheme, index, positives).get(fraction, set_name)
+
+
+@dataclass(frozen=True)
+class SchemeSplits:
+    """Every set of one scheme's splits, read and checked once, by file name."""
+
+    folder: Path
+    manifest: SplitManifest
+    sets: dict[str, SplitSet]
+
+    def get(self, fraction: int, set_name: str) -> SplitSet:
+        """The set `set_name` at `fraction` (one line when the splits have no such set)."""
+        scheme = self.folder.name
+        if set_name not in ALL_SETS:
+            raise UserError(f"set {set_name!r}: expected one of {list(ALL_SETS)}")
+        if fraction not in self.manifest.fractions:
+            raise UserError(
+                f"fraction {fraction!r} not in the {scheme!r} splits: found {list(self.manifest.fractions)}"
+            )
+        if set_name == NATURAL and self.manifest.natural_share is None:
+            raise UserError(f"set {NATURAL!r}: the {scheme!r} splits in {self.folder.parent} have no "
+                            "natural-prevalence test set; make them with natural_test")
+        return self.sets[file_name(set_name, fraction)]
+
+
+def load_sets(split_dir: Path, scheme: str, index: pd.DataFrame | None = None,
+              positives: pd.Series | None = None) -> SchemeSplits:
+    """Every set of the scheme, after checking every file against its manifest and the rules.
 
     With `index`, also checks that every name is in it, still eligible under the manifest's
     exclusions, official split and kind (no tile, block or part in two sets; official sets inside
     their own part), and carries the index's label (a column scheme) or the label in `positives`
     (a caller's scheme: the same Series as given to create_splits; <NA> = not eligible).
-    set_name: one of ALL_SETS; "test_natural" only where the splits were made with natural_test.
     """
-    if set_name not in ALL_SETS:
-        raise UserError(f"set {set_name!r}: expected one of {list(ALL_SETS)}")
     manifest = load_manifest(split_dir, scheme)
-    if fraction not in manifest.fractions:
-        raise UserError(
-            f"fraction {fraction!r} not in the {scheme!r} splits: found {list(manifest.fractions)}"
-        )
-    if set_name == NATURAL and manifest.natural_share is None:
-        raise UserError(f"set {NATURAL!r}: the {scheme!r} splits in {split_dir} have no natural-prevalence "
-                        f"test set; make them with natural_test")
     scheme_dir = Path(split_dir) / scheme
     files, digests = _read_files(scheme_dir, manifest)
     _verify(files, manifest.fractions, None if index is None else _reference(index, manifest, positives))
-    name = file_name(set_name, fraction)
-    names, labels = files[name]
-    return SplitSet(names=names.tolist(), labels=labels, digest=digests[name], path=scheme_dir / name)
+    sets = {name: SplitSet(names=names.tolist(), labels=labels, digest=digests[name], path=scheme_dir / name)
+            for name, (names, labels) in files.items()}
+    return SchemeSplits(scheme_dir, manifest, sets)
 
 
 _Sets = dict[str, tuple[np.ndarray, np.ndarray]]

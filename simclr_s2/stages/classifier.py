@@ -41,7 +41,7 @@ from simclr_s2.tracking.registry import (
 )
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.ui import how_to_browse, run_url
-from simclr_s2.train import FitConfig, FitResult, fit
+from simclr_s2.train import FitConfig, FitResult, fit, predict
 
 Training = specs.Finetune | specs.Baseline
 TUNED_TAG = "simclr_s2.tuned"
@@ -124,7 +124,7 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
                       context=context)
 
     device = distributed.device()
-    pool = split.pool()
+    pool = split.pool
 
     scaling = pretrained.scaling if pretrained is not None else ZSCORE
 
@@ -216,8 +216,8 @@ class Classifier(Stage[Training]):
             if isinstance(spec, specs.Finetune) else self.run_name(spec, resolved)
         run.set_tags({"mlflow.runName": run_name})
         split = trained.split
-        test = log_evaluation(run, trained.model, trained.batches(split.test, False), split.test.names, "test",
-                              trained.device)
+        test = log_evaluation(run, predict(trained.model, trained.batches(split.test, False), trained.device),
+                              split.test.names, "test")
         summary = {**{k: f"{v:.4f}" for k, v in result.best_val.items()},
                    **{k: f"{test[k]:.4f}" for k in REGISTERED_TEST_METRICS}}
         version = ""

@@ -62,13 +62,13 @@ class Evaluate(Stage[specs.Evaluate]):
                               spec.batch_size, shuffle=False, seed=0, digest=split.index_digest, pack=False,
                               scaling=tags.get(SCALING_TAG, ZSCORE))
 
-            metrics = log_evaluation(run, model, batches(chosen), chosen.names, spec.set, device)
+            scored = predict(model, batches(chosen), device)
+            metrics = log_evaluation(run, scored, chosen.names, spec.set)
             if spec.set in ("test", NATURAL):
                 labels, probabilities, _ = predict(model, batches(split.val), device)
                 threshold = best_f1_threshold(labels, probabilities)
                 run.log_metrics({"val_threshold": threshold})
-                metrics |= log_evaluation(run, model, batches(chosen), chosen.names, f"{spec.set}_valthr", device,
-                                          threshold)
+                metrics |= log_evaluation(run, scored, chosen.names, f"{spec.set}_valthr", threshold)
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
 
 

@@ -17,7 +17,7 @@ from simclr_s2.bigearthnet.bands import ZSCORE
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
 from simclr_s2.data import BatchLoader, make_loader
 from simclr_s2.errors import UserError
-from simclr_s2.splits import NATURAL, SplitSet, load_manifest, load_split
+from simclr_s2.splits import NATURAL, SplitSet, load_manifest, load_sets, load_split
 from simclr_s2.tracking.artifacts import Fetcher
 
 SOURCE = "source.json"
@@ -44,12 +44,9 @@ class SplitData:
     kind: str  # "random", "tile", "block-<n>km" or "official"
     natural: SplitSet | None  # the natural-prevalence test set, when the split has one
     index: pd.DataFrame
-    everything: list[str]  # every patch of the scheme's splits, at every fraction
-
-    def pool(self) -> list[str]:
-        """The patches one packed store holds: all of the scheme's splits, so every fraction (they nest)
-        and every set reads the same store, packed once."""
-        return self.everything
+    # every patch of the scheme's splits at every fraction: what one packed store holds, so every fraction
+    # (they nest) and every set reads the same store, packed once
+    pool: list[str]
 
     def set(self, name: str) -> SplitSet:
         """A set by name: train, val, test or test_natural (one line when the split has none)."""
@@ -73,14 +70,15 @@ def load_split_data(fetch: Fetcher, ref: str, scheme: str, fraction: int) -> Spl
     if load_manifest(folder, scheme).index_digest != digest:
         raise UserError(f"split: {folder / scheme} was drawn from another index than {source['index']}")
     index = load_index(index_path)
-    manifest = load_manifest(folder, scheme)
-    sets = {name: load_split(folder, scheme, fraction, name, index) for name in ("train", "val", "test")}
-    natural = load_split(folder, scheme, fraction, NATURAL, index) if manifest.natural_share is not None else None
+    splits = load_sets(folder, scheme, index)
+    manifest = splits.manifest
+    sets = {name: splits.get(fraction, name) for name in ("train", "val", "test")}
+    natural = splits.get(fraction, NATURAL) if manifest.natural_share is not None else None
     largest = max(manifest.fractions)
-    everything = sorted({*sets["test"].names, *(natural.names if natural else []),
-                         *(n for name in ("train", "val") for n in load_split(folder, scheme, largest, name).names)})
+    pool = sorted({*sets["test"].names, *(natural.names if natural else []),
+                         *(n for name in ("train", "val") for n in splits.get(largest, name).names)})
     return SplitData(ref, folder, scheme, fraction, Path(source["archive_root"]), digest, **sets,
-                     kind=manifest.kind, natural=natural, index=index, everything=everything)
+                     kind=manifest.kind, natural=natural, index=index, pool=pool)
 
 
 def test_names(fetch: Fetcher, refs: str) -> set[str]:

@@ -4,22 +4,22 @@ plots, and a table of every patch's prediction."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-import torch
 
 from simclr_s2.metrics import binary_metrics, save_plots
 from simclr_s2.tracking.tracker import StageRun
-from simclr_s2.train import predict
 
 
-def log_evaluation(run: StageRun, model: torch.nn.Module, batches: Iterable, names: Sequence[str],
-                   prefix: str = "test", device: str = "cpu", threshold: float = 0.5) -> dict[str, float]:
+def log_evaluation(run: StageRun, predictions: tuple[np.ndarray, np.ndarray, float], names: Sequence[str],
+                   prefix: str = "test", threshold: float = 0.5) -> dict[str, float]:
     """Metrics `<prefix>_accuracy` ... `<prefix>_fn` on the run; plots and predictions.csv under the
-    artifact folder evaluation/<prefix>. `batches` must follow the order of `names`."""
-    labels, probabilities, loss = predict(model, batches, device)
+    artifact folder evaluation/<prefix>. `predictions` is `train.predict`'s (labels, probabilities,
+    loss), in the order of `names`: one prediction pass can be scored at several thresholds."""
+    labels, probabilities, loss = predictions
     metrics = {f"{prefix}_{k}": v for k, v in {**binary_metrics(labels, probabilities, threshold),
                                                "loss": loss}.items()}
     run.log_metrics(metrics)

@@ -77,8 +77,8 @@ def search_versions(client: MlflowClient, scheme: str, *, fraction: int | None =
     versions = [(mv.run_id or mv.tags.get("run_id", ""), mv) for mv in found
                 if mv.tags.get("stage") in CLASSIFIER_STAGES]
     runs = run_metrics(client, (run_id for run_id, _ in versions))
-    records = [VersionRecord(str(mv.version), dict(mv.tags), runs.get(run_id, ({}, ""))[0], run_id,
-                             runs.get(run_id, ({}, ""))[1]) for run_id, mv in versions]
+    records = [VersionRecord(str(mv.version), dict(mv.tags), metrics, run_id, experiment)
+               for run_id, mv in versions for metrics, experiment in [runs.get(run_id, ({}, ""))]]
     return sorted(records, key=lambda r: int(r.version))
 
 
