@@ -7,13 +7,26 @@ export PATH := $(abspath $(VENV))/bin:$(PATH)
 MLFLOW_RUN := mlflow run . --env-manager local
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench setup mlproject docs
+.PHONY: demo test lint bench setup lock mlproject docs
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+# Every install comes from the one lock (hashes checked): the venv, CI, python_env.yaml and both images.
+# pip's own resolver never runs here, so two installs on two days get the same versions.
+LOCK := requirements.lock
+PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --no-deps
+$(VENV)/.installed: $(LOCK) pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
-	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	$(PIP_INSTALL) --require-hashes -r $(LOCK)
+	$(PIP_INSTALL) --no-build-isolation -e .
 	touch $@
+
+# The one command that updates the lock (newest versions pyproject.toml allows), and the server image's
+# subset of it. Commit both files; `make setup` then installs them.
+PIP_COMPILE := $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras \
+	--no-emit-index-url --no-emit-find-links
+lock: setup
+	$(PIP_COMPILE) --upgrade --extra dev --output-file $(LOCK) pyproject.toml
+	$(PIP_COMPILE) --output-file docker/mlflow-server.lock docker/mlflow-server.in
 
 demo: setup
 	$(MLFLOW_RUN) -e finetune

@@ -1,8 +1,11 @@
-# The tracking server of docker-compose.yml. Pins equal the project's venv (tests/server/test_docker_files.py
-# checks them), so the container and scripts/server.py run the same server.
+# The tracking server of docker-compose.yml. It installs docker/mlflow-server.lock, the subset of the
+# project's requirements.lock that mlflow[auth], psycopg2-binary and boto3 need (`make lock` writes both;
+# tests/server/test_docker_files.py checks they agree), so the container and scripts/server.py run the
+# same server.
 FROM python:3.11-slim
 
-RUN pip install --no-cache-dir "mlflow[auth]==3.17.2" psycopg2-binary==2.9.13 boto3==1.44.8
+COPY mlflow-server.lock /tmp/mlflow-server.lock
+RUN pip install --no-cache-dir --no-deps --require-hashes -r /tmp/mlflow-server.lock && rm /tmp/mlflow-server.lock
 
 # Basic auth as scripts/server.py configures it: users in a SQLite file on a volume, the admin from
 # MLFLOW_AUTH_ADMIN_* (compose), password checks cached for a minute (each costs a PBKDF2 hash).

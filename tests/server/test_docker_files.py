@@ -8,12 +8,12 @@ import re
 import shlex
 import subprocess
 import sys
-import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
+from test_lock import pins
 
 from simclr_s2.server import mlflow_server, postgres, seaweedfs
 from simclr_s2.server.config import BUCKET, DEFAULTS
@@ -29,15 +29,6 @@ def compose() -> dict:
 
 def _service(compose: dict, name: str) -> dict:
     return compose["services"][name]
-
-
-def _pins(dockerfile: Path) -> dict[str, str]:
-    """package -> version of every `name==version` (extras dropped) in a Dockerfile's pip lines."""
-    text = dockerfile.read_text()
-    return {
-        re.sub(r"\[.*\]", "", name).lower(): version
-        for name, version in re.findall(r"([A-Za-z0-9_.\-\[\]]+)==([0-9][^\s\"']*)", text)
-    }
 
 
 def _base_version(distribution: str) -> str:
@@ -122,17 +113,18 @@ def test_object_store_is_the_seaweedfs_of_the_venv(compose: dict) -> None:
     assert set(seaweedfs.WEED_MINI_FLAGS) | {f"-bucket={BUCKET}"} <= set(s3["command"])
 
 
-def test_mlflow_server_image_pins_the_venv_versions(compose: dict) -> None:
-    pins = _pins(DOCKER / "mlflow-server.Dockerfile")
+def test_mlflow_server_image_is_the_locked_server(compose: dict) -> None:
+    locked = pins(REPO / "docker" / "mlflow-server.lock")
     for distribution in ("mlflow", "psycopg2-binary", "boto3"):
-        assert pins[distribution] == _base_version(distribution), distribution
+        assert locked[distribution] == pins(REPO / "requirements.lock")[distribution], distribution
     dockerfile = (DOCKER / "mlflow-server.Dockerfile").read_text()
-    assert "mlflow[auth]" in dockerfile
+    assert "-r /tmp/mlflow-server.lock" in dockerfile
+    assert "mlflow[auth]" in (DOCKER / "mlflow-server.in").read_text()
     for name, value in mlflow_server.SERVER_ENV.items():
         assert f"{name}={value}" in dockerfile
     for name, value in mlflow_server.AUTH_SETTINGS.items():
         assert f"'{name} = {value}'" in dockerfile
-    assert _service(compose, "mlflow")["image"].endswith(f":{_base_version('mlflow')}")
+    assert _service(compose, "mlflow")["image"].endswith(f":{locked['mlflow']}")
 
 
 def test_mlflow_command_matches_the_native_server(compose: dict) -> None:
@@ -161,21 +153,11 @@ def test_mlflow_command_matches_the_native_server(compose: dict) -> None:
     assert "${SIMCLR_MLFLOW_AUTH:+" + " ".join(auth_args) + "}" in script
 
 
-def test_training_image_pins_the_project_torch(compose: dict) -> None:
+def test_training_image_runs_this_python_where_mlflow_puts_the_project(compose: dict) -> None:
     dockerfile = (DOCKER / "Dockerfile").read_text()
     python = f"{sys.version_info.major}.{sys.version_info.minor}"
     assert re.search(r"^FROM python:(\S+)-slim$", dockerfile, re.MULTILINE).group(1) == python
     assert f"FROM python:{python}-slim" in (DOCKER / "mlflow-server.Dockerfile").read_text()
-    project_pins = {}
-    pyproject = REPO / "pyproject.toml"
-    if pyproject.exists():
-        for requirement in tomllib.loads(pyproject.read_text())["project"]["dependencies"]:
-            if "==" in requirement:
-                name, version = requirement.split("==")
-                project_pins[name.strip().lower()] = version.strip()
-    pins = _pins(DOCKER / "Dockerfile")
-    for distribution in ("torch", "torchvision"):
-        assert pins[distribution] == project_pins.get(distribution, _base_version(distribution)), distribution
     from mlflow.projects.utils import MLFLOW_DOCKER_WORKDIR_PATH
 
     assert (
