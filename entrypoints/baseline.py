@@ -1,7 +1,5 @@
-"""The `baseline` entry point: `mlflow run . -e baseline`, or `python entrypoints/baseline.py -h`."""
-
-from simclr_s2.app.cli import main
-from simclr_s2.stages.classifier import BASELINE
+"""The `baseline` entry point as a script: `python -m simclr_s2 baseline` (what `mlflow run . -e baseline` runs)."""
+from simclr_s2.__main__ import run_script
 
 if __name__ == "__main__":
-    main(BASELINE)
+    run_script(__file__)

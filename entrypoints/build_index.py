@@ -1,7 +1,5 @@
-"""The `build_index` entry point: `mlflow run . -e build_index`, or `python entrypoints/build_index.py -h`."""
-
-from simclr_s2.app.cli import main
-from simclr_s2.stages.data import BUILD_INDEX
+"""The `build_index` entry point as a script: `python -m simclr_s2 build_index` (what `mlflow run . -e build_index` runs)."""
+from simclr_s2.__main__ import run_script
 
 if __name__ == "__main__":
-    main(BUILD_INDEX)
+    run_script(__file__)

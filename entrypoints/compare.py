@@ -1,7 +1,5 @@
-"""The `compare` entry point: `mlflow run . -e compare`, or `python entrypoints/compare.py -h`."""
-
-from simclr_s2.app.cli import main
-from simclr_s2.stages.compare import COMPARE
+"""The `compare` entry point as a script: `python -m simclr_s2 compare` (what `mlflow run . -e compare` runs)."""
+from simclr_s2.__main__ import run_script
 
 if __name__ == "__main__":
-    main(COMPARE)
+    run_script(__file__)

@@ -1,7 +1,5 @@
-"""The `create_splits` entry point: `mlflow run . -e create_splits`, or `python entrypoints/create_splits.py -h`."""
-
-from simclr_s2.app.cli import main
-from simclr_s2.stages.data import CREATE_SPLITS
+"""The `create_splits` entry point as a script: `python -m simclr_s2 create_splits` (what `mlflow run . -e create_splits` runs)."""
+from simclr_s2.__main__ import run_script
 
 if __name__ == "__main__":
-    main(CREATE_SPLITS)
+    run_script(__file__)

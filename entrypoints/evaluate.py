@@ -1,7 +1,5 @@
-"""The `evaluate` entry point: `mlflow run . -e evaluate`, or `python entrypoints/evaluate.py -h`."""
-
-from simclr_s2.app.cli import main
-from simclr_s2.stages.evaluate import EVALUATE
+"""The `evaluate` entry point as a script: `python -m simclr_s2 evaluate` (what `mlflow run . -e evaluate` runs)."""
+from simclr_s2.__main__ import run_script
 
 if __name__ == "__main__":
-    main(EVALUATE)
+    run_script(__file__)

@@ -1,7 +1,5 @@
-"""The `finetune` entry point: `mlflow run . -e finetune`, or `python entrypoints/finetune.py -h`."""
-
-from simclr_s2.app.cli import main
-from simclr_s2.stages.classifier import FINETUNE
+"""The `finetune` entry point as a script: `python -m simclr_s2 finetune` (what `mlflow run . -e finetune` runs)."""
+from simclr_s2.__main__ import run_script
 
 if __name__ == "__main__":
-    main(FINETUNE)
+    run_script(__file__)

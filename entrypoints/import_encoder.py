@@ -1,7 +1,5 @@
-"""The `import_encoder` entry point: `mlflow run . -e import_encoder`, or `python entrypoints/import_encoder.py -h`."""
-
-from simclr_s2.app.cli import main
-from simclr_s2.stages.pretrain import IMPORT_ENCODER
+"""The `import_encoder` entry point as a script: `python -m simclr_s2 import_encoder` (what `mlflow run . -e import_encoder` runs)."""
+from simclr_s2.__main__ import run_script
 
 if __name__ == "__main__":
-    main(IMPORT_ENCODER)
+    run_script(__file__)

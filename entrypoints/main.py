@@ -1,7 +1,5 @@
-"""The `main` entry point: `mlflow run . -e main`, or `python entrypoints/main.py -h`."""
-
-from simclr_s2.app.cli import main
-from simclr_s2.stages.grid import GRID
+"""The `main` entry point as a script: `python -m simclr_s2 main` (what `mlflow run . -e main` runs)."""
+from simclr_s2.__main__ import run_script
 
 if __name__ == "__main__":
-    main(GRID)
+    run_script(__file__)

@@ -1,7 +1,5 @@
-"""The `make_demo_data` entry point: `mlflow run . -e make_demo_data`, or `python entrypoints/make_demo_data.py -h`."""
-
-from simclr_s2.app.cli import main
-from simclr_s2.stages.data import MAKE_DEMO_DATA
+"""The `make_demo_data` entry point as a script: `python -m simclr_s2 make_demo_data` (what `mlflow run . -e make_demo_data` runs)."""
+from simclr_s2.__main__ import run_script
 
 if __name__ == "__main__":
-    main(MAKE_DEMO_DATA)
+    run_script(__file__)

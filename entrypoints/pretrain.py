@@ -1,7 +1,5 @@
-"""The `pretrain` entry point: `mlflow run . -e pretrain`, or `python entrypoints/pretrain.py -h`."""
-
-from simclr_s2.app.cli import main
-from simclr_s2.stages.pretrain import PRETRAIN
+"""The `pretrain` entry point as a script: `python -m simclr_s2 pretrain` (what `mlflow run . -e pretrain` runs)."""
+from simclr_s2.__main__ import run_script
 
 if __name__ == "__main__":
-    main(PRETRAIN)
+    run_script(__file__)

@@ -1,7 +1,5 @@
-"""The `promote` entry point: `mlflow run . -e promote`, or `python entrypoints/promote.py -h`."""
-
-from simclr_s2.app.cli import main
-from simclr_s2.stages.promote import PROMOTE
+"""The `promote` entry point as a script: `python -m simclr_s2 promote` (what `mlflow run . -e promote` runs)."""
+from simclr_s2.__main__ import run_script
 
 if __name__ == "__main__":
-    main(PROMOTE)
+    run_script(__file__)

@@ -1,7 +1,5 @@
-"""The `tune` entry point: `mlflow run . -e tune`, or `python entrypoints/tune.py -h`."""
-
-from simclr_s2.app.cli import main
-from simclr_s2.stages.tune import TUNE
+"""The `tune` entry point as a script: `python -m simclr_s2 tune` (what `mlflow run . -e tune` runs)."""
+from simclr_s2.__main__ import run_script
 
 if __name__ == "__main__":
-    main(TUNE)
+    run_script(__file__)

@@ -79,8 +79,12 @@ class Project:
         return done
 
     def shell(self, command: str, cwd: Path = ROOT, timeout: int = 900) -> subprocess.CompletedProcess:
-        """A command line as a reader would type it (e.g. from the README), in the project's environment."""
-        done = subprocess.run(command, check=False, shell=True, cwd=cwd, env=self.process_env(),
+        """A command line as a reader would type it (e.g. from the README) in a fresh shell: the project's
+        environment, but no venv on PATH (`make test` puts this one there) unless the command activates it."""
+        env = self.process_env()
+        env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)
+        env.pop("VIRTUAL_ENV", None)
+        done = subprocess.run(command, check=False, shell=True, cwd=cwd, env=env, executable="/bin/bash",
                               capture_output=True, text=True, timeout=timeout)
         assert done.returncode == 0, f"{command}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"
         return done

@@ -1,4 +1,4 @@
-"""MLproject, generated from the entry points' specs (`python -m simclr_s2.app.mlproject > MLproject`;
+"""MLproject, generated from the registered entry points' specs (`python -m simclr_s2.app.mlproject > MLproject`;
 `make mlproject`). A test checks the committed file equals this output, so the two cannot drift."""
 
 from __future__ import annotations
@@ -6,15 +6,16 @@ from __future__ import annotations
 import dataclasses
 import json
 
+from simclr_s2.app.registry import REGISTRY, command
 from simclr_s2.app.spec import canonical, fields_of, flag, mlflow_type
-from simclr_s2.app.specs import ENTRY_POINTS
 
 HEADER = """\
 # Generated from simclr_s2/app/specs.py by `make mlproject`: edit the specs, not this file.
 name: simclr-s2
 
-# `mlflow run . -e <entry point> --env-manager local` on machines without conda (see README).
-conda_env: conda.yaml
+# `mlflow run . -e <entry point> --env-manager local` runs in the current environment (the README's way);
+# `--env-manager virtualenv` builds one from python_env.yaml (every package from requirements.lock).
+python_env: python_env.yaml
 
 entry_points:
 """
@@ -22,7 +23,8 @@ entry_points:
 
 def render() -> str:
     lines = [HEADER.rstrip("\n")]
-    for name, cls in ENTRY_POINTS.items():
+    for name, entry_point in REGISTRY.items():
+        cls = entry_point.spec
         lines += [f"  {name}:", "    parameters:"]
         args = []
         for f in fields_of(cls):
@@ -31,7 +33,7 @@ def render() -> str:
             default = "" if f.default is dataclasses.MISSING else f", default: {value}"
             lines.append(f"      {f.name}: {{type: {kind}{default}}}")
             args.append(f"{flag(f.name)} {{{f.name}}}")
-        lines.append(f'    command: "python entrypoints/{name}.py {" ".join(args)}"')
+        lines.append(f'    command: "{command(name)} {" ".join(args)}"')
         lines.append("")
     return "\n".join(lines).rstrip("\n") + "\n"
 
