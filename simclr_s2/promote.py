@@ -2,8 +2,10 @@
 its kept epoch.
 
 The test set never decides: it is the one honest estimate left once a model is chosen (the original's
-later stage trained on it), so a test metric is refused. A tie at the top is refused too: picking either
-would be arbitrary, and a person should narrow the candidates or pick another metric.
+later stage trained on it), so a test metric is refused. A tie at the top (common on small validation sets,
+where F1 is often 1.0) is broken by a stated rule, never by the order of a search: the lower validation
+loss of the kept epoch (a finer measure on the same patches), then the earlier registered version (the
+first to reach that score).
 
 Candidates are ranked within one condition of measurement: one data fraction (its validation set holds
 40 patches at 1 % and 4,077 at 100 %, so their values are not comparable) and one test set (test-set
@@ -56,13 +58,18 @@ class Candidate:
     value: float  # NaN when its run lacks the metric
     fraction: int  # the data fraction (%) it was trained and validated on
     test_digest: str  # sha256 of the test set its run scored (the split's test.csv)
+    loss: float = math.nan  # the kept epoch's validation loss: the tie-break
+
+
+TIE_BREAK = "val_loss, then the earlier version"
 
 
 @dataclass(frozen=True)
 class Choice:
     metric: str
-    ranked: tuple[Candidate, ...]  # scored candidates, best first
+    ranked: tuple[Candidate, ...]  # scored candidates, best first (ties broken: see TIE_BREAK)
     unscored: tuple[Candidate, ...]
+    tied: int = 1  # how many shared the best value before the tie-break
 
     @property
     def winner(self) -> Candidate:
@@ -72,8 +79,8 @@ class Choice:
 def choose(candidates: Sequence[Candidate], metric: str, what: str, *, cross_fractions: bool = False,
            cross_test_sets: bool = False) -> Choice:
     """The best of `candidates` by `metric`; `what` names the filters in messages. An empty set, candidates
-    of several fractions or test sets (unless crossing them is allowed), a set where no run has a finite
-    value of the metric, or a tie at the top is a UserError, and nothing is chosen."""
+    of several fractions or test sets (unless crossing them is allowed), or a set where no run has a finite
+    value of the metric is a UserError, and nothing is chosen. Ties are broken by TIE_BREAK."""
     if not candidates:
         raise UserError(f"promote: no registered classifier matches {what}; run finetune or baseline first")
     if not cross_fractions:
@@ -84,13 +91,11 @@ def choose(candidates: Sequence[Candidate], metric: str, what: str, *, cross_fra
     unscored = tuple(c for c in candidates if not math.isfinite(c.value))
     if not scored:
         raise UserError(f"metric: none of the {len(candidates)} candidates ({what}) has a finite {metric} on its run")
-    ranked = sorted(scored, key=lambda c: c.value, reverse=metric not in LOWER_IS_BETTER)
-    tied = [c for c in ranked if math.isclose(c.value, ranked[0].value, rel_tol=1e-9, abs_tol=1e-12)]
-    if len(tied) > 1:
-        raise UserError(f"promote: tie on {metric} = {ranked[0].value:.4f} between "
-                        f"{', '.join(c.label for c in tied)} ({what}); narrow with fraction or pretrained, "
-                        f"or choose another metric; nothing changed")
-    return Choice(metric, tuple(ranked), unscored)
+    best_first = -1.0 if metric not in LOWER_IS_BETTER else 1.0
+    by_value = sorted(scored, key=lambda c: best_first * c.value)
+    tied = [c for c in by_value if math.isclose(c.value, by_value[0].value, rel_tol=1e-9, abs_tol=1e-12)]
+    tied.sort(key=lambda c: (c.loss if math.isfinite(c.loss) else math.inf, int(c.version)))
+    return Choice(metric, (*tied, *by_value[len(tied):]), unscored, tied=len(tied))
 
 
 def _one_group(what: str, kind: str, flag: str, counts: Counter, shown: str) -> None:
@@ -106,7 +111,7 @@ def reason_tags(choice: Choice, alias: str, what: str) -> dict[str, str]:
     """Why the winner got `alias`, as tags for the version and the promote run."""
     listed = ", ".join(f"v{c.version}={c.value:.4f}" for c in choice.ranked)
     return {"promoted_alias": alias, "promoted_metric": choice.metric, "promoted_value": repr(choice.winner.value),
-            "promoted_candidates": str(len(choice.ranked)),
+            "promoted_candidates": str(len(choice.ranked)), "promoted_tied": str(choice.tied),
             "promoted_candidate_list": listed if len(listed) <= MAX_TAG_CHARS else listed[:MAX_TAG_CHARS] + "...",
             "promoted_filter": what, "promoted_at": datetime.now(UTC).isoformat(timespec="seconds")}
 
@@ -115,6 +120,8 @@ def decision(choice: Choice, alias: str, former: str | None, dry_run: bool) -> s
     """The one line the promote entry point prints."""
     w = choice.winner
     why = f"{choice.metric} {w.value:.4f}, best of {len(choice.ranked)} candidates"
+    if choice.tied > 1:
+        why += f"; a tie of {choice.tied} broken by {TIE_BREAK}"
     if choice.unscored:
         why += f"; {len(choice.unscored)} without the metric skipped"
     if former == w.version:

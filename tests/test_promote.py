@@ -1,6 +1,6 @@
 """promote's choice, without MLflow: the best validation value wins within one fraction and one test set,
-crossing them needs asking, non-finite values are never ranked, ties and test metrics are refused, and
-the reason and the printed line say what happened."""
+crossing them needs asking, non-finite values are never ranked, ties are broken by a stated rule, test
+metrics are refused, and the reason and the printed line say what happened."""
 
 from __future__ import annotations
 
@@ -22,8 +22,9 @@ from simclr_s2.promote import (
 TEST_SET = "a1" * 32
 
 
-def candidate(version: str, value: float, fraction: int = 10, test_digest: str = TEST_SET) -> Candidate:
-    return Candidate(version, f"v{version} (ben {fraction}pct s0)", value, fraction, test_digest)
+def candidate(version: str, value: float, fraction: int = 10, test_digest: str = TEST_SET,
+              loss: float = math.nan) -> Candidate:
+    return Candidate(version, f"v{version} (ben {fraction}pct s0)", value, fraction, test_digest, loss)
 
 
 def test_best_value_wins_and_lower_loss_is_better() -> None:
@@ -60,9 +61,18 @@ def test_non_finite_values_are_never_ranked(bad: float) -> None:
         choose([candidate("1", bad)], "val_f1", "test")
 
 
-def test_tie_empty_and_test_metric_are_refused() -> None:
-    with pytest.raises(UserError, match=r"tie on val_f1 = 0\.8000 between v1 \(ben.*, v2 \(ben"):
-        choose([candidate("1", 0.8), candidate("2", 0.8), candidate("3", 0.5)], "val_f1", "scheme=basic")
+def test_a_tie_is_broken_by_validation_loss_then_the_earlier_version() -> None:
+    field = [candidate("12", 1.0, loss=0.30), candidate("3", 0.5, loss=0.01), candidate("9", 1.0, loss=0.20),
+             candidate("10", 1.0, loss=0.20), candidate("2", 1.0)]
+    choice = choose(field, "val_f1", "scheme=basic")
+    assert [c.version for c in choice.ranked] == ["9", "10", "12", "2", "3"] and choice.tied == 4
+    assert "a tie of 4 broken by val_loss, then the earlier version" in decision(choice, "champion", None, False)
+    assert reason_tags(choice, "champion", "x")["promoted_tied"] == "4"
+    by_loss = choose([candidate("5", 0.2), candidate("4", 0.2)], "val_loss", "t")
+    assert by_loss.winner.version == "4" and by_loss.tied == 2
+
+
+def test_empty_and_test_metric_are_refused() -> None:
     with pytest.raises(UserError, match="no registered classifier matches scheme=basic fraction=3"):
         choose([], "val_f1", "scheme=basic fraction=3")
     with pytest.raises(UserError, match="test_f1 is a test-set metric"):

@@ -24,7 +24,8 @@ def _choice(spec: specs.Promote, ctx: Context) -> tuple[promotion.Choice, str, s
     records = search_versions(ctx.client, spec.scheme, fraction=None if spec.fraction == "any" else int(spec.fraction),
                               pretrained=None if spec.pretrained == "any" else spec.pretrained)
     candidates = [promotion.Candidate(r.version, r.describe(), r.metrics.get(key, math.nan), int(r.tags["fraction"]),
-                                      r.tags.get("test_digest", "")) for r in records]
+                                      r.tags.get("test_digest", ""), r.metrics.get("best_val_loss", math.nan))
+                  for r in records]
     choice = promotion.choose(candidates, spec.metric, what, cross_fractions=spec.cross_fractions,
                               cross_test_sets=spec.cross_test_sets)
     return choice, what, alias_version(ctx.client, spec.alias)
