@@ -78,6 +78,15 @@ def _checked(state: object, source: str) -> dict[str, torch.Tensor]:
     return dict(state)
 
 
+def _finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinity (a diverged training): registered, they would only make
+    NaN features downstream."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"{source}: {len(bad)} of {len(state)} tensors hold NaN or infinite values "
+                        f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); expected finite weights")
+
+
 def state_dict_layout(state: Mapping[str, torch.Tensor], source: str = "state dict") -> str:
     """SIMCLR (keys `encoder.*` and `head.*`) or TIMM (a bare ResNet: `conv1.weight`, `layer1.*`, ...);
     anything else is a UserError naming `source`, what was found and what was expected."""
@@ -145,9 +154,11 @@ def timm_to_simclr(
     return {**{f"encoder.{k}": v for k, v in timm.items()}, **{f"head.{k}": v for k, v in head.items()}}
 
 
-def read_state_dict(path: Path, what: str = "pretrained") -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, what: str = "pretrained",
+                    bands: str | Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """A state-dict file (torch.save of parameter name -> tensor; a pretrain checkpoint's `model` entry
-    too), read without running pickled code; `what` names the parameter in the one-line error."""
+    too), read without running pickled code; `what` names the parameter in the one-line error. `bands`,
+    when given, must be the bands a pretrain checkpoint records (names and order: the channels)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{what}: state-dict file {path} does not exist")
@@ -157,8 +168,20 @@ def read_state_dict(path: Path, what: str = "pretrained") -> dict[str, torch.Ten
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{what}: {path} is not a PyTorch state-dict file ({detail[:200]})") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        recorded = _recorded_bands(state)
+        if bands is not None and recorded and recorded != resolve_bands(bands):
+            given = bands if isinstance(bands, str) else ",".join(bands)
+            raise UserError(f"bands: {path} was pretrained on {','.join(recorded)}; expected that list (names "
+                            f"and order), got {given}")
         state = state["model"]  # a pretrain checkpoint: the weights are under "model"
     return _checked(state, f"{what}: {path}")
+
+
+def _recorded_bands(checkpoint: Mapping[str, object]) -> tuple[str, ...] | None:
+    """The bands a pretrain checkpoint of this project records (in its augmentation settings), else None."""
+    config = checkpoint.get("config")
+    augment = config.get("augment") if isinstance(config, dict) else None
+    return tuple(augment["bands"]) if isinstance(augment, dict) and augment.get("bands") else None
 
 
 def import_encoder_state(
@@ -176,6 +199,7 @@ def import_encoder_state(
     converted with `timm_to_simclr` (`source_bands`, `seed`); it expects `scaling`, by default
     torchgeo's DN / 10,000."""
     layout = state_dict_layout(state, source)
+    _finite(state, source)
     bands = resolve_bands(bands)
     if layout == TIMM:
         state = timm_to_simclr(state, bands, source_bands=source_bands, seed=seed, source=source)

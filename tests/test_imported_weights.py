@@ -5,11 +5,13 @@ no weights can be downloaded, converts into our SimCLR layout with conv1's chann
 from __future__ import annotations
 
 import re
+from dataclasses import asdict
 
 import pytest
 import torch
 import torchvision
 
+from simclr_s2.augment import AugmentConfig
 from simclr_s2.bigearthnet.bands import SCALINGS, STUDY_BANDS
 from simclr_s2.errors import UserError
 from simclr_s2.imported_weights import (
@@ -188,3 +190,25 @@ def test_bands_the_encoder_never_saw(torchgeo_resnet50):
     rgb = ("B04", "B03", "B02")
     with pytest.raises(UserError, match="bands: B8A not among the encoder's bands B04,B03,B02"):
         timm_to_simclr(_with(state, conv1__weight=torch.ones(64, 3, 7, 7)), "B04,B8A", source_bands=rgb)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused(torchgeo_resnet50, bad):
+    _, state = torchgeo_resnet50
+    own = build_simclr("resnet18", 3).state_dict()
+    for weights in (_with(state, layer1__0__conv1__weight=torch.full((64, 64, 1, 1), bad)),
+                    {k: torch.full_like(v, bad) if v.is_floating_point() else v for k, v in own.items()}):
+        with pytest.raises(UserError, match=r"^w.pt: \d+ of \d+ tensors hold NaN or infinite values \(") as info:
+            import_encoder_state(weights, "B04,B03,B02", source="w.pt")
+        assert "expected finite weights" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_checkpoint_is_read_only_for_the_bands_it_records(tmp_path):
+    rgb = ("B04", "B03", "B02")
+    model = build_simclr("resnet18", 3).state_dict()
+    torch.save({"config": {"augment": asdict(AugmentConfig(bands=rgb))}, "model": model}, tmp_path / "ckpt.pt")
+    with pytest.raises(UserError, match=rf"^bands: {tmp_path / 'ckpt.pt'} was pretrained on B04,B03,B02; "
+                                        r"expected that list \(names and order\), got B02,B03,B04$"):
+        read_state_dict(tmp_path / "ckpt.pt", "state_dict", "B02,B03,B04")
+    assert read_state_dict(tmp_path / "ckpt.pt", "state_dict", ["B04", "B03", "B02"]).keys() == model.keys()
+    assert read_state_dict(tmp_path / "ckpt.pt").keys() == model.keys()  # no bands asked: nothing to contradict

@@ -114,14 +114,29 @@ class Context:
 
     @cached_property
     def experiment_id(self) -> str:
-        """The experiment every run of this command goes to, created when missing."""
+        """The experiment every run of this command goes to: the one MLFLOW_EXPERIMENT_ID names (which must
+        exist), else the named one, created when missing."""
         if self.experiment_id_given:
-            return self.experiment_id_given
+            return self._given_experiment(self.experiment_id_given)
         found = self.client.get_experiment_by_name(self.experiment_name)
         if found is not None and found.lifecycle_stage == "deleted":
             raise UserError(f"MLFLOW_EXPERIMENT_NAME: experiment {self.experiment_name!r} is deleted; "
                             f"restore it (mlflow experiments restore) or choose another name")
         return create_experiment(self.client, self.experiment_name)
+
+    def _given_experiment(self, experiment_id: str) -> str:
+        """`experiment_id` when this store has it, active; one line naming the variable otherwise."""
+        try:
+            found = self.client.get_experiment(experiment_id)
+        except MlflowException as error:
+            if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise
+            found = None
+        if found is None or found.lifecycle_stage == "deleted":
+            state = "is deleted" if found else "does not exist"
+            raise UserError(f"MLFLOW_EXPERIMENT_ID: experiment {experiment_id} {state} in {self.tracking_uri}; "
+                            "unset it or name an existing experiment (MLFLOW_EXPERIMENT_NAME)")
+        return experiment_id
 
     def state_dir(self, *parts: str) -> Path:
         """A folder under the local state home, created; one clear line when it cannot be."""

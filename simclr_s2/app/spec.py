@@ -14,6 +14,7 @@ import math
 import typing
 from collections.abc import Callable, Mapping
 from functools import cache
+from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
 from simclr_s2.errors import UserError
@@ -23,13 +24,15 @@ S = TypeVar("S", bound="Spec")
 
 
 def param(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple[str, ...] | None = None,
-          check: Check | None = None, keyed: bool = True) -> Any:
+          check: Check | None = None, keyed: bool = True, in_data: str | None = None) -> Any:
     """A field of an entry point's spec. `keyed=False` for settings that change how a command runs but
-    not what it produces (e.g. `reuse`): they stay out of the run's key and its logged parameters."""
+    not what it produces (e.g. `reuse`): they stay out of the run's key and its logged parameters.
+    `in_data`: a path whose `auto` is this place in the data folder (SIMCLR_S2_DATA), so a command left at
+    its defaults reads and writes where the demo chain does, wherever it runs."""
     if isinstance(default, list):
         default = tuple(default)
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "check": check,
-                                                        "keyed": keyed})
+                                                        "keyed": keyed, "in_data": in_data})
 
 
 class Spec:
@@ -43,6 +46,12 @@ class Spec:
     def given(self) -> dict[str, str]:
         """Every keyed parameter as the canonical string logged on the run and hashed into its key."""
         return {f.name: canonical(getattr(self, f.name)) for f in dataclasses.fields(self) if f.metadata["keyed"]}
+
+    def data_paths(self, data_root: Path) -> dict[str, str]:
+        """The paths left at `auto`, as the places in `data_root` they stand for (logged resolved_<name>:
+        the parameter as given stays `auto`)."""
+        return {f.name: str(data_root / f.metadata["in_data"]) for f in dataclasses.fields(self)
+                if f.metadata["in_data"] and getattr(self, f.name) == "auto"}
 
 
 def canonical(value: Any) -> str:

@@ -3,13 +3,16 @@ manual's parameter tables (docs/entry-points.md) are generated from these classe
 are in sync, so a default changes in exactly one place.
 
 `auto` means "the demo's": the data, splits or encoder of the demo chain, made when missing (by the
-commands that train) and found when present; resolved values are logged as `resolved_<name>`.
+commands that train) and found when present; resolved values are logged as `resolved_<name>`. It fills
+only what was left out: a value given is never replaced. A data stage's path left at `auto` is its place
+in the data folder (SIMCLR_S2_DATA), the one the demo chain uses. Every check that needs no data is a
+field's `check` or a spec's `validate`, so it refuses before anything is read or a run opened.
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
 from simclr_s2.app.spec import (
@@ -22,15 +25,17 @@ from simclr_s2.app.spec import (
     positive,
     probability,
 )
-from simclr_s2.augment import JITTER_MODES
+from simclr_s2.augment import JITTER_MODES, AugmentConfig
+from simclr_s2.bigearthnet.bands import BANDS, BandError, resolve_bands
 from simclr_s2.bigearthnet.nomenclature import AMBIGUOUS
 from simclr_s2.errors import UserError
 from simclr_s2.models import ARCHS, TRAINABLE
 from simclr_s2.simclr import OPTIMIZERS
 from simclr_s2.splits import ALL_SETS
-from simclr_s2.tune import PRUNERS, TARGETS
+from simclr_s2.tune import PRUNERS, TARGETS, SearchSpace, check_metric
 
-DEMO_ARCHIVE = "data/demo/BigEarthNet-v1.0"
+DEMO_ARCHIVE = "demo/BigEarthNet-v1.0"
+DEMO_INDEX = "demo/index"
 LAYOUTS = ("v1", "v2")
 FRACTIONS = (1, 3, 10, 25, 50, 100)
 REUSE_HELP = "false: run again every step this command would reuse"
@@ -54,6 +59,24 @@ def _share_or_auto(value: str) -> str | None:
     return None if ok else "expected auto or a share in (0, 1]"
 
 
+def _bands(value: str) -> str | None:
+    try:
+        resolve_bands(value)
+    except BandError:
+        return f"expected study, all, or distinct band names among {','.join(BANDS)} joined by ','"
+    return None
+
+
+def _bands_or_auto(value: str) -> str | None:
+    return None if value == "auto" else _bands(value)
+
+
+def _in_data(where: str, help: str) -> Any:
+    """A path whose default, auto, is `where` in the data folder: the demo chain's place for it."""
+    return param("auto", f"{help}; auto = {where} in the data folder (SIMCLR_S2_DATA, default ./data)",
+                 in_data=where)
+
+
 def _ratios(values: tuple[float, ...]) -> str | None:
     ok = len(values) == 3 and all(0 < v < 1 for v in values) and abs(sum(values) - 1) < 1e-9
     return None if ok else "expected three fractions in (0, 1) summing to 1, e.g. 0.70,0.15,0.15"
@@ -64,7 +87,7 @@ class MakeDemoData(Spec):
     """A synthetic BigEarthNet-S2 archive in the real on-disk layout, with a learnable irrigation signal."""
 
     entry_point: ClassVar[str] = "make_demo_data"
-    out: str = param(DEMO_ARCHIVE, "folder to write (must be empty or hold this very demo)")
+    out: str = _in_data(DEMO_ARCHIVE, "folder to write (must be empty or hold this very demo)")
     n_patches: int = param(1000, "patches to write", check=positive)
     seed: int = param(0, "random seed: the same seed writes the same bytes")
     layout: str = param("v1", "v1 (BigEarthNet-S2 v1.0) or v2 (v2.0 / reBEN, with reference maps)",
@@ -76,8 +99,8 @@ class BuildIndex(Spec):
     """Scan an archive into index.parquet (one row per patch) and index.rejected.parquet (broken patches)."""
 
     entry_point: ClassVar[str] = "build_index"
-    archive: str = param(DEMO_ARCHIVE, "archive folder")
-    out: str = param("data/demo/index", "output folder")
+    archive: str = _in_data(DEMO_ARCHIVE, "archive folder")
+    out: str = _in_data(DEMO_INDEX, "output folder")
     workers: int = param(0, "processes; 0 = one per core", check=_whole, keyed=False)
     check_rasters: bool = param(False, "decode every band too (about 60 patches/s); default: TIFF headers")
     version: str = param("auto", "archive version: auto (recognised from its layout), v1 or v2",
@@ -89,14 +112,14 @@ class CreateSplits(Spec):
     """Balanced, nested train/val/test splits of one labelling scheme, checked and digested."""
 
     entry_point: ClassVar[str] = "create_splits"
-    index: str = param("data/demo/index/index.parquet", "index file or runs:/ URI")
+    index: str = _in_data(f"{DEMO_INDEX}/index.parquet", "index file or runs:/ URI")
     scheme: str = param("basic", "basic, expanded, or class names joined by ';'")
     fractions: tuple[int, ...] = param(FRACTIONS, "percentages of train and validation", check=percentages)
     seed: int = param(0, "random seed")
     exclude_snow_cloud: bool = param(True, "leave out the official snow and cloud/shadow patches")
     official_split: str = param("all", "all, or train / validation / test joined by '+'")
     ratios: tuple[float, ...] = param((0.70, 0.15, 0.15), "train, validation and test shares", check=_ratios)
-    out: str = param("data/demo/splits", "output folder")
+    out: str = _in_data("demo/splits", "output folder")
     kind: str = param("random", "random (patch level, as the study), tile, block-<n>km (no tile or block in two "
                                 "sets), or official (the archive's own split)", check=_split_kind)
     natural_test: bool = param(False, "also write test_natural.csv at the pool's own prevalence")
@@ -117,7 +140,7 @@ class Pretrain(Spec):
                                        "URIs, comma-separated); auto = the demo's when index is auto; none")
     name: str = param("ben", "alias of the registered encoder, e.g. ben, ca-sgd, ca-adam")
     arch: str = param("resnet18", "encoder", choices=ARCHS)
-    bands: str = param("study", "study, all, or band names joined by ','")
+    bands: str = param("study", "study, all, or band names joined by ','", check=_bands)
     epochs: int = param(2, "epochs", check=positive)
     batch_size: int = param(32, "batch (global, across processes); the study's 32", check=positive)
     temperature: float = param(0.1, "NT-Xent temperature", check=positive)
@@ -138,6 +161,13 @@ class Pretrain(Spec):
     def validate(self) -> None:
         if self.exclude_split == "auto" and self.index != "auto":
             raise UserError("exclude_split: name the splits whose test sets pretraining must not see, or none")
+        self.augment()  # its checks (e.g. brightness only with per_band) before any data is read
+
+    def augment(self) -> AugmentConfig:
+        """The views' augmentations from the pretrain parameters (the rest keep SimCLR's defaults)."""
+        return AugmentConfig(jitter=self.jitter, gain=self.gain, brightness=self.brightness, contrast=self.contrast,
+                             crop_scale=(self.crop_min_scale, 1.0), blur_p=self.blur_p, noise_std=self.noise_std,
+                             bands=resolve_bands(self.bands))
 
 
 @dataclass(frozen=True)
@@ -149,7 +179,8 @@ class ImportEncoder(Spec):
                                  "project, or torchgeo's Sentinel-2 ResNet-50 weights (timm layout)")
     name: str = param(help="alias of the registered version, e.g. ca-adam")
     arch: str = param("auto", "the encoder's network; auto = read from the weights", choices=("auto", *ARCHS))
-    bands: str = param("study", "the data's bands (torchgeo weights: their channels are picked by name)")
+    bands: str = param("study", "the data's bands (torchgeo weights: their channels are picked by name)",
+                       check=_bands)
 
 
 @dataclass(frozen=True)
@@ -177,7 +208,7 @@ class Finetune(Training):
     pretrained: str = param("auto", "models:/simclr-s2-encoder@ben, runs:/<id>/model or a .pt state dict; "
                                     "auto = the demo's")
     trainable: str = param("head2", "what trains: head2, head or all", choices=TRAINABLE)
-    bands: str = param("auto", "auto = the encoder's own")
+    bands: str = param("auto", "auto = the encoder's own", check=_bands_or_auto)
     patience: int = param(25, "early-stopping patience on validation AUC", check=positive)
     feature_cache: str = param("auto", "train on cached frozen features (same result, faster)",
                                choices=("auto", "true", "false"))
@@ -190,7 +221,7 @@ class Baseline(Training):
 
     entry_point: ClassVar[str] = "baseline"
     arch: str = param("resnet18", "network", choices=ARCHS)
-    bands: str = param("study", "study, all, or band names joined by ','")
+    bands: str = param("study", "study, all, or band names joined by ','", check=_bands)
     patience: int = param(15, "early-stopping patience on validation AUC", check=positive)
 
 
@@ -341,6 +372,8 @@ class Tune(Spec):
 
     def validate(self) -> None:
         _local_only(self.backend, "workers", self.workers, "worker")
+        check_metric(self.metric)
+        SearchSpace(**{f.name: getattr(self, f.name) for f in fields(SearchSpace)})  # its ranges' checks
 
 
 ENTRY_POINTS: dict[str, type[Spec]] = {cls.entry_point: cls for cls in (

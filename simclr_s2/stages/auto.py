@@ -2,6 +2,9 @@
 checkout. Each link (demo archive, index, splits; the encoders live in pretrain.py) is its own run, reused
 when finished, and refers to the next through an artifact URI (runs:/...), valid on a shared server too.
 
+Every path of the chain is left at its default, `auto`: its place in the data folder (SIMCLR_S2_DATA),
+the same place make_demo_data, build_index and create_splits use when run with their defaults.
+
 Commands that train resolve with `make=True` (missing links are made); evaluate, compare, promote and
 dry runs with `make=False`: they only find what exists, and get None where a link is missing.
 """
@@ -29,10 +32,6 @@ from simclr_s2.stages.data import (
 DEMO_SCHEMES = ("basic", "expanded")
 
 
-def demo_root(ctx: Context) -> Path:
-    return ctx.data_root / "demo"
-
-
 def step_run(stage: Stage, spec: specs.Spec, ctx: Context, make: bool, usable=None) -> Run | None:
     """The finished run of a link: made when `make`, else found (None when missing or unusable)."""
     if make:
@@ -43,14 +42,13 @@ def step_run(stage: Stage, spec: specs.Spec, ctx: Context, make: bool, usable=No
 
 def demo_index(ctx: Context, make: bool = True) -> str | None:
     """runs:/ URI of the demo archive's index."""
-    data_spec = build(specs.MakeDemoData, {"out": str(demo_root(ctx) / "BigEarthNet-v1.0"),
-                                           "n_patches": ctx.sizes.demo_patches})
+    data_spec = build(specs.MakeDemoData, {"n_patches": ctx.sizes.demo_patches})
     recipe = demo_recipe(data_spec)
     data = step_run(MAKE_DEMO_DATA, data_spec, ctx, make,
                     usable=lambda run: has_demo(Path(run.data.tags[ARCHIVE_TAG]), recipe))
     if data is None:
         return None
-    index_spec = build(specs.BuildIndex, {"archive": data.data.tags[ARCHIVE_TAG], "out": str(demo_root(ctx) / "index")})
+    index_spec = build(specs.BuildIndex, {"archive": data.data.tags[ARCHIVE_TAG]})
     index = step_run(BUILD_INDEX, index_spec, ctx, make)
     return None if index is None else f"runs:/{index.info.run_id}/index/index.parquet"
 
@@ -60,7 +58,7 @@ def demo_splits(ctx: Context, scheme: str, make: bool = True) -> str | None:
     index = demo_index(ctx, make)
     if index is None:
         return None
-    spec = build(specs.CreateSplits, {"index": index, "scheme": scheme, "out": str(demo_root(ctx) / "splits")})
+    spec = build(specs.CreateSplits, {"index": index, "scheme": scheme})
     run = step_run(CREATE_SPLITS, spec, ctx, make)
     return None if run is None else f"runs:/{run.info.run_id}/splits"
 

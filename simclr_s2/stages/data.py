@@ -9,11 +9,13 @@ import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TypeVar
 
 import pandas as pd
 
 from simclr_s2.app import specs
 from simclr_s2.app.context import Context
+from simclr_s2.app.spec import Spec
 from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.index import (
     build_index,
@@ -34,12 +36,26 @@ DEMO_MARKER = ".simclr_s2_demo.json"
 ARCHIVE_TAG = "simclr_s2.archive"
 SPLITS_TAG = "simclr_s2.splits"
 
+S = TypeVar("S", bound=Spec)
+
 
 def _absolute(path: str) -> Path:
     return Path(path).expanduser().resolve()
 
 
-class MakeDemoData(Stage[specs.MakeDemoData]):
+def _path(spec: Spec, resolved: Mapping[str, str], name: str) -> Path:
+    """A path parameter as `auto` resolved it, or as given."""
+    return _absolute(resolved.get(name, getattr(spec, name)))
+
+
+class DataStage(Stage[S]):
+    """A stage whose paths left at `auto` are their places in the data folder (SIMCLR_S2_DATA)."""
+
+    def resolve(self, spec: S, ctx: Context, make: bool = True) -> dict[str, str]:
+        return spec.data_paths(ctx.data_root)
+
+
+class MakeDemoData(DataStage[specs.MakeDemoData]):
     spec = specs.MakeDemoData
 
     def run_name(self, spec: specs.MakeDemoData, resolved: Mapping[str, str]) -> str:
@@ -49,7 +65,7 @@ class MakeDemoData(Stage[specs.MakeDemoData]):
         return {"seed": spec.seed}
 
     def execute(self, spec: specs.MakeDemoData, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
-        out = _absolute(spec.out)
+        out = _path(spec, resolved, "out")
         recipe = demo_recipe(spec)
         started = time.perf_counter()
         reused = has_demo(out, recipe)
@@ -81,15 +97,15 @@ def has_demo(folder: Path, recipe: Mapping[str, object]) -> bool:
     return marker.is_file() and json.loads(marker.read_text()) == dict(recipe)
 
 
-class BuildIndex(Stage[specs.BuildIndex]):
+class BuildIndex(DataStage[specs.BuildIndex]):
     spec = specs.BuildIndex
 
     def run_name(self, spec: specs.BuildIndex, resolved: Mapping[str, str]) -> str:
-        return f"index-{Path(spec.archive).name}"
+        return f"index-{_path(spec, resolved, 'archive').name}"
 
     def execute(self, spec: specs.BuildIndex, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
-        archive = _absolute(spec.archive)
-        result = build_index(archive, _absolute(spec.out) / "index.parquet", workers=spec.workers or None,
+        archive = _path(spec, resolved, "archive")
+        result = build_index(archive, _path(spec, resolved, "out") / "index.parquet", workers=spec.workers or None,
                              check_rasters=spec.check_rasters, version=spec.version)
         total = result.n_indexed + result.n_rejected
         run.log_metrics({"patches_indexed": result.n_indexed, "patches_rejected": result.n_rejected,
@@ -127,7 +143,7 @@ def labels(index: pd.DataFrame, version: str, spec: specs.CreateSplits) -> tuple
     return scheme_labels(index, spec.scheme, min_fraction=min_fraction, ambiguous=spec.ambiguous), rule
 
 
-class CreateSplits(Stage[specs.CreateSplits]):
+class CreateSplits(DataStage[specs.CreateSplits]):
     spec = specs.CreateSplits
 
     def run_name(self, spec: specs.CreateSplits, resolved: Mapping[str, str]) -> str:
@@ -138,10 +154,11 @@ class CreateSplits(Stage[specs.CreateSplits]):
 
     def execute(self, spec: specs.CreateSplits, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
         scheme, classes = scheme_name(spec.scheme)
-        index_path = fetcher(ctx).path(spec.index, "index")
+        index_ref = resolved.get("index", spec.index)
+        index_path = fetcher(ctx).path(index_ref, "index")
         index = load_index(index_path)
         positives, rule = labels(index, index_archive_version(index_path), spec)
-        out = _absolute(spec.out)
+        out = _path(spec, resolved, "out")
         manifest = create_splits(
             index, scheme, out, fractions=spec.fractions, seed=spec.seed, exclude_snow_cloud=spec.exclude_snow_cloud,
             official_split=None if spec.official_split == "all" else spec.official_split, ratios=spec.ratios,
@@ -149,7 +166,7 @@ class CreateSplits(Stage[specs.CreateSplits]):
             natural_test=spec.natural_test, natural_share=spec.natural_share, label_rule=rule)
         scheme_dir = out / scheme
         (scheme_dir / SOURCE).write_text(json.dumps(
-            {"index": spec.index if is_remote(spec.index) else str(index_path),
+            {"index": index_ref if is_remote(index_ref) else str(index_path),
              "archive_root": str(index_archive_root(index_path))}, indent=2) + "\n")
         run.log_artifacts(scheme_dir, f"splits/{scheme}")
         run.log_metrics({f"{name.removesuffix('.csv')}_{what}": getattr(entry, what)

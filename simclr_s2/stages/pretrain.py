@@ -18,7 +18,6 @@ from simclr_s2 import distributed
 from simclr_s2.app import specs
 from simclr_s2.app.context import Context
 from simclr_s2.app.spec import build
-from simclr_s2.augment import AugmentConfig
 from simclr_s2.bigearthnet.bands import ZSCORE, resolve_bands
 from simclr_s2.errors import UserError
 from simclr_s2.hashing import sha256_file
@@ -61,13 +60,13 @@ class Pretrain(Stage[specs.Pretrain]):
     system_metrics = True
 
     def resolve(self, spec: specs.Pretrain, ctx: Context, make: bool = True) -> dict[str, str]:
+        """The demo's index and test sets for what is `auto` (pinned, so the run's key says exactly what it
+        used); an exclude_split given with index=auto is kept as given."""
         resolved: dict[str, str] = {}
-        if spec.index == "auto":  # the demo: its data pinned, so the run's key says exactly what it used
-            index, tests = auto.demo_index(ctx, make), auto.demo_test_sets(ctx, make)
-            if index is None or tests is None:
-                raise UserError("index: auto names the demo index, and this tracking store has none yet; "
-                                "run pretrain or finetune (which make it) or give an index")
-            resolved = {"index": index, "exclude_split": tests}
+        if spec.index == "auto":
+            resolved["index"] = _demo(auto.demo_index(ctx, make), "index", "index")
+        if spec.exclude_split == "auto":  # only with index=auto (validate)
+            resolved["exclude_split"] = _demo(auto.demo_test_sets(ctx, make), "exclude_split", "splits")
         return capped(resolved, ctx, spec.epochs)
 
     def run_name(self, spec: specs.Pretrain, resolved: Mapping[str, str]) -> str:
@@ -83,7 +82,7 @@ class Pretrain(Stage[specs.Pretrain]):
         if len(data.names) < spec.batch_size:
             raise UserError(f"batch_size: {spec.batch_size} is more than the {len(data.names)} patches "
                             "to pretrain on")
-        augment = augment_config(spec, bands)
+        augment = spec.augment()
         run.log_params({"index_digest": data.digest, "patches": len(data.names),
                         "excluded_test_patches": data.excluded})
         membership_digest = leakage.record(run, data.names, data.index) if distributed.is_main() else ""
@@ -111,11 +110,12 @@ class Pretrain(Stage[specs.Pretrain]):
               f"loss {result.epoch_losses[0]:.4f} -> {result.epoch_losses[-1]:.4f}")
 
 
-def augment_config(spec: specs.Pretrain, bands: tuple[str, ...]) -> AugmentConfig:
-    """The views' augmentations from the pretrain parameters (the rest keep SimCLR's defaults)."""
-    return AugmentConfig(jitter=spec.jitter, gain=spec.gain, brightness=spec.brightness, contrast=spec.contrast,
-                         crop_scale=(spec.crop_min_scale, 1.0), blur_p=spec.blur_p, noise_std=spec.noise_std,
-                         bands=bands)
+def _demo(ref: str | None, name: str, what: str) -> str:
+    """The demo link `auto` stands for; one line when a command that only looks finds none."""
+    if ref is None:
+        raise UserError(f"{name}: auto names the demo {what}, and this tracking store has none yet; "
+                        "run pretrain or finetune (which make them) or give one")
+    return ref
 
 
 def _pretraining_data(spec: specs.Pretrain, resolved: Mapping[str, str], ctx: Context) -> PretrainingData:
@@ -155,7 +155,8 @@ class ImportEncoder(Stage[specs.ImportEncoder]):
 
     def execute(self, spec: specs.ImportEncoder, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
         path = fetcher(ctx).path(spec.state_dict, "state_dict")
-        imported = import_encoder_state(read_state_dict(path, "state_dict"), spec.bands, source=str(path))
+        imported = import_encoder_state(read_state_dict(path, "state_dict", spec.bands), spec.bands,
+                                        source=str(path))
         if spec.arch not in ("auto", imported.arch):
             raise UserError(f"arch: {path} holds a {imported.arch} encoder, not a {spec.arch}")
         digest = sha256_file(path)

@@ -7,14 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from simclr_s2.app import manual, mlproject
+from simclr_s2.app import cli, manual, mlproject
 from simclr_s2.app.cli import parse
 from simclr_s2.app.context import Context
 from simclr_s2.app.experiment import ProjectExperimentProvider, in_project
 from simclr_s2.app.spec import build, canonical
 from simclr_s2.app.specs import ENTRY_POINTS, Finetune, Grid, Promote
 from simclr_s2.errors import UserError
-from simclr_s2.stages.classifier import FINETUNE
+from simclr_s2.stages.classifier import BASELINE, FINETUNE
+from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN
+from simclr_s2.stages.tune import TUNE
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -73,6 +75,47 @@ def test_lists_and_cross_field_checks():
         build(Promote, {"fraction": "ten"})
     with pytest.raises(UserError, match="distinct whole percentages"):
         build(Grid, {"fractions": "10,10"})
+
+
+@pytest.mark.parametrize(("stage", "argv", "message"), [
+    (PRETRAIN, ["--bands", "B04,B99"], "bands: expected study, all, or distinct band names among B01,"),
+    (PRETRAIN, ["--brightness", "0.2"], "augment brightness: only with jitter='per_band'"),
+    (PRETRAIN, ["--crop-min-scale", "2"], "augment crop_scale: expected 0 < low <= high, got (2.0, 1.0)"),
+    (BASELINE, ["--bands", "B10"], "bands: expected study, all, or distinct band names"),
+    (FINETUNE, ["--bands", "B04,B04"], "bands: expected study, all, or distinct band names"),
+    (IMPORT_ENCODER, ["--state-dict", "w.pt", "--name", "w", "--bands", "rgb"], "bands: expected study, all"),
+    (TUNE, ["--lr-min", "0.1", "--lr-max", "0.01"], "lr_min, lr_max: expected 0 < lr_min <= lr_max, got 0.1, 0.01"),
+    (TUNE, ["--dropout-min", "0.5", "--dropout-max", "0.1"], "dropout_min, dropout_max: expected 0 <= dropout_min"),
+    (TUNE, ["--metric", "test_f1"], "metric: test_f1 is a test metric"),
+])
+def test_a_check_that_needs_no_data_refuses_before_any_work(monkeypatch, capsys, stage, argv, message):
+    """Refused while parsing: no context is built, nothing is resolved, read or opened."""
+    monkeypatch.setattr(cli, "bound_retries", lambda: None)
+    monkeypatch.setattr(cli, "Context", None)  # building one would fail: the command never gets that far
+    monkeypatch.setattr(cli, "run_command", lambda *args: pytest.fail("the command ran"))
+    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
+    with pytest.raises(SystemExit) as exited:
+        cli.main(stage, argv)
+    err = capsys.readouterr().err
+    assert exited.value.code == cli.USER_ERROR and len(err.strip().splitlines()) == 1
+    assert err.startswith("error: ") and message in err, err
+
+
+def test_an_experiment_id_the_store_does_not_have_is_one_line(tmp_path):
+    env = {"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db", "SIMCLR_S2_HOME": str(tmp_path / "h")}
+    for given in ("999", "abc"):
+        ctx = Context.from_env({**env, "MLFLOW_EXPERIMENT_ID": given})
+        with pytest.raises(UserError) as caught:
+            ctx.experiment_id  # noqa: B018 - the property looks the experiment up
+        assert str(caught.value).startswith(f"MLFLOW_EXPERIMENT_ID: experiment {given} does not exist in sqlite:")
+        assert "\n" not in str(caught.value)
+    ctx = Context.from_env(env)
+    ctx.client.delete_experiment(ctx.experiment_id)
+    with pytest.raises(UserError, match=f"MLFLOW_EXPERIMENT_ID: experiment {ctx.experiment_id} is deleted"):
+        Context.from_env({**env, "MLFLOW_EXPERIMENT_ID": ctx.experiment_id}).experiment_id  # noqa: B018
+    created = Context.from_env({**env, "MLFLOW_EXPERIMENT_NAME": "other"}).experiment_id
+    assert Context.from_env({**env, "MLFLOW_EXPERIMENT_ID": created}).experiment_id == created
 
 
 def test_the_context_comes_from_the_environment(tmp_path):
