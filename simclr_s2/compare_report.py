@@ -18,11 +18,20 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from simclr_s2.compare import BASELINE_STAGE, DIGEST_COLUMNS, METRICS, PAIRED_METRICS, Comparison
+from simclr_s2.compare import (
+    BASELINE_STAGE,
+    DIGEST_COLUMNS,
+    METRICS,
+    PAIRED_METRICS,
+    SIGNIFICANCE,
+    Comparison,
+)
+from simclr_s2.stats import LEVEL
 
 BAR_METRICS = ("test_accuracy", "test_f1")  # the write-up's Figures 1 and 2
-INTERVALS = ("error bars: 95 % interval, t across seeds (n >= 2) or bootstrap over the test patches (n = 1), "
-             "drawn within [0, 1]; n = runs (seeds) per bar")
+PERCENT = f"{100 * LEVEL:g} %"  # the level of every interval shown: "95 %"
+INTERVALS = (f"error bars: {PERCENT} interval, t across seeds (n >= 2) or bootstrap over the test patches "
+             "(n = 1), drawn within [0, 1]; n = runs (seeds) per bar")
 PAIRED_NAMES = {"accuracy": "accuracy", "f1": "F1"}
 
 
@@ -157,8 +166,8 @@ def plot_paired(comparison: Comparison, path: Path, title: str) -> Path:
         ax.set_xticks(fractions, [str(f) for f in fractions])
         ax.set(xlabel="labelled training data (%)", ylabel=f"difference in test {PAIRED_NAMES[metric]}")
     axes[0].legend(loc="best", fontsize=7)
-    fig.suptitle(f"{title}: paired differences (95 % paired bootstrap over test patches; number = seed pairs)",
-                 fontsize=9)
+    fig.suptitle(f"{title}: paired differences ({PERCENT} paired bootstrap over test patches; "
+                 "number = seed pairs)", fontsize=9)
     return _save(fig, path)
 
 
@@ -195,13 +204,14 @@ def _cell_rows(cells: pd.DataFrame) -> list[list[str]]:
             for row in cells.to_dict("records")]
 
 
-CELL_HEADER = ["condition", "fraction (%)", "runs", *(f"test {n} [95 % interval]" for n in METRICS.values()),
+CELL_HEADER = ["condition", "fraction (%)", "runs",
+               *(f"test {n} [{PERCENT} interval]" for n in METRICS.values()),
                "interval", "pretraining", "duplicates"]
 PAIRED_HEADER = ["fraction (%)", "condition", "baseline", "seed pairs",
-                 *(h for m in PAIRED_METRICS for h in (f"difference in {PAIRED_NAMES[m]} [95 % bootstrap]",
-                                                       f"p ({PAIRED_NAMES[m]})",
-                                                       f"seed spread ({PAIRED_NAMES[m]}, t)")),
-                 "McNemar p (largest over pairs)", "pairs with McNemar p < 0.05", "unpaired seeds"]
+                 *(h for m in PAIRED_METRICS
+                   for h in (f"difference in {PAIRED_NAMES[m]} [{PERCENT} bootstrap]", f"p ({PAIRED_NAMES[m]})",
+                             f"seed spread ({PAIRED_NAMES[m]}, t)")),
+                 "McNemar p (largest over pairs)", f"pairs with McNemar p < {SIGNIFICANCE:g}", "unpaired seeds"]
 
 
 def _paired_rows(paired: pd.DataFrame) -> list[list[str]]:
@@ -232,8 +242,8 @@ def _duplicate_rows(duplicates: pd.DataFrame) -> list[list[str]]:
 def _intro(comparison: Comparison) -> list[str]:
     kinds = ", ".join(sorted(set(comparison.cells["split_kind"]))) or "-"
     return [f"Test set (balanced, as in the study) sha256 {comparison.test_digest}; split kind {kinds}.",
-            ("Intervals: 95 %, Student t across seeds for n >= 2, percentile bootstrap over the test patches for "
-            "n = 1. Paired tests: condition minus baseline on the same test patches, runs paired by seed; "
+            (f"Intervals: {PERCENT}, Student t across seeds for n >= 2, percentile bootstrap over the test "
+            "patches for n = 1. Paired tests: condition minus baseline on the same test patches, runs paired by seed; "
             "difference and p from a paired bootstrap over the patches, seed spread a t interval across seed "
             "pairs, McNemar's exact test per seed pair."),
             ("A (condition, fraction, seed) registered more than once counts once, with its newest version; the "

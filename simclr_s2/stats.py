@@ -21,11 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import stats as scipy_stats
 
-from simclr_s2.metrics import roc_auc
+from simclr_s2.metrics import accuracy, correct, f1, roc_auc
 
 LEVEL = 0.95
 N_BOOT = 2000
-THRESHOLD = 0.5  # a patch is predicted irrigated at probability >= 0.5, as metrics.binary_metrics does
 _CHUNK_CELLS = 1 << 22  # resampled patches held at once (about 32 MiB of indices)
 
 
@@ -58,26 +57,9 @@ def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, fl
     return float(x.mean() - half), float(x.mean() + half)
 
 
-def _accuracy(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    return ((p >= THRESHOLD) == y).mean(axis=-1)
-
-
-def _f1(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """F1 = 2 tp / (2 tp + fp + fn), 0 when there are no positives predicted or true (zero_division=0)."""
-    predicted = p >= THRESHOLD
-    tp = (predicted & y).sum(axis=-1)
-    wrong = (predicted != y).sum(axis=-1)
-    denominator = 2 * tp + wrong
-    return np.divide(2 * tp, denominator, out=np.zeros(denominator.shape), where=denominator > 0)
-
-
-def _auc(y: np.ndarray, p: np.ndarray) -> np.ndarray:
-    rows_y, rows_p = y.reshape(-1, y.shape[-1]), p.reshape(-1, p.shape[-1])
-    return np.array([roc_auc(a, b) for a, b in zip(rows_y, rows_p, strict=True)]).reshape(y.shape[:-1])
-
-
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], np.ndarray]] = {
-    "accuracy": _accuracy, "f1": _f1, "auc": _auc}
+    "accuracy": accuracy, "f1": f1, "auc": roc_auc}
+"""Each scores a stack of resamples along the last axis, at metrics.DEFAULT_THRESHOLD."""
 
 
 def metric(name: str, labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -140,13 +122,14 @@ def paired_bootstrap(labels: np.ndarray, probabilities_a: np.ndarray, probabilit
 
 def mcnemar(labels: np.ndarray, probabilities_a: np.ndarray, probabilities_b: np.ndarray) -> McNemar:
     """McNemar's test of equal accuracy on the same patches, exact: under the null each discordant patch
-    is A's or B's with probability 1/2, so p = min(1, 2 * P(X <= min(b, c))), X ~ Binomial(b + c, 1/2).
-    Exact at every count (scipy's binomial CDF is accurate for large ones), so no chi-square switch."""
+    is A's or B's with probability 1/2, so p is scipy's two-sided binomial test of b in b + c trials,
+    min(1, 2 * P(X <= min(b, c))): exact at every count, so no chi-square switch; 1 with no discordant
+    patch."""
     y, pa = _check_patches(labels, probabilities_a)
     _, pb = _check_patches(labels, probabilities_b)
-    right_a, right_b = (pa >= THRESHOLD) == y, (pb >= THRESHOLD) == y
+    right_a, right_b = correct(y, pa), correct(y, pb)
     b, c = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
-    p = 1.0 if b + c == 0 else min(1.0, 2 * float(scipy_stats.binom.cdf(min(b, c), b + c, 0.5)))
+    p = 1.0 if b + c == 0 else float(scipy_stats.binomtest(b, b + c, 0.5).pvalue)
     return McNemar(b, c, p)
 
 

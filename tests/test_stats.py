@@ -82,18 +82,19 @@ def test_paired_bootstrap_equals_a_plain_loop(name: str) -> None:
     assert result.p == pytest.approx(min(1.0, 2 * (1 + far) / 401), abs=1e-12)
 
 
-def test_paired_bootstrap_over_seed_pairs_averages_the_differences() -> None:
+@pytest.mark.parametrize("name", ["f1", "auc"])
+def test_paired_bootstrap_over_seed_pairs_averages_the_differences(name: str) -> None:
     y, a0 = scored(120, 10, 0.8)
     a1, b0, b1 = (scored(120, s, k)[1] for s, k in ((11, 0.8), (12, 0.6), (13, 0.6)))
     rng = np.random.default_rng(1)
     diffs = []
     for _ in range(200):
         rows = rng.integers(0, len(y), size=len(y))
-        diffs.append(np.mean([plain_metric("f1", y[rows], a[rows]) - plain_metric("f1", y[rows], b[rows])
+        diffs.append(np.mean([plain_metric(name, y[rows], a[rows]) - plain_metric(name, y[rows], b[rows])
                               for a, b in ((a0, b0), (a1, b1))]))
-    result = paired_bootstrap(y, np.stack([a0, a1]), np.stack([b0, b1]), "f1", n_boot=200, seed=1)
+    result = paired_bootstrap(y, np.stack([a0, a1]), np.stack([b0, b1]), name, n_boot=200, seed=1)
     assert (result.low, result.high) == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])), abs=1e-12)
-    assert result.diff == pytest.approx(np.mean([plain_metric("f1", y, a) - plain_metric("f1", y, b)
+    assert result.diff == pytest.approx(np.mean([plain_metric(name, y, a) - plain_metric(name, y, b)
                                                  for a, b in ((a0, b0), (a1, b1))]), abs=1e-12)
 
 

@@ -9,21 +9,33 @@ no compression or deflate, predictor 1 or 2; anything else is a TiffFormatError,
 
 from __future__ import annotations
 
-import struct
 import zlib
 from dataclasses import dataclass
 
 import numpy as np
 
-from simclr_s2.bigearthnet.tiff import TiffFormatError
+from simclr_s2.bigearthnet.tiff import (
+    BITS,
+    COMPRESSION,
+    FORMAT,
+    HEIGHT,
+    SAMPLES,
+    STRIP_COUNTS,
+    STRIP_OFFSETS,
+    TYPES,
+    WIDTH,
+    TiffFormatError,
+    first_directory,
+)
 
-_WIDTH, _HEIGHT, _BITS, _COMPRESSION, _STRIP_OFFSETS, _SAMPLES = 256, 257, 258, 259, 273, 277
-_ROWS_PER_STRIP, _STRIP_COUNTS, _PREDICTOR, _FORMAT, _TILE_WIDTH = 278, 279, 317, 339, 322
+_PREDICTOR, _TILE_WIDTH = 317, 322
 _PIXEL_SCALE, _TIEPOINT, _GEOKEYS = 33550, 33922, 34735
+_WANTED = frozenset(
+    (WIDTH, HEIGHT, BITS, COMPRESSION, SAMPLES, FORMAT, STRIP_OFFSETS, STRIP_COUNTS, _PREDICTOR, _TILE_WIDTH,
+     _PIXEL_SCALE, _TIEPOINT, _GEOKEYS)
+)  # fmt: skip
 _RASTER_TYPE_KEY, _PIXEL_IS_POINT, _PROJECTED_CRS_KEY, _USER_DEFINED = 1025, 2, 3072, 32767
 _DEFLATE = (8, 32946)
-# TIFF field type -> struct code; ASCII (2) and UNDEFINED (7) stay bytes
-_TYPES = {1: "B", 2: "s", 3: "H", 4: "I", 6: "b", 7: "s", 8: "h", 9: "i", 11: "f", 12: "d", 16: "Q"}
 
 
 @dataclass(frozen=True)
@@ -36,47 +48,20 @@ class GeoRaster:
     uly: float
 
 
-def read_tags(data: bytes) -> dict[int, tuple]:
-    """Tag -> values of the first image directory of a classic TIFF held in `data`."""
-    order = {b"II": "<", b"MM": ">"}.get(data[:2])
-    if order is None or len(data) < 8:
-        raise TiffFormatError(f"not a TIFF file ({len(data)} bytes, starting {data[:4]!r})")
-    version, ifd = struct.unpack_from(order + "HI", data, 2)
-    if version != 42:
-        raise TiffFormatError(f"TIFF version {version}: only classic TIFF (42) is read here")
-    try:
-        (n_entries,) = struct.unpack_from(order + "H", data, ifd)
-        tags = {}
-        for tag, typ, count, value in struct.iter_unpack(
-            order + "HHI4s", data[ifd + 2 : ifd + 2 + 12 * n_entries]
-        ):
-            if typ not in _TYPES:
-                continue
-            fmt = f"{order}{count}{_TYPES[typ]}"
-            size = struct.calcsize(fmt)
-            raw = (
-                value if size <= 4 else data[(offset := struct.unpack(order + "I", value)[0]) : offset + size]
-            )
-            tags[tag] = struct.unpack(fmt, raw[:size])
-    except struct.error as e:
-        raise TiffFormatError(f"truncated directory ({len(data)} bytes): {e}") from None
-    return tags
-
-
-def decode_uint16(data: bytes, tags: dict[int, tuple]) -> np.ndarray:
-    """The (height, width) uint16 pixels of a stripped single-band image."""
-    width, height = tags.get(_WIDTH, (0,))[0], tags.get(_HEIGHT, (0,))[0]
-    kind = (tags.get(_SAMPLES, (1,))[0], tags.get(_BITS, (1,))[0], tags.get(_FORMAT, (1,))[0])
+def decode_uint16(data: bytes, order: str, tags: dict[int, tuple]) -> np.ndarray:
+    """The (height, width) uint16 pixels of a stripped single-band image in byte order `order`."""
+    width, height = tags.get(WIDTH, (0,))[0], tags.get(HEIGHT, (0,))[0]
+    kind = (tags.get(SAMPLES, (1,))[0], tags.get(BITS, (1,))[0], tags.get(FORMAT, (1,))[0])
     if kind != (1, 16, 1):
         raise TiffFormatError(f"{kind[0]} band(s) of {kind[1]}-bit type {kind[2]}, expected 1 band of uint16")
-    if _TILE_WIDTH in tags or _STRIP_OFFSETS not in tags or _STRIP_COUNTS not in tags:
+    if _TILE_WIDTH in tags or STRIP_OFFSETS not in tags or STRIP_COUNTS not in tags:
         raise TiffFormatError("not a stripped image")
-    compression, predictor = tags.get(_COMPRESSION, (1,))[0], tags.get(_PREDICTOR, (1,))[0]
+    compression, predictor = tags.get(COMPRESSION, (1,))[0], tags.get(_PREDICTOR, (1,))[0]
     if compression not in (1, *_DEFLATE) or predictor not in (1, 2):
         raise TiffFormatError(
             f"compression {compression} with predictor {predictor}: expected none or deflate"
         )
-    chunks = [data[o : o + n] for o, n in zip(tags[_STRIP_OFFSETS], tags[_STRIP_COUNTS], strict=True)]
+    chunks = [data[o : o + n] for o, n in zip(tags[STRIP_OFFSETS], tags[STRIP_COUNTS], strict=True)]
     try:
         raw = b"".join(zlib.decompress(c) for c in chunks) if compression in _DEFLATE else b"".join(chunks)
     except zlib.error as e:
@@ -85,8 +70,7 @@ def decode_uint16(data: bytes, tags: dict[int, tuple]) -> np.ndarray:
         raise TiffFormatError(
             f"image data holds {len(raw)} bytes, {width}x{height} uint16 needs {2 * width * height}"
         )
-    dtype = "<u2" if data[:2] == b"II" else ">u2"
-    pixels = np.frombuffer(raw, dtype=dtype, count=width * height).reshape(height, width).astype(np.uint16)
+    pixels = np.frombuffer(raw, order + "u2", count=width * height).reshape(height, width).astype(np.uint16)
     return (
         np.cumsum(pixels, axis=1, dtype=np.uint16) if predictor == 2 else pixels
     )  # uint16 sums wrap, as TIFF's
@@ -114,5 +98,7 @@ def read_geotiff_uint16(path: str) -> GeoRaster:
     """Pixels and georeferencing of a small single-band uint16 GeoTIFF (raises OSError, TiffFormatError)."""
     with open(path, "rb") as f:
         data = f.read()
-    tags = read_tags(data)
-    return GeoRaster(decode_uint16(data, tags), *georeference(tags))
+    order, bigtiff, tags = first_directory(data, len(data), wanted=_WANTED, types=TYPES)
+    if bigtiff:
+        raise TiffFormatError("TIFF version 43: only classic TIFF (42) is read here")
+    return GeoRaster(decode_uint16(data, order, tags), *georeference(tags))

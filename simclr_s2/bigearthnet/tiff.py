@@ -13,20 +13,22 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 _HEAD = 1024  # GDAL writes the directory and its arrays right after the 8-byte header
-_TYPES = {3: "H", 4: "I", 16: "Q"}  # SHORT, LONG, LONG8: the integer types of the tags read here
-_WIDTH, _HEIGHT, _BITS, _COMPRESSION, _FILL_ORDER, _SAMPLES = 256, 257, 258, 259, 266, 277
-_ROWS_PER_STRIP, _FORMAT = 278, 339
-_STRIP_OFFSETS, _STRIP_COUNTS, _TILE_OFFSETS, _TILE_COUNTS = 273, 279, 324, 325
+# TIFF field type -> struct code; ASCII (2) and UNDEFINED (7) stay bytes
+TYPES = {1: "B", 2: "s", 3: "H", 4: "I", 6: "b", 7: "s", 8: "h", 9: "i", 11: "f", 12: "d", 16: "Q"}
+_INTEGERS = {t: TYPES[t] for t in (3, 4, 16)}  # SHORT, LONG, LONG8: the types of the tags read here
+WIDTH, HEIGHT, BITS, COMPRESSION, FILL_ORDER, SAMPLES = 256, 257, 258, 259, 266, 277
+ROWS_PER_STRIP, FORMAT = 278, 339
+STRIP_OFFSETS, STRIP_COUNTS, TILE_OFFSETS, TILE_COUNTS = 273, 279, 324, 325
 _WANTED = frozenset(
-    (_WIDTH, _HEIGHT, _BITS, _COMPRESSION, _FILL_ORDER, _SAMPLES, _ROWS_PER_STRIP, _FORMAT,
-     _STRIP_OFFSETS, _STRIP_COUNTS, _TILE_OFFSETS, _TILE_COUNTS)
+    (WIDTH, HEIGHT, BITS, COMPRESSION, FILL_ORDER, SAMPLES, ROWS_PER_STRIP, FORMAT,
+     STRIP_OFFSETS, STRIP_COUNTS, TILE_OFFSETS, TILE_COUNTS)
 )  # fmt: skip
 # byte order -> (classic TIFF, BigTIFF) layouts: (first-IFD offset, entry count, entry, value/pointer size)
 _LAYOUTS = {
@@ -60,10 +62,17 @@ class TiffHeader:
     file_size: int
 
 
-def _first_directory(
-    head: bytes, file_size: int, rest: Reader | None = None
-) -> tuple[str, dict[int, tuple[int, ...]]]:
-    """(byte order "<" or ">", tag -> values) of the first image directory, integer tags of _WANTED only.
+def first_directory(
+    head: bytes,
+    file_size: int,
+    rest: Reader | None = None,
+    *,
+    wanted: frozenset[int] = _WANTED,
+    types: Mapping[int, str] = _INTEGERS,
+) -> tuple[str, bool, dict[int, tuple]]:
+    """(byte order "<" or ">", whether a BigTIFF, tag -> values) of the first image directory of a classic
+    TIFF or BigTIFF; only the `wanted` tags stored as one of `types` are decoded (by default the integer
+    tags this module reads).
 
     `head` holds the file's first bytes; `rest` reads what lies beyond them (None: `head` is the whole file).
     """
@@ -82,16 +91,16 @@ def _first_directory(
     first_ifd, count_s, entry_s, inline = _LAYOUTS[order][version]
     ifd = first_ifd.unpack_from(head, 4 if version == 42 else 8)[0]
     n_entries = count_s.unpack(read(ifd, count_s.size))[0]
-    tags: dict[int, tuple[int, ...]] = {}
+    tags: dict[int, tuple] = {}
     for tag, typ, count, value in entry_s.iter_unpack(read(ifd + count_s.size, n_entries * entry_s.size)):
-        if tag not in _WANTED or typ not in _TYPES:
+        if tag not in wanted or typ not in types:
             continue
-        fmt = f"{order}{count}{_TYPES[typ]}"
+        fmt = f"{order}{count}{types[typ]}"
         size = struct.calcsize(fmt)
         if size > inline:  # the values lie elsewhere; `value` points to them
             value = read(int.from_bytes(value, "little" if order == "<" else "big"), size)
         tags[tag] = struct.unpack(fmt, value[:size])
-    return order, tags
+    return order, version == 43, tags
 
 
 def read_tiff_header(path: str | Path) -> TiffHeader:
@@ -107,18 +116,18 @@ def read_tiff_header(path: str | Path) -> TiffHeader:
                 raise TiffFormatError(f"truncated: needs bytes {offset}-{offset + n}, file has {file_size}")
             return data
 
-        _, tags = _first_directory(head, file_size, rest)
+        _, _, tags = first_directory(head, file_size, rest)
 
-    offsets = tags.get(_STRIP_OFFSETS) or tags.get(_TILE_OFFSETS)
-    counts = tags.get(_STRIP_COUNTS) or tags.get(_TILE_COUNTS)
-    if _WIDTH not in tags or _HEIGHT not in tags or not offsets or not counts or len(offsets) != len(counts):
+    offsets = tags.get(STRIP_OFFSETS) or tags.get(TILE_OFFSETS)
+    counts = tags.get(STRIP_COUNTS) or tags.get(TILE_COUNTS)
+    if WIDTH not in tags or HEIGHT not in tags or not offsets or not counts or len(offsets) != len(counts):
         raise TiffFormatError("no image size or data offsets in the first directory")
     return TiffHeader(
-        width=tags[_WIDTH][0],
-        height=tags[_HEIGHT][0],
-        samples=tags.get(_SAMPLES, (1,))[0],
-        bits=tags.get(_BITS, (1,))[0],
-        sample_format=tags.get(_FORMAT, (1,))[0],
+        width=tags[WIDTH][0],
+        height=tags[HEIGHT][0],
+        samples=tags.get(SAMPLES, (1,))[0],
+        bits=tags.get(BITS, (1,))[0],
+        sample_format=tags.get(FORMAT, (1,))[0],
         data_end=max(o + c for o, c in zip(offsets, counts, strict=True)),
         file_size=file_size,
     )
@@ -132,18 +141,18 @@ def read_uint16_strips(path: str | Path) -> np.ndarray:
     """
     with open(path, "rb", buffering=0) as f:
         data = f.readall()
-    order, tags = _first_directory(data, len(data))
+    order, _, tags = first_directory(data, len(data))
     layout = {tag: tags.get(tag, (default,))[0] for tag, default in
-              ((_SAMPLES, 1), (_BITS, 1), (_FORMAT, 1), (_COMPRESSION, 1), (_FILL_ORDER, 1))}  # fmt: skip
-    if list(layout.values()) != [1, 16, 1, 1, 1] or _TILE_OFFSETS in tags or _STRIP_OFFSETS not in tags:
+              ((SAMPLES, 1), (BITS, 1), (FORMAT, 1), (COMPRESSION, 1), (FILL_ORDER, 1))}  # fmt: skip
+    if list(layout.values()) != [1, 16, 1, 1, 1] or TILE_OFFSETS in tags or STRIP_OFFSETS not in tags:
         raise UnsupportedTiff(
-            f"not a single-band uncompressed uint16 strip layout ({layout}, tiles: {_TILE_OFFSETS in tags})"
+            f"not a single-band uncompressed uint16 strip layout ({layout}, tiles: {TILE_OFFSETS in tags})"
         )
-    width, height = tags.get(_WIDTH, (0,))[0], tags.get(_HEIGHT, (0,))[0]
-    rows = min(tags.get(_ROWS_PER_STRIP, (height,))[0], height)
+    width, height = tags.get(WIDTH, (0,))[0], tags.get(HEIGHT, (0,))[0]
+    rows = min(tags.get(ROWS_PER_STRIP, (height,))[0], height)
     if min(width, height, rows) < 1:
         raise UnsupportedTiff(f"image of {width} x {height} px in strips of {rows} rows")
-    offsets, counts = tags[_STRIP_OFFSETS], tags.get(_STRIP_COUNTS, ())
+    offsets, counts = tags[STRIP_OFFSETS], tags.get(STRIP_COUNTS, ())
     expected = [2 * width * min(rows, height - top) for top in range(0, height, rows)]
     if list(counts) != expected or len(offsets) != len(expected):
         raise UnsupportedTiff(

@@ -10,12 +10,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simclr_s2.metrics import binary_metrics, save_plots
+from simclr_s2.metrics import DEFAULT_THRESHOLD, binary_metrics, save_plots
 from simclr_s2.tracking.tracker import StageRun
 
 
 def log_evaluation(run: StageRun, predictions: tuple[np.ndarray, np.ndarray, float], names: Sequence[str],
-                   prefix: str = "test", threshold: float = 0.5) -> dict[str, float]:
+                   prefix: str = "test", threshold: float = DEFAULT_THRESHOLD) -> dict[str, float]:
     """Metrics `<prefix>_accuracy` ... `<prefix>_fn` on the run; plots and predictions.csv under the
     artifact folder evaluation/<prefix>. `predictions` is `train.predict`'s (labels, probabilities,
     loss), in the order of `names`: one prediction pass can be scored at several thresholds."""
