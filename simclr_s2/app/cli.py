@@ -8,30 +8,33 @@ spec, build the context, run the use case, exit. Only here do errors become exit
   3  the tracking server stayed unreachable: one line; the run is left as it was (its checkpoints
      stay), and the same command resumes it once the server is back
 Anything else is a bug: its traceback is printed, and the run ends FAILED with the exception.
+A failed command clears the empty checkpoint folders ended runs left; a dry run under `mlflow run` tags
+the run the launcher made `dry_run=true` (it holds nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import errno
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 from typing import NoReturn
 
+from simclr_s2 import disk
 from simclr_s2.app.context import Context
 from simclr_s2.app.spec import build, canonical, fields_of, flag
 from simclr_s2.errors import UserError
 from simclr_s2.stages.base import Stage, run_command
 from simclr_s2.tracking.connectivity import TrackingUnreachable, bound_retries, is_unreachable
-from simclr_s2.tracking.endings import fail_if_running
+from simclr_s2.tracking.endings import fail_if_running, mark_dry_run, remove_empty_checkpoint_folders
 from simclr_s2.tracking.tracker import STAGE_TAG, describe
 
 USER_ERROR = 2
 UNREACHABLE = 3
-FULL_OR_READ_ONLY = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)  # the machine's state, not a bug: one line
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,28 +68,39 @@ def main(stage: Stage, argv: Sequence[str] | None = None) -> NoReturn:
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO notes (system metrics...) are noise here
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file floods logs
     bound_retries()
+    spec = ctx = None
     try:
-        run_command(stage, parse(stage, argv), Context.from_env())
+        spec = parse(stage, argv)
+        ctx = Context.from_env()
+        run_command(stage, spec, ctx)
+        if getattr(spec, "dry_run", False) and ctx.launcher_run_id and main_rank:
+            mark_dry_run(ctx.client, ctx.launcher_run_id, {STAGE_TAG: stage.name})
     except TrackingUnreachable as error:
         _give_up(str(error))
     except Exception as error:
-        user = isinstance(error, UserError) or (isinstance(error, OSError) and error.errno in FULL_OR_READ_ONLY)
+        if not isinstance(error, UserError):
+            error = disk.unnamed(error, _written(spec, ctx)) or error
+        user = isinstance(error, UserError)
         if not user and is_unreachable(error):  # requests' connection errors are OSErrors too
             _give_up(f"tracking server unreachable: {str(error).splitlines()[0]}")
         if main_rank:
             _fail_launcher_run(stage, error)
+            _clear_checkpoint_folders(ctx)
         if not user:
             raise
-        print(f"error: {_one_line(error)}", file=sys.stderr, flush=True)
+        print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(USER_ERROR)
     sys.exit(0)
 
 
-def _one_line(error: BaseException) -> str:
-    """A user error's own line; a full or read-only disk as the file and what is wrong with it."""
-    if isinstance(error, OSError):
-        return f"{error.filename or 'a file'}: {error.strerror} (free some space or point SIMCLR_S2_HOME elsewhere)"
-    return str(error)
+def _written(spec: object, ctx: Context | None) -> dict[str, Path]:
+    """The folders a command writes, by what they are to a person: where a full disk that names no file
+    is looked for."""
+    out = getattr(spec, "out", None)
+    folders = {"out": Path(out).expanduser()} if isinstance(out, str) and out != "auto" else {}
+    if ctx is not None:
+        folders.update({"SIMCLR_S2_DATA": ctx.data_root, "SIMCLR_S2_HOME": ctx.home})
+    return {**folders, "the temporary folder": Path(tempfile.gettempdir())}  # on a tie, the first is named
 
 
 def _fail_launcher_run(stage: Stage, error: BaseException) -> None:
@@ -100,6 +114,16 @@ def _fail_launcher_run(stage: Stage, error: BaseException) -> None:
         fail_if_running(ctx.client, run_id, describe(error), {STAGE_TAG: stage.name})  # unless taken over, ended
     except Exception:  # noqa: BLE001 - the error being reported matters more than this note
         logging.getLogger(__name__).warning("could not mark run %s failed", run_id)
+
+
+def _clear_checkpoint_folders(ctx: Context | None) -> None:
+    """The failed run's checkpoint folder, when it holds nothing (see remove_empty_checkpoint_folders)."""
+    if ctx is None:
+        return
+    try:
+        remove_empty_checkpoint_folders(ctx.client, ctx.home / "checkpoints")
+    except Exception:  # noqa: BLE001 - the error being reported matters more than this tidying
+        logging.getLogger(__name__).warning("could not clear the empty folders in %s", ctx.home / "checkpoints")
 
 
 def _give_up(reason: str) -> NoReturn:

@@ -48,6 +48,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from simclr_s2 import disk
 from simclr_s2.bigearthnet import reader
 from simclr_s2.bigearthnet.bands import NATIVE_SIZE, PATCH_SIZE, check_resampling, resolve_bands, stack_bands
 from simclr_s2.bigearthnet.tiff import TiffFormatError, read_uint16_strips
@@ -321,18 +322,20 @@ def pack(
 
 @contextlib.contextmanager
 def _locked(store_dir: Path) -> Iterator[None]:
-    """One packer per store at a time (e.g. several ranks of one job); others wait, then reuse its result."""
-    store_dir.parent.mkdir(parents=True, exist_ok=True)
-    with open(store_dir.parent / f".{store_dir.name}.lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.info("waiting for another process packing %s", store_dir)
-            fcntl.flock(fh, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    """One packer per store at a time (e.g. several ranks of one job); others wait, then reuse its result.
+    A full or read-only disk, here or while packing, is one line naming the store and its file system."""
+    with disk.writing(store_dir):
+        store_dir.parent.mkdir(parents=True, exist_ok=True)
+        with open(store_dir.parent / f".{store_dir.name}.lock", "w") as fh:
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                log.info("waiting for another process packing %s", store_dir)
+                fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _pack_locked(

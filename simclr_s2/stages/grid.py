@@ -15,14 +15,17 @@ from pathlib import Path
 import pandas as pd
 from torch import OutOfMemoryError
 
+from simclr_s2 import disk
 from simclr_s2.app import specs
 from simclr_s2.app.context import Context
 from simclr_s2.app.spec import build
 from simclr_s2.errors import UserError
+from simclr_s2.splits import load_manifest
 from simclr_s2.stages import auto
 from simclr_s2.stages.base import Stage, ensure_step
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
 from simclr_s2.stages.pretrain import DEMO_ENCODERS, demo_encoder
+from simclr_s2.tracking.artifacts import Fetcher, is_remote
 from simclr_s2.tracking.registry import ENCODER_MODEL, resolve_model_uri
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
 
@@ -71,10 +74,12 @@ def protocol(spec: specs.Grid) -> Protocol:
     return STUDY
 
 
-def encoder_uris(spec: specs.Grid, ctx: Context, make: bool) -> dict[str, str]:
+def encoder_uris(spec: specs.Grid, ctx: Context, make: bool, check: bool = False) -> dict[str, str]:
     """Encoder name -> pinned registry URI (models:/name/<version>), so a cell's key names the exact
     weights. `auto` pretrains (or reuses) the demo's three encoders; without `make` one not yet
-    pretrained shows as `(to make)`."""
+    pretrained shows as `(to make)`. An encoder the registry lacks fails its cells while the rest go on,
+    unless `check` (a dry run): then it is the command's one-line error, as is a local file that is not
+    there."""
     if spec.encoders == "auto":
         arch = protocol(spec).encoder_arch
         return {name: demo_encoder(ctx, name, make, arch) or TO_MAKE for name in DEMO_ENCODERS}
@@ -86,7 +91,10 @@ def encoder_uris(spec: specs.Grid, ctx: Context, make: bool) -> dict[str, str]:
             try:
                 uri = "models:/" + resolve_model_uri(ctx.client, uri, "encoders").version
             except UserError:
-                pass  # kept as given: its cells fail with the reason while the rest go on
+                if check:
+                    raise
+        elif check and not is_remote(uri) and not Path(uri).expanduser().exists():
+            raise UserError(f"encoders: {uri} does not exist")
         uris[name] = uri
     return uris
 
@@ -112,6 +120,18 @@ def splits(spec: specs.Grid, ctx: Context, make: bool) -> dict[str, str]:
     if spec.split != "auto":
         return {scheme: spec.split for scheme in spec.schemes}
     return {scheme: auto.demo_splits(ctx, scheme, make) or TO_MAKE for scheme in spec.schemes}
+
+
+def check_splits(spec: specs.Grid, split: Mapping[str, str], ctx: Context) -> None:
+    """One line when a split the cells would read lacks its scheme or one of the fractions (read into a
+    temporary folder: a dry run writes nothing)."""
+    with Fetcher.temporary(ctx.tracking_uri) as fetch:
+        for scheme, ref in split.items():
+            if ref == TO_MAKE:
+                continue
+            found = load_manifest(fetch.path(ref, "split"), scheme).fractions
+            if missing := [f for f in spec.fractions if f not in found]:
+                raise UserError(f"fractions: {missing} not in the {scheme!r} splits of {ref}: found {list(found)}")
 
 
 def _step(cell: Cell, ctx: Context) -> Step | None:
@@ -158,8 +178,12 @@ class Grid(Stage[specs.Grid]):
         return plan(spec, _prefixed(resolved, "encoder_"), _prefixed(resolved, "split_"))
 
     def dry_run(self, spec: specs.Grid, ctx: Context) -> None:
+        """Each cell and what running it would do, once its encoders and splits are known to exist."""
         ctx = ctx.with_reuse(spec.reuse)
-        for cell in self._cells(spec, self.resolve(spec, ctx, make=False)):
+        split = splits(spec, ctx, make=False)
+        encoders = encoder_uris(spec, ctx, make=False, check=True)
+        check_splits(spec, split, ctx)
+        for cell in plan(spec, encoders, split):
             print(f"{status(cell, ctx):7s} {cell.label}  {cell.params.get('pretrained', '')}")
 
     def execute(self, spec: specs.Grid, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
@@ -167,12 +191,12 @@ class Grid(Stage[specs.Grid]):
         cells = self._cells(spec, resolved)
         rows = on_ray(spec, cells, ctx, run) if spec.backend == "ray" else in_process(cells, ctx, run)
         table = pd.DataFrame(rows)
+        print(table[["cell", "status", "run_id"]].to_string(index=False))  # first: writing the table may fail
         counts = table["status"].value_counts()
         run.log_metrics({"cells": len(table), **{f"cells_{k}": int(v) for k, v in counts.items()}})
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, disk.writing(Path(tmp) / "cells.csv"):
             table.to_csv(Path(tmp) / "cells.csv", index=False)
             run.log_artifacts(Path(tmp), "grid")
-        print(table[["cell", "status", "run_id"]].to_string(index=False))
         failed = table[table["status"] == "failed"]
         if len(failed):
             raise UserError(f"{len(failed)} of {len(table)} grid cells failed (see grid/cells.csv): "
@@ -193,12 +217,22 @@ def in_process(cells: list[Cell], ctx: Context, run: StageRun) -> list[dict[str,
         try:
             done = ensure_step(_stage(cell), cell.spec, ctx, parent_run_id=run.run_id)
             rows.append(_row(cell, done.info.run_id, "reused" if before == "reuse" else "finished"))
-        except (UserError, OutOfMemoryError) as error:
-            log.error("grid cell %s failed: %s", cell.label, error)
+        except Exception as error:
+            if (reason := _cell_failure(error, ctx)) is None:
+                raise
+            log.error("grid cell %s failed: %s", cell.label, reason)
             step = _step(cell, ctx)
             failed = Tracker(ctx).unfinished(step) if step else []
-            rows.append(_row(cell, failed[0].info.run_id if failed else "", "failed", str(error)))
+            rows.append(_row(cell, failed[0].info.run_id if failed else "", "failed", str(reason)))
     return rows
+
+
+def _cell_failure(error: Exception, ctx: Context) -> Exception | None:
+    """Why a cell failed when the grid goes on without it (a user error, a GPU out of memory, a full or
+    read-only disk: the other cells may fit, and cells.csv says why); None for a bug."""
+    if isinstance(error, (UserError, OutOfMemoryError)):
+        return error
+    return disk.unnamed(error, {"SIMCLR_S2_HOME": ctx.home})
 
 
 def on_ray(spec: specs.Grid, cells: list[Cell], ctx: Context, run: StageRun) -> list[dict[str, object]]:

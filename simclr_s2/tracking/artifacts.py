@@ -12,7 +12,10 @@ from pathlib import Path
 
 import mlflow
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+from mlflow.utils.file_utils import local_file_uri_to_path
 
+from simclr_s2 import disk
 from simclr_s2.errors import UserError
 
 REMOTE_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "s3://", "http://", "https://", "file://")
@@ -45,9 +48,16 @@ class Fetcher:
         done = folder / ".complete"
         if not done.exists():
             try:
-                mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(folder),
-                                                   tracking_uri=self.tracking_uri)
+                with disk.writing(folder, folder):  # a half download never stays
+                    mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(folder),
+                                                       tracking_uri=self.tracking_uri)
             except (MlflowException, OSError) as error:
                 raise UserError(f"{what}: cannot download {ref}: {str(error).splitlines()[0]}") from None
             done.touch()
         return folder / ref.rstrip("/").rsplit("/", 1)[-1]
+
+
+def artifact_folder(client: MlflowClient, run_id: str) -> Path:
+    """Where a run's artifacts are written when its store is a local folder (else its URI, as a path)."""
+    uri = client.get_run(run_id).info.artifact_uri
+    return Path(local_file_uri_to_path(uri) if uri.startswith("file:") else uri)

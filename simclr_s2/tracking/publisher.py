@@ -30,8 +30,9 @@ from typing import Any
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
-from simclr_s2 import faults
+from simclr_s2 import disk, faults
 from simclr_s2.runtime import StepMetrics, save_atomically
+from simclr_s2.tracking.artifacts import artifact_folder
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +138,21 @@ class Publisher:
 
     def _send(self, checkpoint: _Pending | None, metrics: list[Metric]) -> None:
         if checkpoint is not None:
-            save_atomically(checkpoint.state, checkpoint.path, checkpoint.epoch)
+            path = checkpoint.path
+            with disk.writing(path, path.with_name(path.name + ".tmp")):  # save_atomically's temporary file
+                save_atomically(checkpoint.state, path, checkpoint.epoch)
             faults.point("upload", checkpoint.epoch)
             # the next write comes from this thread, after the upload: the file stays as it is meanwhile
-            self.client.log_artifact(self.run_id, str(checkpoint.path), ARTIFACT_DIR)
+            self._upload(path)
             faults.point("after_upload", checkpoint.epoch)
         log_metrics(self.client, self.run_id, metrics)
         if checkpoint is not None:
             faults.point("after_log", checkpoint.epoch)
+
+    def _upload(self, path: Path) -> None:
+        """Copy the checkpoint into the run's artifacts; a full or read-only artifact store is one line."""
+        with disk.writing(lambda: artifact_folder(self.client, self.run_id)):
+            self.client.log_artifact(self.run_id, str(path), ARTIFACT_DIR)
 
     def _raise_error(self) -> None:
         if self._error is not None:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import rasterio
 
+from simclr_s2 import disk
 from simclr_s2.bigearthnet import packed, reader
 from simclr_s2.bigearthnet.bands import RESAMPLING_METHODS, RESOLUTION_M, STD, InputTransform, resolve_bands
 from simclr_s2.bigearthnet.packed import PackError, StoreError, open_or_pack, pack
@@ -325,3 +326,16 @@ def test_concurrent_callers_pack_once(archive, names, tmp_path, monkeypatch) -> 
         )
     assert len(calls) == len(names)
     assert all(s.names == tuple(names) for s in stores)
+
+
+def test_a_full_disk_while_packing_is_one_line_naming_the_store_and_leaves_nothing(
+        archive, names, tmp_path, monkeypatch) -> None:
+    """A short write (the file system filled up under the packer) names the store and its file system,
+    and no half-written store survives under any name."""
+    monkeypatch.setattr(packed.os, "pwrite", lambda fd, data, offset: 0)
+    with pytest.raises(disk.DiskFullError) as raised:
+        pack(archive, names[:2], tmp_path / "s", "study", DIGEST, workers=1)
+    message = str(raised.value)
+    assert "\n" not in message and f"cannot write {tmp_path / 's'}: " in message
+    assert f"file system {disk.mount_point(tmp_path)} is full" in message
+    assert not (tmp_path / "s").exists() and _leftovers(tmp_path) == []

@@ -79,3 +79,32 @@ def test_a_killed_worker_resumes_its_cell_in_the_same_run_while_a_failing_cell_i
     broken = project.client.get_run(failed["run_id"])
     assert broken.info.status == "FAILED" and broken.data.tags[ATTEMPTS_TAG] == "1"
     assert "expanded" in failed["error"] and broken.data.tags[ERROR_TAG] == failed["error"]
+
+
+def test_a_full_disk_at_the_last_cell_fails_that_cell_and_cells_csv_says_why(project, split, monkeypatch):
+    """backend=local, no Ray: the second cell's checkpoint write fails as torch.save does on a full disk;
+    the grid still writes cells.csv, with that cell failed for one line naming the file and its file system."""
+    from simclr_s2.tracking import publisher
+
+    saves = []
+
+    def save_until_full(state: object, path, epoch: int = -1) -> None:
+        saves.append(path)
+        if len(saves) == 2:
+            path.with_name(path.name + ".tmp").write_bytes(b"half a checkpoint")
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing "
+                               "file data/0: file write failed")
+        real_save(state, path, epoch)
+
+    real_save = publisher.save_atomically
+    monkeypatch.setattr(publisher, "save_atomically", save_until_full)
+    with pytest.raises(UserError, match="1 of 2 grid cells failed"):
+        project.run_stage(GRID, backend="local", split=split, encoders="", schemes="basic", fractions="50,100",
+                          seeds="3", epochs=1)
+    cells = _cells(project, project.latest("grid").info.run_id)
+    failed = cells.loc["baseline-resnet18-basic-100pct-s3"]
+    assert cells.loc["baseline-resnet18-basic-50pct-s3", "status"] == "finished"
+    assert failed["status"] == "failed" and f"cannot write {saves[1]}: writing failed on file system" in failed["error"]
+    run = project.client.get_run(failed["run_id"])
+    assert run.info.status == "FAILED" and run.data.tags[ERROR_TAG] == failed["error"]
+    assert not list(saves[1].parent.glob("*.tmp"))

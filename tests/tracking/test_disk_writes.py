@@ -1,0 +1,55 @@
+"""A full disk at a checkpoint's write or upload: the training stops with one line naming the file and its
+file system, the run ends FAILED with that line as its reason, and no half-written file survives; the
+empty checkpoint folder a failed run leaves is cleared once the run has ended."""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+from tiny_training import step, train
+
+from simclr_s2 import disk
+from simclr_s2.tracking.endings import remove_empty_checkpoint_folders
+from simclr_s2.tracking.tracker import ERROR_TAG, Tracker
+
+ZIP_WRITER = "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file write failed"
+
+
+def _half_save(obj: object, fh) -> None:
+    """torch.save on a full disk: part of the file written, then its zip writer gives up."""
+    fh.write(b"half a checkpoint")
+    raise RuntimeError(ZIP_WRITER)
+
+
+def _full_upload(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
+    raise OSError(errno.ENOSPC, "No space left on device", local_path, None, f"/artifacts/{run_id}/train.pt")
+
+
+@pytest.mark.parametrize(("where", "named"), [("write", "train.pt"), ("upload", "/artifacts/")])
+def test_a_full_disk_at_a_checkpoint_fails_the_run_with_one_line(ctx, monkeypatch, where, named):
+    if where == "write":
+        monkeypatch.setattr(torch, "save", _half_save)
+    else:
+        monkeypatch.setattr(MlflowClient, "log_artifact", _full_upload)
+    with pytest.raises(disk.DiskFullError) as raised:
+        train(ctx, epochs=2)
+    line = str(raised.value)
+    assert "\n" not in line and named in line and "file system" in line and "is full" in line
+    (run,) = Tracker(ctx).unfinished(step(2))
+    assert run.info.status == "FAILED" and run.data.tags[ERROR_TAG] == line
+    folder = ctx.home / "checkpoints" / run.info.run_id
+    assert not list(ctx.home.rglob("*.tmp"))
+    # a checkpoint that was written whole stays for a resume; a folder left empty is cleared
+    assert sorted(p.name for p in folder.iterdir()) == ([] if where == "write" else ["train.pt"])
+    remove_empty_checkpoint_folders(ctx.client, ctx.home / "checkpoints")
+    assert folder.exists() == (where == "upload")
+
+
+def test_a_running_runs_empty_checkpoint_folder_stays(ctx):
+    running = ctx.client.create_run(ctx.experiment_id).info.run_id
+    (ctx.home / "checkpoints" / running).mkdir(parents=True)
+    remove_empty_checkpoint_folders(ctx.client, ctx.home / "checkpoints")
+    assert (ctx.home / "checkpoints" / running).is_dir()
