@@ -5,12 +5,18 @@ checkpoint, and an ending that tells the truth.
   fingerprint: a finished run is reused only when all four match.
 - A run counts as done only when it is FINISHED *and* carries the completion mark, written last, after
   everything the run promised (metrics, artifacts, registered model) exists.
-- At most one live run per key: identical runs started together claim in turn (liveness.py); the
-  later one stops with one line naming the other, or, inside a chain, waits for it and reuses its result.
+- At most one live run per key: a run claims its key through the store's own numbering of registry
+  versions and reads the claims back (check after write, liveness.py); whichever run holds the key,
+  however close together they started, the others stop with one line naming it, or, inside a chain,
+  wait for it and reuse its result. Fault point `claim@0` (faults.py): the run is made and tagged, its
+  claim not yet written.
 - One resume rule for every launcher: the run that opens (fresh, or the one `mlflow run` or a cluster
   retry hands over) takes the most advanced checkpoint of its own or of a stale run with the same key,
   from the local state folder or else from the run's artifacts, and its history is brought to exactly
-  the checkpoint's steps (publisher.log_missing). Superseded runs are deleted once it finishes.
+  the checkpoint's steps (publisher.log_missing). The stale runs it supersedes are ended FAILED at once
+  (never left RUNNING, should this one die too: the next attempt takes its checkpoint in turn), and
+  those holding any history are deleted once it finishes. Fault point `resumed@0`: the history is
+  carried over, training not yet started.
 - Runs are addressed by id through a client, never through MLflow's process-wide active run, so steps
   can run inside each other (the `auto` chain) and nothing leaks between commands or tests.
 """
@@ -34,18 +40,18 @@ from typing import Any
 import mlflow
 import pandas as pd
 from mlflow.entities import Dataset as DatasetEntity
-from mlflow.entities import DatasetInput, InputTag, Param, Run, RunStatus
+from mlflow.entities import DatasetInput, InputTag, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-from simclr_s2 import distributed
+from simclr_s2 import distributed, faults
 from simclr_s2.app.context import Context
 from simclr_s2.errors import UserError
 from simclr_s2.runtime import StepMetrics
 from simclr_s2.tracking.connectivity import TrackingUnreachable, is_unreachable, retry_budget_s
 from simclr_s2.tracking.endings import ERROR_TAG
 from simclr_s2.tracking.fingerprint import CODE_TAG, package_fingerprint
-from simclr_s2.tracking.liveness import claim_order, heartbeat, holder_tags, is_live
+from simclr_s2.tracking.liveness import claim, claims, heartbeat, holder_tags, is_live, release
 from simclr_s2.tracking.publisher import ARTIFACT_DIR, Publisher, log_metrics, log_missing, to_metrics
 
 log = logging.getLogger(__name__)
@@ -96,6 +102,7 @@ class StageRun:
         self.ctx, self.run_id, self.step, self.checkpoint_dir, self.main = ctx, run_id, step, checkpoint_dir, main
         self.publisher: Publisher | None = None
         self.resumed_from: str | None = None
+        self.claim: int | None = None  # its claim on the key (liveness.claim), released when it ends
 
     @property
     def client(self):
@@ -174,6 +181,7 @@ class RunProgress:
         source = self.run.resumed_from or self.run.run_id
         self.run.set_tags({RESUMED_FROM_TAG: source})
         log.info("resumed from the checkpoint of run %s (%d metric values carried over)", source, logged)
+        faults.point("resumed", 0)
 
     def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
         if self.run.publisher is not None:
@@ -209,8 +217,9 @@ class Tracker:
         return self._same_key(step, UNFINISHED)
 
     def live_run(self, step: Step) -> Run | None:
-        live = [r for r in self._same_key(step, ("RUNNING",)) if is_live(r, self.ctx.heartbeat_s)]
-        return min(live, key=claim_order) if live else None
+        """The run holding the key of `step`, while it is live."""
+        live, _ = claims(self.client, self.ctx.experiment_id, step.key, self.ctx.heartbeat_s)
+        return live[0].run if live else None
 
     def ensure(self, step: Step, produce: Callable[[StageRun], None], *, run_name: str,
                tags: Mapping[str, str] | None = None, parent_run_id: str | None = None,
@@ -255,7 +264,7 @@ class Tracker:
             yield StageRun(self.ctx, started[0], step, Path(started[1]), main=False)
             return
         run = StageRun(self.ctx, started[0], step, Path(started[1]))
-        run.resumed_from = started[2]
+        run.resumed_from, run.claim = started[2], started[3]
         with ExitStack() as stack:
             stack.enter_context(heartbeat(self.client, run.run_id, self.ctx.heartbeat_s))
             if system_metrics:
@@ -271,9 +280,10 @@ class Tracker:
         self._end_finished(run)
 
     def _start(self, step: Step, run_name: str, tags: dict[str, Any], run_id: str | None,
-               parent_run_id: str | None, on_duplicate: str) -> tuple[str, str, str | None]:
-        """Create or continue the run, claim it, refuse or yield to an identical live run, and restore
-        the checkpoint to resume from. Returns (run id, checkpoint folder, run resumed from)."""
+               parent_run_id: str | None, on_duplicate: str) -> tuple[str, str, str | None, int | None]:
+        """Create or continue the run, claim its key (refusing or yielding when another live run holds
+        it), and restore the checkpoint to resume from. Returns (run id, checkpoint folder, run resumed
+        from, claim)."""
         if parent_run_id:
             tags[PARENT_TAG] = parent_run_id
         if run_id is None:
@@ -281,23 +291,34 @@ class Tracker:
         all_tags = {STAGE_TAG: step.entry_point, KEY_TAG: step.key, CODE_TAG: step.code, "mlflow.runName": run_name,
                     **({PROCESSES_TAG: str(distributed.world())} if distributed.world() > 1 else {}),
                     **{k: str(v) for k, v in tags.items()}, **holder_tags()}
+        claimed = None
         try:
-            for key, value in all_tags.items():
-                self.client.set_tag(run_id, key, value)
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in all_tags.items()])  # one write: live at once
             StageRun(self.ctx, run_id, step, Path()).log_params(step.params())
-            own = self.client.get_run(run_id)
-            rivals = [] if on_duplicate == "allow" else [
-                r for r in self._same_key(step, ("RUNNING",))
-                if r.info.run_id != run_id and is_live(r, self.ctx.heartbeat_s) and claim_order(r) < claim_order(own)]
-            if rivals:
-                self._refuse(run_id, rivals[0], on_duplicate)
+            if on_duplicate != "allow":
+                claimed = self._claim(step, run_id, on_duplicate)
             checkpoint_dir = self.ctx.state_dir("checkpoints", run_id)
             resumed_from = self._restore(step, run_id, checkpoint_dir)
         except BaseException as error:
             if not isinstance(error, _Yielded):
                 self._mark_failed(run_id, error)
+            release(self.client, claimed)
             raise
-        return run_id, str(checkpoint_dir), resumed_from
+        return run_id, str(checkpoint_dir), resumed_from, claimed
+
+    def _claim(self, step: Step, run_id: str, on_duplicate: str) -> int:
+        """Claim the key of `step` for `run_id` (already tagged as live), then read every claim on it: the
+        earliest live one holds the key. Claims of runs that are gone, and this run's own from an earlier
+        attempt (a cluster retry continues the same run), are removed on the way."""
+        faults.point("claim", 0)
+        own = claim(self.client, self.ctx.experiment_id, step.key, run_id)
+        live, gone = claims(self.client, self.ctx.experiment_id, step.key, self.ctx.heartbeat_s)
+        if live and live[0].run.info.run_id != run_id:
+            release(self.client, own)
+            self._refuse(run_id, live[0].run, on_duplicate)
+        for version in gone + [c.version for c in live if c.run.info.run_id == run_id and c.version != own]:
+            release(self.client, version)
+        return own
 
     def _refuse(self, run_id: str, rival: Run, on_duplicate: str) -> None:
         if on_duplicate == "wait":
@@ -313,12 +334,24 @@ class Tracker:
                 if r.info.run_id != run_id and not is_live(r, self.ctx.heartbeat_s)]
 
     def _restore(self, step: Step, run_id: str, target: Path) -> str | None:
-        """Put the most advanced checkpoint for this run into `target`: its own local one, a stale
-        identical run's local one (newest run first), then the same from run artifacts. Returns the run
-        it came from, or None when starting afresh."""
+        """Put the most advanced checkpoint for this run into `target` (`_take_checkpoint`) and end the
+        stale identical runs still RUNNING: FAILED, saying which run goes on in their place, so a run
+        whose process is gone is never left RUNNING, whether or not it had something to resume from.
+        Returns the run the checkpoint came from, or None when starting afresh."""
+        stale = self._stale(step, run_id)
+        source = self._take_checkpoint(run_id, stale, target)
+        reason = (f"interrupted; resumed in run {run_id}" if source else
+                  f"interrupted (its process is gone, no checkpoint to resume from); started again as run {run_id}")
+        for run in stale:
+            if run.info.status == "RUNNING":
+                self._mark_failed(run.info.run_id, UserError(reason))
+        return source
+
+    def _take_checkpoint(self, run_id: str, stale: Sequence[Run], target: Path) -> str | None:
+        """Its own local checkpoint, a stale identical run's local one (newest run first), then the same
+        from run artifacts; returns the run it came from."""
         if _has_checkpoint(target):
             return run_id
-        stale = self._stale(step, run_id)
         for run in stale:
             source = self.ctx.home / "checkpoints" / run.info.run_id
             if _has_checkpoint(source):
@@ -328,10 +361,6 @@ class Tracker:
         for source_id in [run_id, *(r.info.run_id for r in stale)]:
             if self._download_checkpoint(source_id, target):
                 return source_id
-        for run in stale:  # nothing to resume from: say so instead of RUNNING forever
-            if run.info.status == "RUNNING":
-                self._mark_failed(run.info.run_id, UserError(f"interrupted (its process is gone, no checkpoint "
-                                                             f"to resume from); started again as run {run_id}"))
         return None
 
     def _download_checkpoint(self, run_id: str, target: Path) -> bool:
@@ -349,16 +378,25 @@ class Tracker:
         return True
 
     def _end_finished(self, run: StageRun) -> None:
-        """Completion mark last, then FINISHED; the runs this one superseded go to MLflow's trash."""
+        """Completion mark last, then FINISHED, then the claim released (not before: an identical run
+        starting meanwhile must find this one live or complete); the runs this one superseded go to
+        MLflow's trash."""
         self.client.set_tag(run.run_id, COMPLETE_TAG, "true")
         self.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
+        release(self.client, run.claim)
         for stale in self._stale(run.step, run.run_id):
-            if _has_checkpoint(self.ctx.home / "checkpoints" / stale.info.run_id) or \
-                    self.client.list_artifacts(stale.info.run_id, ARTIFACT_DIR):
+            if self._holds_history(stale):
                 self.client.set_tag(stale.info.run_id, RESUMED_IN_TAG, run.run_id)
                 self.client.delete_run(stale.info.run_id)
                 shutil.rmtree(self.ctx.home / "checkpoints" / stale.info.run_id, ignore_errors=True)
         shutil.rmtree(self.ctx.home / "checkpoints" / run.run_id, ignore_errors=True)
+
+    def _holds_history(self, run: Run) -> bool:
+        """Whether a stale run logged steps a finished identical run now holds: it has a checkpoint (locally
+        or in its artifacts; steps are logged only once one covers them), or it was itself resumed (its
+        checkpoint went on to the run that resumed it, its copy of the history stayed)."""
+        return RESUMED_FROM_TAG in run.data.tags or _has_checkpoint(self.ctx.home / "checkpoints" / run.info.run_id) \
+            or bool(self.client.list_artifacts(run.info.run_id, ARTIFACT_DIR))
 
     def _end_failed(self, run: StageRun, error: BaseException) -> None:
         unreachable = is_unreachable(error)
@@ -372,6 +410,7 @@ class Tracker:
                 f"{retry_budget_s()} s; checkpoints kept in {run.checkpoint_dir}: run the same command "
                 "again to resume once the server is back") from error
         self._mark_failed(run.run_id, error)
+        release(self.client, run.claim)
 
     def _mark_failed(self, run_id: str, error: BaseException) -> None:
         status = RunStatus.KILLED if isinstance(error, KeyboardInterrupt) else RunStatus.FAILED

@@ -13,6 +13,7 @@ import time
 from dataclasses import replace
 
 import pytest
+from mlflow.entities import ViewType
 from tiny_training import step as tiny_step
 from tiny_training import train, train_in_child
 
@@ -20,7 +21,6 @@ from simclr_s2 import faults
 from simclr_s2.errors import UserError
 from simclr_s2.faults import FAULT_ENV, POINTS
 from simclr_s2.tracking.liveness import (
-    CLAIM_TAG,
     HEARTBEAT_TAG,
     HOST_TAG,
     PID_START_TAG,
@@ -31,7 +31,6 @@ from simclr_s2.tracking.liveness import (
 from simclr_s2.tracking.tracker import (
     COMPLETE_TAG,
     ERROR_TAG,
-    KEY_TAG,
     RESUMED_FROM_TAG,
     RESUMED_IN_TAG,
     DuplicateRunError,
@@ -104,14 +103,6 @@ def test_an_identical_live_run_is_refused_with_its_id(ctx):
     assert ctx.client.get_run(first.run_id).info.status == "FINISHED"
 
 
-def test_the_earlier_claim_goes_on(ctx):
-    """A live identical run that claimed later (it will see this one and yield) does not stop this one."""
-    later = ctx.client.create_run(ctx.experiment_id, tags={KEY_TAG: STEP.key, **holder_tags(),
-                                                           CLAIM_TAG: f"{time.time() + 60:.3f}"})
-    with Tracker(ctx).open(STEP, run_name="s") as run:
-        assert run.run_id != later.info.run_id
-
-
 def test_inside_a_chain_an_identical_live_run_is_awaited_then_reused(ctx, monkeypatch):
     release, calls, results = threading.Event(), [], []
 
@@ -170,6 +161,24 @@ def test_a_kill_at_any_dangerous_point_resumes_with_every_step_exactly_once(ctx,
     assert _steps(ctx, run.info.run_id) == _steps(ctx, run.info.run_id, "val_auc") == [0, 1, 2, 3]
     gone = ctx.client.get_run(stale.info.run_id)
     assert gone.info.lifecycle_stage == "deleted" and gone.data.tags[RESUMED_IN_TAG] == run.info.run_id
+
+
+def test_a_kill_right_after_resuming_leaves_no_running_run_and_every_step_once(ctx):
+    """The resumed run dies before training on: the next attempt goes on from its checkpoint, ends it and the
+    first FAILED at once (no zombie RUNNING), and the finished run alone holds the history."""
+    assert _killed(4, "after_log@1") == -9
+    (first,) = Tracker(ctx).unfinished(tiny_step(4))
+    assert _killed(4, "resumed@0") == -9
+    (resumed, ended) = Tracker(ctx).unfinished(tiny_step(4))
+    assert (ended.info.run_id, ended.info.status) == (first.info.run_id, "FAILED")
+    assert resumed.data.tags[RESUMED_FROM_TAG] == first.info.run_id and _steps(ctx, resumed.info.run_id) == [0, 1]
+    run = ctx.client.get_run(train(ctx, 4))
+    assert run.info.status == "FINISHED" and run.data.tags[RESUMED_FROM_TAG] == resumed.info.run_id
+    assert _steps(ctx, run.info.run_id) == _steps(ctx, run.info.run_id, "val_auc") == [0, 1, 2, 3]
+    every = ctx.client.search_runs([ctx.experiment_id], run_view_type=ViewType.ALL)
+    assert sorted((r.info.status, r.info.lifecycle_stage) for r in every) == [
+        ("FAILED", "deleted"), ("FAILED", "deleted"), ("FINISHED", "active")]
+    assert ctx.client.get_run(resumed.info.run_id).data.tags[ERROR_TAG] == f"interrupted; resumed in run {run.info.run_id}"
 
 
 def test_a_resume_fetches_the_checkpoint_from_artifacts_when_the_state_folder_is_gone(ctx):
