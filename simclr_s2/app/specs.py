@@ -27,6 +27,8 @@ from simclr_s2.app.spec import (
 )
 from simclr_s2.augment import JITTER_MODES, AugmentConfig
 from simclr_s2.bigearthnet.bands import BANDS, BandError, resolve_bands
+from simclr_s2.bigearthnet.fetch import FILES as FETCH_FILES
+from simclr_s2.bigearthnet.fetch import ZENODO
 from simclr_s2.bigearthnet.nomenclature import AMBIGUOUS
 from simclr_s2.errors import UserError
 from simclr_s2.models import ARCHS, TRAINABLE
@@ -376,6 +378,44 @@ class Tune(Spec):
         SearchSpace(**{f.name: getattr(self, f.name) for f in fields(SearchSpace)})  # its ranges' checks
 
 
+PACK = ("none", "splits", "index")
+
+
+@dataclass(frozen=True)
+class Fetch(Spec):
+    """Download and verify BigEarthNet v2.0 (Zenodo record 10891137), index it from its reference maps and
+    pack chosen patches straight from BigEarthNet-S2.tar.zst (docs/data.md, "The real archive")."""
+
+    entry_point: ClassVar[str] = "fetch"
+    parts: tuple[str, ...] = param(tuple(FETCH_FILES), "files of the record: s2 (BigEarthNet-S2.tar.zst, 63 GB), "
+                                   "maps (Reference_Maps.tar.zst), metadata, snow (the snow/cloud/shadow table)",
+                                   choices=tuple(FETCH_FILES))
+    dest: str = _in_data("reben", "folder of the files (those already there are verified and used)")
+    url: str = param(ZENODO, "base URL of the files: the record's, a mirror, or a local copy (file:// or a folder)")
+    checksums: str = param("pinned", "file of md5sum's `<md5>  <file name>` lines; pinned = the package's table "
+                                     "(the record's sizes; its md5 values are not pinned: size only)")
+    extract: bool = param(False, "unpack the .tar.zst files into dest and index and pack from there")
+    index: str = _in_data("reben/index", "folder of index.parquet, built from the maps and metadata; none = no index")
+    pack: str = param("none", "splits: the patches of `splits` (for `scheme`) into the store their fine-tunes "
+                              "read; index: the index's patches of official_split, countries and tiles",
+                      choices=PACK)
+    splits: str = param("none", "pack=splits: create_splits output (folder or runs:/ URI)")
+    scheme: str = param("basic", "pack=splits: its labelling scheme")
+    official_split: str = param("all", "pack=index: all, or train / validation / test joined by '+'")
+    countries: str = param("all", "pack=index: all, or countries joined by ','")
+    tiles: str = param("all", "pack=index: all, or Sentinel-2 tiles (e.g. 33UUP) joined by ','")
+    bands: str = param("study", "pack: study, all, or band names joined by ','", check=_bands)
+    workers: int = param(0, "pack: processes; 0 = one per core", check=_whole, keyed=False)
+
+    def validate(self) -> None:
+        if self.pack != "none" and "s2" not in self.parts:
+            raise UserError("parts: pack reads BigEarthNet-S2.tar.zst; add s2")
+        if self.pack != "none" and self.index == "none":
+            raise UserError("index: pack chooses patches of the index; leave it at auto or name a folder")
+        if self.pack == "splits" and self.splits == "none":
+            raise UserError("splits: pack=splits needs the create_splits output whose patches it packs")
+
+
 ENTRY_POINTS: dict[str, type[Spec]] = {cls.entry_point: cls for cls in (
     MakeDemoData, BuildIndex, CreateSplits, Pretrain, ImportEncoder, Finetune, Baseline, Evaluate, Grid,
-    Compare, Promote, Tune)}
+    Compare, Promote, Tune, Fetch)}

@@ -271,6 +271,23 @@ def build_index(
     version = archive_version(archive, version)
     scan = _scan_v2 if version == "v2" else _scan_v1
     table, rejected = scan(archive, workers, check_rasters)
+    return _write(archive, out, version, table, rejected, check_rasters, start)
+
+
+def write_v2_index(
+    root: Path, out: Path, rows: list[tuple], meta: dict[str, reben.PatchRecord], rejected: list[tuple],
+    start: float,
+) -> IndexResult:
+    """The v2.0 index of `root` from rows scanned elsewhere (`reben.scan_patch`'s tuples; stream.py reads
+    the maps from Reference_Maps.tar.zst), written exactly as build_index writes it; `start` is when the
+    scan began (perf_counter)."""
+    return _write(Path(root).resolve(), Path(out), "v2", _v2_table(sorted(rows), meta), rejected, False, start)
+
+
+def _write(
+    archive: Path, out: Path, version: str, table: pa.Table, rejected: list[tuple], check_rasters: bool,
+    start: float,
+) -> IndexResult:
     rejected.sort()
     if not table.num_rows:
         what = {"v1": "folders is a valid patch", "v2": "patches is valid"}[version]

@@ -108,6 +108,13 @@ def read_index(fetch: Fetcher, ref: str) -> IndexData:
     return IndexData(load_index(path), path, index_digest(path), index_archive_root(path))
 
 
+def store_path(ctx: Context, digest: str, bands: str, pool: list[str]) -> Path:
+    """The packed store of the sorted patch list `pool` of the index `digest` with `bands` (as given to
+    `loader`): where training packs it on first use, and where `fetch pack=...` streams it beforehand."""
+    key = hashlib.sha256("\n".join([digest, bands, *pool]).encode()).hexdigest()[:16]
+    return ctx.state_dir("packed") / key
+
+
 def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarray | None, bands: str,
            batch_size: int, *, shuffle: bool, seed: int, digest: str, store_names: list[str] | None = None,
            pack: bool = True, scaling: str = ZSCORE) -> BatchLoader:
@@ -115,8 +122,7 @@ def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarra
     `pack=False` (commands that write nothing) straight from the GeoTIFFs. Inputs come scaled as the
     model expects (`scaling`, bands.SCALINGS) and on the device training runs on."""
     pool = sorted(store_names or names)
-    key = hashlib.sha256("\n".join([digest, bands, *pool]).encode()).hexdigest()[:16]
-    store = ctx.state_dir("packed") / key if pack else None
+    store = store_path(ctx, digest, bands, pool) if pack else None
     return make_loader(archive_root, names, labels, bands, batch_size=batch_size, shuffle=shuffle, seed=seed,
                        store_dir=store, index_digest=digest, store_names=pool, scaling=scaling,
                        device=distributed.device())

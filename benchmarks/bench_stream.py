@@ -1,0 +1,67 @@
+"""Streaming pack rate: patches per second packed straight from BigEarthNet-S2.tar.zst (stream.stream_pack)
+against decompressing and walking the same tar stream alone (stream.members reading the same members), in
+one run on one machine, with the 1-minute load average beside each.
+
+The archive is a v2 demo archive (demo.py) made into a .tar.zst as the record's (one zstd frame with its
+checksum), so its band files have the real sizes and layout; it sits in the page cache, so disk reads of a
+cold 63 GB file are not counted. The walk is the floor of any streaming pack (every byte is decompressed and
+every member header parsed); the ratio says what reading, resampling and writing the rows add to it. Each
+is run `--repeats` times, alternating, and the fastest counts.
+Run: python benchmarks/bench_stream.py --patches 1000 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from figures import Clock, Figure, report
+
+from simclr_s2.bigearthnet.bands import resolve_bands
+from simclr_s2.bigearthnet.demo import write_demo_archive
+from simclr_s2.bigearthnet.reader import V2_PATCHES
+from simclr_s2.bigearthnet.stream import members, stream_pack, write_tar_zst
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--patches", type=int, default=1000, help="patches in the archive, all packed")
+    p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="packing processes")
+    p.add_argument("--bands", default="study", help="bands packed (study: 10 of the 12)")
+    p.add_argument("--repeats", type=int, default=2, help="runs of each; the fastest counts")
+    args = p.parse_args()
+    bands = resolve_bands(args.bands)
+    print(f"{args.patches} patches, {len(bands)} bands, {args.workers} worker process(es), {os.cpu_count()} CPUs")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = write_demo_archive(Path(tmp) / "root", args.patches, seed=0, workers=args.workers, layout="v2")
+        archive = write_tar_zst(root, V2_PATCHES, Path(tmp) / "BigEarthNet-S2.tar.zst")
+        names = sorted(p.name for p in (root / V2_PATCHES).glob("*/*"))
+        suffixes = tuple(f"_{band}.tif" for band in bands)
+        print(f"archive: {archive.stat().st_size / 2**20:.1f} MiB compressed")
+        walks, packs = [], []
+        for i in range(args.repeats):
+            walk = Clock()
+            walk.start()
+            read = sum(len(data) for _, data in members(archive, lambda m: m.name.endswith(suffixes)))
+            walk.stop()
+            walks.append(walk)
+            store = Path(tmp) / f"store{i}"
+            pack = Clock()
+            pack.start()
+            stream_pack(archive, names, store, bands, "b" * 64, root, workers=args.workers)
+            pack.stop()
+            packs.append(pack)
+            shutil.rmtree(store)
+        walk = min(walks, key=lambda c: c.wall)
+        pack = min(packs, key=lambda c: c.wall)
+        print(f"walk: {read / 2**20:.1f} MiB of band files read from the stream in {walk.wall:.2f} s")
+        report([Figure(f"stream pack from .tar.zst, {args.patches} patches, {len(bands)} bands, {args.workers} "
+                       "processes (patches/s)", pack.rate(args.patches),
+                       "decompress + walk the tar stream alone", walk.rate(args.patches))])
+
+
+if __name__ == "__main__":
+    main()

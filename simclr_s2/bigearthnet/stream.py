@@ -1,0 +1,405 @@
+"""Read the v2.0 archive's `.tar.zst` files as streams: the reference maps into the index, the chosen patches'
+bands straight into a packed store, without unpacking 6.6 million files first.
+
+Unpacking BigEarthNet-S2.tar.zst costs 63 GB of downloads plus about as much again of small files (and
+hours of file creation); the study reads a few percent of its patches. So the archive is decompressed once,
+in order, and each wanted member is handed to the very readers build_index and the packer use: a chunk of
+patches at a time lies in a scratch folder in memory (/dev/shm where there is one) and `packed.read_bands`
+reads it there, so the streamed store is the packer's store bit for bit (pixels.npy and names.txt; meta.json
+differs in its `created` time, as any two packs do). Rows are written in any order, to the row the patch
+has in the store's list.
+
+A stream that is truncated or corrupt stops at the member it was reading, naming it (zstandard's own
+stream_reader ends a truncated file without a word, so the decompression here refuses a file that ends
+inside a frame, and reads every stream to its end so the frame checksums are checked). A pack works in the
+packer's hidden `.NAME.partial` folder and records which rows are durable; a rerun after a kill continues
+from there (the stream is decompressed again, the rows already packed are skipped), a corrupt archive
+removes it. Fault point (faults.py): `stream_chunk@<k>` once chunk k's rows are recorded.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import os
+import shutil
+import tarfile
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from functools import partial
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+import torch
+import zstandard
+from tqdm import tqdm
+
+from simclr_s2 import faults
+from simclr_s2.bigearthnet import packed, reben
+from simclr_s2.bigearthnet.bands import PATCH_SIZE, stack_bands
+from simclr_s2.bigearthnet.index import ArchiveError, IndexResult, write_v2_index
+from simclr_s2.bigearthnet.reader import (
+    MISSING_BAND,
+    V2_MAPS,
+    V2_PATCHES,
+    PatchError,
+    is_v2_name,
+    reference_map_file,
+    tile_folder,
+)
+from simclr_s2.bigearthnet.reference_map import read_reference_map
+from simclr_s2.errors import UserError
+
+CHUNK = 1 << 20
+STATE_FILE = "stream.json"
+ROWS_FILE = "stream.rows"
+"""In a store's .partial folder while a stream packs it: what it packs, and the rows durable so far (int64)."""
+
+log = logging.getLogger(__name__)
+
+
+class TruncatedError(EOFError):
+    """The compressed file ends inside a zstd frame."""
+
+
+class _Zstd(io.RawIOBase):
+    """The decompressed bytes of a .zst file, frame after frame, refusing a file that ends inside a frame."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh, self._dctx = fh, zstandard.ZstdDecompressor()
+        self._obj = None
+        self._out, self._next = memoryview(b""), b""
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        while not self._out:
+            data, self._next = self._next or self._fh.read(CHUNK), b""
+            if not data:
+                if self._obj is not None and not self._obj.eof:
+                    raise TruncatedError("the file ends inside a zstd frame (truncated)")
+                return 0
+            if self._obj is None or self._obj.eof:
+                self._obj = self._dctx.decompressobj()
+            self._out = memoryview(self._obj.decompress(data))
+            if self._obj.eof:
+                self._next = self._obj.unused_data
+        n = min(len(buffer), len(self._out))
+        buffer[:n], self._out = self._out[:n], self._out[n:]
+        return n
+
+
+def members(path: Path, wanted: Callable[[tarfile.TarInfo], bool]) -> Iterator[tuple[tarfile.TarInfo, bytes]]:
+    """(member, its bytes) of each regular file of the .tar.zst at `path` that `wanted` accepts, in archive
+    order, read as one stream; the others are skipped unread. ArchiveError naming the member at a damaged
+    or truncated stream."""
+    last, inside = "(none yet: at the start)", False
+    try:
+        with open(path, "rb") as fh, io.BufferedReader(_Zstd(fh), CHUNK) as stream:
+            with tarfile.open(fileobj=stream, mode="r|") as tar:
+                for member in tar:
+                    last, inside = member.name, True
+                    if member.isfile() and wanted(member):
+                        yield member, tar.extractfile(member).read()
+                    inside = False
+            while stream.read(CHUNK):  # to the end: the frame's checksum is checked there
+                pass
+    except (zstandard.ZstdError, tarfile.TarError, EOFError) as e:
+        where = f"in member {last}" if inside else f"after member {last} (its data or the next header)"
+        raise ArchiveError(f"{path}: corrupt or truncated {where}: {e}") from None
+
+
+def write_tar_zst(root: Path, top: str, out: Path) -> Path:
+    """`root/top` as a .tar.zst in the record's form (tests and benchmarks make demo ones): `top/...` paths
+    in sorted order, one zstd frame with its checksum."""
+    with open(out, "wb") as fh, zstandard.ZstdCompressor(write_checksum=True).stream_writer(fh) as z, \
+            tarfile.open(fileobj=z, mode="w|") as tar:
+        tar.add(Path(root) / top, arcname=top)
+    return out
+
+
+def _parts(member: tarfile.TarInfo, top: str) -> tuple[str, str, str] | None:
+    """(tile folder, patch, file) of `top/<tile folder>/<patch>/<file>`, else None."""
+    parts = member.name.removeprefix("./").split("/")
+    return (parts[1], parts[2], parts[3]) if len(parts) == 4 and parts[0] == top else None
+
+
+@contextmanager
+def _scratch() -> Iterator[Path]:
+    """A folder for the few files in flight: in memory (/dev/shm) where there is one."""
+    shm = Path("/dev/shm")
+    with tempfile.TemporaryDirectory(prefix="simclr_s2-stream-", dir=shm if os.access(shm, os.W_OK) else None) as d:
+        yield Path(d)
+
+
+def stream_index(maps: Path, root: Path, out: Path) -> IndexResult:
+    """The v2.0 index of `root` (holding the two metadata tables) with the maps read from `maps`
+    (Reference_Maps.tar.zst): build_index's rows and rejections for every patch whose map is sound.
+
+    What differs from build_index on the unpacked archive: the band files are not read here (the packer
+    names a broken one), so a patch is listed when its map is in the archive; a row without a map is
+    "missing patch folder" where build_index would say "missing reference map"."""
+    start = time.perf_counter()
+    meta, bad_rows = reben.read_records(root)
+    rows, broken, stray, folders = [], [], [], []
+
+    def is_map(member: tarfile.TarInfo) -> bool:
+        parts = _parts(member, V2_MAPS)
+        return parts is not None and parts[2] == f"{parts[1]}_reference_map.tif"
+
+    with _scratch() as scratch, tqdm(desc="indexing maps", unit="patch", disable=None) as bar:
+        for member, data in members(maps, is_map):
+            tile, name, _ = _parts(member, V2_MAPS)
+            bar.update()
+            if not is_v2_name(name) or tile_folder(name) != tile:
+                detail = f"expected in {V2_MAPS}/{tile_folder(name)}/" if is_v2_name(name) else \
+                    "not a v2.0 patch name"
+                stray.append(PatchError(name, reben.STRAY_FOLDER, f"{V2_MAPS}/{tile}/{name}", detail).as_row())
+                continue
+            folders.append(name)
+            if name not in meta:
+                continue
+            file = reference_map_file(scratch, name)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            file.write_bytes(data)
+            try:
+                ref = read_reference_map(scratch, name)
+                rows.append((name, ref.codes, ref.pixels, ref.epsg, ref.ulx, ref.uly))
+            except PatchError as e:
+                broken.append(e.as_row())
+            finally:
+                shutil.rmtree(file.parent)
+    _, unmatched = reben.match_folders(meta, sorted(folders), bad_rows + stray)
+    return write_v2_index(root, out, rows, meta, bad_rows + stray + unmatched + broken, start)
+
+
+def extract(archive: Path, dest: Path) -> int:
+    """Unpack the .tar.zst `archive` into `dest` as a stream (what `tar -xf` does; extract=true); a file
+    already there with its member's size is kept, so a rerun after a kill continues. Returns files
+    written."""
+    dest = Path(dest).resolve()
+
+    def wanted(member: tarfile.TarInfo) -> bool:
+        target = dest / tarfile.data_filter(member, str(dest)).name
+        return not (target.is_file() and target.stat().st_size == member.size)
+
+    written = 0
+    for member, data in tqdm(members(archive, wanted), desc=f"unpacking {archive.name}", unit="file",
+                             disable=None):
+        target = dest / member.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        written += 1
+    return written
+
+
+def _state(want: packed._Request, archive: Path) -> dict:
+    """What a .partial folder's rows were packed from: a rerun continues them only when this matches."""
+    stat = archive.stat()
+    return {"format_version": packed.FORMAT_VERSION, "index_digest": want.index_digest, "bands": list(want.bands),
+            "resampling": want.resampling, "names_digest": packed.names_digest(want.names),
+            "archive": archive.name, "archive_size": stat.st_size}
+
+
+def stream_pack(
+    archive: Path,
+    names: Sequence[str],
+    store_dir: Path,
+    bands: str | Sequence[str],
+    index_digest: str,
+    archive_root: Path,
+    workers: int | None = None,
+    resampling: str = "bicubic",
+) -> packed.PackedStore:
+    """The packed store of `names` at `store_dir`, read from BigEarthNet-S2.tar.zst (`archive`) as one
+    stream: what `packed.open_or_pack(archive_root, ...)` makes from the unpacked archive (reused the same
+    way when it is already there). `archive_root` is recorded in the store, as the packer does."""
+    want = packed._request(names, bands, resampling, index_digest)
+    store_dir, archive = Path(store_dir), Path(archive)
+    with packed._locked(store_dir):
+        reasons = packed._mismatch(store_dir, want)
+        if not reasons:
+            log.info("reusing packed store %s", store_dir)
+            return packed.PackedStore.open(store_dir)
+        if store_dir.exists() and packed._read_meta(store_dir) is None and any(store_dir.iterdir()):
+            raise packed.StoreError(
+                f"store_dir {store_dir} exists, is not empty and is not a packed store; refusing to replace it")
+        unfinished = store_dir.with_name(f".{store_dir.name}.partial")
+        done = _resume(unfinished, want, archive)
+        try:
+            _stream_rows(archive, want, unfinished, done, workers)
+        except ArchiveError as e:
+            shutil.rmtree(unfinished, ignore_errors=True)
+            raise ArchiveError(f"{e}; the unfinished store {unfinished} is removed") from None
+        for leftover in (STATE_FILE, ROWS_FILE):
+            (unfinished / leftover).unlink()
+        _finish(unfinished, want, archive_root)
+        packed._swap_in(unfinished, store_dir)
+    return packed.PackedStore.open(store_dir)
+
+
+def _resume(unfinished: Path, want: packed._Request, archive: Path) -> set[int]:
+    """Rows already packed in `unfinished` by a stream of the same request, else a fresh folder and none."""
+    state = _state(want, archive)
+    try:
+        same = json.loads((unfinished / STATE_FILE).read_text()) == state
+        recorded = (unfinished / ROWS_FILE).read_bytes()
+    except (OSError, ValueError):
+        same = False
+    if same and (unfinished / packed.PIXELS_FILE).is_file():
+        rows = set(np.frombuffer(recorded[: len(recorded) // 8 * 8], dtype=np.int64).tolist())
+        log.info("resuming the packing of %s: %d of %d patches already packed", unfinished, len(rows),
+                 len(want.names))
+        return rows
+    if unfinished.exists():
+        log.warning("removing %s left by an interrupted pack", unfinished)
+        shutil.rmtree(unfinished)
+    unfinished.mkdir(parents=True)
+    shape = (len(want.names), len(want.bands), PATCH_SIZE, PATCH_SIZE)
+    needed = int(np.prod(shape)) * 2
+    free = shutil.disk_usage(unfinished).free
+    if needed > free:
+        shutil.rmtree(unfinished)
+        raise UserError(f"store {unfinished.parent}: the store needs {needed / 2**30:,.1f} GiB, its file system "
+                        f"has {free / 2**30:,.1f} GiB free")
+    np.lib.format.open_memmap(unfinished / packed.PIXELS_FILE, mode="w+", dtype=np.uint16, shape=shape)
+    (unfinished / ROWS_FILE).touch()
+    (unfinished / STATE_FILE).write_text(json.dumps(state) + "\n")
+    return set()
+
+
+def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int], workers: int | None) -> None:
+    """Pack every row not in `done` from the stream, a chunk of patches per task, recording each chunk."""
+    row_of = {name: i for i, name in enumerate(want.names)}
+    bands = set(want.bands)
+    pixels = out / packed.PIXELS_FILE
+    at = np.load(pixels, mmap_mode="r").offset
+    task = partial(_pack_chunk, out=pixels, at=at, bands=want.bands, resampling=want.resampling,
+                   archive=archive.name)
+    workers = max(1, min(workers or os.cpu_count() or 1, len(want.names)))
+    pool = ProcessPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) if workers > 1 else None
+    running: set[Future] = set()
+    got: dict[str, set[str]] = {}
+    chunk: list[tuple[int, Path]] = []
+    recorded = 0
+
+    def wanted(member: tarfile.TarInfo) -> bool:
+        parts = _parts(member, V2_PATCHES)
+        if parts is None or parts[1] not in row_of or row_of[parts[1]] in done:
+            return False
+        return parts[2].removeprefix(f"{parts[1]}_").removesuffix(".tif") in bands
+
+    def record(rows: list[int]) -> None:
+        nonlocal recorded
+        fd = os.open(pixels, os.O_RDONLY)
+        try:
+            os.fdatasync(fd)  # the rows are durable before they are recorded as packed
+        finally:
+            os.close(fd)
+        with open(out / ROWS_FILE, "ab") as fh:
+            fh.write(np.asarray(rows, dtype=np.int64).tobytes())
+            os.fsync(fh.fileno())
+        done.update(rows)
+        bar.update(len(rows))
+        faults.point("stream_chunk", recorded)
+        recorded += 1
+
+    def submit() -> None:
+        nonlocal chunk
+        if pool is None:
+            record(task(chunk))
+        else:
+            while len(running) >= 2 * workers:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in finished:
+                    running.remove(f)
+                    record(f.result())  # re-raises a worker's error
+            running.add(pool.submit(task, chunk))
+        chunk = []
+
+    try:
+        with _scratch() as scratch, tqdm(total=len(want.names), initial=len(done), unit="patch",
+                                         desc=f"packing {out.name} from {archive.name}", disable=None) as bar:
+            for member, data in members(archive, wanted):
+                _, name, file = _parts(member, V2_PATCHES)
+                (scratch / name).mkdir(exist_ok=True)
+                (scratch / name / file).write_bytes(data)
+                got.setdefault(name, set()).add(file)
+                if len(got[name]) == len(bands):
+                    chunk.append((row_of[name], scratch / name))
+                    if len(chunk) == packed.MAX_CHUNK:
+                        submit()
+            if chunk:
+                submit()
+            for f in running:
+                record(f.result())
+            running.clear()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    missing = [n for i, n in enumerate(want.names) if i not in done]
+    if missing:
+        name = missing[0]
+        lacking = sorted(f"{name}_{b}.tif" for b in want.bands) if name not in got else \
+            sorted({f"{name}_{b}.tif" for b in want.bands} - got[name])
+        error = PatchError(name, MISSING_BAND, lacking[0], "not in the archive")
+        raise packed.PackError(f"packing from {archive}: {error} ({len(missing)} of {len(want.names)} patches "
+                               "incomplete)")
+
+
+def _pack_chunk(
+    patches: list[tuple[int, Path]], *, out: Path, at: int, bands: tuple[str, ...], resampling: str, archive: str
+) -> list[int]:
+    """The packer's chunk (`packed._pack_chunk`) for patches lying in a scratch folder: read with
+    `packed.read_bands`, resampled and quantised as one batch, each row written to its place; the scratch
+    files are removed. Returns the rows written."""
+    native = []
+    try:
+        for _, folder in patches:
+            try:
+                native.append(packed.read_bands(folder, bands))
+            except PatchError as e:
+                raise packed.PackError(f"packing from {archive}: {e}") from None
+    finally:
+        for _, folder in patches:
+            shutil.rmtree(folder, ignore_errors=True)
+    batch = {band: np.stack([patch[band] for patch in native]) for band in bands}
+    rows = packed.quantise(stack_bands(batch, bands, resampling))
+    fd = os.open(out, os.O_WRONLY)
+    try:
+        for (row, _), pixels in zip(patches, rows, strict=True):
+            if os.pwrite(fd, pixels, at + row * pixels.nbytes) != pixels.nbytes:
+                raise OSError(f"{out}: short write of row {row} (disk full?)")
+    finally:
+        os.close(fd)
+    return [row for row, _ in patches]
+
+
+def _finish(out: Path, want: packed._Request, archive_root: Path) -> None:
+    """names.txt and meta.json as `packed._write` writes them, everything made durable."""
+    packed._fsync(out / packed.PIXELS_FILE)
+    (out / packed.NAMES_FILE).write_text("\n".join(want.names) + "\n")
+    shape = [len(want.names), len(want.bands), PATCH_SIZE, PATCH_SIZE]
+    meta = {
+        "format_version": packed.FORMAT_VERSION,
+        "index_digest": want.index_digest,
+        "bands": list(want.bands),
+        "resampling": want.resampling,
+        "names_digest": packed.names_digest(want.names),
+        "n_patches": len(want.names),
+        "file": packed.PIXELS_FILE,
+        "dtype": "uint16",
+        "shape": shape,
+        "archive_root": str(Path(archive_root).resolve()),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    (out / packed.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+    packed._fsync(out / packed.NAMES_FILE)
+    packed._fsync(out / packed.META_FILE)

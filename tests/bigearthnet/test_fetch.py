@@ -1,0 +1,212 @@
+"""Fetching the record's files from a local HTTP server (Range support, a connection dropped at a named
+byte, a corrupted byte): resume after the drop, refusal of a wrong checksum, offline reuse, and the fetch
+entry point streaming the demo release into the index and the store training reads."""
+
+from __future__ import annotations
+
+import hashlib
+import http.server
+import shutil
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from project_runner import Project, project_env
+
+from simclr_s2.bigearthnet import fetch, packed, reben
+from simclr_s2.bigearthnet.demo import write_demo_archive
+from simclr_s2.bigearthnet.fetch import FILES, FetchError
+from simclr_s2.bigearthnet.index import index_digest
+from simclr_s2.bigearthnet.reader import V2_MAPS, V2_PATCHES
+from simclr_s2.bigearthnet.stream import write_tar_zst
+from simclr_s2.errors import UserError
+
+
+@dataclass
+class Served:
+    """What the test server serves, and the faults it injects: `drop[file] = n` sends the first n bytes of
+    the next GET of `file` and then closes the connection (once); `corrupt[file] = i` flips byte i."""
+
+    files: dict[str, bytes]
+    drop: dict[str, int] = field(default_factory=dict)
+    corrupt: dict[str, int] = field(default_factory=dict)
+    requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, file, Range header)
+
+    def body(self, name: str) -> bytes:
+        data = bytearray(self.files[name])
+        if name in self.corrupt:
+            data[self.corrupt[name]] ^= 0xFF
+        return bytes(data)
+
+
+def _handler(served: Served) -> type[http.server.BaseHTTPRequestHandler]:
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+        def _head(self) -> tuple[bytes, int] | None:
+            """Headers sent; the body from the asked byte on, and where to drop it (-1: nowhere)."""
+            name = self.path.rsplit("/", 1)[-1]
+            served.requests.append((self.command, name, self.headers.get("Range", "")))
+            if name not in served.files:
+                self.send_error(404)
+                return None
+            data = served.body(name)
+            start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-")) if "Range" in self.headers else 0
+            self.send_response(206 if start else 200)
+            if start:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.send_header("Content-Length", str(len(data) - start))
+            self.end_headers()
+            return data[start:], served.drop.pop(name, -1) - start if self.command == "GET" else -1
+
+        def do_HEAD(self) -> None:  # http.server's names
+            self._head()
+
+        def do_GET(self) -> None:
+            sent = self._head()
+            if sent is None:
+                return
+            data, cut = sent
+            if cut >= 0:  # the named point: the connection drops after byte `drop` of the file
+                self.wfile.write(data[:cut])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            self.wfile.write(data)
+
+    return Handler
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    """A v2 demo archive unpacked (`root`) and as the record's four files (`files`: name -> bytes)."""
+    tmp = tmp_path_factory.mktemp("release")
+    root = write_demo_archive(tmp / "root", n_patches=24, seed=5, layout="v2", workers=1)
+    write_tar_zst(root, V2_PATCHES, tmp / FILES["s2"])
+    write_tar_zst(root, V2_MAPS, tmp / FILES["maps"])
+    for table in (reben.METADATA_FILE, reben.EXCLUDED_FILE):
+        shutil.copy(root / table, tmp / table)
+    return {"root": root, "files": {name: (tmp / name).read_bytes() for name in FILES.values()}}
+
+
+@pytest.fixture
+def server(release) -> Iterator[tuple[str, Served]]:
+    served = Served(dict(release["files"]))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _handler(served))
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/records/1/files", served
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(autouse=True)
+def no_waits(monkeypatch):
+    monkeypatch.setattr(fetch, "BACKOFF_S", 0.0)
+
+
+@pytest.fixture
+def checksums(release, tmp_path) -> Path:
+    path = tmp_path / "MD5SUMS"
+    path.write_text("".join(f"{hashlib.md5(data).hexdigest()}  {name}\n" for name, data in release["files"].items()))
+    return path
+
+
+def test_a_dropped_transfer_resumes_with_range_and_verifies(release, server, checksums, tmp_path, monkeypatch):
+    url, served = server
+    monkeypatch.setattr(fetch, "CHUNK", 4096)  # blocks small enough that the drop falls between two
+    s2 = FILES["s2"]
+    half = len(served.files[s2]) // 2 // 4096 * 4096
+    served.drop[s2] = half
+    got = fetch.fetch(list(FILES), tmp_path / "dest", url, checksums)
+    assert all(got[part].read_bytes() == release["files"][FILES[part]] for part in FILES)
+    assert [r for r in served.requests if r[1] == s2 and r[0] == "GET"] == [("GET", s2, ""),
+                                                                             ("GET", s2, f"bytes={half}-")]
+    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == sorted([*FILES.values(), fetch.VERIFIED])
+
+
+def test_a_wrong_checksum_deletes_the_download_and_says_so(server, checksums, tmp_path):
+    url, served = server
+    served.corrupt[FILES["metadata"]] = 1000
+    with pytest.raises(FetchError, match=r"metadata.parquet: md5 \w+, expected \w+; the downloaded file is deleted"):
+        fetch.fetch(["metadata"], tmp_path, url, checksums)
+    assert [p.name for p in tmp_path.iterdir()] == ["MD5SUMS"]
+
+
+def test_present_files_are_verified_and_used_offline(release, server, checksums, tmp_path):
+    url, served = server
+    dest = tmp_path / "dest"
+    fetch.fetch(["maps", "metadata"], dest, url, checksums)
+    served.requests.clear()
+    fetch.fetch(["maps", "metadata"], dest, "http://127.0.0.1:9/nothing-listens-here", checksums)
+    assert served.requests == []
+    (dest / FILES["maps"]).write_bytes(b"not the archive")
+    with pytest.raises(FetchError, match=r"Reference_Maps.tar.zst: 15 bytes|Reference_Maps.tar.zst: md5"):
+        fetch.fetch(["maps"], dest, url, checksums)
+
+
+def test_a_local_copy_is_a_source_too(release, server, checksums, tmp_path):
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    (folder / FILES["snow"]).write_bytes(release["files"][FILES["snow"]])
+    for url in (str(folder), folder.as_uri()):
+        dest = tmp_path / f"dest-{len(url)}"
+        assert fetch.fetch(["snow"], dest, url, checksums)["snow"].read_bytes() == release["files"][FILES["snow"]]
+
+
+def test_pinned_sizes_refuse_another_file_and_size_only_is_said(server, tmp_path, monkeypatch, caplog):
+    url, served = server
+    with pytest.raises(FetchError, match=r"has [\d,]+ bytes, the record's metadata.parquet has 3,616,349"):
+        fetch.fetch(["metadata"], tmp_path, url)
+    monkeypatch.setitem(fetch.PINNED_SIZES, FILES["metadata"], len(served.files[FILES["metadata"]]))
+    fetch.fetch(["metadata"], tmp_path, url)
+    assert "metadata.parquet: verified by size only: no md5 pinned" in caplog.text
+
+
+def test_no_room_is_one_line_before_any_download(server, checksums, tmp_path, monkeypatch):
+    url, served = server
+    monkeypatch.setattr(fetch.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10, 10, 1000))
+    with pytest.raises(FetchError, match=r"dest .*: the download needs 0.0 GiB .*, its file system has 0.0 GiB free"):
+        fetch.fetch(["s2"], tmp_path, url, checksums)
+    assert [r[0] for r in served.requests] == ["HEAD"]
+
+
+def test_a_malformed_checksums_file_is_one_line(tmp_path):
+    bad = tmp_path / "sums"
+    bad.write_text("abc  metadata.parquet\n")
+    with pytest.raises(FetchError, match=r"checksums .*sums: line 1 is not `<md5>  <file name>`"):
+        fetch.fetch(["metadata"], tmp_path, "http://127.0.0.1:9", bad)
+    bad.write_text(f"{'0' * 32}  other.file\n")
+    with pytest.raises(FetchError, match=r"no line for metadata.parquet"):
+        fetch.fetch(["metadata"], tmp_path, "http://127.0.0.1:9", bad)
+
+
+def test_fetch_entry_point_streams_the_index_and_the_chosen_patches(release, server, checksums, tmp_path):
+    url, served = server
+    project = Project(tmp_path / "project", project_env(tmp_path / "project"))
+    from simclr_s2.stages.fetch import FETCH
+
+    served.drop[FILES["maps"]] = 5000
+    dest, index_dir = tmp_path / "dest", tmp_path / "index"
+    project.run_stage(FETCH, dest=dest, url=url, checksums=checksums, index=index_dir, pack="index",
+                      official_split="train", bands="B04,B05")
+    index = pd.read_parquet(index_dir / "index.parquet")
+    assert len(index) == 24
+    names = sorted(index.loc[index.official_split == "train", "name"])
+    stores = list((tmp_path / "project").rglob("packed/*/meta.json"))
+    assert len(stores) == 1
+    store = packed.PackedStore.open(stores[0].parent)
+    assert list(store.names) == names and store.index_digest == index_digest(index_dir / "index.parquet")
+    made = packed.pack(release["root"], names, tmp_path / "made", "B04,B05", store.index_digest, workers=1)
+    assert np.array_equal(np.load(made.path / packed.PIXELS_FILE), np.load(store.path / packed.PIXELS_FILE))
+    with pytest.raises(UserError, match="countries: no patch of the index has Atlantis"):
+        project.run_stage(FETCH, dest=dest, url=url, checksums=checksums, index=index_dir, pack="index",
+                          countries="Atlantis")

@@ -1,0 +1,137 @@
+"""Streaming the v2.0 archive's .tar.zst files: the same index and the same packed store as unpacking first,
+the first bad member named, and a killed pack continued where it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from simclr_s2.bigearthnet import packed, reben
+from simclr_s2.bigearthnet.demo import write_demo_archive
+from simclr_s2.bigearthnet.index import ArchiveError, build_index, rejected_path_for
+from simclr_s2.bigearthnet.reader import V2_MAPS, V2_PATCHES
+from simclr_s2.bigearthnet.stream import extract, stream_index, stream_pack, write_tar_zst
+from simclr_s2.faults import FAULT_ENV
+
+DIGEST = "d" * 64
+BANDS = "B12,B01,B04,B05,B02"  # all three resolutions, out of BANDS order
+
+
+@pytest.fixture(scope="module")
+def release(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A v2 demo archive unpacked (`root`) and as the record's files (`files`: the two .tar.zst and the two
+    metadata tables)."""
+    tmp = tmp_path_factory.mktemp("release")
+    root = write_demo_archive(tmp / "root", n_patches=40, seed=3, layout="v2", workers=1)
+    files = tmp / "files"
+    files.mkdir()
+    write_tar_zst(root, V2_PATCHES, files / "BigEarthNet-S2.tar.zst")
+    write_tar_zst(root, V2_MAPS, files / "Reference_Maps.tar.zst")
+    for table in (reben.METADATA_FILE, reben.EXCLUDED_FILE):
+        shutil.copy(root / table, files / table)
+    return {"root": root, "files": files}
+
+
+def _names(root: Path) -> list[str]:
+    return sorted(p.name for p in (root / V2_PATCHES).glob("*/*"))
+
+
+def test_streamed_index_is_build_index_on_the_unpacked_archive(release, tmp_path):
+    root = release["root"]
+    built = build_index(root, tmp_path / "built" / "index.parquet", workers=1)
+    streamed = stream_index(release["files"] / "Reference_Maps.tar.zst", root, tmp_path / "s" / "index.parquet")
+    assert streamed.n_indexed == built.n_indexed == 40
+    assert streamed.index_path.read_bytes() == built.index_path.read_bytes()
+    assert rejected_path_for(streamed.index_path).read_bytes() == built.rejected_path.read_bytes()
+
+
+def _same_store(a: Path, b: Path) -> None:
+    for file in (packed.PIXELS_FILE, packed.NAMES_FILE):
+        assert (a / file).read_bytes() == (b / file).read_bytes(), file
+    meta_a, meta_b = (json.loads((s / packed.META_FILE).read_text()) for s in (a, b))
+    meta_a.pop("created"), meta_b.pop("created")
+    assert meta_a == meta_b
+    assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_streamed_store_is_the_packers_bit_for_bit(release, tmp_path, workers):
+    root, names = release["root"], _names(release["root"])[::-1][:30]  # any order: rows follow the list
+    made = packed.pack(root, names, tmp_path / "packed", BANDS, DIGEST, workers=1)
+    streamed = stream_pack(release["files"] / "BigEarthNet-S2.tar.zst", names, tmp_path / "streamed", BANDS,
+                           DIGEST, root, workers=workers)
+    _same_store(made.path, streamed.path)
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")] == []
+    again = stream_pack(Path("/nonexistent.tar.zst"), names, tmp_path / "streamed", BANDS, DIGEST, root)
+    assert again.names == streamed.names  # reused: the archive is not even opened
+
+
+def test_extract_unpacks_the_archive_and_a_rerun_skips_what_is_there(release, tmp_path):
+    archive = release["files"] / "Reference_Maps.tar.zst"
+    assert extract(archive, tmp_path) == 40
+    first = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*.tif"))
+    assert first == sorted(p.relative_to(release["root"]) for p in (release["root"] / V2_MAPS).rglob("*.tif"))
+    victim = tmp_path / first[0]
+    victim.write_bytes(victim.read_bytes()[:100])  # as a kill mid-write leaves it
+    assert extract(archive, tmp_path) == 1
+    assert victim.read_bytes() == (release["root"] / first[0]).read_bytes()
+
+
+def _damaged(source: Path, tmp: Path, how: str) -> Path:
+    data = bytearray(source.read_bytes())
+    if how == "truncated":
+        data = data[: len(data) * 2 // 3]
+    else:
+        data[len(data) // 2] ^= 0xFF
+    out = tmp / f"{how}-{source.name}"
+    out.write_bytes(data)
+    return out
+
+
+@pytest.mark.parametrize("how", ["truncated", "corrupt"])
+def test_a_damaged_archive_stops_naming_the_member_and_leaves_no_store(release, tmp_path, how):
+    archive = _damaged(release["files"] / "BigEarthNet-S2.tar.zst", tmp_path, how)
+    names = _names(release["root"])
+    with pytest.raises(ArchiveError, match=rf"{archive.name}: corrupt or truncated (in|after) member "
+                                           rf"{V2_PATCHES}/.*unfinished store .* is removed"):
+        stream_pack(archive, names, tmp_path / "store", BANDS, DIGEST, release["root"], workers=1)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store.lock", archive.name]
+
+
+def test_a_truncated_maps_archive_stops_the_index(release, tmp_path):
+    archive = _damaged(release["files"] / "Reference_Maps.tar.zst", tmp_path, "truncated")
+    with pytest.raises(ArchiveError, match="corrupt or truncated"):
+        stream_index(archive, release["root"], tmp_path / "index.parquet")
+    assert not (tmp_path / "index.parquet").exists()
+
+
+def test_a_patch_missing_from_the_archive_is_named(release, tmp_path):
+    names = [*_names(release["root"])[:3], "S2A_MSIL2A_20190101T101031_N9999_R022_T33UUP_99_99"]
+    with pytest.raises(packed.PackError, match=r"patch S2A_.*_99_99: missing band file: .*_B01.tif: not in "
+                                               r"the archive \(1 of 4 patches incomplete\)"):
+        stream_pack(release["files"] / "BigEarthNet-S2.tar.zst", names, tmp_path / "store", BANDS, DIGEST,
+                    release["root"], workers=1)
+    assert not (tmp_path / "store").exists()
+
+
+def test_a_pack_killed_after_a_chunk_continues_there(release, tmp_path, caplog):
+    root, names = release["root"], _names(release["root"])
+    archive = release["files"] / "BigEarthNet-S2.tar.zst"
+    code = (f"import sys; from simclr_s2.bigearthnet import packed, stream; packed.MAX_CHUNK = 8; "
+            f"stream.stream_pack(sys.argv[1], {names!r}, sys.argv[2], {BANDS!r}, {DIGEST!r}, sys.argv[3], 1)")
+    killed = subprocess.run([sys.executable, "-c", code, archive, tmp_path / "store", root],
+                            env={**os.environ, FAULT_ENV: "stream_chunk@1"}, capture_output=True, text=True,
+                            check=False)
+    assert killed.returncode == -9, killed.stderr
+    assert not (tmp_path / "store").exists()
+    assert (tmp_path / ".store.partial" / "stream.rows").stat().st_size == 2 * 8 * 8  # two chunks recorded
+    caplog.set_level("INFO")
+    streamed = stream_pack(archive, names, tmp_path / "store", BANDS, DIGEST, root, workers=1)
+    assert "16 of 40 patches already packed" in caplog.text
+    _same_store(packed.pack(root, names, tmp_path / "packed", BANDS, DIGEST, workers=1).path, streamed.path)
