@@ -39,6 +39,7 @@ _STAGES = {
     "compare": "simclr_s2.stages.compare:COMPARE",
     "promote": "simclr_s2.stages.promote:PROMOTE",
     "tune": "simclr_s2.stages.tune:TUNE",
+    "predict": "simclr_s2.stages.predict:PREDICT",
     "fetch": "simclr_s2.stages.fetch:FETCH",
 }
 REGISTRY: dict[str, EntryPoint] = {name: EntryPoint(spec, _STAGES[name]) for name, spec in ENTRY_POINTS.items()}

@@ -32,6 +32,7 @@ from simclr_s2.bigearthnet.fetch import ZENODO
 from simclr_s2.bigearthnet.nomenclature import AMBIGUOUS
 from simclr_s2.errors import UserError
 from simclr_s2.models import ARCHS, TRAINABLE
+from simclr_s2.scenes.scl import DEFAULT_MASK, parse_mask
 from simclr_s2.simclr import OPTIMIZERS
 from simclr_s2.splits import ALL_SETS
 from simclr_s2.tune import PRUNERS, TARGETS, SearchSpace, check_metric
@@ -416,6 +417,46 @@ class Fetch(Spec):
             raise UserError("splits: pack=splits needs the create_splits output whose patches it packs")
 
 
+def _stride(value: int) -> str | None:
+    return None if 0 < value <= 120 else "expected window steps of 1..120 px"
+
+
+def _threshold(value: str) -> str | None:
+    try:
+        ok = value == "auto" or 0 < float(value) < 1
+    except ValueError:
+        ok = False
+    return None if ok else "expected auto or a probability in (0, 1)"
+
+
+def _mask(value: str) -> str | None:
+    try:
+        parse_mask(value)
+    except UserError:
+        return "expected none or SCL classes among 0..11 joined by ','"
+    return None
+
+
+@dataclass(frozen=True)
+class Predict(Spec):
+    """Map irrigation over a Sentinel-2 L2A scene: probability and binary COGs, a quicklook, a summary."""
+
+    entry_point: ClassVar[str] = "predict"
+    scene: str = param(help="a Sentinel-2 L2A product folder (*.SAFE), a folder of per-band GeoTIFFs (B02.tif ... "
+                            "SCL.tif) or a STAC item (.json)")
+    model: str = param("models:/simclr-s2-irrigation@champion", "registered classifier: models:/<name>@<alias> "
+                                                                "or models:/<name>/<version>")
+    out: str = param("outputs/predict", "folder of the maps, one subfolder per scene (also logged as artifacts)")
+    stride: int = param(120, "window step in 10 m pixels: 120 = windows side by side, maps at 1.2 km; less = "
+                             "overlapping windows averaged, maps at 10 m", check=_stride)
+    threshold: str = param("auto", "probability for the binary map; auto = the one evaluate chose on the "
+                                   "validation set for this version, else 0.5", check=_threshold)
+    mask: str = param(",".join(map(str, DEFAULT_MASK)),
+                      "SCL classes left out: 0 no data, 1 saturated, 3 cloud shadow, 8/9 cloud, 10 cirrus, 11 "
+                      "snow; none = no mask", check=_mask)
+    batch_size: int = param(64, "windows per forward pass", check=positive)
+
+
 ENTRY_POINTS: dict[str, type[Spec]] = {cls.entry_point: cls for cls in (
     MakeDemoData, BuildIndex, CreateSplits, Pretrain, ImportEncoder, Finetune, Baseline, Evaluate, Grid,
-    Compare, Promote, Tune, Fetch)}
+    Compare, Promote, Tune, Predict, Fetch)}

@@ -1,0 +1,58 @@
+"""Where a scene's maps go: `<out>/<scene id>/`. They are written into a hidden draft folder in `out` and moved
+into place only once every file is complete, so a failed or interrupted run leaves nothing that looks like
+a map; a folder of an earlier prediction of the scene is replaced, anything else there is refused."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from simclr_s2.errors import UserError
+from simclr_s2.scenes.maps import SUMMARY
+
+ENTRY_POINT = "predict"  # what a summary.json of ours says it came from
+
+
+@contextmanager
+def draft_folder(out: Path) -> Iterator[Path]:
+    """A hidden folder in `out` (made when missing), removed when the block fails."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        draft = Path(tempfile.mkdtemp(prefix=f".{ENTRY_POINT}-", suffix=".draft", dir=out))
+    except OSError as error:
+        raise UserError(f"out: cannot write {out}: {error.strerror or error}") from None
+    try:
+        yield draft
+    except BaseException:
+        shutil.rmtree(draft, ignore_errors=True)
+        raise
+
+
+def check_target(target: Path) -> None:
+    """Refuse a `target` that exists and is not an earlier prediction (checked before any work is done)."""
+    if target.exists() and not _earlier_prediction(target):
+        raise UserError(f"out: {target} exists and holds no earlier prediction ({SUMMARY} of {ENTRY_POINT}); "
+                        "move it or name another out")
+
+
+def _earlier_prediction(folder: Path) -> bool:
+    try:
+        return json.loads((folder / SUMMARY).read_text()).get("entry_point") == ENTRY_POINT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def publish(draft: Path, target: Path) -> Path:
+    """Move the finished `draft` to `target`, replacing an earlier prediction there."""
+    check_target(target)
+    old = target.with_name(f".{target.name}.old")
+    if target.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+    draft.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target

@@ -1,0 +1,157 @@
+"""A scene cut into patch-sized windows, read as the archive would have them.
+
+The windows are 120 x 120 px on the scene's 10 m grid, `stride` px apart, whole windows only (a strip
+narrower than a window at the right and bottom edges is not scored). A window's pixels are what the
+archive pipeline makes of a patch: each band's native pixels under the window, its DN offset added
+(clipped at 0, as the archive's uint16 values were before the offset existed), and the 20 m and 60 m
+bands resampled to 120 x 120 with the archive's own function (`bands.stack_bands`). That is exact only when
+a window starts on a native pixel of every band, so the stride must be a multiple of the coarsest band's
+pixel (2 for 20 m bands, 6 for 60 m ones).
+
+Reading is streamed: a band is read in strips of one window row (all bands, the full width: memory bounded
+by the scene's width, a few tens of MB for a 10,980 px tile), and a window row that overlaps the previous
+one reads only its new rows."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from typing import Self
+
+import numpy as np
+import rasterio
+from rasterio.crs import CRS
+from rasterio.errors import RasterioError
+from rasterio.io import DatasetReader
+from rasterio.transform import Affine
+from rasterio.windows import Window
+
+from simclr_s2.bigearthnet.bands import PATCH_SIZE, RESOLUTION_M, stack_bands
+from simclr_s2.scenes.product import SCL, Scene, SceneError
+
+GRID_M = 10
+RESAMPLING = "bicubic"  # the archive's (bands.stack_bands' default, every loader's)
+
+
+@dataclass(frozen=True)
+class Grid:
+    """The scene's 10 m grid: the maps' grid."""
+
+    crs: CRS
+    transform: Affine
+    width: int
+    height: int
+
+    def offsets(self, size: int, stride: int) -> range:
+        return range(0, size - PATCH_SIZE + 1, stride)
+
+    def window_rows(self, stride: int) -> range:
+        return self.offsets(self.height, stride)
+
+    def window_columns(self, stride: int) -> range:
+        return self.offsets(self.width, stride)
+
+
+class _Rows:
+    """One band's rows read top to bottom: a request overlapping the previous one reads only its new rows."""
+
+    def __init__(self, dataset: DatasetReader) -> None:
+        self.dataset, self.start = dataset, 0
+        self.rows = np.empty((0, dataset.width), dataset.dtypes[0])
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        kept = self.rows[start - self.start:] if self.start <= start < self.start + len(self.rows) else self.rows[:0]
+        first = start + len(kept)
+        fresh = self.dataset.read(1, window=Window(0, first, self.dataset.width, stop - first)) if stop > first \
+            else self.rows[:0]
+        self.rows, self.start = np.concatenate([kept[: stop - start], fresh]), start
+        return self.rows
+
+
+class SceneReader:
+    """The scene's bands (those of the model, and SCL when `mask` names classes), open for the length of a
+    `with` block, checked against each other: one CRS, one extent, every band at its native resolution."""
+
+    def __init__(self, scene: Scene, bands: Sequence[str], mask: Sequence[int] = ()) -> None:
+        self.scene, self.bands, self.mask_classes = scene, tuple(bands), np.asarray(mask, dtype=np.int64)
+        needed = [*self.bands, *([SCL] if len(mask) else [])]
+        missing = [b for b in needed if b not in scene.bands]
+        if missing:
+            why = " (mask=none maps without it)" if missing == [SCL] else ""
+            raise SceneError(f"scene: {scene.id} ({scene.form}) has no {', '.join(missing)}{why}; the model "
+                             f"reads {','.join(self.bands)}; found {', '.join(sorted(scene.bands)) or 'no band'}")
+        self._stack = ExitStack()
+        try:
+            self.datasets = {b: self._stack.enter_context(self._open(scene.bands[b])) for b in needed}
+            self.grid = self._check()
+        except BaseException:
+            self._stack.close()
+            raise
+        self._rows = {b: _Rows(d) for b, d in self.datasets.items()}
+        self.factors = {b: round(d.res[0] / GRID_M) for b, d in self.datasets.items()}
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def _open(self, path: str) -> DatasetReader:
+        try:
+            return rasterio.open(path)
+        except RasterioError as error:
+            raise SceneError(f"scene: cannot read {path}: {str(error).splitlines()[0]}") from None
+
+    def _check(self) -> Grid:
+        first, reference = next(iter(self.datasets.items()))
+        for band, d in self.datasets.items():
+            where = f"scene: {self.scene.id}: {band} ({self.scene.bands[band]})"
+            if d.crs != reference.crs:
+                raise SceneError(f"{where} is in {d.crs}, {first} in {reference.crs}: one CRS expected")
+            native = RESOLUTION_M.get(band, d.res[0])
+            if not (math.isclose(d.res[0], native) and math.isclose(d.res[1], native)) or native % GRID_M:
+                raise SceneError(f"{where} has {d.res[0]:g} x {d.res[1]:g} m pixels, expected its native "
+                                 f"{native} m (the archive's, so the archive's resampling applies)")
+            if d.transform.b or d.transform.d:
+                raise SceneError(f"{where} is rotated; expected a north-up grid")
+            if any(abs(a - b) > 0.01 for a, b in zip(d.bounds, reference.bounds, strict=True)):
+                raise SceneError(f"{where} covers {tuple(d.bounds)}, {first} {tuple(reference.bounds)}: one "
+                                 "extent expected")
+        left, bottom, right, top = reference.bounds
+        return Grid(reference.crs, Affine(GRID_M, 0, left, 0, -GRID_M, top), round((right - left) / GRID_M),
+                    round((top - bottom) / GRID_M))
+
+    def check_stride(self, stride: int) -> None:
+        """Windows must start on a native pixel of every band the model reads (see the module doc)."""
+        step = max(self.factors[b] for b in self.bands)
+        if stride % step:
+            raise SceneError(f"stride: {stride} does not keep windows on the {step * GRID_M} m pixels of the "
+                             f"model's bands; use a multiple of {step}")
+
+    def windows(self, y: int, xs: Sequence[int]) -> np.ndarray:
+        """float32 DN (len(xs), C, 120, 120) of the windows at row `y`, columns `xs`, in the model's band order:
+        offset added, clipped at 0, resampled to 10 m (stack_bands)."""
+        native = {}
+        for band in self.bands:
+            f = self.factors[band]
+            rows, side = self._rows[band].read(y // f, (y + PATCH_SIZE) // f), PATCH_SIZE // f
+            stack = np.stack([rows[:, x // f: x // f + side] for x in xs]).astype(np.float32)
+            if offset := self.scene.offset(band):
+                stack += offset
+                np.maximum(stack, 0, out=stack)
+            native[band] = stack
+        return stack_bands(native, self.bands, RESAMPLING)
+
+    def masked(self, start: int, stop: int) -> np.ndarray:
+        """bool (stop - start, width): 10 m pixels of rows start..stop whose SCL class is masked (SCL at any
+        whole multiple of 10 m, each of its pixels covering the 10 m pixels under it)."""
+        if not len(self.mask_classes):
+            return np.zeros((stop - start, self.grid.width), bool)
+        f = self.factors[SCL]
+        first = start // f
+        scl = self._rows[SCL].read(first, -(-stop // f))
+        rows = np.arange(start, stop) // f - first
+        columns = np.arange(self.grid.width) // f
+        return np.isin(scl, self.mask_classes)[rows][:, columns]

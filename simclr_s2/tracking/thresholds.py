@@ -1,0 +1,31 @@
+"""The decision threshold a registered classifier is operated at: the one `evaluate` chose on the validation
+set (the best validation F1, logged as `val_threshold` when it scores a test set), else the usual 0.5."""
+
+from __future__ import annotations
+
+from mlflow.entities import ViewType
+from mlflow.tracking import MlflowClient
+
+from simclr_s2.metrics import DEFAULT_THRESHOLD
+from simclr_s2.tracking.registry import ModelRef
+from simclr_s2.tracking.tracker import COMPLETE_TAG, STAGE_TAG
+
+METRIC = "val_threshold"
+
+
+def validation_threshold(client: MlflowClient, ref: ModelRef) -> tuple[float, str]:
+    """The threshold for `ref` and where it came from: a `val_threshold` tag on the version, else the newest
+    complete evaluate run of that version that logged one, else DEFAULT_THRESHOLD."""
+    if METRIC in ref.tags:
+        return float(ref.tags[METRIC]), f"the {METRIC} tag of {ref.version}"
+    if ref.version:
+        experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+        runs = client.search_runs(
+            experiments, f"tags.{STAGE_TAG} = 'evaluate' and params.resolved_model = '{ref.version}' and "
+                         f"tags.`{COMPLETE_TAG}` = 'true' and metrics.{METRIC} >= 0",
+            order_by=["attributes.start_time DESC"], max_results=1)
+        if runs:
+            run = runs[0]
+            return run.data.metrics[METRIC], f"{METRIC} of evaluate run {run.info.run_id}"
+    return DEFAULT_THRESHOLD, (f"default {DEFAULT_THRESHOLD}: no evaluate run of {ref.version or ref.uri} on "
+                               f"a test set recorded {METRIC}")

@@ -1,0 +1,114 @@
+"""The three forms of a scene read as the same windows, with the offset their metadata states applied, and
+the scenes that cannot be mapped refused in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import ORIGIN, SIDE, scene_bands, write_folder, write_raster, write_safe, write_stac
+from rasterio.transform import Affine
+
+from simclr_s2.bigearthnet.bands import STUDY_BANDS, stack_bands
+from simclr_s2.scenes.product import SceneError, open_scene
+from simclr_s2.scenes.windows import SceneReader
+
+
+def windows(ref: str, y: int = 120, xs: tuple[int, ...] = (0, 240)) -> np.ndarray:
+    with SceneReader(open_scene(ref), STUDY_BANDS, (0, 9)) as reader:
+        assert reader.grid.transform == Affine(10, 0, ORIGIN[0], 0, -10, ORIGIN[1])
+        assert (reader.grid.width, reader.grid.height, reader.grid.crs.to_epsg()) == (SIDE, SIDE, 32633)
+        return reader.windows(y, list(xs))
+
+
+def expected(bands: dict, y: int = 120, xs: tuple[int, ...] = (0, 240)) -> np.ndarray:
+    """The archive pipeline on the same pixels: each band's native window, resampled by stack_bands."""
+    def native(band: str, f: int) -> np.ndarray:
+        return np.stack([bands[band][y // f:(y + 120) // f, x // f:(x + 120) // f] for x in xs])
+    return stack_bands({b: native(b, 2 if b not in ("B02", "B03", "B04", "B08") else 1) for b in STUDY_BANDS},
+                       STUDY_BANDS)
+
+
+def test_every_form_gives_the_archive_pipelines_windows(tmp_path):
+    bands = scene_bands()
+    want = expected(bands)
+    shifted = {b: a + 1000 if b != "SCL" else a for b, a in bands.items()}
+    np.testing.assert_array_equal(windows(str(write_folder(tmp_path / "cogs", bands))), want)
+    np.testing.assert_array_equal(windows(str(write_safe(tmp_path / "new", shifted, baseline="05.09"))), want)
+    np.testing.assert_array_equal(windows(str(write_stac(tmp_path / "stac", shifted, raster_offset=-0.1))), want)
+    beside = write_folder(tmp_path / "cogs-of-a-product", shifted)
+    (beside / "MTD_MSIL2A.xml").write_bytes(next((tmp_path / "new").glob("*.SAFE/MTD_MSIL2A.xml")).read_bytes())
+    np.testing.assert_array_equal(windows(str(beside)), want)
+
+
+def test_the_offset_is_applied_exactly_when_the_metadata_states_it(tmp_path):
+    bands = scene_bands()
+    old = open_scene(str(write_safe(tmp_path / "old", bands, baseline="03.01", offset=None)))
+    new = open_scene(str(write_safe(tmp_path / "new", bands, baseline="05.09", offset=-1000)))
+    assert (old.baseline, old.offset("B04"), new.baseline, new.offset("B04")) == ("03.01", 0, "05.09", -1000)
+    np.testing.assert_array_equal(windows(str(old.bands["B02"].rsplit("/GRANULE", 1)[0])), expected(bands))
+    dark = {b: np.maximum(a.astype(np.int64) - 1000, 0) for b, a in bands.items() if b != "SCL"}
+    np.testing.assert_array_equal(windows(str(write_safe(tmp_path / "again", bands, offset=-1000))),
+                                  expected(dark))  # DN below the offset: clipped at 0, as the archive's uint16
+
+
+def test_a_stac_item_says_its_offset_by_raster_bands_or_by_its_baseline(tmp_path):
+    common = {"B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
+              "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B11": "swir16", "B12": "swir22", "SCL": "scl",
+              "B01": "coastal", "B09": "nir09"}
+    by_baseline = open_scene(str(write_stac(tmp_path / "a", scene_bands(), keys=common.get)))
+    assert by_baseline.offset("B08") == -1000 and "baseline 05.09" in by_baseline.offset_source
+    assert set(by_baseline.bands) == set(common)
+    declared = open_scene(str(write_stac(tmp_path / "b", scene_bands(), raster_offset=0.0)))
+    assert declared.offset("B08") == 0 and "raster:bands" in declared.offset_source
+    old = open_scene(str(write_stac(tmp_path / "c", scene_bands(), baseline="02.12")))
+    assert old.offset("B08") == 0
+
+
+def test_a_patch_folder_of_the_archive_is_a_scene():
+    patch = next((Path(__file__).parents[1] / "bigearthnet" / "fixtures" / "reben-sample" / "BigEarthNet-S2")
+                 .glob("*/*"))
+    scene = open_scene(str(patch))
+    assert scene.form == "GeoTIFF folder" and len(scene.bands) == 12 and scene.offset("B02") == 0
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (lambda bands: bands.pop("B05"), r"has no B05; the model reads B04,B03,.*found B01"),
+    (lambda bands: bands.pop("SCL"), r"has no SCL \(mask=none maps without it\)"),
+])
+def test_a_missing_band_is_named(tmp_path, change, message):
+    bands = scene_bands()
+    change(bands)
+    with pytest.raises(SceneError, match=message):
+        windows(str(write_folder(tmp_path / "cogs", bands)))
+
+
+def test_bands_on_different_grids_are_refused(tmp_path):
+    folder = write_folder(tmp_path / "cogs", scene_bands())
+    write_raster(folder / "B05.tif", scene_bands()["B05"], 20, crs="EPSG:32632")
+    with pytest.raises(SceneError, match=r"B05 .* is in EPSG:32632, B04 in EPSG:32633: one CRS expected"):
+        windows(str(folder))
+    write_raster(folder / "B05.tif", np.zeros((SIDE, SIDE), np.uint16), 10)
+    with pytest.raises(SceneError, match=r"B05 .* has 10 x 10 m pixels, expected its native 20 m"):
+        windows(str(folder))
+
+
+def test_windows_must_start_on_the_coarsest_bands_pixels(tmp_path):
+    with SceneReader(open_scene(str(write_folder(tmp_path / "cogs", scene_bands()))), ("B01", "B02")) as reader:
+        reader.check_stride(60)
+        with pytest.raises(SceneError, match="use a multiple of 6"):
+            reader.check_stride(40)
+
+
+def test_an_l1c_product_is_refused(tmp_path):
+    with pytest.raises(SceneError, match="is a Level-1C product; the classifier was trained on L2A"):
+        open_scene(str(write_safe(tmp_path, scene_bands(), level="1C")))
+
+
+def test_the_mask_reads_scl_at_10_m(tmp_path):
+    bands = scene_bands()
+    bands["SCL"][10:20, 30:31] = 9
+    with SceneReader(open_scene(str(write_folder(tmp_path / "cogs", bands))), STUDY_BANDS, (9,)) as reader:
+        masked = reader.masked(0, SIDE)
+    assert masked.sum() == 10 * 4 and masked[20:40, 60:62].all()
