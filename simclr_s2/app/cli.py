@@ -1,5 +1,7 @@
-"""The boundary every entry point script goes through: parse the command line into the entry point's
-spec, build the context, run the use case, exit. Only here do errors become exit statuses:
+"""The boundary every entry point goes through: parse the command line into the entry point's spec, then
+(simclr_s2.app.boundary) build the context, run the use case, exit. Parsing and every check that needs no
+data happen here, before the stage, torch or MLflow are imported, so `--help` and a refusal are quick.
+Only at this boundary do errors become exit statuses:
 
   0  done
   2  a user error (bad parameter, missing file, broken patch, diverged training, an identical run live,
@@ -19,19 +21,15 @@ import dataclasses
 import logging
 import os
 import sys
-import tempfile
 from collections.abc import Sequence
-from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
-from simclr_s2 import disk
-from simclr_s2.app.context import Context
-from simclr_s2.app.spec import build, canonical, fields_of, flag
+from simclr_s2.app.registry import EntryPoint
+from simclr_s2.app.spec import Spec, build, canonical, fields_of, flag
 from simclr_s2.errors import UserError
-from simclr_s2.stages.base import Stage, run_command
-from simclr_s2.tracking.connectivity import TrackingUnreachable, bound_retries, is_unreachable
-from simclr_s2.tracking.endings import fail_if_running, mark_dry_run, remove_empty_checkpoint_folders
-from simclr_s2.tracking.tracker import STAGE_TAG, describe
+
+if TYPE_CHECKING:
+    from simclr_s2.stages.base import Stage
 
 USER_ERROR = 2
 UNREACHABLE = 3
@@ -44,9 +42,8 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
-def parser(stage: Stage) -> argparse.ArgumentParser:
+def parser(cls: type[Spec]) -> argparse.ArgumentParser:
     """The command line of an entry point, built from its spec: `--name value` for every parameter."""
-    cls = stage.spec
     p = _Parser(prog=f"{cls.entry_point}", description=(cls.__doc__ or "").strip())
     for f in fields_of(cls):
         required = f.default is dataclasses.MISSING
@@ -55,77 +52,28 @@ def parser(stage: Stage) -> argparse.ArgumentParser:
     return p
 
 
-def parse(stage: Stage, argv: Sequence[str] | None) -> object:
-    values = {k: v for k, v in vars(parser(stage).parse_args(argv)).items() if v is not None}
-    return build(stage.spec, values)
+def parse(cls: type[Spec], argv: Sequence[str] | None) -> Spec:
+    values = {k: v for k, v in vars(parser(cls).parse_args(argv)).items() if v is not None}
+    return build(cls, values)
 
 
-def main(stage: Stage, argv: Sequence[str] | None = None) -> NoReturn:
-    """Run `stage` as a command and exit with its status (see the module doc)."""
+def main(entry: EntryPoint | Stage, argv: Sequence[str] | None = None) -> NoReturn:
+    """Run an entry point (or a stage already loaded) as a command and exit with its status (see the module
+    doc): its parameters are parsed and checked first, then its stage is imported and run."""
     main_rank = os.environ.get("RANK", "0") == "0"
     logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO notes (system metrics...) are noise here
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file floods logs
-    bound_retries()
-    spec = ctx = None
     try:
-        spec = parse(stage, argv)
-        ctx = Context.from_env()
-        run_command(stage, spec, ctx)
-        if getattr(spec, "dry_run", False) and ctx.launcher_run_id and main_rank:
-            mark_dry_run(ctx.client, ctx.launcher_run_id, {STAGE_TAG: stage.name})
-    except TrackingUnreachable as error:
-        _give_up(str(error))
-    except Exception as error:
-        if not isinstance(error, UserError):
-            error = disk.unnamed(error, _written(spec, ctx)) or error
-        user = isinstance(error, UserError)
-        if not user and is_unreachable(error):  # requests' connection errors are OSErrors too
-            _give_up(f"tracking server unreachable: {str(error).splitlines()[0]}")
-        if main_rank:
-            _fail_launcher_run(stage, error)
-            _clear_checkpoint_folders(ctx)
-        if not user:
-            raise
+        spec = parse(entry.spec, argv)
+    except UserError as error:
+        if main_rank and os.environ.get("MLFLOW_RUN_ID"):  # the run `mlflow run` made ends FAILED, saying why
+            from simclr_s2.app.boundary import fail_launcher_run
+
+            fail_launcher_run(entry.spec.entry_point, error)
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(USER_ERROR)
-    sys.exit(0)
+    from simclr_s2.app.boundary import run
 
-
-def _written(spec: object, ctx: Context | None) -> dict[str, Path]:
-    """The folders a command writes, by what they are to a person: where a full disk that names no file
-    is looked for."""
-    out = getattr(spec, "out", None)
-    folders = {"out": Path(out).expanduser()} if isinstance(out, str) and out != "auto" else {}
-    if ctx is not None:
-        folders.update({"SIMCLR_S2_DATA": ctx.data_root, "SIMCLR_S2_HOME": ctx.home})
-    return {**folders, "the temporary folder": Path(tempfile.gettempdir())}  # on a tie, the first is named
-
-
-def _fail_launcher_run(stage: Stage, error: BaseException) -> None:
-    """The run `mlflow run` made ends FAILED with the reason when the command stopped before (or without)
-    taking it over, e.g. a bad parameter caught while parsing."""
-    if not os.environ.get("MLFLOW_RUN_ID"):
-        return
-    try:
-        ctx = Context.from_env()
-        run_id = ctx.launcher_run_id
-        fail_if_running(ctx.client, run_id, describe(error), {STAGE_TAG: stage.name})  # unless taken over, ended
-    except Exception:  # noqa: BLE001 - the error being reported matters more than this note
-        logging.getLogger(__name__).warning("could not mark run %s failed", run_id)
-
-
-def _clear_checkpoint_folders(ctx: Context | None) -> None:
-    """The failed run's checkpoint folder, when it holds nothing (see remove_empty_checkpoint_folders)."""
-    if ctx is None:
-        return
-    try:
-        remove_empty_checkpoint_folders(ctx.client, ctx.home / "checkpoints")
-    except Exception:  # noqa: BLE001 - the error being reported matters more than this tidying
-        logging.getLogger(__name__).warning("could not clear the empty folders in %s", ctx.home / "checkpoints")
-
-
-def _give_up(reason: str) -> NoReturn:
-    print(f"error: {reason}", file=sys.stderr, flush=True)
-    os._exit(UNREACHABLE)  # skip exit hooks: they would wait for the server all over again
+    run(entry.load() if isinstance(entry, EntryPoint) else entry, spec)

@@ -10,7 +10,7 @@ import os
 import pytest
 import requests
 
-from simclr_s2.app import cli
+from simclr_s2.app import boundary, cli
 from simclr_s2.errors import UserError
 from simclr_s2.stages.classifier import FINETUNE
 
@@ -19,7 +19,7 @@ from simclr_s2.stages.classifier import FINETUNE
 def failing(monkeypatch: pytest.MonkeyPatch):
     """`cli.main` whose command raises the given error; os._exit raises SystemExit instead of leaving."""
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)  # no launcher run to mark
-    monkeypatch.setattr(cli, "bound_retries", lambda: None)
+    monkeypatch.setattr(boundary, "bound_retries", lambda: None)
 
     def leave(code: int) -> None:
         raise SystemExit(code)
@@ -30,7 +30,7 @@ def failing(monkeypatch: pytest.MonkeyPatch):
         def command(*args: object) -> None:
             raise error
 
-        monkeypatch.setattr(cli, "run_command", command)
+        monkeypatch.setattr(boundary, "run_command", command)
         cli.main(FINETUNE, [])
 
     return run

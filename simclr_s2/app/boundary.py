@@ -1,0 +1,87 @@
+"""The part of the boundary that runs a parsed command (see simclr_s2.app.cli for the exit statuses): build
+the context, run the use case, turn what went wrong into one line and an exit status. Imported only once
+the parameters are parsed and checked, since it loads MLflow, torch and the stage."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import NoReturn
+
+from simclr_s2 import disk
+from simclr_s2.app.cli import UNREACHABLE, USER_ERROR
+from simclr_s2.app.context import Context
+from simclr_s2.errors import UserError
+from simclr_s2.stages.base import Stage, run_command
+from simclr_s2.tracking.connectivity import TrackingUnreachable, bound_retries, is_unreachable
+from simclr_s2.tracking.endings import fail_if_running, mark_dry_run, remove_empty_checkpoint_folders
+from simclr_s2.tracking.tracker import STAGE_TAG, describe
+
+
+def run(stage: Stage, spec: object) -> NoReturn:
+    """Run `stage` with its parsed `spec` as a command and exit with its status."""
+    main_rank = os.environ.get("RANK", "0") == "0"
+    bound_retries()
+    ctx = None
+    try:
+        ctx = Context.from_env()
+        run_command(stage, spec, ctx)
+        if getattr(spec, "dry_run", False) and ctx.launcher_run_id and main_rank:
+            mark_dry_run(ctx.client, ctx.launcher_run_id, {STAGE_TAG: stage.name})
+    except TrackingUnreachable as error:
+        _give_up(str(error))
+    except Exception as error:
+        if not isinstance(error, UserError):
+            error = disk.unnamed(error, _written(spec, ctx)) or error
+        user = isinstance(error, UserError)
+        if not user and is_unreachable(error):  # requests' connection errors are OSErrors too
+            _give_up(f"tracking server unreachable: {str(error).splitlines()[0]}")
+        if main_rank:
+            fail_launcher_run(stage.name, error)
+            _clear_checkpoint_folders(ctx)
+        if not user:
+            raise
+        print(f"error: {error}", file=sys.stderr, flush=True)
+        sys.exit(USER_ERROR)
+    sys.exit(0)
+
+
+def _written(spec: object, ctx: Context | None) -> dict[str, Path]:
+    """The folders a command writes, by what they are to a person: where a full disk that names no file
+    is looked for."""
+    out = getattr(spec, "out", None)
+    folders = {"out": Path(out).expanduser()} if isinstance(out, str) and out != "auto" else {}
+    if ctx is not None:
+        folders.update({"SIMCLR_S2_DATA": ctx.data_root, "SIMCLR_S2_HOME": ctx.home})
+    return {**folders, "the temporary folder": Path(tempfile.gettempdir())}  # on a tie, the first is named
+
+
+def fail_launcher_run(stage: str, error: BaseException) -> None:
+    """The run `mlflow run` made ends FAILED with the reason when the command stopped before (or without)
+    taking it over, e.g. a bad parameter caught while parsing."""
+    run_id = os.environ.get("MLFLOW_RUN_ID")
+    if not run_id:
+        return
+    try:
+        ctx = Context.from_env()
+        fail_if_running(ctx.client, ctx.launcher_run_id, describe(error), {STAGE_TAG: stage})  # unless taken over, ended
+    except Exception:  # noqa: BLE001 - the error being reported matters more than this note
+        logging.getLogger(__name__).warning("could not mark run %s failed", run_id)
+
+
+def _clear_checkpoint_folders(ctx: Context | None) -> None:
+    """The failed run's checkpoint folder, when it holds nothing (see remove_empty_checkpoint_folders)."""
+    if ctx is None:
+        return
+    try:
+        remove_empty_checkpoint_folders(ctx.client, ctx.home / "checkpoints")
+    except Exception:  # noqa: BLE001 - the error being reported matters more than this tidying
+        logging.getLogger(__name__).warning("could not clear the empty folders in %s", ctx.home / "checkpoints")
+
+
+def _give_up(reason: str) -> NoReturn:
+    print(f"error: {reason}", file=sys.stderr, flush=True)
+    os._exit(UNREACHABLE)  # skip exit hooks: they would wait for the server all over again
