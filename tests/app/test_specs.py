@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from simclr_s2.app import cli, manual, mlproject
+from simclr_s2.app import boundary, cli, manual, mlproject
 from simclr_s2.app.cli import parse
 from simclr_s2.app.context import Context
 from simclr_s2.app.experiment import ProjectExperimentProvider, in_project
@@ -61,10 +61,10 @@ def test_a_bad_value_is_one_line_naming_the_parameter(values, message):
 
 
 def test_the_command_line_is_built_from_the_spec():
-    spec = parse(FINETUNE, ["--fraction", "25", "--batch-size", "16"])
+    spec = parse(Finetune, ["--fraction", "25", "--batch-size", "16"])
     assert (spec.fraction, spec.batch_size, spec.trainable) == (25, 16, "head2")
     with pytest.raises(UserError, match="unrecognized arguments: --bogus"):
-        parse(FINETUNE, ["--bogus", "1"])
+        parse(Finetune, ["--bogus", "1"])
 
 
 def test_lists_and_cross_field_checks():
@@ -90,9 +90,7 @@ def test_lists_and_cross_field_checks():
 ])
 def test_a_check_that_needs_no_data_refuses_before_any_work(monkeypatch, capsys, stage, argv, message):
     """Refused while parsing: no context is built, nothing is resolved, read or opened."""
-    monkeypatch.setattr(cli, "bound_retries", lambda: None)
-    monkeypatch.setattr(cli, "Context", None)  # building one would fail: the command never gets that far
-    monkeypatch.setattr(cli, "run_command", lambda *args: pytest.fail("the command ran"))
+    monkeypatch.setattr(boundary, "run", lambda *args: pytest.fail("the command ran"))
     monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     with pytest.raises(SystemExit) as exited:
