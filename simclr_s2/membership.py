@@ -1,12 +1,11 @@
-"""Which patches an encoder was pretrained on, kept small enough to log with every encoder version, so a
+"""Which ground an encoder was pretrained on, kept small enough to log with every encoder version, so a
 fine-tune, evaluation or comparison can check that none of its test patches were seen in pretraining.
 
-A patch is identified by its BigEarthNet v1 name (v2 patches by their `s2v1_name`), so the check holds
-across archive versions. The artifact is a .npy file of the sorted, distinct 64-bit BLAKE2b hashes of
-the UTF-8 names: 8 bytes a patch (4 MB for the whole v1 archive) and written the same for the same names.
-Two different names share a hash with probability about m * t / 2**64 for m members and t test
-patches (below 1e-10 for the full archive against a 4,000-patch test set), so a count is exact in practice.
-`digest` is the sha256 of the sorted names, to record beside it as the pretraining set's identity.
+A patch counts as seen when its footprint (footprint.py) is near a pretraining patch's: the same patch,
+the same ground on any other date, or a neighbour, whichever archive version either came from. The
+artifact is a .npy file of the sorted, distinct footprints (EPSG code, ulx, uly as int64 rows): 24 bytes
+a footprint, about 6 MB for the whole v1 archive, and written the same for the same footprints. `digest`
+is the sha256 of the sorted names, to record beside it as the pretraining set's identity.
 """
 
 from __future__ import annotations
@@ -18,14 +17,14 @@ from pathlib import Path
 
 import numpy as np
 
+from simclr_s2 import footprint
 from simclr_s2.errors import UserError
 
-DTYPE = np.dtype("<u8")
-
-
-def name_hashes(names: Iterable[str]) -> np.ndarray:
-    """The 64-bit BLAKE2b hash of each name's UTF-8 bytes, in input order (about 0.4 us a name)."""
-    return np.frombuffer(b"".join(hashlib.blake2b(n.encode(), digest_size=8).digest() for n in names), DTYPE)
+DTYPE = np.dtype("<i8")
+WIDTH = len(footprint.COLUMNS)
+# What a run accepts of the leakage guard (allow_pretraining_overlap): nothing, an unreadable membership,
+# anything.
+OVERLAP_POLICIES = ("false", "unknown", "true")
 
 
 def digest(names: Iterable[str]) -> str:
@@ -36,47 +35,48 @@ def digest(names: Iterable[str]) -> str:
 
 @dataclass(frozen=True, eq=False)
 class Membership:
-    """The set of patches one encoder was pretrained on, as sorted distinct name hashes."""
+    """The ground one encoder was pretrained on, as sorted distinct footprints."""
 
-    hashes: np.ndarray
+    footprints: np.ndarray  # (m, 3) int64
 
     @classmethod
-    def of(cls, names: Iterable[str]) -> Membership:
-        return cls(np.unique(name_hashes(names)))
+    def of(cls, footprints: np.ndarray) -> Membership:
+        return cls(np.unique(np.asarray(footprints, dtype=DTYPE).reshape(-1, WIDTH), axis=0))
 
     def __len__(self) -> int:
-        return len(self.hashes)
+        return len(self.footprints)
 
-    def contains(self, names: Iterable[str]) -> np.ndarray:
-        """Whether each name is a member, in input order."""
-        wanted = name_hashes(names)
-        at = np.searchsorted(self.hashes, wanted)
-        found = np.zeros(len(wanted), dtype=bool)
-        inside = at < len(self.hashes)
-        found[inside] = self.hashes[at[inside]] == wanted[inside]
-        return found
+    def seen(self, footprints: np.ndarray) -> np.ndarray:
+        """Whether each footprint is near a member (footprint.near), in input order."""
+        return footprint.near(footprints, self.footprints)
 
-    def overlap(self, names: Iterable[str]) -> int:
-        """How many distinct `names` are members: the count a leakage check reports."""
-        distinct = sorted(set(names))
-        return int(self.contains(distinct).sum())
+    def overlap(self, footprints: np.ndarray) -> int:
+        """How many of the patches whose footprints are given were seen: the count a leakage check reports."""
+        return int(self.seen(footprints).sum())
 
 
 def save(membership: Membership, path: Path) -> Path:
-    """Write the hashes as a .npy file (no pickle); the same set gives the same bytes."""
+    """Write the footprints as a .npy file (no pickle); the same set gives the same bytes."""
     path = Path(path)
     with open(path, "wb") as f:
-        np.save(f, membership.hashes.astype(DTYPE), allow_pickle=False)
+        np.save(f, membership.footprints.astype(DTYPE), allow_pickle=False)
     return path
 
 
 def load(path: Path) -> Membership:
-    """Read a file written by `save`, checking it holds sorted distinct 64-bit hashes."""
+    """Read a file written by `save`, checking it holds sorted distinct footprints."""
     try:
-        hashes = np.load(Path(path), allow_pickle=False)
+        rows = np.load(Path(path), allow_pickle=False)
     except (OSError, ValueError) as exc:
         raise UserError(f"membership {path}: not a readable .npy file ({exc})") from None
-    if hashes.dtype != DTYPE or hashes.ndim != 1 or not (hashes[1:] > hashes[:-1]).all():
-        raise UserError(f"membership {path}: expected sorted distinct uint64 hashes, got {hashes.dtype} "
-                        f"of shape {hashes.shape}")
-    return Membership(hashes)
+    if rows.dtype != DTYPE or rows.ndim != 2 or rows.shape[1] != WIDTH or not _strictly_sorted(rows):
+        raise UserError(f"membership {path}: expected sorted distinct int64 footprints ({', '.join(footprint.COLUMNS)}),"
+                        f" got {rows.dtype} of shape {rows.shape}")
+    return Membership(rows)
+
+
+def _strictly_sorted(rows: np.ndarray) -> bool:
+    """Rows in strictly increasing lexicographic order, as np.unique(axis=0) leaves them."""
+    step = rows[1:] - rows[:-1]
+    first = np.argmax(step != 0, axis=1)  # the first column where two consecutive rows differ
+    return bool((step[np.arange(len(step)), first] > 0).all())

@@ -24,29 +24,38 @@ Algorithm of the default kind, "random" (the study's), for P eligible positives 
 The full archive, `basic` scheme, no exclusions: k = 13,589, n = 27,178 -> 19,024 / 4,077 / 4,077,
 and 190 / 40 train / val patches at 1 %.
 
-Grouped kinds (split_kinds.py) keep every tile, block or official part in one set: "tile" and
-"block-<n>km" assign whole groups to sets by their positives (split_kinds.assign_groups), "official"
-takes the archive's own parts (ratios do not apply). Each set is then balanced inside itself: all
-its positives and a seeded sample of as many negatives (or the reverse), interleaved as in step 4,
-so set sizes follow the groups rather than the rounding rule. Steps 1, 4 and 5 hold for every kind.
+Grouped kinds (split_kinds.py) keep every tile, block or official part in one set: "spatial", "tile"
+and "block-<n>km" assign whole groups to sets by their positives (split_kinds.assign_groups), "official"
+takes the archive's own parts (ratios do not apply); "spatial" then leaves out every patch near a patch
+of another set (split_kinds.keep_apart: the buffer, counted in the manifest's pool). Each set is then
+balanced inside itself: all its positives and a seeded sample of as many negatives (or the reverse),
+interleaved as in step 4, so set sizes follow the groups rather than the rounding rule. Steps 1, 4 and 5
+hold for every kind.
+
+Overlap, for every kind: how many patches of val, test and test_natural are near (footprint.py: the same
+footprint on any date, or one of its 8 neighbours) a patch of the whole train set, recorded in the
+manifest (`overlap`; null when the index has no footprints) and logged by create_splits as
+footprint_overlap_<set>. A random split logs a warning with it.
 
 Natural-prevalence test set (natural_test=True): drawn before anything else, so no other set holds
 its patches and the balanced sets are drawn from what is left. "random": a seeded sample of
 round_half_up(natural_share * pool) patches stratified to the pool's prevalence (the count of
-positives rounded half up); "official": the same inside the official test part; "tile" and
-"block": whole groups, in seeded order, until natural_share of the pool is reached, so its
+positives rounded half up); "official": the same inside the official test part; "spatial", "tile"
+and "block": whole groups, in seeded order, until natural_share of the pool is reached, so its
 prevalence is the pool's up to the groups' granularity (recorded in the manifest). It is written
 in name order and is not balanced.
 
 Files, under <out_dir>/<scheme>/: train_<fff>pct.csv and val_<fff>pct.csv per fraction (fff zero
 padded), test.csv, test_natural.csv when asked, with lines `name,label` (label 0 or 1, "\\n" line
 ends), and manifest.json (sorted keys, no timestamps) with the parameters, the kind, counts,
-positives and sha256 of every file. Format 1 manifests (before kinds) load as "random" splits.
+positives, overlap and sha256 of every file. Format 1 manifests (before kinds) load as "random" splits,
+format 1 and 2 manifests (before footprints) with an unknown overlap.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import logging
 import math
@@ -60,8 +69,17 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from simclr_s2 import footprint
 from simclr_s2.errors import UserError
-from simclr_s2.split_kinds import OFFICIAL_COLUMN, OFFICIAL_PARTS, assign_groups, check_kind, group_keys
+from simclr_s2.split_kinds import (
+    OFFICIAL_COLUMN,
+    OFFICIAL_PARTS,
+    assign_groups,
+    check_kind,
+    group_keys,
+    is_spatial,
+    keep_apart,
+)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +91,8 @@ DEFAULT_FRACTIONS = (1, 3, 10, 25, 50, 100)
 DEFAULT_RATIOS = (0.70, 0.15, 0.15)
 DEFAULT_NATURAL_SHARE = 0.02  # of the pool: ~11,800 patches and ~270 basic positives on the v1 archive
 MANIFEST = "manifest.json"
-FORMAT = 2
+OVERLAP_METRIC = "footprint_overlap"  # create_splits logs footprint_overlap_<set>: the share near train
+FORMAT = 3
 HEADER = "name,label"
 _PLAIN_NAME = re.compile(r"[A-Za-z0-9_]+")
 _SCHEME_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]*")  # "custom-1a2b3c4d" for a custom scheme
@@ -112,10 +131,15 @@ class SplitManifest:
     pool: dict[str, int]
     sizes: dict[str, int]
     files: dict[str, SplitFile]
-    kind: str  # "random", "tile", "block-<n>km" or "official" (split_kinds.py)
+    kind: str  # "spatial[-<n>km]", "random", "tile", "block-<n>km" or "official" (split_kinds.py)
     natural_share: float | None  # share of the pool drawn for test_natural.csv; None when not written
     groups: dict[str, int]  # tiles, blocks or parts per set for a grouped kind; empty for random
+    overlap: dict[str, int] | None  # patches of val, test(_natural) near train; None: no footprints known
     format: int = FORMAT
+
+    def overlap_shares(self) -> dict[str, float]:
+        """Share of each evaluation set's patches near train: what create_splits logs."""
+        return {s: n / self.sizes[s] for s, n in (self.overlap or {}).items()}
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, indent=2) + "\n"
@@ -125,11 +149,13 @@ class SplitManifest:
         try:
             raw = json.loads(text)
             version = raw["format"]
-            if version not in (1, FORMAT):
-                raise SplitError(f"{source}: manifest format {version!r}, expected 1 or {FORMAT}; make the "
+            if version not in range(1, FORMAT + 1):
+                raise SplitError(f"{source}: manifest format {version!r}, expected 1 to {FORMAT}; make the "
                                  f"splits again with this version")
-            if version == 1:  # written before split kinds: a random split, nothing else new
-                raw.update(kind="random", natural_share=None, groups={}, format=FORMAT)
+            if version == 1:  # written before split kinds: a random split
+                raw.update(kind="random", natural_share=None, groups={})
+            if version < 3:  # written before footprints: the overlap was never measured
+                raw.update(overlap=None, format=FORMAT)
             raw["files"] = {name: SplitFile(**entry) for name, entry in raw["files"].items()}
             for key in ("classes", "fractions", "ratios"):
                 raw[key] = None if raw[key] is None else tuple(raw[key])
@@ -200,7 +226,8 @@ def create_splits(
     source. classes: the scheme's class names, recorded in the manifest only.
     official_split: "train", "validation", "test" or a "+" join such as "train+validation" keeps only
     those patches of the BigEarthNet authors' split (not with kind "official", which uses all three).
-    kind: "random", "tile", "block-<n>km" or "official" (split_kinds.py). natural_test: also write
+    kind: "random", "spatial[-<n>km]", "tile", "block-<n>km" or "official" (split_kinds.py; the entry
+    point's default is "spatial", this library's the study's "random"). natural_test: also write
     test_natural.csv at the pool's prevalence, natural_share of the pool. Files of an earlier call that
     the new manifest does not list are removed, so the folder always matches its manifest.
     """
@@ -223,16 +250,19 @@ def create_splits(
     pool["ambiguous_labels"] = int((keep & ~known).sum())
     keep &= known
     pool["eligible"] = int(keep.sum())
-    groups = group_keys(index, kind)
+    groups, prints = group_keys(index, kind), _footprints(index, kind)
     order = np.argsort(index["name"].to_numpy(dtype=str)[keep], kind="stable")
     names = index["name"].to_numpy(dtype=str)[keep][order]
     pos = pos[keep][order]
     groups = None if groups is None else groups[keep][order]
+    prints = None if prints is None else prints[keep][order]
     pool.update(positives=int(pos.sum()), negatives=int((~pos).sum()))
 
     rng = np.random.Generator(np.random.PCG64(int(seed)))
     share = natural_share if natural_test else 0.0
-    sets = _draw_kind(kind, names, pos, groups, ratios, share, rng, scheme)
+    sets, buffer = _draw_kind(kind, names, pos, groups, prints, ratios, share, rng, scheme)
+    if is_spatial(kind):
+        pool["buffer"] = buffer
     files: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     keys: dict[str, tuple[str, int | None]] = {}
     for s in ("train", "val"):
@@ -243,7 +273,8 @@ def create_splits(
     for s in ("test", NATURAL):
         if s in sets:
             files[file_name(s, 0)], keys[file_name(s, 0)] = sets[s], (s, None)
-    _verify(files, fractions, _Reference(pd.Index(names), pos, groups, kind))
+    _verify(files, fractions, _Reference(pd.Index(names), pos, groups, kind, prints if is_spatial(kind) else None))
+    overlap = None if prints is None else _overlap(sets, names, prints)
 
     scheme_dir = Path(out_dir) / scheme
     scheme_dir.mkdir(parents=True, exist_ok=True)
@@ -278,10 +309,32 @@ def create_splits(
         kind=kind,
         natural_share=float(natural_share) if natural_test else None,
         groups=_group_counts(names, groups, sets),
+        overlap=overlap,
     )
     (scheme_dir / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
-    log.info("splits %s (%s): %s in %s", scheme, kind, manifest.sizes, scheme_dir)
+    log.info("splits %s (%s): %s in %s, overlap %s", scheme, kind, manifest.sizes, scheme_dir, overlap)
+    if kind == "random":
+        share = manifest.overlap_shares().get("test")
+        log.warning("kind random assigns patches one by one, so the same ground (another date, a neighbour) "
+                    "lands in train and test: %s of the test patches are near train; kind spatial keeps "
+                    "them apart", "an unmeasured share" if share is None else f"{share:.1%}")
     return manifest
+
+
+def _footprints(index: pd.DataFrame, kind: str) -> np.ndarray | None:
+    """Every row's footprint; None when the index lacks some (an index made before footprints, a synthetic
+    one), which a spatial kind refuses."""
+    columns = list(footprint.COLUMNS)
+    known = set(columns) <= set(index.columns) and not index[columns].isna().to_numpy().any()
+    return footprint.of(index) if known or is_spatial(kind) else None
+
+
+def _overlap(sets: _Sets, names: np.ndarray, prints: np.ndarray) -> dict[str, int]:
+    """Patches of each evaluation set near a patch of the whole train set (footprint.near)."""
+    at = pd.Index(names)
+    train = prints[at.get_indexer(sets["train"][0])]
+    return {s: int(footprint.near(prints[at.get_indexer(sets[s][0])], train).sum())
+            for s in ("val", "test", NATURAL) if s in sets}
 
 
 def load_manifest(split_dir: Path, scheme: str) -> SplitManifest:
@@ -353,10 +406,11 @@ def load_sets(split_dir: Path, scheme: str, index: pd.DataFrame | None = None,
 _Sets = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
-def _draw_kind(kind: str, names: np.ndarray, pos: np.ndarray, groups: np.ndarray | None,
-               ratios: tuple[float, ...], share: float, rng: np.random.Generator, scheme: str) -> _Sets:
+def _draw_kind(kind: str, names: np.ndarray, pos: np.ndarray, groups: np.ndarray | None, prints: np.ndarray | None,
+               ratios: tuple[float, ...], share: float, rng: np.random.Generator, scheme: str) -> tuple[_Sets, int]:
     """The sets of one kind (module doc): the natural-prevalence set first when share > 0, then the
-    balanced sets from the patches left."""
+    balanced sets from the patches left; and how many patches a spatial kind's buffer left out."""
+    buffer = 0
     if kind == "random":
         natural = _natural_sample(pos, np.ones(len(names), dtype=bool), share, rng)
         sets = _draw(names[~natural], pos[~natural], ratios, rng, scheme)
@@ -367,11 +421,14 @@ def _draw_kind(kind: str, names: np.ndarray, pos: np.ndarray, groups: np.ndarray
         sets = _balanced_sets(names, pos, target, rng, kind, scheme)
     else:
         target = assign_groups(groups, pos, ratios, share, rng)
+        if is_spatial(kind):
+            apart = keep_apart(prints, target)
+            target, buffer = np.where(apart, target, None), int((~apart).sum())
         natural = target == NATURAL
         sets = _balanced_sets(names, pos, target, rng, kind, scheme)
     if share:
         sets[NATURAL] = (names[natural], pos[natural].astype(np.int64))
-    return sets
+    return sets, buffer
 
 
 def _natural_sample(pos: np.ndarray, among: np.ndarray, share: float, rng: np.random.Generator) -> np.ndarray:
@@ -492,13 +549,14 @@ def _caller_labels(index: pd.DataFrame, positives: pd.Series) -> tuple[np.ndarra
 
 
 class _Reference(NamedTuple):
-    """What a split may hold: the eligible names of the index, their labels when known, and their
-    group under the split's kind (None for random)."""
+    """What a split may hold: the eligible names of the index, their labels when known, their group
+    under the split's kind (None for random) and, for a spatial kind, their footprints."""
 
     eligible: pd.Index
     truth: np.ndarray | None
     groups: np.ndarray | None
     kind: str
+    footprints: np.ndarray | None
 
 
 def _reference(index: pd.DataFrame, manifest: SplitManifest, positives: pd.Series | None) -> _Reference:
@@ -515,8 +573,9 @@ def _reference(index: pd.DataFrame, manifest: SplitManifest, positives: pd.Serie
     else:
         truth = None
     groups = group_keys(index, manifest.kind)
+    prints = footprint.of(index)[keep] if is_spatial(manifest.kind) else None
     return _Reference(pd.Index(index["name"].to_numpy(dtype=str)[keep]), None if truth is None else truth[keep],
-                      None if groups is None else groups[keep], manifest.kind)
+                      None if groups is None else groups[keep], manifest.kind, prints)
 
 
 def _verify(files: _Sets, fractions: tuple[int, ...], reference: _Reference | None) -> None:
@@ -559,7 +618,8 @@ def _verify(files: _Sets, fractions: tuple[int, ...], reference: _Reference | No
 
 
 def _verify_reference(sets: _Sets, files: dict[str, str], reference: _Reference) -> None:
-    """Every name eligible in the index with the index's label, and no group in two sets."""
+    """Every name eligible in the index with the index's label, no group in two sets and, for a spatial
+    kind, no patch near another set's."""
     groups = {}
     for s, (names, labels) in sets.items():
         at = reference.eligible.get_indexer(names)
@@ -582,6 +642,19 @@ def _verify_reference(sets: _Sets, files: dict[str, str], reference: _Reference)
             shared = np.intersect1d(groups[a].astype(str), groups[b].astype(str))
             if len(shared):
                 _fail(files[b], f"{reference.kind} groups also in {files[a]} (no group may be in two sets)", shared)
+    if reference.footprints is not None:
+        _verify_apart(sets, files, reference)
+
+
+def _verify_apart(sets: _Sets, files: dict[str, str], reference: _Reference) -> None:
+    """No patch near a patch of another set (same footprint on any date, or a neighbour): a spatial kind's
+    promise, which the groups alone do not keep at block edges."""
+    prints = {s: reference.footprints[reference.eligible.get_indexer(names)] for s, (names, _) in sets.items()}
+    for a, b in itertools.combinations(sets, 2):
+        close = footprint.near(prints[b], prints[a])
+        if close.any():
+            _fail(files[b], f"patches on or next to the ground of {files[a]} (a {reference.kind} split keeps "
+                            "them apart)", sets[b][0][close])
 
 
 def _read_files(scheme_dir: Path, manifest: SplitManifest) -> tuple[_Sets, dict[str, str]]:

@@ -1,4 +1,5 @@
-"""simclr_s2.membership: exact counts against Python sets, a stable file format, fast at archive scale."""
+"""simclr_s2.membership: counts by footprint (twins and neighbours included), a stable file format, fast at
+archive scale."""
 
 from __future__ import annotations
 
@@ -13,28 +14,30 @@ from simclr_s2 import membership
 from simclr_s2.errors import UserError
 
 
-def names(start: int, stop: int) -> list[str]:
-    return [f"S2A_MSIL2A_20170613T101031_{i // 1000}_{i % 1000}" for i in range(start, stop)]
+def grid(rows: range, cols: range, epsg: int = 32629) -> np.ndarray:
+    """Footprints of a tile's patch grid: row r, column c at 1,200 m steps."""
+    return np.array([[epsg, 300_000 + 1200 * c, 4_500_000 - 1200 * r] for r in rows for c in cols])
 
 
-def test_overlap_counts_distinct_members() -> None:
-    pretrained = names(0, 5000)
-    test = names(4990, 5010) + names(4995, 4996)  # 10 members, one listed twice
-    m = membership.Membership.of(pretrained + pretrained[:7])
-    assert len(m) == 5000
-    assert m.overlap(test) == len(set(test) & set(pretrained)) == 10
-    assert m.overlap(names(6000, 7000)) == 0 and m.overlap([]) == 0
-    assert m.contains(["nope", pretrained[0]]).tolist() == [False, True]
+def test_overlap_counts_twins_and_neighbours() -> None:
+    pretrained = grid(range(10), range(10))
+    m = membership.Membership.of(np.concatenate([pretrained, pretrained[:7]]))  # twins: one footprint each
+    assert len(m) == 100
+    assert m.overlap(grid(range(5, 6), range(3))) == 3  # the same ground on another date
+    assert m.overlap(grid(range(10, 12), range(1))) == 1  # row 10 touches row 9; row 11 does not
+    assert m.overlap(grid(range(10), range(10), epsg=32630)) == 0  # another zone
+    assert m.overlap(np.empty((0, 3), dtype=np.int64)) == 0
+    assert m.seen(grid(range(20, 21), range(9, 11)) + [0, 0, 1200 * 10]).tolist() == [True, True]
 
 
 def test_save_load_round_trip_and_same_bytes(tmp_path: Path) -> None:
-    pretrained = names(0, 300)
+    pretrained = grid(range(15), range(20))
     first = membership.save(membership.Membership.of(pretrained), tmp_path / "a.npy")
-    again = membership.save(membership.Membership.of(reversed(pretrained)), tmp_path / "b.npy")
+    again = membership.save(membership.Membership.of(pretrained[::-1]), tmp_path / "b.npy")
     assert first.read_bytes() == again.read_bytes()
     loaded = membership.load(first)
-    assert np.array_equal(loaded.hashes, np.unique(loaded.hashes)) and len(loaded) == 300
-    assert loaded.overlap(names(290, 310)) == 10
+    assert np.array_equal(loaded.footprints, np.unique(pretrained, axis=0)) and len(loaded) == 300
+    assert loaded.overlap(grid(range(14, 17), range(1))) == 2
 
 
 def test_digest_is_sha256_of_sorted_distinct_names() -> None:
@@ -43,21 +46,23 @@ def test_digest_is_sha256_of_sorted_distinct_names() -> None:
     assert membership.digest(reversed(listed)) == membership.digest(listed)
 
 
-def test_bad_file_rejected(tmp_path: Path) -> None:
-    np.save(tmp_path / "floats.npy", np.array([1.0, 2.0]))
-    with pytest.raises(UserError, match="floats.npy: expected sorted distinct uint64"):
-        membership.load(tmp_path / "floats.npy")
-    np.save(tmp_path / "unsorted.npy", np.array([3, 1], dtype="<u8"))
-    with pytest.raises(UserError, match="unsorted.npy"):
-        membership.load(tmp_path / "unsorted.npy")
+@pytest.mark.parametrize("rows", [np.array([1.0, 2.0]), np.array([[1, 2, 3], [1, 2, 3]]), np.array([[1, 2, 4], [1, 2, 3]]),
+                                  np.array([1, 2, 3], dtype="<u8"), np.zeros((2, 2), dtype=np.int64)])
+def test_bad_file_rejected(tmp_path: Path, rows: np.ndarray) -> None:
+    np.save(tmp_path / "bad.npy", rows)
+    with pytest.raises(UserError, match="bad.npy: expected sorted distinct int64 footprints"):
+        membership.load(tmp_path / "bad.npy")
+
+
+def test_unreadable_file_rejected(tmp_path: Path) -> None:
     (tmp_path / "text.npy").write_text("hello")
     with pytest.raises(UserError, match="text.npy: not a readable"):
         membership.load(tmp_path / "text.npy")
 
 
 def test_fast_at_archive_scale() -> None:
-    archive = names(0, 500_000)
+    archive = grid(range(600), range(500))  # 300,000 footprints
     start = time.perf_counter()
     m = membership.Membership.of(archive)
-    assert m.overlap(names(499_000, 505_000)) == 1000
-    assert time.perf_counter() - start < 5  # about 0.5 s on one core
+    assert m.overlap(grid(range(599, 605), range(1000))) == 2 * 501  # rows 599 and 600, columns 0-500
+    assert time.perf_counter() - start < 10  # about 1 s on one core

@@ -554,22 +554,26 @@ def test_custom_scheme_names_are_accepted(index: pd.DataFrame, tmp_path: Path) -
             create_splits(index, bad, tmp_path, positives=index.name.str.endswith("7"))
 
 
-@pytest.mark.parametrize("kind", ["block-0km", "blocks", "tile2", "block-1.5km", ""])
+@pytest.mark.parametrize("kind", ["block-0km", "blocks", "tile2", "block-1.5km", "", "spatial-", "spatial-0km", "block"])
 def test_bad_kind(index: pd.DataFrame, tmp_path: Path, kind: str) -> None:
-    with pytest.raises(UserError, match="kind .*: expected random, tile, block-<n>km"):
+    with pytest.raises(UserError, match="kind .*: expected random, spatial, spatial-<n>km, tile, block-<n>km"):
         create_splits(index, "basic", tmp_path, kind=kind)
 
 
-def test_format_1_manifest_loads_as_random_and_unknown_formats_are_refused(made: Path) -> None:
+def test_older_manifests_load_and_unknown_formats_are_refused(made: Path) -> None:
     path = made / "manifest.json"
     raw = json.loads(path.read_text())
+    del raw["overlap"]
+    path.write_text(json.dumps({**raw, "format": 2}))  # before footprints: overlap never measured
+    assert load_manifest(made.parent, "basic").overlap is None
     for key in ("kind", "natural_share", "groups"):
         del raw[key]
-    path.write_text(json.dumps({**raw, "format": 1}))
-    assert load_manifest(made.parent, "basic").kind == "random"
+    path.write_text(json.dumps({**raw, "format": 1}))  # before kinds: a random split
+    manifest = load_manifest(made.parent, "basic")
+    assert manifest.kind == "random" and manifest.overlap is None and manifest.overlap_shares() == {}
     assert load_split(made.parent, "basic", 10, "train").names
-    path.write_text(json.dumps({**raw, "format": 3}))
-    with pytest.raises(SplitError, match="manifest format 3, expected 1 or 2"):
+    path.write_text(json.dumps({**raw, "format": 4}))
+    with pytest.raises(SplitError, match="manifest format 4, expected 1 to 3"):
         load_split(made.parent, "basic", 10, "train")
 
 
@@ -588,3 +592,114 @@ def test_tile_property(n_pos: int, n_tiles: int, seed: int) -> None:
         for s in SETS:
             full = load_split(Path(tmp), "basic", 100, s, index)
             assert abs(2 * int(full.labels.sum()) - len(full.labels)) <= 1
+
+
+# ---- footprints: temporal twins and neighbours never on both sides of a spatial split ------------
+
+
+def twin_index(seed: int = 0) -> pd.DataFrame:
+    """Patches on a 40 x 30 grid of footprints in one UTM zone, each seen on two or three dates (temporal
+    twins), a second tile overlapping it 60 m off its grid, and a patch of another zone at the same
+    numbers; positives cluster in fields of 5 x 6 footprints and stay positive on every date."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for date in ("20170613", "20170718", "20170822"):
+        for r in range(40):
+            for c in range(30):
+                if date != "20170822" or rng.random() < 0.5:
+                    rows.append((f"S2A_MSIL2A_{date}T101031_{r}_{c}", 32629, 300_000 + 1200 * c, 4_500_000 - 1200 * r,
+                                 (r // 5 + c // 6) % 4 == 0))
+    for r in range(8):
+        for c in range(6):
+            rows.append((f"S2B_MSIL2A_20170620T101031_{r}_{c}", 32629, 300_060 + 1200 * (c + 24),
+                         4_499_980 - 1200 * (r + 10), False))
+    rows.append(("S2B_MSIL2A_20170620T101031_0_99", 32630, 300_000, 4_500_000, False))
+    frame = pd.DataFrame(rows, columns=["name", "epsg", "ulx", "uly", "positive_basic"])
+    frame = frame.assign(tile="29TNE", snow=False, cloud_shadow=False, official_split=None)
+    return frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
+
+
+def near_counts(index: pd.DataFrame, scheme_dir: Path, sets: tuple[str, ...], reference: str) -> dict[str, int]:
+    """Brute force: patches of each set with the same CRS and a corner within 1,200 m of a reference patch."""
+    at = index.set_index("name")
+    ref = at.loc[set_names(scheme_dir, reference), ["epsg", "ulx", "uly"]].to_numpy()
+    counts = {}
+    for s in sets:
+        mine = at.loc[set_names(scheme_dir, s), ["epsg", "ulx", "uly"]].to_numpy()
+        close = [((ref[:, 0] == e) & (abs(ref[:, 1] - x) <= 1200) & (abs(ref[:, 2] - y) <= 1200)).any()
+                 for e, x, y in mine]
+        counts[s] = int(sum(close))
+    return counts
+
+
+def test_the_entry_points_default_is_spatial() -> None:
+    from simclr_s2.app import specs
+    from simclr_s2.app.spec import build
+
+    assert build(specs.CreateSplits, {}).kind == "spatial"
+
+
+def test_a_spatial_split_has_no_footprint_or_neighbour_in_two_sets(tmp_path: Path) -> None:
+    index = twin_index()
+    manifest = create_splits(index, "basic", tmp_path, kind="spatial", natural_test=True, natural_share=0.1)
+    made = tmp_path / "basic"
+    for i, reference in enumerate(ALL_SETS):
+        others = ALL_SETS[i + 1:]
+        assert near_counts(index, made, others, reference) == dict.fromkeys(others, 0)
+    assert manifest.overlap == {"val": 0, "test": 0, NATURAL: 0} and manifest.pool["buffer"] > 0
+    at = index.set_index("name")
+    train = at.loc[set_names(made, "train"), ["ulx", "uly"]]
+    assert train.duplicated().any()  # temporal twins are kept, together
+    assert min(manifest.files[file_name(s, 100)].positives for s in SETS) > 0
+    assert load_split(tmp_path, "basic", 10, "test", index).names
+
+
+def test_a_spatial_split_is_deterministic_bytes(tmp_path: Path) -> None:
+    index = twin_index()
+    create_splits(index, "basic", tmp_path / "a", kind="spatial", seed=7, natural_test=True)
+    create_splits(index, "basic", tmp_path / "b", kind="spatial", seed=7, natural_test=True)
+    shuffled = index.sample(frac=1, random_state=1).reset_index(drop=True)
+    create_splits(shuffled, "basic", tmp_path / "c", kind="spatial", seed=7, natural_test=True)
+    create_splits(index, "basic", tmp_path / "d", kind="spatial", seed=8, natural_test=True)
+    first = read_all(tmp_path / "a/basic")
+    assert first == read_all(tmp_path / "b/basic") == read_all(tmp_path / "c/basic") != read_all(tmp_path / "d/basic")
+
+
+def test_the_overlap_of_a_random_split_is_the_brute_force_count(tmp_path: Path, caplog) -> None:
+    index = twin_index(seed=1)
+    with caplog.at_level("WARNING", logger="simclr_s2.splits"):
+        manifest = create_splits(index, "basic", tmp_path, kind="random", natural_test=True, seed=2)
+    expected = near_counts(index, tmp_path / "basic", ("val", "test", NATURAL), "train")
+    assert manifest.overlap == expected and expected["test"] > manifest.sizes["test"] / 2  # twins and neighbours
+    assert manifest.overlap_shares()["test"] == expected["test"] / manifest.sizes["test"]
+    assert f"{expected['test'] / manifest.sizes['test']:.1%} of the test patches are near train" in caplog.text
+    assert load_manifest(tmp_path, "basic").overlap == expected
+
+
+def test_a_grouped_split_records_its_overlap_and_an_index_without_footprints_none(tmp_path: Path) -> None:
+    index = twin_index()
+    manifest = create_splits(index, "basic", tmp_path / "a", kind="block-5km", natural_test=True)
+    assert manifest.overlap == near_counts(index, tmp_path / "a/basic", ("val", "test", NATURAL), "train")
+    assert create_splits(index.drop(columns="epsg"), "basic", tmp_path / "b").overlap is None
+    with pytest.raises(UserError, match="index has no column 'epsg', which a spatial split needs"):
+        create_splits(index.drop(columns="epsg"), "basic", tmp_path / "c", kind="spatial")
+
+
+def test_a_spatial_split_is_rechecked_for_neighbours_against_the_index(tmp_path: Path) -> None:
+    index = twin_index()
+    create_splits(index, "basic", tmp_path, kind="spatial-12km")
+    made = tmp_path / "basic"
+    block = pd.Series([f"{e}/{x // 12000}/{y // 12000}" for e, x, y in zip(index.epsg, index.ulx, index.uly,
+                                                                         strict=True)], index=index.name)
+    used = {n for s in SETS for n in set_names(made, s)}
+    val_blocks = set(block[set_names(made, "val")])
+    test = index.set_index("name").loc[set_names(made, "test")]
+    spare = [n for n, e, x, y, positive in index[["name", "epsg", "ulx", "uly", "positive_basic"]].itertuples(index=False)
+             if n not in used and not positive and block[n] in val_blocks
+             and ((test.epsg == e) & ((test.ulx - x).abs() <= 1200) & ((test.uly - y).abs() <= 1200)).any()]
+    val = rows(made, "val_100pct.csv")
+    last_negative = max(i for i, (_, label) in enumerate(val) if label == 0)
+    rewrite(made, "val_100pct.csv", [*val[:last_negative], (spare[0], 0), *val[last_negative + 1:]])
+    assert load_split(tmp_path, "basic", 100, "val").names  # without the index the footprints are unknown
+    with pytest.raises(SplitError, match="test.csv: patches on or next to the ground of val_100pct.csv"):
+        load_split(tmp_path, "basic", 100, "val", index)

@@ -31,9 +31,11 @@ from simclr_s2.bigearthnet.fetch import FILES as FETCH_FILES
 from simclr_s2.bigearthnet.fetch import ZENODO
 from simclr_s2.bigearthnet.nomenclature import AMBIGUOUS
 from simclr_s2.errors import UserError
+from simclr_s2.membership import OVERLAP_POLICIES
 from simclr_s2.models import ARCHS, TRAINABLE
 from simclr_s2.scenes.scl import DEFAULT_MASK, parse_mask
 from simclr_s2.simclr import OPTIMIZERS
+from simclr_s2.split_kinds import KIND_PATTERN, KINDS_HELP
 from simclr_s2.splits import ALL_SETS
 from simclr_s2.tune import PRUNERS, TARGETS, SearchSpace, check_metric
 
@@ -42,7 +44,9 @@ DEMO_INDEX = "demo/index"
 LAYOUTS = ("v1", "v2")
 FRACTIONS = (1, 3, 10, 25, 50, 100)
 REUSE_HELP = "false: run again every step this command would reuse"
-OVERLAP_HELP = "go on although the encoder was pretrained on patches of the test set (recorded on the run)"
+OVERLAP_HELP = ("the leakage guard: false stops when the encoder saw the ground of the set (same footprint on any "
+                "date, or a neighbour) or its membership cannot be read; unknown goes on past the latter; true "
+                "past both (recorded on the run)")
 
 
 def _whole(value: int) -> str | None:
@@ -50,8 +54,7 @@ def _whole(value: int) -> str | None:
 
 
 def _split_kind(value: str) -> str | None:
-    return None if re.fullmatch(r"random|tile|official|block-[1-9][0-9]*km", value) else \
-        "expected random, tile, official or block-<n>km"
+    return None if re.fullmatch(KIND_PATTERN, value) else f"expected {KINDS_HELP}"
 
 
 def _share_or_auto(value: str) -> str | None:
@@ -123,8 +126,9 @@ class CreateSplits(Spec):
     official_split: str = param("all", "all, or train / validation / test joined by '+'")
     ratios: tuple[float, ...] = param((0.70, 0.15, 0.15), "train, validation and test shares", check=_ratios)
     out: str = _in_data("demo/splits", "output folder")
-    kind: str = param("random", "random (patch level, as the study), tile, block-<n>km (no tile or block in two "
-                                "sets), or official (the archive's own split)", check=_split_kind)
+    kind: str = param("spatial", "spatial (no footprint, twin on another date or neighbour in two sets; "
+                                 "spatial-<n>km: blocks of n km), random (patch level, as the study: warned), tile, "
+                                 "block-<n>km, or official (the archive's own split)", check=_split_kind)
     natural_test: bool = param(False, "also write test_natural.csv at the pool's own prevalence")
     natural_share: float = param(0.02, "share of the pool drawn for test_natural.csv", check=probability)
     min_fraction: str = param("auto", "v2.0 archives: share of a patch the scheme's classes must cover to be "
@@ -215,7 +219,7 @@ class Finetune(Training):
     patience: int = param(25, "early-stopping patience on validation AUC", check=positive)
     feature_cache: str = param("auto", "train on cached frozen features (same result, faster)",
                                choices=("auto", "true", "false"))
-    allow_pretraining_overlap: bool = param(False, OVERLAP_HELP)
+    allow_pretraining_overlap: str = param("false", OVERLAP_HELP, choices=OVERLAP_POLICIES)
 
 
 @dataclass(frozen=True)
@@ -239,7 +243,7 @@ class Evaluate(Spec):
     set: str = param("test", "which set; test_natural: the natural-prevalence test set", choices=ALL_SETS)
     fraction: int = param(100, "fraction of the set (train and val)", check=percentage)
     batch_size: int = param(64, "batch", check=positive)
-    allow_pretraining_overlap: bool = param(False, OVERLAP_HELP)
+    allow_pretraining_overlap: str = param("false", OVERLAP_HELP, choices=OVERLAP_POLICIES)
 
 
 BACKENDS = ("local", "ray")

@@ -26,7 +26,7 @@ from simclr_s2.bigearthnet.index import (
 )
 from simclr_s2.bigearthnet.nomenclature import DEFAULT_MIN_FRACTION, resolve_scheme, scheme_labels
 from simclr_s2.errors import UserError
-from simclr_s2.splits import NATURAL, create_splits, file_name, load_split
+from simclr_s2.splits import NATURAL, OVERLAP_METRIC, create_splits, file_name, load_split
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SOURCE, fetcher
 from simclr_s2.tracking.artifacts import is_remote
@@ -171,13 +171,17 @@ class CreateSplits(DataStage[specs.CreateSplits]):
         run.log_artifacts(scheme_dir, f"splits/{scheme}")
         run.log_metrics({f"{name.removesuffix('.csv')}_{what}": getattr(entry, what)
                          for name, entry in manifest.files.items() for what in ("count", "positives")})
+        overlap = manifest.overlap_shares()  # share of each evaluation set on or next to train's ground
+        run.log_metrics({f"{OVERLAP_METRIC}_{s}": share for s, share in overlap.items()})
         for set_name, fraction in _split_files(manifest.fractions, spec.natural_test):
             split = load_split(out, scheme, fraction, set_name)
             run.log_table(pd.DataFrame({"name": split.names, "label": split.labels}),
                           name=f"{scheme}/{file_name(set_name, fraction).removesuffix('.csv')}",
                           source=str(split.path), digest=split.digest, context=set_name)
         run.set_tags({SPLITS_TAG: str(scheme_dir), "split_kind": manifest.kind})
-        print(f"splits: {scheme_dir} (" + ", ".join(f"{k} {v}" for k, v in manifest.sizes.items()) + ")")
+        near = f"{overlap['test']:.1%}" if "test" in overlap else "not measured"
+        print(f"splits: {scheme_dir} (" + ", ".join(f"{k} {v}" for k, v in manifest.sizes.items()) +
+              f"; test patches near train: {near})")
 
 
 def _split_files(fractions: tuple[int, ...], natural: bool) -> list[tuple[str, int]]:

@@ -1,32 +1,50 @@
-"""The leakage guard: every pretrained encoder records which patches it saw (membership.py), and every
-fine-tune and evaluation counts how many of its test patches are among them. An overlap stops the run with
-one line naming the count unless `allow_pretraining_overlap` is given; what was found is recorded on the
-run and on the registered version as `pretraining_overlap` ("0", "unknown" for an encoder imported from
-elsewhere, or "override:<n>"), and `compare` shows it.
+"""The leakage guard: every pretrained encoder records which ground it saw (membership.py), and every
+fine-tune and evaluation counts how many of its patches lie on it: the same footprint on any date, or a
+neighbour (footprint.py). What was found is recorded on the run and on the registered version as
+`pretraining_overlap` ("0", "unknown" or "override:<n>"), and `compare` shows it.
 
-Patches are identified by their BigEarthNet v1 name (v2 patches through the index's `s2v1_name`), so an
-encoder pretrained on the v1 archive is checked against v2 test sets too.
+The guard fails closed. `allow_pretraining_overlap` (membership.OVERLAP_POLICIES) says what a run accepts: "false" stops on
+an overlap and on a membership that cannot be read (a missing or broken artifact, a version older than
+footprints); "unknown" goes on past the latter, recorded as unknown; "true" goes on past both. An encoder
+that never recorded a membership (imported from elsewhere) is "unknown" whatever the policy, as documented.
+`pretrain` leaves out the ground of every evaluation set of the splits it is given (`outside_evaluation`), so an
+encoder pretrained on the demo archive passes the guard on the demo splits.
 """
 
 from __future__ import annotations
 
 import tempfile
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from simclr_s2 import membership
+from simclr_s2 import footprint, membership
 from simclr_s2.errors import UserError
+from simclr_s2.splits import MANIFEST, load_manifest
+from simclr_s2.stages.inputs import SplitData, load_split_data
+from simclr_s2.tracking.artifacts import Fetcher
 from simclr_s2.tracking.tracker import StageRun
 
-ARTIFACT = "pretraining/membership.npy"
+ARTIFACT = "pretraining/footprints.npy"
 DIGEST_TAG = "pretraining_digest"
 OVERLAP_TAG = "pretraining_overlap"
 V1_NAME = "s2v1_name"
 UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """An encoder that claims a membership which cannot be read: why."""
+
+    reason: str
+
+
+Seen = membership.Membership | Unreadable | None  # None: the encoder never recorded one
 
 
 def identities(names: Sequence[str], index: pd.DataFrame | None) -> list[str]:
@@ -37,52 +55,86 @@ def identities(names: Sequence[str], index: pd.DataFrame | None) -> list[str]:
     return [v if isinstance(v, str) and v else n for n, v in zip(names, v1.reindex(list(names)), strict=True)]
 
 
-def record(run: StageRun, names: Sequence[str], index: pd.DataFrame | None) -> str:
-    """Log the membership artifact of the patches a pretraining used; returns their digest."""
-    ids = identities(names, index)
+def record(run: StageRun, names: Sequence[str], index: pd.DataFrame) -> str:
+    """Log the membership artifact of the patches a pretraining used; returns the digest of their identities."""
+    seen = membership.Membership.of(footprint.of(index, names))
     with tempfile.TemporaryDirectory() as tmp:
-        run.log_artifact(membership.save(membership.Membership.of(ids), Path(tmp) / Path(ARTIFACT).name),
-                         str(Path(ARTIFACT).parent))
-    return membership.digest(ids)
+        run.log_artifact(membership.save(seen, Path(tmp) / Path(ARTIFACT).name), str(Path(ARTIFACT).parent))
+    return membership.digest(identities(names, index))
 
 
-def encoder_membership(client: MlflowClient, version_tags: dict[str, str], run_id: str | None
-                       ) -> membership.Membership | None:
-    """What the encoder behind a registry version was pretrained on; None when that is not known (an
-    encoder imported from elsewhere, a state-dict file, a version older than the guard)."""
+def outside_evaluation(index: pd.DataFrame, fetch: Fetcher, refs: str) -> list[str]:
+    """The index's patches, sorted, less every patch near (footprint.near) a test or natural-test patch of
+    the splits `refs` (comma-separated split folders or URIs; "none" leaves nothing out): what pretraining
+    may see. Footprints of the splits' patches come from the index each split was drawn from."""
+    names = sorted(index["name"])
+    if refs == "none":
+        return names
+    evaluation = [footprint.of(data.index, s.names) for data in _splits(fetch, refs)
+                  for s in (data.test, data.natural) if s is not None]
+    held = membership.Membership.of(np.vstack([np.empty((0, len(footprint.COLUMNS)), np.int64), *evaluation]))
+    near = held.seen(footprint.of(index, names))
+    return [n for n, close in zip(names, near, strict=True) if not close]
+
+
+def _splits(fetch: Fetcher, refs: str) -> list[SplitData]:
+    """Every scheme's splits in the comma-separated references `refs`, verified, with their index."""
+    found = []
+    for ref in filter(None, (r.strip() for r in refs.split(","))):
+        folder = fetch.path(ref, "exclude_split")
+        schemes = sorted(p.parent.name for p in folder.glob(f"*/{MANIFEST}"))
+        if not schemes:
+            raise UserError(f"exclude_split: {ref} holds no splits (no <scheme>/{MANIFEST})")
+        found += [load_split_data(fetch, ref, s, load_manifest(folder, s).fractions[0]) for s in schemes]
+    return found
+
+
+def encoder_membership(client: MlflowClient, version_tags: dict[str, str], run_id: str | None) -> Seen:
+    """What the encoder behind a registry version was pretrained on: None when it never recorded it (an
+    encoder imported from elsewhere, a state-dict file), Unreadable when it did but it cannot be read."""
     if not run_id or DIGEST_TAG not in version_tags:
         return None
     try:
         with tempfile.TemporaryDirectory() as tmp:
             return membership.load(Path(client.download_artifacts(run_id, ARTIFACT, tmp)))
-    except (MlflowException, OSError):
-        return None
+    except (MlflowException, OSError, UserError) as exc:
+        return Unreadable(f"{ARTIFACT} of run {run_id}: {_first_line(exc)}")
 
 
-def classifier_encoder(client: MlflowClient, version_tags: dict[str, str]) -> membership.Membership | None:
-    """What the encoder behind a registered classifier was pretrained on (None: unknown or a baseline)."""
+def classifier_encoder(client: MlflowClient, version_tags: dict[str, str]) -> Seen:
+    """What the encoder behind a registered classifier was pretrained on (None: never recorded, or a
+    baseline)."""
     encoder = version_tags.get("encoder_version", "")
     if "/" not in encoder:
         return None
     name, number = encoder.rsplit("/", 1)
     try:
         mv = client.get_model_version(name, number)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        return Unreadable(f"encoder version {encoder}: {_first_line(exc)}")
     return encoder_membership(client, dict(mv.tags), mv.run_id)
 
 
-def status(seen: membership.Membership | None, names: Sequence[str], index: pd.DataFrame | None, set_name: str,
-           allow: bool) -> str:
-    """"0", "unknown" or "override:<n>" for the patches `names` of `set_name`; a UserError naming the count
-    when some were seen in pretraining and `allow` is not given."""
+def status(seen: Seen, names: Sequence[str], index: pd.DataFrame, set_name: str, allow: str) -> str:
+    """"0", "unknown" or "override:<n>" for the patches `names` of `set_name` under the policy `allow`
+    (membership.OVERLAP_POLICIES); a UserError in one line when the policy does not accept what was found."""
     if seen is None:
         return UNKNOWN
-    overlap = seen.overlap(identities(names, index))
+    if isinstance(seen, Unreadable):
+        if allow == "false":
+            raise UserError(f"pretrained: the encoder's pretraining membership cannot be read ({seen.reason}), so "
+                            f"its overlap with the {set_name} set is unknown; allow_pretraining_overlap=unknown to "
+                            "go on (recorded on the run)")
+        return UNKNOWN
+    overlap = seen.overlap(footprint.of(index, names))
     if overlap == 0:
         return "0"
-    if not allow:
+    if allow != "true":
         raise UserError(f"pretrained: the encoder was pretrained on {overlap} of the {len(names)} patches of the "
-                        f"{set_name} set; use an encoder that never saw them, or allow_pretraining_overlap=true "
-                        "to go on (recorded on the run)")
+                        f"{set_name} set (their footprint on any date, or a neighbour); use an encoder that never saw "
+                        "them, or allow_pretraining_overlap=true to go on (recorded on the run)")
     return f"override:{overlap}"
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]

@@ -26,7 +26,7 @@ from simclr_s2.models import build_simclr
 from simclr_s2.simclr import pretrain
 from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
-from simclr_s2.stages.inputs import fetcher, loader, read_index, test_names
+from simclr_s2.stages.inputs import fetcher, loader, read_index
 from simclr_s2.tracking.registry import (
     BAND_LIST_TAG,
     ENCODER_MODEL,
@@ -46,7 +46,7 @@ class PretrainingData:
     archive_root: Path
     names: list[str]
     digest: str
-    excluded: int  # test patches of the excluded splits
+    excluded: int  # patches on or next to the ground of the excluded splits' test and natural test sets
     index: pd.DataFrame
 
 
@@ -119,16 +119,16 @@ def _demo(ref: str | None, name: str, what: str) -> str:
 
 
 def _pretraining_data(spec: specs.Pretrain, resolved: Mapping[str, str], ctx: Context) -> PretrainingData:
-    """The patches to pretrain on: the index's, less every excluded test set, at most max_patches."""
+    """The patches to pretrain on: the index's, less the ground (any date, neighbours) of every excluded
+    evaluation set, at most max_patches."""
     fetch = fetcher(ctx)
     index = read_index(fetch, resolved.get("index", spec.index))
-    exclude = resolved.get("exclude_split", spec.exclude_split)
-    excluded = set() if exclude == "none" else test_names(fetch, exclude)
-    names = sorted(set(index.frame["name"]) - excluded)
+    names = leakage.outside_evaluation(index.frame, fetch, resolved.get("exclude_split", spec.exclude_split))
+    excluded = len(index.frame) - len(names)
     if spec.max_patches:
         rng = np.random.default_rng(spec.seed)
         names = sorted(rng.choice(names, size=min(spec.max_patches, len(names)), replace=False).tolist())
-    return PretrainingData(index.archive_root, names, index.digest, len(excluded), index.frame)
+    return PretrainingData(index.archive_root, names, index.digest, excluded, index.frame)
 
 
 def demo_encoder_spec(ctx: Context, name: str = "ben", arch: str = "resnet18") -> specs.Pretrain:
