@@ -67,9 +67,11 @@ def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
 
 def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
     """PR-AUC as scikit-learn's average precision (precision at each threshold weighted by the recall step),
-    not optimistic like trapezoidal interpolation. NaN without a positive (scikit-learn says 0)."""
+    not optimistic like trapezoidal interpolation. NaN without a positive (scikit-learn says 0) or when a
+    score is not finite (a diverged model: scikit-learn refuses it)."""
     y = np.asarray(y_true).astype(bool)
-    return float(skm.average_precision_score(y, scores)) if y.any() else math.nan
+    finite = bool(np.isfinite(np.asarray(scores, dtype=np.float64)).all())
+    return float(skm.average_precision_score(y, scores)) if y.any() and finite else math.nan
 
 
 def _quietly(curve: Callable[..., tuple[np.ndarray, ...]], y: np.ndarray, scores: np.ndarray,

@@ -79,3 +79,8 @@ def test_plots_are_written(tmp_path):
     paths = save_plots(np.array([0, 1, 1, 0]), np.array([0.2, 0.7, 0.4, 0.1]), tmp_path)
     assert [p.name for p in paths] == ["confusion_matrix.png", "roc.png", "pr.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_a_diverged_models_scores_give_nan_ranking_metrics_not_an_error():
+    m = binary_metrics(np.array([0, 1, 1, 0]), np.array([0.1, np.nan, 0.8, 0.3]))
+    assert np.isnan(m["pr_auc"]) and np.isfinite(m["accuracy"])

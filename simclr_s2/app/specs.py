@@ -37,12 +37,12 @@ from simclr_s2.scenes.scl import DEFAULT_MASK, parse_mask
 from simclr_s2.simclr import OPTIMIZERS
 from simclr_s2.split_kinds import KIND_PATTERN, KINDS_HELP
 from simclr_s2.splits import ALL_SETS
+from simclr_s2.splits import DEFAULT_FRACTIONS as FRACTIONS
 from simclr_s2.tune import PRUNERS, TARGETS, SearchSpace, check_metric
 
 DEMO_ARCHIVE = "demo/BigEarthNet-v1.0"
 DEMO_INDEX = "demo/index"
 LAYOUTS = ("v1", "v2")
-FRACTIONS = (1, 3, 10, 25, 50, 100)
 REUSE_HELP = "false: run again every step this command would reuse"
 OVERLAP_HELP = ("the leakage guard: false stops when the encoder saw the ground of the set (same footprint on any "
                 "date, or a neighbour) or its membership cannot be read; unknown goes on past the latter; true "
