@@ -31,8 +31,9 @@ lock: setup
 demo: setup
 	$(MLFLOW_RUN) -e finetune
 
+# Two workers; a folder whose tests share a server, a cluster or a demo project stays on one of them.
 test: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q -n 2 --dist loadgroup $(PYTEST_ARGS)
 
 lint: setup
 	$(VENV)/bin/ruff check simclr_s2 entrypoints tests benchmarks scripts
@@ -44,7 +45,7 @@ bench: setup
 	for b in benchmarks/bench_*.py; do echo "== $$b"; BENCH_TABLE=$(BENCH_TABLE) $(PY) $$b || exit 1; done
 	$(PY) benchmarks/figures.py $(BENCH_TABLE)
 
-# MLproject and the manual's parameter tables are generated from simclr_s2/app/specs.py (tests check them).
+# MLproject and the manual's parameter tables are generated from simclr_s2/settings/specs.py (tests check them).
 mlproject: setup
 	$(PY) -m simclr_s2.app.mlproject > MLproject
 

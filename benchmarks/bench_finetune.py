@@ -38,13 +38,13 @@ import torch
 from figures import Figure, Rate, load_average, report
 from torch import nn
 
-from simclr_s2.app.context import Context
-from simclr_s2.data import BatchLoader, MemoryDataset
-from simclr_s2.feature_cache import cached_training_set
-from simclr_s2.models import ARCHS, IrrigationClassifier, apply_trainable
-from simclr_s2.runtime import Recorder
+from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
+from simclr_s2.learning.feature_cache import cached_training_set
+from simclr_s2.learning.models import ARCHS, IrrigationClassifier, apply_trainable
+from simclr_s2.learning.runtime import Recorder
+from simclr_s2.learning.train import FitConfig, fit
+from simclr_s2.settings.context import Context
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
-from simclr_s2.train import FitConfig, fit
 
 BANDS, SIZE = 10, 120
 

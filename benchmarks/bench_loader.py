@@ -39,7 +39,7 @@ from figures import Clock, Figure, Rate, report
 
 from simclr_s2.bigearthnet import packed, reader
 from simclr_s2.bigearthnet.bands import STUDY_BANDS, InputTransform
-from simclr_s2.data import BatchLoader, MemoryDataset, PackedDataset, PatchDataset
+from simclr_s2.learning.datasets import BatchLoader, MemoryDataset, PackedDataset, PatchDataset
 
 EXAMPLES = Path(__file__).parents[1] / "tests" / "bigearthnet" / "fixtures" / "BigEarthNet-S2-Example.tar.bz2"
 DIGEST = "bench" * 8

@@ -25,7 +25,7 @@ from figures import Clock, Figure, report
 from rasterio.transform import from_origin
 
 from simclr_s2.bigearthnet.bands import PATCH_SIZE, RESOLUTION_M, STUDY_BANDS, InputTransform
-from simclr_s2.models import IrrigationClassifier
+from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.scenes.inference import map_scene
 from simclr_s2.scenes.product import open_scene
 from simclr_s2.scenes.scl import DEFAULT_MASK

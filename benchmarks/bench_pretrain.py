@@ -1,6 +1,6 @@
 """Throughput of one SimCLR pretraining step, with and without channels_last.
 
-A step is what `simclr_s2.simclr.pretrain` does per batch: two augmented views of each image, one
+A step is what `simclr_s2.learning.simclr.pretrain` does per batch: two augmented views of each image, one
 forward pass over both, NT-Xent, backward, SGD step. images/s counts input images (each is two
 views through the network).
 
@@ -16,9 +16,9 @@ import time
 import torch
 from figures import Figure, Rate, load_average, report
 
-from simclr_s2.augment import AugmentConfig
-from simclr_s2.models import ARCHS, build_simclr, channels_last
-from simclr_s2.simclr import make_optimizer, simclr_step
+from simclr_s2.learning.augment import AugmentConfig
+from simclr_s2.learning.models import ARCHS, build_simclr, channels_last
+from simclr_s2.learning.simclr import make_optimizer, simclr_step
 
 
 def images_per_second(

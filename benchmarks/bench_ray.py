@@ -29,8 +29,8 @@ import ray
 import torch
 from figures import Figure, Rate, load_average, report
 
-from simclr_s2.app.context import Context
-from simclr_s2.app.spec import build
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.spec import build
 from simclr_s2.stages import auto
 from simclr_s2.stages.base import run_command
 from simclr_s2.stages.grid import GRID

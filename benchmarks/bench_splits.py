@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simclr_s2.splits import create_splits, load_split
+from simclr_s2.study.splits import create_splits, load_split
 
 N_PATCHES = 590_326
 

@@ -8,7 +8,7 @@ from pathlib import Path
 # The repository root, so the script also runs from an interpreter where the project is not installed.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from simclr_s2.server.cli import main
+from simclr_s2.server.control import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from simclr_s2.app.registry import REGISTRY
+from simclr_s2.app.entry_points import REGISTRY
 
 
 def usage() -> str:

@@ -12,6 +12,10 @@ import pytest
 from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.index import build_index
 
+TESTS = Path(__file__).resolve().parent
+# Folders whose conftest builds a session fixture (a server stack, a Ray cluster, a demo project): under
+# pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) each runs whole on one worker, so it is built once.
+ONE_WORKER_FOLDERS = {"server", "e2e", "cluster", "stages", "tracking", "scenes"}
 DEMO_PATCHES = 120
 DEMO_SEED = 0
 # Real BigEarthNet-S2 names given to the first demo patches, so the official lists apply to them:
@@ -43,3 +47,13 @@ def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_index(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The index Parquet file of `demo_archive` (built with 2 worker processes)."""
     return build_index(demo_archive, tmp_path_factory.mktemp("index") / "index.parquet", workers=2).index_path
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Group the tests for xdist's loadgroup: a folder of ONE_WORKER_FOLDERS together, else each file (its
+    module fixtures are built once). Without xdist the marks do nothing."""
+    for item in items:
+        parts = item.path.relative_to(TESTS).parts
+        group = parts[0] if parts[0] in ONE_WORKER_FOLDERS else "/".join(parts)
+        item.add_marker(pytest.mark.xdist_group(group))
+

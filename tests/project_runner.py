@@ -15,8 +15,8 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from simclr_s2.app.context import Context
-from simclr_s2.app.spec import build
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.spec import build
 from simclr_s2.stages.base import Stage, run_command
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from mlflow.exceptions import MlflowException
 
-from simclr_s2 import footprint, membership
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
 from simclr_s2.errors import UserError
-from simclr_s2.splits import NATURAL, create_splits, load_split
 from simclr_s2.stages import leakage
 from simclr_s2.stages.inputs import SOURCE
+from simclr_s2.study import footprint, membership
+from simclr_s2.study.splits import NATURAL, create_splits, load_split
 from simclr_s2.tracking.artifacts import Fetcher
 
 INDEX = pd.DataFrame({"name": ["a", "a_twin", "b", "c"], "epsg": [32629] * 4,

@@ -1,2 +1,3 @@
-"""The application layer: the context a command runs in, one spec per entry point (from which the CLI,
-MLproject and the manual's parameter tables are built), and the boundary that turns errors into one line."""
+"""The front door: `python -m simclr_s2 <entry point>`, its command line and exit statuses, and the files
+generated from the entry points (MLproject, the manual's parameter tables). The top floor: nothing below
+imports it."""

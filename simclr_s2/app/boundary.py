@@ -13,8 +13,8 @@ from typing import NoReturn
 
 from simclr_s2 import disk
 from simclr_s2.app.cli import UNREACHABLE, USER_ERROR
-from simclr_s2.app.context import Context
 from simclr_s2.errors import UserError
+from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage, run_command
 from simclr_s2.tracking.connectivity import TrackingUnreachable, bound_retries, is_unreachable
 from simclr_s2.tracking.endings import fail_if_running, mark_dry_run, remove_empty_checkpoint_folders

@@ -24,9 +24,9 @@ import sys
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, NoReturn
 
-from simclr_s2.app.registry import EntryPoint
-from simclr_s2.app.spec import Spec, build, canonical, fields_of, flag
+from simclr_s2.app.entry_points import EntryPoint
 from simclr_s2.errors import UserError
+from simclr_s2.settings.spec import Spec, build, canonical, fields_of, flag
 
 if TYPE_CHECKING:
     from simclr_s2.stages.base import Stage

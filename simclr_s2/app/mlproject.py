@@ -6,11 +6,11 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from simclr_s2.app.registry import REGISTRY, command
-from simclr_s2.app.spec import canonical, fields_of, flag, mlflow_type
+from simclr_s2.app.entry_points import REGISTRY, command
+from simclr_s2.settings.spec import canonical, fields_of, flag, mlflow_type
 
 HEADER = """\
-# Generated from simclr_s2/app/specs.py by `make mlproject`: edit the specs, not this file.
+# Generated from simclr_s2/settings/specs.py by `make mlproject`: edit the specs, not this file.
 name: simclr-s2
 
 # `mlflow run . -e <entry point> --env-manager local` runs in the current environment (the README's way);

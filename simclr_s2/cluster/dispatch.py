@@ -21,13 +21,13 @@ import ray
 from mlflow.entities import Run
 from ray.exceptions import RayError, RayTaskError
 
-from simclr_s2.app.context import Context
-from simclr_s2.app.spec import Spec, build
 from simclr_s2.cluster import tasks
 from simclr_s2.cluster.connection import capacity, connected
 from simclr_s2.cluster.environment import handed_over
 from simclr_s2.cluster.progress import Progress
 from simclr_s2.errors import UserError
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.spec import Spec, build
 from simclr_s2.stages.base import Stage, find_step
 from simclr_s2.tracking.endings import fail_if_running
 from simclr_s2.tracking.fingerprint import package_fingerprint

@@ -10,10 +10,10 @@ from collections.abc import Mapping
 import ray
 import torch
 
-from simclr_s2.app.context import Context
-from simclr_s2.app.spec import build
 from simclr_s2.cluster.environment import applied
 from simclr_s2.errors import UserError
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.spec import build
 from simclr_s2.stages.base import Stage, run_command
 from simclr_s2.tracking.connectivity import bound_retries
 from simclr_s2.tracking.fingerprint import package_fingerprint

@@ -2,7 +2,7 @@
 
 import sys
 
-from simclr_s2.server.cli import main
+from simclr_s2.server.control import main
 
 if __name__ == "__main__":
     sys.exit(main(prog="python -m simclr_s2.server"))

@@ -15,10 +15,10 @@ from pathlib import Path
 
 from mlflow.entities import Run
 
-from simclr_s2.app import specs
-from simclr_s2.app.context import Context
-from simclr_s2.app.spec import build
 from simclr_s2.errors import UserError
+from simclr_s2.settings import specs
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.spec import build
 from simclr_s2.stages.base import Stage, ensure_step, find_step
 from simclr_s2.stages.data import (
     ARCHIVE_TAG,

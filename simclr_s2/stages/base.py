@@ -9,9 +9,9 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from mlflow.entities import Run
 
-from simclr_s2 import distributed
-from simclr_s2.app.context import Context
-from simclr_s2.app.spec import Spec
+from simclr_s2.learning import distributed
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.spec import Spec
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
 
 log = logging.getLogger(__name__)

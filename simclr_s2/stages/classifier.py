@@ -16,21 +16,22 @@ import numpy as np
 import pandas as pd
 import torch
 
-from simclr_s2 import distributed
-from simclr_s2.app import specs
-from simclr_s2.app.context import Context
-from simclr_s2.app.spec import canonical
 from simclr_s2.bigearthnet.bands import ZSCORE, resolve_bands
-from simclr_s2.data import BatchLoader
 from simclr_s2.errors import UserError
-from simclr_s2.feature_cache import cached_training_set
-from simclr_s2.models import IrrigationClassifier, apply_trainable
-from simclr_s2.runtime import Progress
-from simclr_s2.splits import SplitSet
+from simclr_s2.learning import distributed
+from simclr_s2.learning.datasets import BatchLoader
+from simclr_s2.learning.feature_cache import cached_training_set
+from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
+from simclr_s2.learning.runtime import Progress
+from simclr_s2.learning.train import FitConfig, FitResult, fit, predict
+from simclr_s2.settings import specs
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.spec import canonical
 from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SplitData, fetcher, load_split_data, loader
 from simclr_s2.stages.pretrain import capped, demo_encoder
+from simclr_s2.study.splits import SplitSet
 from simclr_s2.tracking.evaluation import log_evaluation
 from simclr_s2.tracking.registry import (
     CLASSIFIER_MODEL,
@@ -41,7 +42,6 @@ from simclr_s2.tracking.registry import (
 )
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.ui import how_to_browse, run_url
-from simclr_s2.train import FitConfig, FitResult, fit, predict
 
 Training = specs.Finetune | specs.Baseline
 TUNED_TAG = "simclr_s2.tuned"

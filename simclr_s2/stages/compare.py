@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from simclr_s2.app import specs
-from simclr_s2.app.context import Context
-from simclr_s2.compare import METRICS, compare
-from simclr_s2.compare_report import Links, write_report
 from simclr_s2.errors import UserError
+from simclr_s2.settings import specs
+from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage
+from simclr_s2.study.comparison import METRICS, compare
+from simclr_s2.study.report import Links, write_report
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.ui import run_url, version_url

@@ -13,9 +13,6 @@ from typing import TypeVar
 
 import pandas as pd
 
-from simclr_s2.app import specs
-from simclr_s2.app.context import Context
-from simclr_s2.app.spec import Spec
 from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.index import (
     build_index,
@@ -26,15 +23,18 @@ from simclr_s2.bigearthnet.index import (
 )
 from simclr_s2.bigearthnet.nomenclature import DEFAULT_MIN_FRACTION, resolve_scheme, scheme_labels
 from simclr_s2.errors import UserError
-from simclr_s2.splits import NATURAL, OVERLAP_METRIC, create_splits, file_name, load_split
+from simclr_s2.settings import specs
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.spec import Spec
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SOURCE, fetcher
+from simclr_s2.study.splits import NATURAL, OVERLAP_METRIC, create_splits, file_name, load_split
 from simclr_s2.tracking.artifacts import is_remote
 from simclr_s2.tracking.tracker import StageRun
 
 DEMO_MARKER = ".simclr_s2_demo.json"
 ARCHIVE_TAG = "simclr_s2.archive"
-SPLITS_TAG = "simclr_s2.splits"
+SPLITS_TAG = "simclr_s2.study.splits"
 
 S = TypeVar("S", bound=Spec)
 

@@ -13,21 +13,21 @@ from collections.abc import Mapping
 
 import torch
 
-from simclr_s2.app import specs
-from simclr_s2.app.context import Context
 from simclr_s2.bigearthnet.bands import ZSCORE
-from simclr_s2.data import BatchLoader
-from simclr_s2.metrics import best_f1_threshold
-from simclr_s2.models import IrrigationClassifier
-from simclr_s2.splits import NATURAL, SplitSet
+from simclr_s2.learning.datasets import BatchLoader
+from simclr_s2.learning.models import IrrigationClassifier
+from simclr_s2.learning.train import predict
+from simclr_s2.settings import specs
+from simclr_s2.settings.context import Context
 from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import load_split_data, loader
+from simclr_s2.learning.metrics import best_f1_threshold
+from simclr_s2.study.splits import NATURAL, SplitSet
 from simclr_s2.tracking.artifacts import Fetcher
 from simclr_s2.tracking.evaluation import log_evaluation
 from simclr_s2.tracking.registry import SCALING_TAG, encoder_bands, load_logged
 from simclr_s2.tracking.tracker import StageRun
-from simclr_s2.train import predict
 
 
 class Evaluate(Stage[specs.Evaluate]):

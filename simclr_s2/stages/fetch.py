@@ -11,17 +11,17 @@ from pathlib import Path
 import pandas as pd
 import pyarrow.parquet as pq
 
-from simclr_s2.app import specs
-from simclr_s2.app.context import Context
 from simclr_s2.bigearthnet import packed, reben
 from simclr_s2.bigearthnet.bands import resolve_bands
-from simclr_s2.bigearthnet.fetch import FILES, fetch
+from simclr_s2.bigearthnet.download import FILES, fetch
 from simclr_s2.bigearthnet.index import build_index, rejected_path_for
 from simclr_s2.bigearthnet.stream import extract, stream_index, stream_pack
 from simclr_s2.errors import UserError
-from simclr_s2.splits import load_manifest
+from simclr_s2.settings import specs
+from simclr_s2.settings.context import Context
 from simclr_s2.stages.data import ARCHIVE_TAG, DataStage, _absolute, _path
 from simclr_s2.stages.inputs import fetcher, load_split_data, read_index, store_path
+from simclr_s2.study.splits import load_manifest
 from simclr_s2.tracking.tracker import StageRun
 
 INDEX_INPUTS = (FILES["maps"], reben.METADATA_FILE, reben.EXCLUDED_FILE)

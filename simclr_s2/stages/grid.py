@@ -16,15 +16,15 @@ import pandas as pd
 from torch import OutOfMemoryError
 
 from simclr_s2 import disk
-from simclr_s2.app import specs
-from simclr_s2.app.context import Context
-from simclr_s2.app.spec import build
 from simclr_s2.errors import UserError
-from simclr_s2.splits import load_manifest
+from simclr_s2.settings import specs
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.spec import build
 from simclr_s2.stages import auto
 from simclr_s2.stages.base import Stage, ensure_step
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
 from simclr_s2.stages.pretrain import DEMO_ENCODERS, demo_encoder
+from simclr_s2.study.splits import load_manifest
 from simclr_s2.tracking.artifacts import Fetcher, is_remote
 from simclr_s2.tracking.registry import ENCODER_MODEL, resolve_model_uri
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker

@@ -11,13 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simclr_s2 import distributed
-from simclr_s2.app.context import Context
 from simclr_s2.bigearthnet.bands import ZSCORE
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
-from simclr_s2.data import BatchLoader, make_loader
 from simclr_s2.errors import UserError
-from simclr_s2.splits import NATURAL, SplitSet, load_manifest, load_sets, load_split
+from simclr_s2.learning import distributed
+from simclr_s2.learning.datasets import BatchLoader, make_loader
+from simclr_s2.settings.context import Context
+from simclr_s2.study.splits import NATURAL, SplitSet, load_manifest, load_sets, load_split
 from simclr_s2.tracking.artifacts import Fetcher
 
 SOURCE = "source.json"

@@ -23,10 +23,10 @@ import pandas as pd
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from simclr_s2 import footprint, membership
 from simclr_s2.errors import UserError
-from simclr_s2.splits import MANIFEST, load_manifest
 from simclr_s2.stages.inputs import SplitData, load_split_data
+from simclr_s2.study import footprint, membership
+from simclr_s2.study.splits import MANIFEST, load_manifest
 from simclr_s2.tracking.artifacts import Fetcher
 from simclr_s2.tracking.tracker import StageRun
 

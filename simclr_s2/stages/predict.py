@@ -14,17 +14,17 @@ from pathlib import Path
 
 import torch
 
-from simclr_s2.app import specs
-from simclr_s2.app.context import Context
 from simclr_s2.bigearthnet.bands import ZSCORE, InputTransform, resolve_bands
 from simclr_s2.errors import UserError
-from simclr_s2.models import IrrigationClassifier
+from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.scenes.inference import Result, map_scene
 from simclr_s2.scenes.maps import PROBABILITY, QUICKLOOK, SUMMARY, write_quicklook
 from simclr_s2.scenes.output import ENTRY_POINT, check_target, draft_folder, publish
 from simclr_s2.scenes.product import Scene, open_scene
 from simclr_s2.scenes.scl import parse_mask
 from simclr_s2.scenes.windows import SceneReader
+from simclr_s2.settings import specs
+from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage
 from simclr_s2.tracking.registry import BAND_LIST_TAG, SCALING_TAG, ModelRef, load_logged
 from simclr_s2.tracking.thresholds import validation_threshold

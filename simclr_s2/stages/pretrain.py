@@ -14,16 +14,16 @@ import numpy as np
 import pandas as pd
 import torch
 
-from simclr_s2 import distributed
-from simclr_s2.app import specs
-from simclr_s2.app.context import Context
-from simclr_s2.app.spec import build
 from simclr_s2.bigearthnet.bands import ZSCORE, resolve_bands
 from simclr_s2.errors import UserError
 from simclr_s2.hashing import sha256_file
-from simclr_s2.imported_weights import import_encoder_state, read_state_dict
-from simclr_s2.models import build_simclr
-from simclr_s2.simclr import pretrain
+from simclr_s2.learning import distributed
+from simclr_s2.learning.imported_weights import import_encoder_state, read_state_dict
+from simclr_s2.learning.models import build_simclr
+from simclr_s2.learning.simclr import pretrain
+from simclr_s2.settings import specs
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.spec import build
 from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import fetcher, loader, read_index

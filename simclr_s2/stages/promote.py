@@ -8,10 +8,10 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
-from simclr_s2 import promote as promotion
-from simclr_s2.app import specs
-from simclr_s2.app.context import Context
+from simclr_s2.settings import specs
+from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage
+from simclr_s2.study import promotion
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.versions import alias_version, move_alias, search_versions
 

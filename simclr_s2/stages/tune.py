@@ -1,4 +1,4 @@
-"""tune: Optuna trials as MLflow runs (the search itself is simclr_s2.tune). Each worker has its own `tune`
+"""tune: Optuna trials as MLflow runs (the search itself is simclr_s2.study.tuning). Each worker has its own `tune`
 run; each trial is a child run of it, named trial-<n>, with its settings and per-epoch metrics. With
 backend=ray the command starts `workers` Ray tasks, each a `tune-worker` child run of its run joining the
 same study on the shared storage; the command's run then logs the summary and makes the final run.
@@ -31,11 +31,11 @@ from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
 from simclr_s2 import faults
-from simclr_s2.app import specs
-from simclr_s2.app.context import Context
-from simclr_s2.app.spec import build
 from simclr_s2.errors import SettingError, UserError
-from simclr_s2.runtime import StepMetrics
+from simclr_s2.learning.runtime import StepMetrics
+from simclr_s2.settings import specs
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.spec import build
 from simclr_s2.stages.base import Stage, ensure_step
 from simclr_s2.stages.classifier import (
     BASELINE,
@@ -45,9 +45,7 @@ from simclr_s2.stages.classifier import (
     resolve_training,
     train_classifier,
 )
-from simclr_s2.tracking.endings import fail_if_running
-from simclr_s2.tracking.tracker import ERROR_TAG, PARENT_TAG, STAGE_TAG, StageRun, Step, describe
-from simclr_s2.tune import (
+from simclr_s2.study.tuning import (
     SearchSpace,
     StudyBudget,
     StudySettings,
@@ -64,6 +62,8 @@ from simclr_s2.tune import (
     storage_url,
     trials_table,
 )
+from simclr_s2.tracking.endings import fail_if_running
+from simclr_s2.tracking.tracker import ERROR_TAG, PARENT_TAG, STAGE_TAG, StageRun, Step, describe
 
 if TYPE_CHECKING:
     from simclr_s2.cluster.dispatch import Placement

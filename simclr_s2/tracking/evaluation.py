@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simclr_s2.metrics import DEFAULT_THRESHOLD, binary_metrics, save_plots
+from simclr_s2.learning.metrics import DEFAULT_THRESHOLD, binary_metrics, save_plots
 from simclr_s2.tracking.tracker import StageRun
 
 

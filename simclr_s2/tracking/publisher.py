@@ -31,7 +31,7 @@ from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from simclr_s2 import disk, faults
-from simclr_s2.runtime import StepMetrics, save_atomically
+from simclr_s2.learning.runtime import StepMetrics, save_atomically
 from simclr_s2.tracking.artifacts import artifact_folder
 
 log = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from mlflow.types import Schema, TensorSpec
 import simclr_s2
 from simclr_s2.bigearthnet.bands import ZSCORE, BandError, resolve_bands
 from simclr_s2.errors import NonFiniteError, UserError
-from simclr_s2.imported_weights import import_encoder_state, read_state_dict
-from simclr_s2.models import SimCLRModel
+from simclr_s2.learning.imported_weights import import_encoder_state, read_state_dict
+from simclr_s2.learning.models import SimCLRModel
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from simclr_s2.metrics import DEFAULT_THRESHOLD
+from simclr_s2.learning.metrics import DEFAULT_THRESHOLD
 from simclr_s2.tracking.registry import ModelRef
 from simclr_s2.tracking.tracker import COMPLETE_TAG, STAGE_TAG
 

@@ -44,10 +44,11 @@ from mlflow.entities import DatasetInput, InputTag, Param, Run, RunStatus, RunTa
 from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-from simclr_s2 import distributed, faults
-from simclr_s2.app.context import Context
+from simclr_s2 import faults
 from simclr_s2.errors import UserError
-from simclr_s2.runtime import StepMetrics
+from simclr_s2.learning import distributed
+from simclr_s2.learning.runtime import StepMetrics
+from simclr_s2.settings.context import Context
 from simclr_s2.tracking.connectivity import TrackingUnreachable, is_unreachable, retry_budget_s
 from simclr_s2.tracking.endings import ERROR_TAG
 from simclr_s2.tracking.fingerprint import CODE_TAG, package_fingerprint

@@ -9,11 +9,11 @@ import pytest
 
 from simclr_s2.app import boundary, cli, manual, mlproject
 from simclr_s2.app.cli import parse
-from simclr_s2.app.context import Context
-from simclr_s2.app.experiment import ProjectExperimentProvider, in_project
-from simclr_s2.app.spec import build, canonical
-from simclr_s2.app.specs import ENTRY_POINTS, Finetune, Grid, Promote
 from simclr_s2.errors import UserError
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.experiment import ProjectExperimentProvider, in_project
+from simclr_s2.settings.spec import build, canonical
+from simclr_s2.settings.specs import ENTRY_POINTS, Finetune, Grid, Promote
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
 from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN
 from simclr_s2.stages.tune import TUNE

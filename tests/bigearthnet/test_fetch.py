@@ -17,9 +17,10 @@ import pandas as pd
 import pytest
 from project_runner import Project, project_env
 
-from simclr_s2.bigearthnet import fetch, packed, reben
+from simclr_s2.bigearthnet import download as fetch
+from simclr_s2.bigearthnet import packed, reben
 from simclr_s2.bigearthnet.demo import write_demo_archive
-from simclr_s2.bigearthnet.fetch import FILES, FetchError
+from simclr_s2.bigearthnet.download import FILES, FetchError
 from simclr_s2.bigearthnet.index import index_digest
 from simclr_s2.bigearthnet.reader import V2_MAPS, V2_PATCHES
 from simclr_s2.bigearthnet.stream import write_tar_zst

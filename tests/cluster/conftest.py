@@ -10,7 +10,7 @@ import pytest
 import ray
 from project_runner import Project, project_env
 
-from simclr_s2.app.context import Context
+from simclr_s2.settings.context import Context
 from simclr_s2.stages import auto
 
 COMMAND_VARIABLES = ("MLFLOW_", "SIMCLR_S2_")  # set per command by the tests: no node may hold its own

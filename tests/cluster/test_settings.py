@@ -7,9 +7,9 @@ import sys
 
 import pytest
 
-from simclr_s2.app.spec import build
-from simclr_s2.app.specs import Grid, Tune
 from simclr_s2.errors import UserError
+from simclr_s2.settings.spec import build
+from simclr_s2.settings.specs import Grid, Tune
 
 
 @pytest.mark.parametrize(("cls", "values", "message"), [

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from project_runner import ROOT, Project
 
-from simclr_s2.app.context import DEFAULT_EXPERIMENT
 from simclr_s2.faults import FAULT_ENV, PAUSE_ENV
+from simclr_s2.settings.context import DEFAULT_EXPERIMENT
 from simclr_s2.stages.classifier import FINETUNE
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL
 

@@ -17,7 +17,7 @@ from project_runner import Project, project_env
 from rasterio.transform import from_origin
 
 from simclr_s2.bigearthnet.bands import BANDS, RESOLUTION_M, STUDY_BANDS
-from simclr_s2.models import IrrigationClassifier
+from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.tracking.registry import BAND_LIST_TAG, CLASSIFIER_MODEL, SCALING_TAG, log_and_register
 
 CRS = "EPSG:32633"

@@ -14,14 +14,14 @@ from conftest import CLOUD, ORIGIN, SIDE, scene_bands, write_folder, write_raste
 from rasterio.transform import Affine
 
 from simclr_s2.bigearthnet.bands import STUDY_BANDS
-from simclr_s2.data import BatchLoader, PatchDataset
 from simclr_s2.errors import UserError
-from simclr_s2.models import IrrigationClassifier
+from simclr_s2.learning.datasets import BatchLoader, PatchDataset
+from simclr_s2.learning.models import IrrigationClassifier
+from simclr_s2.learning.train import predict
 from simclr_s2.scenes.maps import IRRIGATED, NODATA, PROBABILITY, QUICKLOOK, SUMMARY
 from simclr_s2.stages.predict import PREDICT
 from simclr_s2.tracking.registry import ModelRef, load_logged
 from simclr_s2.tracking.thresholds import validation_threshold
-from simclr_s2.train import predict
 
 REBEN = Path(__file__).parents[1] / "bigearthnet" / "fixtures" / "reben-sample"
 

@@ -7,7 +7,7 @@ import pytest
 from mlflow.entities import Run
 from project_runner import Project, project_env
 
-from simclr_s2.app.context import Context
+from simclr_s2.settings.context import Context
 from simclr_s2.stages.classifier import FINETUNE
 
 

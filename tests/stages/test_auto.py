@@ -11,12 +11,12 @@ import pytest
 import torch
 from project_runner import Project, project_env
 
-from simclr_s2.app import specs
 from simclr_s2.app.cli import main
-from simclr_s2.app.context import Context
-from simclr_s2.app.spec import build
-from simclr_s2.augment import AugmentConfig
-from simclr_s2.models import build_simclr
+from simclr_s2.learning.augment import AugmentConfig
+from simclr_s2.learning.models import build_simclr
+from simclr_s2.settings import specs
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.spec import build
 from simclr_s2.stages import auto
 from simclr_s2.stages.base import Stage, find_step
 from simclr_s2.stages.data import BUILD_INDEX, CREATE_SPLITS, DEMO_MARKER, MAKE_DEMO_DATA

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from simclr_s2.app.cli import main
-from simclr_s2.app.context import DEFAULT_EXPERIMENT
-from simclr_s2.models import build_simclr
+from simclr_s2.learning.models import build_simclr
+from simclr_s2.settings.context import DEFAULT_EXPERIMENT
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
 from simclr_s2.stages.evaluate import EVALUATE
 from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN

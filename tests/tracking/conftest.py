@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simclr_s2.app.context import Context
+from simclr_s2.settings.context import Context
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from simclr_s2.compare import REQUIRED
+from simclr_s2.study.comparison import REQUIRED
 from simclr_s2.tracking.versions import VersionRecord, finite, versions_frame
 
 TAGS = {"stage": "finetune", "pretrained": "ben", "arch": "resnet18", "epochs": "50", "fraction": "10", "seed": "0",

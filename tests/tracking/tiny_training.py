@@ -10,10 +10,10 @@ import sys
 import torch
 from torch import nn
 
-from simclr_s2.app.context import Context
-from simclr_s2.data import BatchLoader, MemoryDataset
+from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
+from simclr_s2.learning.train import FitConfig, fit
+from simclr_s2.settings.context import Context
 from simclr_s2.tracking.tracker import Step, Tracker
-from simclr_s2.train import FitConfig, fit
 
 
 class Tiny(nn.Module):

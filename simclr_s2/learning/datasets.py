@@ -1,0 +1,343 @@
+"""Datasets and the batch loader that training code iterates: `for x, y in make_loader(...)`.
+
+Two sources give the same model inputs, up to the packed store's stated rounding of resampled bands
+(packed.py): `PatchDataset` reads GeoTIFFs per sample (small data, no store), `PackedDataset` reads rows of
+a packed store, already resampled, a batch at a time. `BatchLoader` batches any source in the calling
+process and prepares the next batches in background threads while the model trains on this one: reading
+and converting rows release the GIL, and DataLoader worker processes would only add a copy of every batch
+between processes. On CUDA the loader copies the store's uint16 rows (half the bytes of float32) to the
+device on a side stream and converts them there.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from simclr_s2.bigearthnet.bands import ZSCORE, InputTransform, check_resampling, check_scaling, resolve_bands
+from simclr_s2.bigearthnet.packed import PackedStore, open_or_pack
+from simclr_s2.bigearthnet.reader import patch_dir, read_pixels
+from simclr_s2.errors import UserError
+from simclr_s2.learning import distributed
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+
+
+def _labels(labels: Sequence[float] | np.ndarray | None, n: int) -> torch.Tensor:
+    """float32 labels; None (unlabelled, e.g. SimCLR pretraining) gives NaN so a misuse shows in the loss."""
+    if labels is None:
+        return torch.full((n,), float("nan"))
+    y = torch.as_tensor(np.asarray(labels, dtype=np.float32))
+    if y.shape != (n,):
+        raise UserError(f"labels: expected {n} labels (one per patch), got shape {tuple(y.shape)}")
+    return y
+
+
+class BatchSource(Protocol):
+    """What BatchLoader needs: a length and a batched read of positions -> CPU (x float32, y float32)."""
+
+    def __len__(self) -> int: ...
+
+    def read_batch(self, indices: np.ndarray) -> Batch: ...
+
+
+@runtime_checkable
+class DeviceSource(Protocol):
+    """A source whose batches a loader finishes on its device: `read_stored` gives the compact stored form
+    (in pinned memory, for an asynchronous copy), `finish` turns it into `read_batch`'s x where it lies."""
+
+    def read_stored(self, indices: np.ndarray, pin_memory: bool) -> Batch: ...
+
+    def finish(self, stored: torch.Tensor) -> torch.Tensor: ...
+
+
+class PatchDataset(Dataset[Batch]):
+    """Direct GeoTIFF path: one `read_pixels` per sample -> (x float32 (C, 120, 120), y float32 scalar)."""
+
+    def __init__(
+        self,
+        archive_root: Path,
+        names: Sequence[str],
+        labels: Sequence[float] | np.ndarray | None,
+        bands: str | Sequence[str] = "study",
+        resampling: str = "bicubic",
+        scaling: str = ZSCORE,
+    ) -> None:
+        self.archive_root = Path(archive_root)
+        self.names = tuple(names)
+        self.labels = _labels(labels, len(self.names))
+        self.transform = InputTransform(bands, scaling)
+        self.resampling = check_resampling(resampling)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, i: int) -> Batch:
+        dn = read_pixels(
+            patch_dir(self.archive_root, self.names[i]), self.transform.bands, self.resampling, False
+        )
+        return torch.from_numpy(self.transform(dn, out=dn)), self.labels[i]
+
+    def read_batch(self, indices: np.ndarray) -> Batch:
+        x = torch.stack([self[int(i)][0] for i in indices])
+        return x, self.labels[torch.as_tensor(indices, dtype=torch.long)]
+
+
+class PackedDataset(Dataset[Batch]):
+    """Packed-store path: positions 0..n-1 map to store `rows`; `read_batch` is the fast path."""
+
+    def __init__(
+        self,
+        store: PackedStore,
+        labels: Sequence[float] | np.ndarray | None,
+        rows: Sequence[int] | np.ndarray | None = None,
+        scaling: str = ZSCORE,
+    ) -> None:
+        self.store = store
+        self.rows = np.arange(len(store)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.labels = _labels(labels, len(self.rows))
+        self.transform = InputTransform(store.bands, scaling)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> Batch:
+        x, y = self.read_batch(np.array([i]))
+        return x[0], y[0]
+
+    def read_batch(self, indices: np.ndarray) -> Batch:
+        idx = np.asarray(indices, dtype=np.int64)
+        x = self.store.read_inputs(self.rows[idx], self.transform)
+        return torch.from_numpy(x), self.labels[torch.from_numpy(idx)]
+
+    def read_stored(self, indices: np.ndarray, pin_memory: bool) -> Batch:
+        """The rows' uint16 DN, read straight into (pinned) torch memory."""
+        idx = np.asarray(indices, dtype=np.int64)
+        dn = torch.empty((len(idx), *self.store.row_shape), dtype=torch.uint16, pin_memory=pin_memory)
+        self.store.read_dn(self.rows[idx], out=dn.numpy())
+        return dn, self.labels[torch.from_numpy(idx)]
+
+    def finish(self, stored: torch.Tensor) -> torch.Tensor:
+        return self.transform(stored)
+
+
+class MemoryDataset(Dataset[Batch]):
+    """Finished (x, y) tensors in RAM: cached features, synthetic data in tests and benchmarks."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        if len(x) != len(y):
+            raise ValueError(f"MemoryDataset: {len(x)} inputs but {len(y)} labels")
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> Batch:
+        return self.x[i], self.y[i]
+
+    def read_batch(self, indices: np.ndarray) -> Batch:
+        # numpy's gather: its large allocations come with transparent huge pages, and on the machines
+        # measured here torch's fresh 4 KiB pages cost ~10x the copy itself.
+        idx = np.asarray(indices, dtype=np.int64)
+        return torch.from_numpy(self.x.numpy()[idx]), torch.from_numpy(self.y.numpy()[idx])
+
+
+class BatchLoader:
+    """Iterable of (x, y) batches over a BatchSource, in the calling process.
+
+    Shuffling is a torch.Generator seeded from (seed, epoch): epoch e has the same order in every
+    run, and a resumed run can `set_epoch` to continue where it stopped. Each iteration uses the
+    current epoch and then advances it.
+
+    `prefetch` background threads read the batches after the current one (each batch's content depends only
+    on its positions, and batches are yielded in order, so threads change nothing but speed). On a CUDA
+    `device` x arrives there (y stays on the CPU), copied and, for a DeviceSource, finished on a side stream.
+
+    Under torchrun each rank iterates a `sharded` copy: `batch_size` stays the global batch, and rank r
+    takes every world-th sample of it, so the ranks together train on the batches one process would.
+    """
+
+    def __init__(
+        self,
+        source: BatchSource,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
+        *,
+        device: str | torch.device | None = None,
+        prefetch: int = 2,
+    ) -> None:
+        if batch_size < 1:
+            raise UserError(f"batch_size: expected a positive integer, got {batch_size}")
+        if not 0 <= rank < world:
+            raise ValueError(f"BatchLoader: rank {rank} is not in a world of {world}")
+        if batch_size % world:
+            raise UserError(
+                f"batch_size: {batch_size} does not split evenly over {world} processes; "
+                f"use a multiple of {world}"
+            )
+        if prefetch < 1:
+            raise UserError(f"prefetch: expected at least 1 batch read ahead, got {prefetch}")
+        self.source = source
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.seed = seed
+        self.drop_last = drop_last
+        self.rank = rank
+        self.world = world
+        self.device = torch.device(device or "cpu")
+        self.prefetch = prefetch
+        self.epoch = 0
+
+    def sharded(self, rank: int | None = None, world: int | None = None) -> BatchLoader:
+        """This loader as one rank of `world` sees it (default: this process's place in the torchrun job)."""
+        shard = BatchLoader(
+            self.source,
+            self.batch_size,
+            self.shuffle,
+            self.seed,
+            self.drop_last,
+            rank=distributed.rank() if rank is None else rank,
+            world=distributed.world() if world is None else world,
+            device=self.device,
+            prefetch=self.prefetch,
+        )
+        shard.epoch = self.epoch
+        return shard
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        """Steps per epoch: the same on every rank."""
+        n = len(self.source)
+        return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def samples(self) -> int:
+        """Distinct positions one epoch visits, over all ranks."""
+        return min(len(self.source), len(self) * self.batch_size)
+
+    def order(self, epoch: int) -> np.ndarray:
+        """Positions in the order epoch `epoch` visits them."""
+        n = len(self.source)
+        if not self.shuffle:
+            return np.arange(n)
+        seed = int(np.random.SeedSequence((self.seed, epoch)).generate_state(1, np.uint64)[0] >> 1)
+        return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
+
+    def dealt(self, epoch: int) -> np.ndarray:
+        """This rank's positions in epoch `epoch`: the epoch's order, wrapped round to a multiple of
+        `world` (as DistributedSampler pads) so every rank takes as many steps with as many samples,
+        then every world-th one from `rank`."""
+        order = self.order(epoch)[: self.samples]
+        return np.resize(order, -(-len(order) // self.world) * self.world)[self.rank :: self.world]
+
+    def __iter__(self) -> Iterator[Batch]:
+        positions = self.dealt(self.epoch)
+        self.epoch += 1
+        step = self.batch_size // self.world
+        stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+        pool = ThreadPoolExecutor(self.prefetch, thread_name_prefix="batch-loader")
+        pending: deque[Future] = deque()
+        try:
+            for b in range(len(self)):
+                pending.append(pool.submit(self._load, positions[b * step : (b + 1) * step], stream))
+                if len(pending) > self.prefetch:
+                    yield self._arrived(*pending.popleft().result())
+            while pending:
+                yield self._arrived(*pending.popleft().result())
+        finally:  # the consumer stopped early or a read failed: read nothing more
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    def _load(
+        self, positions: np.ndarray, stream: torch.cuda.Stream | None
+    ) -> tuple[Batch, torch.cuda.Event | None]:
+        """One batch, in a loader thread: on the CPU, or copied (and finished) on `stream`."""
+        if stream is None:
+            return self.source.read_batch(positions), None
+        on_device = isinstance(self.source, DeviceSource)
+        x, y = self.source.read_stored(positions, True) if on_device else self.source.read_batch(positions)
+        with torch.cuda.stream(stream):
+            x = x.to(self.device, non_blocking=True)
+            x = self.source.finish(x) if on_device else x
+            ready = torch.cuda.Event()
+            ready.record(stream)
+        return (x, y), ready
+
+    def _arrived(self, batch: Batch, ready: torch.cuda.Event | None) -> Batch:
+        """The batch, safe to use on the current stream: it waits for the side stream's copy, and the
+        allocator keeps x's memory until the current stream is done with it."""
+        if ready is not None:
+            current = torch.cuda.current_stream(self.device)
+            current.wait_event(ready)
+            batch[0].record_stream(current)
+        return batch
+
+    def gather(self, local: torch.Tensor) -> torch.Tensor:
+        """Per-sample results of one epoch (rows in the order this rank was dealt them) from every rank,
+        put back in the epoch's order with the padding dropped: what one process would have."""
+        if self.world == 1:
+            return local
+        return torch.stack(distributed.all_gather(local), 1).flatten(0, 1)[: self.samples]
+
+
+def gather_epoch(batches: Iterable[Batch], local: torch.Tensor) -> torch.Tensor:
+    """`BatchLoader.gather` for a BatchLoader; any other iterable is not sharded, so `local` is all of it."""
+    return batches.gather(local) if isinstance(batches, BatchLoader) else local
+
+
+def make_loader(
+    archive_root: Path,
+    names: Sequence[str],
+    labels: Sequence[float] | np.ndarray | None,
+    bands: str | Sequence[str] = "study",
+    resampling: str = "bicubic",
+    batch_size: int = 32,
+    shuffle: bool = False,
+    seed: int = 0,
+    store_dir: Path | None = None,
+    *,
+    index_digest: str | None = None,
+    store_names: Sequence[str] | None = None,
+    drop_last: bool = False,
+    workers: int | None = None,
+    scaling: str = ZSCORE,
+    device: str | torch.device | None = None,
+    prefetch: int = 2,
+) -> BatchLoader:
+    """The loader training code calls: the packed store when `store_dir` is given (packing it if needed),
+    the GeoTIFFs otherwise.
+
+    `store_names` is the list the store holds (default `names`): pack the union of a scheme's splits
+    once and every split and fraction reads its rows from it. `workers`: processes that pack.
+    `scaling`: one of bands.SCALINGS. `device`: where x is delivered (on CUDA the store's rows are
+    converted there). `prefetch`: batches read ahead in background threads. None of these change the batches.
+    """
+    if not names:
+        raise UserError("make_loader: names is empty; expected at least one patch")
+    bands = resolve_bands(bands)
+    check_resampling(resampling)
+    check_scaling(scaling)
+    source: BatchSource
+    if store_dir is None:
+        source = PatchDataset(archive_root, names, labels, bands, resampling, scaling)
+    else:
+        if not index_digest:
+            raise UserError(
+                f"make_loader: store_dir {store_dir} needs index_digest (it decides when the store is stale)"
+            )
+        packed = names if store_names is None else store_names
+        store = open_or_pack(archive_root, packed, Path(store_dir), bands, index_digest, workers, resampling)
+        source = PackedDataset(store, labels, store.rows(names), scaling)
+    return BatchLoader(source, batch_size, shuffle, seed, drop_last, device=device, prefetch=prefetch)

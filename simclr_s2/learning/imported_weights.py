@@ -1,0 +1,217 @@
+"""Encoders pretrained elsewhere, in the layout the field publishes them: torchgeo's Sentinel-2 ResNets.
+
+torchgeo (torchgeo/models/resnet.py, `ResNet50_Weights.SENTINEL2_ALL_MOCO`, `_DINO`, `_DECUR`, ...; also
+`ResNet18_Weights.SENTINEL2_ALL_MOCO`) publishes SSL4EO-S12 encoders as state dicts of a timm ResNet built
+with `in_chans=13`. timm keeps torchvision's parameter names ("weight compat requires it"): `conv1.weight`,
+`bn1.*`, `layer1.0.conv1.weight`, ..., `layer4.2.bn3.*`, and `fc.*` when the file has a classifier. Its
+first convolution takes the 13 Sentinel-2 L1C bands in torchgeo's `_sentinel2_toa_bands` order B1 ... B8,
+B8a, B9, B10, B11, B12, and its inputs are digital numbers divided by 10,000
+(`_ssl4eo_s12_transforms_s2_10k`: Normalize(mean=0, std=10000)).
+
+This module turns such a state dict into the one `models.load_encoder_state` takes: the ResNet under
+`encoder.`, the first convolution's input channels picked by band name for the data's bands (BigEarthNet
+has no B10), and a freshly initialised projection head under `head.` (seeded, so the result is the same
+every time). It also tells that layout from this project's own, and names the scaling each expects.
+"""
+
+from __future__ import annotations
+
+import pickle
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from simclr_s2.bigearthnet.bands import ZSCORE, resolve_bands
+from simclr_s2.errors import UserError
+from simclr_s2.learning.models import (
+    ARCHS,
+    HEAD_DIMS,
+    Encoder,
+    ProjectionHead,
+    SimCLRModel,
+    load_encoder_state,
+)
+
+TORCHGEO_S2_BANDS = (
+    "B01",
+    "B02",
+    "B03",
+    "B04",
+    "B05",
+    "B06",
+    "B07",
+    "B08",
+    "B8A",
+    "B09",
+    "B10",
+    "B11",
+    "B12",
+)
+"""torchgeo's `_sentinel2_toa_bands` (B1 ... B8a ... B12) in this project's spelling: conv1's channels."""
+TORCHGEO_S2_SCALING = "reflectance/10000"
+"""What torchgeo's SSL4EO-S12 Sentinel-2 weights expect: digital numbers / 10,000."""
+SIMCLR_SCALING = ZSCORE
+"""What this project's encoders expect: the per-band BigEarthNet z-score ("bigearthnet-zscore")."""
+SIMCLR, TIMM = "simclr", "timm"
+_EXPECTED = (
+    "this project's SimCLR layout (encoder.*, head.*) or a timm/torchvision ResNet "
+    "(conv1.weight, bn1.*, layer1.* ... layer4.*, optionally fc.*) as torchgeo publishes"
+)
+
+
+@dataclass(frozen=True)
+class ImportedEncoder:
+    """A SimCLR model built from an imported state dict, with what a run must record about it."""
+
+    model: SimCLRModel
+    arch: str
+    bands: tuple[str, ...]  # the data's bands, in conv1's channel order
+    scaling: str  # the input scaling the encoder was trained with
+    layout: str  # SIMCLR or TIMM: the layout the state dict came in
+
+
+def _checked(state: object, source: str) -> dict[str, torch.Tensor]:
+    """`state` as a plain dict of tensors without a DataParallel `module.` prefix, or a one-line UserError."""
+    if not isinstance(state, Mapping) or not state:
+        what = f"a {type(state).__name__}" if not isinstance(state, Mapping) else "an empty mapping"
+        raise UserError(f"{source}: expected a state dict (parameter name -> tensor), got {what}")
+    bad = [k for k, v in state.items() if not isinstance(k, str) or not isinstance(v, torch.Tensor)]
+    if bad:
+        raise UserError(f"{source}: expected a state dict (parameter name -> tensor); {bad[0]!r} is not one")
+    if all(k.startswith("module.") for k in state):
+        return {k.removeprefix("module."): v for k, v in state.items()}
+    return dict(state)
+
+
+def _finite(state: Mapping[str, torch.Tensor], source: str) -> None:
+    """Refuse weights holding NaN or infinity (a diverged training): registered, they would only make
+    NaN features downstream."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise UserError(f"{source}: {len(bad)} of {len(state)} tensors hold NaN or infinite values "
+                        f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); expected finite weights")
+
+
+def state_dict_layout(state: Mapping[str, torch.Tensor], source: str = "state dict") -> str:
+    """SIMCLR (keys `encoder.*` and `head.*`) or TIMM (a bare ResNet: `conv1.weight`, `layer1.*`, ...);
+    anything else is a UserError naming `source`, what was found and what was expected."""
+    keys = _checked(state, source).keys()
+    if "encoder.conv1.weight" in keys:
+        return SIMCLR
+    if "conv1.weight" in keys and any(k.startswith("layer1.") for k in keys):
+        return TIMM
+    found = ", ".join(list(keys)[:3])
+    raise UserError(f"{source}: keys {found}, ... are neither {_EXPECTED}")
+
+
+def _match_arch(encoder_state: Mapping[str, torch.Tensor], in_channels: int, source: str) -> Encoder:
+    """The encoder of ARCHS, built on the meta device (no memory, no weights), whose parameter names and
+    shapes `encoder_state` has; else a UserError naming the shapes that differ, or the block counts."""
+    given = {k: tuple(v.shape) for k, v in encoder_state.items()}
+    for arch in ARCHS:
+        with torch.device("meta"):
+            encoder = Encoder(arch, in_channels)
+        expected = {k: tuple(v.shape) for k, v in encoder.state_dict().items()}
+        if given.keys() == expected.keys():
+            wrong = [f"{k} {given[k]} (expected {v})" for k, v in expected.items() if given[k] != v]
+            if not wrong:
+                return encoder
+            raise UserError(f"{source}: a {arch} with {in_channels} input bands but {', '.join(wrong[:3])}")
+    blocks = [len({k.split(".")[1] for k in given if k.startswith(f"layer{i}.")}) for i in range(1, 5)]
+    raise UserError(
+        f"{source}: a ResNet with {blocks} blocks per stage and {len(given)} tensors is none of "
+        f"{', '.join(ARCHS)} (parameter names differ)"
+    )
+
+
+def timm_to_simclr(
+    state: Mapping[str, torch.Tensor],
+    bands: str | Sequence[str],
+    *,
+    source_bands: Sequence[str] = TORCHGEO_S2_BANDS,
+    head_dims: Sequence[int] = HEAD_DIMS,
+    seed: int = 0,
+    source: str = "state dict",
+) -> dict[str, torch.Tensor]:
+    """A timm/torchvision ResNet state dict whose conv1 takes `source_bands` -> the SimCLR state dict for
+    data with `bands` (conv1's channels picked by band name, in `bands` order), with a new projection head
+    initialised from `seed`. `fc.*` is dropped; BatchNorm counters a file left out are restored as 0."""
+    timm = {k: v for k, v in _checked(state, source).items() if not k.startswith("fc.")}
+    if state_dict_layout(timm, source) != TIMM:
+        raise UserError(f"{source}: already in this project's SimCLR layout; load it as it is")
+    bands = resolve_bands(bands)
+    conv1 = timm["conv1.weight"]
+    if conv1.ndim != 4 or conv1.shape[1] != len(source_bands):
+        raise UserError(
+            f"{source}: conv1.weight has shape {tuple(conv1.shape)}, expected (64, {len(source_bands)}, 7, 7)"
+            f" for the bands {','.join(source_bands)}"
+        )
+    missing = [b for b in bands if b not in source_bands]
+    if missing:
+        raise UserError(f"bands: {','.join(missing)} not among the encoder's bands {','.join(source_bands)}")
+    timm["conv1.weight"] = conv1[:, [list(source_bands).index(b) for b in bands]].clone()
+    for key in [k.removesuffix(".running_mean") for k in timm if k.endswith(".running_mean")]:
+        timm.setdefault(f"{key}.num_batches_tracked", torch.tensor(0))
+    feature_dim = _match_arch(timm, len(bands), source).feature_dim
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        head = ProjectionHead(feature_dim, head_dims).state_dict()
+    return {**{f"encoder.{k}": v for k, v in timm.items()}, **{f"head.{k}": v for k, v in head.items()}}
+
+
+def read_state_dict(path: Path, what: str = "pretrained",
+                    bands: str | Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+    """A state-dict file (torch.save of parameter name -> tensor; a pretrain checkpoint's `model` entry
+    too), read without running pickled code; `what` names the parameter in the one-line error. `bands`,
+    when given, must be the bands a pretrain checkpoint records (names and order: the channels)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"{what}: state-dict file {path} does not exist")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        detail = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise UserError(f"{what}: {path} is not a PyTorch state-dict file ({detail[:200]})") from None
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        recorded = _recorded_bands(state)
+        if bands is not None and recorded and recorded != resolve_bands(bands):
+            given = bands if isinstance(bands, str) else ",".join(bands)
+            raise UserError(f"bands: {path} was pretrained on {','.join(recorded)}; expected that list (names "
+                            f"and order), got {given}")
+        state = state["model"]  # a pretrain checkpoint: the weights are under "model"
+    return _checked(state, f"{what}: {path}")
+
+
+def _recorded_bands(checkpoint: Mapping[str, object]) -> tuple[str, ...] | None:
+    """The bands a pretrain checkpoint of this project records (in its augmentation settings), else None."""
+    config = checkpoint.get("config")
+    augment = config.get("augment") if isinstance(config, dict) else None
+    return tuple(augment["bands"]) if isinstance(augment, dict) and augment.get("bands") else None
+
+
+def import_encoder_state(
+    state: Mapping[str, torch.Tensor],
+    bands: str | Sequence[str],
+    *,
+    source_bands: Sequence[str] = TORCHGEO_S2_BANDS,
+    scaling: str = TORCHGEO_S2_SCALING,
+    seed: int = 0,
+    source: str = "state dict",
+) -> ImportedEncoder:
+    """A SimCLR model from a state dict in either layout, for data with `bands`.
+
+    SIMCLR: loaded as it is (its conv1 must take len(bands) channels); it expects SIMCLR_SCALING. TIMM:
+    converted with `timm_to_simclr` (`source_bands`, `seed`); it expects `scaling`, by default
+    torchgeo's DN / 10,000."""
+    layout = state_dict_layout(state, source)
+    _finite(state, source)
+    bands = resolve_bands(bands)
+    if layout == TIMM:
+        state = timm_to_simclr(state, bands, source_bands=source_bands, seed=seed, source=source)
+    else:
+        state, scaling = _checked(state, source), SIMCLR_SCALING
+    encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
+    arch = _match_arch(encoder, encoder["conv1.weight"].shape[1], source).arch
+    return ImportedEncoder(load_encoder_state(state, arch, len(bands)), arch, bands, scaling, layout)

@@ -1,0 +1,210 @@
+"""The supervised loop shared by fine-tuning and the baselines: Adam on the trainable weights, binary
+cross-entropy on one logit, early stopping on validation AUC with the best weights kept, and a
+checkpoint after every epoch so a killed run continues where it stopped, with exactly the steps
+of an unbroken run.
+
+Loaders are iterables of (x, y) batches; one that has `set_epoch(epoch)` is told the epoch first, so its
+shuffled order depends on (seed, epoch) only and a resumed run sees the same batches as an unbroken one.
+
+Under torchrun every rank calls `fit` with its shard of the batches (`BatchLoader.sharded`): gradients
+are averaged by DistributedDataParallel, and epoch metrics are computed on everyone's predictions, so
+every rank takes the same early-stopping decisions. Rank 0 alone logs and writes checkpoints.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from simclr_s2.errors import UserError
+from simclr_s2.learning import distributed
+from simclr_s2.learning.datasets import gather_epoch
+from simclr_s2.learning.runtime import Progress, amp_setup, check_finite, save_checkpoint
+from simclr_s2.learning.metrics import binary_metrics
+
+log = logging.getLogger(__name__)
+
+EPOCH_METRICS = ("loss", "accuracy", "precision", "recall", "f1", "auc")
+Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """The study's defaults: Adam lr 5e-5, up to 50 epochs, patience 25 on validation AUC."""
+
+    epochs: int = 50
+    lr: float = 5e-5
+    weight_decay: float = 0.0
+    patience: int = 25
+    seed: int = 0
+    device: str = "cpu"
+    amp: bool = False
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "patience"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name}: expected a whole number >= 1, got {getattr(self, name)}")
+        if not self.lr > 0:
+            raise UserError(f"lr: expected a learning rate > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            raise UserError(f"weight_decay: expected a value >= 0, got {self.weight_decay}")
+
+
+@dataclass
+class FitResult:
+    best_epoch: int
+    best_val: dict[str, float]
+    epochs_run: int
+    start_epoch: int
+    stopped_early: bool
+
+
+def _prepare(x: torch.Tensor, device: str, channels_last: bool) -> torch.Tensor:
+    x = x.to(device, non_blocking=True)
+    if channels_last and x.dim() == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+def _set_epoch(loader: Batches, epoch: int) -> None:
+    if hasattr(loader, "set_epoch"):
+        loader.set_epoch(epoch)
+
+
+@torch.no_grad()
+def predict(model: nn.Module, loader: Batches, device: str = "cpu", amp: bool = False,
+            channels_last: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
+    """Labels, probabilities and mean BCE loss of `model` over `loader`, in evaluation mode. A sharded
+    loader gives every rank's predictions, in the loader's order (so every rank must call it)."""
+    model.eval().to(device)
+    labels, logits = [], []
+    autocast_dtype, _ = amp_setup(amp, torch.device(device))
+    for x, y in loader:
+        with torch.autocast(torch.device(device).type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            logits.append(model(_prepare(x, device, channels_last)).float().cpu())
+        labels.append(y.float())
+    if not logits:
+        raise UserError("data: a set to evaluate has no patches")
+    z, y = gather_epoch(loader, torch.cat(logits)), gather_epoch(loader, torch.cat(labels))
+    loss = nn.functional.binary_cross_entropy_with_logits(z, y).item()
+    return y.numpy(), torch.sigmoid(z).numpy(), loss
+
+
+def _epoch_metrics(prefix: str, y: np.ndarray, p: np.ndarray, loss: float) -> dict[str, float]:
+    m = {**binary_metrics(y, p), "loss": loss}
+    return {f"{prefix}_{k}": m[k] for k in EPOCH_METRICS}
+
+
+def _train_epoch(net: nn.Module, loader: Batches, optimizer: torch.optim.Optimizer, cfg: FitConfig,
+                 amp: tuple[torch.dtype | None, torch.amp.GradScaler | None], desc: str) -> dict[str, float]:
+    """One pass over `loader` with `net` (the model, or its DistributedDataParallel wrapper); the
+    train_* metrics on every rank's predictions, the loss averaged over every rank's steps."""
+    device = torch.device(cfg.device)
+    autocast_dtype, scaler = amp
+    loss_fn = nn.BCEWithLogitsLoss()
+    net.train()
+    labels, logits, losses = [], [], []
+    for x, y in tqdm(loader, desc=desc, disable=distributed.quiet(), leave=False):
+        y = y.float().to(device)
+        with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
+            z = net(_prepare(x, cfg.device, cfg.channels_last)).float()
+            loss = loss_fn(z, y)
+        optimizer.zero_grad(set_to_none=True)
+        if scaler is not None:
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
+        labels.append(y.cpu())
+        logits.append(z.detach().cpu())
+        losses.append(loss.item() * len(y))
+    y_local = torch.cat(labels)
+    loss_sum, count = distributed.all_reduce_sum([sum(losses), float(len(y_local))])
+    return _epoch_metrics("train", gather_epoch(loader, y_local).numpy(),
+                          torch.sigmoid(gather_epoch(loader, torch.cat(logits))).numpy(), loss_sum / count)
+
+
+def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
+        checkpoint_path: Path | None = None, progress: Progress | None = None) -> FitResult:
+    """Train the weights of `model` that require grad; afterwards `model` holds the best epoch's weights.
+
+    Every epoch's train_* and val_* metrics go to `progress.epoch_done` at once (one batched tracking
+    call), after that epoch's checkpoint is durable: with `checkpoint_path` the full state (weights,
+    optimiser, best weights, patience counter, every rank's RNG, the metric history) is written after
+    each epoch and picked up by the next call, which hands the history to `progress.resumed`. A NaN or
+    infinite loss stops training (NonFiniteError) before it is checkpointed. `progress` is called on rank
+    0 only.
+    """
+    device = torch.device(cfg.device)
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    if not trainable:
+        raise UserError("trainable: the policy leaves no weight to train")
+    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    amp = amp_setup(cfg.amp, device)
+    report = progress if progress is not None and distributed.is_main() else None
+
+    state: dict[str, Any] = {"epoch": 0, "best_auc": -math.inf, "best_epoch": -1, "best_val": {},
+                             "best_model": None, "bad_epochs": 0, "history": []}
+    saved = distributed.load_checkpoint(checkpoint_path, weights_only=False)
+    if saved is not None:
+        if saved["config"] != asdict(cfg):
+            raise UserError(f"checkpoint {checkpoint_path} was written with other settings: {saved['config']}")
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(distributed.own_state(saved["rng"], f"checkpoint {checkpoint_path}"))
+        state = saved["state"]
+        log.info("resuming training at epoch %d from %s", state["epoch"] + 1, checkpoint_path)
+        if report:
+            report.resumed(state["history"])
+    else:
+        torch.manual_seed(cfg.seed + distributed.rank())  # each rank its own dropout masks
+    start_epoch = state["epoch"]
+
+    with distributed.data_parallel(model) as net:
+        while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
+            epoch = state["epoch"]
+            _set_epoch(train, epoch)
+            train_metrics = _train_epoch(net, train, optimizer, cfg, amp, f"epoch {epoch + 1}/{cfg.epochs}")
+            distributed.broadcast_buffers(model)
+            val_metrics = _epoch_metrics("val", *predict(model, val, cfg.device, cfg.amp, cfg.channels_last))
+            metrics = {**train_metrics, **val_metrics}
+            check_finite(metrics, ("train_loss", "val_loss"), f"at epoch {epoch + 1} (lr={cfg.lr:g})")
+            auc = val_metrics["val_auc"]
+            if not math.isnan(auc) and auc > state["best_auc"]:
+                state.update(best_auc=auc, best_epoch=epoch, best_val=val_metrics, bad_epochs=0,
+                             best_model=copy.deepcopy(model.state_dict()))
+            else:
+                state["bad_epochs"] += 1
+            state["epoch"] = epoch + 1
+            state["history"].append((epoch, metrics))
+            log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.4f, val F1 %.4f", epoch + 1,
+                     cfg.epochs, train_metrics["train_loss"], val_metrics["val_loss"], auc, val_metrics["val_f1"])
+            if checkpoint_path is not None:
+                rngs = distributed.all_gather_object(torch.get_rng_state())
+                if distributed.is_main():
+                    save_checkpoint(report, {"config": asdict(cfg), "model": model.state_dict(),
+                                             "optimizer": optimizer.state_dict(), "rng": rngs, "state": state},
+                                    checkpoint_path, epoch)
+            if report:
+                report.epoch_done([(epoch, metrics)], epoch)
+
+    if state["best_model"] is not None:
+        model.load_state_dict(state["best_model"])
+    return FitResult(best_epoch=state["best_epoch"], best_val=state["best_val"], epochs_run=state["epoch"],
+                     start_epoch=start_epoch, stopped_early=state["bad_epochs"] >= cfg.patience)

@@ -1,0 +1,466 @@
+"""Every entry point's settings, defined once. MLproject (`python -m simclr_s2.app.mlproject`) and the
+manual's parameter tables (docs/entry-points.md) are generated from these classes, and tests check both
+are in sync, so a default changes in exactly one place.
+
+`auto` means "the demo's": the data, splits or encoder of the demo chain, made when missing (by the
+commands that train) and found when present; resolved values are logged as `resolved_<name>`. It fills
+only what was left out: a value given is never replaced. A data stage's path left at `auto` is its place
+in the data folder (SIMCLR_S2_DATA), the one the demo chain uses. Every check that needs no data is a
+field's `check` or a spec's `validate`, so it refuses before anything is read or a run opened.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar
+
+from simclr_s2.bigearthnet.bands import BANDS, BandError, resolve_bands
+from simclr_s2.bigearthnet.download import FILES as FETCH_FILES
+from simclr_s2.bigearthnet.download import ZENODO
+from simclr_s2.bigearthnet.nomenclature import AMBIGUOUS
+from simclr_s2.errors import UserError
+from simclr_s2.learning.augment import JITTER_MODES, AugmentConfig
+from simclr_s2.learning.models import ARCHS, TRAINABLE
+from simclr_s2.learning.simclr import OPTIMIZERS
+from simclr_s2.scenes.scl import DEFAULT_MASK, parse_mask
+from simclr_s2.settings.spec import (
+    Spec,
+    non_negative,
+    not_empty,
+    param,
+    percentage,
+    percentages,
+    positive,
+    probability,
+)
+from simclr_s2.study.membership import OVERLAP_POLICIES
+from simclr_s2.study.split_kinds import KIND_PATTERN, KINDS_HELP
+from simclr_s2.study.splits import ALL_SETS
+from simclr_s2.study.splits import DEFAULT_FRACTIONS as FRACTIONS
+from simclr_s2.study.tuning import PRUNERS, TARGETS, SearchSpace, check_metric
+
+DEMO_ARCHIVE = "demo/BigEarthNet-v1.0"
+DEMO_INDEX = "demo/index"
+LAYOUTS = ("v1", "v2")
+REUSE_HELP = "false: run again every step this command would reuse"
+OVERLAP_HELP = ("the leakage guard: false stops when the encoder saw the ground of the set (same footprint on any "
+                "date, or a neighbour) or its membership cannot be read; unknown goes on past the latter; true "
+                "past both (recorded on the run)")
+
+
+def _whole(value: int) -> str | None:
+    return None if value >= 0 else "expected a whole number >= 0"
+
+
+def _split_kind(value: str) -> str | None:
+    return None if re.fullmatch(KIND_PATTERN, value) else f"expected {KINDS_HELP}"
+
+
+def _share_or_auto(value: str) -> str | None:
+    try:
+        ok = value == "auto" or 0 < float(value) <= 1
+    except ValueError:
+        ok = False
+    return None if ok else "expected auto or a share in (0, 1]"
+
+
+def _bands(value: str) -> str | None:
+    try:
+        resolve_bands(value)
+    except BandError:
+        return f"expected study, all, or distinct band names among {','.join(BANDS)} joined by ','"
+    return None
+
+
+def _bands_or_auto(value: str) -> str | None:
+    return None if value == "auto" else _bands(value)
+
+
+def _in_data(where: str, help: str) -> Any:
+    """A path whose default, auto, is `where` in the data folder: the demo chain's place for it."""
+    return param("auto", f"{help}; auto = {where} in the data folder (SIMCLR_S2_DATA, default ./data)",
+                 in_data=where)
+
+
+def _ratios(values: tuple[float, ...]) -> str | None:
+    ok = len(values) == 3 and all(0 < v < 1 for v in values) and abs(sum(values) - 1) < 1e-9
+    return None if ok else "expected three fractions in (0, 1) summing to 1, e.g. 0.70,0.15,0.15"
+
+
+@dataclass(frozen=True)
+class MakeDemoData(Spec):
+    """A synthetic BigEarthNet-S2 archive in the real on-disk layout, with a learnable irrigation signal."""
+
+    entry_point: ClassVar[str] = "make_demo_data"
+    out: str = _in_data(DEMO_ARCHIVE, "folder to write (must be empty or hold this very demo)")
+    n_patches: int = param(1000, "patches to write", check=positive)
+    seed: int = param(0, "random seed: the same seed writes the same bytes")
+    layout: str = param("v1", "v1 (BigEarthNet-S2 v1.0) or v2 (v2.0 / reBEN, with reference maps)",
+                        choices=LAYOUTS)
+
+
+@dataclass(frozen=True)
+class BuildIndex(Spec):
+    """Scan an archive into index.parquet (one row per patch) and index.rejected.parquet (broken patches)."""
+
+    entry_point: ClassVar[str] = "build_index"
+    archive: str = _in_data(DEMO_ARCHIVE, "archive folder")
+    out: str = _in_data(DEMO_INDEX, "output folder")
+    workers: int = param(0, "processes; 0 = one per core", check=_whole, keyed=False)
+    check_rasters: bool = param(False, "decode every band too (about 60 patches/s); default: TIFF headers")
+    version: str = param("auto", "archive version: auto (recognised from its layout), v1 or v2",
+                         choices=("auto", *LAYOUTS))
+
+
+@dataclass(frozen=True)
+class CreateSplits(Spec):
+    """Balanced, nested train/val/test splits of one labelling scheme, checked and digested."""
+
+    entry_point: ClassVar[str] = "create_splits"
+    index: str = _in_data(f"{DEMO_INDEX}/index.parquet", "index file or runs:/ URI")
+    scheme: str = param("basic", "basic, expanded, or class names joined by ';'")
+    fractions: tuple[int, ...] = param(FRACTIONS, "percentages of train and validation", check=percentages)
+    seed: int = param(0, "random seed")
+    exclude_snow_cloud: bool = param(True, "leave out the official snow and cloud/shadow patches")
+    official_split: str = param("all", "all, or train / validation / test joined by '+'")
+    ratios: tuple[float, ...] = param((0.70, 0.15, 0.15), "train, validation and test shares", check=_ratios)
+    out: str = _in_data("demo/splits", "output folder")
+    kind: str = param("spatial", "spatial (no footprint, twin on another date or neighbour in two sets; "
+                                 "spatial-<n>km: blocks of n km), random (patch level, as the study: warned), tile, "
+                                 "block-<n>km, or official (the archive's own split)", check=_split_kind)
+    natural_test: bool = param(False, "also write test_natural.csv at the pool's own prevalence")
+    natural_share: float = param(0.02, "share of the pool drawn for test_natural.csv", check=probability)
+    min_fraction: str = param("auto", "v2.0 archives: share of a patch the scheme's classes must cover to be "
+                                      "positive; auto = 0.17 (one CORINE mapping unit)", check=_share_or_auto)
+    ambiguous: str = param("exclude", "v2.0 archives: patches with some but less than min_fraction of the "
+                                      "scheme's classes: left out (exclude) or negative", choices=AMBIGUOUS)
+
+
+@dataclass(frozen=True)
+class Pretrain(Spec):
+    """Train a SimCLR encoder (ResNet + projection head, NT-Xent) and register it under an alias."""
+
+    entry_point: ClassVar[str] = "pretrain"
+    index: str = param("auto", "index file or runs:/ URI; auto = the demo archive's")
+    exclude_split: str = param("auto", "splits whose test sets pretraining must not see (folders or runs:/ "
+                                       "URIs, comma-separated); auto = the demo's when index is auto; none")
+    name: str = param("ben", "alias of the registered encoder, e.g. ben, ca-sgd, ca-adam")
+    arch: str = param("resnet18", "encoder", choices=ARCHS)
+    bands: str = param("study", "study, all, or band names joined by ','", check=_bands)
+    epochs: int = param(2, "epochs", check=positive)
+    batch_size: int = param(32, "batch (global, across processes); the study's 32", check=positive)
+    temperature: float = param(0.1, "NT-Xent temperature", check=positive)
+    optimizer: str = param("adam", "sgd = cosine decay; lars", choices=OPTIMIZERS)
+    lr: float = param(0.001, "learning rate", check=positive)
+    seed: int = param(0, "random seed (weights, data order, views)")
+    max_patches: int = param(0, "at most this many patches; 0 = all", check=_whole)
+    jitter: str = param("spectral", "colour change: spectral (one gain for all bands, keeps band ratios) or "
+                                    "per_band (SimCLR's, changes them)", choices=JITTER_MODES)
+    gain: float = param(0.4, "gain drawn from [1 - gain, 1 + gain]", check=probability)
+    brightness: float = param(0.0, "per_band only: shift in std units", check=non_negative)
+    contrast: float = param(0.0, "per_band only: contrast factor range", check=non_negative)
+    crop_min_scale: float = param(0.08, "smallest random crop, as a share of the patch area", check=positive)
+    blur_p: float = param(0.5, "probability of a Gaussian blur", check=probability)
+    noise_std: float = param(0.05, "additive noise in std units", check=non_negative)
+    reuse: bool = param(True, REUSE_HELP, keyed=False)
+
+    def validate(self) -> None:
+        if self.exclude_split == "auto" and self.index != "auto":
+            raise UserError("exclude_split: name the splits whose test sets pretraining must not see, or none")
+        self.augment()  # its checks (e.g. brightness only with per_band) before any data is read
+
+    def augment(self) -> AugmentConfig:
+        """The views' augmentations from the pretrain parameters (the rest keep SimCLR's defaults)."""
+        return AugmentConfig(jitter=self.jitter, gain=self.gain, brightness=self.brightness, contrast=self.contrast,
+                             crop_scale=(self.crop_min_scale, 1.0), blur_p=self.blur_p, noise_std=self.noise_std,
+                             bands=resolve_bands(self.bands))
+
+
+@dataclass(frozen=True)
+class ImportEncoder(Spec):
+    """Register an encoder trained elsewhere (a state dict) like one pretrained here."""
+
+    entry_point: ClassVar[str] = "import_encoder"
+    state_dict: str = param(help="a .pt file or an artifact URI (runs:/, s3://, ...): a SimCLR model of this "
+                                 "project, or torchgeo's Sentinel-2 ResNet-50 weights (timm layout)")
+    name: str = param(help="alias of the registered version, e.g. ca-adam")
+    arch: str = param("auto", "the encoder's network; auto = read from the weights", choices=("auto", *ARCHS))
+    bands: str = param("study", "the data's bands (torchgeo weights: their channels are picked by name)",
+                       check=_bands)
+
+
+@dataclass(frozen=True)
+class Training(Spec):
+    """What fine-tunes and baselines share."""
+
+    split: str = param("auto", "create_splits output: folder or runs:/<id>/splits; auto = the demo's")
+    scheme: str = param("basic", "labelling scheme of the split")
+    fraction: int = param(100, "data fraction in percent", check=percentage)
+    epochs: int = param(50, "at most this many epochs", check=positive)
+    batch_size: int = param(32, "batch (global, across processes)", check=positive)
+    lr: float = param(5e-5, "Adam learning rate", check=positive)
+    weight_decay: float = param(0.0, "Adam weight decay", check=non_negative)
+    dropout: float = param(0.5, "classifier dropout", check=probability)
+    seed: int = param(0, "random seed (new layers, data order, dropout)")
+    register: bool = param(True, "register the model as a version of simclr-s2-irrigation")
+    reuse: bool = param(True, REUSE_HELP, keyed=False)
+
+
+@dataclass(frozen=True)
+class Finetune(Training):
+    """Train the irrigation classifier on a pretrained encoder, evaluate it on the test set, register it."""
+
+    entry_point: ClassVar[str] = "finetune"
+    pretrained: str = param("auto", "models:/simclr-s2-encoder@ben, runs:/<id>/model or a .pt state dict; "
+                                    "auto = the demo's")
+    trainable: str = param("head2", "what trains: head2, head or all", choices=TRAINABLE)
+    bands: str = param("auto", "auto = the encoder's own", check=_bands_or_auto)
+    patience: int = param(25, "early-stopping patience on validation AUC", check=positive)
+    feature_cache: str = param("auto", "train on cached frozen features (same result, faster)",
+                               choices=("auto", "true", "false"))
+    allow_pretraining_overlap: str = param("false", OVERLAP_HELP, choices=OVERLAP_POLICIES)
+
+
+@dataclass(frozen=True)
+class Baseline(Training):
+    """The same network from scratch, every layer trained, on the same splits."""
+
+    entry_point: ClassVar[str] = "baseline"
+    arch: str = param("resnet18", "network", choices=ARCHS)
+    bands: str = param("study", "study, all, or band names joined by ','", check=_bands)
+    patience: int = param(15, "early-stopping patience on validation AUC", check=positive)
+
+
+@dataclass(frozen=True)
+class Evaluate(Spec):
+    """Score a registered classifier on a split set: metrics, plots and a predictions table."""
+
+    entry_point: ClassVar[str] = "evaluate"
+    model_uri: str = param(help="models:/simclr-s2-irrigation@champion, runs:/<id>/model, ...")
+    split: str = param("auto", "create_splits output; auto = the demo's (never made here)")
+    scheme: str = param("basic", "labelling scheme of the split")
+    set: str = param("test", "which set; test_natural: the natural-prevalence test set", choices=ALL_SETS)
+    fraction: int = param(100, "fraction of the set (train and val)", check=percentage)
+    batch_size: int = param(64, "batch", check=positive)
+    allow_pretraining_overlap: str = param("false", OVERLAP_HELP, choices=OVERLAP_POLICIES)
+
+
+BACKENDS = ("local", "ray")
+
+
+def _ray_address(value: str) -> str | None:
+    ok = value in ("auto", "local") or re.fullmatch(r"(ray://)?[\w.-]+:\d+", value)
+    return None if ok else "expected auto, local, host:port or ray://host:port"
+
+
+def _backend(what: str) -> Any:
+    return param("local", f"where the {what} run: local (in this process) or ray (Ray tasks on a cluster, "
+                          "see docs/cluster.md)", choices=BACKENDS, keyed=False)
+
+
+def _cluster() -> Any:
+    return param("auto", "the Ray cluster of backend=ray: auto (the one this machine belongs to, or "
+                         "RAY_ADDRESS), local (started here for this command), host:port or ray://host:port",
+                 check=_ray_address, keyed=False)
+
+
+def _resources(what: str, default: float, kind: str) -> Any:
+    share = "; fractions share one" if kind == "GPUs" else ""
+    return param(default, f"{kind} each {what} takes on the cluster (backend=ray){share}",
+                 check=positive if kind == "CPUs" else non_negative, keyed=False)
+
+
+def _local_only(backend: str, name: str, value: int, what: str) -> None:
+    if backend == "local" and value > 1:
+        raise UserError(f"{name}: backend=local runs one {what} at a time; use backend=ray, or 1")
+
+
+@dataclass(frozen=True)
+class Grid(Spec):
+    """The study's grid as one resumable command: encoders x fractions x schemes x seeds fine-tunes plus
+    baselines, each a child run of this one."""
+
+    entry_point: ClassVar[str] = "main"
+    encoders: str = param("auto", "aliases (ben) or URIs joined by ','; auto = the demo's three")
+    schemes: tuple[str, ...] = param(("basic", "expanded"), "labelling schemes", check=not_empty)
+    fractions: tuple[int, ...] = param(FRACTIONS, "data fractions in percent", check=percentages)
+    seeds: tuple[int, ...] = param((0,), "seeds", check=not_empty)
+    baseline: bool = param(True, "train the from-scratch baselines too")
+    baseline_arch: tuple[str, ...] = param(("resnet18",), "baseline networks", choices=ARCHS)
+    trainable: tuple[str, ...] = param(("head2",), "fine-tuned parts (each its own cells)", choices=TRAINABLE)
+    epochs: int = param(50, "epochs of every cell", check=positive)
+    protocol: str = param("custom", "study: the original code's choices (trainable all, resnet152 baselines); "
+                                    "custom: the parameters as given", choices=("custom", "study"))
+    split: str = param("auto", "create_splits output holding every scheme; auto = the demo's")
+    dry_run: bool = param(False, "only show which cells would run, resume or be reused", keyed=False)
+    reuse: bool = param(True, REUSE_HELP, keyed=False)
+    backend: str = _backend("cells")
+    ray_address: str = _cluster()
+    cpus_per_cell: float = _resources("cell", 1.0, "CPUs")
+    gpus_per_cell: float = _resources("cell", 0.0, "GPUs")
+    parallel: int = param(0, "cells running at once (backend=ray); 0 = as many as the cluster's CPUs and "
+                             "GPUs hold", check=_whole, keyed=False)
+    retries: int = param(2, "times Ray starts a cell again after its worker died (it resumes from its "
+                            "checkpoint in the same run); a cell's own error is never retried", check=_whole,
+                         keyed=False)
+
+    def validate(self) -> None:
+        _local_only(self.backend, "parallel", self.parallel, "cell")
+
+
+@dataclass(frozen=True)
+class Compare(Spec):
+    """The study's comparison for one scheme from the model registry: table and figures across fractions."""
+
+    entry_point: ClassVar[str] = "compare"
+    scheme: str = param("basic", "labelling scheme")
+    fractions: tuple[int, ...] = param(FRACTIONS, "fractions to show", check=percentages)
+    out: str = param("outputs/compare", "output folder (also logged as artifacts)")
+    n_boot: int = param(2000, "bootstrap resamples for intervals and paired tests", check=positive)
+    test_set: str = param("any", "compare only versions scored on this test set (its digest or a prefix of "
+                                 "it, as compare's refusal names them); any = all, refused when they differ")
+
+
+@dataclass(frozen=True)
+class Promote(Spec):
+    """Point an alias at the best registered classifier by a validation metric."""
+
+    entry_point: ClassVar[str] = "promote"
+    scheme: str = param("basic", "labelling scheme")
+    fraction: str = param("any", "a whole percentage, or any")
+    pretrained: str = param("any", "encoder name (ben), scratch for baselines, or any")
+    metric: str = param("val_f1", "a validation metric: val_f1, val_auc, val_loss, ...")
+    alias: str = param("champion", "alias to move")
+    cross_fractions: bool = param(False, "rank versions of several fractions against each other")
+    cross_test_sets: bool = param(False, "rank versions scored on several test sets against each other")
+    dry_run: bool = param(False, "only show the choice", keyed=False)
+
+    def validate(self) -> None:
+        if self.fraction != "any" and not (self.fraction.isdigit() and 0 < int(self.fraction) <= 100):
+            raise UserError(f"fraction: expected a whole percentage in 1..100 or any, got {self.fraction!r}")
+
+
+@dataclass(frozen=True)
+class Tune(Spec):
+    """Optuna search over a finetune's (or baseline's) training settings, every trial a nested run."""
+
+    entry_point: ClassVar[str] = "tune"
+    target: str = param("finetune", "what to tune", choices=TARGETS)
+    pretrained: str = param("auto", "encoder for finetune (ignored for baseline); auto = the demo's")
+    split: str = param("auto", "create_splits output; auto = the demo's")
+    scheme: str = param("basic", "labelling scheme")
+    fraction: int = param(10, "data fraction in percent", check=percentage)
+    metric: str = param("val_f1", "val_f1 or val_auc (never a test metric)")
+    n_trials: int = param(20, "trials in the study, over all workers", check=positive)
+    timeout_s: float = param(0.0, "this worker starts no trial after this many seconds; 0 = none",
+                             check=non_negative)
+    epochs: int = param(20, "epochs per trial", check=positive)
+    study_name: str = param("auto", "auto = <target>-<scheme>-<fraction>pct")
+    storage: str = param("auto", "auto = SQLite in the state folder, or a database URL")
+    pruner: str = param("median", "stops hopeless trials early", choices=PRUNERS)
+    lr_min: float = param(1e-5, "lowest learning rate", check=positive)
+    lr_max: float = param(1e-2, "highest learning rate", check=positive)
+    weight_decay_max: float = param(1e-3, "highest weight decay", check=non_negative)
+    dropout_min: float = param(0.0, "lowest dropout", check=probability)
+    dropout_max: float = param(0.6, "highest dropout", check=probability)
+    batch_sizes: tuple[int, ...] = param((16, 32, 64), "batch sizes to try", check=not_empty)
+    trainables: tuple[str, ...] = param(("head2", "head"), "trainable parts to try (finetune)",
+                                        choices=TRAINABLE)
+    seed: int = param(0, "random seed")
+    final_run: bool = param(True, "then run the target with the best settings")
+    reuse: bool = param(True, REUSE_HELP, keyed=False)
+    backend: str = _backend("workers")
+    ray_address: str = _cluster()
+    workers: int = param(1, "workers joining the study at once (backend=ray: one Ray task each)",
+                         check=positive, keyed=False)
+    cpus_per_worker: float = _resources("worker", 1.0, "CPUs")
+    gpus_per_worker: float = _resources("worker", 0.0, "GPUs")
+
+    def validate(self) -> None:
+        _local_only(self.backend, "workers", self.workers, "worker")
+        check_metric(self.metric)
+        SearchSpace(**{f.name: getattr(self, f.name) for f in fields(SearchSpace)})  # its ranges' checks
+
+
+PACK = ("none", "splits", "index")
+
+
+@dataclass(frozen=True)
+class Fetch(Spec):
+    """Download and verify BigEarthNet v2.0 (Zenodo record 10891137), index it from its reference maps and
+    pack chosen patches straight from BigEarthNet-S2.tar.zst (docs/data.md, "The real archive")."""
+
+    entry_point: ClassVar[str] = "fetch"
+    parts: tuple[str, ...] = param(tuple(FETCH_FILES), "files of the record: s2 (BigEarthNet-S2.tar.zst, 63 GB), "
+                                   "maps (Reference_Maps.tar.zst), metadata, snow (the snow/cloud/shadow table)",
+                                   choices=tuple(FETCH_FILES))
+    dest: str = _in_data("reben", "folder of the files (those already there are verified and used)")
+    url: str = param(ZENODO, "base URL of the files: the record's, a mirror, or a local copy (file:// or a folder)")
+    checksums: str = param("pinned", "file of md5sum's `<md5>  <file name>` lines; pinned = the package's table "
+                                     "(the record's sizes; its md5 values are not pinned: size only)")
+    extract: bool = param(False, "unpack the .tar.zst files into dest and index and pack from there")
+    index: str = _in_data("reben/index", "folder of index.parquet, built from the maps and metadata; none = no index")
+    pack: str = param("none", "splits: the patches of `splits` (for `scheme`) into the store their fine-tunes "
+                              "read; index: the index's patches of official_split, countries and tiles",
+                      choices=PACK)
+    splits: str = param("none", "pack=splits: create_splits output (folder or runs:/ URI)")
+    scheme: str = param("basic", "pack=splits: its labelling scheme")
+    official_split: str = param("all", "pack=index: all, or train / validation / test joined by '+'")
+    countries: str = param("all", "pack=index: all, or countries joined by ','")
+    tiles: str = param("all", "pack=index: all, or Sentinel-2 tiles (e.g. 33UUP) joined by ','")
+    bands: str = param("study", "pack: study, all, or band names joined by ','", check=_bands)
+    workers: int = param(0, "pack: processes; 0 = one per core", check=_whole, keyed=False)
+
+    def validate(self) -> None:
+        if self.pack != "none" and "s2" not in self.parts:
+            raise UserError("parts: pack reads BigEarthNet-S2.tar.zst; add s2")
+        if self.pack != "none" and self.index == "none":
+            raise UserError("index: pack chooses patches of the index; leave it at auto or name a folder")
+        if self.pack == "splits" and self.splits == "none":
+            raise UserError("splits: pack=splits needs the create_splits output whose patches it packs")
+
+
+def _stride(value: int) -> str | None:
+    return None if 0 < value <= 120 else "expected window steps of 1..120 px"
+
+
+def _threshold(value: str) -> str | None:
+    try:
+        ok = value == "auto" or 0 < float(value) < 1
+    except ValueError:
+        ok = False
+    return None if ok else "expected auto or a probability in (0, 1)"
+
+
+def _mask(value: str) -> str | None:
+    try:
+        parse_mask(value)
+    except UserError:
+        return "expected none or SCL classes among 0..11 joined by ','"
+    return None
+
+
+@dataclass(frozen=True)
+class Predict(Spec):
+    """Map irrigation over a Sentinel-2 L2A scene: probability and binary COGs, a quicklook, a summary."""
+
+    entry_point: ClassVar[str] = "predict"
+    scene: str = param(help="a Sentinel-2 L2A product folder (*.SAFE), a folder of per-band GeoTIFFs (B02.tif ... "
+                            "SCL.tif) or a STAC item (.json)")
+    model: str = param("models:/simclr-s2-irrigation@champion", "registered classifier: models:/<name>@<alias> "
+                                                                "or models:/<name>/<version>")
+    out: str = param("outputs/predict", "folder of the maps, one subfolder per scene (also logged as artifacts)")
+    stride: int = param(120, "window step in 10 m pixels: 120 = windows side by side, maps at 1.2 km; less = "
+                             "overlapping windows averaged, maps at 10 m", check=_stride)
+    threshold: str = param("auto", "probability for the binary map; auto = the one evaluate chose on the "
+                                   "validation set for this version, else 0.5", check=_threshold)
+    mask: str = param(",".join(map(str, DEFAULT_MASK)),
+                      "SCL classes left out: 0 no data, 1 saturated, 3 cloud shadow, 8/9 cloud, 10 cirrus, 11 "
+                      "snow; none = no mask", check=_mask)
+    batch_size: int = param(64, "windows per forward pass", check=positive)
+
+
+ENTRY_POINTS: dict[str, type[Spec]] = {cls.entry_point: cls for cls in (
+    MakeDemoData, BuildIndex, CreateSplits, Pretrain, ImportEncoder, Finetune, Baseline, Evaluate, Grid,
+    Compare, Promote, Tune, Predict, Fetch)}

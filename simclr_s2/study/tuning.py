@@ -1,0 +1,334 @@
+"""Optuna search over the classifier's training settings, without MLflow (simclr_s2.tracking.tuning adds
+the runs): the search space, a sampler that several workers can share, the pruners, a study in a
+database that workers join by name, and a trial budget for the whole study rather than per worker.
+
+Several workers (processes or machines) started with the same study name and storage join one study:
+the database hands out trial numbers, so no two workers run the same trial. A worker that dies leaves
+its trial RUNNING; every worker sends heartbeats while a trial runs, and the next worker to start a
+trial fails trials whose heartbeat stopped (Optuna's RDBStorage heartbeat), so a rerun resumes the study.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import pandas as pd
+from optuna.distributions import BaseDistribution
+from optuna.exceptions import ExperimentalWarning
+from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner
+from optuna.samplers import BaseSampler, TPESampler
+from optuna.storages import RDBStorage
+from optuna.trial import FrozenTrial, TrialState
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+
+from simclr_s2.errors import UserError
+from simclr_s2.learning.models import TRAINABLE
+
+log = logging.getLogger(__name__)
+
+TARGETS = ("finetune", "baseline")
+METRICS = ("val_f1", "val_auc")
+PRUNERS = ("median", "hyperband")
+SETTINGS_ATTR = "simclr_s2.settings"
+DEFAULT_HEARTBEAT_S = 60
+OPEN_ATTEMPTS = 5
+# Trials that use up the budget: finished ones that told something, and those still running.
+SPENT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+
+
+class StudyFull(Exception):
+    """Raised by a trial that another worker's trial made surplus; Optuna records it as failed."""
+
+
+def check_metric(metric: str) -> str:
+    """A validation metric to maximise; test metrics are refused, tuning on them would leak the test set."""
+    if metric.startswith("test_"):
+        raise UserError(f"metric: {metric} is a test metric, never tuned on (it would leak the test set); "
+                        f"use one of {', '.join(METRICS)}")
+    if metric not in METRICS:
+        raise UserError(f"metric: expected one of {', '.join(METRICS)}, got {metric}")
+    return metric
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Ranges of the tuned settings: lr on a log scale, weight decay and dropout uniform, batch size and
+    trainable part categorical (the trainable part only for a fine-tune; a baseline trains everything)."""
+
+    lr_min: float = 1e-5
+    lr_max: float = 1e-2
+    weight_decay_max: float = 1e-3
+    dropout_min: float = 0.0
+    dropout_max: float = 0.6
+    batch_sizes: tuple[int, ...] = (16, 32, 64)
+    trainables: tuple[str, ...] = ("head2", "head")
+
+    def __post_init__(self) -> None:
+        if not 0 < self.lr_min <= self.lr_max:
+            raise UserError(f"lr_min, lr_max: expected 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
+        if self.weight_decay_max < 0:
+            raise UserError(f"weight_decay_max: expected a value >= 0, got {self.weight_decay_max}")
+        if not 0 <= self.dropout_min <= self.dropout_max < 1:
+            raise UserError(f"dropout_min, dropout_max: expected 0 <= dropout_min <= dropout_max < 1, "
+                            f"got {self.dropout_min}, {self.dropout_max}")
+        if not self.batch_sizes or min(self.batch_sizes) < 1:
+            raise UserError(f"batch_sizes: expected whole numbers >= 1, got {list(self.batch_sizes)}")
+        unknown = [t for t in self.trainables if t not in TRAINABLE]
+        if not self.trainables or unknown:
+            raise UserError(f"trainables: expected some of {', '.join(TRAINABLE)}, got {list(self.trainables)}")
+
+    def suggest(self, trial: optuna.Trial, target: str) -> dict[str, Any]:
+        """One trial's settings, named as the finetune/baseline entry points name them."""
+        params: dict[str, Any] = {
+            "lr": trial.suggest_float("lr", self.lr_min, self.lr_max, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 0.0, self.weight_decay_max),
+            "dropout": trial.suggest_float("dropout", self.dropout_min, self.dropout_max),
+            "batch_size": trial.suggest_categorical("batch_size", list(self.batch_sizes)),
+        }
+        if target == "finetune":
+            params["trainable"] = trial.suggest_categorical("trainable", list(self.trainables))
+        return params
+
+
+@dataclass(frozen=True)
+class StudySettings:
+    """What the trials of one study must share for their values to be comparable; a worker joining an
+    existing study with other settings is refused."""
+
+    target: str
+    pretrained: str
+    split: str
+    scheme: str
+    fraction: int
+    metric: str
+    epochs: int
+    space: SearchSpace
+
+    def __post_init__(self) -> None:
+        if self.target not in TARGETS:
+            raise UserError(f"target: expected one of {', '.join(TARGETS)}, got {self.target}")
+        check_metric(self.metric)
+
+    def as_attr(self) -> dict[str, str]:
+        flat = {**asdict(self), **asdict(self.space)}
+        del flat["space"]
+        if self.target == "baseline":  # neither decides a baseline's result
+            del flat["pretrained"], flat["trainables"]
+        return {k: ",".join(map(str, v)) if isinstance(v, tuple) else str(v) for k, v in flat.items()}
+
+
+def default_study_name(target: str, scheme: str, fraction: int) -> str:
+    return f"{target}-{scheme}-{fraction}pct"
+
+
+def storage_url(spec: str, home: Path) -> str:
+    """`auto`: a SQLite file under the work home (one machine); else a SQLAlchemy database URL."""
+    if spec == "auto":
+        folder = home / "tune"
+        folder.mkdir(parents=True, exist_ok=True)
+        return f"sqlite:///{folder / 'optuna.db'}"
+    try:
+        url = make_url(spec)
+    except ArgumentError:
+        raise UserError(f"storage: expected auto or a database URL such as postgresql://user@host/db or "
+                        f"sqlite:///path/optuna.db, got {masked(spec)}") from None
+    if url.drivername == "postgresql":
+        # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3; the project ships psycopg2.
+        return url.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)
+    return spec
+
+
+def masked(url: str) -> str:
+    """`url` without its password, fit for logs and run parameters."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S,
+                 on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> RDBStorage:
+    """The study database, with heartbeats: a trial silent for 2 x `heartbeat_s` is failed (and
+    `on_stale` called) by the next worker that starts a trial."""
+    # SQLite serialises writers: wait for the lock instead of failing when workers write at once.
+    engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", ExperimentalWarning)
+                return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
+                                  heartbeat_stale_trial_callback=on_stale)
+        except SQLAlchemyError as error:
+            # Workers started together on a new database race to create its tables; the loser retries.
+            if attempt == OPEN_ATTEMPTS:
+                raise UserError(f"storage {masked(url)}: cannot open it ({str(error).splitlines()[0]})") from None
+            time.sleep(random.uniform(0.5, 2.0))
+        except (ImportError, ValueError) as error:  # no driver for the URL's database, a malformed URL
+            raise UserError(f"storage {masked(url)}: cannot open it ({str(error).splitlines()[0]})") from None
+
+
+class TrialSeededSampler(BaseSampler):
+    """TPE whose random draws depend on (seed, trial number) only. A plain TPESampler(seed) draws the
+    same sequence in every process, so workers sharing a study would try identical start-up settings;
+    seeding per trial keeps a one-worker study reproducible and gives each worker's trials their own.
+    The constant liar keeps concurrent workers from crowding around one promising point."""
+
+    def __init__(self, seed: int) -> None:
+        self._seed = seed
+        self._tpe = self._for_trial(0)
+
+    def _for_trial(self, number: int) -> TPESampler:
+        seed = int(np.random.SeedSequence([self._seed, number]).generate_state(1)[0])
+        return TPESampler(seed=seed, constant_liar=True)
+
+    def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        self._tpe = self._for_trial(trial.number)
+        self._tpe.before_trial(study, trial)
+
+    def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
+        return self._tpe.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: FrozenTrial,
+                        search_space: dict[str, BaseDistribution]) -> dict[str, Any]:
+        return self._tpe.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: FrozenTrial, param_name: str,
+                           param_distribution: BaseDistribution) -> Any:
+        return self._tpe.sample_independent(study, trial, param_name, param_distribution)
+
+    def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
+                    values: Sequence[float] | None) -> None:
+        self._tpe.after_trial(study, trial, state, values)
+
+    def reseed_rng(self) -> None:
+        self._tpe.reseed_rng()
+
+
+def make_pruner(name: str, epochs: int) -> BasePruner:
+    """median: stop a trial whose metric falls below the median of earlier trials at the same epoch, once
+    5 trials have finished and never before its second epoch (first epochs are noisy); hyperband:
+    successive-halving brackets from 1 epoch up to `epochs`."""
+    if name == "median":
+        return MedianPruner(n_startup_trials=5, n_warmup_steps=2)
+    if name == "hyperband":
+        return HyperbandPruner(min_resource=1, max_resource=epochs, reduction_factor=3)
+    raise UserError(f"pruner: expected one of {', '.join(PRUNERS)}, got {name}")
+
+
+def open_study(name: str, storage: RDBStorage, settings: StudySettings, sampler: BaseSampler,
+               pruner: BasePruner) -> optuna.Study:
+    """Create the study or join the one of that name, after checking it was started with the same
+    settings; trials left running by a dead worker are failed now, so the study resumes cleanly."""
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                direction="maximize", load_if_exists=True)
+    wanted = settings.as_attr()
+    found = study.user_attrs.get(SETTINGS_ATTR)
+    if found is None:
+        study.set_user_attr(SETTINGS_ATTR, wanted)
+    elif found != wanted:
+        diff = ", ".join(f"{k}={found.get(k)} (now {wanted.get(k)})" for k in sorted(set(found) | set(wanted))
+                         if found.get(k) != wanted.get(k))
+        raise UserError(f"study_name {name}: that study was started with {diff}; "
+                        f"use the same settings or another study_name")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+    return study
+
+
+class StudyBudget:
+    """`n_trials` for the whole study, however many workers share it (Optuna's own n_trials counts per
+    worker). Completed, pruned and running trials count; failed ones do not, so a rerun makes up for a
+    trial lost with its worker. As a callback it stops this worker once the budget is spent; `claim`
+    catches the race of two workers starting the last trial at once."""
+
+    def __init__(self, n_trials: int) -> None:
+        self.n_trials = n_trials
+
+    def spent(self, study: optuna.Study, before: int | None = None) -> int:
+        trials = study.get_trials(deepcopy=False, states=SPENT_STATES)
+        return sum(1 for t in trials if before is None or t.number < before)
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        if self.spent(study) >= self.n_trials:
+            study.stop()
+
+    def claim(self, trial: optuna.Trial) -> None:
+        """Call first in the objective: raises StudyFull when earlier trials already fill the budget."""
+        if self.spent(trial.study, before=trial.number) >= self.n_trials:
+            trial.study.stop()
+            raise StudyFull(f"trial {trial.number} not run: the study already has {self.n_trials} trials")
+
+
+def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], budget: StudyBudget,
+              timeout_s: float | None = None, catch: tuple[type[Exception], ...] = ()) -> None:
+    """Run trials in this worker until the study's budget is spent or `timeout_s` has passed. Exceptions
+    in `catch` (and StudyFull) fail their trial and the search goes on; others stop the worker."""
+    if budget.spent(study) >= budget.n_trials:
+        log.info("study %s already has %d trials; nothing to run", study.study_name, budget.n_trials)
+        return
+
+    def claimed(trial: optuna.Trial) -> float:
+        budget.claim(trial)
+        return objective(trial)
+
+    # n_trials caps this worker too, so one whose trials keep failing cannot loop forever.
+    study.optimize(claimed, n_trials=budget.n_trials, timeout=timeout_s or None, catch=(StudyFull, *catch),
+                   callbacks=[budget], gc_after_trial=True)
+
+
+def best_trial(study: optuna.Study) -> FrozenTrial | None:
+    return study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else None
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    counts = pd.Series([t.state.name for t in study.get_trials(deepcopy=False)]).value_counts()
+    return {state.name: int(counts.get(state.name, 0)) for state in TrialState}
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial: number, state, value, times, params_*, user_attrs_*."""
+    return study.trials_dataframe(attrs=("number", "state", "value", "datetime_start", "datetime_complete",
+                                         "duration", "params", "user_attrs"))
+
+
+def save_plots(study: optuna.Study, folder: Path) -> list[Path]:
+    """Optuna's optimisation history and per-epoch (intermediate) values, and parameter importances
+    when at least two trials completed (fewer cannot rank anything); PNG files in `folder`."""
+    import matplotlib.pyplot as plt
+    from optuna.visualization import matplotlib as plots
+
+    folder.mkdir(parents=True, exist_ok=True)
+    wanted: dict[str, Callable[[optuna.Study], Any]] = {
+        "optimization_history": plots.plot_optimization_history,
+        "intermediate_values": plots.plot_intermediate_values,
+    }
+    if len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))) >= 2:
+        wanted["param_importances"] = plots.plot_param_importances
+    saved = []
+    for name, plot in wanted.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ExperimentalWarning)
+            try:
+                figure = plot(study).figure
+            except (ValueError, RuntimeError) as error:  # e.g. importances of parameters that never varied
+                log.warning("no %s plot: %s", name, error)
+                continue
+        path = folder / f"{name}.png"
+        figure.savefig(path, dpi=100, bbox_inches="tight")
+        plt.close(figure)
+        saved.append(path)
+    return saved
+

@@ -1,0 +1,214 @@
+"""Imported encoders: a state dict in the exact layout torchgeo publishes its Sentinel-2 ResNets in (a timm
+ResNet with 13 input channels; timm keeps torchvision's parameter names), built here from torchvision since
+no weights can be downloaded, converts into our SimCLR layout with conv1's channels picked by band name."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+
+import pytest
+import torch
+import torchvision
+
+from simclr_s2.bigearthnet.bands import SCALINGS, STUDY_BANDS
+from simclr_s2.errors import UserError
+from simclr_s2.learning.augment import AugmentConfig
+from simclr_s2.learning.imported_weights import (
+    SIMCLR,
+    SIMCLR_SCALING,
+    TIMM,
+    TORCHGEO_S2_BANDS,
+    TORCHGEO_S2_SCALING,
+    import_encoder_state,
+    read_state_dict,
+    state_dict_layout,
+    timm_to_simclr,
+)
+from simclr_s2.learning.models import HEAD_DIMS, build_simclr, load_encoder_state
+
+# torchgeo/models/resnet.py, `_sentinel2_toa_bands` (SSL4EO-S12 L1C), as torchgeo spells them
+TORCHGEO_TOA = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8a", "B9", "B10", "B11", "B12"]
+
+
+def _torchgeo_resnet(arch: str = "resnet50", fc: bool = True) -> tuple[torch.nn.Module, dict]:
+    """A ResNet whose state dict has the keys and shapes of torchgeo's SENTINEL2_ALL_* files."""
+    torch.manual_seed(0)
+    net = getattr(torchvision.models, arch)(weights=None)
+    net.conv1 = torch.nn.Conv2d(13, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    with torch.no_grad():  # BatchNorm statistics that are not the identity, as trained weights have
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+    state = net.state_dict()
+    return net.eval(), state if fc else {k: v for k, v in state.items() if not k.startswith("fc.")}
+
+
+@pytest.fixture(scope="module")
+def torchgeo_resnet50() -> tuple[torch.nn.Module, dict]:
+    return _torchgeo_resnet()
+
+
+def test_band_order_and_scaling_are_torchgeos():
+    spelled = [re.sub(r"^B(\d)$", r"B0\1", b).upper() for b in TORCHGEO_TOA]
+    assert list(TORCHGEO_S2_BANDS) == spelled
+    assert TORCHGEO_S2_SCALING in SCALINGS and SIMCLR_SCALING in SCALINGS  # the loader applies both
+
+
+def test_layouts_are_told_apart(torchgeo_resnet50):
+    _, state = torchgeo_resnet50
+    assert state_dict_layout(state) == TIMM
+    assert state_dict_layout({f"module.{k}": v for k, v in state.items()}) == TIMM
+    assert state_dict_layout(build_simclr("resnet18", 10).state_dict()) == SIMCLR
+
+
+def test_conversion_picks_conv1_channels_by_band_name(torchgeo_resnet50):
+    net, state = torchgeo_resnet50
+    converted = timm_to_simclr(state, "study")
+    picked = converted["encoder.conv1.weight"]
+    assert picked.shape == (64, len(STUDY_BANDS), 7, 7)
+    for i, band in enumerate(STUDY_BANDS):
+        assert torch.equal(picked[:, i], state["conv1.weight"][:, TORCHGEO_S2_BANDS.index(band)])
+    for key, value in state.items():
+        if key != "conv1.weight" and not key.startswith("fc."):
+            assert torch.equal(converted[f"encoder.{key}"], value), key
+    assert not any(k.startswith(("fc.", "encoder.fc.")) for k in converted)
+    assert [converted[f"head.layers.{i}.weight"].shape[0] for i in (0, 2, 4)] == list(HEAD_DIMS)
+
+    # the same network: our encoder on the 10 study bands equals the 13-band ResNet's features with the
+    # bands in torchgeo's channels and B01, B09, B10 (absent from the data) at zero
+    model = load_encoder_state(converted, "resnet50", len(STUDY_BANDS)).eval()
+    x = torch.randn(2, len(STUDY_BANDS), 64, 64)
+    full = torch.zeros(2, 13, 64, 64)
+    full[:, [TORCHGEO_S2_BANDS.index(b) for b in STUDY_BANDS]] = x
+    features = torch.nn.Sequential(*list(net.children())[:-1])  # all but fc: ends with global average pooling
+    with torch.no_grad():  # summing 10 channels or 13 (3 of them zero) rounds differently: 1e-4, not exact
+        torch.testing.assert_close(model.encoder(x), features(full).flatten(1), rtol=1e-4, atol=1e-4)
+
+
+def test_head_is_seeded_and_file_without_fc_or_counters_converts(torchgeo_resnet50):
+    _, state = torchgeo_resnet50
+    a, b = timm_to_simclr(state, "all", seed=3), timm_to_simclr(state, "all", seed=3)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    other = timm_to_simclr(state, "all", seed=4)
+    assert not torch.equal(a["head.layers.0.weight"], other["head.layers.0.weight"])
+    bare = {
+        k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
+    }
+    assert timm_to_simclr(bare, "all", seed=3).keys() == a.keys()
+
+
+def test_import_takes_either_layout():
+    _, state = _torchgeo_resnet(
+        "resnet18", fc=False
+    )  # torchgeo also publishes a ResNet-18 SENTINEL2_ALL_MOCO
+    imported = import_encoder_state(state, "B04,B03,B02")
+    assert (imported.arch, imported.bands, imported.scaling, imported.layout) == (
+        "resnet18",
+        ("B04", "B03", "B02"),
+        TORCHGEO_S2_SCALING,
+        TIMM,
+    )
+    assert imported.model.encoder.in_channels == 3
+    own = build_simclr("resnet18", 10).state_dict()
+    imported = import_encoder_state(own, "study")
+    assert (imported.arch, imported.scaling, imported.layout) == ("resnet18", SIMCLR_SCALING, SIMCLR)
+    assert all(torch.equal(v, imported.model.state_dict()[k]) for k, v in own.items())
+
+
+def test_file_round_trip_and_random_bytes(tmp_path, torchgeo_resnet50):
+    _, state = torchgeo_resnet50
+    torch.save(state, tmp_path / "moco.pth")
+    assert state_dict_layout(read_state_dict(tmp_path / "moco.pth")) == TIMM
+    (tmp_path / "noise.pth").write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(UserError, match=r"noise.pth is not a PyTorch state-dict file"):
+        read_state_dict(tmp_path / "noise.pth")
+    torch.save([1, 2, 3], tmp_path / "list.pth")
+    with pytest.raises(
+        UserError, match=r"list.pth: expected a state dict \(parameter name -> tensor\), got a list"
+    ):
+        read_state_dict(tmp_path / "list.pth")
+    with pytest.raises(UserError, match="does not exist"):
+        read_state_dict(tmp_path / "missing.pth")
+
+
+def _with(state: dict, **changes) -> dict:
+    return {**state, **{k.replace("__", "."): v for k, v in changes.items()}}
+
+
+@pytest.mark.parametrize(
+    ("make", "bands", "match"),
+    [
+        (lambda s: [1, 2], "study", "got a list"),
+        (lambda s: {}, "study", "got an empty mapping"),
+        (lambda s: _with(s, bn1__weight="not a tensor"), "study", "'bn1.weight' is not one"),
+        (
+            lambda s: {"blocks.0.attn.qkv.weight": torch.ones(3)},
+            "study",
+            r"keys blocks.0.attn.qkv.weight, ... are neither",
+        ),
+        (
+            lambda s: _with(s, conv1__weight=torch.ones(64, 12, 7, 7)),
+            "study",
+            r"shape \(64, 12, 7, 7\), expected \(64, 13, 7, 7\)",
+        ),
+        (
+            lambda s: _with(s, layer2__0__conv1__weight=torch.ones(7, 256, 1, 1)),
+            "study",
+            r"a resnet50 with 10 input bands but layer2.0.conv1.weight \(7, 256, 1, 1\) \(expected \(128, ",
+        ),
+        (
+            lambda s: {k: v for k, v in s.items() if not k.startswith("layer4.2.")},
+            "study",
+            r"\[3, 4, 6, 2\] blocks per stage",
+        ),
+        (lambda s: s, "B04,B10X", "bands"),
+        (lambda s: build_simclr("resnet18", 10).state_dict(), "all", "encoder expects 10 bands, data has 12"),
+    ],
+    ids=[
+        "list",
+        "empty",
+        "not_tensor",
+        "vit",
+        "conv1_12",
+        "layer_shape",
+        "missing_block",
+        "unknown_band",
+        "simclr_bands",
+    ],
+)
+def test_bad_state_dicts_are_one_clear_line(torchgeo_resnet50, make, bands, match):
+    _, state = torchgeo_resnet50
+    with pytest.raises(UserError, match=match) as info:
+        import_encoder_state(make(state), bands)
+    assert "\n" not in str(info.value)
+
+
+def test_bands_the_encoder_never_saw(torchgeo_resnet50):
+    _, state = torchgeo_resnet50
+    rgb = ("B04", "B03", "B02")
+    with pytest.raises(UserError, match="bands: B8A not among the encoder's bands B04,B03,B02"):
+        timm_to_simclr(_with(state, conv1__weight=torch.ones(64, 3, 7, 7)), "B04,B8A", source_bands=rgb)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_weights_that_are_not_finite_are_refused(torchgeo_resnet50, bad):
+    _, state = torchgeo_resnet50
+    own = build_simclr("resnet18", 3).state_dict()
+    for weights in (_with(state, layer1__0__conv1__weight=torch.full((64, 64, 1, 1), bad)),
+                    {k: torch.full_like(v, bad) if v.is_floating_point() else v for k, v in own.items()}):
+        with pytest.raises(UserError, match=r"^w.pt: \d+ of \d+ tensors hold NaN or infinite values \(") as info:
+            import_encoder_state(weights, "B04,B03,B02", source="w.pt")
+        assert "expected finite weights" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_checkpoint_is_read_only_for_the_bands_it_records(tmp_path):
+    rgb = ("B04", "B03", "B02")
+    model = build_simclr("resnet18", 3).state_dict()
+    torch.save({"config": {"augment": asdict(AugmentConfig(bands=rgb))}, "model": model}, tmp_path / "ckpt.pt")
+    with pytest.raises(UserError, match=rf"^bands: {tmp_path / 'ckpt.pt'} was pretrained on B04,B03,B02; "
+                                        r"expected that list \(names and order\), got B02,B03,B04$"):
+        read_state_dict(tmp_path / "ckpt.pt", "state_dict", "B02,B03,B04")
+    assert read_state_dict(tmp_path / "ckpt.pt", "state_dict", ["B04", "B03", "B02"]).keys() == model.keys()
+    assert read_state_dict(tmp_path / "ckpt.pt").keys() == model.keys()  # no bands asked: nothing to contradict

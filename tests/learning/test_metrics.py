@@ -1,0 +1,86 @@
+import warnings
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from simclr_s2.learning.metrics import accuracy, binary_metrics, f1, pr_curve, roc_auc, roc_curve, save_plots
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_metrics_match_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 200)
+    p = np.round(np.clip(y * 0.3 + rng.random(200) * 0.7, 0, 1), 2)  # rounded: ties on purpose
+    m = binary_metrics(y, p)
+    predicted = p >= 0.5
+    assert m["accuracy"] == pytest.approx(skm.accuracy_score(y, predicted))
+    assert m["precision"] == pytest.approx(skm.precision_score(y, predicted, zero_division=0))
+    assert m["recall"] == pytest.approx(skm.recall_score(y, predicted))
+    assert m["f1"] == pytest.approx(skm.f1_score(y, predicted))
+    assert m["auc"] == pytest.approx(skm.roc_auc_score(y, p))
+    assert m["pr_auc"] == pytest.approx(skm.average_precision_score(y, p))
+    tn, fp, fn, tp = skm.confusion_matrix(y, predicted).ravel()
+    assert (m["tn"], m["fp"], m["fn"], m["tp"]) == (tn, fp, fn, tp)
+
+
+def test_pr_curve_matches_scikit_learn():
+    y = np.array([0, 1, 1, 0, 1, 0, 1])
+    p = np.array([0.1, 0.9, 0.4, 0.4, 0.8, 0.2, 0.4])
+    precision, recall, _ = pr_curve(y, p)
+    sk_p, sk_r, _ = skm.precision_recall_curve(y, p)
+    np.testing.assert_allclose(precision, sk_p)
+    np.testing.assert_allclose(recall, sk_r)
+
+
+def test_roc_curve_keeps_every_threshold_of_scikit_learn():
+    y = np.array([0, 1, 1, 0, 1, 0, 1])
+    p = np.array([0.1, 0.9, 0.4, 0.4, 0.8, 0.2, 0.4])
+    fpr, tpr = roc_curve(y, p)
+    sk_fpr, sk_tpr, _ = skm.roc_curve(y, p, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, sk_fpr)
+    np.testing.assert_allclose(tpr, sk_tpr)
+
+
+def test_a_stack_of_sets_is_scored_row_by_row():
+    rng = np.random.default_rng(4)
+    y = rng.random((6, 50)) < 0.4
+    y[0] = False  # one class only: AUC undefined
+    p = np.round(rng.random((6, 50)), 1)
+    rows = [binary_metrics(a, b) for a, b in zip(y, p, strict=True)]
+    np.testing.assert_allclose(accuracy(y, p), [m["accuracy"] for m in rows])
+    np.testing.assert_allclose(f1(y, p), [m["f1"] for m in rows])
+    np.testing.assert_allclose(roc_auc(y, p), [m["auc"] for m in rows])
+    assert np.isnan(roc_auc(y, p)[0])
+
+
+@pytest.mark.parametrize("label", [0, 1])
+def test_one_class_sets_keep_their_values_without_warnings(label):
+    y, p = np.full(5, label), np.array([0.1, 0.2, 0.2, 0.7, 0.9])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        m = binary_metrics(y, p)
+        fpr, tpr = roc_curve(y, p)
+        _, recall, _ = pr_curve(y, p)
+    assert np.isnan(m["auc"])
+    assert m["pr_auc"] == 1.0 if label else np.isnan(m["pr_auc"])  # no positive: recall undefined
+    np.testing.assert_array_equal(fpr if label else tpr, np.zeros(5))  # the absent class's rate: 0, not NaN
+    np.testing.assert_array_equal(fpr if not label else tpr, [0, 0.2, 0.4, 0.8, 1])
+    np.testing.assert_array_equal(recall, [1, 0.8, 0.4, 0.2, 0] if label else np.zeros(5))
+
+
+def test_undefined_metrics_are_zero_or_nan():
+    m = binary_metrics(np.zeros(4), np.zeros(4))
+    assert m["precision"] == 0 and m["recall"] == 0 and m["f1"] == 0
+    assert np.isnan(m["auc"])
+
+
+def test_plots_are_written(tmp_path):
+    paths = save_plots(np.array([0, 1, 1, 0]), np.array([0.2, 0.7, 0.4, 0.1]), tmp_path)
+    assert [p.name for p in paths] == ["confusion_matrix.png", "roc.png", "pr.png"]
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_a_diverged_models_scores_give_nan_ranking_metrics_not_an_error():
+    m = binary_metrics(np.array([0, 1, 1, 0]), np.array([0.1, np.nan, 0.8, 0.3]))
+    assert np.isnan(m["pr_auc"]) and np.isfinite(m["accuracy"])

@@ -1,0 +1,121 @@
+"""The supervised loop: the feature cache gives the plain path's result, a resumed run equals an unbroken
+one, early stopping keeps the best epoch's weights."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from simclr_s2.errors import NonFiniteError, UserError
+from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
+from simclr_s2.learning.feature_cache import cached_training_set
+from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
+from simclr_s2.learning.runtime import Recorder
+from simclr_s2.learning.train import FitConfig, fit
+
+
+def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    y = (torch.arange(n) % 2).float()
+    x = torch.randn(n, 10, 24, 24, generator=g) + y[:, None, None, None] * 0.5
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    torch.manual_seed(0)
+    model = IrrigationClassifier.from_scratch("resnet18", 10)
+    return model, _data(32, 1), _data(16, 2)
+
+
+def _loaders(train, val, batch_size=8, seed=0):
+    return (BatchLoader(MemoryDataset(*train), batch_size, shuffle=True, seed=seed),
+            BatchLoader(MemoryDataset(*val), batch_size))
+
+
+@pytest.mark.parametrize("policy", ["head2", "head"])
+def test_cached_features_give_the_plain_result(tiny, policy):
+    base, train, val = tiny
+    cfg = FitConfig(epochs=3, lr=1e-3, patience=10, seed=0)
+    plain, cached = copy.deepcopy(base), copy.deepcopy(base)
+    plain_log, cached_log = Recorder(), Recorder()
+
+    apply_trainable(plain, policy)
+    fit(plain, *_loaders(train, val), cfg, progress=plain_log)
+
+    apply_trainable(cached, policy)
+    suffix, train_b, val_b = cached_training_set(cached, policy, BatchLoader(MemoryDataset(*train), 8),
+                                                 BatchLoader(MemoryDataset(*val), 8), 8, 0)
+    fit(suffix, train_b, val_b, cfg, progress=cached_log)
+
+    for a, b in zip(plain_log.metrics(), cached_log.metrics(), strict=True):
+        for key in a:
+            assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
+    for (name, p), (_, q) in zip(plain.state_dict().items(), cached.state_dict().items(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+
+
+def test_cache_is_not_offered_when_everything_trains(tiny):
+    model, _train, _val = tiny
+    assert cached_training_set(copy.deepcopy(model), "all", [], [], 8, 0) is None
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_equals_an_unbroken_run(tiny, tmp_path):
+    base, train, val = tiny
+    cfg = FitConfig(epochs=3, lr=1e-3, patience=10, seed=0)
+    unbroken, log_unbroken = copy.deepcopy(base), Recorder()
+    fit(unbroken, *_loaders(train, val), cfg, progress=log_unbroken)
+
+    def kill_after_first_epoch(epoch):
+        raise _Killed
+
+    first = Recorder(on_epoch=kill_after_first_epoch)
+    checkpoint = tmp_path / "train.pt"
+    with pytest.raises(_Killed):
+        fit(copy.deepcopy(base), *_loaders(train, val), cfg, checkpoint_path=checkpoint, progress=first)
+    assert [step for step, _ in first.entries] == [0]
+    resumed, second = copy.deepcopy(base), Recorder()
+    result = fit(resumed, *_loaders(train, val), cfg, checkpoint_path=checkpoint, progress=second)
+    assert result.start_epoch == 1 and second.restored == first.entries  # the checkpoint holds the history
+    assert [step for step, _ in first.entries + second.entries] == [0, 1, 2]
+    for (_, a), (_, b) in zip(first.entries + second.entries, log_unbroken.entries, strict=True):
+        assert a == pytest.approx(b)
+    for (name, p), (_, q) in zip(unbroken.state_dict().items(), resumed.state_dict().items(), strict=True):
+        torch.testing.assert_close(p, q, msg=name)
+
+
+def test_resume_refuses_a_checkpoint_of_other_settings(tiny, tmp_path):
+    base, train, val = tiny
+    checkpoint = tmp_path / "train.pt"
+    fit(copy.deepcopy(base), *_loaders(train, val), FitConfig(epochs=1, lr=1e-3), checkpoint_path=checkpoint)
+    with pytest.raises(UserError, match="other settings"):
+        fit(copy.deepcopy(base), *_loaders(train, val), FitConfig(epochs=1, lr=1e-2), checkpoint_path=checkpoint)
+
+
+def test_early_stopping_keeps_the_best_epoch(tiny):
+    base, train, val = tiny
+    model, log = copy.deepcopy(base), Recorder()
+    result = fit(model, *_loaders(train, val), FitConfig(epochs=6, lr=1e-3, patience=2), progress=log)
+    history = [m["val_auc"] for m in log.metrics()]
+    assert result.best_epoch == int(np.argmax(history))
+    assert result.epochs_run == len(history)
+    assert result.stopped_early == (len(history) < 6)
+
+
+def test_a_diverging_training_stops_before_its_checkpoint(tiny, tmp_path):
+    base, train, val = tiny
+    checkpoint = tmp_path / "train.pt"
+    with pytest.raises(NonFiniteError, match="train_loss is nan at epoch 1"):
+        fit(copy.deepcopy(base), *_loaders(train, val), FitConfig(epochs=2, lr=1e30), checkpoint_path=checkpoint)
+    assert not checkpoint.exists()
+
+
+@pytest.mark.parametrize("bad", [{"lr": 0}, {"epochs": 0}, {"patience": 0}, {"weight_decay": -1}])
+def test_bad_settings_are_user_errors(bad):
+    with pytest.raises(UserError):
+        FitConfig(**bad)

@@ -1,0 +1,334 @@
+"""tune: pruned trials are marked in MLflow and the best settings logged and trained once more; worker
+processes on one storage share a study without duplicate trials; a study whose worker was killed resumes
+and fails the trial it lost. Workers are held and killed at named fault points, never raced. Trials
+fine-tune only the head of an untrained encoder written once per module (features are cached, so no
+encoder is pretrained and each trial is cheap); one-epoch trials on 15 patches keep the file near 3
+minutes on two busy cores."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from optuna.pruners import BasePruner
+from optuna.trial import FrozenTrial, TrialState
+
+from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
+from simclr_s2.errors import UserError
+from simclr_s2.faults import FAULT_ENV, PAUSE_ENV
+from simclr_s2.learning.models import build_simclr
+from simclr_s2.settings.context import Context
+from simclr_s2.settings.spec import build
+from simclr_s2.settings.specs import Tune
+from simclr_s2.stages import tune as tune_stage
+from simclr_s2.stages.base import run_command
+from simclr_s2.stages.inputs import SOURCE
+from simclr_s2.stages.tune import RUN_ATTR, TRIAL_STAGE, TUNE
+from simclr_s2.study.splits import create_splits
+from simclr_s2.study.tuning import (
+    SearchSpace,
+    StudyBudget,
+    StudyFull,
+    StudySettings,
+    TrialSeededSampler,
+    check_metric,
+    make_pruner,
+    masked,
+    open_storage,
+    open_study,
+    save_plots,
+    storage_url,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+ENTRY = ROOT / "entrypoints" / "tune.py"
+STUDY = "demo-study"
+ENCODER = "encoder.pt"
+FRACTION = 50
+FINISHED_STATES = (TrialState.COMPLETE, TrialState.PRUNED)
+
+
+@pytest.fixture(scope="module")
+def demo_split(demo_index: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Basic-scheme splits of the shared demo archive; tuned at fraction 50: 15 training, 3 validation patches."""
+    out = tmp_path_factory.mktemp("tune-splits")
+    create_splits(load_index(demo_index), "basic", out, fractions=(FRACTION,), index_digest=index_digest(demo_index))
+    source = {"index": str(demo_index), "archive_root": str(index_archive_root(demo_index))}
+    (out / "basic" / SOURCE).write_text(json.dumps(source))
+    torch.manual_seed(0)
+    torch.save(build_simclr("resnet18", 10).state_dict(), out.parent / ENCODER)
+    return out
+
+
+@pytest.fixture(scope="module")
+def empty_tracking_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A new tracking database, made once and copied per test: making one (its migrations) takes seconds."""
+    path = tmp_path_factory.mktemp("tracking") / "mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(path.parent)  # the default experiment's artifacts go beside the database
+        MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+    return path
+
+
+@pytest.fixture
+def env(tmp_path: Path, empty_tracking_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
+    """A temporary tracking store and work home, for this process and the workers it starts. One torch
+    thread each: on busy cores, two threads per process run several times slower than one."""
+    shutil.copy(empty_tracking_db, tmp_path / "mlflow.db")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
+    monkeypatch.setenv("SIMCLR_S2_HOME", str(tmp_path / "home"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    torch.set_num_threads(threads)
+
+
+def _args(split: Path, storage: str, n_trials: int, epochs: int = 1, final_run: bool = False) -> list[str]:
+    """A fine-tune study on a state-dict encoder with the frozen part cached: trials cost a feature pass
+    and a few small matrix products, so the workers' start-up is most of a test."""
+    return ["--target", "finetune", "--pretrained", str(split.parent / ENCODER), "--trainables", "head2",
+            "--split", str(split), "--fraction", str(FRACTION), "--epochs", str(epochs),
+            "--n-trials", str(n_trials), "--storage", storage, "--study-name", STUDY, "--batch-sizes", "8,16",
+            "--lr-min", "1e-4", "--lr-max", "1e-2", "--final-run", str(final_run).lower()]
+
+
+def _runs(stage: str) -> list[Run]:
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return client.search_runs(experiments, filter_string=f"tags.stage = '{stage}'")
+
+
+def _trial_runs() -> dict[int, Run]:
+    runs = _runs(TRIAL_STAGE)
+    by_trial = {int(r.data.tags["optuna.trial"]): r for r in runs}
+    assert len(by_trial) == len(runs), "two MLflow runs for one trial"
+    return by_trial
+
+
+def _worker(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(ENTRY), *args], env=env, cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+def _wait_for(path: Path, worker: subprocess.Popen) -> None:
+    """Until the worker creates `path` (at a fault point), failing if it exits first."""
+    while not path.exists():
+        if worker.poll() is not None:
+            out, _ = worker.communicate()
+            pytest.fail(f"the worker exited before reaching its pause point: {out[-4000:]}")
+        time.sleep(0.1)
+
+
+def _finish(worker: subprocess.Popen) -> None:
+    out, _ = worker.communicate(timeout=300)
+    assert worker.returncode == 0, out[-4000:]
+
+
+class PruneTrialOne(BasePruner):
+    """Prunes trial 1 at its first report, whatever the metrics: a pruned trial every time."""
+
+    def prune(self, study: optuna.Study, trial: FrozenTrial) -> bool:
+        return trial.number == 1
+
+
+def test_pruned_trial_is_marked_in_mlflow_and_the_best_is_logged(demo_split, env, tmp_path, monkeypatch):
+    monkeypatch.setattr(tune_stage, "make_pruner", lambda name, epochs: PruneTrialOne())
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = _args(demo_split, storage, n_trials=2, epochs=2)
+    values = {a.removeprefix("--").replace("-", "_"): v for a, v in zip(args[::2], args[1::2], strict=True)}
+    run_command(TUNE, build(Tune, values), Context.from_env())
+
+    client = MlflowClient()
+    (parent,) = _runs("tune")
+    trials = _trial_runs()
+    assert sorted(trials) == [0, 1]
+    assert {r.data.tags["mlflow.parentRunId"] for r in trials.values()} == {parent.info.run_id}
+    pruned = trials[1]
+    assert (pruned.info.status, pruned.data.tags["optuna.state"]) == ("KILLED", "PRUNED")
+    assert pruned.data.tags["optuna.pruned_at_epoch"] == "1"
+    assert len(client.get_metric_history(pruned.info.run_id, "val_f1")) == 1
+    done = trials[0]
+    assert (done.info.status, done.data.tags["optuna.state"]) == ("FINISHED", "COMPLETE")
+    assert len(client.get_metric_history(done.info.run_id, "val_f1")) == 2
+    assert {"lr", "dropout", "weight_decay", "batch_size"} <= set(done.data.params)
+
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_val_f1"] == pytest.approx(study.best_value)
+    assert float(parent.data.params["best_lr"]) == pytest.approx(study.best_params["lr"])
+    assert parent.data.tags["optuna.best_run_id"] == done.info.run_id
+    assert parent.data.metrics["trials_pruned"] == 1
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id, "tune")}
+    # one completed trial: no parameter importances yet (see test_plots_...)
+    assert artifacts == {f"tune/{name}" for name in ("trials.csv", "optimization_history.png",
+                                                      "intermediate_values.png")}
+
+
+def test_two_workers_share_one_study_without_duplicate_trials(demo_split, env, tmp_path):
+    """The first worker is held inside its first trial while the second runs: both run trials, however fast."""
+    storage = f"sqlite:///{tmp_path}/optuna.db"
+    args = _args(demo_split, storage, n_trials=3)
+    first = _worker(args, {**env, PAUSE_ENV: f"trial0_after_log@0:{tmp_path}"}, tmp_path)
+    _wait_for(tmp_path / "paused", first)
+    second = _worker(args, env, tmp_path)
+    _finish(second)
+    (tmp_path / "resume").touch()
+    _finish(first)
+
+    trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    done = [t for t in trials if t.state in FINISHED_STATES]
+    assert len(done) == 3  # the study's total, not 3 per worker
+    assert all(t.state != TrialState.RUNNING for t in trials)
+    assert len({t.params["lr"] for t in done}) == 3  # the workers did not draw the same settings
+
+    runs = _trial_runs()
+    assert {t.user_attrs[RUN_ATTR] for t in done} == {runs[t.number].info.run_id for t in done}
+    parents = {r.info.run_id for r in _runs("tune")}
+    assert len(parents) == 2
+    assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == parents  # both workers ran trials
+
+
+def test_an_interrupted_study_resumes_and_fails_the_lost_trial(demo_split, env, tmp_path):
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    storage = open_storage(url)
+    env = {**env, "SIMCLR_S2_HEARTBEAT_S": "1"}  # a lost trial is stale after 2 s
+    args = _args(demo_split, url, n_trials=2)
+    first = _worker(args, {**env, FAULT_ENV: "trial1_after_log@0"}, tmp_path)  # killed inside its second trial
+    first.communicate(timeout=300)
+    assert first.returncode == -signal.SIGKILL
+    time.sleep(2.5)  # past the grace period of the lost trial's heartbeat
+
+    _finish(_worker(args, env, tmp_path))
+
+    trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    runs = _trial_runs()
+    lost = runs[1]
+    assert (lost.info.status, lost.data.tags["optuna.state"]) == ("FAILED", "FAIL")
+    assert {runs[0].info.status, runs[2].info.status} == {"FINISHED"}
+    first_parent = MlflowClient().get_run(lost.data.tags["mlflow.parentRunId"])
+    assert first_parent.info.status == "FAILED"
+    assert "interrupted" in first_parent.data.tags["simclr_s2.error"]
+
+
+@pytest.mark.parametrize("completed", [1, 2])
+def test_plots_rank_parameters_once_two_trials_completed(tmp_path, completed):
+    study = optuna.create_study(direction="maximize", sampler=TrialSeededSampler(0))
+    for n in range(completed + 1):
+        trial = study.ask()
+        SearchSpace().suggest(trial, "finetune")
+        trial.report(0.5, step=1)
+        study.tell(trial, float(n) if n < completed else None,
+                   state=TrialState.COMPLETE if n < completed else TrialState.PRUNED)
+    names = {p.stem for p in save_plots(study, tmp_path)}
+    assert names == {"optimization_history", "intermediate_values"} | ({"param_importances"} if completed > 1 else set())
+
+
+@pytest.mark.parametrize("name", ["median", "hyperband"])
+def test_the_named_pruners_stop_hopeless_trials(name):
+    """A synthetic search whose best lr is 1e-3: trials far from it are pruned before their last epoch."""
+    study = optuna.create_study(direction="maximize", sampler=TrialSeededSampler(0), pruner=make_pruner(name, 9))
+
+    def objective(trial: optuna.Trial) -> float:
+        quality = -abs(math.log10(SearchSpace().suggest(trial, "baseline")["lr"]) + 3)
+        for epoch in range(1, 10):
+            trial.report(quality + epoch / 100, step=epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned
+        return quality + 0.09
+
+    study.optimize(objective, n_trials=30)
+    assert len(study.get_trials(states=(TrialState.PRUNED,))) >= 5
+    with pytest.raises(UserError):
+        make_pruner("patience", 9)
+
+
+def test_a_trial_beyond_the_study_budget_is_given_up_before_it_runs():
+    """Two workers asking for the study's last trial at once: the later one gives its trial up."""
+    study = optuna.create_study()
+    study.ask()  # the other worker's trial, still running
+    budget, ran = StudyBudget(1), []
+
+    def objective(trial: optuna.Trial) -> float:
+        budget.claim(trial)
+        ran.append(trial.number)
+        return 1.0
+
+    study.optimize(objective, n_trials=2, catch=(StudyFull,))
+    assert ran == []
+    assert [t.state for t in study.trials] == [TrialState.RUNNING, TrialState.FAIL]
+
+
+def _settings(**changes: object) -> StudySettings:
+    base = {"target": "baseline", "pretrained": "auto", "split": "auto", "scheme": "basic", "fraction": 10,
+            "metric": "val_f1", "epochs": 2, "space": SearchSpace()}
+    return StudySettings(**{**base, **changes})
+
+
+def test_joining_a_study_with_other_settings_is_refused(tmp_path):
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    open_study("s", storage, _settings(), TrialSeededSampler(0), optuna.pruners.NopPruner())
+    open_study("s", storage, _settings(pretrained="ignored-for-baseline"), TrialSeededSampler(1),
+               optuna.pruners.NopPruner())
+    with pytest.raises(UserError, match=r"epochs=2 \(now 5\)"):
+        open_study("s", storage, _settings(epochs=5), TrialSeededSampler(0), optuna.pruners.NopPruner())
+
+
+def test_sampler_draws_depend_on_seed_and_trial_number_only():
+    def draws(seed: int, numbers: range) -> list[float]:
+        study = optuna.create_study(sampler=TrialSeededSampler(seed))
+        out = []
+        for _ in numbers:
+            trial = study.ask()
+            out.append(trial.suggest_float("lr", 1e-5, 1e-2, log=True))
+            study.tell(trial, 0.0)
+        return out
+
+    first = draws(0, range(3))
+    assert first == draws(0, range(3))
+    assert len(set(first)) == 3
+    assert first != draws(1, range(3))
+
+
+def test_storage_urls(tmp_path):
+    assert storage_url("auto", tmp_path) == f"sqlite:///{tmp_path}/tune/optuna.db"
+    # the project's PostgreSQL driver, not SQLAlchemy 2.1's default psycopg 3
+    assert storage_url("postgresql://me@db:5432/optuna", tmp_path) == "postgresql+psycopg2://me@db:5432/optuna"
+    assert masked("postgresql+psycopg2://me:secret@db/optuna") == "postgresql+psycopg2://me:***@db/optuna"
+    with pytest.raises(UserError, match="database URL"):
+        storage_url("optuna.db", tmp_path)
+
+
+def test_test_metrics_are_refused():
+    with pytest.raises(UserError, match="leak the test set"):
+        check_metric("test_auc")
+
+
+@pytest.mark.parametrize("bad", [{"metric": "val_loss"}, {"target": "pretrain"}])
+def test_bad_settings_are_user_errors(bad):
+    with pytest.raises(UserError):
+        _settings(**bad)
+
+
+@pytest.mark.parametrize("bad", [{"lr_min": 1e-2, "lr_max": 1e-3}, {"dropout_max": 1.0}, {"batch_sizes": ()},
+                                 {"trainables": ("everything",)}])
+def test_bad_search_spaces_are_user_errors(bad):
+    with pytest.raises(UserError):
+        SearchSpace(**bad)
