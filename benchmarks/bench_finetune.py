@@ -38,9 +38,10 @@ import torch
 from figures import Figure, Rate, load_average, report
 from torch import nn
 
+from simclr_s2.learning.config import ARCHS
 from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
 from simclr_s2.learning.feature_cache import cached_training_set
-from simclr_s2.learning.models import ARCHS, IrrigationClassifier, apply_trainable
+from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
 from simclr_s2.learning.runtime import Recorder
 from simclr_s2.learning.train import FitConfig, fit
 from simclr_s2.settings.context import Context

@@ -16,8 +16,8 @@ import time
 import torch
 from figures import Figure, Rate, load_average, report
 
-from simclr_s2.learning.augment import AugmentConfig
-from simclr_s2.learning.models import ARCHS, build_simclr, channels_last
+from simclr_s2.learning.config import ARCHS, AugmentConfig
+from simclr_s2.learning.models import build_simclr, channels_last
 from simclr_s2.learning.simclr import make_optimizer, simclr_step
 
 

@@ -26,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     from simclr_s2.app.cli import main as run  # the boundary: parse, run, exit status
 
-    run(REGISTRY[args[0]].load(), args[1:])
+    run(REGISTRY[args[0]], args[1:])  # parsed before its stage loads
 
 
 def run_script(path: str) -> None:

@@ -17,10 +17,9 @@ import torchvision
 from torch import nn
 
 from simclr_s2.errors import UserError
+from simclr_s2.learning.config import ARCHS, TRAINABLE
 
-ARCHS = ("resnet18", "resnet50", "resnet101", "resnet152")
 HEAD_DIMS = (1024, 512, 128)
-TRAINABLE = ("head2", "head", "all")
 
 _RESNET_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4")
 

@@ -25,15 +25,14 @@ from tqdm import tqdm
 
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
-from simclr_s2.learning.augment import AugmentConfig
 from simclr_s2.learning.augment import augment as augment_views
+from simclr_s2.learning.config import OPTIMIZERS, AugmentConfig
 from simclr_s2.learning.models import SimCLRModel
 from simclr_s2.learning.models import channels_last as to_channels_last
 from simclr_s2.learning.runtime import Progress, StepMetrics, amp_setup, check_finite, save_checkpoint
 
 logger = logging.getLogger(__name__)
 
-OPTIMIZERS = ("sgd", "adam", "lars")
 # The study's encoders: SGD with cosine decay from 0.1, Adam 5e-4; LARS: SimCLR's 0.3 x batch / 256
 # is left to the caller, 0.3 is its base rate.
 DEFAULT_LR = {"sgd": 0.1, "adam": 5e-4, "lars": 0.3}

@@ -29,8 +29,8 @@ from tqdm import tqdm
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
 from simclr_s2.learning.datasets import gather_epoch
-from simclr_s2.learning.runtime import Progress, amp_setup, check_finite, save_checkpoint
 from simclr_s2.learning.metrics import binary_metrics
+from simclr_s2.learning.runtime import Progress, amp_setup, check_finite, save_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -20,9 +20,7 @@ from simclr_s2.bigearthnet.download import FILES as FETCH_FILES
 from simclr_s2.bigearthnet.download import ZENODO
 from simclr_s2.bigearthnet.nomenclature import AMBIGUOUS
 from simclr_s2.errors import UserError
-from simclr_s2.learning.augment import JITTER_MODES, AugmentConfig
-from simclr_s2.learning.models import ARCHS, TRAINABLE
-from simclr_s2.learning.simclr import OPTIMIZERS
+from simclr_s2.learning.config import ARCHS, JITTER_MODES, OPTIMIZERS, TRAINABLE, AugmentConfig
 from simclr_s2.scenes.scl import DEFAULT_MASK, parse_mask
 from simclr_s2.settings.spec import (
     Spec,
@@ -35,10 +33,10 @@ from simclr_s2.settings.spec import (
     probability,
 )
 from simclr_s2.study.membership import OVERLAP_POLICIES
+from simclr_s2.study.search_space import PRUNERS, TARGETS, SearchSpace, check_metric
 from simclr_s2.study.split_kinds import KIND_PATTERN, KINDS_HELP
 from simclr_s2.study.splits import ALL_SETS
 from simclr_s2.study.splits import DEFAULT_FRACTIONS as FRACTIONS
-from simclr_s2.study.tuning import PRUNERS, TARGETS, SearchSpace, check_metric
 
 DEMO_ARCHIVE = "demo/BigEarthNet-v1.0"
 DEMO_INDEX = "demo/index"

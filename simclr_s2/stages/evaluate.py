@@ -15,6 +15,7 @@ import torch
 
 from simclr_s2.bigearthnet.bands import ZSCORE
 from simclr_s2.learning.datasets import BatchLoader
+from simclr_s2.learning.metrics import best_f1_threshold
 from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.learning.train import predict
 from simclr_s2.settings import specs
@@ -22,7 +23,6 @@ from simclr_s2.settings.context import Context
 from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import load_split_data, loader
-from simclr_s2.learning.metrics import best_f1_threshold
 from simclr_s2.study.splits import NATURAL, SplitSet
 from simclr_s2.tracking.artifacts import Fetcher
 from simclr_s2.tracking.evaluation import log_evaluation

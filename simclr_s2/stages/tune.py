@@ -45,8 +45,8 @@ from simclr_s2.stages.classifier import (
     resolve_training,
     train_classifier,
 )
+from simclr_s2.study.search_space import SearchSpace
 from simclr_s2.study.tuning import (
-    SearchSpace,
     StudyBudget,
     StudySettings,
     TrialSeededSampler,

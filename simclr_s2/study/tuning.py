@@ -32,13 +32,10 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from simclr_s2.errors import UserError
-from simclr_s2.learning.models import TRAINABLE
+from simclr_s2.study.search_space import PRUNERS, TARGETS, SearchSpace, check_metric
 
 log = logging.getLogger(__name__)
 
-TARGETS = ("finetune", "baseline")
-METRICS = ("val_f1", "val_auc")
-PRUNERS = ("median", "hyperband")
 SETTINGS_ATTR = "simclr_s2.settings"
 DEFAULT_HEARTBEAT_S = 60
 OPEN_ATTEMPTS = 5
@@ -48,56 +45,6 @@ SPENT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, Tria
 
 class StudyFull(Exception):
     """Raised by a trial that another worker's trial made surplus; Optuna records it as failed."""
-
-
-def check_metric(metric: str) -> str:
-    """A validation metric to maximise; test metrics are refused, tuning on them would leak the test set."""
-    if metric.startswith("test_"):
-        raise UserError(f"metric: {metric} is a test metric, never tuned on (it would leak the test set); "
-                        f"use one of {', '.join(METRICS)}")
-    if metric not in METRICS:
-        raise UserError(f"metric: expected one of {', '.join(METRICS)}, got {metric}")
-    return metric
-
-
-@dataclass(frozen=True)
-class SearchSpace:
-    """Ranges of the tuned settings: lr on a log scale, weight decay and dropout uniform, batch size and
-    trainable part categorical (the trainable part only for a fine-tune; a baseline trains everything)."""
-
-    lr_min: float = 1e-5
-    lr_max: float = 1e-2
-    weight_decay_max: float = 1e-3
-    dropout_min: float = 0.0
-    dropout_max: float = 0.6
-    batch_sizes: tuple[int, ...] = (16, 32, 64)
-    trainables: tuple[str, ...] = ("head2", "head")
-
-    def __post_init__(self) -> None:
-        if not 0 < self.lr_min <= self.lr_max:
-            raise UserError(f"lr_min, lr_max: expected 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
-        if self.weight_decay_max < 0:
-            raise UserError(f"weight_decay_max: expected a value >= 0, got {self.weight_decay_max}")
-        if not 0 <= self.dropout_min <= self.dropout_max < 1:
-            raise UserError(f"dropout_min, dropout_max: expected 0 <= dropout_min <= dropout_max < 1, "
-                            f"got {self.dropout_min}, {self.dropout_max}")
-        if not self.batch_sizes or min(self.batch_sizes) < 1:
-            raise UserError(f"batch_sizes: expected whole numbers >= 1, got {list(self.batch_sizes)}")
-        unknown = [t for t in self.trainables if t not in TRAINABLE]
-        if not self.trainables or unknown:
-            raise UserError(f"trainables: expected some of {', '.join(TRAINABLE)}, got {list(self.trainables)}")
-
-    def suggest(self, trial: optuna.Trial, target: str) -> dict[str, Any]:
-        """One trial's settings, named as the finetune/baseline entry points name them."""
-        params: dict[str, Any] = {
-            "lr": trial.suggest_float("lr", self.lr_min, self.lr_max, log=True),
-            "weight_decay": trial.suggest_float("weight_decay", 0.0, self.weight_decay_max),
-            "dropout": trial.suggest_float("dropout", self.dropout_min, self.dropout_max),
-            "batch_size": trial.suggest_categorical("batch_size", list(self.batch_sizes)),
-        }
-        if target == "finetune":
-            params["trainable"] = trial.suggest_categorical("trainable", list(self.trainables))
-        return params
 
 
 @dataclass(frozen=True)

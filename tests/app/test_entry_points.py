@@ -67,3 +67,25 @@ def test_an_unknown_entry_point_is_one_line():
     assert result.returncode == 2
     assert result.stderr.startswith("error: no entry point 'nonsense'; one of make_demo_data,")
     assert result.stderr.count("\n") == 1
+
+
+HEAVY = ("torch", "torchvision", "mlflow", "matplotlib")
+
+
+def test_help_and_a_refusal_import_neither_torch_nor_mlflow():
+    """Every entry point's --help, then a bad parameter, in a fresh interpreter: neither loads the stage's
+    training stack (so both answer in about a second)."""
+    script = (
+        "import contextlib, io, sys\n"
+        "from simclr_s2.__main__ import main\n"
+        "from simclr_s2.app.entry_points import REGISTRY\n"
+        "for name in REGISTRY:\n"
+        "    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):\n"
+        "        main([name, '--help'])\n"
+        "with contextlib.redirect_stderr(io.StringIO()) as err, contextlib.suppress(SystemExit):\n"
+        "    main(['finetune', '--lr', '-1'])\n"
+        "assert err.getvalue().startswith('error: lr: expected'), err.getvalue()\n"
+        f"print(sorted(m for m in {HEAVY!r} if m in sys.modules))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], check=True, capture_output=True, text=True)
+    assert result.stdout.strip() == "[]", result.stdout

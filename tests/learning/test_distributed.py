@@ -22,7 +22,7 @@ from torch import nn
 
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
-from simclr_s2.learning.augment import AugmentConfig
+from simclr_s2.learning.config import AugmentConfig
 from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
 from simclr_s2.learning.feature_cache import cached_training_set
 from simclr_s2.learning.models import IrrigationClassifier, apply_trainable

@@ -13,7 +13,7 @@ import torchvision
 
 from simclr_s2.bigearthnet.bands import SCALINGS, STUDY_BANDS
 from simclr_s2.errors import UserError
-from simclr_s2.learning.augment import AugmentConfig
+from simclr_s2.learning.config import AugmentConfig
 from simclr_s2.learning.imported_weights import (
     SIMCLR,
     SIMCLR_SCALING,

@@ -5,7 +5,7 @@ import torch
 from torch.utils.data import DataLoader, TensorDataset
 
 from simclr_s2.errors import UserError
-from simclr_s2.learning.augment import AugmentConfig
+from simclr_s2.learning.config import AugmentConfig
 from simclr_s2.learning.models import build_simclr
 from simclr_s2.learning.runtime import Recorder
 from simclr_s2.learning.simclr import LARS, make_optimizer, nt_xent_loss, param_groups, pretrain

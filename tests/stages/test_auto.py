@@ -12,7 +12,7 @@ import torch
 from project_runner import Project, project_env
 
 from simclr_s2.app.cli import main
-from simclr_s2.learning.augment import AugmentConfig
+from simclr_s2.learning.config import AugmentConfig
 from simclr_s2.learning.models import build_simclr
 from simclr_s2.settings import specs
 from simclr_s2.settings.context import Context

@@ -14,9 +14,9 @@ import pytest
 from scipy import stats as scipy_stats
 
 from simclr_s2.errors import UserError
+from simclr_s2.learning.metrics import binary_metrics
 from simclr_s2.study import stats
 from simclr_s2.study.comparison import REQUIRED, compare
-from simclr_s2.learning.metrics import binary_metrics
 from simclr_s2.study.report import Links, write_report
 
 TEST_SET = "7e57" * 16

@@ -37,14 +37,13 @@ from simclr_s2.stages import tune as tune_stage
 from simclr_s2.stages.base import run_command
 from simclr_s2.stages.inputs import SOURCE
 from simclr_s2.stages.tune import RUN_ATTR, TRIAL_STAGE, TUNE
+from simclr_s2.study.search_space import SearchSpace, check_metric
 from simclr_s2.study.splits import create_splits
 from simclr_s2.study.tuning import (
-    SearchSpace,
     StudyBudget,
     StudyFull,
     StudySettings,
     TrialSeededSampler,
-    check_metric,
     make_pruner,
     masked,
     open_storage,
