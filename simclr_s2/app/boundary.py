@@ -7,15 +7,13 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import NoReturn
 
 from simclr_s2 import disk
 from simclr_s2.app.cli import UNREACHABLE, USER_ERROR
 from simclr_s2.errors import UserError
 from simclr_s2.settings.context import Context
-from simclr_s2.stages.base import Stage, run_command
+from simclr_s2.stages.base import Stage, run_command, written_folders
 from simclr_s2.tracking.connectivity import TrackingUnreachable, bound_retries, is_unreachable
 from simclr_s2.tracking.endings import fail_if_running, mark_dry_run, remove_empty_checkpoint_folders
 from simclr_s2.tracking.tracker import STAGE_TAG, describe
@@ -35,7 +33,7 @@ def run(stage: Stage, spec: object) -> NoReturn:
         _give_up(str(error))
     except Exception as error:
         if not isinstance(error, UserError):
-            error = disk.unnamed(error, _written(spec, ctx)) or error
+            error = disk.unnamed(error, written_folders(spec, ctx)) or error
         user = isinstance(error, UserError)
         if not user and is_unreachable(error):  # requests' connection errors are OSErrors too
             _give_up(f"tracking server unreachable: {str(error).splitlines()[0]}")
@@ -47,16 +45,6 @@ def run(stage: Stage, spec: object) -> NoReturn:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(USER_ERROR)
     sys.exit(0)
-
-
-def _written(spec: object, ctx: Context | None) -> dict[str, Path]:
-    """The folders a command writes, by what they are to a person: where a full disk that names no file
-    is looked for."""
-    out = getattr(spec, "out", None)
-    folders = {"out": Path(out).expanduser()} if isinstance(out, str) and out != "auto" else {}
-    if ctx is not None:
-        folders.update({"SIMCLR_S2_DATA": ctx.data_root, "SIMCLR_S2_HOME": ctx.home})
-    return {**folders, "the temporary folder": Path(tempfile.gettempdir())}  # on a tie, the first is named
 
 
 def fail_launcher_run(stage: str, error: BaseException) -> None:

@@ -33,7 +33,7 @@ from simclr_s2.settings.spec import (
     probability,
 )
 from simclr_s2.study.membership import OVERLAP_POLICIES
-from simclr_s2.study.search_space import PRUNERS, TARGETS, SearchSpace, check_metric
+from simclr_s2.study.search_space import PRUNERS, TARGETS, SearchSpace, check_metric, storage_problem
 from simclr_s2.study.split_kinds import KIND_PATTERN, KINDS_HELP
 from simclr_s2.study.splits import ALL_SETS
 from simclr_s2.study.splits import DEFAULT_FRACTIONS as FRACTIONS
@@ -355,7 +355,7 @@ class Tune(Spec):
                              check=non_negative)
     epochs: int = param(20, "epochs per trial", check=positive)
     study_name: str = param("auto", "auto = <target>-<scheme>-<fraction>pct")
-    storage: str = param("auto", "auto = SQLite in the state folder, or a database URL")
+    storage: str = param("auto", "auto = SQLite in the state folder, or a database URL", check=storage_problem)
     pruner: str = param("median", "stops hopeless trials early", choices=PRUNERS)
     lr_min: float = param(1e-5, "lowest learning rate", check=positive)
     lr_max: float = param(1e-2, "highest learning rate", check=positive)

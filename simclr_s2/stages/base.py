@@ -4,11 +4,14 @@ command needs (`ensure_step`: reused when finished, awaited when running elsewhe
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any, ClassVar, Generic, TypeVar
 
 from mlflow.entities import Run
 
+from simclr_s2 import disk
 from simclr_s2.learning import distributed
 from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import Spec
@@ -65,8 +68,24 @@ def run_command(stage: Stage[S], spec: S, ctx: Context) -> str | None:
                           tags=stage.tags(spec, resolved), run_id=ctx.launcher_run_id,
                           on_duplicate="fail" if stage.exclusive else "allow",
                           system_metrics=stage.system_metrics) as run:
-            stage.execute(spec, resolved, run, ctx)
+            try:
+                stage.execute(spec, resolved, run, ctx)
+            except Exception as error:  # a full disk naming no file: the run's reason names the folder too
+                named = disk.unnamed(error, written_folders(spec, ctx))
+                if named is None or named is error:
+                    raise
+                raise named from error
         return run.run_id
+
+
+def written_folders(spec: Spec, ctx: Context | None) -> dict[str, Path]:
+    """The folders a command writes, by what they are to a person: where a full disk that names no file
+    is looked for."""
+    out = getattr(spec, "out", None)
+    folders = {"out": Path(out).expanduser()} if isinstance(out, str) and out != "auto" else {}
+    if ctx is not None:
+        folders.update({"SIMCLR_S2_DATA": ctx.data_root, "SIMCLR_S2_HOME": ctx.home})
+    return {**folders, "the temporary folder": Path(tempfile.gettempdir())}  # on a tie, the first is named
 
 
 def ensure_step(stage: Stage[S], spec: S, ctx: Context, *, parent_run_id: str | None = None,

@@ -65,3 +65,19 @@ class SearchSpace:
         if target == "finetune":
             params["trainable"] = trial.suggest_categorical("trainable", list(self.trainables))
         return params
+
+
+def storage_problem(spec: str) -> str | None:
+    """What is wrong with a `storage` value (auto, or a database URL SQLAlchemy parses), None when nothing:
+    checked while the command line is parsed, before any work."""
+    if spec == "auto":
+        return None
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(spec)
+    except ArgumentError:
+        return "expected auto or a database URL such as postgresql://user@host/db or sqlite:///path/optuna.db"
+    return None
+

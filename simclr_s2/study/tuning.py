@@ -32,7 +32,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
 from simclr_s2.errors import UserError
-from simclr_s2.study.search_space import PRUNERS, TARGETS, SearchSpace, check_metric
+from simclr_s2.study.search_space import PRUNERS, TARGETS, SearchSpace, check_metric, storage_problem
 
 log = logging.getLogger(__name__)
 
@@ -84,11 +84,9 @@ def storage_url(spec: str, home: Path) -> str:
         folder = home / "tune"
         folder.mkdir(parents=True, exist_ok=True)
         return f"sqlite:///{folder / 'optuna.db'}"
-    try:
-        url = make_url(spec)
-    except ArgumentError:
-        raise UserError(f"storage: expected auto or a database URL such as postgresql://user@host/db or "
-                        f"sqlite:///path/optuna.db, got {masked(spec)}") from None
+    if problem := storage_problem(spec):
+        raise UserError(f"storage: {problem}, got {masked(spec)}")
+    url = make_url(spec)
     if url.drivername == "postgresql":
         # SQLAlchemy 2.1 reads plain postgresql:// as psycopg 3; the project ships psycopg2.
         return url.set(drivername="postgresql+psycopg2").render_as_string(hide_password=False)

@@ -87,6 +87,7 @@ def test_lists_and_cross_field_checks():
     (TUNE, ["--lr-min", "0.1", "--lr-max", "0.01"], "lr_min, lr_max: expected 0 < lr_min <= lr_max, got 0.1, 0.01"),
     (TUNE, ["--dropout-min", "0.5", "--dropout-max", "0.1"], "dropout_min, dropout_max: expected 0 <= dropout_min"),
     (TUNE, ["--metric", "test_f1"], "metric: test_f1 is a test metric"),
+    (TUNE, ["--storage", "::nope"], "storage: expected auto or a database URL"),
 ])
 def test_a_check_that_needs_no_data_refuses_before_any_work(monkeypatch, capsys, stage, argv, message):
     """Refused while parsing: no context is built, nothing is resolved, read or opened."""

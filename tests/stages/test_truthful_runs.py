@@ -50,7 +50,8 @@ def test_a_full_output_folder_is_one_line_naming_it_and_its_file_system(project,
     assert _exit(project, MAKE_DEMO_DATA, "--out", str(out), "--n-patches", "4") == 2
     line = _error_line(capsys)
     assert f"cannot write {out}: file system {disk.mount_point(out)} is full" in line and "out is the fullest" in line
-    assert [r.info.status for r in project.runs() if r.info.run_id not in before] == ["FAILED"]
+    (failed,) = [r for r in project.runs() if r.info.run_id not in before]
+    assert failed.info.status == "FAILED" and "out is the fullest" in failed.data.tags["simclr_s2.error"]
 
 
 @pytest.mark.parametrize(("argv", "message"), [
