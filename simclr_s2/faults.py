@@ -9,6 +9,10 @@ starts another). Points:
   after_upload      uploaded, the epoch's metrics not yet logged
   after_log         the epoch's metrics are logged, the next epoch's checkpoint not yet written
   trial<N>_after_log  tune's trial N has logged the epoch's metrics, not yet reported them to Optuna
+  claim@0           a run is made and tagged, its claim on the key not yet written (tracking/tracker.py)
+  resumed@0         a resumed run holds its carried-over history, training not yet started
+  stream_chunk@<k>  a streamed pack recorded its k-th chunk of rows as safe on disk (bigearthnet/stream.py)
+  download@<bytes>  a download holds <bytes> bytes of its file (bigearthnet/download.py)
 Unset, every point is a no-op.
 """
 

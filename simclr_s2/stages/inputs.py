@@ -17,7 +17,7 @@ from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
 from simclr_s2.learning.datasets import BatchLoader, make_loader
 from simclr_s2.settings.context import Context
-from simclr_s2.study.splits import NATURAL, SplitSet, load_manifest, load_sets, load_split
+from simclr_s2.study.splits import NATURAL, SplitSet, load_manifest, load_sets
 from simclr_s2.tracking.artifacts import Fetcher
 
 SOURCE = "source.json"
@@ -79,20 +79,6 @@ def load_split_data(fetch: Fetcher, ref: str, scheme: str, fraction: int) -> Spl
                          *(n for name in ("train", "val") for n in splits.get(largest, name).names)})
     return SplitData(ref, folder, scheme, fraction, Path(source["archive_root"]), digest, **sets,
                      kind=manifest.kind, natural=natural, index=index, pool=pool)
-
-
-def test_names(fetch: Fetcher, refs: str) -> set[str]:
-    """Names of every test set in the comma-separated split references `refs`."""
-    names: set[str] = set()
-    for ref in filter(None, (r.strip() for r in refs.split(","))):
-        folder = fetch.path(ref, "exclude_split")
-        manifests = sorted(folder.glob("*/manifest.json"))
-        if not manifests:
-            raise UserError(f"exclude_split: {ref} holds no splits (no <scheme>/manifest.json)")
-        for manifest in manifests:
-            scheme = manifest.parent.name
-            names.update(load_split(folder, scheme, load_manifest(folder, scheme).fractions[0], "test").names)
-    return names
 
 
 @dataclass(frozen=True)
