@@ -29,7 +29,8 @@ def readme_blocks() -> list[list[str]]:
 
 def test_every_readme_command_is_run_here():
     assert readme_blocks() == [["make demo", "make test"], [".venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"],
-                               [". .venv/bin/activate", "mlflow run . -e finetune --env-manager local -P fraction=10"]]
+                               [". .venv/bin/activate", "python -m simclr_s2 finetune -h",
+                                "mlflow run . -e finetune --env-manager local -P fraction=10"]]
 
 
 def test_make_test_is_what_ci_runs():
