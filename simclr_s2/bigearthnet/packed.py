@@ -394,20 +394,25 @@ def _write(archive_root: Path, want: _Request, out: Path, workers: int | None, d
             finally:
                 # On an error, drop the queued chunks instead of reading them for nothing.
                 pool.shutdown(wait=True, cancel_futures=True)
-    _fsync(out / PIXELS_FILE)
+    finish_store(out, want, archive_root)
 
-    (out / NAMES_FILE).write_text("\n".join(names) + "\n")
+
+def finish_store(out: Path, want: _Request, archive_root: Path) -> None:
+    """The last step of a store whose pixels.npy is written: names.txt and meta.json beside it, all made
+    durable (the packer and the streamed pack both end here, so their stores are the same bit for bit)."""
+    _fsync(out / PIXELS_FILE)
+    (out / NAMES_FILE).write_text("\n".join(want.names) + "\n")
     meta = {
         "format_version": FORMAT_VERSION,
         "index_digest": want.index_digest,
         "bands": list(want.bands),
         "resampling": want.resampling,
-        "names_digest": names_digest(names),
-        "n_patches": len(names),
+        "names_digest": names_digest(want.names),
+        "n_patches": len(want.names),
         "file": PIXELS_FILE,
         "dtype": "uint16",
-        "shape": list(shape),
-        "archive_root": str(archive_root.resolve()),
+        "shape": [len(want.names), len(want.bands), PATCH_SIZE, PATCH_SIZE],
+        "archive_root": str(Path(archive_root).resolve()),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
     }
     (out / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")

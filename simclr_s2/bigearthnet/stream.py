@@ -30,7 +30,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
@@ -240,7 +239,7 @@ def stream_pack(
             raise ArchiveError(f"{e}; the unfinished store {unfinished} is removed") from None
         for leftover in (STATE_FILE, ROWS_FILE):
             (unfinished / leftover).unlink()
-        _finish(unfinished, want, archive_root)
+        packed.finish_store(unfinished, want, archive_root)
         packed._swap_in(unfinished, store_dir)
     return packed.PackedStore.open(store_dir)
 
@@ -380,26 +379,3 @@ def _pack_chunk(
     finally:
         os.close(fd)
     return [row for row, _ in patches]
-
-
-def _finish(out: Path, want: packed._Request, archive_root: Path) -> None:
-    """names.txt and meta.json as `packed._write` writes them, everything made durable."""
-    packed._fsync(out / packed.PIXELS_FILE)
-    (out / packed.NAMES_FILE).write_text("\n".join(want.names) + "\n")
-    shape = [len(want.names), len(want.bands), PATCH_SIZE, PATCH_SIZE]
-    meta = {
-        "format_version": packed.FORMAT_VERSION,
-        "index_digest": want.index_digest,
-        "bands": list(want.bands),
-        "resampling": want.resampling,
-        "names_digest": packed.names_digest(want.names),
-        "n_patches": len(want.names),
-        "file": packed.PIXELS_FILE,
-        "dtype": "uint16",
-        "shape": shape,
-        "archive_root": str(Path(archive_root).resolve()),
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-    }
-    (out / packed.META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    packed._fsync(out / packed.NAMES_FILE)
-    packed._fsync(out / packed.META_FILE)

@@ -12,6 +12,7 @@ field's `check` or a spec's `validate`, so it refuses before anything is read or
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
@@ -55,12 +56,17 @@ def _split_kind(value: str) -> str | None:
     return None if re.fullmatch(KIND_PATTERN, value) else f"expected {KINDS_HELP}"
 
 
-def _share_or_auto(value: str) -> str | None:
+def _auto_or_number(value: str, accept: Callable[[float], bool], expected: str) -> str | None:
+    """None when `value` is auto or a number `accept` takes, else what was expected."""
     try:
-        ok = value == "auto" or 0 < float(value) <= 1
+        ok = value == "auto" or accept(float(value))
     except ValueError:
         ok = False
-    return None if ok else "expected auto or a share in (0, 1]"
+    return None if ok else f"expected auto or {expected}"
+
+
+def _share_or_auto(value: str) -> str | None:
+    return _auto_or_number(value, lambda x: 0 < x <= 1, "a share in (0, 1]")
 
 
 def _bands(value: str) -> str | None:
@@ -424,11 +430,7 @@ def _stride(value: int) -> str | None:
 
 
 def _threshold(value: str) -> str | None:
-    try:
-        ok = value == "auto" or 0 < float(value) < 1
-    except ValueError:
-        ok = False
-    return None if ok else "expected auto or a probability in (0, 1)"
+    return _auto_or_number(value, lambda x: 0 < x < 1, "a probability in (0, 1)")
 
 
 def _mask(value: str) -> str | None:
