@@ -9,10 +9,9 @@ is made (offline use). A file that verified once is recorded in `dest/.verified.
 mtime, so a rerun does not read 63 GB again to hash it.
 
 What a file is verified against: a `checksums` file (md5sum's `<md5>  <file name>` lines) when given; else
-the package's pinned table, which holds the record's sizes and, where pinned, md5 values. THE MD5 VALUES ARE
-NOT PINNED YET (Zenodo could not be reached when this was written): without a checksums file every file is
-verified by its size only, and the log says so for each. Fill in PINNED_MD5 from the record's page, or pass
-checksums=<file>.
+the package's pinned table, the record's sizes and md5 values (PINNED_MD5 says where each md5 was read: Zenodo
+itself could not be reached when they were pinned). A file without a pinned md5 is verified by its size
+only, and the log says so.
 """
 
 from __future__ import annotations
@@ -49,9 +48,21 @@ PINNED_SIZES = {
     "metadata_for_patches_with_snow_cloud_or_shadow.parquet": 710_162,
 }
 """Bytes of each file of record 10891137 (v2.0.0), as the record lists them."""
-PINNED_MD5: dict[str, str] = {}
-"""md5 of each file as the record lists it: NOT PINNED (empty). Paste the record's values here (file name ->
-32 hex digits) or pass checksums=<file>; until then files are verified by size only."""
+PINNED_MD5 = {
+    # torchgeo's BigEarthNetV2.metadata_locs, whose URLs are this record's files (github.com/microsoft/torchgeo,
+    # torchgeo/datasets/bigearthnet.py at 029863d158b5), the same in tests/datasets/test_bigearthnetV2.py
+    # there; the S2 value also in several independent projects' download scripts that check it
+    "BigEarthNet-S2.tar.zst": "2245ed2d1a93f6ce637d839bc856396e",
+    "Reference_Maps.tar.zst": "95d85a222fa983faddcac51a19f28917",
+    # torchgeo's later BigEarthNetV2 (its Hugging Face copy of the record's file, same value), and public
+    # acquisition notes that list it as the record's published md5 and matched a 3,616,349-byte download to it
+    "metadata.parquet": "55687065e77b6d0b0f1ff604a6e7b49c",
+    # not in torchgeo: two public projects' acquisition code and notes list it as the record's published md5,
+    # one having matched a 710,162-byte download to it (the weakest source here; checksums=<file> overrides)
+    "metadata_for_patches_with_snow_cloud_or_shadow.parquet": "fe31856f4986d446c9468b59d6387c91",
+}
+"""md5 of each file of record 10891137 (v2.0.0), as published with it (sources above; pass checksums=<file>
+to verify against another list)."""
 VERIFIED = ".verified.json"
 CHUNK = 1 << 20
 RETRIES = 8

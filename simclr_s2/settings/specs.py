@@ -402,7 +402,7 @@ class Fetch(Spec):
     dest: str = _in_data("reben", "folder of the files (those already there are verified and used)")
     url: str = param(ZENODO, "base URL of the files: the record's, a mirror, or a local copy (file:// or a folder)")
     checksums: str = param("pinned", "file of md5sum's `<md5>  <file name>` lines; pinned = the package's table "
-                                     "(the record's sizes; its md5 values are not pinned: size only)")
+                                     "of the record's sizes and md5 values")
     extract: bool = param(False, "unpack the .tar.zst files into dest and index and pack from there")
     index: str = _in_data("reben/index", "folder of index.parquet, built from the maps and metadata; none = no index")
     pack: str = param("none", "splits: the patches of `splits` (for `scheme`) into the store their fine-tunes "

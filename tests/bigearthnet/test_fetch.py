@@ -163,13 +163,22 @@ def test_a_local_copy_is_a_source_too(release, server, checksums, tmp_path):
         assert fetch.fetch(["snow"], dest, url, checksums)["snow"].read_bytes() == release["files"][FILES["snow"]]
 
 
-def test_pinned_sizes_refuse_another_file_and_size_only_is_said(server, tmp_path, monkeypatch, caplog):
+def test_the_pinned_table_refuses_another_file_and_size_only_is_said(server, tmp_path, monkeypatch, caplog):
     url, served = server
     with pytest.raises(FetchError, match=r"has [\d,]+ bytes, the record's metadata.parquet has 3,616,349"):
         fetch.fetch(["metadata"], tmp_path, url)
     monkeypatch.setitem(fetch.PINNED_SIZES, FILES["metadata"], len(served.files[FILES["metadata"]]))
+    with pytest.raises(FetchError, match=r"metadata.parquet.*md5 \w{32}, expected 55687065e77b6d0b0f1ff604a6e7b49c"):
+        fetch.fetch(["metadata"], tmp_path, url)  # the demo table has the record's size now, not its md5
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    monkeypatch.delitem(fetch.PINNED_MD5, FILES["metadata"])
     fetch.fetch(["metadata"], tmp_path, url)
     assert "metadata.parquet: verified by size only: no md5 pinned" in caplog.text
+
+
+def test_every_file_of_the_record_has_a_pinned_size_and_md5():
+    assert set(fetch.PINNED_MD5) == set(fetch.PINNED_SIZES) == set(FILES.values())
+    assert all(len(md5) == 32 and int(md5, 16) >= 0 for md5 in fetch.PINNED_MD5.values())
 
 
 def test_no_room_is_one_line_before_any_download(server, checksums, tmp_path, monkeypatch):
