@@ -33,8 +33,8 @@ def synthetic_index(seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(
         {
             "name": [f"S2A_MSIL2A_20170613T101031_{t}_{i % 1000}_{i}" for i, t in enumerate(tiles)],
-            "positive_basic": basic,
-            "positive_expanded": expanded,
+            "present_basic": basic,
+            "present_expanded": expanded,
             "snow": flags(61_707),
             "cloud_shadow": flags(9_280),
             "official_split": rng.choice(np.array(["train", "validation", "test"], dtype=object), N_PATCHES),

@@ -11,7 +11,9 @@ at about 65 patches per CPU-second: over an hour on 2 cores for the 590,326 patc
 
 Both versions give the columns of INDEX_SCHEMA with the same meaning, v1.0's labels being those of its
 JSON and v2.0's the classes its reference map holds; v2.0 adds V2_COLUMNS, each label's share of the
-patch among them. The Parquet metadata records the archive root and version.
+patch's mapped area. Columns say what they hold: `present_<scheme>` is label presence (a class of the
+scheme anywhere in the patch), `area_share_<code>` a share of area; the label a split uses is neither
+(the scheme's rule, nomenclature.scheme_labels). The Parquet metadata records the archive root and version.
 """
 
 from __future__ import annotations
@@ -35,7 +37,14 @@ from tqdm import tqdm
 
 from simclr_s2.bigearthnet import official, reben
 from simclr_s2.bigearthnet.bands import PATCH_SIZE
-from simclr_s2.bigearthnet.nomenclature import CLC_LEVEL3, LABEL_FRACTIONS, SCHEME_CODES, SCHEMES, is_positive
+from simclr_s2.bigearthnet.nomenclature import (
+    CLC_LEVEL3,
+    LABEL_FRACTIONS,
+    PRESENT,
+    SCHEME_CODES,
+    SCHEMES,
+    is_positive,
+)
 from simclr_s2.bigearthnet.reader import V2_PATCHES, PatchError, check_bands, read_metadata
 from simclr_s2.errors import UserError
 from simclr_s2.hashing import sha256_file
@@ -45,12 +54,14 @@ SEASONS = {12: "Winter", 1: "Winter", 2: "Winter", 3: "Spring", 4: "Spring", 5: 
 VERSIONS = ("auto", "v1", "v2")
 UNREADABLE_FOLDER = "unreadable folder"
 _TILE = re.compile(r"_T(\d{2}[A-Z]{3})_")
+AREA_SHARE = "area_share_"  # area_share_<CLC code>: that code's share of the patch's mapped pixels
+NODATA_SHARE = "nodata_share"  # share of the patch's pixels no CORINE polygon covers
 
 INDEX_SCHEMA = pa.schema(
     [
         ("name", pa.string()),
         ("labels", pa.list_(pa.string())),
-        *((f"positive_{scheme}", pa.bool_()) for scheme in SCHEMES),
+        *((f"{PRESENT}{scheme}", pa.bool_()) for scheme in SCHEMES),
         ("acquisition_date", pa.string()),
         ("season", pa.string()),
         ("tile", pa.string()),
@@ -64,19 +75,25 @@ INDEX_SCHEMA = pa.schema(
         ("uly", pa.float64()),
     ]
 )
-"""Columns of every index. positive_<scheme>: the patch carries a class of the scheme (label presence);
+"""Columns of every index. present_<scheme>: the patch carries a class of the scheme (label presence);
 s2v1_name: the patch's v1.0 name (its own name in a v1.0 index); epsg, ulx, uly: its UTM zone and
 upper-left corner in metres, for grouping patches by tile or by a geographic block."""
 V2_COLUMNS = pa.schema(
     [
         ("labels_19", pa.list_(pa.string())),
         (LABEL_FRACTIONS, pa.list_(pa.float64())),
-        *((f"fraction_{code}", pa.float64()) for code in SCHEME_CODES),
+        *((f"{AREA_SHARE}{code}", pa.float64()) for code in SCHEME_CODES),
+        (NODATA_SHARE, pa.float64()),
     ]
 )
 """Columns only a v2.0 index has: the official 19-class labels, each of `labels`' share of the patch's
-pixels, and the share of each CLC code the named schemes use."""
+mapped area, the share of each CLC code the named schemes use, and the share of the patch's pixels that
+no CORINE polygon covers. Nodata pixels carry no class, so they stay out of the shares' denominator: a
+patch half unmapped and half rice is all rice (its shares add up to 1; 0 when nothing is mapped)."""
 V2_SCHEMA = pa.schema([*INDEX_SCHEMA, *V2_COLUMNS])
+LEGACY_COLUMNS = {f"positive_{scheme}": f"{PRESENT}{scheme}" for scheme in SCHEMES}
+"""Presence columns of indexes built before the columns were named by meaning: the same values, renamed
+on load. A v2.0 index of that time (columns `fraction_<code>`) counted nodata in its shares: refused."""
 REJECTED_SCHEMA = pa.schema([("name", pa.string()), ("kind", pa.string()), ("reason", pa.string())])
 _LIST_COLUMNS = ("labels", "labels_19", LABEL_FRACTIONS)
 
@@ -214,11 +231,13 @@ def _v2_table(rows: list[tuple], meta: dict[str, reben.PatchRecord]) -> pa.Table
         m = meta[name]
         date = reben.acquisition_date(name)
         labels = [CLC_LEVEL3[code] for code in codes]
-        share = dict(zip(codes, (p / PATCH_SIZE**2 for p in pixels), strict=True))
+        mapped = sum(pixels)  # nodata pixels carry no class: out of the denominator
+        share = dict(zip(codes, (p / mapped for p in pixels), strict=True))
         records.append(
             (name, labels, *_positives(labels), date, SEASONS[int(date[5:7])], reben.mgrs_tile(name),
              m.country, m.snow, m.cloud_shadow, m.split, m.s2v1_name, epsg, ulx, uly,
-             m.labels_19, list(share.values()), *(share.get(code, 0.0) for code in SCHEME_CODES))
+             m.labels_19, list(share.values()), *(share.get(code, 0.0) for code in SCHEME_CODES),
+             1 - mapped / PATCH_SIZE**2)
         )  # fmt: skip
     return _table(records, V2_SCHEMA)
 
@@ -319,15 +338,20 @@ def load_index(path: Path) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise ArchiveError(f"index {path}: file not found (build it with build_index)")
-    schema = V2_SCHEMA if index_archive_version(path) == "v2" else INDEX_SCHEMA
+    version = index_archive_version(path)
+    schema = V2_SCHEMA if version == "v2" else INDEX_SCHEMA
     names = pq.read_schema(path).names
-    missing = [n for n in schema.names if n not in names]
+    if version == "v2" and f"{AREA_SHARE}{SCHEME_CODES[0]}" not in names and f"fraction_{SCHEME_CODES[0]}" in names:
+        raise ArchiveError(f"index {path}: built when a v2.0 patch's area shares counted nodata pixels "
+                           f"(columns fraction_<code>, now {AREA_SHARE}<code>); rebuild it with build_index")
+    renamed = {old: new for old, new in LEGACY_COLUMNS.items() if old in names and new not in names}
+    missing = [n for n in schema.names if n not in names and n not in renamed.values()]
     if missing:
         raise ArchiveError(
             f"index {path}: missing column(s) {', '.join(missing)}; not an index, or one built by an older "
             "version: rebuild it with build_index"
         )
-    df = pq.read_table(path).to_pandas()
+    df = pq.read_table(path).to_pandas().rename(columns=renamed)
     for column in _LIST_COLUMNS:
         if column in df.columns:
             df[column] = df[column].map(list)

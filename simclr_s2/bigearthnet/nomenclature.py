@@ -166,8 +166,11 @@ def labels_19(codes: Iterable[int]) -> list[str]:
 
 SCHEME_CODES: tuple[int, ...] = tuple(sorted({CODE_OF[c] for classes in SCHEMES.values() for c in classes}))
 """The CLC codes of the named schemes (212, 213, 221, 222, 223): the index stores each one's share."""
-LABEL_FRACTIONS = "label_fractions"
-"""Index column of a v2.0 index: each label's share of the patch's pixels, aligned with `labels`."""
+PRESENT = "present_"
+"""Index columns present_<scheme>: a class of the scheme anywhere in the patch (label presence, v1.0's rule)."""
+LABEL_FRACTIONS = "label_area_shares"
+"""Index column of a v2.0 index: each label's share of the patch's mapped pixels (nodata left out), aligned
+with `labels`."""
 DEFAULT_MIN_FRACTION = 0.17
 """Default minimum share of a patch that a v2.0 scheme's classes must cover for the patch to be positive.
 

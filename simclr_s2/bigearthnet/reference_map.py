@@ -1,6 +1,7 @@
 """A v2.0 patch's reference map: the CORINE Land Cover 2018 code of each of its 120 x 120 pixels at 10 m.
 
-What the index needs of it is how many pixels each code covers (the share behind schemes by area) and
+What the index needs of it is how many pixels each code covers (the area shares behind schemes by area,
+taken of the mapped pixels: NODATA carries no class, so it is no evidence for or against one) and
 where the patch lies (EPSG code and upper-left corner, for spatial grouping). The map is decoded with
 geotiff.py, not GDAL: that keeps the index at metadata speed (see geotiff.py).
 """
@@ -27,7 +28,7 @@ from simclr_s2.bigearthnet.reader import (
 from simclr_s2.bigearthnet.tiff import TiffFormatError
 
 NODATA = 0
-"""Pixels no CORINE polygon covers; they count in a patch's area but carry no class."""
+"""Pixels no CORINE polygon covers: they carry no class and stay out of the area shares' denominator."""
 _VALID = np.zeros(65536, dtype=bool)
 _VALID[[NODATA, *CLC_LEVEL3]] = True
 
@@ -35,7 +36,7 @@ _VALID[[NODATA, *CLC_LEVEL3]] = True
 @dataclass(frozen=True)
 class ReferenceMap:
     codes: tuple[int, ...]  # CLC codes present, ascending, without NODATA
-    pixels: tuple[int, ...]  # how many of the patch's PATCH_SIZE**2 pixels each code covers
+    pixels: tuple[int, ...]  # how many of the patch's PATCH_SIZE**2 pixels each code covers (NODATA: the rest)
     epsg: int | None
     ulx: float
     uly: float

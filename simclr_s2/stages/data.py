@@ -21,7 +21,7 @@ from simclr_s2.bigearthnet.index import (
     index_digest,
     load_index,
 )
-from simclr_s2.bigearthnet.nomenclature import DEFAULT_MIN_FRACTION, resolve_scheme, scheme_labels
+from simclr_s2.bigearthnet.nomenclature import DEFAULT_MIN_FRACTION, PRESENT, resolve_scheme, scheme_labels
 from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
 from simclr_s2.settings.context import Context
@@ -135,7 +135,7 @@ def labels(index: pd.DataFrame, version: str, spec: specs.CreateSplits) -> tuple
     if version == "v1" and spec.min_fraction != "auto":
         raise UserError("min_fraction: a v1.0 archive has labels only, no pixel shares; leave it at auto")
     if version == "v1" and spec.scheme in ("basic", "expanded"):
-        return None, f"column positive_{spec.scheme}"
+        return None, f"column {PRESENT}{spec.scheme}"
     min_fraction = None if spec.min_fraction == "auto" else float(spec.min_fraction)
     rule = "presence of the scheme's classes" if version == "v1" else \
         f"area: scheme's classes cover >= {min_fraction or DEFAULT_MIN_FRACTION} of the patch, " \

@@ -35,9 +35,12 @@ OFFICIAL_COLUMN = "official_split"
 OFFICIAL_PARTS = {"train": "train", "val": "validation", "test": "test", "test_natural": "test"}
 BLOCK_COLUMNS = ("epsg", "ulx", "uly")
 SPATIAL_BLOCK_KM = 12  # 10 x 10 footprints: the buffer leaves out 4-6 % of the demo's patches
-KINDS_HELP = "random, spatial, spatial-<n>km, tile, block-<n>km (n a whole number of km) or official"
-KIND_PATTERN = r"random|tile|official|spatial|(?:block|spatial)-(?P<km>[1-9][0-9]*)km"
+KINDS_HELP = ("random, spatial, spatial-<n>km, tile, block-<n>km (n a whole number of km), official, folds-<k> "
+              "or folds-<k>-<n>km (k >= 2 spatial folds) or country (leave one country out)")
+KIND_PATTERN = (r"random|tile|official|spatial|country|(?:block|spatial)-(?P<km>[1-9][0-9]*)km"
+                r"|folds-(?P<k>[2-9]|[1-9][0-9]+)(?:-(?P<fold_km>[1-9][0-9]*)km)?")
 _KIND = re.compile(KIND_PATTERN)
+COUNTRY_SEP = "|"  # a country kind's group: <country>|<block>
 # Who keeps a patch when two sets meet: the evaluation sets stay whole, train gives up its edge.
 _PRECEDENCE = ("test_natural", "test", "val", "train")
 
@@ -50,7 +53,20 @@ def check_kind(kind: str) -> str:
 
 def is_spatial(kind: str) -> bool:
     """Whether `kind` promises that no footprint or neighbour is in two sets."""
-    return kind.startswith("spatial")
+    return kind.startswith("spatial") or is_cv(kind)
+
+
+def is_cv(kind: str) -> bool:
+    """Whether `kind` is one of several splits that each hold out one fold for test."""
+    return kind == "country" or kind.startswith("folds-")
+
+
+def fold_names(index: pd.DataFrame, kind: str) -> list[str]:
+    """What each fold of a cross-validation kind holds out: "0" ... "k-1", or the index's countries in
+    alphabetical order (every country of the index, so the numbering does not depend on the pool)."""
+    if kind == "country":
+        return sorted(_column(index, "country", kind).astype(str).unique())
+    return [str(i) for i in range(int(_KIND.fullmatch(kind).group("k")))]
 
 
 def group_keys(index: pd.DataFrame, kind: str) -> np.ndarray | None:
@@ -61,11 +77,15 @@ def group_keys(index: pd.DataFrame, kind: str) -> np.ndarray | None:
         return _column(index, OFFICIAL_COLUMN, kind).to_numpy(dtype=object)
     if kind == "tile":
         return _column(index, "tile", kind).astype(str).to_numpy()
-    size_m = 1000 * int(_KIND.fullmatch(kind).group("km") or SPATIAL_BLOCK_KM)
+    match = _KIND.fullmatch(kind)
+    size_m = 1000 * int(match.group("km") or match.group("fold_km") or SPATIAL_BLOCK_KM)
     epsg, ulx, uly = (_column(index, c, kind) for c in BLOCK_COLUMNS)
     cells = [epsg.astype("int64").astype(str),
              *(np.floor_divide(c.to_numpy(dtype=np.float64), size_m).astype(np.int64).astype(str) for c in (ulx, uly))]
-    return (cells[0] + "/" + cells[1] + "/" + cells[2]).to_numpy()
+    blocks = cells[0] + "/" + cells[1] + "/" + cells[2]
+    if kind == "country":
+        return (_column(index, "country", kind).astype(str) + COUNTRY_SEP + blocks).to_numpy()
+    return blocks.to_numpy()
 
 
 def _column(index: pd.DataFrame, column: str, kind: str) -> pd.Series:
@@ -88,9 +108,7 @@ def assign_groups(groups: np.ndarray, pos: np.ndarray, ratios: Sequence[float], 
     a group goes to test while the positives before it are under r_test of the remaining positives, then
     to val under r_test + r_val, then to train. The sets thus hold about r_test / r_val / r_train of the
     positives, which decide the balanced sets' sizes."""
-    names, inverse = np.unique(groups, return_inverse=True)
-    group_pos = np.bincount(inverse, weights=pos.astype(np.float64), minlength=len(names))
-    group_size = np.bincount(inverse, minlength=len(names)).astype(np.float64)
+    names, inverse, group_pos, group_size = _group_totals(groups, pos)
     order = rng.permutation(len(names))
     target = np.empty(len(names), dtype=object)
     natural = (np.cumsum(group_size[order]) - group_size[order]) < natural_share * len(groups)
@@ -101,6 +119,54 @@ def assign_groups(groups: np.ndarray, pos: np.ndarray, ratios: Sequence[float], 
     _, r_val, r_test = ratios
     target[rest] = np.where(before < r_test * total, "test", np.where(before < (r_test + r_val) * total, "val", "train"))
     return target[inverse]
+
+
+def _group_totals(groups: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The distinct groups (sorted), each patch's group number, and each group's positives and patches."""
+    names, inverse = np.unique(groups, return_inverse=True)
+    group_pos = np.bincount(inverse, weights=pos.astype(np.float64), minlength=len(names))
+    return names, inverse, group_pos, np.bincount(inverse, minlength=len(names)).astype(np.float64)
+
+
+def balanced_folds(groups: np.ndarray, pos: np.ndarray, k: int, rng: np.random.Generator) -> np.ndarray:
+    """The fold (0..k-1) of every patch, whole groups at a time, balanced by positives: groups in order of
+    decreasing positives (ties in seeded order) each go to the fold with the fewest positives so far (then
+    the fewest patches, then the lowest number). Greedy, so two folds' positives differ by at most the
+    largest group's positives."""
+    _, inverse, group_pos, group_size = _group_totals(groups, pos)
+    order = rng.permutation(len(group_pos))
+    order = order[np.argsort(-group_pos[order], kind="stable")]
+    fold_pos, fold_size = np.zeros(k), np.zeros(k)
+    fold = np.empty(len(group_pos), dtype=np.int64)
+    for g in order:
+        f = int(np.lexsort((np.arange(k), fold_size, fold_pos))[0])
+        fold[g], fold_pos[f], fold_size[f] = f, fold_pos[f] + group_pos[g], fold_size[f] + group_size[g]
+    return fold[inverse]
+
+
+def folds_of(kind: str, groups: np.ndarray, pos: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The fold of every patch under a cross-validation kind, as fold_names spells it: its country, or its
+    balanced fold's number."""
+    if kind == "country":
+        return np.char.partition(groups.astype(str), COUNTRY_SEP)[:, 0]
+    return balanced_folds(groups, pos, int(_KIND.fullmatch(kind).group("k")), rng).astype(str)
+
+
+def assign_fold(groups: np.ndarray, pos: np.ndarray, held_out: np.ndarray, ratios: Sequence[float],
+                natural_share: float, rng: np.random.Generator) -> np.ndarray:
+    """The set of every patch of a cross-validation split: the held-out fold is test (its first groups, in
+    seeded order, the natural-prevalence set until it holds natural_share of all patches); the other
+    folds' groups go to validation or train by their positives, in the ratio r_val : r_train."""
+    target = np.empty(len(groups), dtype=object)
+    names, inverse, _, group_size = _group_totals(groups[held_out], pos[held_out])
+    order = rng.permutation(len(names))
+    natural = np.zeros(len(names), dtype=bool)
+    natural[order] = (np.cumsum(group_size[order]) - group_size[order]) < natural_share * len(groups)
+    target[held_out] = np.where(natural[inverse], "test_natural", "test")
+    r_train, r_val, _ = ratios
+    rest = (r_train / (r_train + r_val), r_val / (r_train + r_val), 0.0)
+    target[~held_out] = assign_groups(groups[~held_out], pos[~held_out], rest, 0.0, rng)
+    return target
 
 
 def keep_apart(footprints: np.ndarray, target: np.ndarray) -> np.ndarray:

@@ -32,6 +32,11 @@ balanced inside itself: all its positives and a seeded sample of as many negativ
 interleaved as in step 4, so set sizes follow the groups rather than the rounding rule. Steps 1, 4 and 5
 hold for every kind.
 
+Cross-validation kinds, "folds-<k>" and "country", are k splits of one index and seed, one per `fold`:
+the fold's blocks (or country) are test, the other folds' blocks go to val and train by their positives,
+and the spatial buffer applies. The manifest records `fold` and `held_out` (the fold's number or country;
+both null for other kinds and in manifests written before folds).
+
 Overlap, for every kind: how many patches of val, test and test_natural are near (footprint.py: the same
 footprint on any date, or one of its 8 neighbours) a patch of the whole train set, recorded in the
 manifest (`overlap`; null when the index has no footprints) and logged by create_splits as
@@ -45,10 +50,21 @@ and "block": whole groups, in seeded order, until natural_share of the pool is r
 prevalence is the pool's up to the groups' granularity (recorded in the manifest). It is written
 in name order and is not balanced.
 
+Natural-prevalence validation sets (with natural_test): val_natural_<fff>pct.csv, where a decision
+threshold is chosen for the real prevalence (a threshold chosen on balanced validation is far too low
+at 2 %). Drawn from val's ground: the patches of val's groups (every patch for random) in no other set
+and, for a spatial kind, near none; seeded by (seed, 1) apart from the rest, so the other files do not
+change. As many patches as val at the largest fraction (the ground allowing), the pool's prevalence
+rounded half up, ordered so that every prefix keeps that prevalence within one patch; fraction f's
+file is the first len(val_<fff>pct.csv) of them: no more labels than the fraction's balanced val. It
+may share patches with val (both are validation) and is checked as part of val.
+
 Files, under <out_dir>/<scheme>/: train_<fff>pct.csv and val_<fff>pct.csv per fraction (fff zero
 padded), test.csv, test_natural.csv when asked, with lines `name,label` (label 0 or 1, "\\n" line
 ends), and manifest.json (sorted keys, no timestamps) with the parameters, the kind, counts,
-positives, overlap and sha256 of every file. Format 1 manifests (before kinds) load as "random" splits,
+positives, overlap and sha256 of every file. Manifests whose labels came from the column positive_<scheme>
+(the presence column's name before it became present_<scheme>) are read as present_<scheme>'s. Format 1
+manifests (before kinds) load as "random" splits,
 format 1 and 2 manifests (before footprints) with an unknown overlap.
 """
 
@@ -69,14 +85,19 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
+from simclr_s2.bigearthnet.nomenclature import PRESENT
 from simclr_s2.errors import UserError
 from simclr_s2.study import footprint
 from simclr_s2.study.split_kinds import (
     OFFICIAL_COLUMN,
     OFFICIAL_PARTS,
+    assign_fold,
     assign_groups,
     check_kind,
+    fold_names,
+    folds_of,
     group_keys,
+    is_cv,
     is_spatial,
     keep_apart,
 )
@@ -85,6 +106,7 @@ log = logging.getLogger(__name__)
 
 SETS = ("train", "val", "test")
 NATURAL = "test_natural"  # the optional natural-prevalence test set
+VAL_NATURAL = "val_natural"  # per fraction, with the natural test set: where thresholds are chosen
 ALL_SETS = (*SETS, NATURAL)
 OFFICIAL_SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (1, 3, 10, 25, 50, 100)
@@ -120,7 +142,7 @@ class SplitManifest:
 
     scheme: str
     classes: tuple[str, ...]
-    positives_source: str  # "column positive_<scheme>", or how the caller's labels were made
+    positives_source: str  # "column present_<scheme>" (older: positive_<scheme>), or the caller's label rule
     seed: int
     fractions: tuple[int, ...]
     ratios: tuple[float, float, float] | None  # None for an official split, whose parts fix the sizes
@@ -135,6 +157,9 @@ class SplitManifest:
     natural_share: float | None  # share of the pool drawn for test_natural.csv; None when not written
     groups: dict[str, int]  # tiles, blocks or parts per set for a grouped kind; empty for random
     overlap: dict[str, int] | None  # patches of val, test(_natural) near train; None: no footprints known
+    fold: int | None = None  # a cross-validation kind's held-out fold (absent before folds: None)
+    held_out: str | None = None  # what that fold is: its number, or its country
+    natural_validation: bool = False  # val_natural_<fff>pct.csv written (absent before them: False)
     format: int = FORMAT
 
     def overlap_shares(self) -> dict[str, float]:
@@ -217,18 +242,21 @@ def create_splits(
     natural_test: bool = False,
     natural_share: float = DEFAULT_NATURAL_SHARE,
     label_rule: str = "caller",
+    fold: int = 0,
 ) -> SplitManifest:
     """Write the balanced, nested splits of one scheme under out_dir/scheme (see the module doc).
 
     positives: the labels of a custom scheme, a Series aligned with `index`: bool, or pandas' nullable
     "boolean" where <NA> marks a patch that is not eligible (ambiguous); None reads the column
-    positive_<scheme>. label_rule: how the caller's labels were made, recorded in the manifest as their
+    present_<scheme> (label presence, v1.0's rule). label_rule: how the caller's labels were made, recorded
+    in the manifest as their
     source. classes: the scheme's class names, recorded in the manifest only.
     official_split: "train", "validation", "test" or a "+" join such as "train+validation" keeps only
     those patches of the BigEarthNet authors' split (not with kind "official", which uses all three).
     kind: "random", "spatial[-<n>km]", "tile", "block-<n>km" or "official" (split_kinds.py; the entry
     point's default is "spatial", this library's the study's "random"). natural_test: also write
-    test_natural.csv at the pool's prevalence, natural_share of the pool. Files of an earlier call that
+    test_natural.csv at the pool's prevalence, natural_share of the pool. fold: the fold a cross-validation
+    kind ("folds-<k>", "country") holds out for test, 0 to fold count - 1. Files of an earlier call that
     the new manifest does not list are removed, so the folder always matches its manifest.
     """
     _check_scheme(scheme)
@@ -244,6 +272,7 @@ def create_splits(
     if natural_test and not 0 < natural_share < 1:
         raise UserError(f"natural_share: expected a share of the pool between 0 and 1, got {natural_share!r}")
     _check_unique_names(index)
+    held_out = _held_out(index, kind, fold)
 
     pos, known, source = _labels(index, scheme, positives)
     keep, pool = _pool_mask(index, exclude_snow_cloud, OFFICIAL_SPLITS if kind == "official" else official)
@@ -260,15 +289,17 @@ def create_splits(
 
     rng = np.random.Generator(np.random.PCG64(int(seed)))
     share = natural_share if natural_test else 0.0
-    sets, buffer = _draw_kind(kind, names, pos, groups, prints, ratios, share, rng, scheme)
+    sets, buffer = _draw_kind(kind, names, pos, groups, prints, ratios, share, rng, scheme, held_out)
     if is_spatial(kind):
         pool["buffer"] = buffer
+    if natural_test:
+        sets[VAL_NATURAL] = _natural_validation(names, pos, sets, groups, prints, kind, int(seed))
     files: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     keys: dict[str, tuple[str, int | None]] = {}
-    for s in ("train", "val"):
+    for s in ("train", "val", VAL_NATURAL) if natural_test else ("train", "val"):
         set_names, labels = sets[s]
-        for f in fractions:
-            size = fraction_size(len(set_names), f)
+        for f in fractions:  # val_natural holds as many patches as val at each fraction
+            size = min(len(set_names), fraction_size(len(sets["val" if s == VAL_NATURAL else s][0]), f))
             files[file_name(s, f)], keys[file_name(s, f)] = (set_names[:size], labels[:size]), (s, f)
     for s in ("test", NATURAL):
         if s in sets:
@@ -304,12 +335,15 @@ def create_splits(
         index_digest=index_digest,
         numpy_version=np.__version__,
         pool=pool,
-        sizes={s: len(sets[s][0]) for s in ALL_SETS if s in sets},
+        sizes={s: len(sets[s][0]) for s in (*ALL_SETS, VAL_NATURAL) if s in sets},
         files=dict(sorted(entries.items())),
         kind=kind,
         natural_share=float(natural_share) if natural_test else None,
         groups=_group_counts(names, groups, sets),
         overlap=overlap,
+        fold=int(fold) if held_out is not None else None,
+        held_out=held_out,
+        natural_validation=natural_test,
     )
     (scheme_dir / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
     log.info("splits %s (%s): %s in %s, overlap %s", scheme, kind, manifest.sizes, scheme_dir, overlap)
@@ -319,6 +353,44 @@ def create_splits(
                     "lands in train and test: %s of the test patches are near train; kind spatial keeps "
                     "them apart", "an unmeasured share" if share is None else f"{share:.1%}")
     return manifest
+
+
+def _held_out(index: pd.DataFrame, kind: str, fold: int) -> str | None:
+    """What fold `fold` of a cross-validation kind holds out (split_kinds.fold_names); None for other kinds,
+    which have fold 0 only."""
+    if not is_cv(kind):
+        if fold != 0:
+            raise UserError(f"fold {fold!r}: kind {kind} has no folds; use folds-<k> or country, or fold 0")
+        return None
+    names = fold_names(index, kind)
+    if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < len(names):
+        raise UserError(f"fold {fold!r}: kind {kind} has folds 0 to {len(names) - 1}"
+                        + (f" ({', '.join(names)})" if kind == "country" else ""))
+    return names[fold]
+
+
+def _natural_validation(names: np.ndarray, pos: np.ndarray, sets: _Sets, groups: np.ndarray | None,
+                        prints: np.ndarray | None, kind: str, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The natural-prevalence validation list (module doc): names and labels, prevalence-stratified order."""
+    at = pd.Index(names)
+    taken = np.zeros(len(names), dtype=bool)
+    for s in ("train", "test", NATURAL):
+        if s in sets:
+            taken[at.get_indexer(sets[s][0])] = True
+    val = at.get_indexer(sets["val"][0])
+    ground = ~taken if groups is None else ~taken & np.isin(groups, groups[val])
+    if prints is not None and is_spatial(kind):
+        ground &= ~footprint.near(prints, prints[taken])
+    n = min(len(val), int(ground.sum()))
+    n_pos = min(math.floor(Fraction(n * int(pos.sum()), max(len(pos), 1)) + Fraction(1, 2)), int((ground & pos).sum()))
+    n_pos = max(n_pos, n - int((ground & ~pos).sum()))
+    rng = np.random.Generator(np.random.PCG64([seed, 1]))
+    chosen_pos = rng.permutation(names[ground & pos])[:n_pos]
+    chosen_neg = rng.permutation(names[ground & ~pos])[:n - n_pos]
+    rank = np.r_[(np.arange(n_pos) + 0.5) / max(n_pos, 1), (np.arange(n - n_pos) + 0.5) / max(n - n_pos, 1)]
+    order = np.argsort(rank, kind="stable")
+    labels = np.r_[np.ones(n_pos, np.int64), np.zeros(n - n_pos, np.int64)]
+    return np.r_[chosen_pos, chosen_neg][order], labels[order]
 
 
 def _footprints(index: pd.DataFrame, kind: str) -> np.ndarray | None:
@@ -373,7 +445,7 @@ class SchemeSplits:
     def get(self, fraction: int, set_name: str) -> SplitSet:
         """The set `set_name` at `fraction` (one line when the splits have no such set)."""
         scheme = self.folder.name
-        if set_name not in ALL_SETS:
+        if set_name not in (*ALL_SETS, VAL_NATURAL):
             raise UserError(f"set {set_name!r}: expected one of {list(ALL_SETS)}")
         if fraction not in self.manifest.fractions:
             raise UserError(
@@ -382,6 +454,9 @@ class SchemeSplits:
         if set_name == NATURAL and self.manifest.natural_share is None:
             raise UserError(f"set {NATURAL!r}: the {scheme!r} splits in {self.folder.parent} have no "
                             "natural-prevalence test set; make them with natural_test")
+        if set_name == VAL_NATURAL and not self.manifest.natural_validation:
+            raise UserError(f"set {VAL_NATURAL!r}: the {scheme!r} splits in {self.folder.parent} have no "
+                            "natural-prevalence validation sets; make them again with natural_test")
         return self.sets[file_name(set_name, fraction)]
 
 
@@ -407,9 +482,11 @@ _Sets = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def _draw_kind(kind: str, names: np.ndarray, pos: np.ndarray, groups: np.ndarray | None, prints: np.ndarray | None,
-               ratios: tuple[float, ...], share: float, rng: np.random.Generator, scheme: str) -> tuple[_Sets, int]:
+               ratios: tuple[float, ...], share: float, rng: np.random.Generator, scheme: str,
+               held_out: str | None) -> tuple[_Sets, int]:
     """The sets of one kind (module doc): the natural-prevalence set first when share > 0, then the
-    balanced sets from the patches left; and how many patches a spatial kind's buffer left out."""
+    balanced sets from the patches left; and how many patches a spatial kind's buffer left out.
+    held_out: the fold a cross-validation kind tests on."""
     buffer = 0
     if kind == "random":
         natural = _natural_sample(pos, np.ones(len(names), dtype=bool), share, rng)
@@ -420,7 +497,10 @@ def _draw_kind(kind: str, names: np.ndarray, pos: np.ndarray, groups: np.ndarray
         target = np.where(natural, NATURAL, [own_set[part] for part in groups])
         sets = _balanced_sets(names, pos, target, rng, kind, scheme)
     else:
-        target = assign_groups(groups, pos, ratios, share, rng)
+        if is_cv(kind):
+            target = assign_fold(groups, pos, folds_of(kind, groups, pos, rng) == held_out, ratios, share, rng)
+        else:
+            target = assign_groups(groups, pos, ratios, share, rng)
         if is_spatial(kind):
             apart = keep_apart(prints, target)
             target, buffer = np.where(apart, target, None), int((~apart).sum())
@@ -531,9 +611,9 @@ def _labels(index: pd.DataFrame, scheme: str, positives: pd.Series | None) -> tu
     """Positive flags, which rows have a label at all (False: ambiguous, in no set) and their source."""
     if positives is not None:
         return *_caller_labels(index, positives), "caller"
-    column = f"positive_{scheme}"
+    column = f"{PRESENT}{scheme}"
     if column not in index.columns:
-        found = sorted(c for c in index.columns if c.startswith("positive_"))
+        found = sorted(c for c in index.columns if c.startswith(PRESENT))
         raise UserError(f"index has no column {column!r} for scheme {scheme!r}: found {found}; pass positives")
     return _bool_column(index, column), np.ones(len(index), dtype=bool), f"column {column}"
 
@@ -564,11 +644,12 @@ def _reference(index: pd.DataFrame, manifest: SplitManifest, positives: pd.Serie
     _check_unique_names(index)
     official = OFFICIAL_SPLITS if manifest.kind == "official" else _parse_official(manifest.official_split)
     keep, _ = _pool_mask(index, manifest.exclude_snow_cloud, official)
-    column = f"positive_{manifest.scheme}"
+    column = f"{PRESENT}{manifest.scheme}"
     if positives is not None:
         truth, known = _caller_labels(index, positives)
         keep &= known
-    elif manifest.positives_source == f"column {column}" and column in index.columns:
+    elif manifest.positives_source in (f"column {column}", f"column positive_{manifest.scheme}") \
+            and column in index.columns:
         truth = _bool_column(index, column)
     else:
         truth = None
@@ -589,11 +670,13 @@ def _verify(files: _Sets, fractions: tuple[int, ...], reference: _Reference | No
         dup = pd.Index(names)
         if not dup.is_unique:
             _fail(name, "names listed twice", dup[dup.duplicated()])
-        if name != file_name(NATURAL, 0) and abs(2 * int(labels.sum()) - len(labels)) > 1:
+        natural = name == file_name(NATURAL, 0) or name.startswith(VAL_NATURAL)
+        if not natural and abs(2 * int(labels.sum()) - len(labels)) > 1:
             _fail(name, f"classes not balanced: {int(labels.sum())} positives of {len(labels)}", [])
     largest = {s: file_name(s, fractions[-1]) for s in ALL_SETS if file_name(s, fractions[-1]) in files}
-    for s in ("train", "val"):
-        full_names, full_labels = files[largest[s]]
+    natural_val = file_name(VAL_NATURAL, fractions[-1])
+    for s in ("train", "val", VAL_NATURAL) if natural_val in files else ("train", "val"):
+        full_names, full_labels = files[file_name(s, fractions[-1])]
         for f in fractions[:-1]:
             name = file_name(s, f)
             names, labels = files[name]
@@ -601,7 +684,13 @@ def _verify(files: _Sets, fractions: tuple[int, ...], reference: _Reference | No
             wrong = (names != head_names) | (labels != head_labels) if len(names) <= len(full_names) else None
             if wrong is None or wrong.any():
                 rows = [] if wrong is None else names[wrong]
-                _fail(name, f"not the first {len(names)} rows of {largest[s]} (fractions must nest)", rows)
+                _fail(name, f"not the first {len(names)} rows of {file_name(s, fractions[-1])} (fractions must "
+                            "nest)", rows)
+    if natural_val in files:  # drawn on val's ground: checked as part of val from here on
+        joined = np.r_[files[largest["val"]][0], files[natural_val][0]], np.r_[files[largest["val"]][1],
+                                                                               files[natural_val][1]]
+        first = np.unique(joined[0], return_index=True)[1]
+        files = {**files, largest["val"]: (joined[0][first], joined[1][first])}
     for s, name in largest.items():
         names = files[name][0]
         plain = pd.Series(names, dtype=object).str.fullmatch(_PLAIN_NAME).to_numpy(dtype=bool)
@@ -662,6 +751,8 @@ def _read_files(scheme_dir: Path, manifest: SplitManifest) -> tuple[_Sets, dict[
     expected = {file_name(s, f) for s in SETS for f in manifest.fractions}
     if manifest.natural_share is not None:
         expected.add(file_name(NATURAL, 0))
+    if manifest.natural_validation:
+        expected |= {file_name(VAL_NATURAL, f) for f in manifest.fractions}
     if set(manifest.files) != expected:
         raise SplitError(
             f"{scheme_dir / MANIFEST}: lists {sorted(manifest.files)}, expected {sorted(expected)}"
@@ -714,7 +805,7 @@ def _split_files(scheme_dir: Path) -> list[Path]:
     return [
         p
         for p in scheme_dir.glob("*.csv")
-        if re.fullmatch(r"(train|val)_\d{3}pct\.csv|test\.csv|test_natural\.csv", p.name)
+        if re.fullmatch(r"(train|val|val_natural)_\d{3}pct\.csv|test\.csv|test_natural\.csv", p.name)
     ]
 
 

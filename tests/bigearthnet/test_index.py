@@ -61,7 +61,7 @@ def test_rows_agree_with_the_patch_files(demo_archive, demo_index):
         assert row.season == SEASONS[int(meta.acquisition_date[5:7])]
         assert f"_T{row.tile}_" in meta.tile_source
         for scheme, classes in SCHEMES.items():
-            assert getattr(row, f"positive_{scheme}") == is_positive(meta.labels, classes)
+            assert getattr(row, f"present_{scheme}") == is_positive(meta.labels, classes)
 
 
 def test_flags_from_the_official_lists(demo_index, demo_recipe):
@@ -78,8 +78,8 @@ def test_flags_from_the_official_lists(demo_index, demo_recipe):
 def test_seasons_and_schemes_all_present(demo_index):
     df = load_index(demo_index)
     assert set(df["season"]) == {"Winter", "Spring", "Summer", "Autumn"}
-    assert df["positive_basic"].sum() >= 10 and df["positive_expanded"].sum() > df["positive_basic"].sum()
-    assert not (df["positive_basic"] & ~df["positive_expanded"]).any()  # basic is inside expanded
+    assert df["present_basic"].sum() >= 10 and df["present_expanded"].sum() > df["present_basic"].sum()
+    assert not (df["present_basic"] & ~df["present_expanded"]).any()  # basic is inside expanded
 
 
 def test_real_patches(real_archive, tmp_path):
@@ -239,13 +239,13 @@ def test_v2_rows_agree_with_the_maps_and_the_metadata(v2_archive, v2_index):
             codes, counts = np.unique(ds.read(1), return_counts=True)
             assert (row.epsg, row.ulx, row.uly) == (ds.crs.to_epsg(), ds.transform.c, ds.transform.f)
         assert row.labels == [CLC_LEVEL3[c] for c in codes]
-        assert row.label_fractions == list(counts / 14400)
+        assert row.label_area_shares == list(counts / 14400)
         for code in SCHEME_CODES:
-            assert getattr(row, f"fraction_{code}") == dict(zip(codes, counts / 14400, strict=True)).get(
+            assert getattr(row, f"area_share_{code}") == dict(zip(codes, counts / 14400, strict=True)).get(
                 code, 0.0
             )
         for scheme, classes in SCHEMES.items():
-            assert getattr(row, f"positive_{scheme}") == is_positive(row.labels, classes)
+            assert getattr(row, f"present_{scheme}") == is_positive(row.labels, classes)
         m = meta.loc[row.name]
         assert (row.official_split, row.country, row.s2v1_name, row.snow, row.cloud_shadow) == (
             m.split, m.country, m.s2v1_name, m.contains_seasonal_snow, m.contains_cloud_or_shadow
@@ -255,7 +255,7 @@ def test_v2_rows_agree_with_the_maps_and_the_metadata(v2_archive, v2_index):
         assert f"_T{row.tile}_" in row.name and row.acquisition_date[:4] == "2019"
     assert set(df["official_split"]) == {"train", "validation", "test"}
     assert df["snow"].sum() >= 2 and df["cloud_shadow"].sum() >= 2
-    share = df["fraction_212"]
+    share = df["area_share_212"]
     rule = pd.Series(share >= DEFAULT_MIN_FRACTION, dtype="boolean").mask(
         (share > 0) & (share < DEFAULT_MIN_FRACTION)
     )
@@ -290,6 +290,38 @@ def _write_map(root: Path, name: str, pixels: np.ndarray) -> None:
         profile = {**ds.profile, "width": pixels.shape[1], "height": pixels.shape[0]}
     with rasterio.open(_map_path(root, name), "w", **profile) as ds:
         ds.write(pixels, 1)
+
+
+def test_v2_area_shares_leave_nodata_out_of_their_denominator(v2_archive, v2_index, tmp_path):
+    """A map half unmapped (code 0), a quarter rice (213) and a quarter irrigated land (212): each covers
+    half of what is mapped, and basic is positive by area although 212 covers only 25 % of the pixels."""
+    root = Path(shutil.copytree(v2_archive, tmp_path / "reben"))
+    name = min(load_index(v2_index)["name"])
+    pixels = np.zeros((120, 120), dtype=np.uint16)
+    pixels[60:, :60], pixels[60:, 60:] = 212, 213
+    _write_map(root, name, pixels)
+    row = load_index(build_index(root, tmp_path / "index.parquet", workers=1).index_path).set_index("name").loc[name]
+    assert row["labels"] == [CLC_LEVEL3[212], CLC_LEVEL3[213]] and row["label_area_shares"] == [0.5, 0.5]
+    assert (row["area_share_212"], row["area_share_213"], row["area_share_221"], row["nodata_share"]) == (
+        0.5, 0.5, 0.0, 0.5)  # fmt: skip
+    assert row["present_basic"] and scheme_labels(row.to_frame().T.reset_index(), "basic", min_fraction=0.3).all()
+
+
+def test_old_column_names_are_renamed_on_v1_and_refused_on_v2(demo_index, v2_index, tmp_path):
+    """Before the columns were named by meaning: v1's positive_<scheme> was presence, as present_<scheme> is
+    (renamed on load); v2's fraction_<code> counted nodata pixels (refused: the shares differ)."""
+    def renamed(index: Path, new: str, old: str, out: Path) -> Path:
+        table = pq.read_table(index)
+        names = [n.replace(new, old) for n in table.column_names]
+        pq.write_table(table.rename_columns(names).replace_schema_metadata(table.schema.metadata), out)
+        return out
+
+    assert load_index(renamed(demo_index, "present_", "positive_", tmp_path / "v1.parquet")).equals(
+        load_index(demo_index))
+    renamed(v2_index, "area_share_", "fraction_", tmp_path / "v2.parquet")
+    with pytest.raises(ArchiveError, match=r"v2.parquet: built when a v2.0 patch's area shares counted nodata "
+                                           r"pixels \(columns fraction_<code>, now area_share_<code>\); rebuild"):
+        load_index(tmp_path / "v2.parquet")
 
 
 def _edit_metadata(root: Path, name: str, edit) -> None:

@@ -104,9 +104,9 @@ def test_index_of_the_real_files(tmp_path):
     row = load_index(result.index_path).iloc[0]
     assert row["name"] == MAPPED
     assert row["labels"] == [CLC_LEVEL3[c] for c in (211, 231, 311, 313)]
-    assert row["label_fractions"] == [n / 14400 for n in (7075, 1154, 4131, 2040)]
-    assert row[["fraction_212", "fraction_213", "fraction_221", "fraction_222", "fraction_223"]].eq(0).all()
-    assert not row["positive_basic"] and not row["positive_expanded"]
+    assert row["label_area_shares"] == [n / 14400 for n in (7075, 1154, 4131, 2040)]
+    assert row[["area_share_212", "area_share_213", "area_share_221", "area_share_222", "area_share_223"]].eq(0).all()
+    assert not row["present_basic"] and not row["present_expanded"]
     assert (row["official_split"], row["country"], row["s2v1_name"]) == (
         "test",
         "Austria",

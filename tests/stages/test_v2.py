@@ -30,8 +30,8 @@ def test_the_v2_index_reads_the_reference_maps(project, v2_split):
     index_run, _ = v2_split
     assert index_run.data.tags["archive_version"] == "v2"
     index = pd.read_parquet(project.client.download_artifacts(index_run.info.run_id, "index/index.parquet"))
-    assert {"s2v1_name", "fraction_212", "official_split", "epsg"} <= set(index.columns)
-    assert index["fraction_212"].between(0, 1).all() and (index["fraction_212"] > 0).any()
+    assert {"s2v1_name", "area_share_212", "official_split", "epsg"} <= set(index.columns)
+    assert index["area_share_212"].between(0, 1).all() and (index["area_share_212"] > 0).any()
 
 
 def test_the_official_split_is_recorded_with_the_area_rule(project, v2_split):

@@ -37,8 +37,8 @@ def make_index(n_pos: int, n_neg: int, seed: int = 0, snow: float = 0.0, cloud: 
     frame = pd.DataFrame(
         {
             "name": [f"S2A_MSIL2A_20170613T101031_{i // 100}_{i % 100}" for i in range(n)],
-            "positive_basic": np.arange(n) < n_pos,
-            "positive_expanded": np.arange(n) < n_pos + n_neg // 10,
+            "present_basic": np.arange(n) < n_pos,
+            "present_expanded": np.arange(n) < n_pos + n_neg // 10,
             "snow": rng.random(n) < snow,
             "cloud_shadow": rng.random(n) < cloud,
             "official_split": rng.choice(np.array(["train", "validation", "test", None], dtype=object), n),
@@ -105,7 +105,7 @@ def test_layout_and_manifest(made: Path, index: pd.DataFrame) -> None:
     assert {p.name for p in made.iterdir()} == expected
     assert "train_001pct.csv" in expected and "val_100pct.csv" in expected
     manifest = load_manifest(made.parent, "basic")
-    assert manifest.positives_source == "column positive_basic"
+    assert manifest.positives_source == "column present_basic"
     assert manifest.seed == 3 and manifest.fractions == DEFAULT_FRACTIONS
     for name, entry in manifest.files.items():
         data = (made / name).read_bytes()
@@ -121,12 +121,12 @@ def test_all_positives_and_as_many_negatives(made: Path, index: pd.DataFrame) ->
     manifest = load_manifest(made.parent, "basic")
     eligible = index[~(index.snow | index.cloud_shadow)]
     chosen = [r for s in SETS for r in rows(made, file_name(s, 100))]
-    truth = dict(zip(eligible.name, eligible.positive_basic, strict=True))
+    truth = dict(zip(eligible.name, eligible.present_basic, strict=True))
     assert all(truth[n] == bool(label) for n, label in chosen)
-    assert sorted(n for n, label in chosen if label) == sorted(eligible.name[eligible.positive_basic])
-    assert sum(1 - label for _, label in chosen) == eligible.positive_basic.sum()
+    assert sorted(n for n, label in chosen if label) == sorted(eligible.name[eligible.present_basic])
+    assert sum(1 - label for _, label in chosen) == eligible.present_basic.sum()
     assert manifest.pool["excluded_snow_cloud"] == (index.snow | index.cloud_shadow).sum()
-    assert manifest.pool["positives"] == eligible.positive_basic.sum()
+    assert manifest.pool["positives"] == eligible.present_basic.sum()
 
 
 def test_nested_balanced_disjoint(made: Path) -> None:
@@ -218,7 +218,7 @@ def test_minority_negatives_taken_whole(tmp_path: Path) -> None:
         ({"ratios": (1.0, 0.0, 0.0)}, "ratios"),
         ({"seed": -1}, "seed"),
         ({"scheme": "../basic"}, "scheme"),
-        ({"scheme": "nothere"}, "positive_nothere"),
+        ({"scheme": "nothere"}, "present_nothere"),
     ],
 )
 def test_bad_parameters(index: pd.DataFrame, tmp_path: Path, kwargs: dict, match: str) -> None:
@@ -235,9 +235,9 @@ def test_bad_index(tmp_path: Path) -> None:
     with pytest.raises(UserError, match="snow"):
         create_splits(make_index(50, 50).drop(columns="snow"), "basic", tmp_path)
     with pytest.raises(UserError, match="booleans"):
-        create_splits(make_index(50, 50).astype({"positive_basic": int}), "basic", tmp_path)
+        create_splits(make_index(50, 50).astype({"present_basic": int}), "basic", tmp_path)
     bad = make_index(50, 50)
-    bad.loc[bad.positive_basic.idxmax(), "name"] = "../../etc/passwd"
+    bad.loc[bad.present_basic.idxmax(), "name"] = "../../etc/passwd"
     with pytest.raises(SplitError, match="plain"):
         create_splits(bad, "basic", tmp_path)
     assert not (tmp_path / "basic").exists()  # nothing written when a check fails
@@ -328,7 +328,7 @@ def test_checked_against_index(made: Path, index: pd.DataFrame) -> None:
     smaller = index[index.name != test[0][0]]
     with pytest.raises(SplitError, match=rf"test.csv: patches not in the index.*'{test[0][0]}'"):
         load_split(made.parent, "basic", 10, "train", smaller)
-    flipped = index.assign(positive_basic=index.positive_basic ^ (index.name == test[0][0]))
+    flipped = index.assign(present_basic=index.present_basic ^ (index.name == test[0][0]))
     with pytest.raises(SplitError, match=rf"test.csv: labels differ from the index: '{test[0][0]}'"):
         load_split(made.parent, "basic", 10, "train", flipped)
     snowy = index.assign(snow=index.snow | (index.name == test[0][0]))
@@ -354,7 +354,7 @@ def test_bad_csv_and_manifest_rejected(made: Path) -> None:
 )
 def test_property(n_pos: int, n_neg: int, seed: int, fractions: set[int]) -> None:
     index = make_index(n_pos, n_neg, seed=seed % 7, snow=0.1)
-    k = min(index.positive_basic[~index.snow].sum(), (~index.positive_basic[~index.snow]).sum())
+    k = min(index.present_basic[~index.snow].sum(), (~index.present_basic[~index.snow]).sum())
     with tempfile.TemporaryDirectory() as tmp:
         if min(split_sizes(2 * k)) < 2:
             with pytest.raises(UserError, match="at least 2"):
@@ -420,8 +420,8 @@ def test_tile_split_shares_no_tile(geo_index: pd.DataFrame, tmp_path: Path) -> N
         labels = [label for _, label in rows(made, file_name(s, 100))]
         assert abs(2 * sum(labels) - len(labels)) <= 1 and sum(labels) > 0
     eligible = geo_index[~(geo_index.snow | geo_index.cloud_shadow)]
-    assert sum(manifest.files[file_name(s, 100)].positives for s in SETS) == eligible.positive_basic.sum()
-    test_share = manifest.files["test.csv"].positives / eligible.positive_basic.sum()
+    assert sum(manifest.files[file_name(s, 100)].positives for s in SETS) == eligible.present_basic.sum()
+    test_share = manifest.files["test.csv"].positives / eligible.present_basic.sum()
     assert 0.05 < test_share < 0.3  # about r_test of the positives, up to a tile's worth
     assert load_split(tmp_path, "basic", 10, "train", geo_index).names
 
@@ -461,7 +461,7 @@ def test_grouped_split_rechecked_against_the_index(geo_index: pd.DataFrame, tmp_
     test = rows(made, "test.csv")
     used = {n for s in SETS for n in set_names(made, s)}
     train_tiles = set(geo_index.set_index("name").tile[set_names(made, "train")])
-    spare = geo_index.name[geo_index.tile.isin(train_tiles) & ~geo_index.name.isin(used) & ~geo_index.positive_basic
+    spare = geo_index.name[geo_index.tile.isin(train_tiles) & ~geo_index.name.isin(used) & ~geo_index.present_basic
                            & ~(geo_index.snow | geo_index.cloud_shadow)].iloc[0]
     at = next(i for i, (_, label) in enumerate(test) if label == 0)
     rewrite(made, "test.csv", [*test[:at], (spare, 0), *test[at + 1 :]])  # balanced, eligible, in a train tile
@@ -497,13 +497,13 @@ def test_natural_test_set_has_the_pool_prevalence(index: pd.DataFrame, tmp_path:
     eligible = index[~(index.snow | index.cloud_shadow)]
     n = math.floor(share * len(eligible) + 0.5)
     assert len(natural) == n == manifest.sizes[NATURAL] and manifest.natural_share == share
-    assert sum(label for _, label in natural) == math.floor(n * eligible.positive_basic.mean() + 0.5)
+    assert sum(label for _, label in natural) == math.floor(n * eligible.present_basic.mean() + 0.5)
     assert [n for n, _ in natural] == sorted(n for n, _ in natural)
-    truth = dict(zip(index.name, index.positive_basic, strict=True))
+    truth = dict(zip(index.name, index.present_basic, strict=True))
     assert all(truth[name] == bool(label) for name, label in natural)
     others = {n for s in SETS for n in set_names(made, s)}
     assert not others & {n for n, _ in natural}
-    assert len(others) == 2 * (eligible.positive_basic.sum() - sum(label for _, label in natural))
+    assert len(others) == 2 * (eligible.present_basic.sum() - sum(label for _, label in natural))
     loaded = load_split(tmp_path, "basic", 10, NATURAL, index)
     assert loaded.path.name == "test_natural.csv" and loaded.digest == manifest.files["test_natural.csv"].sha256
 
@@ -527,7 +527,7 @@ def test_natural_test_set_is_checked_and_optional(index: pd.DataFrame, tmp_path:
 
 def test_caller_labels_with_na_are_not_eligible(index: pd.DataFrame, tmp_path: Path) -> None:
     ambiguous = index.name.str.endswith(("3", "5"))
-    labels = pd.Series(index.positive_basic, dtype="boolean").mask(ambiguous)
+    labels = pd.Series(index.present_basic, dtype="boolean").mask(ambiguous)
     manifest = create_splits(index, "v2_basic", tmp_path, positives=labels)
     chosen = {n for s in SETS for n in set_names(tmp_path / "v2_basic", s)}
     assert chosen and not chosen & set(index.name[ambiguous])
@@ -614,7 +614,7 @@ def twin_index(seed: int = 0) -> pd.DataFrame:
             rows.append((f"S2B_MSIL2A_20170620T101031_{r}_{c}", 32629, 300_060 + 1200 * (c + 24),
                          4_499_980 - 1200 * (r + 10), False))
     rows.append(("S2B_MSIL2A_20170620T101031_0_99", 32630, 300_000, 4_500_000, False))
-    frame = pd.DataFrame(rows, columns=["name", "epsg", "ulx", "uly", "positive_basic"])
+    frame = pd.DataFrame(rows, columns=["name", "epsg", "ulx", "uly", "present_basic"])
     frame = frame.assign(tile="29TNE", snow=False, cloud_shadow=False, official_split=None)
     return frame.iloc[rng.permutation(len(frame))].reset_index(drop=True)
 
@@ -694,7 +694,7 @@ def test_a_spatial_split_is_rechecked_for_neighbours_against_the_index(tmp_path:
     used = {n for s in SETS for n in set_names(made, s)}
     val_blocks = set(block[set_names(made, "val")])
     test = index.set_index("name").loc[set_names(made, "test")]
-    spare = [n for n, e, x, y, positive in index[["name", "epsg", "ulx", "uly", "positive_basic"]].itertuples(index=False)
+    spare = [n for n, e, x, y, positive in index[["name", "epsg", "ulx", "uly", "present_basic"]].itertuples(index=False)
              if n not in used and not positive and block[n] in val_blocks
              and ((test.epsg == e) & ((test.ulx - x).abs() <= 1200) & ((test.uly - y).abs() <= 1200)).any()]
     val = rows(made, "val_100pct.csv")
@@ -703,3 +703,90 @@ def test_a_spatial_split_is_rechecked_for_neighbours_against_the_index(tmp_path:
     assert load_split(tmp_path, "basic", 100, "val").names  # without the index the footprints are unknown
     with pytest.raises(SplitError, match="test.csv: patches on or next to the ground of val_100pct.csv"):
         load_split(tmp_path, "basic", 100, "val", index)
+
+
+# ---- spatial cross-validation: k folds of blocks, leave one country out ---------------------------------
+
+
+def test_spatial_folds_test_on_disjoint_ground_with_no_neighbour_across_sets(tmp_path: Path) -> None:
+    """Every fold's sets are apart (no footprint, twin or neighbour in two), and the k folds' test sets
+    share no footprint: each footprint is tested in one fold only."""
+    index = twin_index()
+    tested: list[set] = []
+    for fold in range(3):
+        manifest = create_splits(index, "basic", tmp_path / str(fold), kind="folds-3", fold=fold,
+                                 natural_test=True, natural_share=0.05)
+        made = tmp_path / str(fold) / "basic"
+        for i, reference in enumerate(ALL_SETS):
+            assert near_counts(index, made, ALL_SETS[i + 1:], reference) == dict.fromkeys(ALL_SETS[i + 1:], 0)
+        assert (manifest.fold, manifest.held_out, manifest.overlap) == (fold, str(fold), {"val": 0, "test": 0,
+                                                                                        NATURAL: 0})
+        at = index.set_index("name")
+        tested.append({tuple(r) for r in at.loc[set_names(made, "test") + set_names(made, NATURAL),
+                                                 ["epsg", "ulx", "uly"]].to_numpy()})
+        assert load_split(tmp_path / str(fold), "basic", 100, "test", index).names  # rechecked on load
+    assert all(not (a & b) for i, a in enumerate(tested) for b in tested[i + 1:])
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_folds_are_balanced_by_positives_within_the_largest_block(seed: int) -> None:
+    """Stated tolerance: a fold's positives differ from the mean by at most the largest block's positives."""
+    from simclr_s2.study.split_kinds import balanced_folds, group_keys
+
+    index = twin_index(seed)
+    blocks, pos = group_keys(index, "folds-4"), index["present_basic"].to_numpy()
+    fold = balanced_folds(blocks, pos, 4, np.random.default_rng(seed))
+    per_fold = np.bincount(fold, weights=pos, minlength=4)
+    largest = pd.Series(pos).groupby(blocks).sum().max()
+    assert (np.abs(per_fold - pos.sum() / 4) <= largest).all() and (per_fold > 0).all()
+    assert pd.Series(fold).groupby(blocks).nunique().max() == 1  # a block is in one fold
+
+
+def test_folds_are_deterministic_bytes(tmp_path: Path) -> None:
+    index = twin_index()
+    shuffled = index.sample(frac=1, random_state=3).reset_index(drop=True)
+    for name, frame, fold, seed in (("a", index, 1, 4), ("b", shuffled, 1, 4), ("c", index, 2, 4), ("d", index, 1, 5)):
+        create_splits(frame, "basic", tmp_path / name, kind="folds-3-6km", fold=fold, seed=seed)
+    first = read_all(tmp_path / "a/basic")
+    assert first == read_all(tmp_path / "b/basic") != read_all(tmp_path / "c/basic")
+    assert first != read_all(tmp_path / "d/basic")
+
+
+def test_leave_one_country_out(tmp_path: Path) -> None:
+    """Fold i tests on the i-th country in alphabetical order; no other country in test, none of it elsewhere."""
+    index = twin_index()
+    country = np.where(index.ulx < 312_000, "Portugal", np.where(index.ulx < 324_000, "Austria", "Serbia"))
+    index = index.assign(country=country)
+    for fold, held_out in enumerate(["Austria", "Portugal", "Serbia"]):
+        manifest = create_splits(index, "basic", tmp_path / held_out, kind="country", fold=fold)
+        made = tmp_path / held_out / "basic"
+        at = index.set_index("name")["country"]
+        assert manifest.held_out == held_out and set(at[set_names(made, "test")]) == {held_out}
+        assert held_out not in set(at[set_names(made, "train") + set_names(made, "val")])
+        assert near_counts(index, made, ("val", "test"), "train") == {"val": 0, "test": 0}
+        assert load_split(tmp_path / held_out, "basic", 100, "test", index).names
+    with pytest.raises(UserError, match=r"fold 3: kind country has folds 0 to 2 \(Austria, Portugal, Serbia\)"):
+        create_splits(index, "basic", tmp_path / "x", kind="country", fold=3)
+
+
+@pytest.mark.parametrize(("kind", "fold", "match"), [
+    ("folds-3", 3, "fold 3: kind folds-3 has folds 0 to 2"),
+    ("folds-3", -1, "fold -1: kind folds-3 has folds 0 to 2"),
+    ("spatial", 1, "fold 1: kind spatial has no folds; use folds-<k> or country, or fold 0"),
+    ("folds-1", 0, "kind 'folds-1': expected"),
+])
+def test_bad_folds_are_one_line(tmp_path: Path, kind: str, fold: int, match: str) -> None:
+    with pytest.raises(UserError, match=match):
+        create_splits(twin_index(), "basic", tmp_path, kind=kind, fold=fold)
+
+
+def test_manifests_before_folds_and_present_columns_still_load(made: Path, index: pd.DataFrame) -> None:
+    path = made / "manifest.json"
+    raw = json.loads(path.read_text())
+    del raw["fold"], raw["held_out"]
+    path.write_text(json.dumps({**raw, "positives_source": "column positive_basic"}))
+    manifest = load_manifest(made.parent, "basic")
+    assert (manifest.fold, manifest.held_out) == (None, None)
+    flipped = index.assign(present_basic=~index.present_basic)  # the legacy source still means the column
+    with pytest.raises(SplitError, match="labels differ from the index"):
+        load_split(made.parent, "basic", 10, "train", flipped)
