@@ -1,11 +1,17 @@
 """The model registry: logging and registering encoders and classifiers, and turning the `pretrained`
-parameter (registry URI, run model, or state-dict file) into a model with its provenance."""
+parameter (registry URI, run model, or state-dict file) into a model with its provenance.
+
+A classifier is logged to serve itself: MLflow's pt2 format (`torch.export`, no pickle, no code) of a
+`ServedClassifier` that takes archive DN and gives a probability, its bands and scaling in the model's
+metadata, and beside it the weights (safetensors) and architecture spec from which the package rebuilds
+the trainable classifier. Encoders are still logged as pickle with the package's code."""
 
 from __future__ import annotations
 
 import logging
 import math
 import re
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,7 +29,8 @@ import simclr_s2
 from simclr_s2.bigearthnet.bands import ZSCORE, BandError, resolve_bands
 from simclr_s2.errors import NonFiniteError, UserError
 from simclr_s2.learning.imported_weights import import_encoder_state, read_state_dict
-from simclr_s2.learning.models import SimCLRModel
+from simclr_s2.learning.models import IrrigationClassifier, SimCLRModel
+from simclr_s2.learning.serving import ServedClassifier, is_rebuildable, rebuild, save_rebuildable
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +45,7 @@ PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "numpy", "mlflow"]
 
 
 class _DeliberatePickle(logging.Filter):
-    """MLflow warns at every pickle-format save; here pickle is chosen on purpose (pt2 would not give a
+    """MLflow warns at every pickle-format save; an encoder is pickled on purpose (pt2 would not give a
     trainable module back for fine-tuning), so that warning says nothing new."""
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -59,7 +66,9 @@ def log_and_register(client: MlflowClient, run_id: str, model: torch.nn.Module, 
     """Log `model` in run `run_id` as an MLflow logged model at `step` (so the metrics the run logged at
     that step are linked to it), register it, tag the version and set `aliases`. Returns the version.
 
-    Pickle format with the simclr_s2 code inside, so it loads where the package is not installed. Called
+    `example` is a batch of model inputs (scaled). A classifier is logged to serve itself (the module
+    docstring); its bands and scaling come from `tags` (`band_list` or `bands`, `scaling`). Anything else
+    is pickled with the simclr_s2 code inside, so it loads where the package is not installed. Called
     last, once everything else in the run has succeeded; a NaN or infinite value in `finite` (the
     metrics the version is tagged with) registers nothing."""
     for key, value in (finite or {}).items():
@@ -73,16 +82,17 @@ def log_and_register(client: MlflowClient, run_id: str, model: torch.nn.Module, 
     # experiment the process-wide context names.
     logged = client.create_logged_model(run.info.experiment_id, name="model", source_run_id=run_id,
                                         params=dict(run.data.params))
-    quiet, pytorch_log = _DeliberatePickle(), logging.getLogger("mlflow.pytorch")
-    pytorch_log.addFilter(quiet)
-    try:
-        info = mlflow.pytorch.log_model(
-            model, name="model", serialization_format="pickle", signature=signature(model, example),
-            input_example=example[:2], registered_model_name=registered_name, step=step, run_id=run_id,
-            model_id=logged.model_id, code_paths=[str(Path(simclr_s2.__file__).parent)],
-            pip_requirements=PIP_REQUIREMENTS)
-    finally:
-        pytorch_log.removeFilter(quiet)
+    with tempfile.TemporaryDirectory(prefix="simclr-s2-model-") as folder:
+        how = _served(model, example, tags, Path(folder)) if isinstance(model, IrrigationClassifier) else \
+            _pickled(model, example)
+        quiet, pytorch_log = _DeliberatePickle(), logging.getLogger("mlflow.pytorch")
+        pytorch_log.addFilter(quiet)
+        try:
+            info = mlflow.pytorch.log_model(name="model", registered_model_name=registered_name, step=step,
+                                            run_id=run_id, model_id=logged.model_id,
+                                            pip_requirements=PIP_REQUIREMENTS, **how)
+        finally:
+            pytorch_log.removeFilter(quiet)
     version = str(info.registered_model_version)
     for key, value in tags.items():
         client.set_model_version_tag(registered_name, version, key, str(value))
@@ -92,6 +102,30 @@ def log_and_register(client: MlflowClient, run_id: str, model: torch.nn.Module, 
     log.info("registered %s version %s%s", registered_name, version,
              f" as @{', @'.join(aliases)}" if aliases else "")
     return version
+
+
+def _pickled(model: torch.nn.Module, example: np.ndarray) -> dict[str, object]:
+    """`log_model`'s arguments for a module pickled with the package's code."""
+    return {"pytorch_model": model, "serialization_format": "pickle", "signature": signature(model, example),
+            "input_example": example[:2], "code_paths": [str(Path(simclr_s2.__file__).parent)]}
+
+
+def _served(model: IrrigationClassifier, example: np.ndarray, tags: Mapping[str, object],
+            folder: Path) -> dict[str, object]:
+    """`log_model`'s arguments for a classifier that serves itself: pt2 of the DN-taking module, with its
+    bands and scaling as metadata and the package's rebuild files (written into `folder`) beside it."""
+    bands = encoder_bands({k: str(v) for k, v in tags.items()}, model.encoder.in_channels)
+    if bands is None:
+        raise ValueError(f"a classifier is registered with its band list ({BAND_LIST_TAG} or bands tag)")
+    served = ServedClassifier(model, bands, str(tags.get(SCALING_TAG, ZSCORE))).eval()
+    dn = served.dn_of(example[:2])
+    metadata = {"bands": list(served.bands), "scaling": served.scaling,
+                "input": "float32 DN (N, C, 120, 120): the archive's values, every band on the 10 m grid, "
+                         "channels in the order of bands",
+                "output": "probability of irrigated land (N,)"}
+    return {"pytorch_model": served, "serialization_format": "pt2", "signature": signature(served, dn),
+            "input_example": dn, "metadata": metadata,
+            "extra_files": [str(p) for p in save_rebuildable(model, folder)]}
 
 
 @dataclass(frozen=True)
@@ -140,8 +174,12 @@ def load_logged(client: MlflowClient, uri: str, kind: type[T], what: str) -> tup
     the parameter in the one-line error."""
     ref = resolve_model_uri(client, uri, what)
     try:
-        model = mlflow.pytorch.load_model(ref.uri, map_location="cpu")
-    except (MlflowException, OSError) as error:
+        with tempfile.TemporaryDirectory(prefix="simclr-s2-model-") as folder:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=folder))
+            extra = local / "extra_files"
+            model = rebuild(extra) if is_rebuildable(extra) else mlflow.pytorch.load_model(str(local),
+                                                                                           map_location="cpu")
+    except (MlflowException, OSError, ValueError) as error:
         raise UserError(f"{what}: cannot load {uri}: {str(error).splitlines()[0]}") from None
     if not isinstance(model, kind):
         raise UserError(f"{what}: {uri} is a {type(model).__name__}, expected a {kind.__name__}")
