@@ -19,6 +19,8 @@ if TYPE_CHECKING:  # torch loads where a function needs it: band names are check
     import torch
 
 BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+"""The 12 bands of BigEarthNet-S2, which is Sentinel-2 L2A (surface reflectance): every band but B10
+(cirrus), a top-of-atmosphere band that L2A products drop."""
 RESOLUTION_M: dict[str, int] = {
     **dict.fromkeys(("B02", "B03", "B04", "B08"), 10),
     **dict.fromkeys(("B05", "B06", "B07", "B8A", "B11", "B12"), 20),
@@ -49,7 +51,9 @@ RESAMPLING_METHODS = ("bicubic", "bilinear", "nearest")
 ZSCORE = "bigearthnet-zscore"
 SCALINGS = (ZSCORE, "reflectance/10000")
 """Input scalings a loader can give: the BigEarthNet z-score (MEAN/STD above; what this project's encoders
-train on), or L2A reflectance, DN / 10,000 (what e.g. torchgeo's SSL4EO-S12 Sentinel-2 weights expect)."""
+train on), or DN / 10,000, here L2A surface reflectance. torchgeo's SSL4EO-S12 Sentinel-2 weights expect
+that scaling of L1C top-of-atmosphere DN, which are brighter (most of all in B01-B04): the same formula
+on another product, a shift `learning.batchnorm` recalibrates for."""
 
 
 class BandError(UserError):

@@ -10,6 +10,7 @@ from simclr_s2.errors import UserError
 
 ARCHS = ("resnet18", "resnet50", "resnet101", "resnet152")
 TRAINABLE = ("head2", "head", "all")
+BN_RECALIBRATE = ("auto", "true", "false")
 OPTIMIZERS = ("sgd", "adam", "lars")
 JITTER_MODES = ("spectral", "per_band")
 

@@ -4,18 +4,24 @@ torchgeo (torchgeo/models/resnet.py, `ResNet50_Weights.SENTINEL2_ALL_MOCO`, `_DI
 `ResNet18_Weights.SENTINEL2_ALL_MOCO`) publishes SSL4EO-S12 encoders as state dicts of a timm ResNet built
 with `in_chans=13`. timm keeps torchvision's parameter names ("weight compat requires it"): `conv1.weight`,
 `bn1.*`, `layer1.0.conv1.weight`, ..., `layer4.2.bn3.*`, and `fc.*` when the file has a classifier. Its
-first convolution takes the 13 Sentinel-2 L1C bands in torchgeo's `_sentinel2_toa_bands` order B1 ... B8,
-B8a, B9, B10, B11, B12, and its inputs are digital numbers divided by 10,000
-(`_ssl4eo_s12_transforms_s2_10k`: Normalize(mean=0, std=10000)).
+first convolution takes the 13 Sentinel-2 L1C (top-of-atmosphere) bands in torchgeo's
+`_sentinel2_toa_bands` order B1 ... B8, B8a, B9, B10, B11, B12, and its inputs are L1C digital numbers
+divided by 10,000 (`_ssl4eo_s12_transforms_s2_10k`: Normalize(mean=0, std=10000)).
+
+BigEarthNet is L2A (surface reflectance): the same DN / 10,000 scaling of a darker product, without B10
+(cirrus, a top-of-atmosphere band L2A drops). So the data's bands default to the other 12, all of them
+(`auto`), and `batchnorm` recalibrates the encoder's statistics on the target data before fine-tuning.
 
 This module turns such a state dict into the one `models.load_encoder_state` takes: the ResNet under
-`encoder.`, the first convolution's input channels picked by band name for the data's bands (BigEarthNet
-has no B10), and a freshly initialised projection head under `head.` (seeded, so the result is the same
-every time). It also tells that layout from this project's own, and names the scaling each expects.
+`encoder.`, the first convolution's input channels picked by band name for the data's bands, and a
+freshly initialised projection head under `head.` (seeded, so the result is the same every time), which
+the model marks as never trained (`head_pretrained` False: fine-tuning draws and trains it, never freezes
+it). It also tells that layout from this project's own, and names the scaling each expects.
 """
 
 from __future__ import annotations
 
+import logging
 import pickle
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -23,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from simclr_s2.bigearthnet.bands import ZSCORE, resolve_bands
+from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, ZSCORE, resolve_bands
 from simclr_s2.errors import UserError
 from simclr_s2.learning.models import (
     ARCHS,
@@ -33,6 +39,8 @@ from simclr_s2.learning.models import (
     SimCLRModel,
     load_encoder_state,
 )
+
+log = logging.getLogger(__name__)
 
 TORCHGEO_S2_BANDS = (
     "B01",
@@ -51,7 +59,7 @@ TORCHGEO_S2_BANDS = (
 )
 """torchgeo's `_sentinel2_toa_bands` (B1 ... B8a ... B12) in this project's spelling: conv1's channels."""
 TORCHGEO_S2_SCALING = "reflectance/10000"
-"""What torchgeo's SSL4EO-S12 Sentinel-2 weights expect: digital numbers / 10,000."""
+"""What torchgeo's SSL4EO-S12 Sentinel-2 weights expect: digital numbers / 10,000 (of L1C products)."""
 SIMCLR_SCALING = ZSCORE
 """What this project's encoders expect: the per-band BigEarthNet z-score ("bigearthnet-zscore")."""
 SIMCLR, TIMM = "simclr", "timm"
@@ -136,8 +144,9 @@ def timm_to_simclr(
     source: str = "state dict",
 ) -> dict[str, torch.Tensor]:
     """A timm/torchvision ResNet state dict whose conv1 takes `source_bands` -> the SimCLR state dict for
-    data with `bands` (conv1's channels picked by band name, in `bands` order), with a new projection head
-    initialised from `seed`. `fc.*` is dropped; BatchNorm counters a file left out are restored as 0."""
+    data with `bands` (conv1's channels picked by band name, in `bands` order; a band the archive has but
+    `bands` leaves out is a warning), with a new projection head initialised from `seed`. `fc.*` is
+    dropped; BatchNorm counters a file left out are restored as 0."""
     timm = {k: v for k, v in _checked(state, source).items() if not k.startswith("fc.")}
     if state_dict_layout(timm, source) != TIMM:
         raise UserError(f"{source}: already in this project's SimCLR layout; load it as it is")
@@ -151,6 +160,9 @@ def timm_to_simclr(
     missing = [b for b in bands if b not in source_bands]
     if missing:
         raise UserError(f"bands: {','.join(missing)} not among the encoder's bands {','.join(source_bands)}")
+    if dropped := [b for b in _archive_bands(source_bands) if b not in bands]:
+        log.warning("bands: the encoder also takes %s, which the archive has; bands=auto gives it all %d",
+                    ",".join(dropped), len(_archive_bands(source_bands)))
     timm["conv1.weight"] = conv1[:, [list(source_bands).index(b) for b in bands]].clone()
     for key in [k.removesuffix(".running_mean") for k in timm if k.endswith(".running_mean")]:
         timm.setdefault(f"{key}.num_batches_tracked", torch.tensor(0))
@@ -161,11 +173,33 @@ def timm_to_simclr(
     return {**{f"encoder.{k}": v for k, v in timm.items()}, **{f"head.{k}": v for k, v in head.items()}}
 
 
+def _archive_bands(source_bands: Sequence[str]) -> tuple[str, ...]:
+    """The encoder's bands BigEarthNet has (every one but B10 for torchgeo's 13), in the encoder's order."""
+    return tuple(b for b in source_bands if b in BANDS)
+
+
+def data_bands(state: Mapping[str, torch.Tensor], bands: str | Sequence[str],
+               source_bands: Sequence[str] = TORCHGEO_S2_BANDS) -> tuple[str, ...]:
+    """The data's bands for an encoder's state dict: as given, or for `auto` every band of the encoder the
+    archive has (a timm layout's `source_bands`), or this project's study 10 or all 12 by conv1's channels;
+    a UserError when that says nothing."""
+    if bands != "auto":
+        return resolve_bands(bands)
+    if state_dict_layout(state) == TIMM:
+        return _archive_bands(source_bands)
+    channels = int(_checked(state, "state dict")["encoder.conv1.weight"].shape[1])
+    if channels not in (len(STUDY_BANDS), len(BANDS)):
+        raise UserError(f"bands: the encoder takes {channels} channels; auto knows 10 (study) or 12 (all), so "
+                        "name its bands in channel order")
+    return STUDY_BANDS if channels == len(STUDY_BANDS) else BANDS
+
+
 def read_state_dict(path: Path, what: str = "pretrained",
                     bands: str | Sequence[str] | None = None) -> dict[str, torch.Tensor]:
     """A state-dict file (torch.save of parameter name -> tensor; a pretrain checkpoint's `model` entry
     too), read without running pickled code; `what` names the parameter in the one-line error. `bands`,
-    when given, must be the bands a pretrain checkpoint records (names and order: the channels)."""
+    when given and not auto, must be the bands a pretrain checkpoint records (names and order: the
+    channels)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{what}: state-dict file {path} does not exist")
@@ -176,7 +210,7 @@ def read_state_dict(path: Path, what: str = "pretrained",
         raise UserError(f"{what}: {path} is not a PyTorch state-dict file ({detail[:200]})") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         recorded = _recorded_bands(state)
-        if bands is not None and recorded and recorded != resolve_bands(bands):
+        if bands not in (None, "auto") and recorded and recorded != resolve_bands(bands):
             given = bands if isinstance(bands, str) else ",".join(bands)
             raise UserError(f"bands: {path} was pretrained on {','.join(recorded)}; expected that list (names "
                             f"and order), got {given}")
@@ -200,18 +234,20 @@ def import_encoder_state(
     seed: int = 0,
     source: str = "state dict",
 ) -> ImportedEncoder:
-    """A SimCLR model from a state dict in either layout, for data with `bands`.
+    """A SimCLR model from a state dict in either layout, for data with `bands` (`auto`: `data_bands`).
 
     SIMCLR: loaded as it is (its conv1 must take len(bands) channels); it expects SIMCLR_SCALING. TIMM:
     converted with `timm_to_simclr` (`source_bands`, `seed`); it expects `scaling`, by default
-    torchgeo's DN / 10,000."""
+    torchgeo's DN / 10,000, and its new head is marked as never trained."""
     layout = state_dict_layout(state, source)
     _finite(state, source)
-    bands = resolve_bands(bands)
+    bands = data_bands(state, bands, source_bands)
     if layout == TIMM:
         state = timm_to_simclr(state, bands, source_bands=source_bands, seed=seed, source=source)
     else:
         state, scaling = _checked(state, source), SIMCLR_SCALING
     encoder = {k.removeprefix("encoder."): v for k, v in state.items() if k.startswith("encoder.")}
     arch = _match_arch(encoder, encoder["conv1.weight"].shape[1], source).arch
-    return ImportedEncoder(load_encoder_state(state, arch, len(bands)), arch, bands, scaling, layout)
+    model = load_encoder_state(state, arch, len(bands))
+    model.head_pretrained = layout == SIMCLR
+    return ImportedEncoder(model, arch, bands, scaling, layout)

@@ -88,9 +88,20 @@ class ProjectionHead(nn.Module):
         """The representation before the last Linear, after its ReLU (512-d in the study)."""
         return self.layers[:-1](x)
 
+    def reset_parameters(self) -> None:
+        """Draw every Linear anew with torch's default initialisation, from the global random generator."""
+        for layer in self.layers:
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+
 
 class SimCLRModel(nn.Module):
     """Encoder f(.) followed by projection head g(.); state dict keys start with `encoder.` / `head.`."""
+
+    head_pretrained: bool = True
+    """False for a head initialised but never trained (an encoder imported without one): fine-tuning then
+    draws it anew and trains it under every policy, since freezing it would freeze a random projection.
+    A class default, so a model pickled before the flag existed reads as pretrained."""
 
     def __init__(self, encoder: Encoder, head: ProjectionHead) -> None:
         super().__init__()
@@ -121,15 +132,21 @@ class IrrigationClassifier(nn.Module):
 
     The head's last Linear (Dense 128) is kept so the state dict still holds the whole SimCLR model, but
     nothing reads it, so it is frozen under every policy and counted as frozen. `train()` keeps the
-    frozen modules in eval mode: under `head2`/`head` the encoder's BatchNorm statistics never move.
+    frozen modules in eval mode: under `head2`/`head` the encoder's BatchNorm statistics never move
+    (`learning.batchnorm` recomputes them on the target data before training, where wanted). Only
+    pretrained weights are ever frozen: with `head_pretrained` False `head2` trains the whole head.
     """
 
+    head_pretrained: bool = True  # a class default too, for classifiers pickled before the flag existed
+
     def __init__(
-        self, encoder: Encoder, head: ProjectionHead, hidden: int = 256, dropout: float = 0.5
+        self, encoder: Encoder, head: ProjectionHead, hidden: int = 256, dropout: float = 0.5,
+        head_pretrained: bool = True,
     ) -> None:
         super().__init__()
         self.encoder = encoder
         self.head = head
+        self.head_pretrained = head_pretrained
         self.classifier = nn.Sequential(
             nn.Linear(head.hidden_dim, hidden),
             nn.ELU(),
@@ -144,8 +161,11 @@ class IrrigationClassifier(nn.Module):
 
     @classmethod
     def from_simclr(cls, model: SimCLRModel, hidden: int = 256, dropout: float = 0.5) -> IrrigationClassifier:
-        """A classifier on a pretrained model; it shares (does not copy) the model's encoder and head."""
-        return cls(model.encoder, model.head, hidden, dropout)
+        """A classifier on a pretrained model; it shares (does not copy) the model's encoder and head. A
+        head never trained is drawn anew here, so the caller's seed decides it as it decides the new layers."""
+        if not model.head_pretrained:
+            model.head.reset_parameters()
+        return cls(model.encoder, model.head, hidden, dropout, head_pretrained=model.head_pretrained)
 
     @classmethod
     def from_scratch(
@@ -179,17 +199,22 @@ def _check_policy(policy: str) -> None:
         raise UserError(f"trainable: unknown policy {policy!r}, expected one of {', '.join(TRAINABLE)}")
 
 
-def _frozen_prefix_modules(model: IrrigationClassifier, policy: str) -> list[nn.Module]:
-    """What comes before the first trainable layer, in forward order.
+def _frozen_head_layers(model: IrrigationClassifier, policy: str) -> int:
+    """How many of the head's first layers `policy` freezes.
 
     `head2` trains the head's last two Linears (the write-up's "all but the last two layers"): its
-    last one is unused by the classifier, so in effect the penultimate Linear (Dense 512) trains.
+    last one is unused by the classifier, so in effect the penultimate Linear (Dense 512) trains. A head
+    that was never pretrained is trained whole: frozen, its first Linear would be a random projection.
     """
+    return len(model.head.layers) - 3 if policy == "head2" and model.head_pretrained else 0
+
+
+def _frozen_prefix_modules(model: IrrigationClassifier, policy: str) -> list[nn.Module]:
+    """What comes before the first trainable layer, in forward order."""
     if policy == "all":
         return []
-    if policy == "head":
-        return [model.encoder]
-    return [model.encoder, model.head.layers[:-3]]
+    n_head = _frozen_head_layers(model, policy)
+    return [model.encoder, model.head.layers[:n_head]] if n_head else [model.encoder]
 
 
 def apply_trainable(model: IrrigationClassifier, policy: str) -> TrainableCounts:
@@ -229,8 +254,7 @@ def split_for_cache(model: IrrigationClassifier, policy: str) -> tuple[nn.Module
     prefix_modules = _frozen_prefix_modules(model, policy)
     if not prefix_modules:
         return None
-    n_head_prefix = 0 if policy == "head" else len(model.head.layers) - 3
-    suffix = _Suffix(model.head.layers[n_head_prefix:-1], model.classifier)
+    suffix = _Suffix(model.head.layers[_frozen_head_layers(model, policy) : -1], model.classifier)
     return nn.Sequential(*prefix_modules), suffix
 
 

@@ -11,21 +11,28 @@ import pytest
 import torch
 import torchvision
 
-from simclr_s2.bigearthnet.bands import SCALINGS, STUDY_BANDS
+from simclr_s2.bigearthnet.bands import BANDS, SCALINGS, STUDY_BANDS
 from simclr_s2.errors import UserError
-from simclr_s2.learning.config import AugmentConfig
+from simclr_s2.learning.config import TRAINABLE, AugmentConfig
 from simclr_s2.learning.imported_weights import (
     SIMCLR,
     SIMCLR_SCALING,
     TIMM,
     TORCHGEO_S2_BANDS,
     TORCHGEO_S2_SCALING,
+    data_bands,
     import_encoder_state,
     read_state_dict,
     state_dict_layout,
     timm_to_simclr,
 )
-from simclr_s2.learning.models import HEAD_DIMS, build_simclr, load_encoder_state
+from simclr_s2.learning.models import (
+    HEAD_DIMS,
+    IrrigationClassifier,
+    apply_trainable,
+    build_simclr,
+    load_encoder_state,
+)
 
 # torchgeo/models/resnet.py, `_sentinel2_toa_bands` (SSL4EO-S12 L1C), as torchgeo spells them
 TORCHGEO_TOA = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8a", "B9", "B10", "B11", "B12"]
@@ -212,3 +219,54 @@ def test_a_checkpoint_is_read_only_for_the_bands_it_records(tmp_path):
         read_state_dict(tmp_path / "ckpt.pt", "state_dict", "B02,B03,B04")
     assert read_state_dict(tmp_path / "ckpt.pt", "state_dict", ["B04", "B03", "B02"]).keys() == model.keys()
     assert read_state_dict(tmp_path / "ckpt.pt").keys() == model.keys()  # no bands asked: nothing to contradict
+
+
+def test_auto_maps_every_band_of_the_encoder_that_l2a_has(caplog):
+    _, state = _torchgeo_resnet("resnet18", fc=False)  # torchgeo also publishes a ResNet-18 SENTINEL2_ALL_MOCO
+    imported = import_encoder_state(state, "auto")
+    assert imported.bands == BANDS and len(BANDS) == 12  # all of torchgeo's 13 but B10 (cirrus, L1C only)
+    assert set(TORCHGEO_S2_BANDS) - set(imported.bands) == {"B10"}
+    conv1 = imported.model.encoder.conv1.weight
+    for i, band in enumerate(BANDS):
+        assert torch.equal(conv1[:, i], state["conv1.weight"][:, TORCHGEO_S2_BANDS.index(band)])
+    assert not caplog.records
+    with caplog.at_level("WARNING", logger="simclr_s2.learning.imported_weights"):
+        import_encoder_state(state, "study")  # a choice kept, but B01 and B09 are not dropped unsaid
+    assert "the encoder also takes B01,B09, which the archive has; bands=auto gives it all 12" in caplog.text
+
+
+def test_auto_bands_of_this_projects_encoders_follow_their_channels():
+    assert data_bands(build_simclr("resnet18", 10).state_dict(), "auto") == STUDY_BANDS
+    assert data_bands(build_simclr("resnet18", 12).state_dict(), "auto") == BANDS
+    assert data_bands(build_simclr("resnet18", 3).state_dict(), "B04,B03,B02") == ("B04", "B03", "B02")
+    with pytest.raises(UserError, match=r"^bands: the encoder takes 3 channels; auto knows 10 \(study\)"):
+        data_bands(build_simclr("resnet18", 3).state_dict(), "auto")
+
+
+def _unused(model: IrrigationClassifier) -> set[str]:
+    """Parameters the classifier's output never reads (no gradient reaches them)."""
+    apply_trainable(model, "all")
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.eval()(torch.randn(2, model.encoder.in_channels, 32, 32)).sum().backward()
+    unused = {name for name, p in model.named_parameters() if p.grad is None}
+    model.zero_grad(set_to_none=True)
+    return unused
+
+
+def test_no_randomly_initialised_parameter_is_frozen_under_any_policy():
+    _, state = _torchgeo_resnet("resnet18", fc=False)
+    imported = import_encoder_state(state, "auto")
+    assert imported.model.head_pretrained is False
+    model = IrrigationClassifier.from_simclr(imported.model)
+    unused = _unused(model)
+    assert unused == {"head.layers.4.weight", "head.layers.4.bias"}
+    pretrained = {f"encoder.{k}" for k in state}
+    encoder = {name for name, _ in model.named_parameters() if name.startswith("encoder.")}
+    for policy in TRAINABLE:
+        apply_trainable(model, policy)
+        frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+        assert frozen - unused <= pretrained, policy  # only weights from the file, or weights nothing reads
+        assert frozen - unused == (set() if policy == "all" else encoder), policy  # head2: head.layers.0 trains
+    own = import_encoder_state(build_simclr("resnet18", 10).state_dict(), "auto")
+    assert own.model.head_pretrained is True  # this project's layout carries its pretrained head

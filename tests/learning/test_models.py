@@ -188,3 +188,37 @@ def test_channels_last():
     assert channels_last(batch()).is_contiguous(memory_format=torch.channels_last)
     flat = torch.randn(3, 4)
     assert channels_last(flat) is flat
+
+
+def frozen_names(model: IrrigationClassifier) -> set[str]:
+    return {name for name, p in model.named_parameters() if not p.requires_grad}
+
+
+@pytest.mark.parametrize("policy", ["head2", "head", "all"])
+def test_a_head_never_pretrained_is_never_frozen(policy):
+    simclr = build_simclr("resnet18", 10)
+    simclr.head_pretrained = False  # as an encoder imported without a head comes
+    model = IrrigationClassifier.from_simclr(simclr)
+    apply_trainable(model, policy)
+    unused = {"head.layers.4.weight", "head.layers.4.bias"}  # the last Dense (128) feeds nothing
+    encoder = {f"encoder.{name}" for name, _ in model.encoder.named_parameters()}
+    assert frozen_names(model) == (unused if policy == "all" else encoder | unused)
+    if policy != "all":  # head2 equals head here, and the cache cuts right after the encoder, exactly
+        prefix, suffix = split_for_cache(model.eval(), policy)
+        with torch.no_grad():
+            features = prefix(batch())
+            assert features.shape == (4, 512) and torch.equal(suffix(features), model(batch()))
+
+
+def test_a_pretrained_head_keeps_its_weights_and_a_new_one_is_drawn_from_the_seed():
+    def head_weight(pretrained: bool, seed: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        simclr = build_simclr("resnet18", 10)
+        simclr.head_pretrained = pretrained
+        torch.manual_seed(seed)
+        return IrrigationClassifier.from_simclr(simclr).head.layers[0].weight.detach().clone()
+
+    assert torch.equal(head_weight(True, 1), head_weight(True, 2))  # pretrained: kept as it is
+    assert torch.equal(head_weight(False, 1), head_weight(False, 1))
+    assert not torch.equal(head_weight(False, 1), head_weight(False, 2))
+    assert not torch.equal(head_weight(False, 1), head_weight(True, 1))
