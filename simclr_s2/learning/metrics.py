@@ -1,5 +1,5 @@
-"""Binary classification metrics of the study (accuracy, precision, recall, F1, AUC, PR-AUC, confusion
-counts) and their plots. Average precision and the curves are scikit-learn's. Accuracy, F1 and AUC take a
+"""Binary classification metrics of the study (accuracy, precision, recall, F1, MCC, balanced accuracy, AUC,
+PR-AUC, confusion counts; Brier score and expected calibration error) and their plots. Average precision and the curves are scikit-learn's. Accuracy, F1 and AUC take a
 stack of sets along the last axis, so stats.py scores all bootstrap resamples at once: AUC from scipy's
 tied ranks, as scikit-learn's roc_auc_score, one set a call, is 20 to 40 times slower there."""
 
@@ -117,16 +117,61 @@ def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.nan_to_num(fpr), np.nan_to_num(tpr)
 
 
+CALIBRATION_BINS = 10
+NEAR_CONSTANT = 0.02
+"""A predictor is near-constant when at most this share of a set's patches is predicted in one class (or
+its probabilities spread less than this): it says one thing whatever the patch, and balanced F1 still
+rewards it (all positive scores accuracy 0.5, F1 0.667)."""
+
+
+def mcc(tp: float, fp: float, fn: float, tn: float) -> float:
+    """Matthews correlation coefficient from the confusion counts; 0 when a row or column is empty (as
+    scikit-learn)."""
+    den = math.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
+    return (tp * tn - fp * fn) / den if den > 0 else 0.0
+
+
+def reliability(y_true: np.ndarray, probabilities: np.ndarray,
+                bins: int = CALIBRATION_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per equal-width probability bin ([0, 0.1), ..., [0.9, 1]): the mean probability, the observed share
+    of positives and the patch count (NaN means in an empty bin): a reliability diagram's points."""
+    y = np.asarray(y_true, dtype=np.float64)
+    p = np.asarray(probabilities, dtype=np.float64)
+    at = np.clip((p * bins).astype(np.int64), 0, bins - 1)
+    counts = np.bincount(at, minlength=bins).astype(np.float64)
+    mean = np.divide(np.bincount(at, p, bins), counts, out=np.full(bins, math.nan), where=counts > 0)
+    observed = np.divide(np.bincount(at, y, bins), counts, out=np.full(bins, math.nan), where=counts > 0)
+    return mean, observed, counts
+
+
+def expected_calibration_error(y_true: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
+    """ECE: the patch-weighted mean gap between mean probability and observed share over the bins of
+    `reliability` (Guo et al. 2017, eq. 3)."""
+    mean, observed, counts = reliability(y_true, probabilities, bins)
+    filled = counts > 0
+    return float((counts[filled] * np.abs(mean[filled] - observed[filled])).sum() / max(counts.sum(), 1))
+
+
+def near_constant(probabilities: np.ndarray, threshold: float = DEFAULT_THRESHOLD) -> bool:
+    """Whether a predictor is constant or nearly so on a set (NEAR_CONSTANT)."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    positive = float((p >= threshold).mean()) if len(p) else 0.0
+    return bool(min(positive, 1 - positive) <= NEAR_CONSTANT or (len(p) and p.std() < NEAR_CONSTANT))
+
+
 def binary_metrics(y_true: np.ndarray, probabilities: np.ndarray,
                    threshold: float = DEFAULT_THRESHOLD) -> dict[str, float]:
     """The study's metrics for one set; precision, recall and F1 are 0 (not NaN) when undefined, as in
-    scikit-learn's zero_division=0."""
+    scikit-learn's zero_division=0. Brier and ECE measure the probabilities, whatever the threshold."""
     y = np.asarray(y_true).astype(bool)
     p = np.asarray(probabilities, dtype=np.float64)
     tp, fp, fn, tn = (int(c) for c in confusion(y, p, threshold))
+    recall, specificity = float(_ratio(tp, tp + fn)), float(_ratio(tn, tn + fp))
     return {"accuracy": float(accuracy(y, p, threshold)), "precision": float(_ratio(tp, tp + fp)),
-            "recall": float(_ratio(tp, tp + fn)), "f1": float(f1(y, p, threshold)),
-            "auc": float(roc_auc(y, p)), "pr_auc": average_precision(y, p),
+            "recall": recall, "f1": float(f1(y, p, threshold)), "mcc": mcc(tp, fp, fn, tn),
+            "balanced_accuracy": (recall + specificity) / 2, "auc": float(roc_auc(y, p)),
+            "pr_auc": average_precision(y, p), "brier": float(np.mean((p - y) ** 2)) if len(p) else math.nan,
+            "ece": expected_calibration_error(y, p), "near_constant": float(near_constant(p, threshold)),
             "tp": float(tp), "fp": float(fp), "tn": float(tn), "fn": float(fn)}
 
 

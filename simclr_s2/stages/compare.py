@@ -1,5 +1,6 @@
 """compare: the study's comparison for one scheme, from the model registry: every condition across the data
-fractions with intervals, paired tests against the baselines on the same test patches, the figures and
+fractions with intervals and paired tests against the baselines on the same test patches (seeds and
+spatial groups resampled, Holm-adjusted), natural-prevalence figures and calibration, the figures and
 one report.html, written to `out` and logged as artifacts of the compare run. It trains and writes
 nothing else: predictions are read into a temporary folder."""
 
@@ -15,7 +16,7 @@ from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
 from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage
-from simclr_s2.study.comparison import METRICS, compare
+from simclr_s2.study.comparison import METRICS, OPTIONAL_METRICS, compare
 from simclr_s2.study.report import Links, write_report
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL
 from simclr_s2.tracking.tracker import StageRun
@@ -23,6 +24,7 @@ from simclr_s2.tracking.ui import run_url, version_url
 from simclr_s2.tracking.versions import finite, search_versions, versions_frame
 
 PREDICTIONS = "evaluation/test/predictions.csv"
+NATURAL_FOLDER = "evaluation/test_natural"
 
 
 class Compare(Stage[specs.Compare]):
@@ -58,8 +60,14 @@ class Compare(Stage[specs.Compare]):
             def predictions(run_id: str) -> pd.DataFrame:
                 return pd.read_csv(ctx.client.download_artifacts(run_id, PREDICTIONS, tmp))
 
-            comparison = compare(versions_frame(records, METRICS), spec.fractions, predictions=predictions,
-                                 n_boot=spec.n_boot)
+            def natural(run_id: str) -> pd.DataFrame | None:
+                """The natural-prevalence test predictions, where the run scored that set."""
+                listed = {a.path for a in ctx.client.list_artifacts(run_id, NATURAL_FOLDER)}
+                path = f"{NATURAL_FOLDER}/predictions.csv"
+                return pd.read_csv(ctx.client.download_artifacts(run_id, path, tmp)) if path in listed else None
+
+            comparison = compare(versions_frame(records, (*METRICS, *OPTIONAL_METRICS)), spec.fractions,
+                                 predictions=predictions, natural=natural, n_boot=spec.n_boot)
         out = Path(spec.out).expanduser().resolve()
         for path in write_report(comparison, out, f"scheme {spec.scheme}", links):
             run.log_artifact(path)

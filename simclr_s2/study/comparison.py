@@ -11,7 +11,10 @@ Input contract: `runs`, one row per registered classifier version, with the colu
   data is not known, or "override:<n>" when a run went on despite n test patches seen in pretraining);
 - fraction (int, %), seed (int), test_digest (sha256 of the test set that scored it);
 - the METRICS columns (test_accuracy, test_f1, test_auc; NaN where a run lacks one);
-- optionally DIGEST_COLUMNS (train_digest, val_digest, index_digest, encoder_digest), shown by the report.
+- optionally DIGEST_COLUMNS (train_digest, val_digest, index_digest, encoder_digest), shown by the report,
+  the NATURAL_METRICS (the natural-prevalence test set at the threshold chosen on natural validation,
+  and the calibration), OVERLAP (the split's share of test patches near train) and CONSTANT (1 for a run
+  whose predictions are constant or nearly so): averaged per cell, NaN where absent.
 
 A condition is the tuple of CONDITION columns: runs that differ in any of them are never pooled, and
 each condition is its own row, bar and line, labelled by what tells it apart from the other conditions
@@ -19,12 +22,16 @@ of the same encoder ("ben (head2)", "ben (all)", "scratch resnet18", "ben tuned"
 than one test set are refused. A (condition, fraction, seed) registered more than once counts once, with
 its newest version (a rerun supersedes), so n counts seeds; the others are listed in `duplicates`.
 
-Every cell gets n, mean, std and a 95 % interval: a t interval across seeds for n >= 2, a percentile
-bootstrap over its test patches for n = 1 (stats.py). Paired tests, for each fraction, each fine-tuned
-condition against each baseline condition: runs are paired by seed, on the seeds both have (the others
-are listed as unpaired and left out); a paired bootstrap over the shared test patches of the mean
-difference over seed pairs gives the interval and p, a t interval across seed-pair differences the
-training-seed spread (2 pairs or more), and McNemar's exact test is run on every seed pair.
+Every cell gets n, mean, std and a 95 % interval, by one method for the whole comparison: with per-patch
+predictions, the bootstrap over the cell's seeds and the test set's spatial groups together (stats.py;
+groups from the predictions' `group` column, each patch its own group when a run's predictions lack it,
+which `unit` states); without, a t interval across seeds (none for one seed). Paired tests, for each
+fraction, each fine-tuned condition against each baseline condition: runs are paired by seed, on the
+seeds both have (the others are listed as unpaired and left out); the same bootstrap, drawing seed
+pairs and groups, gives the mean difference's interval and p. Every p of a comparison (all fractions,
+conditions, baselines and metrics) is adjusted together by Holm's method (`<metric>_p_holm`, beside the
+raw p); a difference counts only when its adjusted p < SIGNIFICANCE. Per seed pair, `pairs` lists the
+differences on the whole test set, without a test of its own (one seed pair is not the unit).
 """
 
 from __future__ import annotations
@@ -34,12 +41,12 @@ import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 import pandas as pd
 
 from simclr_s2.errors import UserError
+from simclr_s2.learning.metrics import reliability
 from simclr_s2.study import stats
 
 log = logging.getLogger(__name__)
@@ -47,17 +54,25 @@ log = logging.getLogger(__name__)
 CONDITION = ("stage", "pretrained", "encoder_version", "arch", "trainable", "epochs", "settings", "tuned",
              "split_kind", "pretraining_overlap")
 METRICS = {"test_accuracy": "accuracy", "test_f1": "F1", "test_auc": "AUC"}
+NATURAL_METRICS = {"test_natural_pr_auc": "PR-AUC", "test_natural_valthr_f1": "F1",
+                   "test_natural_valthr_mcc": "MCC", "test_natural_valthr_balanced_accuracy": "balanced accuracy",
+                   "test_natural_brier": "Brier", "test_natural_ece": "ECE"}
+OVERLAP = "footprint_overlap_test"
+CONSTANT = "test_near_constant"
+OPTIONAL_METRICS = (*NATURAL_METRICS, OVERLAP, CONSTANT)
 STATS_METRIC = {"test_accuracy": "accuracy", "test_f1": "f1", "test_auc": "auc"}  # names in stats.METRICS
 PAIRED_METRICS = ("accuracy", "f1")
 REQUIRED = ("version", "run_id", *CONDITION, "fraction", "seed", "test_digest", *METRICS)
 DIGEST_COLUMNS = ("train_digest", "val_digest", "index_digest", "encoder_digest")
 BASELINE_STAGE = "baseline"
 PREDICTION_COLUMNS = ("name", "label", "probability")
+GROUP_COLUMN = "group"  # optional in predictions: the patch's spatial group (tracking.evaluation writes it)
 SIGNIFICANCE = 0.05
 _OVERLAP = re.compile(r"0|unknown|override:[0-9]+")
 
 Predictions = Callable[[str], pd.DataFrame]
-"""run_id -> that run's test-set predictions, columns name, label (0/1) and probability."""
+"""run_id -> that run's test-set predictions, columns name, label (0/1), probability and optionally group."""
+NaturalPredictions = Callable[[str], pd.DataFrame | None]
 
 
 @dataclass(frozen=True)
@@ -72,13 +87,17 @@ class Comparison:
     duplicates: pd.DataFrame
     test_digest: str
     conditions: tuple[str, ...]  # condition labels, fine-tuned ones first, in display order
+    method: str  # how every interval and p of this comparison was computed, for captions
+    reliability: pd.DataFrame  # per condition and fraction, the natural test set's calibration bins
 
 
 def compare(runs: pd.DataFrame, fractions: Sequence[int], *, predictions: Predictions | None = None,
-            n_boot: int = stats.N_BOOT, seed: int = 0) -> Comparison:
+            natural: NaturalPredictions | None = None, n_boot: int = stats.N_BOOT, seed: int = 0) -> Comparison:
     """The comparison of `runs` (the input contract above) at `fractions`: every condition found gets a row
-    at every fraction asked, with n_runs 0 where it has no run. Without `predictions`, one-run cells get
-    no interval and there are no paired tests. Bootstraps use `n_boot` resamples seeded with `seed`."""
+    at every fraction asked, with n_runs 0 where it has no run. Without `predictions`, intervals are t
+    across seeds and there are no paired tests. `natural`: a run's natural-prevalence test predictions
+    (None where it has none), for the reliability diagram. Bootstraps use `n_boot` resamples seeded with
+    `seed`."""
     runs = _checked(runs)
     digest = _one_test_set(runs)
     if outside := sorted(set(runs["fraction"]) - set(fractions)):
@@ -90,12 +109,12 @@ def compare(runs: pd.DataFrame, fractions: Sequence[int], *, predictions: Predic
     newest = runs.duplicated(["condition", "fraction", "seed"], keep="last")
     runs = runs.assign(used=~newest)
     conditions = _ordered(runs)
-    load = cache(_loader(predictions)) if predictions is not None else None
     used = runs[runs["used"]]
-    cells = pd.DataFrame([_cell(used, runs, c, f, load, n_boot, seed) for c in conditions for f in fractions])
-    paired, pairs = _paired(used, conditions, fractions, load, n_boot, seed)
+    scores = _scores(used, predictions) if predictions is not None else None
+    cells = pd.DataFrame([_cell(used, runs, c, f, scores, n_boot, seed) for c in conditions for f in fractions])
+    paired, pairs = _paired(used, conditions, fractions, scores, n_boot, seed)
     return Comparison(runs.reset_index(drop=True), cells, paired, pairs, _duplicates(runs), digest,
-                      tuple(conditions))
+                      tuple(conditions), _method(scores), _reliability(used, natural))
 
 
 def _checked(runs: pd.DataFrame) -> pd.DataFrame:
@@ -109,8 +128,11 @@ def _checked(runs: pd.DataFrame) -> pd.DataFrame:
     text = [c for c in (*CONDITION, "run_id", "test_digest", *DIGEST_COLUMNS)
             if c in runs.columns and c not in ("epochs", "tuned")]
     out = runs.copy()
+    for column in OPTIONAL_METRICS:
+        if column not in out.columns:
+            out[column] = math.nan
     for column, kind in (("version", int), ("fraction", int), ("seed", int), ("epochs", int),
-                         *((m, float) for m in METRICS)):
+                         *((m, float) for m in (*METRICS, *OPTIONAL_METRICS))):
         try:
             out[column] = out[column].astype(kind)
         except (ValueError, TypeError):
@@ -169,19 +191,58 @@ def _ordered(runs: pd.DataFrame) -> list[str]:
     return sorted(stage.index, key=lambda c: (stage[c] == BASELINE_STAGE, c))
 
 
-def _loader(predictions: Predictions) -> Callable[[str], pd.DataFrame]:
-    def load(run_id: str) -> pd.DataFrame:
+@dataclass(frozen=True)
+class Scores:
+    """Every used run's test predictions on one patch order: labels (n,), probabilities by run id, and
+    each patch's spatial group (None: every patch its own)."""
+
+    labels: np.ndarray
+    probabilities: dict[str, np.ndarray]
+    groups: np.ndarray | None
+
+    def of(self, run_ids: Sequence[str]) -> np.ndarray:
+        return np.stack([self.probabilities[r] for r in run_ids])
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.labels) if self.groups is None else len(np.unique(self.groups))
+
+
+def _scores(used: pd.DataFrame, predictions: Predictions) -> Scores:
+    """Each used run's predictions, read once, in name order; every run must hold the same patches with
+    the same labels (and groups)."""
+    frames = {}
+    for run_id in used["run_id"]:
         frame = predictions(run_id)
         if missing := [c for c in PREDICTION_COLUMNS if c not in frame.columns]:
             raise UserError(f"predictions of run {run_id}: missing columns {missing}")
-        return frame.sort_values("name", kind="stable").reset_index(drop=True)
-    return load
+        frames[run_id] = frame.sort_values("name", kind="stable").reset_index(drop=True)
+    first = next(iter(frames.values()))
+    for frame in frames.values():
+        if len(frame) != len(first) or not (frame["name"].to_numpy() == first["name"].to_numpy()).all():
+            raise UserError(f"predictions: runs of one comparison cover different test patches ({len(first)} and "
+                            f"{len(frame)} patches, or other names); were they scored on the same test set?")
+        if not (frame["label"].to_numpy() == first["label"].to_numpy()).all():
+            raise UserError("predictions: runs of one comparison disagree on the labels of the same test patches")
+    grouped = all(GROUP_COLUMN in f.columns for f in frames.values())
+    groups = first[GROUP_COLUMN].astype(str).to_numpy() if grouped else None
+    return Scores(first["label"].to_numpy().astype(bool),
+                  {r: f["probability"].to_numpy(dtype=np.float64) for r, f in frames.items()}, groups)
 
 
-def _cell(used: pd.DataFrame, runs: pd.DataFrame, condition: str, fraction: int,
-          load: Callable[[str], pd.DataFrame] | None, n_boot: int, seed: int) -> dict[str, object]:
-    """One row of the table: the condition's columns, who is in the cell, and per metric n, mean, std
-    and the 95 % interval (t across seeds, or the bootstrap over test patches for one run)."""
+def _method(scores: Scores | None) -> str:
+    """The comparison's one interval method, in words, for captions and the report."""
+    if scores is None:
+        return "Student t across seeds (no per-patch predictions; none for one seed)"
+    unit = (f"{scores.n_groups} spatial groups of {len(scores.labels)} test patches" if scores.groups is not None
+            else f"{len(scores.labels)} test patches (the predictions name no spatial group: each patch its own)")
+    return f"{stats.METHOD}: seeds and {unit}, resampled together"
+
+
+def _cell(used: pd.DataFrame, runs: pd.DataFrame, condition: str, fraction: int, scores: Scores | None,
+          n_boot: int, seed: int) -> dict[str, object]:
+    """One row of the table: the condition's columns, who is in the cell, per metric n, mean, std and the
+    95 % interval (the comparison's method), and the means of the optional metrics."""
     rows = used[(used["condition"] == condition) & (used["fraction"] == fraction)].sort_values("seed")
     first = runs[runs["condition"] == condition].iloc[0]
     cell: dict[str, object] = {"condition": condition, **{c: first[c] for c in CONDITION}, "fraction": fraction,
@@ -189,19 +250,22 @@ def _cell(used: pd.DataFrame, runs: pd.DataFrame, condition: str, fraction: int,
                                "versions": _joined(rows["version"]), "run_ids": _joined(rows["run_id"]),
                                "duplicates": int(((runs["condition"] == condition) & (runs["fraction"] == fraction)
                                                   & ~runs["used"]).sum())}
-    one = len(rows) == 1 and load is not None
-    cell["interval"] = (f"t, {len(rows)} seeds" if len(rows) > 1 else
-                        f"bootstrap, {len(load(rows['run_id'].iloc[0]))} patches" if one else "")
+    cell["interval"] = (f"{len(rows)} seeds x {scores.n_groups} groups" if scores is not None and len(rows) else
+                        f"t, {len(rows)} seeds" if len(rows) > 1 else "")
     for metric in METRICS:
         values = rows[metric].dropna().to_numpy()
         low, high = stats.t_interval(values)
-        if one and len(values):
-            frame = load(rows["run_id"].iloc[0])
-            low, high = stats.bootstrap_interval(frame["label"].to_numpy(), frame["probability"].to_numpy(),
-                                                 STATS_METRIC[metric], n_boot=n_boot, seed=seed)
+        if scores is not None and len(rows):
+            estimate = stats.interval(scores.labels, scores.of(rows["run_id"]), STATS_METRIC[metric], scores.groups,
+                                      n_boot=n_boot, seed=seed)
+            low, high = estimate.low, estimate.high
         cell.update({f"{metric}_mean": values.mean() if len(values) else math.nan,
                      f"{metric}_std": values.std(ddof=1) if len(values) > 1 else math.nan,
                      f"{metric}_low": low, f"{metric}_high": high})
+    for metric in OPTIONAL_METRICS:
+        values = rows[metric].dropna().to_numpy()
+        cell[f"{metric}_mean"] = values.mean() if len(values) else math.nan
+    cell["near_constant_runs"] = int((rows[CONSTANT] > 0).sum())
     return cell
 
 
@@ -209,10 +273,11 @@ def _joined(values: pd.Series) -> str:
     return ",".join(map(str, values))
 
 
-def _paired(used: pd.DataFrame, conditions: Sequence[str], fractions: Sequence[int],
-            load: Callable[[str], pd.DataFrame] | None, n_boot: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per fraction, every fine-tuned condition against every baseline condition, paired by seed."""
-    if load is None:
+def _paired(used: pd.DataFrame, conditions: Sequence[str], fractions: Sequence[int], scores: Scores | None,
+            n_boot: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per fraction, every fine-tuned condition against every baseline condition, paired by seed; then
+    Holm's adjustment over every p of the comparison."""
+    if scores is None:
         return pd.DataFrame(), pd.DataFrame()
     baselines = set(used["condition"][used["stage"] == BASELINE_STAGE])
     summaries, pairs = [], []
@@ -223,13 +288,19 @@ def _paired(used: pd.DataFrame, conditions: Sequence[str], fractions: Sequence[i
                 runs_a, runs_b = at[at["condition"] == a], at[at["condition"] == b]
                 if runs_a.empty or runs_b.empty:
                     continue
-                summary, rows = _pair(runs_a, runs_b, load, n_boot, seed)
+                summary, rows = _pair(runs_a, runs_b, scores, n_boot, seed)
                 summaries.append({"fraction": fraction, "condition": a, "baseline": b, **summary})
                 pairs += [{"fraction": fraction, "condition": a, "baseline": b, **r} for r in rows]
-    return pd.DataFrame(summaries), pd.DataFrame(pairs)
+    paired = pd.DataFrame(summaries)
+    if not paired.empty:
+        p_columns = [f"{m}_p" for m in PAIRED_METRICS if f"{m}_p" in paired.columns]
+        adjusted = stats.holm(paired[p_columns].to_numpy().ravel()).reshape(len(paired), len(p_columns))
+        for i, column in enumerate(p_columns):
+            paired.insert(paired.columns.get_loc(column) + 1, f"{column}_holm", adjusted[:, i])
+    return paired, pd.DataFrame(pairs)
 
 
-def _pair(runs_a: pd.DataFrame, runs_b: pd.DataFrame, load: Callable[[str], pd.DataFrame], n_boot: int,
+def _pair(runs_a: pd.DataFrame, runs_b: pd.DataFrame, scores: Scores, n_boot: int,
           seed: int) -> tuple[dict[str, object], list[dict[str, object]]]:
     """One fine-tuned condition against one baseline condition at one fraction (indexed by seed)."""
     seeds = sorted(set(runs_a.index) & set(runs_b.index))
@@ -238,43 +309,37 @@ def _pair(runs_a: pd.DataFrame, runs_b: pd.DataFrame, load: Callable[[str], pd.D
     summary: dict[str, object] = {"pairs": len(seeds), "seeds": _joined(pd.Series(seeds)), "unpaired": unpaired}
     if not seeds:
         return summary, []
-    labels, prob_a, prob_b = _aligned([load(runs_a.loc[s, "run_id"]) for s in seeds] +
-                                      [load(runs_b.loc[s, "run_id"]) for s in seeds], len(seeds))
+    labels = scores.labels
+    prob_a, prob_b = scores.of(runs_a.loc[seeds, "run_id"]), scores.of(runs_b.loc[seeds, "run_id"])
     rows = []
     for i, s in enumerate(seeds):
         row: dict[str, object] = {"seed": s, "version": runs_a.loc[s, "version"], "run_id": runs_a.loc[s, "run_id"],
                                   "baseline_version": runs_b.loc[s, "version"],
                                   "baseline_run_id": runs_b.loc[s, "run_id"], "patches": len(labels)}
         for m in PAIRED_METRICS:
-            test = stats.paired_bootstrap(labels, prob_a[i], prob_b[i], m, n_boot=n_boot, seed=seed)
-            row.update({m: stats.metric(m, labels, prob_a[i]), f"baseline_{m}": stats.metric(m, labels, prob_b[i]),
-                        f"{m}_diff": test.diff, f"{m}_low": test.low, f"{m}_high": test.high, f"{m}_p": test.p})
-        mcnemar = stats.mcnemar(labels, prob_a[i], prob_b[i])
-        row.update(mcnemar_b=mcnemar.b, mcnemar_c=mcnemar.c, mcnemar_p=mcnemar.p)
+            mine, theirs = stats.metric(m, labels, prob_a[i]), stats.metric(m, labels, prob_b[i])
+            row.update({m: mine, f"baseline_{m}": theirs, f"{m}_diff": mine - theirs})
         rows.append(row)
-    summary["patches"] = len(labels)
+    summary.update(patches=len(labels), groups=scores.n_groups)
     for m in PAIRED_METRICS:
-        test = stats.paired_bootstrap(labels, prob_a, prob_b, m, n_boot=n_boot, seed=seed)
-        seed_low, seed_high = stats.t_interval([r[f"{m}_diff"] for r in rows])
-        summary.update({f"{m}_diff": test.diff, f"{m}_low": test.low, f"{m}_high": test.high, f"{m}_p": test.p,
-                        f"{m}_seed_low": seed_low, f"{m}_seed_high": seed_high})
-    p_values = [r["mcnemar_p"] for r in rows]
-    summary.update(mcnemar_p_max=max(p_values), mcnemar_significant=sum(p < SIGNIFICANCE for p in p_values))
+        test = stats.paired(labels, prob_a, prob_b, m, scores.groups, n_boot=n_boot, seed=seed)
+        summary.update({f"{m}_diff": test.value, f"{m}_low": test.low, f"{m}_high": test.high, f"{m}_p": test.p})
     return summary, rows
 
 
-def _aligned(frames: list[pd.DataFrame], k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels and the (k, n) probabilities of the first k frames (A) and the next k (B), on one patch order;
-    every frame must hold the same patches with the same labels."""
-    first = frames[0]
-    for frame in frames[1:]:
-        if len(frame) != len(first) or not (frame["name"].to_numpy() == first["name"].to_numpy()).all():
-            raise UserError(f"predictions: runs of one comparison cover different test patches ({len(first)} and "
-                            f"{len(frame)} patches, or other names); were they scored on the same test set?")
-        if not (frame["label"].to_numpy() == first["label"].to_numpy()).all():
-            raise UserError("predictions: runs of one comparison disagree on the labels of the same test patches")
-    probabilities = np.stack([f["probability"].to_numpy(dtype=np.float64) for f in frames])
-    return first["label"].to_numpy().astype(bool), probabilities[:k], probabilities[k:]
+def _reliability(used: pd.DataFrame, natural: NaturalPredictions | None) -> pd.DataFrame:
+    """Calibration bins (metrics.reliability) of each cell's natural-prevalence predictions, its seeds
+    pooled; cells whose runs have none are left out."""
+    rows = []
+    for (condition, fraction), cell in used.groupby(["condition", "fraction"], sort=True):
+        frames = [f for f in map(natural, cell["run_id"]) if f is not None] if natural is not None else []
+        if not frames:
+            continue
+        pooled = pd.concat(frames)
+        mean, observed, counts = reliability(pooled["label"].to_numpy(), pooled["probability"].to_numpy())
+        rows += [{"condition": condition, "fraction": fraction, "bin": i, "mean_probability": m,
+                  "observed": o, "patches": int(c)} for i, (m, o, c) in enumerate(zip(mean, observed, counts))]
+    return pd.DataFrame(rows, columns=["condition", "fraction", "bin", "mean_probability", "observed", "patches"])
 
 
 def _duplicates(runs: pd.DataFrame) -> pd.DataFrame:

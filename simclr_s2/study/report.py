@@ -1,6 +1,8 @@
 """What `compare` writes: tables (CSV and Markdown), the write-up's figures with 95 % error bars and run
-counts, a figure of the paired differences, and one self-contained report.html (figures embedded as
-base64 PNG) that links every cell to its runs and model versions and names the digests behind it.
+counts, a figure of the paired differences, a reliability diagram of the natural-prevalence test set, and
+one self-contained report.html (figures embedded as base64 PNG) that links every cell to its runs and
+model versions and names the digests behind it. Every figure's intervals come from one method, named in
+its caption (Comparison.method); paired tables show each raw p beside its Holm-adjusted p.
 
 Figures are matplotlib Figure objects (no pyplot state); the same comparison gives the same files.
 """
@@ -22,6 +24,8 @@ from simclr_s2.study.comparison import (
     BASELINE_STAGE,
     DIGEST_COLUMNS,
     METRICS,
+    NATURAL_METRICS,
+    OVERLAP,
     PAIRED_METRICS,
     SIGNIFICANCE,
     Comparison,
@@ -30,9 +34,12 @@ from simclr_s2.study.stats import LEVEL
 
 BAR_METRICS = ("test_accuracy", "test_f1")  # the write-up's Figures 1 and 2
 PERCENT = f"{100 * LEVEL:g} %"  # the level of every interval shown: "95 %"
-INTERVALS = (f"error bars: {PERCENT} interval, t across seeds (n >= 2) or bootstrap over the test patches "
-             "(n = 1), drawn within [0, 1]; n = runs (seeds) per bar")
 PAIRED_NAMES = {"accuracy": "accuracy", "f1": "F1"}
+
+
+def caption(comparison: Comparison) -> str:
+    """The one interval method of a comparison's figures, in words."""
+    return f"error bars: {PERCENT} intervals, {comparison.method}; n = runs (seeds) per bar"
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,8 @@ class Links:
 
 def write_report(comparison: Comparison, out: Path, title: str, links: Links | None = None) -> list[Path]:
     """table.csv, paired.csv, pairs.csv, duplicates.csv, runs.csv, table.md, bars_accuracy.png, bars_f1.png,
-    lines.png, paired.png (when there are paired tests) and report.html in `out`."""
+    lines.png, paired.png (when there are paired tests), reliability.png (when runs have natural-prevalence
+    predictions) and report.html in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     tables = {"table.csv": comparison.cells, "paired.csv": comparison.paired, "pairs.csv": comparison.pairs,
               "duplicates.csv": comparison.duplicates, "runs.csv": comparison.runs}
@@ -58,6 +66,8 @@ def write_report(comparison: Comparison, out: Path, title: str, links: Links | N
     figures.append(plot_lines(comparison, out / "lines.png", title))
     if not comparison.paired.empty and (comparison.paired["pairs"] > 0).any():
         figures.append(plot_paired(comparison, out / "paired.png", title))
+    if not comparison.reliability.empty:
+        figures.append(plot_reliability(comparison, out / "reliability.png", title))
     (out / "report.html").write_text(to_html(comparison, title, figures, links))
     return [*(out / name for name in tables), out / "table.md", *figures, out / "report.html"]
 
@@ -66,9 +76,7 @@ def _series(cells: pd.DataFrame, condition: str, metric: str) -> tuple[np.ndarra
     """Mean, (2, k) error-bar offsets (0 where there is no interval) and run counts per fraction."""
     rows = cells[cells["condition"] == condition]
     mean = rows[f"{metric}_mean"].to_numpy(float)
-    # every metric compared lies in [0, 1]: a t interval of few seeds can reach past it, drawn to the bound
-    low, high = rows[f"{metric}_low"].clip(0, 1), rows[f"{metric}_high"].clip(0, 1)
-    return mean, _offsets(mean, low, high), rows["n_runs"].to_numpy()
+    return mean, _offsets(mean, rows[f"{metric}_low"], rows[f"{metric}_high"]), rows["n_runs"].to_numpy()
 
 
 def _offsets(centre: np.ndarray, low: pd.Series, high: pd.Series) -> np.ndarray:
@@ -110,7 +118,7 @@ def plot_bars(comparison: Comparison, metric: str, path: Path, title: str) -> Pa
     ax.set(xlabel="labelled training data (fraction of the balanced set)", ylabel=f"test {METRICS[metric]}",
            ylim=(0, 1.3), title=title)
     ax.legend(loc="upper center", ncols=min(len(conditions), 4), fontsize=7, frameon=False)
-    fig.text(0.01, 0.01, INTERVALS, fontsize=6)
+    fig.text(0.01, 0.01, caption(comparison), fontsize=6)
     return _save(fig, path)
 
 
@@ -136,7 +144,7 @@ def plot_lines(comparison: Comparison, path: Path, title: str) -> Path:
         ax.set_xticks(x, [str(f) for f in fractions])
         ax.set(xlabel="labelled training data (%)", ylabel=f"test {name}")
     axes[0].legend(loc="lower right", fontsize=7)
-    fig.suptitle(f"{title}\n{INTERVALS}", fontsize=9)
+    fig.suptitle(f"{title}\n{caption(comparison)}", fontsize=9)
     return _save(fig, path)
 
 
@@ -166,8 +174,28 @@ def plot_paired(comparison: Comparison, path: Path, title: str) -> Path:
         ax.set_xticks(fractions, [str(f) for f in fractions])
         ax.set(xlabel="labelled training data (%)", ylabel=f"difference in test {PAIRED_NAMES[metric]}")
     axes[0].legend(loc="best", fontsize=7)
-    fig.suptitle(f"{title}: paired differences ({PERCENT} paired bootstrap over test patches; "
-                 "number = seed pairs)", fontsize=9)
+    fig.suptitle(f"{title}: paired differences, {PERCENT} intervals\n{comparison.method}; number = seed pairs",
+                 fontsize=9)
+    return _save(fig, path)
+
+
+def plot_reliability(comparison: Comparison, path: Path, title: str) -> Path:
+    """Reliability diagram of the natural-prevalence test set, one panel per fraction: per condition (its
+    seeds pooled) the observed share of irrigated patches against the mean probability of each bin."""
+    bins, colours = comparison.reliability, _colours(comparison)
+    fractions = list(dict.fromkeys(bins["fraction"]))
+    fig = Figure(figsize=(3.6 * len(fractions), 3.8))
+    axes = np.atleast_1d(fig.subplots(1, len(fractions)))
+    for ax, fraction in zip(axes, fractions, strict=True):
+        for condition, rows in bins[bins["fraction"] == fraction].groupby("condition", sort=False):
+            filled = rows[rows["patches"] > 0]
+            ax.plot(filled["mean_probability"], filled["observed"], marker="o", markersize=3,
+                    color=colours[condition], label=condition)
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability", ylabel="observed share irrigated",
+               title=f"{fraction} %")
+    axes[0].legend(loc="upper left", fontsize=6)
+    fig.suptitle(f"{title}: calibration on the natural-prevalence test set (10 bins, seeds pooled)", fontsize=9)
     return _save(fig, path)
 
 
@@ -196,37 +224,45 @@ def pretraining_status(overlap: str, encoder_version: str) -> str:
     return "no test patch in pretraining" if encoder_version else "no pretrained encoder"
 
 
+def _plain(value: float, digits: int = 4) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"
+
+
+def _flag(row: dict) -> str:
+    """A constant or near-constant predictor is named, never ranked (its balanced F1 flatters it)."""
+    return f"near-constant predictor ({row['near_constant_runs']} of {row['n_runs']} runs)" \
+        if row["near_constant_runs"] else "-"
+
+
 def _cell_rows(cells: pd.DataFrame) -> list[list[str]]:
     return [[row["condition"], str(row["fraction"]), str(row["n_runs"]),
              *(_estimate(row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"]) for m in METRICS),
-             row["interval"] or "-", pretraining_status(row["pretraining_overlap"], row["encoder_version"]),
-             str(row["duplicates"])]
+             *(_plain(row[f"{m}_mean"]) for m in NATURAL_METRICS), _plain(100 * row[f"{OVERLAP}_mean"], 1),
+             _flag(row), row["interval"] or "-",
+             pretraining_status(row["pretraining_overlap"], row["encoder_version"]), str(row["duplicates"])]
             for row in cells.to_dict("records")]
 
 
 CELL_HEADER = ["condition", "fraction (%)", "runs",
                *(f"test {n} [{PERCENT} interval]" for n in METRICS.values()),
-               "interval", "pretraining", "duplicates"]
-PAIRED_HEADER = ["fraction (%)", "condition", "baseline", "seed pairs",
+               *(f"natural {n}" for n in NATURAL_METRICS.values()),
+               "test patches near train (%)", "flag", "interval", "pretraining", "duplicates"]
+PAIRED_HEADER = ["fraction (%)", "condition", "baseline", "seed pairs", "groups",
                  *(h for m in PAIRED_METRICS
-                   for h in (f"difference in {PAIRED_NAMES[m]} [{PERCENT} bootstrap]", f"p ({PAIRED_NAMES[m]})",
-                             f"seed spread ({PAIRED_NAMES[m]}, t)")),
-                 "McNemar p (largest over pairs)", f"pairs with McNemar p < {SIGNIFICANCE:g}", "unpaired seeds"]
+                   for h in (f"difference in {PAIRED_NAMES[m]} [{PERCENT} interval]", f"p ({PAIRED_NAMES[m]})",
+                             f"Holm p ({PAIRED_NAMES[m]})")),
+                 "unpaired seeds"]
 
 
 def _paired_rows(paired: pd.DataFrame) -> list[list[str]]:
     rows = []
     for row in paired.to_dict("records"):
-        cells = [str(row["fraction"]), row["condition"], row["baseline"], str(row["pairs"])]
+        cells = [str(row["fraction"]), row["condition"], row["baseline"], str(row["pairs"]),
+                 str(int(row["groups"])) if row["pairs"] else "-"]
         for m in PAIRED_METRICS:
-            if not row["pairs"]:
-                cells += ["-", "-", "-"]
-                continue
-            cells += [_estimate(row[f"{m}_diff"], row[f"{m}_low"], row[f"{m}_high"]), _p(row[f"{m}_p"]),
-                      "-" if math.isnan(row[f"{m}_seed_low"]) else
-                      f"[{row[f'{m}_seed_low']:.4f}, {row[f'{m}_seed_high']:.4f}]"]
-        cells += ([_p(row["mcnemar_p_max"]), f"{row['mcnemar_significant']} of {row['pairs']}"] if row["pairs"]
-                  else ["-", "-"])
+            cells += ([_estimate(row[f"{m}_diff"], row[f"{m}_low"], row[f"{m}_high"]), _p(row[f"{m}_p"]),
+                       _p(row[f"{m}_p_holm"]) + (" *" if row[f"{m}_p_holm"] < SIGNIFICANCE else "")]
+                      if row["pairs"] else ["-", "-", "-"])
         rows.append([*cells, row["unpaired"] or "-"])
     return rows
 
@@ -241,11 +277,15 @@ def _duplicate_rows(duplicates: pd.DataFrame) -> list[list[str]]:
 
 def _intro(comparison: Comparison) -> list[str]:
     kinds = ", ".join(sorted(set(comparison.cells["split_kind"]))) or "-"
+    tests = 0 if comparison.paired.empty else int((comparison.paired["pairs"] > 0).sum()) * len(PAIRED_METRICS)
     return [f"Test set (balanced, as in the study) sha256 {comparison.test_digest}; split kind {kinds}.",
-            (f"Intervals: {PERCENT}, Student t across seeds for n >= 2, percentile bootstrap over the test "
-            "patches for n = 1. Paired tests: condition minus baseline on the same test patches, runs paired by seed; "
-            "difference and p from a paired bootstrap over the patches, seed spread a t interval across seed "
-            "pairs, McNemar's exact test per seed pair."),
+            (f"Intervals and p: {PERCENT}, {comparison.method}. Paired tests: condition minus baseline on the "
+             f"same test patches, runs paired by seed. Holm's adjustment over all {tests} tests of this "
+             f"comparison; * marks a Holm p < {SIGNIFICANCE:g}, the only differences to call a difference."),
+            ("Natural columns: the natural-prevalence test set at the threshold chosen on the fraction's "
+             "natural-prevalence validation set (PR-AUC, Brier and ECE need no threshold), means over seeds. "
+             "Test patches near train: the split's measured footprint overlap (same ground on any date, or a "
+             "neighbour). A near-constant predictor is flagged: balanced F1 rewards it."),
             ("A (condition, fraction, seed) registered more than once counts once, with its newest version; the "
             "others are listed under duplicates.")]
 

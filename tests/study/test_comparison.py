@@ -1,9 +1,12 @@
 """compare without MLflow, on a runs table built here: conditions never mix (trainable policies, baseline
 archs, a tuned run), two test sets are refused, duplicates are listed, intervals and paired tests equal
-their reference computations, and the report holds the tables, figures, links and leakage statuses."""
+their reference computations (seeds and spatial groups resampled, Holm across every test), natural
+prevalence, overlap and near-constant flags reach the table, and the report holds the tables, figures,
+links and leakage statuses."""
 
 from __future__ import annotations
 
+import math
 import statistics
 import zlib
 from pathlib import Path
@@ -23,6 +26,7 @@ TEST_SET = "7e57" * 16
 N_PATCHES = 120
 NAMES = [f"S2A_MSIL2A_20170613T101031_{i // 100}_{i % 100:02d}" for i in range(N_PATCHES)]  # sorted
 LABELS = np.arange(N_PATCHES) % 2
+GROUPS = [f"32629/{i // 20}/0" for i in range(N_PATCHES)]  # 6 blocks of 20 patches
 FINETUNE = {"stage": "finetune", "pretrained": "ben", "encoder_version": "simclr-s2-encoder/3", "arch": "resnet152",
             "trainable": "all", "epochs": 50, "settings": "lr=5e-05", "tuned": False, "split_kind": "random",
             "pretraining_overlap": "0",
@@ -37,15 +41,27 @@ def predictions(run_id: str) -> pd.DataFrame:
     skill = SKILL["ben" if run_id.startswith("ben") else "scratch"]
     right = rng.random(N_PATCHES) < skill
     p = np.where(right == LABELS.astype(bool), 0.5 + 0.5 * rng.random(N_PATCHES), 0.5 * rng.random(N_PATCHES))
-    frame = pd.DataFrame({"name": NAMES, "label": LABELS, "probability": p})
+    frame = pd.DataFrame({"name": NAMES, "label": LABELS, "probability": p, "group": GROUPS})
     return frame.iloc[rng.permutation(N_PATCHES)]  # any row order
+
+
+def natural(run_id: str) -> pd.DataFrame | None:
+    """Natural-prevalence predictions for the ben runs only: 1 in 10 positive, probabilities near truth."""
+    if not run_id.startswith("ben"):
+        return None
+    rng = np.random.default_rng(zlib.crc32(run_id.encode()))
+    y = np.arange(200) % 10 == 0
+    return pd.DataFrame({"name": np.arange(200), "label": y.astype(int),
+                         "probability": np.clip(0.1 + 0.6 * y + rng.normal(0, 0.1, 200), 0, 1)})
 
 
 def run(version: int, fraction: int, seed: int, base: dict = FINETUNE, **changes) -> dict:
     row = {**base, **changes, "version": version, "fraction": fraction, "seed": seed}
     row["run_id"] = f"{row['pretrained']}-{version}"
     m = binary_metrics(LABELS, predictions(row["run_id"]).sort_values("name")["probability"].to_numpy())
-    return {**row, "test_accuracy": m["accuracy"], "test_f1": m["f1"], "test_auc": m["auc"]}
+    return {**row, "test_accuracy": m["accuracy"], "test_f1": m["f1"], "test_auc": m["auc"],
+            "test_near_constant": m["near_constant"], "footprint_overlap_test": 0.0,
+            "test_natural_valthr_mcc": 0.5 if row["pretrained"] == "ben" else math.nan}
 
 
 def grid() -> pd.DataFrame:
@@ -65,7 +81,7 @@ BEN, HEAD2, TUNED, S152, S18 = "ben (all)", "ben (head2)", "ben (all) tuned", "s
 
 @pytest.fixture(scope="module")
 def result():
-    return compare(grid(), [1, 10, 100], predictions=predictions, n_boot=300)
+    return compare(grid(), [1, 10, 100], predictions=predictions, natural=natural, n_boot=300)
 
 
 def cell(result, condition: str, fraction: int) -> dict:
@@ -119,21 +135,46 @@ def test_duplicates_are_listed_and_the_newest_counts(result) -> None:
     assert cell(result, BEN, 10)["duplicates"] == 1 and cell(result, BEN, 1)["duplicates"] == 0
 
 
-def test_intervals_t_across_seeds_and_bootstrap_for_one_run(result) -> None:
-    runs = grid().set_index("version")
-    values = runs.loc[[1, 3, 12], "test_accuracy"]
-    low, high = scipy_stats.t.interval(0.95, 2, loc=values.mean(), scale=scipy_stats.sem(values))
+def test_every_interval_resamples_seeds_and_groups(result) -> None:
     row = cell(result, BEN, 10)
-    assert (row["test_accuracy_low"], row["test_accuracy_high"]) == pytest.approx((low, high), rel=1e-12)
-    assert row["interval"] == "t, 3 seeds"
-    one = cell(result, BEN, 1)
-    frame = predictions("ben-4").sort_values("name")  # compare resamples patches in name order
-    assert one["interval"] == f"bootstrap, {N_PATCHES} patches"
+    assert row["interval"] == "3 seeds x 6 groups"
+    assert result.method == ("bootstrap over seeds and spatial groups of test patches: seeds and 6 spatial groups "
+                             f"of {N_PATCHES} test patches, resampled together")
+    runs = np.stack([aligned(r) for r in ("ben-1", "ben-12", "ben-3")])  # seed order: v1, v12 (seed 1), v3
+    expected = stats.interval(LABELS, runs, "accuracy", GROUPS, n_boot=300)
+    assert (row["test_accuracy_low"], row["test_accuracy_high"]) == pytest.approx((expected.low, expected.high),
+                                                                                 abs=1e-12)
+    one = cell(result, BEN, 1)  # one seed: the same method, groups only
+    assert one["interval"] == "1 seeds x 6 groups"
     for metric, name in (("test_f1", "f1"), ("test_auc", "auc")):
-        expected = stats.bootstrap_interval(frame["label"], frame["probability"], name, n_boot=300)
-        assert (one[f"{metric}_low"], one[f"{metric}_high"]) == pytest.approx(expected, abs=1e-12)
+        expected = stats.interval(LABELS, aligned("ben-4"), name, GROUPS, n_boot=300)
+        assert (one[f"{metric}_low"], one[f"{metric}_high"]) == pytest.approx((expected.low, expected.high), abs=1e-12)
     no_predictions = compare(grid(), [1, 10])
+    assert no_predictions.method.startswith("Student t across seeds")
+    values = grid().set_index("version").loc[[1, 3, 12], "test_accuracy"]
+    low, high = scipy_stats.t.interval(0.95, 2, loc=values.mean(), scale=scipy_stats.sem(values))
+    t_row = cell(no_predictions, BEN, 10)
+    assert (t_row["test_accuracy_low"], t_row["test_accuracy_high"]) == pytest.approx((low, high), rel=1e-12)
     assert np.isnan(cell(no_predictions, BEN, 1)["test_f1_low"]) and no_predictions.paired.empty
+
+
+def test_predictions_without_groups_resample_patches_and_say_so() -> None:
+    result = compare(grid(), [10], predictions=lambda r: predictions(r).drop(columns="group"), n_boot=50)
+    assert "120 test patches (the predictions name no spatial group: each patch its own)" in result.method
+    assert cell(result, BEN, 10)["interval"] == "3 seeds x 120 groups"
+
+
+def test_natural_overlap_and_flags_reach_the_cells(result) -> None:
+    row = cell(result, BEN, 10)
+    assert row["test_natural_valthr_mcc_mean"] == 0.5 and row["footprint_overlap_test_mean"] == 0.0
+    assert np.isnan(cell(result, S18, 10)["test_natural_valthr_mcc_mean"])
+    assert row["near_constant_runs"] == 0
+    constant = grid().assign(test_near_constant=[1.0] + [0.0] * 11)
+    assert cell(compare(constant, [10]), BEN, 10)["near_constant_runs"] == 1
+    bins = result.reliability
+    assert set(bins["condition"]) == {BEN, HEAD2, TUNED} and set(bins["fraction"]) == {1, 10}
+    ben = bins[(bins["condition"] == BEN) & (bins["fraction"] == 10)]
+    assert ben["patches"].sum() == 3 * 200 and len(ben) == 10
 
 
 def aligned(run_id: str) -> np.ndarray:
@@ -148,20 +189,27 @@ def test_paired_tests_pair_runs_by_seed(result) -> None:
     a = np.stack([aligned("ben-1"), aligned("ben-12")])  # seed 1 is v12, the newest
     b = np.stack([aligned("scratch-8"), aligned("scratch-9")])
     for m in ("accuracy", "f1"):
-        expected = stats.paired_bootstrap(LABELS, a, b, m, n_boot=300)
+        expected = stats.paired(LABELS, a, b, m, GROUPS, n_boot=300)
         assert (row[f"{m}_diff"], row[f"{m}_low"], row[f"{m}_high"], row[f"{m}_p"]) == pytest.approx(
-            (expected.diff, expected.low, expected.high, expected.p), abs=1e-12)
-        per_seed = [stats.metric(m, LABELS, a[i]) - stats.metric(m, LABELS, b[i]) for i in range(2)]
-        assert (row[f"{m}_seed_low"], row[f"{m}_seed_high"]) == pytest.approx(stats.t_interval(per_seed), abs=1e-12)
+            (expected.value, expected.low, expected.high, expected.p), abs=1e-12)
     pairs = result.pairs.set_index(["fraction", "condition", "baseline", "seed"])
     first = pairs.loc[(10, BEN, S18, 0)]
-    mcnemar = stats.mcnemar(LABELS, a[0], b[0])
-    assert (first["mcnemar_b"], first["mcnemar_c"], first["mcnemar_p"]) == (mcnemar.b, mcnemar.c, mcnemar.p)
-    assert first["version"] == 1 and first["baseline_version"] == 8
-    assert row["mcnemar_p_max"] == max(pairs.loc[(10, BEN, S18), "mcnemar_p"])
+    assert first["accuracy_diff"] == pytest.approx(stats.metric("accuracy", LABELS, a[0])
+                                                   - stats.metric("accuracy", LABELS, b[0]), abs=1e-12)
+    assert first["version"] == 1 and first["baseline_version"] == 8 and row["groups"] == 6
     head2 = paired.loc[(10, HEAD2, S152)]
     assert head2["pairs"] == 1 and head2["unpaired"] == "condition: 3"
     assert (1, BEN, S152) in paired.index and (1, TUNED, S152) not in paired.index
+
+
+def test_holm_adjusts_every_test_of_the_comparison(result) -> None:
+    paired = result.paired[result.paired["pairs"] > 0]
+    raw = paired[["accuracy_p", "f1_p"]].to_numpy().ravel()
+    adjusted = paired[["accuracy_p_holm", "f1_p_holm"]].to_numpy().ravel()
+    assert adjusted == pytest.approx(stats.holm(raw), abs=1e-15)
+    assert (adjusted >= raw).all() and len(raw) == 2 * 7  # 1 pairing at 1 %, 6 at 10 %; two metrics each
+    columns = list(result.paired.columns)
+    assert columns.index("accuracy_p_holm") == columns.index("accuracy_p") + 1  # side by side
 
 
 def test_predictions_must_cover_the_same_patches() -> None:
@@ -190,19 +238,21 @@ def test_report_files_links_and_statuses(tmp_path: Path) -> None:
     runs = pd.concat([grid(), pd.DataFrame([run(13, 10, 0, pretrained="ca", pretraining_overlap="override:3"),
                                             run(14, 10, 0, pretrained="imported", pretraining_overlap="unknown")])])
     runs["train_digest"] = "a1b2c3d4e5f6" + "0" * 52
-    result = compare(runs, [1, 10, 100], predictions=predictions, n_boot=100)
+    result = compare(runs, [1, 10, 100], predictions=predictions, natural=natural, n_boot=100)
     links = Links(run=lambda r: f"http://mlflow/#/runs/{r}", version=lambda m, v: f"http://mlflow/#/models/{m}/{v}",
                   classifier_model="simclr-s2-classifier")
     paths = write_report(result, tmp_path / "a", "scheme basic", links)
     names = {p.name for p in paths}
     assert names == {"table.csv", "paired.csv", "pairs.csv", "duplicates.csv", "runs.csv", "table.md",
-                     "bars_accuracy.png", "bars_f1.png", "lines.png", "paired.png", "report.html"}
+                     "bars_accuracy.png", "bars_f1.png", "lines.png", "paired.png", "reliability.png", "report.html"}
     for p in paths:
         assert p.stat().st_size > 0
         if p.suffix == ".png":
             assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (tmp_path / "a/report.html").read_text()
-    assert page.count("data:image/png;base64,") == 4
+    assert page.count("data:image/png;base64,") == 5
+    assert "Holm p (F1)" in page and "natural MCC" in page and "test patches near train (%)" in page
+    assert result.method in page
     assert '<a href="http://mlflow/#/runs/ben-12">' in page
     assert '<a href="http://mlflow/#/models/simclr-s2-classifier/12">v12</a>' in page
     assert '<a href="http://mlflow/#/models/simclr-s2-encoder/3">simclr-s2-encoder/3</a>' in page
@@ -210,7 +260,7 @@ def test_report_files_links_and_statuses(tmp_path: Path) -> None:
     assert TEST_SET[:12] in page and "train a1b2c3d4e5f6" in page
     markdown = (tmp_path / "a/table.md").read_text()
     assert "## Paired tests" in markdown and "## Duplicates" in markdown
-    assert "| ben (all) | 100 | 0 | n/a | n/a | n/a | - |" in markdown
+    assert "| ben (all) | 100 | 0 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | - | - |" in markdown
     table = pd.read_csv(tmp_path / "a/table.csv")
     assert {"condition", "n_runs", "test_f1_low", "test_f1_high", "pretraining_overlap"} <= set(table.columns)
     again = write_report(result, tmp_path / "b", "scheme basic", links)
@@ -223,4 +273,4 @@ def test_conditions_without_a_common_seed_are_not_paired(tmp_path: Path) -> None
     [row] = result.paired.to_dict("records")
     assert row["pairs"] == 0 and row["unpaired"] == "condition: 5; baseline: 0,1" and result.pairs.empty
     names = {p.name for p in write_report(result, tmp_path, "no pairs")}
-    assert "paired.png" not in names and "| 10 | ben | scratch | 0 | - |" in (tmp_path / "table.md").read_text()
+    assert "paired.png" not in names and "| 10 | ben | scratch | 0 | - | - |" in (tmp_path / "table.md").read_text()

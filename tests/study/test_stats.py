@@ -1,5 +1,6 @@
-"""simclr_s2.study.stats against plain reference computations written out here: loops over resamples, the t
-formula with a textbook quantile, and McNemar's exact p summed from binomial coefficients."""
+"""simclr_s2.study.stats against plain reference computations written out here: loops over resamples that
+repeat each drawn group's patches and score the drawn seeds one by one, the t formula with a textbook
+quantile, and Holm's adjustment worked by hand."""
 
 from __future__ import annotations
 
@@ -8,22 +9,44 @@ import math
 import numpy as np
 import pytest
 from scipy import stats as scipy_stats
+from sklearn import metrics as skm
 
-from simclr_s2.learning.metrics import binary_metrics
-from simclr_s2.study.stats import bootstrap_interval, mcnemar, metric, paired_bootstrap, t_interval
+from simclr_s2.study.stats import holm, interval, metric, paired, t_interval
 
 
-def scored(n: int, seed: int, skill: float) -> tuple[np.ndarray, np.ndarray]:
-    """Labels and probabilities of a model that is right about `skill` of the time."""
+def scored(n: int, seed: int, skill: float, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Labels and k runs' probabilities of a model that is right about `skill` of the time."""
     rng = np.random.default_rng(seed)
     y = rng.random(n) < 0.5
-    p = np.clip(np.where(y, 0.5 + skill - 0.5, 0.5 - skill + 0.5) + rng.normal(0, 0.3, n), 0, 1)
-    return y, p
+    p = np.clip(np.where(y, skill, 1 - skill) + rng.normal(0, 0.3, (k, n)), 0, 1)
+    return y, np.round(p, 2)  # rounded: ties on purpose
 
 
 def plain_metric(name: str, y: np.ndarray, p: np.ndarray) -> float:
-    m = binary_metrics(y, p)
-    return {"accuracy": m["accuracy"], "f1": m["f1"], "auc": m["auc"]}[name]
+    """Textbook formulas at threshold 0.5 (F1 0 without a positive), scikit-learn's AUC."""
+    predicted = p >= 0.5
+    tp, fp, fn = (predicted & y).sum(), (predicted & ~y).sum(), (~predicted & y).sum()
+    if name == "auc":
+        return float(skm.roc_auc_score(y, p))
+    return float((predicted == y).mean()) if name == "accuracy" else 2 * tp / max(2 * tp + fp + fn, 1)
+
+
+def plain_resamples(name: str, y: np.ndarray, runs: list[np.ndarray], groups: np.ndarray, n_boot: int,
+                    seed: int) -> np.ndarray:
+    """Each resample as a loop: k seeds drawn, then G groups drawn (as multinomial counts), every drawn
+    group's patches repeated as often as it was drawn, the metric of each drawn seed, their mean; spread
+    by sqrt(k / (k - 1)) about the mean of the resamples."""
+    rng = np.random.default_rng(seed)
+    k, names = len(runs), np.unique(groups)
+    drawn = rng.integers(0, k, size=(n_boot, k))
+    counts = rng.multinomial(len(names), np.full(len(names), 1 / len(names)), size=n_boot)
+    values = []
+    for b in range(n_boot):
+        rows = np.concatenate([np.repeat(np.flatnonzero(groups == g), c) for g, c in zip(names, counts[b])])
+        values.append(np.mean([plain_metric(name, y[rows], runs[s][rows]) for s in drawn[b]]))
+    values = np.array(values)
+    centre = np.nanmean(values)
+    return centre + (values - centre) * math.sqrt(k / (k - 1) if k > 1 else 1)
 
 
 def test_t_interval_is_the_textbook_formula() -> None:
@@ -41,93 +64,67 @@ def test_t_interval_is_the_textbook_formula() -> None:
 
 
 @pytest.mark.parametrize("name", ["accuracy", "f1", "auc"])
-def test_bootstrap_interval_equals_a_plain_loop(name: str) -> None:
-    y, p = scored(150, 1, 0.75)
-    rng = np.random.default_rng(42)
-    values = []
-    for _ in range(300):
-        rows = rng.integers(0, len(y), size=len(y))
-        values.append(plain_metric(name, y[rows], p[rows]))
-    expected = np.nanpercentile(values, [2.5, 97.5])
-    assert bootstrap_interval(y, p, name, n_boot=300, seed=42) == pytest.approx(tuple(expected), abs=1e-12)
-    assert metric(name, y, p) == pytest.approx(plain_metric(name, y, p), abs=1e-12)
+def test_interval_over_seeds_and_groups_equals_a_plain_loop(name: str) -> None:
+    y, p = scored(90, 1, 0.75, k=3)
+    groups = np.array([f"block{i % 7}" for i in range(90)])
+    values = plain_resamples(name, y, list(p), groups, 150, 42)
+    result = interval(y, p, name, groups, n_boot=150, seed=42)
+    assert (result.low, result.high) == pytest.approx(tuple(np.nanpercentile(values, [2.5, 97.5])), abs=1e-12)
+    assert result.value == pytest.approx(np.mean([plain_metric(name, y, run) for run in p]), abs=1e-12)
+    assert metric(name, y, p[0]) == pytest.approx(plain_metric(name, y, p[0]), abs=1e-12)
 
 
-def test_bootstrap_is_seeded_and_covers_the_estimate() -> None:
-    y, p = scored(400, 2, 0.8)
-    first = bootstrap_interval(y, p, "accuracy", seed=3)
-    assert first == bootstrap_interval(y, p, "accuracy", seed=3)
-    assert bootstrap_interval(y, p, "f1", seed=3) != bootstrap_interval(y, p, "f1", seed=4)
-    accuracy = metric("accuracy", y, p)
-    assert first[0] < accuracy < first[1]
-    # binomial standard error of 400 patches: the interval is about 2 * 1.96 * sqrt(a (1 - a) / n) wide
-    assert first[1] - first[0] == pytest.approx(2 * 1.96 * math.sqrt(accuracy * (1 - accuracy) / 400), rel=0.2)
+def test_one_run_without_groups_is_the_patch_bootstrap() -> None:
+    y, p = scored(60, 2, 0.8)
+    values = plain_resamples("accuracy", y, [p[0]], np.arange(60), 200, 3)
+    result = interval(y, p[0], "accuracy", n_boot=200, seed=3)
+    assert (result.low, result.high) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])), abs=1e-12)
+    assert result == interval(y, p[0], "accuracy", n_boot=200, seed=3)
+    assert result != interval(y, p[0], "accuracy", n_boot=200, seed=4)
 
 
 @pytest.mark.parametrize("name", ["accuracy", "f1"])
-def test_paired_bootstrap_equals_a_plain_loop(name: str) -> None:
-    y, pa = scored(200, 5, 0.8)
-    _, pb = scored(200, 6, 0.7)
-    pb = np.where(np.random.default_rng(7).random(200) < 0.5, pa, pb)  # correlated, as two models are
+def test_paired_difference_equals_a_plain_loop(name: str) -> None:
+    y, a = scored(80, 3, 0.8, k=2)
+    _, b = scored(80, 4, 0.7, k=2)
+    groups = np.array([f"t{i // 10}" for i in range(80)])
     rng = np.random.default_rng(9)
-    diffs = []
-    for _ in range(400):
-        rows = rng.integers(0, len(y), size=len(y))
-        diffs.append(plain_metric(name, y[rows], pa[rows]) - plain_metric(name, y[rows], pb[rows]))
-    diffs = np.array(diffs)
-    far = min((diffs <= 0).sum(), (diffs >= 0).sum())
-    result = paired_bootstrap(y, pa, pb, name, n_boot=400, seed=9)
-    assert result.diff == pytest.approx(plain_metric(name, y, pa) - plain_metric(name, y, pb), abs=1e-12)
-    assert (result.low, result.high) == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])), abs=1e-12)
-    assert result.p == pytest.approx(min(1.0, 2 * (1 + far) / 401), abs=1e-12)
+    k, names = 2, np.unique(groups)
+    drawn = rng.integers(0, k, size=(120, k))
+    counts = rng.multinomial(len(names), np.full(len(names), 1 / len(names)), size=120)
+    values = []
+    for row in range(120):
+        rows = np.concatenate([np.repeat(np.flatnonzero(groups == g), c) for g, c in zip(names, counts[row])])
+        values.append(np.mean([plain_metric(name, y[rows], a[s][rows]) - plain_metric(name, y[rows], b[s][rows])
+                               for s in drawn[row]]))
+    values = np.array(values)
+    values = values.mean() + (values - values.mean()) * math.sqrt(2)
+    far = min((values <= 0).sum(), (values >= 0).sum())
+    result = paired(y, a, b, name, groups, n_boot=120, seed=9)
+    assert result.value == pytest.approx(np.mean([plain_metric(name, y, a[i]) - plain_metric(name, y, b[i])
+                                                  for i in range(2)]), abs=1e-12)
+    assert (result.low, result.high) == pytest.approx(tuple(np.percentile(values, [2.5, 97.5])), abs=1e-12)
+    assert result.p == pytest.approx(min(1.0, 2 * (1 + far) / 121), abs=1e-12)
 
 
-@pytest.mark.parametrize("name", ["f1", "auc"])
-def test_paired_bootstrap_over_seed_pairs_averages_the_differences(name: str) -> None:
-    y, a0 = scored(120, 10, 0.8)
-    a1, b0, b1 = (scored(120, s, k)[1] for s, k in ((11, 0.8), (12, 0.6), (13, 0.6)))
-    rng = np.random.default_rng(1)
-    diffs = []
-    for _ in range(200):
-        rows = rng.integers(0, len(y), size=len(y))
-        diffs.append(np.mean([plain_metric(name, y[rows], a[rows]) - plain_metric(name, y[rows], b[rows])
-                              for a, b in ((a0, b0), (a1, b1))]))
-    result = paired_bootstrap(y, np.stack([a0, a1]), np.stack([b0, b1]), name, n_boot=200, seed=1)
-    assert (result.low, result.high) == pytest.approx(tuple(np.percentile(diffs, [2.5, 97.5])), abs=1e-12)
-    assert result.diff == pytest.approx(np.mean([plain_metric(name, y, a) - plain_metric(name, y, b)
-                                                 for a, b in ((a0, b0), (a1, b1))]), abs=1e-12)
+def test_paired_sees_a_real_difference_and_no_difference() -> None:
+    y, good = scored(400, 5, 0.9)
+    _, poor = scored(400, 6, 0.6)
+    assert paired(y, good, poor, "accuracy").p < 0.01
+    same = paired(y, good, good, "accuracy")
+    assert same.value == 0 and same.p == 1.0
 
 
-def test_paired_bootstrap_sees_a_real_difference_and_no_difference() -> None:
-    y, good = scored(600, 20, 0.85)
-    _, poor = scored(600, 21, 0.6)
-    clear = paired_bootstrap(y, good, poor, "accuracy")
-    assert clear.low > 0 and clear.p < 0.01
-    same = paired_bootstrap(y, good, good, "accuracy")
-    assert same.diff == same.low == same.high == 0 and same.p == 1
+def test_holm_by_hand() -> None:
+    # sorted: 0.005 x 4 = 0.02, 0.01 x 3 = 0.03, 0.03 x 2 = 0.06, 0.04 x 1 = 0.04 -> kept monotone: 0.06
+    assert holm([0.01, 0.04, 0.03, 0.005]) == pytest.approx([0.03, 0.06, 0.06, 0.02], abs=1e-15)
+    assert holm([0.5, 0.6]) == pytest.approx([1.0, 1.0])
+    adjusted = holm([0.01, math.nan, 0.02])
+    assert adjusted[[0, 2]] == pytest.approx([0.02, 0.02]) and math.isnan(adjusted[1])
 
 
-def plain_mcnemar(b: int, c: int) -> float:
-    n = b + c
-    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1)) / 2**n
-    return min(1.0, 2 * tail)
-
-
-@pytest.mark.parametrize(("b", "c"), [(0, 0), (3, 0), (7, 2), (12, 12), (40, 61), (300, 340)])
-def test_mcnemar_is_the_exact_binomial_test(b: int, c: int) -> None:
-    # b patches only A gets right, c only B, and 50 both get right
-    y = np.ones(b + c + 50, dtype=bool)
-    pa = np.r_[np.ones(b), np.zeros(c), np.ones(50)]
-    pb = np.r_[np.zeros(b), np.ones(c), np.ones(50)]
-    result = mcnemar(y, pa, pb)
-    assert (result.b, result.c) == (b, c)
-    assert result.p == pytest.approx(plain_mcnemar(b, c), rel=1e-9)
-    if b + c:
-        assert result.p == pytest.approx(scipy_stats.binomtest(b, b + c, 0.5).pvalue, rel=1e-9)
-
-
-def test_shapes_and_names_checked() -> None:
+def test_bad_input_is_refused() -> None:
     with pytest.raises(ValueError, match="metric 'precision'"):
-        bootstrap_interval(np.ones(3), np.ones(3), "precision")
-    with pytest.raises(ValueError, match="expected labels"):
-        mcnemar(np.ones(3), np.ones(4), np.ones(3))
+        interval(np.ones(3), np.ones(3), "precision")
+    with pytest.raises(ValueError, match="expected labels of n > 0 patches"):
+        paired(np.ones(3), np.ones(4), np.ones(3), "accuracy")
