@@ -3,7 +3,7 @@
 Why: opening a GeoTIFF costs about 0.6 ms through GDAL, so a loader that opens 10-12 files per sample tops
 out near 100-150 samples/s per core, and resampling each batch again every epoch cost more than reading
 it; the study trains dozens of models on the same patches. Packing reads the band files with
-`tiff.read_uint16_strips` (GDAL for any other layout), resamples with `bands.stack_bands`, the reader's own
+`tiff.decode_uint16_strips` (GDAL for any other layout), resamples with `bands.stack_bands`, the reader's own
 function, and stores the result, so a training batch is one read per row plus one conversion
 (`bands.InputTransform`), done on the GPU when training runs there.
 
@@ -51,7 +51,7 @@ from tqdm import tqdm
 from simclr_s2 import disk
 from simclr_s2.bigearthnet import reader
 from simclr_s2.bigearthnet.bands import NATIVE_SIZE, PATCH_SIZE, check_resampling, resolve_bands, stack_bands
-from simclr_s2.bigearthnet.tiff import TiffFormatError, read_uint16_strips
+from simclr_s2.bigearthnet.tiff import TiffFormatError, decode_uint16_strips
 from simclr_s2.errors import UserError
 
 FORMAT_VERSION = 2
@@ -87,13 +87,21 @@ def read_bands(patch_dir: Path, bands: Sequence[str]) -> dict[str, np.ndarray]:
     native = {}
     for band in bands:
         try:
-            pixels = read_uint16_strips(reader.band_file(patch_dir, band))
-        except (OSError, TiffFormatError):
+            pixels = decode_band(reader.band_file(patch_dir, band).read_bytes(), band)
+        except OSError:
             pixels = None
-        if pixels is None or pixels.shape != (NATIVE_SIZE[band], NATIVE_SIZE[band]):
-            pixels = reader.read_band(patch_dir, band)
-        native[band] = pixels
+        native[band] = reader.read_band(patch_dir, band) if pixels is None else pixels
     return native
+
+
+def decode_band(data: bytes, band: str) -> np.ndarray | None:
+    """The native pixels of `band` from its file's bytes by the fast strip reader, or None where that reader
+    does not take them (another layout, damage, another size): GDAL decides those (`reader.read_band`)."""
+    try:
+        pixels = decode_uint16_strips(data)
+    except TiffFormatError:
+        return None
+    return pixels if pixels.shape == (NATIVE_SIZE[band], NATIVE_SIZE[band]) else None
 
 
 def quantise(x: np.ndarray) -> np.ndarray:

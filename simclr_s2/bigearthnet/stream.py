@@ -3,11 +3,14 @@ bands straight into a packed store, without unpacking 6.6 million files first.
 
 Unpacking BigEarthNet-S2.tar.zst costs 63 GB of downloads plus about as much again of small files (and
 hours of file creation); the study reads a few percent of its patches. So the archive is decompressed once,
-in order, and each wanted member is handed to the very readers build_index and the packer use: a chunk of
-patches at a time lies in a scratch folder in memory (/dev/shm where there is one) and `packed.read_bands`
-reads it there, so the streamed store is the packer's store bit for bit (pixels.npy and names.txt; meta.json
-differs in its `created` time, as any two packs do). Rows are written in any order, to the row the patch
-has in the store's list.
+in order, and each wanted member is handed to the very decoders build_index and the packer use: a patch's
+band files are gathered in memory and decoded from there by the packer's strip reader
+(`packed.decode_band`), with the packer's own reader on a temporary copy of the files for a patch it
+declines (another layout, damage), so the streamed store is the packer's store bit for bit (pixels.npy
+and names.txt; meta.json differs in its `created` time, as any two packs do). This process only walks the
+stream; worker processes decode, resample and write a chunk of patches at a time, each row to the row the
+patch has in the store's list. A map is decoded from a scratch folder in memory (/dev/shm where there is
+one) by the index's own reader.
 
 A stream that is truncated or corrupt stops at the member it was reading, naming it (zstandard's own
 stream_reader ends a truncated file without a word, so the decompression here refuses a file that ends
@@ -48,6 +51,7 @@ from simclr_s2.bigearthnet.reader import (
     V2_MAPS,
     V2_PATCHES,
     PatchError,
+    band_file,
     is_v2_name,
     reference_map_file,
     tile_folder,
@@ -275,9 +279,11 @@ def _resume(unfinished: Path, want: packed._Request, archive: Path) -> set[int]:
 
 
 def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int], workers: int | None) -> None:
-    """Pack every row not in `done` from the stream, a chunk of patches per task, recording each chunk."""
+    """Pack every row not in `done` from the stream, a chunk of patches per task, recording each chunk.
+
+    This process only decompresses and walks the stream and gathers each wanted patch's band files (they lie
+    together in the archive); the workers decode, resample and write them."""
     row_of = {name: i for i, name in enumerate(want.names)}
-    bands = set(want.bands)
     pixels = out / packed.PIXELS_FILE
     at = np.load(pixels, mmap_mode="r").offset
     task = partial(_pack_chunk, out=pixels, at=at, bands=want.bands, resampling=want.resampling,
@@ -285,15 +291,16 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
     workers = max(1, min(workers or os.cpu_count() or 1, len(want.names)))
     pool = ProcessPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) if workers > 1 else None
     running: set[Future] = set()
-    got: dict[str, set[str]] = {}
-    chunk: list[tuple[int, Path]] = []
+    got: dict[str, dict[str, bytes]] = {}  # band files of the patches being gathered
+    chunk: list[_Patch] = []
     recorded = 0
+    bands = set(want.bands)
 
     def wanted(member: tarfile.TarInfo) -> bool:
         parts = _parts(member, V2_PATCHES)
         if parts is None or parts[1] not in row_of or row_of[parts[1]] in done:
             return False
-        return parts[2].removeprefix(f"{parts[1]}_").removesuffix(".tif") in bands
+        return _band(*parts[1:]) in bands
 
     def record(rows: list[int]) -> None:
         nonlocal recorded
@@ -324,15 +331,14 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
         chunk = []
 
     try:
-        with _scratch() as scratch, tqdm(total=len(want.names), initial=len(done), unit="patch",
-                                         desc=f"packing {out.name} from {archive.name}", disable=None) as bar:
+        with tqdm(total=len(want.names), initial=len(done), unit="patch",
+                  desc=f"packing {out.name} from {archive.name}", disable=None) as bar:
             for member, data in members(archive, wanted):
                 _, name, file = _parts(member, V2_PATCHES)
-                (scratch / name).mkdir(exist_ok=True)
-                (scratch / name / file).write_bytes(data)
-                got.setdefault(name, set()).add(file)
-                if len(got[name]) == len(bands):
-                    chunk.append((row_of[name], scratch / name))
+                files = got.setdefault(name, {})
+                files[_band(name, file)] = data
+                if len(files) == len(want.bands):
+                    chunk.append((row_of[name], name, got.pop(name)))
                     if len(chunk) == packed.MAX_CHUNK:
                         submit()
             if chunk:
@@ -346,36 +352,54 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
     missing = [n for i, n in enumerate(want.names) if i not in done]
     if missing:
         name = missing[0]
-        lacking = sorted(f"{name}_{b}.tif" for b in want.bands) if name not in got else \
-            sorted({f"{name}_{b}.tif" for b in want.bands} - got[name])
+        lacking = sorted(f"{name}_{b}.tif" for b in want.bands if b not in got.get(name, {}))
         error = PatchError(name, MISSING_BAND, lacking[0], "not in the archive")
         raise packed.PackError(f"packing from {archive}: {error} ({len(missing)} of {len(want.names)} patches "
                                "incomplete)")
 
 
+def _band(name: str, file: str) -> str:
+    """The band of patch `name`'s band file `file` (`<name>_<band>.tif`)."""
+    return file.removeprefix(f"{name}_").removesuffix(".tif")
+
+
+_Patch = tuple[int, str, dict[str, bytes]]
+"""A patch gathered from the stream: its row in the store, its name, and its band -> band file's bytes."""
+
+
 def _pack_chunk(
-    patches: list[tuple[int, Path]], *, out: Path, at: int, bands: tuple[str, ...], resampling: str, archive: str
+    patches: list[_Patch], *, out: Path, at: int, bands: tuple[str, ...], resampling: str, archive: str
 ) -> list[int]:
-    """The packer's chunk (`packed._pack_chunk`) for patches lying in a scratch folder: read with
-    `packed.read_bands`, resampled and quantised as one batch, each row written to its place; the scratch
-    files are removed. Returns the rows written."""
+    """The packer's chunk (`packed._pack_chunk`) for patches whose band files are in memory: decoded with
+    the packer's fast reader (`packed.decode_band`), resampled and quantised as one batch, each row written
+    to its place. Returns the rows written."""
     native = []
-    try:
-        for _, folder in patches:
-            try:
-                native.append(packed.read_bands(folder, bands))
-            except PatchError as e:
-                raise packed.PackError(f"packing from {archive}: {e}") from None
-    finally:
-        for _, folder in patches:
-            shutil.rmtree(folder, ignore_errors=True)
+    for _, name, files in patches:
+        decoded = {band: packed.decode_band(files[band], band) for band in bands}
+        native.append(decoded if all(v is not None for v in decoded.values()) else
+                      _read_as_files(name, files, bands, archive))
     batch = {band: np.stack([patch[band] for patch in native]) for band in bands}
     rows = packed.quantise(stack_bands(batch, bands, resampling))
     fd = os.open(out, os.O_WRONLY)
     try:
-        for (row, _), pixels in zip(patches, rows, strict=True):
+        for (row, _, _), pixels in zip(patches, rows, strict=True):
             if os.pwrite(fd, pixels, at + row * pixels.nbytes) != pixels.nbytes:
                 raise OSError(f"{out}: short write of row {row} (disk full?)")
     finally:
         os.close(fd)
-    return [row for row, _ in patches]
+    return [row for row, _, _ in patches]
+
+
+def _read_as_files(name: str, files: dict[str, bytes], bands: tuple[str, ...], archive: str) -> dict[str, np.ndarray]:
+    """A patch with a band file the fast reader does not take (another layout, damage): its files written to a
+    temporary folder and read by the packer's reader there, so GDAL reads what it can and what it cannot is the
+    packer's own error."""
+    with tempfile.TemporaryDirectory(prefix="simclr_s2-stream-") as tmp:
+        folder = Path(tmp) / name
+        folder.mkdir()
+        for band, data in files.items():
+            band_file(folder, band).write_bytes(data)
+        try:
+            return packed.read_bands(folder, bands)
+        except PatchError as e:
+            raise packed.PackError(f"packing from {archive}: {e}") from None

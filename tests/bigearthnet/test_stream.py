@@ -11,8 +11,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import rasterio
 
-from simclr_s2.bigearthnet import packed, reben
+from simclr_s2.bigearthnet import packed, reader, reben
 from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.index import ArchiveError, build_index, rejected_path_for
 from simclr_s2.bigearthnet.reader import V2_MAPS, V2_PATCHES
@@ -135,3 +136,21 @@ def test_a_pack_killed_after_a_chunk_continues_there(release, tmp_path, caplog):
     streamed = stream_pack(archive, names, tmp_path / "store", BANDS, DIGEST, root, workers=1)
     assert "16 of 40 patches already packed" in caplog.text
     _same_store(packed.pack(root, names, tmp_path / "packed", BANDS, DIGEST, workers=1).path, streamed.path)
+
+
+def test_band_files_the_fast_reader_declines_are_read_as_the_packer_reads_them(release, tmp_path):
+    root = tmp_path / "root"
+    shutil.copytree(release["root"] / V2_PATCHES, root / V2_PATCHES)
+    names = _names(root)[:4]
+    compressed, broken = (reader.band_file(reader.patch_dir(root, n), "B05") for n in names[:2])
+    with rasterio.open(compressed) as ds:
+        profile, pixels = ds.profile, ds.read(1)
+    with rasterio.open(compressed, "w", **{**profile, "compress": "deflate"}) as ds:
+        ds.write(pixels, 1)
+    archive = write_tar_zst(root, V2_PATCHES, tmp_path / "BigEarthNet-S2.tar.zst")
+    streamed = stream_pack(archive, names[:1], tmp_path / "streamed", BANDS, DIGEST, root, workers=1)
+    _same_store(packed.pack(root, names[:1], tmp_path / "packed", BANDS, DIGEST, workers=1).path, streamed.path)
+    broken.write_bytes(broken.read_bytes()[:300])
+    archive = write_tar_zst(root, V2_PATCHES, tmp_path / "broken.tar.zst")
+    with pytest.raises(packed.PackError, match=rf"packing from broken.tar.zst: patch {names[1]}: .*{broken.name}"):
+        stream_pack(archive, names, tmp_path / "store", BANDS, DIGEST, root, workers=1)

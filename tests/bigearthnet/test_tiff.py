@@ -8,11 +8,20 @@ import rasterio
 from rasterio.transform import Affine
 
 from simclr_s2.bigearthnet.reader import band_file
-from simclr_s2.bigearthnet.tiff import TiffFormatError, UnsupportedTiff, read_tiff_header, read_uint16_strips
+from simclr_s2.bigearthnet.tiff import (
+    TiffFormatError,
+    UnsupportedTiff,
+    decode_uint16_strips,
+    read_tiff_header,
+)
 
 SIMPLE = {}, {"blockysize": 7}, {"blockysize": 1}, {"BIGTIFF": "YES"}, {"ENDIANNESS": "BIG"}
 """Uncompressed strip layouts (GDAL's default, strips not dividing the height, one row each, BigTIFF,
-big-endian): `read_uint16_strips` reads them; any compression or tiling goes to GDAL."""
+big-endian): `decode_uint16_strips` reads them; any compression or tiling goes to GDAL."""
+
+
+def read_uint16_strips(path) -> np.ndarray:
+    return decode_uint16_strips(path.read_bytes())
 
 
 @pytest.mark.parametrize(
