@@ -137,6 +137,7 @@ def reliability(y_true: np.ndarray, probabilities: np.ndarray,
     of positives and the patch count (NaN means in an empty bin): a reliability diagram's points."""
     y = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(probabilities, dtype=np.float64)
+    y, p = y[np.isfinite(p)], p[np.isfinite(p)]  # a diverged model's NaN scores fall in no bin
     at = np.clip((p * bins).astype(np.int64), 0, bins - 1)
     counts = np.bincount(at, minlength=bins).astype(np.float64)
     mean = np.divide(np.bincount(at, p, bins), counts, out=np.full(bins, math.nan), where=counts > 0)
@@ -146,7 +147,9 @@ def reliability(y_true: np.ndarray, probabilities: np.ndarray,
 
 def expected_calibration_error(y_true: np.ndarray, probabilities: np.ndarray, bins: int = CALIBRATION_BINS) -> float:
     """ECE: the patch-weighted mean gap between mean probability and observed share over the bins of
-    `reliability` (Guo et al. 2017, eq. 3)."""
+    `reliability` (Guo et al. 2017, eq. 3); NaN for non-finite scores, as average precision."""
+    if not np.isfinite(np.asarray(probabilities, dtype=np.float64)).all():
+        return math.nan
     mean, observed, counts = reliability(y_true, probabilities, bins)
     filled = counts > 0
     return float((counts[filled] * np.abs(mean[filled] - observed[filled])).sum() / max(counts.sum(), 1))

@@ -24,7 +24,8 @@ def _choice(spec: specs.Promote, ctx: Context) -> tuple[promotion.Choice, str, s
     records = search_versions(ctx.client, spec.scheme, fraction=None if spec.fraction == "any" else int(spec.fraction),
                               pretrained=None if spec.pretrained == "any" else spec.pretrained)
     candidates = [promotion.Candidate(r.version, r.describe(), r.metrics.get(key, math.nan), int(r.tags["fraction"]),
-                                      r.tags.get("test_digest", ""), r.metrics.get("best_val_loss", math.nan))
+                                      r.tags.get("test_digest", ""), r.metrics.get("best_val_loss", math.nan),
+                                      near_constant=r.tags.get("near_constant") == "true")
                   for r in records]
     choice = promotion.choose(candidates, spec.metric, what, cross_fractions=spec.cross_fractions,
                               cross_test_sets=spec.cross_test_sets)
@@ -53,7 +54,8 @@ class Promote(Stage[specs.Promote]):
         run.set_tags({**tags, "chosen_version": choice.winner.version, "former_version": former or "-",
                       "alias_moved": str(changes).lower()})
         run.log_dict({"metric": spec.metric, "ranked": [vars(c) for c in choice.ranked],
-                      "unscored": [c.label for c in choice.unscored]}, "promote/candidates.json")
+                      "unscored": [c.label for c in choice.unscored],
+                      "near_constant": [c.label for c in choice.flagged]}, "promote/candidates.json")
         if changes:
             move_alias(ctx.client, choice.winner.version, spec.alias, tags, former=former,
                        previous_alias=promotion.previous_alias(spec.alias))

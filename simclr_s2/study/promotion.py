@@ -9,7 +9,10 @@ first to reach that score).
 
 Candidates are ranked within one condition of measurement: one data fraction (its validation set holds
 40 patches at 1 % and 4,077 at 100 %, so their values are not comparable) and one test set (test-set
-digest), unless the caller explicitly allows crossing them. A non-finite value (NaN, inf) is never ranked.
+digest), unless the caller explicitly allows crossing them. A non-finite value (NaN, inf) is never ranked,
+nor is a constant or near-constant predictor (metrics.near_constant, tagged by its run on the balanced
+test set: balanced F1 rewards predicting one class everywhere); the flag only removes a candidate, it never
+orders the others.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ class Candidate:
     fraction: int  # the data fraction (%) it was trained and validated on
     test_digest: str  # sha256 of the test set its run scored (the split's test.csv)
     loss: float = math.nan  # the kept epoch's validation loss: the tie-break
+    near_constant: bool = False  # predicts (nearly) one class everywhere: never ranked
 
 
 TIE_BREAK = "val_loss, then the earlier version"
@@ -70,6 +74,7 @@ class Choice:
     ranked: tuple[Candidate, ...]  # scored candidates, best first (ties broken: see TIE_BREAK)
     unscored: tuple[Candidate, ...]
     tied: int = 1  # how many shared the best value before the tie-break
+    flagged: tuple[Candidate, ...] = ()  # near-constant predictors, left out
 
     @property
     def winner(self) -> Candidate:
@@ -87,15 +92,17 @@ def choose(candidates: Sequence[Candidate], metric: str, what: str, *, cross_fra
         _one_group(what, "fraction", "cross_fractions", Counter(c.fraction for c in candidates), "{} %")
     if not cross_test_sets:
         _one_group(what, "test set", "cross_test_sets", Counter(c.test_digest[:12] for c in candidates), "{}")
-    scored = [c for c in candidates if math.isfinite(c.value)]
-    unscored = tuple(c for c in candidates if not math.isfinite(c.value))
+    flagged = tuple(c for c in candidates if c.near_constant)
+    scored = [c for c in candidates if math.isfinite(c.value) and not c.near_constant]
+    unscored = tuple(c for c in candidates if not math.isfinite(c.value) and not c.near_constant)
     if not scored:
-        raise UserError(f"metric: none of the {len(candidates)} candidates ({what}) has a finite {metric} on its run")
+        raise UserError(f"metric: none of the {len(candidates)} candidates ({what}) has a finite {metric} on its run"
+                        + (f" and varied predictions ({len(flagged)} near-constant)" if flagged else ""))
     best_first = -1.0 if metric not in LOWER_IS_BETTER else 1.0
     by_value = sorted(scored, key=lambda c: best_first * c.value)
     tied = [c for c in by_value if math.isclose(c.value, by_value[0].value, rel_tol=1e-9, abs_tol=1e-12)]
     tied.sort(key=lambda c: (c.loss if math.isfinite(c.loss) else math.inf, int(c.version)))
-    return Choice(metric, (*tied, *by_value[len(tied):]), unscored, tied=len(tied))
+    return Choice(metric, (*tied, *by_value[len(tied):]), unscored, tied=len(tied), flagged=flagged)
 
 
 def _one_group(what: str, kind: str, flag: str, counts: Counter, shown: str) -> None:
@@ -124,6 +131,8 @@ def decision(choice: Choice, alias: str, former: str | None, dry_run: bool) -> s
         why += f"; a tie of {choice.tied} broken by {TIE_BREAK}"
     if choice.unscored:
         why += f"; {len(choice.unscored)} without the metric skipped"
+    if choice.flagged:
+        why += f"; {len(choice.flagged)} near-constant predictors left out"
     if former == w.version:
         return f"{w.label} already holds @{alias} ({why}); nothing changed"
     moved = f"v{former} -> @{previous_alias(alias)}" if former else f"no former @{alias}"

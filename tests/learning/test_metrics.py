@@ -4,7 +4,17 @@ import numpy as np
 import pytest
 from sklearn import metrics as skm
 
-from simclr_s2.learning.metrics import accuracy, binary_metrics, f1, pr_curve, roc_auc, roc_curve, save_plots
+from simclr_s2.learning.metrics import (
+    accuracy,
+    binary_metrics,
+    f1,
+    near_constant,
+    pr_curve,
+    reliability,
+    roc_auc,
+    roc_curve,
+    save_plots,
+)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -84,3 +94,33 @@ def test_plots_are_written(tmp_path):
 def test_a_diverged_models_scores_give_nan_ranking_metrics_not_an_error():
     m = binary_metrics(np.array([0, 1, 1, 0]), np.array([0.1, np.nan, 0.8, 0.3]))
     assert np.isnan(m["pr_auc"]) and np.isfinite(m["accuracy"])
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_mcc_balanced_accuracy_and_brier_match_scikit_learn(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.random(300) < 0.1  # natural prevalence: the classes far apart in size
+    p = np.clip(0.6 * y + rng.random(300) * 0.6, 0, 1)
+    m = binary_metrics(y, p)
+    assert m["mcc"] == pytest.approx(skm.matthews_corrcoef(y, p >= 0.5))
+    assert m["balanced_accuracy"] == pytest.approx(skm.balanced_accuracy_score(y, p >= 0.5))
+    assert m["brier"] == pytest.approx(skm.brier_score_loss(y, p))
+
+
+def test_calibration_error_and_reliability_by_hand():
+    y = np.array([0, 0, 1, 1, 1])
+    p = np.array([0.05, 0.15, 0.15, 0.95, 0.95])  # bins 0, 1, 1, 9, 9
+    mean, observed, counts = reliability(y, p)
+    assert counts.tolist() == [1, 2, 0, 0, 0, 0, 0, 0, 0, 2]
+    assert mean[[0, 1, 9]] == pytest.approx([0.05, 0.15, 0.95]) and np.isnan(mean[2])
+    assert observed[[0, 1, 9]] == pytest.approx([0, 0.5, 1])
+    # (1 x 0.05 + 2 x 0.35 + 2 x 0.05) / 5
+    assert binary_metrics(y, p)["ece"] == pytest.approx(0.17)
+
+
+def test_a_constant_or_near_constant_predictor_is_flagged():
+    y = np.arange(200) % 2
+    assert near_constant(np.full(200, 0.9)) and near_constant(np.r_[np.full(198, 0.9), 0.1, 0.2])
+    assert near_constant(np.linspace(0.501, 0.509, 200))  # every patch positive
+    assert not near_constant(np.where(y == 1, 0.8, 0.2))
+    assert binary_metrics(y, np.full(200, 0.9))["near_constant"] == 1.0

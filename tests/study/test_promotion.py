@@ -101,3 +101,13 @@ def test_reason_and_decision_lines() -> None:
                                                                      "best of 2 candidates; 1 without the "
                                                                      "metric skipped); nothing changed")
     assert decision(choice, "champion", None, dry_run=True).startswith("dry run: would promote v7")
+
+
+def test_a_near_constant_predictor_is_never_ranked() -> None:
+    constant = Candidate("9", "v9 (ben 10pct s0)", 0.667, 10, TEST_SET, near_constant=True)  # all positive
+    field = [candidate("1", 0.61), constant, candidate("2", 0.64)]
+    choice = choose(field, "val_f1", "scheme=basic")
+    assert [c.version for c in choice.ranked] == ["2", "1"] and choice.flagged == (constant,)
+    assert "1 near-constant predictors left out" in decision(choice, "champion", None, dry_run=True)
+    with pytest.raises(UserError, match=r"varied predictions \(1 near-constant\)"):
+        choose([constant], "val_f1", "scheme=basic")
