@@ -39,24 +39,32 @@ def _chosen(n: int, p: float, g: torch.Generator, like: torch.Tensor) -> torch.T
 
 
 def random_resized_crop(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
-    """Crop a random box of scale x area and aspect ratio in range, resized back to H x W (bilinear).
+    """Crop a random box of scale x area and aspect ratio in range, resized to the view's size (bilinear):
+    `cfg.view_size` square, or back to H x W. A sample the crop skips is then the whole patch, resized.
 
     Boxes are drawn directly (no rejection loop as in torchvision) and clipped to the image, so the
     whole batch is one affine grid_sample.
     """
     n = x.shape[0]
+    size = [*x.shape[:2], *((cfg.view_size,) * 2 if cfg.view_size else x.shape[-2:])]
     area = _uniform((n,), *cfg.crop_scale, g, x).float()
     log_ratio = _uniform((n,), math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]), g, x).float()
     width = torch.sqrt(area * torch.exp(log_ratio)).clamp(max=1.0)  # fractions of the side
     height = torch.sqrt(area / torch.exp(log_ratio)).clamp(max=1.0)
     centre_x = (1 - width) * _uniform((n,), -1.0, 1.0, g, x).float()  # in grid units [-1, 1]
     centre_y = (1 - height) * _uniform((n,), -1.0, 1.0, g, x).float()
+    chosen = _chosen(n, cfg.crop_p, g, x)
+    resized = size != list(x.shape)
+    if resized:  # every sample is resampled: a skipped one through the whole-patch box
+        keep = chosen.view(n)
+        width, height = torch.where(keep, width, 1.0), torch.where(keep, height, 1.0)
+        centre_x, centre_y = torch.where(keep, centre_x, 0.0), torch.where(keep, centre_y, 0.0)
     theta = torch.zeros((n, 2, 3), device=x.device)
     theta[:, 0, 0], theta[:, 0, 2] = width, centre_x
     theta[:, 1, 1], theta[:, 1, 2] = height, centre_y
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    grid = F.affine_grid(theta, size, align_corners=False)
     cropped = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return torch.where(_chosen(n, cfg.crop_p, g, x), cropped.to(x.dtype), x)
+    return cropped.to(x.dtype) if resized else torch.where(chosen, cropped.to(x.dtype), x)
 
 
 def random_flip_rotate(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:

@@ -40,6 +40,7 @@ class AugmentConfig:
     blur_sigma: tuple[float, float] = (0.1, 2.0)  # range of the blur's sigma, in pixels
     noise_p: float = 0.5  # probability of additive Gaussian noise
     noise_std: float = 0.05  # standard deviation of that noise, in std units of each band
+    view_size: int | None = None  # side of the square views the crop resizes to; None: the patch's own size
 
     def __post_init__(self) -> None:
         for name, value in vars(self).items():
@@ -65,5 +66,7 @@ class AugmentConfig:
             if self.jitter == "spectral" and getattr(self, name):
                 raise UserError(f"augment {name}: only with jitter='per_band' (it changes band ratios), "
                                 f"got {getattr(self, name)} with jitter='spectral'")
+        if self.view_size is not None and self.view_size < 8:
+            raise UserError(f"augment view_size: expected at least 8 pixels, got {self.view_size}")
         if unknown := [b for b in self.bands if b not in MEAN]:
             raise UserError(f"augment bands: unknown bands {unknown}, expected names among {', '.join(MEAN)}")

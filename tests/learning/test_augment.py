@@ -96,6 +96,19 @@ def test_full_crop_is_nearly_identity_and_small_crop_zooms():
     assert zoomed.diff(dim=-1).abs().mean() < 0.5 * x.diff(dim=-1).abs().mean()
 
 
+def test_views_of_a_smaller_size():
+    x = patches(size=24)
+    small = augment(x, dataclasses.replace(AugmentConfig(), view_size=12), gen())
+    assert small.shape == (6, 10, 12, 12) and torch.isfinite(small).all()
+    # a sample the crop skips is the whole patch resized: 2 x 2 means of a smooth patch, near enough
+    smooth = x.mean(dim=(-2, -1), keepdim=True) + torch.linspace(0, 1, 24).expand(6, 10, 24, 24)
+    resized = random_resized_crop(smooth, only(crop_p=0, view_size=12), gen())
+    assert torch.allclose(resized, torch.nn.functional.avg_pool2d(smooth, 2), atol=1e-5)
+    # the patch's own size is no change: the same views as without view_size
+    assert torch.equal(augment(x, dataclasses.replace(AugmentConfig(), view_size=24), gen()),
+                       augment(x, AugmentConfig(), gen()))
+
+
 def test_per_band_jitter_is_per_band_affine():
     x = patches()
     y = random_band_jitter(x, PER_BAND, gen())
@@ -203,6 +216,7 @@ def test_probability_selects_samples():
         ({"brightness": 0.2}, "brightness: only with jitter='per_band'"),
         ({"gain": 1.0}, "gain: expected less than 1"),
         ({"bands": ("B04", "B10")}, r"unknown bands \['B10'\]"),
+        ({"view_size": 4}, "view_size: expected at least 8"),
     ],
 )
 def test_config_checked(changes, match):
