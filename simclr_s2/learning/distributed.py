@@ -22,6 +22,7 @@ import torch.distributed as dist
 from torch import nn
 
 from simclr_s2.errors import UserError
+from simclr_s2.learning.checkpoints import read_tree
 
 log = logging.getLogger(__name__)
 
@@ -180,14 +181,13 @@ def own_state(states: Sequence[T], what: str) -> T:
     return states[rank()]
 
 
-def load_checkpoint(path: Path | None, *, weights_only: bool) -> dict[str, Any] | None:
-    """The checkpoint at `path`, or None when there is none, read by rank 0 and sent to every rank: only
-    rank 0 writes checkpoints, the others may run on machines without the file, and all must resume
-    from one state."""
+def load_checkpoint(path: Path | None, *, weights_only: bool = True) -> dict[str, Any] | None:
+    """The checkpoint at `path` (`checkpoints.read_tree`: safetensors, or torch.save read with
+    `weights_only`), or None when there is none, read by rank 0 and sent to every rank: only rank 0 writes
+    checkpoints, the others may run on machines without the file, and all must resume from one state."""
     if path is None:
         return None
-    return main_only(lambda: torch.load(path, map_location="cpu", weights_only=weights_only)
-                     if path.exists() else None)
+    return main_only(lambda: read_tree(path, weights_only=weights_only) if path.exists() else None)
 
 
 def broadcast_buffers(module: nn.Module) -> None:

@@ -7,6 +7,7 @@ import copy
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -27,12 +28,30 @@ class Progress(Protocol):
     def resumed(self, history: Sequence[StepMetrics]) -> None:
         """The loop restored a checkpoint holding `history`: every step before the epoch it continues at."""
 
-    def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
+    def save(self, checkpoint: Checkpoint, path: Path, epoch: int) -> None:
         """Make `checkpoint` (a snapshot: the loop goes on changing its own state) durable at `path`, now or
         in the background; `epoch_done` for the same epoch follows."""
 
     def epoch_done(self, entries: Sequence[StepMetrics], epoch: int) -> None:
         """An epoch ended with `entries`; the metrics may be published once its checkpoint is durable."""
+
+
+class Checkpoint(Protocol):
+    """What a Progress makes durable: a checkpoint that writes itself as one file."""
+
+    def write(self, path: Path) -> None:
+        """The whole checkpoint as the file `path`."""
+
+
+@dataclass(frozen=True)
+class Pickled:
+    """A checkpoint written with torch.save: pretraining's, which `import_encoder` reads that way (tensors and
+    plain containers only, so it loads with weights_only=True)."""
+
+    tree: dict[str, Any]
+
+    def write(self, path: Path) -> None:
+        torch.save(self.tree, path)
 
 
 def snapshot(obj: Any) -> Any:
@@ -47,10 +66,15 @@ def snapshot(obj: Any) -> Any:
     return copy.deepcopy(obj)
 
 
-def save_checkpoint(progress: Progress | None, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
-    """Through `progress` (which may write in the background) or, without one, right here."""
+def save_checkpoint(progress: Progress | None, checkpoint: dict[str, Any] | Checkpoint, path: Path,
+                    epoch: int) -> None:
+    """Through `progress` (which may write in the background) or, without one, right here. A dict is
+    written with torch.save (from a copy when it goes to `progress`); a `checkpoints.Snapshot` is already
+    one, and writes itself as safetensors."""
+    if isinstance(checkpoint, dict):
+        checkpoint = Pickled(snapshot(checkpoint) if progress is not None else checkpoint)
     if progress is not None:
-        progress.save(snapshot(checkpoint), path, epoch)
+        progress.save(checkpoint, path, epoch)
     else:
         save_atomically(checkpoint, path, epoch)
 
@@ -67,7 +91,7 @@ class Recorder:
     def resumed(self, history: Sequence[StepMetrics]) -> None:
         self.restored = list(history)
 
-    def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
+    def save(self, checkpoint: Checkpoint, path: Path, epoch: int) -> None:
         save_atomically(checkpoint, path, epoch)
 
     def epoch_done(self, entries: Sequence[StepMetrics], epoch: int) -> None:
@@ -80,14 +104,13 @@ class Recorder:
         return [dict(m) for _, m in self.entries]
 
 
-def save_atomically(obj: dict[str, Any], path: Path, epoch: int = -1) -> None:
+def save_atomically(checkpoint: Checkpoint, path: Path, epoch: int = -1) -> None:
     """Write to a temporary file, fsync, then rename over the old checkpoint: a kill never leaves half a
     file, and a checkpoint that exists is on disk before anything reports its epoch."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as fh:
-        torch.save(obj, fh)
-        fh.flush()
+    checkpoint.write(tmp)
+    with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())
     faults.point("checkpoint_write", epoch)
     os.replace(tmp, path)

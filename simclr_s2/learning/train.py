@@ -13,7 +13,6 @@ every rank takes the same early-stopping decisions. Rank 0 alone logs and writes
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 from collections.abc import Iterable
@@ -28,6 +27,7 @@ from tqdm import tqdm
 
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
+from simclr_s2.learning.checkpoints import Snapshots
 from simclr_s2.learning.datasets import gather_epoch
 from simclr_s2.learning.metrics import binary_metrics
 from simclr_s2.learning.runtime import Progress, amp_setup, check_finite, save_checkpoint
@@ -144,9 +144,12 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
     Every epoch's train_* and val_* metrics go to `progress.epoch_done` at once (one batched tracking
     call), after that epoch's checkpoint is durable: with `checkpoint_path` the full state (weights,
     optimiser, best weights, patience counter, every rank's RNG, the metric history) is written after
-    each epoch and picked up by the next call, which hands the history to `progress.resumed`. A NaN or
-    infinite loss stops training (NonFiniteError) before it is checkpointed. `progress` is called on rank
-    0 only.
+    each epoch as one safetensors file (`checkpoints`), and picked up by the next call, which hands the
+    history to `progress.resumed`; the last epoch's leaves the optimiser out (no resume trains on from
+    it), and best weights that are the epoch's own are stored once. The training thread only copies the
+    state into reused buffers (without waiting, on a GPU); `progress` writes it, in the background for a
+    tracked run. A NaN or infinite loss stops training (NonFiniteError) before it is checkpointed.
+    `progress` is called on rank 0 only.
     """
     device = torch.device(cfg.device)
     model.to(device)
@@ -161,14 +164,18 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
 
     state: dict[str, Any] = {"epoch": 0, "best_auc": -math.inf, "best_epoch": -1, "best_val": {},
                              "best_model": None, "bad_epochs": 0, "history": []}
-    saved = distributed.load_checkpoint(checkpoint_path, weights_only=False)
+    snapshots = Snapshots()
+    saved = distributed.load_checkpoint(checkpoint_path)
     if saved is not None:
         if saved["config"] != asdict(cfg):
             raise UserError(f"checkpoint {checkpoint_path} was written with other settings: {saved['config']}")
         model.load_state_dict(saved["model"])
-        optimizer.load_state_dict(saved["optimizer"])
+        if saved["optimizer"] is not None:
+            optimizer.load_state_dict(saved["optimizer"])
         torch.set_rng_state(distributed.own_state(saved["rng"], f"checkpoint {checkpoint_path}"))
         state = saved["state"]
+        if state["best_model"] is not None:
+            state["best_model"] = snapshots.take(state["best_model"])
         log.info("resuming training at epoch %d from %s", state["epoch"] + 1, checkpoint_path)
         if report:
             report.resumed(state["history"])
@@ -186,9 +193,11 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
             metrics = {**train_metrics, **val_metrics}
             check_finite(metrics, ("train_loss", "val_loss"), f"at epoch {epoch + 1} (lr={cfg.lr:g})")
             auc = val_metrics["val_auc"]
-            if not math.isnan(auc) and auc > state["best_auc"]:
-                state.update(best_auc=auc, best_epoch=epoch, best_val=val_metrics, bad_epochs=0,
-                             best_model=copy.deepcopy(model.state_dict()))
+            improved = not math.isnan(auc) and auc > state["best_auc"]
+            writes = checkpoint_path is not None and distributed.is_main()
+            weights = snapshots.take(model.state_dict()) if improved or writes else None
+            if improved:
+                state.update(best_auc=auc, best_epoch=epoch, best_val=val_metrics, bad_epochs=0, best_model=weights)
             else:
                 state["bad_epochs"] += 1
             state["epoch"] = epoch + 1
@@ -197,14 +206,16 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
                      cfg.epochs, train_metrics["train_loss"], val_metrics["val_loss"], auc, val_metrics["val_f1"])
             if checkpoint_path is not None:
                 rngs = distributed.all_gather_object(torch.get_rng_state())
-                if distributed.is_main():
-                    save_checkpoint(report, {"config": asdict(cfg), "model": model.state_dict(),
-                                             "optimizer": optimizer.state_dict(), "rng": rngs, "state": state},
-                                    checkpoint_path, epoch)
+                if writes:
+                    done = state["epoch"] >= cfg.epochs or state["bad_epochs"] >= cfg.patience
+                    checkpoint = {"config": asdict(cfg), "model": weights,
+                                  "optimizer": None if done else optimizer.state_dict(), "rng": rngs, "state": state}
+                    save_checkpoint(report, snapshots.take(checkpoint), checkpoint_path, epoch)
             if report:
                 report.epoch_done([(epoch, metrics)], epoch)
 
     if state["best_model"] is not None:
-        model.load_state_dict(state["best_model"])
+        state["best_model"].ready()
+        model.load_state_dict(state["best_model"].tree)
     return FitResult(best_epoch=state["best_epoch"], best_val=state["best_val"], epochs_run=state["epoch"],
                      start_epoch=start_epoch, stopped_early=state["bad_epochs"] >= cfg.patience)

@@ -25,13 +25,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 
 from simclr_s2 import disk, faults
-from simclr_s2.learning.runtime import StepMetrics, save_atomically
+from simclr_s2.learning.runtime import Checkpoint, StepMetrics, save_atomically
 from simclr_s2.tracking.artifacts import artifact_folder
 
 log = logging.getLogger(__name__)
@@ -62,7 +61,7 @@ def log_missing(client: MlflowClient, run_id: str, history: Sequence[StepMetrics
 
 @dataclass
 class _Pending:
-    state: dict[str, Any]
+    state: Checkpoint
     path: Path
     epoch: int
     ready: bool = False  # its epoch's metrics have arrived: both go in one batch
@@ -83,7 +82,7 @@ class Publisher:
         self._thread = threading.Thread(target=self._work, name=f"publish-{run_id[:8]}", daemon=True)
         self._thread.start()
 
-    def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
+    def save(self, checkpoint: Checkpoint, path: Path, epoch: int) -> None:
         """Queue an epoch's checkpoint snapshot, to be written at `path` and uploaded: after waiting for the
         thread to take the one before, if it has not yet; with an interval, in place of that one."""
         with self._lock:

@@ -47,7 +47,7 @@ from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from simclr_s2 import faults
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
-from simclr_s2.learning.runtime import StepMetrics
+from simclr_s2.learning.runtime import Checkpoint, StepMetrics
 from simclr_s2.settings.context import Context
 from simclr_s2.tracking.connectivity import TrackingUnreachable, is_unreachable, retry_budget_s
 from simclr_s2.tracking.endings import ERROR_TAG
@@ -184,7 +184,7 @@ class RunProgress:
         log.info("resumed from the checkpoint of run %s (%d metric values carried over)", source, logged)
         faults.point("resumed", 0)
 
-    def save(self, checkpoint: dict[str, Any], path: Path, epoch: int) -> None:
+    def save(self, checkpoint: Checkpoint, path: Path, epoch: int) -> None:
         if self.run.publisher is not None:
             self.run.publisher.save(checkpoint, path, epoch)
 

@@ -8,10 +8,11 @@ import pytest
 import torch
 
 from simclr_s2.errors import NonFiniteError, UserError
+from simclr_s2.learning.checkpoints import read_tree
 from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
 from simclr_s2.learning.feature_cache import cached_training_set
 from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
-from simclr_s2.learning.runtime import Recorder
+from simclr_s2.learning.runtime import Pickled, Recorder, save_atomically
 from simclr_s2.learning.train import FitConfig, fit
 
 
@@ -65,7 +66,9 @@ class _Killed(Exception):
     pass
 
 
-def test_resume_after_a_kill_equals_an_unbroken_run(tiny, tmp_path):
+@pytest.mark.parametrize("earlier_format", [False, True])
+def test_resume_after_a_kill_equals_an_unbroken_run(tiny, tmp_path, earlier_format):
+    """Also from a checkpoint in the earlier format (torch.save of the same tree, read with weights_only)."""
     base, train, val = tiny
     cfg = FitConfig(epochs=3, lr=1e-3, patience=10, seed=0)
     unbroken, log_unbroken = copy.deepcopy(base), Recorder()
@@ -79,6 +82,8 @@ def test_resume_after_a_kill_equals_an_unbroken_run(tiny, tmp_path):
     with pytest.raises(_Killed):
         fit(copy.deepcopy(base), *_loaders(train, val), cfg, checkpoint_path=checkpoint, progress=first)
     assert [step for step, _ in first.entries] == [0]
+    if earlier_format:
+        save_atomically(Pickled(read_tree(checkpoint)), checkpoint)
     resumed, second = copy.deepcopy(base), Recorder()
     result = fit(resumed, *_loaders(train, val), cfg, checkpoint_path=checkpoint, progress=second)
     assert result.start_epoch == 1 and second.restored == first.entries  # the checkpoint holds the history
@@ -87,6 +92,20 @@ def test_resume_after_a_kill_equals_an_unbroken_run(tiny, tmp_path):
         assert a == pytest.approx(b)
     for (name, p), (_, q) in zip(unbroken.state_dict().items(), resumed.state_dict().items(), strict=True):
         torch.testing.assert_close(p, q, msg=name)
+
+
+def test_the_last_checkpoint_leaves_the_optimiser_out_and_resumes_to_the_best_weights(tiny, tmp_path):
+    base, train, val = tiny
+    checkpoint, cfg = tmp_path / "train.pt", FitConfig(epochs=2, lr=1e-3)
+    trained = copy.deepcopy(base)
+    result = fit(trained, *_loaders(train, val), cfg, checkpoint_path=checkpoint)
+    saved = read_tree(checkpoint)
+    assert saved["optimizer"] is None and saved["state"]["epoch"] == 2
+    again = copy.deepcopy(base)
+    resumed = fit(again, *_loaders(train, val), cfg, checkpoint_path=checkpoint)  # nothing left to train
+    assert (resumed.start_epoch, resumed.best_epoch, resumed.best_val) == (2, result.best_epoch, result.best_val)
+    for (name, p), (_, q) in zip(trained.state_dict().items(), again.state_dict().items(), strict=True):
+        assert torch.equal(p, q), name
 
 
 def test_resume_refuses_a_checkpoint_of_other_settings(tiny, tmp_path):

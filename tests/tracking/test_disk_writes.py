@@ -7,21 +7,21 @@ from __future__ import annotations
 import errno
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
+from safetensors import SafetensorError
 from tiny_training import step, train
 
 from simclr_s2 import disk
+from simclr_s2.learning import checkpoints
 from simclr_s2.tracking.endings import remove_empty_checkpoint_folders
 from simclr_s2.tracking.tracker import ERROR_TAG, Tracker
 
-ZIP_WRITER = "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file write failed"
 
-
-def _half_save(obj: object, fh) -> None:
-    """torch.save on a full disk: part of the file written, then its zip writer gives up."""
-    fh.write(b"half a checkpoint")
-    raise RuntimeError(ZIP_WRITER)
+def _half_save(tensors: object, filename, metadata: object = None) -> None:
+    """safetensors' save_file on a full disk: part of the file written, then its writer's I/O error."""
+    with open(filename, "wb") as fh:
+        fh.write(b"half a checkpoint")
+    raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
 
 
 def _full_upload(self, run_id: str, local_path: str, artifact_path: str | None = None) -> None:
@@ -31,7 +31,7 @@ def _full_upload(self, run_id: str, local_path: str, artifact_path: str | None =
 @pytest.mark.parametrize(("where", "named"), [("write", "train.pt"), ("upload", "/artifacts/")])
 def test_a_full_disk_at_a_checkpoint_fails_the_run_with_one_line(ctx, monkeypatch, where, named):
     if where == "write":
-        monkeypatch.setattr(torch, "save", _half_save)
+        monkeypatch.setattr(checkpoints, "save_file", _half_save)
     else:
         monkeypatch.setattr(MlflowClient, "log_artifact", _full_upload)
     with pytest.raises(disk.DiskFullError) as raised:
