@@ -86,7 +86,8 @@ class Pretrain(Stage[specs.Pretrain]):
         run.log_params({"index_digest": data.digest, "patches": len(data.names),
                         "excluded_test_patches": data.excluded})
         membership_digest = leakage.record(run, data.names, data.index) if distributed.is_main() else ""
-        batches = loader(ctx, data.archive_root, data.names, None, spec.bands, spec.batch_size, shuffle=True,
+        # the store keyed by the band names, as fine-tunes and `fetch pack=index` key it (not the raw `study`)
+        batches = loader(ctx, data.archive_root, data.names, None, ",".join(bands), spec.batch_size, shuffle=True,
                          seed=spec.seed, digest=data.digest).sharded()
         torch.manual_seed(spec.seed)  # the initial weights too (torch seeds each process anew)
         model = build_simclr(spec.arch, len(bands))

@@ -199,9 +199,15 @@ def test_a_malformed_checksums_file_is_one_line(tmp_path):
         fetch.fetch(["metadata"], tmp_path, "http://127.0.0.1:9", bad)
 
 
-def test_fetch_entry_point_streams_the_index_and_the_chosen_patches(release, server, checksums, tmp_path):
+class _Stop(Exception):
+    """Raised where the pretraining would start: the store it reads is chosen by then."""
+
+
+def test_fetch_entry_point_streams_the_index_and_the_chosen_patches(release, server, checksums, tmp_path,
+                                                                     monkeypatch, caplog):
     url, served = server
     project = Project(tmp_path / "project", project_env(tmp_path / "project"))
+    from simclr_s2.stages import pretrain
     from simclr_s2.stages.fetch import FETCH
 
     served.drop[FILES["maps"]] = 5000
@@ -220,3 +226,12 @@ def test_fetch_entry_point_streams_the_index_and_the_chosen_patches(release, ser
     with pytest.raises(UserError, match="countries: no patch of the index has Atlantis"):
         project.run_stage(FETCH, dest=dest, url=url, checksums=checksums, index=index_dir, pack="index",
                           countries="Atlantis")
+    # every patch of the index, in the study's bands: the store pretraining on that index reads, not packs
+    project.run_stage(FETCH, dest=dest, url=url, checksums=checksums, index=index_dir, pack="index")
+    monkeypatch.setattr(pretrain, "pretrain", lambda *a, **k: (_ for _ in ()).throw(_Stop()))
+    caplog.set_level("INFO")
+    with pytest.raises(_Stop):
+        project.run_stage(pretrain.PRETRAIN, index=index_dir / "index.parquet", exclude_split="none", batch_size=8)
+    assert "reusing packed store" in caplog.text
+    assert len(list((tmp_path / "project").rglob("packed/*/meta.json"))) == 2
+
