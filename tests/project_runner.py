@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,11 @@ from simclr_s2.stages.base import Stage, run_command
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CLEARED = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+
+
+def unique_name(prefix: str) -> str:
+    """A name no other test uses, for experiments and models in a store tests share."""
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
 
 def project_env(root: Path, tracking_uri: str | None = None, **extra: str) -> dict[str, str]:

@@ -1,6 +1,6 @@
 """The platform against the real stack (PostgreSQL + S3 + mlflow server): the demo finetune, compare and
-promote through `mlflow run`, artifacts in the bucket, a server restart mid-run, a server that stays
-down, and basic auth."""
+promote, artifacts in the bucket, a server restart mid-run, a server that stays down (basic auth:
+test_auth.py)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,11 @@ import time
 from pathlib import Path
 
 import pytest
-from mlflow.exceptions import MlflowException
 from project_runner import ROOT, Project, project_env
 
 from simclr_s2.faults import PAUSE_ENV
 from simclr_s2.stages.classifier import FINETUNE
 from simclr_s2.stages.compare import COMPARE
-from simclr_s2.stages.data import MAKE_DEMO_DATA
 from simclr_s2.stages.promote import PROMOTE
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL, ENCODER_MODEL
 
@@ -109,22 +107,3 @@ def test_a_server_that_stays_down_ends_the_run_clearly_and_it_resumes(server_pro
     (resumed,) = server_project.runs("finetune", seed="12")
     assert resumed.info.status == "FINISHED" and resumed.data.tags["simclr_s2.resumed_from"] == held.info.run_id
     assert _steps(server_project, resumed.info.run_id) == [0, 1, 2, 3]
-
-
-def test_credentials_come_from_the_environment_and_are_never_logged(auth_tracking_server, tmp_path,
-                                                                   monkeypatch):
-    root = tmp_path / "auth-project"
-    project = Project(root, project_env(root, auth_tracking_server.uri))
-    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
-    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
-    with pytest.raises(MlflowException, match="not authenticated|401"):
-        project.run_stage(MAKE_DEMO_DATA, out=str(root / "archive"), n_patches=8)
-    project.env.update(MLFLOW_TRACKING_USERNAME=auth_tracking_server.username,
-                       MLFLOW_TRACKING_PASSWORD=auth_tracking_server.password)
-    project.run_stage(MAKE_DEMO_DATA, out=str(root / "archive"), n_patches=8)
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", auth_tracking_server.username)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", auth_tracking_server.password)
-    run = project.latest("make_demo_data")
-    assert run.info.status == "FINISHED"
-    logged = [*run.data.params.values(), *run.data.tags.values()]
-    assert not any(auth_tracking_server.password in value for value in logged)

@@ -6,15 +6,13 @@ import os
 import socket
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import mlflow
 import pytest
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
+from project_runner import unique_name
 
 if TYPE_CHECKING:
     from tests.server.conftest import TrackingServer
@@ -22,12 +20,8 @@ if TYPE_CHECKING:
 pytestmark = pytest.mark.server
 
 
-def _unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
 def _log_small_run(client: MlflowClient, tmp_path: Path) -> tuple[str, str]:
-    experiment_id = client.create_experiment(_unique("stack"))
+    experiment_id = client.create_experiment(unique_name("stack"))
     run_id = client.create_run(experiment_id).info.run_id
     client.log_batch(
         run_id,
@@ -74,7 +68,7 @@ def test_registered_version_is_reached_through_its_alias(
 ) -> None:
     client = MlflowClient()
     _, run_id = _log_small_run(client, tmp_path)
-    name = _unique("simclr-s2-test-model")
+    name = unique_name("simclr-s2-test-model")
     client.create_registered_model(name)
     version = client.create_model_version(
         name, source=f"runs:/{run_id}/reports", run_id=run_id, tags={"stage": "test"}
@@ -91,41 +85,6 @@ def test_data_survives_a_tracking_server_restart(tracking_env: TrackingServer, t
     tracking_env.restart_mlflow()
     assert client.get_run(run_id).data.params["lr"] == "0.1"
     assert [f.path for f in client.list_artifacts(run_id, "reports")] == ["reports/report.txt"]
-
-
-def test_anonymous_requests_are_refused(
-    auth_tracking_env: TrackingServer, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
-    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
-    with pytest.raises(MlflowException, match="not authenticated|401"):
-        MlflowClient().create_experiment(_unique("anonymous"))
-
-    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", auth_tracking_env.username)
-    monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
-    with pytest.raises(MlflowException, match="not authenticated|401"):
-        MlflowClient().create_experiment(_unique("wrong-password"))
-
-
-def test_credentials_work_and_never_reach_the_run(auth_tracking_env: TrackingServer, tmp_path: Path) -> None:
-    """Through a client of its own: MLflow's process-wide tracking URI and experiment are never touched."""
-    client = MlflowClient(tracking_uri=auth_tracking_env.uri)
-    created = client.create_run(client.create_experiment(_unique("auth")))
-    run_id = created.info.run_id
-    client.log_param(run_id, "lr", 0.1)
-    client.log_param(run_id, "epochs", 2)
-    client.set_tag(run_id, "stage", "test")
-    client.log_metric(run_id, "loss", 0.25)
-    client.log_text(run_id, "artifact body\n", "notes/readme.txt")
-    client.set_terminated(run_id)
-    run = client.get_run(run_id)
-    artifact = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="notes/readme.txt",
-                                                   dst_path=str(tmp_path), tracking_uri=auth_tracking_env.uri)
-
-    assert run.data.metrics == {"loss": 0.25}
-    secrets = [auth_tracking_env.password, auth_tracking_env.aws_secret_access_key]
-    logged = [*run.data.params.values(), *run.data.tags.values(), Path(artifact).read_text()]
-    assert not [value for value in logged for secret in secrets if secret in value]
 
 
 def _start_expecting_error(tmp_path: Path, ports: dict[str, str], **env: str) -> str:
