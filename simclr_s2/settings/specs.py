@@ -42,7 +42,7 @@ from simclr_s2.settings.spec import (
 )
 from simclr_s2.study.membership import OVERLAP_POLICIES
 from simclr_s2.study.search_space import PRUNERS, TARGETS, SearchSpace, check_metric, storage_problem
-from simclr_s2.study.split_kinds import KIND_PATTERN, KINDS_HELP
+from simclr_s2.study.split_kinds import KIND_PATTERN, KINDS_HELP, is_cv
 from simclr_s2.study.splits import ALL_SETS
 from simclr_s2.study.splits import DEFAULT_FRACTIONS as FRACTIONS
 
@@ -74,6 +74,21 @@ def _auto_or_number(value: str, accept: Callable[[float], bool], expected: str) 
 
 def _share_or_auto(value: str) -> str | None:
     return _auto_or_number(value, lambda x: 0 < x <= 1, "a share in (0, 1]")
+
+
+def _shares_or_auto(values: tuple[str, ...]) -> str | None:
+    if len(set(values)) != len(values) or not values:
+        return "expected distinct values"
+    return next(filter(None, map(_share_or_auto, values)), None)
+
+
+def _folds(value: str) -> str | None:
+    ok = value == "all" or re.fullmatch(r"\d+(,\d+)*", value) and len(set(value.split(","))) == value.count(",") + 1
+    return None if ok else "expected all, or distinct fold numbers joined by ','"
+
+
+def _fold_or_none(value: str) -> str | None:
+    return None if value == "none" or value.isdigit() else "expected none or a fold number"
 
 
 def _bands(value: str) -> str | None:
@@ -146,6 +161,8 @@ class CreateSplits(Spec):
                                       "positive; auto = 0.17 (one CORINE mapping unit)", check=_share_or_auto)
     ambiguous: str = param("exclude", "v2.0 archives: patches with some but less than min_fraction of the "
                                       "scheme's classes: left out (exclude) or negative", choices=AMBIGUOUS)
+    fold: int = param(0, "kind folds-<k> or country: the fold held out for test, 0 to k-1 (country: the index's "
+                         "countries in alphabetical order)", check=_whole)
 
 
 @dataclass(frozen=True)
@@ -215,6 +232,8 @@ class Training(Spec):
     weight_decay: float = param(0.0, "Adam weight decay", check=non_negative)
     dropout: float = param(0.5, "classifier dropout", check=probability)
     seed: int = param(0, "random seed (new layers, data order, dropout)")
+    fold: str = param("none", "the cross-validation fold the split holds out, as its manifest says (main sets it; "
+                              "compare aggregates over folds); none = not a fold", check=_fold_or_none)
     register: bool = param(True, "register the model as a version of simclr-s2-irrigation")
     reuse: bool = param(True, REUSE_HELP, keyed=False)
 
@@ -307,7 +326,19 @@ class Grid(Spec):
     epochs: int = param(50, "epochs of every cell", check=positive)
     protocol: str = param("custom", "study: the original code's choices (trainable all, resnet152 baselines); "
                                     "custom: the parameters as given", choices=("custom", "study"))
-    split: str = param("auto", "create_splits output holding every scheme; auto = the demo's")
+    split: str = param("auto", "create_splits output holding every scheme; auto = drawn from index by the "
+                                "grid, with split_kind, folds, min_fractions and ambiguous")
+    index: str = param("auto", "split=auto: the index the grid draws its splits from; auto = the demo's")
+    split_kind: str = param("spatial", "split=auto: the splits' kind (create_splits' kind); folds-<k> and country "
+                                       "run every fold as cells", check=_split_kind)
+    folds: str = param("all", "split_kind folds-<k> or country: the folds to run, all or numbers joined by ','",
+                       check=_folds)
+    min_fractions: tuple[str, ...] = param(("auto",), "split=auto, v2.0 index: the label rules to sweep, shares "
+                                                      "the scheme's classes must cover (auto = 0.17); each its own "
+                                                      "splits and cells", check=_shares_or_auto)
+    ambiguous: tuple[str, ...] = param(("exclude",), "split=auto, v2.0 index: ambiguous patches left out (exclude) "
+                                                     "and/or counted negative, each its own splits and cells",
+                                       choices=AMBIGUOUS)
     dry_run: bool = param(False, "only show which cells would run, resume or be reused", keyed=False)
     reuse: bool = param(True, REUSE_HELP, keyed=False)
     backend: str = _backend("cells")
@@ -322,6 +353,12 @@ class Grid(Spec):
 
     def validate(self) -> None:
         _local_only(self.backend, "parallel", self.parallel, "cell")
+        drawn = ("index", "split_kind", "folds", "min_fractions", "ambiguous")
+        if self.split != "auto" and (changed := [n for n in drawn if getattr(self, n) != getattr(Grid, n)]):
+            raise UserError(f"{changed[0]}: applies to the splits the grid draws (split=auto); the split given "
+                            "is used as it is")
+        if self.folds != "all" and not is_cv(self.split_kind):
+            raise UserError(f"folds: split_kind {self.split_kind} has no folds; use folds-<k> or country")
 
 
 @dataclass(frozen=True)

@@ -163,7 +163,7 @@ class CreateSplits(DataStage[specs.CreateSplits]):
             index, scheme, out, fractions=spec.fractions, seed=spec.seed, exclude_snow_cloud=spec.exclude_snow_cloud,
             official_split=None if spec.official_split == "all" else spec.official_split, ratios=spec.ratios,
             index_digest=index_digest(index_path), positives=positives, classes=classes, kind=spec.kind,
-            natural_test=spec.natural_test, natural_share=spec.natural_share, label_rule=rule)
+            natural_test=spec.natural_test, natural_share=spec.natural_share, label_rule=rule, fold=spec.fold)
         scheme_dir = out / scheme
         (scheme_dir / SOURCE).write_text(json.dumps(
             {"index": index_ref if is_remote(index_ref) else str(index_path),
@@ -178,7 +178,8 @@ class CreateSplits(DataStage[specs.CreateSplits]):
             run.log_table(pd.DataFrame({"name": split.names, "label": split.labels}),
                           name=f"{scheme}/{file_name(set_name, fraction).removesuffix('.csv')}",
                           source=str(split.path), digest=split.digest, context=set_name)
-        run.set_tags({SPLITS_TAG: str(scheme_dir), "split_kind": manifest.kind})
+        run.set_tags({SPLITS_TAG: str(scheme_dir), "split_kind": manifest.kind,
+                      **({"fold": manifest.fold, "held_out": manifest.held_out} if manifest.held_out else {})})
         near = f"{overlap['test']:.1%}" if "test" in overlap else "not measured"
         print(f"splits: {scheme_dir} (" + ", ".join(f"{k} {v}" for k, v in manifest.sizes.items()) +
               f"; test patches near train: {near})")

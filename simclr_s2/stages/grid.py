@@ -2,10 +2,17 @@
 plus a baseline per (scheme, fraction, seed). A finished cell is reused, an interrupted one resumed from
 its checkpoint, and a failed one reported while the rest go on: with backend=local each cell goes through
 `ensure_step` in this process, one after another; with backend=ray each is a Ray task running the same
-stage on a cluster (simclr_s2.cluster.dispatch)."""
+stage on a cluster (simclr_s2.cluster.dispatch).
+
+With split=auto the grid draws its splits itself (create_splits steps, reused when finished), one per
+scheme and Variant: each fold of a cross-validation split_kind, each label rule of min_fractions x
+ambiguous. Those are dimensions of the grid like seeds: every cell records its variant as tags (fold,
+held_out, min_fraction, ambiguous) and a fold also as the cell's `fold` parameter, so compare can
+aggregate over folds and show a label rule's effect."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import tempfile
 from collections.abc import Mapping
@@ -16,6 +23,7 @@ import pandas as pd
 from torch import OutOfMemoryError
 
 from simclr_s2 import disk
+from simclr_s2.bigearthnet.index import load_index
 from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
 from simclr_s2.settings.context import Context
@@ -23,7 +31,10 @@ from simclr_s2.settings.spec import build
 from simclr_s2.stages import auto
 from simclr_s2.stages.base import Stage, ensure_step
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
+from simclr_s2.stages.data import CREATE_SPLITS
+from simclr_s2.stages.inputs import fetcher
 from simclr_s2.stages.pretrain import DEMO_ENCODERS, demo_encoder
+from simclr_s2.study.split_kinds import fold_names, is_cv
 from simclr_s2.study.splits import load_manifest
 from simclr_s2.tracking.artifacts import Fetcher, is_remote
 from simclr_s2.tracking.registry import ENCODER_MODEL, resolve_model_uri
@@ -32,6 +43,34 @@ from simclr_s2.tracking.tracker import StageRun, Step, Tracker
 log = logging.getLogger(__name__)
 
 TO_MAKE = "(to make)"
+FOLDS = "folds"  # resolved_folds: every fold name of a cross-validation split_kind, joined by ','
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One split of a scheme the grid draws: a fold of a cross-validation kind (None: no folds) and a label
+    rule. The default one (no fold, the default rule) is the split `auto` always meant."""
+
+    fold: int | None = None
+    held_out: str | None = None  # the fold's number, or its country
+    min_fraction: str = "auto"
+    ambiguous: str = "exclude"
+
+    @property
+    def suffix(self) -> str:
+        """What tells its cells and resolved split apart: "" for the default, else e.g. "-f2-mf0.05-neg"."""
+        return "".join([f"-f{self.fold}" if self.fold is not None else "",
+                        f"-mf{self.min_fraction}" if self.min_fraction != "auto" else "",
+                        "-neg" if self.ambiguous == "negative" else ""])
+
+    def splits_params(self, kind: str) -> dict[str, object]:
+        """create_splits' parameters beyond index and scheme."""
+        return {"kind": kind, "fold": self.fold or 0, "min_fraction": self.min_fraction, "ambiguous": self.ambiguous}
+
+    def tags(self, swept: bool) -> dict[str, str]:
+        """The cell's tags: its fold, and its label rule where the grid sweeps label rules."""
+        fold = {"fold": str(self.fold), "held_out": str(self.held_out)} if self.fold is not None else {}
+        return {**fold, **({"min_fraction": self.min_fraction, "ambiguous": self.ambiguous} if swept else {})}
 
 
 @dataclass(frozen=True)
@@ -39,11 +78,13 @@ class Cell:
     stage: str  # finetune or baseline
     name: str  # encoder name or baseline arch, for people
     params: dict[str, object] = field(hash=False)
+    variant: Variant = Variant()
+    tags: dict[str, str] = field(default_factory=dict, hash=False)
 
     @property
     def label(self) -> str:
         p = self.params
-        return f"{self.stage}-{self.name}-{p['scheme']}-{p['fraction']}pct-s{p['seed']}"
+        return f"{self.stage}-{self.name}-{p['scheme']}-{p['fraction']}pct-s{p['seed']}{self.variant.suffix}"
 
     @property
     def spec(self) -> specs.Finetune | specs.Baseline:
@@ -99,35 +140,87 @@ def encoder_uris(spec: specs.Grid, ctx: Context, make: bool, check: bool = False
     return uris
 
 
-def plan(spec: specs.Grid, encoders: Mapping[str, str], split: Mapping[str, str]) -> list[Cell]:
-    """Every cell of the grid; `split` maps each scheme to the split its cells read."""
+def variants(spec: specs.Grid, folds: list[str]) -> list[Variant]:
+    """The grid's splits per scheme: folds (`folds`: the kind's fold names, [] without folds) x label rules."""
+    held: list[tuple[int | None, str | None]] = [(None, None)]
+    if folds:
+        chosen = range(len(folds)) if spec.folds == "all" else [int(f) for f in spec.folds.split(",")]
+        if bad := [f for f in chosen if f >= len(folds)]:
+            raise UserError(f"folds: {bad[0]} is not a fold of {spec.split_kind}, which has folds 0 to "
+                            f"{len(folds) - 1}")
+        held = [(f, folds[f]) for f in chosen]
+    return [Variant(f, name, mf, amb) for (f, name), mf, amb in itertools.product(held, spec.min_fractions,
+                                                                                  spec.ambiguous)]
+
+
+def _swept(spec: specs.Grid) -> bool:
+    return (spec.min_fractions, spec.ambiguous) != (specs.Grid.min_fractions, specs.Grid.ambiguous)
+
+
+def plan(spec: specs.Grid, encoders: Mapping[str, str], split: Mapping[str, str],
+         drawn: list[Variant] | None = None) -> list[Cell]:
+    """Every cell of the grid; `split` maps each scheme and variant (split_key) to the split its cells read."""
     chosen = protocol(spec)
     cells = []
     for scheme in spec.schemes:
-        for fraction in spec.fractions:
-            for seed in spec.seeds:
-                common = {"scheme": scheme, "fraction": fraction, "seed": seed, "epochs": spec.epochs,
-                          "split": split[scheme]}
-                cells += [Cell("finetune", f"{name}-{trainable}" if len(chosen.trainables) > 1 else name,
-                               {**common, "pretrained": uri, "trainable": trainable})
-                          for name, uri in encoders.items() for trainable in chosen.trainables]
-                if spec.baseline:
-                    cells += [Cell("baseline", arch, {**common, "arch": arch}) for arch in chosen.baseline_archs]
+        for variant in drawn or [Variant()]:
+            tags = variant.tags(_swept(spec))
+            for fraction in spec.fractions:
+                for seed in spec.seeds:
+                    common = {"scheme": scheme, "fraction": fraction, "seed": seed, "epochs": spec.epochs,
+                              "split": split[split_key(scheme, variant)],
+                              **({"fold": str(variant.fold)} if variant.fold is not None else {})}
+                    cells += [Cell("finetune", f"{name}-{trainable}" if len(chosen.trainables) > 1 else name,
+                                   {**common, "pretrained": uri, "trainable": trainable}, variant, tags)
+                              for name, uri in encoders.items() for trainable in chosen.trainables]
+                    if spec.baseline:
+                        cells += [Cell("baseline", arch, {**common, "arch": arch}, variant, tags)
+                                  for arch in chosen.baseline_archs]
     return cells
 
 
-def splits(spec: specs.Grid, ctx: Context, make: bool) -> dict[str, str]:
+def split_key(scheme: str, variant: Variant) -> str:
+    """The name a split is resolved under (resolved_split_<key>): the scheme, then the variant's suffix."""
+    return scheme + variant.suffix.replace("-", "_")
+
+
+def all_folds(spec: specs.Grid, ctx: Context, make: bool) -> list[str]:
+    """The fold names of the grid's split_kind ([] without folds, or with a split given): country folds are
+    the countries of the index, read here."""
+    if spec.split != "auto" or not is_cv(spec.split_kind):
+        return []
+    if spec.split_kind != "country":
+        return fold_names(None, spec.split_kind)
+    if (index := _index_ref(spec, ctx, make)) == TO_MAKE:
+        raise UserError("folds: country folds are the countries of the demo index, which is not made yet; run "
+                        "without dry_run first")
+    return fold_names(load_index(fetcher(ctx).path(index, "index")), "country")
+
+
+def _index_ref(spec: specs.Grid, ctx: Context, make: bool) -> str:
+    return (auto.demo_index(ctx, make) or TO_MAKE) if spec.index == "auto" else spec.index
+
+
+def splits(spec: specs.Grid, ctx: Context, make: bool, drawn: list[Variant]) -> dict[str, str]:
+    """split_key -> the split its cells read: the one given, or each drawn from the index (create_splits)."""
     if spec.split != "auto":
         return {scheme: spec.split for scheme in spec.schemes}
-    return {scheme: auto.demo_splits(ctx, scheme, make) or TO_MAKE for scheme in spec.schemes}
+    index = _index_ref(spec, ctx, make)
+    refs = {}
+    for scheme, variant in itertools.product(spec.schemes, drawn):
+        made = None if index == TO_MAKE else auto.step_run(
+            CREATE_SPLITS, build(specs.CreateSplits, {"index": index, "scheme": scheme,
+                                                      **variant.splits_params(spec.split_kind)}), ctx, make)
+        refs[split_key(scheme, variant)] = TO_MAKE if made is None else f"runs:/{made.info.run_id}/splits"
+    return refs
 
 
-def check_splits(spec: specs.Grid, split: Mapping[str, str], ctx: Context) -> None:
+def check_splits(spec: specs.Grid, split: Mapping[str, str], ctx: Context, drawn: list[Variant]) -> None:
     """One line when a split the cells would read lacks its scheme or one of the fractions (read into a
     temporary folder: a dry run writes nothing)."""
     with Fetcher.temporary(ctx.tracking_uri) as fetch:
-        for scheme, ref in split.items():
-            if ref == TO_MAKE:
+        for scheme, variant in itertools.product(spec.schemes, drawn):
+            if (ref := split[split_key(scheme, variant)]) == TO_MAKE:
                 continue
             found = load_manifest(fetch.path(ref, "split"), scheme).fractions
             if missing := [f for f in spec.fractions if f not in found]:
@@ -165,8 +258,10 @@ class Grid(Stage[specs.Grid]):
     def resolve(self, spec: specs.Grid, ctx: Context, make: bool = True) -> dict[str, str]:
         ctx = ctx.with_reuse(spec.reuse)
         encoders = encoder_uris(spec, ctx, make)
+        folds = all_folds(spec, ctx, make)
         return {**{f"encoder_{k}": v for k, v in encoders.items()},
-                **{f"split_{k}": v for k, v in splits(spec, ctx, make).items()}}
+                **{f"split_{k}": v for k, v in splits(spec, ctx, make, variants(spec, folds)).items()},
+                **({FOLDS: ",".join(folds)} if folds else {})}
 
     def run_name(self, spec: specs.Grid, resolved: Mapping[str, str]) -> str:
         return f"grid-{'-'.join(spec.schemes)}"
@@ -175,15 +270,17 @@ class Grid(Stage[specs.Grid]):
         return {"stage": "grid"}
 
     def _cells(self, spec: specs.Grid, resolved: Mapping[str, str]) -> list[Cell]:
-        return plan(spec, _prefixed(resolved, "encoder_"), _prefixed(resolved, "split_"))
+        drawn = variants(spec, resolved[FOLDS].split(",") if FOLDS in resolved else [])
+        return plan(spec, _prefixed(resolved, "encoder_"), _prefixed(resolved, "split_"), drawn)
 
     def dry_run(self, spec: specs.Grid, ctx: Context) -> None:
         """Each cell and what running it would do, once its encoders and splits are known to exist."""
         ctx = ctx.with_reuse(spec.reuse)
-        split = splits(spec, ctx, make=False)
+        drawn = variants(spec, all_folds(spec, ctx, make=False))
+        split = splits(spec, ctx, False, drawn)
         encoders = encoder_uris(spec, ctx, make=False, check=True)
-        check_splits(spec, split, ctx)
-        for cell in plan(spec, encoders, split):
+        check_splits(spec, split, ctx, drawn)
+        for cell in plan(spec, encoders, split, drawn):
             print(f"{status(cell, ctx):7s} {cell.label}  {cell.params.get('pretrained', '')}")
 
     def execute(self, spec: specs.Grid, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
@@ -204,8 +301,8 @@ class Grid(Stage[specs.Grid]):
 
 
 def _row(cell: Cell, run_id: str, status: str, error: str = "") -> dict[str, object]:
-    return {"cell": cell.label, "stage": cell.stage, **cell.params, "run_id": run_id, "status": status,
-            "error": error}
+    return {"cell": cell.label, "stage": cell.stage, **cell.params, **cell.tags, "run_id": run_id,
+            "status": status, "error": error}
 
 
 def in_process(cells: list[Cell], ctx: Context, run: StageRun) -> list[dict[str, object]]:
@@ -215,7 +312,7 @@ def in_process(cells: list[Cell], ctx: Context, run: StageRun) -> list[dict[str,
         before = status(cell, ctx)
         log.info("grid cell %d/%d %s: %s", i, len(cells), cell.label, before)
         try:
-            done = ensure_step(_stage(cell), cell.spec, ctx, parent_run_id=run.run_id)
+            done = ensure_step(_stage(cell), cell.spec, ctx, parent_run_id=run.run_id, tags=cell.tags)
             rows.append(_row(cell, done.info.run_id, "reused" if before == "reuse" else "finished"))
         except Exception as error:
             if (reason := _cell_failure(error, ctx)) is None:
@@ -240,7 +337,7 @@ def on_ray(spec: specs.Grid, cells: list[Cell], ctx: Context, run: StageRun) -> 
     at once, each in a child run of this one made before its task starts (see cluster/dispatch.py)."""
     from simclr_s2.cluster import dispatch  # Ray is imported only by the commands that use it
 
-    jobs = [dispatch.Job(cell.label, _stage(cell), cell.params) for cell in cells]
+    jobs = [dispatch.Job(cell.label, _stage(cell), cell.params, cell.tags) for cell in cells]
     reused = {job.label: dispatch.finished(job, ctx) for job in jobs}
     todo = [job for job in jobs if reused[job.label] is None]
     run.log_metrics({"cells_dispatched": len(todo)})

@@ -61,9 +61,10 @@ def is_cv(kind: str) -> bool:
     return kind == "country" or kind.startswith("folds-")
 
 
-def fold_names(index: pd.DataFrame, kind: str) -> list[str]:
+def fold_names(index: pd.DataFrame | None, kind: str) -> list[str]:
     """What each fold of a cross-validation kind holds out: "0" ... "k-1", or the index's countries in
-    alphabetical order (every country of the index, so the numbering does not depend on the pool)."""
+    alphabetical order (every country of the index, so the numbering does not depend on the pool; only
+    this kind reads `index`)."""
     if kind == "country":
         return sorted(_column(index, "country", kind).astype(str).unique())
     return [str(i) for i in range(int(_KIND.fullmatch(kind).group("k")))]

@@ -10,7 +10,9 @@ import pytest
 from simclr_s2.cluster.tasks import ATTEMPTS_TAG
 from simclr_s2.errors import UserError
 from simclr_s2.faults import FAULT_ENV
-from simclr_s2.stages.grid import GRID
+from simclr_s2.settings import specs
+from simclr_s2.settings.spec import build
+from simclr_s2.stages.grid import GRID, plan, split_key, variants
 from simclr_s2.tracking.tracker import ERROR_TAG, PARENT_TAG, RESUMED_FROM_TAG
 
 CELLS = {"encoders": "", "schemes": "basic", "fractions": "50,100", "seeds": "0,1", "epochs": 1}
@@ -108,3 +110,53 @@ def test_a_full_disk_at_the_last_cell_fails_that_cell_and_cells_csv_says_why(pro
     run = project.client.get_run(failed["run_id"])
     assert run.info.status == "FAILED" and run.data.tags[ERROR_TAG] == failed["error"]
     assert not list(saves[1].parent.glob("*.tmp"))
+
+
+# ---- folds and label rules as dimensions of the grid ------------------------------------------------------
+
+
+def test_folds_and_label_rules_are_dimensions_whose_cells_record_them():
+    spec = build(specs.Grid, {"encoders": "", "schemes": "basic", "fractions": "10", "seeds": "0",
+                              "split_kind": "country", "folds": "0,2", "min_fractions": "auto,0.05",
+                              "ambiguous": "exclude,negative"})
+    drawn = variants(spec, ["Austria", "Portugal", "Serbia"])
+    assert [(v.fold, v.held_out) for v in drawn[::4]] == [(0, "Austria"), (2, "Serbia")] and len(drawn) == 8
+    cells = plan(spec, {}, {split_key("basic", v): f"runs:/{i}/splits" for i, v in enumerate(drawn)}, drawn)
+    assert len({c.label for c in cells}) == len({c.params["split"] for c in cells}) == 8
+    cell = next(c for c in cells if c.variant == drawn[7])
+    assert cell.label == "baseline-resnet18-basic-10pct-s0-f2-mf0.05-neg" and cell.params["fold"] == "2"
+    assert cell.tags == {"fold": "2", "held_out": "Serbia", "min_fraction": "0.05", "ambiguous": "negative"}
+    assert cell.spec.fold == "2"  # the cell's run logs it as a parameter too
+    default = build(specs.Grid, {"encoders": "", "schemes": "basic", "fractions": "10"})
+    plain = plan(default, {}, {"basic": "runs:/s/splits"}, variants(default, []))
+    assert [(c.label, c.tags, "fold" in c.params) for c in plain] == [("baseline-resnet18-basic-10pct-s0", {}, False)]
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"split": "runs:/x/splits", "split_kind": "folds-3"}, "split_kind: applies to the splits the grid draws"),
+    ({"split": "runs:/x/splits", "min_fractions": "0.5"}, "min_fractions: applies to the splits the grid draws"),
+    ({"folds": "1"}, "folds: split_kind spatial has no folds"),
+    ({"split_kind": "folds-3", "folds": "1,1"}, "folds: expected all, or distinct fold numbers"),
+    ({"min_fractions": "0.05,2"}, "min_fractions: expected"),
+])
+def test_grid_dimensions_are_refused_in_one_line(params, match):
+    with pytest.raises(UserError, match=match):
+        build(specs.Grid, params)
+    with pytest.raises(UserError, match="folds: 3 is not a fold of folds-3, which has folds 0 to 2"):
+        variants(build(specs.Grid, {"split_kind": "folds-3", "folds": "3"}), ["0", "1", "2"])
+
+
+def test_a_grid_fold_is_drawn_as_its_own_split_and_its_cell_records_it(project, split):
+    """backend=local, fold 1 of 2 of the demo (whose index `split` made): its create_splits run and its cell
+    carry the fold as tags and parameter; a rerun reuses the cell."""
+    params = {"encoders": "", "schemes": "basic", "fractions": "100", "seeds": "0", "epochs": 1,
+              "split_kind": "folds-2", "folds": "1"}
+    grid = project.run_stage(GRID, **params)
+    cells = _cells(project, grid)
+    assert list(cells.index) == ["baseline-resnet18-basic-100pct-s0-f1"] and list(cells["status"]) == ["finished"]
+    assert project.client.get_run(grid).data.params["resolved_folds"] == "0,1"
+    run = project.client.get_run(cells["run_id"].iloc[0])
+    assert (run.data.tags["fold"], run.data.tags["held_out"], run.data.params["fold"]) == ("1", "1", "1")
+    made = project.client.get_run(cells["split"].iloc[0].split("/")[1])
+    assert (made.data.tags["split_kind"], made.data.tags["fold"], made.data.tags["held_out"]) == ("folds-2", "1", "1")
+    assert list(_cells(project, project.run_stage(GRID, **params))["status"]) == ["reused"]
