@@ -18,6 +18,11 @@
 
     python benchmarks/bench_finetune.py            # resnet18, 256 + 64 patches, head2 10 epochs, all 4 x 3
     python benchmarks/bench_finetune.py --quick    # 64 + 16 patches, head2 3 epochs, all 1 epoch x 2
+
+Checkpoint formats before and after a change: run (2) alone on the two trees in turn, each ratio against
+the bare loop measured in the same process (docs/performance.md, "Checkpoints"):
+
+    PYTHONPATH=/tmp/before python benchmarks/bench_finetune.py --skip-head2 --variants bare_val,tracked
 """
 
 from __future__ import annotations
@@ -188,11 +193,12 @@ BARE, BARE_VAL, UNTRACKED, TRACKED, TRACKED_HELD = (
     "fit + MLflow + checkpoints",
     "same, checkpoint interval",
 )
+VARIANTS = {"bare": BARE, "bare_val": BARE_VAL, "untracked": UNTRACKED, "tracked": TRACKED, "held": TRACKED_HELD}
 
 
 def all_overhead(
     arch: str, train: MemoryDataset, val: MemoryDataset, batch: int, epochs: int, repeats: int, tmp: Path,
-    interval_s: float
+    interval_s: float, variants: tuple[str, ...]
 ) -> None:
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     ctx = Context.from_env({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "SIMCLR_S2_HOME": str(tmp)})
@@ -210,7 +216,6 @@ def all_overhead(
         with Tracker(run_ctx).open(step, run_name=f"bench-{r}", system_metrics=True) as run:
             yield run
 
-    variants = (BARE, BARE_VAL, UNTRACKED, TRACKED, TRACKED_HELD)
     seconds: dict[str, list[float]] = {name: [] for name in variants}
     loads: dict[str, float] = {}
     for r in range(repeats):  # interleaved, each round starting one variant later, against drifting load
@@ -238,32 +243,25 @@ def all_overhead(
     images = len(train) * epochs
     print(
         f"\n(2) all, {arch}: {len(train)} train + {len(val)} val patches, batch {batch}, "
-        f"epochs per run: {epochs}, "
-        f"interleaved runs per variant: {repeats} (checkpoint {checkpoint_mib:.0f} MiB per epoch)"
+        f"epochs per run: {epochs} ({median[BARE_VAL] / epochs:.1f} s each, bare loop + val, median), "
+        f"interleaved runs per variant: {repeats}"
+        + (f" (checkpoint {checkpoint_mib:.0f} MiB per epoch)" if TRACKED in variants else "")
     )
     print(
         f"{'variant':<27} {'best s':>7} {'median s':>8} {'img/s best':>10} {'img/s median':>12} "
-        f"{'vs bare':>8} {'vs bare+val':>11} {'(median)':>8}"
+        f"{'x bare+val':>10} {'(median)':>8} {'load':>5}"
     )
     for name in variants:
         print(
             f"{name:<27} {best[name]:>7.2f} {median[name]:>8.2f} {images / best[name]:>10.1f} "
-            f"{images / median[name]:>12.1f} {100 * (best[name] / best[BARE] - 1):>+7.1f}% "
-            f"{100 * (best[name] / best[BARE_VAL] - 1):>+10.1f}% "
-            f"{100 * (median[name] / median[BARE_VAL] - 1):>+7.1f}%"
+            f"{images / median[name]:>12.1f} {best[BARE_VAL] / best[name]:>10.3f} "
+            f"{median[BARE_VAL] / median[name]:>8.3f} {loads[name]:>5.1f}"
         )
-    print(
-        f"tracking overhead (fit + MLflow + checkpoints against the bare loop + val forward): "
-        f"{100 * (best[TRACKED] / best[BARE_VAL] - 1):+.1f}% best-of-{repeats}, "
-        f"{100 * (median[TRACKED] / median[BARE_VAL] - 1):+.1f}% median; MLflow and checkpoints alone "
-        f"(against fit untracked): {100 * (best[TRACKED] / best[UNTRACKED] - 1):+.1f}% best, "
-        f"{100 * (median[TRACKED] / median[UNTRACKED] - 1):+.1f}% median"
-    )
-    rates = {v: Rate(images / best[v], None, loads[v]) for v in (TRACKED, TRACKED_HELD, BARE_VAL)}
+    rates = {v: Rate(images / best[v], None, loads[v]) for v in variants}
     report([Figure(f"fine-tune all, {arch}, {epochs} epochs per run, tracked, {when} (img/s, best of "
                    f"{repeats}; overhead = 1 / ratio - 1)", rates[v], "bare loop + val forward", rates[BARE_VAL])
             for v, when in ((TRACKED, "checkpoint every epoch"),
-                            (TRACKED_HELD, f"SIMCLR_S2_CHECKPOINT_INTERVAL_S={interval_s:g}"))])
+                            (TRACKED_HELD, f"SIMCLR_S2_CHECKPOINT_INTERVAL_S={interval_s:g}")) if v in variants])
 
 
 def main() -> None:
@@ -288,6 +286,9 @@ def main() -> None:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
+    parser.add_argument("--skip-head2", action="store_true", help="run (2) alone")
+    parser.add_argument("--variants", default=",".join(VARIANTS),
+                        help=f"the variants of (2), comma-separated, among {','.join(VARIANTS)} (bare_val always runs)")
     args = parser.parse_args()
     if args.quick:
         args.patches, args.epochs, args.all_epochs, args.repeats = 64, 3, 1, 2
@@ -305,10 +306,15 @@ def main() -> None:
         f"batch={args.batch_size} head2 epochs={args.epochs} all epochs={args.all_epochs} x {args.repeats} "
         "runs, lr=5e-5, channels_last=True, one warm-up step per model"
     )
-    head2_cache(args.arch, train, val, args.batch_size, args.epochs)
+    if not args.skip_head2:
+        head2_cache(args.arch, train, val, args.batch_size, args.epochs)
+    names = [v for v in args.variants.split(",") if v]
+    if unknown := sorted(set(names) - set(VARIANTS)):
+        parser.error(f"--variants: {','.join(unknown)} not among {','.join(VARIANTS)}")
+    chosen = {VARIANTS[v] for v in names} | {BARE_VAL}
     with tempfile.TemporaryDirectory(prefix="bench_finetune_") as tmp:
         all_overhead(args.arch, train, val, args.batch_size, args.all_epochs, args.repeats, Path(tmp),
-                     args.checkpoint_interval)
+                     args.checkpoint_interval, tuple(v for v in VARIANTS.values() if v in chosen))
     print(f"\nload average {' '.join(f'{v:.2f}' for v in os.getloadavg())} at the end")
 
 
