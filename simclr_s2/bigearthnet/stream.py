@@ -302,13 +302,8 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
             return False
         return _band(*parts[1:]) in bands
 
-    def record(rows: list[int]) -> None:
+    def record(rows: list[int]) -> None:  # the rows are durable (_pack_chunk): now recorded as packed
         nonlocal recorded
-        fd = os.open(pixels, os.O_RDONLY)
-        try:
-            os.fdatasync(fd)  # the rows are durable before they are recorded as packed
-        finally:
-            os.close(fd)
         with open(out / ROWS_FILE, "ab") as fh:
             fh.write(np.asarray(rows, dtype=np.int64).tobytes())
             os.fsync(fh.fileno())
@@ -372,7 +367,7 @@ def _pack_chunk(
 ) -> list[int]:
     """The packer's chunk (`packed._pack_chunk`) for patches whose band files are in memory: decoded with
     the packer's fast reader (`packed.decode_band`), resampled and quantised as one batch, each row written
-    to its place. Returns the rows written."""
+    to its place and synced to disk. Returns the rows written."""
     native = []
     for _, name, files in patches:
         decoded = {band: packed.decode_band(files[band], band) for band in bands}
@@ -385,6 +380,7 @@ def _pack_chunk(
         for (row, _, _), pixels in zip(patches, rows, strict=True):
             if os.pwrite(fd, pixels, at + row * pixels.nbytes) != pixels.nbytes:
                 raise OSError(f"{out}: short write of row {row} (disk full?)")
+        os.fdatasync(fd)  # durable before they are recorded as packed; here, not in the one process walking
     finally:
         os.close(fd)
     return [row for row, _, _ in patches]
