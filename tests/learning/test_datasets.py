@@ -3,6 +3,7 @@ reproducible per (seed, epoch), and reading ahead in threads changes nothing but
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from pathlib import Path
@@ -15,7 +16,14 @@ from simclr_s2.bigearthnet.bands import STD, STUDY_BANDS
 from simclr_s2.bigearthnet.index import index_digest
 from simclr_s2.bigearthnet.reader import read_patch, read_pixels
 from simclr_s2.errors import UserError
-from simclr_s2.learning.datasets import BatchLoader, DeviceSource, PackedDataset, PatchDataset, make_loader
+from simclr_s2.learning.datasets import (
+    AUTO_PREFETCH,
+    BatchLoader,
+    DeviceSource,
+    PackedDataset,
+    PatchDataset,
+    make_loader,
+)
 
 # packed.py: a store's DN are the direct path's rounded, so z-scored inputs differ by at most 0.5 / STD
 ROUNDING = torch.tensor([0.5 / STD[b] for b in STUDY_BANDS])[:, None, None] + 1e-5
@@ -71,7 +79,7 @@ def test_batch_loader_lengths_and_shapes() -> None:
     with pytest.raises(UserError, match="batch_size"):
         BatchLoader(Positions(10), batch_size=0)
     with pytest.raises(UserError, match="prefetch"):
-        BatchLoader(Positions(10), batch_size=4, prefetch=0)
+        BatchLoader(Positions(10), batch_size=4, prefetch=-1)
 
 
 def test_shuffling_is_seeded_per_epoch() -> None:
@@ -96,6 +104,20 @@ def test_reading_ahead_keeps_the_order_and_stops_with_the_consumer() -> None:
     for x, _ in BatchLoader(Positions(40, delay=0.01), 4, prefetch=3):
         break
     assert _loader_threads() == []  # an abandoned epoch leaves no thread reading
+
+
+def test_a_busy_machine_reads_inline_and_a_free_core_reads_ahead(monkeypatch) -> None:
+    cores = len(os.sched_getaffinity(0))
+    expected = _order(BatchLoader(Positions(40), 4, shuffle=True, seed=3, prefetch=0))
+    for load, threads in ((float(cores), 0), (cores - 1.0, AUTO_PREFETCH)):
+        monkeypatch.setattr(os, "getloadavg", lambda load=load: (load, load, load))
+        loader = BatchLoader(Positions(40, delay=0.01), 4, shuffle=True, seed=3)
+        assert loader.read_ahead() == threads
+        batches = iter(loader)
+        next(batches)
+        assert len(_loader_threads()) == threads  # inline: no thread at all
+        batches.close()
+        assert _order(BatchLoader(Positions(40), 4, shuffle=True, seed=3, prefetch=threads)) == expected
 
 
 def test_the_next_batches_are_read_while_the_consumer_holds_this_one() -> None:
