@@ -77,14 +77,14 @@ def log_and_register(client: MlflowClient, run_id: str, model: torch.nn.Module, 
     if len(example) < 2:
         raise ValueError("input example needs a batch of at least 2 so the batch dimension stays free")
     model = model.cpu().eval().to(memory_format=torch.contiguous_format)
-    run = client.get_run(run_id)
-    # The logged model is made here, in the run's own experiment: left to MLflow it would go to whatever
-    # experiment the process-wide context names.
-    logged = client.create_logged_model(run.info.experiment_id, name="model", source_run_id=run_id,
-                                        params=dict(run.data.params))
     with tempfile.TemporaryDirectory(prefix="simclr-s2-model-") as folder:
         how = _served(model, example, tags, Path(folder)) if isinstance(model, IrrigationClassifier) else \
             _pickled(model, example)
+        run = client.get_run(run_id)
+        # The logged model is made here, in the run's own experiment: left to MLflow it would go to whatever
+        # experiment the process-wide context names.
+        logged = client.create_logged_model(run.info.experiment_id, name="model", source_run_id=run_id,
+                                            params=dict(run.data.params))
         quiet, pytorch_log = _DeliberatePickle(), logging.getLogger("mlflow.pytorch")
         pytorch_log.addFilter(quiet)
         try:
@@ -114,10 +114,10 @@ def _served(model: IrrigationClassifier, example: np.ndarray, tags: Mapping[str,
             folder: Path) -> dict[str, object]:
     """`log_model`'s arguments for a classifier that serves itself: pt2 of the DN-taking module, with its
     bands and scaling as metadata and the package's rebuild files (written into `folder`) beside it."""
-    bands = encoder_bands({k: str(v) for k, v in tags.items()}, model.encoder.in_channels)
-    if bands is None:
+    recorded = tags.get(BAND_LIST_TAG) or tags.get("bands")
+    if not recorded:  # a served model names its bands: no guessing them from the channel count
         raise ValueError(f"a classifier is registered with its band list ({BAND_LIST_TAG} or bands tag)")
-    served = ServedClassifier(model, bands, str(tags.get(SCALING_TAG, ZSCORE))).eval()
+    served = ServedClassifier(model, resolve_bands(str(recorded)), str(tags.get(SCALING_TAG, ZSCORE))).eval()
     dn = served.dn_of(example[:2])
     metadata = {"bands": list(served.bands), "scaling": served.scaling,
                 "input": "float32 DN (N, C, 120, 120): the archive's values, every band on the 10 m grid, "

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import mlflow
 import numpy as np
+import pytest
 import torch
 from project_runner import BIN
 
@@ -24,7 +25,7 @@ from simclr_s2.bigearthnet.reader import patch_dir, read_pixels
 from simclr_s2.learning.datasets import BatchLoader, PatchDataset
 from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.learning.train import predict
-from simclr_s2.tracking.registry import CLASSIFIER_MODEL, load_logged
+from simclr_s2.tracking.registry import CLASSIFIER_MODEL, load_logged, log_and_register
 
 REBEN = Path(__file__).parents[1] / "bigearthnet" / "fixtures" / "reben-sample"
 NO_CODE = {"MLFLOW_ALLOW_MODEL_CODE_EXECUTION": "false", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
@@ -96,3 +97,10 @@ def test_the_registered_classifier_holds_no_pickle_and_rebuilds_trainable(projec
         expected = torch.sigmoid(model(torch.from_numpy(InputTransform(STUDY_BANDS)(dn))))
         torch.testing.assert_close(served(torch.from_numpy(dn)), expected, atol=1e-5, rtol=0)
 
+
+
+def test_a_classifier_without_its_band_list_is_not_registered():
+    model = IrrigationClassifier.from_scratch("resnet18", len(STUDY_BANDS))
+    example = np.zeros((2, len(STUDY_BANDS), 120, 120), np.float32)
+    with pytest.raises(ValueError, match="registered with its band list"):  # before the store is asked
+        log_and_register(None, "no-run", model, CLASSIFIER_MODEL, example, {"scaling": "bigearthnet-zscore"})
