@@ -32,8 +32,9 @@ from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SplitData, fetcher, load_split_data, loader
 from simclr_s2.stages.pretrain import capped, demo_encoder
-from simclr_s2.study.splits import SplitSet
-from simclr_s2.tracking.evaluation import log_evaluation
+from simclr_s2.study.splits import NATURAL, OVERLAP_METRIC, VAL_NATURAL, SplitSet, load_manifest, load_sets
+from simclr_s2.study.stats import spatial_groups
+from simclr_s2.tracking.evaluation import THRESHOLD_METRIC, log_at_validation_threshold, log_evaluation
 from simclr_s2.tracking.registry import (
     CLASSIFIER_MODEL,
     SCALING_TAG,
@@ -174,6 +175,29 @@ def _frame(s: SplitSet) -> pd.DataFrame:
     return pd.DataFrame({"name": s.names, "label": s.labels})
 
 
+def evaluate_natural(spec: Training, trained: TrainedClassifier, run: StageRun, ctx: Context) -> dict[str, str]:
+    """Score the natural-prevalence test set at 0.5 and at the threshold chosen on the fraction's
+    natural-prevalence validation set (splits.py), as test_natural_* and test_natural_valthr_*; log the
+    split's measured footprint overlap of test. Returns the version tags these add (val_threshold)."""
+    split = trained.split
+    manifest = load_manifest(split.folder, split.scheme)
+    if (share := manifest.overlap_shares().get("test")) is not None:
+        run.log_metrics({f"{OVERLAP_METRIC}_test": share})
+    if split.natural is None or not manifest.natural_validation:
+        return {}
+    val = load_sets(split.folder, split.scheme).get(split.fraction, VAL_NATURAL)
+    val_batches = loader(ctx, split.archive_root, val.names, val.labels.astype(np.float32), trained.bands,
+                         spec.batch_size, shuffle=False, seed=spec.seed, digest=split.index_digest, pack=False,
+                         scaling=trained.scaling)
+    run.log_params({"val_natural_digest": val.digest, "val_natural_patches": len(val.names)})
+    scored = predict(trained.model, trained.batches(split.natural, False), trained.device)
+    natural = log_at_validation_threshold(run, scored, split.natural.names, NATURAL,
+                                          predict(trained.model, val_batches, trained.device),
+                                          spatial_groups(split.index, split.natural.names))
+    return {THRESHOLD_METRIC: repr(natural[THRESHOLD_METRIC]),
+            "test_natural_valthr_f1": f"{natural['test_natural_valthr_f1']:.4f}"}
+
+
 def encoder_label(uri: str) -> str:
     """A short name for an encoder reference, for run names: the alias, v<version>, or the file's stem."""
     if match := re.fullmatch(r"models:/[^/@]+@([\w-]+)", uri):
@@ -220,9 +244,13 @@ class Classifier(Stage[Training]):
         run.set_tags({"mlflow.runName": run_name})
         split = trained.split
         test = log_evaluation(run, predict(trained.model, trained.batches(split.test, False), trained.device),
-                              split.test.names, "test")
+                              split.test.names, "test", groups=spatial_groups(split.index, split.test.names))
+        if test["test_near_constant"]:
+            run.set_tags({"near_constant": "true"})  # compare flags it; promote never chooses it
+        natural = evaluate_natural(spec, trained, run, ctx)
         summary = {**{k: f"{v:.4f}" for k, v in result.best_val.items()},
-                   **{k: f"{test[k]:.4f}" for k in REGISTERED_TEST_METRICS}}
+                   **{k: f"{test[k]:.4f}" for k in REGISTERED_TEST_METRICS}, **natural,
+                   "near_constant": str(bool(test["test_near_constant"])).lower()}
         version = ""
         if spec.register:
             example = trained.batches(split.val, False).source.read_batch(np.arange(2))[0].numpy()

@@ -3,19 +3,21 @@ the demo splits without making them, downloads go to a temporary folder, and the
 the GeoTIFFs instead of being packed.
 
 On a test set the metrics come twice: at the 0.5 threshold (`<set>_*`), and at the threshold with the best
-F1 on the validation set (`val_threshold`, `<set>_valthr_*`): on the natural-prevalence test set
-(test_natural) that is how a classifier meant for real prevalence would be operated. The leakage guard
-checks the scored set against the encoder's pretraining patches."""
+F1 on the natural-prevalence validation set of the model's own fraction (`val_threshold`,
+`<set>_valthr_*`; splits.py: as many labels as that fraction's validation set): on the natural-prevalence
+test set (test_natural) that is how a classifier meant for real prevalence would be operated. Splits
+made without natural sets fall back to the balanced validation set at `fraction` (tag threshold_set).
+The leakage guard checks the scored set against the encoder's pretraining patches."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 
 import torch
 
 from simclr_s2.bigearthnet.bands import ZSCORE
 from simclr_s2.learning.datasets import BatchLoader
-from simclr_s2.learning.metrics import best_f1_threshold
 from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.learning.train import predict
 from simclr_s2.settings import specs
@@ -23,9 +25,9 @@ from simclr_s2.settings.context import Context
 from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import load_split_data, loader
-from simclr_s2.study.splits import NATURAL, SplitSet
+from simclr_s2.study.splits import NATURAL, VAL_NATURAL, SplitSet, load_sets
 from simclr_s2.tracking.artifacts import Fetcher
-from simclr_s2.tracking.evaluation import log_evaluation
+from simclr_s2.tracking.evaluation import log_at_validation_threshold, log_evaluation
 from simclr_s2.tracking.registry import SCALING_TAG, encoder_bands, load_logged
 from simclr_s2.tracking.tracker import StageRun
 
@@ -63,13 +65,24 @@ class Evaluate(Stage[specs.Evaluate]):
                               scaling=tags.get(SCALING_TAG, ZSCORE))
 
             scored = predict(model, batches(chosen), device)
-            metrics = log_evaluation(run, scored, chosen.names, spec.set)
             if spec.set in ("test", NATURAL):
-                labels, probabilities, _ = predict(model, batches(split.val), device)
-                threshold = best_f1_threshold(labels, probabilities)
-                run.log_metrics({"val_threshold": threshold})
-                metrics |= log_evaluation(run, scored, chosen.names, f"{spec.set}_valthr", threshold)
+                validation = _threshold_set(split.folder, spec.scheme, int(tags.get("fraction", spec.fraction)),
+                                            split.val)
+                run.set_tags({"threshold_set": validation.path.name})
+                metrics = log_at_validation_threshold(run, scored, chosen.names, spec.set,
+                                                      predict(model, batches(validation), device))
+            else:
+                metrics = log_evaluation(run, scored, chosen.names, spec.set)
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
+
+
+def _threshold_set(folder: Path, scheme: str, fraction: int, balanced: SplitSet) -> SplitSet:
+    """Where the threshold is chosen: the natural-prevalence validation set of the model's fraction, or
+    `balanced` (the validation set at the `fraction` parameter) for splits made without one."""
+    splits = load_sets(folder, scheme)
+    if not splits.manifest.natural_validation or fraction not in splits.manifest.fractions:
+        return balanced
+    return splits.get(fraction, VAL_NATURAL)
 
 
 EVALUATE = Evaluate()

@@ -1,5 +1,6 @@
 """Scoring a classifier on a set and logging what a person checks: metrics, confusion matrix, ROC and PR
-plots, and a table of every patch's prediction."""
+plots, and a table of every patch's prediction (with its spatial group, the unit compare resamples); and
+scoring at the threshold chosen on a validation set."""
 
 from __future__ import annotations
 
@@ -10,15 +11,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simclr_s2.learning.metrics import DEFAULT_THRESHOLD, binary_metrics, save_plots
+from simclr_s2.learning.metrics import DEFAULT_THRESHOLD, best_f1_threshold, binary_metrics, save_plots
 from simclr_s2.tracking.tracker import StageRun
 
+THRESHOLD_METRIC = "val_threshold"
 
-def log_evaluation(run: StageRun, predictions: tuple[np.ndarray, np.ndarray, float], names: Sequence[str],
-                   prefix: str = "test", threshold: float = DEFAULT_THRESHOLD) -> dict[str, float]:
+Predictions = tuple[np.ndarray, np.ndarray, float]
+
+
+def log_evaluation(run: StageRun, predictions: Predictions, names: Sequence[str], prefix: str = "test",
+                   threshold: float = DEFAULT_THRESHOLD, groups: Sequence[str] | None = None) -> dict[str, float]:
     """Metrics `<prefix>_accuracy` ... `<prefix>_fn` on the run; plots and predictions.csv under the
     artifact folder evaluation/<prefix>. `predictions` is `train.predict`'s (labels, probabilities,
-    loss), in the order of `names`: one prediction pass can be scored at several thresholds."""
+    loss), in the order of `names`: one prediction pass can be scored at several thresholds. `groups`:
+    each patch's spatial group, written as the table's `group` column."""
     labels, probabilities, loss = predictions
     metrics = {f"{prefix}_{k}": v for k, v in {**binary_metrics(labels, probabilities, threshold),
                                                "loss": loss}.items()}
@@ -26,8 +32,22 @@ def log_evaluation(run: StageRun, predictions: tuple[np.ndarray, np.ndarray, flo
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         save_plots(labels, probabilities, folder, threshold)
-        pd.DataFrame({"name": list(names), "label": labels.astype(int), "probability": probabilities,
-                      "predicted": (probabilities >= threshold).astype(int)}).to_csv(folder / "predictions.csv",
-                                                                                     index=False)
+        table = pd.DataFrame({"name": list(names), "label": labels.astype(int), "probability": probabilities,
+                              "predicted": (probabilities >= threshold).astype(int)})
+        if groups is not None:
+            table["group"] = list(groups)
+        table.to_csv(folder / "predictions.csv", index=False)
         run.log_artifacts(folder, f"evaluation/{prefix}")
     return metrics
+
+
+def log_at_validation_threshold(run: StageRun, predictions: Predictions, names: Sequence[str], prefix: str,
+                                validation: Predictions, groups: Sequence[str] | None = None) -> dict[str, float]:
+    """`prefix` scored at 0.5 (`<prefix>_*`) and at the threshold with the best F1 on `validation`
+    (`<prefix>_valthr_*`, the threshold logged and returned as val_threshold): a natural-prevalence validation set
+    gives the threshold a classifier would be operated at on real prevalence."""
+    threshold = best_f1_threshold(validation[0], validation[1])
+    run.log_metrics({THRESHOLD_METRIC: threshold})
+    return (log_evaluation(run, predictions, names, prefix, groups=groups)
+            | log_evaluation(run, predictions, names, f"{prefix}_valthr", threshold, groups)
+            | {THRESHOLD_METRIC: threshold})

@@ -1,5 +1,6 @@
-"""The decision threshold a registered classifier is operated at: the one `evaluate` chose on the validation
-set (the best validation F1, logged as `val_threshold` when it scores a test set), else the usual 0.5."""
+"""The decision threshold a registered classifier is operated at: the one chosen on the natural-prevalence
+validation set of its fraction (the best F1 there, logged as `val_threshold` by the classifier run or by
+`evaluate` on a test set), else the usual 0.5."""
 
 from __future__ import annotations
 
@@ -7,10 +8,9 @@ from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
 from simclr_s2.learning.metrics import DEFAULT_THRESHOLD
+from simclr_s2.tracking.evaluation import THRESHOLD_METRIC as METRIC
 from simclr_s2.tracking.registry import ModelRef
 from simclr_s2.tracking.tracker import COMPLETE_TAG, STAGE_TAG
-
-METRIC = "val_threshold"
 
 
 def validation_threshold(client: MlflowClient, ref: ModelRef) -> tuple[float, str]:
