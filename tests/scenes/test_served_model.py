@@ -28,6 +28,7 @@ from simclr_s2.learning.train import predict
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL, load_logged, log_and_register
 
 REBEN = Path(__file__).parents[1] / "bigearthnet" / "fixtures" / "reben-sample"
+# MLflow 3.17 reads the second (a pt2 archive loads only once found free of pickle); later MLflow the first too
 NO_CODE = {"MLFLOW_ALLOW_MODEL_CODE_EXECUTION": "false", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
 CHAMPION = f"models:/{CLASSIFIER_MODEL}@champion"  # the alias the classifier fixture sets
 START_DEADLINE_S = 300  # importing torch and MLflow on a loaded 2-core machine can take a minute
