@@ -321,7 +321,8 @@ class Grid(Spec):
     encoders: str = param("auto", "aliases (ben) or URIs joined by ','; auto = the demo's three")
     schemes: tuple[str, ...] = param(("basic", "expanded"), "labelling schemes", check=not_empty)
     fractions: tuple[int, ...] = param(FRACTIONS, "data fractions in percent", check=percentages)
-    seeds: tuple[int, ...] = param((0,), "seeds", check=not_empty)
+    seeds: tuple[int, ...] = param((0,), "seeds; protocol=study: 0-4 when left out, else 5 or more",
+                                   check=not_empty)
     baseline: bool = param(True, "train the from-scratch baselines too")
     baseline_arch: tuple[str, ...] = param(("resnet18",), "baseline networks", choices=ARCHS)
     trainable: tuple[str, ...] = param(("head2",), "fine-tuned parts (each its own cells)", choices=TRAINABLE)

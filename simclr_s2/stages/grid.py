@@ -16,7 +16,7 @@ import itertools
 import logging
 import tempfile
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import pandas as pd
@@ -98,21 +98,31 @@ class Protocol:
     trainables: tuple[str, ...]
     baseline_archs: tuple[str, ...]
     encoder_arch: str
+    seeds: tuple[int, ...]
 
 
-STUDY = Protocol(trainables=("all",), baseline_archs=("resnet152",), encoder_arch="resnet152")
+STUDY_SEEDS = 5
+"""compare resamples seeds (study/stats.py): fewer than 5 leave its intervals and tests to chance."""
+STUDY = Protocol(trainables=("all",), baseline_archs=("resnet152",), encoder_arch="resnet152",
+                 seeds=tuple(range(STUDY_SEEDS)))
 """The original code's choices (STUDY.md): ResNet-152 encoders, every layer fine-tuned, ResNet-152
-baselines from scratch. The write-up's frozen variant is the custom default (head2)."""
+baselines from scratch; and seeds 0-4 unless more are given. The write-up's frozen variant is the custom
+default (head2)."""
 
 
 def protocol(spec: specs.Grid) -> Protocol:
     if spec.protocol == "custom":
-        return Protocol(spec.trainable, spec.baseline_arch, "resnet18")
+        return Protocol(spec.trainable, spec.baseline_arch, "resnet18", spec.seeds)
     defaults = specs.Grid()
     if (spec.trainable, spec.baseline_arch) != (defaults.trainable, defaults.baseline_arch):
         raise UserError("protocol: study sets trainable (all) and baseline_arch (resnet152) itself; leave them "
                         "at their defaults, or use protocol=custom")
-    return STUDY
+    if spec.seeds == defaults.seeds:
+        return STUDY
+    if len(set(spec.seeds)) < STUDY_SEEDS:
+        raise UserError(f"seeds: protocol=study runs at least {STUDY_SEEDS} seeds (compare resamples them); "
+                        f"got {len(set(spec.seeds))}; leave seeds out (0-4) or give {STUDY_SEEDS} or more")
+    return replace(STUDY, seeds=spec.seeds)
 
 
 def encoder_uris(spec: specs.Grid, ctx: Context, make: bool, check: bool = False) -> dict[str, str]:
@@ -166,7 +176,7 @@ def plan(spec: specs.Grid, encoders: Mapping[str, str], split: Mapping[str, str]
         for variant in drawn or [Variant()]:
             tags = variant.tags(_swept(spec))
             for fraction in spec.fractions:
-                for seed in spec.seeds:
+                for seed in chosen.seeds:
                     common = {"scheme": scheme, "fraction": fraction, "seed": seed, "epochs": spec.epochs,
                               "split": split[split_key(scheme, variant)],
                               **({"fold": str(variant.fold)} if variant.fold is not None else {})}
