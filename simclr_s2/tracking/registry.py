@@ -28,7 +28,7 @@ from mlflow.types import Schema, TensorSpec
 import simclr_s2
 from simclr_s2.bigearthnet.bands import ZSCORE, BandError, resolve_bands
 from simclr_s2.errors import NonFiniteError, UserError
-from simclr_s2.learning.imported_weights import import_encoder_state, read_state_dict
+from simclr_s2.learning.imported_weights import data_bands, import_encoder_state, read_state_dict
 from simclr_s2.learning.models import IrrigationClassifier, SimCLRModel
 from simclr_s2.learning.serving import ServedClassifier, is_rebuildable, rebuild, save_rebuildable
 
@@ -203,7 +203,7 @@ def load_pretrained(client: MlflowClient, spec: str, bands: str = "auto") -> Pre
     ref, scaling = ModelRef(spec, "", {}, None), ZSCORE
     if path.suffix in {".pt", ".pth"} or path.is_file():
         state = read_state_dict(path)
-        imported = import_encoder_state(state, _file_bands(state, bands), source=str(path))
+        imported = import_encoder_state(state, data_bands(state, bands), source=str(path))
         model, scaling, spec = imported.model, imported.scaling, str(path.resolve())
         ref = ModelRef(spec, "", {BAND_LIST_TAG: ",".join(imported.bands)}, None)
     else:
@@ -227,12 +227,3 @@ def load_pretrained(client: MlflowClient, spec: str, bands: str = "auto") -> Pre
     alias = re.fullmatch(r"models:/[^/@]+@([\w-]+)", spec)
     name = alias.group(1) if alias else tags.get("name") or Path(spec.rstrip("/")).stem
     return Pretrained(model, spec, name, ref.version, model.encoder.arch, tuple(wanted), tags, ref.run_id, scaling)
-
-
-def _file_bands(state: Mapping[str, torch.Tensor], bands: str) -> tuple[str, ...]:
-    """The data's bands for a state-dict file: as given, or by its first convolution's channel count (the
-    study's 10 or all 12) for `auto`; a torchgeo encoder picks its channels by name from them."""
-    if bands != "auto":
-        return resolve_bands(bands)
-    conv1 = state.get("encoder.conv1.weight", state.get("module.encoder.conv1.weight"))
-    return encoder_bands({}, int(conv1.shape[1])) if conv1 is not None else resolve_bands("study")

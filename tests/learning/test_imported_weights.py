@@ -270,3 +270,11 @@ def test_no_randomly_initialised_parameter_is_frozen_under_any_policy():
         assert frozen - unused == (set() if policy == "all" else encoder), policy  # head2: head.layers.0 trains
     own = import_encoder_state(build_simclr("resnet18", 10).state_dict(), "auto")
     assert own.model.head_pretrained is True  # this project's layout carries its pretrained head
+
+
+def test_a_torchgeo_file_given_as_pretrained_gets_every_l2a_band(tmp_path):
+    from simclr_s2.tracking.registry import load_pretrained  # a file needs no tracking store
+
+    _, state = _torchgeo_resnet("resnet18", fc=False)
+    torch.save(state, tmp_path / "ssl4eo.pt")
+    assert load_pretrained(None, str(tmp_path / "ssl4eo.pt")).bands == BANDS  # as import_encoder's auto
