@@ -1,4 +1,5 @@
-"""Throughput of one SimCLR pretraining step, with and without channels_last.
+"""Throughput of one SimCLR pretraining step, with and without channels_last, and the demo encoder's step
+(resnet18, views of the `pretrain` default view_size) against the same step on views of the patch's size.
 
 A step is what `simclr_s2.learning.simclr.pretrain` does per batch: two augmented views of each image, one
 forward pass over both, NT-Xent, backward, SGD step. images/s counts input images (each is two
@@ -19,6 +20,7 @@ from figures import Figure, Rate, load_average, report
 from simclr_s2.learning.config import ARCHS, AugmentConfig
 from simclr_s2.learning.models import build_simclr, channels_last
 from simclr_s2.learning.simclr import make_optimizer, simclr_step
+from simclr_s2.settings.specs import Pretrain
 
 
 def images_per_second(
@@ -31,6 +33,7 @@ def images_per_second(
     steps: int,
     device: torch.device,
     amp: bool,
+    view_size: int | None = None,
 ) -> float:
     torch.manual_seed(0)
     model = build_simclr(arch, bands).to(device).train()
@@ -48,7 +51,7 @@ def images_per_second(
             x,
             optimizer,
             temperature=0.1,
-            augment=AugmentConfig(),
+            augment=AugmentConfig(view_size=view_size),
             generator=generator,
             channels_last=use_channels_last,
             autocast_dtype=autocast_dtype,
@@ -110,6 +113,15 @@ def main() -> None:
         figures.append(Figure(f"SimCLR pretraining step, {arch}, channels_last, {device} (images/s)",
                               Rate(rates[True], None, loads[True]), "the same steps, contiguous",
                               Rate(rates[False], None, loads[False])))
+    demo = {view: [] for view in (Pretrain.view_size, None)}
+    for _ in range(3):  # interleaved: views of the demo's size, then of the patch's
+        for view, rates in demo.items():
+            rates.append(images_per_second("resnet18", args.bands, args.batch_size, args.size, True, args.warmup,
+                                           args.steps, device, args.amp, view))
+    load = load_average()
+    figures.append(Figure(f"SimCLR step, resnet18, views {Pretrain.view_size} px (the demo's), {device} (images/s)",
+                          Rate(max(demo[Pretrain.view_size]), None, load), f"the same on views of {args.size} px",
+                          Rate(max(demo[None]), None, load)))
     report(figures)
 
 
