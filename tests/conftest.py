@@ -15,20 +15,24 @@ import os
 for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
-from collections.abc import Iterable
 from pathlib import Path
 
 import pytest
+from xdist.scheduler import LoadScopeScheduling
 
 from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.index import build_index
 
 TESTS = Path(__file__).resolve().parent
-SHARED_SCOPES = ("session", "package")
+# Folders whose conftest builds a session fixture (a server stack, a Ray cluster, a demo project): under
+# pytest-xdist (`make test` runs `-n 2 --dist loadgroup`) each runs whole on one worker, so it is built once.
+# The files named beside them use none of it and go on their own (the auth stack is only test_auth.py's).
+ONE_WORKER_FOLDERS = {"server", "e2e", "cluster", "stages", "tracking", "scenes"}
+ON_THEIR_OWN = {"server/test_auth.py", "server/test_docker_files.py", "stages/test_auto.py"}
 # The slowest groups, slowest first (measured with --durations): a group holding one of these files starts
 # before every other, so no long group begins while the other worker has nothing left (longest first).
 SLOWEST_FIRST = ("server/test_platform.py", "e2e/test_mlflow_run.py", "stages/test_study.py",
-                 "cluster/test_grid.py", "study/test_tuning.py", "tracking/test_tracker.py",
+                 "cluster/test_grid.py", "study/test_tuning.py", "server/test_auth.py", "tracking/test_tracker.py",
                  "learning/test_train.py", "learning/test_simclr.py", "learning/test_distributed.py",
                  "scenes/test_predict.py")
 DEMO_PATCHES = 120
@@ -64,62 +68,48 @@ def demo_index(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return build_index(demo_archive, tmp_path_factory.mktemp("index") / "index.parquet", workers=2).index_path
 
 
+def group_of(file: str) -> str:
+    """The group of a test file (its path under tests/): its folder if that is one of ONE_WORKER_FOLDERS,
+    else the file itself (its module fixtures are built once)."""
+    folder = file.split("/")[0]
+    return folder if folder in ONE_WORKER_FOLDERS and file not in ON_THEIR_OWN else file
+
+
+def _rank(group: str) -> int:
+    """Where a group starts: by its slowest file in SLOWEST_FIRST, else after all of those."""
+    ranks = [i for i, file in enumerate(SLOWEST_FIRST) if group_of(file) == group]
+    return min(ranks, default=len(SLOWEST_FIRST))
+
+
+class FileGroupScheduling(LoadScopeScheduling):
+    """xdist's loadgroup, with the group read from the test's file (`group_of`). xdist's own reads an
+    `xdist_group` mark that its worker appends to the node id, which pytest 9.2 no longer lets it change
+    (pytest-dev/pytest-xdist#1386): every test then went to whichever worker was free, and both workers
+    built every server stack, demo project and Ray cluster."""
+
+    def _split_scope(self, nodeid: str) -> str:
+        return group_of(nodeid.split("::", 1)[0].removeprefix("tests/"))
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> LoadScopeScheduling | None:
+    """`--dist loadgroup` (what `make test` runs) groups by FileGroupScheduling; other modes are xdist's."""
+    return FileGroupScheduling(config, log) if config.getvalue("dist") == "loadgroup" else None
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """xdist hands out groups in collection order (not re-sorted by test count), which the hook below sets."""
     if hasattr(config.option, "loadscopereorder"):
         config.option.loadscopereorder = False
 
 
-def _shared_fixtures(item: pytest.Item) -> Iterable[tuple[str, str]]:
-    """The session or package fixtures of a test folder's conftest this test uses (the costly ones: a server
-    stack, a Ray cluster, a demo project); this file's session fixtures are cheap and built per worker."""
-    for name in getattr(item, "fixturenames", ()):
-        for definition in item._fixtureinfo.name2fixturedefs.get(name, ()):
-            if definition.scope in SHARED_SCOPES and definition.baseid.startswith("tests/"):
-                yield definition.baseid, name
-
-
-def _groups(items: list[pytest.Item]) -> dict[str, str]:
-    """File -> group: the files whose tests share a costly fixture, joined (union-find), so under xdist's
-    loadgroup each such fixture is built once, on one worker; every other file is a group of its own."""
-    parent: dict[object, object] = {}
-
-    def root(node: object) -> object:
-        while parent.setdefault(node, node) != node:
-            node = parent[node]
-        return node
-
-    for item in items:
-        for shared in _shared_fixtures(item):
-            parent[root(shared)] = root(_file(item))
-    files = {_file(item) for item in items}
-    members: dict[object, list[str]] = {}
-    for file in sorted(files):
-        members.setdefault(root(file), []).append(file)
-    return {file: "+".join(group) for group in members.values() for file in group}
-
-
-def _file(item: pytest.Item) -> str:
-    return item.path.relative_to(TESTS).as_posix()
-
-
-def _rank(group: str) -> int:
-    files = group.split("+")
-    return min((SLOWEST_FIRST.index(f) for f in files if f in SLOWEST_FIRST), default=len(SLOWEST_FIRST))
-
-
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Group the tests for xdist's loadgroup (`_groups`) and put the slowest groups first; within a group the
-    tests keep their order. Without xdist the marks do nothing, and only the order changes."""
-    groups = _groups(items)
+    """The slowest groups first (`_rank`), then the others as collected; within a group the tests keep
+    their order."""
+    def group(item: pytest.Item) -> str:
+        return group_of(item.path.relative_to(TESTS).as_posix())
+
     first_seen: dict[str, int] = {}
     for index, item in enumerate(items):
-        first_seen.setdefault(groups[_file(item)], index)
-        item.add_marker(pytest.mark.xdist_group(groups[_file(item)]))
+        first_seen.setdefault(group(item), index)
     order = {id(item): index for index, item in enumerate(items)}
-
-    def key(item: pytest.Item) -> tuple[int, int, int]:
-        group = groups[_file(item)]
-        return _rank(group), first_seen[group], order[id(item)]
-
-    items.sort(key=key)
+    items.sort(key=lambda item: (_rank(group(item)), first_seen[group(item)], order[id(item)]))
