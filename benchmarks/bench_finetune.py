@@ -28,6 +28,7 @@ the bare loop measured in the same process (docs/performance.md, "Checkpoints"):
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import os
 import statistics
@@ -43,11 +44,12 @@ import torch
 from figures import Figure, Rate, load_average, report
 from torch import nn
 
+from simclr_s2.learning.checkpoints import Snapshots
 from simclr_s2.learning.config import ARCHS
 from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
 from simclr_s2.learning.feature_cache import cached_training_set
 from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
-from simclr_s2.learning.runtime import Recorder
+from simclr_s2.learning.runtime import Checkpoint, Pickled, Recorder, save_atomically, snapshot
 from simclr_s2.learning.train import FitConfig, fit
 from simclr_s2.settings.context import Context
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
@@ -264,6 +266,44 @@ def all_overhead(
                             (TRACKED_HELD, f"SIMCLR_S2_CHECKPOINT_INTERVAL_S={interval_s:g}")) if v in variants])
 
 
+def checkpoint_cost(arch: str, repeats: int, tmp: Path) -> None:
+    """(3) One epoch's checkpoint, the earlier way against this one, interleaved: the CPU seconds the
+    training thread spends (a deep copy of the best weights and a fresh copy of the state, against copies
+    into reused buffers) and those the writer spends (torch.save against safetensors, both fsynced), on a
+    model with its Adam state. CPU time, not wall time: on a shared machine it is the steadier figure, and
+    on 2 cores the writer's CPU is taken from training too."""
+    model = _model(arch, "all")
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-5)
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    snapshots = Snapshots()
+
+    def earlier() -> Checkpoint:
+        best = copy.deepcopy(model.state_dict())
+        return Pickled(snapshot({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best}))
+
+    def now() -> Checkpoint:
+        weights = snapshots.take(model.state_dict())
+        return snapshots.take({"model": weights, "optimizer": optimizer.state_dict(), "best": weights})
+
+    times: dict[str, list[tuple[float, float]]] = {"earlier": [], "now": []}
+    for r in range(repeats):
+        for name, take in (("earlier", earlier), ("now", now))[:: 1 if r % 2 == 0 else -1]:
+            start = time.thread_time()
+            checkpoint = take()
+            taken = time.thread_time()
+            save_atomically(checkpoint, tmp / f"{name}.ckpt")
+            times[name].append((taken - start, time.thread_time() - taken))
+            del checkpoint
+    sizes = {name: (tmp / f"{name}.ckpt").stat().st_size / 2**20 for name in times}
+    print(f"\n(3) one checkpoint, {arch} with Adam state, best of {repeats} interleaved "
+          f"(load {load_average():.1f})")
+    print(f"{'way':<8} {'training thread CPU s':>21} {'writer CPU s':>12} {'MiB':>6}")
+    for name, pairs in times.items():
+        print(f"{name:<8} {min(t for t, _ in pairs):>21.3f} {min(w for _, w in pairs):>12.3f} {sizes[name]:>6.0f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -287,6 +327,7 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )
     parser.add_argument("--skip-head2", action="store_true", help="run (2) alone")
+    parser.add_argument("--checkpoint-cost", action="store_true", help="run (3) alone")
     parser.add_argument("--variants", default=",".join(VARIANTS),
                         help=f"the variants of (2), comma-separated, among {','.join(VARIANTS)} (bare_val always runs)")
     args = parser.parse_args()
@@ -306,6 +347,10 @@ def main() -> None:
         f"batch={args.batch_size} head2 epochs={args.epochs} all epochs={args.all_epochs} x {args.repeats} "
         "runs, lr=5e-5, channels_last=True, one warm-up step per model"
     )
+    if args.checkpoint_cost:
+        with tempfile.TemporaryDirectory(prefix="bench_finetune_") as tmp:
+            checkpoint_cost(args.arch, args.repeats, Path(tmp))
+        return
     if not args.skip_head2:
         head2_cache(args.arch, train, val, args.batch_size, args.epochs)
     names = [v for v in args.variants.split(",") if v]

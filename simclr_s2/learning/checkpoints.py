@@ -35,7 +35,9 @@ ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container: the earlier format
 
 
 class BufferPool:
-    """Host buffers by (shape, dtype, pinned), handed out for a snapshot and taken back when it is gone."""
+    """Host buffers by (shape, strides, dtype, pinned), handed out for a snapshot and taken back when it is
+    gone. A buffer keeps its tensor's memory layout (channels_last weights and their Adam moments), so the
+    training thread's copy is a plain one; the writer makes the file's contiguous copies."""
 
     def __init__(self) -> None:
         self._free: dict[tuple[Any, ...], list[torch.Tensor]] = {}
@@ -43,17 +45,20 @@ class BufferPool:
 
     def take(self, like: torch.Tensor) -> torch.Tensor:
         pinned = like.is_cuda
-        key = (tuple(like.shape), like.dtype, pinned)
         with self._lock:
-            free = self._free.get(key)
+            free = self._free.get(_key(like, pinned))
             if free:
                 return free.pop()
-        return torch.empty(like.shape, dtype=like.dtype, pin_memory=pinned)
+        return torch.empty_like(like, device="cpu", pin_memory=pinned)
 
     def give_back(self, buffers: list[torch.Tensor]) -> None:
         with self._lock:
             for buffer in buffers:
-                self._free.setdefault((tuple(buffer.shape), buffer.dtype, buffer.is_pinned()), []).append(buffer)
+                self._free.setdefault(_key(buffer, buffer.is_pinned()), []).append(buffer)
+
+
+def _key(tensor: torch.Tensor, pinned: bool) -> tuple[Any, ...]:
+    return tuple(tensor.shape), tensor.stride(), tensor.dtype, pinned
 
 
 class Snapshot:
@@ -109,7 +114,7 @@ class Snapshots:
 
 
 def write_tree(tree: Any, path: Path) -> None:
-    """`tree` as a safetensors file at `path` (tensors contiguous and on the CPU)."""
+    """`tree` as a safetensors file at `path` (tensors on the CPU; made contiguous here)."""
     tensors: dict[str, torch.Tensor] = {}
     stored: dict[int, str] = {}
 
@@ -118,7 +123,7 @@ def write_tree(tree: Any, path: Path) -> None:
         if isinstance(node, torch.Tensor):
             if id(node) not in stored:
                 stored[id(node)] = where
-                tensors[where] = node
+                tensors[where] = node.contiguous()
             return {TENSOR: stored[id(node)]}
         if isinstance(node, dict) and all(isinstance(k, str) for k in node):
             return {k: encode(v, f"{below}{k}") for k, v in node.items()}
