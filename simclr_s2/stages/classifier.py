@@ -7,6 +7,7 @@ and alone logs, evaluates and registers. --batch-size stays the global batch.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -106,7 +107,8 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
     split, pretrained = prepared.split, prepared.pretrained
     torch.manual_seed(spec.seed)  # the seed decides the new layers' weights too (torch seeds each process anew)
     if pretrained is not None:
-        model = IrrigationClassifier.from_simclr(pretrained.model, dropout=spec.dropout)
+        # a copy: tune's trials share one loaded encoder, and training (or recalibrating) must not carry over
+        model = IrrigationClassifier.from_simclr(copy.deepcopy(pretrained.model), dropout=spec.dropout)
         policy, band_list, arch, name = spec.trainable, pretrained.bands, pretrained.arch, pretrained.name
     else:
         band_list, arch, policy, name = resolve_bands(spec.bands), spec.arch, "all", "scratch"

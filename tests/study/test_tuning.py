@@ -33,6 +33,7 @@ from simclr_s2.learning.models import build_simclr
 from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import build
 from simclr_s2.settings.specs import Tune
+from simclr_s2.stages import classifier as classifier_stage
 from simclr_s2.stages import tune as tune_stage
 from simclr_s2.stages.base import run_command
 from simclr_s2.stages.inputs import SOURCE
@@ -176,6 +177,23 @@ def test_pruned_trial_is_marked_in_mlflow_and_the_best_is_logged(demo_split, env
     # one completed trial: no parameter importances yet (see test_plots_...)
     assert artifacts == {f"tune/{name}" for name in ("trials.csv", "optimization_history.png",
                                                       "intermediate_values.png")}
+
+
+def test_every_trial_starts_from_the_pretrained_weights(demo_split, env, tmp_path, monkeypatch):
+    """Trials share one loaded encoder: with every layer trained, a trial must not start where the last ended."""
+    starts: list[torch.Tensor] = []
+    fit = classifier_stage.fit
+
+    def recording_fit(model, *args, **kwargs):
+        starts.append(model.encoder.conv1.weight.detach().clone())
+        return fit(model, *args, **kwargs)
+
+    monkeypatch.setattr(classifier_stage, "fit", recording_fit)
+    args = _args(demo_split, f"sqlite:///{tmp_path}/optuna.db", n_trials=2)
+    args[args.index("--trainables") + 1] = "all"
+    values = {a.removeprefix("--").replace("-", "_"): v for a, v in zip(args[::2], args[1::2], strict=True)}
+    run_command(TUNE, build(Tune, values), Context.from_env())
+    assert len(starts) == 2 and torch.equal(starts[0], starts[1])
 
 
 def test_two_workers_share_one_study_without_duplicate_trials(demo_split, env, tmp_path):
