@@ -44,12 +44,11 @@ import torch
 from figures import Figure, Rate, load_average, report
 from torch import nn
 
-from simclr_s2.learning.checkpoints import Snapshots
 from simclr_s2.learning.config import ARCHS
 from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
 from simclr_s2.learning.feature_cache import cached_training_set
 from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
-from simclr_s2.learning.runtime import Checkpoint, Pickled, Recorder, save_atomically, snapshot
+from simclr_s2.learning.runtime import Recorder
 from simclr_s2.learning.train import FitConfig, fit
 from simclr_s2.settings.context import Context
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
@@ -272,6 +271,10 @@ def checkpoint_cost(arch: str, repeats: int, tmp: Path) -> None:
     into reused buffers) and those the writer spends (torch.save against safetensors, both fsynced), on a
     model with its Adam state. CPU time, not wall time: on a shared machine it is the steadier figure, and
     on 2 cores the writer's CPU is taken from training too."""
+    # imported here: (2) also runs on trees from before these modules, to compare with them
+    from simclr_s2.learning.checkpoints import Snapshots
+    from simclr_s2.learning.runtime import Checkpoint, Pickled, save_atomically, snapshot
+
     model = _model(arch, "all")
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-5)
     for p in model.parameters():
