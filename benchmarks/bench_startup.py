@@ -98,7 +98,8 @@ def first_epoch(repeats: int, demo_patches: int) -> list[Figure]:
                   "'models:/simclr-s2-encoder@ben').state_dict(), sys.argv[1])")
         subprocess.run([sys.executable, "-c", export, str(weights)], env=env, check=True, capture_output=True)
         first = (splits / "train_100pct.csv").read_text().splitlines()[1].split(",")[0]
-        store = next(p for p in (tmp / "home" / "packed").iterdir() if first in (p / "names.txt").read_text())
+        store = next(p for p in (tmp / "home" / "packed").iterdir()
+                     if (p / "names.txt").is_file() and first in (p / "names.txt").read_text())
         bare_script = tmp / "bare.py"
         bare_script.write_text(BARE_FIRST_EPOCH)
         bare = [sys.executable, str(bare_script), str(store), str(splits), str(weights), str(tmp / "bare.ckpt")]
