@@ -33,6 +33,7 @@ from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SplitData, fetcher, load_split_data, loader
 from simclr_s2.stages.pretrain import capped, demo_encoder
+from simclr_s2.study.comparison import country_metrics
 from simclr_s2.study.splits import NATURAL, OVERLAP_METRIC, VAL_NATURAL, SplitSet, load_manifest, load_sets
 from simclr_s2.study.stats import spatial_groups
 from simclr_s2.tracking.evaluation import THRESHOLD_METRIC, log_at_validation_threshold, log_evaluation
@@ -245,8 +246,10 @@ class Classifier(Stage[Training]):
             if isinstance(spec, specs.Finetune) else self.run_name(spec, resolved)
         run.set_tags({"mlflow.runName": run_name})
         split = trained.split
-        test = log_evaluation(run, predict(trained.model, trained.batches(split.test, False), trained.device),
-                              split.test.names, "test", groups=spatial_groups(split.index, split.test.names))
+        scored = predict(trained.model, trained.batches(split.test, False), trained.device)
+        test = log_evaluation(run, scored, split.test.names, "test",
+                              groups=spatial_groups(split.index, split.test.names))
+        run.log_metrics(country_metrics(split.index, split.test.names, *scored[:2]))  # compare's per-country table
         if test["test_near_constant"]:
             run.set_tags({"near_constant": "true"})  # compare flags it; promote never chooses it
         natural = evaluate_natural(spec, trained, run, ctx)

@@ -16,12 +16,12 @@ from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
 from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage
-from simclr_s2.study.comparison import METRICS, OPTIONAL_METRICS, compare
+from simclr_s2.study.comparison import COUNTRY_METRIC, LABEL_RULE, METRICS, OPTIONAL_METRICS, VARIANT, compare
 from simclr_s2.study.report import Links, write_report
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.ui import run_url, version_url
-from simclr_s2.tracking.versions import finite, search_versions, versions_frame
+from simclr_s2.tracking.versions import VersionRecord, finite, search_versions, versions_frame
 
 PREDICTIONS = "evaluation/test/predictions.csv"
 NATURAL_FOLDER = "evaluation/test_natural"
@@ -66,8 +66,8 @@ class Compare(Stage[specs.Compare]):
                 path = f"{NATURAL_FOLDER}/predictions.csv"
                 return pd.read_csv(ctx.client.download_artifacts(run_id, path, tmp)) if path in listed else None
 
-            comparison = compare(versions_frame(records, (*METRICS, *OPTIONAL_METRICS)), spec.fractions,
-                                 predictions=predictions, natural=natural, n_boot=spec.n_boot)
+            comparison = compare(runs_frame(records, ctx), spec.fractions, predictions=predictions, natural=natural,
+                                 n_boot=spec.n_boot)
         out = Path(spec.out).expanduser().resolve()
         for path in write_report(comparison, out, f"scheme {spec.scheme}", links):
             run.log_artifact(path)
@@ -79,6 +79,15 @@ class Compare(Stage[specs.Compare]):
               f"{filled} of {len(cells)} cells with runs"
               + (f", {len(skipped)} non-finite versions skipped" if skipped else "")
               + f"; report in {out / 'report.html'}")
+
+
+def runs_frame(records: list[VersionRecord], ctx: Context) -> pd.DataFrame:
+    """compare's input: the versions' frame with their per-country metrics, and the fold and label rule
+    that main tags each cell's run with ("" where a run has none)."""
+    countries = sorted({m for r in records for m in r.metrics if COUNTRY_METRIC.fullmatch(m)})
+    frame = versions_frame(records, (*METRICS, *OPTIONAL_METRICS, *countries))
+    tags = [ctx.client.get_run(r.run_id).data.tags for r in records]
+    return frame.assign(**{k: [t.get(k, "") for t in tags] for k in (*VARIANT, *LABEL_RULE)})
 
 
 COMPARE = Compare()

@@ -14,13 +14,19 @@ Input contract: `runs`, one row per registered classifier version, with the colu
 - optionally DIGEST_COLUMNS (train_digest, val_digest, index_digest, encoder_digest), shown by the report,
   the NATURAL_METRICS (the natural-prevalence test set at the threshold chosen on natural validation,
   and the calibration), OVERLAP (the split's share of test patches near train) and CONSTANT (1 for a run
-  whose predictions are constant or nearly so): averaged per cell, NaN where absent.
+  whose predictions are constant or nearly so): averaged per cell, NaN where absent;
+- optionally the LABEL_RULE columns (min_fraction, ambiguous: the rule that made the labels, "" when not
+  swept), part of the condition; VARIANT columns (fold, held_out: a cross-validation run's fold and what
+  it holds out, "" for none); COUNTRY metrics (test_country_<country>_<accuracy|f1|patches>, logged by
+  the classifier run from country_metrics).
 
-A condition is the tuple of CONDITION columns: runs that differ in any of them are never pooled, and
+A condition is the tuple of CONDITION and LABEL_RULE columns: runs that differ in any are never pooled, and
 each condition is its own row, bar and line, labelled by what tells it apart from the other conditions
-of the same encoder ("ben (head2)", "ben (all)", "scratch resnet18", "ben tuned"). Runs scored on more
-than one test set are refused. A (condition, fraction, seed) registered more than once counts once, with
-its newest version (a rerun supersedes), so n counts seeds; the others are listed in `duplicates`.
+of the same encoder ("ben (head2)", "ben (all)", "scratch resnet18", "ben tuned", "ben min_fraction 0.05").
+Runs scored on more than one test set are refused, except that each label rule (which draws its own
+split) has its own test set, and each fold its own; paired tests stay within a label rule. A (condition,
+fraction, seed) registered more than once counts once, with its newest version (a rerun supersedes), so n
+counts seeds; the others are listed in `duplicates`.
 
 Every cell gets n, mean, std and a 95 % interval, by one method for the whole comparison: with per-patch
 predictions, the bootstrap over the cell's seeds and the test set's spatial groups together (stats.py;
@@ -32,6 +38,14 @@ pairs and groups, gives the mean difference's interval and p. Every p of a compa
 conditions, baselines and metrics) is adjusted together by Holm's method (`<metric>_p_holm`, beside the
 raw p); a difference counts only when its adjusted p < SIGNIFICANCE. Per seed pair, `pairs` lists the
 differences on the whole test set, without a test of its own (one seed pair is not the unit).
+
+Folds: runs that differ only in fold are one condition. Each fold has its own test set (one digest per
+fold), so a (condition, fraction, seed) counts when it has every fold of the comparison (the others are
+left out, logged) and is scored on its pooled out-of-fold predictions: the folds' test sets
+concatenated, every metric, interval and paired test computed on them as on one test set (seeds and
+spatial groups resampled together). Without predictions, a seed's figure is the mean over folds of the
+per-fold metrics. `folds` has the per-fold table (mean per condition, fraction and fold over seeds),
+`countries` the per-country one (mean over the runs, seeds and folds, that scored a country).
 """
 
 from __future__ import annotations
@@ -40,7 +54,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -63,6 +77,12 @@ OPTIONAL_METRICS = (*NATURAL_METRICS, OVERLAP, CONSTANT)
 STATS_METRIC = {"test_accuracy": "accuracy", "test_f1": "f1", "test_auc": "auc"}  # names in stats.METRICS
 PAIRED_METRICS = ("accuracy", "f1")
 REQUIRED = ("version", "run_id", *CONDITION, "fraction", "seed", "test_digest", *METRICS)
+LABEL_RULE = ("min_fraction", "ambiguous")  # optional; part of the condition
+VARIANT = ("fold", "held_out")  # optional; runs that differ only in these are pooled
+KEY = (*CONDITION, *LABEL_RULE)  # what tells conditions apart
+COUNTRY_PREFIX = "test_country_"
+COUNTRY_METRIC = re.compile(rf"{COUNTRY_PREFIX}(?P<country>.+)_(?P<metric>accuracy|f1|patches)")
+POOLED = "+"  # joins the run ids of a seed's folds into the id of its pooled unit
 DIGEST_COLUMNS = ("train_digest", "val_digest", "index_digest", "encoder_digest")
 BASELINE_STAGE = "baseline"
 PREDICTION_COLUMNS = ("name", "label", "probability")
@@ -73,6 +93,24 @@ _OVERLAP = re.compile(r"0|unknown|override:[0-9]+")
 Predictions = Callable[[str], pd.DataFrame]
 """run_id -> that run's test-set predictions, columns name, label (0/1), probability and optionally group."""
 NaturalPredictions = Callable[[str], pd.DataFrame | None]
+
+
+def country_metrics(index: pd.DataFrame, names: Sequence[str], labels: np.ndarray,
+                    probabilities: np.ndarray) -> dict[str, float]:
+    """A run's test accuracy, F1 and patch count per country of the index (COUNTRY_METRIC names; a patch
+    with no country counts as "unknown"), for compare's per-country table; {} for an index without
+    countries. A country's name keeps only letters, digits and '-'."""
+    if "country" not in index.columns:
+        return {}
+    countries = index.set_index("name")["country"].reindex(list(names)).fillna("unknown").astype(str).to_numpy()
+    labels, probabilities = np.asarray(labels), np.asarray(probabilities)
+    out: dict[str, float] = {}
+    for country in sorted(set(countries)):
+        at = countries == country
+        key = f"{COUNTRY_PREFIX}{re.sub(r'[^A-Za-z0-9-]+', '-', country)}"
+        out.update({f"{key}_{m}": stats.metric(m, labels[at], probabilities[at]) for m in PAIRED_METRICS})
+        out[f"{key}_patches"] = float(at.sum())
+    return out
 
 
 @dataclass(frozen=True)
@@ -89,6 +127,8 @@ class Comparison:
     conditions: tuple[str, ...]  # condition labels, fine-tuned ones first, in display order
     method: str  # how every interval and p of this comparison was computed, for captions
     reliability: pd.DataFrame  # per condition and fraction, the natural test set's calibration bins
+    folds: pd.DataFrame = field(default_factory=pd.DataFrame)  # per condition, fraction and fold (none: empty)
+    countries: pd.DataFrame = field(default_factory=pd.DataFrame)  # per condition, fraction and country
 
 
 def compare(runs: pd.DataFrame, fractions: Sequence[int], *, predictions: Predictions | None = None,
@@ -99,22 +139,32 @@ def compare(runs: pd.DataFrame, fractions: Sequence[int], *, predictions: Predic
     (None where it has none), for the reliability diagram. Bootstraps use `n_boot` resamples seeded with
     `seed`."""
     runs = _checked(runs)
-    digest = _one_test_set(runs)
+    digest = _test_sets(runs)
     if outside := sorted(set(runs["fraction"]) - set(fractions)):
         log.info("ignoring fractions %s (not asked for)", outside)
     runs = runs[runs["fraction"].isin(fractions)]
     if runs.empty:
         raise UserError(f"fractions {list(fractions)}: no run at these fractions; found {outside}")
     runs = runs.assign(condition=_labels(runs)).sort_values(["version"], kind="stable")
-    newest = runs.duplicated(["condition", "fraction", "seed"], keep="last")
+    newest = runs.duplicated(["condition", "fraction", "seed", "fold"], keep="last")
     runs = runs.assign(used=~newest)
     conditions = _ordered(runs)
     used = runs[runs["used"]]
-    scores = _scores(used, predictions) if predictions is not None else None
-    cells = pd.DataFrame([_cell(used, runs, c, f, scores, n_boot, seed) for c in conditions for f in fractions])
+    folded = bool((used["fold"] != "").any())
+    if folded:
+        used = _pooled(used)
+        predictions, natural = _concatenated(predictions), _concatenated(natural)
+    scores = _scored(used, predictions) if predictions is not None else None
+    if folded and scores is not None:
+        used = _rescored(used, scores)
+    cells = pd.DataFrame([_cell(used, runs, c, f, (scores or {}).get(c), n_boot, seed)
+                          for c in conditions for f in fractions])
     paired, pairs = _paired(used, conditions, fractions, scores, n_boot, seed)
+    counted = runs[runs["used"]]
+    method = " / ".join(dict.fromkeys(_method(s, folded) for s in scores.values())) if scores else _method(None, folded)
     return Comparison(runs.reset_index(drop=True), cells, paired, pairs, _duplicates(runs), digest,
-                      tuple(conditions), _method(scores), _reliability(used, natural))
+                      tuple(conditions), method, _reliability(used, natural),
+                      _per_fold(counted) if folded else pd.DataFrame(), _per_country(counted))
 
 
 def _checked(runs: pd.DataFrame) -> pd.DataFrame:
@@ -128,6 +178,10 @@ def _checked(runs: pd.DataFrame) -> pd.DataFrame:
     text = [c for c in (*CONDITION, "run_id", "test_digest", *DIGEST_COLUMNS)
             if c in runs.columns and c not in ("epochs", "tuned")]
     out = runs.copy()
+    for column in (*LABEL_RULE, *VARIANT):
+        if column not in out.columns:
+            out[column] = ""
+    text += [*LABEL_RULE, *VARIANT]
     for column in OPTIONAL_METRICS:
         if column not in out.columns:
             out[column] = math.nan
@@ -138,13 +192,32 @@ def _checked(runs: pd.DataFrame) -> pd.DataFrame:
         except (ValueError, TypeError):
             raise UserError(f"runs: {column}: expected {kind.__name__} values, got {out[column].tolist()[:5]}") from None
     out[text] = out[text].fillna("").astype(str)
+    if bad := sorted(set(out["fold"][~out["fold"].str.fullmatch("[0-9]*")])):
+        raise UserError(f"runs: fold {bad}: expected a fold number, or '' for a run without folds")
     bad = sorted(set(out["pretraining_overlap"][~out["pretraining_overlap"].str.fullmatch(_OVERLAP)]))
     if bad:
         raise UserError(f"runs: pretraining_overlap {bad}: expected '0', 'unknown' or 'override:<n>'")
     return out
 
 
+def _test_sets(runs: pd.DataFrame) -> str:
+    """The comparison's test sets: one per label rule (each rule draws its own split), after its rule
+    where there are several."""
+    rules = list(runs.groupby(list(LABEL_RULE), sort=True))
+    if len(rules) == 1:
+        return _one_test_set(runs)
+    return " ".join(f"[{' '.join(_show(c, v) for c, v in zip(LABEL_RULE, rule, strict=True))}] "
+                    f"{_one_test_set(part)}" for rule, part in rules)
+
+
 def _one_test_set(runs: pd.DataFrame) -> str:
+    """The comparison's test set: its digest, or with folds, each fold's digest after its fold number."""
+    if (runs["fold"] != "").any():
+        if (runs["fold"] == "").any():
+            raise UserError("compare: runs of cross-validation folds and runs without a fold cannot share one "
+                            "comparison; compare one split at a time (test_set=<digest>)")
+        return " ".join(f"{fold}:{_one_test_set(runs[runs['fold'] == fold].assign(fold=''))[:12]}"
+                        for fold in sorted(set(runs["fold"]), key=int))
     counts = runs["test_digest"].value_counts().sort_index()
     if len(counts) > 1:
         found = ", ".join(f"{d[:12] or '(none)'} ({n} runs)" for d, n in counts.items())
@@ -169,20 +242,24 @@ def _show(column: str, value: str | int | bool) -> str:
         return f"{{{value}}}"
     if column == "pretraining_overlap":
         return {"0": "", "unknown": "pretraining unknown"}.get(value, value)
+    if column == "min_fraction":
+        return f"min_fraction {value}" if value else ""
+    if column == "ambiguous":
+        return f"ambiguous {value}" if value else ""
     return str(value)
 
 
 def _labels(runs: pd.DataFrame) -> pd.Series:
     """Each run's condition label: its encoder (pretrained) and the condition columns in which the
     conditions of that encoder differ."""
-    keys = runs[list(CONDITION)].drop_duplicates()
+    keys = runs[list(KEY)].drop_duplicates()
     names = {}
     for row in keys.itertuples(index=False):
         peers = keys[keys["pretrained"] == row.pretrained]
-        varying = [c for c in CONDITION if c != "pretrained" and peers[c].nunique() > 1]
+        varying = [c for c in KEY if c != "pretrained" and peers[c].nunique() > 1]
         parts = [row.pretrained, *(_show(c, getattr(row, c)) for c in varying)]
         names[tuple(row)] = " ".join(p for p in parts if p)
-    return pd.Series([names[tuple(k)] for k in runs[list(CONDITION)].itertuples(index=False)], index=runs.index)
+    return pd.Series([names[tuple(k)] for k in runs[list(KEY)].itertuples(index=False)], index=runs.index)
 
 
 def _ordered(runs: pd.DataFrame) -> list[str]:
@@ -230,13 +307,96 @@ def _scores(used: pd.DataFrame, predictions: Predictions) -> Scores:
                   {r: f["probability"].to_numpy(dtype=np.float64) for r, f in frames.items()}, groups)
 
 
-def _method(scores: Scores | None) -> str:
+def _scored(used: pd.DataFrame, predictions: Predictions) -> dict[str, Scores]:
+    """Each condition's Scores, one per label rule (a rule draws its own split: its own test patches)."""
+    out: dict[str, Scores] = {}
+    for _, rule in used.groupby(list(LABEL_RULE), sort=False):
+        out.update(dict.fromkeys(rule["condition"], _scores(rule, predictions)))
+    return out
+
+
+def _method(scores: Scores | None, folded: bool = False) -> str:
     """The comparison's one interval method, in words, for captions and the report."""
     if scores is None:
-        return "Student t across seeds (no per-patch predictions; none for one seed)"
+        folds = "; each seed the mean over its folds" if folded else ""
+        return f"Student t across seeds (no per-patch predictions; none for one seed){folds}"
     unit = (f"{scores.n_groups} spatial groups of {len(scores.labels)} test patches" if scores.groups is not None
             else f"{len(scores.labels)} test patches (the predictions name no spatial group: each patch its own)")
-    return f"{stats.METHOD}: seeds and {unit}, resampled together"
+    folds = "; folds pooled: each seed scored on its folds' out-of-fold test predictions together" if folded else ""
+    return f"{stats.METHOD}: seeds and {unit}, resampled together{folds}"
+
+
+def _pooled(used: pd.DataFrame) -> pd.DataFrame:
+    """One row per (condition, fraction, seed) holding every fold of the comparison: its runs' ids joined
+    by POOLED, its newest version, the mean over folds of each metric (near-constant if any fold is).
+    Seeds that miss a fold are left out, logged."""
+    folds = sorted(set(used["fold"]), key=int)
+    rows = []
+    for (condition, fraction, seed), runs in used.groupby(["condition", "fraction", "seed"], sort=False):
+        runs = runs.sort_values("fold", key=lambda f: f.astype(int))
+        if runs["fold"].tolist() != folds:
+            log.warning("%s at %s %% seed %s has folds %s of %s: left out", condition, fraction, seed,
+                        _joined(runs["fold"]), ",".join(folds))
+            continue
+        row = runs.iloc[0].copy()
+        pooled = {"run_id": POOLED.join(runs["run_id"]), "version": runs["version"].max(), "fold": "all",
+                  "held_out": "", **runs[[*METRICS, *OPTIONAL_METRICS]].mean(), CONSTANT: runs[CONSTANT].max()}
+        for column, value in pooled.items():
+            row[column] = value
+        rows.append(row)
+    if not rows:
+        raise UserError(f"compare: no (condition, fraction, seed) has every fold {','.join(folds)}; run the "
+                        "missing folds (main) or compare the folds one at a time (test_set=<digest>)")
+    return pd.DataFrame(rows, columns=used.columns)
+
+
+def _concatenated(fetch: NaturalPredictions | None) -> NaturalPredictions | None:
+    """`fetch` for pooled ids: the predictions of the pooled runs, concatenated (groups kept when every
+    run has them); None where no run has any."""
+    if fetch is None:
+        return None
+
+    def pooled(run_id: str) -> pd.DataFrame | None:
+        frames = [f for f in map(fetch, run_id.split(POOLED)) if f is not None]
+        if not all(GROUP_COLUMN in f.columns for f in frames):
+            frames = [f.drop(columns=GROUP_COLUMN, errors="ignore") for f in frames]
+        return pd.concat(frames, ignore_index=True) if frames else None
+
+    return pooled
+
+
+def _rescored(used: pd.DataFrame, scores: dict[str, Scores]) -> pd.DataFrame:
+    """Each pooled unit's METRICS on its pooled out-of-fold predictions (what its intervals resample)."""
+    units = list(zip(used["condition"], used["run_id"], strict=True))
+    return used.assign(**{m: [stats.metric(STATS_METRIC[m], scores[c].labels, scores[c].probabilities[r])
+                              for c, r in units] for m in METRICS})
+
+
+def _per_fold(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per condition, fraction and fold: the runs (seeds) and the mean of each metric over them."""
+    rows = [{"condition": condition, "fraction": fraction, "fold": fold, "held_out": held_out, "n_runs": len(at),
+             "seeds": _joined(at["seed"].sort_values()), **{f"{m}_mean": at[m].mean() for m in METRICS}}
+            for (condition, fraction, _, fold, held_out), at in
+            runs.assign(order=runs["fold"].astype(int)).groupby(["condition", "fraction", "order", "fold", "held_out"])]
+    return pd.DataFrame(rows)
+
+
+def _per_country(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per condition, fraction and country (from the COUNTRY metrics): the runs (seeds and folds) that
+    scored it, its test patches per run and the mean accuracy and F1 over those runs; empty without any."""
+    found: dict[str, dict[str, str]] = {}
+    for column in runs.columns:
+        if match := COUNTRY_METRIC.fullmatch(column):
+            found.setdefault(match["country"], {})[match["metric"]] = column
+    rows = []
+    for (condition, fraction), at in runs.groupby(["condition", "fraction"]):
+        for country, columns in sorted(found.items()):
+            scored = at[at[columns["patches"]] > 0] if len(columns) == 3 else at.iloc[:0]
+            if len(scored):
+                rows.append({"condition": condition, "fraction": fraction, "country": country, "n_runs": len(scored),
+                             "patches": scored[columns["patches"]].mean(),
+                             **{f"{m}_mean": scored[columns[m]].mean() for m in PAIRED_METRICS}})
+    return pd.DataFrame(rows)
 
 
 def _cell(used: pd.DataFrame, runs: pd.DataFrame, condition: str, fraction: int, scores: Scores | None,
@@ -245,7 +405,7 @@ def _cell(used: pd.DataFrame, runs: pd.DataFrame, condition: str, fraction: int,
     95 % interval (the comparison's method), and the means of the optional metrics."""
     rows = used[(used["condition"] == condition) & (used["fraction"] == fraction)].sort_values("seed")
     first = runs[runs["condition"] == condition].iloc[0]
-    cell: dict[str, object] = {"condition": condition, **{c: first[c] for c in CONDITION}, "fraction": fraction,
+    cell: dict[str, object] = {"condition": condition, **{c: first[c] for c in KEY}, "fraction": fraction,
                                "n_runs": len(rows), "seeds": _joined(rows["seed"]),
                                "versions": _joined(rows["version"]), "run_ids": _joined(rows["run_id"]),
                                "duplicates": int(((runs["condition"] == condition) & (runs["fraction"] == fraction)
@@ -273,10 +433,10 @@ def _joined(values: pd.Series) -> str:
     return ",".join(map(str, values))
 
 
-def _paired(used: pd.DataFrame, conditions: Sequence[str], fractions: Sequence[int], scores: Scores | None,
-            n_boot: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per fraction, every fine-tuned condition against every baseline condition, paired by seed; then
-    Holm's adjustment over every p of the comparison."""
+def _paired(used: pd.DataFrame, conditions: Sequence[str], fractions: Sequence[int],
+            scores: dict[str, Scores] | None, n_boot: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per fraction, every fine-tuned condition against every baseline condition of its label rule (the
+    same test patches), paired by seed; then Holm's adjustment over every p of the comparison."""
     if scores is None:
         return pd.DataFrame(), pd.DataFrame()
     baselines = set(used["condition"][used["stage"] == BASELINE_STAGE])
@@ -286,9 +446,9 @@ def _paired(used: pd.DataFrame, conditions: Sequence[str], fractions: Sequence[i
         for a in (c for c in conditions if c not in baselines):
             for b in (c for c in conditions if c in baselines):
                 runs_a, runs_b = at[at["condition"] == a], at[at["condition"] == b]
-                if runs_a.empty or runs_b.empty:
+                if runs_a.empty or runs_b.empty or scores[a] is not scores[b]:
                     continue
-                summary, rows = _pair(runs_a, runs_b, scores, n_boot, seed)
+                summary, rows = _pair(runs_a, runs_b, scores[a], n_boot, seed)
                 summaries.append({"fraction": fraction, "condition": a, "baseline": b, **summary})
                 pairs += [{"fraction": fraction, "condition": a, "baseline": b, **r} for r in rows]
     paired = pd.DataFrame(summaries)
@@ -344,7 +504,7 @@ def _reliability(used: pd.DataFrame, natural: NaturalPredictions | None) -> pd.D
 
 def _duplicates(runs: pd.DataFrame) -> pd.DataFrame:
     """Every run of a (condition, fraction, seed) registered more than once, with the version that counts."""
-    key = ["condition", "fraction", "seed"]
+    key = ["condition", "fraction", "seed", "fold"]
     dup = runs[runs.duplicated(key, keep=False)]
     counted = dup[dup["used"]].set_index(key)["version"].rename("counted_version")
     columns = [*key, "version", "run_id", "used", *METRICS]

@@ -2,7 +2,8 @@
 counts, a figure of the paired differences, a reliability diagram of the natural-prevalence test set, and
 one self-contained report.html (figures embedded as base64 PNG) that links every cell to its runs and
 model versions and names the digests behind it. Every figure's intervals come from one method, named in
-its caption (Comparison.method); paired tables show each raw p beside its Holm-adjusted p.
+its caption (Comparison.method); paired tables show each raw p beside its Holm-adjusted p. Where the runs
+have folds or per-country metrics, the per-fold and per-country tables follow (folds.csv, countries.csv).
 
 Figures are matplotlib Figure objects (no pyplot state); the same comparison gives the same files.
 """
@@ -52,12 +53,14 @@ class Links:
 
 
 def write_report(comparison: Comparison, out: Path, title: str, links: Links | None = None) -> list[Path]:
-    """table.csv, paired.csv, pairs.csv, duplicates.csv, runs.csv, table.md, bars_accuracy.png, bars_f1.png,
+    """table.csv, paired.csv, pairs.csv, duplicates.csv, runs.csv, folds.csv and countries.csv (where the
+    comparison has them), table.md, bars_accuracy.png, bars_f1.png,
     lines.png, paired.png (when there are paired tests), reliability.png (when runs have natural-prevalence
     predictions) and report.html in `out`."""
     out.mkdir(parents=True, exist_ok=True)
     tables = {"table.csv": comparison.cells, "paired.csv": comparison.paired, "pairs.csv": comparison.pairs,
-              "duplicates.csv": comparison.duplicates, "runs.csv": comparison.runs}
+              "duplicates.csv": comparison.duplicates, "runs.csv": comparison.runs,
+              **{b.file: b.frame for b in _breakdowns(comparison)}}
     for name, frame in tables.items():
         frame.to_csv(out / name, index=False)
     (out / "table.md").write_text(to_markdown(comparison, title))
@@ -290,6 +293,38 @@ def _intro(comparison: Comparison) -> list[str]:
             "others are listed under duplicates.")]
 
 
+@dataclass(frozen=True)
+class Breakdown:
+    """A table of means below the cells: per fold, or per country."""
+
+    heading: str
+    note: str
+    file: str
+    frame: pd.DataFrame
+    header: list[str]
+    rows: list[list[str]]
+
+
+def _breakdowns(comparison: Comparison) -> list[Breakdown]:
+    """The per-fold and per-country tables, where the comparison has them."""
+    out = []
+    if not comparison.folds.empty:
+        rows = [[r["condition"], str(r["fraction"]), r["fold"], r["held_out"], r["seeds"],
+                 *(_plain(r[f"{m}_mean"]) for m in METRICS)] for r in comparison.folds.to_dict("records")]
+        out.append(Breakdown("Folds", "Each fold's test set alone: the mean over the seeds that ran it. The cells "
+                             "above pool the folds.", "folds.csv", comparison.folds,
+                             ["condition", "fraction (%)", "fold", "held out", "seeds",
+                              *(f"test {n} (mean)" for n in METRICS.values())], rows))
+    if not comparison.countries.empty:
+        rows = [[r["condition"], str(r["fraction"]), r["country"], str(r["n_runs"]), _plain(r["patches"], 1),
+                 *(_plain(r[f"{m}_mean"]) for m in PAIRED_METRICS)] for r in comparison.countries.to_dict("records")]
+        out.append(Breakdown("Countries", "Test patches of each country, per run that scored them (seeds and "
+                             "folds): the mean over those runs, no interval.", "countries.csv", comparison.countries,
+                             ["condition", "fraction (%)", "country", "runs", "test patches per run",
+                              *(f"test {PAIRED_NAMES[m]} (mean)" for m in PAIRED_METRICS)], rows))
+    return out
+
+
 def _markdown_table(header: Sequence[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -304,6 +339,8 @@ def to_markdown(comparison: Comparison, title: str) -> str:
               else "No paired tests (no per-patch predictions, or no baseline).\n"]
     parts += ["## Duplicates", _markdown_table(DUPLICATE_HEADER, _duplicate_rows(comparison.duplicates))
               if not comparison.duplicates.empty else "None.\n"]
+    for b in _breakdowns(comparison):
+        parts += [f"## {b.heading}", b.note, _markdown_table(b.header, b.rows)]
     return "\n\n".join(parts)
 
 
@@ -357,7 +394,10 @@ def to_html(comparison: Comparison, title: str, figures: Sequence[Path], links: 
              "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left}img{max-width:100%}"
              ".warn{color:#b00;font-weight:bold}.ok{color:#060}")
     header = [*CELL_HEADER, "model versions", "runs (seed)", "encoder version", "digests", "split kind"]
+    breakdowns = "".join(f"<h2>{html.escape(b.heading)}</h2><p>{html.escape(b.note)}</p>"
+                         + _html_table(b.header, [[html.escape(c) for c in r] for r in b.rows])
+                         for b in _breakdowns(comparison))
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{intro}{images}"
             f"<h2>Cells</h2>{_html_table(header, cells)}<h2>Paired tests</h2>{paired}"
-            f"<h2>Duplicates</h2>{duplicates}</body></html>\n")
+            f"<h2>Duplicates</h2>{duplicates}{breakdowns}</body></html>\n")
