@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -70,9 +71,13 @@ os.kill(os.getpid(), signal.SIGKILL)
 """
 
 
-def seconds(command: list[str], env: dict[str, str] | None = None) -> float:
+def seconds(command: list[str], env: dict[str, str] | None = None, killed: bool = False) -> float:
+    """Wall seconds of `command`; with `killed`, it must end by SIGKILL (its fault point was reached)."""
     start = time.perf_counter()
-    subprocess.run(command, check=False, capture_output=True, env=env)
+    done = subprocess.run(command, check=False, capture_output=True, env=env, text=True)
+    if killed and done.returncode != -signal.SIGKILL:
+        raise SystemExit(f"bench_startup: {command[3]} ended with {done.returncode}, not at its fault point:\n"
+                         f"{done.stderr[-2000:]}")
     return time.perf_counter() - start
 
 
@@ -103,10 +108,10 @@ def first_epoch(repeats: int, demo_patches: int) -> list[Figure]:
         bare_script = tmp / "bare.py"
         bare_script.write_text(BARE_FIRST_EPOCH)
         bare = [sys.executable, str(bare_script), str(store), str(splits), str(weights), str(tmp / "bare.ckpt")]
-        killed = {**env, "SIMCLR_S2_FAULT": "checkpoint_write@0"}
+        at_fault = {**env, "SIMCLR_S2_FAULT": "checkpoint_write@0"}
         times: dict[str, list[float]] = {"finetune": [], "bare": []}
         for seed in range(1, repeats + 1):
-            times["finetune"].append(seconds(_finetune(seed), killed))
+            times["finetune"].append(seconds(_finetune(seed), at_fault, killed=True))
             times["bare"].append(seconds(bare, env))
     load = load_average()
     for name, ts in times.items():
