@@ -92,7 +92,8 @@ def resolve_training(spec: Training, ctx: Context, make: bool) -> dict[str, str]
 
 def prepare(spec: Training, resolved: Mapping[str, str], ctx: Context) -> Prepared:
     """Load the split sets and the encoder (MLflow look-ups and downloads: rank 0 only)."""
-    split = load_split_data(fetcher(ctx), resolved.get("split", spec.split), spec.scheme, spec.fraction)
+    split = load_split_data(fetcher(ctx), resolved.get("split", spec.split), spec.scheme, spec.fraction,
+                            fold=spec.fold)
     if not isinstance(spec, specs.Finetune):
         return Prepared(split, None)
     pretrained = load_pretrained(ctx.client, resolved.get("pretrained", spec.pretrained), spec.bands)
@@ -178,7 +179,7 @@ def _frame(s: SplitSet) -> pd.DataFrame:
     return pd.DataFrame({"name": s.names, "label": s.labels})
 
 
-def evaluate_natural(spec: Training, trained: TrainedClassifier, run: StageRun, ctx: Context) -> dict[str, str]:
+def evaluate_natural(trained: TrainedClassifier, run: StageRun) -> dict[str, str]:
     """Score the natural-prevalence test set at 0.5 and at the threshold chosen on the fraction's
     natural-prevalence validation set (splits.py), as test_natural_* and test_natural_valthr_*; log the
     split's measured footprint overlap of test. Returns the version tags these add (val_threshold)."""
@@ -189,13 +190,10 @@ def evaluate_natural(spec: Training, trained: TrainedClassifier, run: StageRun, 
     if split.natural is None or not manifest.natural_validation:
         return {}
     val = load_sets(split.folder, split.scheme).get(split.fraction, VAL_NATURAL)
-    val_batches = loader(ctx, split.archive_root, val.names, val.labels.astype(np.float32), trained.bands,
-                         spec.batch_size, shuffle=False, seed=spec.seed, digest=split.index_digest, pack=False,
-                         scaling=trained.scaling)
     run.log_params({"val_natural_digest": val.digest, "val_natural_patches": len(val.names)})
     scored = predict(trained.model, trained.batches(split.natural, False), trained.device)
     natural = log_at_validation_threshold(run, scored, split.natural.names, NATURAL,
-                                          predict(trained.model, val_batches, trained.device),
+                                          predict(trained.model, trained.batches(val, False), trained.device),
                                           spatial_groups(split.index, split.natural.names))
     return {THRESHOLD_METRIC: repr(natural[THRESHOLD_METRIC]),
             "test_natural_valthr_f1": f"{natural['test_natural_valthr_f1']:.4f}"}
@@ -252,7 +250,7 @@ class Classifier(Stage[Training]):
         run.log_metrics(country_metrics(split.index, split.test.names, *scored[:2]))  # compare's per-country table
         if test["test_near_constant"]:
             run.set_tags({"near_constant": "true"})  # compare flags it; promote never chooses it
-        natural = evaluate_natural(spec, trained, run, ctx)
+        natural = evaluate_natural(trained, run)
         summary = {**{k: f"{v:.4f}" for k, v in result.best_val.items()},
                    **{k: f"{test[k]:.4f}" for k in REGISTERED_TEST_METRICS}, **natural,
                    "near_constant": str(bool(test["test_near_constant"])).lower()}

@@ -1,6 +1,8 @@
 """evaluate: score a registered classifier on a split set. It writes nothing but its own run: `auto` finds
 the demo splits without making them, downloads go to a temporary folder, and the patches are read from
-the GeoTIFFs instead of being packed.
+the split's packed store when one is there (what training packed, or `fetch pack=splits` streamed with no
+GeoTIFFs extracted), else from the GeoTIFFs rounded as the store holds them: the same probabilities either
+way, and those finetune's test scoring gave (inputs.loader).
 
 On a test set the metrics come twice: at the 0.5 threshold (`<set>_*`), and at the threshold with the best
 F1 on the natural-prevalence validation set of the model's own fraction (`val_threshold`,
@@ -61,8 +63,8 @@ class Evaluate(Stage[specs.Evaluate]):
 
             def batches(s: SplitSet) -> BatchLoader:
                 return loader(ctx, split.archive_root, s.names, s.labels.astype("float32"), ",".join(bands),
-                              spec.batch_size, shuffle=False, seed=0, digest=split.index_digest, pack=False,
-                              scaling=tags.get(SCALING_TAG, ZSCORE))
+                              spec.batch_size, shuffle=False, seed=0, digest=split.index_digest,
+                              store_names=split.pool, pack=False, scaling=tags.get(SCALING_TAG, ZSCORE))
 
             scored = predict(model, batches(chosen), device)
             if spec.set in ("test", NATURAL):

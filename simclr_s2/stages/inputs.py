@@ -10,17 +10,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 
-from simclr_s2.bigearthnet.bands import ZSCORE
+from simclr_s2.bigearthnet.bands import ZSCORE, resolve_bands
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
+from simclr_s2.bigearthnet.packed import PackedStore, StoreError, quantise
+from simclr_s2.bigearthnet.reader import patch_dir, read_pixels
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
-from simclr_s2.learning.datasets import BatchLoader, make_loader
+from simclr_s2.learning.datasets import BatchLoader, PackedDataset, PatchDataset, make_loader
 from simclr_s2.settings.context import Context
-from simclr_s2.study.splits import NATURAL, SplitSet, load_manifest, load_sets
+from simclr_s2.study.splits import NATURAL, VAL_NATURAL, SplitManifest, SplitSet, load_manifest, load_sets
 from simclr_s2.tracking.artifacts import Fetcher
 
 SOURCE = "source.json"
+RESAMPLING = "bicubic"  # how the stages' stores resample the 20 m and 60 m bands (make_loader's default)
 
 
 def fetcher(ctx: Context) -> Fetcher:
@@ -44,8 +48,8 @@ class SplitData:
     kind: str  # "random", "tile", "block-<n>km" or "official"
     natural: SplitSet | None  # the natural-prevalence test set, when the split has one
     index: pd.DataFrame
-    # every patch of the scheme's splits at every fraction: what one packed store holds, so every fraction
-    # (they nest) and every set reads the same store, packed once
+    # every patch of the scheme's splits at every fraction (natural validation sets too): what one packed
+    # store holds, so every fraction (they nest) and every set reads the same store, packed once
     pool: list[str]
 
     def set(self, name: str) -> SplitSet:
@@ -56,9 +60,11 @@ class SplitData:
         return {"train": self.train, "val": self.val, "test": self.test, NATURAL: self.natural}[name]
 
 
-def load_split_data(fetch: Fetcher, ref: str, scheme: str, fraction: int) -> SplitData:
+def load_split_data(fetch: Fetcher, ref: str, scheme: str, fraction: int,
+                    fold: str | None = None) -> SplitData:
     """Load and verify train/val (at `fraction`) and the shared test set; the index the splits were drawn
-    from is found through the source.json create_splits wrote beside them."""
+    from is found through the source.json create_splits wrote beside them. `fold`: the fold a training
+    says the split holds out (its parameter, which compare groups runs by), checked against the manifest."""
     folder = fetch.path(ref, "split")
     source_file = folder / scheme / SOURCE
     if not source_file.is_file():
@@ -72,13 +78,25 @@ def load_split_data(fetch: Fetcher, ref: str, scheme: str, fraction: int) -> Spl
     index = load_index(index_path)
     splits = load_sets(folder, scheme, index)
     manifest = splits.manifest
+    if fold is not None:
+        _check_fold(fold, manifest, folder / scheme)
     sets = {name: splits.get(fraction, name) for name in ("train", "val", "test")}
     natural = splits.get(fraction, NATURAL) if manifest.natural_share is not None else None
     largest = max(manifest.fractions)
+    nested = ("train", "val", VAL_NATURAL) if manifest.natural_validation else ("train", "val")
     pool = sorted({*sets["test"].names, *(natural.names if natural else []),
-                         *(n for name in ("train", "val") for n in splits.get(largest, name).names)})
+                   *(n for name in nested for n in splits.get(largest, name).names)})
     return SplitData(ref, folder, scheme, fraction, Path(source["archive_root"]), digest, **sets,
                      kind=manifest.kind, natural=natural, index=index, pool=pool)
+
+
+def _check_fold(given: str, manifest: SplitManifest, where: Path) -> None:
+    """One line when the `fold` parameter disagrees with the fold the split holds out (none: not a fold)."""
+    held = "none" if manifest.fold is None else str(manifest.fold)
+    if (given if given == "none" else str(int(given))) != held:
+        what = (f"holds out fold {held} ({manifest.held_out})" if manifest.fold is not None
+                else "is not a cross-validation fold")
+        raise UserError(f"fold: the split {where} {what}, but fold={given} was given; expected fold={held}")
 
 
 @dataclass(frozen=True)
@@ -97,18 +115,48 @@ def read_index(fetch: Fetcher, ref: str) -> IndexData:
 def store_path(ctx: Context, digest: str, bands: str, pool: list[str]) -> Path:
     """The packed store of the sorted patch list `pool` of the index `digest` with `bands` (as given to
     `loader`): where training packs it on first use, and where `fetch pack=...` streams it beforehand."""
-    key = hashlib.sha256("\n".join([digest, bands, *pool]).encode()).hexdigest()[:16]
-    return ctx.state_dir("packed") / key
+    return ctx.state_dir("packed") / _store_key(digest, bands, pool)
+
+
+def _store_key(digest: str, bands: str, pool: list[str]) -> str:
+    return hashlib.sha256("\n".join([digest, bands, *pool]).encode()).hexdigest()[:16]
+
+
+def _existing_store(ctx: Context, digest: str, bands: str, pool: list[str]) -> PackedStore | None:
+    """The store `store_path` names, when one is there, complete and packed as `loader` would pack it (index,
+    bands, resampling, patches); None otherwise. Looks only: creates no folder, takes no lock."""
+    try:
+        store = PackedStore.open(ctx.home / "packed" / _store_key(digest, bands, pool))
+    except StoreError:
+        return None
+    packed_as = (store.index_digest, store.bands, store.resampling, store.names)
+    return store if packed_as == (digest, resolve_bands(bands), RESAMPLING, tuple(pool)) else None
+
+
+class _StoreRounded(PatchDataset):
+    """GeoTIFF reads rounded to the store's uint16 as packing rounds them (packed.quantise), so a set scores
+    the same from the files as from a store (training and finetune's test scoring read the store)."""
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        dn = read_pixels(patch_dir(self.archive_root, self.names[i]), self.transform.bands, self.resampling,
+                         normalised=False)
+        return torch.from_numpy(self.transform(quantise(dn))), self.labels[i]
 
 
 def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarray | None, bands: str,
            batch_size: int, *, shuffle: bool, seed: int, digest: str, store_names: list[str] | None = None,
            pack: bool = True, scaling: str = ZSCORE) -> BatchLoader:
-    """Batches from the packed store of `store_names` (default `names`), packed on first use; with
-    `pack=False` (commands that write nothing) straight from the GeoTIFFs. Inputs come scaled as the
-    model expects (`scaling`, bands.SCALINGS) and on the device training runs on."""
+    """Batches from the packed store of `store_names` (default `names`), packed on first use. With
+    `pack=False` (commands that write nothing) that store when it is there (e.g. streamed by `fetch`, with
+    no GeoTIFFs extracted), else the GeoTIFFs rounded as a store holds them: the same inputs either way.
+    Inputs come scaled as the model expects (`scaling`, bands.SCALINGS) and on the device training runs on."""
     pool = sorted(store_names or names)
-    store = store_path(ctx, digest, bands, pool) if pack else None
-    return make_loader(archive_root, names, labels, bands, batch_size=batch_size, shuffle=shuffle, seed=seed,
-                       store_dir=store, index_digest=digest, store_names=pool, scaling=scaling,
-                       device=distributed.device())
+    if pack:
+        return make_loader(archive_root, names, labels, bands, RESAMPLING, batch_size=batch_size,
+                           shuffle=shuffle, seed=seed, store_dir=store_path(ctx, digest, bands, pool),
+                           index_digest=digest, store_names=pool, scaling=scaling,
+                           device=distributed.device())
+    store = _existing_store(ctx, digest, bands, pool)
+    source = (PackedDataset(store, labels, store.rows(names), scaling) if store is not None
+              else _StoreRounded(archive_root, names, labels, bands, RESAMPLING, scaling))
+    return BatchLoader(source, batch_size, shuffle, seed, device=distributed.device())
