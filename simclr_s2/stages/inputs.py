@@ -157,6 +157,10 @@ def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarra
                            index_digest=digest, store_names=pool, scaling=scaling,
                            device=distributed.device())
     store = _existing_store(ctx, digest, bands, pool)
+    if store is None and not patch_dir(archive_root, names[0]).is_dir():
+        raise UserError(f"split: no packed store of its patches in bands {bands} under {ctx.home / 'packed'} "
+                        f"and no GeoTIFFs in {archive_root}; make the store (fetch pack=splits bands=...) or "
+                        "extract the archive (fetch extract=true)")
     source = (PackedDataset(store, labels, store.rows(names), scaling) if store is not None
               else _StoreRounded(archive_root, names, labels, bands, RESAMPLING, scaling))
     return BatchLoader(source, batch_size, shuffle, seed, device=distributed.device())

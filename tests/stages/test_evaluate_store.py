@@ -39,13 +39,21 @@ def _scored(project, run_id: str) -> pd.DataFrame:
 
 def test_evaluate_scores_from_the_store_alone_as_from_the_geotiffs_and_as_finetune(project, demo, split_uri):
     (version,) = project.client.search_model_versions(f"name='{CLASSIFIER_MODEL}' and run_id='{demo.info.run_id}'")
-    model = f"models:/{CLASSIFIER_MODEL}/{version.version}"
-    packed = project.root / "home" / "packed"
-    with _hidden(Path(project.env["SIMCLR_S2_DATA"]) / DEMO_ARCHIVE):  # a store and no GeoTIFFs
-        from_store = _scored(project, project.run_stage(EVALUATE, model_uri=model, split=split_uri(), batch_size=32))
+
+    def evaluated() -> pd.DataFrame:  # in the demo fine-tune's batches
+        run_id = project.run_stage(EVALUATE, model_uri=f"models:/{CLASSIFIER_MODEL}/{version.version}",
+                                   split=split_uri(), batch_size=32)
+        return _scored(project, run_id)
+
+    packed, archive = project.root / "home" / "packed", Path(project.env["SIMCLR_S2_DATA"]) / DEMO_ARCHIVE
+    with _hidden(archive):  # a store and no GeoTIFFs
+        from_store = evaluated()
     with _hidden(packed):  # GeoTIFFs and no store
-        from_files = _scored(project, project.run_stage(EVALUATE, model_uri=model, split=split_uri(), batch_size=32))
+        from_files = evaluated()
         assert not packed.exists()  # looked for, never made
+        with _hidden(archive), pytest.raises(UserError, match=r"^split: no packed store of its patches in "
+                                                              r"bands B04,.* and no GeoTIFFs in .*; make the"):
+            evaluated()
     pd.testing.assert_frame_equal(from_store, from_files, check_exact=True)
     pd.testing.assert_frame_equal(from_store, _scored(project, demo.info.run_id), check_exact=True)
 
