@@ -374,7 +374,8 @@ class Compare(Spec):
     out: str = param("outputs/compare", "output folder (also logged as artifacts)")
     n_boot: int = param(2000, "bootstrap resamples for intervals and paired tests", check=positive)
     test_set: str = param("any", "compare only versions scored on this test set (its digest or a prefix of "
-                                 "it, as compare's refusal names them); any = all, refused when they differ")
+                                 "it, as compare's refusal names them); any = all, refused when they differ; "
+                                 "folds = the versions of cross-validation folds (each fold its own test set)")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from simclr_s2.tracking.ui import run_url, version_url
 from simclr_s2.tracking.versions import VersionRecord, finite, search_versions, versions_frame
 
 PREDICTIONS = "evaluation/test/predictions.csv"
+FOLDS = "folds"  # test_set value: every version trained on a cross-validation fold, each fold its own test set
 NATURAL_FOLDER = "evaluation/test_natural"
 
 
@@ -42,7 +43,7 @@ class Compare(Stage[specs.Compare]):
         if not records:
             raise UserError(f"scheme: no registered {CLASSIFIER_MODEL} version has scheme {spec.scheme!r}; "
                             "run finetune and baseline (or main) first")
-        if spec.test_set != "any":
+        if spec.test_set not in ("any", FOLDS):
             records = [r for r in records if r.tags.get("test_digest", "").startswith(spec.test_set)]
             if not records:
                 raise UserError(f"test_set: no {spec.scheme} version was scored on a test set whose digest starts "
@@ -66,8 +67,8 @@ class Compare(Stage[specs.Compare]):
                 path = f"{NATURAL_FOLDER}/predictions.csv"
                 return pd.read_csv(ctx.client.download_artifacts(run_id, path, tmp)) if path in listed else None
 
-            comparison = compare(runs_frame(records, ctx), spec.fractions, predictions=predictions, natural=natural,
-                                 n_boot=spec.n_boot)
+            comparison = compare(runs_frame(records, ctx, spec), spec.fractions, predictions=predictions,
+                                 natural=natural, n_boot=spec.n_boot)
         out = Path(spec.out).expanduser().resolve()
         for path in write_report(comparison, out, f"scheme {spec.scheme}", links):
             run.log_artifact(path)
@@ -81,13 +82,19 @@ class Compare(Stage[specs.Compare]):
               + f"; report in {out / 'report.html'}")
 
 
-def runs_frame(records: list[VersionRecord], ctx: Context) -> pd.DataFrame:
+def runs_frame(records: list[VersionRecord], ctx: Context, spec: specs.Compare) -> pd.DataFrame:
     """compare's input: the versions' frame with their per-country metrics, and the fold and label rule
-    that main tags each cell's run with ("" where a run has none)."""
+    that main tags each cell's run with ("" where a run has none); with test_set=folds, only fold runs."""
     countries = sorted({m for r in records for m in r.metrics if COUNTRY_METRIC.fullmatch(m)})
     frame = versions_frame(records, (*METRICS, *OPTIONAL_METRICS, *countries))
     tags = [ctx.client.get_run(r.run_id).data.tags for r in records]
-    return frame.assign(**{k: [t.get(k, "") for t in tags] for k in (*VARIANT, *LABEL_RULE)})
+    frame = frame.assign(**{k: [t.get(k, "") for t in tags] for k in (*VARIANT, *LABEL_RULE)})
+    if spec.test_set == FOLDS:
+        frame = frame[frame["fold"] != ""]
+        if frame.empty:
+            raise UserError(f"test_set: no {spec.scheme} version was trained on a cross-validation fold; run main "
+                            "with split_kind=folds-<k> or country first")
+    return frame
 
 
 COMPARE = Compare()

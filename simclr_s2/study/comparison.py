@@ -202,7 +202,10 @@ def _checked(runs: pd.DataFrame) -> pd.DataFrame:
 
 def _test_sets(runs: pd.DataFrame) -> str:
     """The comparison's test sets: one per label rule (each rule draws its own split), after its rule
-    where there are several."""
+    where there are several. Runs of cross-validation folds never share a comparison with others."""
+    if (runs["fold"] != "").any() and (runs["fold"] == "").any():
+        raise UserError("compare: runs of cross-validation folds and runs without a fold cannot share one "
+                        "comparison; compare one split at a time (test_set=folds, or test_set=<digest>)")
     rules = list(runs.groupby(list(LABEL_RULE), sort=True))
     if len(rules) == 1:
         return _one_test_set(runs)
@@ -213,9 +216,6 @@ def _test_sets(runs: pd.DataFrame) -> str:
 def _one_test_set(runs: pd.DataFrame) -> str:
     """The comparison's test set: its digest, or with folds, each fold's digest after its fold number."""
     if (runs["fold"] != "").any():
-        if (runs["fold"] == "").any():
-            raise UserError("compare: runs of cross-validation folds and runs without a fold cannot share one "
-                            "comparison; compare one split at a time (test_set=<digest>)")
         return " ".join(f"{fold}:{_one_test_set(runs[runs['fold'] == fold].assign(fold=''))[:12]}"
                         for fold in sorted(set(runs["fold"]), key=int))
     counts = runs["test_digest"].value_counts().sort_index()

@@ -145,8 +145,9 @@ def test_each_label_rule_has_its_own_test_set_and_pairs_within_it() -> None:
 
 def test_fold_runs_do_not_mix_with_other_splits() -> None:
     other = {**run(30, 0, "0"), "fold": "", "held_out": ""}
-    with pytest.raises(UserError, match="folds and runs without a fold"):
-        compare(pd.DataFrame([*folded().to_dict("records"), other]), [10])
+    for row in (other, {**other, "min_fraction": "0.5"}):  # under another label rule too
+        with pytest.raises(UserError, match="folds and runs without a fold.*test_set=folds"):
+            compare(pd.DataFrame([*folded().to_dict("records"), row]), [10])
     with pytest.raises(UserError, match=r"runs: fold \['x'\]: expected a fold number"):
         compare(folded().assign(fold="x"), [10])
 
