@@ -123,4 +123,5 @@ def test_a_constant_or_near_constant_predictor_is_flagged():
     assert near_constant(np.full(200, 0.9)) and near_constant(np.r_[np.full(198, 0.9), 0.1, 0.2])
     assert near_constant(np.linspace(0.501, 0.509, 200))  # every patch positive
     assert not near_constant(np.where(y == 1, 0.8, 0.2))
+    assert not near_constant(np.where(y == 1, 0.505, 0.495))  # close together, yet two classes at 0.5
     assert binary_metrics(y, np.full(200, 0.9))["near_constant"] == 1.0
