@@ -398,3 +398,35 @@ def write_demo_archive(
     if layout == "v2":
         _write_metadata(root, plan, labels)
     return root
+
+
+SCENE_PATCHES = 5
+"""A demo scene is SCENE_PATCHES x SCENE_PATCHES demo patches: 6 km, 600 px a side at 10 m."""
+_SCENE_TILE = 4  # 33UUP, Austria: its UTM zone and upper-left corner
+_SCL_VEGETATION, _SCL_CLOUD = 4, 9  # Scene Classification classes: vegetation, cloud of high probability
+_CLOUD_PATCH = (1, 3)  # (row, column) of the patch a cloud covers in part
+
+
+def write_demo_scene(folder: Path, seed: int = 0, positive_rate: float = 0.4) -> Path:
+    """Write a synthetic Sentinel-2 L2A scene into `folder` (created; must be missing or empty) as `predict`
+    reads one: per-band GeoTIFFs B01.tif ... B12.tif at their native resolutions and SCL.tif at 20 m, on a
+    real tile's UTM grid. Its ground is demo patches drawn as the archive's (same generator, so a classifier
+    trained on the demo archive finds what it learnt), side by side, so each 120 px window of `predict` is
+    one patch; SCL marks a cloud over part of one patch, which the map leaves out."""
+    folder = Path(folder)
+    if folder.exists() and (not folder.is_dir() or any(folder.iterdir())):
+        raise UserError(f"demo scene folder {folder}: expected a missing or empty folder")
+    rng = np.random.default_rng([seed, SCENE_PATCHES])
+    grid = [[_pixels(rng, _draw_labels(rng, positive_rate))[0] for _ in range(SCENE_PATCHES)]
+            for _ in range(SCENE_PATCHES)]
+    _, epsg, ulx, uly, *_ = _TILES[_SCENE_TILE]
+    folder.mkdir(parents=True, exist_ok=True)
+    with rasterio.Env():
+        for band in BANDS:
+            raster = np.block([[patch[band] for patch in row] for row in grid])
+            write_geotiff(folder / f"{band}.tif", raster, _crs(epsg), RESOLUTION_M[band], ulx, uly)
+        scl = np.full((PATCH_SIZE * SCENE_PATCHES // 2,) * 2, _SCL_VEGETATION, np.uint8)
+        row, col = (PATCH_SIZE // 2 * i for i in _CLOUD_PATCH)
+        scl[row + 10 : row + 40, col + 15 : col + 50] = _SCL_CLOUD
+        write_geotiff(folder / "SCL.tif", scl, _crs(epsg), 20, ulx, uly)
+    return folder

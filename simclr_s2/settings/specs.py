@@ -124,6 +124,8 @@ class MakeDemoData(Spec):
     seed: int = param(0, "random seed: the same seed writes the same bytes")
     layout: str = param("v1", "v1 (BigEarthNet-S2 v1.0) or v2 (v2.0 / reBEN, with reference maps)",
                         choices=LAYOUTS)
+    scene: str = param("none", "folder to write a synthetic Sentinel-2 scene into (per-band GeoTIFFs, "
+                               "which predict maps) instead of an archive; none = the archive")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The data stages: write the demo archive, index an archive, draw the splits of one scheme."""
+"""The data stages: write the demo archive (or a demo scene), index an archive, draw the splits of one scheme."""
 
 from __future__ import annotations
 
@@ -7,13 +7,13 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TypeVar
 
 import pandas as pd
 
-from simclr_s2.bigearthnet.demo import write_demo_archive
+from simclr_s2.bigearthnet.demo import write_demo_archive, write_demo_scene
 from simclr_s2.bigearthnet.index import (
     build_index,
     index_archive_root,
@@ -35,6 +35,8 @@ from simclr_s2.tracking.tracker import StageRun
 DEMO_MARKER = ".simclr_s2_demo.json"
 ARCHIVE_TAG = "simclr_s2.archive"
 SPLITS_TAG = "simclr_s2.study.splits"
+SCENE_TAG = "simclr_s2.scene"
+NO_SCENE = "none"
 
 S = TypeVar("S", bound=Spec)
 
@@ -59,31 +61,45 @@ class MakeDemoData(DataStage[specs.MakeDemoData]):
     spec = specs.MakeDemoData
 
     def run_name(self, spec: specs.MakeDemoData, resolved: Mapping[str, str]) -> str:
-        return f"demo-data-{spec.n_patches}-s{spec.seed}"
+        return f"demo-data-{spec.n_patches}-s{spec.seed}" if spec.scene == NO_SCENE else f"demo-scene-s{spec.seed}"
 
     def tags(self, spec: specs.MakeDemoData, resolved: Mapping[str, str]) -> dict[str, object]:
         return {"seed": spec.seed}
 
     def execute(self, spec: specs.MakeDemoData, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
-        out = _path(spec, resolved, "out")
-        recipe = demo_recipe(spec)
         started = time.perf_counter()
-        reused = has_demo(out, recipe)
-        if not reused:
-            if out.exists() and any(out.iterdir()):
-                raise UserError(f"out: {out} holds something other than a demo archive of {recipe}; "
-                                "choose an empty folder")
-            partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
-            shutil.rmtree(partial, ignore_errors=True)
-            write_demo_archive(partial, n_patches=spec.n_patches, seed=spec.seed, layout=spec.layout)
-            (partial / DEMO_MARKER).write_text(json.dumps(recipe))
-            out.parent.mkdir(parents=True, exist_ok=True)
-            if out.exists():
-                out.rmdir()
-            os.replace(partial, out)  # only a finished archive ever carries the final name
+        if spec.scene != NO_SCENE:
+            scene = _absolute(spec.scene)
+            reused = _write_once("scene", scene, {"scene_seed": spec.seed}, lambda f: write_demo_scene(f, seed=spec.seed))
+            run.log_metrics({"seconds": time.perf_counter() - started})
+            run.set_tags({SCENE_TAG: str(scene), "simclr_s2.reused_files": str(reused).lower()})
+            print(f"demo scene: {scene} (map it: predict -P scene={spec.scene})")
+            return
+        out = _path(spec, resolved, "out")
+        reused = _write_once("out", out, demo_recipe(spec), lambda f: write_demo_archive(
+            f, n_patches=spec.n_patches, seed=spec.seed, layout=spec.layout))
         run.log_metrics({"patches": spec.n_patches, "seconds": time.perf_counter() - started})
         run.set_tags({ARCHIVE_TAG: str(out), "simclr_s2.reused_files": str(reused).lower()})
         print(f"demo archive: {out} ({spec.n_patches} patches)")
+
+
+def _write_once(param: str, out: Path, recipe: Mapping[str, object], write: Callable[[Path], object]) -> bool:
+    """Write a demo of `recipe` to `out` unless it is there already (deterministic by seed: nothing to redo);
+    it is written beside `out` and moved into place whole, so only a finished one ever carries the name.
+    Returns whether it was there; `param` names the parameter that chose `out`, for the error."""
+    if has_demo(out, recipe):
+        return True
+    if out.exists() and any(out.iterdir()):
+        raise UserError(f"{param}: {out} holds something other than a demo of {dict(recipe)}; choose an empty folder")
+    partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
+    shutil.rmtree(partial, ignore_errors=True)
+    write(partial)
+    (partial / DEMO_MARKER).write_text(json.dumps(recipe))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.exists():
+        out.rmdir()
+    os.replace(partial, out)
+    return False
 
 
 def demo_recipe(spec: specs.MakeDemoData) -> dict[str, object]:
