@@ -12,12 +12,17 @@ import time
 import urllib.request
 
 import pytest
+import rasterio
 from project_runner import ROOT
 
 pytestmark = pytest.mark.e2e
 
 README = ROOT / "README.md"
 CHAIN = ["build_index", "create_splits", "create_splits", "finetune", "make_demo_data", "pretrain"]
+MAP_DEMO_SCENE = "mlflow run . -e make_demo_data --env-manager local -P scene=outputs/demo-scene"
+MAP_PREDICT = ("mlflow run . -e predict --env-manager local -P scene=outputs/demo-scene "
+               "-P model=models:/simclr-s2-irrigation/1")
+MAPS = ROOT / "outputs" / "predict" / "demo-scene"
 
 
 def readme_blocks() -> list[list[str]]:
@@ -29,6 +34,7 @@ def readme_blocks() -> list[list[str]]:
 
 def test_every_readme_command_is_run_here():
     assert readme_blocks() == [["make demo", "make test"], [".venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"],
+                               [". .venv/bin/activate", MAP_DEMO_SCENE, MAP_PREDICT],
                                [". .venv/bin/activate", "python -m simclr_s2 finetune -h",
                                 "mlflow run . -e finetune --env-manager local -P fraction=10"]]
 
@@ -56,9 +62,23 @@ def test_make_demo_twice_reuses_every_step_but_the_finetune(readme_demo):
 
 def test_the_next_step_command_as_written(readme_demo):
     project = readme_demo.project
-    project.shell(" && ".join(readme_blocks()[2]))
+    project.shell(" && ".join(readme_blocks()[3]))
     run = project.latest("finetune")
     assert run.info.status == "FINISHED" and run.data.params["fraction"] in ("10", "10.0")
+
+
+def test_the_map_commands_as_written(readme_demo, tmp_path):
+    """The demo scene mapped by the demo's classifier: the COG in the scene's CRS. Read from the run's
+    artifacts (the same files): the commands write under the checkout's outputs/, where maps of an earlier
+    run may lie."""
+    project = readme_demo.project
+    project.shell(" && ".join(readme_blocks()[2]))
+    run = project.latest("predict")
+    assert run.info.status == "FINISHED" and run.data.tags["model_version"] == "simclr-s2-irrigation/1"
+    assert run.data.tags["scene_id"] == "demo-scene" and (MAPS / "quicklook.png").is_file()
+    cog = project.client.download_artifacts(run.info.run_id, "maps/probability.tif", str(tmp_path))
+    with rasterio.open(cog) as maps:
+        assert maps.crs.to_epsg() == 32633 and maps.shape == (5, 5)
 
 
 def test_mlflow_ui_as_written_serves_the_store(readme_demo):
