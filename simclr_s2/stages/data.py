@@ -108,7 +108,7 @@ def demo_recipe(spec: specs.MakeDemoData) -> dict[str, object]:
 
 
 def has_demo(folder: Path, recipe: Mapping[str, object]) -> bool:
-    """The demo archive of `recipe` is there (deterministic by seed: nothing to redo)."""
+    """The demo (archive or scene) of `recipe` is there (deterministic by seed: nothing to redo)."""
     marker = folder / DEMO_MARKER
     return marker.is_file() and json.loads(marker.read_text()) == dict(recipe)
 
