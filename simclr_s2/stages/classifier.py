@@ -23,6 +23,7 @@ from simclr_s2.learning import distributed
 from simclr_s2.learning.batchnorm import recalibrate, recalibration_wanted
 from simclr_s2.learning.datasets import BatchLoader
 from simclr_s2.learning.feature_cache import cached_training_set
+from simclr_s2.learning.metrics import DEFAULT_THRESHOLD
 from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
 from simclr_s2.learning.runtime import Progress
 from simclr_s2.learning.train import FitConfig, FitResult, fit, predict
@@ -245,12 +246,13 @@ class Classifier(Stage[Training]):
         run.set_tags({"mlflow.runName": run_name})
         split = trained.split
         scored = predict(trained.model, trained.batches(split.test, False), trained.device)
+        natural = evaluate_natural(trained, run)
         test = log_evaluation(run, scored, split.test.names, "test",
-                              groups=spatial_groups(split.index, split.test.names))
+                              groups=spatial_groups(split.index, split.test.names),
+                              operated_at=float(natural.get(THRESHOLD_METRIC, DEFAULT_THRESHOLD)))
         run.log_metrics(country_metrics(split.index, split.test.names, *scored[:2]))  # compare's per-country table
         if test["test_near_constant"]:
             run.set_tags({"near_constant": "true"})  # compare flags it; promote never chooses it
-        natural = evaluate_natural(trained, run)
         summary = {**{k: f"{v:.4f}" for k, v in result.best_val.items()},
                    **{k: f"{test[k]:.4f}" for k in REGISTERED_TEST_METRICS}, **natural,
                    "near_constant": str(bool(test["test_near_constant"])).lower()}

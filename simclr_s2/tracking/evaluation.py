@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simclr_s2.learning.metrics import DEFAULT_THRESHOLD, best_f1_threshold, binary_metrics, save_plots
+from simclr_s2.learning.metrics import (
+    DEFAULT_THRESHOLD,
+    best_f1_threshold,
+    binary_metrics,
+    near_constant,
+    save_plots,
+)
 from simclr_s2.tracking.tracker import StageRun
 
 THRESHOLD_METRIC = "val_threshold"
@@ -20,14 +26,19 @@ Predictions = tuple[np.ndarray, np.ndarray, float]
 
 
 def log_evaluation(run: StageRun, predictions: Predictions, names: Sequence[str], prefix: str = "test",
-                   threshold: float = DEFAULT_THRESHOLD, groups: Sequence[str] | None = None) -> dict[str, float]:
+                   threshold: float = DEFAULT_THRESHOLD, groups: Sequence[str] | None = None,
+                   operated_at: float | None = None) -> dict[str, float]:
     """Metrics `<prefix>_accuracy` ... `<prefix>_fn` on the run; plots and predictions.csv under the
     artifact folder evaluation/<prefix>. `predictions` is `train.predict`'s (labels, probabilities,
     loss), in the order of `names`: one prediction pass can be scored at several thresholds. `groups`:
-    each patch's spatial group, written as the table's `group` column."""
+    each patch's spatial group, written as the table's `group` column. `operated_at`: the threshold the
+    model will be used at (its val_threshold), where `<prefix>_near_constant` is judged: a model whose scores
+    all sit below 0.5 but rank the patches well is not constant at the threshold it is operated at."""
     labels, probabilities, loss = predictions
-    metrics = {f"{prefix}_{k}": v for k, v in {**binary_metrics(labels, probabilities, threshold),
-                                               "loss": loss}.items()}
+    scored = binary_metrics(labels, probabilities, threshold)
+    if operated_at is not None:
+        scored["near_constant"] = float(near_constant(probabilities, operated_at))
+    metrics = {f"{prefix}_{k}": v for k, v in {**scored, "loss": loss}.items()}
     run.log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)

@@ -27,7 +27,7 @@ def test_a_torchgeo_encoder_is_fine_tuned_on_12_bands_recalibrated_with_its_head
         FINETUNE, pretrained="models:/simclr-s2-encoder@ssl4eo-r18", epochs=1, register="false",
         allow_pretraining_overlap="unknown"))  # imported: the ground it saw is unknown
     params = run.data.params
-    splits = project.latest("create_splits", scheme="basic").info.run_id
+    splits = params["resolved_split"].removeprefix("runs:/").split("/")[0]  # the split this fine-tune read
     train = pd.read_csv(project.client.download_artifacts(splits, "splits/basic/train_100pct.csv"))
     assert params["bn_recalibrated_on"] == str(len(train))
     assert params["resolved_bands"] == ",".join(BANDS) and params["policy"] == "head2"
