@@ -97,7 +97,11 @@ def georeference(tags: dict[int, tuple]) -> tuple[int | None, float, float]:
 def read_geotiff_uint16(path: str) -> GeoRaster:
     """Pixels and georeferencing of a small single-band uint16 GeoTIFF (raises OSError, TiffFormatError)."""
     with open(path, "rb") as f:
-        data = f.read()
+        return decode_geotiff_uint16(f.read())
+
+
+def decode_geotiff_uint16(data: bytes) -> GeoRaster:
+    """`read_geotiff_uint16` of a file's bytes (read from disk, or a member of an archive's stream)."""
     order, bigtiff, tags = first_directory(data, len(data), wanted=_WANTED, types=TYPES)
     if bigtiff:
         raise TiffFormatError("TIFF version 43: only classic TIFF (42) is read here")

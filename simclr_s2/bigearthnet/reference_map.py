@@ -8,14 +8,13 @@ geotiff.py, not GDAL: that keeps the index at metadata speed (see geotiff.py).
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from simclr_s2.bigearthnet.bands import PATCH_SIZE
-from simclr_s2.bigearthnet.geotiff import read_geotiff_uint16
+from simclr_s2.bigearthnet.geotiff import decode_geotiff_uint16
 from simclr_s2.bigearthnet.nomenclature import CLC_LEVEL3
 from simclr_s2.bigearthnet.reader import (
     MISSING_MAP,
@@ -46,12 +45,21 @@ def read_reference_map(archive_root: Path, name: str) -> ReferenceMap:
     """The codes, their pixel counts and the georeferencing of patch `name`'s map; PatchError if the map
     is missing, unreadable, not 120 x 120 or holds a code that is not CLC level 3."""
     path = reference_map_file(archive_root, name)
-    file = path.name
     try:
-        raster = read_geotiff_uint16(os.fspath(path))
+        data = path.read_bytes()
     except FileNotFoundError:
-        raise PatchError(name, MISSING_MAP, file, f"not found in {path.parent}") from None
-    except (TiffFormatError, OSError) as e:
+        raise PatchError(name, MISSING_MAP, path.name, f"not found in {path.parent}") from None
+    except OSError as e:
+        raise PatchError(name, UNREADABLE, path.name, str(e)) from None
+    return decode_reference_map(name, data)
+
+
+def decode_reference_map(name: str, data: bytes) -> ReferenceMap:
+    """`read_reference_map` of the map file's bytes (the index streams them from Reference_Maps.tar.zst)."""
+    file = reference_map_file(Path(), name).name
+    try:
+        raster = decode_geotiff_uint16(data)
+    except TiffFormatError as e:
         raise PatchError(name, UNREADABLE, file, str(e)) from None
     if raster.pixels.shape != (PATCH_SIZE, PATCH_SIZE):
         height, width = raster.pixels.shape
@@ -62,7 +70,7 @@ def read_reference_map(archive_root: Path, name: str) -> ReferenceMap:
         raise PatchError(
             name, UNKNOWN_CODE, file, f"code(s) {unknown.tolist()}; expected CLC level-3 codes or 0"
         )
-    data = present != NODATA
+    mapped = present != NODATA
     return ReferenceMap(
-        tuple(present[data].tolist()), tuple(counts[data].tolist()), raster.epsg, raster.ulx, raster.uly
+        tuple(present[mapped].tolist()), tuple(counts[mapped].tolist()), raster.epsg, raster.ulx, raster.uly
     )

@@ -9,8 +9,8 @@ band files are gathered in memory and decoded from there by the packer's strip r
 declines (another layout, damage), so the streamed store is the packer's store bit for bit (pixels.npy
 and names.txt; meta.json differs in its `created` time, as any two packs do). This process only walks the
 stream; worker processes decode, resample and write a chunk of patches at a time, each row to the row the
-patch has in the store's list. A map is decoded from a scratch folder in memory (/dev/shm where there is
-one) by the index's own reader.
+patch has in the store's list, resampling the 20 m bands with `bicubic` (torch's values, a fraction of its
+cost). A map is decoded from its bytes by the index's own decoder (`reference_map.decode_reference_map`).
 
 A stream that is truncated or corrupt stops at the member it was reading, naming it (zstandard's own
 stream_reader ends a truncated file without a word, so the decompression here refuses a file that ends
@@ -32,7 +32,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from contextlib import contextmanager
 from functools import partial
 from pathlib import Path
 from typing import BinaryIO
@@ -43,8 +42,8 @@ import zstandard
 from tqdm import tqdm
 
 from simclr_s2 import faults
-from simclr_s2.bigearthnet import packed, reben
-from simclr_s2.bigearthnet.bands import PATCH_SIZE, stack_bands
+from simclr_s2.bigearthnet import bicubic, packed, reben
+from simclr_s2.bigearthnet.bands import PATCH_SIZE
 from simclr_s2.bigearthnet.index import ArchiveError, IndexResult, write_v2_index
 from simclr_s2.bigearthnet.reader import (
     MISSING_BAND,
@@ -53,10 +52,9 @@ from simclr_s2.bigearthnet.reader import (
     PatchError,
     band_file,
     is_v2_name,
-    reference_map_file,
     tile_folder,
 )
-from simclr_s2.bigearthnet.reference_map import read_reference_map
+from simclr_s2.bigearthnet.reference_map import decode_reference_map
 from simclr_s2.errors import UserError
 
 CHUNK = 1 << 20
@@ -134,14 +132,6 @@ def _parts(member: tarfile.TarInfo, top: str) -> tuple[str, str, str] | None:
     return (parts[1], parts[2], parts[3]) if len(parts) == 4 and parts[0] == top else None
 
 
-@contextmanager
-def _scratch() -> Iterator[Path]:
-    """A folder for the few files in flight: in memory (/dev/shm) where there is one."""
-    shm = Path("/dev/shm")
-    with tempfile.TemporaryDirectory(prefix="simclr_s2-stream-", dir=shm if os.access(shm, os.W_OK) else None) as d:
-        yield Path(d)
-
-
 def stream_index(maps: Path, root: Path, out: Path) -> IndexResult:
     """The v2.0 index of `root` (holding the two metadata tables) with the maps read from `maps`
     (Reference_Maps.tar.zst): build_index's rows and rejections for every patch whose map is sound.
@@ -157,7 +147,7 @@ def stream_index(maps: Path, root: Path, out: Path) -> IndexResult:
         parts = _parts(member, V2_MAPS)
         return parts is not None and parts[2] == f"{parts[1]}_reference_map.tif"
 
-    with _scratch() as scratch, tqdm(desc="indexing maps", unit="patch", disable=None) as bar:
+    with tqdm(desc="indexing maps", unit="patch", disable=None) as bar:
         for member, data in members(maps, is_map):
             tile, name, _ = _parts(member, V2_MAPS)
             bar.update()
@@ -169,16 +159,11 @@ def stream_index(maps: Path, root: Path, out: Path) -> IndexResult:
             folders.append(name)
             if name not in meta:
                 continue
-            file = reference_map_file(scratch, name)
-            file.parent.mkdir(parents=True, exist_ok=True)
-            file.write_bytes(data)
             try:
-                ref = read_reference_map(scratch, name)
+                ref = decode_reference_map(name, data)
                 rows.append((name, ref.codes, ref.pixels, ref.epsg, ref.ulx, ref.uly))
             except PatchError as e:
                 broken.append(e.as_row())
-            finally:
-                shutil.rmtree(file.parent)
     _, unmatched = reben.match_folders(meta, sorted(folders), bad_rows + stray)
     return write_v2_index(root, out, rows, meta, bad_rows + stray + unmatched + broken, start)
 
@@ -366,7 +351,8 @@ def _pack_chunk(
     patches: list[_Patch], *, out: Path, at: int, bands: tuple[str, ...], resampling: str, archive: str
 ) -> list[int]:
     """The packer's chunk (`packed._pack_chunk`) for patches whose band files are in memory: decoded with
-    the packer's fast reader (`packed.decode_band`), resampled and quantised as one batch, each row written
+    the packer's fast reader (`packed.decode_band`), resampled (the 20 m bands' bicubic by `bicubic`, the
+    same bits as the packer's torch) and quantised as one batch, each row written
     to its place and synced to disk. Returns the rows written."""
     native = []
     for _, name, files in patches:
@@ -374,7 +360,7 @@ def _pack_chunk(
         native.append(decoded if all(v is not None for v in decoded.values()) else
                       _read_as_files(name, files, bands, archive))
     batch = {band: np.stack([patch[band] for patch in native]) for band in bands}
-    rows = packed.quantise(stack_bands(batch, bands, resampling))
+    rows = packed.quantise(bicubic.stack_bands(batch, bands, resampling))
     fd = os.open(out, os.O_WRONLY)
     try:
         for (row, _, _), pixels in zip(patches, rows, strict=True):
