@@ -27,7 +27,7 @@ from pathlib import Path
 
 from figures import Clock, Figure, report
 
-from simclr_s2.bigearthnet.bands import resolve_bands
+from simclr_s2.bigearthnet.bands import Bands
 from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.reader import V2_PATCHES
 from simclr_s2.bigearthnet.stream import members, stream_pack, write_tar_zst
@@ -43,7 +43,7 @@ def main() -> None:
     p.add_argument("--bands", default="study", help="bands packed (study: 10 of the 12)")
     p.add_argument("--repeats", type=int, default=2, help="runs of each; the fastest counts")
     args = p.parse_args()
-    bands = resolve_bands(args.bands)
+    bands = Bands.parse(args.bands)
     print(f"{args.patches} patches, {len(bands)} bands, {args.workers} worker process(es), {os.cpu_count()} CPUs")
     with tempfile.TemporaryDirectory() as tmp:
         root = write_demo_archive(Path(tmp) / "root", args.patches, seed=0, workers=args.workers, layout="v2")

@@ -8,8 +8,8 @@ trained elsewhere was trained with (SCALINGS).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Literal, Self
 
 import numpy as np
 
@@ -18,9 +18,6 @@ from simclr_s2.errors import UserError
 if TYPE_CHECKING:  # torch loads where a function needs it: band names are checked while parsing, without it
     import torch
 
-BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
-"""The 12 bands of BigEarthNet-S2, which is Sentinel-2 L2A (surface reflectance): every band but B10
-(cirrus), a top-of-atmosphere band that L2A products drop."""
 RESOLUTION_M: dict[str, int] = {
     **dict.fromkeys(("B02", "B03", "B04", "B08"), 10),
     **dict.fromkeys(("B05", "B06", "B07", "B8A", "B11", "B12"), 20),
@@ -28,7 +25,68 @@ RESOLUTION_M: dict[str, int] = {
 }
 PATCH_SIZE = 120
 """Side in pixels of a patch at 10 m (1.2 km)."""
-NATIVE_SIZE: dict[str, int] = {b: PATCH_SIZE * 10 // RESOLUTION_M[b] for b in BANDS}
+NATIVE_SIZE: dict[str, int] = {b: PATCH_SIZE * 10 // m for b, m in RESOLUTION_M.items()}
+
+
+class BandError(UserError):
+    """An unknown band name, band set, resampling method or input scaling."""
+
+
+class Bands(tuple[str, ...]):
+    """Band names in channel order: made once, where a `bands` parameter or a record of one comes in
+    (`parse`), then passed down, so no floor below parses the text again.
+
+    A tuple of the names, so it compares, joins and indexes as the tuples it replaced (BANDS and
+    STUDY_BANDS stay plain tuples). Records hold the names, never this class: `text` in run parameters
+    and tags, a list in JSON, `tuple(bands)` in a checkpoint (`torch.load(weights_only=True)` reads no
+    other class).
+    """
+
+    def __new__(cls, names: Iterable[str]) -> Self:
+        names = tuple(names)
+        unknown = [n for n in names if n not in RESOLUTION_M]
+        if not names or unknown:
+            raise BandError(
+                f"bands: {f'unknown band(s) {unknown}' if unknown else 'no band named'}; expected {_EXPECTED}"
+            )
+        if len(set(names)) != len(names):
+            raise BandError(f"bands: {','.join(names)} names a band twice")
+        return super().__new__(cls, names)
+
+    @classmethod
+    def parse(cls, value: str | Iterable[str]) -> Bands:
+        """A band-set parameter or record: "study", "all" (BANDS order), "B04,B03,B02", or names; a Bands
+        is returned as it is. The order is kept as given: it is the channel order of the model input."""
+        if isinstance(value, Bands):
+            return value
+        if isinstance(value, str):
+            key = value.strip().lower()
+            if key in _NAMED:
+                return _NAMED[key]
+            value = [n for n in value.split(",") if n.strip()]
+        return cls(str(n).strip().upper() for n in value)
+
+    @property
+    def text(self) -> str:
+        """The names joined by ',': how run parameters, tags and store keys spell this band list."""
+        return ",".join(self)
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Ground sampling distance of each band in metres, in channel order."""
+        return tuple(RESOLUTION_M[b] for b in self)
+
+
+def bands_or_auto(value: str) -> Bands | None:
+    """A `bands` parameter that may be `auto` (an encoder's own bands, known once it is loaded): None for
+    auto, else the Bands it names."""
+    return None if value.strip().lower() == "auto" else Bands.parse(value)
+
+
+BANDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B11", "B12")
+"""The 12 bands of BigEarthNet-S2, which is Sentinel-2 L2A (surface reflectance): every band but B10
+(cirrus), a top-of-atmosphere band that L2A products drop."""
+_EXPECTED = f"study, all, or distinct band names among {','.join(BANDS)} joined by ','"
 
 # Mean / std of the raw uint16 values over BigEarthNet-S2 v1.0, as published with the BigEarthNet
 # authors' TensorFlow models (also in bigearthnet-common's BAND_STATS_S2).
@@ -45,8 +103,12 @@ STD: dict[str, float] = {
 
 STUDY_BANDS = ("B04", "B03", "B02", "B08", "B05", "B06", "B07", "B8A", "B11", "B12")
 """The study's 10 bands in the study's channel order (10 m RGB+NIR, then the 20 m bands)."""
+_NAMED = {"study": Bands(STUDY_BANDS), "all": Bands(BANDS)}
 
-RESAMPLING_METHODS = ("bicubic", "bilinear", "nearest")
+Resampling = Literal["bicubic", "bilinear", "nearest"]
+"""How 20 m and 60 m bands reach the 10 m grid. Not a parameter: code picks it, and a store's record of it
+is checked where it is read (`check_resampling`), so nothing checks it again on the way down."""
+RESAMPLING_METHODS: tuple[Resampling, ...] = ("bicubic", "bilinear", "nearest")
 
 ZSCORE = "bigearthnet-zscore"
 SCALINGS = (ZSCORE, "reflectance/10000")
@@ -56,42 +118,14 @@ that scaling of L1C top-of-atmosphere DN, which are brighter (most of all in B01
 on another product, a shift `learning.batchnorm` recalibrates for."""
 
 
-class BandError(UserError):
-    """An unknown band name, band set, resampling method or input scaling."""
-
-
-def resolve_bands(spec: str | Sequence[str] = "study") -> tuple[str, ...]:
-    """Turn a band-set parameter into band names: "study", "all" (BANDS order) or "B04,B03,B02".
-
-    Order is kept as given, because it is the channel order of the model input.
-    """
-    if isinstance(spec, str):
-        key = spec.strip()
-        if key.lower() == "study":
-            return STUDY_BANDS
-        if key.lower() == "all":
-            return BANDS
-        names = [s.strip() for s in key.split(",") if s.strip()]
-    else:
-        names = [str(s).strip() for s in spec]
-    names = [n.upper() for n in names]
-    unknown = [n for n in names if n not in RESOLUTION_M]
-    if not names or unknown:
-        expected = f"'study', 'all' or a comma list of {','.join(BANDS)}"
-        raise BandError(f"bands: unknown band(s) {unknown or spec!r}; expected {expected}")
-    if len(set(names)) != len(names):
-        raise BandError(f"bands: {spec!r} names a band twice")
-    return tuple(names)
-
-
-def check_resampling(method: str) -> str:
-    """Validate a resampling method name early, before any file is read."""
+def check_resampling(method: str) -> Resampling:
+    """A resampling method named in a record (a store's meta.json), checked where it is read."""
     if method not in RESAMPLING_METHODS:
         raise BandError(f"resampling: {method!r} is not one of {', '.join(RESAMPLING_METHODS)}")
-    return method
+    return method  # type: ignore[return-value]  # one of RESAMPLING_METHODS, checked above
 
 
-def resample(x: torch.Tensor, method: str, size: int = PATCH_SIZE) -> torch.Tensor:
+def resample(x: torch.Tensor, method: Resampling, size: int = PATCH_SIZE) -> torch.Tensor:
     """Resize float32 (N, C, h, w) rasters of one native size to (N, C, size, size).
 
     bicubic/bilinear use align_corners=False (pixel areas, as GDAL sees them); bicubic overshoots,
@@ -99,7 +133,6 @@ def resample(x: torch.Tensor, method: str, size: int = PATCH_SIZE) -> torch.Tens
     """
     import torch.nn.functional as F
 
-    check_resampling(method)
     if x.ndim != 4:
         raise ValueError(f"resample expects (N, C, h, w), got shape {tuple(x.shape)}")
     if x.shape[-2:] == (size, size):
@@ -111,7 +144,7 @@ def resample(x: torch.Tensor, method: str, size: int = PATCH_SIZE) -> torch.Tens
 
 
 def stack_bands(
-    native: Mapping[str, np.ndarray], bands: Sequence[str], method: str = "bicubic"
+    native: Mapping[str, np.ndarray], bands: Sequence[str], method: Resampling = "bicubic"
 ) -> np.ndarray:
     """Native rasters (band -> (h, w) or (N, h, w), any dtype) -> float32 (C, 120, 120) or (N, C, 120, 120).
 
@@ -119,7 +152,6 @@ def stack_bands(
     """
     import torch
 
-    check_resampling(method)
     first = np.asarray(native[bands[0]])
     lead = first.shape[:-2]
     out = np.empty((*lead, len(bands), PATCH_SIZE, PATCH_SIZE), dtype=np.float32)
@@ -142,12 +174,11 @@ def check_scaling(scaling: str) -> str:
     return scaling
 
 
-def scaling_affine(bands: str | Sequence[str], scaling: str) -> tuple[np.ndarray, np.ndarray]:
+def scaling_affine(bands: Bands, scaling: str) -> tuple[np.ndarray, np.ndarray]:
     """Per-band float64 (scale, offset) of shape (C,) that map our z-scores to `scaling`: z * scale + offset.
 
     With z = (DN - MEAN) / STD, DN = z * STD + MEAN, so reflectance DN / 10,000 = z * STD/1e4 + MEAN/1e4.
     """
-    bands = resolve_bands(bands)
     check_scaling(scaling)
     if scaling == ZSCORE:
         return np.ones(len(bands)), np.zeros(len(bands))
@@ -167,8 +198,8 @@ class InputTransform:
     Channels are the third-from-last axis (..., C, H, W).
     """
 
-    def __init__(self, bands: str | Sequence[str], scaling: str = ZSCORE) -> None:
-        self.bands = resolve_bands(bands)
+    def __init__(self, bands: Bands | str, scaling: str = ZSCORE) -> None:
+        self.bands = Bands.parse(bands)
         self.scaling = check_scaling(scaling)
         self.mean = _per_band([MEAN[b] for b in self.bands])
         self.std = _per_band([STD[b] for b in self.bands])
@@ -208,6 +239,6 @@ class InputTransform:
         return self._on_device[device]
 
 
-def normalise(x: torch.Tensor | np.ndarray, bands: Sequence[str]) -> torch.Tensor | np.ndarray:
+def normalise(x: torch.Tensor | np.ndarray, bands: Bands) -> torch.Tensor | np.ndarray:
     """Per-band z-score with the published MEAN/STD, float32; channels are the third-from-last axis."""
     return InputTransform(bands)(x)

@@ -50,7 +50,14 @@ from tqdm import tqdm
 
 from simclr_s2 import disk
 from simclr_s2.bigearthnet import reader
-from simclr_s2.bigearthnet.bands import NATIVE_SIZE, PATCH_SIZE, check_resampling, resolve_bands, stack_bands
+from simclr_s2.bigearthnet.bands import (
+    NATIVE_SIZE,
+    PATCH_SIZE,
+    Bands,
+    Resampling,
+    check_resampling,
+    stack_bands,
+)
 from simclr_s2.bigearthnet.tiff import TiffFormatError, decode_uint16_strips
 from simclr_s2.errors import UserError
 
@@ -120,11 +127,11 @@ class PackedStore:
     """
 
     def __init__(
-        self, path: Path, names: Sequence[str], bands: Sequence[str], resampling: str, index_digest: str
+        self, path: Path, names: Sequence[str], bands: Bands, resampling: Resampling, index_digest: str
     ) -> None:
         self.path = Path(path)
         self.names = tuple(names)
-        self.bands = tuple(bands)
+        self.bands = bands
         self.resampling = resampling
         self.index_digest = index_digest
         self.pixels: np.memmap = np.load(self.path / PIXELS_FILE, mmap_mode="r")
@@ -146,7 +153,7 @@ class PackedStore:
             store = cls(
                 path,
                 names,
-                resolve_bands(meta["bands"]),
+                Bands.parse(meta["bands"]),
                 check_resampling(meta["resampling"]),
                 meta["index_digest"],
             )
@@ -237,13 +244,13 @@ class _Request:
     """What a store holds, checked: it is reused only when all four match."""
 
     names: tuple[str, ...]
-    bands: tuple[str, ...]
-    resampling: str
+    bands: Bands
+    resampling: Resampling
     index_digest: str
 
 
 def _request(
-    names: Sequence[str], bands: str | Sequence[str], resampling: str, index_digest: str
+    names: Sequence[str], bands: Bands | str, resampling: str, index_digest: str
 ) -> _Request:
     names = tuple(names)
     if not names:
@@ -252,7 +259,7 @@ def _request(
         raise UserError("packed store: the patch list names a patch twice (rows must be unique)")
     if not index_digest:
         raise UserError("packed store: index_digest is required (it decides when a store is stale)")
-    return _Request(names, resolve_bands(bands), check_resampling(resampling), index_digest)
+    return _Request(names, Bands.parse(bands), check_resampling(resampling), index_digest)
 
 
 def _mismatch(path: Path, want: _Request) -> list[str]:
@@ -284,7 +291,7 @@ def open_or_pack(
     archive_root: Path,
     names: Sequence[str],
     store_dir: Path,
-    bands: str | Sequence[str],
+    bands: Bands | str,
     index_digest: str,
     workers: int | None = None,
     resampling: str = "bicubic",
@@ -313,7 +320,7 @@ def pack(
     archive_root: Path,
     names: Sequence[str],
     store_dir: Path,
-    bands: str | Sequence[str],
+    bands: Bands | str,
     index_digest: str,
     workers: int | None = None,
     resampling: str = "bicubic",

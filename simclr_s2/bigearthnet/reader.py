@@ -25,9 +25,9 @@ from simclr_s2.bigearthnet.bands import (
     BANDS,
     NATIVE_SIZE,
     STUDY_BANDS,
-    check_resampling,
+    Bands,
+    Resampling,
     normalise,
-    resolve_bands,
     stack_bands,
 )
 from simclr_s2.bigearthnet.nomenclature import LABELS_43
@@ -240,29 +240,28 @@ def check_bands(patch_dir: Path, check_rasters: bool = False) -> None:
             read_band(patch_dir, band)
 
 
-def read_native(patch_dir: Path, bands: str | Sequence[str] = STUDY_BANDS) -> dict[str, np.ndarray]:
-    """Band -> native-size uint16 raster (120, 60 or 20 px), in the order of `bands`."""
-    return {band: read_band(patch_dir, band) for band in resolve_bands(bands)}
+def read_native(patch_dir: Path, bands: Sequence[str] = STUDY_BANDS) -> dict[str, np.ndarray]:
+    """Band -> native-size uint16 raster (120, 60 or 20 px), in the order of `bands` (names: a Bands, or
+    any names, each checked as its file is found)."""
+    return {band: read_band(patch_dir, band) for band in bands}
 
 
 def read_pixels(
     patch_dir: Path,
-    bands: str | Sequence[str] = STUDY_BANDS,
-    resampling: str = "bicubic",
+    bands: Bands = STUDY_BANDS,
+    resampling: Resampling = "bicubic",
     normalised: bool = True,
 ) -> np.ndarray:
     """A patch's pixels as float32 (C, 120, 120) in the order of `bands`, without its metadata: what a
     loader needs. Values are z-scored with the published MEAN/STD unless `normalised=False`."""
-    bands = resolve_bands(bands)
-    check_resampling(resampling)
     x = stack_bands(read_native(patch_dir, bands), bands, resampling)
     return normalise(x, bands) if normalised else x
 
 
 def read_patch(
     patch_dir: Path,
-    bands: str | Sequence[str] = STUDY_BANDS,
-    resampling: str = "bicubic",
+    bands: Bands = STUDY_BANDS,
+    resampling: Resampling = "bicubic",
     normalised: bool = True,
 ) -> tuple[np.ndarray, PatchMetadata]:
     """A patch as float32 (C, 120, 120) in the order of `bands`, with its metadata.
@@ -270,5 +269,4 @@ def read_patch(
     Values are z-scored with the published MEAN/STD unless `normalised=False` (then raw uint16 values).
     20 m and 60 m bands are resampled with `bands.resample`, the one resampling every data path shares.
     """
-    pixels = read_pixels(patch_dir, bands, resampling, normalised)  # checks the parameters before any read
-    return pixels, read_metadata(patch_dir)
+    return read_pixels(patch_dir, bands, resampling, normalised), read_metadata(patch_dir)

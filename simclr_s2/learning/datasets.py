@@ -23,7 +23,14 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from simclr_s2.bigearthnet.bands import ZSCORE, InputTransform, check_resampling, check_scaling, resolve_bands
+from simclr_s2.bigearthnet.bands import (
+    ZSCORE,
+    Bands,
+    InputTransform,
+    Resampling,
+    check_resampling,
+    check_scaling,
+)
 from simclr_s2.bigearthnet.packed import PackedStore, open_or_pack
 from simclr_s2.bigearthnet.reader import patch_dir, read_pixels
 from simclr_s2.errors import UserError
@@ -69,15 +76,15 @@ class PatchDataset(Dataset[Batch]):
         archive_root: Path,
         names: Sequence[str],
         labels: Sequence[float] | np.ndarray | None,
-        bands: str | Sequence[str] = "study",
-        resampling: str = "bicubic",
+        bands: Bands | str = "study",
+        resampling: Resampling = "bicubic",
         scaling: str = ZSCORE,
     ) -> None:
         self.archive_root = Path(archive_root)
         self.names = tuple(names)
         self.labels = _labels(labels, len(self.names))
         self.transform = InputTransform(bands, scaling)
-        self.resampling = check_resampling(resampling)
+        self.resampling = resampling
 
     def __len__(self) -> int:
         return len(self.names)
@@ -320,7 +327,7 @@ def make_loader(
     archive_root: Path,
     names: Sequence[str],
     labels: Sequence[float] | np.ndarray | None,
-    bands: str | Sequence[str] = "study",
+    bands: Bands | str = "study",
     resampling: str = "bicubic",
     batch_size: int = 32,
     shuffle: bool = False,
@@ -346,8 +353,8 @@ def make_loader(
     """
     if not names:
         raise UserError("make_loader: names is empty; expected at least one patch")
-    bands = resolve_bands(bands)
-    check_resampling(resampling)
+    bands = Bands.parse(bands)
+    resampling = check_resampling(resampling)
     check_scaling(scaling)
     source: BatchSource
     if store_dir is None:

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import torch
 
-from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, ZSCORE, resolve_bands
+from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, ZSCORE, Bands
 from simclr_s2.errors import UserError
 from simclr_s2.learning.models import (
     ARCHS,
@@ -75,7 +75,7 @@ class ImportedEncoder:
 
     model: SimCLRModel
     arch: str
-    bands: tuple[str, ...]  # the data's bands, in conv1's channel order
+    bands: Bands  # the data's bands, in conv1's channel order
     scaling: str  # the input scaling the encoder was trained with
     layout: str  # SIMCLR or TIMM: the layout the state dict came in
 
@@ -136,7 +136,7 @@ def _match_arch(encoder_state: Mapping[str, torch.Tensor], in_channels: int, sou
 
 def timm_to_simclr(
     state: Mapping[str, torch.Tensor],
-    bands: str | Sequence[str],
+    bands: Bands,
     *,
     source_bands: Sequence[str] = TORCHGEO_S2_BANDS,
     head_dims: Sequence[int] = HEAD_DIMS,
@@ -150,7 +150,6 @@ def timm_to_simclr(
     timm = {k: v for k, v in _checked(state, source).items() if not k.startswith("fc.")}
     if state_dict_layout(timm, source) != TIMM:
         raise UserError(f"{source}: already in this project's SimCLR layout; load it as it is")
-    bands = resolve_bands(bands)
     conv1 = timm["conv1.weight"]
     if conv1.ndim != 4 or conv1.shape[1] != len(source_bands):
         raise UserError(
@@ -173,32 +172,31 @@ def timm_to_simclr(
     return {**{f"encoder.{k}": v for k, v in timm.items()}, **{f"head.{k}": v for k, v in head.items()}}
 
 
-def _archive_bands(source_bands: Sequence[str]) -> tuple[str, ...]:
+def _archive_bands(source_bands: Sequence[str]) -> Bands:
     """The encoder's bands BigEarthNet has (every one but B10 for torchgeo's 13), in the encoder's order."""
-    return tuple(b for b in source_bands if b in BANDS)
+    return Bands(b for b in source_bands if b in BANDS)
 
 
-def data_bands(state: Mapping[str, torch.Tensor], bands: str | Sequence[str],
-               source_bands: Sequence[str] = TORCHGEO_S2_BANDS) -> tuple[str, ...]:
-    """The data's bands for an encoder's state dict: as given, or for `auto` every band of the encoder the
-    archive has (a timm layout's `source_bands`), or this project's study 10 or all 12 by conv1's channels;
-    a UserError when that says nothing."""
-    if bands != "auto":
-        return resolve_bands(bands)
+def data_bands(state: Mapping[str, torch.Tensor], bands: Bands | None,
+               source_bands: Sequence[str] = TORCHGEO_S2_BANDS) -> Bands:
+    """The data's bands for an encoder's state dict: as given, or for None (`auto`) every band of the encoder
+    the archive has (a timm layout's `source_bands`), or this project's study 10 or all 12 by conv1's
+    channels; a UserError when that says nothing."""
+    if bands is not None:
+        return bands
     if state_dict_layout(state) == TIMM:
         return _archive_bands(source_bands)
     channels = int(_checked(state, "state dict")["encoder.conv1.weight"].shape[1])
     if channels not in (len(STUDY_BANDS), len(BANDS)):
         raise UserError(f"bands: the encoder takes {channels} channels; auto knows 10 (study) or 12 (all), so "
                         "name its bands in channel order")
-    return STUDY_BANDS if channels == len(STUDY_BANDS) else BANDS
+    return Bands(STUDY_BANDS if channels == len(STUDY_BANDS) else BANDS)
 
 
-def read_state_dict(path: Path, what: str = "pretrained",
-                    bands: str | Sequence[str] | None = None) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, what: str = "pretrained", bands: Bands | None = None) -> dict[str, torch.Tensor]:
     """A state-dict file (torch.save of parameter name -> tensor; a pretrain checkpoint's `model` entry
     too), read without running pickled code; `what` names the parameter in the one-line error. `bands`,
-    when given and not auto, must be the bands a pretrain checkpoint records (names and order: the
+    when given (None: auto), must be the bands a pretrain checkpoint records (names and order: the
     channels)."""
     path = Path(path).expanduser()
     if not path.is_file():
@@ -210,10 +208,9 @@ def read_state_dict(path: Path, what: str = "pretrained",
         raise UserError(f"{what}: {path} is not a PyTorch state-dict file ({detail[:200]})") from None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         recorded = _recorded_bands(state)
-        if bands not in (None, "auto") and recorded and recorded != resolve_bands(bands):
-            given = bands if isinstance(bands, str) else ",".join(bands)
+        if bands is not None and recorded and recorded != bands:
             raise UserError(f"bands: {path} was pretrained on {','.join(recorded)}; expected that list (names "
-                            f"and order), got {given}")
+                            f"and order), got {bands.text}")
         state = state["model"]  # a pretrain checkpoint: the weights are under "model"
     return _checked(state, f"{what}: {path}")
 
@@ -227,14 +224,14 @@ def _recorded_bands(checkpoint: Mapping[str, object]) -> tuple[str, ...] | None:
 
 def import_encoder_state(
     state: Mapping[str, torch.Tensor],
-    bands: str | Sequence[str],
+    bands: Bands | None,
     *,
     source_bands: Sequence[str] = TORCHGEO_S2_BANDS,
     scaling: str = TORCHGEO_S2_SCALING,
     seed: int = 0,
     source: str = "state dict",
 ) -> ImportedEncoder:
-    """A SimCLR model from a state dict in either layout, for data with `bands` (`auto`: `data_bands`).
+    """A SimCLR model from a state dict in either layout, for data with `bands` (None, auto: `data_bands`).
 
     SIMCLR: loaded as it is (its conv1 must take len(bands) channels); it expects SIMCLR_SCALING. TIMM:
     converted with `timm_to_simclr` (`source_bands`, `seed`); it expects `scaling`, by default

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar
 
-from simclr_s2.bigearthnet.bands import BANDS, BandError, resolve_bands
+from simclr_s2.bigearthnet.bands import BANDS, BandError, Bands
 from simclr_s2.bigearthnet.download import FILES as FETCH_FILES
 from simclr_s2.bigearthnet.download import ZENODO
 from simclr_s2.bigearthnet.nomenclature import AMBIGUOUS
@@ -93,7 +93,7 @@ def _fold_or_none(value: str) -> str | None:
 
 def _bands(value: str) -> str | None:
     try:
-        resolve_bands(value)
+        Bands.parse(value)
     except BandError:
         return f"expected study, all, or distinct band names among {','.join(BANDS)} joined by ','"
     return None
@@ -206,7 +206,7 @@ class Pretrain(Spec):
         """The views' augmentations from the pretrain parameters (the rest keep SimCLR's defaults)."""
         return AugmentConfig(jitter=self.jitter, gain=self.gain, brightness=self.brightness, contrast=self.contrast,
                              crop_scale=(self.crop_min_scale, 1.0), view_size=self.view_size, blur_p=self.blur_p,
-                             noise_std=self.noise_std, bands=resolve_bands(self.bands))
+                             noise_std=self.noise_std, bands=tuple(Bands.parse(self.bands)))
 
 
 @dataclass(frozen=True)

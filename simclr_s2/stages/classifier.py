@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from simclr_s2.bigearthnet.bands import ZSCORE, resolve_bands
+from simclr_s2.bigearthnet.bands import ZSCORE, Bands, bands_or_auto
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
 from simclr_s2.learning.batchnorm import recalibrate, recalibration_wanted
@@ -68,7 +68,7 @@ class TrainedClassifier:
     model: IrrigationClassifier
     result: FitResult
     split: SplitData
-    bands: str
+    bands: Bands
     arch: str
     pretrained: str  # the `pretrained` tag: encoder name, or "scratch"
     policy: str
@@ -97,7 +97,7 @@ def prepare(spec: Training, resolved: Mapping[str, str], ctx: Context) -> Prepar
                             fold=spec.fold)
     if not isinstance(spec, specs.Finetune):
         return Prepared(split, None)
-    pretrained = load_pretrained(ctx.client, resolved.get("pretrained", spec.pretrained), spec.bands)
+    pretrained = load_pretrained(ctx.client, resolved.get("pretrained", spec.pretrained), bands_or_auto(spec.bands))
     seen = leakage.encoder_membership(ctx.client, dict(pretrained.tags), pretrained.run_id)
     overlap = leakage.status(seen, split.test.names, split.index, "test", spec.allow_pretraining_overlap)
     return Prepared(split, pretrained, overlap)
@@ -112,17 +112,16 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
     if pretrained is not None:
         # a copy: tune's trials share one loaded encoder, and training (or recalibrating) must not carry over
         model = IrrigationClassifier.from_simclr(copy.deepcopy(pretrained.model), dropout=spec.dropout)
-        policy, band_list, arch, name = spec.trainable, pretrained.bands, pretrained.arch, pretrained.name
+        policy, bands, arch, name = spec.trainable, pretrained.bands, pretrained.arch, pretrained.name
     else:
-        band_list, arch, policy, name = resolve_bands(spec.bands), spec.arch, "all", "scratch"
-        model = IrrigationClassifier.from_scratch(arch, len(band_list), dropout=spec.dropout)
-    bands = ",".join(band_list)
+        bands, arch, policy, name = Bands.parse(spec.bands), spec.arch, "all", "scratch"
+        model = IrrigationClassifier.from_scratch(arch, len(bands), dropout=spec.dropout)
     counts = apply_trainable(model, policy)
     use_cache = policy != "all" and getattr(spec, "feature_cache", "false") != "false"
     if pretrained is not None:
         run.log_params({"pretrained_uri": pretrained.uri, "pretrained_version": pretrained.version or "-"})
     run.log_params({"index_digest": split.index_digest, "train_digest": split.train.digest,
-                    "val_digest": split.val.digest, "test_digest": split.test.digest, "resolved_bands": bands,
+                    "val_digest": split.val.digest, "test_digest": split.test.digest, "resolved_bands": bands.text,
                     "policy": policy, "trainable_weights": counts.trainable, "frozen_weights": counts.frozen,
                     "feature_cache_used": use_cache, "split_kind": split.kind})
     run.set_tags({"pretrained": name, "arch": arch, "trainable": policy, leakage.OVERLAP_TAG: prepared.overlap})
@@ -162,7 +161,7 @@ def condition_tags(spec: Training, resolved: Mapping[str, str], trained: Trained
     tuned = run.client.get_run(run.run_id).data.tags.get(TUNED_TAG, "false")
     return {"stage": spec.entry_point, "scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed,
             "pretrained": trained.pretrained, "encoder_version": pretrained.version if pretrained else "",
-            "arch": trained.arch, "trainable": trained.policy, "bands": trained.bands, SCALING_TAG: trained.scaling,
+            "arch": trained.arch, "trainable": trained.policy, "bands": trained.bands.text, SCALING_TAG: trained.scaling,
             "epochs": resolved.get("epochs", spec.epochs), "settings": training_settings(spec), "tuned": tuned,
             "split_kind": split.kind, leakage.OVERLAP_TAG: prepared.overlap, "test_digest": split.test.digest,
             "train_digest": split.train.digest, "val_digest": split.val.digest, "index_digest": split.index_digest,

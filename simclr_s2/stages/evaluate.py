@@ -62,7 +62,7 @@ class Evaluate(Stage[specs.Evaluate]):
             device = "cuda" if torch.cuda.is_available() else "cpu"
 
             def batches(s: SplitSet) -> BatchLoader:
-                return loader(ctx, split.archive_root, s.names, s.labels.astype("float32"), ",".join(bands),
+                return loader(ctx, split.archive_root, s.names, s.labels.astype("float32"), bands,
                               spec.batch_size, shuffle=False, seed=0, digest=split.index_digest,
                               store_names=split.pool, pack=False, scaling=tags.get(SCALING_TAG, ZSCORE))
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from simclr_s2.bigearthnet import packed, reben
-from simclr_s2.bigearthnet.bands import resolve_bands
+from simclr_s2.bigearthnet.bands import Bands
 from simclr_s2.bigearthnet.download import FILES, fetch
 from simclr_s2.bigearthnet.index import build_index, rejected_path_for
 from simclr_s2.bigearthnet.stream import extract, stream_index, stream_pack
@@ -100,7 +100,7 @@ def _pack(spec: specs.Fetch, ctx: Context, index_path: Path, archive: Path) -> p
     else:
         index = read_index(fetch_, str(index_path))
         names, digest, root = _chosen(spec, index.frame), index.digest, index.archive_root
-    bands = ",".join(resolve_bands(spec.bands))
+    bands = Bands.parse(spec.bands)
     store = store_path(ctx, digest, bands, sorted(names))
     workers = spec.workers or None
     if spec.extract:

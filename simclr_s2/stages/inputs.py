@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from simclr_s2.bigearthnet.bands import ZSCORE, resolve_bands
+from simclr_s2.bigearthnet.bands import ZSCORE, Bands, Resampling
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
 from simclr_s2.bigearthnet.packed import PackedStore, StoreError, quantise
 from simclr_s2.bigearthnet.reader import patch_dir, read_pixels
@@ -24,7 +24,7 @@ from simclr_s2.study.splits import NATURAL, VAL_NATURAL, SplitManifest, SplitSet
 from simclr_s2.tracking.artifacts import Fetcher
 
 SOURCE = "source.json"
-RESAMPLING = "bicubic"  # how the stages' stores resample the 20 m and 60 m bands (make_loader's default)
+RESAMPLING: Resampling = "bicubic"  # how the stages' stores resample the 20 m and 60 m bands (make_loader's default)
 
 
 def fetcher(ctx: Context) -> Fetcher:
@@ -112,17 +112,17 @@ def read_index(fetch: Fetcher, ref: str) -> IndexData:
     return IndexData(load_index(path), path, index_digest(path), index_archive_root(path))
 
 
-def store_path(ctx: Context, digest: str, bands: str, pool: list[str]) -> Path:
-    """The packed store of the sorted patch list `pool` of the index `digest` with `bands` (as given to
-    `loader`): where training packs it on first use, and where `fetch pack=...` streams it beforehand."""
+def store_path(ctx: Context, digest: str, bands: Bands, pool: list[str]) -> Path:
+    """The packed store of the sorted patch list `pool` of the index `digest` with `bands`: where training
+    packs it on first use, and where `fetch pack=...` streams it beforehand."""
     return ctx.state_dir("packed") / _store_key(digest, bands, pool)
 
 
-def _store_key(digest: str, bands: str, pool: list[str]) -> str:
-    return hashlib.sha256("\n".join([digest, bands, *pool]).encode()).hexdigest()[:16]
+def _store_key(digest: str, bands: Bands, pool: list[str]) -> str:
+    return hashlib.sha256("\n".join([digest, bands.text, *pool]).encode()).hexdigest()[:16]
 
 
-def _existing_store(ctx: Context, digest: str, bands: str, pool: list[str]) -> PackedStore | None:
+def _existing_store(ctx: Context, digest: str, bands: Bands, pool: list[str]) -> PackedStore | None:
     """The store `store_path` names, when one is there, complete and packed as `loader` would pack it (index,
     bands, resampling, patches); None otherwise. Looks only: creates no folder, takes no lock."""
     try:
@@ -130,7 +130,7 @@ def _existing_store(ctx: Context, digest: str, bands: str, pool: list[str]) -> P
     except StoreError:
         return None
     packed_as = (store.index_digest, store.bands, store.resampling, store.names)
-    return store if packed_as == (digest, resolve_bands(bands), RESAMPLING, tuple(pool)) else None
+    return store if packed_as == (digest, bands, RESAMPLING, tuple(pool)) else None
 
 
 class _StoreRounded(PatchDataset):
@@ -143,7 +143,7 @@ class _StoreRounded(PatchDataset):
         return torch.from_numpy(self.transform(quantise(dn))), self.labels[i]
 
 
-def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarray | None, bands: str,
+def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarray | None, bands: Bands,
            batch_size: int, *, shuffle: bool, seed: int, digest: str, store_names: list[str] | None = None,
            pack: bool = True, scaling: str = ZSCORE) -> BatchLoader:
     """Batches from the packed store of `store_names` (default `names`), packed on first use. With
@@ -158,7 +158,7 @@ def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarra
                            device=distributed.device())
     store = _existing_store(ctx, digest, bands, pool)
     if store is None and not patch_dir(archive_root, names[0]).is_dir():
-        raise UserError(f"split: no packed store of its patches in bands {bands} under {ctx.home / 'packed'} "
+        raise UserError(f"split: no packed store of its patches in bands {bands.text} under {ctx.home / 'packed'} "
                         f"and no GeoTIFFs in {archive_root}; make the store (fetch pack=splits bands=...) or "
                         "extract the archive (fetch extract=true)")
     source = (PackedDataset(store, labels, store.rows(names), scaling) if store is not None

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from simclr_s2.bigearthnet.bands import ZSCORE, InputTransform, resolve_bands
+from simclr_s2.bigearthnet.bands import ZSCORE, Bands, InputTransform
 from simclr_s2.errors import UserError
 from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.scenes.inference import Result, map_scene
@@ -33,14 +33,14 @@ from simclr_s2.tracking.tracker import StageRun
 ARTIFACTS = "maps"
 
 
-def model_bands(ref: ModelRef, model: IrrigationClassifier, uri: str) -> tuple[str, ...]:
+def model_bands(ref: ModelRef, model: IrrigationClassifier, uri: str) -> Bands:
     """The bands the classifier reads, by name and in channel order, from its version's tags: a scene's
     bands are picked by name, so a model that does not say which it reads is refused (no count guessing)."""
     recorded = ref.tags.get(BAND_LIST_TAG) or ref.tags.get("bands")
     if not recorded:
         raise UserError(f"model: {uri} records no band list (a registered version's {BAND_LIST_TAG} or bands tag); "
                         "predict picks a scene's bands by name: use a version registered by finetune or baseline")
-    bands = resolve_bands(recorded)
+    bands = Bands.parse(recorded)
     if len(bands) != model.encoder.in_channels:
         raise UserError(f"model: {uri} records {len(bands)} bands ({recorded}) but takes "
                         f"{model.encoder.in_channels} channels")

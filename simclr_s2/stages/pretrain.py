@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from simclr_s2.bigearthnet.bands import ZSCORE, resolve_bands
+from simclr_s2.bigearthnet.bands import ZSCORE, Bands, bands_or_auto
 from simclr_s2.errors import UserError
 from simclr_s2.hashing import sha256_file
 from simclr_s2.learning import distributed
@@ -76,7 +76,7 @@ class Pretrain(Stage[specs.Pretrain]):
         return {"arch": spec.arch, "seed": spec.seed, "pretrained": spec.name}
 
     def execute(self, spec: specs.Pretrain, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
-        bands = resolve_bands(spec.bands)
+        bands = Bands.parse(spec.bands)
         epochs = int(resolved.get("epochs", spec.epochs))
         data = distributed.main_only(lambda: _pretraining_data(spec, resolved, ctx))
         if len(data.names) < spec.batch_size:
@@ -87,7 +87,7 @@ class Pretrain(Stage[specs.Pretrain]):
                         "excluded_test_patches": data.excluded})
         membership_digest = leakage.record(run, data.names, data.index) if distributed.is_main() else ""
         # the store keyed by the band names, as fine-tunes and `fetch pack=index` key it (not the raw `study`)
-        batches = loader(ctx, data.archive_root, data.names, None, ",".join(bands), spec.batch_size, shuffle=True,
+        batches = loader(ctx, data.archive_root, data.names, None, bands, spec.batch_size, shuffle=True,
                          seed=spec.seed, digest=data.digest).sharded()
         torch.manual_seed(spec.seed)  # the initial weights too (torch seeds each process anew)
         model = build_simclr(spec.arch, len(bands))
@@ -102,7 +102,7 @@ class Pretrain(Stage[specs.Pretrain]):
         version = log_and_register(run.client, run.run_id, model, ENCODER_MODEL, example, aliases=(spec.name,),
                                    step=result.global_step, finite={"final_loss": result.epoch_losses[-1]},
                                    tags={"stage": "pretrain", "arch": spec.arch, "bands": spec.bands,
-                                         BAND_LIST_TAG: ",".join(bands), SCALING_TAG: ZSCORE,
+                                         BAND_LIST_TAG: bands.text, SCALING_TAG: ZSCORE,
                                          "data_digest": data.digest,
                                          leakage.DIGEST_TAG: membership_digest,
                                          "optimizer": spec.optimizer, "epochs": epochs, "name": spec.name,
@@ -156,8 +156,8 @@ class ImportEncoder(Stage[specs.ImportEncoder]):
 
     def execute(self, spec: specs.ImportEncoder, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
         path = fetcher(ctx).path(spec.state_dict, "state_dict")
-        imported = import_encoder_state(read_state_dict(path, "state_dict", spec.bands), spec.bands,
-                                        source=str(path))
+        bands = bands_or_auto(spec.bands)
+        imported = import_encoder_state(read_state_dict(path, "state_dict", bands), bands, source=str(path))
         if spec.arch not in ("auto", imported.arch):
             raise UserError(f"arch: {path} holds a {imported.arch} encoder, not a {spec.arch}")
         digest = sha256_file(path)
@@ -167,7 +167,7 @@ class ImportEncoder(Stage[specs.ImportEncoder]):
         version = log_and_register(
             run.client, run.run_id, imported.model, ENCODER_MODEL, example, aliases=(spec.name,),
             tags={"stage": "import_encoder", "arch": imported.arch, "bands": spec.bands,
-                  BAND_LIST_TAG: ",".join(imported.bands), SCALING_TAG: imported.scaling, "data_digest": unknown,
+                  BAND_LIST_TAG: imported.bands.text, SCALING_TAG: imported.scaling, "data_digest": unknown,
                   "optimizer": unknown, "epochs": unknown, "name": spec.name, "source": spec.state_dict,
                   "state_dict_sha256": digest, "layout": imported.layout})
         print(f"encoder: models:/{ENCODER_MODEL}@{spec.name} (version {version}, {imported.arch}, "

@@ -26,7 +26,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 import simclr_s2
-from simclr_s2.bigearthnet.bands import ZSCORE, BandError, resolve_bands
+from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, ZSCORE, Bands
 from simclr_s2.errors import NonFiniteError, UserError
 from simclr_s2.learning.imported_weights import data_bands, import_encoder_state, read_state_dict
 from simclr_s2.learning.models import IrrigationClassifier, SimCLRModel
@@ -117,7 +117,7 @@ def _served(model: IrrigationClassifier, example: np.ndarray, tags: Mapping[str,
     recorded = tags.get(BAND_LIST_TAG) or tags.get("bands")
     if not recorded:  # a served model names its bands: no guessing them from the channel count
         raise ValueError(f"a classifier is registered with its band list ({BAND_LIST_TAG} or bands tag)")
-    served = ServedClassifier(model, resolve_bands(str(recorded)), str(tags.get(SCALING_TAG, ZSCORE))).eval()
+    served = ServedClassifier(model, Bands.parse(str(recorded)), str(tags.get(SCALING_TAG, ZSCORE))).eval()
     dn = served.dn_of(example[:2])
     metadata = {"bands": list(served.bands), "scaling": served.scaling,
                 "input": "float32 DN (N, C, 120, 120): the archive's values, every band on the 10 m grid, "
@@ -137,7 +137,7 @@ class Pretrained:
     name: str  # what the `pretrained` tag of fine-tunes says: the alias or name, e.g. "ben"
     version: str  # "simclr-s2-encoder/3", or "" for a file or a run's model
     arch: str
-    bands: tuple[str, ...]  # input bands in channel order
+    bands: Bands  # input bands in channel order
     tags: Mapping[str, str]  # the registry version's tags ({} for a file)
     run_id: str | None  # the run that logged it (None for a file)
     scaling: str  # the input scaling it was trained with (bands.SCALINGS)
@@ -186,18 +186,19 @@ def load_logged(client: MlflowClient, uri: str, kind: type[T], what: str) -> tup
     return model, ref
 
 
-def encoder_bands(tags: Mapping[str, str], in_channels: int) -> tuple[str, ...] | None:
+def encoder_bands(tags: Mapping[str, str], in_channels: int) -> Bands | None:
     """The band list an encoder was trained on: its `band_list` tag, its `bands` tag, or, for a state
     dict with no record, the study's 10 or all 12 bands by channel count; None when unknowable."""
     for key in (BAND_LIST_TAG, "bands"):
         if tags.get(key):
-            return resolve_bands(tags[key])
-    return {10: resolve_bands("study"), 12: resolve_bands("all")}.get(in_channels)
+            return Bands.parse(tags[key])
+    known = {len(STUDY_BANDS): STUDY_BANDS, len(BANDS): BANDS}
+    return Bands(known[in_channels]) if in_channels in known else None
 
 
-def load_pretrained(client: MlflowClient, spec: str, bands: str = "auto") -> Pretrained:
+def load_pretrained(client: MlflowClient, spec: str, bands: Bands | None = None) -> Pretrained:
     """Load a SimCLR model from a registry URI (`models:/simclr-s2-encoder@ben`), a run's model
-    (`runs:/<id>/model`) or a state-dict file (its arch inferred from the weights). `bands` "auto" takes
+    (`runs:/<id>/model`) or a state-dict file (its arch inferred from the weights). `bands` None (auto) takes
     the encoder's own bands; any other band list must equal the encoder's, names and order."""
     path = Path(spec).expanduser()
     ref, scaling = ModelRef(spec, "", {}, None), ZSCORE
@@ -205,25 +206,22 @@ def load_pretrained(client: MlflowClient, spec: str, bands: str = "auto") -> Pre
         state = read_state_dict(path)
         imported = import_encoder_state(state, data_bands(state, bands), source=str(path))
         model, scaling, spec = imported.model, imported.scaling, str(path.resolve())
-        ref = ModelRef(spec, "", {BAND_LIST_TAG: ",".join(imported.bands)}, None)
+        ref = ModelRef(spec, "", {BAND_LIST_TAG: imported.bands.text}, None)
     else:
         model, ref = load_logged(client, spec, SimCLRModel, "pretrained")
         scaling = ref.tags.get(SCALING_TAG, ZSCORE)
     tags = ref.tags
     own = encoder_bands(tags, model.encoder.in_channels)
-    try:
-        wanted = own if bands == "auto" else resolve_bands(bands)
-    except BandError as error:
-        raise UserError(str(error)) from None
+    wanted = own if bands is None else bands
     if wanted is None:
         raise UserError(f"pretrained: {spec} takes {model.encoder.in_channels} bands; say which with the "
                         "bands parameter")
-    if own is not None and tuple(own) != tuple(wanted):
-        raise UserError(f"bands: encoder {spec} was trained on {','.join(own)}, the data would have "
-                        f"{','.join(wanted)}; band names and order must match")
+    if own is not None and own != wanted:
+        raise UserError(f"bands: encoder {spec} was trained on {own.text}, the data would have "
+                        f"{wanted.text}; band names and order must match")
     if len(wanted) != model.encoder.in_channels:
         raise UserError(f"pretrained: encoder {spec} expects {model.encoder.in_channels} bands, data has "
-                        f"{len(wanted)} (bands={bands})")
+                        f"{len(wanted)} (bands={wanted.text})")
     alias = re.fullmatch(r"models:/[^/@]+@([\w-]+)", spec)
     name = alias.group(1) if alias else tags.get("name") or Path(spec.rstrip("/")).stem
-    return Pretrained(model, spec, name, ref.version, model.encoder.arch, tuple(wanted), tags, ref.run_id, scaling)
+    return Pretrained(model, spec, name, ref.version, model.encoder.arch, wanted, tags, ref.run_id, scaling)

@@ -43,14 +43,22 @@ def test_statistics_are_the_published_ones(band):
         (["B08", "B01"], ("B08", "B01")),
     ],
 )
-def test_resolve_bands(spec, expected):
-    assert B.resolve_bands(spec) == expected
+def test_bands_parse(spec, expected):
+    bands = B.Bands.parse(spec)
+    assert bands == expected and isinstance(bands, B.Bands) and B.Bands.parse(bands) is bands
+    assert bands.text == ",".join(expected)
+    assert bands.resolutions == tuple(B.RESOLUTION_M[b] for b in expected)
 
 
 @pytest.mark.parametrize("spec", ["B10", "B04,B13", "", "rgb", ["B04", "B04"]])
-def test_resolve_bands_rejects_bad_specs(spec):
+def test_bands_parse_rejects_bad_specs(spec):
     with pytest.raises(BandError, match="bands"):
-        B.resolve_bands(spec)
+        B.Bands.parse(spec)
+
+
+def test_bands_or_auto():
+    assert B.bands_or_auto("auto") is None and B.bands_or_auto(" AUTO ") is None
+    assert B.bands_or_auto("study") == B.STUDY_BANDS
 
 
 def test_resample_shapes_and_identity():
@@ -60,7 +68,7 @@ def test_resample_shapes_and_identity():
     y = torch.rand(1, 4, 120, 120)
     assert B.resample(y, "bicubic") is y
     with pytest.raises(BandError, match="resampling"):
-        B.resample(x, "cubic")
+        B.check_resampling("cubic")
 
 
 @pytest.mark.parametrize("native", [20, 60])
@@ -118,10 +126,10 @@ def _dn(bands, shape=(3,)) -> np.ndarray:
 
 def test_scalings_and_their_affines():
     assert B.SCALINGS == ("bigearthnet-zscore", "reflectance/10000") and B.ZSCORE == B.SCALINGS[0]
-    scale, offset = B.scaling_affine("B04,B8A", "bigearthnet-zscore")
+    scale, offset = B.scaling_affine(B.Bands.parse("B04,B8A"), "bigearthnet-zscore")
     np.testing.assert_array_equal(scale, [1, 1])
     np.testing.assert_array_equal(offset, [0, 0])
-    scale, offset = B.scaling_affine("B04,B8A", "reflectance/10000")
+    scale, offset = B.scaling_affine(B.Bands.parse("B04,B8A"), "reflectance/10000")
     np.testing.assert_allclose(scale, [B.STD["B04"] / 1e4, B.STD["B8A"] / 1e4])
     np.testing.assert_allclose(offset, [B.MEAN["B04"] / 1e4, B.MEAN["B8A"] / 1e4])
     for bad in ("minmax", "reflectance"):

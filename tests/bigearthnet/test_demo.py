@@ -37,7 +37,7 @@ def features(demo_archive):
     """Per patch: z-scored band means and stds, and the positive flag of each scheme."""
     rows, positive = [], {s: [] for s in SCHEMES}
     for patch in _patches(demo_archive):
-        native, meta = read_native(patch, "all"), read_metadata(patch)
+        native, meta = read_native(patch, BANDS), read_metadata(patch)
         rows.append(
             [(native[b].mean() - MEAN[b]) / STD[b] for b in BANDS] + [native[b].std() / STD[b] for b in BANDS]
         )
@@ -224,8 +224,8 @@ def test_v2_patches_are_the_v1_patches_of_the_same_seed(v2_demo, demo_archive, d
     assert len(twins) == 60 - len(demo_recipe["listed"])  # the v1.0 demo's first patches have real names
     for name in twins:
         v1 = demo_archive / meta.loc[name, "s2v1_name"]
-        native = read_native(patch_dir(v2_demo, name), "all")
-        assert all(np.array_equal(native[b], arr) for b, arr in read_native(v1, "all").items())
+        native = read_native(patch_dir(v2_demo, name), BANDS)
+        assert all(np.array_equal(native[b], arr) for b, arr in read_native(v1, BANDS).items())
         with rasterio.open(reference_map_file(v2_demo, name)) as ds:
             codes = np.unique(ds.read(1))
             assert (ds.crs, ds.transform) == (rasterio.open(v1 / f"{v1.name}_B02.tif").crs, ds.transform)

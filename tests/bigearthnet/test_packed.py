@@ -18,7 +18,7 @@ import rasterio
 
 from simclr_s2 import disk
 from simclr_s2.bigearthnet import packed, reader
-from simclr_s2.bigearthnet.bands import RESAMPLING_METHODS, RESOLUTION_M, STD, InputTransform, resolve_bands
+from simclr_s2.bigearthnet.bands import BANDS, RESAMPLING_METHODS, RESOLUTION_M, STD, Bands, InputTransform
 from simclr_s2.bigearthnet.packed import PackError, StoreError, open_or_pack, pack
 from simclr_s2.errors import UserError
 
@@ -116,7 +116,7 @@ def test_parallel_and_serial_packs_are_identical(stores, archive, names, tmp_pat
 def test_fast_band_reader_is_rasterio_and_falls_back_to_it(real_archive, archive, names, tmp_path) -> None:
     folders = [*sorted(real_archive.iterdir()), *(archive / n for n in names)]
     for folder in folders:
-        fast, gdal = packed.read_bands(folder, resolve_bands("all")), reader.read_native(folder, "all")
+        fast, gdal = packed.read_bands(folder, BANDS), reader.read_native(folder, BANDS)
         assert list(fast) == list(gdal)
         for band in fast:
             assert fast[band].dtype == np.uint16 and np.array_equal(fast[band], gdal[band]), (folder, band)
@@ -131,7 +131,7 @@ def test_fast_band_reader_is_rasterio_and_falls_back_to_it(real_archive, archive
             profile, pixels = ds.profile, ds.read(1)
         with rasterio.open(reader.band_file(copy, band), "w", **{**profile, **options}) as ds:
             ds.write(pixels, 1)
-    got, expected = packed.read_bands(copy, ("B02", "B05")), reader.read_native(archive / names[0], "B02,B05")
+    got, expected = packed.read_bands(copy, ("B02", "B05")), reader.read_native(archive / names[0], ("B02", "B05"))
     assert all(np.array_equal(got[b], expected[b]) for b in expected)
 
 
@@ -209,7 +209,7 @@ def test_rebuilds_when_digest_bands_resampling_or_names_differ(
             request["resampling"],
         )
     assert f"rebuilding packed store {tmp_path / 's'}: {reason}" in caplog.text
-    assert store.names == tuple(request["names"]) and store.bands == resolve_bands(request["bands"])
+    assert store.names == tuple(request["names"]) and store.bands == Bands.parse(request["bands"])
     assert store.index_digest == request["index_digest"] and store.resampling == request["resampling"]
     assert_stated_difference(store, archive, np.array([0]))
     assert _leftovers(tmp_path) == []

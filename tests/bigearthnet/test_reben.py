@@ -57,7 +57,7 @@ def test_v2_names_and_layout():
 
 def test_reader_reads_the_real_v2_patch():
     folder = patch_dir(REBEN, PATCH)
-    native = read_native(folder, "all")
+    native = read_native(folder, BANDS)
     for band in BANDS:
         with rasterio.open(folder / f"{PATCH}_{band}.tif") as ds:
             np.testing.assert_array_equal(native[band], ds.read(1))

@@ -11,7 +11,7 @@ import pytest
 import torch
 import torchvision
 
-from simclr_s2.bigearthnet.bands import BANDS, SCALINGS, STUDY_BANDS
+from simclr_s2.bigearthnet.bands import BANDS, SCALINGS, STUDY_BANDS, Bands
 from simclr_s2.errors import UserError
 from simclr_s2.learning.config import TRAINABLE, AugmentConfig
 from simclr_s2.learning.imported_weights import (
@@ -72,7 +72,7 @@ def test_layouts_are_told_apart(torchgeo_resnet50):
 
 def test_conversion_picks_conv1_channels_by_band_name(torchgeo_resnet50):
     net, state = torchgeo_resnet50
-    converted = timm_to_simclr(state, "study")
+    converted = timm_to_simclr(state, Bands.parse("study"))
     picked = converted["encoder.conv1.weight"]
     assert picked.shape == (64, len(STUDY_BANDS), 7, 7)
     for i, band in enumerate(STUDY_BANDS):
@@ -96,21 +96,21 @@ def test_conversion_picks_conv1_channels_by_band_name(torchgeo_resnet50):
 
 def test_head_is_seeded_and_file_without_fc_or_counters_converts(torchgeo_resnet50):
     _, state = torchgeo_resnet50
-    a, b = timm_to_simclr(state, "all", seed=3), timm_to_simclr(state, "all", seed=3)
+    a, b = timm_to_simclr(state, Bands.parse("all"), seed=3), timm_to_simclr(state, Bands.parse("all"), seed=3)
     assert all(torch.equal(a[k], b[k]) for k in a)
-    other = timm_to_simclr(state, "all", seed=4)
+    other = timm_to_simclr(state, Bands.parse("all"), seed=4)
     assert not torch.equal(a["head.layers.0.weight"], other["head.layers.0.weight"])
     bare = {
         k: v for k, v in state.items() if not k.startswith("fc.") and not k.endswith("num_batches_tracked")
     }
-    assert timm_to_simclr(bare, "all", seed=3).keys() == a.keys()
+    assert timm_to_simclr(bare, Bands.parse("all"), seed=3).keys() == a.keys()
 
 
 def test_import_takes_either_layout():
     _, state = _torchgeo_resnet(
         "resnet18", fc=False
     )  # torchgeo also publishes a ResNet-18 SENTINEL2_ALL_MOCO
-    imported = import_encoder_state(state, "B04,B03,B02")
+    imported = import_encoder_state(state, Bands.parse("B04,B03,B02"))
     assert (imported.arch, imported.bands, imported.scaling, imported.layout) == (
         "resnet18",
         ("B04", "B03", "B02"),
@@ -119,7 +119,7 @@ def test_import_takes_either_layout():
     )
     assert imported.model.encoder.in_channels == 3
     own = build_simclr("resnet18", 10).state_dict()
-    imported = import_encoder_state(own, "study")
+    imported = import_encoder_state(own, Bands.parse("study"))
     assert (imported.arch, imported.scaling, imported.layout) == ("resnet18", SIMCLR_SCALING, SIMCLR)
     assert all(torch.equal(v, imported.model.state_dict()[k]) for k, v in own.items())
 
@@ -188,7 +188,7 @@ def _with(state: dict, **changes) -> dict:
 def test_bad_state_dicts_are_one_clear_line(torchgeo_resnet50, make, bands, match):
     _, state = torchgeo_resnet50
     with pytest.raises(UserError, match=match) as info:
-        import_encoder_state(make(state), bands)
+        import_encoder_state(make(state), Bands.parse(bands))
     assert "\n" not in str(info.value)
 
 
@@ -196,7 +196,7 @@ def test_bands_the_encoder_never_saw(torchgeo_resnet50):
     _, state = torchgeo_resnet50
     rgb = ("B04", "B03", "B02")
     with pytest.raises(UserError, match="bands: B8A not among the encoder's bands B04,B03,B02"):
-        timm_to_simclr(_with(state, conv1__weight=torch.ones(64, 3, 7, 7)), "B04,B8A", source_bands=rgb)
+        timm_to_simclr(_with(state, conv1__weight=torch.ones(64, 3, 7, 7)), Bands.parse("B04,B8A"), source_bands=rgb)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
@@ -206,7 +206,7 @@ def test_weights_that_are_not_finite_are_refused(torchgeo_resnet50, bad):
     for weights in (_with(state, layer1__0__conv1__weight=torch.full((64, 64, 1, 1), bad)),
                     {k: torch.full_like(v, bad) if v.is_floating_point() else v for k, v in own.items()}):
         with pytest.raises(UserError, match=r"^w.pt: \d+ of \d+ tensors hold NaN or infinite values \(") as info:
-            import_encoder_state(weights, "B04,B03,B02", source="w.pt")
+            import_encoder_state(weights, Bands.parse("B04,B03,B02"), source="w.pt")
         assert "expected finite weights" in str(info.value) and "\n" not in str(info.value)
 
 
@@ -216,14 +216,14 @@ def test_a_checkpoint_is_read_only_for_the_bands_it_records(tmp_path):
     torch.save({"config": {"augment": asdict(AugmentConfig(bands=rgb))}, "model": model}, tmp_path / "ckpt.pt")
     with pytest.raises(UserError, match=rf"^bands: {tmp_path / 'ckpt.pt'} was pretrained on B04,B03,B02; "
                                         r"expected that list \(names and order\), got B02,B03,B04$"):
-        read_state_dict(tmp_path / "ckpt.pt", "state_dict", "B02,B03,B04")
-    assert read_state_dict(tmp_path / "ckpt.pt", "state_dict", ["B04", "B03", "B02"]).keys() == model.keys()
+        read_state_dict(tmp_path / "ckpt.pt", "state_dict", Bands.parse("B02,B03,B04"))
+    assert read_state_dict(tmp_path / "ckpt.pt", "state_dict", Bands(rgb)).keys() == model.keys()
     assert read_state_dict(tmp_path / "ckpt.pt").keys() == model.keys()  # no bands asked: nothing to contradict
 
 
 def test_auto_maps_every_band_of_the_encoder_that_l2a_has(caplog):
     _, state = _torchgeo_resnet("resnet18", fc=False)  # torchgeo also publishes a ResNet-18 SENTINEL2_ALL_MOCO
-    imported = import_encoder_state(state, "auto")
+    imported = import_encoder_state(state, None)
     assert imported.bands == BANDS and len(BANDS) == 12  # all of torchgeo's 13 but B10 (cirrus, L1C only)
     assert set(TORCHGEO_S2_BANDS) - set(imported.bands) == {"B10"}
     conv1 = imported.model.encoder.conv1.weight
@@ -231,16 +231,16 @@ def test_auto_maps_every_band_of_the_encoder_that_l2a_has(caplog):
         assert torch.equal(conv1[:, i], state["conv1.weight"][:, TORCHGEO_S2_BANDS.index(band)])
     assert not caplog.records
     with caplog.at_level("WARNING", logger="simclr_s2.learning.imported_weights"):
-        import_encoder_state(state, "study")  # a choice kept, but B01 and B09 are not dropped unsaid
+        import_encoder_state(state, Bands.parse("study"))  # a choice kept, but B01 and B09 are not dropped unsaid
     assert "the encoder also takes B01,B09, which the archive has; bands=auto gives it all 12" in caplog.text
 
 
 def test_auto_bands_of_this_projects_encoders_follow_their_channels():
-    assert data_bands(build_simclr("resnet18", 10).state_dict(), "auto") == STUDY_BANDS
-    assert data_bands(build_simclr("resnet18", 12).state_dict(), "auto") == BANDS
-    assert data_bands(build_simclr("resnet18", 3).state_dict(), "B04,B03,B02") == ("B04", "B03", "B02")
+    assert data_bands(build_simclr("resnet18", 10).state_dict(), None) == STUDY_BANDS
+    assert data_bands(build_simclr("resnet18", 12).state_dict(), None) == BANDS
+    assert data_bands(build_simclr("resnet18", 3).state_dict(), Bands.parse("B04,B03,B02")) == ("B04", "B03", "B02")
     with pytest.raises(UserError, match=r"^bands: the encoder takes 3 channels; auto knows 10 \(study\)"):
-        data_bands(build_simclr("resnet18", 3).state_dict(), "auto")
+        data_bands(build_simclr("resnet18", 3).state_dict(), None)
 
 
 def _unused(model: IrrigationClassifier) -> set[str]:
@@ -256,7 +256,7 @@ def _unused(model: IrrigationClassifier) -> set[str]:
 
 def test_no_randomly_initialised_parameter_is_frozen_under_any_policy():
     _, state = _torchgeo_resnet("resnet18", fc=False)
-    imported = import_encoder_state(state, "auto")
+    imported = import_encoder_state(state, None)
     assert imported.model.head_pretrained is False
     model = IrrigationClassifier.from_simclr(imported.model)
     unused = _unused(model)
@@ -268,7 +268,7 @@ def test_no_randomly_initialised_parameter_is_frozen_under_any_policy():
         frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
         assert frozen - unused <= pretrained, policy  # only weights from the file, or weights nothing reads
         assert frozen - unused == (set() if policy == "all" else encoder), policy  # head2: head.layers.0 trains
-    own = import_encoder_state(build_simclr("resnet18", 10).state_dict(), "auto")
+    own = import_encoder_state(build_simclr("resnet18", 10).state_dict(), None)
     assert own.model.head_pretrained is True  # this project's layout carries its pretrained head
 
 
