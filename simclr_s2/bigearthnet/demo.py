@@ -39,6 +39,7 @@ from rasterio.transform import Affine
 from tqdm import tqdm
 
 from simclr_s2.bigearthnet.bands import BANDS, MEAN, NATIVE_SIZE, PATCH_SIZE, RESOLUTION_M, STD
+from simclr_s2.bigearthnet.layouts import V1, ArchiveLayout, layout_named
 from simclr_s2.bigearthnet.nomenclature import CODE_OF, LABELS_43, SCHEMES, labels_19
 from simclr_s2.bigearthnet.reader import patch_dir, reference_map_file
 from simclr_s2.bigearthnet.reben import EXCLUDED_FILE, METADATA_FILE
@@ -58,7 +59,6 @@ _TILES = (
 )
 _COUNTRY = {"29SND": "Portugal", "29UPU": "Ireland", "31UFS": "Belgium", "32TMT": "Switzerland",
             "33UUP": "Austria", "34TCR": "Serbia", "34UFG": "Lithuania", "35VPK": "Finland"}  # fmt: skip
-LAYOUTS = ("v1", "v2")
 _V2_SPLITS = ("train", "train", "validation", "test")  # by tile: 4 of the 8 tiles train, 2 validation, 2 test
 _GRID = 91  # patches per tile side: a 109.8 km tile holds 91 patches of 1.2 km
 _MIN_ACQUISITIONS = 16  # two per tile, 22 days apart from 5 Jan 2019: every season occurs
@@ -248,23 +248,22 @@ def _write_json(path: Path, patch: _Patch, labels: list[str]) -> None:
     path.write_text(json.dumps(meta))
 
 
-def _write_patch(root: Path, patch: _Patch, seed: int, positive_rate: float, layout: str) -> list[str]:
+def _write_patch(root: Path, patch: _Patch, seed: int, positive_rate: float, layout: ArchiveLayout) -> list[str]:
     """Write one patch in `layout`; returns its 19-class labels (what v2.0's metadata.parquet lists)."""
     rng = np.random.default_rng([seed, patch.index])
     labels = _draw_labels(rng, positive_rate)
     bands, region = _pixels(rng, labels)
     crs = _crs(_TILES[patch.tile][1])
-    name = patch.name if layout == "v1" else _v2_name(patch)
+    name = _name(patch, layout)
     folder = patch_dir(root, name)
     folder.mkdir(parents=True)
-    # v2.0 band files declare nodata 0, as the archive's do; v1.0's declare none
-    extra = {} if layout == "v1" else {"nodata": 0}
+    nodata = {} if layout.band_nodata is None else {"nodata": layout.band_nodata}  # as the archive's files
     for band, raster in bands.items():
         write_geotiff(
-            folder / f"{name}_{band}.tif", raster, crs, RESOLUTION_M[band], patch.ulx, patch.uly, **extra
+            folder / f"{name}_{band}.tif", raster, crs, RESOLUTION_M[band], patch.ulx, patch.uly, **nodata
         )
     codes = np.array([CODE_OF[label] for label in labels], dtype=np.uint16)[region]
-    if layout == "v1":
+    if not layout.reference_maps:
         _write_json(folder / f"{name}_labels_metadata.json", patch, labels)
     else:
         path = reference_map_file(root, name)
@@ -275,20 +274,19 @@ def _write_patch(root: Path, patch: _Patch, seed: int, positive_rate: float, lay
 
 
 def _write_chunk(
-    root: Path, patches: list[_Patch], seed: int, positive_rate: float, layout: str
+    root: Path, patches: list[_Patch], seed: int, positive_rate: float, layout: ArchiveLayout
 ) -> list[list[str]]:
     with rasterio.Env():  # one GDAL environment for the chunk, not one per file
         return [_write_patch(root, patch, seed, positive_rate, layout) for patch in patches]
 
 
-def _v2_name(patch: _Patch) -> str:
-    """v2.0 name of a demo patch: its v1.0 name with the processing baseline, orbit and tile inserted."""
+def _name(patch: _Patch, layout: ArchiveLayout) -> str:
+    """A demo patch's name in `layout`, from its v1.0 name and its tile's name and orbit."""
     tile, *_, orbit = _TILES[patch.tile]
-    stem, col, row = patch.name.rsplit("_", 2)
-    return f"{stem}_N9999_R{orbit:03d}_T{tile}_{col}_{row}"
+    return layout.demo_name(patch.name, tile, orbit)
 
 
-def _write_metadata(root: Path, plan: list[_Patch], labels: list[list[str]]) -> None:
+def _write_metadata(root: Path, plan: list[_Patch], labels: list[list[str]], layout: ArchiveLayout) -> None:
     """metadata.parquet and the list of patches with snow, cloud or shadow, as the v2.0 archive has them."""
     tables: dict[str, list[dict]] = {METADATA_FILE: [], EXCLUDED_FILE: []}
     for patch, patch_labels in zip(plan, labels, strict=True):
@@ -297,7 +295,7 @@ def _write_metadata(root: Path, plan: list[_Patch], labels: list[list[str]]) -> 
         col, row = patch.name.rsplit("_", 2)[1:]
         tables[EXCLUDED_FILE if snow or cloud else METADATA_FILE].append(
             {
-                "patch_id": _v2_name(patch),
+                "patch_id": _name(patch, layout),
                 "labels": patch_labels,
                 "split": _V2_SPLITS[patch.tile % len(_V2_SPLITS)],
                 "country": _COUNTRY[tile],
@@ -350,7 +348,7 @@ def write_demo_archive(
     positive_rate: float = 0.4,
     real_names: Sequence[str] = (),
     workers: int | None = None,
-    layout: str = "v1",
+    layout: str = V1.name,
 ) -> Path:
     """Write `n_patches` synthetic patches into `root` (created; must be empty) in the v1.0 or v2.0
     `layout` and return it (the root index.build_index takes).
@@ -359,10 +357,8 @@ def write_demo_archive(
     under `basic`. The first len(real_names) patches take those names (real BigEarthNet-S2 v1.0 names;
     v1 layout only). The content depends only on (seed, patch position), never on `workers`.
     """
-    root = Path(root)
-    if layout not in LAYOUTS:
-        raise UserError(f"layout: {layout!r} is not one of {', '.join(LAYOUTS)}")
-    if real_names and layout != "v1":
+    root, archive = Path(root), layout_named(layout, "layout")
+    if real_names and archive.name != V1.name:
         raise UserError("real_names: real v1.0 names are for layout v1 only")
     if n_patches < 1:
         raise UserError(f"n_patches: expected at least 1, got {n_patches}")
@@ -380,7 +376,7 @@ def write_demo_archive(
     root.mkdir(parents=True, exist_ok=True)
     workers = workers or len(os.sched_getaffinity(0))
     if workers == 1 or n_patches < 64:
-        labels = _write_chunk(root, plan, seed, positive_rate, layout)
+        labels = _write_chunk(root, plan, seed, positive_rate, archive)
     else:
         chunk = max(16, math.ceil(n_patches / (workers * 8)))
         labels = []
@@ -389,14 +385,14 @@ def write_demo_archive(
             tqdm(total=n_patches, desc="demo patches", disable=None) as bar,
         ):
             futures = [
-                pool.submit(_write_chunk, root, plan[i : i + chunk], seed, positive_rate, layout)
+                pool.submit(_write_chunk, root, plan[i : i + chunk], seed, positive_rate, archive)
                 for i in range(0, n_patches, chunk)
             ]
             for f in futures:
                 labels += f.result()
                 bar.update(len(f.result()))
-    if layout == "v2":
-        _write_metadata(root, plan, labels)
+    if archive.reference_maps:  # the patch list with labels, split and flags, as v2.0 ships it
+        _write_metadata(root, plan, labels, archive)
     return root
 
 

@@ -5,7 +5,8 @@ optimiser's state dicts, RNG states, a loop's counters and metric history). Its 
 safetensors file under their path in the tree ("model/conv1.weight"), each stored once however often the
 tree holds it; the rest is JSON in the file's metadata, with each tensor's place marked. Reading runs no
 pickled code, and the same tree gives the same bytes. A torch.save checkpoint of the earlier format is
-read too, with weights_only=True (tensors and plain containers only).
+read too, with weights_only=True (tensors and plain containers only), and found under its earlier name
+(`train.pt`, `pretrain.pt`) when a run killed before the change resumes.
 
 A snapshot copies a tree's tensors into buffers reused from one checkpoint to the next (pinned host
 memory for CUDA tensors, copied without blocking), so the training thread neither allocates nor waits for
@@ -32,6 +33,7 @@ from simclr_s2.errors import UserError
 METADATA_KEY = "simclr_s2"  # the one metadata entry: its JSON holds the tree (one key keeps the bytes stable)
 TENSOR, TUPLE, ITEMS = "$tensor", "$tuple", "$items"  # how the JSON marks a tensor, a tuple, non-str keys
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container: the earlier format
+SUFFIX, EARLIER_SUFFIX = ".safetensors", ".pt"  # a checkpoint file's name ends so; the earlier format's did
 
 
 class BufferPool:
@@ -137,6 +139,20 @@ def write_tree(tree: Any, path: Path) -> None:
 
     structure = json.dumps(encode(tree, ""), separators=(",", ":"))
     save_file(tensors, path, metadata={METADATA_KEY: structure})
+
+
+def resumable(path: Path | None) -> Path | None:
+    """The checkpoint to resume from for `path` (named `*.safetensors`): `path`, or the same name in the
+    earlier format (`*.pt`) when only that is there; `path` when neither is (so every rank gets a path)."""
+    if path is None or path.exists():
+        return path
+    earlier = path.with_suffix(EARLIER_SUFFIX)
+    return earlier if earlier.exists() else path
+
+
+def is_checkpoint(path: Path) -> bool:
+    """Whether `path` is named as a checkpoint file, of either format."""
+    return path.suffix in (SUFFIX, EARLIER_SUFFIX)
 
 
 def read_tree(path: Path, *, weights_only: bool = True) -> Any:

@@ -31,6 +31,7 @@ import torch
 
 from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, ZSCORE, Bands
 from simclr_s2.errors import UserError
+from simclr_s2.learning.checkpoints import SUFFIX, read_tree
 from simclr_s2.learning.models import (
     ARCHS,
     HEAD_DIMS,
@@ -202,7 +203,8 @@ def read_state_dict(path: Path, what: str = "pretrained", bands: Bands | None = 
     if not path.is_file():
         raise UserError(f"{what}: state-dict file {path} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = (read_tree(path) if path.suffix == SUFFIX  # a pretrain checkpoint of today's format
+                 else torch.load(path, map_location="cpu", weights_only=True))
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{what}: {path} is not a PyTorch state-dict file ({detail[:200]})") from None

@@ -3,13 +3,11 @@ numbers, and the interface through which a loop reports progress to whoever trac
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 
@@ -43,36 +41,8 @@ class Checkpoint(Protocol):
         """The whole checkpoint as the file `path`."""
 
 
-@dataclass(frozen=True)
-class Pickled:
-    """A checkpoint written with torch.save: pretraining's, which `import_encoder` reads that way (tensors and
-    plain containers only, so it loads with weights_only=True)."""
-
-    tree: dict[str, Any]
-
-    def write(self, path: Path) -> None:
-        torch.save(self.tree, path)
-
-
-def snapshot(obj: Any) -> Any:
-    """A copy of a checkpoint's tensors (on the CPU) and containers, so it can be written while training
-    changes the originals."""
-    if isinstance(obj, torch.Tensor):
-        return obj.detach().to("cpu", copy=True)
-    if isinstance(obj, dict):
-        return {k: snapshot(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return type(obj)(snapshot(v) for v in obj)
-    return copy.deepcopy(obj)
-
-
-def save_checkpoint(progress: Progress | None, checkpoint: dict[str, Any] | Checkpoint, path: Path,
-                    epoch: int) -> None:
-    """Through `progress` (which may write in the background) or, without one, right here. A dict is
-    written with torch.save (from a copy when it goes to `progress`); a `checkpoints.Snapshot` is already
-    one, and writes itself as safetensors."""
-    if isinstance(checkpoint, dict):
-        checkpoint = Pickled(snapshot(checkpoint) if progress is not None else checkpoint)
+def save_checkpoint(progress: Progress | None, checkpoint: Checkpoint, path: Path, epoch: int) -> None:
+    """Through `progress` (which may write in the background) or, without one, right here."""
     if progress is not None:
         progress.save(checkpoint, path, epoch)
     else:

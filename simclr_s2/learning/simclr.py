@@ -26,6 +26,7 @@ from tqdm import tqdm
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
 from simclr_s2.learning.augment import augment as augment_views
+from simclr_s2.learning.checkpoints import Snapshots, resumable
 from simclr_s2.learning.config import OPTIMIZERS, AugmentConfig
 from simclr_s2.learning.models import SimCLRModel
 from simclr_s2.learning.models import channels_last as to_channels_last
@@ -210,11 +211,13 @@ class _Training:
     scaler: torch.amp.GradScaler | None
     generator: torch.Generator
     loader: Any
+    snapshots: Snapshots = field(default_factory=Snapshots)
 
     def save(self, path: Path, result: PretrainResult, progress: Progress | None) -> None:
-        """Rank 0 hands the checkpoint to `progress` (which may write it in the background) or writes it
-        here, always to a temporary file renamed over the old one: a kill never leaves half a file. Every
-        rank must call it (the RNG states are gathered)."""
+        """Rank 0 hands a snapshot of the checkpoint (`checkpoints`: copied into reused buffers, written as
+        one safetensors file) to `progress` (which may write it in the background) or writes it here, always
+        to a temporary file renamed over the old one: a kill never leaves half a file. Every rank must call
+        it (the RNG states are gathered)."""
         loader_generator = getattr(self.loader, "generator", None)
         rng = distributed.all_gather_object({
             "torch": torch.get_rng_state(),
@@ -236,7 +239,7 @@ class _Training:
             "history": result.history,
             "rng": rng,
         }
-        save_checkpoint(progress, checkpoint, path, len(result.epoch_losses) - 1)
+        save_checkpoint(progress, self.snapshots.take(checkpoint), path, len(result.epoch_losses) - 1)
 
     def load(self, checkpoint: dict[str, Any], path: Path | None) -> PretrainResult:
         """Restore a checkpoint written by `save` (read from `path`) with the same configuration."""
@@ -288,8 +291,8 @@ def pretrain(
     `lr` None takes DEFAULT_LR[optimizer]. Each epoch reports, through `progress.epoch_done`, {"loss",
     "lr"} for every optimiser step (step = steps done so far) and {"epoch_loss", "epoch"} at that epoch's
     last step, after the epoch's checkpoint is durable. With `checkpoint_path`, the model, optimiser,
-    scheduler, counters, RNG states and metric history are written after each epoch, and a call that
-    finds the file continues from it (handing the history to `progress.resumed`): the steps after it are
+    scheduler, counters, RNG states and metric history are written after each epoch as one safetensors
+    file (`checkpoints`), and a call that finds it (or the earlier torch.save file beside it) continues from it (handing the history to `progress.resumed`): the steps after it are
     the same as an uninterrupted run's (same data order, views and numbering). A run killed mid-epoch
     repeats that epoch's steps, with the same numbers, reported once. A NaN or infinite loss stops the
     loop (NonFiniteError). `amp` turns on autocast on CUDA only. Under torchrun, `progress` is called and
@@ -339,11 +342,12 @@ def pretrain(
         loader=loader,
     )
     path = Path(checkpoint_path) if checkpoint_path is not None else None
-    checkpoint = distributed.load_checkpoint(path, weights_only=True)
+    found = resumable(path)
+    checkpoint = distributed.load_checkpoint(found, weights_only=True)
     if checkpoint is not None:
-        result = training.load(checkpoint, path)
+        result = training.load(checkpoint, found)
         logger.info(
-            "resuming pretraining from %s at epoch %d, step %d", path, result.start_epoch, result.global_step
+            "resuming pretraining from %s at epoch %d, step %d", found, result.start_epoch, result.global_step
         )
         if report:
             report.resumed(result.history)

@@ -27,7 +27,7 @@ from tqdm import tqdm
 
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
-from simclr_s2.learning.checkpoints import Snapshots
+from simclr_s2.learning.checkpoints import Snapshots, resumable
 from simclr_s2.learning.datasets import gather_epoch
 from simclr_s2.learning.metrics import binary_metrics
 from simclr_s2.learning.runtime import Progress, amp_setup, check_finite, save_checkpoint
@@ -144,8 +144,8 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
     Every epoch's train_* and val_* metrics go to `progress.epoch_done` at once (one batched tracking
     call), after that epoch's checkpoint is durable: with `checkpoint_path` the full state (weights,
     optimiser, best weights, patience counter, every rank's RNG, the metric history) is written after
-    each epoch as one safetensors file (`checkpoints`), and picked up by the next call, which hands the
-    history to `progress.resumed`; the last epoch's leaves the optimiser out (no resume trains on from
+    each epoch as one safetensors file (`checkpoints`), and picked up by the next call (or the earlier
+    format's file beside it, `checkpoints.resumable`), which hands the history to `progress.resumed`; the last epoch's leaves the optimiser out (no resume trains on from
     it), and best weights that are the epoch's own are stored once. The training thread only copies the
     state into reused buffers (without waiting, on a GPU); `progress` writes it, in the background for a
     tracked run. A NaN or infinite loss stops training (NonFiniteError) before it is checkpointed.
@@ -165,7 +165,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
     state: dict[str, Any] = {"epoch": 0, "best_auc": -math.inf, "best_epoch": -1, "best_val": {},
                              "best_model": None, "bad_epochs": 0, "history": []}
     snapshots = Snapshots()
-    saved = distributed.load_checkpoint(checkpoint_path)
+    saved = distributed.load_checkpoint(resumable(checkpoint_path))
     if saved is not None:
         if saved["config"] != asdict(cfg):
             raise UserError(f"checkpoint {checkpoint_path} was written with other settings: {saved['config']}")

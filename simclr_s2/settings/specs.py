@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from simclr_s2.bigearthnet.bands import BANDS, BandError, Bands
 from simclr_s2.bigearthnet.download import FILES as FETCH_FILES
 from simclr_s2.bigearthnet.download import ZENODO
+from simclr_s2.bigearthnet.layouts import LAYOUTS as ARCHIVE_LAYOUTS
 from simclr_s2.bigearthnet.nomenclature import AMBIGUOUS
 from simclr_s2.errors import UserError
 from simclr_s2.learning.config import (
@@ -48,7 +49,7 @@ from simclr_s2.study.splits import DEFAULT_FRACTIONS as FRACTIONS
 
 DEMO_ARCHIVE = "demo/BigEarthNet-v1.0"
 DEMO_INDEX = "demo/index"
-LAYOUTS = ("v1", "v2")
+LAYOUTS = tuple(ARCHIVE_LAYOUTS)
 REUSE_HELP = "false: run again every step this command would reuse"
 OVERLAP_HELP = ("the leakage guard: false stops when the encoder saw the ground of the set (same footprint on any "
                 "date, or a neighbour) or its membership cannot be read; unknown goes on past the latter; true "

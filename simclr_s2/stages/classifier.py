@@ -233,7 +233,7 @@ class Classifier(Stage[Training]):
     def execute(self, spec: Training, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
         prepared = distributed.main_only(lambda: prepare(spec, resolved, ctx))
         trained = train_classifier(spec, resolved, prepared, ctx, run, run.progress(),
-                                   run.checkpoint_dir / "train.pt")
+                                   run.checkpoint_dir / "train.safetensors")
         if not distributed.is_main():
             return
         run.close_publisher(wait=True)

@@ -17,10 +17,11 @@ from simclr_s2.bigearthnet.demo import write_demo_archive, write_demo_scene
 from simclr_s2.bigearthnet.index import (
     build_index,
     index_archive_root,
-    index_archive_version,
     index_digest,
+    index_layout,
     load_index,
 )
+from simclr_s2.bigearthnet.layouts import V1, ArchiveLayout
 from simclr_s2.bigearthnet.nomenclature import DEFAULT_MIN_FRACTION, PRESENT, resolve_scheme, scheme_labels
 from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
@@ -104,7 +105,7 @@ def _write_once(param: str, out: Path, recipe: Mapping[str, object], write: Call
 
 def demo_recipe(spec: specs.MakeDemoData) -> dict[str, object]:
     """What decides a demo archive's bytes (the v1 recipe keeps its old form, so old archives still match)."""
-    return {"n_patches": spec.n_patches, "seed": spec.seed, **({"layout": spec.layout} if spec.layout != "v1" else {})}
+    return {"n_patches": spec.n_patches, "seed": spec.seed, **({"layout": spec.layout} if spec.layout != V1.name else {})}
 
 
 def has_demo(folder: Path, recipe: Mapping[str, object]) -> bool:
@@ -145,15 +146,16 @@ def scheme_name(spec: str) -> tuple[str, tuple[str, ...]]:
     return scheme, classes
 
 
-def labels(index: pd.DataFrame, version: str, spec: specs.CreateSplits) -> tuple[pd.Series | None, str]:
-    """The scheme's labels and how they were made: on a v1 index `basic` and `expanded` read the index's
-    presence columns (None), a custom scheme is presence too; on a v2 index every scheme is by area."""
-    if version == "v1" and spec.min_fraction != "auto":
-        raise UserError("min_fraction: a v1.0 archive has labels only, no pixel shares; leave it at auto")
-    if version == "v1" and spec.scheme in ("basic", "expanded"):
+def labels(index: pd.DataFrame, layout: ArchiveLayout, spec: specs.CreateSplits) -> tuple[pd.Series | None, str]:
+    """The scheme's labels and how they were made: on an index without reference maps (v1) `basic` and
+    `expanded` read the index's presence columns (None), a custom scheme is presence too; on one with
+    reference maps (v2) every scheme is by area."""
+    if not layout.reference_maps and spec.min_fraction != "auto":
+        raise UserError(f"min_fraction: a {layout.title} archive has labels only, no pixel shares; leave it at auto")
+    if not layout.reference_maps and spec.scheme in ("basic", "expanded"):
         return None, f"column {PRESENT}{spec.scheme}"
     min_fraction = None if spec.min_fraction == "auto" else float(spec.min_fraction)
-    rule = "presence of the scheme's classes" if version == "v1" else \
+    rule = "presence of the scheme's classes" if not layout.reference_maps else \
         f"area: scheme's classes cover >= {min_fraction or DEFAULT_MIN_FRACTION} of the patch, " \
         f"ambiguous patches {'left out' if spec.ambiguous == 'exclude' else 'negative'}"
     return scheme_labels(index, spec.scheme, min_fraction=min_fraction, ambiguous=spec.ambiguous), rule
@@ -173,7 +175,7 @@ class CreateSplits(DataStage[specs.CreateSplits]):
         index_ref = resolved.get("index", spec.index)
         index_path = fetcher(ctx).path(index_ref, "index")
         index = load_index(index_path)
-        positives, rule = labels(index, index_archive_version(index_path), spec)
+        positives, rule = labels(index, index_layout(index_path), spec)
         out = _path(spec, resolved, "out")
         manifest = create_splits(
             index, scheme, out, fractions=spec.fractions, seed=spec.seed, exclude_snow_cloud=spec.exclude_snow_cloud,

@@ -15,6 +15,7 @@ from simclr_s2.bigearthnet import packed, reben
 from simclr_s2.bigearthnet.bands import Bands
 from simclr_s2.bigearthnet.download import FILES, fetch
 from simclr_s2.bigearthnet.index import build_index, rejected_path_for
+from simclr_s2.bigearthnet.layouts import V2
 from simclr_s2.bigearthnet.stream import extract, stream_index, stream_pack
 from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
@@ -66,7 +67,7 @@ def _index(dest: Path, out: Path, unpacked: bool) -> Path:
     if out.is_file() and not unpacked and out.stat().st_mtime > max((dest / f).stat().st_mtime for f in INDEX_INPUTS):
         print(f"index: {out} (kept: newer than {', '.join(INDEX_INPUTS)})")
         return out
-    result = build_index(dest, out, version="v2") if unpacked else stream_index(dest / FILES["maps"], dest, out)
+    result = build_index(dest, out, version=V2.name) if unpacked else stream_index(dest / FILES["maps"], dest, out)
     print(f"index: {result.index_path} ({result.n_indexed} patches, {result.n_rejected} rejected)")
     return result.index_path
 

@@ -93,7 +93,7 @@ class Pretrain(Stage[specs.Pretrain]):
         model = build_simclr(spec.arch, len(bands))
         result = pretrain(model, batches, epochs, optimizer=spec.optimizer, lr=spec.lr,
                           temperature=spec.temperature, seed=spec.seed, augment=augment,
-                          checkpoint_path=run.checkpoint_dir / "pretrain.pt", progress=run.progress(),
+                          checkpoint_path=run.checkpoint_dir / "pretrain.safetensors", progress=run.progress(),
                           device=distributed.device(), amp=torch.cuda.is_available())
         if not distributed.is_main():
             return

@@ -47,6 +47,7 @@ from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from simclr_s2 import faults
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
+from simclr_s2.learning.checkpoints import is_checkpoint
 from simclr_s2.learning.runtime import Checkpoint, StepMetrics
 from simclr_s2.settings.context import Context
 from simclr_s2.tracking.connectivity import TrackingUnreachable, is_unreachable, retry_budget_s
@@ -429,4 +430,4 @@ def describe(error: BaseException) -> str:
 
 
 def _has_checkpoint(folder: Path) -> bool:
-    return folder.is_dir() and any(p.suffix == ".pt" for p in folder.iterdir())
+    return folder.is_dir() and any(is_checkpoint(p) for p in folder.iterdir())

@@ -19,18 +19,16 @@ import rasterio
 from simclr_s2.bigearthnet import reader, reben
 from simclr_s2.bigearthnet.demo import write_demo_archive, write_geotiff
 from simclr_s2.bigearthnet.index import (
-    INDEX_SCHEMA,
-    SEASONS,
-    V2_SCHEMA,
     ArchiveError,
     archive_version,
     build_index,
     index_archive_root,
-    index_archive_version,
     index_digest,
+    index_layout,
     load_index,
     rejected_path_for,
 )
+from simclr_s2.bigearthnet.layouts import INDEX_SCHEMA, SEASONS, V2_SCHEMA
 from simclr_s2.bigearthnet.nomenclature import (
     CLC_LEVEL3,
     DEFAULT_MIN_FRACTION,
@@ -199,7 +197,7 @@ def test_archive_errors(tmp_path, demo_index):
 def test_v1_rows_carry_their_place_and_v1_name(real_archive, tmp_path):
     """epsg, ulx, uly: the JSON's projection and corner, which are the band files' georeferencing."""
     df = load_index(build_index(real_archive, tmp_path / "real.parquet", workers=1).index_path)
-    assert index_archive_version(tmp_path / "real.parquet") == "v1"
+    assert index_layout(tmp_path / "real.parquet").name == "v1"
     assert (df["s2v1_name"] == df["name"]).all()
     for row in df.itertuples():
         with rasterio.open(real_archive / row.name / f"{row.name}_B02.tif") as ds:
@@ -229,7 +227,7 @@ def _metadata(root: Path) -> pd.DataFrame:
 
 def test_v2_rows_agree_with_the_maps_and_the_metadata(v2_archive, v2_index):
     assert pq.read_schema(v2_index).remove_metadata() == V2_SCHEMA
-    assert (index_archive_version(v2_index), index_archive_root(v2_index)) == ("v2", v2_archive.resolve())
+    assert (index_layout(v2_index).name, index_archive_root(v2_index)) == ("v2", v2_archive.resolve())
     assert len(pq.read_table(rejected_path_for(v2_index))) == 0
     df = load_index(v2_index)
     meta = _metadata(v2_archive).set_index("patch_id")
@@ -269,8 +267,8 @@ def test_v2_same_files_whatever_the_workers(v2_archive, v2_index, tmp_path):
 
 
 def test_version_is_told_or_recognised(demo_archive, v2_archive, tmp_path):
-    assert (archive_version(demo_archive), archive_version(v2_archive)) == ("v1", "v2")
-    assert archive_version(demo_archive, "v2") == "v2"
+    assert (archive_version(demo_archive).name, archive_version(v2_archive).name) == ("v1", "v2")
+    assert archive_version(demo_archive, "v2").name == "v2"
     with pytest.raises(ArchiveError, match="version: 'v3'"):
         build_index(v2_archive, tmp_path / "i.parquet", version="v3")
     with pytest.raises(ArchiveError, match="none of its 2 folders is a valid patch"):

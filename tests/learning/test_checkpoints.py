@@ -9,8 +9,7 @@ import torch
 from safetensors import safe_open
 
 from simclr_s2.errors import UserError
-from simclr_s2.learning.checkpoints import Snapshots, read_tree, write_tree
-from simclr_s2.learning.runtime import Pickled, save_atomically
+from simclr_s2.learning.checkpoints import Snapshots, read_tree, resumable, write_tree
 
 
 def _tree() -> dict:
@@ -57,8 +56,17 @@ def test_the_same_tree_gives_the_same_bytes(tmp_path):
 
 
 def test_a_checkpoint_of_the_earlier_torch_save_format_is_read(tmp_path):
-    save_atomically(Pickled(_tree()), tmp_path / "train.pt")
+    torch.save(_tree(), tmp_path / "train.pt")
     _assert_same(read_tree(tmp_path / "train.pt"), _tree())
+
+
+def test_a_resume_finds_the_earlier_name_only_when_the_new_one_is_missing(tmp_path):
+    new = tmp_path / "train.safetensors"
+    assert resumable(new) == new and resumable(None) is None  # neither: the new name (every rank gets a path)
+    (tmp_path / "train.pt").touch()
+    assert resumable(new) == tmp_path / "train.pt"
+    new.touch()
+    assert resumable(new) == new
 
 
 def test_a_file_that_is_no_checkpoint_is_one_line(tmp_path):

@@ -2,10 +2,13 @@ import math
 
 import pytest
 import torch
+from safetensors import safe_open
 from torch.utils.data import DataLoader, TensorDataset
 
 from simclr_s2.errors import UserError
+from simclr_s2.learning.checkpoints import read_tree
 from simclr_s2.learning.config import AugmentConfig
+from simclr_s2.learning.imported_weights import read_state_dict
 from simclr_s2.learning.models import build_simclr
 from simclr_s2.learning.runtime import Recorder
 from simclr_s2.learning.simclr import LARS, make_optimizer, nt_xent_loss, param_groups, pretrain
@@ -120,7 +123,10 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("earlier_format", [False, True])
+def test_resume_continues_exactly(tmp_path, earlier_format):
+    """The checkpoint is one safetensors file; one of the earlier format and name (pretrain.pt, torch.save of
+    the same tree) is found and resumed from too."""
     full = Recorder()
     reference = small_model()
     pretrain(reference, loader(), 2, optimizer="sgd", lr=0.05, augment=LIGHT, progress=full)
@@ -129,11 +135,17 @@ def test_resume_continues_exactly(tmp_path):
         raise Interrupt
 
     first, second = Recorder(on_epoch=stop_after_epoch_one), Recorder()
-    checkpoint = tmp_path / "run" / "checkpoint.pt"
+    checkpoint = tmp_path / "run" / "pretrain.safetensors"
     with pytest.raises(Interrupt):
         pretrain(small_model(), loader(), 2, optimizer="sgd", lr=0.05, augment=LIGHT, checkpoint_path=checkpoint,
                  progress=first)
-    assert checkpoint.exists() and not checkpoint.with_name("checkpoint.pt.tmp").exists()
+    assert not checkpoint.with_name("pretrain.safetensors.tmp").exists()
+    with safe_open(str(checkpoint), framework="pt") as f:
+        assert {"model/encoder.conv1.weight", "optimizer/state/0/momentum_buffer"} <= set(f.keys())
+    assert read_state_dict(checkpoint).keys() == small_model().state_dict().keys()  # import_encoder takes it
+    if earlier_format:
+        torch.save(read_tree(checkpoint), checkpoint.with_suffix(".pt"))
+        checkpoint.unlink()
     torch.manual_seed(1234)  # whatever the global RNG holds now, the checkpoint's states win
     resumed = small_model()
     result = pretrain(resumed, loader(), 2, optimizer="sgd", lr=0.05, augment=LIGHT, checkpoint_path=checkpoint,

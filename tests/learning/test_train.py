@@ -12,7 +12,7 @@ from simclr_s2.learning.checkpoints import read_tree
 from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
 from simclr_s2.learning.feature_cache import cached_training_set
 from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
-from simclr_s2.learning.runtime import Pickled, Recorder, save_atomically
+from simclr_s2.learning.runtime import Recorder
 from simclr_s2.learning.train import FitConfig, fit
 
 
@@ -68,7 +68,8 @@ class _Killed(Exception):
 
 @pytest.mark.parametrize("earlier_format", [False, True])
 def test_resume_after_a_kill_equals_an_unbroken_run(tiny, tmp_path, earlier_format):
-    """Also from a checkpoint in the earlier format (torch.save of the same tree, read with weights_only)."""
+    """Also from a checkpoint in the earlier format and name (train.pt: torch.save of the same tree, read with
+    weights_only), found beside the new name."""
     base, train, val = tiny
     cfg = FitConfig(epochs=3, lr=1e-3, patience=10, seed=0)
     unbroken, log_unbroken = copy.deepcopy(base), Recorder()
@@ -78,12 +79,13 @@ def test_resume_after_a_kill_equals_an_unbroken_run(tiny, tmp_path, earlier_form
         raise _Killed
 
     first = Recorder(on_epoch=kill_after_first_epoch)
-    checkpoint = tmp_path / "train.pt"
+    checkpoint = tmp_path / "train.safetensors"
     with pytest.raises(_Killed):
         fit(copy.deepcopy(base), *_loaders(train, val), cfg, checkpoint_path=checkpoint, progress=first)
     assert [step for step, _ in first.entries] == [0]
     if earlier_format:
-        save_atomically(Pickled(read_tree(checkpoint)), checkpoint)
+        torch.save(read_tree(checkpoint), tmp_path / "train.pt")
+        checkpoint.unlink()
     resumed, second = copy.deepcopy(base), Recorder()
     result = fit(resumed, *_loaders(train, val), cfg, checkpoint_path=checkpoint, progress=second)
     assert result.start_epoch == 1 and second.restored == first.entries  # the checkpoint holds the history
@@ -96,7 +98,7 @@ def test_resume_after_a_kill_equals_an_unbroken_run(tiny, tmp_path, earlier_form
 
 def test_the_last_checkpoint_leaves_the_optimiser_out_and_resumes_to_the_best_weights(tiny, tmp_path):
     base, train, val = tiny
-    checkpoint, cfg = tmp_path / "train.pt", FitConfig(epochs=2, lr=1e-3)
+    checkpoint, cfg = tmp_path / "train.safetensors", FitConfig(epochs=2, lr=1e-3)
     trained = copy.deepcopy(base)
     result = fit(trained, *_loaders(train, val), cfg, checkpoint_path=checkpoint)
     saved = read_tree(checkpoint)
@@ -110,7 +112,7 @@ def test_the_last_checkpoint_leaves_the_optimiser_out_and_resumes_to_the_best_we
 
 def test_resume_refuses_a_checkpoint_of_other_settings(tiny, tmp_path):
     base, train, val = tiny
-    checkpoint = tmp_path / "train.pt"
+    checkpoint = tmp_path / "train.safetensors"
     fit(copy.deepcopy(base), *_loaders(train, val), FitConfig(epochs=1, lr=1e-3), checkpoint_path=checkpoint)
     with pytest.raises(UserError, match="other settings"):
         fit(copy.deepcopy(base), *_loaders(train, val), FitConfig(epochs=1, lr=1e-2), checkpoint_path=checkpoint)
@@ -128,7 +130,7 @@ def test_early_stopping_keeps_the_best_epoch(tiny):
 
 def test_a_diverging_training_stops_before_its_checkpoint(tiny, tmp_path):
     base, train, val = tiny
-    checkpoint = tmp_path / "train.pt"
+    checkpoint = tmp_path / "train.safetensors"
     with pytest.raises(NonFiniteError, match="train_loss is nan at epoch 1"):
         fit(copy.deepcopy(base), *_loaders(train, val), FitConfig(epochs=2, lr=1e30), checkpoint_path=checkpoint)
     assert not checkpoint.exists()

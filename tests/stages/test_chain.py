@@ -4,6 +4,7 @@ every bad input: stages run in-process exactly as their entry points run them.""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -11,6 +12,7 @@ import pytest
 import torch
 
 from simclr_s2.app.cli import main
+from simclr_s2.learning.checkpoints import read_tree
 from simclr_s2.learning.models import build_simclr
 from simclr_s2.settings.context import DEFAULT_EXPERIMENT
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
@@ -71,8 +73,8 @@ def test_the_registered_model_loads_and_predicts(project, demo, ctx):
 def test_the_registered_encoder_gives_the_trained_features(project, demo, ctx):
     version = project.client.get_model_version_by_alias(ENCODER_MODEL, "ben")
     assert version.tags["band_list"] == "B04,B03,B02,B08,B05,B06,B07,B8A,B11,B12"
-    checkpoint = torch.load(project.client.download_artifacts(version.run_id, "checkpoints/pretrain.pt"),
-                            map_location="cpu", weights_only=True)
+    checkpoint = read_tree(Path(project.client.download_artifacts(version.run_id,
+                                                                   "checkpoints/pretrain.safetensors")))
     trained = build_simclr("resnet18", 10)
     trained.load_state_dict(checkpoint["model"])
     registered = mlflow.pytorch.load_model(f"models:/{ENCODER_MODEL}@ben")
