@@ -11,6 +11,7 @@ dry runs with `make=False`: they only find what exists, and get None where a lin
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 
 from mlflow.entities import Run
@@ -32,10 +33,12 @@ from simclr_s2.stages.data import (
 DEMO_SCHEMES = ("basic", "expanded")
 
 
-def step_run(stage: Stage, spec: specs.Spec, ctx: Context, make: bool, usable=None) -> Run | None:
-    """The finished run of a link: made when `make`, else found (None when missing or unusable)."""
+def step_run(stage: Stage, spec: specs.Spec, ctx: Context, make: bool, usable=None,
+             tags: Mapping[str, str] | None = None) -> Run | None:
+    """The finished run of a link: made when `make` (with `tags` beside the stage's), else found (None when
+    missing or unusable)."""
     if make:
-        return ensure_step(stage, spec, ctx, usable=usable)
+        return ensure_step(stage, spec, ctx, usable=usable, tags=tags)
     found = find_step(stage, spec, ctx)
     return found if found is not None and (usable is None or usable(found)) else None
 

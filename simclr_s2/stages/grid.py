@@ -8,11 +8,18 @@ With split=auto the grid draws its splits itself (create_splits steps, reused wh
 scheme and Variant: each fold of a cross-validation split_kind, each label rule of min_fractions x
 ambiguous. Those are dimensions of the grid like seeds: every cell records its variant as tags (fold,
 held_out, min_fraction, ambiguous) and a fold also as the cell's `fold` parameter, so compare can
-aggregate over folds and show a label rule's effect."""
+aggregate over folds and show a label rule's effect. A given split that is one fold of such a kind gives
+its cells the fold its manifest names.
+
+With encoders=auto and folds, every demo recipe is pretrained once per fold (fold_encoders), on the index
+less every evaluation set of that fold's splits: an encoder pretrained on the whole archive has seen each
+fold's test ground, and the leakage guard refuses it. Each fold's cells fine-tune their fold's encoder and
+record its fold (tag encoder_fold)."""
 
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import tempfile
 from collections.abc import Mapping
@@ -32,10 +39,11 @@ from simclr_s2.stages import auto
 from simclr_s2.stages.base import Stage, ensure_step
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
 from simclr_s2.stages.data import CREATE_SPLITS
-from simclr_s2.stages.inputs import fetcher
-from simclr_s2.stages.pretrain import DEMO_ENCODERS, demo_encoder
+from simclr_s2.stages.inputs import SOURCE, fetcher
+from simclr_s2.stages.pretrain import DEMO_ENCODERS, demo_encoder, demo_encoder_spec, encoder_step
+from simclr_s2.study.comparison import fold_encoder_alias
 from simclr_s2.study.split_kinds import fold_names, is_cv
-from simclr_s2.study.splits import load_manifest
+from simclr_s2.study.splits import MANIFEST, SplitManifest, load_manifest
 from simclr_s2.tracking.artifacts import Fetcher, is_remote
 from simclr_s2.tracking.registry import ENCODER_MODEL, resolve_model_uri
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
@@ -44,6 +52,9 @@ log = logging.getLogger(__name__)
 
 TO_MAKE = "(to make)"
 FOLDS = "folds"  # resolved_folds: every fold name of a cross-validation split_kind, joined by ','
+GIVEN_FOLD, GIVEN_HELD_OUT = "fold", "held_out"  # resolved_fold / resolved_held_out: the given split's fold
+FOLD_ENCODER = "fold_encoder_"  # resolved fold_encoder_<fold>_<name>: the encoder pretrained for that fold
+ENCODER_FOLD_TAG = "encoder_fold"  # on a cell's run: the fold its encoder was pretrained for
 
 
 @dataclass(frozen=True)
@@ -168,21 +179,26 @@ def _swept(spec: specs.Grid) -> bool:
 
 
 def plan(spec: specs.Grid, encoders: Mapping[str, str], split: Mapping[str, str],
-         drawn: list[Variant] | None = None) -> list[Cell]:
-    """Every cell of the grid; `split` maps each scheme and variant (split_key) to the split its cells read."""
+         drawn: list[Variant] | None = None, per_fold: Mapping[int, Mapping[str, str]] | None = None) -> list[Cell]:
+    """Every cell of the grid; `split` maps each scheme and variant (split_key) to the split its cells read;
+    `per_fold`: fold -> the encoders pretrained for it, which that fold's cells fine-tune instead of
+    `encoders` (tagged encoder_fold)."""
     chosen = protocol(spec)
     cells = []
     for scheme in spec.schemes:
         for variant in drawn or [Variant()]:
             tags = variant.tags(_swept(spec))
+            own = (per_fold or {}).get(variant.fold) if variant.fold is not None else None
+            uris, encoder_tags = (encoders, {}) if own is None else (own, {ENCODER_FOLD_TAG: str(variant.fold)})
             for fraction in spec.fractions:
                 for seed in chosen.seeds:
                     common = {"scheme": scheme, "fraction": fraction, "seed": seed, "epochs": spec.epochs,
                               "split": split[split_key(scheme, variant)],
                               **({"fold": str(variant.fold)} if variant.fold is not None else {})}
                     cells += [Cell("finetune", f"{name}-{trainable}" if len(chosen.trainables) > 1 else name,
-                                   {**common, "pretrained": uri, "trainable": trainable}, variant, tags)
-                              for name, uri in encoders.items() for trainable in chosen.trainables]
+                                   {**common, "pretrained": uri, "trainable": trainable}, variant,
+                                   {**tags, **encoder_tags})
+                              for name, uri in uris.items() for trainable in chosen.trainables]
                     if spec.baseline:
                         cells += [Cell("baseline", arch, {**common, "arch": arch}, variant, tags)
                                   for arch in chosen.baseline_archs]
@@ -211,10 +227,25 @@ def _index_ref(spec: specs.Grid, ctx: Context, make: bool) -> str:
     return (auto.demo_index(ctx, make) or TO_MAKE) if spec.index == "auto" else spec.index
 
 
+def given_split(spec: specs.Grid, fetch: Fetcher) -> tuple[Variant, SplitManifest, str]:
+    """The given split's variant (its fold, as the manifests of the schemes it holds name it; Variant() when
+    it is not a fold), one scheme's manifest and the index it was drawn from. A scheme it lacks fails its
+    own cells, as the grid goes on."""
+    folder = fetch.path(spec.split, "split")
+    held = [s for s in spec.schemes if (folder / s / MANIFEST).exists()] or list(spec.schemes[:1])
+    manifests = [load_manifest(folder, scheme) for scheme in held]
+    if len(found := {(m.fold, m.held_out) for m in manifests}) > 1:
+        raise UserError(f"split: the schemes of {spec.split} hold out different folds {sorted(found, key=str)}; "
+                        "give a split drawn as one fold")
+    [(fold, held_out)] = found
+    index = json.loads((folder / held[0] / SOURCE).read_text())["index"]
+    return Variant(fold, held_out), manifests[0], index
+
+
 def splits(spec: specs.Grid, ctx: Context, make: bool, drawn: list[Variant]) -> dict[str, str]:
     """split_key -> the split its cells read: the one given, or each drawn from the index (create_splits)."""
     if spec.split != "auto":
-        return {scheme: spec.split for scheme in spec.schemes}
+        return {split_key(scheme, variant): spec.split for scheme, variant in itertools.product(spec.schemes, drawn)}
     index = _index_ref(spec, ctx, make)
     refs = {}
     for scheme, variant in itertools.product(spec.schemes, drawn):
@@ -225,16 +256,85 @@ def splits(spec: specs.Grid, ctx: Context, make: bool, drawn: list[Variant]) -> 
     return refs
 
 
-def check_splits(spec: specs.Grid, split: Mapping[str, str], ctx: Context, drawn: list[Variant]) -> None:
-    """One line when a split the cells would read lacks its scheme or one of the fractions (read into a
-    temporary folder: a dry run writes nothing)."""
-    with Fetcher.temporary(ctx.tracking_uri) as fetch:
-        for scheme, variant in itertools.product(spec.schemes, drawn):
-            if (ref := split[split_key(scheme, variant)]) == TO_MAKE:
-                continue
-            found = load_manifest(fetch.path(ref, "split"), scheme).fractions
-            if missing := [f for f in spec.fractions if f not in found]:
-                raise UserError(f"fractions: {missing} not in the {scheme!r} splits of {ref}: found {list(found)}")
+def check_splits(spec: specs.Grid, split: Mapping[str, str], fetch: Fetcher, drawn: list[Variant]) -> None:
+    """One line when a split the cells would read lacks its scheme or one of the fractions."""
+    for scheme, variant in itertools.product(spec.schemes, drawn):
+        if (ref := split[split_key(scheme, variant)]) == TO_MAKE:
+            continue
+        found = load_manifest(fetch.path(ref, "split"), scheme).fractions
+        if missing := [f for f in spec.fractions if f not in found]:
+            raise UserError(f"fractions: {missing} not in the {scheme!r} splits of {ref}: found {list(found)}")
+
+
+def fold_encoders(spec: specs.Grid, ctx: Context, make: bool, split: Mapping[str, str], drawn: list[Variant],
+                  index: str, kind: str) -> dict[int, dict[str, str]]:
+    """encoders=auto with folds: fold -> each demo recipe pretrained (or reused) for that fold, on `index` less
+    the evaluation sets (test and natural test) of every split of the fold (each scheme and label rule),
+    registered as fold_encoder_alias (ben-folds-5-f2) and tagged with its fold; a pinned URI, or TO_MAKE. {} otherwise."""
+    held = {v.fold: v.held_out for v in drawn if v.fold is not None}
+    if spec.encoders != "auto" or not held:
+        return {}
+    arch = protocol(spec).encoder_arch
+    out: dict[int, dict[str, str]] = {}
+    for fold, held_out in held.items():
+        refs = list(dict.fromkeys(split[split_key(s, v)] for s in spec.schemes for v in drawn if v.fold == fold))
+        if index == TO_MAKE or TO_MAKE in refs:
+            out[fold] = dict.fromkeys(DEMO_ENCODERS, TO_MAKE)
+            continue
+        out[fold] = {name: encoder_step(replace(demo_encoder_spec(ctx, name, arch), name=fold_encoder_alias(name, kind, fold),
+                                                index=index, exclude_split=",".join(refs)),
+                                        ctx, make, tags={"fold": str(fold), "held_out": str(held_out)}) or TO_MAKE
+                     for name in DEMO_ENCODERS}
+    return out
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """What the cells read: the variants drawn, each one's split, the shared encoders and those per fold."""
+
+    drawn: list[Variant]
+    split: dict[str, str]
+    encoders: dict[str, str]
+    per_fold: dict[int, dict[str, str]]
+    folds: list[str]  # the split_kind's fold names when the grid draws folds, else []
+
+    def resolved(self) -> dict[str, str]:
+        """As the grid run records them (resolved_<key>), for `cells_of` to read back."""
+        given = self.drawn[0] if not self.folds and self.drawn[0].fold is not None else None
+        return {**{f"encoder_{k}": v for k, v in self.encoders.items()},
+                **{f"split_{k}": v for k, v in self.split.items()},
+                **({FOLDS: ",".join(self.folds)} if self.folds else {}),
+                **({GIVEN_FOLD: str(given.fold), GIVEN_HELD_OUT: str(given.held_out)} if given else {}),
+                **{f"{FOLD_ENCODER}{fold}_{name}": uri for fold, uris in self.per_fold.items()
+                   for name, uri in uris.items()}}
+
+
+def inputs(spec: specs.Grid, ctx: Context, make: bool, fetch: Fetcher, check: bool = False) -> Inputs:
+    """The grid's splits and encoders, made when `make`, else found (TO_MAKE where missing)."""
+    folds = all_folds(spec, ctx, make)
+    if spec.split == "auto":
+        drawn, kind, index = variants(spec, folds), spec.split_kind, _index_ref(spec, ctx, make)
+    else:
+        given, manifest, index = given_split(spec, fetch)
+        drawn, kind = [given], manifest.kind
+    split = splits(spec, ctx, make, drawn)
+    per_fold = fold_encoders(spec, ctx, make, split, drawn, index, kind)
+    return Inputs(drawn, split, {} if per_fold else encoder_uris(spec, ctx, make, check), per_fold, folds)
+
+
+def cells_of(spec: specs.Grid, resolved: Mapping[str, str]) -> list[Cell]:
+    """The grid's cells from what its run resolved (Inputs.resolved)."""
+    if FOLDS in resolved:
+        drawn = variants(spec, resolved[FOLDS].split(","))
+    elif GIVEN_FOLD in resolved:
+        drawn = [Variant(int(resolved[GIVEN_FOLD]), resolved[GIVEN_HELD_OUT])]
+    else:
+        drawn = variants(spec, [])
+    per_fold: dict[int, dict[str, str]] = {}
+    for key, uri in _prefixed(resolved, FOLD_ENCODER).items():
+        fold, name = key.split("_", 1)
+        per_fold.setdefault(int(fold), {})[name] = uri
+    return plan(spec, _prefixed(resolved, "encoder_"), _prefixed(resolved, "split_"), drawn, per_fold)
 
 
 def _step(cell: Cell, ctx: Context) -> Step | None:
@@ -267,11 +367,7 @@ class Grid(Stage[specs.Grid]):
 
     def resolve(self, spec: specs.Grid, ctx: Context, make: bool = True) -> dict[str, str]:
         ctx = ctx.with_reuse(spec.reuse)
-        encoders = encoder_uris(spec, ctx, make)
-        folds = all_folds(spec, ctx, make)
-        return {**{f"encoder_{k}": v for k, v in encoders.items()},
-                **{f"split_{k}": v for k, v in splits(spec, ctx, make, variants(spec, folds)).items()},
-                **({FOLDS: ",".join(folds)} if folds else {})}
+        return inputs(spec, ctx, make, fetcher(ctx)).resolved()
 
     def run_name(self, spec: specs.Grid, resolved: Mapping[str, str]) -> str:
         return f"grid-{'-'.join(spec.schemes)}"
@@ -279,23 +375,18 @@ class Grid(Stage[specs.Grid]):
     def tags(self, spec: specs.Grid, resolved: Mapping[str, str]) -> dict[str, object]:
         return {"stage": "grid"}
 
-    def _cells(self, spec: specs.Grid, resolved: Mapping[str, str]) -> list[Cell]:
-        drawn = variants(spec, resolved[FOLDS].split(",") if FOLDS in resolved else [])
-        return plan(spec, _prefixed(resolved, "encoder_"), _prefixed(resolved, "split_"), drawn)
-
     def dry_run(self, spec: specs.Grid, ctx: Context) -> None:
         """Each cell and what running it would do, once its encoders and splits are known to exist."""
         ctx = ctx.with_reuse(spec.reuse)
-        drawn = variants(spec, all_folds(spec, ctx, make=False))
-        split = splits(spec, ctx, False, drawn)
-        encoders = encoder_uris(spec, ctx, make=False, check=True)
-        check_splits(spec, split, ctx, drawn)
-        for cell in plan(spec, encoders, split, drawn):
+        with Fetcher.temporary(ctx.tracking_uri) as fetch:  # a dry run writes nothing
+            found = inputs(spec, ctx, False, fetch, check=True)
+            check_splits(spec, found.split, fetch, found.drawn)
+        for cell in plan(spec, found.encoders, found.split, found.drawn, found.per_fold):
             print(f"{status(cell, ctx):7s} {cell.label}  {cell.params.get('pretrained', '')}")
 
     def execute(self, spec: specs.Grid, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
         ctx = ctx.with_reuse(spec.reuse)
-        cells = self._cells(spec, resolved)
+        cells = cells_of(spec, resolved)
         rows = on_ray(spec, cells, ctx, run) if spec.backend == "ray" else in_process(cells, ctx, run)
         table = pd.DataFrame(rows)
         print(table[["cell", "status", "run_id"]].to_string(index=False))  # first: writing the table may fail

@@ -141,7 +141,13 @@ def demo_encoder_spec(ctx: Context, name: str = "ben", arch: str = "resnet18") -
 
 def demo_encoder(ctx: Context, name: str = "ben", make: bool = True, arch: str = "resnet18") -> str | None:
     """The pinned registry URI (models:/simclr-s2-encoder/<version>) of a demo encoder."""
-    run = auto.step_run(PRETRAIN, demo_encoder_spec(ctx, name, arch), ctx, make)
+    return encoder_step(demo_encoder_spec(ctx, name, arch), ctx, make)
+
+
+def encoder_step(spec: specs.Pretrain, ctx: Context, make: bool, tags: Mapping[str, str] | None = None) -> str | None:
+    """The pinned registry URI of the encoder `spec` pretrains, as a step: reused when finished, resumed when
+    interrupted, made when `make` (None when not made yet)."""
+    run = auto.step_run(PRETRAIN, spec, ctx, make, tags=tags)
     return None if run is None else f"models:/{run.data.tags[VERSION_TAG]}"
 
 

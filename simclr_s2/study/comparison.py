@@ -17,7 +17,8 @@ Input contract: `runs`, one row per registered classifier version, with the colu
   whose predictions are constant or nearly so): averaged per cell, NaN where absent;
 - optionally the LABEL_RULE columns (min_fraction, ambiguous: the rule that made the labels, "" when not
   swept), part of the condition; VARIANT columns (fold, held_out: a cross-validation run's fold and what
-  it holds out, "" for none); COUNTRY metrics (test_country_<country>_<accuracy|f1|patches>, logged by
+  it holds out, "" for none; encoder_fold: the fold its encoder was pretrained for, "" for a shared one);
+  COUNTRY metrics (test_country_<country>_<accuracy|f1|patches>, logged by
   the classifier run from country_metrics).
 
 A condition is the tuple of CONDITION and LABEL_RULE columns: runs that differ in any are never pooled, and
@@ -39,7 +40,9 @@ conditions, baselines and metrics) is adjusted together by Holm's method (`<metr
 raw p); a difference counts only when its adjusted p < SIGNIFICANCE. Per seed pair, `pairs` lists the
 differences on the whole test set, without a test of its own (one seed pair is not the unit).
 
-Folds: runs that differ only in fold are one condition. Each fold has its own test set (one digest per
+Folds: runs that differ only in fold are one condition; so are runs of one encoder recipe pretrained for
+each fold (encoder_fold set), named by fold_encoder_alias: the condition names the recipe, and its
+encoder_version reads PER_FOLD_ENCODER. Each fold has its own test set (one digest per
 fold), so a (condition, fraction, seed) counts when it has every fold of the comparison (the others are
 left out, logged) and is scored on its pooled out-of-fold predictions: the folds' test sets
 concatenated, every metric, interval and paired test computed on them as on one test set (seeds and
@@ -78,7 +81,8 @@ STATS_METRIC = {"test_accuracy": "accuracy", "test_f1": "f1", "test_auc": "auc"}
 PAIRED_METRICS = ("accuracy", "f1")
 REQUIRED = ("version", "run_id", *CONDITION, "fraction", "seed", "test_digest", *METRICS)
 LABEL_RULE = ("min_fraction", "ambiguous")  # optional; part of the condition
-VARIANT = ("fold", "held_out")  # optional; runs that differ only in these are pooled
+VARIANT = ("fold", "held_out", "encoder_fold")  # optional; runs that differ only in these are pooled
+PER_FOLD_ENCODER = "per fold"  # encoder_version of a run whose encoder was pretrained for its fold
 KEY = (*CONDITION, *LABEL_RULE)  # what tells conditions apart
 COUNTRY_PREFIX = "test_country_"
 COUNTRY_METRIC = re.compile(rf"{COUNTRY_PREFIX}(?P<country>.+)_(?P<metric>accuracy|f1|patches)")
@@ -93,6 +97,12 @@ _OVERLAP = re.compile(r"0|unknown|override:[0-9]+")
 Predictions = Callable[[str], pd.DataFrame]
 """run_id -> that run's test-set predictions, columns name, label (0/1), probability and optionally group."""
 NaturalPredictions = Callable[[str], pd.DataFrame | None]
+
+
+def fold_encoder_alias(recipe: str, kind: str, fold: int | str) -> str:
+    """The registry alias (and the classifier's `pretrained` name) of `recipe` pretrained for one fold of the
+    cross-validation kind `kind`; compare reads the recipe back from it."""
+    return f"{recipe}-{kind}-f{fold}"
 
 
 def country_metrics(index: pd.DataFrame, names: Sequence[str], labels: np.ndarray,
@@ -194,6 +204,11 @@ def _checked(runs: pd.DataFrame) -> pd.DataFrame:
     out[text] = out[text].fillna("").astype(str)
     if bad := sorted(set(out["fold"][~out["fold"].str.fullmatch("[0-9]*")])):
         raise UserError(f"runs: fold {bad}: expected a fold number, or '' for a run without folds")
+    # one encoder recipe pretrained once per fold is one condition: its alias and version differ by fold
+    per_fold = out["encoder_fold"] != ""
+    named = out.loc[per_fold, ["pretrained", "split_kind", "encoder_fold"]].itertuples(index=False)
+    out.loc[per_fold, "pretrained"] = [p.removesuffix(fold_encoder_alias("", k, f)) for p, k, f in named]
+    out.loc[per_fold, "encoder_version"] = PER_FOLD_ENCODER
     bad = sorted(set(out["pretraining_overlap"][~out["pretraining_overlap"].str.fullmatch(_OVERLAP)]))
     if bad:
         raise UserError(f"runs: pretraining_overlap {bad}: expected '0', 'unknown' or 'override:<n>'")

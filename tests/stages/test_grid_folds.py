@@ -1,0 +1,72 @@
+"""`main` over cross-validation folds with the demo's encoders: each fold pretrains its own encoders on the
+archive less that fold's evaluation ground, its cells fine-tune them and pass the leakage guard, a rerun
+reuses them; an encoder of another fold is still refused; a given split that is one fold gives its cells
+that fold."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from simclr_s2.errors import UserError
+from simclr_s2.stages.classifier import FINETUNE
+from simclr_s2.stages.data import CREATE_SPLITS
+from simclr_s2.stages.grid import GRID
+from simclr_s2.tracking.registry import ENCODER_MODEL
+
+FOLD_0 = {"encoders": "auto", "schemes": "basic", "fractions": "100", "seeds": "0", "epochs": 1,
+          "baseline": "false", "split_kind": "folds-2", "folds": "0"}
+
+
+def _cells(project, grid_id: str) -> pd.DataFrame:
+    return pd.read_csv(project.client.download_artifacts(grid_id, "grid/cells.csv"))
+
+
+@pytest.fixture(scope="module")
+def fold_0(project) -> pd.DataFrame:
+    return _cells(project, project.run_stage(GRID, **FOLD_0))
+
+
+@pytest.fixture(scope="module")
+def fold_1_split(project, fold_0) -> str:
+    """Fold 1 of the same kind, drawn from the index the grid drew fold 0 from."""
+    index = project.latest("create_splits", fold="0").data.params["index"]
+    made = project.run_stage(CREATE_SPLITS, index=index, scheme="basic", kind="folds-2", fold=1)
+    return f"runs:/{made}/splits"
+
+
+def test_each_fold_pretrains_its_own_encoders_which_its_cells_fine_tune(project, fold_0):
+    assert sorted(fold_0["cell"]) == [f"finetune-{n}-basic-100pct-s0-f0" for n in ("ben", "ca-adam", "ca-sgd")]
+    assert set(fold_0["status"]) == {"finished"}
+    for row in fold_0.to_dict("records"):
+        run = project.client.get_run(row["run_id"])
+        assert (run.data.tags["fold"], run.data.tags["encoder_fold"]) == ("0", "0")
+        assert run.data.tags["pretraining_overlap"] == "0"  # the guard passed it: no test ground seen
+        version = project.client.get_model_version(ENCODER_MODEL, row["pretrained"].rsplit("/", 1)[1])
+        pretrain = project.client.get_run(version.run_id)
+        assert pretrain.data.tags["fold"] == "0" and pretrain.data.params["exclude_split"] == row["split"]
+        recipe = row["cell"].removeprefix("finetune-").split("-basic-")[0]
+        assert pretrain.data.params["name"] == run.data.tags["pretrained"] == f"{recipe}-folds-2-f0"
+
+
+def test_a_rerun_reuses_the_fold_encoders_and_cells(project, fold_0, capsys):
+    before = {r.info.run_id for r in project.runs()}
+    again = _cells(project, project.run_stage(GRID, **FOLD_0))
+    assert set(again["status"]) == {"reused"} and sorted(again["pretrained"]) == sorted(fold_0["pretrained"])
+    assert [r.data.tags["stage"] for r in project.runs() if r.info.run_id not in before] == ["grid"]
+    project.run_stage(GRID, dry_run="true", **FOLD_0)
+    assert capsys.readouterr().out.count("reuse ") == 3
+
+
+def test_the_guard_refuses_an_encoder_pretrained_for_another_fold(project, fold_0, fold_1_split):
+    ben_0 = fold_0.loc[fold_0["cell"].str.startswith("finetune-ben-"), "pretrained"].iloc[0]
+    with pytest.raises(UserError, match=r"the encoder was pretrained on [1-9][0-9]* of the [0-9]+ patches of the test"):
+        project.run_stage(FINETUNE, split=fold_1_split, fold=1, pretrained=ben_0, epochs=1, register="false")
+
+
+def test_a_given_fold_split_gives_its_cells_its_fold(project, fold_1_split):
+    cells = _cells(project, project.run_stage(GRID, split=fold_1_split, encoders="", schemes="basic",
+                                              fractions="100", seeds="0", epochs=1))
+    assert list(cells["cell"]) == ["baseline-resnet18-basic-100pct-s0-f1"] and list(cells["status"]) == ["finished"]
+    run = project.client.get_run(cells["run_id"].iloc[0])
+    assert (run.data.params["fold"], run.data.tags["fold"], run.data.tags["held_out"]) == ("1", "1", "1")
