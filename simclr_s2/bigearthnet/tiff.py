@@ -39,6 +39,9 @@ _LAYOUTS = {
     }
     for order in "<>"
 }
+_LAYOUT_TAGS = (SAMPLES, BITS, FORMAT, COMPRESSION, FILL_ORDER)  # all 1 by default
+# byte order -> type -> the layout of one value of it, which a directory entry holds inline when it fits
+_ONE = {order: {t: struct.Struct(order + code) for t, code in TYPES.items() if code != "s"} for order in "<>"}
 
 Reader = Callable[[int, int], bytes]
 """read(offset, n): n bytes of the file from offset."""
@@ -93,8 +96,12 @@ def first_directory(
     ifd = first_ifd.unpack_from(head, 4 if version == 42 else 8)[0]
     n_entries = count_s.unpack(read(ifd, count_s.size))[0]
     tags: dict[int, tuple] = {}
+    one = _ONE[order]
     for tag, typ, count, value in entry_s.iter_unpack(read(ifd + count_s.size, n_entries * entry_s.size)):
         if tag not in wanted or typ not in types:
+            continue
+        if count == 1 and typ in one and one[typ].size <= inline:  # most tags: one value, inline
+            tags[tag] = one[typ].unpack_from(value)
             continue
         fmt = f"{order}{count}{types[typ]}"
         size = struct.calcsize(fmt)
@@ -142,12 +149,10 @@ def decode_uint16_strips(data: bytes) -> np.ndarray:
     from the file's byte order. UnsupportedTiff for any other layout; TiffFormatError for a damaged file.
     """
     order, _, tags = first_directory(data, len(data))
-    layout = {tag: tags.get(tag, (default,))[0] for tag, default in
-              ((SAMPLES, 1), (BITS, 1), (FORMAT, 1), (COMPRESSION, 1), (FILL_ORDER, 1))}  # fmt: skip
-    if list(layout.values()) != [1, 16, 1, 1, 1] or TILE_OFFSETS in tags or STRIP_OFFSETS not in tags:
-        raise UnsupportedTiff(
-            f"not a single-band uncompressed uint16 strip layout ({layout}, tiles: {TILE_OFFSETS in tags})"
-        )
+    layout = tuple(tags.get(tag, (1,))[0] for tag in _LAYOUT_TAGS)
+    if layout != (1, 16, 1, 1, 1) or TILE_OFFSETS in tags or STRIP_OFFSETS not in tags:
+        raise UnsupportedTiff(f"not a single-band uncompressed uint16 strip layout "
+                              f"({dict(zip(_LAYOUT_TAGS, layout))}, tiles: {TILE_OFFSETS in tags})")
     width, height = tags.get(WIDTH, (0,))[0], tags.get(HEIGHT, (0,))[0]
     rows = min(tags.get(ROWS_PER_STRIP, (height,))[0], height)
     if min(width, height, rows) < 1:
