@@ -14,11 +14,12 @@ shuffled samples of the study's 10 bands (torchgeo's loader reads all 12: it has
 - loader, cold: the same with the store evicted from the page cache before every epoch
   (posix_fadvise DONTNEED), so every row comes from the disk, as for a store larger than RAM; against the
   disk's sequential read of the same file (O_DIRECT, no cache) in rows/s.
+The loader figures are medians of --repeats runs, taken in turn with their baselines (A B C, C B A, ...).
 - packing: `pack` with --workers processes, archive in the page cache, against the same packer reading the
   GeoTIFFs through rasterio (`reader.read_native`, as before issue 15).
 
     python benchmarks/bench_loader.py [--patches 6000] [--small 600] [--batch-size 32] [--workers 2]
-                                      [--seconds 3]
+                                      [--seconds 3] [--repeats 3]
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import mmap
 import os
 import platform
 import shutil
+import statistics
 import tarfile
 import tempfile
 import time
@@ -71,6 +73,18 @@ def rate(epoch: Callable[[], Iterable], seconds: float, before: Callable[[], Non
             n += len(x)
         clock.stop()
     return clock.rate(n)
+
+
+def interleaved(measures: dict[str, Callable[[], Rate]], repeats: int) -> dict[str, Rate]:
+    """Each measure `repeats` times, in turn (A B C, then C B A, ...), so a change of load falls on all of
+    them alike; the median of each (per second, per CPU-second), with the highest load seen."""
+    runs: dict[str, list[Rate]] = {name: [] for name in measures}
+    for r in range(repeats):
+        for name in list(measures)[:: 1 if r % 2 == 0 else -1]:
+            runs[name].append(measures[name]())
+    return {name: Rate(statistics.median(x.per_s for x in rs),
+                       statistics.median(x.per_cpu_s or 0.0 for x in rs) or None, max(x.load for x in rs))
+            for name, rs in runs.items()}
 
 
 def bare_epoch(rows: np.ndarray, batch: int) -> Iterable:
@@ -141,6 +155,7 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)), help="packing processes")
     p.add_argument("--seconds", type=float, default=3.0, help="minimum time per loader measurement")
+    p.add_argument("--repeats", type=int, default=3, help="interleaved repeats of each loader figure (medians)")
     args = p.parse_args()
     bs, secs = args.batch_size, args.seconds
     rows: list[Figure] = []
@@ -170,31 +185,37 @@ def main() -> None:
         del f32
         f32 = np.load(f32_path, mmap_mode="r")
 
-        label = f"loader, packed store of {len(names)}, page cache warm (samples/s)"
-        same_work, warm, bare = (rate(epoch, secs) for epoch in (
-            lambda: same_work_epoch(store, transform, bs), lambda: loader, lambda: bare_epoch(f32, bs)))
-        rows.append(Figure(label, warm, "same work bare: uint16 rows gathered and converted, 1 thread", same_work))
-        rows.append(Figure(label, warm, "bare float32 memmap read, 1 thread", bare))
-        threads, inline = (rate(lambda p=p: BatchLoader(PackedDataset(store, labels), bs, shuffle=True, prefetch=p),
-                                secs) for p in (2, 0))
-        rows.append(Figure(f"loader reading 2 batches ahead in threads, load {os.getloadavg()[0]:.1f} (samples/s)",
-                           threads, "the same loader reading inline (prefetch 0)", inline))
+        label = f"loader, packed store of {len(names)}, page cache warm (samples/s, median of {args.repeats})"
+        ahead = {p: BatchLoader(PackedDataset(store, labels), bs, shuffle=True, prefetch=p) for p in (2, 0)}
+        warm = interleaved({
+            "same work": lambda: rate(lambda: same_work_epoch(store, transform, bs), secs),
+            "loader": lambda: rate(lambda: loader, secs),
+            "bare": lambda: rate(lambda: bare_epoch(f32, bs), secs),
+            "threads": lambda: rate(lambda: ahead[2], secs),
+            "inline": lambda: rate(lambda: ahead[0], secs),
+        }, args.repeats)
+        rows.append(Figure(label, warm["loader"], "same work bare: uint16 rows gathered and converted, 1 thread",
+                           warm["same work"]))
+        rows.append(Figure(label, warm["loader"], "bare float32 memmap read, 1 thread", warm["bare"]))
+        rows.append(Figure(f"loader reading 2 batches ahead in threads (samples/s, median of {args.repeats})",
+                           warm["threads"], "the same loader reading inline (prefetch 0)", warm["inline"]))
         in_ram = BatchLoader(
             MemoryDataset(torch.from_numpy(np.array(f32)), torch.from_numpy(labels)), bs, shuffle=True
         )
-        rows.append(Figure(label, warm, "float32 tensors in RAM (old in_memory)", rate(lambda: in_ram, secs)))
+        rows.append(Figure(label, warm["loader"], "float32 tensors in RAM (old in_memory)", rate(lambda: in_ram, secs)))
         geotiff = BatchLoader(PatchDataset(root, small, labels[: len(small)]), bs, shuffle=True)
-        rows.append(Figure(label, warm, f"GeoTIFF per sample (PatchDataset), {len(small)}",
+        rows.append(Figure(label, warm["loader"], f"GeoTIFF per sample (PatchDataset), {len(small)}",
                            rate(lambda: geotiff, secs)))
         torchgeo, why_not = torchgeo_rate(root, small, bs, secs)
-        rows.append(Figure(label, warm, f"torchgeo BigEarthNet, {len(small)}", torchgeo, why_not))
+        rows.append(Figure(label, warm["loader"], f"torchgeo BigEarthNet, {len(small)}", torchgeo, why_not))
 
         store_file = store.path / packed.PIXELS_FILE
-        cold = rate(lambda: loader, secs, before=lambda: evict(store_file))
-        disk = disk_read(store_file)
+        cold = interleaved({"loader": lambda: rate(lambda: loader, secs, before=lambda: evict(store_file)),
+                            "disk": lambda: (evict(store_file), disk_read(store_file))[1]}, args.repeats)
+        disk = cold["disk"]
         row_bytes = store.pixels[0].nbytes
-        cold_label = f"loader, packed store of {len(names)}, cold: every row from disk (samples/s)"
-        rows.append(Figure(cold_label, cold,
+        cold_label = f"loader, packed store of {len(names)}, cold: every row from disk (samples/s, median)"
+        rows.append(Figure(cold_label, cold["loader"],
                            f"disk sequential read, O_DIRECT ({disk.per_s / 1e6:,.0f} MB/s), in rows/s",
                            Rate(disk.per_s / row_bytes, disk.per_cpu_s and disk.per_cpu_s / row_bytes, disk.load)))
 

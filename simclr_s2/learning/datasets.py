@@ -137,6 +137,10 @@ class PackedDataset(Dataset[Batch]):
     def finish(self, stored: torch.Tensor) -> torch.Tensor:
         return self.transform(stored)
 
+    def advise(self, indices: np.ndarray) -> None:
+        """The loader's next batch: the store asks the disk for it now if it is not in the page cache."""
+        self.store.advise(self.rows[np.asarray(indices, dtype=np.int64)])
+
 
 class MemoryDataset(Dataset[Batch]):
     """Finished (x, y) tensors in RAM: cached features, synthetic data in tests and benchmarks."""
@@ -268,17 +272,17 @@ class BatchLoader:
         self.epoch += 1
         step = self.batch_size // self.world
         stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
-        batches = (positions[b * step : (b + 1) * step] for b in range(len(self)))
+        batches = [positions[b * step : (b + 1) * step] for b in range(len(self))]
         ahead = self.read_ahead()
         if not ahead:
-            for batch in batches:
-                yield self._arrived(*self._load(batch, stream))
+            for b, batch in enumerate(batches):
+                yield self._arrived(*self._load(batch, stream, batches[b + 1 : b + 2]))
             return
         pool = ThreadPoolExecutor(ahead, thread_name_prefix="batch-loader")
         pending: deque[Future] = deque()
         try:
-            for batch in batches:
-                pending.append(pool.submit(self._load, batch, stream))
+            for b, batch in enumerate(batches):
+                pending.append(pool.submit(self._load, batch, stream, batches[b + 1 : b + 2]))
                 if len(pending) > ahead:
                     yield self._arrived(*pending.popleft().result())
             while pending:
@@ -287,9 +291,12 @@ class BatchLoader:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _load(
-        self, positions: np.ndarray, stream: torch.cuda.Stream | None
+        self, positions: np.ndarray, stream: torch.cuda.Stream | None, upcoming: list[np.ndarray]
     ) -> tuple[Batch, torch.cuda.Event | None]:
-        """One batch, in a loader thread: on the CPU, or copied (and finished) on `stream`."""
+        """One batch, in a loader thread: on the CPU, or copied (and finished) on `stream`. A source that
+        can (`advise`) is told of the `upcoming` batch first, so its disk reads that one meanwhile."""
+        if upcoming and hasattr(self.source, "advise"):
+            self.source.advise(upcoming[0])
         if stream is None:
             return self.source.read_batch(positions), None
         on_device = isinstance(self.source, DeviceSource)

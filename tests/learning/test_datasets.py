@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from simclr_s2.bigearthnet import packed
 from simclr_s2.bigearthnet.bands import STD, STUDY_BANDS
 from simclr_s2.bigearthnet.index import index_digest
 from simclr_s2.bigearthnet.reader import read_patch, read_pixels
@@ -237,3 +238,41 @@ def test_make_loader_rejects_bad_requests(archive, names, digest, tmp_path) -> N
             index_digest=digest,
             store_names=names[:2],
         )
+
+
+def test_a_source_that_can_is_told_of_each_next_batch() -> None:
+    class Advised(Positions):
+        def __init__(self) -> None:
+            super().__init__(10)
+            self.told: list[list[int]] = []
+
+        def advise(self, indices: np.ndarray) -> None:
+            self.told.append(indices.tolist())
+
+    expected = _order(BatchLoader(Positions(10), 4, shuffle=True, seed=5))
+    for prefetch in (0, 2):
+        source = Advised()
+        batches = [x.tolist() for x, _ in BatchLoader(source, 4, shuffle=True, seed=5, prefetch=prefetch)]
+        assert sum(batches, []) == expected
+        assert sorted(source.told) == sorted(batches[1:])  # each batch but the first, before it is read
+
+
+def test_the_store_hints_the_disk_only_after_a_batch_that_waited_for_it(
+    archive, names, digest, tmp_path, monkeypatch
+) -> None:
+    loader = make_loader(archive, names, None, batch_size=4, store_dir=tmp_path / "s", index_digest=digest)
+    store = loader.source.store
+    hinted: list[int] = []
+    monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: hinted.append(offset))
+    faults = iter([0, 0, 0, 3])  # the first batch read found every row cached, the second did not
+    monkeypatch.setattr(packed, "_major_faults", lambda: next(faults))
+    rows = np.array([7, 2, 2, 5])
+    x = store.read_inputs(rows, loader.source.transform)
+    assert len(hinted) == 4 and hinted == sorted(hinted)  # a fresh store asks: in file order
+    np.testing.assert_array_equal(x, loader.source.transform(store.read_dn(rows)))  # in the rows' order
+    hinted.clear()
+    store.advise(rows)
+    store.read_inputs(rows, loader.source.transform)
+    assert hinted == []  # the page cache served the last batch
+    store.advise(rows)
+    assert len(hinted) == 4
