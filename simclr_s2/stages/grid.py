@@ -181,15 +181,14 @@ def _swept(spec: specs.Grid) -> bool:
 def plan(spec: specs.Grid, encoders: Mapping[str, str], split: Mapping[str, str],
          drawn: list[Variant] | None = None, per_fold: Mapping[int, Mapping[str, str]] | None = None) -> list[Cell]:
     """Every cell of the grid; `split` maps each scheme and variant (split_key) to the split its cells read;
-    `per_fold`: fold -> the encoders pretrained for it, which that fold's cells fine-tune instead of
-    `encoders` (tagged encoder_fold)."""
+    `per_fold`: fold -> the encoders pretrained for it, which that fold's cells fine-tune beside `encoders`
+    (tagged encoder_fold)."""
     chosen = protocol(spec)
     cells = []
     for scheme in spec.schemes:
         for variant in drawn or [Variant()]:
             tags = variant.tags(_swept(spec))
-            own = (per_fold or {}).get(variant.fold) if variant.fold is not None else None
-            uris, encoder_tags = (encoders, {}) if own is None else (own, {ENCODER_FOLD_TAG: str(variant.fold)})
+            own = (per_fold or {}).get(variant.fold, {}) if variant.fold is not None else {}
             for fraction in spec.fractions:
                 for seed in chosen.seeds:
                     common = {"scheme": scheme, "fraction": fraction, "seed": seed, "epochs": spec.epochs,
@@ -197,8 +196,8 @@ def plan(spec: specs.Grid, encoders: Mapping[str, str], split: Mapping[str, str]
                               **({"fold": str(variant.fold)} if variant.fold is not None else {})}
                     cells += [Cell("finetune", f"{name}-{trainable}" if len(chosen.trainables) > 1 else name,
                                    {**common, "pretrained": uri, "trainable": trainable}, variant,
-                                   {**tags, **encoder_tags})
-                              for name, uri in uris.items() for trainable in chosen.trainables]
+                                   {**tags, **({ENCODER_FOLD_TAG: str(variant.fold)} if name in own else {})})
+                              for name, uri in {**encoders, **own}.items() for trainable in chosen.trainables]
                     if spec.baseline:
                         cells += [Cell("baseline", arch, {**common, "arch": arch}, variant, tags)
                                   for arch in chosen.baseline_archs]
@@ -266,26 +265,43 @@ def check_splits(spec: specs.Grid, split: Mapping[str, str], fetch: Fetcher, dra
             raise UserError(f"fractions: {missing} not in the {scheme!r} splits of {ref}: found {list(found)}")
 
 
+def recipes(spec: specs.Grid, ctx: Context) -> dict[str, specs.Pretrain]:
+    """What a fold grid pretrains once per fold, by encoder name: the demo recipes (encoders=auto), or each
+    given registry version that was pretrained here, with the settings its run logged. Imported encoders
+    and files have no recipe: every fold uses them as they are."""
+    arch = protocol(spec).encoder_arch
+    if spec.encoders == "auto":
+        return {name: demo_encoder_spec(ctx, name, arch) for name in DEMO_ENCODERS}
+    keyed = specs.Pretrain().given()
+    found = {}
+    for name, uri in encoder_uris(spec, ctx, make=False).items():
+        try:
+            ref = resolve_model_uri(ctx.client, uri, "encoders") if uri.startswith("models:/") else None
+        except UserError:  # not in the registry: its cells fail, the rest go on
+            continue
+        if ref is not None and ref.run_id and ref.tags.get("stage") == "pretrain":
+            params = ctx.client.get_run(ref.run_id).data.params
+            found[name] = build(specs.Pretrain, {k: v for k, v in params.items() if k in keyed})
+    return found
+
+
 def fold_encoders(spec: specs.Grid, ctx: Context, make: bool, split: Mapping[str, str], drawn: list[Variant],
                   index: str, kind: str) -> dict[int, dict[str, str]]:
-    """encoders=auto with folds: fold -> each demo recipe pretrained (or reused) for that fold, on `index` less
-    the evaluation sets (test and natural test) of every split of the fold (each scheme and label rule),
-    registered as fold_encoder_alias (ben-folds-5-f2) and tagged with its fold; a pinned URI, or TO_MAKE. {} otherwise."""
+    """With folds, fold -> each recipe (`recipes`) pretrained (or reused) for that fold, on `index` less the
+    evaluation sets (test and natural test) of every split of the fold (each scheme and label rule),
+    registered as fold_encoder_alias (ben-folds-5-f2) and tagged with its fold: a pinned URI, or TO_MAKE."""
     held = {v.fold: v.held_out for v in drawn if v.fold is not None}
-    if spec.encoders != "auto" or not held:
-        return {}
-    arch = protocol(spec).encoder_arch
+    found = recipes(spec, ctx) if held else {}
     out: dict[int, dict[str, str]] = {}
     for fold, held_out in held.items():
         refs = list(dict.fromkeys(split[split_key(s, v)] for s in spec.schemes for v in drawn if v.fold == fold))
+        out[fold] = dict.fromkeys(found, TO_MAKE)
         if index == TO_MAKE or TO_MAKE in refs:
-            out[fold] = dict.fromkeys(DEMO_ENCODERS, TO_MAKE)
             continue
-        out[fold] = {name: encoder_step(replace(demo_encoder_spec(ctx, name, arch), name=fold_encoder_alias(name, kind, fold),
-                                                index=index, exclude_split=",".join(refs)),
-                                        ctx, make, tags={"fold": str(fold), "held_out": str(held_out)}) or TO_MAKE
-                     for name in DEMO_ENCODERS}
-    return out
+        for name, recipe in found.items():
+            own = replace(recipe, name=fold_encoder_alias(name, kind, fold), index=index, exclude_split=",".join(refs))
+            out[fold][name] = encoder_step(own, ctx, make, {"fold": str(fold), "held_out": str(held_out)}) or TO_MAKE
+    return {fold: uris for fold, uris in out.items() if uris}
 
 
 @dataclass(frozen=True)
@@ -319,7 +335,11 @@ def inputs(spec: specs.Grid, ctx: Context, make: bool, fetch: Fetcher, check: bo
         drawn, kind = [given], manifest.kind
     split = splits(spec, ctx, make, drawn)
     per_fold = fold_encoders(spec, ctx, make, split, drawn, index, kind)
-    return Inputs(drawn, split, {} if per_fold else encoder_uris(spec, ctx, make, check), per_fold, folds)
+    if per_fold and spec.encoders == "auto":  # the demo encoders of the whole archive: not used, not made
+        return Inputs(drawn, split, {}, per_fold, folds)
+    own = set().union(*per_fold.values())
+    shared = {name: uri for name, uri in encoder_uris(spec, ctx, make, check).items() if name not in own}
+    return Inputs(drawn, split, shared, per_fold, folds)
 
 
 def cells_of(spec: specs.Grid, resolved: Mapping[str, str]) -> list[Cell]:

@@ -1,7 +1,7 @@
 """`main` over cross-validation folds with the demo's encoders: each fold pretrains its own encoders on the
 archive less that fold's evaluation ground, its cells fine-tune them and pass the leakage guard, a rerun
 reuses them; an encoder of another fold is still refused; a given split that is one fold gives its cells
-that fold."""
+that fold, and a registered encoder's recipe is pretrained for it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from simclr_s2.errors import UserError
 from simclr_s2.stages.classifier import FINETUNE
 from simclr_s2.stages.data import CREATE_SPLITS
 from simclr_s2.stages.grid import GRID
+from simclr_s2.stages.pretrain import PRETRAIN
 from simclr_s2.tracking.registry import ENCODER_MODEL
 
 FOLD_0 = {"encoders": "auto", "schemes": "basic", "fractions": "100", "seeds": "0", "epochs": 1,
@@ -64,9 +65,18 @@ def test_the_guard_refuses_an_encoder_pretrained_for_another_fold(project, fold_
         project.run_stage(FINETUNE, split=fold_1_split, fold=1, pretrained=ben_0, epochs=1, register="false")
 
 
-def test_a_given_fold_split_gives_its_cells_its_fold(project, fold_1_split):
-    cells = _cells(project, project.run_stage(GRID, split=fold_1_split, encoders="", schemes="basic",
-                                              fractions="100", seeds="0", epochs=1))
-    assert list(cells["cell"]) == ["baseline-resnet18-basic-100pct-s0-f1"] and list(cells["status"]) == ["finished"]
-    run = project.client.get_run(cells["run_id"].iloc[0])
-    assert (run.data.params["fold"], run.data.tags["fold"], run.data.tags["held_out"]) == ("1", "1", "1")
+def test_a_given_fold_split_gives_its_cells_its_fold_and_a_registered_recipe_its_fold_encoder(project, fold_1_split):
+    """An encoder pretrained here (whose run logged its settings) is pretrained again for the fold, on the
+    split's index less the fold's evaluation sets; the baseline cell gets the fold from the split's manifest."""
+    index = project.latest("create_splits", fold="1").data.params["index"]
+    project.run_stage(PRETRAIN, name="whole", index=index, exclude_split="none", epochs=1, max_patches=40)
+    cells = _cells(project, project.run_stage(GRID, split=fold_1_split, encoders="whole", schemes="basic",
+                                              fractions="100", seeds="0", epochs=1)).set_index("cell")
+    assert sorted(cells.index) == ["baseline-resnet18-basic-100pct-s0-f1", "finetune-whole-basic-100pct-s0-f1"]
+    assert set(cells["status"]) == {"finished"}
+    baseline = project.client.get_run(cells.loc["baseline-resnet18-basic-100pct-s0-f1", "run_id"])
+    assert (baseline.data.params["fold"], baseline.data.tags["fold"], baseline.data.tags["held_out"]) == ("1", "1", "1")
+    finetune = project.client.get_run(cells.loc["finetune-whole-basic-100pct-s0-f1", "run_id"])
+    assert (finetune.data.tags["encoder_fold"], finetune.data.tags["pretraining_overlap"]) == ("1", "0")
+    pretrain = project.latest("pretrain", pretrained="whole-folds-2-f1")
+    assert (pretrain.data.params["exclude_split"], pretrain.data.params["max_patches"]) == (fold_1_split, "40")
