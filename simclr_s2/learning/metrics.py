@@ -1,7 +1,9 @@
 """Binary classification metrics of the study (accuracy, precision, recall, F1, MCC, balanced accuracy, AUC,
 PR-AUC, confusion counts; Brier score and expected calibration error) and their plots. Average precision and the curves are scikit-learn's. Accuracy, F1 and AUC take a
-stack of sets along the last axis, so stats.py scores all bootstrap resamples at once: AUC from scipy's
-tied ranks, as scikit-learn's roc_auc_score, one set a call, is 20 to 40 times slower there."""
+stack of sets along the last axis, so stats.py scores all bootstrap resamples at once: AUC from tied
+ranks (as scipy's rankdata gives them, in numpy), as scikit-learn's roc_auc_score, one set a call, is 20
+to 40 times slower there. scikit-learn and matplotlib load where they are used: a training's start pays
+for neither."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
-from scipy.stats import rankdata
-from sklearn import metrics as skm
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 DEFAULT_THRESHOLD = 0.5
 """A patch is predicted irrigated at probability >= this, unless a threshold is chosen on validation."""
@@ -55,13 +58,31 @@ def f1(y_true: np.ndarray, probabilities: np.ndarray, threshold: float = DEFAULT
     return _ratio(2 * tp, 2 * tp + fp + fn)
 
 
+def tied_ranks(x: np.ndarray) -> np.ndarray:
+    """1-based ranks along the last axis, ties given their average rank, NaN along a set holding a NaN: scipy's
+    rankdata(x, axis=-1), the same numbers, without loading scipy.stats."""
+    order = np.argsort(x, axis=-1, kind="stable")
+    ordered = np.take_along_axis(x, order, axis=-1)
+    n = x.shape[-1]
+    position = np.broadcast_to(np.arange(n), x.shape)
+    starts = np.ones(x.shape, dtype=bool)
+    starts[..., 1:] = ordered[..., 1:] != ordered[..., :-1]
+    ends = np.ones(x.shape, dtype=bool)
+    ends[..., :-1] = starts[..., 1:]
+    first = np.maximum.accumulate(np.where(starts, position, 0), axis=-1)
+    last = np.flip(np.minimum.accumulate(np.flip(np.where(ends, position, n - 1), axis=-1), axis=-1), axis=-1)
+    ranks = np.empty(x.shape, dtype=np.float64)
+    np.put_along_axis(ranks, order, (first + last) / 2 + 1, axis=-1)
+    return np.where(np.isnan(x).any(axis=-1, keepdims=True), np.nan, ranks)
+
+
 def roc_auc(y_true: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """Area under the ROC curve along the last axis, as the probability that a positive outranks a negative
     (ties count half): the Mann-Whitney U from average ranks over n_pos n_neg. NaN where only one class is
     present, as an AUC is undefined then."""
     y = np.asarray(y_true, dtype=bool)
     n_pos = y.sum(axis=-1)
-    u = (rankdata(np.asarray(scores, dtype=np.float64), axis=-1) * y).sum(axis=-1) - n_pos * (n_pos + 1) / 2
+    u = (tied_ranks(np.asarray(scores, dtype=np.float64)) * y).sum(axis=-1) - n_pos * (n_pos + 1) / 2
     return _ratio(u, n_pos * (y.shape[-1] - n_pos), undefined=math.nan)
 
 
@@ -69,6 +90,8 @@ def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
     """PR-AUC as scikit-learn's average precision (precision at each threshold weighted by the recall step),
     not optimistic like trapezoidal interpolation. NaN without a positive (scikit-learn says 0) or when a
     score is not finite (a diverged model: scikit-learn refuses it)."""
+    from sklearn import metrics as skm
+
     y = np.asarray(y_true).astype(bool)
     finite = bool(np.isfinite(np.asarray(scores, dtype=np.float64)).all())
     return float(skm.average_precision_score(y, scores)) if y.any() and finite else math.nan
@@ -84,6 +107,8 @@ def _quietly(curve: Callable[..., tuple[np.ndarray, ...]], y: np.ndarray, scores
 def pr_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Precision and recall at every distinct threshold, highest threshold last (scikit-learn's
     precision_recall_curve); recall is 0 throughout without a positive (scikit-learn says 1)."""
+    from sklearn import metrics as skm
+
     y = np.asarray(y_true).astype(bool)
     precision, recall, thresholds = _quietly(skm.precision_recall_curve, y, scores)
     return precision, recall if y.any() else np.zeros_like(recall), thresholds
@@ -113,6 +138,8 @@ def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
 def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """False and true positive rates at every distinct threshold, from (0, 0) to (1, 1) (scikit-learn's
     roc_curve, no point dropped); the rate of an absent class is 0 (scikit-learn's NaN draws nothing)."""
+    from sklearn import metrics as skm
+
     fpr, tpr, _ = _quietly(skm.roc_curve, np.asarray(y_true).astype(bool), scores, drop_intermediate=False)
     return np.nan_to_num(fpr), np.nan_to_num(tpr)
 
@@ -182,6 +209,8 @@ def binary_metrics(y_true: np.ndarray, probabilities: np.ndarray,
 def save_plots(y_true: np.ndarray, probabilities: np.ndarray, folder: Path,
                threshold: float = DEFAULT_THRESHOLD) -> list[Path]:
     """Confusion matrix, ROC and PR curves as PNG files in `folder` (Figure objects, no pyplot state)."""
+    from matplotlib.figure import Figure
+
     folder.mkdir(parents=True, exist_ok=True)
     m = binary_metrics(y_true, probabilities, threshold)
 

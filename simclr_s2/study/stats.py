@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from simclr_s2.learning.metrics import DEFAULT_THRESHOLD
 from simclr_s2.study import footprint
@@ -57,6 +56,8 @@ class Estimate:
 def t_interval(values: Sequence[float], level: float = LEVEL) -> tuple[float, float]:
     """Student t interval of the mean, mean -/+ t(1 - alpha/2, n - 1) * s / sqrt(n); NaN for fewer than
     two values. What compare shows when it has no per-patch predictions to resample."""
+    from scipy import stats as scipy_stats  # loads here: a training's start does not pay for it
+
     x = np.asarray(values, dtype=np.float64)
     if len(x) < 2:
         return math.nan, math.nan

@@ -1,3 +1,5 @@
+import subprocess
+import sys
 import warnings
 
 import numpy as np
@@ -125,3 +127,19 @@ def test_a_constant_or_near_constant_predictor_is_flagged():
     assert not near_constant(np.where(y == 1, 0.8, 0.2))
     assert not near_constant(np.where(y == 1, 0.505, 0.495))  # close together, yet two classes at 0.5
     assert binary_metrics(y, np.full(200, 0.9))["near_constant"] == 1.0
+
+
+def test_tied_ranks_are_scipys_rankdata_without_loading_it():
+    from scipy.stats import rankdata
+
+    from simclr_s2.learning.metrics import tied_ranks
+
+    rng = np.random.default_rng(0)
+    stacks = [rng.integers(0, 4, size=(50, 9)).astype(np.float64), rng.random((3, 20)), np.array([[0.5]]),
+              np.array([[1.0, np.nan, 0.0], [2.0, 2.0, 1.0]])]
+    for x in stacks:
+        np.testing.assert_array_equal(tied_ranks(x), rankdata(x, axis=-1))
+    code = ("import sys, simclr_s2.learning.metrics, simclr_s2.study.stats; "
+            "print(sorted({'scipy.stats', 'sklearn', 'matplotlib'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"  # a training's start pays for none of them
