@@ -7,7 +7,6 @@ and alone logs, evaluates and registers. --batch-size stays the global batch.
 
 from __future__ import annotations
 
-import copy
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -17,11 +16,12 @@ import numpy as np
 import pandas as pd
 import torch
 
-from simclr_s2.bigearthnet.bands import ZSCORE, Bands, bands_or_auto
+from simclr_s2.bigearthnet.bands import Bands, bands_or_auto
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
 from simclr_s2.learning.batchnorm import recalibrate, recalibration_wanted
 from simclr_s2.learning.datasets import BatchLoader
+from simclr_s2.learning.encoder_source import EncoderSource, Scratch
 from simclr_s2.learning.feature_cache import cached_training_set
 from simclr_s2.learning.metrics import DEFAULT_THRESHOLD
 from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
@@ -41,7 +41,6 @@ from simclr_s2.tracking.evaluation import THRESHOLD_METRIC, log_at_validation_th
 from simclr_s2.tracking.registry import (
     CLASSIFIER_MODEL,
     SCALING_TAG,
-    Pretrained,
     load_pretrained,
     log_and_register,
 )
@@ -55,11 +54,11 @@ REGISTERED_TEST_METRICS = ("test_accuracy", "test_f1", "test_auc", "test_precisi
 
 @dataclass(frozen=True)
 class Prepared:
-    """The inputs one classifier training resolved: its split sets, for a fine-tune the encoder, and what
-    the leakage guard found ("0" for a baseline)."""
+    """The inputs one classifier training resolved: its split sets, its encoder's source (pretrained for a
+    fine-tune, scratch for a baseline), and what the leakage guard found ("0" for a baseline)."""
 
     split: SplitData
-    pretrained: Pretrained | None
+    encoder: EncoderSource
     overlap: str = "0"
 
 
@@ -96,7 +95,7 @@ def prepare(spec: Training, resolved: Mapping[str, str], ctx: Context) -> Prepar
     split = load_split_data(fetcher(ctx), resolved.get("split", spec.split), spec.scheme, spec.fraction,
                             fold=spec.fold)
     if not isinstance(spec, specs.Finetune):
-        return Prepared(split, None)
+        return Prepared(split, Scratch(spec.arch, Bands.parse(spec.bands)))
     pretrained = load_pretrained(ctx.client, resolved.get("pretrained", spec.pretrained), bands_or_auto(spec.bands))
     seen = leakage.encoder_membership(ctx.client, dict(pretrained.tags), pretrained.run_id)
     overlap = leakage.status(seen, split.test.names, split.index, "test", spec.allow_pretraining_overlap)
@@ -107,32 +106,23 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
                      run: StageRun, progress: Progress, checkpoint_path: Path | None) -> TrainedClassifier:
     """Build the classifier, apply the trainable-part policy, log the inputs, and train with early
     stopping (on cached features when the frozen part cannot change)."""
-    split, pretrained = prepared.split, prepared.pretrained
+    split, encoder = prepared.split, prepared.encoder
     torch.manual_seed(spec.seed)  # the seed decides the new layers' weights too (torch seeds each process anew)
-    if pretrained is not None:
-        # a copy: tune's trials share one loaded encoder, and training (or recalibrating) must not carry over
-        model = IrrigationClassifier.from_simclr(copy.deepcopy(pretrained.model), dropout=spec.dropout)
-        policy, bands, arch, name = spec.trainable, pretrained.bands, pretrained.arch, pretrained.name
-    else:
-        bands, arch, policy, name = Bands.parse(spec.bands), spec.arch, "all", "scratch"
-        model = IrrigationClassifier.from_scratch(arch, len(bands), dropout=spec.dropout)
+    model, bands, scaling = encoder.classifier(spec.dropout), encoder.bands, encoder.scaling
+    policy = encoder.trainable(getattr(spec, "trainable", "all"))
     counts = apply_trainable(model, policy)
     use_cache = policy != "all" and getattr(spec, "feature_cache", "false") != "false"
-    if pretrained is not None:
-        run.log_params({"pretrained_uri": pretrained.uri, "pretrained_version": pretrained.version or "-"})
-    run.log_params({"index_digest": split.index_digest, "train_digest": split.train.digest,
+    run.log_params({**encoder.provenance(), "index_digest": split.index_digest, "train_digest": split.train.digest,
                     "val_digest": split.val.digest, "test_digest": split.test.digest, "resolved_bands": bands.text,
                     "policy": policy, "trainable_weights": counts.trainable, "frozen_weights": counts.frozen,
                     "feature_cache_used": use_cache, "split_kind": split.kind})
-    run.set_tags({"pretrained": name, "arch": arch, "trainable": policy, leakage.OVERLAP_TAG: prepared.overlap})
+    run.set_tags({"pretrained": encoder.name, "arch": encoder.arch, "trainable": policy, leakage.OVERLAP_TAG: prepared.overlap})
     for context, s in (("training", split.train), ("validation", split.val), ("test", split.test)):
         run.log_table(_frame(s), name=f"{split.scheme}/{s.path.stem}", source=str(s.path), digest=s.digest,
                       context=context)
 
     device = distributed.device()
     pool = split.pool
-
-    scaling = pretrained.scaling if pretrained is not None else ZSCORE
 
     def batches(s: SplitSet, shuffle: bool) -> BatchLoader:
         return loader(ctx, split.archive_root, s.names, s.labels.astype(np.float32), bands, spec.batch_size,
@@ -149,7 +139,7 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
     cfg = FitConfig(epochs=int(resolved.get("epochs", spec.epochs)), lr=spec.lr, weight_decay=spec.weight_decay,
                     patience=spec.patience, seed=spec.seed, device=device, amp=device == "cuda")
     result = fit(target, train_batches, val_batches, cfg, checkpoint_path=checkpoint_path, progress=progress)
-    return TrainedClassifier(model, result, split, bands, arch, name, policy, batches, device, scaling)
+    return TrainedClassifier(model, result, split, bands, encoder.arch, encoder.name, policy, batches, device, scaling)
 
 
 def condition_tags(spec: Training, resolved: Mapping[str, str], trained: TrainedClassifier, prepared: Prepared,
@@ -157,15 +147,15 @@ def condition_tags(spec: Training, resolved: Mapping[str, str], trained: Trained
     """What a registered version says about itself: everything that defines its condition for `compare`
     (encoder and its version, trainable part, epochs, training settings, tuned or not, split kind, what
     the leakage guard found) and the digests of the data behind it."""
-    split, pretrained = trained.split, prepared.pretrained
+    split, encoder = trained.split, prepared.encoder
     tuned = run.client.get_run(run.run_id).data.tags.get(TUNED_TAG, "false")
     return {"stage": spec.entry_point, "scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed,
-            "pretrained": trained.pretrained, "encoder_version": pretrained.version if pretrained else "",
+            "pretrained": trained.pretrained, "encoder_version": encoder.version,
             "arch": trained.arch, "trainable": trained.policy, "bands": trained.bands.text, SCALING_TAG: trained.scaling,
             "epochs": resolved.get("epochs", spec.epochs), "settings": training_settings(spec), "tuned": tuned,
             "split_kind": split.kind, leakage.OVERLAP_TAG: prepared.overlap, "test_digest": split.test.digest,
             "train_digest": split.train.digest, "val_digest": split.val.digest, "index_digest": split.index_digest,
-            "encoder_digest": pretrained.tags.get(leakage.DIGEST_TAG, "") if pretrained else "",
+            "encoder_digest": encoder.tags.get(leakage.DIGEST_TAG, ""),
             "run_id": run.run_id}
 
 

@@ -8,6 +8,7 @@ the trainable classifier. Encoders are still logged as pickle with the package's
 
 from __future__ import annotations
 
+import copy
 import logging
 import math
 import re
@@ -28,6 +29,7 @@ from mlflow.types import Schema, TensorSpec
 import simclr_s2
 from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, ZSCORE, Bands
 from simclr_s2.errors import NonFiniteError, UserError
+from simclr_s2.learning.encoder_source import EncoderSource
 from simclr_s2.learning.imported_weights import data_bands, import_encoder_state, read_state_dict
 from simclr_s2.learning.models import IrrigationClassifier, SimCLRModel
 from simclr_s2.learning.serving import ServedClassifier, is_rebuildable, rebuild, save_rebuildable
@@ -129,8 +131,9 @@ def _served(model: IrrigationClassifier, example: np.ndarray, tags: Mapping[str,
 
 
 @dataclass(frozen=True)
-class Pretrained:
-    """A pretrained SimCLR model and where it came from (logged with every fine-tune)."""
+class Pretrained(EncoderSource):
+    """A pretrained SimCLR model and where it came from (logged with every fine-tune): the encoder source
+    of a fine-tune, whose trainable part is the one asked for."""
 
     model: SimCLRModel
     uri: str
@@ -141,6 +144,16 @@ class Pretrained:
     tags: Mapping[str, str]  # the registry version's tags ({} for a file)
     run_id: str | None  # the run that logged it (None for a file)
     scaling: str  # the input scaling it was trained with (bands.SCALINGS)
+
+    def classifier(self, dropout: float) -> IrrigationClassifier:
+        # a copy: tune's trials share one loaded encoder, and training (or recalibrating) must not carry over
+        return IrrigationClassifier.from_simclr(copy.deepcopy(self.model), dropout=dropout)
+
+    def trainable(self, asked: str) -> str:
+        return asked
+
+    def provenance(self) -> dict[str, str]:
+        return {"pretrained_uri": self.uri, "pretrained_version": self.version or "-"}
 
 
 @dataclass(frozen=True)
