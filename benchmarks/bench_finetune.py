@@ -36,7 +36,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
 
@@ -273,7 +273,16 @@ def checkpoint_cost(arch: str, repeats: int, tmp: Path) -> None:
     on 2 cores the writer's CPU is taken from training too."""
     # imported here: (2) also runs on trees from before these modules, to compare with them
     from simclr_s2.learning.checkpoints import Snapshots
-    from simclr_s2.learning.runtime import Checkpoint, Pickled, save_atomically, snapshot
+    from simclr_s2.learning.runtime import Checkpoint, save_atomically
+
+    @dataclass(frozen=True)
+    class TorchSave:
+        """The earlier checkpoint: a torch.save pickle of a copy of the state."""
+
+        tree: dict
+
+        def write(self, path: Path) -> None:
+            torch.save(self.tree, path)
 
     model = _model(arch, "all")
     optimizer = torch.optim.Adam(model.parameters(), lr=5e-5)
@@ -284,7 +293,7 @@ def checkpoint_cost(arch: str, repeats: int, tmp: Path) -> None:
 
     def earlier() -> Checkpoint:
         best = copy.deepcopy(model.state_dict())
-        return Pickled(snapshot({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best}))
+        return TorchSave(copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best}))
 
     def now() -> Checkpoint:
         weights = snapshots.take(model.state_dict())
