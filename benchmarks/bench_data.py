@@ -23,6 +23,7 @@ from pathlib import Path
 from figures import Clock
 
 from simclr_s2.bigearthnet import official
+from simclr_s2.bigearthnet.bands import STUDY_BANDS
 from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.index import build_index
 from simclr_s2.bigearthnet.reader import read_patch
@@ -76,7 +77,7 @@ def main() -> None:
         for resampling in ("bicubic", "nearest"):
             with _timed(f"read_patch (10 study bands, {resampling}, 1 process)", args.read):
                 for name in names[: args.read]:
-                    read_patch(root / name, "study", resampling)
+                    read_patch(root / name, STUDY_BANDS, resampling)
 
 
 if __name__ == "__main__":
