@@ -18,6 +18,7 @@ for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
 from pathlib import Path
 
 import pytest
+from cpu_probe import cpu_seconds, record_cpu
 from xdist.scheduler import LoadScopeScheduling
 
 from simclr_s2.bigearthnet.demo import write_demo_archive
@@ -66,6 +67,14 @@ def demo_archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def demo_index(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The index Parquet file of `demo_archive` (built with 2 worker processes)."""
     return build_index(demo_archive, tmp_path_factory.mktemp("index") / "index.parquet", workers=2).index_path
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
+    """With SIMCLR_S2_TEST_CPU_LOG set, the CPU seconds of each test: setup, call and teardown together."""
+    start = cpu_seconds()
+    yield
+    record_cpu(item.nodeid, cpu_seconds() - start)
 
 
 def group_of(file: str) -> str:

@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from cpu_probe import record_cpu
 
 from simclr_s2.server.config import (
     ARTIFACTS_PREFIX,
@@ -151,6 +152,29 @@ def free_ports() -> dict[str, str]:
     return {name: str(port) for name, port in chosen.items()}
 
 
+def _stack_cpu_seconds(state: StateDir) -> float:
+    """CPU seconds the stack's detached processes (the ones run/ names, PostgreSQL's postmaster) and their
+    descendants spent, live or reaped: pytest never waits for them, so its own count leaves them out."""
+    stats = {}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            fields = (proc / "stat").read_text().rsplit(") ", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        stats[int(proc.name)] = (int(fields[1]), sum(map(int, fields[11:15])))  # ppid, utime..cstime
+    roots = [int(f.read_text().split()[0]) for f in state.run.glob("*.pid")]
+    postmaster = state.pgdata / "postmaster.pid"
+    roots += [int(postmaster.read_text().split()[0])] if postmaster.exists() else []
+    counted, ticks = set(), 0
+    while roots:
+        pid = roots.pop()
+        if pid in stats and pid not in counted:
+            counted.add(pid)
+            ticks += stats[pid][1]
+            roots += [child for child, (parent, _) in stats.items() if parent == pid]
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def _start_stack(auth: bool) -> Iterator[TrackingServer]:
     """A private stack in /tmp (PostgreSQL runs as postgres, so the folder must be traversable)."""
     state_dir = Path(tempfile.mkdtemp(prefix="simclr-s2-stack-"))
@@ -183,6 +207,8 @@ def _start_stack(auth: bool) -> Iterator[TrackingServer]:
         server.uri, server.s3_endpoint = report["tracking_uri"], report["s3_endpoint"]
         yield server
     finally:
+        record_cpu(f"tests/server/conftest.py::{'auth_' if auth else ''}tracking_server (detached processes)",
+                   _stack_cpu_seconds(StateDir(state_dir)))
         try:
             run_server_cli(state_dir, "stop", env=env)
         finally:
