@@ -17,6 +17,7 @@ from mlflow.utils.file_utils import local_file_uri_to_path
 
 from simclr_s2 import disk
 from simclr_s2.errors import UserError
+from simclr_s2.tracking.process import fluent_uris
 
 REMOTE_SCHEMES = ("runs:/", "models:/", "mlflow-artifacts:/", "s3://", "http://", "https://", "file://")
 
@@ -48,7 +49,8 @@ class Fetcher:
         done = folder / ".complete"
         if not done.exists():
             try:
-                with disk.writing(folder, folder):  # a half download never stays
+                # a half download never stays; a models:/ URI is resolved in the process-wide registry only
+                with disk.writing(folder, folder), fluent_uris(self.tracking_uri, self.tracking_uri):
                     mlflow.artifacts.download_artifacts(artifact_uri=ref, dst_path=str(folder),
                                                        tracking_uri=self.tracking_uri)
             except (MlflowException, OSError) as error:

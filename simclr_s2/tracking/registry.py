@@ -33,6 +33,7 @@ from simclr_s2.learning.encoder_source import EncoderSource
 from simclr_s2.learning.imported_weights import data_bands, import_encoder_state, read_state_dict
 from simclr_s2.learning.models import IrrigationClassifier, SimCLRModel
 from simclr_s2.learning.serving import ServedClassifier, is_rebuildable, rebuild, save_rebuildable
+from simclr_s2.tracking.process import fluent_uris
 
 log = logging.getLogger(__name__)
 
@@ -90,9 +91,10 @@ def log_and_register(client: MlflowClient, run_id: str, model: torch.nn.Module, 
         quiet, pytorch_log = _DeliberatePickle(), logging.getLogger("mlflow.pytorch")
         pytorch_log.addFilter(quiet)
         try:
-            info = mlflow.pytorch.log_model(name="model", registered_model_name=registered_name, step=step,
-                                            run_id=run_id, model_id=logged.model_id,
-                                            pip_requirements=PIP_REQUIREMENTS, **how)
+            with fluent_uris(*_uris(client)):  # log_model reads no client: it logs and registers process-wide
+                info = mlflow.pytorch.log_model(name="model", registered_model_name=registered_name, step=step,
+                                                run_id=run_id, model_id=logged.model_id,
+                                                pip_requirements=PIP_REQUIREMENTS, **how)
         finally:
             pytorch_log.removeFilter(quiet)
     version = str(info.registered_model_version)
@@ -104,6 +106,11 @@ def log_and_register(client: MlflowClient, run_id: str, model: torch.nn.Module, 
     log.info("registered %s version %s%s", registered_name, version,
              f" as @{', @'.join(aliases)}" if aliases else "")
     return version
+
+
+def _uris(client: MlflowClient) -> tuple[str, str]:
+    """The tracking and registry URIs `client` was built with (MlflowClient shows the second only privately)."""
+    return client.tracking_uri, client._registry_uri
 
 
 def _pickled(model: torch.nn.Module, example: np.ndarray) -> dict[str, object]:
@@ -188,7 +195,8 @@ def load_logged(client: MlflowClient, uri: str, kind: type[T], what: str) -> tup
     ref = resolve_model_uri(client, uri, what)
     try:
         with tempfile.TemporaryDirectory(prefix="simclr-s2-model-") as folder:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=folder))
+            with fluent_uris(*_uris(client)):  # a models:/ URI is resolved in the process-wide registry only
+                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=folder))
             extra = local / "extra_files"
             model = rebuild(extra) if is_rebuildable(extra) else mlflow.pytorch.load_model(str(local),
                                                                                            map_location="cpu")

@@ -1,0 +1,80 @@
+"""The tracking store a command uses, as the settings floor needs it: a client of exactly the URI it was
+given, and the experiment the command's runs go to. Everything else reaches MLflow through the door of
+simclr_s2.tracking (which builds its client here, so a bad URI is the same one line everywhere); this
+and the experiment plugin are the settings' only MLflow code, since the settings sit below the tracking
+floor. Importing MLflow here, before experiment.py, lets MLflow load that plugin while it starts up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from simclr_s2.errors import UserError
+
+DEFAULT_EXPERIMENT = "simclr-s2"
+
+
+def artifact_location(tracking_uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside a SQLite store's file (MLflow would use ./mlruns
+    of whatever folder the command runs in, so a store elsewhere would scatter its artifacts); a server
+    or other store decides itself (None)."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return (Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+
+
+def default_tracking_uri() -> str:
+    """The store MLflow itself would use when MLFLOW_TRACKING_URI is not set."""
+    return mlflow.get_tracking_uri()
+
+
+def store_client(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
+    """A client of exactly `tracking_uri` (and `registry_uri`, else the same store), or one line naming the
+    variable when MLflow cannot use it. The one place an MlflowClient is made (the door's too)."""
+    try:
+        return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
+    except MlflowException as error:
+        raise UserError(f"MLFLOW_TRACKING_URI: cannot use {tracking_uri!r}: {error.message.splitlines()[0]}") \
+            from None
+
+
+def experiment_for(tracking_uri: str, name: str, given_id: str | None) -> str:
+    """The experiment a command's runs go to: `given_id` (MLFLOW_EXPERIMENT_ID) when the store has it,
+    active, else experiment `name` (MLFLOW_EXPERIMENT_NAME), created when missing."""
+    client = store_client(tracking_uri)
+    if given_id:
+        return _given_experiment(client, given_id)
+    found = client.get_experiment_by_name(name)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise UserError(f"MLFLOW_EXPERIMENT_NAME: experiment {name!r} is deleted; "
+                        f"restore it (mlflow experiments restore) or choose another name")
+    return create_experiment(client, name)
+
+
+def _given_experiment(client: MlflowClient, experiment_id: str) -> str:
+    """`experiment_id` when the client's store has it, active; one line naming the variable otherwise."""
+    try:
+        found = client.get_experiment(experiment_id)
+    except MlflowException as error:
+        if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        found = None
+    if found is None or found.lifecycle_stage == "deleted":
+        state = "is deleted" if found else "does not exist"
+        raise UserError(f"MLFLOW_EXPERIMENT_ID: experiment {experiment_id} {state} in {client.tracking_uri}; "
+                        "unset it or name an existing experiment (MLFLOW_EXPERIMENT_NAME)")
+    return experiment_id
+
+
+def create_experiment(client: MlflowClient, name: str) -> str:
+    """Get or create experiment `name` (a client of the store it belongs to); its id."""
+    found = client.get_experiment_by_name(name)
+    if found is not None:
+        return found.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
+    except MlflowException:  # created by another process a moment ago
+        return client.get_experiment_by_name(name).experiment_id
