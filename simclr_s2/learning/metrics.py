@@ -190,10 +190,11 @@ def near_constant(probabilities: np.ndarray, threshold: float = DEFAULT_THRESHOL
     return bool(min(positive, 1 - positive) <= NEAR_CONSTANT)
 
 
-def binary_metrics(y_true: np.ndarray, probabilities: np.ndarray,
-                   threshold: float = DEFAULT_THRESHOLD) -> dict[str, float]:
+def binary_metrics(y_true: np.ndarray, probabilities: np.ndarray, threshold: float = DEFAULT_THRESHOLD,
+                   with_pr_auc: bool = True) -> dict[str, float]:
     """The study's metrics for one set; precision, recall and F1 are 0 (not NaN) when undefined, as in
-    scikit-learn's zero_division=0. Brier and ECE measure the probabilities, whatever the threshold."""
+    scikit-learn's zero_division=0. Brier and ECE measure the probabilities, whatever the threshold.
+    Without `with_pr_auc` (a training's epochs, which do not log it) scikit-learn is not loaded."""
     y = np.asarray(y_true).astype(bool)
     p = np.asarray(probabilities, dtype=np.float64)
     tp, fp, fn, tn = (int(c) for c in confusion(y, p, threshold))
@@ -201,7 +202,8 @@ def binary_metrics(y_true: np.ndarray, probabilities: np.ndarray,
     return {"accuracy": float(accuracy(y, p, threshold)), "precision": float(_ratio(tp, tp + fp)),
             "recall": recall, "f1": float(f1(y, p, threshold)), "mcc": mcc(tp, fp, fn, tn),
             "balanced_accuracy": (recall + specificity) / 2, "auc": float(roc_auc(y, p)),
-            "pr_auc": average_precision(y, p), "brier": float(np.mean((p - y) ** 2)) if len(p) else math.nan,
+            **({"pr_auc": average_precision(y, p)} if with_pr_auc else {}),
+            "brier": float(np.mean((p - y) ** 2)) if len(p) else math.nan,
             "ece": expected_calibration_error(y, p), "near_constant": float(near_constant(p, threshold)),
             "tp": float(tp), "fp": float(fp), "tn": float(tn), "fn": float(fn)}
 

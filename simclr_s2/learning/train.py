@@ -102,7 +102,7 @@ def predict(model: nn.Module, loader: Batches, device: str = "cpu", amp: bool = 
 
 
 def _epoch_metrics(prefix: str, y: np.ndarray, p: np.ndarray, loss: float) -> dict[str, float]:
-    m = {**binary_metrics(y, p), "loss": loss}
+    m = {**binary_metrics(y, p, with_pr_auc=False), "loss": loss}
     return {f"{prefix}_{k}": m[k] for k in EPOCH_METRICS}
 
 

@@ -143,3 +143,9 @@ def test_tied_ranks_are_scipys_rankdata_without_loading_it():
             "print(sorted({'scipy.stats', 'sklearn', 'matplotlib'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "[]"  # a training's start pays for none of them
+
+
+def test_a_trainings_epoch_metrics_leave_out_pr_auc_and_only_it():
+    y, p = np.array([0, 1, 1, 0, 1]), np.array([0.2, 0.7, 0.4, 0.4, 0.9])
+    full = binary_metrics(y, p)
+    assert binary_metrics(y, p, with_pr_auc=False) == {k: v for k, v in full.items() if k != "pr_auc"}
