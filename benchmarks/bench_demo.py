@@ -1,0 +1,69 @@
+"""`make demo` as a newcomer runs it, on a fresh store: wall time, CPU-seconds (user + system of make and
+every process under it) and the test F1 it ends at, --runs times, each on its own fresh store, so the F1
+can be seen to be the same every time.
+
+The goal (issue 23.4): at most 60 s on 2 quiet cores after install, test F1 at least 0.8, identical on
+every run. On a shared machine wall time says little, so the CPU-seconds are the measure: 60 s on 2 quiet
+cores is at most about 100 CPU-seconds (less the time the cores wait on each other). CPU-seconds inflate
+under load too (threads that spin while they wait for a descheduled partner), so quote the load beside them.
+
+    python benchmarks/bench_demo.py [--runs 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import resource
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from figures import Figure, Rate, load_average, report
+
+ROOT = Path(__file__).parents[1]
+SUMMARY = re.compile(r"^finetune-.*: best epoch .*test F1 (?P<f1>[0-9.]+).*$", re.MULTILINE)
+
+
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def demo(store: Path) -> tuple[float, float, float, str]:
+    """(wall s, CPU s, load at the end, the summary line) of one `make demo` on the fresh store `store`."""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db", "SIMCLR_S2_HOME": str(store / "home"),
+           "SIMCLR_S2_DATA": str(store / "data")}
+    cpu, start = children_cpu(), time.perf_counter()
+    done = subprocess.run(["make", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
+    wall, cpu = time.perf_counter() - start, children_cpu() - cpu
+    summary = SUMMARY.search(done.stdout)
+    if done.returncode or summary is None:
+        raise SystemExit(f"make demo failed (status {done.returncode}):\n{done.stderr[-3000:]}")
+    return wall, cpu, load_average(), summary.group(0)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", type=int, default=2, help="fresh stores, one make demo each")
+    args = p.parse_args()
+    results = []
+    for run in range(args.runs):
+        with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
+            before = load_average()
+            wall, cpu, load, summary = demo(Path(tmp))
+        results.append((wall, cpu, summary))
+        print(f"run {run + 1}: {wall:.0f} s, {cpu:.0f} CPU-s, load {before:.1f} -> {load:.1f}\n  {summary}", flush=True)
+    same = len({summary for _, _, summary in results}) == 1
+    print(f"the same summary on every run: {'yes' if same else 'NO'}")
+    wall, cpu = min(w for w, _, _ in results), min(c for _, c, _ in results)
+    f1 = SUMMARY.search(results[0][2]).group("f1")
+    report([Figure("make demo on a fresh store, fastest run (demos per hour)", Rate(3600 / wall, 3600 / cpu, load),
+                   "goal: 60 s on 2 quiet cores, about 100 CPU-s (60 demos/h, 36 per CPU-hour)", None,
+                   f"{cpu:.0f} CPU-s, test F1 {f1}, {'the same' if same else 'NOT the same'} on {args.runs} runs")])
+
+
+if __name__ == "__main__":
+    main()
