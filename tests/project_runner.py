@@ -19,10 +19,12 @@ from mlflow.tracking import MlflowClient
 from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import build
 from simclr_s2.stages.base import Stage, run_command
+from simclr_s2.tracking.door import Tracking
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CLEARED = ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD", "MLFLOW_TRACKING_TOKEN")  # read from there only
 
 
 def unique_name(prefix: str) -> str:
@@ -47,8 +49,12 @@ class Project:
 
     @property
     def client(self) -> MlflowClient:
-        uri = self.env["MLFLOW_TRACKING_URI"]
-        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+        """A client of the project's store, for tests to look at what the commands logged."""
+        return Tracking(self.env["MLFLOW_TRACKING_URI"]).client
+
+    def context(self) -> Context:
+        """The context a command of the project runs in (MLflow's variables only here, never os.environ)."""
+        return Context.from_env(self.process_env())
 
     def process_env(self) -> dict[str, str]:
         """This process's environment with the project's, for subprocesses; `python` is this venv's."""
@@ -59,14 +65,16 @@ class Project:
         return env
 
     def run_stage(self, stage: Stage, **params: object) -> str | None:
-        """`stage` as its entry point runs it, in this process, in the project's environment."""
+        """`stage` as its entry point runs it, in this process, in the project's context; the project's own
+        settings (SIMCLR_S2_*: fault points, folders) and tracking credentials are in the environment while it
+        runs, MLflow's other variables not."""
         with pytest.MonkeyPatch.context() as mp:
             for key, value in self.env.items():
-                mp.setenv(key, value)
+                if not key.startswith("MLFLOW_") or key in CREDENTIALS:
+                    mp.setenv(key, value)
             for key in CLEARED:
-                if key not in self.env:
-                    mp.delenv(key, raising=False)
-            return run_command(stage, build(stage.spec, params), Context.from_env())
+                mp.delenv(key, raising=False)
+            return run_command(stage, build(stage.spec, params), self.context())
 
     @staticmethod
     def command(entry_point: str, **params: object) -> list[str]:

@@ -14,21 +14,22 @@ from simclr_s2.app.cli import UNREACHABLE, USER_ERROR
 from simclr_s2.errors import UserError
 from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage, run_command, written_folders
-from simclr_s2.tracking.connectivity import TrackingUnreachable, bound_retries, is_unreachable
-from simclr_s2.tracking.endings import fail_if_running, mark_dry_run, remove_empty_checkpoint_folders
+from simclr_s2.tracking.connectivity import TrackingUnreachable, is_unreachable
+from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.process import quiet_defaults
 from simclr_s2.tracking.tracker import STAGE_TAG, describe
 
 
 def run(stage: Stage, spec: object) -> NoReturn:
     """Run `stage` with its parsed `spec` as a command and exit with its status."""
     main_rank = os.environ.get("RANK", "0") == "0"
-    bound_retries()
+    quiet_defaults()
     ctx = None
     try:
         ctx = Context.from_env()
         run_command(stage, spec, ctx)
         if getattr(spec, "dry_run", False) and ctx.launcher_run_id and main_rank:
-            mark_dry_run(ctx.client, ctx.launcher_run_id, {STAGE_TAG: stage.name})
+            Tracking.of(ctx).mark_dry_run(ctx.launcher_run_id, {STAGE_TAG: stage.name})
     except TrackingUnreachable as error:
         _give_up(str(error))
     except Exception as error:
@@ -55,7 +56,7 @@ def fail_launcher_run(stage: str, error: BaseException) -> None:
         return
     try:
         ctx = Context.from_env()
-        fail_if_running(ctx.client, ctx.launcher_run_id, describe(error), {STAGE_TAG: stage})  # unless taken over, ended
+        Tracking.of(ctx).fail_if_running(ctx.launcher_run_id, describe(error), {STAGE_TAG: stage})  # unless taken over
     except Exception:  # noqa: BLE001 - the error being reported matters more than this note
         logging.getLogger(__name__).warning("could not mark run %s failed", run_id)
 
@@ -65,7 +66,7 @@ def _clear_checkpoint_folders(ctx: Context | None) -> None:
     if ctx is None:
         return
     try:
-        remove_empty_checkpoint_folders(ctx.client, ctx.home / "checkpoints")
+        Tracking.of(ctx).remove_empty_checkpoint_folders(ctx.home / "checkpoints")
     except Exception:  # noqa: BLE001 - the error being reported matters more than this tidying
         logging.getLogger(__name__).warning("could not clear the empty folders in %s", ctx.home / "checkpoints")
 

@@ -64,7 +64,6 @@ def main(entry: EntryPoint | Stage, argv: Sequence[str] | None = None) -> NoRetu
     logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO notes (system metrics...) are noise here
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # one bar per file floods logs
     try:
         spec = parse(entry.spec, argv)
     except UserError as error:

@@ -45,14 +45,13 @@ from mlflow.projects.utils import (
     get_or_create_run,
     load_project,
 )
-from mlflow.tracking import MlflowClient
 from ray.exceptions import RayError
 
 from simclr_s2.cluster import command as remote_command
 from simclr_s2.cluster.connection import join
 from simclr_s2.cluster.environment import handed_over
 from simclr_s2.errors import UserError
-from simclr_s2.tracking.endings import fail_if_running
+from simclr_s2.tracking.door import Tracking
 
 log = logging.getLogger(__name__)
 
@@ -112,14 +111,14 @@ class RayBackend(AbstractBackend):
             shipped = join(config.address, name="ray backend config: address", log_to_driver=False,
                            runtime_env={"working_dir": work_dir, "excludes": [".git"]})
         except UserError as error:
-            fail_if_running(MlflowClient(tracking_uri), run_id, str(error))
+            Tracking(tracking_uri).fail_if_running(run_id, str(error))
             raise ExecutionException(str(error)) from None
         log.info("=== Running command '%s' on the Ray cluster (run %s) ===", command, run_id)
         stream = ray.remote(remote_command.entry_point).options(
             name=f"mlflow-run-{entry_point}-{run_id[:8]}", num_returns="streaming", num_cpus=config.num_cpus,
             num_gpus=config.num_gpus, max_retries=config.max_retries, retry_exceptions=False,
         ).remote(command, handed_over(tracking_uri, experiment_id, run_id), None if shipped else work_dir)
-        submitted = RaySubmittedRun(run_id, stream, MlflowClient(tracking_uri))
+        submitted = RaySubmittedRun(run_id, stream, Tracking(tracking_uri))
         if config.follow and not submitted.wait():
             raise ExecutionException(f"Run (ID '{run_id}') failed")
         return submitted
@@ -128,9 +127,9 @@ class RayBackend(AbstractBackend):
 class RaySubmittedRun(SubmittedRun):
     """An entry point running as a Ray task: its output is printed while `wait` follows it."""
 
-    def __init__(self, run_id: str, stream: ray.ObjectRefGenerator, client: MlflowClient) -> None:
+    def __init__(self, run_id: str, stream: ray.ObjectRefGenerator, tracking: Tracking) -> None:
         super().__init__()
-        self._run_id, self._stream, self._client = run_id, stream, client
+        self._run_id, self._stream, self._tracking = run_id, stream, tracking
         self._code: int | None = None
 
     @property
@@ -143,9 +142,9 @@ class RaySubmittedRun(SubmittedRun):
         if self._code is None:
             self._code = self._follow()
             if self._code != 0:
-                fail_if_running(self._client, self._run_id, f"the command exited with status {self._code}")
-            elif self._client.get_run(self._run_id).info.status == "RUNNING":
-                self._client.set_terminated(self._run_id, RunStatus.to_string(RunStatus.FINISHED))
+                self._tracking.fail_if_running(self._run_id, f"the command exited with status {self._code}")
+            elif self._tracking.get_run(self._run_id).info.status == "RUNNING":
+                self._tracking.end(self._run_id)
         return self._code == 0
 
     def _follow(self) -> int:

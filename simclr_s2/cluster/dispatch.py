@@ -16,9 +16,9 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cache
+from typing import TYPE_CHECKING
 
 import ray
-from mlflow.entities import Run
 from ray.exceptions import RayError, RayTaskError
 
 from simclr_s2.cluster import tasks
@@ -29,9 +29,12 @@ from simclr_s2.errors import UserError
 from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import Spec, build
 from simclr_s2.stages.base import Stage, find_step
-from simclr_s2.tracking.endings import fail_if_running
+from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.fingerprint import package_fingerprint
-from simclr_s2.tracking.tracker import PARENT_TAG, STAGE_TAG, describe
+from simclr_s2.tracking.tracker import STAGE_TAG, describe
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 
 @dataclass(frozen=True)
@@ -133,8 +136,8 @@ class _Dispatch:
         return [outcomes[i] for i in range(len(jobs))]
 
     def _submit(self, index: int, job: Job) -> tuple[ray.ObjectRef, _Sent]:
-        run_id = self.ctx.client.create_run(self.ctx.experiment_id, run_name=job.label, tags={
-            PARENT_TAG: self.parent_run_id, STAGE_TAG: job.stage.name, **job.tags}).info.run_id
+        run_id = Tracking.of(self.ctx).open(self.ctx.experiment_id, job.label, {STAGE_TAG: job.stage.name, **job.tags},
+                                            parent_run_id=self.parent_run_id)
         env = handed_over(self.ctx.tracking_uri, self.ctx.experiment_id, run_id)
         ref = _remote_stage().options(
             name=job.label, num_cpus=self.placement.cpus, num_gpus=self.placement.gpus,
@@ -152,6 +155,6 @@ class _Dispatch:
         except RayError as lost:  # e.g. the worker or its node died more often than the retries allow
             reason = str(lost).strip().splitlines()[0] if str(lost).strip() else ""
             error = f"{type(lost).__name__} after {self.placement.retries} retries: {reason}"
-        fail_if_running(self.ctx.client, sent.run_id, error)  # unless the stage ended it (it tells more)
+        Tracking.of(self.ctx).fail_if_running(sent.run_id, error)  # unless the stage ended it (it tells more)
         return Outcome(sent.job, sent.run_id, error)
 

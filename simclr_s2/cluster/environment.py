@@ -1,6 +1,7 @@
-"""What a Ray task needs of the dispatching command's context, handed over as a task argument and applied
-to the worker's environment while the task runs (the way `mlflow run` hands MLFLOW_RUN_ID and the tracking
-URI to an entry point).
+"""What a Ray task needs of the dispatching command's context, handed over as a task argument, in the
+variables `mlflow run` hands an entry point (MLFLOW_TRACKING_URI, MLFLOW_EXPERIMENT_ID, MLFLOW_RUN_ID).
+A task builds its context from them; only the SIMCLR_S2_* settings are applied to the worker's own
+environment while it runs (the MLflow ones go to a command's child process, never into os.environ).
 
 Only the tracking URI, the experiment, the run to continue and the SIMCLR_S2_* settings the command was
 given travel; of the folders of a machine (SIMCLR_S2_HOME, SIMCLR_S2_DATA) a node that sets its own keeps
@@ -24,7 +25,7 @@ def handed_over(tracking_uri: str, experiment_id: str, run_id: str) -> dict[str,
     """The environment of a task that continues run `run_id` of that store and experiment."""
     settings = {k: v for k, v in os.environ.items() if k.startswith(PREFIX)}
     return {**settings, "MLFLOW_TRACKING_URI": tracking_uri, "MLFLOW_EXPERIMENT_ID": experiment_id,
-            "MLFLOW_RUN_ID": run_id, "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+            "MLFLOW_RUN_ID": run_id}
 
 
 def for_this_node(env: Mapping[str, str]) -> dict[str, str]:
@@ -34,9 +35,10 @@ def for_this_node(env: Mapping[str, str]) -> dict[str, str]:
 
 @contextmanager
 def applied(env: Mapping[str, str]) -> Iterator[None]:
-    """`env` (for this node) set in this process for the body, then the environment as it was: a Ray
-    worker process runs one task after another, and none may see the last one's settings."""
-    env = for_this_node(env)
+    """The SIMCLR_S2_* settings of `env` (for this node) set in this process for the body, then the
+    environment as it was: a Ray worker process runs one task after another, and none may see the last
+    one's settings."""
+    env = {k: v for k, v in for_this_node(env).items() if k.startswith(PREFIX)}
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:

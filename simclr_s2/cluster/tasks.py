@@ -10,13 +10,14 @@ from collections.abc import Mapping
 import ray
 import torch
 
-from simclr_s2.cluster.environment import applied
+from simclr_s2.cluster.environment import applied, for_this_node
 from simclr_s2.errors import UserError
 from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import build
 from simclr_s2.stages.base import Stage, run_command
-from simclr_s2.tracking.connectivity import bound_retries
+from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.fingerprint import package_fingerprint
+from simclr_s2.tracking.process import quiet_defaults
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +38,7 @@ def run_stage(stage: Stage, params: Mapping[str, object], env: Mapping[str, str]
                             f"({package_fingerprint()}) than the command that sent the task ({code}): "
                             "install the same version on every node (docs/cluster.md)")
         _configure_worker()
-        ctx = Context.from_env()
+        ctx = Context.from_env({**os.environ, **for_this_node(env)})
         attempt = _count_attempt(ctx)
         if attempt > 1:
             log.warning("run %s: attempt %d, after its worker died; resuming from its checkpoint",
@@ -50,7 +51,7 @@ def _configure_worker() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("simclr_s2").setLevel(logging.INFO)
     logging.getLogger("mlflow").setLevel(logging.WARNING)
-    bound_retries()
+    quiet_defaults()
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1)
     torch.set_num_threads(max(1, int(cpus)))
 
@@ -58,6 +59,7 @@ def _configure_worker() -> None:
 def _count_attempt(ctx: Context) -> int:
     """Count this start on the run (its `simclr_s2.attempts` tag), so a retry shows where people look."""
     run_id = ctx.launcher_run_id or ""
-    attempt = int(ctx.client.get_run(run_id).data.tags.get(ATTEMPTS_TAG, "0")) + 1
-    ctx.client.set_tag(run_id, ATTEMPTS_TAG, str(attempt))
+    door = Tracking.of(ctx)
+    attempt = int(door.tags(run_id).get(ATTEMPTS_TAG, "0")) + 1
+    door.set_tag(run_id, ATTEMPTS_TAG, attempt)
     return attempt

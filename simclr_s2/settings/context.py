@@ -9,12 +9,8 @@ from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
-import mlflow
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
 from simclr_s2.errors import UserError
-from simclr_s2.settings.experiment import DEFAULT_EXPERIMENT, create_experiment
+from simclr_s2.settings.mlflow_store import DEFAULT_EXPERIMENT, default_tracking_uri, experiment_for
 
 DEFAULT_HEARTBEAT_S = 30.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -53,7 +49,8 @@ class Sizes:
 
 @dataclass(frozen=True)
 class Context:
-    """Tracking store, experiment, state folder, project root and demo sizes of one command.
+    """Tracking store (and registry), experiment, state folder, project root and demo sizes of one command.
+    MLflow itself is reached through simclr_s2.tracking's door, built from these URIs.
 
     `launcher_run_id` is the run `mlflow run` made before starting the entry point (MLFLOW_RUN_ID);
     `experiment_id` / `experiment_name` say where every run of the command goes (never MLflow's
@@ -64,6 +61,7 @@ class Context:
     experiment_name: str
     home: Path
     data_root: Path
+    registry_uri_given: str | None = None  # None: the registry is the tracking store's
     project_root: Path = PROJECT_ROOT
     experiment_id_given: str | None = None
     launcher_run_id: str | None = None
@@ -76,13 +74,14 @@ class Context:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Context:
         """The context described by the environment (MLflow's variables and SIMCLR_S2_*)."""
         env = os.environ if env is None else env
-        uri = env.get("MLFLOW_TRACKING_URI") or mlflow.get_tracking_uri()
+        uri = env.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
         experiment_id = env.get("MLFLOW_EXPERIMENT_ID") or None
         if experiment_id == "0" and not env.get("MLFLOW_RUN_ID"):
             experiment_id = None  # a leftover pointing at Default; under `mlflow run` it is the launcher's
         epochs = env.get("SIMCLR_S2_DEMO_PRETRAIN_EPOCHS")
         return cls(
             tracking_uri=uri,
+            registry_uri_given=env.get("MLFLOW_REGISTRY_URI") or None,
             experiment_name=env.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,
             experiment_id_given=experiment_id,
             home=Path(env.get("SIMCLR_S2_HOME") or PROJECT_ROOT / ".simclr_s2").resolve(),
@@ -104,39 +103,15 @@ class Context:
     def with_reuse(self, reuse: bool) -> Context:
         return replace(self, reuse=reuse)
 
-    @cached_property
-    def client(self) -> MlflowClient:
-        try:
-            return MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
-        except MlflowException as error:
-            raise UserError(f"MLFLOW_TRACKING_URI: cannot use {self.tracking_uri!r}: "
-                            f"{error.message.splitlines()[0]}") from None
+    @property
+    def registry_uri(self) -> str:
+        return self.registry_uri_given or self.tracking_uri
 
     @cached_property
     def experiment_id(self) -> str:
         """The experiment every run of this command goes to: the one MLFLOW_EXPERIMENT_ID names (which must
         exist), else the named one, created when missing."""
-        if self.experiment_id_given:
-            return self._given_experiment(self.experiment_id_given)
-        found = self.client.get_experiment_by_name(self.experiment_name)
-        if found is not None and found.lifecycle_stage == "deleted":
-            raise UserError(f"MLFLOW_EXPERIMENT_NAME: experiment {self.experiment_name!r} is deleted; "
-                            f"restore it (mlflow experiments restore) or choose another name")
-        return create_experiment(self.client, self.experiment_name)
-
-    def _given_experiment(self, experiment_id: str) -> str:
-        """`experiment_id` when this store has it, active; one line naming the variable otherwise."""
-        try:
-            found = self.client.get_experiment(experiment_id)
-        except MlflowException as error:
-            if error.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise
-            found = None
-        if found is None or found.lifecycle_stage == "deleted":
-            state = "is deleted" if found else "does not exist"
-            raise UserError(f"MLFLOW_EXPERIMENT_ID: experiment {experiment_id} {state} in {self.tracking_uri}; "
-                            "unset it or name an existing experiment (MLFLOW_EXPERIMENT_NAME)")
-        return experiment_id
+        return experiment_for(self.tracking_uri, self.experiment_name, self.experiment_id_given)
 
     def state_dir(self, *parts: str) -> Path:
         """A folder under the local state home, created; one clear line when it cannot be."""

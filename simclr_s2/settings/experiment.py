@@ -10,30 +10,7 @@ from pathlib import Path
 
 from mlflow.tracking.default_experiment.abstract_context import DefaultExperimentProvider
 
-DEFAULT_EXPERIMENT = "simclr-s2"
 PROJECT_NAME = "name: simclr-s2"
-
-
-def artifact_location(tracking_uri: str) -> str | None:
-    """Where a new experiment keeps its artifacts: beside a SQLite store's file (MLflow would use ./mlruns
-    of whatever folder the command runs in, so a store elsewhere would scatter its artifacts); a server
-    or other store decides itself (None)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return (Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
-
-
-def create_experiment(client, name: str) -> str:
-    """Get or create experiment `name` (a client of the store it belongs to); its id."""
-    from mlflow.exceptions import MlflowException
-
-    found = client.get_experiment_by_name(name)
-    if found is not None:
-        return found.experiment_id
-    try:
-        return client.create_experiment(name, artifact_location=artifact_location(client.tracking_uri))
-    except MlflowException:  # created by another process a moment ago
-        return client.get_experiment_by_name(name).experiment_id
 
 
 def in_project(folder: Path) -> bool:
@@ -47,6 +24,12 @@ class ProjectExperimentProvider(DefaultExperimentProvider):
         return in_project(Path.cwd())
 
     def get_experiment_id(self) -> str:
-        from mlflow.tracking import MlflowClient  # here: MLflow loads this plugin while it is being imported
+        # imported here: MLflow imports this plugin while it starts up, and mlflow_store imports MLflow
+        from simclr_s2.settings.mlflow_store import (
+            DEFAULT_EXPERIMENT,
+            create_experiment,
+            default_tracking_uri,
+            store_client,
+        )
 
-        return create_experiment(MlflowClient(), DEFAULT_EXPERIMENT)
+        return create_experiment(store_client(default_tracking_uri()), DEFAULT_EXPERIMENT)

@@ -7,15 +7,16 @@ import logging
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Generic, TypeVar
-
-from mlflow.entities import Run
+from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
 from simclr_s2 import disk
 from simclr_s2.learning import distributed
 from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import Spec
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 log = logging.getLogger(__name__)
 

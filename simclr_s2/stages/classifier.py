@@ -37,12 +37,11 @@ from simclr_s2.stages.pretrain import capped, demo_encoder
 from simclr_s2.study.comparison import country_metrics
 from simclr_s2.study.splits import NATURAL, OVERLAP_METRIC, VAL_NATURAL, SplitSet, load_manifest, load_sets
 from simclr_s2.study.stats import spatial_groups
+from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.evaluation import THRESHOLD_METRIC, log_at_validation_threshold, log_evaluation
 from simclr_s2.tracking.registry import (
     CLASSIFIER_MODEL,
     SCALING_TAG,
-    load_pretrained,
-    log_and_register,
 )
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.ui import how_to_browse, run_url
@@ -96,8 +95,8 @@ def prepare(spec: Training, resolved: Mapping[str, str], ctx: Context) -> Prepar
                             fold=spec.fold)
     if not isinstance(spec, specs.Finetune):
         return Prepared(split, Scratch(spec.arch, Bands.parse(spec.bands)))
-    pretrained = load_pretrained(ctx.client, resolved.get("pretrained", spec.pretrained), bands_or_auto(spec.bands))
-    seen = leakage.encoder_membership(ctx.client, dict(pretrained.tags), pretrained.run_id)
+    pretrained = Tracking.of(ctx).load_pretrained(resolved.get("pretrained", spec.pretrained), bands_or_auto(spec.bands))
+    seen = leakage.encoder_membership(Tracking.of(ctx), dict(pretrained.tags), pretrained.run_id)
     overlap = leakage.status(seen, split.test.names, split.index, "test", spec.allow_pretraining_overlap)
     return Prepared(split, pretrained, overlap)
 
@@ -148,7 +147,7 @@ def condition_tags(spec: Training, resolved: Mapping[str, str], trained: Trained
     (encoder and its version, trainable part, epochs, training settings, tuned or not, split kind, what
     the leakage guard found) and the digests of the data behind it."""
     split, encoder = trained.split, prepared.encoder
-    tuned = run.client.get_run(run.run_id).data.tags.get(TUNED_TAG, "false")
+    tuned = run.tracking.tags(run.run_id).get(TUNED_TAG, "false")
     return {"stage": spec.entry_point, "scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed,
             "pretrained": trained.pretrained, "encoder_version": encoder.version,
             "arch": trained.arch, "trainable": trained.policy, "bands": trained.bands.text, SCALING_TAG: trained.scaling,
@@ -248,8 +247,8 @@ class Classifier(Stage[Training]):
         version = ""
         if spec.register:
             example = trained.batches(split.val, False).source.read_batch(np.arange(2))[0].numpy()
-            version = log_and_register(run.client, run.run_id, trained.model, CLASSIFIER_MODEL, example,
-                                       step=max(result.best_epoch, 0),
+            version = run.tracking.log_and_register(run.run_id, trained.model, CLASSIFIER_MODEL, example,
+                                                    step=max(result.best_epoch, 0),
                                        finite={**result.best_val, **{k: test[k] for k in REGISTERED_TEST_METRICS}},
                                        tags={**condition_tags(spec, resolved, trained, prepared, run), **summary})
         print(f"{run_name}: best epoch {result.best_epoch + 1} of {result.epochs_run}, val F1 {summary['val_f1']}, "

@@ -18,10 +18,11 @@ from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage
 from simclr_s2.study.comparison import COUNTRY_METRIC, LABEL_RULE, METRICS, OPTIONAL_METRICS, VARIANT, compare
 from simclr_s2.study.report import Links, write_report
+from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.ui import run_url, version_url
-from simclr_s2.tracking.versions import VersionRecord, finite, search_versions, versions_frame
+from simclr_s2.tracking.versions import VersionRecord, finite, versions_frame
 
 PREDICTIONS = "evaluation/test/predictions.csv"
 FOLDS = "folds"  # test_set value: every version trained on a cross-validation fold, each fold its own test set
@@ -39,7 +40,7 @@ class Compare(Stage[specs.Compare]):
         return {"scheme": spec.scheme}
 
     def execute(self, spec: specs.Compare, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
-        records = search_versions(ctx.client, spec.scheme)
+        records = run.tracking.search_versions(spec.scheme)
         if not records:
             raise UserError(f"scheme: no registered {CLASSIFIER_MODEL} version has scheme {spec.scheme!r}; "
                             "run finetune and baseline (or main) first")
@@ -59,13 +60,13 @@ class Compare(Stage[specs.Compare]):
         with tempfile.TemporaryDirectory() as tmp:
 
             def predictions(run_id: str) -> pd.DataFrame:
-                return pd.read_csv(ctx.client.download_artifacts(run_id, PREDICTIONS, tmp))
+                return pd.read_csv(run.tracking.download_artifacts(run_id, PREDICTIONS, tmp))
 
             def natural(run_id: str) -> pd.DataFrame | None:
                 """The natural-prevalence test predictions, where the run scored that set."""
-                listed = {a.path for a in ctx.client.list_artifacts(run_id, NATURAL_FOLDER)}
+                listed = {a.path for a in run.tracking.list_artifacts(run_id, NATURAL_FOLDER)}
                 path = f"{NATURAL_FOLDER}/predictions.csv"
-                return pd.read_csv(ctx.client.download_artifacts(run_id, path, tmp)) if path in listed else None
+                return pd.read_csv(run.tracking.download_artifacts(run_id, path, tmp)) if path in listed else None
 
             comparison = compare(runs_frame(records, ctx, spec), spec.fractions, predictions=predictions,
                                  natural=natural, n_boot=spec.n_boot)
@@ -87,7 +88,7 @@ def runs_frame(records: list[VersionRecord], ctx: Context, spec: specs.Compare) 
     that main tags each cell's run with ("" where a run has none); with test_set=folds, only fold runs."""
     countries = sorted({m for r in records for m in r.metrics if COUNTRY_METRIC.fullmatch(m)})
     frame = versions_frame(records, (*METRICS, *OPTIONAL_METRICS, *countries))
-    tags = [ctx.client.get_run(r.run_id).data.tags for r in records]
+    tags = [Tracking.of(ctx).tags(r.run_id) for r in records]
     frame = frame.assign(**{k: [t.get(k, "") for t in tags] for k in (*VARIANT, *LABEL_RULE)})
     if spec.test_set == FOLDS:
         frame = frame[frame["fold"] != ""]

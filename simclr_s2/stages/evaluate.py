@@ -30,7 +30,7 @@ from simclr_s2.stages.inputs import load_split_data, loader
 from simclr_s2.study.splits import NATURAL, VAL_NATURAL, SplitSet, load_sets
 from simclr_s2.tracking.artifacts import Fetcher
 from simclr_s2.tracking.evaluation import log_at_validation_threshold, log_evaluation
-from simclr_s2.tracking.registry import SCALING_TAG, encoder_bands, load_logged
+from simclr_s2.tracking.registry import SCALING_TAG, encoder_bands
 from simclr_s2.tracking.tracker import StageRun
 
 
@@ -48,13 +48,13 @@ class Evaluate(Stage[specs.Evaluate]):
         return {"scheme": spec.scheme}
 
     def execute(self, spec: specs.Evaluate, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
-        model, ref = load_logged(ctx.client, spec.model_uri, IrrigationClassifier, "model_uri")
+        model, ref = run.tracking.load_logged(spec.model_uri, IrrigationClassifier, "model_uri")
         version, tags = ref.version, ref.tags
         bands = encoder_bands(tags, model.encoder.in_channels)
         with Fetcher.temporary(ctx.tracking_uri) as fetch:
             split = load_split_data(fetch, resolved.get("split", spec.split), spec.scheme, spec.fraction)
             chosen = split.set(spec.set)
-            overlap = leakage.status(leakage.classifier_encoder(ctx.client, tags), chosen.names, split.index,
+            overlap = leakage.status(leakage.classifier_encoder(run.tracking, tags), chosen.names, split.index,
                                      spec.set, spec.allow_pretraining_overlap)
             run.log_params({"resolved_model": version or spec.model_uri, f"{spec.set}_digest": chosen.digest})
             run.set_tags({**{k: tags[k] for k in ("pretrained", "arch", "fraction", "seed") if k in tags},

@@ -45,7 +45,8 @@ from simclr_s2.study.comparison import fold_encoder_alias
 from simclr_s2.study.split_kinds import fold_names, is_cv
 from simclr_s2.study.splits import MANIFEST, SplitManifest, load_manifest
 from simclr_s2.tracking.artifacts import Fetcher, is_remote
-from simclr_s2.tracking.registry import ENCODER_MODEL, resolve_model_uri
+from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.registry import ENCODER_MODEL
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def encoder_uris(spec: specs.Grid, ctx: Context, make: bool, check: bool = False
         name = item.rsplit("@", 1)[-1] if "@" in item else item
         if uri.startswith("models:/"):
             try:
-                uri = "models:/" + resolve_model_uri(ctx.client, uri, "encoders").version
+                uri = "models:/" + Tracking.of(ctx).resolve_model_uri(uri, "encoders").version
             except UserError:
                 if check:
                     raise
@@ -276,11 +277,11 @@ def recipes(spec: specs.Grid, ctx: Context) -> dict[str, specs.Pretrain]:
     found = {}
     for name, uri in encoder_uris(spec, ctx, make=False).items():
         try:
-            ref = resolve_model_uri(ctx.client, uri, "encoders") if uri.startswith("models:/") else None
+            ref = Tracking.of(ctx).resolve_model_uri(uri, "encoders") if uri.startswith("models:/") else None
         except UserError:  # not in the registry: its cells fail, the rest go on
             continue
         if ref is not None and ref.run_id and ref.tags.get("stage") == "pretrain":
-            params = ctx.client.get_run(ref.run_id).data.params
+            params = Tracking.of(ctx).get_run(ref.run_id).data.params
             found[name] = build(specs.Pretrain, {k: v for k, v in params.items() if k in keyed})
     return found
 

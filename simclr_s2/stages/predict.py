@@ -26,8 +26,7 @@ from simclr_s2.scenes.windows import SceneReader
 from simclr_s2.settings import specs
 from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage
-from simclr_s2.tracking.registry import BAND_LIST_TAG, SCALING_TAG, ModelRef, load_logged
-from simclr_s2.tracking.thresholds import validation_threshold
+from simclr_s2.tracking.registry import BAND_LIST_TAG, SCALING_TAG, ModelRef
 from simclr_s2.tracking.tracker import StageRun
 
 ARTIFACTS = "maps"
@@ -62,10 +61,10 @@ class Predict(Stage[specs.Predict]):
     def execute(self, spec: specs.Predict, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
         out = Path(spec.out).expanduser().resolve()
         with draft_folder(out) as draft:
-            model, ref = load_logged(ctx.client, spec.model, IrrigationClassifier, "model")
+            model, ref = run.tracking.load_logged(spec.model, IrrigationClassifier, "model")
             bands, version = model_bands(ref, model, spec.model), ref.version or spec.model
             threshold, source = (float(spec.threshold), "given") if spec.threshold != "auto" else \
-                validation_threshold(ctx.client, ref)
+                run.tracking.validation_threshold(ref)
             scene = open_scene(spec.scene)
             target = out / scene.id
             check_target(target)

@@ -32,7 +32,6 @@ from simclr_s2.tracking.registry import (
     ENCODER_MODEL,
     SCALING_TAG,
     VERSION_TAG,
-    log_and_register,
 )
 from simclr_s2.tracking.tracker import StageRun
 
@@ -99,7 +98,7 @@ class Pretrain(Stage[specs.Pretrain]):
             return
         run.close_publisher(wait=True)
         example = batches.source.read_batch(np.arange(2))[0].numpy()
-        version = log_and_register(run.client, run.run_id, model, ENCODER_MODEL, example, aliases=(spec.name,),
+        version = run.tracking.log_and_register(run.run_id, model, ENCODER_MODEL, example, aliases=(spec.name,),
                                    step=result.global_step, finite={"final_loss": result.epoch_losses[-1]},
                                    tags={"stage": "pretrain", "arch": spec.arch, "bands": spec.bands,
                                          BAND_LIST_TAG: bands.text, SCALING_TAG: ZSCORE,
@@ -170,8 +169,8 @@ class ImportEncoder(Stage[specs.ImportEncoder]):
         run.log_params({"state_dict_sha256": digest, "layout": imported.layout, "resolved_arch": imported.arch})
         example = torch.randn(2, len(imported.bands), 120, 120, generator=torch.Generator().manual_seed(0)).numpy()
         unknown = "unknown (imported)"
-        version = log_and_register(
-            run.client, run.run_id, imported.model, ENCODER_MODEL, example, aliases=(spec.name,),
+        version = run.tracking.log_and_register(
+            run.run_id, imported.model, ENCODER_MODEL, example, aliases=(spec.name,),
             tags={"stage": "import_encoder", "arch": imported.arch, "bands": spec.bands,
                   BAND_LIST_TAG: imported.bands.text, SCALING_TAG: imported.scaling, "data_digest": unknown,
                   "optimizer": unknown, "epochs": unknown, "name": spec.name, "source": spec.state_dict,

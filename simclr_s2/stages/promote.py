@@ -12,8 +12,8 @@ from simclr_s2.settings import specs
 from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage
 from simclr_s2.study import promotion
+from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.tracker import StageRun
-from simclr_s2.tracking.versions import alias_version, move_alias, search_versions
 
 
 def _choice(spec: specs.Promote, ctx: Context) -> tuple[promotion.Choice, str, str | None]:
@@ -21,15 +21,16 @@ def _choice(spec: specs.Promote, ctx: Context) -> tuple[promotion.Choice, str, s
     key = promotion.run_metric(spec.metric)
     promotion.check_alias(spec.alias)
     what = f"scheme={spec.scheme} fraction={spec.fraction} pretrained={spec.pretrained}"
-    records = search_versions(ctx.client, spec.scheme, fraction=None if spec.fraction == "any" else int(spec.fraction),
-                              pretrained=None if spec.pretrained == "any" else spec.pretrained)
+    door = Tracking.of(ctx)
+    records = door.search_versions(spec.scheme, fraction=None if spec.fraction == "any" else int(spec.fraction),
+                                   pretrained=None if spec.pretrained == "any" else spec.pretrained)
     candidates = [promotion.Candidate(r.version, r.describe(), r.metrics.get(key, math.nan), int(r.tags["fraction"]),
                                       r.tags.get("test_digest", ""), r.metrics.get("best_val_loss", math.nan),
                                       near_constant=r.tags.get("near_constant") == "true")
                   for r in records]
     choice = promotion.choose(candidates, spec.metric, what, cross_fractions=spec.cross_fractions,
                               cross_test_sets=spec.cross_test_sets)
-    return choice, what, alias_version(ctx.client, spec.alias)
+    return choice, what, door.alias_version(spec.alias)
 
 
 class Promote(Stage[specs.Promote]):
@@ -57,8 +58,8 @@ class Promote(Stage[specs.Promote]):
                       "unscored": [c.label for c in choice.unscored],
                       "near_constant": [c.label for c in choice.flagged]}, "promote/candidates.json")
         if changes:
-            move_alias(ctx.client, choice.winner.version, spec.alias, tags, former=former,
-                       previous_alias=promotion.previous_alias(spec.alias))
+            run.tracking.move_alias(choice.winner.version, spec.alias, tags, former=former,
+                                    previous_alias=promotion.previous_alias(spec.alias))
         print(promotion.decision(choice, spec.alias, former, dry_run=False))
 
 

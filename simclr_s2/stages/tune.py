@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
-from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
@@ -62,8 +61,8 @@ from simclr_s2.study.tuning import (
     storage_url,
     trials_table,
 )
-from simclr_s2.tracking.endings import fail_if_running
-from simclr_s2.tracking.tracker import ERROR_TAG, PARENT_TAG, STAGE_TAG, StageRun, Step, describe
+from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.tracker import PARENT_TAG, STAGE_TAG, StageRun, Step, describe
 
 if TYPE_CHECKING:
     from simclr_s2.cluster.dispatch import Placement
@@ -135,23 +134,24 @@ class TrialProgress:
 def _trial_run(trial: optuna.Trial, base: specs.Spec, ctx: Context, parent: StageRun,
                study_name: str) -> Iterator[StageRun]:
     """A child run for `trial`, ended with the status and `optuna.state` tag of how the trial ended."""
-    created = ctx.client.create_run(ctx.experiment_id, run_name=f"trial-{trial.number}", tags={
-        PARENT_TAG: parent.run_id, STAGE_TAG: TRIAL_STAGE, STUDY_TAG: study_name, TRIAL_TAG: str(trial.number),
+    door = Tracking.of(ctx)
+    created = door.open(ctx.experiment_id, f"trial-{trial.number}", parent_run_id=parent.run_id, tags={
+        STAGE_TAG: TRIAL_STAGE, STUDY_TAG: study_name, TRIAL_TAG: str(trial.number),
         "scheme": base.scheme, "fraction": str(base.fraction), "seed": str(base.seed)})
-    run = StageRun(ctx, created.info.run_id, Step(TRIAL_STAGE, {}), Path())
+    run = StageRun(ctx, created, Step(TRIAL_STAGE, {}), Path())
     trial.set_user_attr(RUN_ATTR, run.run_id)
     try:
         yield run
     except optuna.TrialPruned:
         run.set_tags({STATE_TAG: TrialState.PRUNED.name})
-        ctx.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.KILLED))
+        door.end(run.run_id, "KILLED")
         raise
     except BaseException as error:
-        run.set_tags({STATE_TAG: TrialState.FAIL.name, ERROR_TAG: describe(error)})
-        ctx.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FAILED))
+        run.set_tags({STATE_TAG: TrialState.FAIL.name})
+        door.end(run.run_id, "FAILED", describe(error))
         raise
     run.set_tags({STATE_TAG: TrialState.COMPLETE.name})
-    ctx.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
+    door.end(run.run_id)
 
 
 def _objective(plan: Plan, ctx: Context, parent: StageRun):
@@ -189,9 +189,10 @@ def mark_stale(ctx: Context):
             return
         reason = f"worker lost: trial {trial.number} of study {study.study_name} stopped sending heartbeats"
         try:
-            ctx.client.set_tag(run_id, STATE_TAG, TrialState.FAIL.name)
-            for target in (run_id, ctx.client.get_run(run_id).data.tags.get(PARENT_TAG, run_id)):
-                fail_if_running(ctx.client, target, reason)
+            door = Tracking.of(ctx)
+            door.set_tag(run_id, STATE_TAG, TrialState.FAIL.name)
+            for target in (run_id, door.tags(run_id).get(PARENT_TAG, run_id)):
+                door.fail_if_running(target, reason)
         except MlflowException as error:  # e.g. a worker elsewhere logging to another tracking server
             log.warning("trial %d: cannot mark its MLflow run %s failed: %s", trial.number, run_id, error)
 

@@ -3,7 +3,8 @@
 MLflow's HTTP client already retries every request with exponential backoff, so a server restart
 mid-run only pauses training while its metrics are retried: none are lost. Its default (7 retries,
 factor 2) waits about four minutes per call; the platform bounds it to about two (6 retries:
-4 + 8 + ... + 64 s), unless the user sets MLFLOW_HTTP_REQUEST_MAX_RETRIES / _BACKOFF_FACTOR.
+4 + 8 + ... + 64 s; process.quiet_defaults), unless the user sets MLFLOW_HTTP_REQUEST_MAX_RETRIES /
+_BACKOFF_FACTOR.
 """
 
 from __future__ import annotations
@@ -21,11 +22,6 @@ DEFAULT_BACKOFF = "2"
 
 class TrackingUnreachable(UserError):
     """The tracking server stayed down past the retry budget: nothing more can be logged this time."""
-
-
-def bound_retries() -> None:
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", DEFAULT_RETRIES)
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", DEFAULT_BACKOFF)
 
 
 def retry_budget_s() -> int:

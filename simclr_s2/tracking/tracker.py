@@ -17,8 +17,9 @@ checkpoint, and an ending that tells the truth.
   (never left RUNNING, should this one die too: the next attempt takes its checkpoint in turn), and
   those holding any history are deleted once it finishes. Fault point `resumed@0`: the history is
   carried over, training not yet started.
-- Runs are addressed by id through a client, never through MLflow's process-wide active run, so steps
-  can run inside each other (the `auto` chain) and nothing leaks between commands or tests.
+- Runs are addressed by id through the door (door.Tracking, built from the context's URIs), never through
+  MLflow's process-wide active run, so steps can run inside each other (the `auto` chain) and nothing
+  leaks between commands or tests.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from simclr_s2.learning.checkpoints import is_checkpoint
 from simclr_s2.learning.runtime import Checkpoint, StepMetrics
 from simclr_s2.settings.context import Context
 from simclr_s2.tracking.connectivity import TrackingUnreachable, is_unreachable, retry_budget_s
+from simclr_s2.tracking.door import PARENT_TAG, Tracking
 from simclr_s2.tracking.endings import ERROR_TAG
 from simclr_s2.tracking.fingerprint import CODE_TAG, package_fingerprint
 from simclr_s2.tracking.liveness import claim, claims, heartbeat, holder_tags, is_live, release
@@ -64,7 +66,6 @@ COMPLETE_TAG = "simclr_s2.complete"
 RESUMED_FROM_TAG = "simclr_s2.resumed_from"
 RESUMED_IN_TAG = "simclr_s2.resumed_in"
 PROCESSES_TAG = "simclr_s2.processes"
-PARENT_TAG = "mlflow.parentRunId"
 UNFINISHED = ("RUNNING", "FAILED", "KILLED")
 
 
@@ -98,52 +99,54 @@ class _Yielded(Exception):
 
 class StageRun:
     """The open run of one step. Everything is logged through here, by run id; on ranks other than 0
-    (torchrun) every call is a no-op, so stage code needs no rank checks for logging."""
+    (torchrun) every call is a no-op, so stage code needs no rank checks for logging. `tracking` is the
+    door for what else the stage asks of MLflow (models, the registry, other runs)."""
 
     def __init__(self, ctx: Context, run_id: str, step: Step, checkpoint_dir: Path, main: bool = True) -> None:
         self.ctx, self.run_id, self.step, self.checkpoint_dir, self.main = ctx, run_id, step, checkpoint_dir, main
+        self.tracking = Tracking.of(ctx)
         self.publisher: Publisher | None = None
         self.resumed_from: str | None = None
         self.claim: int | None = None  # its claim on the key (liveness.claim), released when it ends
 
     @property
-    def client(self):
-        return self.ctx.client
+    def _client(self):
+        return self.tracking.client
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         """Parameters not already on the run (`mlflow run` logs the given ones first, in its spelling)."""
         if not self.main:
             return
-        present = self.client.get_run(self.run_id).data.params
+        present = self._client.get_run(self.run_id).data.params
         fresh = [Param(k, str(v)) for k, v in params.items() if k not in present]
         for start in range(0, len(fresh), 100):
-            self.client.log_batch(self.run_id, params=fresh[start:start + 100])
+            self._client.log_batch(self.run_id, params=fresh[start:start + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """All of `metrics` in one call (one request on a server)."""
         if self.main:
-            log_metrics(self.client, self.run_id, to_metrics([(step or 0, dict(metrics))]))
+            log_metrics(self._client, self.run_id, to_metrics([(step or 0, dict(metrics))]))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.main:
             for key, value in tags.items():
-                self.client.set_tag(self.run_id, key, str(value))
+                self._client.set_tag(self.run_id, key, str(value))
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
         if self.main:
-            self.client.log_artifact(self.run_id, str(path), artifact_path)
+            self._client.log_artifact(self.run_id, str(path), artifact_path)
 
     def log_artifacts(self, folder: Path, artifact_path: str | None = None) -> None:
         if self.main:
-            self.client.log_artifacts(self.run_id, str(folder), artifact_path)
+            self._client.log_artifacts(self.run_id, str(folder), artifact_path)
 
     def log_dict(self, obj: Mapping[str, Any], artifact_file: str) -> None:
         if self.main:
-            self.client.log_dict(self.run_id, dict(obj), artifact_file)
+            self._client.log_dict(self.run_id, dict(obj), artifact_file)
 
     def log_text(self, text: str, artifact_file: str) -> None:
         if self.main:
-            self.client.log_text(self.run_id, text, artifact_file)
+            self._client.log_text(self.run_id, text, artifact_file)
 
     def log_table(self, frame: pd.DataFrame, *, name: str, source: str, digest: str, context: str) -> None:
         """`frame` as an MLflow dataset input of this run, with the file's digest (so a run names exactly
@@ -155,13 +158,13 @@ class StageRun:
             warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer column")
             dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:36])
             entity = DatasetEntity(**dataset.to_dict())
-        self.client.log_inputs(self.run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", context)])])
+        self._client.log_inputs(self.run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", context)])])
 
     def progress(self) -> RunProgress:
         """The `runtime.Progress` a training loop reports to: checkpoints and metrics published in the
         background, and a resumed history brought to exactly the checkpoint's steps."""
         if self.main and self.publisher is None:
-            self.publisher = Publisher(self.client, self.run_id, self.ctx.checkpoint_interval_s)
+            self.publisher = Publisher(self._client, self.run_id, self.ctx.checkpoint_interval_s)
         return RunProgress(self)
 
     def close_publisher(self, wait: bool) -> None:
@@ -179,7 +182,7 @@ class RunProgress:
     def resumed(self, history: Sequence[StepMetrics]) -> None:
         if not self.run.main:
             return
-        logged = log_missing(self.run.client, self.run.run_id, history)
+        logged = log_missing(self.run._client, self.run.run_id, history)
         source = self.run.resumed_from or self.run.run_id
         self.run.set_tags({RESUMED_FROM_TAG: source})
         log.info("resumed from the checkpoint of run %s (%d metric values carried over)", source, logged)
@@ -198,11 +201,11 @@ class Tracker:
     """Opens, reuses, resumes and ends the runs of one command's context."""
 
     def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+        self.ctx, self.tracking = ctx, Tracking.of(ctx)
 
     @property
     def client(self):
-        return self.ctx.client
+        return self.tracking.client
 
     def _same_key(self, step: Step, statuses: tuple[str, ...] = UNFINISHED + ("FINISHED",)) -> list[Run]:
         runs = self.client.search_runs([self.ctx.experiment_id], f"tags.`{KEY_TAG}` = '{step.key}'",

@@ -19,7 +19,7 @@ from simclr_s2.stages.classifier import FINETUNE
 def failing(monkeypatch: pytest.MonkeyPatch):
     """`cli.main` whose command raises the given error; os._exit raises SystemExit instead of leaving."""
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)  # no launcher run to mark
-    monkeypatch.setattr(boundary, "bound_retries", lambda: None)
+    monkeypatch.setattr(boundary, "quiet_defaults", lambda: None)
 
     def leave(code: int) -> None:
         raise SystemExit(code)

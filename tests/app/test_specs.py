@@ -17,6 +17,7 @@ from simclr_s2.settings.specs import ENTRY_POINTS, Finetune, Grid, Promote
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
 from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN
 from simclr_s2.stages.tune import TUNE
+from simclr_s2.tracking.door import Tracking
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,7 +93,6 @@ def test_lists_and_cross_field_checks():
 def test_a_check_that_needs_no_data_refuses_before_any_work(monkeypatch, capsys, stage, argv, message):
     """Refused while parsing: no context is built, nothing is resolved, read or opened."""
     monkeypatch.setattr(boundary, "run", lambda *args: pytest.fail("the command ran"))
-    monkeypatch.setenv("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     with pytest.raises(SystemExit) as exited:
         cli.main(stage, argv)
@@ -110,7 +110,7 @@ def test_an_experiment_id_the_store_does_not_have_is_one_line(tmp_path):
         assert str(caught.value).startswith(f"MLFLOW_EXPERIMENT_ID: experiment {given} does not exist in sqlite:")
         assert "\n" not in str(caught.value)
     ctx = Context.from_env(env)
-    ctx.client.delete_experiment(ctx.experiment_id)
+    Tracking.of(ctx).client.delete_experiment(ctx.experiment_id)
     with pytest.raises(UserError, match=f"MLFLOW_EXPERIMENT_ID: experiment {ctx.experiment_id} is deleted"):
         Context.from_env({**env, "MLFLOW_EXPERIMENT_ID": ctx.experiment_id}).experiment_id  # noqa: B018
     created = Context.from_env({**env, "MLFLOW_EXPERIMENT_NAME": "other"}).experiment_id
@@ -144,5 +144,5 @@ def test_artifacts_live_beside_a_sqlite_store_whatever_the_working_folder(tmp_pa
     store = tmp_path / "elsewhere" / "mlflow.db"
     store.parent.mkdir()
     ctx = Context.from_env({"MLFLOW_TRACKING_URI": f"sqlite:///{store}", "SIMCLR_S2_HOME": str(tmp_path / "h")})
-    location = ctx.client.get_experiment(ctx.experiment_id).artifact_location
+    location = Tracking.of(ctx).client.get_experiment(ctx.experiment_id).artifact_location
     assert location == (store.parent / "mlruns").as_uri()

@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 
 import mlflow
 import pytest
-from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from project_runner import Project, project_env, unique_name
 
 from simclr_s2.stages.data import MAKE_DEMO_DATA
+from simclr_s2.tracking.door import Tracking
 
 if TYPE_CHECKING:
     from tests.server.conftest import TrackingServer
@@ -27,17 +27,17 @@ def test_anonymous_requests_are_refused(
     monkeypatch.delenv("MLFLOW_TRACKING_USERNAME")
     monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD")
     with pytest.raises(MlflowException, match="not authenticated|401"):
-        MlflowClient().create_experiment(unique_name("anonymous"))
+        Tracking(auth_tracking_env.uri).client.create_experiment(unique_name("anonymous"))
 
     monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", auth_tracking_env.username)
     monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", "not-the-password")
     with pytest.raises(MlflowException, match="not authenticated|401"):
-        MlflowClient().create_experiment(unique_name("wrong-password"))
+        Tracking(auth_tracking_env.uri).client.create_experiment(unique_name("wrong-password"))
 
 
 def test_credentials_work_and_never_reach_the_run(auth_tracking_env: TrackingServer, tmp_path: Path) -> None:
     """Through a client of its own: MLflow's process-wide tracking URI and experiment are never touched."""
-    client = MlflowClient(tracking_uri=auth_tracking_env.uri)
+    client = Tracking(auth_tracking_env.uri).client
     created = client.create_run(client.create_experiment(unique_name("auth")))
     run_id = created.info.run_id
     client.log_param(run_id, "lr", 0.1)

@@ -14,6 +14,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from project_runner import unique_name
 
+from simclr_s2.tracking.door import Tracking
+
 if TYPE_CHECKING:
     from tests.server.conftest import TrackingServer
 
@@ -47,7 +49,7 @@ def test_every_part_is_healthy(tracking_server: TrackingServer) -> None:
 def test_run_goes_to_postgres_and_artifact_to_the_bucket(
     tracking_env: TrackingServer, tmp_path: Path
 ) -> None:
-    client = MlflowClient()  # from MLFLOW_TRACKING_URI, without any S3 credentials
+    client = Tracking(tracking_env.uri).client  # without any S3 credentials
     experiment_id, run_id = _log_small_run(client, tmp_path)
 
     run = client.get_run(run_id)
@@ -66,7 +68,7 @@ def test_run_goes_to_postgres_and_artifact_to_the_bucket(
 def test_registered_version_is_reached_through_its_alias(
     tracking_env: TrackingServer, tmp_path: Path
 ) -> None:
-    client = MlflowClient()
+    client = Tracking(tracking_env.uri).client
     _, run_id = _log_small_run(client, tmp_path)
     name = unique_name("simclr-s2-test-model")
     client.create_registered_model(name)
@@ -80,7 +82,7 @@ def test_registered_version_is_reached_through_its_alias(
 
 
 def test_data_survives_a_tracking_server_restart(tracking_env: TrackingServer, tmp_path: Path) -> None:
-    client = MlflowClient()
+    client = Tracking(tracking_env.uri).client
     _, run_id = _log_small_run(client, tmp_path)
     tracking_env.restart_mlflow()
     assert client.get_run(run_id).data.params["lr"] == "0.1"

@@ -22,7 +22,6 @@ import optuna
 import pytest
 import torch
 from mlflow.entities import Run
-from mlflow.tracking import MlflowClient
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
 
@@ -52,6 +51,7 @@ from simclr_s2.study.tuning import (
     save_plots,
     storage_url,
 )
+from simclr_s2.tracking.door import Tracking
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY = ROOT / "entrypoints" / "tune.py"
@@ -79,21 +79,22 @@ def empty_tracking_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("tracking") / "mlflow.db"
     with pytest.MonkeyPatch.context() as patch:
         patch.chdir(path.parent)  # the default experiment's artifacts go beside the database
-        MlflowClient(tracking_uri=f"sqlite:///{path}").search_experiments()
+        Tracking(f"sqlite:///{path}").client.search_experiments()
     return path
 
 
 @pytest.fixture
 def env(tmp_path: Path, empty_tracking_db: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, str]]:
-    """A temporary tracking store and work home, for this process and the workers it starts. One torch
-    thread each: on busy cores, two threads per process run several times slower than one."""
+    """A temporary tracking store and work home, for this process's context and the workers it starts (the
+    store only in the returned environment, never this process's). One torch thread each: on busy cores,
+    two threads per process run several times slower than one."""
     shutil.copy(empty_tracking_db, tmp_path / "mlflow.db")
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/mlflow.db")
     monkeypatch.setenv("SIMCLR_S2_HOME", str(tmp_path / "home"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
-    yield {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    yield {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "PYTHONPATH": str(ROOT),
+           "OMP_NUM_THREADS": "1"}
     torch.set_num_threads(threads)
 
 
@@ -106,14 +107,14 @@ def _args(split: Path, storage: str, n_trials: int, epochs: int = 1, final_run: 
             "--lr-min", "1e-4", "--lr-max", "1e-2", "--final-run", str(final_run).lower()]
 
 
-def _runs(stage: str) -> list[Run]:
-    client = MlflowClient()
+def _runs(env: dict[str, str], stage: str) -> list[Run]:
+    client = Tracking(env["MLFLOW_TRACKING_URI"]).client
     experiments = [e.experiment_id for e in client.search_experiments()]
     return client.search_runs(experiments, filter_string=f"tags.stage = '{stage}'")
 
 
-def _trial_runs() -> dict[int, Run]:
-    runs = _runs(TRIAL_STAGE)
+def _trial_runs(env: dict[str, str]) -> dict[int, Run]:
+    runs = _runs(env, TRIAL_STAGE)
     by_trial = {int(r.data.tags["optuna.trial"]): r for r in runs}
     assert len(by_trial) == len(runs), "two MLflow runs for one trial"
     return by_trial
@@ -150,11 +151,11 @@ def test_pruned_trial_is_marked_in_mlflow_and_the_best_is_logged(demo_split, env
     storage = f"sqlite:///{tmp_path}/optuna.db"
     args = _args(demo_split, storage, n_trials=2, epochs=2)
     values = {a.removeprefix("--").replace("-", "_"): v for a, v in zip(args[::2], args[1::2], strict=True)}
-    run_command(TUNE, build(Tune, values), Context.from_env())
+    run_command(TUNE, build(Tune, values), Context.from_env(env))
 
-    client = MlflowClient()
-    (parent,) = _runs("tune")
-    trials = _trial_runs()
+    client = Tracking(env["MLFLOW_TRACKING_URI"]).client
+    (parent,) = _runs(env, "tune")
+    trials = _trial_runs(env)
     assert sorted(trials) == [0, 1]
     assert {r.data.tags["mlflow.parentRunId"] for r in trials.values()} == {parent.info.run_id}
     pruned = trials[1]
@@ -192,7 +193,7 @@ def test_every_trial_starts_from_the_pretrained_weights(demo_split, env, tmp_pat
     args = _args(demo_split, f"sqlite:///{tmp_path}/optuna.db", n_trials=2)
     args[args.index("--trainables") + 1] = "all"
     values = {a.removeprefix("--").replace("-", "_"): v for a, v in zip(args[::2], args[1::2], strict=True)}
-    run_command(TUNE, build(Tune, values), Context.from_env())
+    run_command(TUNE, build(Tune, values), Context.from_env(env))
     assert len(starts) == 2 and torch.equal(starts[0], starts[1])
 
 
@@ -215,9 +216,9 @@ def test_two_workers_share_one_study_without_duplicate_trials(demo_split, env, t
     assert all(t.state != TrialState.RUNNING for t in trials)
     assert len({t.params["lr"] for t in done}) == 3  # the workers did not draw the same settings
 
-    runs = _trial_runs()
+    runs = _trial_runs(env)
     assert {t.user_attrs[RUN_ATTR] for t in done} == {runs[t.number].info.run_id for t in done}
-    parents = {r.info.run_id for r in _runs("tune")}
+    parents = {r.info.run_id for r in _runs(env, "tune")}
     assert len(parents) == 2
     assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == parents  # both workers ran trials
 
@@ -236,11 +237,11 @@ def test_an_interrupted_study_resumes_and_fails_the_lost_trial(demo_split, env, 
 
     trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
-    runs = _trial_runs()
+    runs = _trial_runs(env)
     lost = runs[1]
     assert (lost.info.status, lost.data.tags["optuna.state"]) == ("FAILED", "FAIL")
     assert {runs[0].info.status, runs[2].info.status} == {"FINISHED"}
-    first_parent = MlflowClient().get_run(lost.data.tags["mlflow.parentRunId"])
+    first_parent = Tracking(env["MLFLOW_TRACKING_URI"]).client.get_run(lost.data.tags["mlflow.parentRunId"])
     assert first_parent.info.status == "FAILED"
     assert "interrupted" in first_parent.data.tags["simclr_s2.error"]
 

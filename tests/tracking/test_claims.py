@@ -12,6 +12,7 @@ import pytest
 
 from simclr_s2 import faults
 from simclr_s2.tracking import tracker
+from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.liveness import CLAIM_TAG, CLAIMS_MODEL, PID_START_TAG, claim, holder_tags
 from simclr_s2.tracking.tracker import KEY_TAG, DuplicateRunError, StageRun, Step, Tracker
 
@@ -20,8 +21,8 @@ WAIT_S = 120  # a bound on every wait, so a broken claim fails the test instead 
 
 
 def _claims_left(ctx) -> list:
-    return ctx.client.search_model_versions(f"name = '{CLAIMS_MODEL}' and tags.`{CLAIM_TAG}` = "
-                                            f"'{ctx.experiment_id}/{STEP.key}'")
+    return Tracking.of(ctx).client.search_model_versions(f"name = '{CLAIMS_MODEL}' and tags.`{CLAIM_TAG}` = "
+                                                         f"'{ctx.experiment_id}/{STEP.key}'")
 
 
 def _at_claim(monkeypatch, hold: Callable[[], None]) -> None:
@@ -76,7 +77,7 @@ def test_a_run_held_before_its_claim_loses_to_the_one_that_claimed_meanwhile(ctx
         thread.join(WAIT_S)
     (refused,) = early
     assert isinstance(refused, DuplicateRunError) and run.run_id in str(refused)
-    assert ctx.client.get_run(run.run_id).info.status == "FINISHED"
+    assert Tracking.of(ctx).client.get_run(run.run_id).info.status == "FINISHED"
     assert [r.info.status for r in Tracker(ctx).unfinished(STEP)] == ["FAILED"]
     assert _claims_left(ctx) == []
 
@@ -110,10 +111,10 @@ def test_of_many_identical_runs_started_together_exactly_one_trains_and_register
     _at_claim(monkeypatch, start.wait)  # all made and tagged, then all claim at once
     settled = threading.Barrier(contenders, timeout=WAIT_S)  # the winner stays live until the others gave up
     model = f"twin-{ctx.experiment_id}"
-    ctx.client.create_registered_model(model)
+    Tracking.of(ctx).client.create_registered_model(model)
 
     def train_and_register(run: StageRun) -> None:
-        ctx.client.create_model_version(model, f"runs:/{run.run_id}/model", run_id=run.run_id)
+        Tracking.of(ctx).client.create_model_version(model, f"runs:/{run.run_id}/model", run_id=run.run_id)
         settled.wait()
 
     outcomes: list = []
@@ -123,7 +124,7 @@ def test_of_many_identical_runs_started_together_exactly_one_trains_and_register
     won = [o for o in outcomes if isinstance(o, str)]
     refused = [o for o in outcomes if isinstance(o, DuplicateRunError)]
     assert (len(won), len(refused)) == (1, contenders - 1), [o for o in outcomes if o not in won + refused]
-    (version,) = ctx.client.search_model_versions(f"name = '{model}'")
+    (version,) = Tracking.of(ctx).client.search_model_versions(f"name = '{model}'")
     assert version.run_id == won[0] and _claims_left(ctx) == []
 
 
@@ -131,10 +132,10 @@ def test_of_many_identical_runs_started_together_exactly_one_trains_and_register
 def test_a_killed_runs_claim_does_not_block_the_next_run(ctx, retry):
     """A run killed while holding its key leaves its claim and its run RUNNING: its process is gone, so the
     next identical run (or a cluster retry continuing that very run) takes the key and removes that claim."""
-    killed = ctx.client.create_run(ctx.experiment_id, tags={KEY_TAG: STEP.key, **holder_tags(),
+    killed = Tracking.of(ctx).client.create_run(ctx.experiment_id, tags={KEY_TAG: STEP.key, **holder_tags(),
                                                             PID_START_TAG: "1.00"}).info.run_id
-    left = claim(ctx.client, ctx.experiment_id, STEP.key, killed)
+    left = claim(Tracking.of(ctx).client, ctx.experiment_id, STEP.key, killed)
     with Tracker(ctx).open(STEP, run_name="s", run_id=killed if retry else None) as run:
         assert [int(v.version) for v in _claims_left(ctx)] == [run.claim] != [left]
     assert _claims_left(ctx) == []
-    assert ctx.client.get_run(killed).info.status == ("FINISHED" if retry else "FAILED")
+    assert Tracking.of(ctx).client.get_run(killed).info.status == ("FINISHED" if retry else "FAILED")

@@ -3,17 +3,18 @@
 import os
 from unittest import mock
 
-import mlflow
 import pytest
 from mlflow.exceptions import MlflowException
 
-from simclr_s2.tracking.connectivity import bound_retries, is_unreachable, retry_budget_s
+from simclr_s2.tracking.connectivity import is_unreachable, retry_budget_s
+from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.process import quiet_defaults
 
 
 def test_a_refused_connection_is_unreachable(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     with pytest.raises(MlflowException) as caught:
-        mlflow.MlflowClient(tracking_uri="http://127.0.0.1:9").search_experiments()
+        Tracking("http://127.0.0.1:9").client.search_experiments()
     assert is_unreachable(caught.value)
 
 
@@ -26,8 +27,8 @@ def test_the_wait_is_bounded_unless_the_user_says_otherwise():
     with mock.patch.dict(os.environ):  # restores the whole environment afterwards
         os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES", None)
         os.environ.pop("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", None)
-        bound_retries()
+        quiet_defaults()
         assert retry_budget_s() == 2 * (2**6 - 2)
         os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "3"
-        bound_retries()
+        quiet_defaults()
         assert retry_budget_s() == 2 * (2**3 - 2)

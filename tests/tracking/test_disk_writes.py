@@ -13,7 +13,7 @@ from tiny_training import step, train
 
 from simclr_s2 import disk
 from simclr_s2.learning import checkpoints
-from simclr_s2.tracking.endings import remove_empty_checkpoint_folders
+from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.tracker import ERROR_TAG, Tracker
 
 
@@ -44,12 +44,12 @@ def test_a_full_disk_at_a_checkpoint_fails_the_run_with_one_line(ctx, monkeypatc
     assert not list(ctx.home.rglob("*.tmp"))
     # a checkpoint that was written whole stays for a resume; a folder left empty is cleared
     assert sorted(p.name for p in folder.iterdir()) == ([] if where == "write" else ["train.pt"])
-    remove_empty_checkpoint_folders(ctx.client, ctx.home / "checkpoints")
+    Tracking.of(ctx).remove_empty_checkpoint_folders(ctx.home / "checkpoints")
     assert folder.exists() == (where == "upload")
 
 
 def test_a_running_runs_empty_checkpoint_folder_stays(ctx):
-    running = ctx.client.create_run(ctx.experiment_id).info.run_id
+    running = Tracking.of(ctx).client.create_run(ctx.experiment_id).info.run_id
     (ctx.home / "checkpoints" / running).mkdir(parents=True)
-    remove_empty_checkpoint_folders(ctx.client, ctx.home / "checkpoints")
+    Tracking.of(ctx).remove_empty_checkpoint_folders(ctx.home / "checkpoints")
     assert (ctx.home / "checkpoints" / running).is_dir()

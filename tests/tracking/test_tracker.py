@@ -4,7 +4,6 @@ resume after a kill at every dangerous point, and endings that tell the truth.""
 from __future__ import annotations
 
 import multiprocessing
-import os
 import shutil
 import subprocess
 import sys
@@ -14,12 +13,13 @@ from dataclasses import replace
 
 import pytest
 from mlflow.entities import ViewType
+from tiny_training import context_env, train, train_in_child
 from tiny_training import step as tiny_step
-from tiny_training import train, train_in_child
 
 from simclr_s2 import faults
 from simclr_s2.errors import UserError
 from simclr_s2.faults import FAULT_ENV, POINTS
+from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.liveness import (
     HEARTBEAT_TAG,
     HOST_TAG,
@@ -42,7 +42,7 @@ STEP = Step("s", {"a": "1"}, code="c")
 
 
 def _steps(ctx, run_id: str, key: str = "train_loss") -> list[int]:
-    return sorted(m.step for m in ctx.client.get_metric_history(run_id, key))
+    return sorted(m.step for m in Tracking.of(ctx).client.get_metric_history(run_id, key))
 
 
 def test_the_key_holds_parameters_resolved_values_and_code():
@@ -59,7 +59,7 @@ def test_a_finished_run_is_reused_only_with_its_completion_mark(ctx):
     first = tracker.ensure(STEP, lambda run: calls.append(run.run_id), run_name="s")
     assert (first.info.status, first.data.tags[COMPLETE_TAG]) == ("FINISHED", "true")
     assert tracker.ensure(STEP, lambda run: calls.append(run.run_id), run_name="s").info.run_id == first.info.run_id
-    ctx.client.set_tag(first.info.run_id, COMPLETE_TAG, "false")  # as if it ended before all it promised existed
+    Tracking.of(ctx).client.set_tag(first.info.run_id, COMPLETE_TAG, "false")  # as if it ended before all it promised existed
     third = tracker.ensure(STEP, lambda run: calls.append(run.run_id), run_name="s")
     assert third.info.run_id != first.info.run_id and len(calls) == 2
 
@@ -77,7 +77,7 @@ def test_other_code_or_inputs_are_never_reused_and_reuse_false_runs_again(ctx):
 def test_an_error_ends_the_run_failed_with_its_reason_and_no_mark(ctx):
     with pytest.raises(UserError), Tracker(ctx).open(STEP, run_name="s") as run:
         raise UserError("patch X: missing band file")
-    ended = ctx.client.get_run(run.run_id)
+    ended = Tracking.of(ctx).client.get_run(run.run_id)
     assert ended.info.status == "FAILED" and ended.data.tags[ERROR_TAG] == "patch X: missing band file"
     assert COMPLETE_TAG not in ended.data.tags
     assert Tracker(ctx).find_complete(STEP) is None
@@ -100,7 +100,7 @@ def test_an_identical_live_run_is_refused_with_its_id(ctx):
         pass
     refused = [r for r in tracker.unfinished(STEP)]
     assert [r.info.status for r in refused] == ["FAILED"]
-    assert ctx.client.get_run(first.run_id).info.status == "FINISHED"
+    assert Tracking.of(ctx).client.get_run(first.run_id).info.status == "FINISHED"
 
 
 def test_inside_a_chain_an_identical_live_run_is_awaited_then_reused(ctx, monkeypatch):
@@ -130,22 +130,22 @@ def test_a_run_is_stale_once_its_process_is_gone_or_its_heartbeat_stops(ctx):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True,
                           text=True)
     tags = {**holder_tags(), PID_TAG: dead.stdout.strip(), PID_START_TAG: "1.00"}
-    assert not is_live(ctx.client.create_run(ctx.experiment_id, tags=tags), heartbeat_s=30)
-    assert is_live(ctx.client.create_run(ctx.experiment_id, tags=holder_tags()), heartbeat_s=30)
+    assert not is_live(Tracking.of(ctx).client.create_run(ctx.experiment_id, tags=tags), heartbeat_s=30)
+    assert is_live(Tracking.of(ctx).client.create_run(ctx.experiment_id, tags=holder_tags()), heartbeat_s=30)
     elsewhere = {**holder_tags(), HOST_TAG: "another-host"}
-    assert is_live(ctx.client.create_run(ctx.experiment_id, tags=elsewhere), heartbeat_s=30)
+    assert is_live(Tracking.of(ctx).client.create_run(ctx.experiment_id, tags=elsewhere), heartbeat_s=30)
     silent = {**elsewhere, HEARTBEAT_TAG: f"{time.time() - 100:.3f}"}
-    assert not is_live(ctx.client.create_run(ctx.experiment_id, tags=silent), heartbeat_s=30)
+    assert not is_live(Tracking.of(ctx).client.create_run(ctx.experiment_id, tags=silent), heartbeat_s=30)
 
 
 FORKSERVER = multiprocessing.get_context("forkserver")
 FORKSERVER.set_forkserver_preload(["torch", "mlflow", "tiny_training"])
 
 
-def _killed(epochs: int, fault: str, env: dict[str, str] | None = None) -> int:
+def _killed(ctx, epochs: int, fault: str, env: dict[str, str] | None = None) -> int:
     """The exit code of `train_in_child` with SIMCLR_S2_FAULT=`fault` (and `env`), in a child forked from a
     server that has already imported torch and MLflow (and started no thread)."""
-    env = {**os.environ, **(env or {}), FAULT_ENV: fault}
+    env = {**context_env(ctx), **(env or {}), FAULT_ENV: fault}
     child = FORKSERVER.Process(target=train_in_child, args=(epochs, env))
     child.start()
     child.join(timeout=300)
@@ -154,38 +154,38 @@ def _killed(epochs: int, fault: str, env: dict[str, str] | None = None) -> int:
 
 @pytest.mark.parametrize("point", POINTS)
 def test_a_kill_at_any_dangerous_point_resumes_with_every_step_exactly_once(ctx, point):
-    assert _killed(4, f"{point}@1") == -9
+    assert _killed(ctx, 4, f"{point}@1") == -9
     (stale,) = Tracker(ctx).unfinished(tiny_step(4))
-    run = ctx.client.get_run(train(ctx, 4))  # resumed here: the kill needed a process of its own
+    run = Tracking.of(ctx).client.get_run(train(ctx, 4))  # resumed here: the kill needed a process of its own
     assert run.info.status == "FINISHED" and run.data.tags[RESUMED_FROM_TAG] == stale.info.run_id
     assert _steps(ctx, run.info.run_id) == _steps(ctx, run.info.run_id, "val_auc") == [0, 1, 2, 3]
-    gone = ctx.client.get_run(stale.info.run_id)
+    gone = Tracking.of(ctx).client.get_run(stale.info.run_id)
     assert gone.info.lifecycle_stage == "deleted" and gone.data.tags[RESUMED_IN_TAG] == run.info.run_id
 
 
 def test_a_kill_right_after_resuming_leaves_no_running_run_and_every_step_once(ctx):
     """The resumed run dies before training on: the next attempt goes on from its checkpoint, ends it and the
     first FAILED at once (no zombie RUNNING), and the finished run alone holds the history."""
-    assert _killed(4, "after_log@1") == -9
+    assert _killed(ctx, 4, "after_log@1") == -9
     (first,) = Tracker(ctx).unfinished(tiny_step(4))
-    assert _killed(4, "resumed@0") == -9
+    assert _killed(ctx, 4, "resumed@0") == -9
     (resumed, ended) = Tracker(ctx).unfinished(tiny_step(4))
     assert (ended.info.run_id, ended.info.status) == (first.info.run_id, "FAILED")
     assert resumed.data.tags[RESUMED_FROM_TAG] == first.info.run_id and _steps(ctx, resumed.info.run_id) == [0, 1]
-    run = ctx.client.get_run(train(ctx, 4))
+    run = Tracking.of(ctx).client.get_run(train(ctx, 4))
     assert run.info.status == "FINISHED" and run.data.tags[RESUMED_FROM_TAG] == resumed.info.run_id
     assert _steps(ctx, run.info.run_id) == _steps(ctx, run.info.run_id, "val_auc") == [0, 1, 2, 3]
-    every = ctx.client.search_runs([ctx.experiment_id], run_view_type=ViewType.ALL)
+    every = Tracking.of(ctx).client.search_runs([ctx.experiment_id], run_view_type=ViewType.ALL)
     assert sorted((r.info.status, r.info.lifecycle_stage) for r in every) == [
         ("FAILED", "deleted"), ("FAILED", "deleted"), ("FINISHED", "active")]
-    assert ctx.client.get_run(resumed.info.run_id).data.tags[ERROR_TAG] == f"interrupted; resumed in run {run.info.run_id}"
+    assert Tracking.of(ctx).client.get_run(resumed.info.run_id).data.tags[ERROR_TAG] == f"interrupted; resumed in run {run.info.run_id}"
 
 
 def test_a_resume_fetches_the_checkpoint_from_artifacts_when_the_state_folder_is_gone(ctx):
-    assert _killed(4, "after_log@1") == -9
+    assert _killed(ctx, 4, "after_log@1") == -9
     shutil.rmtree(ctx.home)
     run_id = train(ctx, 4)
-    run = ctx.client.get_run(run_id)
+    run = Tracking.of(ctx).client.get_run(run_id)
     assert RESUMED_FROM_TAG in run.data.tags
     assert _steps(ctx, run_id) == [0, 1, 2, 3]
 
@@ -193,10 +193,10 @@ def test_a_resume_fetches_the_checkpoint_from_artifacts_when_the_state_folder_is
 def test_an_unbroken_run_and_a_resumed_one_log_the_same_numbers(ctx):
     unbroken = train(ctx, 3)
     Tracker(ctx).client.delete_run(unbroken)  # so the next identical run trains instead of anything else
-    assert _killed(3, "upload@1") == -9
+    assert _killed(ctx, 3, "upload@1") == -9
     resumed = train(ctx, 3)
     for key in ("train_loss", "val_auc"):
-        values = [[m.value for m in sorted(ctx.client.get_metric_history(r, key), key=lambda m: m.step)]
+        values = [[m.value for m in sorted(Tracking.of(ctx).client.get_metric_history(r, key), key=lambda m: m.step)]
                   for r in (unbroken, resumed)]
         assert values[0] == pytest.approx(values[1], rel=1e-6)
 
@@ -220,11 +220,11 @@ def test_with_a_checkpoint_interval_epochs_share_one_write_and_every_step_is_log
     run_id = train(replace(ctx, checkpoint_interval_s=3600), 4)
     assert uploads == [3]  # epochs 0-2 held, each replaced by the next; the last written when the run ends
     assert _steps(ctx, run_id) == _steps(ctx, run_id, "val_auc") == [0, 1, 2, 3]
-    assert [a.path for a in ctx.client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/train.pt"]
+    assert [a.path for a in Tracking.of(ctx).client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/train.pt"]
 
 
 def test_with_a_checkpoint_interval_a_kill_loses_only_unwritten_epochs_no_step_twice(ctx, monkeypatch):
-    assert _killed(4, "checkpoint_write@3", {"SIMCLR_S2_CHECKPOINT_INTERVAL_S": "3600"}) == -9
+    assert _killed(ctx, 4, "checkpoint_write@3", {"SIMCLR_S2_CHECKPOINT_INTERVAL_S": "3600"}) == -9
     (stale,) = Tracker(ctx).unfinished(tiny_step(4))
     assert _steps(ctx, stale.info.run_id) == []  # the held epochs' metrics died with their checkpoint
     uploads = _uploads(monkeypatch)

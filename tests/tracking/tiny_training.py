@@ -43,11 +43,16 @@ def train(ctx: Context, epochs: int = 4, lr: float = 0.05) -> str:
     return run.run_id
 
 
+def context_env(ctx: Context) -> dict[str, str]:
+    """The environment from which a process started by a test builds the same context as `ctx`."""
+    return {**os.environ, "MLFLOW_TRACKING_URI": ctx.tracking_uri, "MLFLOW_EXPERIMENT_NAME": ctx.experiment_name}
+
+
 def train_in_child(epochs: int, env: dict[str, str]) -> None:
-    """`train` in a process of its own with `env` set (e.g. a fault point that kills it): a forkserver's
-    child, so the kill costs no interpreter start-up."""
-    os.environ.update(env)
-    train(Context.from_env(), epochs)
+    """`train` in a process of its own, its context from `env`, where the SIMCLR_S2_* settings are set too
+    (e.g. a fault point that kills it): a forkserver's child, so the kill costs no interpreter start-up."""
+    os.environ.update({k: v for k, v in env.items() if k.startswith("SIMCLR_S2_")})
+    train(Context.from_env(env), epochs)
 
 
 if __name__ == "__main__":
