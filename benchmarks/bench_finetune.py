@@ -203,7 +203,6 @@ def all_overhead(
 ) -> None:
     logging.getLogger("mlflow").setLevel(logging.ERROR)
     ctx = Context.from_env({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}", "SIMCLR_S2_HOME": str(tmp)})
-    os.environ["MLFLOW_TRACKING_URI"] = ctx.tracking_uri  # MLflow's own calls read it (this script's process)
     cfg = FitConfig(epochs=epochs, patience=epochs)
     warm_x, warm_y = train.read_batch(torch.arange(batch).numpy())
 

@@ -34,7 +34,9 @@ from simclr_s2.settings.spec import build
 from simclr_s2.stages import auto
 from simclr_s2.stages.base import run_command
 from simclr_s2.stages.grid import GRID
+from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.liveness import CLAIM_TAG
+from simclr_s2.tracking.process import quiet_defaults
 from simclr_s2.tracking.tracker import PARENT_TAG
 
 
@@ -51,8 +53,8 @@ def grid(ctx: Context, seeds: range, epochs: int, **backend: object) -> tuple[st
 def cell_times(ctx: Context, grid_run: str) -> list[tuple[float, float]]:
     """(seconds from run creation to the stage's claim, seconds from claim to end) of every cell, in
     the order they started."""
-    runs = ctx.client.search_runs([ctx.experiment_id], f"tags.`{PARENT_TAG}` = '{grid_run}'",
-                                  order_by=["attributes.start_time ASC"])
+    runs = Tracking.of(ctx).client.search_runs([ctx.experiment_id], f"tags.`{PARENT_TAG}` = '{grid_run}'",
+                                               order_by=["attributes.start_time ASC"])
     return [(float(r.data.tags[CLAIM_TAG]) - r.info.start_time / 1000,
              r.info.end_time / 1000 - float(r.data.tags[CLAIM_TAG])) for r in runs]
 
@@ -66,11 +68,10 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     root = Path(tempfile.mkdtemp(prefix="bench-ray-"))
-    os.environ.update({"MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db",
-                       "SIMCLR_S2_HOME": str(root / "home"), "SIMCLR_S2_DATA": str(root / "data"),
-                       "SIMCLR_S2_DEMO_PATCHES": str(args.patches),
-                       "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", "RAY_DEDUP_LOGS": "0"})
-    ctx = Context.from_env()
+    os.environ.update({"SIMCLR_S2_HOME": str(root / "home"), "SIMCLR_S2_DATA": str(root / "data"),
+                       "SIMCLR_S2_DEMO_PATCHES": str(args.patches), "RAY_DEDUP_LOGS": "0"})
+    quiet_defaults()
+    ctx = Context.from_env({**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{root}/mlflow.db"})
     auto.demo_splits(ctx, "basic")  # the archive, its index and splits, and their packed store, made once
     half = args.cells // 2
 
