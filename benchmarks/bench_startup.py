@@ -6,21 +6,29 @@ Then start to first training: `finetune` (every layer, one epoch, on a small dem
 from its start until its first epoch's checkpoint is being written (the fault point checkpoint_write@0
 kills it there), against a bare script doing the same work (torch, the encoder's weights from a file, the
 split's rows from the same packed store, one epoch and a validation pass, the checkpoint written, killed),
-interleaved. The goal (issue 23): at most 1.2x the bare script's seconds.
+interleaved, wall and CPU seconds (user + system of the process and its children: the load disturbs them
+less). The goal (issue 23): at most 1.2x the bare script's seconds. `--before <tree>` times a second
+`finetune` from another tree (e.g. `git archive <commit> | tar -x -C /tmp/before`) in the same rounds,
+each tree with its own demo chain in the same store, so a change's before and after share the load.
 
     python benchmarks/bench_startup.py [--repeats 5] [--first-batch-repeats 3] [--demo-patches 200]
+    python benchmarks/bench_startup.py --repeats 0 --first-batch-repeats 3 --before /tmp/before
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from figures import Figure, Rate, load_average, report
@@ -33,102 +41,182 @@ COMMANDS = {
 }
 
 
-# The bare script: the work of finetune's start and first epoch, without the platform (no MLflow, no
-# tracking, no checks): argv = store folder, split folder, encoder weights, checkpoint file.
-BARE_FIRST_EPOCH = """
+# What the bare scripts share: the split's rows from the packed store in batches, a classifier from a
+# weights file; argv = store folder, split folder, weights file, output file.
+BARE_COMMON = """
 import os, signal, sys
 import numpy as np, pandas as pd, torch
 from simclr_s2.bigearthnet.bands import InputTransform
 from simclr_s2.bigearthnet.packed import PackedStore
 from simclr_s2.learning.models import IrrigationClassifier, build_simclr
-store, splits, weights, checkpoint = PackedStore.open(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+store, splits, weights, output = PackedStore.open(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
+transform = InputTransform(store.bands)
+def batches(name, shuffle, size):
+    split = pd.read_csv(f"{splits}/{name}.csv")
+    rows, y = store.rows(split["name"].tolist()), torch.tensor(split["label"].to_numpy(), dtype=torch.float32)
+    order = np.random.default_rng(1).permutation(len(rows)) if shuffle else np.arange(len(rows))
+    for at in range(0, len(order), size):
+        pick = order[at:at + size]
+        x = torch.from_numpy(store.read_inputs(rows[pick], transform))
+        yield x.contiguous(memory_format=torch.channels_last), y[pick]
+"""
+
+# The work of finetune's start and first epoch, without the platform (no MLflow, no tracking, no checks),
+# from the encoder's weights.
+BARE_FIRST_EPOCH = BARE_COMMON + """
 torch.manual_seed(1)
 model = build_simclr("resnet18", len(store.bands))
 model.load_state_dict(torch.load(weights))
 net = IrrigationClassifier.from_simclr(model).to(memory_format=torch.channels_last)
-transform = InputTransform(store.bands)
-def batches(name, shuffle):
-    split = pd.read_csv(f"{splits}/{name}.csv")
-    rows, y = store.rows(split["name"].tolist()), torch.tensor(split["label"].to_numpy(), dtype=torch.float32)
-    order = np.random.default_rng(1).permutation(len(rows)) if shuffle else np.arange(len(rows))
-    for at in range(0, len(order), 32):
-        pick = order[at:at + 32]
-        x = torch.from_numpy(store.read_inputs(rows[pick], transform))
-        yield x.contiguous(memory_format=torch.channels_last), y[pick]
 optimizer = torch.optim.Adam(net.parameters(), lr=5e-5)
 net.train()
-for x, y in batches("train_100pct", True):
+for x, y in batches("train_100pct", True, 32):
     loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
 net.eval()
 with torch.inference_mode():
-    for x, _ in batches("val_100pct", False):
+    for x, _ in batches("val_100pct", False, 32):
         net(x)
-torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict()}, checkpoint)
+torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict()}, output)
 os.kill(os.getpid(), signal.SIGKILL)
 """
 
+# What `evaluate --set test` does, bare: the registered classifier's weights from a file, probabilities for
+# the test set and for the validation set its threshold is chosen on, written out.
+BARE_EVALUATE = BARE_COMMON + """
+net = IrrigationClassifier.from_simclr(build_simclr("resnet18", len(store.bands)))
+net.load_state_dict(torch.load(weights))
+net = net.to(memory_format=torch.channels_last).eval()
+with torch.inference_mode():
+    scores = {name: torch.cat([torch.sigmoid(net(x)) for x, _ in batches(name, False, 64)])
+              for name in ("test", "val_100pct")}
+torch.save(scores, output)
+"""
 
-def seconds(command: list[str], env: dict[str, str] | None = None, killed: bool = False) -> float:
-    """Wall seconds of `command`; with `killed`, it must end by SIGKILL (its fault point was reached)."""
-    start = time.perf_counter()
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(command: list[str], env: dict[str, str] | None = None, killed: bool = False) -> tuple[float, float]:
+    """Wall and CPU seconds of `command`; with `killed`, it must end by SIGKILL (its fault point was
+    reached)."""
+    start, cpu = time.perf_counter(), _children_cpu_s()
     done = subprocess.run(command, check=False, capture_output=True, env=env, text=True)
     if killed and done.returncode != -signal.SIGKILL:
         raise SystemExit(f"bench_startup: {command[3]} ended with {done.returncode}, not at its fault point:\n"
                          f"{done.stderr[-2000:]}")
-    return time.perf_counter() - start
+    return time.perf_counter() - start, _children_cpu_s() - cpu
 
 
-def _finetune(seed: int) -> list[str]:
+def seconds(command: list[str], env: dict[str, str] | None = None) -> float:
+    return timed(command, env)[0]
+
+
+def _finetune(seed: int, register: bool = False) -> list[str]:
     """finetune of every layer for one epoch, a new run for each seed (the demo chain is reused)."""
     return [sys.executable, "-m", "simclr_s2", "finetune", "--trainable", "all", "--epochs", "1",
-            "--feature-cache", "false", "--register", "false", "--seed", str(seed)]
+            "--feature-cache", "false", "--register", str(register).lower(), "--seed", str(seed)]
 
 
-def first_epoch(repeats: int, demo_patches: int) -> list[Figure]:
-    """Start to the first epoch's checkpoint: finetune against the bare script, interleaved."""
+@dataclass
+class Demo:
+    """A demo chain made beforehand (untimed) in a temporary store, for each tree, and what the bare scripts
+    read: the packed store, the split folder, the encoder's and the registered classifier's weights."""
+
+    trees: dict[str, dict[str, str]]  # "finetune" (this tree), "finetune before": their environments
+    env: dict[str, str]
+    bare_args: list[str]  # store folder, split folder
+    encoder: Path
+    classifier: Path
+    tmp: Path
+
+
+WEIGHTS = ("import sys, mlflow, torch; torch.save(mlflow.pytorch.load_model(sys.argv[1]).state_dict(), "
+           "sys.argv[2])")
+
+
+@contextmanager
+def demo(demo_patches: int, before: Path | None) -> Iterator[Demo]:
     with tempfile.TemporaryDirectory(prefix="bench_startup_") as tmp_dir:
         tmp = Path(tmp_dir)
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "SIMCLR_S2_HOME": str(tmp / "home"),
                "SIMCLR_S2_DATA": str(tmp / "data"), "SIMCLR_S2_DEMO_PATCHES": str(demo_patches),
                "SIMCLR_S2_DEMO_PRETRAIN_EPOCHS": "1"}
-        made = subprocess.run(_finetune(0), env=env, capture_output=True, text=True, check=False)
-        if made.returncode:  # the demo chain and a first fine-tune (which packs the store), untimed
-            raise SystemExit(f"bench_startup: the demo chain failed:\n{made.stderr[-2000:]}")
+        trees = {"finetune": env, **({"finetune before": {**env, "PYTHONPATH": str(before)}} if before else {})}
+        for tree_env in trees.values():  # the demo chain and a registered fine-tune (which packs the store)
+            made = subprocess.run(_finetune(0, register=True), env=tree_env, capture_output=True, text=True,
+                                  check=False)
+            if made.returncode:
+                raise SystemExit(f"bench_startup: the demo chain failed:\n{made.stderr[-2000:]}")
         splits = tmp / "data" / "demo" / "splits" / "basic"
-        weights = tmp / "encoder.pt"
-        export = ("import sys, mlflow, torch; torch.save(mlflow.pytorch.load_model("
-                  "'models:/simclr-s2-encoder@ben').state_dict(), sys.argv[1])")
-        subprocess.run([sys.executable, "-c", export, str(weights)], env=env, check=True, capture_output=True)
+        for uri, file in (("models:/simclr-s2-encoder@ben", "encoder.pt"), (CLASSIFIER, "classifier.pt")):
+            subprocess.run([sys.executable, "-c", WEIGHTS, uri, str(tmp / file)], env=env, check=True,
+                           capture_output=True)
         first = (splits / "train_100pct.csv").read_text().splitlines()[1].split(",")[0]
         store = next(p for p in (tmp / "home" / "packed").iterdir()
                      if (p / "names.txt").is_file() and first in (p / "names.txt").read_text())
-        bare_script = tmp / "bare.py"
-        bare_script.write_text(BARE_FIRST_EPOCH)
-        bare = [sys.executable, str(bare_script), str(store), str(splits), str(weights), str(tmp / "bare.ckpt")]
-        at_fault = {**env, "SIMCLR_S2_FAULT": "checkpoint_write@0"}
-        times: dict[str, list[float]] = {"finetune": [], "bare": []}
-        for seed in range(1, repeats + 1):
-            times["finetune"].append(seconds(_finetune(seed), at_fault, killed=True))
-            times["bare"].append(seconds(bare, env))
+        yield Demo(trees, env, [str(store), str(splits)], tmp / "encoder.pt", tmp / "classifier.pt", tmp)
+
+
+CLASSIFIER = "models:/simclr-s2-irrigation/1"  # this tree's registered fine-tune (made first)
+
+
+Command = tuple[Callable[[int], list[str]], dict[str, str], bool]  # (round -> argv, environment, killed)
+
+
+def interleaved(commands: dict[str, Command], repeats: int) -> dict[str, Rate]:
+    """Each command's median wall and CPU seconds over `repeats` rounds (A B C A B C ...), as rates, printed
+    beside the last (`bare`) one's."""
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
+    for round_ in range(1, repeats + 1):
+        for name, (command, env, killed) in commands.items():
+            times[name].append(timed(command(round_), env, killed))
+        print(f"round {round_}: " + ", ".join(f"{k} {v[-1][0]:.2f} s ({v[-1][1]:.2f} CPU-s)" for k, v in times.items())
+              + f", load {os.getloadavg()[0]:.1f}")
     load = load_average()
-    for name, ts in times.items():
-        print(f"start to first epoch's checkpoint, {name}: median {statistics.median(ts):.2f} s over {len(ts)} runs")
-    finetune, bare_rate = (Rate(1 / statistics.median(times[k]), None, load) for k in ("finetune", "bare"))
-    return [Figure("`finetune` start to first epoch's checkpoint (commands/s)", finetune,
-                   "the same work in a bare script", bare_rate)]
+    median = {k: (statistics.median(w for w, _ in ts), statistics.median(c for _, c in ts)) for k, ts in times.items()}
+    bare = median[list(commands)[-1]]
+    for name, (wall, cpu) in median.items():
+        print(f"  {name}: median {wall:.2f} s, {cpu:.2f} CPU-s over {repeats} runs; {wall / bare[0]:.2f}x the "
+              f"bare script's wall, {cpu / bare[1]:.2f}x its CPU")
+    return {k: Rate(1 / wall, 1 / cpu, load) for k, (wall, cpu) in median.items()}
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--repeats", type=int, default=5, help="runs of each command, interleaved")
-    p.add_argument("--first-batch-repeats", type=int, default=3, help="finetune / bare script pairs; 0: skip")
-    p.add_argument("--demo-patches", type=int, default=200, help="size of the demo chain they train on")
-    args = p.parse_args()
+def first_epoch(chain: Demo, repeats: int) -> list[Figure]:
+    """Start to the first epoch's checkpoint: finetune (and the earlier tree's) against the bare script."""
+    script = chain.tmp / "bare_first_epoch.py"
+    script.write_text(BARE_FIRST_EPOCH)
+    bare = [sys.executable, str(script), *chain.bare_args, str(chain.encoder), str(chain.tmp / "bare.ckpt")]
+    print("start to first epoch's checkpoint:")
+    at_fault = {name: {**env, "SIMCLR_S2_FAULT": "checkpoint_write@0"} for name, env in chain.trees.items()}
+    rate = interleaved({**{name: (lambda round_, tree=tree: _finetune(100 * tree + round_), at_fault[name], True)
+                           for tree, name in enumerate(chain.trees)},
+                        "bare": (lambda _: bare, chain.env, False)}, repeats)
+    return [Figure(f"`{name}` start to first epoch's checkpoint (commands/s)", rate[name],
+                   "the same work in a bare script", rate["bare"]) for name in chain.trees]
+
+
+def evaluate(chain: Demo, repeats: int) -> list[Figure]:
+    """`evaluate --set test` of the registered fine-tune, whole command, against the bare script."""
+    script = chain.tmp / "bare_evaluate.py"
+    script.write_text(BARE_EVALUATE)
+    bare = [sys.executable, str(script), *chain.bare_args, str(chain.classifier), str(chain.tmp / "scores.pt")]
+    command = [sys.executable, "-m", "simclr_s2", "evaluate", "--model-uri", CLASSIFIER, "--set", "test"]
+    print("evaluate, whole command:")
+    rate = interleaved({**{name.replace("finetune", "evaluate"): (lambda _: command, env, False)
+                           for name, env in chain.trees.items()}, "bare": (lambda _: bare, chain.env, False)}, repeats)
+    return [Figure(f"`{name}` whole command (commands/s)", rate[name], "load the weights and predict, bare",
+                   rate["bare"]) for name in rate if name != "bare"]
+
+
+def start_up(repeats: int) -> list[Figure]:
+    """`--help` and a refusal against a bare interpreter importing torch and mlflow, interleaved."""
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
-    for _ in range(args.repeats):
+    for _ in range(repeats):
         for name, command in COMMANDS.items():
             times[name].append(seconds(command))
     load = load_average()
@@ -136,9 +224,24 @@ def main() -> None:
     for name, ts in times.items():
         print(f"{name}: median {statistics.median(ts):.2f} s over {len(ts)} runs")
     baseline = "import torch + mlflow"
-    figures = [Figure("`finetune --help` (commands/s)", rate["help"], baseline, rate[baseline]),
-               Figure("`finetune --lr -1` refused (commands/s)", rate["refusal"], baseline, rate[baseline])]
-    report(figures + (first_epoch(args.first_batch_repeats, args.demo_patches) if args.first_batch_repeats else []))
+    return [Figure("`finetune --help` (commands/s)", rate["help"], baseline, rate[baseline]),
+            Figure("`finetune --lr -1` refused (commands/s)", rate["refusal"], baseline, rate[baseline])]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--repeats", type=int, default=5, help="runs of each command, interleaved")
+    p.add_argument("--first-batch-repeats", type=int, default=3, help="finetune / bare script pairs; 0: skip")
+    p.add_argument("--demo-patches", type=int, default=200, help="size of the demo chain they train on")
+    p.add_argument("--evaluate-repeats", type=int, default=3, help="evaluate / bare script pairs; 0: skip")
+    p.add_argument("--before", type=Path, help="another tree whose commands are timed in the same rounds")
+    args = p.parse_args()
+    figures = start_up(args.repeats) if args.repeats else []
+    if args.first_batch_repeats or args.evaluate_repeats:
+        with demo(args.demo_patches, args.before) as chain:
+            figures += first_epoch(chain, args.first_batch_repeats) if args.first_batch_repeats else []
+            figures += evaluate(chain, args.evaluate_repeats) if args.evaluate_repeats else []
+    report(figures)
 
 
 if __name__ == "__main__":
