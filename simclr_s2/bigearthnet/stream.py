@@ -22,6 +22,7 @@ removes it. Fault point (faults.py): `stream_chunk@<k>` once chunk k's rows are 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
@@ -32,7 +33,6 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from functools import partial
 from pathlib import Path
 from typing import BinaryIO
 
@@ -271,14 +271,15 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
     row_of = {name: i for i, name in enumerate(want.names)}
     pixels = out / packed.PIXELS_FILE
     at = np.load(pixels, mmap_mode="r").offset
-    task = partial(_pack_chunk, out=pixels, at=at, bands=want.bands, resampling=want.resampling,
-                   archive=archive.name)
+    how = {"out": pixels, "at": at, "bands": want.bands, "resampling": want.resampling, "archive": archive.name}
     workers = max(1, min(workers or os.cpu_count() or 1, len(want.names)))
     pool = ProcessPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) if workers > 1 else None
+    handoff = contextlib.ExitStack()
+    folder = handoff.enter_context(_handoff_folder()) if pool is not None else None
     running: set[Future] = set()
     got: dict[str, dict[str, bytes]] = {}  # band files of the patches being gathered
     chunk: list[_Patch] = []
-    recorded = 0
+    recorded = submitted = 0
     bands = set(want.bands)
 
     def wanted(member: tarfile.TarInfo) -> bool:
@@ -298,16 +299,17 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
         recorded += 1
 
     def submit() -> None:
-        nonlocal chunk
+        nonlocal chunk, submitted
         if pool is None:
-            record(task(chunk))
+            record(_pack_chunk(chunk, **how))
         else:
             while len(running) >= 2 * workers:
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for f in finished:
                     running.remove(f)
                     record(f.result())  # re-raises a worker's error
-            running.add(pool.submit(task, chunk))
+            running.add(pool.submit(_pack_handed, *_hand_off(chunk, folder / f"chunk{submitted}"), **how))
+            submitted += 1
         chunk = []
 
     try:
@@ -329,6 +331,7 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        handoff.close()
     missing = [n for i, n in enumerate(want.names) if i not in done]
     if missing:
         name = missing[0]
@@ -345,6 +348,63 @@ def _band(name: str, file: str) -> str:
 
 _Patch = tuple[int, str, dict[str, bytes]]
 """A patch gathered from the stream: its row in the store, its name, and its band -> band file's bytes."""
+_Layout = list[tuple[int, str, list[tuple[str, int]]]]
+"""A chunk handed off as one file: each patch's row, name, and its bands with their files' sizes, in order."""
+
+
+HANDOFF_PREFIX = "simclr_s2-stream-"
+
+
+@contextlib.contextmanager
+def _handoff_folder() -> Iterator[Path]:
+    """Where chunks of band files pass to the workers: in memory (/dev/shm) where there is one. It is named
+    after this process, so a pack killed with chunks in flight has its folder removed by the next pack, not
+    left holding memory."""
+    shm = Path("/dev/shm")
+    base = shm if os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+    for folder in base.glob(f"{HANDOFF_PREFIX}*-*"):
+        pid = folder.name.removeprefix(HANDOFF_PREFIX).split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{HANDOFF_PREFIX}{os.getpid()}-", dir=base) as d:
+        yield Path(d)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process
+    return True
+
+
+def _hand_off(chunk: list[_Patch], path: Path) -> tuple[Path, _Layout]:
+    """The chunk's band files written one after another to `path` in one writev, and how to cut them apart
+    again: the walking process's share of the hand-off is one copy, where pickling them for the pool's pipe
+    cost several and the pool's threads."""
+    datas = [data for _, _, files in chunk for data in files.values()]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        if os.writev(fd, datas) != sum(map(len, datas)):
+            raise OSError(f"{path}: short write of a chunk of band files (memory full?)")
+    finally:
+        os.close(fd)
+    return path, [(row, name, [(band, len(data)) for band, data in files.items()]) for row, name, files in chunk]
+
+
+def _pack_handed(path: Path, layout: _Layout, **how) -> list[int]:
+    """`_pack_chunk` of a chunk handed off by `_hand_off`; its file is removed once read."""
+    data = path.read_bytes()
+    path.unlink()
+    patches, at = [], 0
+    for row, name, sizes in layout:
+        files = {}
+        for band, n in sizes:
+            files[band], at = data[at : at + n], at + n
+        patches.append((row, name, files))
+    return _pack_chunk(patches, **how)
 
 
 def _pack_chunk(

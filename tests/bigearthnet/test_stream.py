@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ from simclr_s2.bigearthnet import packed, reader, reben
 from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.index import ArchiveError, build_index, rejected_path_for
 from simclr_s2.bigearthnet.reader import V2_MAPS, V2_PATCHES
-from simclr_s2.bigearthnet.stream import extract, stream_index, stream_pack, write_tar_zst
+from simclr_s2.bigearthnet.stream import HANDOFF_PREFIX, extract, stream_index, stream_pack, write_tar_zst
 from simclr_s2.faults import FAULT_ENV
 
 DIGEST = "d" * 64
@@ -136,6 +137,24 @@ def test_a_pack_killed_after_a_chunk_continues_there(release, tmp_path, caplog):
     streamed = stream_pack(archive, names, tmp_path / "store", BANDS, DIGEST, root, workers=1)
     assert "16 of 40 patches already packed" in caplog.text
     _same_store(packed.pack(root, names, tmp_path / "packed", BANDS, DIGEST, workers=1).path, streamed.path)
+
+
+def test_chunks_left_in_flight_by_a_killed_pack_are_removed_by_the_next(release, tmp_path):
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)
+    base = Path("/dev/shm") if os.access("/dev/shm", os.W_OK) else Path(tempfile.gettempdir())
+    left = base / f"{HANDOFF_PREFIX}{int(gone.stdout)}-x"
+    left.mkdir()
+    (left / "chunk3").write_bytes(b"band files")
+    live = base / f"{HANDOFF_PREFIX}{os.getpid()}-x"  # a pack of a process still running: its own
+    live.mkdir()
+    try:
+        stream_pack(release["files"] / "BigEarthNet-S2.tar.zst", _names(release["root"])[:3], tmp_path / "store",
+                    BANDS, DIGEST, release["root"], workers=2)
+        assert not left.exists() and live.is_dir()
+    finally:
+        shutil.rmtree(left, ignore_errors=True)
+        shutil.rmtree(live)
 
 
 def test_band_files_the_fast_reader_declines_are_read_as_the_packer_reads_them(release, tmp_path):
