@@ -5,6 +5,7 @@ same rule as everywhere, identical runs launched together train once, and bad in
 from __future__ import annotations
 
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -75,7 +76,7 @@ def test_two_identical_finetunes_launched_together_train_once(project, chain, tm
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     while not (tmp_path / "paused").exists():  # the first holds its run, live, at a named point
         assert first.poll() is None, first.communicate()[1][-3000:]
-        subprocess.run(["sleep", "0.2"], check=True)
+        time.sleep(0.2)
     second = project.run("finetune", check=False, **params)
     (tmp_path / "resume").touch()
     assert first.wait(timeout=600) == 0, first.communicate()[1][-3000:]
