@@ -253,7 +253,7 @@ def test_a_source_that_can_is_told_of_each_next_batch() -> None:
     for prefetch in (0, 2):
         source = Advised()
         batches = [x.tolist() for x, _ in BatchLoader(source, 4, shuffle=True, seed=5, prefetch=prefetch)]
-        assert sum(batches, []) == expected
+        assert [i for batch in batches for i in batch] == expected
         assert sorted(source.told) == sorted(batches[1:])  # each batch but the first, before it is read
 
 
