@@ -26,6 +26,7 @@ from simclr_s2.tracking.registry import CLASSIFIER_MODEL, ModelRef, Pretrained
 if TYPE_CHECKING:
     import numpy as np
 
+    from simclr_s2.bigearthnet.bands import Bands
     from simclr_s2.settings.context import Context
 
 PARENT_TAG = "mlflow.parentRunId"
@@ -96,7 +97,7 @@ class Tracking:
     def load_logged(self, uri: str, kind: type[T], what: str) -> tuple[T, ModelRef]:
         return registry.load_logged(self.client, uri, kind, what)
 
-    def load_pretrained(self, spec: str, bands: str = "auto") -> Pretrained:
+    def load_pretrained(self, spec: str, bands: Bands | None = None) -> Pretrained:
         return registry.load_pretrained(self.client, spec, bands)
 
     def resolve_model_uri(self, uri: str, what: str = "pretrained") -> ModelRef:

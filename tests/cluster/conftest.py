@@ -10,7 +10,6 @@ import pytest
 import ray
 from project_runner import Project, project_env
 
-from simclr_s2.settings.context import Context
 from simclr_s2.stages import auto
 
 COMMAND_VARIABLES = ("MLFLOW_", "SIMCLR_S2_")  # set per command by the tests: no node may hold its own
@@ -43,5 +42,6 @@ def split(project: Project) -> str:
     """runs:/ URI of the demo splits of the basic scheme (the baseline cells need nothing else)."""
     with pytest.MonkeyPatch.context() as mp:
         for key, value in project.env.items():
-            mp.setenv(key, value)
-        return auto.demo_splits(Context.from_env(), "basic")
+            if key.startswith("SIMCLR_S2_"):
+                mp.setenv(key, value)
+        return auto.demo_splits(project.context(), "basic")

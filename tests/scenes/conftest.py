@@ -125,13 +125,10 @@ def classifier(project: Project) -> str:
     torch.manual_seed(0)
     model = IrrigationClassifier.from_scratch("resnet18", len(STUDY_BANDS)).eval()
     example = np.random.default_rng(0).normal(size=(2, len(STUDY_BANDS), 120, 120)).astype(np.float32)
-    with pytest.MonkeyPatch.context() as mp:
-        for key, value in project.env.items():
-            mp.setenv(key, value)
-        client = project.client
-        run_id = client.create_run("0", run_name="tiny-classifier").info.run_id
-        version = log_and_register(client, run_id, model, CLASSIFIER_MODEL, example,
-                                   {BAND_LIST_TAG: ",".join(STUDY_BANDS), SCALING_TAG: "bigearthnet-zscore"},
-                                   aliases=("champion",))
-        client.set_terminated(run_id)
+    client = project.client
+    run_id = client.create_run("0", run_name="tiny-classifier").info.run_id
+    version = log_and_register(client, run_id, model, CLASSIFIER_MODEL, example,
+                               {BAND_LIST_TAG: ",".join(STUDY_BANDS), SCALING_TAG: "bigearthnet-zscore"},
+                               aliases=("champion",))
+    client.set_terminated(run_id)
     return f"models:/{CLASSIFIER_MODEL}/{version}"

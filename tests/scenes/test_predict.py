@@ -73,13 +73,11 @@ def test_a_product_is_mapped_at_10_m_on_its_own_grid_with_clouds_as_no_data(proj
     assert np.isnan(cells[0, 0]) and not np.isnan(cells.ravel()[1:]).any()
 
 
-def test_the_real_patch_gets_the_probability_evaluate_gives_it(project, classifier, tmp_path, monkeypatch):
+def test_the_real_patch_gets_the_probability_evaluate_gives_it(project, classifier, tmp_path):
     patch = next((REBEN / "BigEarthNet-S2").glob("*/*"))
     tags, cells, _, summary = run_predict(project, patch, tmp_path, model=classifier, mask="none")
     assert (tags["crs"], tags["transform"], tags["shape"]) == (32633, Affine(1200, 0, 390000, 0, -1200, 5348400),
                                                                (1, 1))
-    for key, value in project.env.items():  # MLflow's model loading reads the store from the environment
-        monkeypatch.setenv(key, value)
     model, _ = load_logged(project.client, classifier, IrrigationClassifier, "model")
     _, evaluated, _ = predict(model, BatchLoader(PatchDataset(REBEN, [patch.name], [0.0], STUDY_BANDS), 1))
     assert abs(float(cells[0, 0]) - float(evaluated[0])) < 1e-6

@@ -25,6 +25,7 @@ from simclr_s2.bigearthnet.reader import patch_dir, read_pixels
 from simclr_s2.learning.datasets import BatchLoader, PatchDataset
 from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.learning.train import predict
+from simclr_s2.tracking.process import fluent_uris
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL, load_logged, log_and_register
 
 REBEN = Path(__file__).parents[1] / "bigearthnet" / "fixtures" / "reben-sample"
@@ -59,9 +60,7 @@ def _wait_until_up(server: subprocess.Popen, url: str) -> None:
     raise AssertionError(f"mlflow models serve did not answer {url} within {START_DEADLINE_S} s")
 
 
-def test_the_served_classifier_answers_a_patch_of_dn_as_evaluate_does(project, classifier, monkeypatch, tmp_path):
-    for key, value in project.env.items():  # MLflow's model loading reads the store from the environment
-        monkeypatch.setenv(key, value)
+def test_the_served_classifier_answers_a_patch_of_dn_as_evaluate_does(project, classifier, tmp_path):
     patch = next((REBEN / "BigEarthNet-S2").glob("*/*"))
     model, _ = load_logged(project.client, classifier, IrrigationClassifier, "model")
     _, evaluated, _ = predict(model, BatchLoader(PatchDataset(REBEN, [patch.name], [0.0], STUDY_BANDS), 1))
@@ -82,17 +81,19 @@ def test_the_served_classifier_answers_a_patch_of_dn_as_evaluate_does(project, c
 
 
 def test_the_registered_classifier_holds_no_pickle_and_rebuilds_trainable(project, classifier, monkeypatch, tmp_path):
-    for key, value in {**project.env, **NO_CODE}.items():
+    for key, value in NO_CODE.items():
         monkeypatch.setenv(key, value)
-    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=classifier, dst_path=str(tmp_path)))
+    uri = project.env["MLFLOW_TRACKING_URI"]
+    with fluent_uris(uri, uri):  # MLflow's own functions, as a user calls them
+        folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=classifier, dst_path=str(tmp_path)))
+        info = mlflow.models.get_model_info(classifier)
+        served = mlflow.pytorch.load_model(classifier)  # the exported graph, loaded with pickle refused
     files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert {"data/model.pt2", "extra_files/weights.safetensors", "extra_files/architecture.json"} <= files
     assert not [f for f in files if f.endswith((".pth", ".pkl")) or f.startswith("code/")]
-    info = mlflow.models.get_model_info(classifier)
     assert info.metadata["bands"] == list(STUDY_BANDS) and info.metadata["scaling"] == "bigearthnet-zscore"
     model, _ = load_logged(project.client, classifier, IrrigationClassifier, "model")
     assert all(p.requires_grad for p in model.encoder.parameters())
-    served = mlflow.pytorch.load_model(classifier)  # the exported graph, loaded with pickle refused
     dn = np.random.default_rng(0).integers(0, 5000, (3, len(STUDY_BANDS), 120, 120)).astype(np.float32)
     with torch.no_grad():
         expected = torch.sigmoid(model(torch.from_numpy(InputTransform(STUDY_BANDS)(dn))))

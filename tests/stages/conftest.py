@@ -19,12 +19,14 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 
 @pytest.fixture
 def ctx(project: Project, monkeypatch: pytest.MonkeyPatch) -> Context:
-    """The project's context; the environment says the same (MLflow's model logging reads it)."""
+    """The project's context. Its SIMCLR_S2_* folders are in the environment too (the stages read them);
+    MLflow's variables are in the context only, as for every command (the one door to MLflow)."""
     for key, value in project.env.items():
-        monkeypatch.setenv(key, value)
-    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        if key.startswith("SIMCLR_S2_"):
+            monkeypatch.setenv(key, value)
+    for key in ("MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_TRACKING_URI"):
         monkeypatch.delenv(key, raising=False)
-    return Context.from_env()
+    return project.context()
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,7 @@ from simclr_s2.settings.context import DEFAULT_EXPERIMENT
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
 from simclr_s2.stages.evaluate import EVALUATE
 from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN
+from simclr_s2.tracking.process import fluent_uris
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL, ENCODER_MODEL
 
 CHAIN = ["make_demo_data", "build_index", "create_splits", "create_splits", "pretrain", "finetune"]
@@ -66,7 +67,8 @@ def test_finetune_logs_epochs_evaluation_and_registers_the_kept_epoch(project, d
 
 def test_the_registered_model_loads_and_predicts(project, demo, ctx):
     (version,) = project.client.search_model_versions(f"name='{CLASSIFIER_MODEL}' and run_id='{demo.info.run_id}'")
-    model = mlflow.pytorch.load_model(f"models:/{CLASSIFIER_MODEL}/{version.version}")
+    with fluent_uris(ctx.tracking_uri, ctx.registry_uri):  # MLflow's own loader, as a user calls it
+        model = mlflow.pytorch.load_model(f"models:/{CLASSIFIER_MODEL}/{version.version}")
     assert model(torch.zeros(3, 10, 120, 120)).shape == (3,)
 
 
@@ -77,7 +79,8 @@ def test_the_registered_encoder_gives_the_trained_features(project, demo, ctx):
                                                                    "checkpoints/pretrain.safetensors")))
     trained = build_simclr("resnet18", 10)
     trained.load_state_dict(checkpoint["model"])
-    registered = mlflow.pytorch.load_model(f"models:/{ENCODER_MODEL}@ben")
+    with fluent_uris(ctx.tracking_uri, ctx.registry_uri):
+        registered = mlflow.pytorch.load_model(f"models:/{ENCODER_MODEL}@ben")
     x = torch.randn(4, 10, 120, 120, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         torch.testing.assert_close(registered.eval()(x), trained.eval()(x))
