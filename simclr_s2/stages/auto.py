@@ -13,8 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-
-from mlflow.entities import Run
+from typing import TYPE_CHECKING
 
 from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
@@ -29,6 +28,9 @@ from simclr_s2.stages.data import (
     demo_recipe,
     has_demo,
 )
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
 
 DEMO_SCHEMES = ("basic", "expanded")
 

@@ -20,14 +20,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from simclr_s2.errors import UserError
 from simclr_s2.stages.inputs import SplitData, load_split_data
 from simclr_s2.study import footprint, membership
 from simclr_s2.study.splits import MANIFEST, load_manifest
 from simclr_s2.tracking.artifacts import Fetcher
+from simclr_s2.tracking.door import Tracking, TrackingError
 from simclr_s2.tracking.tracker import StageRun
 
 ARTIFACT = "pretraining/footprints.npy"
@@ -89,7 +88,7 @@ def _splits(fetch: Fetcher, refs: str) -> list[SplitData]:
     return found
 
 
-def encoder_membership(client: MlflowClient, version_tags: dict[str, str], run_id: str | None) -> Seen:
+def encoder_membership(client: Tracking, version_tags: dict[str, str], run_id: str | None) -> Seen:
     """What the encoder behind a registry version was pretrained on: None when it never recorded it (an
     encoder imported from elsewhere, a state-dict file), Unreadable when it did but it cannot be read."""
     if not run_id or DIGEST_TAG not in version_tags:
@@ -97,11 +96,11 @@ def encoder_membership(client: MlflowClient, version_tags: dict[str, str], run_i
     try:
         with tempfile.TemporaryDirectory() as tmp:
             return membership.load(Path(client.download_artifacts(run_id, ARTIFACT, tmp)))
-    except (MlflowException, OSError, UserError) as exc:
+    except (TrackingError, OSError, UserError) as exc:
         return Unreadable(f"{ARTIFACT} of run {run_id}: {_first_line(exc)}")
 
 
-def classifier_encoder(client: MlflowClient, version_tags: dict[str, str]) -> Seen:
+def classifier_encoder(client: Tracking, version_tags: dict[str, str]) -> Seen:
     """What the encoder behind a registered classifier was pretrained on (None: never recorded, or a
     baseline)."""
     encoder = version_tags.get("encoder_version", "")
@@ -110,7 +109,7 @@ def classifier_encoder(client: MlflowClient, version_tags: dict[str, str]) -> Se
     name, number = encoder.rsplit("/", 1)
     try:
         mv = client.get_model_version(name, number)
-    except MlflowException as exc:
+    except TrackingError as exc:
         return Unreadable(f"encoder version {encoder}: {_first_line(exc)}")
     return encoder_membership(client, dict(mv.tags), mv.run_id)
 

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING, Any
 
 import optuna
 import torch
-from mlflow.exceptions import MlflowException
 from optuna.trial import FrozenTrial, TrialState
 from sqlalchemy.engine import make_url
 
@@ -61,7 +60,7 @@ from simclr_s2.study.tuning import (
     storage_url,
     trials_table,
 )
-from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.door import Tracking, TrackingError
 from simclr_s2.tracking.tracker import PARENT_TAG, STAGE_TAG, StageRun, Step, describe
 
 if TYPE_CHECKING:
@@ -193,7 +192,7 @@ def mark_stale(ctx: Context):
             door.set_tag(run_id, STATE_TAG, TrialState.FAIL.name)
             for target in (run_id, door.tags(run_id).get(PARENT_TAG, run_id)):
                 door.fail_if_running(target, reason)
-        except MlflowException as error:  # e.g. a worker elsewhere logging to another tracking server
+        except TrackingError as error:  # e.g. a worker elsewhere logging to another tracking server
             log.warning("trial %d: cannot mark its MLflow run %s failed: %s", trial.number, run_id, error)
 
     return on_stale

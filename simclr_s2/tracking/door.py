@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from mlflow.entities import FileInfo, Run, RunStatus
 from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from simclr_s2.settings.mlflow_store import store_client
@@ -31,6 +32,7 @@ if TYPE_CHECKING:
 
 PARENT_TAG = "mlflow.parentRunId"
 T = registry.T
+TrackingError = MlflowException  # what a call through the door raises when the store refuses or fails
 
 
 class Tracking:
