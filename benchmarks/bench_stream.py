@@ -43,8 +43,9 @@ FULL_ARCHIVE = 549_488
 """Patches in BigEarthNet-S2.tar.zst (v2.0)."""
 
 
-def _torch_rows(batch: dict[str, np.ndarray], bands: tuple[str, ...], resampling: str) -> np.ndarray:
+def _torch_rows(native: list[dict[str, np.ndarray]], bands: tuple[str, ...], resampling: str) -> np.ndarray:
     """The rows as the pack made them before `stream._rows`: every band through torch (the same bits)."""
+    batch = {band: np.stack([patch[band] for patch in native]) for band in bands}
     return packed.quantise(band_math.stack_bands(batch, bands, resampling))
 
 

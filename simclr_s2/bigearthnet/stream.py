@@ -395,8 +395,9 @@ def _hand_off(chunk: list[_Patch], path: Path) -> tuple[Path, _Layout]:
 
 
 def _pack_handed(path: Path, layout: _Layout, **how) -> list[int]:
-    """`_pack_chunk` of a chunk handed off by `_hand_off`; its file is removed once read."""
-    data = path.read_bytes()
+    """`_pack_chunk` of a chunk handed off by `_hand_off`; its file is removed once read. The band files are
+    views of the one buffer read, not copies."""
+    data = memoryview(path.read_bytes())  # of bytes: the TIFF reader hashes slices of it
     path.unlink()
     patches, at = [], 0
     for row, name, sizes in layout:
@@ -419,29 +420,45 @@ def _pack_chunk(
         decoded = {band: packed.decode_band(files[band], band) for band in bands}
         native.append(decoded if all(v is not None for v in decoded.values()) else
                       _read_as_files(name, files, bands, archive))
-    rows = _rows({band: np.stack([patch[band] for patch in native]) for band in bands}, bands, resampling)
+    rows = _rows(native, bands, resampling)
+    numbers = [row for row, _, _ in patches]
     fd = os.open(out, os.O_WRONLY)
     try:
-        for (row, _, _), pixels in zip(patches, rows, strict=True):
-            if os.pwrite(fd, pixels, at + row * pixels.nbytes) != pixels.nbytes:
-                raise OSError(f"{out}: short write of row {row} (disk full?)")
+        for start, stop in _runs(numbers):  # the archive's order is mostly the store's: one write per run
+            pixels = rows[start:stop]
+            if os.pwrite(fd, pixels, at + numbers[start] * rows[0].nbytes) != pixels.nbytes:
+                raise OSError(f"{out}: short write of rows {numbers[start]}.. (disk full?)")
         os.fdatasync(fd)  # durable before they are recorded as packed; here, not in the one process walking
     finally:
         os.close(fd)
-    return [row for row, _, _ in patches]
+    return numbers
 
 
-def _rows(batch: dict[str, np.ndarray], bands: tuple[str, ...], resampling: str) -> np.ndarray:
-    """The store's uint16 rows of a batch: `packed.quantise(bands.stack_bands(batch, bands, resampling))` bit
-    for bit, for less. A 10 m band's uint16 pixels are its rows already (quantising a whole number in range
-    gives it back), so only the other bands are resampled (`bicubic.stack_bands`) and quantised."""
-    rows = np.empty((len(batch[bands[0]]), len(bands), PATCH_SIZE, PATCH_SIZE), np.uint16)
-    kept = [i for i, b in enumerate(bands) if batch[b].shape[-2:] == rows.shape[-2:] and batch[b].dtype == np.uint16]
-    for i in kept:
-        rows[:, i] = batch[bands[i]]
+def _runs(numbers: list[int]) -> Iterator[tuple[int, int]]:
+    """(start, stop) positions in `numbers` of each run of consecutive numbers."""
+    start = 0
+    for i in range(1, len(numbers) + 1):
+        if i == len(numbers) or numbers[i] != numbers[i - 1] + 1:
+            yield start, i
+            start = i
+
+
+def _rows(native: list[dict[str, np.ndarray]], bands: tuple[str, ...], resampling: str) -> np.ndarray:
+    """The store's uint16 rows of a chunk's patches: `packed.quantise(bands.stack_bands(batch, bands,
+    resampling))` bit for bit, for less. A 10 m band's uint16 pixels are its rows already (quantising a whole
+    number in range gives it back), so they are copied into place once; only the other bands are stacked,
+    resampled (`bicubic.stack_bands`) and quantised."""
+    rows = np.empty((len(native), len(bands), PATCH_SIZE, PATCH_SIZE), np.uint16)
+    kept = [i for i, b in enumerate(bands)
+            if all(p[b].shape == rows.shape[-2:] and p[b].dtype == np.uint16 for p in native)]
+    for row, patch in zip(rows, native, strict=True):
+        for i in kept:
+            row[i] = patch[bands[i]]
     resampled = [i for i in range(len(bands)) if i not in kept]
     if resampled:
-        rows[:, resampled] = packed.quantise(bicubic.stack_bands(batch, [bands[i] for i in resampled], resampling))
+        names = [bands[i] for i in resampled]
+        batch = {band: np.stack([patch[band] for patch in native]) for band in names}
+        rows[:, resampled] = packed.quantise(bicubic.stack_bands(batch, names, resampling))
     return rows
 
 
