@@ -345,6 +345,11 @@ class Grid(Spec):
     ambiguous: tuple[str, ...] = param(("exclude",), "split=auto, v2.0 index: ambiguous patches left out (exclude) "
                                                      "and/or counted negative, each its own splits and cells",
                                        choices=AMBIGUOUS)
+    natural_test: bool = param(False, "split=auto: also draw natural-prevalence test and validation sets "
+                                      "(create_splits' natural_test): thresholds chosen and figures shown at the "
+                                      "pool's own prevalence")
+    natural_share: float = param(0.02, "split=auto with natural_test: share of the pool drawn for test_natural.csv",
+                                 check=probability)
     dry_run: bool = param(False, "only show which cells would run, resume or be reused", keyed=False)
     reuse: bool = param(True, REUSE_HELP, keyed=False)
     backend: str = _backend("cells")

@@ -251,6 +251,8 @@ def splits(spec: specs.Grid, ctx: Context, make: bool, drawn: list[Variant]) -> 
     for scheme, variant in itertools.product(spec.schemes, drawn):
         made = None if index == TO_MAKE else auto.step_run(
             CREATE_SPLITS, build(specs.CreateSplits, {"index": index, "scheme": scheme,
+                                                      "natural_test": spec.natural_test,
+                                                      "natural_share": spec.natural_share,
                                                       **variant.splits_params(spec.split_kind)}), ctx, make)
         refs[split_key(scheme, variant)] = TO_MAKE if made is None else f"runs:/{made.info.run_id}/splits"
     return refs
