@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from project_runner import Project, project_env
 
 from simclr_s2.errors import UserError
 from simclr_s2.stages.classifier import FINETUNE
@@ -21,6 +22,15 @@ FOLD_0 = {"encoders": "auto", "schemes": "basic", "fractions": "100", "seeds": "
 
 def _cells(project, grid_id: str) -> pd.DataFrame:
     return pd.read_csv(project.client.download_artifacts(grid_id, "grid/cells.csv"))
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
+    """A project of its own, not the session's: its fold splits, fold encoders and fold cells (basic, 100 %,
+    each fold its own test set) must not become the runs the other stage files find as the newest of their
+    kind (test_study's grid took a fold's pretrain run for the demo's), nor cells their compare reads."""
+    root = tmp_path_factory.mktemp("folds")
+    return Project(root, project_env(root))
 
 
 @pytest.fixture(scope="module")
