@@ -421,26 +421,15 @@ def _pack_chunk(
         native.append(decoded if all(v is not None for v in decoded.values()) else
                       _read_as_files(name, files, bands, archive))
     rows = _rows(native, bands, resampling)
-    numbers = [row for row, _, _ in patches]
     fd = os.open(out, os.O_WRONLY)
     try:
-        for start, stop in _runs(numbers):  # the archive's order is mostly the store's: one write per run
-            pixels = rows[start:stop]
-            if os.pwrite(fd, pixels, at + numbers[start] * rows[0].nbytes) != pixels.nbytes:
-                raise OSError(f"{out}: short write of rows {numbers[start]}.. (disk full?)")
+        for (row, _, _), pixels in zip(patches, rows, strict=True):
+            if os.pwrite(fd, pixels, at + row * pixels.nbytes) != pixels.nbytes:
+                raise OSError(f"{out}: short write of row {row} (disk full?)")
         os.fdatasync(fd)  # durable before they are recorded as packed; here, not in the one process walking
     finally:
         os.close(fd)
-    return numbers
-
-
-def _runs(numbers: list[int]) -> Iterator[tuple[int, int]]:
-    """(start, stop) positions in `numbers` of each run of consecutive numbers."""
-    start = 0
-    for i in range(1, len(numbers) + 1):
-        if i == len(numbers) or numbers[i] != numbers[i - 1] + 1:
-            yield start, i
-            start = i
+    return [row for row, _, _ in patches]
 
 
 def _rows(native: list[dict[str, np.ndarray]], bands: tuple[str, ...], resampling: str) -> np.ndarray:
