@@ -20,6 +20,7 @@ from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import build
 from simclr_s2.stages.base import Stage, run_command
 from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.fingerprint import PACKAGE
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -57,8 +58,12 @@ class Project:
         return Context.from_env(self.process_env())
 
     def process_env(self) -> dict[str, str]:
-        """This process's environment with the project's, for subprocesses; `python` is this venv's."""
-        env = {**os.environ, **self.env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+        """This process's environment with the project's, for subprocesses; `python` is this venv's, and the
+        package they import is the one this process imported (first on PYTHONPATH): the code's fingerprint is
+        in every run's key, so a subprocess's run resumed here must come from the same sources, even where
+        the venv's editable install points to another checkout."""
+        path = os.pathsep.join(filter(None, [str(PACKAGE.parent), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, **self.env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": path}
         for name in (*CLEARED, *self.unset):
             if name not in self.env:
                 env.pop(name, None)
@@ -94,10 +99,12 @@ class Project:
 
     def shell(self, command: str, cwd: Path = ROOT, timeout: int = 900) -> subprocess.CompletedProcess:
         """A command line as a reader would type it (e.g. from the README) in a fresh shell: the project's
-        environment, but no venv on PATH (`make test` puts this one there) unless the command activates it."""
+        environment, but no venv on PATH (`make test` puts this one there) unless the command activates it, and
+        no PYTHONPATH."""
         env = self.process_env()
         env["PATH"] = os.pathsep.join(p for p in env["PATH"].split(os.pathsep) if Path(p) != BIN)
-        env.pop("VIRTUAL_ENV", None)
+        for name in ("VIRTUAL_ENV", "PYTHONPATH"):
+            env.pop(name, None)
         done = subprocess.run(command, check=False, shell=True, cwd=cwd, env=env, executable="/bin/bash",
                               capture_output=True, text=True, timeout=timeout)
         assert done.returncode == 0, f"{command}:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}"

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from mlflow.entities import Run
 from project_runner import ROOT, Project, project_env
 
 from simclr_s2.faults import PAUSE_ENV
@@ -75,6 +76,14 @@ def _held(project: Project, demo, folder: Path, seed: int, env: dict[str, str] |
     return process
 
 
+def _why(project: Project, run: Run) -> tuple:
+    """What decides whether a resumed run's predecessor goes to the trash (Tracker._holds_history)."""
+    checkpoints = project.root / "home" / "checkpoints" / run.info.run_id
+    return (run.info.run_id, run.info.status, {k: v for k, v in run.data.tags.items() if k.startswith("simclr_s2.")},
+            [a.path for a in project.client.list_artifacts(run.info.run_id, "checkpoints")],
+            sorted(p.name for p in checkpoints.iterdir()) if checkpoints.is_dir() else None)
+
+
 def _steps(project: Project, run_id: str) -> list[int]:
     return sorted(m.step for m in project.client.get_metric_history(run_id, "val_auc"))
 
@@ -105,6 +114,8 @@ def test_a_server_that_stays_down_ends_the_run_clearly_and_it_resumes(server_pro
     params = server_demo.data.params
     server_project.run_stage(FINETUNE, split=params["resolved_split"], pretrained=params["resolved_pretrained"],
                              epochs=4, seed=12, register="false")
-    (resumed,) = server_project.runs("finetune", seed="12")
+    runs = server_project.runs("finetune", seed="12")
+    assert len(runs) == 1, [_why(server_project, r) for r in runs]  # the held run should be in the trash
+    (resumed,) = runs
     assert resumed.info.status == "FINISHED" and resumed.data.tags["simclr_s2.resumed_from"] == held.info.run_id
     assert _steps(server_project, resumed.info.run_id) == [0, 1, 2, 3]
