@@ -94,11 +94,7 @@ def log_and_register(client: MlflowClient, run_id: str, model: torch.nn.Module, 
             with fluent_uris(*_uris(client)):  # log_model reads no client: it logs and registers process-wide
                 info = mlflow.pytorch.log_model(name="model", registered_model_name=registered_name, step=step,
                                                 run_id=run_id, model_id=logged.model_id,
-                                                pip_requirements=PIP_REQUIREMENTS,
-                                                # MLflow would load the model back and predict its example
-                                                # (1.3-2.4 CPU-s a registration); tests/scenes/test_served_model
-                                                # serves and predicts the registered model for real
-                                                validate_serving_input=False, **how)
+                                                pip_requirements=PIP_REQUIREMENTS, **how)
         finally:
             pytorch_log.removeFilter(quiet)
     version = str(info.registered_model_version)
@@ -138,7 +134,11 @@ def _served(model: IrrigationClassifier, example: np.ndarray, tags: Mapping[str,
                 "output": "probability of irrigated land (N,)"}
     return {"pytorch_model": served, "serialization_format": "pt2", "signature": signature(served, dn),
             "input_example": dn, "metadata": metadata,
-            "extra_files": [str(p) for p in save_rebuildable(model, folder)]}
+            "extra_files": [str(p) for p in save_rebuildable(model, folder)],
+            # MLflow would load the exported model back and predict the example (1.3-2.4 CPU-s a version);
+            # tests/scenes/test_served_model serves and predicts it for real. Only this path takes the
+            # option: with pickle, MLflow hands log_model's other arguments to torch.save.
+            "validate_serving_input": False}
 
 
 @dataclass(frozen=True)
