@@ -15,30 +15,24 @@ from __future__ import annotations
 import argparse
 import os
 import re
-import resource
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from figures import Figure, Rate, load_average, report
+from figures import Figure, Rate, children_cpu_seconds, load_average, report
 
 ROOT = Path(__file__).parents[1]
 SUMMARY = re.compile(r"^finetune-.*: best epoch .*test F1 (?P<f1>[0-9.]+).*$", re.MULTILINE)
-
-
-def children_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
 
 
 def demo(store: Path) -> tuple[float, float, float, str]:
     """(wall s, CPU s, load at the end, the summary line) of one `make demo` on the fresh store `store`."""
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db", "SIMCLR_S2_HOME": str(store / "home"),
            "SIMCLR_S2_DATA": str(store / "data")}
-    cpu, start = children_cpu(), time.perf_counter()
+    cpu, start = children_cpu_seconds(), time.perf_counter()
     done = subprocess.run(["make", "demo"], cwd=ROOT, env=env, capture_output=True, text=True, check=False)
-    wall, cpu = time.perf_counter() - start, children_cpu() - cpu
+    wall, cpu = time.perf_counter() - start, children_cpu_seconds() - cpu
     summary = SUMMARY.search(done.stdout)
     if done.returncode or summary is None:
         raise SystemExit(f"make demo failed (status {done.returncode}):\n{done.stderr[-3000:]}")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import resource
 import signal
 import statistics
 import subprocess
@@ -31,7 +30,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from figures import Figure, Rate, load_average, report
+from figures import Figure, Rate, children_cpu_seconds, load_average, report
 
 COMMANDS = {
     "help": [sys.executable, "-m", "simclr_s2", "finetune", "--help"],
@@ -96,20 +95,15 @@ torch.save(scores, output)
 """
 
 
-def _children_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return usage.ru_utime + usage.ru_stime
-
-
 def timed(command: list[str], env: dict[str, str] | None = None, killed: bool = False) -> tuple[float, float]:
     """Wall and CPU seconds of `command`; with `killed`, it must end by SIGKILL (its fault point was
     reached)."""
-    start, cpu = time.perf_counter(), _children_cpu_s()
+    start, cpu = time.perf_counter(), children_cpu_seconds()
     done = subprocess.run(command, check=False, capture_output=True, env=env, text=True)
     if killed and done.returncode != -signal.SIGKILL:
         raise SystemExit(f"bench_startup: {command[3]} ended with {done.returncode}, not at its fault point:\n"
                          f"{done.stderr[-2000:]}")
-    return time.perf_counter() - start, _children_cpu_s() - cpu
+    return time.perf_counter() - start, children_cpu_seconds() - cpu
 
 
 def seconds(command: list[str], env: dict[str, str] | None = None) -> float:

@@ -53,6 +53,12 @@ def load_average() -> float:
     return os.getloadavg()[0]
 
 
+def children_cpu_seconds() -> float:
+    """CPU time of this process's finished child processes (a command timed from outside)."""
+    t = os.times()
+    return t.children_user + t.children_system
+
+
 def cpu_seconds() -> float:
     """CPU time of this process's threads and of its finished child processes (packing workers...)."""
     t = os.times()

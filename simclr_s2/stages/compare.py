@@ -18,7 +18,6 @@ from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage
 from simclr_s2.study.comparison import COUNTRY_METRIC, LABEL_RULE, METRICS, OPTIONAL_METRICS, VARIANT, compare
 from simclr_s2.study.report import Links, write_report
-from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.ui import run_url, version_url
@@ -68,7 +67,7 @@ class Compare(Stage[specs.Compare]):
                 path = f"{NATURAL_FOLDER}/predictions.csv"
                 return pd.read_csv(run.tracking.download_artifacts(run_id, path, tmp)) if path in listed else None
 
-            comparison = compare(runs_frame(records, ctx, spec), spec.fractions, predictions=predictions,
+            comparison = compare(runs_frame(records, spec), spec.fractions, predictions=predictions,
                                  natural=natural, n_boot=spec.n_boot)
         out = Path(spec.out).expanduser().resolve()
         for path in write_report(comparison, out, f"scheme {spec.scheme}", links):
@@ -83,13 +82,12 @@ class Compare(Stage[specs.Compare]):
               + f"; report in {out / 'report.html'}")
 
 
-def runs_frame(records: list[VersionRecord], ctx: Context, spec: specs.Compare) -> pd.DataFrame:
+def runs_frame(records: list[VersionRecord], spec: specs.Compare) -> pd.DataFrame:
     """compare's input: the versions' frame with their per-country metrics, and the fold and label rule
     that main tags each cell's run with ("" where a run has none); with test_set=folds, only fold runs."""
     countries = sorted({m for r in records for m in r.metrics if COUNTRY_METRIC.fullmatch(m)})
     frame = versions_frame(records, (*METRICS, *OPTIONAL_METRICS, *countries))
-    tags = [Tracking.of(ctx).tags(r.run_id) for r in records]
-    frame = frame.assign(**{k: [t.get(k, "") for t in tags] for k in (*VARIANT, *LABEL_RULE)})
+    frame = frame.assign(**{k: [r.run_tags.get(k, "") for r in records] for k in (*VARIANT, *LABEL_RULE)})
     if spec.test_set == FOLDS:
         frame = frame[frame["fold"] != ""]
         if frame.empty:

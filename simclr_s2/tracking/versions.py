@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import TypeVar
 
@@ -40,6 +40,7 @@ class VersionRecord:
     metrics: dict[str, float]
     run_id: str = ""
     experiment_id: str = ""
+    run_tags: dict[str, str] = field(default_factory=dict)  # its run's tags (main's fold and label rule)
 
     def describe(self) -> str:
         t = self.tags
@@ -77,8 +78,8 @@ def search_versions(client: MlflowClient, scheme: str, *, fraction: int | None =
     versions = [(mv.run_id or mv.tags.get("run_id", ""), mv) for mv in found
                 if mv.tags.get("stage") in CLASSIFIER_STAGES]
     runs = run_metrics(client, (run_id for run_id, _ in versions))
-    records = [VersionRecord(str(mv.version), dict(mv.tags), metrics, run_id, experiment)
-               for run_id, mv in versions for metrics, experiment in [runs.get(run_id, ({}, ""))]]
+    records = [VersionRecord(str(mv.version), dict(mv.tags), metrics, run_id, experiment, tags)
+               for run_id, mv in versions for metrics, experiment, tags in [runs.get(run_id, ({}, "", {}))]]
     return sorted(records, key=lambda r: int(r.version))
 
 
@@ -110,20 +111,21 @@ def versions_frame(records: Sequence[VersionRecord], metrics: Iterable[str]) -> 
     return pd.DataFrame(rows)
 
 
-def run_metrics(client: MlflowClient, run_ids: Iterable[str]) -> dict[str, tuple[dict[str, float], str]]:
-    """Latest value of every metric of each run, and the run's experiment, fetched in batches of runs across
-    all experiments (a version's run may live in any experiment; deleted runs still count: their model
-    is registered)."""
+def run_metrics(client: MlflowClient, run_ids: Iterable[str]
+                ) -> dict[str, tuple[dict[str, float], str, dict[str, str]]]:
+    """Latest value of every metric of each run, the run's experiment and its tags, fetched in batches of
+    runs across all experiments (a version's run may live in any experiment; deleted runs still count:
+    their model is registered)."""
     ids = sorted({i for i in run_ids if i})
     if not ids:
         return {}
     experiments = [e.experiment_id for e in _pages(partial(client.search_experiments, view_type=ViewType.ALL))]
-    out: dict[str, tuple[dict[str, float], str]] = {}
+    out: dict[str, tuple[dict[str, float], str, dict[str, str]]] = {}
     for start in range(0, len(ids), RUNS_PER_QUERY):
         listed = ", ".join(f"'{i}'" for i in ids[start:start + RUNS_PER_QUERY])
         for run in _pages(partial(client.search_runs, experiments, f"attributes.run_id IN ({listed})",
                                   run_view_type=ViewType.ALL)):
-            out[run.info.run_id] = dict(run.data.metrics), run.info.experiment_id
+            out[run.info.run_id] = dict(run.data.metrics), run.info.experiment_id, dict(run.data.tags)
     missing = set(ids) - set(out)
     if missing:
         log.warning("runs %s of registered versions not found; their metrics count as missing", sorted(missing))

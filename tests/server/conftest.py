@@ -1,7 +1,8 @@
 """Fixtures that run the real tracking stack (PostgreSQL, SeaweedFS, mlflow server) with simclr_s2.server.
 
-`tracking_server` starts the stack once per session in a temporary folder on free ports and stops it at
-the end; `auth_tracking_server` does the same with MLflow's basic-auth app. With SIMCLR_TEST_TRACKING_URI
+`tracking_server` starts the stack once for the tests/server package in a temporary folder on free ports
+and stops it when they are done; `auth_tracking_server` does the same per module with MLflow's basic-auth
+app. With SIMCLR_TEST_TRACKING_URI
 set, `tracking_server` reuses that server instead (CI can `make server` once); when it is the stack in
 SIMCLR_SERVER_DIR (default <repo>/.server) its bucket and restart work too, otherwise they skip.
 Tests that use them carry `@pytest.mark.server`; `-m "not server"` leaves them out.
@@ -23,7 +24,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from cpu_probe import record_cpu
+from cpu_probe import CPU_LOG_ENV, record_cpu
 
 from simclr_s2.server.config import (
     ARTIFACTS_PREFIX,
@@ -207,12 +208,15 @@ def _start_stack(auth: bool) -> Iterator[TrackingServer]:
         server.uri, server.s3_endpoint = report["tracking_uri"], report["s3_endpoint"]
         yield server
     finally:
-        record_cpu(f"tests/server/conftest.py::{'auth_' if auth else ''}tracking_server (detached processes)",
-                   _stack_cpu_seconds(StateDir(state_dir)))
         try:
-            run_server_cli(state_dir, "stop", env=env)
-        finally:
-            shutil.rmtree(state_dir, ignore_errors=True)
+            if os.environ.get(CPU_LOG_ENV):  # the /proc scan only when the CPU probe asks for it
+                record_cpu(f"tests/server/conftest.py::{'auth_' if auth else ''}tracking_server "
+                           "(detached processes)", _stack_cpu_seconds(StateDir(state_dir)))
+        finally:  # the stack stops even when its count fails
+            try:
+                run_server_cli(state_dir, "stop", env=env)
+            finally:
+                shutil.rmtree(state_dir, ignore_errors=True)
 
 
 def _reused_server(uri: str) -> TrackingServer:
