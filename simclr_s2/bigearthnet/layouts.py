@@ -245,17 +245,17 @@ AUTO = "auto"
 VERSIONS = (AUTO, *LAYOUTS)
 
 
-def layout_named(name: str, what: str = "version") -> ArchiveLayout:
-    """The layout called `name`; a one-line ArchiveError naming `what` otherwise."""
-    if name not in LAYOUTS:
-        raise ArchiveError(f"{what}: {name!r} is not one of {', '.join(LAYOUTS)}")
+def layout_named(name: str, what: str = "version", *, auto_in: Path | None = None) -> ArchiveLayout:
+    """The layout called `name`; given `auto_in`, also `auto`: the layout whose root that folder looks like
+    (else FALLBACK). Any other name is a one-line ArchiveError naming `what` and the accepted names."""
+    accepted = tuple(LAYOUTS) if auto_in is None else VERSIONS
+    if name not in accepted:
+        raise ArchiveError(f"{what}: {name!r} is not one of {', '.join(accepted)}")
+    if name == AUTO and auto_in is not None:
+        return next((layout for layout in LAYOUTS.values() if layout.holds(auto_in)), FALLBACK)
     return LAYOUTS[name]
 
 
 def recognise(folder: Path, version: str = AUTO) -> ArchiveLayout:
     """The layout `version` names, or for auto the one whose root `folder` looks like (else FALLBACK)."""
-    if version not in VERSIONS:
-        raise ArchiveError(f"version: {version!r} is not one of {', '.join(VERSIONS)}")
-    if version != AUTO:
-        return LAYOUTS[version]
-    return next((layout for layout in LAYOUTS.values() if layout.holds(folder)), FALLBACK)
+    return layout_named(version, auto_in=folder)

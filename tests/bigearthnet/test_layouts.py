@@ -25,3 +25,12 @@ def test_the_parameters_list_the_registry():
     assert specs.LAYOUTS == tuple(LAYOUTS) and VERSIONS == ("auto", *LAYOUTS)
     with pytest.raises(ArchiveError, match=r"^layout: 'v3' is not one of v1, v2$"):
         layout_named("v3", "layout")
+
+
+def test_one_check_names_the_parameter_and_what_it_accepts(tmp_path):
+    """`auto` is a version only where a folder can be recognised; every refusal is the one message."""
+    with pytest.raises(ArchiveError, match=r"^version: 'v3' is not one of auto, v1, v2$"):
+        recognise(tmp_path, "v3")
+    with pytest.raises(ArchiveError, match=r"^layout: 'auto' is not one of v1, v2$"):
+        layout_named("auto", "layout")
+    assert recognise(tmp_path, "v2") is LAYOUTS["v2"] and recognise(tmp_path) is LAYOUTS["v1"]
