@@ -2,7 +2,8 @@
 
 Two sources give the same model inputs, up to the packed store's stated rounding of resampled bands
 (packed.py): `PatchDataset` reads GeoTIFFs per sample (small data, no store), `PackedDataset` reads rows of
-a packed store, already resampled, a batch at a time. `BatchLoader` batches any source in the calling
+a packed store, already resampled, a batch at a time, and `StoreRoundedPatchDataset` reads the GeoTIFFs
+rounded as a store holds them (the same inputs as the store, bit for bit). `BatchLoader` batches any source in the calling
 process and prepares the next batches in background threads while the model trains on this one: reading
 and converting rows release the GIL, and DataLoader worker processes would only add a copy of every batch
 between processes. On a busy machine (no core to spare) those threads only take turns with training for
@@ -31,7 +32,7 @@ from simclr_s2.bigearthnet.bands import (
     check_resampling,
     check_scaling,
 )
-from simclr_s2.bigearthnet.packed import PackedStore, open_or_pack
+from simclr_s2.bigearthnet.packed import PackedStore, open_or_pack, quantise
 from simclr_s2.bigearthnet.reader import patch_dir, read_pixels
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
@@ -98,6 +99,17 @@ class PatchDataset(Dataset[Batch]):
     def read_batch(self, indices: np.ndarray) -> Batch:
         x = torch.stack([self[int(i)][0] for i in indices])
         return x, self.labels[torch.as_tensor(indices, dtype=torch.long)]
+
+
+class StoreRoundedPatchDataset(PatchDataset):
+    """GeoTIFF reads rounded to the store's uint16 as packing rounds them (packed.quantise): a set scores the
+    same from the files as from a store, for commands that read a set without packing it."""
+
+    def __getitem__(self, i: int) -> Batch:
+        dn = read_pixels(
+            patch_dir(self.archive_root, self.names[i]), self.transform.bands, self.resampling, False
+        )
+        return torch.from_numpy(self.transform(quantise(dn))), self.labels[i]
 
 
 class PackedDataset(Dataset[Batch]):

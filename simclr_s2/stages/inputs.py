@@ -10,15 +10,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from simclr_s2.bigearthnet.bands import ZSCORE, Bands, Resampling
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
-from simclr_s2.bigearthnet.packed import PackedStore, StoreError, quantise
-from simclr_s2.bigearthnet.reader import patch_dir, read_pixels
+from simclr_s2.bigearthnet.packed import PackedStore, StoreError
+from simclr_s2.bigearthnet.reader import patch_dir
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
-from simclr_s2.learning.datasets import BatchLoader, PackedDataset, PatchDataset, make_loader
+from simclr_s2.learning.datasets import BatchLoader, PackedDataset, StoreRoundedPatchDataset, make_loader
 from simclr_s2.settings.context import Context
 from simclr_s2.study.splits import NATURAL, VAL_NATURAL, SplitManifest, SplitSet, load_manifest, load_sets
 from simclr_s2.tracking.artifacts import Fetcher
@@ -133,16 +132,6 @@ def _existing_store(ctx: Context, digest: str, bands: Bands, pool: list[str]) ->
     return store if packed_as == (digest, bands, RESAMPLING, tuple(pool)) else None
 
 
-class _StoreRounded(PatchDataset):
-    """GeoTIFF reads rounded to the store's uint16 as packing rounds them (packed.quantise), so a set scores
-    the same from the files as from a store (training and finetune's test scoring read the store)."""
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        dn = read_pixels(patch_dir(self.archive_root, self.names[i]), self.transform.bands, self.resampling,
-                         normalised=False)
-        return torch.from_numpy(self.transform(quantise(dn))), self.labels[i]
-
-
 def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarray | None, bands: Bands,
            batch_size: int, *, shuffle: bool, seed: int, digest: str, store_names: list[str] | None = None,
            pack: bool = True, scaling: str = ZSCORE) -> BatchLoader:
@@ -162,5 +151,5 @@ def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarra
                         f"and no GeoTIFFs in {archive_root}; make the store (fetch pack=splits bands=...) or "
                         "extract the archive (fetch extract=true)")
     source = (PackedDataset(store, labels, store.rows(names), scaling) if store is not None
-              else _StoreRounded(archive_root, names, labels, bands, RESAMPLING, scaling))
+              else StoreRoundedPatchDataset(archive_root, names, labels, bands, RESAMPLING, scaling))
     return BatchLoader(source, batch_size, shuffle, seed, device=distributed.device())

@@ -23,6 +23,7 @@ from simclr_s2.learning.datasets import (
     DeviceSource,
     PackedDataset,
     PatchDataset,
+    StoreRoundedPatchDataset,
     make_loader,
 )
 
@@ -183,6 +184,9 @@ def test_both_paths_give_the_same_batches(archive, names, digest, tmp_path) -> N
         for (x, y), (sx, sy), (rx, ry) in zip(store, superset, reference, strict=True):
             assert torch.equal(x, sx) and torch.equal(y, sy) and torch.equal(y, ry)
             assert x.dtype == torch.float32 and torch.all((x - rx).abs() <= ROUNDING)
+    rounded = StoreRoundedPatchDataset(archive, subset, labels)  # the GeoTIFFs as the store holds them
+    positions = np.array([5, 0, 7])
+    assert torch.equal(rounded.read_batch(positions)[0], store.source.read_batch(positions)[0])
 
 
 def test_scalings_against_raw_dn(archive, names, digest, tmp_path) -> None:
