@@ -2,10 +2,15 @@
 given, and the experiment the command's runs go to. Everything else reaches MLflow through the door of
 simclr_s2.tracking (which builds its client here, so a bad URI is the same one line everywhere); this
 and the experiment plugin are the settings' only MLflow code, since the settings sit below the tracking
-floor. Importing MLflow here, before experiment.py, lets MLflow load that plugin while it starts up."""
+floor. Importing MLflow here, before experiment.py, lets MLflow load that plugin while it starts up.
+
+A process makes one client per store: its first opening of a SQLite store imports MLflow's SQLAlchemy
+stores and checks the schema (about 2 CPU-s, most of `evaluate`'s look-up of its split, issue 23); MLflow
+caches the store itself, so a second client is cheap, but one is all a command needs."""
 
 from __future__ import annotations
 
+from functools import cache
 from pathlib import Path
 
 import mlflow
@@ -31,11 +36,25 @@ def default_tracking_uri() -> str:
     return mlflow.get_tracking_uri()
 
 
-def store_client(tracking_uri: str, registry_uri: str | None = None) -> MlflowClient:
-    """A client of exactly `tracking_uri` (and `registry_uri`, else the same store), or one line naming the
-    variable when MLflow cannot use it. The one place an MlflowClient is made (the door's too)."""
+class StoreClient(MlflowClient):
+    """A client that says which registry it was built with (MlflowClient keeps that URI private); the
+    fluent calls that read no client (tracking.process) are pointed at both of its URIs."""
+
+    def __init__(self, tracking_uri: str, registry_uri: str) -> None:
+        super().__init__(tracking_uri=tracking_uri, registry_uri=registry_uri)
+        self.registry_uri = registry_uri
+
+
+def store_client(tracking_uri: str, registry_uri: str | None = None) -> StoreClient:
+    """The client of exactly `tracking_uri` (and `registry_uri`, else the same store), one per process, or
+    one line naming the variable when MLflow cannot use it. The one place a client is made (the door's too)."""
+    return _client(tracking_uri, registry_uri or tracking_uri)
+
+
+@cache
+def _client(tracking_uri: str, registry_uri: str) -> StoreClient:
     try:
-        return MlflowClient(tracking_uri=tracking_uri, registry_uri=registry_uri or tracking_uri)
+        return StoreClient(tracking_uri, registry_uri)
     except MlflowException as error:
         raise UserError(f"MLFLOW_TRACKING_URI: cannot use {tracking_uri!r}: {error.message.splitlines()[0]}") \
             from None

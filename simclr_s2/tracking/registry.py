@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
-from mlflow.tracking import MlflowClient
 from mlflow.types import Schema, TensorSpec
 
 import simclr_s2
@@ -33,6 +32,7 @@ from simclr_s2.learning.encoder_source import EncoderSource
 from simclr_s2.learning.imported_weights import data_bands, import_encoder_state, read_state_dict
 from simclr_s2.learning.models import IrrigationClassifier, SimCLRModel
 from simclr_s2.learning.serving import ServedClassifier, is_rebuildable, rebuild, save_rebuildable
+from simclr_s2.settings.mlflow_store import StoreClient
 from simclr_s2.tracking.process import fluent_uris
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def signature(model: torch.nn.Module, example: np.ndarray) -> ModelSignature:
                           outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *output.shape[1:]))]))
 
 
-def log_and_register(client: MlflowClient, run_id: str, model: torch.nn.Module, registered_name: str,
+def log_and_register(client: StoreClient, run_id: str, model: torch.nn.Module, registered_name: str,
                      example: np.ndarray, tags: Mapping[str, object], *, aliases: tuple[str, ...] = (),
                      step: int = 0, finite: Mapping[str, float] | None = None) -> str:
     """Log `model` in run `run_id` as an MLflow logged model at `step` (so the metrics the run logged at
@@ -91,7 +91,8 @@ def log_and_register(client: MlflowClient, run_id: str, model: torch.nn.Module, 
         quiet, pytorch_log = _DeliberatePickle(), logging.getLogger("mlflow.pytorch")
         pytorch_log.addFilter(quiet)
         try:
-            with fluent_uris(*_uris(client)):  # log_model reads no client: it logs and registers process-wide
+            # log_model reads no client: it logs and registers process-wide
+            with fluent_uris(client.tracking_uri, client.registry_uri):
                 info = mlflow.pytorch.log_model(name="model", registered_model_name=registered_name, step=step,
                                                 run_id=run_id, model_id=logged.model_id,
                                                 pip_requirements=PIP_REQUIREMENTS, **how)
@@ -106,11 +107,6 @@ def log_and_register(client: MlflowClient, run_id: str, model: torch.nn.Module, 
     log.info("registered %s version %s%s", registered_name, version,
              f" as @{', @'.join(aliases)}" if aliases else "")
     return version
-
-
-def _uris(client: MlflowClient) -> tuple[str, str]:
-    """The tracking and registry URIs `client` was built with (MlflowClient shows the second only privately)."""
-    return client.tracking_uri, client._registry_uri
 
 
 def _pickled(model: torch.nn.Module, example: np.ndarray) -> dict[str, object]:
@@ -178,7 +174,7 @@ class ModelRef:
     run_id: str | None
 
 
-def resolve_model_uri(client: MlflowClient, uri: str, what: str = "pretrained") -> ModelRef:
+def resolve_model_uri(client: StoreClient, uri: str, what: str = "pretrained") -> ModelRef:
     """A models:/ URI pinned to its version, with tags and run; a runs:/<id>/... URI with its run."""
     match = re.fullmatch(r"models:/([^/@]+)(?:/(\w+)|@([\w-]+))", uri)
     if not match:
@@ -193,22 +189,40 @@ def resolve_model_uri(client: MlflowClient, uri: str, what: str = "pretrained") 
     return ModelRef(f"models:/{name}/{mv.version}", f"{name}/{mv.version}", dict(mv.tags), mv.run_id)
 
 
-def load_logged(client: MlflowClient, uri: str, kind: type[T], what: str) -> tuple[T, ModelRef]:
+def load_logged(client: StoreClient, uri: str, kind: type[T], what: str) -> tuple[T, ModelRef]:
     """A logged model of class `kind` from a registry or run URI, with where it came from; `what` names
     the parameter in the one-line error."""
     ref = resolve_model_uri(client, uri, what)
     try:
         with tempfile.TemporaryDirectory(prefix="simclr-s2-model-") as folder:
-            with fluent_uris(*_uris(client)):  # a models:/ URI is resolved in the process-wide registry only
-                local = Path(mlflow.artifacts.download_artifacts(artifact_uri=ref.uri, dst_path=folder))
-            extra = local / "extra_files"
-            model = rebuild(extra) if is_rebuildable(extra) else mlflow.pytorch.load_model(str(local),
-                                                                                           map_location="cpu")
+            with fluent_uris(client.tracking_uri, client.registry_uri):  # models:/ is resolved process-wide only
+                model = _load_downloaded(ref.uri, Path(folder))
     except (MlflowException, OSError, ValueError) as error:
         raise UserError(f"{what}: cannot load {uri}: {str(error).splitlines()[0]}") from None
     if not isinstance(model, kind):
         raise UserError(f"{what}: {uri} is a {type(model).__name__}, expected a {kind.__name__}")
     return model, ref
+
+
+REBUILD_FOLDER = "extra_files"  # a served classifier's weights and architecture (save_rebuildable)
+PICKLED_NEEDS = ("MLmodel", "data", "code")  # what mlflow.pytorch.load_model reads of a pickled model
+
+
+def _load_downloaded(uri: str, folder: Path) -> torch.nn.Module:
+    """The model logged at `uri`, downloading into `folder` only what loading reads: a served classifier's
+    rebuild files (half its folder; the pt2 program and the input examples stay behind), else the parts
+    of a pickled model that mlflow.pytorch.load_model reads."""
+    names = {Path(f.path).name for f in mlflow.artifacts.list_artifacts(artifact_uri=uri)}
+
+    def download(*parts: str) -> None:
+        for name in (p for p in parts if p in names):
+            mlflow.artifacts.download_artifacts(artifact_uri=f"{uri.rstrip('/')}/{name}", dst_path=str(folder))
+
+    download(REBUILD_FOLDER)
+    if is_rebuildable(folder / REBUILD_FOLDER):
+        return rebuild(folder / REBUILD_FOLDER)
+    download(*PICKLED_NEEDS)
+    return mlflow.pytorch.load_model(str(folder), map_location="cpu")
 
 
 def encoder_bands(tags: Mapping[str, str], in_channels: int) -> Bands | None:
@@ -221,7 +235,7 @@ def encoder_bands(tags: Mapping[str, str], in_channels: int) -> Bands | None:
     return Bands(known[in_channels]) if in_channels in known else None
 
 
-def load_pretrained(client: MlflowClient, spec: str, bands: Bands | None = None) -> Pretrained:
+def load_pretrained(client: StoreClient, spec: str, bands: Bands | None = None) -> Pretrained:
     """Load a SimCLR model from a registry URI (`models:/simclr-s2-encoder@ben`), a run's model
     (`runs:/<id>/model`) or a state-dict file (its arch inferred from the weights). `bands` None (auto) takes
     the encoder's own bands; any other band list must equal the encoder's, names and order."""

@@ -1,0 +1,66 @@
+"""Loading a logged model downloads only what loading reads, and a process opens one client per store
+(issue 23: evaluate copied the whole model folder, and every context made its own client)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+
+from simclr_s2.learning.models import IrrigationClassifier
+from simclr_s2.learning.serving import save_rebuildable
+from simclr_s2.settings.mlflow_store import store_client
+from simclr_s2.tracking.registry import load_logged
+
+LEFT_BEHIND = ("input_example.json", "serving_input_example.json", "requirements.txt")
+
+
+def _downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The artifact URIs load_logged downloads, recorded as it goes."""
+    asked: list[str] = []
+    download = mlflow.artifacts.download_artifacts
+
+    def recorded(**options: str) -> str:
+        asked.append(Path(options["artifact_uri"]).name)
+        return download(**options)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", recorded)
+    return asked
+
+
+def _with_extras(folder: Path) -> str:
+    for name in LEFT_BEHIND:
+        (folder / name).write_text("{}")
+    return str(folder)
+
+
+def test_a_served_classifier_is_rebuilt_from_its_rebuild_files_alone(store, tmp_path, monkeypatch):
+    torch.manual_seed(0)
+    model = IrrigationClassifier.from_scratch("resnet18", 3).eval()
+    logged = tmp_path / "model"
+    (logged / "extra_files").mkdir(parents=True)
+    (logged / "data").mkdir()
+    (logged / "data" / "model.pt2").write_bytes(b"not read")
+    save_rebuildable(model, logged / "extra_files")
+    asked = _downloads(monkeypatch)
+    loaded, _ = load_logged(store_client(store), _with_extras(logged), IrrigationClassifier, "model_uri")
+    assert asked == ["extra_files"]
+    assert all(torch.equal(a, b) for a, b in zip(loaded.state_dict().values(), model.state_dict().values(),
+                                                 strict=True))
+
+
+def test_a_pickled_model_downloads_what_mlflow_loads_it_from(store, tmp_path, monkeypatch):
+    model = torch.nn.Linear(3, 1)
+    logged = tmp_path / "model"
+    mlflow.pytorch.save_model(model, str(logged), serialization_format="pickle", pip_requirements=[])
+    asked = _downloads(monkeypatch)
+    loaded, _ = load_logged(store_client(store), _with_extras(logged), torch.nn.Linear, "pretrained")
+    assert sorted(asked) == ["MLmodel", "data"] and torch.equal(loaded.weight, model.weight)
+
+
+def test_one_client_per_store_and_it_names_its_registry(store, tmp_path):
+    other = f"sqlite:///{tmp_path}/registry.db"
+    assert store_client(store) is store_client(store, store)
+    assert store_client(store, other).registry_uri == other and store_client(store).registry_uri == store
