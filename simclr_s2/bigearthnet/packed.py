@@ -123,8 +123,9 @@ class PackedStore:
 
     Model inputs (`read_inputs`) are converted straight from the memory map: the page cache's own pages,
     no copy of the uint16 rows first. Stored rows (`read_dn`, for pinned memory) are copied with one `pread`
-    each. Either way, rows the disk must serve are asked for all at once (WILLNEED hints), so a store
-    larger than RAM is read many rows at a time (about 3x the rate of page faults alone, measured here).
+    each. A reader names the rows it will read next (`advise`, once per batch), and rows the disk must serve
+    are then asked for all at once (WILLNEED hints), so a store larger than RAM is read many rows at a time
+    (about 3x the rate of page faults alone, measured here).
     """
 
     def __init__(
@@ -136,10 +137,12 @@ class PackedStore:
         self.resampling = resampling
         self.index_digest = index_digest
         self.pixels: np.memmap = np.load(self.path / PIXELS_FILE, mmap_mode="r")
+        # the same pages as a plain array: a row of it is a view, without np.memmap's Python-level slicing
+        self._mapped = self.pixels.view(np.ndarray)
         self.row_shape = (len(self.bands), PATCH_SIZE, PATCH_SIZE)
         self._row_bytes = math.prod(self.row_shape) * 2
         self._fd = os.open(self.path / PIXELS_FILE, os.O_RDONLY)
-        self._cold = True  # did the last batch wait for the disk? (hint the next one: `advise`)
+        self._cold = True  # is the store out of the page cache? (hint the next batch: `advise`)
         weakref.finalize(self, os.close, self._fd)
         self._row = {n: i for i, n in enumerate(self.names)}
 
@@ -197,20 +200,23 @@ class PackedStore:
         nearly in sequence. Whether the batch waited for the disk (major page faults) decides `advise`."""
         rows = self._checked(rows)
         out = np.empty((len(rows), *self.row_shape), np.float32)
-        self.advise(rows)
         faults = _major_faults()
         for k in np.argsort(rows, kind="stable"):
-            transform(self.pixels[rows[k]], out=out[k])
-        self._cold = _major_faults() > faults
+            transform(self._mapped[rows[k]], out=out[k])
+        self._cold |= _major_faults() > faults
         return out
 
     def advise(self, rows: Sequence[int] | np.ndarray) -> None:
-        """Ask the disk for `rows` now (WILLNEED), in file order, when the last batch read had to wait for
-        it: a loader names its next batch here, so the disk reads it while this one is converted. A store
-        in the page cache skips the hints (they cost a system call a row)."""
+        """Ask the disk for `rows` now (WILLNEED), in file order, while the store is out of the page cache:
+        a loader names each batch here once, before it is read (the next one while this one is converted,
+        so the disk reads it meanwhile). The store counts as cached from hints that sent nothing to the
+        disk until a read waits for it (a fresh store: not cached), so a store in the page cache skips the
+        hints (they cost a system call a row) and a cold one hints every batch; the reads never hint."""
         if self._cold:
+            blocks = _blocks_read()
             for row in np.sort(self._checked(rows)):
                 os.posix_fadvise(self._fd, self._offset(row), self._row_bytes, os.POSIX_FADV_WILLNEED)
+            self._cold = _blocks_read() > blocks
 
     def _checked(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
@@ -221,26 +227,20 @@ class PackedStore:
     def _read_each(self, rows: np.ndarray, into: Callable[[int], np.ndarray]) -> Iterator[int]:
         """Read rows[k] into `into(k)` and yield k, for each k in turn.
 
-        A row in the page cache is read without waiting (RWF_NOWAIT); at the first one that is not, the
-        kernel is asked for all the rows left at once (WILLNEED), so the disk serves many at a time.
+        A row in the page cache is read without waiting (RWF_NOWAIT); one that is not tells `advise` to hint.
         """
-        asked = False
         for k, row in enumerate(rows):
             buffer, offset = memoryview(into(k)).cast("B"), self._offset(row)
             try:
                 got = os.preadv(self._fd, [buffer], offset, os.RWF_NOWAIT)
             except OSError:  # not cached (EAGAIN), or a kernel without RWF_NOWAIT: read it the plain way
                 got = 0
-            if got < self._row_bytes and not asked:
-                for later in rows[k:]:
-                    os.posix_fadvise(self._fd, self._offset(later), self._row_bytes, os.POSIX_FADV_WILLNEED)
-                asked = True
             if got < self._row_bytes:
+                self._cold = True
                 got += os.preadv(self._fd, [buffer[got:]], offset + got)
             if got != self._row_bytes:
                 raise StoreError(f"{self.path}: {PIXELS_FILE} is truncated at row {row}")
             yield k
-        self._cold = asked
 
     def _offset(self, row: int) -> int:
         return self.pixels.offset + int(row) * self._row_bytes
@@ -249,6 +249,11 @@ class PackedStore:
 def _major_faults() -> int:
     """Page faults this thread waited on the disk for: a batch without any was served by the page cache."""
     return resource.getrusage(resource.RUSAGE_THREAD).ru_majflt
+
+
+def _blocks_read() -> int:
+    """Blocks this thread sent the disk to read, hints included: hints on cached rows send none."""
+    return resource.getrusage(resource.RUSAGE_THREAD).ru_inblock
 
 
 def _read_meta(path: Path) -> dict | None:

@@ -288,13 +288,13 @@ class BatchLoader:
         ahead = self.read_ahead()
         if not ahead:
             for b, batch in enumerate(batches):
-                yield self._arrived(*self._load(batch, stream, batches[b + 1 : b + 2]))
+                yield self._arrived(*self._load(batch, stream, _named(batches, b)))
             return
         pool = ThreadPoolExecutor(ahead, thread_name_prefix="batch-loader")
         pending: deque[Future] = deque()
         try:
             for b, batch in enumerate(batches):
-                pending.append(pool.submit(self._load, batch, stream, batches[b + 1 : b + 2]))
+                pending.append(pool.submit(self._load, batch, stream, _named(batches, b)))
                 if len(pending) > ahead:
                     yield self._arrived(*pending.popleft().result())
             while pending:
@@ -303,12 +303,13 @@ class BatchLoader:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def _load(
-        self, positions: np.ndarray, stream: torch.cuda.Stream | None, upcoming: list[np.ndarray]
+        self, positions: np.ndarray, stream: torch.cuda.Stream | None, named: list[np.ndarray]
     ) -> tuple[Batch, torch.cuda.Event | None]:
         """One batch, in a loader thread: on the CPU, or copied (and finished) on `stream`. A source that
-        can (`advise`) is told of the `upcoming` batch first, so its disk reads that one meanwhile."""
-        if upcoming and hasattr(self.source, "advise"):
-            self.source.advise(upcoming[0])
+        can (`advise`) is told of the batches `named` first, so its disk reads them meanwhile."""
+        if hasattr(self.source, "advise"):
+            for upcoming in named:
+                self.source.advise(upcoming)
         if stream is None:
             return self.source.read_batch(positions), None
         on_device = isinstance(self.source, DeviceSource)
@@ -335,6 +336,12 @@ class BatchLoader:
         if self.world == 1:
             return local
         return torch.stack(distributed.all_gather(local), 1).flatten(0, 1)[: self.samples]
+
+
+def _named(batches: list[np.ndarray], b: int) -> list[np.ndarray]:
+    """The batches a source is told of before batch b is read, each batch once in an epoch: the next one,
+    and for the first batch that one too (nothing named it before)."""
+    return batches[b + 1 : b + 2] if b else batches[:2]
 
 
 def gather_epoch(batches: Iterable[Batch], local: torch.Tensor) -> torch.Tensor:

@@ -3,6 +3,7 @@ reproducible per (seed, epoch), and reading ahead in threads changes nothing but
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
@@ -244,39 +245,63 @@ def test_make_loader_rejects_bad_requests(archive, names, digest, tmp_path) -> N
         )
 
 
-def test_a_source_that_can_is_told_of_each_next_batch() -> None:
+def test_a_source_that_can_is_told_of_each_batch_once_before_it_is_read() -> None:
     class Advised(Positions):
         def __init__(self) -> None:
             super().__init__(10)
             self.told: list[list[int]] = []
+            self.read: list[list[int]] = []
 
         def advise(self, indices: np.ndarray) -> None:
             self.told.append(indices.tolist())
+
+        def read_batch(self, indices: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+            assert indices.tolist() in self.told  # named before it is read
+            self.read.append(indices.tolist())
+            return super().read_batch(indices)
 
     expected = _order(BatchLoader(Positions(10), 4, shuffle=True, seed=5))
     for prefetch in (0, 2):
         source = Advised()
         batches = [x.tolist() for x, _ in BatchLoader(source, 4, shuffle=True, seed=5, prefetch=prefetch)]
         assert [i for batch in batches for i in batch] == expected
-        assert sorted(source.told) == sorted(batches[1:])  # each batch but the first, before it is read
+        assert sorted(source.told) == sorted(batches)  # each batch once, the first one too
+    inline = Advised()
+    for _ in BatchLoader(inline, 4, prefetch=0):
+        pass
+    assert inline.told[:2] == inline.read[:1] + inline.read[1:2]  # batch 1 is named before batch 0 is read
+    assert inline.told[2] == inline.read[2] and len(inline.told) == 3
 
 
-def test_the_store_hints_the_disk_only_after_a_batch_that_waited_for_it(
+def test_the_store_hints_each_batch_once_while_it_is_out_of_the_page_cache(
     archive, names, digest, tmp_path, monkeypatch
 ) -> None:
-    loader = make_loader(archive, names, None, batch_size=4, store_dir=tmp_path / "s", index_digest=digest)
-    store = loader.source.store
     hinted: list[int] = []
     monkeypatch.setattr(os, "posix_fadvise", lambda fd, offset, length, advice: hinted.append(offset))
-    faults = iter([0, 0, 0, 3])  # the first batch read found every row cached, the second did not
-    monkeypatch.setattr(packed, "_major_faults", lambda: next(faults))
-    rows = np.array([7, 2, 2, 5])
-    x = store.read_inputs(rows, loader.source.transform)
-    assert len(hinted) == 4 and hinted == sorted(hinted)  # a fresh store asks: in file order
-    np.testing.assert_array_equal(x, loader.source.transform(store.read_dn(rows)))  # in the rows' order
+    disk = itertools.count()
+    monkeypatch.setattr(packed, "_blocks_read", lambda: next(disk))  # every hint sends the disk reads
+    common = {"batch_size": 4, "shuffle": True, "store_dir": tmp_path / "s", "index_digest": digest}
+    for prefetch in (0, 2):
+        loader = make_loader(archive, names, None, **common, prefetch=prefetch)
+        source, store = loader.source, loader.source.store
+        offsets = store.pixels.offset + source.rows[loader.order(0)] * store.pixels[0].nbytes
+        hinted.clear()
+        for _ in loader:
+            pass
+        assert sorted(hinted) == sorted(offsets.tolist())  # every row of the epoch hinted once
+        if prefetch == 0:
+            assert hinted[4:8] == sorted(hinted[4:8])  # each batch in file order
+    monkeypatch.setattr(packed, "_blocks_read", lambda: 0)  # hints that send nothing: the store is cached
+    loader = make_loader(archive, names, None, **common, prefetch=0)
+    store, rows = loader.source.store, np.array([7, 2, 2, 5])
     hinted.clear()
+    for _ in loader:
+        pass
+    assert len(hinted) == 4  # a fresh store hinted its first batch and, finding it cached, no more
+    faults = itertools.count()
+    monkeypatch.setattr(packed, "_major_faults", lambda: next(faults))  # a read that waits for the disk
+    x = store.read_inputs(rows, loader.source.transform)
+    np.testing.assert_array_equal(x, loader.source.transform(store.read_dn(rows)))  # in the rows' order
+    assert len(hinted) == 4  # reads never hint ...
     store.advise(rows)
-    store.read_inputs(rows, loader.source.transform)
-    assert hinted == []  # the page cache served the last batch
-    store.advise(rows)
-    assert len(hinted) == 4
+    assert len(hinted) == 8  # ... but the next batch named after one that waited is
