@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ from simclr_s2.study.stats import LEVEL
 BAR_METRICS = ("test_accuracy", "test_f1")  # the write-up's Figures 1 and 2
 PERCENT = f"{100 * LEVEL:g} %"  # the level of every interval shown: "95 %"
 PAIRED_NAMES = {"accuracy": "accuracy", "f1": "F1"}
+CHARACTER_EM = 0.6
+"""A character's width in ems, a little above DejaVu Sans' average, so that text broken by `_fitted` fits."""
 
 
 def caption(comparison: Comparison) -> str:
@@ -121,7 +124,7 @@ def plot_bars(comparison: Comparison, metric: str, path: Path, title: str) -> Pa
     ax.set(xlabel="labelled training data (fraction of the balanced set)", ylabel=f"test {METRICS[metric]}",
            ylim=(0, 1.3), title=title)
     ax.legend(loc="upper center", ncols=min(len(conditions), 4), fontsize=7, frameon=False)
-    fig.text(0.01, 0.01, caption(comparison), fontsize=6)
+    fig.supxlabel(_fitted(fig, caption(comparison), 6), fontsize=6)
     return _save(fig, path)
 
 
@@ -147,7 +150,7 @@ def plot_lines(comparison: Comparison, path: Path, title: str) -> Path:
         ax.set_xticks(x, [str(f) for f in fractions])
         ax.set(xlabel="labelled training data (%)", ylabel=f"test {name}")
     axes[0].legend(loc="lower right", fontsize=7)
-    fig.suptitle(f"{title}\n{caption(comparison)}", fontsize=9)
+    fig.suptitle(_fitted(fig, f"{title}\n{caption(comparison)}", 9), fontsize=9)
     return _save(fig, path)
 
 
@@ -177,8 +180,8 @@ def plot_paired(comparison: Comparison, path: Path, title: str) -> Path:
         ax.set_xticks(fractions, [str(f) for f in fractions])
         ax.set(xlabel="labelled training data (%)", ylabel=f"difference in test {PAIRED_NAMES[metric]}")
     axes[0].legend(loc="best", fontsize=7)
-    fig.suptitle(f"{title}: paired differences, {PERCENT} intervals\n{comparison.method}; number = seed pairs",
-                 fontsize=9)
+    fig.suptitle(_fitted(fig, f"{title}: paired differences, {PERCENT} intervals\n{comparison.method}; number = "
+                              "seed pairs", 9), fontsize=9)
     return _save(fig, path)
 
 
@@ -198,8 +201,16 @@ def plot_reliability(comparison: Comparison, path: Path, title: str) -> Path:
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability", ylabel="observed share irrigated",
                title=f"{fraction} %")
     axes[0].legend(loc="upper left", fontsize=6)
-    fig.suptitle(f"{title}: calibration on the natural-prevalence test set (10 bins, seeds pooled)", fontsize=9)
+    fig.suptitle(_fitted(fig, f"{title}: calibration on the natural-prevalence test set (10 bins, seeds pooled)", 9),
+                 fontsize=9)
     return _save(fig, path)
+
+
+def _fitted(fig: Figure, text: str, points: float) -> str:
+    """`text` with each of its lines broken to the figure's width: a caption naming its interval method
+    (folds pooled, spatial groups) runs longer than any figure is wide. The figure's layout then makes room."""
+    width = int(fig.get_figwidth() * 72 / (CHARACTER_EM * points))
+    return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
 
 
 def _save(fig: Figure, path: Path) -> Path:

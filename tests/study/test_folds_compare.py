@@ -11,10 +11,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 
 from simclr_s2.errors import UserError
 from simclr_s2.learning.metrics import binary_metrics
-from simclr_s2.study import stats
+from simclr_s2.study import report, stats
 from simclr_s2.study.comparison import compare, country_metrics
 from simclr_s2.study.report import write_report
 
@@ -111,6 +114,22 @@ def test_per_fold_and_per_country_tables(result, tmp_path: Path) -> None:
     assert {"folds.csv", "countries.csv"} <= files
     page = (tmp_path / "report.html").read_text()
     assert "<h2>Folds</h2>" in page and "<h2>Countries</h2>" in page and "Portugal" in page
+
+
+def test_every_caption_fits_its_figure(result, tmp_path: Path, monkeypatch) -> None:
+    """The pooled folds' interval method is the longest caption: every line of every figure's text stays
+    inside the figure it is drawn on (it ran past the right edge of bars_f1.png)."""
+    saved: list[Figure] = []
+    save = report._save
+    monkeypatch.setattr(report, "_save", lambda fig, path: saved.append(fig) or save(fig, path))
+    write_report(result, tmp_path, "scheme basic")
+    assert len(saved) == 4 and any("folds pooled" in t.get_text() for f in saved for t in f.findobj(Text))
+    for fig in saved:
+        renderer = FigureCanvasAgg(fig).get_renderer()
+        for text in (t for t in fig.findobj(Text) if t.get_visible() and t.get_text()):
+            box = text.get_window_extent(renderer)
+            assert fig.bbox.x0 <= box.x0 and box.x1 <= fig.bbox.x1, text.get_text()
+            assert fig.bbox.y0 <= box.y0 and box.y1 <= fig.bbox.y1, text.get_text()
 
 
 def test_without_predictions_a_seed_is_the_mean_over_its_folds() -> None:
