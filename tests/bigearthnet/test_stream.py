@@ -9,16 +9,24 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import pytest
 import rasterio
 
-from simclr_s2.bigearthnet import packed, reader, reben
+from simclr_s2.bigearthnet import packed, reader, reben, stream
 from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.index import ArchiveError, build_index, rejected_path_for
 from simclr_s2.bigearthnet.reader import V2_MAPS, V2_PATCHES
-from simclr_s2.bigearthnet.stream import HANDOFF_PREFIX, extract, stream_index, stream_pack, write_tar_zst
+from simclr_s2.bigearthnet.stream import (
+    HANDOFF_PREFIX,
+    extract,
+    members,
+    stream_index,
+    stream_pack,
+    write_tar_zst,
+)
 from simclr_s2.faults import FAULT_ENV
 
 DIGEST = "d" * 64
@@ -104,6 +112,18 @@ def test_a_damaged_archive_stops_naming_the_member_and_leaves_no_store(release, 
                                            rf"{V2_PATCHES}/.*unfinished store .* is removed"):
         stream_pack(archive, names, tmp_path / "store", BANDS, DIGEST, release["root"], workers=1)
     assert sorted(p.name for p in tmp_path.iterdir()) == [".store.lock", archive.name]
+
+
+def test_a_walk_stopped_early_stops_its_decompressing_thread(release, monkeypatch):
+    def decompressing() -> int:
+        return sum(t.name == "zstd-ahead" for t in threading.enumerate())
+
+    monkeypatch.setattr(stream, "CHUNK", 4096)  # many more blocks than the thread may make ahead: it waits
+    walk = members(release["files"] / "BigEarthNet-S2.tar.zst", lambda m: True)
+    next(walk)
+    assert decompressing() == 1
+    walk.close()
+    assert decompressing() == 0
 
 
 def test_a_truncated_maps_archive_stops_the_index(release, tmp_path):
