@@ -44,12 +44,12 @@ FULL_ARCHIVE = 549_488
 
 
 def _torch_rows(native: list[dict[str, np.ndarray]], bands: tuple[str, ...], resampling: str) -> np.ndarray:
-    """The rows as the pack made them before `stream._rows`: every band through torch (the same bits)."""
+    """The rows as the pack made them before `packed.store_rows`: every band through torch (the same bits)."""
     batch = {band: np.stack([patch[band] for patch in native]) for band in bands}
     return packed.quantise(band_math.stack_bands(batch, bands, resampling))
 
 
-PACKS = {"pack": nullcontext, "pack, torch's bicubic": lambda: mock.patch.object(stream, "_rows", _torch_rows)}
+PACKS = {"pack": nullcontext, "pack, torch's bicubic": lambda: mock.patch.object(packed, "store_rows", _torch_rows)}
 """The packs timed: as it runs, and with the resampling it had before (the workers fork with it)."""
 
 

@@ -12,6 +12,7 @@ starts another). Points:
   claim@0           a run is made and tagged, its claim on the key not yet written (tracking/tracker.py)
   resumed@0         a resumed run holds its carried-over history, training not yet started
   stream_chunk@<k>  a streamed pack recorded its k-th chunk of rows as safe on disk (bigearthnet/stream.py)
+  pack_chunk@<k>  a pack from unpacked files has its k-th chunk of rows written (bigearthnet/packed.py)
   download@<bytes>  a download holds <bytes> bytes of its file (bigearthnet/download.py)
 Unset, every point is a no-op.
 """

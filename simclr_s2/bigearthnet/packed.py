@@ -29,6 +29,7 @@ pack (of any process) starts that folder again.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import fcntl
 import hashlib
 import json
@@ -37,6 +38,8 @@ import math
 import os
 import resource
 import shutil
+import signal
+import sys
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -49,7 +52,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from simclr_s2 import disk
+from simclr_s2 import disk, faults
 from simclr_s2.bigearthnet import bicubic, reader
 from simclr_s2.bigearthnet.bands import (
     NATIVE_SIZE,
@@ -116,6 +119,44 @@ def quantise(x: np.ndarray) -> np.ndarray:
     place), then cast (exact: whole numbers in range)."""
     np.clip(x, 0, DN_MAX, out=x)
     return np.rint(x, out=x).astype(np.uint16)
+
+
+def store_rows(native: Sequence[dict[str, np.ndarray]], bands: tuple[str, ...], resampling: str) -> np.ndarray:
+    """The store's uint16 rows of a chunk's patches (their native rasters by band): `quantise(bands.stack_bands(
+    batch, bands, resampling))` bit for bit, for less. A 10 m band's uint16 pixels are its rows already
+    (quantising a whole number in range gives it back), so they are copied into place once; only the other
+    bands are stacked, resampled (`bicubic.stack_bands`) and quantised."""
+    rows = np.empty((len(native), len(bands), PATCH_SIZE, PATCH_SIZE), np.uint16)
+    kept = [i for i, b in enumerate(bands)
+            if all(p[b].shape == rows.shape[-2:] and p[b].dtype == np.uint16 for p in native)]
+    for row, patch in zip(rows, native, strict=True):
+        for i in kept:
+            row[i] = patch[bands[i]]
+    resampled = [i for i in range(len(bands)) if i not in kept]
+    if resampled:
+        names = [bands[i] for i in resampled]
+        batch = {band: np.stack([patch[band] for patch in native]) for band in names}
+        rows[:, resampled] = quantise(bicubic.stack_bands(batch, names, resampling))
+    return rows
+
+
+def worker_pool(workers: int) -> ProcessPoolExecutor:
+    """The packing processes: one torch thread each (the processes are the parallelism), and on Linux each
+    dies with the process that made it, so a pack killed outright (SIGKILL, a lost session) leaves no
+    worker holding its caller's pipes or memory."""
+    return ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(os.getpid(),))
+
+
+def _start_worker(parent: int) -> None:
+    torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:  # the parent died before the signal was asked for
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
+"""prctl(2): the signal a process gets when the thread that forked it ends (the pool forks in the caller's)."""
 
 
 class PackedStore:
@@ -419,18 +460,26 @@ def _write(archive_root: Path, want: _Request, out: Path, workers: int | None, d
         bands=want.bands,
         resampling=want.resampling,
     )
+    written = 0
+
+    def record(n: int) -> None:
+        nonlocal written
+        progress.update(n)
+        faults.point("pack_chunk", written)
+        written += 1
+
     with tqdm(total=len(names), unit="patch", desc=f"packing {desc}", disable=None) as progress:
         if workers == 1:
             for part, start in chunks:
-                progress.update(task(part, start))
+                record(task(part, start))
         else:
-            pool = ProcessPoolExecutor(max_workers=workers, initializer=torch.set_num_threads, initargs=(1,))
+            pool = worker_pool(workers)
             try:
                 futures = {pool.submit(task, part, start) for part, start in chunks}
                 while futures:
                     done, futures = wait(futures, return_when=FIRST_EXCEPTION)
                     for f in done:
-                        progress.update(f.result())  # re-raises a worker's error
+                        record(f.result())  # re-raises a worker's error
             finally:
                 # On an error, drop the queued chunks instead of reading them for nothing.
                 pool.shutdown(wait=True, cancel_futures=True)
@@ -481,8 +530,7 @@ def _pack_chunk(
             # Re-raised as a one-argument error: PatchError's own arguments do not survive the
             # trip back from a worker process (it would surface as a BrokenProcessPool).
             raise PackError(f"packing {archive_root}: {e}") from None
-    batch = {band: np.stack([patch[band] for patch in native]) for band in bands}
-    rows = quantise(bicubic.stack_bands(batch, bands, resampling))
+    rows = store_rows(native, bands, resampling)
     fd = os.open(out, os.O_WRONLY)
     try:
         if os.pwrite(fd, rows, at + start * rows[0].nbytes) != rows.nbytes:

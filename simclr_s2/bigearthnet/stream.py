@@ -34,17 +34,16 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Generator, Iterator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
-import torch
 import zstandard
 from tqdm import tqdm
 
 from simclr_s2 import faults
-from simclr_s2.bigearthnet import bicubic, packed, reben
+from simclr_s2.bigearthnet import packed, reben
 from simclr_s2.bigearthnet.bands import PATCH_SIZE
 from simclr_s2.bigearthnet.index import ArchiveError, IndexResult, write_v2_index
 from simclr_s2.bigearthnet.reader import (
@@ -324,7 +323,7 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
     at = np.load(pixels, mmap_mode="r").offset
     how = {"out": pixels, "at": at, "bands": want.bands, "resampling": want.resampling, "archive": archive.name}
     workers = max(1, min(workers or os.cpu_count() or 1, len(want.names)))
-    pool = ProcessPoolExecutor(workers, initializer=torch.set_num_threads, initargs=(1,)) if workers > 1 else None
+    pool = packed.worker_pool(workers) if workers > 1 else None
     handoff = contextlib.ExitStack()
     folder = handoff.enter_context(_handoff_folder()) if pool is not None else None
     running: set[Future] = set()
@@ -463,15 +462,14 @@ def _pack_chunk(
     patches: list[_Patch], *, out: Path, at: int, bands: tuple[str, ...], resampling: str, archive: str
 ) -> list[int]:
     """The packer's chunk (`packed._pack_chunk`) for patches whose band files are in memory: decoded with
-    the packer's fast reader (`packed.decode_band`), resampled (the 20 m bands' bicubic by `bicubic`, the
-    same bits as the packer's torch) and quantised as one batch, each row written
-    to its place and synced to disk. Returns the rows written."""
+    the packer's fast reader (`packed.decode_band`), made rows by the packer's `store_rows` as one batch,
+    each row written to its place and synced to disk. Returns the rows written."""
     native = []
     for _, name, files in patches:
         decoded = {band: packed.decode_band(files[band], band) for band in bands}
         native.append(decoded if all(v is not None for v in decoded.values()) else
                       _read_as_files(name, files, bands, archive))
-    rows = _rows(native, bands, resampling)
+    rows = packed.store_rows(native, bands, resampling)
     fd = os.open(out, os.O_WRONLY)
     try:
         for (row, _, _), pixels in zip(patches, rows, strict=True):
@@ -481,25 +479,6 @@ def _pack_chunk(
     finally:
         os.close(fd)
     return [row for row, _, _ in patches]
-
-
-def _rows(native: list[dict[str, np.ndarray]], bands: tuple[str, ...], resampling: str) -> np.ndarray:
-    """The store's uint16 rows of a chunk's patches: `packed.quantise(bands.stack_bands(batch, bands,
-    resampling))` bit for bit, for less. A 10 m band's uint16 pixels are its rows already (quantising a whole
-    number in range gives it back), so they are copied into place once; only the other bands are stacked,
-    resampled (`bicubic.stack_bands`) and quantised."""
-    rows = np.empty((len(native), len(bands), PATCH_SIZE, PATCH_SIZE), np.uint16)
-    kept = [i for i, b in enumerate(bands)
-            if all(p[b].shape == rows.shape[-2:] and p[b].dtype == np.uint16 for p in native)]
-    for row, patch in zip(rows, native, strict=True):
-        for i in kept:
-            row[i] = patch[bands[i]]
-    resampled = [i for i in range(len(bands)) if i not in kept]
-    if resampled:
-        names = [bands[i] for i in resampled]
-        batch = {band: np.stack([patch[band] for patch in native]) for band in names}
-        rows[:, resampled] = packed.quantise(bicubic.stack_bands(batch, names, resampling))
-    return rows
 
 
 def _read_as_files(name: str, files: dict[str, bytes], bands: tuple[str, ...], archive: str) -> dict[str, np.ndarray]:

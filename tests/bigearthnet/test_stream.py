@@ -159,6 +159,26 @@ def test_a_pack_killed_after_a_chunk_continues_there(release, tmp_path, caplog):
     _same_store(packed.pack(root, names, tmp_path / "packed", BANDS, DIGEST, workers=1).path, streamed.path)
 
 
+PACKS_KILLED = {
+    "stream": ("stream_chunk@0", "stream.stream_pack(sys.argv[1], names, sys.argv[2], bands, digest, sys.argv[3], 2)"),
+    "plain": ("pack_chunk@0", "packed.pack(sys.argv[3], names, sys.argv[2], bands, digest, workers=2)"),
+}
+
+
+@pytest.mark.parametrize("kind", PACKS_KILLED)
+def test_a_killed_pack_leaves_no_worker_behind(release, tmp_path, kind):
+    """Killed once a chunk is done, the pack's workers die with it: else they would wait for work forever,
+    holding the caller's pipes (this run would not return) and their memory."""
+    fault, call = PACKS_KILLED[kind]
+    code = (f"import sys; from simclr_s2.bigearthnet import packed, stream; packed.MAX_CHUNK = 4; "
+            f"names, bands, digest = {_names(release['root'])!r}, {BANDS!r}, {DIGEST!r}; {call}")
+    killed = subprocess.run([sys.executable, "-c", code, release["files"] / "BigEarthNet-S2.tar.zst",
+                             tmp_path / "store", release["root"]], env={**os.environ, FAULT_ENV: fault},
+                            capture_output=True, text=True, check=False, timeout=120)  # returns once the pipes close
+    assert killed.returncode == -9, killed.stderr
+    assert not (tmp_path / "store").exists()
+
+
 def test_chunks_left_in_flight_by_a_killed_pack_are_removed_by_the_next(release, tmp_path):
     gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
                           check=True)
