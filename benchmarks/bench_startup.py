@@ -1,6 +1,6 @@
 """Start-up of a command: `python -m simclr_s2 finetune --help` and a refused parameter, against a bare
 interpreter that imports torch and mlflow (what the entry points paid before they parsed first) and against
-`python -c pass`, interleaved (A B C A B C ...), each the median of its runs, with the load average.
+`python -c pass`, interleaved (A B C, C B A, ...), each the median of its runs, with the load average.
 
 Then start to first training: `finetune` (every layer, one epoch, on a small demo chain made beforehand)
 from its start until its first epoch's checkpoint is being written (the fault point checkpoint_write@0
@@ -162,12 +162,19 @@ CLASSIFIER = "models:/simclr-s2-irrigation/1"  # this tree's registered fine-tun
 Command = tuple[Callable[[int], list[str]], dict[str, str], bool]  # (round -> argv, environment, killed)
 
 
+def _in_turn(commands: dict[str, object], round_: int) -> list[str]:
+    """The order of round `round_` (1, 2, ...): A B C, then C B A, so no command always runs last, after the
+    others have warmed the page cache or while the load changes (as bench_loader)."""
+    return list(commands)[:: 1 if round_ % 2 else -1]
+
+
 def interleaved(commands: dict[str, Command], repeats: int) -> dict[str, Rate]:
-    """Each command's median wall and CPU seconds over `repeats` rounds (A B C A B C ...), as rates, printed
+    """Each command's median wall and CPU seconds over `repeats` rounds (A B C, C B A, ...), as rates, printed
     beside the last (`bare`) one's."""
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
     for round_ in range(1, repeats + 1):
-        for name, (command, env, killed) in commands.items():
+        for name in _in_turn(commands, round_):
+            command, env, killed = commands[name]
             times[name].append(timed(command(round_), env, killed))
         print(f"round {round_}: " + ", ".join(f"{k} {v[-1][0]:.2f} s ({v[-1][1]:.2f} CPU-s)" for k, v in times.items())
               + f", load {os.getloadavg()[0]:.1f}")
@@ -210,9 +217,9 @@ def evaluate(chain: Demo, repeats: int) -> list[Figure]:
 def start_up(repeats: int) -> list[Figure]:
     """`--help` and a refusal against a bare interpreter importing torch and mlflow, interleaved."""
     times: dict[str, list[float]] = {name: [] for name in COMMANDS}
-    for _ in range(repeats):
-        for name, command in COMMANDS.items():
-            times[name].append(seconds(command))
+    for round_ in range(1, repeats + 1):
+        for name in _in_turn(COMMANDS, round_):
+            times[name].append(seconds(COMMANDS[name]))
     load = load_average()
     rate = {name: Rate(1 / statistics.median(ts), None, load) for name, ts in times.items()}
     for name, ts in times.items():

@@ -206,28 +206,35 @@ def binary_metrics(y_true: np.ndarray, probabilities: np.ndarray, threshold: flo
             "tp": float(tp), "fp": float(fp), "tn": float(tn), "fn": float(fn)}
 
 
-def save_plots(y_true: np.ndarray, probabilities: np.ndarray, folder: Path,
-               threshold: float = DEFAULT_THRESHOLD) -> list[Path]:
-    """Confusion matrix, ROC and PR curves as PNG files in `folder` (Figure objects, no pyplot state)."""
+def save_confusion_matrix(y_true: np.ndarray, probabilities: np.ndarray, folder: Path,
+                          threshold: float = DEFAULT_THRESHOLD) -> Path:
+    """confusion_matrix.png in `folder`: the counts at `threshold`."""
     from matplotlib.figure import Figure
 
     folder.mkdir(parents=True, exist_ok=True)
-    m = binary_metrics(y_true, probabilities, threshold)
-
+    p = np.asarray(probabilities, dtype=np.float64)  # as binary_metrics compares them
+    tp, fp, fn, tn = (int(c) for c in confusion(y_true, p, threshold))
     matrix = Figure(figsize=(4, 4))
     ax = matrix.subplots()
-    counts = np.array([[m["tn"], m["fp"]], [m["fn"], m["tp"]]])
+    counts = np.array([[tn, fp], [fn, tp]])
     ax.imshow(counts, cmap="Blues")
     for (i, j), value in np.ndenumerate(counts):
         ax.text(j, i, f"{int(value)}", ha="center", va="center")
     ax.set_xticks([0, 1], ["not irrigated", "irrigated"])
     ax.set_yticks([0, 1], ["not irrigated", "irrigated"])
     ax.set(xlabel="predicted", ylabel="true", title=f"Confusion matrix (threshold {threshold})")
+    return _save(matrix, folder / "confusion_matrix.png")
 
+
+def save_curves(y_true: np.ndarray, probabilities: np.ndarray, folder: Path) -> list[Path]:
+    """roc.png and pr.png in `folder`: the same at every threshold, so a set scored at two is drawn once."""
+    from matplotlib.figure import Figure
+
+    folder.mkdir(parents=True, exist_ok=True)
     roc = Figure(figsize=(4, 4))
     ax = roc.subplots()
     fpr, tpr = roc_curve(y_true, probabilities)
-    ax.plot(fpr, tpr, label=f"AUC {m['auc']:.3f}")
+    ax.plot(fpr, tpr, label=f"AUC {float(roc_auc(y_true, probabilities)):.3f}")
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey")
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     ax.legend(loc="lower right")
@@ -235,11 +242,10 @@ def save_plots(y_true: np.ndarray, probabilities: np.ndarray, folder: Path,
     pr = Figure(figsize=(4, 4))
     ax = pr.subplots()
     precision, recall, _ = pr_curve(y_true, probabilities)
-    ax.step(recall, precision, where="post", label=f"AP {m['pr_auc']:.3f}")
+    ax.step(recall, precision, where="post", label=f"AP {average_precision(y_true, probabilities):.3f}")
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall", ylim=(0, 1.02))
     ax.legend(loc="lower left")
-    return [_save(fig, folder / name) for fig, name in
-            ((matrix, "confusion_matrix.png"), (roc, "roc.png"), (pr, "pr.png"))]
+    return [_save(roc, folder / "roc.png"), _save(pr, folder / "pr.png")]
 
 
 def _save(fig: Figure, path: Path) -> Path:

@@ -4,6 +4,7 @@ scoring at the threshold chosen on a validation set."""
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
@@ -16,7 +17,8 @@ from simclr_s2.learning.metrics import (
     best_f1_threshold,
     binary_metrics,
     near_constant,
-    save_plots,
+    save_confusion_matrix,
+    save_curves,
 )
 from simclr_s2.tracking.tracker import StageRun
 
@@ -27,13 +29,14 @@ Predictions = tuple[np.ndarray, np.ndarray, float]
 
 def log_evaluation(run: StageRun, predictions: Predictions, names: Sequence[str], prefix: str = "test",
                    threshold: float = DEFAULT_THRESHOLD, groups: Sequence[str] | None = None,
-                   operated_at: float | None = None) -> dict[str, float]:
+                   operated_at: float | None = None, curves: Sequence[Path] = ()) -> dict[str, float]:
     """Metrics `<prefix>_accuracy` ... `<prefix>_fn` on the run; plots and predictions.csv under the
     artifact folder evaluation/<prefix>. `predictions` is `train.predict`'s (labels, probabilities,
     loss), in the order of `names`: one prediction pass can be scored at several thresholds. `groups`:
     each patch's spatial group, written as the table's `group` column. `operated_at`: the threshold the
     model will be used at (its val_threshold), where `<prefix>_near_constant` is judged: a model whose scores
-    all sit below 0.5 but rank the patches well is not constant at the threshold it is operated at."""
+    all sit below 0.5 but rank the patches well is not constant at the threshold it is operated at. `curves`:
+    the ROC and PR plots of these predictions, drawn already (they are the same at every threshold)."""
     labels, probabilities, loss = predictions
     scored = binary_metrics(labels, probabilities, threshold)
     if operated_at is not None:
@@ -42,7 +45,11 @@ def log_evaluation(run: StageRun, predictions: Predictions, names: Sequence[str]
     run.log_metrics(metrics)
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        save_plots(labels, probabilities, folder, threshold)
+        save_confusion_matrix(labels, probabilities, folder, threshold)
+        for path in curves:
+            shutil.copy(path, folder)
+        if not curves:
+            save_curves(labels, probabilities, folder)
         table = pd.DataFrame({"name": list(names), "label": labels.astype(int), "probability": probabilities,
                               "predicted": (probabilities >= threshold).astype(int)})
         if groups is not None:
@@ -59,6 +66,8 @@ def log_at_validation_threshold(run: StageRun, predictions: Predictions, names: 
     gives the threshold a classifier would be operated at on real prevalence."""
     threshold = best_f1_threshold(validation[0], validation[1])
     run.log_metrics({THRESHOLD_METRIC: threshold})
-    return (log_evaluation(run, predictions, names, prefix, groups=groups)
-            | log_evaluation(run, predictions, names, f"{prefix}_valthr", threshold, groups)
-            | {THRESHOLD_METRIC: threshold})
+    with tempfile.TemporaryDirectory() as tmp:
+        curves = save_curves(predictions[0], predictions[1], Path(tmp))
+        return (log_evaluation(run, predictions, names, prefix, groups=groups, curves=curves)
+                | log_evaluation(run, predictions, names, f"{prefix}_valthr", threshold, groups, curves=curves)
+                | {THRESHOLD_METRIC: threshold})

@@ -15,7 +15,8 @@ from simclr_s2.learning.metrics import (
     reliability,
     roc_auc,
     roc_curve,
-    save_plots,
+    save_confusion_matrix,
+    save_curves,
 )
 
 
@@ -97,7 +98,8 @@ def test_undefined_metrics_are_zero_or_nan():
 
 
 def test_plots_are_written(tmp_path):
-    paths = save_plots(np.array([0, 1, 1, 0]), np.array([0.2, 0.7, 0.4, 0.1]), tmp_path)
+    y, p = np.array([0, 1, 1, 0]), np.array([0.2, 0.7, 0.4, 0.1])
+    paths = [save_confusion_matrix(y, p, tmp_path, 0.3), *save_curves(y, p, tmp_path)]
     assert [p.name for p in paths] == ["confusion_matrix.png", "roc.png", "pr.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
 

@@ -37,12 +37,23 @@ def _scored(project, run_id: str) -> pd.DataFrame:
     return pd.read_csv(project.client.download_artifacts(run_id, "evaluation/test/predictions.csv"))[SCORED]
 
 
+def _plots_at_both_thresholds(project, run_id: str) -> None:
+    """Each threshold's folder has its confusion matrix and the ROC and PR curves, drawn once for both."""
+    folders = [Path(project.client.download_artifacts(run_id, f"evaluation/{name}"))
+               for name in ("test", "test_valthr")]
+    for name in ("confusion_matrix.png", "roc.png", "pr.png"):
+        assert all((folder / name).stat().st_size > 1000 for folder in folders)
+    for name in ("roc.png", "pr.png"):
+        assert (folders[0] / name).read_bytes() == (folders[1] / name).read_bytes()
+
+
 def test_evaluate_scores_from_the_store_alone_as_from_the_geotiffs_and_as_finetune(project, demo, split_uri):
     (version,) = project.client.search_model_versions(f"name='{CLASSIFIER_MODEL}' and run_id='{demo.info.run_id}'")
 
     def evaluated() -> pd.DataFrame:  # in the demo fine-tune's batches
         run_id = project.run_stage(EVALUATE, model_uri=f"models:/{CLASSIFIER_MODEL}/{version.version}",
                                    split=split_uri(), batch_size=32)
+        _plots_at_both_thresholds(project, run_id)
         return _scored(project, run_id)
 
     packed, archive = project.root / "home" / "packed", Path(project.env["SIMCLR_S2_DATA"]) / DEMO_ARCHIVE
