@@ -39,6 +39,9 @@ from simclr_s2.learning import distributed
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 AUTO_PREFETCH = 2  # batches read ahead while a core is free (prefetch=None)
+# batches a source is told of (`advise`) before the one being read: a disk that reads a batch about as fast
+# as it is converted has two batches' time for it, so a hiccup of one does not stall the loader
+NAMED_AHEAD = 2
 
 
 def _labels(labels: Sequence[float] | np.ndarray | None, n: int) -> torch.Tensor:
@@ -339,9 +342,9 @@ class BatchLoader:
 
 
 def _named(batches: list[np.ndarray], b: int) -> list[np.ndarray]:
-    """The batches a source is told of before batch b is read, each batch once in an epoch: the next one,
-    and for the first batch that one too (nothing named it before)."""
-    return batches[b + 1 : b + 2] if b else batches[:2]
+    """The batches a source is told of before batch b is read, each batch once in an epoch: the one
+    NAMED_AHEAD after it, and for the first batch also those before that (nothing named them before)."""
+    return batches[b + NAMED_AHEAD : b + NAMED_AHEAD + 1] if b else batches[: NAMED_AHEAD + 1]
 
 
 def gather_epoch(batches: Iterable[Batch], local: torch.Tensor) -> torch.Tensor:

@@ -20,6 +20,7 @@ from simclr_s2.bigearthnet.reader import read_patch, read_pixels
 from simclr_s2.errors import UserError
 from simclr_s2.learning.datasets import (
     AUTO_PREFETCH,
+    NAMED_AHEAD,
     BatchLoader,
     DeviceSource,
     PackedDataset,
@@ -266,11 +267,21 @@ def test_a_source_that_can_is_told_of_each_batch_once_before_it_is_read() -> Non
         batches = [x.tolist() for x, _ in BatchLoader(source, 4, shuffle=True, seed=5, prefetch=prefetch)]
         assert [i for batch in batches for i in batch] == expected
         assert sorted(source.told) == sorted(batches)  # each batch once, the first one too
-    inline = Advised()
-    for _ in BatchLoader(inline, 4, prefetch=0):
-        pass
-    assert inline.told[:2] == inline.read[:1] + inline.read[1:2]  # batch 1 is named before batch 0 is read
-    assert inline.told[2] == inline.read[2] and len(inline.told) == 3
+    class Logged(Positions):
+        def __init__(self) -> None:
+            super().__init__(20)
+            self.events: list[tuple[str, int]] = []
+
+        def advise(self, indices: np.ndarray) -> None:
+            self.events.append(("told", int(indices[0]) // 4))
+
+    inline = Logged()
+    for x, _ in BatchLoader(inline, 4, prefetch=0):
+        inline.events.append(("read", int(x[0]) // 4))
+    assert NAMED_AHEAD == 2 and inline.events == [  # each batch is named 2 batches before it is read
+        ("told", 0), ("told", 1), ("told", 2), ("read", 0), ("told", 3), ("read", 1), ("told", 4),
+        ("read", 2), ("read", 3), ("read", 4),
+    ]
 
 
 def test_the_store_hints_each_batch_once_while_it_is_out_of_the_page_cache(
