@@ -94,10 +94,12 @@ class PatchDataset(Dataset[Batch]):
         return len(self.names)
 
     def __getitem__(self, i: int) -> Batch:
-        dn = read_pixels(
-            patch_dir(self.archive_root, self.names[i]), self.transform.bands, self.resampling, False
-        )
+        dn = self.dn(i)
         return torch.from_numpy(self.transform(dn, out=dn)), self.labels[i]
+
+    def dn(self, i: int) -> np.ndarray:
+        """float32 DN of sample i, resampled, before scaling."""
+        return read_pixels(patch_dir(self.archive_root, self.names[i]), self.transform.bands, self.resampling, False)
 
     def read_batch(self, indices: np.ndarray) -> Batch:
         x = torch.stack([self[int(i)][0] for i in indices])
@@ -108,11 +110,8 @@ class StoreRoundedPatchDataset(PatchDataset):
     """GeoTIFF reads rounded to the store's uint16 as packing rounds them (packed.quantise): a set scores the
     same from the files as from a store, for commands that read a set without packing it."""
 
-    def __getitem__(self, i: int) -> Batch:
-        dn = read_pixels(
-            patch_dir(self.archive_root, self.names[i]), self.transform.bands, self.resampling, False
-        )
-        return torch.from_numpy(self.transform(quantise(dn))), self.labels[i]
+    def dn(self, i: int) -> np.ndarray:
+        return quantise(super().dn(i)).astype(np.float32)  # whole numbers below 2**24: exact
 
 
 class PackedDataset(Dataset[Batch]):
