@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from simclr_s2.errors import NonFiniteError, UserError
+from simclr_s2.learning import train as train_module
 from simclr_s2.learning.checkpoints import read_tree
 from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
 from simclr_s2.learning.feature_cache import cached_training_set
@@ -55,6 +56,45 @@ def test_cached_features_give_the_plain_result(tiny, policy):
             assert a[key] == pytest.approx(b[key], rel=1e-4, abs=1e-5), key
     for (name, p), (_, q) in zip(plain.state_dict().items(), cached.state_dict().items(), strict=True):
         torch.testing.assert_close(p, q, rtol=1e-3, atol=1e-4, msg=lambda m, name=name: f"{name}: {m}")
+
+
+class _CountingThreads(BatchLoader):
+    """Batches that note torch's intra-op thread count as each is drawn."""
+
+    seen: list[int]
+
+    def __iter__(self):
+        for batch in super().__iter__():
+            self.seen.append(torch.get_num_threads())
+            yield batch
+
+
+def test_a_head_on_cached_features_trains_on_one_thread_to_the_same_weights(tiny, monkeypatch):
+    base, train, val = tiny
+    cfg = FitConfig(epochs=2, lr=1e-3, patience=10, seed=0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        results = []
+        for small in (train_module.SMALL_MODEL_WEIGHTS, 0):  # one thread, then torch's two
+            monkeypatch.setattr(train_module, "SMALL_MODEL_WEIGHTS", small)
+            model = copy.deepcopy(base)
+            apply_trainable(model, "head2")
+            suffix, train_b, val_b = cached_training_set(model, "head2", BatchLoader(MemoryDataset(*train), 8),
+                                                         BatchLoader(MemoryDataset(*val), 8), 8, 0)
+            counted = _CountingThreads(train_b.source, 8, shuffle=True, seed=0)
+            counted.seen = []
+            log = Recorder()
+            fit(suffix, counted, val_b, cfg, progress=log)
+            assert torch.get_num_threads() == 2  # given back
+            results.append((set(counted.seen), log.metrics(), model.state_dict()))
+    finally:
+        torch.set_num_threads(threads)
+    (one_seen, one_log, one_weights), (two_seen, two_log, two_weights) = results
+    assert (one_seen, two_seen) == ({1}, {2})
+    assert one_log == two_log
+    for name, weights in one_weights.items():
+        assert torch.equal(weights, two_weights[name]), name
 
 
 def test_cache_is_not_offered_when_everything_trains(tiny):
