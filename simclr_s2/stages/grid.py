@@ -46,7 +46,7 @@ from simclr_s2.study.split_kinds import fold_names, is_cv
 from simclr_s2.study.splits import MANIFEST, SplitManifest, load_manifest
 from simclr_s2.tracking.artifacts import Fetcher, is_remote
 from simclr_s2.tracking.door import Tracking
-from simclr_s2.tracking.registry import ENCODER_MODEL
+from simclr_s2.tracking.registry import ENCODER_MODEL, ModelRef
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
 
 log = logging.getLogger(__name__)
@@ -137,29 +137,37 @@ def protocol(spec: specs.Grid) -> Protocol:
     return replace(STUDY, seeds=spec.seeds)
 
 
-def encoder_uris(spec: specs.Grid, ctx: Context, make: bool, check: bool = False) -> dict[str, str]:
-    """Encoder name -> pinned registry URI (models:/name/<version>), so a cell's key names the exact
-    weights. `auto` pretrains (or reuses) the demo's three encoders; without `make` one not yet
-    pretrained shows as `(to make)`. An encoder the registry lacks fails its cells while the rest go on,
-    unless `check` (a dry run): then it is the command's one-line error, as is a local file that is not
-    there."""
+def given_encoders(spec: specs.Grid, ctx: Context, check: bool = False) -> dict[str, ModelRef]:
+    """Encoder name -> where the `encoders` parameter points (none for `auto`), each resolved once: a
+    registry version pinned (uri models:/name/<version>, so a cell's key names the exact weights, with
+    its tags and run), anything else as given. An encoder the registry lacks stays as given and fails its
+    cells while the rest go on, unless `check` (a dry run): then it is the command's one-line error, as
+    is a local file that is not there."""
     if spec.encoders == "auto":
-        arch = protocol(spec).encoder_arch
-        return {name: demo_encoder(ctx, name, make, arch) or TO_MAKE for name in DEMO_ENCODERS}
-    uris = {}
+        return {}
+    refs = {}
     for item in filter(None, (s.strip() for s in spec.encoders.split(","))):
         uri = item if ":" in item or "/" in item else f"models:/{ENCODER_MODEL}@{item}"
         name = item.rsplit("@", 1)[-1] if "@" in item else item
+        refs[name] = ModelRef(uri, "", {}, None)
         if uri.startswith("models:/"):
             try:
-                uri = "models:/" + Tracking.of(ctx).resolve_model_uri(uri, "encoders").version
+                refs[name] = Tracking.of(ctx).resolve_model_uri(uri, "encoders")
             except UserError:
                 if check:
                     raise
         elif check and not is_remote(uri) and not Path(uri).expanduser().exists():
             raise UserError(f"encoders: {uri} does not exist")
-        uris[name] = uri
-    return uris
+    return refs
+
+
+def encoder_uris(spec: specs.Grid, ctx: Context, make: bool, given: Mapping[str, ModelRef]) -> dict[str, str]:
+    """Encoder name -> the URI its cells fine-tune: `given`'s, or for `auto` the demo's three encoders,
+    pretrained (or reused); without `make` one not yet pretrained shows as `(to make)`."""
+    if spec.encoders == "auto":
+        arch = protocol(spec).encoder_arch
+        return {name: demo_encoder(ctx, name, make, arch) or TO_MAKE for name in DEMO_ENCODERS}
+    return {name: ref.uri for name, ref in given.items()}
 
 
 def variants(spec: specs.Grid, folds: list[str]) -> list[Variant]:
@@ -210,14 +218,14 @@ def split_key(scheme: str, variant: Variant) -> str:
     return scheme + variant.suffix.replace("-", "_")
 
 
-def all_folds(spec: specs.Grid, ctx: Context, make: bool) -> list[str]:
+def all_folds(spec: specs.Grid, ctx: Context, index: str) -> list[str]:
     """The fold names of the grid's split_kind ([] without folds, or with a split given): country folds are
-    the countries of the index, read here."""
+    the countries of `index`, read here."""
     if spec.split != "auto" or not is_cv(spec.split_kind):
         return []
     if spec.split_kind != "country":
         return fold_names(None, spec.split_kind)
-    if (index := _index_ref(spec, ctx, make)) == TO_MAKE:
+    if index == TO_MAKE:
         raise UserError("folds: country folds are the countries of the demo index, which is not made yet; run "
                         "without dry_run first")
     return fold_names(load_index(fetcher(ctx).path(index, "index")), "country")
@@ -242,11 +250,10 @@ def given_split(spec: specs.Grid, fetch: Fetcher) -> tuple[Variant, SplitManifes
     return Variant(fold, held_out), manifests[0], index
 
 
-def splits(spec: specs.Grid, ctx: Context, make: bool, drawn: list[Variant]) -> dict[str, str]:
-    """split_key -> the split its cells read: the one given, or each drawn from the index (create_splits)."""
+def splits(spec: specs.Grid, ctx: Context, make: bool, drawn: list[Variant], index: str) -> dict[str, str]:
+    """split_key -> the split its cells read: the one given, or each drawn from `index` (create_splits)."""
     if spec.split != "auto":
         return {split_key(scheme, variant): spec.split for scheme, variant in itertools.product(spec.schemes, drawn)}
-    index = _index_ref(spec, ctx, make)
     refs = {}
     for scheme, variant in itertools.product(spec.schemes, drawn):
         made = None if index == TO_MAKE else auto.step_run(
@@ -268,33 +275,29 @@ def check_splits(spec: specs.Grid, split: Mapping[str, str], fetch: Fetcher, dra
             raise UserError(f"fractions: {missing} not in the {scheme!r} splits of {ref}: found {list(found)}")
 
 
-def recipes(spec: specs.Grid, ctx: Context) -> dict[str, specs.Pretrain]:
+def recipes(spec: specs.Grid, ctx: Context, given: Mapping[str, ModelRef]) -> dict[str, specs.Pretrain]:
     """What a fold grid pretrains once per fold, by encoder name: the demo recipes (encoders=auto), or each
-    given registry version that was pretrained here, with the settings its run logged. Imported encoders
-    and files have no recipe: every fold uses them as they are."""
+    `given` registry version that was pretrained here, with the settings its run logged. Imported encoders,
+    files and versions the registry lacks have no recipe: every fold uses them as they are."""
     arch = protocol(spec).encoder_arch
     if spec.encoders == "auto":
         return {name: demo_encoder_spec(ctx, name, arch) for name in DEMO_ENCODERS}
     keyed = specs.Pretrain().given()
     found = {}
-    for name, uri in encoder_uris(spec, ctx, make=False).items():
-        try:
-            ref = Tracking.of(ctx).resolve_model_uri(uri, "encoders") if uri.startswith("models:/") else None
-        except UserError:  # not in the registry: its cells fail, the rest go on
-            continue
-        if ref is not None and ref.run_id and ref.tags.get("stage") == "pretrain":
+    for name, ref in given.items():
+        if ref.version and ref.run_id and ref.tags.get("stage") == "pretrain":
             params = Tracking.of(ctx).get_run(ref.run_id).data.params
             found[name] = build(specs.Pretrain, {k: v for k, v in params.items() if k in keyed})
     return found
 
 
 def fold_encoders(spec: specs.Grid, ctx: Context, make: bool, split: Mapping[str, str], drawn: list[Variant],
-                  index: str, kind: str) -> dict[int, dict[str, str]]:
+                  index: str, kind: str, given: Mapping[str, ModelRef]) -> dict[int, dict[str, str]]:
     """With folds, fold -> each recipe (`recipes`) pretrained (or reused) for that fold, on `index` less the
     evaluation sets (test and natural test) of every split of the fold (each scheme and label rule),
     registered as fold_encoder_alias (ben-folds-5-f2) and tagged with its fold: a pinned URI, or TO_MAKE."""
     held = {v.fold: v.held_out for v in drawn if v.fold is not None}
-    found = recipes(spec, ctx) if held else {}
+    found = recipes(spec, ctx, given) if held else {}
     out: dict[int, dict[str, str]] = {}
     for fold, held_out in held.items():
         refs = list(dict.fromkeys(split[split_key(s, v)] for s in spec.schemes for v in drawn if v.fold == fold))
@@ -329,19 +332,22 @@ class Inputs:
 
 
 def inputs(spec: specs.Grid, ctx: Context, make: bool, fetch: Fetcher, check: bool = False) -> Inputs:
-    """The grid's splits and encoders, made when `make`, else found (TO_MAKE where missing)."""
-    folds = all_folds(spec, ctx, make)
+    """The grid's splits and encoders, made when `make`, else found (TO_MAKE where missing). The index and
+    each given encoder are resolved once here and handed down."""
     if spec.split == "auto":
-        drawn, kind, index = variants(spec, folds), spec.split_kind, _index_ref(spec, ctx, make)
+        index = _index_ref(spec, ctx, make)
+        folds = all_folds(spec, ctx, index)
+        drawn, kind = variants(spec, folds), spec.split_kind
     else:
-        given, manifest, index = given_split(spec, fetch)
-        drawn, kind = [given], manifest.kind
-    split = splits(spec, ctx, make, drawn)
-    per_fold = fold_encoders(spec, ctx, make, split, drawn, index, kind)
+        variant, manifest, index = given_split(spec, fetch)
+        drawn, kind, folds = [variant], manifest.kind, []
+    split = splits(spec, ctx, make, drawn, index)
+    given = given_encoders(spec, ctx, check)
+    per_fold = fold_encoders(spec, ctx, make, split, drawn, index, kind, given)
     if per_fold and spec.encoders == "auto":  # the demo encoders of the whole archive: not used, not made
         return Inputs(drawn, split, {}, per_fold, folds)
     own = set().union(*per_fold.values())
-    shared = {name: uri for name, uri in encoder_uris(spec, ctx, make, check).items() if name not in own}
+    shared = {name: uri for name, uri in encoder_uris(spec, ctx, make, given).items() if name not in own}
     return Inputs(drawn, split, shared, per_fold, folds)
 
 

@@ -10,10 +10,12 @@ import pytest
 from project_runner import Project, project_env
 
 from simclr_s2.errors import UserError
+from simclr_s2.stages import auto
 from simclr_s2.stages.classifier import FINETUNE
 from simclr_s2.stages.data import CREATE_SPLITS
 from simclr_s2.stages.grid import GRID
 from simclr_s2.stages.pretrain import PRETRAIN
+from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.registry import ENCODER_MODEL
 
 FOLD_0 = {"encoders": "auto", "schemes": "basic", "fractions": "100", "seeds": "0", "epochs": 1,
@@ -67,6 +69,20 @@ def test_a_rerun_reuses_the_fold_encoders_and_cells(project, fold_0, capsys):
     assert [r.data.tags["stage"] for r in project.runs() if r.info.run_id not in before] == ["grid"]
     project.run_stage(GRID, dry_run="true", **FOLD_0)
     assert capsys.readouterr().out.count("reuse ") == 3
+
+
+def test_the_grid_resolves_the_demo_index_and_each_given_encoder_once(project, fold_0, monkeypatch, capsys):
+    """The splits are drawn from the index and the folds' recipes come from the given versions: each was
+    resolved anew by every step that needed it (the index twice, an encoder three times)."""
+    calls: list[str] = []
+    demo_index, resolve = auto.demo_index, Tracking.resolve_model_uri
+    monkeypatch.setattr(auto, "demo_index", lambda *a, **k: calls.append("index") or demo_index(*a, **k))
+    monkeypatch.setattr(Tracking, "resolve_model_uri",
+                        lambda self, uri, what="pretrained": calls.append(f"{what} {uri}") or resolve(self, uri, what))
+    pinned = min(fold_0["pretrained"])
+    project.run_stage(GRID, dry_run="true", **{**FOLD_0, "encoders": pinned})
+    assert sorted(c for c in calls if not c.startswith("pretrained ")) == [f"encoders {pinned}", "index"]
+    assert capsys.readouterr().out.count("finetune-") == 1
 
 
 def test_the_guard_refuses_an_encoder_pretrained_for_another_fold(project, fold_0, fold_1_split):
