@@ -34,7 +34,7 @@ from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SplitData, fetcher, load_split_data, loader
 from simclr_s2.stages.pretrain import capped, demo_encoder
-from simclr_s2.study.comparison import country_metrics
+from simclr_s2.study.comparison import RECALIBRATED, country_metrics
 from simclr_s2.study.splits import NATURAL, OVERLAP_METRIC, VAL_NATURAL, SplitSet, load_manifest, load_sets
 from simclr_s2.study.stats import spatial_groups
 from simclr_s2.tracking.door import Tracking
@@ -111,11 +111,13 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
     policy = encoder.trainable(getattr(spec, "trainable", "all"))
     counts = apply_trainable(model, policy)
     use_cache = policy != "all" and getattr(spec, "feature_cache", "false") != "false"
+    recalibrated = isinstance(spec, specs.Finetune) and recalibration_wanted(spec.bn_recalibrate, scaling)
     run.log_params({**encoder.provenance(), "index_digest": split.index_digest, "train_digest": split.train.digest,
                     "val_digest": split.val.digest, "test_digest": split.test.digest, "resolved_bands": bands.text,
                     "policy": policy, "trainable_weights": counts.trainable, "frozen_weights": counts.frozen,
                     "feature_cache_used": use_cache, "split_kind": split.kind})
-    run.set_tags({"pretrained": encoder.name, "arch": encoder.arch, "trainable": policy, leakage.OVERLAP_TAG: prepared.overlap})
+    run.set_tags({"pretrained": encoder.name, "arch": encoder.arch, "trainable": policy, leakage.OVERLAP_TAG: prepared.overlap,
+                  RECALIBRATED: str(recalibrated).lower()})  # part of compare's condition
     for context, s in (("training", split.train), ("validation", split.val), ("test", split.test)):
         run.log_table(_frame(s), name=f"{split.scheme}/{s.path.stem}", source=str(s.path), digest=s.digest,
                       context=context)
@@ -128,7 +130,7 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
                       shuffle=shuffle, seed=spec.seed, digest=split.index_digest, store_names=pool,
                       scaling=scaling)
 
-    if isinstance(spec, specs.Finetune) and recalibration_wanted(spec.bn_recalibrate, scaling):
+    if recalibrated:
         run.log_params({"bn_recalibrated_on": recalibrate(model.encoder, batches(split.train, False), device)})
     target, train_batches = model, batches(split.train, True).sharded()
     val_batches = batches(split.val, False).sharded()

@@ -16,7 +16,15 @@ from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
 from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage
-from simclr_s2.study.comparison import COUNTRY_METRIC, LABEL_RULE, METRICS, OPTIONAL_METRICS, VARIANT, compare
+from simclr_s2.study.comparison import (
+    COUNTRY_METRIC,
+    LABEL_RULE,
+    METRICS,
+    OPTIONAL_METRICS,
+    RECALIBRATED,
+    VARIANT,
+    compare,
+)
 from simclr_s2.study.report import Links, write_report
 from simclr_s2.tracking.registry import CLASSIFIER_MODEL
 from simclr_s2.tracking.tracker import StageRun
@@ -83,11 +91,12 @@ class Compare(Stage[specs.Compare]):
 
 
 def runs_frame(records: list[VersionRecord], spec: specs.Compare) -> pd.DataFrame:
-    """compare's input: the versions' frame with their per-country metrics, and the fold and label rule
-    that main tags each cell's run with ("" where a run has none); with test_set=folds, only fold runs."""
+    """compare's input: the versions' frame with their per-country metrics, the fold and label rule that
+    main tags each cell's run with, and whether the classifier recalibrated its encoder's BatchNorm ("" where
+    a run has no such tag); with test_set=folds, only fold runs."""
     countries = sorted({m for r in records for m in r.metrics if COUNTRY_METRIC.fullmatch(m)})
     frame = versions_frame(records, (*METRICS, *OPTIONAL_METRICS, *countries))
-    frame = frame.assign(**{k: [r.run_tags.get(k, "") for r in records] for k in (*VARIANT, *LABEL_RULE)})
+    frame = frame.assign(**{k: [r.run_tags.get(k, "") for r in records] for k in (*VARIANT, *LABEL_RULE, RECALIBRATED)})
     if spec.test_set == FOLDS:
         frame = frame[frame["fold"] != ""]
         if frame.empty:

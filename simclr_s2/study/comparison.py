@@ -16,14 +16,16 @@ Input contract: `runs`, one row per registered classifier version, with the colu
   and the calibration), OVERLAP (the split's share of test patches near train) and CONSTANT (1 for a run
   whose predictions are constant or nearly so): averaged per cell, NaN where absent;
 - optionally the LABEL_RULE columns (min_fraction, ambiguous: the rule that made the labels, "" when not
-  swept), part of the condition; VARIANT columns (fold, held_out: a cross-validation run's fold and what
+  swept) and RECALIBRATED ("true" when the encoder's BatchNorm statistics were recomputed on the training
+  patches, "false" when not, "" for a run older than the tag), part of the condition; VARIANT columns (fold, held_out: a cross-validation run's fold and what
   it holds out, "" for none; encoder_fold: the fold its encoder was pretrained for, "" for a shared one);
   COUNTRY metrics (test_country_<country>_<accuracy|f1|patches>, logged by
   the classifier run from country_metrics).
 
-A condition is the tuple of CONDITION and LABEL_RULE columns: runs that differ in any are never pooled, and
+A condition is the tuple of CONDITION, LABEL_RULE and RECALIBRATED columns: runs that differ in any are never pooled, and
 each condition is its own row, bar and line, labelled by what tells it apart from the other conditions
-of the same encoder ("ben (head2)", "ben (all)", "scratch resnet18", "ben tuned", "ben min_fraction 0.05").
+of the same encoder ("ben (head2)", "ben (all)", "scratch resnet18", "ben tuned", "ben min_fraction 0.05",
+"ssl4eo BN recalibrated").
 Runs scored on more than one test set are refused, except that each label rule (which draws its own
 split) has its own test set, and each fold its own; paired tests stay within a label rule. A (condition,
 fraction, seed) registered more than once counts once, with its newest version (a rerun supersedes), so n
@@ -81,9 +83,10 @@ STATS_METRIC = {"test_accuracy": "accuracy", "test_f1": "f1", "test_auc": "auc"}
 PAIRED_METRICS = ("accuracy", "f1")
 REQUIRED = ("version", "run_id", *CONDITION, "fraction", "seed", "test_digest", *METRICS)
 LABEL_RULE = ("min_fraction", "ambiguous")  # optional; part of the condition
+RECALIBRATED = "bn_recalibrated"  # optional; part of the condition (recomputed statistics change the model)
 VARIANT = ("fold", "held_out", "encoder_fold")  # optional; runs that differ only in these are pooled
 PER_FOLD_ENCODER = "per fold"  # encoder_version of a run whose encoder was pretrained for its fold
-KEY = (*CONDITION, *LABEL_RULE)  # what tells conditions apart
+KEY = (*CONDITION, *LABEL_RULE, RECALIBRATED)  # what tells conditions apart
 COUNTRY_PREFIX = "test_country_"
 COUNTRY_METRIC = re.compile(rf"{COUNTRY_PREFIX}(?P<country>.+)_(?P<metric>accuracy|f1|patches)")
 POOLED = "+"  # joins the run ids of a seed's folds into the id of its pooled unit
@@ -188,10 +191,10 @@ def _checked(runs: pd.DataFrame) -> pd.DataFrame:
     text = [c for c in (*CONDITION, "run_id", "test_digest", *DIGEST_COLUMNS)
             if c in runs.columns and c not in ("epochs", "tuned")]
     out = runs.copy()
-    for column in (*LABEL_RULE, *VARIANT):
+    for column in (*LABEL_RULE, RECALIBRATED, *VARIANT):
         if column not in out.columns:
             out[column] = ""
-    text += [*LABEL_RULE, *VARIANT]
+    text += [*LABEL_RULE, RECALIBRATED, *VARIANT]
     for column in OPTIONAL_METRICS:
         if column not in out.columns:
             out[column] = math.nan
@@ -261,6 +264,8 @@ def _show(column: str, value: str | int | bool) -> str:
         return f"min_fraction {value}" if value else ""
     if column == "ambiguous":
         return f"ambiguous {value}" if value else ""
+    if column == RECALIBRATED:
+        return {"true": "BN recalibrated", "": "BN unknown"}.get(str(value), "")
     return str(value)
 
 

@@ -29,8 +29,9 @@ def test_a_torchgeo_encoder_is_fine_tuned_on_12_bands_recalibrated_with_its_head
     params = run.data.params
     splits = params["resolved_split"].removeprefix("runs:/").split("/")[0]  # the split this fine-tune read
     train = pd.read_csv(project.client.download_artifacts(splits, "splits/basic/train_100pct.csv"))
-    assert params["bn_recalibrated_on"] == str(len(train))
+    assert params["bn_recalibrated_on"] == str(len(train)) and run.data.tags["bn_recalibrated"] == "true"
     assert params["resolved_bands"] == ",".join(BANDS) and params["policy"] == "head2"
     unused = 512 * 128 + 128  # the head's last Dense feeds nothing
     assert int(params["frozen_weights"]) == sum(p.numel() for p in build_encoder("resnet18", 12).parameters()) + unused
     assert "bn_recalibrated_on" not in demo.data.params  # this project's own encoder keeps its statistics
+    assert demo.data.tags["bn_recalibrated"] == "false"  # and compare keeps the two conditions apart

@@ -121,6 +121,17 @@ def test_label_shows_only_what_differs() -> None:
     assert compare(runs, [10]).conditions == ("ben", "ca encoder 4", "ca encoder 5 pretraining unknown", "scratch")
 
 
+def test_recalibrated_batchnorm_is_its_own_condition() -> None:
+    """Recomputed BatchNorm statistics change the model: runs with and without them never pool, and a run
+    older than the tag is neither."""
+    runs = pd.DataFrame([run(1, 10, 0, bn_recalibrated="true"), run(2, 10, 1, bn_recalibrated="true"),
+                         run(3, 10, 0, bn_recalibrated="false"), run(4, 10, 1, bn_recalibrated=""),
+                         run(5, 10, 0, SCRATCH, bn_recalibrated="false")])
+    result = compare(runs, [10])
+    assert result.conditions == ("ben", "ben BN recalibrated", "ben BN unknown", "scratch")
+    assert cell(result, "ben BN recalibrated", 10)["versions"] == "1,2"
+
+
 def test_two_test_sets_are_refused() -> None:
     runs = pd.concat([grid(), pd.DataFrame([run(13, 10, 0, test_digest="0ther" * 13)])])
     with pytest.raises(UserError, match=r"^compare: runs scored on 2 test sets cannot share one comparison: "
