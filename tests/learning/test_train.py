@@ -71,23 +71,21 @@ class _CountingThreads(BatchLoader):
 
 def test_a_head_on_cached_features_trains_on_one_thread_to_the_same_weights(tiny, monkeypatch):
     base, train, val = tiny
-    cfg = FitConfig(epochs=2, lr=1e-3, patience=10, seed=0)
+    model = copy.deepcopy(base)
+    apply_trainable(model, "head2")
+    suffix, train_b, val_b = cached_training_set(model, "head2", BatchLoader(MemoryDataset(*train), 8),
+                                                 BatchLoader(MemoryDataset(*val), 8), 8, 0)
     threads = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         results = []
         for small in (train_module.SMALL_MODEL_WEIGHTS, 0):  # one thread, then torch's two
             monkeypatch.setattr(train_module, "SMALL_MODEL_WEIGHTS", small)
-            model = copy.deepcopy(base)
-            apply_trainable(model, "head2")
-            suffix, train_b, val_b = cached_training_set(model, "head2", BatchLoader(MemoryDataset(*train), 8),
-                                                         BatchLoader(MemoryDataset(*val), 8), 8, 0)
-            counted = _CountingThreads(train_b.source, 8, shuffle=True, seed=0)
+            head, counted, log = copy.deepcopy(suffix), _CountingThreads(train_b.source, 8, shuffle=True), Recorder()
             counted.seen = []
-            log = Recorder()
-            fit(suffix, counted, val_b, cfg, progress=log)
+            fit(head, counted, val_b, FitConfig(epochs=2, lr=1e-3), progress=log)
             assert torch.get_num_threads() == 2  # given back
-            results.append((set(counted.seen), log.metrics(), model.state_dict()))
+            results.append((set(counted.seen), log.metrics(), head.state_dict()))
     finally:
         torch.set_num_threads(threads)
     (one_seen, one_log, one_weights), (two_seen, two_log, two_weights) = results
