@@ -28,6 +28,11 @@ class EncoderSource(ABC):
     version: str  # the registry version ("simclr-s2-encoder/3"), "" when none
     tags: Mapping[str, str]  # the registry version's tags ({} when none)
 
+    @property
+    def label(self) -> str:
+        """Who the classifier's run name says trained it: the encoder's name."""
+        return self.name
+
     @abstractmethod
     def classifier(self, dropout: float) -> IrrigationClassifier:
         """A new classifier on this encoder (never the source's own modules: trials share one source)."""
@@ -51,6 +56,11 @@ class Scratch(EncoderSource):
     scaling: str = ZSCORE
     version: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        """A baseline's run is named by its network: every scratch encoder is called scratch."""
+        return self.arch
 
     def classifier(self, dropout: float) -> IrrigationClassifier:
         return IrrigationClassifier.from_scratch(self.arch, len(self.bands), dropout=dropout)

@@ -269,6 +269,13 @@ class Baseline(Training):
     arch: str = param("resnet18", "network", choices=ARCHS)
     bands: str = param("study", "study, all, or band names joined by ','", check=_bands)
     patience: int = param(15, "early-stopping patience on validation AUC", check=positive)
+    # What a fine-tune's parameters say of its encoder, a baseline answers as a class: it loads none (its
+    # encoder starts from scratch), so every layer trains, no frozen features are cached and no pretrained
+    # statistics are recomputed. Training asks the spec, never which spec it has.
+    pretrained: ClassVar[None] = None
+    trainable: ClassVar[str] = "all"
+    feature_cache: ClassVar[str] = "false"
+    bn_recalibrate: ClassVar[str] = "false"
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ def resolve_training(spec: Training, ctx: Context, make: bool) -> dict[str, str]
     resolved: dict[str, str] = {}
     if spec.split == "auto":
         resolved["split"] = auto.split_ref(ctx, "auto", spec.scheme, make)
-    if isinstance(spec, specs.Finetune) and spec.pretrained == "auto":
+    if spec.pretrained == "auto":
         uri = demo_encoder(ctx, "ben", make)
         if uri is None:
             raise UserError("pretrained: auto names the demo encoder, and this tracking store has none yet; "
@@ -93,7 +93,7 @@ def prepare(spec: Training, resolved: Mapping[str, str], ctx: Context) -> Prepar
     """Load the split sets and the encoder (MLflow look-ups and downloads: rank 0 only)."""
     split = load_split_data(fetcher(ctx), resolved.get("split", spec.split), spec.scheme, spec.fraction,
                             fold=spec.fold)
-    if not isinstance(spec, specs.Finetune):
+    if spec.pretrained is None:  # a baseline: the one place the two specs part
         return Prepared(split, Scratch(spec.arch, Bands.parse(spec.bands)))
     pretrained = Tracking.of(ctx).load_pretrained(resolved.get("pretrained", spec.pretrained), bands_or_auto(spec.bands))
     seen = leakage.encoder_membership(Tracking.of(ctx), dict(pretrained.tags), pretrained.run_id)
@@ -108,10 +108,10 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
     split, encoder = prepared.split, prepared.encoder
     torch.manual_seed(spec.seed)  # the seed decides the new layers' weights too (torch seeds each process anew)
     model, bands, scaling = encoder.classifier(spec.dropout), encoder.bands, encoder.scaling
-    policy = encoder.trainable(getattr(spec, "trainable", "all"))
+    policy = encoder.trainable(spec.trainable)
     counts = apply_trainable(model, policy)
-    use_cache = policy != "all" and getattr(spec, "feature_cache", "false") != "false"
-    recalibrated = isinstance(spec, specs.Finetune) and recalibration_wanted(spec.bn_recalibrate, scaling)
+    use_cache = policy != "all" and spec.feature_cache != "false"
+    recalibrated = recalibration_wanted(spec.bn_recalibrate, scaling)
     run.log_params({**encoder.provenance(), "index_digest": split.index_digest, "train_digest": split.train.digest,
                     "val_digest": split.val.digest, "test_digest": split.test.digest, "resolved_bands": bands.text,
                     "policy": policy, "trainable_weights": counts.trainable, "frozen_weights": counts.frozen,
@@ -210,13 +210,14 @@ class Classifier(Stage[Training]):
     def resolve(self, spec: Training, ctx: Context, make: bool = True) -> dict[str, str]:
         return resolve_training(spec, ctx, make)
 
-    def _who(self, spec: Training, resolved: Mapping[str, str]) -> str:
-        if isinstance(spec, specs.Finetune):
-            return "ben" if spec.pretrained == "auto" else encoder_label(spec.pretrained)
-        return spec.arch
-
     def run_name(self, spec: Training, resolved: Mapping[str, str]) -> str:
-        return f"{self.name}-{self._who(spec, resolved)}-{spec.scheme}-{spec.fraction}pct-s{spec.seed}"
+        """Named before the encoder is loaded: by the encoder's URI (its alias), or a baseline's network."""
+        if spec.pretrained is None:
+            return self._named(spec, spec.arch)
+        return self._named(spec, "ben" if spec.pretrained == "auto" else encoder_label(spec.pretrained))
+
+    def _named(self, spec: Training, who: str) -> str:
+        return f"{self.name}-{who}-{spec.scheme}-{spec.fraction}pct-s{spec.seed}"
 
     def tags(self, spec: Training, resolved: Mapping[str, str]) -> dict[str, object]:
         return {"scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed}
@@ -231,8 +232,7 @@ class Classifier(Stage[Training]):
         result = trained.result
         run.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                          **{f"best_{k}": v for k, v in result.best_val.items()}})
-        run_name = self.run_name(spec, resolved).replace(f"-{self._who(spec, resolved)}-", f"-{trained.pretrained}-", 1) \
-            if isinstance(spec, specs.Finetune) else self.run_name(spec, resolved)
+        run_name = self._named(spec, prepared.encoder.label)  # a fine-tune's encoder, now loaded, says its name
         run.set_tags({"mlflow.runName": run_name})
         split = trained.split
         scored = predict(trained.model, trained.batches(split.test, False), trained.device)
