@@ -8,9 +8,9 @@ band files are gathered in memory and decoded from there by the packer's strip r
 (`packed.decode_band`), with the packer's own reader on a temporary copy of the files for a patch it
 declines (another layout, damage), so the streamed store is the packer's store bit for bit (pixels.npy
 and names.txt; meta.json differs in its `created` time, as any two packs do). This process only walks the
-stream; worker processes decode, resample and write a chunk of patches at a time, each row to the row the
-patch has in the store's list, resampling the 20 m bands with `bicubic` (torch's values, a fraction of its
-cost). A map is decoded from its bytes by the index's own decoder (`reference_map.decode_reference_map`).
+stream (zstd decompresses in a thread of its own, a few blocks ahead); worker processes decode, resample
+and write a chunk of patches at a time, each row to the row the patch has in the store's list, with the
+packer's `store_rows` (the 20 m bands doubled by `bicubic`: torch's values, a fraction of its cost). A map is decoded from its bytes by the index's own decoder (`reference_map.decode_reference_map`).
 
 A stream that is truncated or corrupt stops at the member it was reading, naming it (zstandard's own
 stream_reader ends a truncated file without a word, so the decompression here refuses a file that ends
