@@ -1,14 +1,14 @@
 """Datasets and the batch loader that training code iterates: `for x, y in make_loader(...)`.
 
 Two sources give the same model inputs, up to the packed store's stated rounding of resampled bands
-(packed.py): `PatchDataset` reads GeoTIFFs per sample (small data, no store), `PackedDataset` reads rows of
-a packed store, already resampled, a batch at a time, and `StoreRoundedPatchDataset` reads the GeoTIFFs
-rounded as a store holds them (the same inputs as the store, bit for bit). `BatchLoader` batches any source in the calling
-process and prepares the next batches in background threads while the model trains on this one: reading
-and converting rows release the GIL, and DataLoader worker processes would only add a copy of every batch
-between processes. On a busy machine (no core to spare) those threads only take turns with training for
-the same cores, so by default the loader then reads inline. On CUDA the loader copies the store's uint16 rows (half the bytes of float32) to the
-device on a side stream and converts them there.
+(packed.py): `PatchDataset` reads GeoTIFFs per sample (small data, no store), `PackedDataset` reads rows of a
+packed store, already resampled, a batch at a time, and `StoreRoundedPatchDataset` reads the GeoTIFFs rounded
+as a store holds them (the same inputs as the store, bit for bit). `BatchLoader` batches any source in the
+calling process and prepares the next batches in background threads while the model trains on this one:
+reading and converting rows release the GIL, and DataLoader worker processes would only add a copy of every
+batch between processes. On a busy machine (no core to spare) those threads only take turns with training for
+the same cores, so by default the loader then reads inline. On CUDA the loader copies the store's uint16 rows
+(half the bytes of float32) to the device on a side stream and converts them there.
 """
 
 from __future__ import annotations
@@ -99,7 +99,8 @@ class PatchDataset(Dataset[Batch]):
 
     def dn(self, i: int) -> np.ndarray:
         """float32 DN of sample i, resampled, before scaling."""
-        return read_pixels(patch_dir(self.archive_root, self.names[i]), self.transform.bands, self.resampling, False)
+        folder = patch_dir(self.archive_root, self.names[i])
+        return read_pixels(folder, self.transform.bands, self.resampling, False)
 
     def read_batch(self, indices: np.ndarray) -> Batch:
         x = torch.stack([self[int(i)][0] for i in indices])
@@ -376,8 +377,8 @@ def make_loader(
     `store_names` is the list the store holds (default `names`): pack the union of a scheme's splits
     once and every split and fraction reads its rows from it. `workers`: processes that pack.
     `scaling`: one of bands.SCALINGS. `device`: where x is delivered (on CUDA the store's rows are
-    converted there). `prefetch`: batches read ahead in background threads (None: BatchLoader.read_ahead decides). None of
-    these change the batches.
+    converted there). `prefetch`: batches read ahead in background threads (None: BatchLoader.read_ahead
+    decides). None of these change the batches.
     """
     if not names:
         raise UserError("make_loader: names is empty; expected at least one patch")
