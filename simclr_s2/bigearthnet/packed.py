@@ -35,6 +35,7 @@ import hashlib
 import json
 import logging
 import math
+import multiprocessing
 import os
 import resource
 import shutil
@@ -142,19 +143,21 @@ def store_rows(native: Sequence[dict[str, np.ndarray]], bands: tuple[str, ...], 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """The packing processes: one torch thread each (the processes are the parallelism), and on Linux each
-    dies with the process that made it, so a pack killed outright (SIGKILL, a lost session) leaves no
-    worker holding its caller's pipes or memory."""
-    return ProcessPoolExecutor(workers, initializer=_start_worker, initargs=(os.getpid(),))
+    forked from this process and dying with it, so a pack killed outright (SIGKILL, a lost session) leaves
+    no worker holding its caller's pipes or memory."""
+    context = multiprocessing.get_context("fork" if _LINUX else None)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),))
 
 
 def _start_worker(parent: int) -> None:
     torch.set_num_threads(1)
-    if sys.platform.startswith("linux"):
+    if _LINUX:
         ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
         if os.getppid() != parent:  # the parent died before the signal was asked for
             os.kill(os.getpid(), signal.SIGKILL)
 
 
+_LINUX = sys.platform.startswith("linux")
 _PR_SET_PDEATHSIG = 1
 """prctl(2): the signal a process gets when the thread that forked it ends (the pool forks in the caller's)."""
 
