@@ -194,9 +194,10 @@ def load_logged(client: StoreClient, uri: str, kind: type[T], what: str) -> tupl
     the parameter in the one-line error."""
     ref = resolve_model_uri(client, uri, what)
     try:
-        with tempfile.TemporaryDirectory(prefix="simclr-s2-model-") as folder:
-            with fluent_uris(client.tracking_uri, client.registry_uri):  # models:/ is resolved process-wide only
-                model = _load_downloaded(ref.uri, Path(folder))
+        # a models:/ URI is resolved in the process-wide registry only
+        with tempfile.TemporaryDirectory(prefix="simclr-s2-model-") as folder, \
+                fluent_uris(client.tracking_uri, client.registry_uri):
+            model = _load_downloaded(ref.uri, Path(folder))
     except (MlflowException, OSError, ValueError) as error:
         raise UserError(f"{what}: cannot load {uri}: {str(error).splitlines()[0]}") from None
     if not isinstance(model, kind):
