@@ -5,7 +5,6 @@ test_auth.py)."""
 from __future__ import annotations
 
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -65,9 +64,8 @@ def _held(project: Project, demo, folder: Path, seed: int, env: dict[str, str] |
     """A finetune (the demo's split and encoder, 4 epochs) held live after logging its epoch 1, until
     `folder`/resume exists: the server can be restarted or stopped at a known point, no timer involved."""
     params = demo.data.params
-    argv = [sys.executable, str(ROOT / "entrypoints" / "finetune.py"), "--split", params["resolved_split"],
-            "--pretrained", params["resolved_pretrained"], "--epochs", "4", "--seed", str(seed),
-            "--register", "false"]
+    argv = project.entry_point("finetune", split=params["resolved_split"], pretrained=params["resolved_pretrained"],
+                               epochs=4, seed=seed, register="false")
     process = subprocess.Popen(argv, env={**project.process_env(), **(env or {}), PAUSE_ENV: f"after_log@1:{folder}"},
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not (folder / "paused").exists():
