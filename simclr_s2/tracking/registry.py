@@ -215,15 +215,18 @@ def _load_downloaded(uri: str, folder: Path) -> torch.nn.Module:
     of a pickled model that mlflow.pytorch.load_model reads."""
     names = {Path(f.path).name for f in mlflow.artifacts.list_artifacts(artifact_uri=uri)}
 
-    def download(*parts: str) -> None:
+    def download(*parts: str) -> Path:
+        """The folder the parts land in: `folder`, or one below it for a runs:/ URI of a logged model."""
+        landed = folder
         for name in (p for p in parts if p in names):
-            mlflow.artifacts.download_artifacts(artifact_uri=f"{uri.rstrip('/')}/{name}", dst_path=str(folder))
+            local = mlflow.artifacts.download_artifacts(artifact_uri=f"{uri.rstrip('/')}/{name}", dst_path=str(folder))
+            landed = Path(local).parent
+        return landed
 
-    download(REBUILD_FOLDER)
-    if is_rebuildable(folder / REBUILD_FOLDER):
-        return rebuild(folder / REBUILD_FOLDER)
-    download(*PICKLED_NEEDS)
-    return mlflow.pytorch.load_model(str(folder), map_location="cpu")
+    rebuild_files = download(REBUILD_FOLDER) / REBUILD_FOLDER
+    if is_rebuildable(rebuild_files):
+        return rebuild(rebuild_files)
+    return mlflow.pytorch.load_model(str(download(*PICKLED_NEEDS)), map_location="cpu")
 
 
 def encoder_bands(tags: Mapping[str, str], in_channels: int) -> Bands | None:
