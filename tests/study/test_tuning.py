@@ -1,6 +1,8 @@
-"""tune: pruned trials are marked in MLflow and the best settings logged and trained once more; worker
-processes on one storage share a study without duplicate trials; a study whose worker was killed resumes
-and fails the trial it lost. Workers are held and killed at named fault points, never raced. Trials
+"""tune: pruned trials are marked in MLflow and the best settings logged and trained once more; a worker
+process and this one on one storage share a study without duplicate trials; a study whose worker process
+was killed resumes and fails the trial it lost. Workers are held and killed at named fault points, never
+raced; a worker runs as a process of its own only where it is held or killed (its start-up imports cost
+about 8 CPU-seconds), else in this process as its entry point runs it. Trials
 fine-tune only the head of an untrained encoder written once per module (features are cached, so no
 encoder is pretrained and each trial is cheap); one-epoch trials on 15 patches keep the file near 3
 minutes on two busy cores."""
@@ -52,6 +54,7 @@ from simclr_s2.study.tuning import (
     storage_url,
 )
 from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.fingerprint import package_fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
 ENTRY = ROOT / "entrypoints" / "tune.py"
@@ -120,6 +123,12 @@ def _trial_runs(env: dict[str, str]) -> dict[int, Run]:
     return by_trial
 
 
+def _tune_here(args: list[str], env: dict[str, str]) -> None:
+    """A worker in this process: `tune` with these command-line arguments, as its entry point runs it."""
+    values = {a.removeprefix("--").replace("-", "_"): v for a, v in zip(args[::2], args[1::2], strict=True)}
+    run_command(TUNE, build(Tune, values), Context.from_env(env))
+
+
 def _worker(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(ENTRY), *args], env=env, cwd=cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -149,9 +158,7 @@ class PruneTrialOne(BasePruner):
 def test_pruned_trial_is_marked_in_mlflow_and_the_best_is_logged(demo_split, env, tmp_path, monkeypatch):
     monkeypatch.setattr(tune_stage, "make_pruner", lambda name, epochs: PruneTrialOne())
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    args = _args(demo_split, storage, n_trials=2, epochs=2)
-    values = {a.removeprefix("--").replace("-", "_"): v for a, v in zip(args[::2], args[1::2], strict=True)}
-    run_command(TUNE, build(Tune, values), Context.from_env(env))
+    _tune_here(_args(demo_split, storage, n_trials=2, epochs=2), env)
 
     client = Tracking(env["MLFLOW_TRACKING_URI"]).client
     (parent,) = _runs(env, "tune")
@@ -192,20 +199,21 @@ def test_every_trial_starts_from_the_pretrained_weights(demo_split, env, tmp_pat
     monkeypatch.setattr(classifier_stage, "fit", recording_fit)
     args = _args(demo_split, f"sqlite:///{tmp_path}/optuna.db", n_trials=2)
     args[args.index("--trainables") + 1] = "all"
-    values = {a.removeprefix("--").replace("-", "_"): v for a, v in zip(args[::2], args[1::2], strict=True)}
-    run_command(TUNE, build(Tune, values), Context.from_env(env))
+    _tune_here(args, env)
     assert len(starts) == 2 and torch.equal(starts[0], starts[1])
 
 
 def test_two_workers_share_one_study_without_duplicate_trials(demo_split, env, tmp_path):
-    """The first worker is held inside its first trial while the second runs: both run trials, however fast."""
+    """The first worker, a process, is held inside its first trial while the second runs in this process:
+    both run trials, however fast."""
     storage = f"sqlite:///{tmp_path}/optuna.db"
     args = _args(demo_split, storage, n_trials=3)
     first = _worker(args, {**env, PAUSE_ENV: f"trial0_after_log@0:{tmp_path}"}, tmp_path)
     _wait_for(tmp_path / "paused", first)
-    second = _worker(args, env, tmp_path)
-    _finish(second)
-    (tmp_path / "resume").touch()
+    try:
+        _tune_here(args, env)
+    finally:
+        (tmp_path / "resume").touch()  # never a held process left behind
     _finish(first)
 
     trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
@@ -231,9 +239,15 @@ def test_an_interrupted_study_resumes_and_fails_the_lost_trial(demo_split, env, 
     first = _worker(args, {**env, FAULT_ENV: "trial1_after_log@0"}, tmp_path)  # killed inside its second trial
     first.communicate(timeout=300)
     assert first.returncode == -signal.SIGKILL
-    time.sleep(2.5)  # past the grace period of the lost trial's heartbeat
+    # Past the lost trial's grace period (2 x 1 s), which SQLite counts in whole seconds (Optuna's heartbeats
+    # are its CURRENT_TIMESTAMP): stale when they differ by 3, surely so 3 s after the worker died. (2.5 s
+    # passed only while the resuming worker was a process: its start-up took the rest.)
+    time.sleep(3.5)
 
-    _finish(_worker(args, env, tmp_path))
+    # The study resumed here, by the code the killed worker ran: the run key holds the code's fingerprint,
+    # which this process took (and cached) at its first run, maybe before an edit of the sources.
+    package_fingerprint.cache_clear()
+    _tune_here(args, env)
 
     trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
