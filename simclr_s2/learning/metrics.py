@@ -1,14 +1,15 @@
 """Binary classification metrics of the study (accuracy, precision, recall, F1, MCC, balanced accuracy, AUC,
-PR-AUC, confusion counts; Brier score and expected calibration error) and their plots. Accuracy, F1 and AUC
-take a stack of sets along the last axis, so stats.py scores all bootstrap resamples at once: AUC from tied
+PR-AUC, confusion counts; Brier score and expected calibration error) and their plots. Average precision and the curves are scikit-learn's. Accuracy, F1 and AUC take a
+stack of sets along the last axis, so stats.py scores all bootstrap resamples at once: AUC from tied
 ranks (as scipy's rankdata gives them, in numpy), as scikit-learn's roc_auc_score, one set a call, is 20
-to 40 times slower there. Average precision and the curves are scikit-learn's numbers computed in numpy
-(tests/learning/test_metrics.py holds them to scikit-learn), since importing it cost `evaluate` about 1.5
-CPU-s; matplotlib loads where the plots are drawn: a training's start pays for neither."""
+to 40 times slower there. scikit-learn and matplotlib load where they are used: a training's start pays
+for neither."""
 
 from __future__ import annotations
 
 import math
+import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -89,28 +90,28 @@ def average_precision(y_true: np.ndarray, scores: np.ndarray) -> float:
     """PR-AUC as scikit-learn's average precision (precision at each threshold weighted by the recall step),
     not optimistic like trapezoidal interpolation. NaN without a positive (scikit-learn says 0) or when a
     score is not finite (a diverged model: scikit-learn refuses it)."""
+    from sklearn import metrics as skm
+
     y = np.asarray(y_true).astype(bool)
-    if not y.any() or not np.isfinite(np.asarray(scores, dtype=np.float64)).all():
-        return math.nan
-    precision, recall, _ = pr_curve(y, scores)
-    return float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
+    finite = bool(np.isfinite(np.asarray(scores, dtype=np.float64)).all())
+    return float(skm.average_precision_score(y, scores)) if y.any() and finite else math.nan
+
+
+def _quietly(curve: Callable[..., tuple[np.ndarray, ...]], y: np.ndarray, scores: np.ndarray,
+             **options: object) -> tuple[np.ndarray, ...]:
+    """A scikit-learn curve without its warning that a class is absent: the callers define that case."""
+    with warnings.catch_warnings(action="ignore", category=UserWarning):
+        return curve(y, scores, **options)
 
 
 def pr_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Precision and recall at every distinct threshold, highest threshold last, ending at (recall 0,
-    precision 1) (scikit-learn's precision_recall_curve); recall is 0 throughout without a positive
-    (scikit-learn says 1)."""
-    tps, fps, thresholds = _counts_by_threshold(y_true, _finite(scores))
-    precision, recall = tps / (tps + fps), _ratio(tps, tps[-1])
-    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
+    """Precision and recall at every distinct threshold, highest threshold last (scikit-learn's
+    precision_recall_curve); recall is 0 throughout without a positive (scikit-learn says 1)."""
+    from sklearn import metrics as skm
 
-
-def _finite(scores: np.ndarray) -> np.ndarray:
-    """`scores`, refused with scikit-learn's ValueError when one is NaN or infinite: a curve has no place for it."""
-    scores = np.asarray(scores)
-    if not np.isfinite(scores.astype(np.float64)).all():
-        raise ValueError("Input contains NaN or infinity: the scores of a curve must be finite")
-    return scores
+    y = np.asarray(y_true).astype(bool)
+    precision, recall, thresholds = _quietly(skm.precision_recall_curve, y, scores)
+    return precision, recall if y.any() else np.zeros_like(recall), thresholds
 
 
 def _counts_by_threshold(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -137,9 +138,10 @@ def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
 def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """False and true positive rates at every distinct threshold, from (0, 0) to (1, 1) (scikit-learn's
     roc_curve, no point dropped); the rate of an absent class is 0 (scikit-learn's NaN draws nothing)."""
-    tps, fps, _ = _counts_by_threshold(y_true, _finite(scores))
-    tps, fps = np.r_[0, tps], np.r_[0, fps]
-    return _ratio(fps, fps[-1]), _ratio(tps, tps[-1])
+    from sklearn import metrics as skm
+
+    fpr, tpr, _ = _quietly(skm.roc_curve, np.asarray(y_true).astype(bool), scores, drop_intermediate=False)
+    return np.nan_to_num(fpr), np.nan_to_num(tpr)
 
 
 CALIBRATION_BINS = 10
@@ -192,7 +194,7 @@ def binary_metrics(y_true: np.ndarray, probabilities: np.ndarray, threshold: flo
                    with_pr_auc: bool = True) -> dict[str, float]:
     """The study's metrics for one set; precision, recall and F1 are 0 (not NaN) when undefined, as in
     scikit-learn's zero_division=0. Brier and ECE measure the probabilities, whatever the threshold.
-    Without `with_pr_auc` (a training's epochs, which do not log it) it is left out."""
+    Without `with_pr_auc` (a training's epochs, which do not log it) scikit-learn is not loaded."""
     y = np.asarray(y_true).astype(bool)
     p = np.asarray(probabilities, dtype=np.float64)
     tp, fp, fn, tn = (int(c) for c in confusion(y, p, threshold))
