@@ -123,13 +123,20 @@ class Interrupt(Exception):
     pass
 
 
-@pytest.mark.parametrize("earlier_format", [False, True])
-def test_resume_continues_exactly(tmp_path, earlier_format):
-    """The checkpoint is one safetensors file; one of the earlier format and name (pretrain.pt, torch.save of
-    the same tree) is found and resumed from too."""
+@pytest.fixture(scope="module")
+def unbroken() -> tuple[list, dict[str, torch.Tensor]]:
+    """What an uninterrupted 2-epoch run logged and its trained weights: made once, for both checkpoint formats."""
     full = Recorder()
     reference = small_model()
     pretrain(reference, loader(), 2, optimizer="sgd", lr=0.05, augment=LIGHT, progress=full)
+    return full.entries, reference.state_dict()
+
+
+@pytest.mark.parametrize("earlier_format", [False, True])
+def test_resume_continues_exactly(tmp_path, earlier_format, unbroken):
+    """The checkpoint is one safetensors file; one of the earlier format and name (pretrain.pt, torch.save of
+    the same tree) is found and resumed from too."""
+    full_entries, reference = unbroken
 
     def stop_after_epoch_one(epoch):
         raise Interrupt
@@ -154,8 +161,8 @@ def test_resume_continues_exactly(tmp_path, earlier_format):
     # found the first epoch's steps in the checkpoint.
     assert result.start_epoch == 1 and result.global_step == 8
     assert second.restored == first.entries
-    assert first.entries + second.entries == full.entries
-    for key, value in reference.state_dict().items():
+    assert first.entries + second.entries == full_entries
+    for key, value in reference.items():
         assert torch.equal(resumed.state_dict()[key], value), key
 
     finished = pretrain(
