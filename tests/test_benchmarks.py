@@ -27,10 +27,11 @@ def test_a_script_adds_its_figures_and_the_table_prints_them_with_ratios(tmp_pat
     env = {**os.environ, "BENCH_TABLE": str(table), "PYTHONPATH": str(ROOT)}
     own = _python([str(BENCH / "bench_loader.py"), "--patches", "24", "--small", "6", "--workers", "1",
                    "--seconds", "0.05"], env)
-    assert len(table.read_text().splitlines()) == 8  # packing, 5 warm-loader baselines, threads vs inline, cold
+    # packing, 5 warm-loader baselines, threads vs inline, cold vs the disk, cold vs warm
+    assert len(table.read_text().splitlines()) == 9
 
     combined = _python([str(BENCH / "figures.py"), str(table)], env)
     rows = [line for line in combined.splitlines() if line.startswith(("| packing", "| loader"))]
-    assert len(rows) == 8 and all(row in own for row in rows)  # the same rows the script printed
+    assert len(rows) == 9 and all(row in own for row in rows)  # the same rows the script printed
     for row in rows:  # a ratio to the baseline, or (torchgeo not installed) the reason there is none
         assert re.search(r"\| [0-9.]+x \|$", row) or ("torchgeo" in row and row.endswith("| - | - | - | - |"))
