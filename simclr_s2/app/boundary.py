@@ -11,13 +11,14 @@ from typing import NoReturn
 
 from simclr_s2 import disk
 from simclr_s2.app.cli import UNREACHABLE, USER_ERROR
+from simclr_s2.app.launcher_run import fail_launcher_run
 from simclr_s2.errors import UserError
 from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage, run_command, written_folders
 from simclr_s2.tracking.connectivity import TrackingUnreachable, is_unreachable
 from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.names import STAGE_TAG
 from simclr_s2.tracking.process import quiet_defaults
-from simclr_s2.tracking.tracker import STAGE_TAG, describe
 
 
 def run(stage: Stage, spec: object) -> NoReturn:
@@ -46,19 +47,6 @@ def run(stage: Stage, spec: object) -> NoReturn:
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(USER_ERROR)
     sys.exit(0)
-
-
-def fail_launcher_run(stage: str, error: BaseException) -> None:
-    """The run `mlflow run` made ends FAILED with the reason when the command stopped before (or without)
-    taking it over, e.g. a bad parameter caught while parsing."""
-    run_id = os.environ.get("MLFLOW_RUN_ID")
-    if not run_id:
-        return
-    try:
-        ctx = Context.from_env()
-        Tracking.of(ctx).fail_if_running(ctx.launcher_run_id, describe(error), {STAGE_TAG: stage})  # unless taken over
-    except Exception:  # noqa: BLE001 - the error being reported matters more than this note
-        logging.getLogger(__name__).warning("could not mark run %s failed", run_id)
 
 
 def _clear_checkpoint_folders(ctx: Context | None) -> None:

@@ -68,7 +68,7 @@ def main(entry: EntryPoint | Stage, argv: Sequence[str] | None = None) -> NoRetu
         spec = parse(entry.spec, argv)
     except UserError as error:
         if main_rank and os.environ.get("MLFLOW_RUN_ID"):  # the run `mlflow run` made ends FAILED, saying why
-            from simclr_s2.app.boundary import fail_launcher_run
+            from simclr_s2.app.launcher_run import fail_launcher_run
 
             fail_launcher_run(entry.spec.entry_point, error)
         print(f"error: {error}", file=sys.stderr, flush=True)

@@ -30,8 +30,9 @@ from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import Spec, build
 from simclr_s2.stages.base import Stage, find_step
 from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.endings import describe
 from simclr_s2.tracking.fingerprint import package_fingerprint
-from simclr_s2.tracking.tracker import STAGE_TAG, describe
+from simclr_s2.tracking.names import STAGE_TAG
 
 if TYPE_CHECKING:
     from mlflow.entities import Run

@@ -39,10 +39,8 @@ from simclr_s2.study.splits import NATURAL, OVERLAP_METRIC, VAL_NATURAL, SplitSe
 from simclr_s2.study.stats import spatial_groups
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.evaluation import THRESHOLD_METRIC, log_at_validation_threshold, log_evaluation
-from simclr_s2.tracking.registry import (
-    CLASSIFIER_MODEL,
-    SCALING_TAG,
-)
+from simclr_s2.tracking.names import CLASSIFIER_MODEL
+from simclr_s2.tracking.registry import SCALING_TAG
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.ui import how_to_browse, run_url
 

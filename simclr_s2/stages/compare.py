@@ -26,7 +26,7 @@ from simclr_s2.study.comparison import (
     compare,
 )
 from simclr_s2.study.report import Links, write_report
-from simclr_s2.tracking.registry import CLASSIFIER_MODEL
+from simclr_s2.tracking.names import CLASSIFIER_MODEL
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.ui import run_url, version_url
 from simclr_s2.tracking.versions import VersionRecord, finite, versions_frame

@@ -46,7 +46,8 @@ from simclr_s2.study.split_kinds import fold_names, is_cv
 from simclr_s2.study.splits import MANIFEST, SplitManifest, load_manifest
 from simclr_s2.tracking.artifacts import Fetcher, is_remote
 from simclr_s2.tracking.door import Tracking
-from simclr_s2.tracking.registry import ENCODER_MODEL, ModelRef
+from simclr_s2.tracking.names import ENCODER_MODEL
+from simclr_s2.tracking.registry import ModelRef
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
 
 log = logging.getLogger(__name__)

@@ -27,12 +27,8 @@ from simclr_s2.settings.spec import build
 from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import fetcher, loader, read_index
-from simclr_s2.tracking.registry import (
-    BAND_LIST_TAG,
-    ENCODER_MODEL,
-    SCALING_TAG,
-    VERSION_TAG,
-)
+from simclr_s2.tracking.names import ENCODER_MODEL
+from simclr_s2.tracking.registry import BAND_LIST_TAG, SCALING_TAG, VERSION_TAG
 from simclr_s2.tracking.tracker import StageRun
 
 # The study's three encoders, pretrained on the demo archive with the recipes of STUDY.md.

@@ -61,7 +61,9 @@ from simclr_s2.study.tuning import (
     trials_table,
 )
 from simclr_s2.tracking.door import Tracking, TrackingError
-from simclr_s2.tracking.tracker import PARENT_TAG, STAGE_TAG, StageRun, Step, describe
+from simclr_s2.tracking.endings import describe
+from simclr_s2.tracking.names import STAGE_TAG
+from simclr_s2.tracking.tracker import PARENT_TAG, StageRun, Step
 
 if TYPE_CHECKING:
     from simclr_s2.cluster.dispatch import Placement

@@ -11,27 +11,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from functools import cache, cached_property
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-import torch
 from mlflow.entities import FileInfo, Run, RunStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from simclr_s2.settings.mlflow_store import store_client
-from simclr_s2.tracking import endings, registry, versions
+from simclr_s2.tracking import endings, versions
 from simclr_s2.tracking.endings import ERROR_TAG
-from simclr_s2.tracking.registry import CLASSIFIER_MODEL, ModelRef, Pretrained
+from simclr_s2.tracking.names import CLASSIFIER_MODEL
 
 if TYPE_CHECKING:
     import numpy as np
+    import torch
 
     from simclr_s2.bigearthnet.bands import Bands
     from simclr_s2.settings.context import Context
+    from simclr_s2.tracking.registry import ModelRef, Pretrained, T
 
 PARENT_TAG = "mlflow.parentRunId"
-T = registry.T
 TrackingError = MlflowException  # what a call through the door raises when the store refuses or fails
 
 
@@ -94,16 +95,16 @@ class Tracking:
     def log_and_register(self, run_id: str, model: torch.nn.Module, registered_name: str, example: np.ndarray,
                          tags: Mapping[str, object], **options: Any) -> str:
         """registry.log_and_register, in this store and registry."""
-        return registry.log_and_register(self.client, run_id, model, registered_name, example, tags, **options)
+        return _registry().log_and_register(self.client, run_id, model, registered_name, example, tags, **options)
 
     def load_logged(self, uri: str, kind: type[T], what: str) -> tuple[T, ModelRef]:
-        return registry.load_logged(self.client, uri, kind, what)
+        return _registry().load_logged(self.client, uri, kind, what)
 
     def load_pretrained(self, spec: str, bands: Bands | None = None) -> Pretrained:
-        return registry.load_pretrained(self.client, spec, bands)
+        return _registry().load_pretrained(self.client, spec, bands)
 
     def resolve_model_uri(self, uri: str, what: str = "pretrained") -> ModelRef:
-        return registry.resolve_model_uri(self.client, uri, what)
+        return _registry().resolve_model_uri(self.client, uri, what)
 
     def get_model_version(self, name: str, version: str) -> ModelVersion:
         return self.client.get_model_version(name, version)
@@ -127,3 +128,12 @@ class Tracking:
 @cache
 def _door(tracking_uri: str, registry_uri: str) -> Tracking:
     return Tracking(tracking_uri, registry_uri)
+
+
+def _registry() -> ModuleType:
+    """simclr_s2.tracking.registry, imported where a model is logged or loaded: it brings torch and
+    torchvision (about 2 CPU-s), which ending, tagging or searching runs (a refused parameter under `mlflow
+    run`) does not need."""
+    from simclr_s2.tracking import registry
+
+    return registry

@@ -12,8 +12,16 @@ from mlflow.entities import RunStatus
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+from simclr_s2.errors import UserError
+
 ERROR_TAG = "simclr_s2.error"
 DRY_RUN_TAG = "dry_run"
+
+
+def describe(error: BaseException) -> str:
+    """The reason written on a failed run: a user error's own line, else the exception's type and text."""
+    text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
+    return text[:4000]
 
 
 def fail_if_running(client: MlflowClient, run_id: str, reason: str, tags: Mapping[str, str] | None = None) -> bool:

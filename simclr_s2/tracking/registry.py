@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=torch.nn.Module)
 
-ENCODER_MODEL = "simclr-s2-encoder"
-CLASSIFIER_MODEL = "simclr-s2-irrigation"
 VERSION_TAG = "simclr_s2.model_version"
 BAND_LIST_TAG = "band_list"  # the encoder's input bands, in channel order: "B04,B03,..."
 SCALING_TAG = "scaling"  # the input scaling an encoder or classifier expects (bands.SCALINGS)

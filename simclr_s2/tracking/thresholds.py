@@ -9,8 +9,9 @@ from mlflow.tracking import MlflowClient
 
 from simclr_s2.learning.metrics import DEFAULT_THRESHOLD
 from simclr_s2.tracking.evaluation import THRESHOLD_METRIC as METRIC
+from simclr_s2.tracking.names import STAGE_TAG
 from simclr_s2.tracking.registry import ModelRef
-from simclr_s2.tracking.tracker import COMPLETE_TAG, STAGE_TAG
+from simclr_s2.tracking.tracker import COMPLETE_TAG
 
 
 def validation_threshold(client: MlflowClient, ref: ModelRef) -> tuple[float, str]:

@@ -53,14 +53,14 @@ from simclr_s2.learning.runtime import Checkpoint, StepMetrics
 from simclr_s2.settings.context import Context
 from simclr_s2.tracking.connectivity import TrackingUnreachable, is_unreachable, retry_budget_s
 from simclr_s2.tracking.door import PARENT_TAG, Tracking
-from simclr_s2.tracking.endings import ERROR_TAG
+from simclr_s2.tracking.endings import ERROR_TAG, describe
 from simclr_s2.tracking.fingerprint import CODE_TAG, package_fingerprint
 from simclr_s2.tracking.liveness import claim, claims, heartbeat, holder_tags, is_live, release
+from simclr_s2.tracking.names import STAGE_TAG
 from simclr_s2.tracking.publisher import ARTIFACT_DIR, Publisher, log_metrics, log_missing, to_metrics
 
 log = logging.getLogger(__name__)
 
-STAGE_TAG = "stage"
 KEY_TAG = "simclr_s2.key"
 COMPLETE_TAG = "simclr_s2.complete"
 RESUMED_FROM_TAG = "simclr_s2.resumed_from"
@@ -424,12 +424,6 @@ class Tracker:
             self.client.set_terminated(run_id, RunStatus.to_string(status))
         except MlflowException as late:
             log.warning("cannot mark run %s %s: %s", run_id, RunStatus.to_string(status), late)
-
-
-def describe(error: BaseException) -> str:
-    """The reason written on a failed run: a user error's own line, else the exception's type and text."""
-    text = str(error) if isinstance(error, UserError) else f"{type(error).__name__}: {error}"
-    return text[:4000]
 
 
 def _has_checkpoint(folder: Path) -> bool:

@@ -20,7 +20,7 @@ from mlflow.store.entities.paged_list import PagedList
 from mlflow.tracking import MlflowClient
 
 from simclr_s2.errors import UserError
-from simclr_s2.tracking.registry import CLASSIFIER_MODEL
+from simclr_s2.tracking.names import CLASSIFIER_MODEL
 
 log = logging.getLogger(__name__)
 

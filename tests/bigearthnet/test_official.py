@@ -16,8 +16,8 @@ DATA = resources.files("simclr_s2.bigearthnet").joinpath("data")
 
 def _recorded_sums() -> dict[str, str]:
     """data/README.md's sums of the decompressed lists: name.csv -> sha256."""
-    return dict((name, digest) for digest, name in re.findall(r"^([0-9a-f]{64})  (\S+\.csv)$",
-                                                              DATA.joinpath("README.md").read_text(), re.M))
+    sums = re.findall(r"^([0-9a-f]{64})  (\S+\.csv)$", DATA.joinpath("README.md").read_text(), re.MULTILINE)
+    return {name: digest for digest, name in sums}
 
 
 def test_each_shipped_list_decompresses_to_the_upstream_bytes():

@@ -14,7 +14,7 @@ from project_runner import ROOT, Project
 from simclr_s2.faults import FAULT_ENV, PAUSE_ENV
 from simclr_s2.settings.context import DEFAULT_EXPERIMENT
 from simclr_s2.stages.classifier import FINETUNE
-from simclr_s2.tracking.registry import CLASSIFIER_MODEL
+from simclr_s2.tracking.names import CLASSIFIER_MODEL
 
 pytestmark = pytest.mark.e2e
 

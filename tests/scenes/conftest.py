@@ -18,7 +18,8 @@ from rasterio.transform import from_origin
 
 from simclr_s2.bigearthnet.bands import BANDS, RESOLUTION_M, STUDY_BANDS
 from simclr_s2.learning.models import IrrigationClassifier
-from simclr_s2.tracking.registry import BAND_LIST_TAG, CLASSIFIER_MODEL, SCALING_TAG, log_and_register
+from simclr_s2.tracking.names import CLASSIFIER_MODEL
+from simclr_s2.tracking.registry import BAND_LIST_TAG, SCALING_TAG, log_and_register
 
 CRS = "EPSG:32633"
 ORIGIN = (300000.0, 5300040.0)

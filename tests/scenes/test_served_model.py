@@ -25,8 +25,9 @@ from simclr_s2.bigearthnet.reader import patch_dir, read_pixels
 from simclr_s2.learning.datasets import BatchLoader, PatchDataset
 from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.learning.train import predict
+from simclr_s2.tracking.names import CLASSIFIER_MODEL
 from simclr_s2.tracking.process import fluent_uris
-from simclr_s2.tracking.registry import CLASSIFIER_MODEL, load_logged, log_and_register
+from simclr_s2.tracking.registry import load_logged, log_and_register
 
 REBEN = Path(__file__).parents[1] / "bigearthnet" / "fixtures" / "reben-sample"
 # MLflow 3.17 reads the second (a pt2 archive loads only once found free of pickle); later MLflow the first too

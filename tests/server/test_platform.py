@@ -16,7 +16,7 @@ from simclr_s2.faults import PAUSE_ENV
 from simclr_s2.stages.classifier import FINETUNE
 from simclr_s2.stages.compare import COMPARE
 from simclr_s2.stages.promote import PROMOTE
-from simclr_s2.tracking.registry import CLASSIFIER_MODEL, ENCODER_MODEL
+from simclr_s2.tracking.names import CLASSIFIER_MODEL, ENCODER_MODEL
 
 pytestmark = [pytest.mark.server, pytest.mark.e2e]
 

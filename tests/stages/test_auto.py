@@ -21,7 +21,7 @@ from simclr_s2.stages import auto
 from simclr_s2.stages.base import Stage, find_step
 from simclr_s2.stages.data import BUILD_INDEX, CREATE_SPLITS, DEMO_MARKER, MAKE_DEMO_DATA
 from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN
-from simclr_s2.tracking.registry import ENCODER_MODEL
+from simclr_s2.tracking.names import ENCODER_MODEL
 
 RGB = ("B04", "B03", "B02")
 

@@ -18,8 +18,8 @@ from simclr_s2.settings.context import DEFAULT_EXPERIMENT
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
 from simclr_s2.stages.evaluate import EVALUATE
 from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN
+from simclr_s2.tracking.names import CLASSIFIER_MODEL, ENCODER_MODEL
 from simclr_s2.tracking.process import fluent_uris
-from simclr_s2.tracking.registry import CLASSIFIER_MODEL, ENCODER_MODEL
 
 CHAIN = ["make_demo_data", "build_index", "create_splits", "create_splits", "pretrain", "finetune"]
 

@@ -17,7 +17,7 @@ from simclr_s2.settings.specs import DEMO_ARCHIVE
 from simclr_s2.stages.classifier import BASELINE
 from simclr_s2.stages.data import CREATE_SPLITS
 from simclr_s2.stages.evaluate import EVALUATE
-from simclr_s2.tracking.registry import CLASSIFIER_MODEL
+from simclr_s2.tracking.names import CLASSIFIER_MODEL
 
 SCORED = ["name", "label", "probability"]
 

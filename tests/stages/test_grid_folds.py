@@ -16,7 +16,7 @@ from simclr_s2.stages.data import CREATE_SPLITS
 from simclr_s2.stages.grid import GRID
 from simclr_s2.stages.pretrain import PRETRAIN
 from simclr_s2.tracking.door import Tracking
-from simclr_s2.tracking.registry import ENCODER_MODEL
+from simclr_s2.tracking.names import ENCODER_MODEL
 
 FOLD_0 = {"encoders": "auto", "schemes": "basic", "fractions": "100", "seeds": "0", "epochs": 1,
           "baseline": "false", "split_kind": "folds-2", "folds": "0"}

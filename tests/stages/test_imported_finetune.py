@@ -11,7 +11,7 @@ from simclr_s2.bigearthnet.bands import BANDS
 from simclr_s2.learning.models import build_encoder
 from simclr_s2.stages.classifier import FINETUNE
 from simclr_s2.stages.pretrain import IMPORT_ENCODER
-from simclr_s2.tracking.registry import ENCODER_MODEL
+from simclr_s2.tracking.names import ENCODER_MODEL
 
 
 def test_a_torchgeo_encoder_is_fine_tuned_on_12_bands_recalibrated_with_its_head_trained(project, demo, tmp_path):

@@ -12,7 +12,7 @@ from simclr_s2.stages.grid import GRID
 from simclr_s2.stages.pretrain import PRETRAIN
 from simclr_s2.stages.promote import PROMOTE
 from simclr_s2.stages.tune import TUNE
-from simclr_s2.tracking.registry import CLASSIFIER_MODEL
+from simclr_s2.tracking.names import CLASSIFIER_MODEL
 
 GRID_PARAMS = {"schemes": "basic", "fractions": "50,100", "epochs": 2}
 
