@@ -144,9 +144,12 @@ def store_rows(native: Sequence[dict[str, np.ndarray]], bands: tuple[str, ...], 
 def worker_pool(workers: int) -> ProcessPoolExecutor:
     """The packing processes: one torch thread each (the processes are the parallelism), and on Linux each
     forked from this process and dying with it, so a pack killed outright (SIGKILL, a lost session) leaves
-    no worker holding its caller's pipes or memory."""
+    no worker holding its caller's pipes or memory. The workers start here, before the caller starts any
+    thread of its own (the stream's decompression): a fork copies only the forking thread."""
     context = multiprocessing.get_context("fork" if _LINUX else None)
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),))
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),))
+    pool.submit(int).result()  # with fork, the first task starts every worker
+    return pool
 
 
 def _start_worker(parent: int) -> None:

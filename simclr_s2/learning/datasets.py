@@ -153,7 +153,8 @@ class PackedDataset(Dataset[Batch]):
         return self.transform(stored)
 
     def advise(self, indices: np.ndarray) -> None:
-        """The loader's next batch: the store asks the disk for it now if it is not in the page cache."""
+        """A batch the loader will read soon (NAMED_AHEAD batches ahead, or the first ones of an epoch): the store
+        asks the disk for it now if it is not in the page cache."""
         self.store.advise(self.rows[np.asarray(indices, dtype=np.int64)])
 
 

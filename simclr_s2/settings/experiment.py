@@ -28,7 +28,9 @@ def project_folder() -> Path:
     """The folder of the project being started: the local folder `mlflow run <uri>` names, else the working
     folder (`mlflow run .`, mlflow.projects.run from Python, a script)."""
     command = click.get_current_context(silent=True)
-    uri = command.params.get("uri") if command is not None and command.command.name == "run" else None
+    launching = command is not None and command.command.name == "run" and \
+        getattr(command.command.callback, "__module__", "") == "mlflow.cli"  # not another tool's `run`
+    uri = command.params.get("uri") if launching else None
     return Path(uri).expanduser() if isinstance(uri, str) and Path(uri).expanduser().is_dir() else Path.cwd()
 
 

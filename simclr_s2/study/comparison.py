@@ -194,6 +194,8 @@ def _checked(runs: pd.DataFrame) -> pd.DataFrame:
     for column in (*LABEL_RULE, RECALIBRATED, *VARIANT):
         if column not in out.columns:
             out[column] = ""
+    # a baseline never recalibrates: one registered before the tag existed pools with the newer ones
+    out.loc[(out["stage"] == BASELINE_STAGE) & (out[RECALIBRATED] == ""), RECALIBRATED] = "false"
     text += [*LABEL_RULE, RECALIBRATED, *VARIANT]
     for column in OPTIONAL_METRICS:
         if column not in out.columns:

@@ -17,9 +17,8 @@ from typing import TYPE_CHECKING, Any
 from mlflow.entities import FileInfo, Run, RunStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
-from simclr_s2.settings.mlflow_store import store_client
+from simclr_s2.settings.mlflow_store import StoreClient, store_client
 from simclr_s2.tracking import endings, versions
 from simclr_s2.tracking.endings import ERROR_TAG
 from simclr_s2.tracking.names import CLASSIFIER_MODEL
@@ -48,7 +47,7 @@ class Tracking:
         return _door(ctx.tracking_uri, ctx.registry_uri)
 
     @cached_property
-    def client(self) -> MlflowClient:
+    def client(self) -> StoreClient:
         return store_client(self.tracking_uri, self.registry_uri)
 
     # Runs: opened, continued by id, ended with the reason.

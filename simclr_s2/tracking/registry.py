@@ -119,7 +119,8 @@ def _pickled(model: torch.nn.Module, example: np.ndarray, folder: Path) -> dict[
 
 def _python_sources(folder: Path) -> Path:
     """A copy of the package's .py files in `folder`: what unpickling an encoder imports, without the
-    bundled archive lists (5.4 MB) or bytecode caches."""
+    bundled archive lists (5.4 MB) or bytecode caches. Where the package is not installed, such a model
+    loads and runs, but simclr_s2.bigearthnet.official has no lists to read there."""
     package = Path(simclr_s2.__file__).parent
     copy_to = folder / package.name
     for source in package.rglob("*.py"):

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import click
 from mlflow import cli as mlflow_cli
 from project_runner import ROOT
 
@@ -17,3 +18,6 @@ def test_mlflow_run_of_a_project_path_started_elsewhere_is_in_the_project(tmp_pa
         assert project_folder() == ROOT and provider.in_context()
     with mlflow_cli.run.make_context("run", ["https://github.com/someone/other-project", "-e", "main"]):
         assert project_folder() == tmp_path and not provider.in_context()  # not a local folder: where it started
+    another_tool = click.Command("run", params=[click.Argument(["uri"])], callback=lambda uri: None)
+    with another_tool.make_context("run", [str(ROOT)]):
+        assert project_folder() == tmp_path  # only MLflow's own `run` names the project

@@ -126,10 +126,11 @@ def test_recalibrated_batchnorm_is_its_own_condition() -> None:
     older than the tag is neither."""
     runs = pd.DataFrame([run(1, 10, 0, bn_recalibrated="true"), run(2, 10, 1, bn_recalibrated="true"),
                          run(3, 10, 0, bn_recalibrated="false"), run(4, 10, 1, bn_recalibrated=""),
-                         run(5, 10, 0, SCRATCH, bn_recalibrated="false")])
+                         run(5, 10, 0, SCRATCH, bn_recalibrated="false"), run(6, 10, 1, SCRATCH, bn_recalibrated="")])
     result = compare(runs, [10])
     assert result.conditions == ("ben", "ben BN recalibrated", "ben BN unknown", "scratch")
     assert cell(result, "ben BN recalibrated", 10)["versions"] == "1,2"
+    assert cell(result, "scratch", 10)["versions"] == "5,6"  # a baseline never recalibrates, tagged or not
 
 
 def test_two_test_sets_are_refused() -> None:
