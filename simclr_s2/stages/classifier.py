@@ -262,3 +262,5 @@ class Classifier(Stage[Training]):
 
 FINETUNE = Classifier(specs.Finetune)
 BASELINE = Classifier(specs.Baseline)
+CLASSIFIERS = {stage.name: stage for stage in (FINETUNE, BASELINE)}
+"""The two stages by entry point name, the name `tune`'s target gives."""

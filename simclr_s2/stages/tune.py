@@ -36,9 +36,10 @@ from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import build
 from simclr_s2.stages.base import Stage, ensure_step
 from simclr_s2.stages.classifier import (
-    BASELINE,
-    FINETUNE,
+    CLASSIFIERS,
     TUNED_TAG,
+    Classifier,
+    Training,
     prepare,
     resolve_training,
     train_classifier,
@@ -83,29 +84,39 @@ TRIAL_ERRORS = (SettingError, torch.OutOfMemoryError)  # a trial's own settings 
 
 @dataclass(frozen=True)
 class Plan:
-    """One worker's study: the fixed part of every trial, the search, and where the study lives."""
+    """One worker's study: the stage it tunes, the fixed part of every trial, the search, and where the
+    study lives."""
 
-    base: specs.Finetune | specs.Baseline
+    stage: Classifier
+    base: Training
     settings: StudySettings
     study_name: str
     storage: str
 
 
-def _plan(spec: specs.Tune, resolved: Mapping[str, str], ctx: Context) -> Plan:
-    target = specs.Finetune if spec.target == "finetune" else specs.Baseline
-    fixed = {"split": resolved.get("split", spec.split), "scheme": spec.scheme, "fraction": spec.fraction,
-             "epochs": int(resolved.get("epochs", spec.epochs)), "seed": spec.seed}
-    if spec.target == "finetune":
+def _target(stage: Classifier, spec: specs.Tune, resolved: Mapping[str, str]) -> Training:
+    """The tuned entry point's spec with the study's fixed settings (`resolved` filling `auto`); the
+    encoder goes only to a spec that loads one (a baseline's `pretrained` is None, a class value)."""
+    fixed: dict[str, Any] = {"split": resolved.get("split", spec.split), "scheme": spec.scheme,
+                             "fraction": spec.fraction, "epochs": int(resolved.get("epochs", spec.epochs)),
+                             "seed": spec.seed}
+    if stage.spec.pretrained is not None:
         fixed["pretrained"] = resolved.get("pretrained", spec.pretrained)
+    return build(stage.spec, fixed)
+
+
+def _plan(spec: specs.Tune, resolved: Mapping[str, str], ctx: Context) -> Plan:
+    stage = CLASSIFIERS[spec.target]
+    base = _target(stage, spec, resolved)
     space = SearchSpace(lr_min=spec.lr_min, lr_max=spec.lr_max, weight_decay_max=spec.weight_decay_max,
                         dropout_min=spec.dropout_min, dropout_max=spec.dropout_max,
                         batch_sizes=spec.batch_sizes, trainables=spec.trainables)
-    settings = StudySettings(target=spec.target, pretrained=fixed.get("pretrained", ""), split=fixed["split"],
+    settings = StudySettings(target=spec.target, pretrained=base.pretrained or "", split=base.split,
                              scheme=spec.scheme, fraction=spec.fraction, metric=spec.metric,
-                             epochs=fixed["epochs"], space=space)
+                             epochs=base.epochs, space=space)
     name = default_study_name(spec.target, spec.scheme, spec.fraction) if spec.study_name == "auto" \
         else spec.study_name
-    return Plan(build(target, fixed), settings, name, storage_url(spec.storage, ctx.state_dir()))
+    return Plan(stage, base, settings, name, storage_url(spec.storage, ctx.state_dir()))
 
 
 class TrialProgress:
@@ -162,7 +173,7 @@ def _objective(plan: Plan, ctx: Context, parent: StageRun):
 
     def objective(trial: optuna.Trial) -> float:
         suggested = plan.settings.space.suggest(trial, plan.settings.target)
-        spec = build(type(plan.base), {**_params(plan.base), **suggested})
+        spec = build(plan.stage.spec, {**_params(plan.base), **suggested})
         with _trial_run(trial, spec, ctx, parent, plan.study_name) as run:
             run.log_params(_params(spec))
             trained = train_classifier(spec, {}, prepared, ctx, run, TrialProgress(run, trial, plan.settings.metric),
@@ -224,10 +235,7 @@ class Tune(Stage[specs.Tune]):
     exclusive = False  # workers with the same settings join one study: that is the point
 
     def resolve(self, spec: specs.Tune, ctx: Context, make: bool = True) -> dict[str, str]:
-        target = build(specs.Finetune if spec.target == "finetune" else specs.Baseline,
-                       {"split": spec.split, "scheme": spec.scheme, "fraction": spec.fraction, "epochs": spec.epochs,
-                        **({"pretrained": spec.pretrained} if spec.target == "finetune" else {})})
-        resolved = resolve_training(target, ctx, make)
+        resolved = resolve_training(_target(CLASSIFIERS[spec.target], spec, {}), ctx, make)
         if ctx.sizes.trials(spec.n_trials) != spec.n_trials:
             resolved["n_trials"] = str(ctx.sizes.trials(spec.n_trials))
         return resolved
@@ -263,8 +271,8 @@ class Tune(Stage[specs.Tune]):
     def _final_run(self, spec: specs.Tune, plan: Plan, best: FrozenTrial, ctx: Context, run: StageRun) -> str:
         """The target with the best trial's settings, registered like any other run (a finished run with
         the same parameters is reused), shown under the `tune` run; on the cluster with backend=ray."""
-        final = build(type(plan.base), {**_params(plan.base), **best.params})
-        stage = FINETUNE if isinstance(final, specs.Finetune) else BASELINE
+        stage = plan.stage
+        final = build(stage.spec, {**_params(plan.base), **best.params})
         tags = {STUDY_TAG: plan.study_name, TUNED_TAG: "true"}
         if spec.backend == "ray":
             from simclr_s2.cluster import dispatch
@@ -333,7 +341,7 @@ def _search_on_ray(spec: specs.Tune, plan: Plan, ctx: Context, run: StageRun) ->
     if make_url(plan.storage).get_backend_name() == "sqlite" and connection.node_count() > 1:
         raise UserError(f"storage: the {connection.node_count()} machines of the Ray cluster cannot share a "
                         "SQLite file; give a database URL (postgresql://user@host/db) every node reaches")
-    encoder = {"pretrained": plan.base.pretrained} if spec.target == "finetune" else {}
+    encoder = {} if plan.base.pretrained is None else {"pretrained": plan.base.pretrained}
     fixed = {"split": plan.base.split, "storage": plan.storage, "backend": "local", "workers": 1,
              "final_run": False, **encoder}
     params = {**vars(spec), **fixed}

@@ -1,0 +1,25 @@
+"""tune asks the classifier stages for its target by name and the target's spec whether it loads an
+encoder: a baseline's study neither builds nor passes one on, a fine-tune's carries the resolved one."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from simclr_s2.settings import specs
+from simclr_s2.settings.spec import build
+from simclr_s2.stages.classifier import BASELINE, FINETUNE
+from simclr_s2.stages.tune import _plan
+
+RESOLVED = {"split": "runs:/s/splits", "pretrained": "models:/simclr-s2-encoder/3", "epochs": "2"}
+
+
+def test_the_plan_tunes_the_stage_its_target_names(tmp_path) -> None:
+    ctx = SimpleNamespace(state_dir=lambda: tmp_path)
+    baseline = _plan(build(specs.Tune, {"target": "baseline"}), RESOLVED, ctx)
+    finetune = _plan(build(specs.Tune, {"target": "finetune"}), RESOLVED, ctx)
+    assert baseline.stage is BASELINE and type(baseline.base) is specs.Baseline
+    assert baseline.base.pretrained is None and baseline.settings.pretrained == ""
+    assert finetune.stage is FINETUNE and finetune.base.pretrained == "models:/simclr-s2-encoder/3"
+    assert finetune.settings.pretrained == "models:/simclr-s2-encoder/3"
+    assert (finetune.base.split, finetune.base.epochs) == (baseline.base.split, baseline.base.epochs) == (
+        "runs:/s/splits", 2)
