@@ -259,6 +259,8 @@ class Finetune(Training):
     feature_cache: str = param("auto", "train on cached frozen features (same result, faster)",
                                choices=("auto", "true", "false"))
     allow_pretraining_overlap: str = param("false", OVERLAP_HELP, choices=OVERLAP_POLICIES)
+    # What a baseline's parameter says of its network, a fine-tune answers as a class: its encoder's own.
+    arch: ClassVar[str] = "auto"
 
 
 @dataclass(frozen=True)
@@ -271,11 +273,13 @@ class Baseline(Training):
     patience: int = param(15, "early-stopping patience on validation AUC", check=positive)
     # What a fine-tune's parameters say of its encoder, a baseline answers as a class: it loads none (its
     # encoder starts from scratch), so every layer trains, no frozen features are cached and no pretrained
-    # statistics are recomputed. Training asks the spec, never which spec it has.
+    # statistics are recomputed, and no pretraining can overlap its test set (the guard never runs). Training
+    # asks the spec, never which spec it has.
     pretrained: ClassVar[None] = None
     trainable: ClassVar[str] = "all"
     feature_cache: ClassVar[str] = "false"
     bn_recalibrate: ClassVar[str] = "false"
+    allow_pretraining_overlap: ClassVar[str] = "false"
 
 
 @dataclass(frozen=True)
