@@ -41,6 +41,7 @@ import resource
 import shutil
 import signal
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -189,7 +190,12 @@ class PackedStore:
         self.row_shape = (len(self.bands), PATCH_SIZE, PATCH_SIZE)
         self._row_bytes = math.prod(self.row_shape) * 2
         self._fd = os.open(self.path / PIXELS_FILE, os.O_RDONLY)
-        self._cold = True  # is the store out of the page cache? (hint the next batch: `advise`)
+        # is the store out of the page cache? (hint the next batch: `advise`) Loader threads read and hint at
+        # once, so the flag changes under a lock, and `_misses` counts the evidence that it is cold (a read
+        # that waited, hints that sent reads) so a hint that found its rows cached cannot clear evidence
+        # another thread found meanwhile
+        self._cold_lock = threading.Lock()
+        self._cold, self._misses = True, 0
         weakref.finalize(self, os.close, self._fd)
         self._row = {n: i for i, n in enumerate(self.names)}
 
@@ -250,7 +256,8 @@ class PackedStore:
         faults = _major_faults()
         for k in np.argsort(rows, kind="stable"):
             transform(self._mapped[rows[k]], out=out[k])
-        self._cold |= _major_faults() > faults
+        if _major_faults() > faults:
+            self._missed()
         return out
 
     def advise(self, rows: Sequence[int] | np.ndarray) -> None:
@@ -259,11 +266,22 @@ class PackedStore:
         so the disk reads it meanwhile). The store counts as cached from hints that sent nothing to the
         disk until a read waits for it (a fresh store: not cached), so a store in the page cache skips the
         hints (they cost a system call a row) and a cold one hints every batch; the reads never hint."""
-        if self._cold:
-            blocks = _blocks_read()
-            for row in np.sort(self._checked(rows)):
-                os.posix_fadvise(self._fd, self._offset(row), self._row_bytes, os.POSIX_FADV_WILLNEED)
-            self._cold = _blocks_read() > blocks
+        with self._cold_lock:
+            if not self._cold:
+                return
+            misses = self._misses
+        blocks = _blocks_read()
+        for row in np.sort(self._checked(rows)):
+            os.posix_fadvise(self._fd, self._offset(row), self._row_bytes, os.POSIX_FADV_WILLNEED)
+        if _blocks_read() > blocks:
+            self._missed()
+        with self._cold_lock:  # cached only if nothing, in any thread, missed the page cache meanwhile
+            self._cold = self._misses != misses
+
+    def _missed(self) -> None:
+        """A read waited for the disk, or hints sent it reads: the store is (partly) out of the page cache."""
+        with self._cold_lock:
+            self._cold, self._misses = True, self._misses + 1
 
     def _checked(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
         rows = np.asarray(rows, dtype=np.int64)
@@ -283,7 +301,7 @@ class PackedStore:
             except OSError:  # not cached (EAGAIN), or a kernel without RWF_NOWAIT: read it the plain way
                 got = 0
             if got < self._row_bytes:
-                self._cold = True
+                self._missed()
                 got += os.preadv(self._fd, [buffer[got:]], offset + got)
             if got != self._row_bytes:
                 raise StoreError(f"{self.path}: {PIXELS_FILE} is truncated at row {row}")

@@ -316,3 +316,27 @@ def test_the_store_hints_each_batch_once_while_it_is_out_of_the_page_cache(
     assert len(hinted) == 4  # reads never hint ...
     store.advise(rows)
     assert len(hinted) == 8  # ... but the next batch named after one that waited is
+
+
+def test_a_read_that_waits_while_another_thread_hints_keeps_the_store_cold(
+    archive, names, digest, tmp_path, monkeypatch
+) -> None:
+    loader = make_loader(archive, names, None, batch_size=4, store_dir=tmp_path / "s", index_digest=digest)
+    store, transform = loader.source.store, loader.source.transform
+    monkeypatch.setattr(packed, "_blocks_read", lambda: 0)  # the hinted rows are cached ...
+    faults = itertools.count()
+    monkeypatch.setattr(packed, "_major_faults", lambda: next(faults))  # ... but every read waits
+
+    hinted: list[int] = []
+
+    def hint(fd: int, offset: int, length: int, advice: int) -> None:
+        if not hinted:  # a loader thread reads a batch, and waits, between these hints
+            store.read_inputs(np.array([1, 3]), transform)
+        hinted.append(offset)
+
+    monkeypatch.setattr(os, "posix_fadvise", hint)
+    store.advise(np.array([7, 2]))
+    store.advise(np.array([5, 6]))
+    assert len(hinted) == 4  # the wait is not lost: the next batch is hinted too
+    store.advise(np.array([0, 4]))
+    assert len(hinted) == 4  # hints that found their rows cached, with no wait meanwhile: cached
