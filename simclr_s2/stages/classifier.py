@@ -93,7 +93,8 @@ def prepare(spec: Training, resolved: Mapping[str, str], ctx: Context) -> Prepar
                             fold=spec.fold)
     if spec.pretrained is None:  # a baseline: the one place the two specs part
         return Prepared(split, Scratch(spec.arch, Bands.parse(spec.bands)))
-    pretrained = Tracking.of(ctx).load_pretrained(resolved.get("pretrained", spec.pretrained), bands_or_auto(spec.bands))
+    pretrained = Tracking.of(ctx).load_pretrained(resolved.get("pretrained", spec.pretrained),
+                                                  bands_or_auto(spec.bands))
     seen = leakage.encoder_membership(Tracking.of(ctx), dict(pretrained.tags), pretrained.run_id)
     overlap = leakage.status(seen, split.test.names, split.index, "test", spec.allow_pretraining_overlap)
     return Prepared(split, pretrained, overlap)
@@ -104,17 +105,19 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
     """Build the classifier, apply the trainable-part policy, log the inputs, and train with early
     stopping (on cached features when the frozen part cannot change)."""
     split, encoder = prepared.split, prepared.encoder
-    torch.manual_seed(spec.seed)  # the seed decides the new layers' weights too (torch seeds each process anew)
+    torch.manual_seed(spec.seed)  # the new layers' weights too (torch seeds each process anew)
     model, bands, scaling = encoder.classifier(spec.dropout), encoder.bands, encoder.scaling
     policy = encoder.trainable(spec.trainable)
     counts = apply_trainable(model, policy)
     use_cache = policy != "all" and spec.feature_cache != "false"
     recalibrated = recalibration_wanted(spec.bn_recalibrate, scaling)
-    run.log_params({**encoder.provenance(), "index_digest": split.index_digest, "train_digest": split.train.digest,
-                    "val_digest": split.val.digest, "test_digest": split.test.digest, "resolved_bands": bands.text,
-                    "policy": policy, "trainable_weights": counts.trainable, "frozen_weights": counts.frozen,
+    run.log_params({**encoder.provenance(), "index_digest": split.index_digest,
+                    "train_digest": split.train.digest, "val_digest": split.val.digest,
+                    "test_digest": split.test.digest, "resolved_bands": bands.text, "policy": policy,
+                    "trainable_weights": counts.trainable, "frozen_weights": counts.frozen,
                     "feature_cache_used": use_cache, "split_kind": split.kind})
-    run.set_tags({"pretrained": encoder.name, "arch": encoder.arch, "trainable": policy, leakage.OVERLAP_TAG: prepared.overlap,
+    run.set_tags({"pretrained": encoder.name, "arch": encoder.arch, "trainable": policy,
+                  leakage.OVERLAP_TAG: prepared.overlap,
                   RECALIBRATED: str(recalibrated).lower()})  # part of compare's condition
     for context, s in (("training", split.train), ("validation", split.val), ("test", split.test)):
         run.log_table(_frame(s), name=f"{split.scheme}/{s.path.stem}", source=str(s.path), digest=s.digest,
@@ -129,20 +132,24 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
                       scaling=scaling)
 
     if recalibrated:
-        run.log_params({"bn_recalibrated_on": recalibrate(model.encoder, batches(split.train, False), device)})
+        images = recalibrate(model.encoder, batches(split.train, False), device)
+        run.log_params({"bn_recalibrated_on": images})
     target, train_batches = model, batches(split.train, True).sharded()
     val_batches = batches(split.val, False).sharded()
     if use_cache:
         target, train_batches, val_batches = cached_training_set(
-            model, policy, batches(split.train, False).sharded(), val_batches, spec.batch_size, spec.seed, device)
-    cfg = FitConfig(epochs=int(resolved.get("epochs", spec.epochs)), lr=spec.lr, weight_decay=spec.weight_decay,
-                    patience=spec.patience, seed=spec.seed, device=device, amp=device == "cuda")
+            model, policy, batches(split.train, False).sharded(), val_batches, spec.batch_size, spec.seed,
+            device)
+    cfg = FitConfig(epochs=int(resolved.get("epochs", spec.epochs)), lr=spec.lr,
+                    weight_decay=spec.weight_decay, patience=spec.patience, seed=spec.seed, device=device,
+                    amp=device == "cuda")
     result = fit(target, train_batches, val_batches, cfg, checkpoint_path=checkpoint_path, progress=progress)
-    return TrainedClassifier(model, result, split, bands, encoder.arch, encoder.name, policy, batches, device, scaling)
+    return TrainedClassifier(model, result, split, bands, encoder.arch, encoder.name, policy, batches, device,
+                             scaling)
 
 
-def condition_tags(spec: Training, resolved: Mapping[str, str], trained: TrainedClassifier, prepared: Prepared,
-                   run: StageRun) -> dict[str, object]:
+def condition_tags(spec: Training, resolved: Mapping[str, str], trained: TrainedClassifier,
+                   prepared: Prepared, run: StageRun) -> dict[str, object]:
     """What a registered version says about itself: everything that defines its condition for `compare`
     (encoder and its version, trainable part, epochs, training settings, tuned or not, split kind, what
     the leakage guard found) and the digests of the data behind it."""
@@ -150,10 +157,12 @@ def condition_tags(spec: Training, resolved: Mapping[str, str], trained: Trained
     tuned = run.tracking.tags(run.run_id).get(TUNED_TAG, "false")
     return {"stage": spec.entry_point, "scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed,
             "pretrained": trained.pretrained, "encoder_version": encoder.version,
-            "arch": trained.arch, "trainable": trained.policy, "bands": trained.bands.text, SCALING_TAG: trained.scaling,
-            "epochs": resolved.get("epochs", spec.epochs), "settings": training_settings(spec), "tuned": tuned,
-            "split_kind": split.kind, leakage.OVERLAP_TAG: prepared.overlap, "test_digest": split.test.digest,
-            "train_digest": split.train.digest, "val_digest": split.val.digest, "index_digest": split.index_digest,
+            "arch": trained.arch, "trainable": trained.policy, "bands": trained.bands.text,
+            SCALING_TAG: trained.scaling, "epochs": resolved.get("epochs", spec.epochs),
+            "settings": training_settings(spec), "tuned": tuned, "split_kind": split.kind,
+            leakage.OVERLAP_TAG: prepared.overlap, "test_digest": split.test.digest,
+            "train_digest": split.train.digest, "val_digest": split.val.digest,
+            "index_digest": split.index_digest,
             "encoder_digest": encoder.tags.get(leakage.DIGEST_TAG, ""),
             "run_id": run.run_id}
 
@@ -230,7 +239,7 @@ class Classifier(Stage[Training]):
         result = trained.result
         run.log_metrics({"best_epoch": result.best_epoch, "epochs_run": result.epochs_run,
                          **{f"best_{k}": v for k, v in result.best_val.items()}})
-        run_name = self._named(spec, prepared.encoder.label)  # a fine-tune's encoder, now loaded, says its name
+        run_name = self._named(spec, prepared.encoder.label)  # a fine-tune's encoder, loaded, says its name
         run.set_tags({"mlflow.runName": run_name})
         split = trained.split
         scored = predict(trained.model, trained.batches(split.test, False), trained.device)
@@ -238,7 +247,8 @@ class Classifier(Stage[Training]):
         test = log_evaluation(run, scored, split.test.names, "test",
                               groups=spatial_groups(split.index, split.test.names),
                               operated_at=float(natural.get(THRESHOLD_METRIC, DEFAULT_THRESHOLD)))
-        run.log_metrics(country_metrics(split.index, split.test.names, *scored[:2]))  # compare's per-country table
+        # compare's per-country table
+        run.log_metrics(country_metrics(split.index, split.test.names, *scored[:2]))
         if test["test_near_constant"]:
             run.set_tags({"near_constant": "true"})  # compare flags it; promote never chooses it
         summary = {**{k: f"{v:.4f}" for k, v in result.best_val.items()},
@@ -247,13 +257,13 @@ class Classifier(Stage[Training]):
         version = ""
         if spec.register:
             example = trained.batches(split.val, False).source.read_batch(np.arange(2))[0].numpy()
-            version = run.tracking.log_and_register(run.run_id, trained.model, CLASSIFIER_MODEL, example,
-                                                    step=max(result.best_epoch, 0),
-                                       finite={**result.best_val, **{k: test[k] for k in REGISTERED_TEST_METRICS}},
-                                       tags={**condition_tags(spec, resolved, trained, prepared, run), **summary})
-        print(f"{run_name}: best epoch {result.best_epoch + 1} of {result.epochs_run}, val F1 {summary['val_f1']}, "
-              f"test F1 {summary['test_f1']}, test accuracy {summary['test_accuracy']} "
-              f"({len(split.test.names)} balanced test patches)")
+            version = run.tracking.log_and_register(
+                run.run_id, trained.model, CLASSIFIER_MODEL, example, step=max(result.best_epoch, 0),
+                finite={**result.best_val, **{k: test[k] for k in REGISTERED_TEST_METRICS}},
+                tags={**condition_tags(spec, resolved, trained, prepared, run), **summary})
+        print(f"{run_name}: best epoch {result.best_epoch + 1} of {result.epochs_run}, "
+              f"val F1 {summary['val_f1']}, test F1 {summary['test_f1']}, "
+              f"test accuracy {summary['test_accuracy']} ({len(split.test.names)} balanced test patches)")
         registered = f"; model {CLASSIFIER_MODEL} version {version}" if version else ""
         print(f"run {run.run_id} in experiment {ctx.experiment_name}{registered}: "
               f"{run_url(ctx.tracking_uri, ctx.experiment_id, run.run_id)}")

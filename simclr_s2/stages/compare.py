@@ -32,7 +32,7 @@ from simclr_s2.tracking.ui import run_url, version_url
 from simclr_s2.tracking.versions import VersionRecord, finite, versions_frame
 
 PREDICTIONS = "evaluation/test/predictions.csv"
-FOLDS = "folds"  # test_set value: every version trained on a cross-validation fold, each fold its own test set
+FOLDS = "folds"  # test_set value: every version trained on a cross-validation fold, each fold its test set
 NATURAL_FOLDER = "evaluation/test_natural"
 
 
@@ -54,8 +54,8 @@ class Compare(Stage[specs.Compare]):
         if spec.test_set not in ("any", FOLDS):
             records = [r for r in records if r.tags.get("test_digest", "").startswith(spec.test_set)]
             if not records:
-                raise UserError(f"test_set: no {spec.scheme} version was scored on a test set whose digest starts "
-                                f"with {spec.test_set!r}")
+                raise UserError(f"test_set: no {spec.scheme} version was scored on a test set whose digest "
+                                f"starts with {spec.test_set!r}")
         records, skipped = finite(records, METRICS)
         if skipped:
             run.set_tags({"skipped_non_finite": ", ".join(skipped)[:4000]})
@@ -73,7 +73,9 @@ class Compare(Stage[specs.Compare]):
                 """The natural-prevalence test predictions, where the run scored that set."""
                 listed = {a.path for a in run.tracking.list_artifacts(run_id, NATURAL_FOLDER)}
                 path = f"{NATURAL_FOLDER}/predictions.csv"
-                return pd.read_csv(run.tracking.download_artifacts(run_id, path, tmp)) if path in listed else None
+                if path not in listed:
+                    return None
+                return pd.read_csv(run.tracking.download_artifacts(run_id, path, tmp))
 
             comparison = compare(runs_frame(records, spec), spec.fractions, predictions=predictions,
                                  natural=natural, n_boot=spec.n_boot)
@@ -96,12 +98,13 @@ def runs_frame(records: list[VersionRecord], spec: specs.Compare) -> pd.DataFram
     a run has no such tag); with test_set=folds, only fold runs."""
     countries = sorted({m for r in records for m in r.metrics if COUNTRY_METRIC.fullmatch(m)})
     frame = versions_frame(records, (*METRICS, *OPTIONAL_METRICS, *countries))
-    frame = frame.assign(**{k: [r.run_tags.get(k, "") for r in records] for k in (*VARIANT, *LABEL_RULE, RECALIBRATED)})
+    frame = frame.assign(**{k: [r.run_tags.get(k, "") for r in records]
+                            for k in (*VARIANT, *LABEL_RULE, RECALIBRATED)})
     if spec.test_set == FOLDS:
         frame = frame[frame["fold"] != ""]
         if frame.empty:
-            raise UserError(f"test_set: no {spec.scheme} version was trained on a cross-validation fold; run main "
-                            "with split_kind=folds-<k> or country first")
+            raise UserError(f"test_set: no {spec.scheme} version was trained on a cross-validation fold; "
+                            "run main with split_kind=folds-<k> or country first")
     return frame
 
 

@@ -1,6 +1,6 @@
-"""tune: Optuna trials as MLflow runs (the search itself is simclr_s2.study.tuning). Each worker has its own `tune`
-run; each trial is a child run of it, named trial-<n>, with its settings and per-epoch metrics. With
-backend=ray the command starts `workers` Ray tasks, each a `tune-worker` child run of its run joining the
+"""tune: Optuna trials as MLflow runs (the search itself is simclr_s2.study.tuning). Each worker has its
+own `tune` run; each trial is a child run of it, named trial-<n>, with its settings and per-epoch metrics.
+With backend=ray the command starts `workers` Ray tasks, each a `tune-worker` child run of its run joining the
 same study on the shared storage; the command's run then logs the summary and makes the final run.
 
 How a trial ends in MLflow (tag `optuna.state` is Optuna's own state name):
@@ -176,12 +176,12 @@ def _objective(plan: Plan, ctx: Context, parent: StageRun):
         spec = build(plan.stage.spec, {**_params(plan.base), **suggested})
         with _trial_run(trial, spec, ctx, parent, plan.study_name) as run:
             run.log_params(_params(spec))
-            trained = train_classifier(spec, {}, prepared, ctx, run, TrialProgress(run, trial, plan.settings.metric),
-                                       checkpoint_path=None)
+            progress = TrialProgress(run, trial, plan.settings.metric)
+            trained = train_classifier(spec, {}, prepared, ctx, run, progress, checkpoint_path=None)
             value = trained.result.best_val.get(plan.settings.metric, math.nan)
             if math.isnan(value):
-                raise SettingError(f"trial {trial.number}: {plan.settings.metric} is undefined on the validation "
-                                   "set (one class only?)")
+                raise SettingError(f"trial {trial.number}: {plan.settings.metric} is undefined on the "
+                                   "validation set (one class only?)")
             return value
 
     return objective

@@ -17,15 +17,15 @@ Input contract: `runs`, one row per registered classifier version, with the colu
   whose predictions are constant or nearly so): averaged per cell, NaN where absent;
 - optionally the LABEL_RULE columns (min_fraction, ambiguous: the rule that made the labels, "" when not
   swept) and RECALIBRATED ("true" when the encoder's BatchNorm statistics were recomputed on the training
-  patches, "false" when not, "" for a run older than the tag), part of the condition; VARIANT columns (fold, held_out: a cross-validation run's fold and what
-  it holds out, "" for none; encoder_fold: the fold its encoder was pretrained for, "" for a shared one);
-  COUNTRY metrics (test_country_<country>_<accuracy|f1|patches>, logged by
-  the classifier run from country_metrics).
+  patches, "false" when not, "" for a run older than the tag), part of the condition; VARIANT columns
+  (fold, held_out: a cross-validation run's fold and what it holds out, "" for none; encoder_fold: the
+  fold its encoder was pretrained for, "" for a shared one); COUNTRY metrics
+  (test_country_<country>_<accuracy|f1|patches>, logged by the classifier run from country_metrics).
 
-A condition is the tuple of CONDITION, LABEL_RULE and RECALIBRATED columns: runs that differ in any are never pooled, and
-each condition is its own row, bar and line, labelled by what tells it apart from the other conditions
-of the same encoder ("ben (head2)", "ben (all)", "scratch resnet18", "ben tuned", "ben min_fraction 0.05",
-"ssl4eo BN recalibrated").
+A condition is the tuple of CONDITION, LABEL_RULE and RECALIBRATED columns: runs that differ in any are
+never pooled, and each condition is its own row, bar and line, labelled by what tells it apart from the
+other conditions of the same encoder ("ben (head2)", "ben (all)", "scratch resnet18", "ben tuned",
+"ben min_fraction 0.05", "ssl4eo BN recalibrated").
 Runs scored on more than one test set are refused, except that each label rule (which draws its own
 split) has its own test set, and each fold its own; paired tests stay within a label rule. A (condition,
 fraction, seed) registered more than once counts once, with its newest version (a rerun supersedes), so n
@@ -74,7 +74,8 @@ CONDITION = ("stage", "pretrained", "encoder_version", "arch", "trainable", "epo
              "split_kind", "pretraining_overlap")
 METRICS = {"test_accuracy": "accuracy", "test_f1": "F1", "test_auc": "AUC"}
 NATURAL_METRICS = {"test_natural_pr_auc": "PR-AUC", "test_natural_valthr_f1": "F1",
-                   "test_natural_valthr_mcc": "MCC", "test_natural_valthr_balanced_accuracy": "balanced accuracy",
+                   "test_natural_valthr_mcc": "MCC",
+                   "test_natural_valthr_balanced_accuracy": "balanced accuracy",
                    "test_natural_brier": "Brier", "test_natural_ece": "ECE"}
 OVERLAP = "footprint_overlap_test"
 CONSTANT = "test_near_constant"
@@ -115,7 +116,8 @@ def country_metrics(index: pd.DataFrame, names: Sequence[str], labels: np.ndarra
     countries. A country's name keeps only letters, digits and '-'."""
     if "country" not in index.columns:
         return {}
-    countries = index.set_index("name")["country"].reindex(list(names)).fillna("unknown").astype(str).to_numpy()
+    country = index.set_index("name")["country"]
+    countries = country.reindex(list(names)).fillna("unknown").astype(str).to_numpy()
     labels, probabilities = np.asarray(labels), np.asarray(probabilities)
     out: dict[str, float] = {}
     for country in sorted(set(countries)):
@@ -140,12 +142,13 @@ class Comparison:
     conditions: tuple[str, ...]  # condition labels, fine-tuned ones first, in display order
     method: str  # how every interval and p of this comparison was computed, for captions
     reliability: pd.DataFrame  # per condition and fraction, the natural test set's calibration bins
-    folds: pd.DataFrame = field(default_factory=pd.DataFrame)  # per condition, fraction and fold (none: empty)
+    folds: pd.DataFrame = field(default_factory=pd.DataFrame)  # per condition, fraction and fold, or empty
     countries: pd.DataFrame = field(default_factory=pd.DataFrame)  # per condition, fraction and country
 
 
 def compare(runs: pd.DataFrame, fractions: Sequence[int], *, predictions: Predictions | None = None,
-            natural: NaturalPredictions | None = None, n_boot: int = stats.N_BOOT, seed: int = 0) -> Comparison:
+            natural: NaturalPredictions | None = None, n_boot: int = stats.N_BOOT,
+            seed: int = 0) -> Comparison:
     """The comparison of `runs` (the input contract above) at `fractions`: every condition found gets a row
     at every fraction asked, with n_runs 0 where it has no run. Without `predictions`, intervals are t
     across seeds and there are no paired tests. `natural`: a run's natural-prevalence test predictions
@@ -174,7 +177,8 @@ def compare(runs: pd.DataFrame, fractions: Sequence[int], *, predictions: Predic
                           for c in conditions for f in fractions])
     paired, pairs = _paired(used, conditions, fractions, scores, n_boot, seed)
     counted = runs[runs["used"]]
-    method = " / ".join(dict.fromkeys(_method(s, folded) for s in scores.values())) if scores else _method(None, folded)
+    method = (" / ".join(dict.fromkeys(_method(s, folded) for s in scores.values())) if scores
+              else _method(None, folded))
     return Comparison(runs.reset_index(drop=True), cells, paired, pairs, _duplicates(runs), digest,
                       tuple(conditions), method, _reliability(used, natural),
                       _per_fold(counted) if folded else pd.DataFrame(), _per_country(counted))
@@ -205,7 +209,8 @@ def _checked(runs: pd.DataFrame) -> pd.DataFrame:
         try:
             out[column] = out[column].astype(kind)
         except (ValueError, TypeError):
-            raise UserError(f"runs: {column}: expected {kind.__name__} values, got {out[column].tolist()[:5]}") from None
+            raise UserError(f"runs: {column}: expected {kind.__name__} values, "
+                            f"got {out[column].tolist()[:5]}") from None
     out[text] = out[text].fillna("").astype(str)
     if bad := sorted(set(out["fold"][~out["fold"].str.fullmatch("[0-9]*")])):
         raise UserError(f"runs: fold {bad}: expected a fold number, or '' for a run without folds")
@@ -241,8 +246,8 @@ def _one_test_set(runs: pd.DataFrame) -> str:
     counts = runs["test_digest"].value_counts().sort_index()
     if len(counts) > 1:
         found = ", ".join(f"{d[:12] or '(none)'} ({n} runs)" for d, n in counts.items())
-        raise UserError(f"compare: runs scored on {len(counts)} test sets cannot share one comparison: {found}; "
-                        f"compare one test set at a time (test_set=<digest>)")
+        raise UserError(f"compare: runs scored on {len(counts)} test sets cannot share one comparison: "
+                        f"{found}; compare one test set at a time (test_set=<digest>)")
     return str(counts.index[0])
 
 
@@ -319,10 +324,12 @@ def _scores(used: pd.DataFrame, predictions: Predictions) -> Scores:
     first = next(iter(frames.values()))
     for frame in frames.values():
         if len(frame) != len(first) or not (frame["name"].to_numpy() == first["name"].to_numpy()).all():
-            raise UserError(f"predictions: runs of one comparison cover different test patches ({len(first)} and "
-                            f"{len(frame)} patches, or other names); were they scored on the same test set?")
+            raise UserError(f"predictions: runs of one comparison cover different test patches "
+                            f"({len(first)} and {len(frame)} patches, or other names); were they scored on "
+                            "the same test set?")
         if not (frame["label"].to_numpy() == first["label"].to_numpy()).all():
-            raise UserError("predictions: runs of one comparison disagree on the labels of the same test patches")
+            raise UserError("predictions: runs of one comparison disagree on the labels of the same test "
+                            "patches")
     grouped = all(GROUP_COLUMN in f.columns for f in frames.values())
     groups = first[GROUP_COLUMN].astype(str).to_numpy() if grouped else None
     return Scores(first["label"].to_numpy().astype(bool),
@@ -342,9 +349,11 @@ def _method(scores: Scores | None, folded: bool = False) -> str:
     if scores is None:
         folds = "; each seed the mean over its folds" if folded else ""
         return f"Student t across seeds (no per-patch predictions; none for one seed){folds}"
-    unit = (f"{scores.n_groups} spatial groups of {len(scores.labels)} test patches" if scores.groups is not None
-            else f"{len(scores.labels)} test patches (the predictions name no spatial group: each patch its own)")
-    folds = "; folds pooled: each seed scored on its folds' out-of-fold test predictions together" if folded else ""
+    patches = f"{len(scores.labels)} test patches"
+    unit = (f"{scores.n_groups} spatial groups of {patches}" if scores.groups is not None
+            else f"{patches} (the predictions name no spatial group: each patch its own)")
+    folds = ("; folds pooled: each seed scored on its folds' out-of-fold test predictions together" if folded
+             else "")
     return f"{stats.METHOD}: seeds and {unit}, resampled together{folds}"
 
 
@@ -362,7 +371,8 @@ def _pooled(used: pd.DataFrame) -> pd.DataFrame:
             continue
         row = runs.iloc[0].copy()
         pooled = {"run_id": POOLED.join(runs["run_id"]), "version": runs["version"].max(), "fold": "all",
-                  "held_out": "", **runs[[*METRICS, *OPTIONAL_METRICS]].mean(), CONSTANT: runs[CONSTANT].max()}
+                  "held_out": "", **runs[[*METRICS, *OPTIONAL_METRICS]].mean(),
+                  CONSTANT: runs[CONSTANT].max()}
         for column, value in pooled.items():
             row[column] = value
         rows.append(row)
@@ -396,10 +406,12 @@ def _rescored(used: pd.DataFrame, scores: dict[str, Scores]) -> pd.DataFrame:
 
 def _per_fold(runs: pd.DataFrame) -> pd.DataFrame:
     """Per condition, fraction and fold: the runs (seeds) and the mean of each metric over them."""
-    rows = [{"condition": condition, "fraction": fraction, "fold": fold, "held_out": held_out, "n_runs": len(at),
-             "seeds": _joined(at["seed"].sort_values()), **{f"{m}_mean": at[m].mean() for m in METRICS}}
+    ordered = runs.assign(order=runs["fold"].astype(int))
+    rows = [{"condition": condition, "fraction": fraction, "fold": fold, "held_out": held_out,
+             "n_runs": len(at), "seeds": _joined(at["seed"].sort_values()),
+             **{f"{m}_mean": at[m].mean() for m in METRICS}}
             for (condition, fraction, _, fold, held_out), at in
-            runs.assign(order=runs["fold"].astype(int)).groupby(["condition", "fraction", "order", "fold", "held_out"])]
+            ordered.groupby(["condition", "fraction", "order", "fold", "held_out"])]
     return pd.DataFrame(rows)
 
 
@@ -415,8 +427,8 @@ def _per_country(runs: pd.DataFrame) -> pd.DataFrame:
         for country, columns in sorted(found.items()):
             scored = at[at[columns["patches"]] > 0] if len(columns) == 3 else at.iloc[:0]
             if len(scored):
-                rows.append({"condition": condition, "fraction": fraction, "country": country, "n_runs": len(scored),
-                             "patches": scored[columns["patches"]].mean(),
+                rows.append({"condition": condition, "fraction": fraction, "country": country,
+                             "n_runs": len(scored), "patches": scored[columns["patches"]].mean(),
                              **{f"{m}_mean": scored[columns[m]].mean() for m in PAIRED_METRICS}})
     return pd.DataFrame(rows)
 
@@ -430,16 +442,16 @@ def _cell(used: pd.DataFrame, runs: pd.DataFrame, condition: str, fraction: int,
     cell: dict[str, object] = {"condition": condition, **{c: first[c] for c in KEY}, "fraction": fraction,
                                "n_runs": len(rows), "seeds": _joined(rows["seed"]),
                                "versions": _joined(rows["version"]), "run_ids": _joined(rows["run_id"]),
-                               "duplicates": int(((runs["condition"] == condition) & (runs["fraction"] == fraction)
-                                                  & ~runs["used"]).sum())}
-    cell["interval"] = (f"{len(rows)} seeds x {scores.n_groups} groups" if scores is not None and len(rows) else
-                        f"t, {len(rows)} seeds" if len(rows) > 1 else "")
+                               "duplicates": int(((runs["condition"] == condition)
+                                                  & (runs["fraction"] == fraction) & ~runs["used"]).sum())}
+    cell["interval"] = (f"{len(rows)} seeds x {scores.n_groups} groups" if scores is not None and len(rows)
+                        else f"t, {len(rows)} seeds" if len(rows) > 1 else "")
     for metric in METRICS:
         values = rows[metric].dropna().to_numpy()
         low, high = stats.t_interval(values)
         if scores is not None and len(rows):
-            estimate = stats.interval(scores.labels, scores.of(rows["run_id"]), STATS_METRIC[metric], scores.groups,
-                                      n_boot=n_boot, seed=seed)
+            estimate = stats.interval(scores.labels, scores.of(rows["run_id"]), STATS_METRIC[metric],
+                                      scores.groups, n_boot=n_boot, seed=seed)
             low, high = estimate.low, estimate.high
         cell.update({f"{metric}_mean": values.mean() if len(values) else math.nan,
                      f"{metric}_std": values.std(ddof=1) if len(values) > 1 else math.nan,
@@ -487,15 +499,18 @@ def _pair(runs_a: pd.DataFrame, runs_b: pd.DataFrame, scores: Scores, n_boot: in
     """One fine-tuned condition against one baseline condition at one fraction (indexed by seed)."""
     seeds = sorted(set(runs_a.index) & set(runs_b.index))
     unpaired = "; ".join(f"{who}: {_joined(pd.Series(sorted(set(r.index) - set(seeds))))}"
-                         for who, r in (("condition", runs_a), ("baseline", runs_b)) if set(r.index) - set(seeds))
-    summary: dict[str, object] = {"pairs": len(seeds), "seeds": _joined(pd.Series(seeds)), "unpaired": unpaired}
+                         for who, r in (("condition", runs_a), ("baseline", runs_b))
+                         if set(r.index) - set(seeds))
+    summary: dict[str, object] = {"pairs": len(seeds), "seeds": _joined(pd.Series(seeds)),
+                                  "unpaired": unpaired}
     if not seeds:
         return summary, []
     labels = scores.labels
     prob_a, prob_b = scores.of(runs_a.loc[seeds, "run_id"]), scores.of(runs_b.loc[seeds, "run_id"])
     rows = []
     for i, s in enumerate(seeds):
-        row: dict[str, object] = {"seed": s, "version": runs_a.loc[s, "version"], "run_id": runs_a.loc[s, "run_id"],
+        row: dict[str, object] = {"seed": s, "version": runs_a.loc[s, "version"],
+                                  "run_id": runs_a.loc[s, "run_id"],
                                   "baseline_version": runs_b.loc[s, "version"],
                                   "baseline_run_id": runs_b.loc[s, "run_id"], "patches": len(labels)}
         for m in PAIRED_METRICS:
@@ -505,7 +520,8 @@ def _pair(runs_a: pd.DataFrame, runs_b: pd.DataFrame, scores: Scores, n_boot: in
     summary.update(patches=len(labels), groups=scores.n_groups)
     for m in PAIRED_METRICS:
         test = stats.paired(labels, prob_a, prob_b, m, scores.groups, n_boot=n_boot, seed=seed)
-        summary.update({f"{m}_diff": test.value, f"{m}_low": test.low, f"{m}_high": test.high, f"{m}_p": test.p})
+        summary.update({f"{m}_diff": test.value, f"{m}_low": test.low, f"{m}_high": test.high,
+                        f"{m}_p": test.p})
     return summary, rows
 
 
@@ -520,8 +536,10 @@ def _reliability(used: pd.DataFrame, natural: NaturalPredictions | None) -> pd.D
         pooled = pd.concat(frames)
         mean, observed, counts = reliability(pooled["label"].to_numpy(), pooled["probability"].to_numpy())
         rows += [{"condition": condition, "fraction": fraction, "bin": i, "mean_probability": m,
-                  "observed": o, "patches": int(c)} for i, (m, o, c) in enumerate(zip(mean, observed, counts))]
-    return pd.DataFrame(rows, columns=["condition", "fraction", "bin", "mean_probability", "observed", "patches"])
+                  "observed": o, "patches": int(c)}
+                 for i, (m, o, c) in enumerate(zip(mean, observed, counts, strict=True))]
+    return pd.DataFrame(rows, columns=["condition", "fraction", "bin", "mean_probability", "observed",
+                                       "patches"])
 
 
 def _duplicates(runs: pd.DataFrame) -> pd.DataFrame:
