@@ -41,9 +41,9 @@ CHARACTER_EM = 0.6
 """A character's width in ems, a little above DejaVu Sans' average, so that text broken by `_fitted` fits."""
 
 
-def caption(comparison: Comparison) -> str:
-    """The one interval method of a comparison's figures, in words."""
-    return f"error bars: {PERCENT} intervals, {comparison.method}; n = runs (seeds) per bar"
+def caption(comparison: Comparison, counts: str) -> str:
+    """The one interval method of a comparison's figures, in words, and what the figure's counts count."""
+    return f"error bars: {PERCENT} intervals, {comparison.method}; {counts}"
 
 
 @dataclass(frozen=True)
@@ -124,7 +124,7 @@ def plot_bars(comparison: Comparison, metric: str, path: Path, title: str) -> Pa
     ax.set(xlabel="labelled training data (fraction of the balanced set)", ylabel=f"test {METRICS[metric]}",
            ylim=(0, 1.3), title=title)
     ax.legend(loc="upper center", ncols=min(len(conditions), 4), fontsize=7, frameon=False)
-    fig.supxlabel(_fitted(fig, caption(comparison), 6), fontsize=6)
+    fig.supxlabel(_fitted(fig, caption(comparison, "n = runs (seeds) per bar"), 6), fontsize=6)
     return _save(fig, path)
 
 
@@ -150,7 +150,7 @@ def plot_lines(comparison: Comparison, path: Path, title: str) -> Path:
         ax.set_xticks(x, [str(f) for f in fractions])
         ax.set(xlabel="labelled training data (%)", ylabel=f"test {name}")
     axes[0].legend(loc="lower right", fontsize=7)
-    fig.suptitle(_fitted(fig, f"{title}\n{caption(comparison)}", 9), fontsize=9)
+    fig.suptitle(_fitted(fig, f"{title}\n{caption(comparison, 'number = runs (seeds)')}", 9), fontsize=9)
     return _save(fig, path)
 
 
@@ -180,8 +180,8 @@ def plot_paired(comparison: Comparison, path: Path, title: str) -> Path:
         ax.set_xticks(fractions, [str(f) for f in fractions])
         ax.set(xlabel="labelled training data (%)", ylabel=f"difference in test {PAIRED_NAMES[metric]}")
     axes[0].legend(loc="best", fontsize=7)
-    fig.suptitle(_fitted(fig, f"{title}: paired differences, {PERCENT} intervals\n{comparison.method}; number = "
-                              "seed pairs", 9), fontsize=9)
+    fig.suptitle(_fitted(fig, f"{title}: paired differences, {PERCENT} intervals\n{comparison.method}; "
+                              "number = seed pairs", 9), fontsize=9)
     return _save(fig, path)
 
 
@@ -198,17 +198,18 @@ def plot_reliability(comparison: Comparison, path: Path, title: str) -> Path:
             ax.plot(filled["mean_probability"], filled["observed"], marker="o", markersize=3,
                     color=colours[condition], label=condition)
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability", ylabel="observed share irrigated",
-               title=f"{fraction} %")
+        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability",
+               ylabel="observed share irrigated", title=f"{fraction} %")
     axes[0].legend(loc="upper left", fontsize=6)
-    fig.suptitle(_fitted(fig, f"{title}: calibration on the natural-prevalence test set (10 bins, seeds pooled)", 9),
-                 fontsize=9)
+    fig.suptitle(_fitted(fig, f"{title}: calibration on the natural-prevalence test set (10 bins, seeds "
+                              "pooled)", 9), fontsize=9)
     return _save(fig, path)
 
 
 def _fitted(fig: Figure, text: str, points: float) -> str:
     """`text` with each of its lines broken to the figure's width: a caption naming its interval method
-    (folds pooled, spatial groups) runs longer than any figure is wide. The figure's layout then makes room."""
+    (folds pooled, spatial groups) runs longer than any figure is wide. The figure's layout then makes
+    room."""
     width = int(fig.get_figwidth() * 72 / (CHARACTER_EM * points))
     return "\n".join(textwrap.fill(line, width) for line in text.split("\n"))
 
@@ -263,8 +264,8 @@ CELL_HEADER = ["condition", "fraction (%)", "runs",
                "test patches near train (%)", "flag", "interval", "pretraining", "duplicates"]
 PAIRED_HEADER = ["fraction (%)", "condition", "baseline", "seed pairs", "groups",
                  *(h for m in PAIRED_METRICS
-                   for h in (f"difference in {PAIRED_NAMES[m]} [{PERCENT} interval]", f"p ({PAIRED_NAMES[m]})",
-                             f"Holm p ({PAIRED_NAMES[m]})")),
+                   for h in (f"difference in {PAIRED_NAMES[m]} [{PERCENT} interval]",
+                             f"p ({PAIRED_NAMES[m]})", f"Holm p ({PAIRED_NAMES[m]})")),
                  "unpaired seeds"]
 
 
@@ -281,6 +282,7 @@ def _paired_rows(paired: pd.DataFrame) -> list[list[str]]:
     return rows
 
 
+NO_PAIRED = "No paired tests (no per-patch predictions, or no baseline)."
 DUPLICATE_HEADER = ["condition", "fraction (%)", "seed", "version", "counted version", "run"]
 
 
@@ -291,17 +293,18 @@ def _duplicate_rows(duplicates: pd.DataFrame) -> list[list[str]]:
 
 def _intro(comparison: Comparison) -> list[str]:
     kinds = ", ".join(sorted(set(comparison.cells["split_kind"]))) or "-"
-    tests = 0 if comparison.paired.empty else int((comparison.paired["pairs"] > 0).sum()) * len(PAIRED_METRICS)
+    tested = 0 if comparison.paired.empty else int((comparison.paired["pairs"] > 0).sum())
+    tests = tested * len(PAIRED_METRICS)
     return [f"Test set (balanced, as in the study) sha256 {comparison.test_digest}; split kind {kinds}.",
-            (f"Intervals and p: {PERCENT}, {comparison.method}. Paired tests: condition minus baseline on the "
-             f"same test patches, runs paired by seed. Holm's adjustment over all {tests} tests of this "
+            (f"Intervals and p: {PERCENT}, {comparison.method}. Paired tests: condition minus baseline on "
+             f"the same test patches, runs paired by seed. Holm's adjustment over all {tests} tests of this "
              f"comparison; * marks a Holm p < {SIGNIFICANCE:g}, the only differences to call a difference."),
             ("Natural columns: the natural-prevalence test set at the threshold chosen on the fraction's "
              "natural-prevalence validation set (PR-AUC, Brier and ECE need no threshold), means over seeds. "
              "Test patches near train: the split's measured footprint overlap (same ground on any date, or a "
              "neighbour). A near-constant predictor is flagged: balanced F1 rewards it."),
-            ("A (condition, fraction, seed) registered more than once counts once, with its newest version; the "
-            "others are listed under duplicates.")]
+            ("A (condition, fraction, seed) registered more than once counts once, with its newest version; "
+             "the others are listed under duplicates.")]
 
 
 @dataclass(frozen=True)
@@ -322,15 +325,17 @@ def _breakdowns(comparison: Comparison) -> list[Breakdown]:
     if not comparison.folds.empty:
         rows = [[r["condition"], str(r["fraction"]), r["fold"], r["held_out"], r["seeds"],
                  *(_plain(r[f"{m}_mean"]) for m in METRICS)] for r in comparison.folds.to_dict("records")]
-        out.append(Breakdown("Folds", "Each fold's test set alone: the mean over the seeds that ran it. The cells "
-                             "above pool the folds.", "folds.csv", comparison.folds,
+        out.append(Breakdown("Folds", "Each fold's test set alone: the mean over the seeds that ran it. The "
+                             "cells above pool the folds.", "folds.csv", comparison.folds,
                              ["condition", "fraction (%)", "fold", "held out", "seeds",
                               *(f"test {n} (mean)" for n in METRICS.values())], rows))
     if not comparison.countries.empty:
         rows = [[r["condition"], str(r["fraction"]), r["country"], str(r["n_runs"]), _plain(r["patches"], 1),
-                 *(_plain(r[f"{m}_mean"]) for m in PAIRED_METRICS)] for r in comparison.countries.to_dict("records")]
+                 *(_plain(r[f"{m}_mean"]) for m in PAIRED_METRICS)]
+                for r in comparison.countries.to_dict("records")]
         out.append(Breakdown("Countries", "Test patches of each country, per run that scored them (seeds and "
-                             "folds): the mean over those runs, no interval.", "countries.csv", comparison.countries,
+                             "folds): the mean over those runs, no interval.", "countries.csv",
+                             comparison.countries,
                              ["condition", "fraction (%)", "country", "runs", "test patches per run",
                               *(f"test {PAIRED_NAMES[m]} (mean)" for m in PAIRED_METRICS)], rows))
     return out
@@ -344,10 +349,11 @@ def _markdown_table(header: Sequence[str], rows: list[list[str]]) -> str:
 
 def to_markdown(comparison: Comparison, title: str) -> str:
     """The tables as people read them (written here so pandas' optional `tabulate` is not needed)."""
-    parts = [f"# {title}", *_intro(comparison), "## Cells", _markdown_table(CELL_HEADER, _cell_rows(comparison.cells))]
+    parts = [f"# {title}", *_intro(comparison), "## Cells",
+             _markdown_table(CELL_HEADER, _cell_rows(comparison.cells))]
     parts += ["## Paired tests",
               _markdown_table(PAIRED_HEADER, _paired_rows(comparison.paired)) if not comparison.paired.empty
-              else "No paired tests (no per-patch predictions, or no baseline).\n"]
+              else f"{NO_PAIRED}\n"]
     parts += ["## Duplicates", _markdown_table(DUPLICATE_HEADER, _duplicate_rows(comparison.duplicates))
               if not comparison.duplicates.empty else "None.\n"]
     for b in _breakdowns(comparison):
@@ -358,6 +364,11 @@ def to_markdown(comparison: Comparison, title: str) -> str:
 def _link(text: str, url: str | None) -> str:
     shown = html.escape(text)
     return f'<a href="{html.escape(url)}">{shown}</a>' if url else shown
+
+
+def _escaped(rows: list[list[str]]) -> list[list[str]]:
+    """Plain-text cells made HTML."""
+    return [[html.escape(cell) for cell in row] for row in rows]
 
 
 def _html_table(header: Sequence[str], rows: list[list[str]]) -> str:
@@ -373,32 +384,34 @@ def _provenance(comparison: Comparison, row: dict, links: Links | None) -> list[
                            & (comparison.runs["fraction"] == row["fraction"]) & comparison.runs["used"]]
     versions = ", ".join(_link(f"v{v}", links and links.version(links.classifier_model, str(v)))
                          for v in runs["version"])
-    run_links = ", ".join(_link(f"{r[:8]} (s{s})", links and links.run(r)) for r, s in zip(runs["run_id"],
-                                                                                         runs["seed"], strict=True))
+    run_links = ", ".join(_link(f"{r[:8]} (s{s})", links and links.run(r))
+                          for r, s in zip(runs["run_id"], runs["seed"], strict=True))
     encoder = row["encoder_version"]
     model, _, number = encoder.rpartition("/")
     digests = [f"test {comparison.test_digest[:12]}"] + [
         f"{c.removesuffix('_digest')} {', '.join(d[:12] for d in sorted(set(runs[c])) if d)}"
         for c in DIGEST_COLUMNS if c in runs.columns and any(runs[c])]
-    return [versions or "-", run_links or "-", _link(encoder, links and model and links.version(model, number))
-            if encoder else "-", html.escape("; ".join(digests)), html.escape(row["split_kind"])]
+    encoder_link = _link(encoder, links and model and links.version(model, number)) if encoder else "-"
+    return [versions or "-", run_links or "-", encoder_link, html.escape("; ".join(digests)),
+            html.escape(row["split_kind"])]
 
 
 def to_html(comparison: Comparison, title: str, figures: Sequence[Path], links: Links | None = None) -> str:
     """One self-contained page: the introduction, the figures (base64 PNG), the cells with their
     provenance, the paired tests and the duplicates."""
-    escaped = [[html.escape(c) for c in row] for row in _cell_rows(comparison.cells)]
+    escaped = _escaped(_cell_rows(comparison.cells))
     records = comparison.cells.to_dict("records")
     status = CELL_HEADER.index("pretraining")
     for row, record in zip(escaped, records, strict=True):  # a leakage override or unknown data stands out
-        row[status] = f'<span class="{"ok" if record["pretraining_overlap"] == "0" else "warn"}">{row[status]}</span>'
-    cells = [[*row, *_provenance(comparison, record, links)] for row, record in zip(escaped, records, strict=True)]
+        verdict = "ok" if record["pretraining_overlap"] == "0" else "warn"
+        row[status] = f'<span class="{verdict}">{row[status]}</span>'
+    cells = [[*row, *_provenance(comparison, record, links)]
+             for row, record in zip(escaped, records, strict=True)]
     images = "".join(f'<figure><img alt="{html.escape(p.stem)}" src="data:image/png;base64,'
                      f'{base64.b64encode(p.read_bytes()).decode()}"></figure>' for p in figures)
-    paired = (_html_table(PAIRED_HEADER, [[html.escape(c) for c in r] for r in _paired_rows(comparison.paired)])
-              if not comparison.paired.empty else "<p>No paired tests (no per-patch predictions, or no baseline).</p>")
-    duplicates = (_html_table(DUPLICATE_HEADER, [[html.escape(c) for c in r]
-                                                 for r in _duplicate_rows(comparison.duplicates)])
+    paired = (_html_table(PAIRED_HEADER, _escaped(_paired_rows(comparison.paired)))
+              if not comparison.paired.empty else f"<p>{NO_PAIRED}</p>")
+    duplicates = (_html_table(DUPLICATE_HEADER, _escaped(_duplicate_rows(comparison.duplicates)))
                   if not comparison.duplicates.empty else "<p>None.</p>")
     intro = "".join(f"<p>{html.escape(line)}</p>" for line in _intro(comparison))
     style = ("body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:12px}"
@@ -406,7 +419,7 @@ def to_html(comparison: Comparison, title: str, figures: Sequence[Path], links: 
              ".warn{color:#b00;font-weight:bold}.ok{color:#060}")
     header = [*CELL_HEADER, "model versions", "runs (seed)", "encoder version", "digests", "split kind"]
     breakdowns = "".join(f"<h2>{html.escape(b.heading)}</h2><p>{html.escape(b.note)}</p>"
-                         + _html_table(b.header, [[html.escape(c) for c in r] for r in b.rows])
+                         + _html_table(b.header, _escaped(b.rows))
                          for b in _breakdowns(comparison))
     return (f"<!DOCTYPE html>\n<html><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body><h1>{html.escape(title)}</h1>{intro}{images}"

@@ -14,11 +14,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from matplotlib.figure import Figure
+from matplotlib.text import Text
 from scipy import stats as scipy_stats
 
 from simclr_s2.errors import UserError
 from simclr_s2.learning.metrics import binary_metrics
-from simclr_s2.study import stats
+from simclr_s2.study import report, stats
 from simclr_s2.study.comparison import REQUIRED, compare
 from simclr_s2.study.report import Links, write_report
 
@@ -244,6 +246,22 @@ def test_input_contract_is_checked() -> None:
     with pytest.raises(UserError, match=r"fractions \[50\]: no run"):
         compare(grid(), [50])
     assert set(REQUIRED) <= set(grid().columns)
+
+
+def test_each_figure_says_what_its_numbers_count(result, tmp_path: Path, monkeypatch) -> None:
+    """A bar carries "n=<runs>", a curve's point and a paired point a bare number: each caption says which."""
+    captions: dict[str, str] = {}
+    save = report._save
+
+    def kept(fig: Figure, path: Path) -> Path:
+        captions[path.name] = " ".join(t.get_text() for t in fig.findobj(Text)).replace("\n", " ")
+        return save(fig, path)
+
+    monkeypatch.setattr(report, "_save", kept)
+    write_report(result, tmp_path, "scheme basic")
+    assert "n = runs (seeds) per bar" in captions["bars_f1.png"]
+    assert "number = runs (seeds)" in captions["lines.png"] and "per bar" not in captions["lines.png"]
+    assert "number = seed pairs" in captions["paired.png"]
 
 
 def test_report_files_links_and_statuses(tmp_path: Path) -> None:
