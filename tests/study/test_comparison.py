@@ -29,10 +29,9 @@ N_PATCHES = 120
 NAMES = [f"S2A_MSIL2A_20170613T101031_{i // 100}_{i % 100:02d}" for i in range(N_PATCHES)]  # sorted
 LABELS = np.arange(N_PATCHES) % 2
 GROUPS = [f"32629/{i // 20}/0" for i in range(N_PATCHES)]  # 6 blocks of 20 patches
-FINETUNE = {"stage": "finetune", "pretrained": "ben", "encoder_version": "simclr-s2-encoder/3", "arch": "resnet152",
-            "trainable": "all", "epochs": 50, "settings": "lr=5e-05", "tuned": False, "split_kind": "random",
-            "pretraining_overlap": "0",
-            "test_digest": TEST_SET}
+FINETUNE = {"stage": "finetune", "pretrained": "ben", "encoder_version": "simclr-s2-encoder/3",
+            "arch": "resnet152", "trainable": "all", "epochs": 50, "settings": "lr=5e-05", "tuned": False,
+            "split_kind": "random", "pretraining_overlap": "0", "test_digest": TEST_SET}
 SCRATCH = {**FINETUNE, "stage": "baseline", "pretrained": "scratch", "encoder_version": ""}
 SKILL = {"ben": 0.8, "scratch": 0.7}
 
@@ -78,7 +77,8 @@ def grid() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-BEN, HEAD2, TUNED, S152, S18 = "ben (all)", "ben (head2)", "ben (all) tuned", "scratch resnet152", "scratch resnet18"
+BEN, HEAD2, TUNED = "ben (all)", "ben (head2)", "ben (all) tuned"
+S152, S18 = "scratch resnet152", "scratch resnet18"
 
 
 @pytest.fixture(scope="module")
@@ -87,8 +87,8 @@ def result():
 
 
 def cell(result, condition: str, fraction: int) -> dict:
-    [row] = result.cells[(result.cells["condition"] == condition) & (result.cells["fraction"] == fraction)].to_dict(
-        "records")
+    cells = result.cells
+    [row] = cells[(cells["condition"] == condition) & (cells["fraction"] == fraction)].to_dict("records")
     return row
 
 
@@ -120,7 +120,8 @@ def test_label_shows_only_what_differs() -> None:
                          run(3, 10, 0, pretrained="ca", encoder_version="simclr-s2-encoder/4"),
                          run(4, 10, 0, pretrained="ca", encoder_version="simclr-s2-encoder/5",
                              pretraining_overlap="unknown")])
-    assert compare(runs, [10]).conditions == ("ben", "ca encoder 4", "ca encoder 5 pretraining unknown", "scratch")
+    assert compare(runs, [10]).conditions == ("ben", "ca encoder 4", "ca encoder 5 pretraining unknown",
+                                              "scratch")
 
 
 def test_recalibrated_batchnorm_is_its_own_condition() -> None:
@@ -128,7 +129,8 @@ def test_recalibrated_batchnorm_is_its_own_condition() -> None:
     older than the tag is neither."""
     runs = pd.DataFrame([run(1, 10, 0, bn_recalibrated="true"), run(2, 10, 1, bn_recalibrated="true"),
                          run(3, 10, 0, bn_recalibrated="false"), run(4, 10, 1, bn_recalibrated=""),
-                         run(5, 10, 0, SCRATCH, bn_recalibrated="false"), run(6, 10, 1, SCRATCH, bn_recalibrated="")])
+                         run(5, 10, 0, SCRATCH, bn_recalibrated="false"),
+                         run(6, 10, 1, SCRATCH, bn_recalibrated="")])
     result = compare(runs, [10])
     assert result.conditions == ("ben", "ben BN recalibrated", "ben BN unknown", "scratch")
     assert cell(result, "ben BN recalibrated", 10)["versions"] == "1,2"
@@ -152,17 +154,18 @@ def test_duplicates_are_listed_and_the_newest_counts(result) -> None:
 def test_every_interval_resamples_seeds_and_groups(result) -> None:
     row = cell(result, BEN, 10)
     assert row["interval"] == "3 seeds x 6 groups"
-    assert result.method == ("bootstrap over seeds and spatial groups of test patches: seeds and 6 spatial groups "
-                             f"of {N_PATCHES} test patches, resampled together")
+    assert result.method == ("bootstrap over seeds and spatial groups of test patches: seeds and 6 spatial "
+                             f"groups of {N_PATCHES} test patches, resampled together")
     runs = np.stack([aligned(r) for r in ("ben-1", "ben-12", "ben-3")])  # seed order: v1, v12 (seed 1), v3
     expected = stats.interval(LABELS, runs, "accuracy", GROUPS, n_boot=300)
-    assert (row["test_accuracy_low"], row["test_accuracy_high"]) == pytest.approx((expected.low, expected.high),
-                                                                                 abs=1e-12)
+    assert (row["test_accuracy_low"], row["test_accuracy_high"]) == pytest.approx(
+        (expected.low, expected.high), abs=1e-12)
     one = cell(result, BEN, 1)  # one seed: the same method, groups only
     assert one["interval"] == "1 seeds x 6 groups"
     for metric, name in (("test_f1", "f1"), ("test_auc", "auc")):
         expected = stats.interval(LABELS, aligned("ben-4"), name, GROUPS, n_boot=300)
-        assert (one[f"{metric}_low"], one[f"{metric}_high"]) == pytest.approx((expected.low, expected.high), abs=1e-12)
+        assert (one[f"{metric}_low"], one[f"{metric}_high"]) == pytest.approx((expected.low, expected.high),
+                                                                             abs=1e-12)
     no_predictions = compare(grid(), [1, 10])
     assert no_predictions.method.startswith("Student t across seeds")
     values = grid().set_index("version").loc[[1, 3, 12], "test_accuracy"]
@@ -265,8 +268,9 @@ def test_each_figure_says_what_its_numbers_count(result, tmp_path: Path, monkeyp
 
 
 def test_report_files_links_and_statuses(tmp_path: Path) -> None:
-    runs = pd.concat([grid(), pd.DataFrame([run(13, 10, 0, pretrained="ca", pretraining_overlap="override:3"),
-                                            run(14, 10, 0, pretrained="imported", pretraining_overlap="unknown")])])
+    others = [run(13, 10, 0, pretrained="ca", pretraining_overlap="override:3"),
+              run(14, 10, 0, pretrained="imported", pretraining_overlap="unknown")]
+    runs = pd.concat([grid(), pd.DataFrame(others)])
     runs["train_digest"] = "a1b2c3d4e5f6" + "0" * 52
     result = compare(runs, [1, 10, 100], predictions=predictions, natural=natural, n_boot=100)
     links = Links(run=lambda r: f"http://mlflow/#/runs/{r}", version=lambda m, v: f"http://mlflow/#/models/{m}/{v}",
@@ -274,7 +278,8 @@ def test_report_files_links_and_statuses(tmp_path: Path) -> None:
     paths = write_report(result, tmp_path / "a", "scheme basic", links)
     names = {p.name for p in paths}
     assert names == {"table.csv", "paired.csv", "pairs.csv", "duplicates.csv", "runs.csv", "table.md",
-                     "bars_accuracy.png", "bars_f1.png", "lines.png", "paired.png", "reliability.png", "report.html"}
+                     "bars_accuracy.png", "bars_f1.png", "lines.png", "paired.png", "reliability.png",
+                     "report.html"}
     for p in paths:
         assert p.stat().st_size > 0
         if p.suffix == ".png":
@@ -286,11 +291,12 @@ def test_report_files_links_and_statuses(tmp_path: Path) -> None:
     assert '<a href="http://mlflow/#/runs/ben-12">' in page
     assert '<a href="http://mlflow/#/models/simclr-s2-classifier/12">v12</a>' in page
     assert '<a href="http://mlflow/#/models/simclr-s2-encoder/3">simclr-s2-encoder/3</a>' in page
-    assert "leakage override: 3 test patches seen in pretraining" in page and "pretraining data unknown" in page
+    assert "leakage override: 3 test patches seen in pretraining" in page
+    assert "pretraining data unknown" in page
     assert TEST_SET[:12] in page and "train a1b2c3d4e5f6" in page
     markdown = (tmp_path / "a/table.md").read_text()
     assert "## Paired tests" in markdown and "## Duplicates" in markdown
-    assert "| ben (all) | 100 | 0 | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | n/a | - | - |" in markdown
+    assert f"| ben (all) | 100 | 0 | {' | '.join(['n/a'] * 10)} | - | - |" in markdown
     table = pd.read_csv(tmp_path / "a/table.csv")
     assert {"condition", "n_runs", "test_f1_low", "test_f1_high", "pretraining_overlap"} <= set(table.columns)
     again = write_report(result, tmp_path / "b", "scheme basic", links)
@@ -303,4 +309,5 @@ def test_conditions_without_a_common_seed_are_not_paired(tmp_path: Path) -> None
     [row] = result.paired.to_dict("records")
     assert row["pairs"] == 0 and row["unpaired"] == "condition: 5; baseline: 0,1" and result.pairs.empty
     names = {p.name for p in write_report(result, tmp_path, "no pairs")}
-    assert "paired.png" not in names and "| 10 | ben | scratch | 0 | - | - |" in (tmp_path / "table.md").read_text()
+    assert "paired.png" not in names
+    assert "| 10 | ben | scratch | 0 | - | - |" in (tmp_path / "table.md").read_text()
