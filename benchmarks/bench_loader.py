@@ -11,11 +11,13 @@ shuffled samples of the study's 10 bands (torchgeo's loader reads all 12: it has
   the goal: at least 0.8x), the loader reading inline and with 2 read-ahead threads (prefetch 0 / 2), the GeoTIFF
   per-sample path (`PatchDataset`), torchgeo's BigEarthNet (DataLoader, num_workers=0; where installed), and
   finished float32 tensors held in RAM (`MemoryDataset`: what the removed `in_memory` option did).
-- loader, cold: the same with the store evicted from the page cache before every epoch
-  (posix_fadvise DONTNEED), so every row comes from the disk, as for a store larger than RAM; against the
-  disk's sequential read of the same file (O_DIRECT, no cache) in rows/s (the goal: at least 0.8x), and
-  against the same loader warm, taken in turn with it: 1.0x when the disk is hidden behind the conversion,
-  so that where cold falls short of the disk, this says whether the disk or the CPU held it back.
+- loader, cold: the same with the store evicted from the page cache before every epoch (this process's
+  own map of it dropped first: the kernel keeps a mapped page whatever it is advised; then posix_fadvise
+  DONTNEED; mincore then counts the pages still resident, printed), so every row comes from the disk, as
+  for a store larger than RAM; in shuffled order and in file order, each against the disk's sequential
+  read of the same file (O_DIRECT, no cache) in rows/s (the goal: at least 0.8x). A shuffled epoch is random
+  I/O, so it is also put beside the disk's own rate for it: O_DIRECT reads of the same rows in the same
+  order, as many at a time as the loader hints ahead. The cold figures end the output in a few lines.
 The loader figures are medians of --repeats runs, taken in turn with their baselines (A B C, C B A, ...).
 - packing: `pack` with --workers processes, archive in the page cache, against the same packer reading the
   GeoTIFFs through rasterio (`reader.read_native`, as before issue 15).
@@ -27,6 +29,7 @@ The loader figures are medians of --repeats runs, taken in turn with their basel
 from __future__ import annotations
 
 import argparse
+import ctypes
 import mmap
 import os
 import platform
@@ -34,8 +37,10 @@ import shutil
 import statistics
 import tarfile
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
 
@@ -45,7 +50,7 @@ from figures import Clock, Figure, Rate, report
 
 from simclr_s2.bigearthnet import packed, reader
 from simclr_s2.bigearthnet.bands import STUDY_BANDS, InputTransform
-from simclr_s2.learning.datasets import BatchLoader, MemoryDataset, PackedDataset, PatchDataset
+from simclr_s2.learning.datasets import NAMED_AHEAD, BatchLoader, MemoryDataset, PackedDataset, PatchDataset
 
 EXAMPLES = Path(__file__).parents[1] / "tests" / "bigearthnet" / "fixtures" / "BigEarthNet-S2-Example.tar.bz2"
 DIGEST = "bench" * 8
@@ -104,20 +109,41 @@ def same_work_epoch(store: packed.PackedStore, transform: InputTransform, batch:
         yield torch.from_numpy(transform(store.pixels[order[start : start + batch]])), None
 
 
-def evict(path: Path) -> None:
-    """Drop the file's pages from the page cache (they are not mapped by anyone, so the kernel can)."""
+def evict(store: packed.PackedStore) -> float:
+    """Drop the store's pixels from the page cache; the fraction of their pages still there after.
+
+    The loader's reads mapped them into this process, and POSIX_FADV_DONTNEED leaves a mapped page in the
+    cache (so this benchmark's cold epochs found the store all resident until it said so): this process's
+    own map of them is dropped first (MADV_DONTNEED; nothing else maps the file)."""
+    store.pixels.base.madvise(mmap.MADV_DONTNEED)
+    path = store.path / packed.PIXELS_FILE
     fd = os.open(path, os.O_RDONLY)
     try:
         os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
+    return resident(path)
 
 
-def cache(path: Path) -> None:
-    """Read the file through the page cache, so that a warm figure taken after a cold one finds it there."""
+_LIBC = ctypes.CDLL(None, use_errno=True)
+_LIBC.mincore.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_void_p]
+
+
+def resident(path: Path) -> float:
+    """Fraction of the file's pages in the page cache: mincore(2) over a fresh private map of it (the map
+    touches no page; for pages not written to, mincore reports the page cache's)."""
+    size = path.stat().st_size
+    pages = (ctypes.c_ubyte * -(-size // mmap.PAGESIZE))()
     with open(path, "rb") as fh:
-        while fh.read(8 << 20):
-            pass
+        mapped = mmap.mmap(fh.fileno(), size, access=mmap.ACCESS_COPY)
+    start = ctypes.c_char.from_buffer(mapped)
+    try:
+        if _LIBC.mincore(ctypes.addressof(start), size, pages):
+            raise OSError(ctypes.get_errno(), f"mincore {path}")
+    finally:
+        del start
+        mapped.close()
+    return sum(p & 1 for p in pages) / len(pages)
 
 
 def disk_read(path: Path) -> Rate:
@@ -132,6 +158,31 @@ def disk_read(path: Path) -> Rate:
         os.close(fd)
     clock.stop()
     return clock.rate(total)
+
+
+def disk_rows(store: packed.PackedStore, order: np.ndarray, depth: int) -> Rate:
+    """Rows per second read with O_DIRECT in `order`, `depth` at a time: the disk's rate for the loader's own
+    I/O (single rows, as many in flight as it hints), without the page cache or the conversion."""
+    path, row_bytes, page = store.path / packed.PIXELS_FILE, store.pixels[0].nbytes, mmap.PAGESIZE
+    buffers = threading.local()
+
+    def read(row: int) -> None:
+        start = store.pixels.offset + row * row_bytes
+        first, end = start // page * page, -(-(start + row_bytes) // page) * page
+        if not hasattr(buffers, "page_aligned"):
+            buffers.page_aligned = mmap.mmap(-1, row_bytes + 2 * page)
+        os.preadv(fd, [memoryview(buffers.page_aligned)[: end - first]], first)
+
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECT)
+    clock = Clock()
+    try:
+        with ThreadPoolExecutor(depth) as pool:
+            clock.start()
+            list(pool.map(read, order.tolist()))
+            clock.stop()
+    finally:
+        os.close(fd)
+    return clock.rate(len(order))
 
 
 def torchgeo_rate(root: Path, names: list[str], batch: int, seconds: float) -> tuple[Rate | None, str]:
@@ -218,19 +269,30 @@ def main() -> None:
         torchgeo, why_not = torchgeo_rate(root, small, bs, secs)
         rows.append(Figure(label, warm["loader"], f"torchgeo BigEarthNet, {len(small)}", torchgeo, why_not))
 
-        store_file = store.path / packed.PIXELS_FILE
-        cold = interleaved({"loader": lambda: rate(lambda: loader, secs, before=lambda: evict(store_file)),
-                            "warm": lambda: rate(lambda: loader, secs, before=lambda: cache(store_file)),
-                            "disk": lambda: (evict(store_file), disk_read(store_file))[1]}, args.repeats)
-        disk = cold["disk"]
-        row_bytes = store.pixels[0].nbytes
-        cold_label = f"loader, packed store of {len(names)}, cold: every row from disk (samples/s, median)"
-        rows.append(Figure(cold_label, cold["loader"],
-                           f"disk sequential read, O_DIRECT ({disk.per_s / 1e6:,.0f} MB/s), in rows/s",
-                           Rate(disk.per_s / row_bytes, disk.per_cpu_s and disk.per_cpu_s / row_bytes, disk.load)))
-        rows.append(Figure(cold_label, cold["loader"], "the same loader, page cache warm (in turn with it)",
-                           cold["warm"]))
+        file_order = BatchLoader(PackedDataset(store, labels), bs)
+        left: list[float] = []  # the fraction of the store resident after each eviction
 
+        def cold_epochs(cold_loader: BatchLoader) -> Rate:
+            return rate(lambda: cold_loader, secs, before=lambda: left.append(evict(store)))
+
+        def evicted_first(measure: Callable[[], Rate]) -> Rate:
+            left.append(evict(store))
+            return measure()
+
+        store_file = store.path / packed.PIXELS_FILE
+        cold = interleaved({
+            "shuffled": lambda: cold_epochs(loader),
+            "file order": lambda: cold_epochs(file_order),
+            "disk": lambda: evicted_first(lambda: disk_read(store_file)),
+            "rows": lambda: evicted_first(lambda: disk_rows(store, loader.order(0), bs * NAMED_AHEAD)),
+        }, args.repeats)
+        row_bytes = store.pixels[0].nbytes
+        disk = cold["disk"]
+        disk_rate = Rate(disk.per_s / row_bytes, disk.per_cpu_s and disk.per_cpu_s / row_bytes, disk.load)
+        disk_label = f"disk sequential read, O_DIRECT ({disk.per_s / 1e6:,.0f} MB/s), in rows/s"
+        for order in ("shuffled", "file order"):
+            rows.append(Figure(f"loader, packed store of {len(names)}, cold, {order} (samples/s, median)",
+                               cold[order], disk_label, disk_rate))
     print(
         f"\n{platform.processor() or platform.machine()}, {len(os.sched_getaffinity(0))} CPUs, torch "
         f"{torch.__version__} ({torch.get_num_threads()} threads), batch {bs}, study bands, bicubic; "
@@ -239,6 +301,19 @@ def main() -> None:
         "per CPU-s: per second of this process's CPU time (its threads and packing workers)\n"
     )
     report(rows)
+    print(
+        f"\ncold (store evicted before every epoch; at most {max(left):.1%} of its pages left resident), medians "
+        f"of {args.repeats}, load {min(r.load for r in cold.values()):.1f}-{max(r.load for r in cold.values()):.1f}:"
+        f"\n  shuffled:   {cold['shuffled'].per_s:,.0f} samples/s = {cold['shuffled'].per_s / disk_rate.per_s:.2f}x "
+        f"the disk's sequential rate ({disk_rate.per_s:,.0f} rows/s; goal 0.8x), "
+        f"{cold['shuffled'].per_s / cold['rows'].per_s:.2f}x the disk's rate for the same rows read in the same order, "
+        f"{bs * NAMED_AHEAD} at a time ({cold['rows'].per_s:,.0f} rows/s)"
+        f"\n  file order: {cold['file order'].per_s:,.0f} samples/s = "
+        f"{cold['file order'].per_s / disk_rate.per_s:.2f}x the disk's sequential rate"
+        f"\n  what a core to itself would give (samples per CPU-second / the disk's rows/s): shuffled "
+        f"{(cold['shuffled'].per_cpu_s or 0) / disk_rate.per_s:.2f}x, file order "
+        f"{(cold['file order'].per_cpu_s or 0) / disk_rate.per_s:.2f}x"
+    )
 
 
 if __name__ == "__main__":
