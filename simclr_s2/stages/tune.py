@@ -114,9 +114,14 @@ def _plan(spec: specs.Tune, resolved: Mapping[str, str], ctx: Context) -> Plan:
     settings = StudySettings(target=spec.target, pretrained=base.pretrained or "", split=base.split,
                              scheme=spec.scheme, fraction=spec.fraction, metric=spec.metric,
                              epochs=base.epochs, space=space)
-    name = default_study_name(spec.target, spec.scheme, spec.fraction) if spec.study_name == "auto" \
-        else spec.study_name
-    return Plan(stage, base, settings, name, storage_url(spec.storage, ctx.state_dir()))
+    return Plan(stage, base, settings, _study_name(spec), storage_url(spec.storage, ctx.state_dir()))
+
+
+def _study_name(spec: specs.Tune) -> str:
+    """The study's name: `auto` is <target>-<scheme>-<fraction>pct."""
+    if spec.study_name == "auto":
+        return default_study_name(spec.target, spec.scheme, spec.fraction)
+    return spec.study_name
 
 
 class TrialProgress:
@@ -241,9 +246,7 @@ class Tune(Stage[specs.Tune]):
         return resolved
 
     def run_name(self, spec: specs.Tune, resolved: Mapping[str, str]) -> str:
-        name = default_study_name(spec.target, spec.scheme, spec.fraction) if spec.study_name == "auto" \
-            else spec.study_name
-        return f"tune-{name}-s{spec.seed}"
+        return f"tune-{_study_name(spec)}-s{spec.seed}"
 
     def tags(self, spec: specs.Tune, resolved: Mapping[str, str]) -> dict[str, object]:
         return {"scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed}

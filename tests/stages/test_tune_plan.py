@@ -8,7 +8,7 @@ from types import SimpleNamespace
 from simclr_s2.settings import specs
 from simclr_s2.settings.spec import build
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
-from simclr_s2.stages.tune import _plan
+from simclr_s2.stages.tune import TUNE, _plan
 
 RESOLVED = {"split": "runs:/s/splits", "pretrained": "models:/simclr-s2-encoder/3", "epochs": "2"}
 
@@ -23,3 +23,12 @@ def test_the_plan_tunes_the_stage_its_target_names(tmp_path) -> None:
     assert finetune.settings.pretrained == "models:/simclr-s2-encoder/3"
     assert (finetune.base.split, finetune.base.epochs) == (baseline.base.split, baseline.base.epochs) == (
         "runs:/s/splits", 2)
+
+
+def test_the_study_is_named_once_for_the_plan_and_the_run(tmp_path) -> None:
+    ctx = SimpleNamespace(state_dir=lambda: tmp_path)
+    auto = build(specs.Tune, {"target": "baseline"})
+    named = build(specs.Tune, {"study_name": "mine", "seed": 3})
+    assert _plan(auto, {}, ctx).study_name == "baseline-basic-10pct"
+    assert TUNE.run_name(auto, {}) == "tune-baseline-basic-10pct-s0"
+    assert (_plan(named, {}, ctx).study_name, TUNE.run_name(named, {})) == ("mine", "tune-mine-s3")
