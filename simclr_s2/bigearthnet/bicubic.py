@@ -87,14 +87,13 @@ fused where its kernel fuses, as the bicubic kernel does in the same build: AVX2
 emulated in float64 (exact, three passes), or each product and sum rounded (torch's DEFAULT kernel)."""
 
 
-def _double_block(x: np.ndarray, form: Form) -> np.ndarray:
-    """(..., 60, 60) float32 whole numbers -> (..., 120, 120) as torch's bicubic computes them."""
+def _double_block(x: np.ndarray, form: Form, out: np.ndarray) -> None:
+    """(..., 60, 60) float32 whole numbers -> `out` (..., 120, 120) as torch's bicubic computes them."""
     xp = _padded(x, -1)
     rows = np.empty((*x.shape[:-1], PATCH_SIZE), np.float32)
     for phase, w in _PHASES:  # horizontal: the products are exact in float32, so fusing changes nothing
         a = _taps(xp, -1, phase)
         rows[..., phase::2] = ((a[0] * w[0] + a[1] * w[1]) + a[2] * w[2]) + a[3] * w[3]
-    out = np.empty((*x.shape[:-2], PATCH_SIZE, PATCH_SIZE), np.float32)
     hp = _padded(rows, -2)
     s = np.empty((*x.shape[:-2], SOURCE, PATCH_SIZE), np.float32)
     if form == "float64":
@@ -113,7 +112,6 @@ def _double_block(x: np.ndarray, form: Form) -> np.ndarray:
             else:
                 s += a[j] * w[j]
         out[..., phase::2, :] = s
-    return out
 
 
 def double(x: np.ndarray, form: Form) -> np.ndarray:
@@ -121,7 +119,7 @@ def double(x: np.ndarray, form: Form) -> np.ndarray:
     flat = x.reshape(-1, SOURCE, SOURCE)
     out = np.empty((len(flat), PATCH_SIZE, PATCH_SIZE), np.float32)
     for start in range(0, len(flat), _BLOCK):
-        out[start : start + _BLOCK] = _double_block(flat[start : start + _BLOCK], form)
+        _double_block(flat[start : start + _BLOCK], form, out[start : start + _BLOCK])
     return out.reshape(*x.shape[:-2], PATCH_SIZE, PATCH_SIZE)
 
 
@@ -143,11 +141,12 @@ def stack_bands(
     if method != "bicubic" or not doubled or any(np.asarray(native[b]).dtype != np.uint16 for b in bands) \
             or _rounding() is None:
         return band_math.stack_bands(native, bands, method)
+    stack = np.stack([np.asarray(native[bands[i]], dtype=np.float32) for i in doubled], axis=-3)
+    if len(doubled) == len(bands):  # only 20 m bands (the packer's case): no copy into a stack of all
+        return double(stack, _rounding())
     rest = [i for i in range(len(bands)) if i not in doubled]
     lead = np.shape(native[bands[0]])[:-2]
     out = np.empty((*lead, len(bands), PATCH_SIZE, PATCH_SIZE), dtype=np.float32)
-    if rest:
-        out[..., rest, :, :] = band_math.stack_bands(native, [bands[i] for i in rest], method)
-    stack = np.stack([np.asarray(native[bands[i]], dtype=np.float32) for i in doubled], axis=-3)
+    out[..., rest, :, :] = band_math.stack_bands(native, [bands[i] for i in rest], method)
     out[..., doubled, :, :] = double(stack, _rounding())
     return out

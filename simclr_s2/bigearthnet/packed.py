@@ -138,8 +138,15 @@ def store_rows(native: Sequence[dict[str, np.ndarray]], bands: tuple[str, ...], 
     if resampled:
         names = [bands[i] for i in resampled]
         batch = {band: np.stack([patch[band] for patch in native]) for band in names}
-        rows[:, resampled] = quantise(bicubic.stack_bands(batch, names, resampling))
+        step = max(1, _RESAMPLED_AT_ONCE // len(names))
+        for start in range(0, len(native), step):  # a few patches at a time: the floats stay in the CPU's cache
+            part = {band: x[start : start + step] for band, x in batch.items()}
+            rows[start : start + step, resampled] = quantise(bicubic.stack_bands(part, names, resampling))
     return rows
+
+
+_RESAMPLED_AT_ONCE = 16
+"""Rasters `store_rows` resamples and quantises in one go (a block's float32 stays in the CPU's cache)."""
 
 
 def worker_pool(workers: int) -> ProcessPoolExecutor:

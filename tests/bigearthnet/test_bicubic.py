@@ -37,6 +37,16 @@ def test_torchs_bits_on_rasters_made_to_round_differently():
         assert np.array_equal(bicubic.stack_bands(native, order), bands.stack_bands(native, order)), order
 
 
+def test_the_packers_rows_are_torchs_quantised_block_by_block():
+    """`packed.store_rows` resamples a few patches at a time: 7 patches make blocks of 2 (6 or 8 resampled bands)
+    and one of 1, and every block is the whole batch's rows."""
+    native = _random_patches(7, seed=4)
+    patches = [{band: x[i] for band, x in native.items()} for i in range(7)]
+    for order in (BANDS, bands.STUDY_BANDS, ("B05", "B04", "B01")):
+        expected = packed.quantise(bands.stack_bands(native, order))
+        assert np.array_equal(packed.store_rows(patches, order, "bicubic"), expected), order
+
+
 def test_torchs_bits_on_real_patches(real_archive):
     folders = [REBEN_PATCH, *sorted(p for p in real_archive.iterdir() if p.is_dir())]
     read = [packed.read_bands(folder, BANDS) for folder in folders]
