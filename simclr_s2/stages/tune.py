@@ -177,8 +177,8 @@ def _objective(plan: Plan, ctx: Context, parent: StageRun):
     prepared = prepare(plan.base, {}, ctx)  # split and encoder loaded once for all trials
 
     def objective(trial: optuna.Trial) -> float:
-        suggested = plan.settings.space.suggest(trial, plan.settings.target)
-        spec = build(plan.stage.spec, {**_params(plan.base), **suggested})
+        fixed = _params(plan.base)  # the target's parameters: what it takes decides what is searched
+        spec = build(plan.stage.spec, {**fixed, **plan.settings.space.suggest(trial, fixed)})
         with _trial_run(trial, spec, ctx, parent, plan.study_name) as run:
             run.log_params(_params(spec))
             progress = TrialProgress(run, trial, plan.settings.metric)

@@ -3,6 +3,7 @@ command's ranges and metric while it parses them, before Optuna or torch is impo
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,8 @@ def check_metric(metric: str) -> str:
 @dataclass(frozen=True)
 class SearchSpace:
     """Ranges of the tuned settings: lr on a log scale, weight decay and dropout uniform, batch size and
-    trainable part categorical (the trainable part only for a fine-tune; a baseline trains everything)."""
+    trainable part categorical (the trainable part only where the target takes it as a parameter: a
+    baseline answers it as a class value, it trains everything)."""
 
     lr_min: float = 1e-5
     lr_max: float = 1e-2
@@ -54,15 +56,16 @@ class SearchSpace:
         if not self.trainables or unknown:
             raise UserError(f"trainables: expected some of {', '.join(TRAINABLE)}, got {list(self.trainables)}")
 
-    def suggest(self, trial: optuna.Trial, target: str) -> dict[str, Any]:
-        """One trial's settings, named as the finetune/baseline entry points name them."""
+    def suggest(self, trial: optuna.Trial, parameters: Collection[str]) -> dict[str, Any]:
+        """One trial's settings, named as the finetune/baseline entry points name them; `parameters` are
+        the names the tuned entry point takes, so the target's spec decides, not its name."""
         params: dict[str, Any] = {
             "lr": trial.suggest_float("lr", self.lr_min, self.lr_max, log=True),
             "weight_decay": trial.suggest_float("weight_decay", 0.0, self.weight_decay_max),
             "dropout": trial.suggest_float("dropout", self.dropout_min, self.dropout_max),
             "batch_size": trial.suggest_categorical("batch_size", list(self.batch_sizes)),
         }
-        if target == "finetune":
+        if "trainable" in parameters:
             params["trainable"] = trial.suggest_categorical("trainable", list(self.trainables))
         return params
 

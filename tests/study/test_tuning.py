@@ -265,7 +265,7 @@ def test_plots_rank_parameters_once_two_trials_completed(tmp_path, completed):
     study = optuna.create_study(direction="maximize", sampler=TrialSeededSampler(0))
     for n in range(completed + 1):
         trial = study.ask()
-        SearchSpace().suggest(trial, "finetune")
+        SearchSpace().suggest(trial, ("trainable",))
         trial.report(0.5, step=1)
         study.tell(trial, float(n) if n < completed else None,
                    state=TrialState.COMPLETE if n < completed else TrialState.PRUNED)
@@ -279,7 +279,7 @@ def test_the_named_pruners_stop_hopeless_trials(name):
     study = optuna.create_study(direction="maximize", sampler=TrialSeededSampler(0), pruner=make_pruner(name, 9))
 
     def objective(trial: optuna.Trial) -> float:
-        quality = -abs(math.log10(SearchSpace().suggest(trial, "baseline")["lr"]) + 3)
+        quality = -abs(math.log10(SearchSpace().suggest(trial, ())["lr"]) + 3)
         for epoch in range(1, 10):
             trial.report(quality + epoch / 100, step=epoch)
             if trial.should_prune():
