@@ -113,6 +113,12 @@ class Context:
         exist), else the named one, created when missing."""
         return experiment_for(self.tracking_uri, self.experiment_name, self.experiment_id_given)
 
+    @cached_property
+    def found_links(self) -> dict[tuple[str, ...], str]:
+        """The `auto` chain's links this command found or made (stages.auto), kept for the command so that
+        each is searched for once: a finished run stays what it was while the command runs."""
+        return {}
+
     def state_dir(self, *parts: str) -> Path:
         """A folder under the local state home, created; one clear line when it cannot be."""
         path = self.home.joinpath(*parts)

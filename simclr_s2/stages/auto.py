@@ -11,7 +11,7 @@ dry runs with `make=False`: they only find what exists, and get None where a lin
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,8 +45,24 @@ def step_run(stage: Stage, spec: specs.Spec, ctx: Context, make: bool, usable=No
     return found if found is not None and (usable is None or usable(found)) else None
 
 
+def _link(ctx: Context, key: tuple[str, ...], look_up: Callable[[], str | None]) -> str | None:
+    """`look_up()`, once per command: finetune asks for the demo index four times (its split, pretrain's index
+    and both schemes' test sets), each a search of the store. Not kept when the command reruns what it would
+    reuse (ctx.reuse false) or the link is missing (another step may make it)."""
+    if key in ctx.found_links:
+        return ctx.found_links[key]
+    found = look_up()
+    if found is not None and ctx.reuse:
+        ctx.found_links[key] = found
+    return found
+
+
 def demo_index(ctx: Context, make: bool = True) -> str | None:
     """runs:/ URI of the demo archive's index."""
+    return _link(ctx, ("index",), lambda: _demo_index(ctx, make))
+
+
+def _demo_index(ctx: Context, make: bool) -> str | None:
     data_spec = build(specs.MakeDemoData, {"n_patches": ctx.sizes.demo_patches})
     recipe = demo_recipe(data_spec)
     data = step_run(MAKE_DEMO_DATA, data_spec, ctx, make,
@@ -60,6 +76,10 @@ def demo_index(ctx: Context, make: bool = True) -> str | None:
 
 def demo_splits(ctx: Context, scheme: str, make: bool = True) -> str | None:
     """runs:/ URI of the demo splits of `scheme`."""
+    return _link(ctx, ("splits", scheme), lambda: _demo_splits(ctx, scheme, make))
+
+
+def _demo_splits(ctx: Context, scheme: str, make: bool) -> str | None:
     index = demo_index(ctx, make)
     if index is None:
         return None

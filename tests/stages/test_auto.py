@@ -6,6 +6,7 @@ other bands) is one line, and nothing is written or registered."""
 from __future__ import annotations
 
 from dataclasses import asdict
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -19,7 +20,7 @@ from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import build
 from simclr_s2.stages import auto
 from simclr_s2.stages.base import Stage, find_step
-from simclr_s2.stages.data import BUILD_INDEX, CREATE_SPLITS, DEMO_MARKER, MAKE_DEMO_DATA
+from simclr_s2.stages.data import ARCHIVE_TAG, BUILD_INDEX, CREATE_SPLITS, DEMO_MARKER, MAKE_DEMO_DATA
 from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN
 from simclr_s2.tracking.names import ENCODER_MODEL
 
@@ -111,3 +112,29 @@ def test_path_defaults_resolve_into_the_data_folder_only_when_left_out(tmp_path)
     ctx = Context.from_env(project_env(tmp_path))
     given = build(specs.BuildIndex, {"archive": str(tmp_path / "mine")})
     assert BUILD_INDEX.resolve(given, ctx) == {"out": str(ctx.data_root / "demo" / "index")}
+
+
+def test_each_link_of_the_chain_is_searched_for_once_per_command(monkeypatch, tmp_path):
+    """finetune asks for the demo index four times and the basic split twice; the store is searched once for
+    each link, and again only by a new command, by one that reruns what it would reuse, or while missing."""
+    asked: list[str] = []
+
+    def step_run(stage, spec, ctx, make, usable=None, tags=None):
+        asked.append(stage.name)
+        return None if stage is CREATE_SPLITS and not make else SimpleNamespace(
+            info=SimpleNamespace(run_id=f"{stage.name}-{len(asked)}"),
+            data=SimpleNamespace(tags={ARCHIVE_TAG: str(tmp_path / "archive")}))
+
+    monkeypatch.setattr(auto, "step_run", step_run)
+    ctx = Context.from_env(project_env(tmp_path))
+    assert auto.demo_splits(ctx, "basic", make=False) is None
+    assert asked == [MAKE_DEMO_DATA.name, BUILD_INDEX.name, CREATE_SPLITS.name]
+    basic = auto.demo_splits(ctx, "basic")
+    both = auto.demo_test_sets(ctx)
+    assert both.split(",")[0] == basic == auto.split_ref(ctx, "auto", "basic", make=True)
+    assert auto.demo_index(ctx) == auto.demo_index(ctx, make=False)
+    assert asked[3:] == [CREATE_SPLITS.name] * 2
+    for fresh_ctx in (Context.from_env(project_env(tmp_path)), ctx.with_reuse(False)):
+        asked.clear()
+        auto.demo_index(fresh_ctx)
+        assert asked == [MAKE_DEMO_DATA.name, BUILD_INDEX.name]
