@@ -208,15 +208,24 @@ def load_logged(client: StoreClient, uri: str, kind: type[T], what: str) -> tupl
     the parameter in the one-line error."""
     ref = resolve_model_uri(client, uri, what)
     try:
-        # a models:/ URI is resolved in the process-wide registry only
+        # the artifact URIs of a store behind a server (mlflow-artifacts:/, runs:/) resolve process-wide only
         with tempfile.TemporaryDirectory(prefix="simclr-s2-model-") as folder, \
                 fluent_uris(client.tracking_uri, client.registry_uri):
-            model = _load_downloaded(ref.uri, Path(folder))
+            model = _load_downloaded(_download_uri(client, ref), Path(folder))
     except (MlflowException, OSError, ValueError) as error:
         raise UserError(f"{what}: cannot load {uri}: {str(error).splitlines()[0]}") from None
     if not isinstance(model, kind):
         raise UserError(f"{what}: {uri} is a {type(model).__name__}, expected a {kind.__name__}")
     return model, ref
+
+
+def _download_uri(client: StoreClient, ref: ModelRef) -> str:
+    """Where a registered version's files lie, asked of the registry once (each part downloaded through its
+    models:/ URI would ask again, with a new client each time); a run's URI as it is."""
+    if not ref.version:
+        return ref.uri
+    name, version = ref.version.rsplit("/", 1)
+    return client.get_model_version_download_uri(name, version)
 
 
 REBUILD_FOLDER = "extra_files"  # a served classifier's weights and architecture (save_rebuildable)

@@ -17,13 +17,13 @@ from simclr_s2.tracking.registry import load_logged
 LEFT_BEHIND = ("input_example.json", "serving_input_example.json", "requirements.txt")
 
 
-def _downloads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The artifact URIs load_logged downloads, recorded as it goes."""
+def _downloads(monkeypatch: pytest.MonkeyPatch, whole: bool = False) -> list[str]:
+    """The artifact URIs load_logged downloads (their last part, or `whole`), recorded as it goes."""
     asked: list[str] = []
     download = mlflow.artifacts.download_artifacts
 
     def recorded(**options: str) -> str:
-        asked.append(Path(options["artifact_uri"]).name)
+        asked.append(options["artifact_uri"] if whole else Path(options["artifact_uri"]).name)
         return download(**options)
 
     monkeypatch.setattr(mlflow.artifacts, "download_artifacts", recorded)
@@ -58,6 +58,20 @@ def test_a_pickled_model_downloads_what_mlflow_loads_it_from(store, tmp_path, mo
     asked = _downloads(monkeypatch)
     loaded, _ = load_logged(store_client(store), _with_extras(logged), torch.nn.Linear, "pretrained")
     assert sorted(asked) == ["MLmodel", "data"] and torch.equal(loaded.weight, model.weight)
+
+
+def test_a_registered_version_is_downloaded_from_where_the_registry_keeps_it(store, tmp_path, monkeypatch):
+    """Each part straight from the version's files: a models:/ URI per part would ask the registry each time."""
+    model = torch.nn.Linear(3, 1)
+    logged = tmp_path / "model"
+    mlflow.pytorch.save_model(model, str(logged), serialization_format="pickle", pip_requirements=[])
+    client = store_client(store)
+    client.create_registered_model("registry-loading-linear")
+    version = client.create_model_version("registry-loading-linear", str(logged)).version
+    asked = _downloads(monkeypatch, whole=True)
+    loaded, ref = load_logged(client, f"models:/registry-loading-linear/{version}", torch.nn.Linear, "pretrained")
+    assert sorted(asked) == [f"{logged}/MLmodel", f"{logged}/data"] and ref.version.endswith(f"/{version}")
+    assert torch.equal(loaded.weight, model.weight)
 
 
 def test_one_client_per_store_and_it_names_its_registry(store, tmp_path):
