@@ -9,7 +9,7 @@ cluster and the front door use the methods (tests/tracking/test_one_door.py hold
 from __future__ import annotations
 
 from collections.abc import Mapping
-from functools import cache, cached_property
+from functools import cached_property
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
@@ -43,8 +43,8 @@ class Tracking:
 
     @classmethod
     def of(cls, ctx: Context) -> Tracking:
-        """The door of a command's context (one per store and process: its client is reused)."""
-        return _door(ctx.tracking_uri, ctx.registry_uri)
+        """The door of a command's context (its client is the process's one for that store: store_client)."""
+        return cls(ctx.tracking_uri, ctx.registry_uri)
 
     @cached_property
     def client(self) -> StoreClient:
@@ -122,11 +122,6 @@ class Tracking:
 
     def move_alias(self, version: str, alias: str, tags: Mapping[str, str], **options: Any) -> None:
         versions.move_alias(self.client, version, alias, tags, **options)
-
-
-@cache
-def _door(tracking_uri: str, registry_uri: str) -> Tracking:
-    return Tracking(tracking_uri, registry_uri)
 
 
 def _registry() -> ModuleType:
