@@ -23,9 +23,9 @@ from simclr_s2.study.report import write_report
 
 PER_FOLD = 40
 FOLDS = {"0": "Portugal", "1": "Serbia"}  # leave one country out
-BASE = {"stage": "finetune", "pretrained": "ben", "encoder_version": "simclr-s2-encoder/1", "arch": "resnet18",
-        "trainable": "head2", "epochs": 5, "settings": "lr=0.001", "tuned": False, "split_kind": "country",
-        "pretraining_overlap": "0"}
+BASE = {"stage": "finetune", "pretrained": "ben", "encoder_version": "simclr-s2-encoder/1",
+        "arch": "resnet18", "trainable": "head2", "epochs": 5, "settings": "lr=0.001", "tuned": False,
+        "split_kind": "country", "pretraining_overlap": "0"}
 SCRATCH = {**BASE, "stage": "baseline", "pretrained": "scratch", "encoder_version": ""}
 
 
@@ -53,7 +53,8 @@ def run(version: int, seed: int, fold: str, base: dict = BASE, **changes) -> dic
     m = binary_metrics(frame["label"].to_numpy(), frame["probability"].to_numpy())
     index = pd.DataFrame({"name": frame["name"], "country": FOLDS[fold]})
     return {**row, "test_accuracy": m["accuracy"], "test_f1": m["f1"], "test_auc": m["auc"],
-            **country_metrics(index, frame["name"], frame["label"].to_numpy(), frame["probability"].to_numpy())}
+            **country_metrics(index, frame["name"], frame["label"].to_numpy(),
+                              frame["probability"].to_numpy())}
 
 
 def folded() -> pd.DataFrame:
@@ -75,7 +76,8 @@ def cell(result, condition: str) -> dict:
 def pooled(pretrained: str, seeds: list[int]) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """Labels, probabilities (k, n) and groups of the seeds' out-of-fold predictions, in name order."""
     runs = folded()
-    frames = [pd.concat(map(predictions, runs["run_id"][(runs["pretrained"] == pretrained) & (runs["seed"] == s)]))
+    frames = [pd.concat(map(predictions,
+                            runs["run_id"][(runs["pretrained"] == pretrained) & (runs["seed"] == s)]))
               .sort_values("name") for s in seeds]
     return (frames[0]["label"].to_numpy(), np.stack([f["probability"].to_numpy() for f in frames]),
             frames[0]["group"].tolist())
@@ -87,8 +89,10 @@ def test_folds_pool_into_one_condition_scored_out_of_fold(result) -> None:
     assert (ben["n_runs"], ben["seeds"], ben["interval"]) == (2, "0,1", "2 seeds x 8 groups")
     labels, probabilities, groups = pooled("ben", [0, 1])
     expected = stats.interval(labels, probabilities, "f1", groups, n_boot=200)
-    assert (ben["test_f1_low"], ben["test_f1_high"]) == pytest.approx((expected.low, expected.high), abs=1e-12)
-    assert ben["test_f1_mean"] == pytest.approx(np.mean([stats.metric("f1", labels, p) for p in probabilities]))
+    assert (ben["test_f1_low"], ben["test_f1_high"]) == pytest.approx((expected.low, expected.high),
+                                                                       abs=1e-12)
+    assert ben["test_f1_mean"] == pytest.approx(
+        np.mean([stats.metric("f1", labels, p) for p in probabilities]))
     assert "folds pooled" in result.method and "8 spatial groups of 80 test patches" in result.method
     assert result.test_digest == f"0:{'0' * 12} 1:{'1' * 12}"
     [pair] = result.paired.to_dict("records")
@@ -98,13 +102,15 @@ def test_folds_pool_into_one_condition_scored_out_of_fold(result) -> None:
 def test_a_seed_missing_a_fold_is_left_out(result) -> None:
     assert "2" not in cell(result, "ben")["seeds"].split(",")
     ben = result.folds[result.folds["condition"] == "ben"]
-    assert ben[["fold", "held_out", "seeds"]].values.tolist() == [["0", "Portugal", "0,1,2"], ["1", "Serbia", "0,1"]]
+    assert ben[["fold", "held_out", "seeds"]].values.tolist() == [["0", "Portugal", "0,1,2"],
+                                                                   ["1", "Serbia", "0,1"]]
 
 
 def test_per_fold_and_per_country_tables(result, tmp_path: Path) -> None:
     runs = folded()
     fold_1 = runs[(runs["pretrained"] == "scratch") & (runs["fold"] == "1")]
-    [row] = result.folds[(result.folds["condition"] == "scratch") & (result.folds["fold"] == "1")].to_dict("records")
+    [row] = result.folds[(result.folds["condition"] == "scratch")
+                         & (result.folds["fold"] == "1")].to_dict("records")
     assert row["test_accuracy_mean"] == pytest.approx(fold_1["test_accuracy"].mean())
     [serbia] = result.countries[(result.countries["condition"] == "scratch")
                                 & (result.countries["country"] == "Serbia")].to_dict("records")
@@ -150,15 +156,18 @@ def test_label_rules_are_labelled_conditions() -> None:
 
 
 def test_each_label_rule_has_its_own_test_set_and_pairs_within_it() -> None:
-    """Rule 0.5 is scored on fold 1's patches and digest: a test set of its own, paired with its own baseline."""
+    """Rule 0.5 is scored on fold 1's patches and digest: a test set of its own, paired with its own
+    baseline."""
     loose = {"min_fraction": "0.5", "ambiguous": "negative"}
     rows = [run(1, 0, "0", min_fraction="0.05", ambiguous="negative"), run(2, 0, "1", **loose),
-            run(3, 0, "0", SCRATCH, min_fraction="0.05", ambiguous="negative"), run(4, 0, "1", SCRATCH, **loose)]
+            run(3, 0, "0", SCRATCH, min_fraction="0.05", ambiguous="negative"),
+            run(4, 0, "1", SCRATCH, **loose)]
     result = compare(pd.DataFrame(rows).assign(fold=""), [10], predictions=predictions, n_boot=50)
     assert result.test_digest == (f"[min_fraction 0.05 ambiguous negative] {'0' * 64} "
                                   f"[min_fraction 0.5 ambiguous negative] {'1' * 64}")
     assert result.paired[["condition", "baseline"]].values.tolist() == [
-        ["ben min_fraction 0.05", "scratch min_fraction 0.05"], ["ben min_fraction 0.5", "scratch min_fraction 0.5"]]
+        ["ben min_fraction 0.05", "scratch min_fraction 0.05"],
+        ["ben min_fraction 0.5", "scratch min_fraction 0.5"]]
     assert result.paired["f1_p_holm"].notna().all()
 
 
@@ -178,4 +187,5 @@ def test_country_metrics_need_a_country_column() -> None:
     assert found == {"test_country_Austria_accuracy": 1.0, "test_country_Austria_f1": 1.0,
                      "test_country_Austria_patches": 2.0, "test_country_unknown_accuracy": 0.0,
                      "test_country_unknown_f1": 0.0, "test_country_unknown_patches": 1.0}
-    assert country_metrics(index.drop(columns="country"), names, np.array([1, 0, 1]), np.array([0.9, 0.2, 0.1])) == {}
+    assert country_metrics(index.drop(columns="country"), names, np.array([1, 0, 1]),
+                           np.array([0.9, 0.2, 0.1])) == {}
