@@ -44,7 +44,8 @@ from simclr_s2.tracking.registry import SCALING_TAG
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.ui import how_to_browse, run_url
 
-Training = specs.Finetune | specs.Baseline
+ClassifierSpec = specs.Finetune | specs.Baseline
+"""The spec of either classifier stage (specs.Training is their base class, what the two share)."""
 TUNED_TAG = "simclr_s2.tuned"
 REGISTERED_TEST_METRICS = ("test_accuracy", "test_f1", "test_auc", "test_precision", "test_recall")
 
@@ -73,7 +74,7 @@ class TrainedClassifier:
     scaling: str
 
 
-def resolve_training(spec: Training, ctx: Context, make: bool) -> dict[str, str]:
+def resolve_training(spec: ClassifierSpec, ctx: Context, make: bool) -> dict[str, str]:
     """`auto` split and encoder, and a capped epoch count."""
     resolved: dict[str, str] = {}
     if spec.split == "auto":
@@ -87,7 +88,7 @@ def resolve_training(spec: Training, ctx: Context, make: bool) -> dict[str, str]
     return capped(resolved, ctx, spec.epochs)
 
 
-def prepare(spec: Training, resolved: Mapping[str, str], ctx: Context) -> Prepared:
+def prepare(spec: ClassifierSpec, resolved: Mapping[str, str], ctx: Context) -> Prepared:
     """Load the split sets and the encoder (MLflow look-ups and downloads: rank 0 only)."""
     split = load_split_data(fetcher(ctx), resolved.get("split", spec.split), spec.scheme, spec.fraction,
                             fold=spec.fold)
@@ -100,7 +101,7 @@ def prepare(spec: Training, resolved: Mapping[str, str], ctx: Context) -> Prepar
     return Prepared(split, pretrained, overlap)
 
 
-def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prepared, ctx: Context,
+def train_classifier(spec: ClassifierSpec, resolved: Mapping[str, str], prepared: Prepared, ctx: Context,
                      run: StageRun, progress: Progress, checkpoint_path: Path | None) -> TrainedClassifier:
     """Build the classifier, apply the trainable-part policy, log the inputs, and train with early
     stopping (on cached features when the frozen part cannot change)."""
@@ -148,7 +149,7 @@ def train_classifier(spec: Training, resolved: Mapping[str, str], prepared: Prep
                              scaling)
 
 
-def condition_tags(spec: Training, resolved: Mapping[str, str], trained: TrainedClassifier,
+def condition_tags(spec: ClassifierSpec, resolved: Mapping[str, str], trained: TrainedClassifier,
                    prepared: Prepared, run: StageRun) -> dict[str, object]:
     """What a registered version says about itself: everything that defines its condition for `compare`
     (encoder and its version, trainable part, epochs, training settings, tuned or not, split kind, what
@@ -167,7 +168,7 @@ def condition_tags(spec: Training, resolved: Mapping[str, str], trained: Trained
             "run_id": run.run_id}
 
 
-def training_settings(spec: Training) -> str:
+def training_settings(spec: ClassifierSpec) -> str:
     """The training hyperparameters in one string: runs that differ in them are different conditions."""
     return (f"lr={canonical(spec.lr)} batch={spec.batch_size} wd={canonical(spec.weight_decay)} "
             f"dropout={canonical(spec.dropout)} patience={spec.patience}")
@@ -206,30 +207,30 @@ def encoder_label(uri: str) -> str:
     return Path(uri.rstrip("/")).stem
 
 
-class Classifier(Stage[Training]):
+class Classifier(Stage[ClassifierSpec]):
     """finetune or baseline, as one stage class with two specs."""
 
     system_metrics = True
 
-    def __init__(self, spec_cls: type[Training]) -> None:
+    def __init__(self, spec_cls: type[ClassifierSpec]) -> None:
         self.spec = spec_cls  # type: ignore[misc]
 
-    def resolve(self, spec: Training, ctx: Context, make: bool = True) -> dict[str, str]:
+    def resolve(self, spec: ClassifierSpec, ctx: Context, make: bool = True) -> dict[str, str]:
         return resolve_training(spec, ctx, make)
 
-    def run_name(self, spec: Training, resolved: Mapping[str, str]) -> str:
+    def run_name(self, spec: ClassifierSpec, resolved: Mapping[str, str]) -> str:
         """Named before the encoder is loaded: by the encoder's URI (its alias), or a baseline's network."""
         if spec.pretrained is None:
             return self._named(spec, spec.arch)
         return self._named(spec, "ben" if spec.pretrained == "auto" else encoder_label(spec.pretrained))
 
-    def _named(self, spec: Training, who: str) -> str:
+    def _named(self, spec: ClassifierSpec, who: str) -> str:
         return f"{self.name}-{who}-{spec.scheme}-{spec.fraction}pct-s{spec.seed}"
 
-    def tags(self, spec: Training, resolved: Mapping[str, str]) -> dict[str, object]:
+    def tags(self, spec: ClassifierSpec, resolved: Mapping[str, str]) -> dict[str, object]:
         return {"scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed}
 
-    def execute(self, spec: Training, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+    def execute(self, spec: ClassifierSpec, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
         prepared = distributed.main_only(lambda: prepare(spec, resolved, ctx))
         trained = train_classifier(spec, resolved, prepared, ctx, run, run.progress(),
                                    run.checkpoint_dir / "train.safetensors")

@@ -37,7 +37,7 @@ from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import build
 from simclr_s2.stages import auto
 from simclr_s2.stages.base import Stage, ensure_step
-from simclr_s2.stages.classifier import BASELINE, FINETUNE
+from simclr_s2.stages.classifier import CLASSIFIERS, Classifier, ClassifierSpec
 from simclr_s2.stages.data import CREATE_SPLITS
 from simclr_s2.stages.inputs import SOURCE, fetcher
 from simclr_s2.stages.pretrain import DEMO_ENCODERS, demo_encoder, demo_encoder_spec, encoder_step
@@ -100,8 +100,13 @@ class Cell:
         return f"{self.stage}-{self.name}-{p['scheme']}-{p['fraction']}pct-s{p['seed']}{self.variant.suffix}"
 
     @property
-    def spec(self) -> specs.Finetune | specs.Baseline:
-        return build(specs.Finetune if self.stage == "finetune" else specs.Baseline, self.params)
+    def classifier(self) -> Classifier:
+        """The stage the cell runs, asked by its entry point name."""
+        return CLASSIFIERS[self.stage]
+
+    @property
+    def spec(self) -> ClassifierSpec:
+        return build(self.classifier.spec, self.params)
 
 
 @dataclass(frozen=True)
@@ -371,7 +376,7 @@ def _step(cell: Cell, ctx: Context) -> Step | None:
     """The cell's step, found without making anything (None while its encoder or split is to be made)."""
     if TO_MAKE in map(str, cell.params.values()):
         return None
-    stage = _stage(cell)
+    stage = cell.classifier
     try:
         return stage.step(cell.spec, stage.resolve(cell.spec, ctx, make=False))
     except UserError:
@@ -443,7 +448,7 @@ def in_process(cells: list[Cell], ctx: Context, run: StageRun) -> list[dict[str,
         before = status(cell, ctx)
         log.info("grid cell %d/%d %s: %s", i, len(cells), cell.label, before)
         try:
-            done = ensure_step(_stage(cell), cell.spec, ctx, parent_run_id=run.run_id, tags=cell.tags)
+            done = ensure_step(cell.classifier, cell.spec, ctx, parent_run_id=run.run_id, tags=cell.tags)
             rows.append(_row(cell, done.info.run_id, "reused" if before == "reuse" else "finished"))
         except Exception as error:
             if (reason := _cell_failure(error, ctx)) is None:
@@ -468,7 +473,7 @@ def on_ray(spec: specs.Grid, cells: list[Cell], ctx: Context, run: StageRun) -> 
     at once, each in a child run of this one made before its task starts (see cluster/dispatch.py)."""
     from simclr_s2.cluster import dispatch  # Ray is imported only by the commands that use it
 
-    jobs = [dispatch.Job(cell.label, _stage(cell), cell.params, cell.tags) for cell in cells]
+    jobs = [dispatch.Job(cell.label, cell.classifier, cell.params, cell.tags) for cell in cells]
     reused = {job.label: dispatch.finished(job, ctx) for job in jobs}
     todo = [job for job in jobs if reused[job.label] is None]
     run.log_metrics({"cells_dispatched": len(todo)})
@@ -483,10 +488,6 @@ def on_ray(spec: specs.Grid, cells: list[Cell], ctx: Context, run: StageRun) -> 
             outcome = ended[cell.label]
             rows.append(_row(cell, outcome.run_id, "failed" if outcome.error else "finished", outcome.error))
     return rows
-
-
-def _stage(cell: Cell) -> Stage:
-    return FINETUNE if cell.stage == "finetune" else BASELINE
 
 
 GRID = Grid()

@@ -39,7 +39,7 @@ from simclr_s2.stages.classifier import (
     CLASSIFIERS,
     TUNED_TAG,
     Classifier,
-    Training,
+    ClassifierSpec,
     prepare,
     resolve_training,
     train_classifier,
@@ -88,13 +88,13 @@ class Plan:
     study lives."""
 
     stage: Classifier
-    base: Training
+    base: ClassifierSpec
     settings: StudySettings
     study_name: str
     storage: str
 
 
-def _target(stage: Classifier, spec: specs.Tune, resolved: Mapping[str, str]) -> Training:
+def _target(stage: Classifier, spec: specs.Tune, resolved: Mapping[str, str]) -> ClassifierSpec:
     """The tuned entry point's spec with the study's fixed settings (`resolved` filling `auto`); the
     encoder goes only to a spec that loads one (a baseline's `pretrained` is None, a class value)."""
     fixed: dict[str, Any] = {"split": resolved.get("split", spec.split), "scheme": spec.scheme,
