@@ -326,10 +326,11 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
     pool = packed.worker_pool(workers) if workers > 1 else None
     handoff = contextlib.ExitStack()
     folder = handoff.enter_context(_handoff_folder()) if pool is not None else None
-    running: set[Future] = set()
+    running: dict[Future, Path] = {}  # each chunk in a worker, by the hand-off file it was handed in
+    free = [folder / f"chunk{k}" for k in range(2 * workers)] if folder is not None else []
     got: dict[str, dict[str, bytes]] = {}  # band files of the patches being gathered
     chunk: list[_Patch] = []
-    recorded = submitted = 0
+    recorded = 0
     bands = set(want.bands)
 
     def wanted(member: tarfile.TarInfo) -> bool:
@@ -349,17 +350,17 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
         recorded += 1
 
     def submit() -> None:
-        nonlocal chunk, submitted
+        nonlocal chunk
         if pool is None:
             record(_pack_chunk(chunk, **how))
         else:
-            while len(running) >= 2 * workers:
+            while not free:  # 2 chunks a worker in flight: wait for one, whose hand-off file is then free
                 finished, _ = wait(running, return_when=FIRST_COMPLETED)
                 for f in finished:
-                    running.remove(f)
+                    free.append(running.pop(f))
                     record(f.result())  # re-raises a worker's error
-            running.add(pool.submit(_pack_handed, *_hand_off(chunk, folder / f"chunk{submitted}"), **how))
-            submitted += 1
+            path = free.pop()
+            running[pool.submit(_pack_handed, path, _hand_off(chunk, path), **how)] = path
         chunk = []
 
     try:
@@ -399,7 +400,7 @@ def _band(name: str, file: str) -> str:
 _Patch = tuple[int, str, dict[str, bytes]]
 """A patch gathered from the stream: its row in the store, its name, and its band -> band file's bytes."""
 _Layout = list[tuple[int, str, list[tuple[str, int]]]]
-"""A chunk handed off as one file: each patch's row, name, and its bands with their files' sizes, in order."""
+"""A chunk handed off in a file: each patch's row, name, and its bands with their files' sizes, in order."""
 
 
 HANDOFF_PREFIX = "simclr_s2-stream-"
@@ -430,25 +431,46 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _hand_off(chunk: list[_Patch], path: Path) -> tuple[Path, _Layout]:
-    """The chunk's band files written one after another to `path` in one writev, and how to cut them apart
-    again: the walking process's share of the hand-off is one copy, where pickling them for the pool's pipe
-    cost several and the pool's threads."""
+def _hand_off(chunk: list[_Patch], path: Path) -> _Layout:
+    """The chunk's band files written one after another over the start of `path` in one pwritev, and how to
+    cut them apart again: the walking process's share of the hand-off is one copy, where pickling them for the
+    pool's pipe cost several and the pool's threads. The files are reused chunk after chunk (`_stream_rows`),
+    as writing into pages a file already has costs a fraction of a new file's."""
     datas = [data for _, _, files in chunk for data in files.values()]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
     try:
-        if os.writev(fd, datas) != sum(map(len, datas)):
+        if os.pwritev(fd, datas, 0) != sum(map(len, datas)):
             raise OSError(f"{path}: short write of a chunk of band files (memory full?)")
     finally:
         os.close(fd)
-    return path, [(row, name, [(band, len(data)) for band, data in files.items()]) for row, name, files in chunk]
+    return [(row, name, [(band, len(data)) for band, data in files.items()]) for row, name, files in chunk]
+
+
+class _Inbox:
+    """A worker's buffer for the chunks handed to it, kept from chunk to chunk: reading into pages it has
+    costs one copy, where a fresh buffer per chunk had the kernel find and clear every page again."""
+
+    buffer = bytearray()
+
+    @classmethod
+    def read(cls, path: Path, n: int) -> memoryview:
+        """The first `n` bytes of `path`, read-only, valid until the next call."""
+        if len(cls.buffer) < n:
+            cls.buffer = bytearray(n)
+        view = memoryview(cls.buffer)[:n]
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            if os.preadv(fd, [view], 0) != n:
+                raise OSError(f"{path}: short read of a chunk of band files")
+        finally:
+            os.close(fd)
+        return view.toreadonly()
 
 
 def _pack_handed(path: Path, layout: _Layout, **how) -> list[int]:
-    """`_pack_chunk` of a chunk handed off by `_hand_off`; its file is removed once read. The band files are
-    views of the one buffer read, not copies."""
-    data = memoryview(path.read_bytes())  # of bytes: the TIFF reader hashes slices of it
-    path.unlink()
+    """`_pack_chunk` of a chunk handed off by `_hand_off`. The band files are views of the one buffer read,
+    not copies."""
+    data = _Inbox.read(path, sum(n for _, _, sizes in layout for _, n in sizes))
     patches, at = [], 0
     for row, name, sizes in layout:
         files = {}

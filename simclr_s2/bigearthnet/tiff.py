@@ -86,7 +86,7 @@ def first_directory(
             raise TiffFormatError(f"truncated: needs bytes {offset}-{offset + n}, file has {file_size}")
         return head[offset : offset + n] if rest is None or offset + n <= len(head) else rest(offset, n)
 
-    order = {b"II": "<", b"MM": ">"}.get(head[:2])
+    order = {b"II": "<", b"MM": ">"}.get(bytes(head[:2]))  # bytes: `head` may be a view of a bytearray
     if order is None or len(head) < 16:
         raise TiffFormatError(f"not a TIFF file ({file_size} bytes, starting {head[:4]!r})")
     version = struct.unpack(order + "H", head[2:4])[0]
