@@ -7,7 +7,6 @@ import os
 from collections.abc import Iterator
 
 import pytest
-import ray
 from project_runner import Project, project_env
 
 from simclr_s2.stages import auto
@@ -17,7 +16,10 @@ COMMAND_VARIABLES = ("MLFLOW_", "SIMCLR_S2_")  # set per command by the tests: n
 
 @pytest.fixture(scope="package")
 def cluster() -> Iterator[str]:
-    """A 2-CPU Ray cluster on this machine (no dashboard: here it would only cost start-up); its address."""
+    """A 2-CPU Ray cluster on this machine (no dashboard: here it would only cost start-up); its address. Ray is
+    imported here, not when the folder is collected: both of `make test`'s workers collect it, one runs it."""
+    import ray
+
     saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith(COMMAND_VARIABLES)}
     try:
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")

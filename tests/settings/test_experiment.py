@@ -4,13 +4,14 @@
 from __future__ import annotations
 
 import click
-from mlflow import cli as mlflow_cli
 from project_runner import ROOT
 
 from simclr_s2.settings.experiment import ProjectExperimentProvider, project_folder
 
 
 def test_mlflow_run_of_a_project_path_started_elsewhere_is_in_the_project(tmp_path, monkeypatch):
+    from mlflow import cli as mlflow_cli  # 1.8 CPU-s: here, not in collecting, which every xdist worker does
+
     monkeypatch.chdir(tmp_path)
     provider = ProjectExperimentProvider()
     assert not provider.in_context()  # a script outside any project: MLflow's Default
