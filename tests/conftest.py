@@ -30,12 +30,14 @@ TESTS = Path(__file__).resolve().parent
 # The files named beside them use none of it and go on their own (the auth stack is only test_auth.py's).
 ONE_WORKER_FOLDERS = {"server", "e2e", "cluster", "stages", "tracking", "scenes"}
 ON_THEIR_OWN = {"server/test_auth.py", "server/test_docker_files.py", "stages/test_auto.py"}
-# The slowest groups, slowest first (measured with --durations): a group holding one of these files starts
-# before every other, so no long group begins while the other worker has nothing left (longest first).
-SLOWEST_FIRST = ("server/test_platform.py", "e2e/test_mlflow_run.py", "stages/test_study.py",
-                 "cluster/test_grid.py", "study/test_tuning.py", "server/test_auth.py", "tracking/test_tracker.py",
-                 "learning/test_train.py", "learning/test_simclr.py", "learning/test_distributed.py",
-                 "scenes/test_predict.py")
+# The slowest groups, slowest first, one file of each (CPU-seconds by group from a CI run's probe,
+# tests/cpu_probe.py, 2026-12-06: stages 175, e2e 150, server 63, cluster 51, test_tuning 46, scenes 21, then
+# 19 to 12): a group holding one of these files starts before every other, so no long group begins while the
+# other worker has nothing left (longest first).
+SLOWEST_FIRST = ("stages/test_study.py", "e2e/test_mlflow_run.py", "server/test_platform.py", "cluster/test_grid.py",
+                 "study/test_tuning.py", "scenes/test_predict.py", "learning/test_distributed.py",
+                 "learning/test_train.py", "tracking/test_tracker.py", "study/test_splits.py", "server/test_auth.py",
+                 "learning/test_simclr.py", "learning/test_pretrain_on_demo.py")
 DEMO_PATCHES = 120
 DEMO_SEED = 0
 # Real BigEarthNet-S2 names given to the first demo patches, so the official lists apply to them:
