@@ -104,14 +104,25 @@ class _Killed(Exception):
     pass
 
 
+RESUMED = FitConfig(epochs=3, lr=1e-3, patience=10, seed=0)
+
+
+@pytest.fixture(scope="module")
+def unbroken(tiny) -> tuple[torch.nn.Module, Recorder]:
+    """`tiny` trained RESUMED's epochs without a stop, once for both checkpoint formats: what a resumed run
+    must equal."""
+    base, train, val = tiny
+    model, log = copy.deepcopy(base), Recorder()
+    fit(model, *_loaders(train, val), RESUMED, progress=log)
+    return model, log
+
+
 @pytest.mark.parametrize("earlier_format", [False, True])
-def test_resume_after_a_kill_equals_an_unbroken_run(tiny, tmp_path, earlier_format):
+def test_resume_after_a_kill_equals_an_unbroken_run(tiny, unbroken, tmp_path, earlier_format):
     """Also from a checkpoint in the earlier format and name (train.pt: torch.save of the same tree, read with
     weights_only), found beside the new name."""
     base, train, val = tiny
-    cfg = FitConfig(epochs=3, lr=1e-3, patience=10, seed=0)
-    unbroken, log_unbroken = copy.deepcopy(base), Recorder()
-    fit(unbroken, *_loaders(train, val), cfg, progress=log_unbroken)
+    unbroken, log_unbroken = unbroken
 
     def kill_after_first_epoch(epoch):
         raise _Killed
@@ -119,13 +130,13 @@ def test_resume_after_a_kill_equals_an_unbroken_run(tiny, tmp_path, earlier_form
     first = Recorder(on_epoch=kill_after_first_epoch)
     checkpoint = tmp_path / "train.safetensors"
     with pytest.raises(_Killed):
-        fit(copy.deepcopy(base), *_loaders(train, val), cfg, checkpoint_path=checkpoint, progress=first)
+        fit(copy.deepcopy(base), *_loaders(train, val), RESUMED, checkpoint_path=checkpoint, progress=first)
     assert [step for step, _ in first.entries] == [0]
     if earlier_format:
         torch.save(read_tree(checkpoint), tmp_path / "train.pt")
         checkpoint.unlink()
     resumed, second = copy.deepcopy(base), Recorder()
-    result = fit(resumed, *_loaders(train, val), cfg, checkpoint_path=checkpoint, progress=second)
+    result = fit(resumed, *_loaders(train, val), RESUMED, checkpoint_path=checkpoint, progress=second)
     assert result.start_epoch == 1 and second.restored == first.entries  # the checkpoint holds the history
     assert [step for step, _ in first.entries + second.entries] == [0, 1, 2]
     for (_, a), (_, b) in zip(first.entries + second.entries, log_unbroken.entries, strict=True):
