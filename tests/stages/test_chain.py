@@ -37,8 +37,9 @@ def test_every_step_ran_once_in_the_named_experiment(project, demo):
 
 
 def test_a_rerun_reuses_every_step_but_the_command_itself(project, demo):
+    """What the chain reuses does not depend on the command registering its model (which is most of its CPU)."""
     before = {r.info.run_id for r in project.runs()}
-    project.run_stage(FINETUNE, epochs=3)
+    project.run_stage(FINETUNE, epochs=3, register="false")
     new = [r for r in project.runs() if r.info.run_id not in before]
     assert [r.data.tags["stage"] for r in new] == ["finetune"]
 
