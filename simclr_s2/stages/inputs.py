@@ -122,30 +122,37 @@ def _store_key(digest: str, bands: Bands, pool: list[str]) -> str:
 
 
 def _existing_store(ctx: Context, digest: str, bands: Bands, pool: list[str]) -> PackedStore | None:
-    """The store `store_path` names, when one is there, complete and packed as `loader` would pack it (index,
-    bands, resampling, patches); None otherwise. Looks only: creates no folder, takes no lock."""
-    try:
-        store = PackedStore.open(ctx.home / "packed" / _store_key(digest, bands, pool))
-    except StoreError:
-        return None
-    packed_as = (store.index_digest, store.bands, store.resampling, store.names)
-    return store if packed_as == (digest, bands, RESAMPLING, tuple(pool)) else None
+    """A complete store packed as `loader` would pack `pool` (index, bands, resampling) that holds every patch
+    of it: the one `store_path` names, else a larger one (the whole index's, which pretraining packs), so a
+    split's patches are never packed twice. None otherwise. Looks only: creates no folder, takes no lock."""
+    folder = ctx.home / "packed"
+    exact = folder / _store_key(digest, bands, pool)
+    for path in [exact, *sorted(p for p in folder.glob("*") if p != exact)] if folder.is_dir() else []:
+        try:
+            store = PackedStore.open(path)
+            if (store.index_digest, store.bands, store.resampling) == (digest, bands, RESAMPLING):
+                store.rows(pool)  # StoreError when it lacks one
+                return store
+        except StoreError:
+            continue
+    return None
 
 
 def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarray | None, bands: Bands,
            batch_size: int, *, shuffle: bool, seed: int, digest: str, store_names: list[str] | None = None,
            pack: bool = True, scaling: str = ZSCORE) -> BatchLoader:
-    """Batches from the packed store of `store_names` (default `names`), packed on first use. With
+    """Batches from a store that holds `store_names` (default `names`): theirs, else a larger one (see
+    `_existing_store`), else theirs packed on first use. With
     `pack=False` (commands that write nothing) that store when it is there (e.g. streamed by `fetch`, with
     no GeoTIFFs extracted), else the GeoTIFFs rounded as a store holds them: the same inputs either way.
     Inputs come scaled as the model expects (`scaling`, bands.SCALINGS) and on the device training runs on."""
     pool = sorted(store_names or names)
-    if pack:
+    store = _existing_store(ctx, digest, bands, pool)
+    if store is None and pack:
         return make_loader(archive_root, names, labels, bands, RESAMPLING, batch_size=batch_size,
                            shuffle=shuffle, seed=seed, store_dir=store_path(ctx, digest, bands, pool),
                            index_digest=digest, store_names=pool, scaling=scaling,
                            device=distributed.device())
-    store = _existing_store(ctx, digest, bands, pool)
     if store is None and not patch_dir(archive_root, names[0]).is_dir():
         raise UserError(f"split: no packed store of its patches in bands {bands.text} under {ctx.home / 'packed'} "
                         f"and no GeoTIFFs in {archive_root}; make the store (fetch pack=splits bands=...) or "

@@ -81,9 +81,11 @@ class Pretrain(Stage[specs.Pretrain]):
         run.log_params({"index_digest": data.digest, "patches": len(data.names),
                         "excluded_test_patches": data.excluded})
         membership_digest = leakage.record(run, data.names, data.index) if distributed.is_main() else ""
-        # the store keyed by the band names, as fine-tunes and `fetch pack=index` key it (not the raw `study`)
+        # the store keyed by the band names, as fine-tunes and `fetch pack=index` key it (not the raw `study`); of
+        # the whole index unless max_patches samples it: the fine-tunes then read their splits from it, unpacked
+        stored = None if spec.max_patches else sorted(data.index["name"])
         batches = loader(ctx, data.archive_root, data.names, None, bands, spec.batch_size, shuffle=True,
-                         seed=spec.seed, digest=data.digest).sharded()
+                         seed=spec.seed, digest=data.digest, store_names=stored).sharded()
         torch.manual_seed(spec.seed)  # the initial weights too (torch seeds each process anew)
         model = build_simclr(spec.arch, len(bands))
         result = pretrain(model, batches, epochs, optimizer=spec.optimizer, lr=spec.lr,
