@@ -8,8 +8,16 @@ kills it there), against a bare script doing the same work (torch, the encoder's
 split's rows from the same packed store, one epoch and a validation pass, the checkpoint written, killed),
 interleaved, wall and CPU seconds (user + system of the process and its children: the load disturbs them
 less). The goal (issue 23): at most 1.2x the bare script's seconds. `--before <tree>` times a second
-`finetune` from another tree (e.g. `git archive <commit> | tar -x -C /tmp/before`) in the same rounds,
-each tree with its own demo chain in the same store, so a change's before and after share the load.
+`finetune` from another tree (e.g. `git worktree add /tmp/before <commit>`) in the same rounds, each tree
+with its own demo chain in the same store, so a change's before and after share the load. Each tree's
+commands run in that tree with it first on PYTHONPATH (`python -m` puts the working folder first, and the
+installed package may point anywhere). Then `evaluate --set test` as a whole command against a bare
+script that loads the weights and predicts, and that script opening the SQLite store as well (what any
+command that tracks in MLflow pays: MLflow, its SQL store and schema check).
+
+Every figure is warm: the demo chain, made first, has read the interpreter, the packages and the store
+into the page cache, and the rounds keep them there. A cold start (after a reboot or a cache drop) adds
+the disk's reads to every command alike and is not measured.
 
     python benchmarks/bench_startup.py [--repeats 5] [--first-batch-repeats 3] [--demo-patches 200]
     python benchmarks/bench_startup.py --repeats 0 --first-batch-repeats 3 --before /tmp/before
@@ -31,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from figures import Figure, Rate, children_cpu_seconds, load_average, report
+
+ROOT = Path(__file__).resolve().parents[1]  # this tree
 
 COMMANDS = {
     "help": [sys.executable, "-m", "simclr_s2", "finetune", "--help"],
@@ -94,12 +104,19 @@ with torch.inference_mode():
 torch.save(scores, output)
 """
 
+# The same, and the tracking store opened as a command opens it (argv: ... store URI).
+BARE_EVALUATE_STORE = BARE_EVALUATE + """
+from simclr_s2.settings.mlflow_store import store_client
+store_client(sys.argv[5]).search_experiments()
+"""
+
 
 def timed(command: list[str], env: dict[str, str] | None = None, killed: bool = False) -> tuple[float, float]:
-    """Wall and CPU seconds of `command`; with `killed`, it must end by SIGKILL (its fault point was
-    reached)."""
+    """Wall and CPU seconds of `command`, in the tree its environment puts first (else this one); with
+    `killed`, it must end by SIGKILL (its fault point was reached)."""
     start, cpu = time.perf_counter(), children_cpu_seconds()
-    done = subprocess.run(command, check=False, capture_output=True, env=env, text=True)
+    done = subprocess.run(command, check=False, capture_output=True, env=env, text=True,
+                          cwd=(env or {}).get("PYTHONPATH", ROOT))
     if killed and done.returncode != -signal.SIGKILL:
         raise SystemExit(f"bench_startup: {command[3]} ended with {done.returncode}, not at its fault point:\n"
                          f"{done.stderr[-2000:]}")
@@ -140,16 +157,17 @@ def demo(demo_patches: int, before: Path | None) -> Iterator[Demo]:
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "SIMCLR_S2_HOME": str(tmp / "home"),
                "SIMCLR_S2_DATA": str(tmp / "data"), "SIMCLR_S2_DEMO_PATCHES": str(demo_patches),
                "SIMCLR_S2_DEMO_PRETRAIN_EPOCHS": "1"}
-        trees = {"finetune": env, **({"finetune before": {**env, "PYTHONPATH": str(before)}} if before else {})}
+        trees = {name: {**env, "PYTHONPATH": str(tree)}
+                 for name, tree in (("finetune", ROOT), ("finetune before", before)) if tree}
         for tree_env in trees.values():  # the demo chain and a registered fine-tune (which packs the store)
             made = subprocess.run(_finetune(0, register=True), env=tree_env, capture_output=True, text=True,
-                                  check=False)
+                                  check=False, cwd=tree_env["PYTHONPATH"])
             if made.returncode:
                 raise SystemExit(f"bench_startup: the demo chain failed:\n{made.stderr[-2000:]}")
-        splits = tmp / "data" / "demo" / "splits" / "basic"
+        splits, env = tmp / "data" / "demo" / "splits" / "basic", trees["finetune"]
         for uri, file in (("models:/simclr-s2-encoder@ben", "encoder.pt"), (CLASSIFIER, "classifier.pt")):
             subprocess.run([sys.executable, "-c", WEIGHTS, uri, str(tmp / file)], env=env, check=True,
-                           capture_output=True)
+                           capture_output=True, cwd=ROOT)
         first = (splits / "train_100pct.csv").read_text().splitlines()[1].split(",")[0]
         store = next(p for p in (tmp / "home" / "packed").iterdir()
                      if (p / "names.txt").is_file() and first in (p / "names.txt").read_text())
@@ -202,14 +220,20 @@ def first_epoch(chain: Demo, repeats: int) -> list[Figure]:
 
 
 def evaluate(chain: Demo, repeats: int) -> list[Figure]:
-    """`evaluate --set test` of the registered fine-tune, whole command, against the bare script."""
-    script = chain.tmp / "bare_evaluate.py"
-    script.write_text(BARE_EVALUATE)
-    bare = [sys.executable, str(script), *chain.bare_args, str(chain.classifier), str(chain.tmp / "scores.pt")]
+    """`evaluate --set test` of the registered fine-tune, whole command, against the bare script, and the bare
+    script opening the tracking store too (the floor of any command that tracks in it)."""
+    bare = {}
+    for name, text in (("bare + store opened", BARE_EVALUATE_STORE), ("bare", BARE_EVALUATE)):
+        script = chain.tmp / f"{name.replace(' ', '_')}.py"
+        script.write_text(text)
+        bare[name] = [sys.executable, str(script), *chain.bare_args, str(chain.classifier),
+                      str(chain.tmp / "scores.pt"), chain.env["MLFLOW_TRACKING_URI"]]
     command = [sys.executable, "-m", "simclr_s2", "evaluate", "--model-uri", CLASSIFIER, "--set", "test"]
     print("evaluate, whole command:")
     rate = interleaved({**{name.replace("finetune", "evaluate"): (lambda _: command, env, False)
-                           for name, env in chain.trees.items()}, "bare": (lambda _: bare, chain.env, False)}, repeats)
+                           for name, env in chain.trees.items()},
+                        **{name: (lambda _, argv=argv: argv, chain.env, False) for name, argv in bare.items()}},
+                       repeats)
     return [Figure(f"`{name}` whole command (commands/s)", rate[name], "load the weights and predict, bare",
                    rate["bare"]) for name in rate if name != "bare"]
 
