@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from project_runner import Project, project_env
+from project_runner import Project
 
 from simclr_s2.errors import UserError
 from simclr_s2.stages import auto
@@ -27,12 +27,11 @@ def _cells(project, grid_id: str) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    """A project of its own, not the session's: its fold splits, fold encoders and fold cells (basic, 100 %,
-    each fold its own test set) must not become the runs the other stage files find as the newest of their
-    kind (test_study's grid took a fold's pretrain run for the demo's), nor cells their compare reads."""
-    root = tmp_path_factory.mktemp("folds")
-    return Project(root, project_env(root))
+def project(project_apart: Project) -> Project:
+    """Not the session's project: its fold splits, fold encoders and fold cells (basic, 100 %, each fold its
+    own test set) must not become the runs the other stage files find as the newest of their kind
+    (test_study's grid took a fold's pretrain run for the demo's), nor cells their compare reads."""
+    return project_apart
 
 
 @pytest.fixture(scope="module")

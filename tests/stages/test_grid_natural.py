@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from project_runner import Project, project_env
+from project_runner import Project
 
 from simclr_s2.stages.grid import GRID
 
@@ -14,19 +14,18 @@ CELL = {"encoders": "", "schemes": "basic", "fractions": "100", "seeds": "0", "e
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    """A project of its own: its natural splits must not become the `latest` split other tests look for."""
-    root = tmp_path_factory.mktemp("natural")
-    return Project(root, project_env(root))
+def project(project_apart: Project) -> Project:
+    """Not the session's project: its natural splits must not become the `latest` split other tests look for."""
+    return project_apart
 
 
 def test_a_grid_with_natural_sets_thresholds_its_cells_at_natural_prevalence(project):
     grid_id = project.run_stage(GRID, **CELL)
     (row,) = pd.read_csv(project.client.download_artifacts(grid_id, "grid/cells.csv")).to_dict("records")
     assert row["status"] == "finished"
-    splits = project.client.get_run(project.latest("create_splits").info.run_id)
-    assert (splits.data.params["natural_test"], splits.data.params["natural_share"]) == ("true", "0.2")
     cell = project.client.get_run(row["run_id"])
+    splits = project.client.get_run(cell.data.params["split"].removeprefix("runs:/").split("/")[0])
+    assert (splits.data.params["natural_test"], splits.data.params["natural_share"]) == ("true", "0.2")
     assert int(cell.data.params["val_natural_patches"]) > 0
     assert {"test_natural_pr_auc", "test_natural_valthr_f1", "val_threshold"} <= set(cell.data.metrics), \
         sorted(cell.data.metrics)
