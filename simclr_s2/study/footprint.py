@@ -23,7 +23,6 @@ from simclr_s2.errors import UserError
 
 COLUMNS = ("epsg", "ulx", "uly")
 SIDE_M = 1200  # 120 pixels of 10 m
-_CELL = ["epsg", "cx", "cy"]
 
 
 def of(index: pd.DataFrame, names: Sequence[str] | None = None) -> np.ndarray:
@@ -45,19 +44,34 @@ def near(query: np.ndarray, reference: np.ndarray) -> np.ndarray:
     """Whether each query footprint is near some reference footprint (module doc), in query order.
 
     Exact: candidates come from the 3 x 3 cells of side SIDE_M around each query corner (a corner within
-    SIDE_M on both axes can lie in no other cell), then the distance itself is compared."""
+    SIDE_M on both axes can lie in no other cell), then the distance itself is compared. A cell is one
+    int64 key (CRS, column, row), found in the sorted reference keys by binary search: numpy only, no
+    table joins (nine pandas merges a call took about 45 ms on the tests' 3,000-patch index, this 4 ms)."""
     found = np.zeros(len(query), dtype=bool)
     if not len(query) or not len(reference):
         return found
-    ref = _cells(np.unique(reference, axis=0))
-    asked = _cells(query).assign(row=np.arange(len(query)))
+    ref = np.unique(reference, axis=0)
+    keys, height = _cell_keys(np.concatenate([ref, query]))
+    order = np.argsort(keys[: len(ref)], kind="stable")
+    ref, ref_keys, asked = ref[order], keys[: len(ref)][order], keys[len(ref):]
     for dx, dy in itertools.product((-1, 0, 1), repeat=2):
-        pairs = asked.assign(cx=asked.cx + dx, cy=asked.cy + dy).merge(ref, on=_CELL, suffixes=("", "_ref"))
-        close = ((pairs.x - pairs.x_ref).abs() <= SIDE_M) & ((pairs.y - pairs.y_ref).abs() <= SIDE_M)
-        found[pairs.row[close].to_numpy()] = True
+        cell = asked + dx * height + dy
+        first, last = np.searchsorted(ref_keys, cell, "left"), np.searchsorted(ref_keys, cell, "right")
+        for j in range(int((last - first).max())):  # the j-th reference footprint of each query's cell
+            rows = np.flatnonzero(last - first > j)
+            candidate = ref[first[rows] + j]
+            close = (np.abs(candidate[:, 1] - query[rows, 1]) <= SIDE_M) & \
+                (np.abs(candidate[:, 2] - query[rows, 2]) <= SIDE_M)
+            found[rows[close]] = True
     return found
 
 
-def _cells(footprints: np.ndarray) -> pd.DataFrame:
-    frame = pd.DataFrame(footprints, columns=["epsg", "x", "y"])
-    return frame.assign(cx=frame.x // SIDE_M, cy=frame.y // SIDE_M)
+def _cell_keys(footprints: np.ndarray) -> tuple[np.ndarray, int]:
+    """Each footprint's cell of side SIDE_M as one int64, and the key step of one column: the cells one
+    column or row apart (within a CRS) differ by that step or by 1, with a spare row and column at every
+    edge so that no shifted cell wraps into another column or CRS."""
+    cells = footprints // (1, SIDE_M, SIDE_M)
+    _, zone = np.unique(cells[:, 0], return_inverse=True)
+    low = cells[:, 1:].min(axis=0) - 1
+    width, height = cells[:, 1:].max(axis=0) - low + 2
+    return (zone.reshape(-1) * width + cells[:, 1] - low[0]) * height + cells[:, 2] - low[1], int(height)
