@@ -17,8 +17,8 @@ packing process's main thread (the serial part: the tar walk, gathering each pat
 to the workers), its other threads (zstd, the pool's) and the workers'. On n free cores a pack takes at
 least max(main thread, other threads, all / n) per patch; that bound, against the one-thread walk's CPU
 time, is printed as the projection for 2 and 16 cores and for the whole archive (549,488 patches, every one
-packed).
-Run: python benchmarks/bench_stream.py --patches 1000 --workers 2
+packed). The CPU figures are medians over the repeats, the walls the fastest.
+Run: python benchmarks/bench_stream.py --patches 1000 --workers 2 --repeats 3
 """
 
 from __future__ import annotations
@@ -99,8 +99,9 @@ def main() -> None:
         print(f"walk: {read / 2**20:.1f} MiB of band files read from the stream in {walk.wall:.2f} s in one thread, "
               f"{walk_ahead.wall:.2f} s with the decompression in its own")
         best = {kind: min(runs, key=lambda r: r[0].wall) for kind, runs in packs.items()}
-        for kind, (pack, main, own) in best.items():
-            _project(kind, walk.cpu / args.patches, *(t / args.patches for t in (main, own, pack.cpu)))
+        walk_cpu = np.median([c.cpu for c in walks[ONE_THREAD]]) / args.patches
+        for kind, runs in packs.items():  # CPU: medians of the runs (steadier than the fastest run's)
+            _project(kind, walk_cpu, *(np.median(t) / args.patches for t in zip(*((m, o, c.cpu) for c, m, o in runs))))
         figures = [Figure(f"stream {kind} from .tar.zst, {args.patches} patches, {len(bands)} bands, {args.workers} "
                           "processes (patches/s)", pack.rate(args.patches), f"decompress + walk the tar stream alone, "
                           f"{walk_kind}", base.rate(args.patches))

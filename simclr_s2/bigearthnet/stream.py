@@ -10,7 +10,8 @@ declines (another layout, damage), so the streamed store is the packer's store b
 and names.txt; meta.json differs in its `created` time, as any two packs do). This process only walks the
 stream (zstd decompresses in a thread of its own, a few blocks ahead); worker processes decode, resample
 and write a chunk of patches at a time, each row to the row the patch has in the store's list, with the
-packer's `store_rows` (the 20 m bands doubled by `bicubic`: torch's values, a fraction of its cost). A map is decoded from its bytes by the index's own decoder (`reference_map.decode_reference_map`).
+packer's `store_rows` (the 20 m bands doubled by `bicubic`: torch's values, a fraction of its cost). A map
+is decoded from its bytes by the index's own decoder (`reference_map.decode_reference_map`).
 
 A stream that is truncated or corrupt stops at the member it was reading, naming it (zstandard's own
 stream_reader ends a truncated file without a word, so the decompression here refuses a file that ends
