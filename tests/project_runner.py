@@ -8,8 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -17,6 +21,7 @@ import pytest
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from simclr_s2.faults import PAUSE_ENV
 from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import build
 from simclr_s2.stages.base import Stage, run_command
@@ -67,7 +72,7 @@ class Project:
         the venv's editable install points to another checkout."""
         path = os.pathsep.join(filter(None, [str(PACKAGE.parent), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, **self.env, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "PYTHONPATH": path}
-        for name in (*CLEARED, *self.unset):
+        for name in (*CLEARED, PAUSE_ENV, *self.unset):  # a pause only where this project names one (see `held`)
             if name not in self.env:
                 env.pop(name, None)
         return env
@@ -83,6 +88,26 @@ class Project:
             for key in CLEARED:
                 mp.delenv(key, raising=False)
             return run_command(stage, build(stage.spec, params), self.context())
+
+    @contextmanager
+    def held(self, stage: Stage, at: str, folder: Path, **params: object) -> Iterator[Future]:
+        """`stage` run by `run_stage` in a thread of this process, held live at the fault point `at`
+        (SIMCLR_S2_PAUSE, e.g. "after_log@0") while the block runs, resumed when it ends (`folder`/resume, also
+        when the block fails, so no thread waits forever); the future gives its run id or raises its error. The
+        same run as `python -m simclr_s2 <name>` without that process's start-up (about 8 CPU-seconds of
+        imports): for tests whose claim is about a live run, not its process. SIMCLR_S2_PAUSE is in this
+        process's environment meanwhile; `process_env` leaves it out."""
+        pool = ThreadPoolExecutor(1)
+        future = pool.submit(replace(self, env={**self.env, PAUSE_ENV: f"{at}:{folder}"}).run_stage, stage, **params)
+        pool.shutdown(wait=False)  # the thread ends with the stage
+        while not (folder / "paused").exists():
+            if future.done():
+                raise AssertionError(f"{stage.spec.entry_point} ended before {at}: {future.result()}")
+            time.sleep(0.2)
+        try:
+            yield future
+        finally:
+            (folder / "resume").touch()
 
     @staticmethod
     def command(entry_point: str, **params: object) -> list[str]:

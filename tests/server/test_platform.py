@@ -60,13 +60,18 @@ def test_compare_and_promote_on_the_server_stack(server_project, server_demo, tm
     assert champion.run_id == server_demo.info.run_id
 
 
-def _held(project: Project, demo, folder: Path, seed: int, env: dict[str, str] | None = None) -> subprocess.Popen:
-    """A finetune (the demo's split and encoder, 4 epochs) held live after logging its epoch 1, until
-    `folder`/resume exists: the server can be restarted or stopped at a known point, no timer involved."""
+def _held_params(demo: Run, seed: int) -> dict[str, object]:
+    """A finetune of the demo's split and encoder, 4 epochs, unregistered."""
     params = demo.data.params
-    argv = project.entry_point("finetune", split=params["resolved_split"], pretrained=params["resolved_pretrained"],
-                               epochs=4, seed=seed, register="false")
-    process = subprocess.Popen(argv, env={**project.process_env(), **(env or {}), PAUSE_ENV: f"after_log@1:{folder}"},
+    return {"split": params["resolved_split"], "pretrained": params["resolved_pretrained"], "epochs": 4,
+            "seed": seed, "register": "false"}
+
+
+def _held(project: Project, demo: Run, folder: Path, seed: int, env: dict[str, str]) -> subprocess.Popen:
+    """That finetune as its own process, held live after logging its epoch 1, until `folder`/resume exists:
+    the server can be stopped at a known point, no timer involved."""
+    argv = project.entry_point("finetune", **_held_params(demo, seed))
+    process = subprocess.Popen(argv, env={**project.process_env(), **env, PAUSE_ENV: f"after_log@1:{folder}"},
                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     while not (folder / "paused").exists():
         assert process.poll() is None, process.communicate()[1][-3000:]
@@ -87,10 +92,15 @@ def _steps(project: Project, run_id: str) -> list[int]:
 
 
 def test_a_run_survives_a_server_restart(server_project, server_demo, tracking_server, tmp_path):
-    process = _held(server_project, server_demo, tmp_path, seed=11)
-    tracking_server.restart_mlflow()
-    (tmp_path / "resume").touch()
-    assert process.wait(timeout=600) == 0, process.communicate()[1][-3000:]
+    """The run is held in this process (the claim is about the run's client, not its process: the stays-down
+    test below needs the process, for its exit status and its one line). What it logged before the restart is
+    read back through the restarted server first: params, metrics and artifacts in the bucket survive it."""
+    with server_project.held(FINETUNE, "after_log@1", tmp_path, **_held_params(server_demo, seed=11)) as held:
+        tracking_server.restart_mlflow()
+        (before,) = server_project.runs("finetune", seed="11")
+        assert before.data.params["trainable"] == "head2" and _steps(server_project, before.info.run_id) == [0, 1]
+        assert server_project.client.list_artifacts(before.info.run_id, "checkpoints")
+    held.result(timeout=600)
     (run,) = server_project.runs("finetune", seed="11")
     assert run.info.status == "FINISHED" and _steps(server_project, run.info.run_id) == [0, 1, 2, 3]
 
@@ -109,9 +119,7 @@ def test_a_server_that_stays_down_ends_the_run_clearly_and_it_resumes(server_pro
         assert errors and "unreachable" in errors[0] and "resume" in errors[0], stderr[-3000:]
     finally:
         tracking_server.start_mlflow()
-    params = server_demo.data.params
-    server_project.run_stage(FINETUNE, split=params["resolved_split"], pretrained=params["resolved_pretrained"],
-                             epochs=4, seed=12, register="false")
+    server_project.run_stage(FINETUNE, **_held_params(server_demo, seed=12))
     runs = server_project.runs("finetune", seed="12")
     assert len(runs) == 1, [_why(server_project, r) for r in runs]  # the held run should be in the trash
     (resumed,) = runs
