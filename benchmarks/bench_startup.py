@@ -117,8 +117,8 @@ def timed(command: list[str], env: dict[str, str] | None = None, killed: bool = 
     start, cpu = time.perf_counter(), children_cpu_seconds()
     done = subprocess.run(command, check=False, capture_output=True, env=env, text=True,
                           cwd=(env or {}).get("PYTHONPATH", ROOT))
-    if killed and done.returncode != -signal.SIGKILL:
-        raise SystemExit(f"bench_startup: {command[3]} ended with {done.returncode}, not at its fault point:\n"
+    if done.returncode != (-signal.SIGKILL if killed else 0):  # a baseline that fails would time its failure
+        raise SystemExit(f"bench_startup: {command[1:4]} ended with {done.returncode}, not as it should:\n"
                          f"{done.stderr[-2000:]}")
     return time.perf_counter() - start, children_cpu_seconds() - cpu
 
@@ -140,13 +140,16 @@ class Demo:
 
     trees: dict[str, dict[str, str]]  # "finetune" (this tree), "finetune before": their environments
     env: dict[str, str]
-    bare_args: list[str]  # store folder, split folder
+    splits: Path  # the basic split's folder
     encoder: Path
     classifier: Path
     tmp: Path
 
 
-WEIGHTS = ("import sys, mlflow, torch; torch.save(mlflow.pytorch.load_model(sys.argv[1]).state_dict(), "
+# A served classifier's MLflow model is its DN-taking wrapper: the weights are read as evaluate reads them.
+WEIGHTS = ("import os, sys, torch; from simclr_s2.settings.mlflow_store import store_client; "
+           "from simclr_s2.tracking.registry import load_logged; torch.save(load_logged(store_client("
+           "os.environ['MLFLOW_TRACKING_URI']), sys.argv[1], torch.nn.Module, 'model')[0].state_dict(), "
            "sys.argv[2])")
 
 
@@ -168,10 +171,16 @@ def demo(demo_patches: int, before: Path | None) -> Iterator[Demo]:
         for uri, file in (("models:/simclr-s2-encoder@ben", "encoder.pt"), (CLASSIFIER, "classifier.pt")):
             subprocess.run([sys.executable, "-c", WEIGHTS, uri, str(tmp / file)], env=env, check=True,
                            capture_output=True, cwd=ROOT)
-        first = (splits / "train_100pct.csv").read_text().splitlines()[1].split(",")[0]
-        store = next(p for p in (tmp / "home" / "packed").iterdir()
-                     if (p / "names.txt").is_file() and first in (p / "names.txt").read_text())
-        yield Demo(trees, env, [str(store), str(splits)], tmp / "encoder.pt", tmp / "classifier.pt", tmp)
+        yield Demo(trees, env, splits, tmp / "encoder.pt", tmp / "classifier.pt", tmp)
+
+
+def bare_args(chain: Demo, split_set: str) -> list[str]:
+    """The packed store holding `split_set` (training packs its sets, evaluate the test and validation sets
+    in a store of their own) and the split folder: the bare scripts' first arguments."""
+    first = (chain.splits / f"{split_set}.csv").read_text().splitlines()[1].split(",")[0]
+    store = next(p for p in (chain.tmp / "home" / "packed").iterdir()
+                 if (p / "names.txt").is_file() and first in (p / "names.txt").read_text().split())
+    return [str(store), str(chain.splits)]
 
 
 CLASSIFIER = "models:/simclr-s2-irrigation/1"  # this tree's registered fine-tune (made first)
@@ -209,12 +218,12 @@ def first_epoch(chain: Demo, repeats: int) -> list[Figure]:
     """Start to the first epoch's checkpoint: finetune (and the earlier tree's) against the bare script."""
     script = chain.tmp / "bare_first_epoch.py"
     script.write_text(BARE_FIRST_EPOCH)
-    bare = [sys.executable, str(script), *chain.bare_args, str(chain.encoder), str(chain.tmp / "bare.ckpt")]
+    bare = [sys.executable, str(script), *bare_args(chain, "train_100pct"), str(chain.encoder), str(chain.tmp / "bare.ckpt")]
     print("start to first epoch's checkpoint:")
     at_fault = {name: {**env, "SIMCLR_S2_FAULT": "checkpoint_write@0"} for name, env in chain.trees.items()}
     rate = interleaved({**{name: (lambda round_, tree=tree: _finetune(100 * tree + round_), at_fault[name], True)
                            for tree, name in enumerate(chain.trees)},
-                        "bare": (lambda _: bare, chain.env, False)}, repeats)
+                        "bare": (lambda _: bare, chain.env, True)}, repeats)  # it kills itself there too
     return [Figure(f"`{name}` start to first epoch's checkpoint (commands/s)", rate[name],
                    "the same work in a bare script", rate["bare"]) for name in chain.trees]
 
@@ -226,7 +235,7 @@ def evaluate(chain: Demo, repeats: int) -> list[Figure]:
     for name, text in (("bare + store opened", BARE_EVALUATE_STORE), ("bare", BARE_EVALUATE)):
         script = chain.tmp / f"{name.replace(' ', '_')}.py"
         script.write_text(text)
-        bare[name] = [sys.executable, str(script), *chain.bare_args, str(chain.classifier),
+        bare[name] = [sys.executable, str(script), *bare_args(chain, "test"), str(chain.classifier),
                       str(chain.tmp / "scores.pt"), chain.env["MLFLOW_TRACKING_URI"]]
     command = [sys.executable, "-m", "simclr_s2", "evaluate", "--model-uri", CLASSIFIER, "--set", "test"]
     print("evaluate, whole command:")
