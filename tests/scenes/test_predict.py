@@ -10,8 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
-from conftest import CLOUD, ORIGIN, SIDE, scene_bands, write_folder, write_raster, write_safe
 from rasterio.transform import Affine
+from scene_files import CLOUD, ORIGIN, SIDE, scene_bands, write_folder, write_raster, write_safe
 
 from simclr_s2.bigearthnet.bands import STUDY_BANDS
 from simclr_s2.errors import UserError

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ORIGIN, SIDE, scene_bands, write_folder, write_raster, write_safe, write_stac
 from rasterio.transform import Affine
+from scene_files import ORIGIN, SIDE, scene_bands, write_folder, write_raster, write_safe, write_stac
 
 from simclr_s2.bigearthnet.bands import STUDY_BANDS, stack_bands
 from simclr_s2.scenes.product import SceneError, open_scene
