@@ -27,7 +27,7 @@ def test_a_script_adds_its_figures_and_the_table_prints_them_with_ratios(tmp_pat
     env = {**os.environ, "BENCH_TABLE": str(table), "PYTHONPATH": str(ROOT)}
     own = _python([str(BENCH / "bench_loader.py"), "--patches", "24", "--small", "6", "--workers", "1",
                    "--seconds", "0.05"], env)
-    # packing, 5 warm-loader baselines, threads vs inline, cold vs the disk, cold vs warm
+    # packing, 5 warm-loader baselines, threads vs inline, cold shuffled and cold in file order vs the disk
     assert len(table.read_text().splitlines()) == 9
 
     combined = _python([str(BENCH / "figures.py"), str(table)], env)
