@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,8 @@ from simclr_s2.learning.datasets import BatchLoader, PackedDataset, StoreRounded
 from simclr_s2.settings.context import Context
 from simclr_s2.study.splits import NATURAL, VAL_NATURAL, SplitManifest, SplitSet, load_manifest, load_sets
 from simclr_s2.tracking.artifacts import Fetcher
+
+log = logging.getLogger(__name__)
 
 SOURCE = "source.json"
 RESAMPLING: Resampling = "bicubic"  # how the stages' stores resample the 20 m and 60 m bands (make_loader's default)
@@ -153,7 +156,9 @@ def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarra
                            shuffle=shuffle, seed=seed, store_dir=store_path(ctx, digest, bands, pool),
                            index_digest=digest, store_names=pool, scaling=scaling,
                            device=distributed.device())
-    if store is None and not patch_dir(archive_root, names[0]).is_dir():
+    if store is not None:
+        log.info("reusing packed store %s (%d patches, %s)", store.path, len(store), ",".join(store.bands))
+    elif not patch_dir(archive_root, names[0]).is_dir():
         raise UserError(f"split: no packed store of its patches in bands {bands.text} under {ctx.home / 'packed'} "
                         f"and no GeoTIFFs in {archive_root}; make the store (fetch pack=splits bands=...) or "
                         "extract the archive (fetch extract=true)")
