@@ -336,6 +336,16 @@ def _read_meta(path: Path) -> dict | None:
     return meta if isinstance(meta, dict) else None
 
 
+def packed_from(path: Path) -> tuple[str, tuple[str, ...], str] | None:
+    """What the store at `path` was packed from (index digest, band names, resampling), from its meta.json
+    alone: a cheap look before `PackedStore.open` reads and checks the names list. None without one."""
+    meta = _read_meta(path) or {}
+    try:
+        return str(meta["index_digest"]), tuple(meta["bands"]), str(meta["resampling"])
+    except (KeyError, TypeError):
+        return None
+
+
 @dataclass(frozen=True)
 class _Request:
     """What a store holds, checked: it is reused only when all four match."""

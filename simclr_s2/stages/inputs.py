@@ -14,7 +14,7 @@ import pandas as pd
 
 from simclr_s2.bigearthnet.bands import ZSCORE, Bands, Resampling
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
-from simclr_s2.bigearthnet.packed import PackedStore, StoreError
+from simclr_s2.bigearthnet.packed import PackedStore, StoreError, packed_from
 from simclr_s2.bigearthnet.reader import patch_dir
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
@@ -131,11 +131,12 @@ def _existing_store(ctx: Context, digest: str, bands: Bands, pool: list[str]) ->
     folder = ctx.home / "packed"
     exact = folder / _store_key(digest, bands, pool)
     for path in [exact, *sorted(p for p in folder.glob("*") if p != exact)] if folder.is_dir() else []:
+        if packed_from(path) != (digest, tuple(bands), RESAMPLING):
+            continue  # another index's, bands' or resampling's store: its names are not read
         try:
             store = PackedStore.open(path)
-            if (store.index_digest, store.bands, store.resampling) == (digest, bands, RESAMPLING):
-                store.rows(pool)  # StoreError when it lacks one
-                return store
+            store.rows(pool)  # StoreError when it lacks one
+            return store
         except StoreError:
             continue
     return None
