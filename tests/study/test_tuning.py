@@ -1,8 +1,8 @@
-"""tune: pruned trials are marked in MLflow and the best settings logged and trained once more; a worker
-process and this one on one storage share a study without duplicate trials; a study whose worker process
-was killed resumes and fails the trial it lost. Workers are held and killed at named fault points, never
-raced; a worker runs as a process of its own only where it is held or killed (its start-up imports cost
-about 8 CPU-seconds), else in this process as its entry point runs it. Trials
+"""tune: pruned trials are marked in MLflow and the best settings logged and trained once more; two workers
+on one storage share a study without duplicate trials; a study whose worker process was killed resumes and
+fails the trial it lost. Workers are held and killed at named fault points, never raced; a worker runs as a
+process of its own only where it is killed (its start-up imports cost about 8 CPU-seconds), else in this
+process as its entry point runs it (a held one in a thread, `Project.held`). Trials
 fine-tune only the head of an untrained encoder written once per module (features are cached, so no
 encoder is pretrained and each trial is cheap); one-epoch trials on 15 patches keep the file near 3
 minutes on two busy cores."""
@@ -26,10 +26,11 @@ import torch
 from mlflow.entities import Run
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
+from project_runner import Project
 
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
 from simclr_s2.errors import UserError
-from simclr_s2.faults import FAULT_ENV, PAUSE_ENV
+from simclr_s2.faults import FAULT_ENV
 from simclr_s2.learning.models import build_simclr
 from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import build
@@ -123,29 +124,19 @@ def _trial_runs(env: dict[str, str]) -> dict[int, Run]:
     return by_trial
 
 
+def _values(args: list[str]) -> dict[str, str]:
+    """Command-line arguments as the spec's parameters."""
+    return {a.removeprefix("--").replace("-", "_"): v for a, v in zip(args[::2], args[1::2], strict=True)}
+
+
 def _tune_here(args: list[str], env: dict[str, str]) -> None:
     """A worker in this process: `tune` with these command-line arguments, as its entry point runs it."""
-    values = {a.removeprefix("--").replace("-", "_"): v for a, v in zip(args[::2], args[1::2], strict=True)}
-    run_command(TUNE, build(Tune, values), Context.from_env(env))
+    run_command(TUNE, build(Tune, _values(args)), Context.from_env(env))
 
 
 def _worker(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, str(ENTRY), *args], env=env, cwd=cwd, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-
-
-def _wait_for(path: Path, worker: subprocess.Popen) -> None:
-    """Until the worker creates `path` (at a fault point), failing if it exits first."""
-    while not path.exists():
-        if worker.poll() is not None:
-            out, _ = worker.communicate()
-            pytest.fail(f"the worker exited before reaching its pause point: {out[-4000:]}")
-        time.sleep(0.1)
-
-
-def _finish(worker: subprocess.Popen) -> None:
-    out, _ = worker.communicate(timeout=300)
-    assert worker.returncode == 0, out[-4000:]
 
 
 class PruneTrialOne(BasePruner):
@@ -204,17 +195,14 @@ def test_every_trial_starts_from_the_pretrained_weights(demo_split, env, tmp_pat
 
 
 def test_two_workers_share_one_study_without_duplicate_trials(demo_split, env, tmp_path):
-    """The first worker, a process, is held inside its first trial while the second runs in this process:
-    both run trials, however fast."""
+    """The first worker, in a thread, is held inside its first trial while the second runs: both run trials,
+    however fast. The workers meet only in the two stores, as processes would."""
     storage = f"sqlite:///{tmp_path}/optuna.db"
     args = _args(demo_split, storage, n_trials=3)
-    first = _worker(args, {**env, PAUSE_ENV: f"trial0_after_log@0:{tmp_path}"}, tmp_path)
-    _wait_for(tmp_path / "paused", first)
-    try:
+    first = Project(tmp_path, {"MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"]})
+    with first.held(TUNE, "trial0_after_log@0", tmp_path, **_values(args)) as held:
         _tune_here(args, env)
-    finally:
-        (tmp_path / "resume").touch()  # never a held process left behind
-    _finish(first)
+    held.result(timeout=300)
 
     trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
     numbers = [t.number for t in trials]
