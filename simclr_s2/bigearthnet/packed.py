@@ -156,7 +156,7 @@ def worker_pool(workers: int) -> ProcessPoolExecutor:
     thread of its own (the stream's decompression): a fork copies only the forking thread."""
     context = multiprocessing.get_context("fork" if _LINUX else None)
     pool = ProcessPoolExecutor(workers, mp_context=context, initializer=_start_worker, initargs=(os.getpid(),))
-    pool.submit(int).result()  # with fork, the first task starts every worker
+    pool.submit(int)  # with fork, the first task forks every worker, here and now: no need to wait for it
     return pool
 
 
@@ -416,11 +416,15 @@ def open_or_pack(
             except StoreError as e:
                 reasons = [str(e)]
             else:
-                log.info(
-                    "reusing packed store %s (%d patches, %s)", store_dir, len(store), ",".join(store.bands)
-                )
-                return store
+                return reused(store)
         return _pack_locked(Path(archive_root), want, store_dir, workers, reasons)
+
+
+def reused(store: PackedStore) -> PackedStore:
+    """`store`, said to be reused rather than packed: the one line the packer, the stream and a loader that
+    finds a store already packed all log."""
+    log.info("reusing packed store %s (%d patches, %s)", store.path, len(store), ",".join(store.bands))
+    return store
 
 
 def pack(

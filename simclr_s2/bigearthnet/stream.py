@@ -27,6 +27,7 @@ import contextlib
 import io
 import json
 import logging
+import mmap
 import os
 import queue
 import shutil
@@ -37,7 +38,7 @@ import time
 from collections.abc import Callable, Generator, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, wait
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Self
 
 import numpy as np
 import zstandard
@@ -265,8 +266,7 @@ def stream_pack(
     with packed._locked(store_dir):
         reasons = packed._mismatch(store_dir, want)
         if not reasons:
-            log.info("reusing packed store %s", store_dir)
-            return packed.PackedStore.open(store_dir)
+            return packed.reused(packed.PackedStore.open(store_dir))
         if store_dir.exists() and packed._read_meta(store_dir) is None and any(store_dir.iterdir()):
             raise packed.StoreError(
                 f"store_dir {store_dir} exists, is not empty and is not a packed store; refusing to replace it")
@@ -322,16 +322,18 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
     row_of = {name: i for i, name in enumerate(want.names)}
     pixels = out / packed.PIXELS_FILE
     at = np.load(pixels, mmap_mode="r").offset
-    how = {"out": pixels, "at": at, "bands": want.bands, "resampling": want.resampling, "archive": archive.name}
+    how = {"out": pixels, "at": at, "bands": want.bands, "resampling": want.resampling, "archive": archive.name,
+           "recorded_in": out / ROWS_FILE}
     workers = max(1, min(workers or os.cpu_count() or 1, len(want.names)))
     pool = packed.worker_pool(workers) if workers > 1 else None
     handoff = contextlib.ExitStack()
     folder = handoff.enter_context(_handoff_folder()) if pool is not None else None
-    running: dict[Future, Path] = {}  # each chunk in a worker, by the hand-off file it was handed in
-    free = [folder / f"chunk{k}" for k in range(2 * workers)] if folder is not None else []
+    running: dict[Future, _Slot] = {}  # each chunk in a worker, by the hand-off file it was handed in
+    free = [handoff.enter_context(_Slot(folder / f"chunk{k}")) for k in range(2 * workers)] if folder else []
     got: dict[str, dict[str, bytes]] = {}  # band files of the patches being gathered
-    chunk: list[_Patch] = []
-    recorded = 0
+    chunk: list[_Patch] = []  # without workers: the chunk's patches, packed here
+    slot: _Slot | None = None  # with workers: the hand-off file the chunk is copied into
+    recorded = handed = 0  # chunks recorded, patches in the chunks submitted
     bands = set(want.bands)
 
     def wanted(member: tarfile.TarInfo) -> bool:
@@ -340,29 +342,38 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
             return False
         return _band(*parts[1:]) in bands
 
-    def record(rows: list[int]) -> None:  # the rows are durable (_pack_chunk): now recorded as packed
+    def record(rows: list[int]) -> None:  # the rows are durable and recorded as packed (_pack_chunk)
         nonlocal recorded
-        with open(out / ROWS_FILE, "ab") as fh:
-            fh.write(np.asarray(rows, dtype=np.int64).tobytes())
-            os.fsync(fh.fileno())
         done.update(rows)
         bar.update(len(rows))
         faults.point("stream_chunk", recorded)
         recorded += 1
 
-    def submit() -> None:
-        nonlocal chunk
+    def add(patch: _Patch) -> int:
+        """Put a gathered patch in the chunk; returns the patches in it."""
+        nonlocal slot
         if pool is None:
+            chunk.append(patch)
+            return len(chunk)
+        while slot is None and not free:  # 2 chunks a worker in flight: wait for one, freeing its hand-off file
+            finished, _ = wait(running, return_when=FIRST_COMPLETED)
+            for f in finished:
+                free.append(running.pop(f))
+                record(f.result())  # re-raises a worker's error
+        slot = slot or free.pop()
+        return slot.add(*patch)
+
+    def submit() -> None:
+        nonlocal handed, slot
+        if pool is None:
+            handed += len(chunk)
             record(_pack_chunk(chunk, **how))
+            chunk.clear()
         else:
-            while not free:  # 2 chunks a worker in flight: wait for one, whose hand-off file is then free
-                finished, _ = wait(running, return_when=FIRST_COMPLETED)
-                for f in finished:
-                    free.append(running.pop(f))
-                    record(f.result())  # re-raises a worker's error
-            path = free.pop()
-            running[pool.submit(_pack_handed, path, _hand_off(chunk, path), **how)] = path
-        chunk = []
+            layout = slot.take()
+            handed += len(layout)
+            running[pool.submit(_pack_handed, slot.path, layout, **how)] = slot
+            slot = None
 
     try:
         with tqdm(total=len(want.names), initial=len(done), unit="patch",
@@ -371,11 +382,10 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
                 _, name, file = _parts(member, V2_PATCHES)
                 files = got.setdefault(name, {})
                 files[_band(name, file)] = data
-                if len(files) == len(want.bands):
-                    chunk.append((row_of[name], name, got.pop(name)))
-                    if len(chunk) == packed.MAX_CHUNK:
-                        submit()
-            if chunk:
+                if len(files) == len(want.bands) and \
+                        add((row_of[name], name, got.pop(name))) >= _chunk_size(handed):
+                    submit()
+            if chunk or slot:
                 submit()
             for f in running:
                 record(f.result())
@@ -391,6 +401,17 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
         error = PatchError(name, MISSING_BAND, lacking[0], "not in the archive")
         raise packed.PackError(f"packing from {archive}: {error} ({len(missing)} of {len(want.names)} patches "
                                "incomplete)")
+
+
+FIRST_CHUNK = 8
+"""Patches in the first chunk; the next ones double up to MAX_CHUNK (`_chunk_size`)."""
+
+
+def _chunk_size(handed: int) -> int:
+    """Patches in the next chunk when `handed` are in earlier ones: 8, 8, 16, 32, then MAX_CHUNK, so the workers
+    start after a few patches, not after a whole chunk's walk with a core idle. Not smaller at the end: more
+    chunks, each waiting for the disk twice (`_pack_chunk`)."""
+    return min(packed.MAX_CHUNK, max(FIRST_CHUNK, handed))
 
 
 def _band(name: str, file: str) -> str:
@@ -432,19 +453,51 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _hand_off(chunk: list[_Patch], path: Path) -> _Layout:
-    """The chunk's band files written one after another over the start of `path` in one pwritev, and how to
-    cut them apart again: the walking process's share of the hand-off is one copy, where pickling them for the
-    pool's pipe cost several and the pool's threads. The files are reused chunk after chunk (`_stream_rows`),
-    as writing into pages a file already has costs a fraction of a new file's."""
-    datas = [data for _, _, files in chunk for data in files.values()]
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        if os.pwritev(fd, datas, 0) != sum(map(len, datas)):
-            raise OSError(f"{path}: short write of a chunk of band files (memory full?)")
-    finally:
-        os.close(fd)
-    return [(row, name, [(band, len(data)) for band, data in files.items()]) for row, name, files in chunk]
+SLOT_BYTES = 1 << 24
+"""A hand-off file's first size: a chunk of MAX_CHUNK patches of 12 band files (10 MB) fits; it grows as needed."""
+
+
+class _Slot:
+    """A hand-off file, mapped into the walking process: each patch's band files are copied into it as the
+    patch is complete, one after another, and a worker reads the chunk from it (`_pack_handed`). The walking
+    process's share of the hand-off is that one copy, where pickling the files for the pool's pipe cost
+    several and the pool's threads; and the bytes read from the stream are freed patch by patch, so the walk
+    reuses memory in the CPU's cache instead of holding a chunk's worth (megabytes) until it is handed off. The
+    files are reused chunk after chunk, as writing into pages a file already has costs a fraction of a new
+    file's."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.ftruncate(fd, SLOT_BYTES)  # sparse: memory is taken as pages are written
+            self._map = mmap.mmap(fd, SLOT_BYTES)
+        finally:
+            os.close(fd)
+        self._layout: _Layout = []
+        self._end = 0
+
+    def add(self, row: int, name: str, files: dict[str, bytes]) -> int:
+        """Copy a patch's band files in after the others; returns the patches in the slot."""
+        end = self._end + sum(map(len, files.values()))
+        if end > len(self._map):
+            self._map.resize(max(end, 2 * len(self._map)))
+        for data in files.values():
+            self._map[self._end : self._end + len(data)] = data
+            self._end += len(data)
+        self._layout.append((row, name, [(band, len(data)) for band, data in files.items()]))
+        return len(self._layout)
+
+    def take(self) -> _Layout:
+        """How to cut the chunk's files apart again; the slot starts over (once the worker has read it)."""
+        layout, self._layout, self._end = self._layout, [], 0
+        return layout
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._map.close()
 
 
 class _Inbox:
@@ -469,7 +522,7 @@ class _Inbox:
 
 
 def _pack_handed(path: Path, layout: _Layout, **how) -> list[int]:
-    """`_pack_chunk` of a chunk handed off by `_hand_off`. The band files are views of the one buffer read,
+    """`_pack_chunk` of a chunk handed off in a `_Slot`'s file. The band files are views of the one buffer read,
     not copies."""
     data = _Inbox.read(path, sum(n for _, _, sizes in layout for _, n in sizes))
     patches, at = [], 0
@@ -482,11 +535,14 @@ def _pack_handed(path: Path, layout: _Layout, **how) -> list[int]:
 
 
 def _pack_chunk(
-    patches: list[_Patch], *, out: Path, at: int, bands: tuple[str, ...], resampling: str, archive: str
+    patches: list[_Patch], *, out: Path, at: int, bands: tuple[str, ...], resampling: str, archive: str,
+    recorded_in: Path,
 ) -> list[int]:
     """The packer's chunk (`packed._pack_chunk`) for patches whose band files are in memory: decoded with
     the packer's fast reader (`packed.decode_band`), made rows by the packer's `store_rows` as one batch,
-    each row written to its place and synced to disk. Returns the rows written."""
+    each row written to its place and synced to disk, then recorded as packed (appended to `recorded_in`,
+    synced). Returns the rows written. The syncs are here, in a worker, not in the one process walking the
+    stream, which would wait for the disk twice a chunk."""
     native = []
     for _, name, files in patches:
         decoded = {band: packed.decode_band(files[band], band) for band in bands}
@@ -498,10 +554,18 @@ def _pack_chunk(
         for (row, _, _), pixels in zip(patches, rows, strict=True):
             if os.pwrite(fd, pixels, at + row * pixels.nbytes) != pixels.nbytes:
                 raise OSError(f"{out}: short write of row {row} (disk full?)")
-        os.fdatasync(fd)  # durable before they are recorded as packed; here, not in the one process walking
+        os.fdatasync(fd)  # durable before they are recorded as packed
     finally:
         os.close(fd)
-    return [row for row, _, _ in patches]
+    written = np.asarray([row for row, _, _ in patches], dtype=np.int64)
+    fd = os.open(recorded_in, os.O_WRONLY | os.O_APPEND)  # one write: the workers' records never interleave
+    try:
+        if os.write(fd, written.tobytes()) != written.nbytes:
+            raise OSError(f"{recorded_in}: short write of the rows packed (disk full?)")
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return written.tolist()
 
 
 def _read_as_files(name: str, files: dict[str, bytes], bands: tuple[str, ...], archive: str) -> dict[str, np.ndarray]:

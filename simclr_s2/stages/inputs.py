@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pandas as pd
 
 from simclr_s2.bigearthnet.bands import ZSCORE, Bands, Resampling
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
-from simclr_s2.bigearthnet.packed import PackedStore, StoreError, packed_from
+from simclr_s2.bigearthnet.packed import PackedStore, StoreError, packed_from, reused
 from simclr_s2.bigearthnet.reader import patch_dir
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
@@ -22,8 +21,6 @@ from simclr_s2.learning.datasets import BatchLoader, PackedDataset, StoreRounded
 from simclr_s2.settings.context import Context
 from simclr_s2.study.splits import NATURAL, VAL_NATURAL, SplitManifest, SplitSet, load_manifest, load_sets
 from simclr_s2.tracking.artifacts import Fetcher
-
-log = logging.getLogger(__name__)
 
 SOURCE = "source.json"
 RESAMPLING: Resampling = "bicubic"  # how the stages' stores resample the 20 m and 60 m bands (make_loader's default)
@@ -158,7 +155,7 @@ def loader(ctx: Context, archive_root: Path, names: list[str], labels: np.ndarra
                            index_digest=digest, store_names=pool, scaling=scaling,
                            device=distributed.device())
     if store is not None:
-        log.info("reusing packed store %s (%d patches, %s)", store.path, len(store), ",".join(store.bands))
+        reused(store)
     elif not patch_dir(archive_root, names[0]).is_dir():
         raise UserError(f"split: no packed store of its patches in bands {bands.text} under {ctx.home / 'packed'} "
                         f"and no GeoTIFFs in {archive_root}; make the store (fetch pack=splits bands=...) or "

@@ -213,3 +213,20 @@ def test_band_files_the_fast_reader_declines_are_read_as_the_packer_reads_them(r
     archive = write_tar_zst(root, V2_PATCHES, tmp_path / "broken.tar.zst")
     with pytest.raises(packed.PackError, match=rf"packing from broken.tar.zst: patch {names[1]}: .*{broken.name}"):
         stream_pack(archive, names, tmp_path / "store", BANDS, DIGEST, root, workers=1)
+
+
+def test_chunks_start_small_and_double():
+    sizes, handed = [], 0
+    while handed < 300:
+        sizes.append(stream._chunk_size(handed))
+        handed += sizes[-1]
+    assert sizes == [8, 8, 16, 32, 64, 64, 64, 64]
+
+
+def test_hand_off_files_grow_and_are_reused_bit_for_bit(release, tmp_path, monkeypatch):
+    monkeypatch.setattr(packed, "MAX_CHUNK", 4)  # 10 chunks through 4 hand-off files: each reused
+    monkeypatch.setattr(stream, "SLOT_BYTES", 4096)  # less than a patch's band files: each grows
+    root, names = release["root"], _names(release["root"])
+    streamed = stream_pack(release["files"] / "BigEarthNet-S2.tar.zst", names, tmp_path / "streamed", BANDS, DIGEST,
+                           root, workers=2)
+    _same_store(packed.pack(root, names, tmp_path / "packed", BANDS, DIGEST, workers=1).path, streamed.path)
