@@ -31,6 +31,8 @@ class ServedClassifier(nn.Module):
     The scaling is `InputTransform`'s, operation for operation (z-score in float32, then the scaling's
     affine), so a served patch gets the probability the package's loaders give it."""
 
+    OUTPUT: tuple[int, ...] = ()  # an item's output shape (one probability): the signature's, with no forward
+
     def __init__(self, classifier: IrrigationClassifier, bands: Sequence[str], scaling: str) -> None:
         super().__init__()
         transform = InputTransform(bands, scaling)
@@ -51,9 +53,11 @@ class ServedClassifier(nn.Module):
 
     def dn_of(self, inputs: np.ndarray) -> np.ndarray:
         """The float32 DN that model inputs (scaled, as the loaders give them) were made from: an input
-        example in the served model's own terms."""
+        example in the served model's own terms. The archive's DN are integers (the loaders round them as
+        the packed store keeps them): rounding takes away the float error of undoing the scaling, and MLflow
+        writes the example as JSON twice (half the characters and the CPU of unrounded floats)."""
         z = (inputs - self.offset.numpy()) / self.scale.numpy() if self.has_affine else inputs
-        return (z * self.std.numpy() + self.mean.numpy()).astype(np.float32)
+        return np.rint(z * self.std.numpy() + self.mean.numpy()).astype(np.float32)
 
 
 def save_rebuildable(model: IrrigationClassifier, folder: Path) -> list[Path]:

@@ -54,12 +54,11 @@ class _DeliberatePickle(logging.Filter):
         return "Pickle or CloudPickle" not in record.getMessage()
 
 
-def signature(model: torch.nn.Module, example: np.ndarray) -> ModelSignature:
-    """An explicit signature (batch dimension free), so MLflow neither infers nor warns."""
-    with torch.no_grad():
-        output = model(torch.from_numpy(example[:2])).numpy()
+def signature(example: np.ndarray, output: tuple[int, ...]) -> ModelSignature:
+    """An explicit signature (batch dimension free) for inputs shaped as `example` and outputs of the shape
+    `output` per item, so MLflow neither infers nor warns."""
     return ModelSignature(inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *example.shape[1:]))]),
-                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *output.shape[1:]))]))
+                          outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, *output))]))
 
 
 def log_and_register(client: StoreClient, run_id: str, model: torch.nn.Module, registered_name: str,
@@ -72,7 +71,8 @@ def log_and_register(client: StoreClient, run_id: str, model: torch.nn.Module, r
     docstring); its bands and scaling come from `tags` (`band_list` or `bands`, `scaling`). Anything else
     is pickled with the simclr_s2 code inside, so it loads where the package is not installed. Called
     last, once everything else in the run has succeeded; a NaN or infinite value in `finite` (the
-    metrics the version is tagged with) registers nothing."""
+    metrics the version is tagged with) registers nothing. The version is made with its tags in one call
+    (one transaction of the store, not one a tag)."""
     for key, value in (finite or {}).items():
         if not math.isfinite(value):
             raise NonFiniteError(f"{key} is {value}: a model with a non-finite figure is not registered")
@@ -91,15 +91,15 @@ def log_and_register(client: StoreClient, run_id: str, model: torch.nn.Module, r
         pytorch_log.addFilter(quiet)
         try:
             # log_model reads no client: it logs and registers process-wide
+            # with `model_id` given, log_model's `tags` are the registered version's alone
             with fluent_uris(client.tracking_uri, client.registry_uri):
                 info = mlflow.pytorch.log_model(name="model", registered_model_name=registered_name, step=step,
                                                 run_id=run_id, model_id=logged.model_id,
+                                                tags={key: str(value) for key, value in tags.items()},
                                                 pip_requirements=PIP_REQUIREMENTS, **how)
         finally:
             pytorch_log.removeFilter(quiet)
     version = str(info.registered_model_version)
-    for key, value in tags.items():
-        client.set_model_version_tag(registered_name, version, key, str(value))
     for alias in aliases:
         client.set_registered_model_alias(registered_name, alias, version)
     client.set_tag(run_id, VERSION_TAG, f"{registered_name}/{version}")
@@ -113,7 +113,9 @@ def _pickled(model: torch.nn.Module, example: np.ndarray, folder: Path) -> dict[
     `folder`). The signature says the input's shape; no input example: for a pickled model MLflow would
     write it twice as JSON (14 MB for a ResNet-18's two patches) and load the model back to predict it,
     about a third of an encoder's registration and of its size, and nothing reads it back."""
-    return {"pytorch_model": model, "serialization_format": "pickle", "signature": signature(model, example),
+    with torch.no_grad():
+        output = tuple(model(torch.from_numpy(example[:2])).shape[1:])
+    return {"pytorch_model": model, "serialization_format": "pickle", "signature": signature(example, output),
             "code_paths": [str(_python_sources(folder))]}
 
 
@@ -142,7 +144,7 @@ def _served(model: IrrigationClassifier, example: np.ndarray, tags: Mapping[str,
                 "input": "float32 DN (N, C, 120, 120): the archive's values, every band on the 10 m grid, "
                          "channels in the order of bands",
                 "output": "probability of irrigated land (N,)"}
-    return {"pytorch_model": served, "serialization_format": "pt2", "signature": signature(served, dn),
+    return {"pytorch_model": served, "serialization_format": "pt2", "signature": signature(dn, served.OUTPUT),
             "input_example": dn, "metadata": metadata,
             "extra_files": [str(p) for p in save_rebuildable(model, folder)],
             # MLflow would load the exported model back and predict the example (1.3-2.4 CPU-s a version);
