@@ -1,8 +1,8 @@
 """tune: pruned trials are marked in MLflow and the best settings logged and trained once more; two workers
 on one storage share a study without duplicate trials; a study whose worker process was killed resumes and
-fails the trial it lost. Workers are held and killed at named fault points, never raced; a worker runs as a
-process of its own only where it is killed (its start-up imports cost about 8 CPU-seconds), else in this
-process as its entry point runs it (a held one in a thread, `Project.held`). Trials
+fails the trial it lost. Workers are held and killed at named fault points, never raced; a worker runs in
+this process as its entry point runs it (a held one in a thread, `Project.held`), the killed one in a process
+forked from this one (a fresh process's imports cost about 8 CPU-seconds). Trials
 fine-tune only the head of an untrained encoder written once per module (features are cached, so no
 encoder is pretrained and each trial is cheap); one-epoch trials on 15 patches keep the file near 3
 minutes on two busy cores."""
@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -58,7 +57,6 @@ from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.fingerprint import package_fingerprint
 
 ROOT = Path(__file__).resolve().parents[2]
-ENTRY = ROOT / "entrypoints" / "tune.py"
 STUDY = "demo-study"
 ENCODER = "encoder.pt"
 FRACTION = 50
@@ -134,9 +132,21 @@ def _tune_here(args: list[str], env: dict[str, str]) -> None:
     run_command(TUNE, build(Tune, _values(args)), Context.from_env(env))
 
 
-def _worker(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(ENTRY), *args], env=env, cwd=cwd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+def _killed_worker(args: list[str], env: dict[str, str], fault: str) -> int | None:
+    """The exit status of a worker process forked from this one (its imports done) that SIMCLR_S2_FAULT
+    `fault` kills; one that outlives the timeout is killed here."""
+    def work() -> None:
+        os.environ[FAULT_ENV] = fault  # the fault points read this process's environment
+        _tune_here(args, env)
+
+    worker = multiprocessing.get_context("fork").Process(target=work)
+    worker.start()
+    try:
+        worker.join(timeout=300)
+    finally:
+        if worker.is_alive():
+            worker.kill()
+    return worker.exitcode
 
 
 class PruneTrialOne(BasePruner):
@@ -221,12 +231,10 @@ def test_two_workers_share_one_study_without_duplicate_trials(demo_split, env, t
 
 def test_an_interrupted_study_resumes_and_fails_the_lost_trial(demo_split, env, tmp_path):
     url = f"sqlite:///{tmp_path}/optuna.db"
-    storage = open_storage(url)
     env = {**env, "SIMCLR_S2_HEARTBEAT_S": "1"}  # a lost trial is stale after 2 s
     args = _args(demo_split, url, n_trials=2)
-    first = _worker(args, {**env, FAULT_ENV: "trial1_after_log@0"}, tmp_path)  # killed inside its second trial
-    first.communicate(timeout=300)
-    assert first.returncode == -signal.SIGKILL
+    assert _killed_worker(args, env, "trial1_after_log@0") == -signal.SIGKILL  # inside its second trial
+    storage = open_storage(url)  # after the fork: the worker shares no connection of this process
     # Past the lost trial's grace period (2 x 1 s), which SQLite counts in whole seconds (Optuna's heartbeats
     # are its CURRENT_TIMESTAMP): stale when they differ by 3, surely so 3 s after the worker died. (2.5 s
     # passed only while the resuming worker was a process: its start-up took the rest.)
