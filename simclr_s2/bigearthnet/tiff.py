@@ -148,7 +148,45 @@ def decode_uint16_strips(data: bytes) -> np.ndarray:
     What libtiff (and so rasterio's `read(1)`) gives for such a file: each strip's rows in order, byte-swapped
     from the file's byte order. UnsupportedTiff for any other layout; TiffFormatError for a damaged file.
     """
-    order, _, tags = first_directory(data, len(data))
+    order, width, height, offsets, counts = _strips(data)
+    if all(o + n == after for o, n, after in zip(offsets, counts, offsets[1:])):  # GDAL's: one run of bytes
+        pixels = np.frombuffer(data, order + "u2", width * height, offsets[0])
+    else:
+        pixels = np.frombuffer(b"".join(data[o : o + n] for o, n in zip(offsets, counts, strict=True)), order + "u2")
+    return pixels.reshape(height, width).astype(np.uint16)
+
+
+_Strips = tuple[str, int, int, tuple[int, ...], tuple[int, ...]]
+"""A strip layout: byte order, width, height, each strip's offset and byte count."""
+_SEEN: dict[tuple[int, bytes], tuple[_Strips, list[tuple[int, bytes]]]] = {}
+"""Layouts parsed, by file size and first 16 bytes, with every other run of bytes the parse read."""
+
+
+def _strips(data: bytes) -> _Strips:
+    """The strip layout of `data`, checked. A band's files share one layout and one directory (only the
+    geo-tags' values, which are not read, differ), so a file whose size, first 16 bytes and every other run of
+    bytes the parse read equal an earlier file's has its layout without parsing again (a third of the decode's
+    cost): the parse reads nothing else, so it would find the same."""
+    key = (len(data), bytes(data[:16]))
+    seen = _SEEN.get(key)
+    if seen is not None and all(data[at : at + len(run)] == run for at, run in seen[1]):
+        return seen[0]
+    runs: list[tuple[int, bytes]] = []
+
+    def read(offset: int, n: int) -> bytes:
+        runs.append((offset, bytes(data[offset : offset + n])))
+        return runs[-1][1]
+
+    order, _, tags = first_directory(data[:16], len(data), read)
+    strips = _checked_strips(data, order, tags)
+    if len(_SEEN) >= 64:  # a few layouts in practice; never a leak
+        _SEEN.clear()
+    _SEEN[key] = strips, runs
+    return strips
+
+
+def _checked_strips(data: bytes, order: str, tags: dict[int, tuple]) -> _Strips:
+    """The strip layout the tags give, refused unless single-band uncompressed uint16 strips within `data`."""
     layout = tuple(tags.get(tag, (1,))[0] for tag in _LAYOUT_TAGS)
     if layout != (1, 16, 1, 1, 1) or TILE_OFFSETS in tags or STRIP_OFFSETS not in tags:
         raise UnsupportedTiff(f"not a single-band uncompressed uint16 strip layout "
@@ -165,8 +203,4 @@ def decode_uint16_strips(data: bytes) -> np.ndarray:
         )
     if max(o + n for o, n in zip(offsets, counts, strict=True)) > len(data):
         raise TiffFormatError(f"truncated: strips end past the file's {len(data)} bytes")
-    if all(o + n == after for o, n, after in zip(offsets, counts, offsets[1:])):  # GDAL's: one run of bytes
-        pixels = np.frombuffer(data, order + "u2", width * height, offsets[0])
-    else:
-        pixels = np.frombuffer(b"".join(data[o : o + n] for o, n in zip(offsets, counts, strict=True)), order + "u2")
-    return pixels.reshape(height, width).astype(np.uint16)
+    return order, width, height, offsets, counts

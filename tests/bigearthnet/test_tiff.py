@@ -9,9 +9,12 @@ from rasterio.transform import Affine
 
 from simclr_s2.bigearthnet.reader import band_file
 from simclr_s2.bigearthnet.tiff import (
+    STRIP_COUNTS,
+    STRIP_OFFSETS,
     TiffFormatError,
     UnsupportedTiff,
     decode_uint16_strips,
+    first_directory,
     read_tiff_header,
 )
 
@@ -107,3 +110,28 @@ def test_truncation_and_garbage(tmp_path, real_archive):
     with pytest.raises(TiffFormatError, match="truncated") as raised:
         read_uint16_strips(cut)
     assert not isinstance(raised.value, UnsupportedTiff)
+
+
+def test_a_layout_seen_before_serves_only_files_with_its_bytes(tmp_path, demo_archive):
+    """Files of the same size and first bytes as one decoded before, their strips elsewhere or of other sizes:
+    each decoded from its own directory."""
+    data = band_file(min(p for p in demo_archive.iterdir() if p.is_dir()), "B02").read_bytes()
+    tags = first_directory(data, len(data))[2]
+    (first, second, *_), counts = tags[STRIP_OFFSETS], tags[STRIP_COUNTS]
+    assert counts[0] == counts[1] and decode_uint16_strips(data).shape == (120, 120)  # the layout is seen
+    swapped = bytearray(data)  # the first two strips trade places in the file and in the offsets
+    swapped[first : first + counts[0]], swapped[second : second + counts[1]] = (
+        data[second : second + counts[1]], data[first : first + counts[0]])
+    at = data.index(np.array(tags[STRIP_OFFSETS], "<u4").tobytes())
+    swapped[at : at + 8] = np.array([second, first], "<u4").tobytes()
+    (tmp_path / "band.tif").write_bytes(data)
+    (tmp_path / "swapped.tif").write_bytes(swapped)
+    with rasterio.open(tmp_path / "band.tif") as ds, rasterio.open(tmp_path / "swapped.tif") as other:
+        assert np.array_equal(other.read(1), ds.read(1))
+        assert np.array_equal(decode_uint16_strips(bytes(swapped)), ds.read(1))
+    shorter = bytearray(data)  # the last strip's count one row short: not the layout any more
+    kind = "<u4" if np.array(counts, "<u4").tobytes() in data else "<u2"  # GDAL writes them as LONG or SHORT
+    at = data.index(np.array(counts, kind).tobytes()) + np.dtype(kind).itemsize * (len(counts) - 1)
+    shorter[at : at + np.dtype(kind).itemsize] = np.array([counts[-1] - 240], kind).tobytes()
+    with pytest.raises(UnsupportedTiff, match="strip byte counts"):
+        decode_uint16_strips(bytes(shorter))
