@@ -18,7 +18,7 @@ from simclr_s2.stages.data import BUILD_INDEX, CREATE_SPLITS, MAKE_DEMO_DATA
 @pytest.fixture(scope="module")
 def v2_split(project, demo, tmp_path_factory):
     root = tmp_path_factory.mktemp("v2")
-    project.run_stage(MAKE_DEMO_DATA, out=str(root / "reBEN"), n_patches=120, layout="v2")
+    project.run_stage(MAKE_DEMO_DATA, out=str(root / "reBEN"), n_patches=60, layout="v2")
     index_run = project.client.get_run(project.run_stage(BUILD_INDEX, archive=str(root / "reBEN"),
                                                          out=str(root / "index")))
     splits = project.run_stage(CREATE_SPLITS, index=f"runs:/{index_run.info.run_id}/index/index.parquet",
