@@ -500,31 +500,27 @@ class _Slot:
         self._map.close()
 
 
-class _Inbox:
-    """A worker's buffer for the chunks handed to it, kept from chunk to chunk: reading into pages it has
-    costs one copy, where a fresh buffer per chunk had the kernel find and clear every page again."""
+_MAPPED: dict[Path, mmap.mmap] = {}
+"""The hand-off files as a worker maps them, kept from chunk to chunk (`_mapped`)."""
 
-    buffer = bytearray()
 
-    @classmethod
-    def read(cls, path: Path, n: int) -> memoryview:
-        """The first `n` bytes of `path`, read-only, valid until the next call."""
-        if len(cls.buffer) < n:
-            cls.buffer = bytearray(n)
-        view = memoryview(cls.buffer)[:n]
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            if os.preadv(fd, [view], 0) != n:
-                raise OSError(f"{path}: short read of a chunk of band files")
-        finally:
-            os.close(fd)
-        return view.toreadonly()
+def _mapped(path: Path, n: int) -> memoryview:
+    """The first `n` bytes of the hand-off file `path`, read-only, valid until the file is written again. A
+    worker reads a chunk's band files where the walking process copied them, not copied again, and a page once
+    mapped stays mapped (reading into a buffer of the worker's cost a copy of every chunk)."""
+    mapped = _MAPPED.get(path)
+    if mapped is None or len(mapped) < n:  # a file not seen yet, or grown since (`_Slot.add`)
+        with open(path, "rb") as fh:
+            mapped = _MAPPED[path] = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
+    if len(mapped) < n:
+        raise OSError(f"{path}: short read of a chunk of band files")
+    return memoryview(mapped)[:n]
 
 
 def _pack_handed(path: Path, layout: _Layout, **how) -> list[int]:
-    """`_pack_chunk` of a chunk handed off in a `_Slot`'s file. The band files are views of the one buffer read,
+    """`_pack_chunk` of a chunk handed off in a `_Slot`'s file. The band files are views of the file as mapped,
     not copies."""
-    data = _Inbox.read(path, sum(n for _, _, sizes in layout for _, n in sizes))
+    data = _mapped(path, sum(n for _, _, sizes in layout for _, n in sizes))
     patches, at = [], 0
     for row, name, sizes in layout:
         files = {}
