@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import statistics
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from scipy import stats as scipy_stats
 from simclr_s2.errors import UserError
 from simclr_s2.learning.metrics import binary_metrics
 from simclr_s2.study import report, stats
-from simclr_s2.study.comparison import REQUIRED, compare
+from simclr_s2.study.comparison import REQUIRED, Comparison, compare
 from simclr_s2.study.report import Links, write_report
 
 TEST_SET = "7e57" * 16
@@ -251,23 +252,21 @@ def test_input_contract_is_checked() -> None:
     assert set(REQUIRED) <= set(grid().columns)
 
 
-def test_each_figure_says_what_its_numbers_count(result, tmp_path: Path, monkeypatch) -> None:
-    """A bar carries "n=<runs>", a curve's point and a paired point a bare number: each caption says which."""
-    captions: dict[str, str] = {}
-    save = report._save
+@dataclass
+class Written:
+    """A report written once for the tests that look at it: what compare gave, the links, the files and each
+    figure's text."""
 
-    def kept(fig: Figure, path: Path) -> Path:
-        captions[path.name] = " ".join(t.get_text() for t in fig.findobj(Text)).replace("\n", " ")
-        return save(fig, path)
-
-    monkeypatch.setattr(report, "_save", kept)
-    write_report(result, tmp_path, "scheme basic")
-    assert "n = runs (seeds) per bar" in captions["bars_f1.png"]
-    assert "number = runs (seeds)" in captions["lines.png"] and "per bar" not in captions["lines.png"]
-    assert "number = seed pairs" in captions["paired.png"]
+    result: Comparison
+    links: Links
+    paths: list[Path]
+    captions: dict[str, str]
 
 
-def test_report_files_links_and_statuses(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
+    """The report of the grid and two more runs (an overlap override, an imported encoder), with natural
+    predictions, written once (its figures are most of its CPU) with the text of each figure kept."""
     others = [run(13, 10, 0, pretrained="ca", pretraining_overlap="override:3"),
               run(14, 10, 0, pretrained="imported", pretraining_overlap="unknown")]
     runs = pd.concat([grid(), pd.DataFrame(others)])
@@ -275,7 +274,29 @@ def test_report_files_links_and_statuses(tmp_path: Path) -> None:
     result = compare(runs, [1, 10, 100], predictions=predictions, natural=natural, n_boot=100)
     links = Links(run=lambda r: f"http://mlflow/#/runs/{r}", version=lambda m, v: f"http://mlflow/#/models/{m}/{v}",
                   classifier_model="simclr-s2-classifier")
-    paths = write_report(result, tmp_path / "a", "scheme basic", links)
+    captions: dict[str, str] = {}
+    save = report._save
+
+    def kept(fig: Figure, path: Path) -> Path:
+        captions[path.name] = " ".join(t.get_text() for t in fig.findobj(Text)).replace("\n", " ")
+        return save(fig, path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(report, "_save", kept)
+        paths = write_report(result, tmp_path_factory.mktemp("report") / "a", "scheme basic", links)
+    return Written(result, links, paths, captions)
+
+
+def test_each_figure_says_what_its_numbers_count(written: Written) -> None:
+    """A bar carries "n=<runs>", a curve's point and a paired point a bare number: each caption says which."""
+    captions = written.captions
+    assert "n = runs (seeds) per bar" in captions["bars_f1.png"]
+    assert "number = runs (seeds)" in captions["lines.png"] and "per bar" not in captions["lines.png"]
+    assert "number = seed pairs" in captions["paired.png"]
+
+
+def test_report_files_links_and_statuses(written: Written, tmp_path: Path) -> None:
+    result, paths, folder = written.result, written.paths, written.paths[0].parent
     names = {p.name for p in paths}
     assert names == {"table.csv", "paired.csv", "pairs.csv", "duplicates.csv", "runs.csv", "table.md",
                      "bars_accuracy.png", "bars_f1.png", "lines.png", "paired.png", "reliability.png",
@@ -284,7 +305,7 @@ def test_report_files_links_and_statuses(tmp_path: Path) -> None:
         assert p.stat().st_size > 0
         if p.suffix == ".png":
             assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    page = (tmp_path / "a/report.html").read_text()
+    page = (folder / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 5
     assert "Holm p (F1)" in page and "natural MCC" in page and "test patches near train (%)" in page
     assert result.method in page
@@ -294,12 +315,12 @@ def test_report_files_links_and_statuses(tmp_path: Path) -> None:
     assert "leakage override: 3 test patches seen in pretraining" in page
     assert "pretraining data unknown" in page
     assert TEST_SET[:12] in page and "train a1b2c3d4e5f6" in page
-    markdown = (tmp_path / "a/table.md").read_text()
+    markdown = (folder / "table.md").read_text()
     assert "## Paired tests" in markdown and "## Duplicates" in markdown
     assert f"| ben (all) | 100 | 0 | {' | '.join(['n/a'] * 10)} | - | - |" in markdown
-    table = pd.read_csv(tmp_path / "a/table.csv")
+    table = pd.read_csv(folder / "table.csv")
     assert {"condition", "n_runs", "test_f1_low", "test_f1_high", "pretraining_overlap"} <= set(table.columns)
-    again = write_report(result, tmp_path / "b", "scheme basic", links)
+    again = write_report(result, tmp_path / "b", "scheme basic", written.links)
     assert all(p.read_bytes() == q.read_bytes() for p, q in zip(paths, again, strict=True))
 
 
