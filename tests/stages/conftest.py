@@ -20,8 +20,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
 @pytest.fixture(scope="session")
 def project_apart(tmp_path_factory: pytest.TempPathFactory) -> Project:
     """A second project, for the grids whose splits, encoders and cells must not become the runs the chain's
-    tests find as the newest of their kind (or the cells their compare reads): test_grid_folds' and
-    test_grid_natural's. One for both: each store and demo archive made is a few CPU-seconds."""
+    tests find as the newest of their kind (or the cells their compare reads): test_grid_folds'."""
     root = tmp_path_factory.mktemp("apart")
     return Project(root, project_env(root))
 

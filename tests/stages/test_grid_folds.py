@@ -1,7 +1,9 @@
 """`main` over cross-validation folds with the demo's encoders: each fold pretrains its own encoders on the
 archive less that fold's evaluation ground, its cells fine-tune them and pass the leakage guard, a rerun
 reuses them; an encoder of another fold is still refused; a given split that is one fold gives its cells
-that fold, and a registered encoder's recipe is pretrained for it."""
+that fold, and a registered encoder's recipe is pretrained for it. The fold grid also draws natural-prevalence
+sets (`natural_test`), which set its cells' thresholds: one grid for both claims (a grid of their own cost
+about 4 CPU-seconds, most of it a registered baseline)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.names import ENCODER_MODEL
 
 FOLD_0 = {"encoders": "auto", "schemes": "basic", "fractions": "100", "seeds": "0", "epochs": 1,
-          "baseline": "false", "split_kind": "folds-2", "folds": "0"}
+          "baseline": "false", "split_kind": "folds-2", "folds": "0", "natural_test": "true", "natural_share": 0.2}
 
 
 def _cells(project, grid_id: str) -> pd.DataFrame:
@@ -59,6 +61,18 @@ def test_each_fold_pretrains_its_own_encoders_which_its_cells_fine_tune(project,
         assert pretrain.data.tags["fold"] == "0" and pretrain.data.params["exclude_split"] == row["split"]
         recipe = row["cell"].removeprefix("finetune-").split("-basic-")[0]
         assert pretrain.data.params["name"] == run.data.tags["pretrained"] == f"{recipe}-folds-2-f0"
+
+
+def test_natural_sets_threshold_each_cell_at_the_pools_prevalence(project, fold_0):
+    """natural_test=true: the splits the grid draws hold the natural-prevalence test and validation sets, so
+    each cell chooses its threshold at the pool's own prevalence and logs the natural-prevalence figures."""
+    for row in fold_0.to_dict("records"):
+        cell = project.client.get_run(row["run_id"])
+        splits = project.client.get_run(cell.data.params["split"].removeprefix("runs:/").split("/")[0])
+        assert (splits.data.params["natural_test"], splits.data.params["natural_share"]) == ("true", "0.2")
+        assert int(cell.data.params["val_natural_patches"]) > 0
+        assert {"test_natural_pr_auc", "test_natural_valthr_f1", "val_threshold"} <= set(cell.data.metrics), \
+            sorted(cell.data.metrics)
 
 
 def test_a_rerun_reuses_the_fold_encoders_and_cells(project, fold_0, capsys):
