@@ -15,12 +15,19 @@ installed package may point anywhere). Then `evaluate --set test` as a whole com
 script that loads the weights and predicts, and that script opening the SQLite store as well (what any
 command that tracks in MLflow pays: MLflow, its SQL store and schema check).
 
+Then the whole `finetune` command (issue 23.2's goal: at least 0.9x the bare loop's images/s, a checkpoint every
+epoch, epochs of at least 20 s): every layer, 2 epochs, test scoring and registration, on a chain of its own
+(3600 demo patches: about 950 training patches, 20 s epochs on 2 quiet cores) whose encoder is imported
+untrained rather than pretrained (pretraining that many patches would take minutes), against a bare script
+doing the same work start to end; training images over each one's whole wall time.
+
 Every figure is warm: the demo chain, made first, has read the interpreter, the packages and the store
 into the page cache, and the rounds keep them there. A cold start (after a reboot or a cache drop) adds
 the disk's reads to every command alike and is not measured.
 
     python benchmarks/bench_startup.py [--repeats 5] [--first-batch-repeats 3] [--demo-patches 200]
     python benchmarks/bench_startup.py --repeats 0 --first-batch-repeats 3 --before /tmp/before
+    python benchmarks/bench_startup.py --repeats 0 --first-batch-repeats 0 --evaluate-repeats 0 --whole-repeats 1
 """
 
 from __future__ import annotations
@@ -70,26 +77,36 @@ def batches(name, shuffle, size):
         yield x.contiguous(memory_format=torch.channels_last), y[pick]
 """
 
-# The work of finetune's start and first epoch, without the platform (no MLflow, no tracking, no checks),
-# from the encoder's weights.
-BARE_FIRST_EPOCH = BARE_COMMON + """
+# The work of finetune without the platform (no MLflow, no tracking, no checks), from the encoder's weights
+# (argv: ... epochs, then "kill" after the first checkpoint, where finetune's fault point stops it, or "test":
+# every epoch with its checkpoint, then the test set's probabilities); each epoch's seconds go to output.epochs.
+BARE_FINETUNE = BARE_COMMON + """
+import time
+epochs, then = int(sys.argv[5]), sys.argv[6]
 torch.manual_seed(1)
 model = build_simclr("resnet18", len(store.bands))
 model.load_state_dict(torch.load(weights))
 net = IrrigationClassifier.from_simclr(model).to(memory_format=torch.channels_last)
 optimizer = torch.optim.Adam(net.parameters(), lr=5e-5)
-net.train()
-for x, y in batches("train_100pct", True, 32):
-    loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
-    optimizer.zero_grad()
-    loss.backward()
-    optimizer.step()
-net.eval()
+for epoch in range(epochs):
+    start = time.perf_counter()
+    net.train()
+    for x, y in batches("train_100pct", True, 32):
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    net.eval()
+    with torch.inference_mode():
+        for x, _ in batches("val_100pct", False, 32):
+            net(x)
+    torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict()}, output)
+    if then == "kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    with open(output + ".epochs", "a") as log:
+        print(f"{time.perf_counter() - start:.1f}", file=log)
 with torch.inference_mode():
-    for x, _ in batches("val_100pct", False, 32):
-        net(x)
-torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict()}, output)
-os.kill(os.getpid(), signal.SIGKILL)
+    torch.cat([torch.sigmoid(net(x)) for x, _ in batches("test", False, 32)])
 """
 
 # What `evaluate --set test` does, bare: the registered classifier's weights from a file, probabilities for
@@ -127,10 +144,12 @@ def seconds(command: list[str], env: dict[str, str] | None = None) -> float:
     return timed(command, env)[0]
 
 
-def _finetune(seed: int, register: bool = False) -> list[str]:
-    """finetune of every layer for one epoch, a new run for each seed (the demo chain is reused)."""
-    return [sys.executable, "-m", "simclr_s2", "finetune", "--trainable", "all", "--epochs", "1",
-            "--feature-cache", "false", "--register", str(register).lower(), "--seed", str(seed)]
+def _finetune(seed: int, register: bool = False, epochs: int = 1, pretrained: str = "auto",
+              trainable: str = "all") -> list[str]:
+    """finetune of every layer (or `trainable`), a new run for each seed (the demo chain is reused)."""
+    return [sys.executable, "-m", "simclr_s2", "finetune", "--trainable", trainable, "--epochs", str(epochs),
+            "--feature-cache", "false", "--register", str(register).lower(), "--seed", str(seed),
+            "--pretrained", pretrained]
 
 
 @dataclass
@@ -144,6 +163,7 @@ class Demo:
     encoder: Path
     classifier: Path
     tmp: Path
+    pretrained: str  # finetune's `pretrained`: auto (the demo's pretrained encoder) or IMPORTED
 
 
 # A served classifier's MLflow model is its DN-taking wrapper: the weights are read as evaluate reads them.
@@ -153,8 +173,17 @@ WEIGHTS = ("import os, sys, torch; from simclr_s2.settings.mlflow_store import s
            "sys.argv[2])")
 
 
+IMPORTED = "models:/simclr-s2-encoder@bench"
+# A SimCLR model's weights, as they come from a ResNet-18 that was never trained: imported as IMPORTED, the
+# encoder of a chain made without pretraining (argv: the file).
+UNTRAINED = ("import sys, torch; from simclr_s2.learning.models import build_simclr; torch.manual_seed(0); "
+             "torch.save(build_simclr('resnet18', 10).state_dict(), sys.argv[1])")
+
+
 @contextmanager
-def demo(demo_patches: int, before: Path | None) -> Iterator[Demo]:
+def demo(demo_patches: int, before: Path | None, imported: bool = False) -> Iterator[Demo]:
+    """The demo chain; `imported`: its encoder imported untrained (IMPORTED) instead of pretrained (minutes
+    on a large demo), and the chain's own registered fine-tune trains the head alone (seconds)."""
     with tempfile.TemporaryDirectory(prefix="bench_startup_") as tmp_dir:
         tmp = Path(tmp_dir)
         env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db", "SIMCLR_S2_HOME": str(tmp / "home"),
@@ -162,16 +191,28 @@ def demo(demo_patches: int, before: Path | None) -> Iterator[Demo]:
                "SIMCLR_S2_DEMO_PRETRAIN_EPOCHS": "1"}
         trees = {name: {**env, "PYTHONPATH": str(tree)}
                  for name, tree in (("finetune", ROOT), ("finetune before", before)) if tree}
+        pretrained, chain = ("auto", _finetune(0, register=True)) if not imported else \
+            (IMPORTED, _finetune(0, register=True, pretrained=IMPORTED, trainable="head"))
+        if imported:
+            untrained = tmp / "untrained.pt"
+            _made([sys.executable, "-c", UNTRAINED, str(untrained)], trees["finetune"])
+            _made([sys.executable, "-m", "simclr_s2", "import_encoder", "--state-dict", str(untrained), "--name",
+                   IMPORTED.rsplit("@", 1)[1]], trees["finetune"])
         for tree_env in trees.values():  # the demo chain and a registered fine-tune (which packs the store)
-            made = subprocess.run(_finetune(0, register=True), env=tree_env, capture_output=True, text=True,
-                                  check=False, cwd=tree_env["PYTHONPATH"])
-            if made.returncode:
-                raise SystemExit(f"bench_startup: the demo chain failed:\n{made.stderr[-2000:]}")
+            _made(chain, tree_env)
         splits, env = tmp / "data" / "demo" / "splits" / "basic", trees["finetune"]
-        for uri, file in (("models:/simclr-s2-encoder@ben", "encoder.pt"), (CLASSIFIER, "classifier.pt")):
+        encoder = "models:/simclr-s2-encoder@ben" if pretrained == "auto" else IMPORTED
+        for uri, file in ((encoder, "encoder.pt"), (CLASSIFIER, "classifier.pt")):
             subprocess.run([sys.executable, "-c", WEIGHTS, uri, str(tmp / file)], env=env, check=True,
                            capture_output=True, cwd=ROOT)
-        yield Demo(trees, env, splits, tmp / "encoder.pt", tmp / "classifier.pt", tmp)
+        yield Demo(trees, env, splits, tmp / "encoder.pt", tmp / "classifier.pt", tmp, pretrained)
+
+
+def _made(command: list[str], env: dict[str, str]) -> None:
+    """Run a step of the chain (untimed) in the tree `env` names; stop the bench if it fails."""
+    made = subprocess.run(command, env=env, capture_output=True, text=True, check=False, cwd=env["PYTHONPATH"])
+    if made.returncode:
+        raise SystemExit(f"bench_startup: the demo chain failed at {command[1:4]}:\n{made.stderr[-2000:]}")
 
 
 def bare_args(chain: Demo, split_set: str) -> list[str]:
@@ -217,8 +258,9 @@ def interleaved(commands: dict[str, Command], repeats: int) -> dict[str, Rate]:
 def first_epoch(chain: Demo, repeats: int) -> list[Figure]:
     """Start to the first epoch's checkpoint: finetune (and the earlier tree's) against the bare script."""
     script = chain.tmp / "bare_first_epoch.py"
-    script.write_text(BARE_FIRST_EPOCH)
-    bare = [sys.executable, str(script), *bare_args(chain, "train_100pct"), str(chain.encoder), str(chain.tmp / "bare.ckpt")]
+    script.write_text(BARE_FINETUNE)
+    bare = [sys.executable, str(script), *bare_args(chain, "train_100pct"), str(chain.encoder), str(chain.tmp / "bare.ckpt"),
+            "1", "kill"]
     print("start to first epoch's checkpoint:")
     at_fault = {name: {**env, "SIMCLR_S2_FAULT": "checkpoint_write@0"} for name, env in chain.trees.items()}
     rate = interleaved({**{name: (lambda round_, tree=tree: _finetune(100 * tree + round_), at_fault[name], True)
@@ -226,6 +268,33 @@ def first_epoch(chain: Demo, repeats: int) -> list[Figure]:
                         "bare": (lambda _: bare, chain.env, True)}, repeats)  # it kills itself there too
     return [Figure(f"`{name}` start to first epoch's checkpoint (commands/s)", rate[name],
                    "the same work in a bare script", rate["bare"]) for name in chain.trees]
+
+
+def whole(chain: Demo, repeats: int, epochs: int) -> list[Figure]:
+    """The whole `finetune` command (every layer, `epochs` epochs, a checkpoint each, test scoring and
+    registration; its encoder from the registry) against the bare script doing the same work start to end
+    (imports, the encoder's weights from a file, the rows from the same store, the epochs with their validation
+    and checkpoints, the test set's probabilities): training images over each one's whole wall time."""
+    script, output = chain.tmp / "bare_finetune.py", chain.tmp / "bare_whole.ckpt"
+    script.write_text(BARE_FINETUNE)
+    bare = [sys.executable, str(script), *bare_args(chain, "train_100pct"), str(chain.encoder), str(output),
+            str(epochs), "test"]
+    images = epochs * (len((chain.splits / "train_100pct.csv").read_text().splitlines()) - 1)
+    print(f"whole finetune command, {epochs} epochs, {images // epochs} training patches:")
+    rate = interleaved({**{name: (lambda round_, tree=tree: _finetune(200 + 100 * tree + round_, register=True,
+                                                                     epochs=epochs, pretrained=chain.pretrained),
+                                  env, False) for tree, (name, env) in enumerate(chain.trees.items())},
+                        "bare": (lambda _: bare, chain.env, False)}, repeats)
+    print(f"  the bare script's epochs: {', '.join(Path(f'{output}.epochs').read_text().split())} s (each with its "
+          f"validation and checkpoint); training images/s: " + ", ".join(
+              f"{name} {images * r.per_s:.1f}" for name, r in rate.items()))
+    return [Figure(f"`{name}` whole command, {epochs} epochs, a checkpoint each (training images/s)",
+                   _times(rate[name], images), "the same work in a bare script", _times(rate["bare"], images))
+            for name in chain.trees]
+
+
+def _times(rate: Rate, n: int) -> Rate:
+    return Rate(rate.per_s * n, rate.per_cpu_s * n if rate.per_cpu_s else None, rate.load)
 
 
 def evaluate(chain: Demo, repeats: int) -> list[Figure]:
@@ -268,6 +337,11 @@ def main() -> None:
     p.add_argument("--first-batch-repeats", type=int, default=3, help="finetune / bare script pairs; 0: skip")
     p.add_argument("--demo-patches", type=int, default=200, help="size of the demo chain they train on")
     p.add_argument("--evaluate-repeats", type=int, default=3, help="evaluate / bare script pairs; 0: skip")
+    p.add_argument("--whole-repeats", type=int, default=1, help="whole finetune / bare script pairs; 0: skip")
+    p.add_argument("--whole-patches", type=int, default=3600,
+                   help="demo size of the whole-command chain (3600: about 950 training patches, 20 s epochs on "
+                        "2 quiet cores)")
+    p.add_argument("--whole-epochs", type=int, default=2, help="epochs of the whole command")
     p.add_argument("--before", type=Path, help="another tree whose commands are timed in the same rounds")
     args = p.parse_args()
     figures = start_up(args.repeats) if args.repeats else []
@@ -275,6 +349,9 @@ def main() -> None:
         with demo(args.demo_patches, args.before) as chain:
             figures += first_epoch(chain, args.first_batch_repeats) if args.first_batch_repeats else []
             figures += evaluate(chain, args.evaluate_repeats) if args.evaluate_repeats else []
+    if args.whole_repeats:
+        with demo(args.whole_patches, args.before, imported=True) as chain:
+            figures += whole(chain, args.whole_repeats, args.whole_epochs)
     report(figures)
 
 
