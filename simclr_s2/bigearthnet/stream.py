@@ -44,7 +44,7 @@ import numpy as np
 import zstandard
 from tqdm import tqdm
 
-from simclr_s2 import faults
+from simclr_s2 import disk, faults
 from simclr_s2.bigearthnet import packed, reben
 from simclr_s2.bigearthnet.bands import PATCH_SIZE
 from simclr_s2.bigearthnet.index import ArchiveError, IndexResult, write_v2_index
@@ -454,7 +454,7 @@ def _alive(pid: int) -> bool:
 
 
 SLOT_BYTES = 1 << 24
-"""A hand-off file's first size: a chunk of MAX_CHUNK patches of 12 band files (10 MB) fits; it grows as needed."""
+"""A hand-off file's least size: a chunk of MAX_CHUNK patches of 12 band files (10.5 MB) fits; it grows as needed."""
 
 
 class _Slot:
@@ -468,25 +468,33 @@ class _Slot:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            os.ftruncate(fd, SLOT_BYTES)  # sparse: memory is taken as pages are written
-            self._map = mmap.mmap(fd, SLOT_BYTES)
-        finally:
-            os.close(fd)
+        self._fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        self._map: mmap.mmap | None = None  # mapped at the first patch (`_grow`)
         self._layout: _Layout = []
         self._end = 0
 
     def add(self, row: int, name: str, files: dict[str, bytes]) -> int:
         """Copy a patch's band files in after the others; returns the patches in the slot."""
         end = self._end + sum(map(len, files.values()))
-        if end > len(self._map):
-            self._map.resize(max(end, 2 * len(self._map)))
+        if self._map is None or end > len(self._map):
+            self._grow(end)
         for data in files.values():
             self._map[self._end : self._end + len(data)] = data
             self._end += len(data)
         self._layout.append((row, name, [(band, len(data)) for band, data in files.items()]))
         return len(self._layout)
+
+    def _grow(self, end: int) -> None:
+        """Map at least `end` bytes of the file, their memory taken now (posix_fallocate): a full /dev/shm is an
+        OSError here, not a SIGBUS when a page of the mapping is first written."""
+        size = max(end, SLOT_BYTES, 2 * len(self._map) if self._map is not None else 0)
+        try:
+            os.posix_fallocate(self._fd, 0, size)
+        except OSError as e:  # named: the file system that is full is this one, not the store's
+            raise (disk.failure(e, self.path) or e) from None
+        if self._map is not None:
+            self._map.close()
+        self._map = mmap.mmap(self._fd, size)
 
     def take(self) -> _Layout:
         """How to cut the chunk's files apart again; the slot starts over (once the worker has read it)."""
@@ -497,7 +505,9 @@ class _Slot:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self._map.close()
+        if self._map is not None:
+            self._map.close()
+        os.close(self._fd)
 
 
 _MAPPED: dict[Path, mmap.mmap] = {}

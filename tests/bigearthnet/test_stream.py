@@ -3,6 +3,7 @@ the first bad member named, and a killed pack continued where it stopped."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -27,6 +28,7 @@ from simclr_s2.bigearthnet.stream import (
     stream_pack,
     write_tar_zst,
 )
+from simclr_s2.errors import UserError
 from simclr_s2.faults import FAULT_ENV
 
 DIGEST = "d" * 64
@@ -230,3 +232,14 @@ def test_hand_off_files_grow_and_are_reused_bit_for_bit(release, tmp_path, monke
     streamed = stream_pack(release["files"] / "BigEarthNet-S2.tar.zst", names, tmp_path / "streamed", BANDS, DIGEST,
                            root, workers=2)
     _same_store(packed.pack(root, names, tmp_path / "packed", BANDS, DIGEST, workers=1).path, streamed.path)
+
+
+def test_no_room_to_hand_band_files_to_the_workers_is_one_line(release, tmp_path, monkeypatch):
+    def full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(stream.os, "posix_fallocate", full)  # /dev/shm full: an error, not a SIGBUS on writing
+    with pytest.raises(UserError, match=rf"cannot write .*/{HANDOFF_PREFIX}.*/chunk\d: file system .* is full"):
+        stream_pack(release["files"] / "BigEarthNet-S2.tar.zst", _names(release["root"]), tmp_path / "store", BANDS,
+                    DIGEST, release["root"], workers=2)
+    assert not (tmp_path / "store").exists()
