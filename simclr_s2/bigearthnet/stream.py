@@ -453,7 +453,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-SLOT_BYTES = 1 << 24
+SLOT_BYTES = 12 << 20
 """A hand-off file's least size: a chunk of MAX_CHUNK patches of 12 band files (10.5 MB) fits; it grows as needed."""
 
 
