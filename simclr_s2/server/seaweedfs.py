@@ -61,6 +61,7 @@ def start(state: StateDir, config: Config, secrets: Secrets, weed: Path) -> None
     state.seaweedfs.mkdir(exist_ok=True)
     cmd = [
         str(weed),
+        "-logtostderr",  # its log in the stack's seaweedfs.log (spawn), not weed.*.log files in TMPDIR
         "mini",
         f"-dir={state.seaweedfs}",
         f"-ip={HOST}",
