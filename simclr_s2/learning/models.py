@@ -1,9 +1,10 @@
 """Encoders, the SimCLR projection head, the irrigation classifier and its trainable-part policy.
 
-The shapes follow STUDY.md: a torchvision ResNet whose first convolution takes the data's bands,
-global average pooling, a projection head Dense 1024 -> ReLU -> Dense 512 -> ReLU -> Dense 128, and a
-classifier attached to the head's 512-d layer. Weights are never downloaded: every model starts from
-random weights or from a state dict the caller supplies.
+The shapes follow STUDY.md: a ResNet (torchvision's, built by `learning.resnet` without importing
+torchvision) whose first convolution takes the data's bands, global average pooling, a projection head
+Dense 1024 -> ReLU -> Dense 512 -> ReLU -> Dense 128, and a classifier attached to the head's 512-d layer.
+Weights are never downloaded: every model starts from random weights or from a state dict the caller
+supplies.
 """
 
 from __future__ import annotations
@@ -13,11 +14,11 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import torch
-import torchvision
 from torch import nn
 
 from simclr_s2.errors import UserError
 from simclr_s2.learning.config import ARCHS, TRAINABLE
+from simclr_s2.learning.resnet import resnet
 
 HEAD_DIMS = (1024, 512, 128)
 
@@ -25,7 +26,7 @@ _RESNET_PARTS = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3"
 
 
 class Encoder(nn.Module):
-    """A torchvision ResNet without its classifier: (N, C, H, W) -> (N, feature_dim).
+    """A ResNet without its classifier: (N, C, H, W) -> (N, feature_dim).
 
     The ResNet's modules are children of this one under their torchvision names, so the state dict
     reads like a torchvision ResNet's without `fc.*`: encoders trained elsewhere import as they are.
@@ -38,7 +39,7 @@ class Encoder(nn.Module):
             raise UserError(f"arch: unknown architecture {arch!r}, expected one of {', '.join(ARCHS)}")
         if in_channels < 1:
             raise UserError(f"in_channels: expected at least 1 band, got {in_channels}")
-        net = getattr(torchvision.models, arch)(weights=None)
+        net = resnet(arch)
         conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
         # Same initialisation torchvision gives its own first convolution.
         nn.init.kaiming_normal_(conv1.weight, mode="fan_out", nonlinearity="relu")

@@ -1,6 +1,5 @@
 import pytest
 import torch
-import torchvision
 
 from simclr_s2.errors import UserError
 from simclr_s2.learning.models import (
@@ -28,6 +27,8 @@ def test_encoder_features(arch, dim):
 
 
 def test_encoder_keys_are_torchvision_without_fc():
+    import torchvision  # here, not at collection: only this test pays for it
+
     encoder = build_encoder("resnet18", 12)
     reference = torchvision.models.resnet18(weights=None).state_dict()
     assert list(encoder.state_dict()) == [k for k in reference if not k.startswith("fc.")]
