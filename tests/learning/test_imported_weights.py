@@ -9,7 +9,6 @@ from dataclasses import asdict
 
 import pytest
 import torch
-import torchvision
 
 from simclr_s2.bigearthnet.bands import BANDS, SCALINGS, STUDY_BANDS, Bands
 from simclr_s2.errors import UserError
@@ -41,6 +40,8 @@ TORCHGEO_TOA = ["B1", "B2", "B3", "B4", "B5", "B6", "B7", "B8", "B8a", "B9", "B1
 def _torchgeo_resnet(arch: str = "resnet50", fc: bool = True) -> tuple[torch.nn.Module, dict]:
     """A ResNet whose state dict has the keys and shapes of torchgeo's SENTINEL2_ALL_* files."""
     torch.manual_seed(0)
+    import torchvision  # here, not at collection: every xdist worker would pay its import
+
     net = getattr(torchvision.models, arch)(weights=None)
     net.conv1 = torch.nn.Conv2d(13, 64, kernel_size=7, stride=2, padding=3, bias=False)
     with torch.no_grad():  # BatchNorm statistics that are not the identity, as trained weights have

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pandas as pd
 import torch
-import torchvision
 
 from simclr_s2.bigearthnet.bands import BANDS
 from simclr_s2.learning.models import build_encoder
@@ -16,6 +15,8 @@ from simclr_s2.tracking.names import ENCODER_MODEL
 
 def test_a_torchgeo_encoder_is_fine_tuned_on_12_bands_recalibrated_with_its_head_trained(project, demo, tmp_path):
     torch.manual_seed(0)
+    import torchvision  # here, not at collection: every xdist worker would pay its import
+
     net = torchvision.models.resnet18()
     net.conv1 = torch.nn.Conv2d(13, 64, 7, 2, 3, bias=False)  # torchgeo's SENTINEL2_ALL_MOCO: 13 L1C bands
     torch.save(net.state_dict(), tmp_path / "ssl4eo-r18.pth")
