@@ -6,10 +6,9 @@ serves a classifier for real."""
 
 from __future__ import annotations
 
-import sys
+import importlib
 from types import SimpleNamespace
 
-import mlflow.pytorch
 import numpy as np
 import pytest
 import torch
@@ -47,7 +46,7 @@ def registered() -> tuple[dict, _Store, np.ndarray, np.ndarray]:
     inputs = InputTransform(STUDY_BANDS)(dn)
     logged, store = {}, _Store()
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sys.modules["mlflow.pytorch"], "log_model",  # the module, not mlflow's lazy loader
+        patch.setattr(importlib.import_module("mlflow.pytorch"), "log_model",  # not mlflow's lazy loader
                       lambda **options: logged.update(options) or SimpleNamespace(registered_model_version=3))
         version = log_and_register(store, "run", model, "classifier", inputs,
                                    {BAND_LIST_TAG: ",".join(STUDY_BANDS), SCALING_TAG: "bigearthnet-zscore", "seed": 0})
