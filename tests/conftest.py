@@ -15,31 +15,6 @@ import os
 for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
-import tempfile
-
-MEMORY_TEMP = "/dev/shm"
-MEMORY_TEMP_ROOM = 8 * 2**30  # bytes free there, else the tests stay on the disk
-
-
-def use_memory_temp(folder: str = MEMORY_TEMP, room: int = MEMORY_TEMP_ROOM) -> bool:
-    """Temporary files (pytest's tmp_path, the stacks' folders, the entry points') in memory, where the
-    caller named no TMPDIR and `folder` has `room`: every tracking store the tests make is SQLite, each of
-    whose commits waits for the disk to sync (tests/tracking took 100 s on the disk, 57 s in memory, load 5).
-    Subprocesses and xdist's workers inherit it; Ray keeps its session logs, which it never removes, where
-    they were. A passing session leaves nothing there (pyproject: tmp_path_retention_policy = "failed")."""
-    if "TMPDIR" in os.environ or not os.access(folder, os.W_OK):
-        return False
-    disk = os.statvfs(folder)
-    if disk.f_bavail * disk.f_frsize < room:
-        return False
-    os.environ.setdefault("RAY_TMPDIR", tempfile.gettempdir())
-    os.environ["TMPDIR"] = folder
-    tempfile.tempdir = None  # gettempdir() reads TMPDIR again
-    return True
-
-
-use_memory_temp()
-
 from pathlib import Path
 
 import pytest
