@@ -260,7 +260,9 @@ def stream_pack(
 ) -> packed.PackedStore:
     """The packed store of `names` at `store_dir`, read from BigEarthNet-S2.tar.zst (`archive`) as one
     stream: what `packed.open_or_pack(archive_root, ...)` makes from the unpacked archive (reused the same
-    way when it is already there). `archive_root` is recorded in the store, as the packer does."""
+    way when it is already there). `archive_root` is recorded in the store, as the packer does. `workers`:
+    processes packing, this one (walking the stream) counted: 1 packs here, n the walk and n - 1 decoding
+    processes; None or 0 one per core."""
     want = packed._request(names, bands, resampling, index_digest)
     store_dir, archive = Path(store_dir), Path(archive)
     with packed._locked(store_dir):
@@ -324,12 +326,12 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
     at = np.load(pixels, mmap_mode="r").offset
     how = {"out": pixels, "at": at, "bands": want.bands, "resampling": want.resampling, "archive": archive.name,
            "recorded_in": out / ROWS_FILE}
-    workers = max(1, min(workers or os.cpu_count() or 1, len(want.names)))
-    pool = packed.worker_pool(workers) if workers > 1 else None
+    decoders = _decoders(workers, len(want.names))
+    pool = packed.worker_pool(decoders) if decoders else None
     handoff = contextlib.ExitStack()
     folder = handoff.enter_context(_handoff_folder()) if pool is not None else None
     running: dict[Future, _Slot] = {}  # each chunk in a worker, by the hand-off file it was handed in
-    free = [handoff.enter_context(_Slot(folder / f"chunk{k}")) for k in range(2 * workers)] if folder else []
+    free = [handoff.enter_context(_Slot(folder / f"chunk{k}")) for k in range(2 * decoders)] if folder else []
     got: dict[str, dict[str, bytes]] = {}  # band files of the patches being gathered
     chunk: list[_Patch] = []  # without workers: the chunk's patches, packed here
     slot: _Slot | None = None  # with workers: the hand-off file the chunk is copied into
@@ -401,6 +403,13 @@ def _stream_rows(archive: Path, want: packed._Request, out: Path, done: set[int]
         error = PatchError(name, MISSING_BAND, lacking[0], "not in the archive")
         raise packed.PackError(f"packing from {archive}: {error} ({len(missing)} of {len(want.names)} patches "
                                "incomplete)")
+
+
+def _decoders(workers: int | None, patches: int) -> int:
+    """Worker processes beside this one for a pack of `patches` by `workers` processes, this one counted: it walks
+    the stream, a core's worth of work (the pack's bound on 2 cores), so on 2 cores one decoder beside it, not
+    two sharing its core. None or 0: one process per core; 1: no worker, the chunks are packed here."""
+    return max(0, min((workers or os.cpu_count() or 1) - 1, patches))
 
 
 FIRST_CHUNK = 8

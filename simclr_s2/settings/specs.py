@@ -485,7 +485,8 @@ class Fetch(Spec):
     countries: str = param("all", "pack=index: all, or countries joined by ','")
     tiles: str = param("all", "pack=index: all, or Sentinel-2 tiles (e.g. 33UUP) joined by ','")
     bands: str = param("study", "pack: study, all, or band names joined by ','", check=_bands)
-    workers: int = param(0, "pack: processes; 0 = one per core", check=_whole, keyed=False)
+    workers: int = param(0, "pack: processes at work, 1 = this one alone (streamed: this one reads the archive, "
+                            "the n - 1 others decode); 0 = one per core", check=_whole, keyed=False)
 
     def validate(self) -> None:
         if self.pack != "none" and "s2" not in self.parts:

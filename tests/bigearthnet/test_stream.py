@@ -72,16 +72,26 @@ def _same_store(a: Path, b: Path) -> None:
     assert sorted(p.name for p in a.iterdir()) == sorted(p.name for p in b.iterdir())
 
 
-@pytest.mark.parametrize("workers", [1, 2])
-def test_streamed_store_is_the_packers_bit_for_bit(release, tmp_path, workers):
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_streamed_store_is_the_packers_bit_for_bit(release, tmp_path, monkeypatch, workers):
+    """`workers` counts the walking process: 1 packs in it, n hands the chunks to n - 1 decoding processes."""
     root, names = release["root"], _names(release["root"])[::-1][:30]  # any order: rows follow the list
     made = packed.pack(root, names, tmp_path / "packed", BANDS, DIGEST, workers=1)
+    pools = []
+    monkeypatch.setattr(packed, "worker_pool", lambda n, pool=packed.worker_pool: pools.append(n) or pool(n))
     streamed = stream_pack(release["files"] / "BigEarthNet-S2.tar.zst", names, tmp_path / "streamed", BANDS,
                            DIGEST, root, workers=workers)
+    assert pools == ([workers - 1] if workers > 1 else [])
     _same_store(made.path, streamed.path)
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".") and not p.name.endswith(".lock")] == []
     again = stream_pack(Path("/nonexistent.tar.zst"), names, tmp_path / "streamed", BANDS, DIGEST, root)
     assert again.names == streamed.names  # reused: the archive is not even opened
+
+
+def test_by_default_a_stream_packs_with_one_process_per_core_the_walking_one_counted(monkeypatch):
+    monkeypatch.setattr(stream.os, "cpu_count", lambda: 2)
+    assert [stream._decoders(w, 100) for w in (None, 0, 1, 2, 16)] == [1, 1, 0, 1, 15]
+    assert stream._decoders(16, 3) == 3  # never more decoders than patches
 
 
 def test_extract_unpacks_the_archive_and_a_rerun_skips_what_is_there(release, tmp_path):
