@@ -40,6 +40,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+import torch
 from mlflow.entities import Dataset as DatasetEntity
 from mlflow.entities import DatasetInput, InputTag, Param, Run, RunStatus, RunTag
 from mlflow.exceptions import MlflowException
@@ -66,6 +67,9 @@ COMPLETE_TAG = "simclr_s2.complete"
 RESUMED_FROM_TAG = "simclr_s2.resumed_from"
 RESUMED_IN_TAG = "simclr_s2.resumed_in"
 PROCESSES_TAG = "simclr_s2.processes"
+THREADS_TAG = "simclr_s2.threads"
+"""Torch's intra-op threads in the run's process: CPU kernels sum in an order that depends on it, so runs
+of the same key on machines with other core counts can differ in the last bits (docs/runs.md)."""
 UNFINISHED = ("RUNNING", "FAILED", "KILLED")
 
 
@@ -294,6 +298,7 @@ class Tracker:
         if run_id is None:
             run_id = self.client.create_run(self.ctx.experiment_id, run_name=run_name).info.run_id
         all_tags = {STAGE_TAG: step.entry_point, KEY_TAG: step.key, CODE_TAG: step.code, "mlflow.runName": run_name,
+                    THREADS_TAG: str(torch.get_num_threads()),
                     **({PROCESSES_TAG: str(distributed.world())} if distributed.world() > 1 else {}),
                     **{k: str(v) for k, v in tags.items()}, **holder_tags()}
         claimed = None

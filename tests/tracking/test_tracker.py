@@ -12,6 +12,7 @@ import time
 from dataclasses import replace
 
 import pytest
+import torch
 from mlflow.entities import ViewType
 from tiny_training import context_env, train, train_in_child
 from tiny_training import step as tiny_step
@@ -33,6 +34,7 @@ from simclr_s2.tracking.tracker import (
     ERROR_TAG,
     RESUMED_FROM_TAG,
     RESUMED_IN_TAG,
+    THREADS_TAG,
     DuplicateRunError,
     Step,
     Tracker,
@@ -58,6 +60,7 @@ def test_a_finished_run_is_reused_only_with_its_completion_mark(ctx):
     tracker = Tracker(ctx)
     first = tracker.ensure(STEP, lambda run: calls.append(run.run_id), run_name="s")
     assert (first.info.status, first.data.tags[COMPLETE_TAG]) == ("FINISHED", "true")
+    assert first.data.tags[THREADS_TAG] == str(torch.get_num_threads())
     assert tracker.ensure(STEP, lambda run: calls.append(run.run_id), run_name="s").info.run_id == first.info.run_id
     Tracking.of(ctx).client.set_tag(first.info.run_id, COMPLETE_TAG, "false")  # as if it ended before all it promised existed
     third = tracker.ensure(STEP, lambda run: calls.append(run.run_id), run_name="s")
