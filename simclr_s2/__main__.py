@@ -29,10 +29,22 @@ def main(argv: Sequence[str] | None = None) -> None:
     run(REGISTRY[args[0]], args[1:])  # parsed before its stage loads
 
 
+def command(argv: Sequence[str] | None = None) -> None:
+    """`main` as this process's whole life: its exit status leaves through `cli.leave` (no teardown)."""
+    try:
+        main(argv)
+    except SystemExit as done:
+        if not isinstance(done.code, int | None):  # a message to print: the ordinary exit prints it
+            raise
+        from simclr_s2.app.cli import leave
+
+        leave(done.code)
+
+
 def run_script(path: str) -> None:
     """entrypoints/<name>.py: the entry point its file is named after, with the script's arguments."""
-    main([Path(path).stem, *sys.argv[1:]])
+    command([Path(path).stem, *sys.argv[1:]])
 
 
 if __name__ == "__main__":
-    main()
+    command()

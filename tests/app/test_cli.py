@@ -1,11 +1,14 @@
 """The entry-point boundary: a user error or a full disk is one line and status 2, a tracking server that
 cannot be reached is status 3 (however the error is spelled: requests' connection errors are OSErrors
-too), and a bug keeps its traceback."""
+too), and a bug keeps its traceback. A finished command leaves without the interpreter's teardown, but
+with its exit handlers run, its output flushed and its threads done."""
 
 from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 
 import pytest
 import requests
@@ -52,3 +55,37 @@ def test_the_exit_status_tells_a_down_server_from_a_user_error(failing, capsys, 
 def test_a_bug_keeps_its_traceback(failing):
     with pytest.raises(FileNotFoundError):
         failing(FileNotFoundError(errno.ENOENT, "No such file", "/missing"))
+
+
+def _leaving(script: str) -> subprocess.CompletedProcess[str]:
+    """`script` run in a fresh interpreter after `from simclr_s2.app.cli import leave`."""
+    return subprocess.run([sys.executable, "-c", "from simclr_s2.app.cli import leave\n" + script],
+                          check=False, capture_output=True, text=True)
+
+
+def test_leaving_runs_the_exit_handlers_and_flushes_but_skips_the_teardown():
+    left = _leaving(
+        "import atexit, sys\n"
+        "class TornDown:\n"
+        "    def __del__(self):\n"
+        "        print('torn down')\n"
+        "kept = TornDown()  # freed only by the interpreter's teardown\n"
+        "atexit.register(print, 'handler ran')\n"
+        "sys.stdout.write('buffered, ')\n"
+        "leave(2)\n")
+    assert (left.returncode, left.stdout, left.stderr) == (2, "buffered, handler ran\n", "")
+
+
+def test_leaving_waits_for_a_thread_still_at_work():
+    left = _leaving(
+        "import threading\n"
+        "looked = threading.Event()\n"
+        "seen = threading.enumerate\n"
+        "def look():  # leave looks at the threads while this one still waits\n"
+        "    found = seen()\n"
+        "    looked.set()\n"
+        "    return found\n"
+        "threading.enumerate = look\n"
+        "threading.Thread(target=lambda: (looked.wait(), print('thread finished'))).start()\n"
+        "leave(0)\n")
+    assert (left.returncode, left.stdout) == (0, "thread finished\n")
