@@ -63,8 +63,8 @@ from simclr_s2.errors import UserError
 CHUNK = 4 << 20
 """Compressed bytes read at a time, each decompressed into one block of up to OUT_BLOCK (`_frames`). With
 zstd's own output size (128 KiB) the zstd thread took the GIL back ten times a MiB read, each time making the
-walking thread give it up: 4 MiB into one block cut that thread's CPU in the pack by 3-8 % (one-thread walk
-unchanged)."""
+walking thread give it up: 4 MiB into one block cut that thread's CPU in the pack by 3-8 % in alternating runs
+in one process, about 2 % in fresh processes at load 5 (the one-thread walk unchanged)."""
 OUT_BLOCK = 4 * CHUNK
 STATE_FILE = "stream.json"
 ROWS_FILE = "stream.rows"
