@@ -47,8 +47,9 @@ STAMP = re.compile(r"^(\d{4}[-/]\d\d[-/]\d\d \d\d:\d\d:\d\d(?:,\d{3})?)")
 def _when(line: str) -> datetime | None:
     """The local time a log line was written (MLflow's lines: whole seconds; the package's: milliseconds)."""
     found = STAMP.match(line)
-    return None if found is None else datetime.strptime(found.group(1).replace("/", "-").replace(",", "."),
-                                                          "%Y-%m-%d %H:%M:%S" + (".%f" if "," in found.group(1) else ""))
+    return None if found is None else datetime.strptime(
+        found.group(1).replace("/", "-").replace(",", "."),
+        "%Y-%m-%d %H:%M:%S" + (".%f" if "," in found.group(1) else ""))
 
 
 def pieces(output: str, started: datetime, ended: datetime) -> list[tuple[str, float]]:

@@ -11,10 +11,11 @@
     platform's tracker exactly as the finetune entry point opens it: a checkpoint every epoch, uploaded as
     an artifact with the epoch's metrics logged in one batch, both in the background, system metrics on;
     and the same run with at most one checkpoint per --checkpoint-interval seconds (the last epoch's
-    always written), as SIMCLR_S2_CHECKPOINT_INTERVAL_S sets it. images/s counts training images over the whole wall time (validation and tracking included; the
-    tracked run's time includes waiting for its last upload). The variants run interleaved, several
-    times each: on a shared machine the load drifts by more than the overhead measured, so the best run
-    is the estimate of each one's own cost and the median shows the spread.
+    always written), as SIMCLR_S2_CHECKPOINT_INTERVAL_S sets it. images/s counts training images over the
+    whole wall time (validation and tracking included; the tracked run's time includes waiting for its
+    last upload). The variants run interleaved, several times each: on a shared machine the load drifts by
+    more than the overhead measured, so the best run is the estimate of each one's own cost and the median
+    shows the spread.
 
     python benchmarks/bench_finetune.py            # resnet18, 256 + 64 patches, head2 10 epochs, all 4 x 3
     python benchmarks/bench_finetune.py --quick    # 64 + 16 patches, head2 3 epochs, all 1 epoch x 2
@@ -292,7 +293,8 @@ def checkpoint_cost(arch: str, repeats: int, tmp: Path) -> None:
 
     def earlier() -> Checkpoint:
         best = copy.deepcopy(model.state_dict())
-        return TorchSave(copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "best": best}))
+        return TorchSave(copy.deepcopy({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                        "best": best}))
 
     def now() -> Checkpoint:
         weights = snapshots.take(model.state_dict())
@@ -333,7 +335,8 @@ def main() -> None:
         "--quick", action="store_true", help="64 patches, head2 3 epochs, `all` 1 epoch x 2 runs"
     )
     parser.add_argument("--checkpoint-interval", type=float, default=60.0,
-                        help="seconds between checkpoints in the variant that holds them (SIMCLR_S2_CHECKPOINT_INTERVAL_S)")
+                        help="seconds between checkpoints in the variant that holds them"
+                             " (SIMCLR_S2_CHECKPOINT_INTERVAL_S)")
     parser.add_argument(
         "--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)"
     )

@@ -1,7 +1,8 @@
 """predict's throughput and memory: windows/s of a scene mapped end to end (streamed band reads, offset,
 resampling, scaling, the model in batches, the maps written as COGs), beside a bare `torch.inference_mode()`
 forward pass of the same model over as many windows already in memory (at most BARE_WINDOWS: its rate is
-steady), same batch, half before the mapping and half after, with the load average; and the peak resident memory of the process against predict's 2 GB goal.
+steady), same batch, half before the mapping and half after, with the load average; and the peak resident
+memory of the process against predict's 2 GB goal.
 
 The scene is synthetic: per-band COGs of --side x --height 10 m pixels on a Sentinel-2 grid (UTM 33N, the
 study's 10 bands at 10 and 20 m, SCL at 20 m, all clear), written by a child process so that the peak

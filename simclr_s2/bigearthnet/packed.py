@@ -4,8 +4,9 @@ Why: opening a GeoTIFF costs about 0.6 ms through GDAL, so a loader that opens 1
 out near 100-150 samples/s per core, and resampling each batch again every epoch cost more than reading
 it; the study trains dozens of models on the same patches. Packing reads the band files with
 `tiff.decode_uint16_strips` (GDAL for any other layout), resamples with `bands.stack_bands`, the reader's own
-function (its 20 m bicubic doubled by `bicubic.py` for a third of the CPU, the same bits), and stores the result, so a training batch is one read per row plus one conversion
-(`bands.InputTransform`), done on the GPU when training runs there.
+function (its 20 m bicubic doubled by `bicubic.py` for a third of the CPU, the same bits), and stores the
+result, so a training batch is one read per row plus one conversion (`bands.InputTransform`), done on the GPU
+when training runs there.
 
 Layout of a store folder:
     pixels.npy  uint16 (N, C, 120, 120): row i = patch names[i], channels in band order, each band resampled

@@ -163,11 +163,11 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
     call), after that epoch's checkpoint is durable: with `checkpoint_path` the full state (weights,
     optimiser, best weights, patience counter, every rank's RNG, the metric history) is written after
     each epoch as one safetensors file (`checkpoints`), and picked up by the next call (or the earlier
-    format's file beside it, `checkpoints.resumable`), which hands the history to `progress.resumed`; the last epoch's leaves the optimiser out (no resume trains on from
-    it), and best weights that are the epoch's own are stored once. The training thread only copies the
-    state into reused buffers (without waiting, on a GPU); `progress` writes it, in the background for a
-    tracked run. A NaN or infinite loss stops training (NonFiniteError) before it is checkpointed.
-    `progress` is called on rank 0 only.
+    format's file beside it, `checkpoints.resumable`), which hands the history to `progress.resumed`; the
+    last epoch's leaves the optimiser out (no resume trains on from it), and best weights that are the
+    epoch's own are stored once. The training thread only copies the state into reused buffers (without
+    waiting, on a GPU); `progress` writes it, in the background for a tracked run. A NaN or infinite loss
+    stops training (NonFiniteError) before it is checkpointed. `progress` is called on rank 0 only.
     """
     device = torch.device(cfg.device)
     model.to(device)

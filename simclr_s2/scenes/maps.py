@@ -106,6 +106,7 @@ class Tally:
         def share(n: int, of: int) -> float:
             return round(n / of, 6) if of else 0.0
 
-        return {"scene_ha": ha(self.pixels), "masked_ha": ha(self.masked), "masked_share": share(self.masked, self.pixels),
+        return {"scene_ha": ha(self.pixels),
+                "masked_ha": ha(self.masked), "masked_share": share(self.masked, self.pixels),
                 "scored_ha": ha(self.scored), "scored_share": share(self.scored, self.pixels),
                 "irrigated_ha": ha(self.irrigated), "irrigated_share": share(self.irrigated, self.scored)}

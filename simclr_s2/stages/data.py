@@ -71,7 +71,8 @@ class MakeDemoData(DataStage[specs.MakeDemoData]):
         started = time.perf_counter()
         if spec.scene != NO_SCENE:
             scene = _absolute(spec.scene)
-            reused = _write_once("scene", scene, {"scene_seed": spec.seed}, lambda f: write_demo_scene(f, seed=spec.seed))
+            reused = _write_once("scene", scene, {"scene_seed": spec.seed}, lambda f: write_demo_scene(
+                f, seed=spec.seed))
             run.log_metrics({"seconds": time.perf_counter() - started})
             run.set_tags({SCENE_TAG: str(scene), "simclr_s2.reused_files": str(reused).lower()})
             print(f"demo scene: {scene} (map it: predict -P scene={spec.scene})")
@@ -105,7 +106,8 @@ def _write_once(param: str, out: Path, recipe: Mapping[str, object], write: Call
 
 def demo_recipe(spec: specs.MakeDemoData) -> dict[str, object]:
     """What decides a demo archive's bytes (the v1 recipe keeps its old form, so old archives still match)."""
-    return {"n_patches": spec.n_patches, "seed": spec.seed, **({"layout": spec.layout} if spec.layout != V1.name else {})}
+    return {"n_patches": spec.n_patches, "seed": spec.seed,
+            **({"layout": spec.layout} if spec.layout != V1.name else {})}
 
 
 def has_demo(folder: Path, recipe: Mapping[str, object]) -> bool:

@@ -3,12 +3,12 @@ fine-tune and evaluation counts how many of its patches lie on it: the same foot
 neighbour (footprint.py). What was found is recorded on the run and on the registered version as
 `pretraining_overlap` ("0", "unknown" or "override:<n>"), and `compare` shows it.
 
-The guard fails closed. `allow_pretraining_overlap` (membership.OVERLAP_POLICIES) says what a run accepts: "false" stops on
-an overlap and on a membership that cannot be read (a missing or broken artifact, a version older than
-footprints); "unknown" goes on past the latter, recorded as unknown; "true" goes on past both. An encoder
-that never recorded a membership (imported from elsewhere) is "unknown" whatever the policy, as documented.
-`pretrain` leaves out the ground of every evaluation set of the splits it is given (`outside_evaluation`), so an
-encoder pretrained on the demo archive passes the guard on the demo splits.
+The guard fails closed. `allow_pretraining_overlap` (membership.OVERLAP_POLICIES) says what a run accepts:
+"false" stops on an overlap and on a membership that cannot be read (a missing or broken artifact, a
+version older than footprints); "unknown" goes on past the latter, recorded as unknown; "true" goes on past
+both. An encoder that never recorded a membership (imported from elsewhere) is "unknown" whatever the
+policy, as documented. `pretrain` leaves out the ground of every evaluation set of the splits it is given
+(`outside_evaluation`), so an encoder pretrained on the demo archive passes the guard on the demo splits.
 """
 
 from __future__ import annotations

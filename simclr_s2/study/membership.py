@@ -70,8 +70,8 @@ def load(path: Path) -> Membership:
     except (OSError, ValueError) as exc:
         raise UserError(f"membership {path}: not a readable .npy file ({exc})") from None
     if rows.dtype != DTYPE or rows.ndim != 2 or rows.shape[1] != WIDTH or not _strictly_sorted(rows):
-        raise UserError(f"membership {path}: expected sorted distinct int64 footprints ({', '.join(footprint.COLUMNS)}),"
-                        f" got {rows.dtype} of shape {rows.shape}")
+        raise UserError(f"membership {path}: expected sorted distinct int64 footprints"
+                        f" ({', '.join(footprint.COLUMNS)}), got {rows.dtype} of shape {rows.shape}")
     return Membership(rows)
 
 

@@ -118,7 +118,8 @@ def assign_groups(groups: np.ndarray, pos: np.ndarray, ratios: Sequence[float], 
     before = np.cumsum(group_pos[rest]) - group_pos[rest]
     total = group_pos[rest].sum()
     _, r_val, r_test = ratios
-    target[rest] = np.where(before < r_test * total, "test", np.where(before < (r_test + r_val) * total, "val", "train"))
+    target[rest] = np.where(before < r_test * total, "test",
+                            np.where(before < (r_test + r_val) * total, "val", "train"))
     return target[inverse]
 
 

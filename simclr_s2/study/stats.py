@@ -13,9 +13,10 @@ test reject a true null 10 % of the time at 0.05; the resampled values are there
 mean by sqrt(k / (k - 1)) (the usual small-sample correction of a bootstrap variance). The interval is
 their percentile interval, cut at the metric's range ([0, 1], or [-1, 1] for a difference); two
 conditions on the same patches are paired by seed (the same drawn seed pairs and groups for both, so what
-they share cancels), with the two-sided bootstrap p of the difference. One run and one group per patch reduce it to the patch bootstrap (Efron & Tibshirani 1993,
-ch. 13). tests/study/test_false_positives.py shows the rate of false rejections stays within [0.02, 0.08]
-at 0.05 on simulated grids with tile-correlated errors and seed noise.
+they share cancels), with the two-sided bootstrap p of the difference. One run and one group per patch
+reduce it to the patch bootstrap (Efron & Tibshirani 1993, ch. 13). tests/study/test_false_positives.py
+shows the rate of false rejections stays within [0.02, 0.08] at 0.05 on simulated grids with
+tile-correlated errors and seed noise.
 
 Many tests in one comparison are adjusted with Holm's step-down method (Holm 1979), which controls the
 family-wise error rate under any dependence between the tests.

@@ -10,11 +10,11 @@ snapshot of its state, and the next epoch trains meanwhile. By default every epo
 written, in order: when training outruns the thread, handing over the next snapshot waits for the
 previous one to be taken (at most one being written and one waiting), so what is durable after each
 epoch never depends on timing. With an interval (SIMCLR_S2_CHECKPOINT_INTERVAL_S), a checkpoint is
-written at most once per interval from the run's start: a snapshot that is not due yet is held, a newer one replaces it, and
-the held epochs' metrics wait for the checkpoint that covers them (short epochs then cost one snapshot
-copy, not a write and an upload; a kill loses at most an interval of training, and of logged steps).
-`close` writes what is held and waits for everything to be sent: a run is never marked finished with
-writes or uploads outstanding.
+written at most once per interval from the run's start: a snapshot that is not due yet is held, a
+newer one replaces it, and the held epochs' metrics wait for the checkpoint that covers them (short
+epochs then cost one snapshot copy, not a write and an upload; a kill loses at most an interval of
+training, and of logged steps). `close` writes what is held and waits for everything to be sent: a run
+is never marked finished with writes or uploads outstanding.
 """
 
 from __future__ import annotations
