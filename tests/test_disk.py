@@ -12,7 +12,8 @@ from mlflow.exceptions import MlflowException
 from simclr_s2 import disk
 from simclr_s2.disk import DiskFullError
 
-ZIP_WRITER = "[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: file write failed"
+ZIP_WRITER = ("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
+              "file write failed")
 
 
 @pytest.mark.parametrize(("error", "named", "says"), [

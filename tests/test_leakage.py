@@ -52,7 +52,8 @@ def test_an_unreadable_membership_fails_closed_unless_unknown_is_accepted(tmp_pa
     seen = leakage.encoder_membership(Client(tmp_path / "broken.npy", fails), {leakage.DIGEST_TAG: "d"}, "r1")
     assert isinstance(seen, leakage.Unreadable) and "pretraining/footprints.npy of run r1" in seen.reason
     with pytest.raises(UserError, match=r"^pretrained: the encoder's pretraining membership cannot be read .* its "
-                                        r"overlap with the test set is unknown; allow_pretraining_overlap=unknown") as e:
+                                        r"overlap with the test set is unknown; "
+                                        r"allow_pretraining_overlap=unknown") as e:
         leakage.status(seen, TEST, INDEX, "test", "false")
     assert "\n" not in str(e.value)
     assert leakage.status(seen, TEST, INDEX, "test", "unknown") == leakage.status(seen, TEST, INDEX, "test", "true") \

@@ -96,8 +96,8 @@ def test_the_natural_validation_set_is_scored_from_the_training_store(project, d
 def test_the_fine_tune_reads_its_split_from_the_store_pretraining_packed(project, demo):
     """The demo packs each patch once: pretraining packs the whole index (test patches too, never read), and
     the fine-tune reads its split's patches from that store instead of packing them again."""
-    split = Path(project.client.download_artifacts(demo.data.params["resolved_split"].removeprefix("runs:/").split("/")[0],
-                                                   "splits/basic"))
+    split_run = demo.data.params["resolved_split"].removeprefix("runs:/").split("/")[0]
+    split = Path(project.client.download_artifacts(split_run, "splits/basic"))
     pool = {name for csv in split.glob("*.csv") for name in pd.read_csv(csv)["name"]}
     stores = [set(p.read_text().split()) for p in (project.root / "home" / "packed").glob("*/names.txt")]
     assert any(pool < names for names in stores) and pool not in stores, (len(pool), [len(s) for s in stores])

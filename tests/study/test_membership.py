@@ -46,8 +46,9 @@ def test_digest_is_sha256_of_sorted_distinct_names() -> None:
     assert membership.digest(reversed(listed)) == membership.digest(listed)
 
 
-@pytest.mark.parametrize("rows", [np.array([1.0, 2.0]), np.array([[1, 2, 3], [1, 2, 3]]), np.array([[1, 2, 4], [1, 2, 3]]),
-                                  np.array([1, 2, 3], dtype="<u8"), np.zeros((2, 2), dtype=np.int64)])
+@pytest.mark.parametrize("rows", [np.array([1.0, 2.0]), np.array([[1, 2, 3], [1, 2, 3]]),
+                                  np.array([[1, 2, 4], [1, 2, 3]]), np.array([1, 2, 3], dtype="<u8"),
+                                  np.zeros((2, 2), dtype=np.int64)])
 def test_bad_file_rejected(tmp_path: Path, rows: np.ndarray) -> None:
     np.save(tmp_path / "bad.npy", rows)
     with pytest.raises(UserError, match="bad.npy: expected sorted distinct int64 footprints"):

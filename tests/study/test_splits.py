@@ -554,7 +554,8 @@ def test_custom_scheme_names_are_accepted(index: pd.DataFrame, tmp_path: Path) -
             create_splits(index, bad, tmp_path, positives=index.name.str.endswith("7"))
 
 
-@pytest.mark.parametrize("kind", ["block-0km", "blocks", "tile2", "block-1.5km", "", "spatial-", "spatial-0km", "block"])
+@pytest.mark.parametrize("kind", ["block-0km", "blocks", "tile2", "block-1.5km", "", "spatial-", "spatial-0km",
+                                  "block"])
 def test_bad_kind(index: pd.DataFrame, tmp_path: Path, kind: str) -> None:
     with pytest.raises(UserError, match="kind .*: expected random, spatial, spatial-<n>km, tile, block-<n>km"):
         create_splits(index, "basic", tmp_path, kind=kind)
@@ -694,7 +695,8 @@ def test_a_spatial_split_is_rechecked_for_neighbours_against_the_index(tmp_path:
     used = {n for s in SETS for n in set_names(made, s)}
     val_blocks = set(block[set_names(made, "val")])
     test = index.set_index("name").loc[set_names(made, "test")]
-    spare = [n for n, e, x, y, positive in index[["name", "epsg", "ulx", "uly", "present_basic"]].itertuples(index=False)
+    spare = [n for n, e, x, y, positive
+             in index[["name", "epsg", "ulx", "uly", "present_basic"]].itertuples(index=False)
              if n not in used and not positive and block[n] in val_blocks
              and ((test.epsg == e) & ((test.ulx - x).abs() <= 1200) & ((test.uly - y).abs() <= 1200)).any()]
     val = rows(made, "val_100pct.csv")

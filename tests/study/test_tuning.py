@@ -266,7 +266,8 @@ def test_plots_rank_parameters_once_two_trials_completed(tmp_path, completed):
         study.tell(trial, float(n) if n < completed else None,
                    state=TrialState.COMPLETE if n < completed else TrialState.PRUNED)
     names = {p.stem for p in save_plots(study, tmp_path)}
-    assert names == {"optimization_history", "intermediate_values"} | ({"param_importances"} if completed > 1 else set())
+    assert names == ({"optimization_history", "intermediate_values"}
+                     | ({"param_importances"} if completed > 1 else set()))
 
 
 @pytest.mark.parametrize("name", ["median", "hyperband"])

@@ -99,7 +99,8 @@ def test_a_ray_task_gets_the_store_as_an_argument_and_only_its_own_settings_in_t
     monkeypatch.delenv("MLFLOW_RUN_ID", raising=False)
     monkeypatch.setenv("SIMCLR_S2_MAX_EPOCHS", "2")
     env = handed_over("sqlite:///x.db", "7", "abc")
-    assert (env["MLFLOW_TRACKING_URI"], env["MLFLOW_RUN_ID"], env["SIMCLR_S2_MAX_EPOCHS"]) == ("sqlite:///x.db", "abc", "2")
+    assert (env["MLFLOW_TRACKING_URI"], env["MLFLOW_RUN_ID"], env["SIMCLR_S2_MAX_EPOCHS"]) == (
+        "sqlite:///x.db", "abc", "2")
     with applied({**env, "SIMCLR_S2_MAX_TRIALS": "3"}):
         assert os.environ["SIMCLR_S2_MAX_TRIALS"] == "3" and "MLFLOW_RUN_ID" not in os.environ
     assert "SIMCLR_S2_MAX_TRIALS" not in os.environ

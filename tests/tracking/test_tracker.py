@@ -62,7 +62,8 @@ def test_a_finished_run_is_reused_only_with_its_completion_mark(ctx):
     assert (first.info.status, first.data.tags[COMPLETE_TAG]) == ("FINISHED", "true")
     assert first.data.tags[THREADS_TAG] == str(torch.get_num_threads())
     assert tracker.ensure(STEP, lambda run: calls.append(run.run_id), run_name="s").info.run_id == first.info.run_id
-    Tracking.of(ctx).client.set_tag(first.info.run_id, COMPLETE_TAG, "false")  # as if it ended before all it promised existed
+    # as if it ended before all it promised existed
+    Tracking.of(ctx).client.set_tag(first.info.run_id, COMPLETE_TAG, "false")
     third = tracker.ensure(STEP, lambda run: calls.append(run.run_id), run_name="s")
     assert third.info.run_id != first.info.run_id and len(calls) == 2
 
@@ -181,7 +182,8 @@ def test_a_kill_right_after_resuming_leaves_no_running_run_and_every_step_once(c
     every = Tracking.of(ctx).client.search_runs([ctx.experiment_id], run_view_type=ViewType.ALL)
     assert sorted((r.info.status, r.info.lifecycle_stage) for r in every) == [
         ("FAILED", "deleted"), ("FAILED", "deleted"), ("FINISHED", "active")]
-    assert Tracking.of(ctx).client.get_run(resumed.info.run_id).data.tags[ERROR_TAG] == f"interrupted; resumed in run {run.info.run_id}"
+    assert Tracking.of(ctx).client.get_run(resumed.info.run_id).data.tags[ERROR_TAG] == (
+        f"interrupted; resumed in run {run.info.run_id}")
 
 
 def test_a_resume_fetches_the_checkpoint_from_artifacts_when_the_state_folder_is_gone(ctx):
