@@ -1,0 +1,114 @@
+"""How torch's CPU threads wait: training steps with OpenMP's waiting threads sleeping (OMP_WAIT_POLICY=PASSIVE,
+what `import simclr_s2` sets unless the variable is already set) against libgomp's own default (a waiting thread
+spins before it sleeps), on quiet cores and on cores shared with busy processes (a shared machine, or two test
+suites at once). A spinning thread burns the core the thread it waits for needs: where the cores are shared,
+the same steps cost several times the CPU.
+
+Each measurement is a fresh process (the policy is read when torch loads): a ResNet-18 classifier of the study's
+10 bands, one intra-op thread per core, Adam steps on batches of --batch-size random 64 px patches (the demo's
+pretraining views), timed after 3 warm-up steps. Alternating (default, passive, passive, default, ...), medians
+of --repeats, images/s over wall and over the process's CPU seconds, with the load average; `--busy` busy
+processes (one pure-Python loop each) run beside the shared-core measurements.
+
+    python benchmarks/bench_threads.py [--steps 10] [--repeats 2] [--busy 1]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from figures import Figure, Rate, report
+
+POLICY = "OMP_WAIT_POLICY"
+STEPS = """
+import json, os, sys, time
+import torch  # before simclr_s2: the policy in this process's environment is the one measured
+from simclr_s2.learning.models import IrrigationClassifier
+steps, batch = int(sys.argv[1]), int(sys.argv[2])
+torch.manual_seed(0)
+model = IrrigationClassifier.from_scratch("resnet18", 10).to(memory_format=torch.channels_last)
+optimizer = torch.optim.Adam(model.parameters(), 1e-3)
+x = torch.randn(batch, 10, 64, 64).contiguous(memory_format=torch.channels_last)
+y = (torch.arange(batch) % 2).float()
+def step():
+    optimizer.zero_grad()
+    torch.nn.functional.binary_cross_entropy_with_logits(model(x).reshape(-1), y).backward()
+    optimizer.step()
+for _ in range(3):
+    step()
+wall, cpu = time.perf_counter(), time.process_time()
+for _ in range(steps):
+    step()
+print(json.dumps({"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu,
+                  "load": os.getloadavg()[0], "threads": torch.get_num_threads()}))
+"""
+
+
+def measure(policy: str | None, steps: int, batch: int) -> dict:
+    """One fresh process's timed steps; `policy` None: the variable unset (libgomp's default)."""
+    env = {k: v for k, v in os.environ.items() if k != POLICY}
+    if policy:
+        env[POLICY] = policy
+    done = subprocess.run([sys.executable, "-c", STEPS, str(steps), str(batch)], env=env, check=True,
+                          capture_output=True, text=True)
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+@contextmanager
+def busy(n: int) -> Iterator[None]:
+    """`n` processes each spinning a core in pure Python while the block runs."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    try:
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def compare(label: str, steps: int, batch: int, repeats: int) -> list[Figure]:
+    """Default and passive alternating; their medians as a figure and its baseline."""
+    runs: dict[str, list[dict]] = {"default": [], "passive": []}
+    for i in range(repeats):
+        for name in (("default", "passive") if i % 2 == 0 else ("passive", "default")):
+            result = measure("PASSIVE" if name == "passive" else None, steps, batch)
+            runs[name].append(result)
+            print(f"{label}, {name}: {result['wall']:.2f} s, {result['cpu']:.2f} CPU-s, "
+                  f"{result['threads']} threads, load {result['load']:.1f}", flush=True)
+
+    def rate(name: str) -> Rate:
+        images = steps * batch
+        return Rate(images / statistics.median(r["wall"] for r in runs[name]),
+                    images / statistics.median(r["cpu"] for r in runs[name]),
+                    statistics.median(r["load"] for r in runs[name]))
+
+    passive, default = rate("passive"), rate("default")
+    print(f"{label}: passive / default, images/s {passive.per_s / default.per_s:.2f}x, "
+          f"per CPU-s {passive.per_cpu_s / default.per_cpu_s:.2f}x (medians of {repeats})", flush=True)
+    return [Figure(f"training steps, OMP_WAIT_POLICY=PASSIVE, {label} (images/s)", passive,
+                   f"the same steps, libgomp's default wait policy, {label}", default)]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--steps", type=int, default=10, help="timed training steps a measurement")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=2, help="measurements of each policy, per condition")
+    p.add_argument("--busy", type=int, default=1, help="busy processes beside the shared-core measurements")
+    args = p.parse_args()
+    figures = compare("quiet cores", args.steps, args.batch_size, args.repeats)
+    if args.busy:
+        with busy(args.busy):
+            figures += compare(f"{args.busy} busy process(es) beside", args.steps, args.batch_size, args.repeats)
+    report(figures)
+
+
+if __name__ == "__main__":
+    main()
