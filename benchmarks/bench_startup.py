@@ -259,8 +259,8 @@ def first_epoch(chain: Demo, repeats: int) -> list[Figure]:
     """Start to the first epoch's checkpoint: finetune (and the earlier tree's) against the bare script."""
     script = chain.tmp / "bare_first_epoch.py"
     script.write_text(BARE_FINETUNE)
-    bare = [sys.executable, str(script), *bare_args(chain, "train_100pct"), str(chain.encoder), str(chain.tmp / "bare.ckpt"),
-            "1", "kill"]
+    bare = [sys.executable, str(script), *bare_args(chain, "train_100pct"), str(chain.encoder),
+            str(chain.tmp / "bare.ckpt"), "1", "kill"]
     print("start to first epoch's checkpoint:")
     at_fault = {name: {**env, "SIMCLR_S2_FAULT": "checkpoint_write@0"} for name, env in chain.trees.items()}
     rate = interleaved({**{name: (lambda round_, tree=tree: _finetune(100 * tree + round_), at_fault[name], True)

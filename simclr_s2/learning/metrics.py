@@ -1,9 +1,9 @@
 """Binary classification metrics of the study (accuracy, precision, recall, F1, MCC, balanced accuracy, AUC,
-PR-AUC, confusion counts; Brier score and expected calibration error) and their plots. Average precision and the curves are scikit-learn's. Accuracy, F1 and AUC take a
-stack of sets along the last axis, so stats.py scores all bootstrap resamples at once: AUC from tied
-ranks (as scipy's rankdata gives them, in numpy), as scikit-learn's roc_auc_score, one set a call, is 20
-to 40 times slower there. scikit-learn and matplotlib load where they are used: a training's start pays
-for neither."""
+PR-AUC, confusion counts; Brier score and expected calibration error) and their plots. Average precision and
+the curves are scikit-learn's. Accuracy, F1 and AUC take a stack of sets along the last axis, so stats.py
+scores all bootstrap resamples at once: AUC from tied ranks (as scipy's rankdata gives them, in numpy), as
+scikit-learn's roc_auc_score, one set a call, is 20 to 40 times slower there. scikit-learn and matplotlib load
+where they are used: a training's start pays for neither."""
 
 from __future__ import annotations
 
