@@ -1,16 +1,17 @@
-"""How torch's CPU threads wait: training steps with OpenMP's waiting threads sleeping (OMP_WAIT_POLICY=PASSIVE,
-what `import simclr_s2` sets unless the variable is already set) against libgomp's own default (a waiting thread
-spins before it sleeps), on quiet cores and on cores shared with busy processes (a shared machine, or two test
-suites at once). A spinning thread burns the core the thread it waits for needs: where the cores are shared,
-the same steps cost several times the CPU.
+"""How torch's CPU threads wait: training steps with the spin count `import simclr_s2` sets (GOMP_SPINCOUNT=1000,
+unless a wait policy or spin count is set) against libgomp's own default (300,000 spins before a waiting
+thread sleeps) and against OMP_WAIT_POLICY=PASSIVE (no spinning), on quiet cores and on cores shared with busy
+processes (a shared machine). A spinning thread burns the core the thread it waits for needs: where the cores
+are shared, the same steps cost several times the CPU; where they are quiet, a short spin catches the short
+waits that sleeping would turn into wake-ups.
 
-Each measurement is a fresh process (the policy is read when torch loads): a ResNet-18 classifier of the study's
-10 bands, one intra-op thread per core, Adam steps on batches of --batch-size random 64 px patches (the demo's
-pretraining views), timed after 3 warm-up steps. Alternating (default, passive, passive, default, ...), medians
-of --repeats, images/s over wall and over the process's CPU seconds, with the load average; `--busy` busy
-processes (one pure-Python loop each) run beside the shared-core measurements.
+Each measurement is a fresh process (libgomp reads the variables when torch loads): a ResNet-18 classifier of
+the study's 10 bands, one intra-op thread per core, Adam steps on batches of --batch-size random 64 px patches
+(the demo's pretraining views), timed after 3 warm-up steps. The settings alternate (in turn, then in reverse),
+medians of --repeats, images/s over wall and over the process's CPU seconds, with the load average; `--busy`
+busy processes (one pure-Python loop each) run beside the shared-core measurements.
 
-    python benchmarks/bench_threads.py [--steps 10] [--repeats 2] [--busy 1]
+    python benchmarks/bench_threads.py [--steps 10] [--repeats 3] [--busy 1]
 """
 
 from __future__ import annotations
@@ -26,7 +27,10 @@ from contextlib import contextmanager
 
 from figures import Figure, Rate, report
 
-POLICY = "OMP_WAIT_POLICY"
+WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+SETTINGS = {"simclr_s2's GOMP_SPINCOUNT=1000": {"GOMP_SPINCOUNT": "1000"}, "libgomp's default": {},
+            "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"}}
+OURS, DEFAULT = list(SETTINGS)[:2]
 STEPS = """
 import json, os, sys, time
 import torch  # before simclr_s2: the policy in this process's environment is the one measured
@@ -51,11 +55,9 @@ print(json.dumps({"wall": time.perf_counter() - wall, "cpu": time.process_time()
 """
 
 
-def measure(policy: str | None, steps: int, batch: int) -> dict:
-    """One fresh process's timed steps; `policy` None: the variable unset (libgomp's default)."""
-    env = {k: v for k, v in os.environ.items() if k != POLICY}
-    if policy:
-        env[POLICY] = policy
+def measure(setting: dict[str, str], steps: int, batch: int) -> dict:
+    """One fresh process's timed steps, with the wait variables of `setting` only."""
+    env = {k: v for k, v in os.environ.items() if k not in WAIT_VARIABLES} | setting
     done = subprocess.run([sys.executable, "-c", STEPS, str(steps), str(batch)], env=env, check=True,
                           capture_output=True, text=True)
     return json.loads(done.stdout.splitlines()[-1])
@@ -74,11 +76,11 @@ def busy(n: int) -> Iterator[None]:
 
 
 def compare(label: str, steps: int, batch: int, repeats: int) -> list[Figure]:
-    """Default and passive alternating; their medians as a figure and its baseline."""
-    runs: dict[str, list[dict]] = {"default": [], "passive": []}
+    """Every setting, alternating; each other setting's medians against libgomp's default."""
+    runs: dict[str, list[dict]] = {name: [] for name in SETTINGS}
     for i in range(repeats):
-        for name in (("default", "passive") if i % 2 == 0 else ("passive", "default")):
-            result = measure("PASSIVE" if name == "passive" else None, steps, batch)
+        for name in (list(SETTINGS) if i % 2 == 0 else list(SETTINGS)[::-1]):
+            result = measure(SETTINGS[name], steps, batch)
             runs[name].append(result)
             print(f"{label}, {name}: {result['wall']:.2f} s, {result['cpu']:.2f} CPU-s, "
                   f"{result['threads']} threads, load {result['load']:.1f}", flush=True)
@@ -89,18 +91,22 @@ def compare(label: str, steps: int, batch: int, repeats: int) -> list[Figure]:
                     images / statistics.median(r["cpu"] for r in runs[name]),
                     statistics.median(r["load"] for r in runs[name]))
 
-    passive, default = rate("passive"), rate("default")
-    print(f"{label}: passive / default, images/s {passive.per_s / default.per_s:.2f}x, "
-          f"per CPU-s {passive.per_cpu_s / default.per_cpu_s:.2f}x (medians of {repeats})", flush=True)
-    return [Figure(f"training steps, OMP_WAIT_POLICY=PASSIVE, {label} (images/s)", passive,
-                   f"the same steps, libgomp's default wait policy, {label}", default)]
+    default = rate(DEFAULT)
+    figures = []
+    for name in SETTINGS:
+        if name != DEFAULT:
+            figures.append(Figure(f"training steps, {name}, {label} (images/s)", rate(name),
+                                  f"the same steps, {DEFAULT}, {label}", default))
+            print(f"{label}: {name} / {DEFAULT}, images/s {rate(name).per_s / default.per_s:.2f}x, "
+                  f"per CPU-s {rate(name).per_cpu_s / default.per_cpu_s:.2f}x (medians of {repeats})", flush=True)
+    return figures
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=10, help="timed training steps a measurement")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--repeats", type=int, default=2, help="measurements of each policy, per condition")
+    p.add_argument("--repeats", type=int, default=3, help="measurements of each setting, per condition")
     p.add_argument("--busy", type=int, default=1, help="busy processes beside the shared-core measurements")
     args = p.parse_args()
     figures = compare("quiet cores", args.steps, args.batch_size, args.repeats)

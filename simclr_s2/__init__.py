@@ -1,11 +1,13 @@
 """simclr-s2: SimCLR fine-tuning of Sentinel-2 encoders for irrigated land, as an MLflow project.
 
-Importing the package makes torch's OpenMP threads sleep while they wait (OMP_WAIT_POLICY=PASSIVE) unless the
-variable is already set; it takes effect when torch loads after this. libgomp's own default spins first, and
-on cores shared with other work a spinning thread burns the core the thread it waits for needs: 2-8x the wall
-and CPU for the same training steps on these 2 cores (`benchmarks/bench_threads.py`, docs/performance.md).
-The results are the same bits either way. Set OMP_WAIT_POLICY=ACTIVE for a machine with cores to spare."""
+Importing the package shortens how long torch's OpenMP threads spin before they sleep while they wait
+(GOMP_SPINCOUNT=1000, the count libgomp itself uses when it sees more threads than cores) unless
+GOMP_SPINCOUNT or OMP_WAIT_POLICY is set; it takes effect when torch loads after this. libgomp's default
+spins 300 times longer, and on cores shared with other work a spinning thread burns the core the thread it
+waits for needs: beside one busy process the same training steps took 1.6x the wall and 2x the CPU, on
+quiet cores 0.97x (`benchmarks/bench_threads.py`, docs/performance.md). The results are the same bits."""
 
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+if "OMP_WAIT_POLICY" not in os.environ:
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
