@@ -28,9 +28,9 @@ from contextlib import contextmanager
 from figures import Figure, Rate, report
 
 WAIT_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
-SETTINGS = {"simclr_s2's GOMP_SPINCOUNT=1000": {"GOMP_SPINCOUNT": "1000"}, "libgomp's default": {},
+DEFAULT = "libgomp's default"
+SETTINGS = {"simclr_s2's GOMP_SPINCOUNT=1000": {"GOMP_SPINCOUNT": "1000"}, DEFAULT: {},
             "OMP_WAIT_POLICY=PASSIVE": {"OMP_WAIT_POLICY": "PASSIVE"}}
-OURS, DEFAULT = list(SETTINGS)[:2]
 STEPS = """
 import json, os, sys, time
 import torch  # before simclr_s2: the policy in this process's environment is the one measured
@@ -91,15 +91,13 @@ def compare(label: str, steps: int, batch: int, repeats: int) -> list[Figure]:
                     images / statistics.median(r["cpu"] for r in runs[name]),
                     statistics.median(r["load"] for r in runs[name]))
 
-    default = rate(DEFAULT)
-    figures = []
-    for name in SETTINGS:
-        if name != DEFAULT:
-            figures.append(Figure(f"training steps, {name}, {label} (images/s)", rate(name),
-                                  f"the same steps, {DEFAULT}, {label}", default))
-            print(f"{label}: {name} / {DEFAULT}, images/s {rate(name).per_s / default.per_s:.2f}x, "
-                  f"per CPU-s {rate(name).per_cpu_s / default.per_cpu_s:.2f}x (medians of {repeats})", flush=True)
-    return figures
+    rates = {name: rate(name) for name in SETTINGS}
+    default = rates.pop(DEFAULT)
+    for name, measured in rates.items():
+        print(f"{label}: {name} / {DEFAULT}, images/s {measured.per_s / default.per_s:.2f}x, "
+              f"per CPU-s {measured.per_cpu_s / default.per_cpu_s:.2f}x (medians of {repeats})", flush=True)
+    return [Figure(f"training steps, {name}, {label} (images/s)", measured, f"the same steps, {DEFAULT}, {label}",
+                   default) for name, measured in rates.items()]
 
 
 def main() -> None:
