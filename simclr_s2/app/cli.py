@@ -65,7 +65,6 @@ def main(entry: EntryPoint | Stage, argv: Sequence[str] | None = None) -> NoRetu
     main_rank = os.environ.get("RANK", "0") == "0"
     logging.basicConfig(level=logging.INFO if main_rank else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("mlflow").setLevel(logging.WARNING)  # its INFO notes (system metrics...) are noise here
     try:
         spec = parse(entry.spec, argv)
     except UserError as error:
@@ -77,6 +76,8 @@ def main(entry: EntryPoint | Stage, argv: Sequence[str] | None = None) -> NoRetu
         sys.exit(USER_ERROR)
     from simclr_s2.app.boundary import run
 
+    # Importing MLflow (just done) sets its logger to INFO; its INFO notes (system metrics...) are noise here.
+    logging.getLogger("mlflow").setLevel(logging.WARNING)
     run(entry.load() if isinstance(entry, EntryPoint) else entry, spec)
 
 

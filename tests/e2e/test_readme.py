@@ -57,6 +57,7 @@ def test_make_demo_twice_reuses_every_step_but_the_finetune(readme_demo):
     summary = [i for i, line in enumerate(lines) if line.startswith("finetune-ben-basic-100pct-s0: best epoch")]
     assert summary and "test F1" in lines[summary[-1]] and "to browse: mlflow ui" in "\n".join(lines[summary[-1]:])
     assert "Hint: Inferred schema" not in first.stderr and "Pickle or CloudPickle" not in first.stderr
+    assert "INFO mlflow.system_metrics" not in first.stderr  # MLflow's own notes stay out of the command's log
     before = {r.info.run_id for r in project.runs()}
     project.run_stage(FINETUNE)
     assert [r.data.tags["stage"] for r in project.runs() if r.info.run_id not in before] == ["finetune"]
