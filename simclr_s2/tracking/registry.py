@@ -43,7 +43,10 @@ T = TypeVar("T", bound=torch.nn.Module)
 VERSION_TAG = "simclr_s2.model_version"
 BAND_LIST_TAG = "band_list"  # the encoder's input bands, in channel order: "B04,B03,..."
 SCALING_TAG = "scaling"  # the input scaling an encoder or classifier expects (bands.SCALINGS)
-PIP_REQUIREMENTS = ["torch==2.14.1", "torchvision==0.29.1", "numpy", "mlflow"]
+# What a served or pickled model needs where it is loaded: the torch that wrote it (its public version, without
+# a local build label such as +cu130, which a package index does not know), numpy and MLflow. No torchvision:
+# the package builds its ResNets without it (learning/resnet.py).
+PIP_REQUIREMENTS = [f"torch=={torch.__version__.split('+', 1)[0]}", "numpy", "mlflow"]
 
 
 class _DeliberatePickle(logging.Filter):

@@ -92,6 +92,8 @@ def test_the_registered_classifier_holds_no_pickle_and_rebuilds_trainable(projec
     files = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()}
     assert {"data/model.pt2", "extra_files/weights.safetensors", "extra_files/architecture.json"} <= files
     assert not [f for f in files if f.endswith((".pth", ".pkl")) or f.startswith("code/")]
+    assert (folder / "requirements.txt").read_text().split() == [f"torch=={torch.__version__.split('+')[0]}",
+                                                                "numpy", "mlflow"]  # the torch that wrote it
     assert info.metadata["bands"] == list(STUDY_BANDS) and info.metadata["scaling"] == "bigearthnet-zscore"
     model, _ = load_logged(project.client, classifier, IrrigationClassifier, "model")
     assert all(p.requires_grad for p in model.encoder.parameters())
