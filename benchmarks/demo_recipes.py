@@ -1,13 +1,14 @@
 """Choose the demo's pretraining recipe by validation: each recipe (pretrain parameters) x seed pretrains a
 demo encoder and fine-tunes it as the demo does (head2 on cached features, STUDY.md's protocol), then prints
 its validation AUC and F1 (the best epoch's, by validation AUC), its test F1 and its pretraining CPU-seconds,
-and each recipe's means over the seeds. The choice reads only the validation columns; test F1 is shown so
+and each recipe's means over the seeds. `--head-lr` fine-tunes each encoder at several learning rates (the
+head's rate is then part of the recipe). The choice reads only the validation columns; test F1 is shown so
 the chosen recipe's can be reported, never to choose.
 
 It reads a finished demo's store (`make demo` with SIMCLR_S2_HOME and SIMCLR_S2_DATA set, or the defaults):
-the index's packed store and the `basic` splits. Each run is a process of one thread (2 threads on 2 busy
-cores wait on each other), so its encoder is not bit for bit the stage's: the recipes are compared with one
-another here, and the chosen one is then checked through `make demo` itself.
+the index's packed store and the `basic` splits. Each run is a process of `--threads` threads (default one: 2
+threads on 2 busy cores wait on each other), so with one its encoder is not bit for bit the stage's, which
+trains on the machine's cores (`--threads 2 --jobs 1` on 2 cores reproduces `make demo`'s figures).
 
     python benchmarks/demo_recipes.py --home ~/.simclr_s2 --data data \\
         --recipe '{}' --recipe '{"crop_min_scale": 0.3}' --seeds 0 1 2 --jobs 2
@@ -25,11 +26,12 @@ from pathlib import Path
 import numpy as np
 
 
-def one(home: Path, data: Path, recipe: dict, seed: int) -> dict:
-    """Pretrain with `recipe` and `seed`, fine-tune as the demo does; the figures of that encoder."""
+def one(home: Path, data: Path, recipe: dict, seed: int, head_lrs: list[float] | None, threads: int) -> list[dict]:
+    """Pretrain with `recipe` and `seed`, fine-tune as the demo does (at each of `head_lrs`, else STUDY.md's
+    rate); the figures of that encoder, one row a rate."""
     import torch
 
-    torch.set_num_threads(1)
+    torch.set_num_threads(threads)
     from simclr_s2.bigearthnet.bands import Bands
     from simclr_s2.bigearthnet.index import load_index
     from simclr_s2.bigearthnet.packed import PackedStore
@@ -69,11 +71,18 @@ def one(home: Path, data: Path, recipe: dict, seed: int) -> dict:
     head, train_x, val_x = cached_training_set(
         classifier, "head2", batches(train.names, train.labels.astype(np.float32), False, 32, 0),
         batches(val.names, val.labels.astype(np.float32), False, 32, 0), 32, 0)
-    best = fit(head, train_x, val_x, FitConfig()).best_val
-    y, p, _ = predict(classifier, batches(test.names, test.labels.astype(np.float32), False, 32, 0))
-    return {"recipe": json.dumps(recipe), "seed": seed, "pretrain_cpu_s": cpu, "losses": losses,
-            "val_auc": best["val_auc"], "val_f1": best["val_f1"], "test_f1": binary_metrics(y, p)["f1"],
-            "load": os.getloadavg()[0]}
+    untrained = {k: v.clone() for k, v in head.state_dict().items()}
+    rows = []
+    for lr in head_lrs or [FitConfig.lr]:  # each rate from the same untrained head and seed
+        head.load_state_dict(untrained)
+        torch.manual_seed(0)
+        best = fit(head, train_x, val_x, FitConfig(lr=lr)).best_val
+        y, p, _ = predict(classifier, batches(test.names, test.labels.astype(np.float32), False, 32, 0))
+        label = {**recipe, "head_lr": lr} if head_lrs else recipe
+        rows.append({"recipe": json.dumps(label), "seed": seed, "pretrain_cpu_s": cpu, "losses": losses,
+                     "val_auc": best["val_auc"], "val_f1": best["val_f1"], "test_f1": binary_metrics(y, p)["f1"],
+                     "load": os.getloadavg()[0]})
+    return rows
 
 
 def main() -> None:
@@ -82,12 +91,16 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=Path(os.environ.get("SIMCLR_S2_DATA", "data")))
     p.add_argument("--recipe", action="append", default=None, help="pretrain parameters as JSON (repeat)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--jobs", type=int, default=2, help="runs at once, one thread each")
+    p.add_argument("--jobs", type=int, default=2, help="runs at once")
+    p.add_argument("--threads", type=int, default=1, help="torch threads a run")
+    p.add_argument("--head-lr", type=float, action="append", default=None,
+                   help="the head's learning rate (repeat; default STUDY.md's)")
     args = p.parse_args()
     recipes = [json.loads(r) for r in args.recipe or ["{}"]]
     with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(one, args.home, args.data, r, s) for r in recipes for s in args.seeds]
-        rows = [f.result() for f in futures]
+        futures = [pool.submit(one, args.home, args.data, r, s, args.head_lr, args.threads)
+                   for r in recipes for s in args.seeds]
+        rows = [row for f in futures for row in f.result()]
     print(f"{'recipe':40} seed  pretrain CPU-s  val AUC  val F1  test F1  load")
     for r in rows:
         print(f"{r['recipe']:40} {r['seed']:4} {r['pretrain_cpu_s']:15.1f} {r['val_auc']:8.4f} {r['val_f1']:7.4f} "
