@@ -6,14 +6,14 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
 
 import pytest
 import rasterio
-from project_runner import ROOT
+from ports import claimed_port
+from project_runner import ROOT, Project
 
 from simclr_s2.stages.classifier import FINETUNE
 
@@ -88,9 +88,12 @@ def test_the_map_commands_as_written(readme_demo, tmp_path):
 
 def test_mlflow_ui_as_written_serves_the_store(readme_demo):
     project = readme_demo.project
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    with claimed_port() as port:
+        _serve_the_store(project, port)
+
+
+def _serve_the_store(project: Project, port: int) -> None:
+    """The README's `mlflow ui` on `port`, until /health answers; stopped after."""
     command = readme_blocks()[1][0].replace(".venv/bin/", f"{ROOT}/.venv/bin/")
     # One worker and no job runner (click reads both options from the environment): with the defaults the
     # server starts 4 workers and a job runner, 22-24 CPU-seconds before it answers, against 6 (load 15-18).

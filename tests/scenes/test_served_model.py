@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -18,6 +17,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from ports import claimed_port
 from project_runner import BIN
 
 from simclr_s2.bigearthnet.bands import STUDY_BANDS, InputTransform
@@ -34,12 +34,6 @@ REBEN = Path(__file__).parents[1] / "bigearthnet" / "fixtures" / "reben-sample"
 NO_CODE = {"MLFLOW_ALLOW_MODEL_CODE_EXECUTION": "false", "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "false"}
 CHAMPION = f"models:/{CLASSIFIER_MODEL}@champion"  # the alias the classifier fixture sets
 START_DEADLINE_S = 300  # importing torch and MLflow on a loaded 2-core machine can take a minute
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, body: dict) -> dict:
@@ -66,8 +60,7 @@ def test_the_served_classifier_answers_a_patch_of_dn_as_evaluate_does(project, c
     model, _ = load_logged(project.client, classifier, IrrigationClassifier, "model")
     _, evaluated, _ = predict(model, BatchLoader(PatchDataset(REBEN, [patch.name], [0.0], STUDY_BANDS), 1))
     dn = read_pixels(patch_dir(REBEN, patch.name), STUDY_BANDS, normalised=False)[None]
-    port = _free_port()
-    with open(tmp_path / "serve.log", "wb") as log:
+    with claimed_port() as port, open(tmp_path / "serve.log", "wb") as log:
         server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION,
                                    "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
                                   env={**project.process_env(), **NO_CODE}, stdout=log, stderr=subprocess.STDOUT,

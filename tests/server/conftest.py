@@ -11,12 +11,12 @@ Tests that use them carry `@pytest.mark.server`; `-m "not server"` leaves them o
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import random
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,18 +25,16 @@ from pathlib import Path
 
 import pytest
 from cpu_probe import CPU_LOG_ENV, record_cpu
+from ports import claim, claim_any, port_range, release
 
 from simclr_s2.server.config import (
     ARTIFACTS_PREFIX,
     BUCKET,
-    HOST,
     WEED_GRPC_OFFSET,
     WEED_SERVICES,
-    StackError,
     StateDir,
     default_state_dir,
 )
-from simclr_s2.server.preflight import check_port_free
 from simclr_s2.server.seaweedfs import s3_client
 
 START_TIMEOUT_S = 300
@@ -121,36 +119,29 @@ def run_server_cli(
     return result
 
 
-def _port_is_free(port: int) -> bool:
+def free_ports() -> tuple[dict[str, str], list[int]]:
+    """Port variables for a stack that clashes with nothing, and the ports claimed for it until released
+    (tests/ports.py): SeaweedFS needs 5 ports and each + 10000, PostgreSQL and the mlflow server one each."""
+    ports, held = port_range(), []
     try:
-        check_port_free(port, "a test stack")
-    except StackError:
-        return False
-    return True
-
-
-def free_ports() -> dict[str, str]:
-    """Port variables for a stack that clashes with nothing: SeaweedFS needs 5 ports and each + 10000."""
-    taken: set[int] = set()
-    for _ in range(200):
-        base = random.randrange(20000, 55000)
-        block = {base + i + offset for i in range(len(WEED_SERVICES)) for offset in (0, WEED_GRPC_OFFSET)}
-        if all(map(_port_is_free, block)):
-            taken |= block
-            break
-    else:
-        raise RuntimeError("no free block of ports for SeaweedFS")
-    chosen = {"SIMCLR_S3_PORT": base}
-    for name in ("SIMCLR_PG_PORT", "SIMCLR_MLFLOW_PORT"):
-        while True:
-            with socket.socket() as sock:
-                sock.bind((HOST, 0))
-                port = sock.getsockname()[1]
-            if port not in taken:
-                taken.add(port)
-                chosen[name] = port
+        for _ in range(200):
+            base = random.randrange(ports.start, ports.stop - WEED_GRPC_OFFSET - len(WEED_SERVICES))
+            block = [base + i + offset for i in range(len(WEED_SERVICES)) for offset in (0, WEED_GRPC_OFFSET)]
+            claimed = list(itertools.takewhile(claim, block))
+            if len(claimed) == len(block):
+                held += claimed
                 break
-    return {name: str(port) for name, port in chosen.items()}
+            release(claimed)
+        else:
+            raise RuntimeError("no free block of ports for SeaweedFS")
+        variables = {"SIMCLR_S3_PORT": base}
+        for name in ("SIMCLR_PG_PORT", "SIMCLR_MLFLOW_PORT"):
+            variables[name] = claim_any()
+            held.append(variables[name])
+    except BaseException:
+        release(held)
+        raise
+    return {name: str(port) for name, port in variables.items()}, held
 
 
 def _stack_cpu_seconds(state: StateDir) -> float:
@@ -193,8 +184,9 @@ def _start_stack(auth: bool) -> Iterator[TrackingServer]:
     )
     # Nothing of a stack the user may run leaks in: ports and credentials are this stack's own.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SIMCLR_", "MLFLOW_", "AWS_"))}
+    ports, held = free_ports()
     env.update(
-        free_ports(),
+        ports,
         SIMCLR_MLFLOW_WORKERS="1",  # one worker starts fastest
         AWS_ACCESS_KEY_ID=server.aws_access_key_id,
         AWS_SECRET_ACCESS_KEY=server.aws_secret_access_key,
@@ -217,6 +209,7 @@ def _start_stack(auth: bool) -> Iterator[TrackingServer]:
                 run_server_cli(state_dir, "stop", env=env)
             finally:
                 shutil.rmtree(state_dir, ignore_errors=True)
+                release(held)
 
 
 def _reused_server(uri: str) -> TrackingServer:
@@ -296,6 +289,8 @@ def auth_tracking_env(
 
 
 @pytest.fixture
-def free_stack_ports() -> dict[str, str]:
-    """SIMCLR_PG_PORT, SIMCLR_S3_PORT and SIMCLR_MLFLOW_PORT values that nothing listens on."""
-    return free_ports()
+def free_stack_ports() -> Iterator[dict[str, str]]:
+    """SIMCLR_PG_PORT, SIMCLR_S3_PORT and SIMCLR_MLFLOW_PORT values that nothing listens on, held for the test."""
+    ports, held = free_ports()
+    yield ports
+    release(held)
