@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import os
 import random
-import socket
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-HOST = "127.0.0.1"
+from simclr_s2.server.config import StackError
+from simclr_s2.server.preflight import check_port_free
+
 CLAIMS = Path(tempfile.gettempdir()) / "simclr-s2-test-ports"  # one empty file a port held, for every suite here
 
 
@@ -36,13 +37,11 @@ def claim(port: int) -> bool:
         os.close(os.open(CLAIMS / str(port), os.O_CREAT | os.O_EXCL | os.O_WRONLY))
     except FileExistsError:
         return False
-    with socket.socket() as sock:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((HOST, port))
-        except OSError:
-            release([port])
-            return False
+    try:
+        check_port_free(port, "a test server")  # the stack's own check: the port binds on its host
+    except StackError:
+        release([port])
+        return False
     return True
 
 
