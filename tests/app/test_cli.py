@@ -6,6 +6,7 @@ with its exit handlers run, its output flushed and its threads done."""
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import subprocess
 import sys
@@ -55,6 +56,18 @@ def test_the_exit_status_tells_a_down_server_from_a_user_error(failing, capsys, 
 def test_a_bug_keeps_its_traceback(failing):
     with pytest.raises(FileNotFoundError):
         failing(FileNotFoundError(errno.ENOENT, "No such file", "/missing"))
+
+
+def test_the_stage_runs_collected_with_the_start_up_frozen(failing, monkeypatch):
+    """The start-up's imports are out of the collector's reach (gc.freeze), and the collector is on again
+    for the command itself, which may make cyclic garbage for hours."""
+    seen, frozen_before = {}, gc.get_freeze_count()
+    monkeypatch.setattr(boundary, "run_command", lambda *args: seen.update(
+        enabled=gc.isenabled(), frozen=gc.get_freeze_count()))
+    with pytest.raises(SystemExit) as exited:
+        cli.main(FINETUNE, [])
+    assert exited.value.code == 0
+    assert seen["enabled"] and seen["frozen"] > frozen_before
 
 
 def _leaving(script: str) -> subprocess.CompletedProcess[str]:
