@@ -16,11 +16,6 @@ import os
 for _variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 
-# Collection imports torch, MLflow, scikit-learn and every test module: no collector while it runs, and what
-# it made frozen out of the collector's reach afterwards (`pytest_collection_finish`), as a command's start-up
-# is (simclr_s2.app.cli). Each full collection walked those objects again: 6.7 of tests/study's 50 CPU-s.
-gc.disable()
-
 from pathlib import Path
 
 import pytest
@@ -119,9 +114,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.loadscopereorder = False
 
 
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """The collector back on, the modules, fixtures' definitions and tests collected so far frozen out of its
-    reach (the garbage of collection freed first, so none of it is kept for good)."""
+@pytest.hookimpl(hookwrapper=True)
+def pytest_collection(session: pytest.Session):
+    """Collect (import torch, MLflow, scikit-learn and every test module) without the garbage collector, then
+    free collection's garbage and freeze what is left out of the collector's reach, as a command's start-up
+    is (simclr_s2.app.cli): every full collection walked those objects again, 6.7 of tests/study's 50 CPU-s.
+    A wrapper, so xdist's controller, which collects nothing, has its collector back too."""
+    gc.disable()
+    yield
     gc.collect()
     gc.freeze()
     gc.enable()
