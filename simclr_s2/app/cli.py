@@ -76,7 +76,7 @@ def main(entry: EntryPoint | Stage, argv: Sequence[str] | None = None) -> NoRetu
             fail_launcher_run(entry.spec.entry_point, error)
         print(f"error: {error}", file=sys.stderr, flush=True)
         sys.exit(USER_ERROR)
-    with _imports_uncollected():
+    with imports_uncollected():
         from simclr_s2.app.boundary import run
 
         stage = entry.load() if isinstance(entry, EntryPoint) else entry
@@ -86,12 +86,13 @@ def main(entry: EntryPoint | Stage, argv: Sequence[str] | None = None) -> NoRetu
 
 
 @contextmanager
-def _imports_uncollected() -> Iterator[None]:
-    """Import torch, MLflow and the stage without the cyclic garbage collector, then move what they made
-    out of its reach for good (`gc.freeze`). Imports make hundreds of thousands of objects that live as long
-    as the process and free almost none, yet each 25 % of growth triggers a full collection that walks them
-    all: 8 of those took 1.0 s of a `finetune`'s first 5 s, and each later one walked them again (0.3 s
-    each while scoring and registration import theirs; docs/performance.md, Start-up)."""
+def imports_uncollected() -> Iterator[None]:
+    """Import torch, MLflow and the stage (pytest: collect the tests) without the cyclic garbage collector,
+    then move what they made out of its reach for good (`gc.freeze`). Imports make hundreds of thousands of
+    objects that live as long as the process and free almost none, yet each 25 % of growth triggers a full
+    collection that walks them all: 8 of those took 1.0 s of a `finetune`'s first 5 s, and each later one
+    walked them again (0.3 s each while scoring and registration import theirs; docs/performance.md,
+    Start-up)."""
     gc.disable()
     try:
         yield
