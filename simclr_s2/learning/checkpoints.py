@@ -36,31 +36,35 @@ ZIP_MAGIC = b"PK\x03\x04"  # torch.save's zip container: the earlier format
 SUFFIX, EARLIER_SUFFIX = ".safetensors", ".pt"  # a checkpoint file's name ends so; the earlier format's did
 
 
+Key = tuple[Any, ...]  # a buffer's (shape, strides, dtype, pinned)
+
+
 class BufferPool:
     """Host buffers by (shape, strides, dtype, pinned), handed out for a snapshot and taken back when it is
     gone. A buffer keeps its tensor's memory layout (channels_last weights and their Adam moments), so the
     training thread's copy is a plain one; the writer makes the file's contiguous copies."""
 
     def __init__(self) -> None:
-        self._free: dict[tuple[Any, ...], list[torch.Tensor]] = {}
+        self._free: dict[Key, list[torch.Tensor]] = {}
         self._lock = threading.Lock()
 
-    def take(self, like: torch.Tensor) -> torch.Tensor:
+    def take(self, like: torch.Tensor) -> tuple[Key, torch.Tensor]:
+        """A buffer for `like`'s copy, with the key it goes back under."""
         pinned = like.is_cuda
+        key = (tuple(like.shape), like.stride(), like.dtype, pinned)
         with self._lock:
-            free = self._free.get(_key(like, pinned))
+            free = self._free.get(key)
             if free:
-                return free.pop()
-        return torch.empty_like(like, device="cpu", pin_memory=pinned)
+                return key, free.pop()
+        return key, torch.empty_like(like, device="cpu", pin_memory=pinned)
 
-    def give_back(self, buffers: list[torch.Tensor]) -> None:
+    def give_back(self, held: list[tuple[Key, torch.Tensor]]) -> None:
+        """Runs from a snapshot's finalizer, so whenever a collection drops one: inside torch.export's
+        tracing too, where any tensor op would be recorded into the exported graph. So it runs none; the
+        keys were made when the buffers were taken."""
         with self._lock:
-            for buffer in buffers:
-                self._free.setdefault(_key(buffer, buffer.is_pinned()), []).append(buffer)
-
-
-def _key(tensor: torch.Tensor, pinned: bool) -> tuple[Any, ...]:
-    return tuple(tensor.shape), tensor.stride(), tensor.dtype, pinned
+            for key, buffer in held:
+                self._free.setdefault(key, []).append(buffer)
 
 
 class Snapshot:
@@ -68,7 +72,7 @@ class Snapshot:
     epoch's weights) stay alive with it. `write` waits for the copies, then writes the file."""
 
     def __init__(self, tree: Any, pool: BufferPool) -> None:
-        self._own: list[torch.Tensor] = []
+        self._own: list[tuple[Key, torch.Tensor]] = []
         self._embedded: list[Snapshot] = []
         self._copied_on_device = False
         self.tree = self._copy(tree, pool)
@@ -82,9 +86,9 @@ class Snapshot:
             self._embedded.append(node)
             return node.tree
         if isinstance(node, torch.Tensor):
-            buffer = pool.take(node)
+            key, buffer = pool.take(node)
             buffer.copy_(node.detach(), non_blocking=node.is_cuda)
-            self._own.append(buffer)
+            self._own.append((key, buffer))
             self._copied_on_device |= node.is_cuda
             return buffer
         if isinstance(node, dict):

@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from safetensors import safe_open
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from simclr_s2.errors import UserError
 from simclr_s2.learning.checkpoints import Snapshots, read_tree, resumable, write_tree
@@ -86,3 +87,22 @@ def test_a_snapshot_keeps_its_moment_and_its_buffers_are_reused_once_dropped():
     buffer = both.tree["model"]["w"].data_ptr()
     del both
     assert snapshots.take({"model": weights}).tree["model"]["w"].data_ptr() == buffer
+
+
+def test_a_snapshot_collected_while_a_model_is_traced_adds_no_op_to_the_trace():
+    """A collection can drop a snapshot anywhere, torch.export's tracing of the registered model included
+    (CI saw `is_pinned` on a lifted tensor break the export): handing its buffers back runs no tensor op."""
+
+    class Recorded(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func)
+            return func(*args, **(kwargs or {}))
+
+    snapshot = Snapshots().take({"w": torch.zeros(10)})
+    with Recorded() as recorded:
+        del snapshot
+    assert recorded.ops == []
