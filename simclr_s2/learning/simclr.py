@@ -30,7 +30,15 @@ from simclr_s2.learning.checkpoints import Snapshots, resumable
 from simclr_s2.learning.config import OPTIMIZERS, AugmentConfig
 from simclr_s2.learning.models import SimCLRModel
 from simclr_s2.learning.models import channels_last as to_channels_last
-from simclr_s2.learning.runtime import Progress, StepMetrics, amp_setup, check_finite, save_checkpoint
+from simclr_s2.learning.runtime import (
+    Progress,
+    StepMetrics,
+    adam,
+    amp_setup,
+    check_finite,
+    load_optimizer_state,
+    save_checkpoint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -130,10 +138,10 @@ def make_optimizer(
     groups = param_groups(model, weight_decay)
     if name == "sgd":
         return torch.optim.SGD(
-            [{k: v for k, v in g.items() if k != "lars"} for g in groups], lr=lr, momentum=momentum
+            [{k: v for k, v in g.items() if k != "lars"} for g in groups], lr=lr, momentum=momentum, fused=True
         )
     if name == "adam":
-        return torch.optim.Adam([{k: v for k, v in g.items() if k != "lars"} for g in groups], lr=lr)
+        return adam([{k: v for k, v in g.items() if k != "lars"} for g in groups], lr)
     if name == "lars":
         return LARS(groups, lr=lr, momentum=momentum)
     raise UserError(f"optimizer: unknown optimizer {name!r}, expected one of {', '.join(OPTIMIZERS)}")
@@ -250,7 +258,7 @@ class _Training:
                 f"checkpoint {path} was written by a different pretraining ({', '.join(changed)})"
             )
         self.model.load_state_dict(checkpoint["model"])
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        load_optimizer_state(self.optimizer, checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if self.scaler is not None and checkpoint["scaler"] is not None:
             self.scaler.load_state_dict(checkpoint["scaler"])

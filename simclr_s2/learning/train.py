@@ -31,7 +31,7 @@ from simclr_s2.learning import distributed
 from simclr_s2.learning.checkpoints import Snapshots, resumable
 from simclr_s2.learning.datasets import gather_epoch
 from simclr_s2.learning.metrics import binary_metrics
-from simclr_s2.learning.runtime import Progress, amp_setup, check_finite, save_checkpoint
+from simclr_s2.learning.runtime import Progress, adam, amp_setup, check_finite, load_optimizer_state, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +176,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
     trainable = [p for p in model.parameters() if p.requires_grad]
     if not trainable:
         raise UserError("trainable: the policy leaves no weight to train")
-    optimizer = torch.optim.Adam(trainable, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = adam(trainable, cfg.lr, cfg.weight_decay)
     amp = amp_setup(cfg.amp, device)
     report = progress if progress is not None and distributed.is_main() else None
 
@@ -189,7 +189,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
             raise UserError(f"checkpoint {checkpoint_path} was written with other settings: {saved['config']}")
         model.load_state_dict(saved["model"])
         if saved["optimizer"] is not None:
-            optimizer.load_state_dict(saved["optimizer"])
+            load_optimizer_state(optimizer, saved["optimizer"])
         torch.set_rng_state(distributed.own_state(saved["rng"], f"checkpoint {checkpoint_path}"))
         state = saved["state"]
         if state["best_model"] is not None:
