@@ -253,7 +253,8 @@ class Finetune(Training):
     trainable: str = param("head2", "what trains: head2, head or all", choices=TRAINABLE)
     bands: str = param("auto", "auto = the encoder's own", check=_bands_or_auto)
     bn_recalibrate: str = param("auto", "recompute the encoder's BatchNorm statistics on the training patches "
-                                        "before training; auto = for encoders trained on other data (torchgeo's)",
+                                        "before training; auto = for encoders trained on other data (torchgeo's) "
+                                        "and frozen ones (head2, head)",
                                 choices=BN_RECALIBRATE)
     patience: int = param(25, "early-stopping patience on validation AUC", check=positive)
     feature_cache: str = param("auto", "train on cached frozen features (same result, faster)",

@@ -111,7 +111,7 @@ def train_classifier(spec: ClassifierSpec, resolved: Mapping[str, str], prepared
     policy = encoder.trainable(spec.trainable)
     counts = apply_trainable(model, policy)
     use_cache = policy != "all" and spec.feature_cache != "false"
-    recalibrated = recalibration_wanted(spec.bn_recalibrate, scaling)
+    recalibrated = recalibration_wanted(spec.bn_recalibrate, scaling, policy)
     run.log_params({**encoder.provenance(), "index_digest": split.index_digest,
                     "train_digest": split.train.digest, "val_digest": split.val.digest,
                     "test_digest": split.test.digest, "resolved_bands": bands.text, "policy": policy,

@@ -37,10 +37,11 @@ def test_recalibration_gives_the_target_datas_statistics_and_keeps_the_rest():
     assert normalised.mean().abs() < 1e-3 and abs(normalised.std().item() - 1) < 0.01
 
 
-@pytest.mark.parametrize(("setting", "scaling", "wanted"), [
-    ("auto", ZSCORE, False), ("auto", "reflectance/10000", True), ("true", ZSCORE, True),
-    ("false", "reflectance/10000", False),
+@pytest.mark.parametrize(("setting", "scaling", "policy", "wanted"), [
+    ("auto", ZSCORE, "all", False), ("auto", ZSCORE, "head2", True), ("auto", ZSCORE, "head", True),
+    ("auto", "reflectance/10000", "all", True), ("true", ZSCORE, "all", True),
+    ("false", "reflectance/10000", "head2", False),
 ])
-def test_auto_recalibrates_encoders_trained_on_other_data(setting, scaling, wanted):
+def test_auto_recalibrates_encoders_trained_on_other_data_or_frozen(setting, scaling, policy, wanted):
     assert scaling in SCALINGS
-    assert recalibration_wanted(setting, scaling) is wanted
+    assert recalibration_wanted(setting, scaling, policy) is wanted
