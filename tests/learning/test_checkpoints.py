@@ -1,5 +1,6 @@
 """Checkpoint files: a tree comes back as it went in, from safetensors without pickle; the same tree gives
-the same bytes; a tensor held twice is stored once; the earlier torch.save format is read; snapshots do not
+the same bytes; a tensor held twice is stored once; the earlier torch.save format is read; a fused optimiser
+resumes exactly; snapshots do not
 change with the training and reuse their buffers once dropped."""
 
 import math
@@ -11,6 +12,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from simclr_s2.errors import UserError
 from simclr_s2.learning.checkpoints import Snapshots, read_tree, resumable, write_tree
+from simclr_s2.learning.runtime import adam, load_optimizer_state
 
 
 def _tree() -> dict:
@@ -106,3 +108,31 @@ def test_a_snapshot_collected_while_a_model_is_traced_adds_no_op_to_the_trace():
     with Recorded() as recorded:
         del snapshot
     assert recorded.ops == []
+
+
+def test_a_fused_optimiser_resumed_from_a_file_steps_as_the_unbroken_one(tmp_path):
+    """A checkpoint stores a channels_last weight's moments contiguous; the fused Adam walks weight and moments
+    as flat memory, so load_optimizer_state lays them out as the weight again (without it the steps differ)."""
+    torch.manual_seed(0)
+    start = torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last)
+    grads = [torch.randn(4, 3, 2, 2).contiguous(memory_format=torch.channels_last) for _ in range(4)]
+
+    def stepped(weight: torch.nn.Parameter, optimizer: torch.optim.Optimizer, steps: list) -> None:
+        for grad in steps:
+            weight.grad = grad.clone()
+            optimizer.step()
+
+    unbroken = torch.nn.Parameter(start.clone())
+    stepped(unbroken, adam([unbroken], 0.1), grads)
+    first = torch.nn.Parameter(start.clone())
+    optimizer = adam([first], 0.1)
+    stepped(first, optimizer, grads[:2])
+    write_tree({"weight": first.detach(), "optimizer": optimizer.state_dict()}, tmp_path / "c.safetensors")
+    saved = read_tree(tmp_path / "c.safetensors")
+    assert saved["optimizer"]["state"][0]["exp_avg"].is_contiguous()  # not as the weight is
+    resumed = torch.nn.Parameter(saved["weight"].contiguous(memory_format=torch.channels_last))
+    optimizer = adam([resumed], 0.1)
+    load_optimizer_state(optimizer, saved["optimizer"])
+    assert optimizer.state[resumed]["exp_avg"].stride() == resumed.stride()
+    stepped(resumed, optimizer, grads[2:])
+    assert torch.equal(resumed, unbroken)
