@@ -1,7 +1,6 @@
 """Checkpoint files: a tree comes back as it went in, from safetensors without pickle; the same tree gives
 the same bytes; a tensor held twice is stored once; the earlier torch.save format is read; a fused optimiser
-resumes exactly; snapshots do not
-change with the training and reuse their buffers once dropped."""
+resumes exactly; snapshots do not change with the training and reuse their buffers once dropped."""
 
 import math
 
