@@ -11,6 +11,7 @@ them; one forward pass over the training patches replaces them, and touches no w
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Iterator
 
 import torch
@@ -18,6 +19,8 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 from simclr_s2.bigearthnet.bands import ZSCORE
+
+logger = logging.getLogger(__name__)
 
 
 def recalibration_wanted(setting: str, scaling: str, policy: str) -> bool:
@@ -44,4 +47,5 @@ def recalibrate(encoder: nn.Module, batches: Iterable[tuple[torch.Tensor, torch.
             yield x.contiguous(memory_format=torch.channels_last)  # as the feature cache: 0.74x the time
 
     update_bn(images(), encoder.to(device), device)
+    logger.info("BatchNorm statistics recomputed on %d training patches", seen)
     return seen
