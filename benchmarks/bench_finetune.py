@@ -87,7 +87,7 @@ def _warm_up(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> None:
     saved = {k: v.clone() for k, v in model.state_dict().items()}
     x = x.contiguous(memory_format=torch.channels_last)
     model.train()
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-5, fused=True)
     nn.functional.binary_cross_entropy_with_logits(model(x), y).backward()
     optimizer.step()
     model.zero_grad(set_to_none=True)
@@ -170,7 +170,7 @@ def head2_cache(arch: str, train: MemoryDataset, val: MemoryDataset, batch: int,
 def bare_loop(model: nn.Module, train: BatchLoader, val: BatchLoader | None, epochs: int) -> None:
     """`epochs` of plain training steps on `fit`'s batches (and, with `val`, a forward over it after each)."""
     torch.manual_seed(0)
-    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-5)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=5e-5, fused=True)
     loss_fn = nn.BCEWithLogitsLoss()
     for epoch in range(epochs):
         train.set_epoch(epoch)
@@ -285,7 +285,7 @@ def checkpoint_cost(arch: str, repeats: int, tmp: Path) -> None:
             torch.save(self.tree, path)
 
     model = _model(arch, "all")
-    optimizer = torch.optim.Adam(model.parameters(), lr=5e-5)
+    optimizer = torch.optim.Adam(model.parameters(), lr=5e-5, fused=True)
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     optimizer.step()

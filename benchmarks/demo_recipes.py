@@ -2,8 +2,10 @@
 demo encoder and fine-tunes it as the demo does (head2 on cached features, STUDY.md's protocol), then prints
 its validation AUC and F1 (the best epoch's, by validation AUC), its test F1 and its pretraining CPU-seconds,
 and each recipe's means over the seeds. `--head-lr` fine-tunes each encoder at several learning rates (the
-head's rate is then part of the recipe). The choice reads only the validation columns; test F1 is shown so
-the chosen recipe's can be reported, never to choose.
+head's rate is then part of the recipe); `--recalibrate both` fine-tunes each with and without its BatchNorm
+statistics recomputed on the training patches (the stage's `bn_recalibrate`; by default with, as the stage's
+`auto` does for a frozen encoder). The choice reads only the validation columns; test F1 is shown so the
+chosen recipe's can be reported, never to choose.
 
 It reads a finished demo's store (`make demo` with SIMCLR_S2_HOME and SIMCLR_S2_DATA set, or the defaults):
 the index's packed store and the `basic` splits. Each run is a process of `--threads` threads (default one: 2
@@ -17,6 +19,7 @@ trains on the machine's cores (`--threads 2 --jobs 1` on 2 cores reproduces `mak
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
 import time
@@ -26,15 +29,18 @@ from pathlib import Path
 import numpy as np
 
 
-def one(home: Path, data: Path, recipe: dict, seed: int, head_lrs: list[float] | None, threads: int) -> list[dict]:
+def one(home: Path, data: Path, recipe: dict, seed: int, head_lrs: list[float] | None, threads: int,
+        recalibrations: tuple[bool, ...]) -> list[dict]:
     """Pretrain with `recipe` and `seed`, fine-tune as the demo does (at each of `head_lrs`, else STUDY.md's
-    rate); the figures of that encoder, one row a rate."""
+    rate; with the encoder's BatchNorm statistics recomputed on the training patches or not, each of
+    `recalibrations`); the figures of that encoder, one row a fine-tune."""
     import torch
 
     torch.set_num_threads(threads)
     from simclr_s2.bigearthnet.bands import Bands
     from simclr_s2.bigearthnet.index import load_index
     from simclr_s2.bigearthnet.packed import PackedStore
+    from simclr_s2.learning.batchnorm import recalibrate
     from simclr_s2.learning.datasets import BatchLoader, PackedDataset
     from simclr_s2.learning.feature_cache import cached_training_set
     from simclr_s2.learning.metrics import binary_metrics
@@ -66,22 +72,27 @@ def one(home: Path, data: Path, recipe: dict, seed: int, head_lrs: list[float] |
     sets = load_sets(splits, "basic")
     train, val, test = (sets.get(100, name) for name in ("train", "val", "test"))
     torch.manual_seed(0)  # the demo fine-tune's seed
-    classifier = IrrigationClassifier.from_simclr(model, dropout=0.5)
-    apply_trainable(classifier, "head2")
-    head, train_x, val_x = cached_training_set(
-        classifier, "head2", batches(train.names, train.labels.astype(np.float32), False, 32, 0),
-        batches(val.names, val.labels.astype(np.float32), False, 32, 0), 32, 0)
-    untrained = {k: v.clone() for k, v in head.state_dict().items()}
+    untrained = IrrigationClassifier.from_simclr(model, dropout=0.5)
     rows = []
-    for lr in head_lrs or [FitConfig.lr]:  # each rate from the same untrained head and seed
-        head.load_state_dict(untrained)
-        torch.manual_seed(0)
-        best = fit(head, train_x, val_x, FitConfig(lr=lr)).best_val
-        y, p, _ = predict(classifier, batches(test.names, test.labels.astype(np.float32), False, 32, 0))
-        label = {**recipe, "head_lr": lr} if head_lrs else recipe
-        rows.append({"recipe": json.dumps(label), "seed": seed, "pretrain_cpu_s": cpu, "losses": losses,
-                     "val_auc": best["val_auc"], "val_f1": best["val_f1"], "test_f1": binary_metrics(y, p)["f1"],
-                     "load": os.getloadavg()[0]})
+    for recalibrated in recalibrations:
+        classifier = copy.deepcopy(untrained)
+        apply_trainable(classifier, "head2")
+        if recalibrated:  # as bn_recalibrate=auto does for a frozen encoder
+            recalibrate(classifier.encoder, batches(train.names, train.labels.astype(np.float32), False, 32, 0))
+        head, train_x, val_x = cached_training_set(
+            classifier, "head2", batches(train.names, train.labels.astype(np.float32), False, 32, 0),
+            batches(val.names, val.labels.astype(np.float32), False, 32, 0), 32, 0)
+        start = {k: v.clone() for k, v in head.state_dict().items()}
+        for lr in head_lrs or [FitConfig.lr]:  # each rate from the same untrained head and seed
+            head.load_state_dict(start)
+            torch.manual_seed(0)
+            best = fit(head, train_x, val_x, FitConfig(lr=lr)).best_val
+            y, p, _ = predict(classifier, batches(test.names, test.labels.astype(np.float32), False, 32, 0))
+            label = {**recipe, **({"head_lr": lr} if head_lrs else {}),
+                     **({"recalibrated": recalibrated} if len(recalibrations) > 1 else {})}
+            rows.append({"recipe": json.dumps(label), "seed": seed, "pretrain_cpu_s": cpu, "losses": losses,
+                         "val_auc": best["val_auc"], "val_f1": best["val_f1"],
+                         "test_f1": binary_metrics(y, p)["f1"], "load": os.getloadavg()[0]})
     return rows
 
 
@@ -95,10 +106,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch threads a run")
     p.add_argument("--head-lr", type=float, action="append", default=None,
                    help="the head's learning rate (repeat; default STUDY.md's)")
+    p.add_argument("--recalibrate", choices=("true", "false", "both"), default="true",
+                   help="recompute the frozen encoder's BatchNorm statistics first (true: as the stage's auto does), "
+                        "not, or both ways")
     args = p.parse_args()
+    recalibrations = {"true": (True,), "false": (False,), "both": (False, True)}[args.recalibrate]
     recipes = [json.loads(r) for r in args.recipe or ["{}"]]
     with ProcessPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(one, args.home, args.data, r, s, args.head_lr, args.threads)
+        futures = [pool.submit(one, args.home, args.data, r, s, args.head_lr, args.threads, recalibrations)
                    for r in recipes for s in args.seeds]
         rows = [row for f in futures for row in f.result()]
     print(f"{'recipe':40} seed  pretrain CPU-s  val AUC  val F1  test F1  load")
