@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +101,23 @@ def prepare(spec: ClassifierSpec, resolved: Mapping[str, str], ctx: Context) -> 
     return Prepared(split, pretrained, overlap)
 
 
+RECALIBRATION_PATCHES = 2048
+"""The most patches a recalibration reads: BatchNorm means and variances are settled long before (the last
+stage of a ResNet sees 16 positions of each 120 px patch), and at the study's scale a pass over every
+training patch would cost as much as a head's whole fine-tune."""
+
+
+def recalibration_set(split: SplitData, seed: int) -> SplitSet:
+    """The patches a frozen encoder's BatchNorm statistics are recomputed on: the largest fraction's training
+    set (images only, as pretraining used them), so a 1 % fine-tune's few patches do not set them alone; at
+    most RECALIBRATION_PATCHES of them, drawn with the run's seed, in file order (its digest stays the set's)."""
+    widest = split.widest_train
+    if len(widest.names) <= RECALIBRATION_PATCHES:
+        return widest
+    picked = np.sort(np.random.default_rng(seed).choice(len(widest.names), RECALIBRATION_PATCHES, replace=False))
+    return replace(widest, names=[widest.names[i] for i in picked], labels=widest.labels[picked])
+
+
 def train_classifier(spec: ClassifierSpec, resolved: Mapping[str, str], prepared: Prepared, ctx: Context,
                      run: StageRun, progress: Progress, checkpoint_path: Path | None) -> TrainedClassifier:
     """Build the classifier, apply the trainable-part policy, log the inputs, and train with early
@@ -133,7 +150,7 @@ def train_classifier(spec: ClassifierSpec, resolved: Mapping[str, str], prepared
                       scaling=scaling)
 
     if recalibrated:
-        images = recalibrate(model.encoder, batches(split.train, False), device)
+        images = recalibrate(model.encoder, batches(recalibration_set(split, spec.seed), False), device)
         run.log_params({"bn_recalibrated_on": images})
     target, train_batches = model, batches(split.train, True).sharded()
     val_batches = batches(split.val, False).sharded()

@@ -46,6 +46,9 @@ class SplitData:
     test: SplitSet
     kind: str  # "random", "tile", "block-<n>km" or "official"
     natural: SplitSet | None  # the natural-prevalence test set, when the split has one
+    # the largest fraction's training set: its images, never its labels, are what pretraining used too, so a
+    # fraction's training may read them where it needs images only (a frozen encoder's BatchNorm statistics)
+    widest_train: SplitSet
     index: pd.DataFrame
     # every patch of the scheme's splits at every fraction (natural validation sets too): what one packed
     # store holds, so every fraction (they nest) and every set reads the same store, packed once
@@ -86,7 +89,8 @@ def load_split_data(fetch: Fetcher, ref: str, scheme: str, fraction: int,
     pool = sorted({*sets["test"].names, *(natural.names if natural else []),
                    *(n for name in nested for n in splits.get(largest, name).names)})
     return SplitData(ref, folder, scheme, fraction, Path(source["archive_root"]), digest, **sets,
-                     kind=manifest.kind, natural=natural, index=index, pool=pool)
+                     kind=manifest.kind, natural=natural, widest_train=splits.get(largest, "train"), index=index,
+                     pool=pool)
 
 
 def _check_fold(given: str, manifest: SplitManifest, where: Path) -> None:
