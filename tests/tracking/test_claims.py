@@ -102,10 +102,12 @@ def test_two_runs_that_both_wrote_before_either_read_agree_on_one(ctx, monkeypat
 
 
 def test_of_many_identical_runs_started_together_exactly_one_trains_and_registers(ctx, monkeypatch, tmp_path):
-    """Each of 50 threads stands for a process; a store of their own, with a connection each (SQLAlchemy's
-    pool holds 15 by default, enough for a process, not for 50 in one)."""
+    """Each of 50 threads stands for a process. Unlike processes, they share one client and so one
+    SQLAlchemy pool, and MLflow opens a second session inside create_run and set_tag: the pool holds two
+    connections a thread, so no thread waits on the pool (a thread holding SQLite's write lock while it
+    waited there for its second connection stalled the others until the pool's 30 s timeout, under load)."""
     contenders = 50
-    monkeypatch.setenv("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", str(contenders + 5))
+    monkeypatch.setenv("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", str(2 * contenders + 5))
     ctx = replace(ctx, tracking_uri=f"sqlite:///{tmp_path}/many.db")
     start = threading.Barrier(contenders, timeout=WAIT_S)
     _at_claim(monkeypatch, start.wait)  # all made and tagged, then all claim at once
