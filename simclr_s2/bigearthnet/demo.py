@@ -35,10 +35,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import rasterio
 from rasterio.crs import CRS
-from rasterio.transform import Affine
 from tqdm import tqdm
 
 from simclr_s2.bigearthnet.bands import BANDS, MEAN, NATIVE_SIZE, PATCH_SIZE, RESOLUTION_M, STD
+from simclr_s2.bigearthnet.geotiff_writer import GeoTiffStamp, write_geotiff
 from simclr_s2.bigearthnet.layouts import V1, ArchiveLayout, layout_named
 from simclr_s2.bigearthnet.nomenclature import CODE_OF, LABELS_43, SCHEMES, labels_19
 from simclr_s2.bigearthnet.reader import patch_dir, reference_map_file
@@ -213,24 +213,10 @@ def _crs(epsg: int) -> CRS:
     return CRS.from_epsg(epsg)
 
 
-def write_geotiff(
-    path: Path, raster: np.ndarray, crs: CRS | str, res: float, ulx: float, uly: float, **profile
-) -> None:
-    """A single-band GeoTIFF of `raster` with square `res` m pixels from the corner (ulx, uly); `profile`
-    adds GDAL creation options (compress, predictor, nodata, ...)."""
-    with rasterio.open(
-        path,
-        "w",
-        driver="GTiff",
-        width=raster.shape[1],
-        height=raster.shape[0],
-        count=1,
-        dtype=raster.dtype,
-        crs=crs,
-        transform=Affine(res, 0, ulx, 0, -res, uly),
-        **profile,
-    ) as ds:
-        ds.write(raster, 1)
+@cache
+def _band_stamp(size: int, epsg: int, res: float, nodata: int | None) -> GeoTiffStamp:
+    """The band files of one size, tile and resolution, as GDAL writes them (`nodata`: as the archive's)."""
+    return GeoTiffStamp((size, size), "uint16", _crs(epsg), res, **({} if nodata is None else {"nodata": nodata}))
 
 
 def _write_json(path: Path, patch: _Patch, labels: list[str]) -> None:
@@ -253,15 +239,13 @@ def _write_patch(root: Path, patch: _Patch, seed: int, positive_rate: float, lay
     rng = np.random.default_rng([seed, patch.index])
     labels = _draw_labels(rng, positive_rate)
     bands, region = _pixels(rng, labels)
-    crs = _crs(_TILES[patch.tile][1])
+    epsg = _TILES[patch.tile][1]
     name = _name(patch, layout)
     folder = patch_dir(root, name)
     folder.mkdir(parents=True)
-    nodata = {} if layout.band_nodata is None else {"nodata": layout.band_nodata}  # as the archive's files
     for band, raster in bands.items():
-        write_geotiff(
-            folder / f"{name}_{band}.tif", raster, crs, RESOLUTION_M[band], patch.ulx, patch.uly, **nodata
-        )
+        stamp = _band_stamp(NATIVE_SIZE[band], epsg, RESOLUTION_M[band], layout.band_nodata)
+        stamp.write(folder / f"{name}_{band}.tif", raster, patch.ulx, patch.uly)
     codes = np.array([CODE_OF[label] for label in labels], dtype=np.uint16)[region]
     if not layout.reference_maps:
         _write_json(folder / f"{name}_labels_metadata.json", patch, labels)
@@ -269,7 +253,7 @@ def _write_patch(root: Path, patch: _Patch, seed: int, positive_rate: float, lay
         path = reference_map_file(root, name)
         path.parent.mkdir(parents=True)
         # as the archive's maps: deflate with the horizontal predictor, nodata 0 (none here: all covered)
-        write_geotiff(path, codes, crs, 10, patch.ulx, patch.uly, nodata=0, compress="deflate", predictor=2)
+        write_geotiff(path, codes, _crs(epsg), 10, patch.ulx, patch.uly, nodata=0, compress="deflate", predictor=2)
     return labels_19(np.unique(codes).tolist())
 
 

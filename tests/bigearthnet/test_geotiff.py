@@ -10,8 +10,8 @@ import pytest
 import rasterio
 from rasterio.transform import Affine
 
-from simclr_s2.bigearthnet.demo import write_geotiff
 from simclr_s2.bigearthnet.geotiff import read_geotiff_uint16
+from simclr_s2.bigearthnet.geotiff_writer import write_geotiff
 from simclr_s2.bigearthnet.tiff import TiffFormatError
 
 REBEN = Path(__file__).parent / "fixtures" / "reben-sample"

@@ -17,7 +17,8 @@ import pytest
 import rasterio
 
 from simclr_s2.bigearthnet import reader, reben
-from simclr_s2.bigearthnet.demo import write_demo_archive, write_geotiff
+from simclr_s2.bigearthnet.demo import write_demo_archive
+from simclr_s2.bigearthnet.geotiff_writer import write_geotiff
 from simclr_s2.bigearthnet.index import (
     ArchiveError,
     archive_version,
