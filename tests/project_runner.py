@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -155,6 +156,11 @@ class Project:
         filters += [f"tags.`{k}` = '{v}'" for k, v in tags.items()]
         experiments = [e.experiment_id for e in self.client.search_experiments()]
         return self.client.search_runs(experiments, " and ".join(filters), order_by=["attributes.start_time DESC"])
+
+    def artifact(self, run_id: str, path: str) -> Path:
+        """The run's artifact `path` (a file or folder), downloaded into the project's folder: MLflow's own
+        default, a new folder under /tmp, is never removed."""
+        return Path(self.client.download_artifacts(run_id, path, tempfile.mkdtemp(dir=self.root)))
 
     def latest(self, stage: str, **tags: str) -> Run:
         runs = self.runs(stage, **tags)

@@ -19,7 +19,7 @@ RAY = {"backend": "ray", "parallel": 2}
 
 
 def _cells(project, run_id: str) -> pd.DataFrame:
-    return pd.read_csv(project.client.download_artifacts(run_id, "grid/cells.csv")).set_index("cell")
+    return pd.read_csv(project.artifact(run_id, "grid/cells.csv")).set_index("cell")
 
 
 def _grid(project, **params) -> str:

@@ -4,7 +4,6 @@ every bad input: stages run in-process exactly as their entry points run them.""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -76,8 +75,7 @@ def test_the_registered_model_loads_and_predicts(project, demo, ctx):
 def test_the_registered_encoder_gives_the_trained_features(project, demo, ctx):
     version = project.client.get_model_version_by_alias(ENCODER_MODEL, "ben")
     assert version.tags["band_list"] == "B04,B03,B02,B08,B05,B06,B07,B8A,B11,B12"
-    checkpoint = read_tree(Path(project.client.download_artifacts(version.run_id,
-                                                                   "checkpoints/pretrain.safetensors")))
+    checkpoint = read_tree(project.artifact(version.run_id, "checkpoints/pretrain.safetensors"))
     trained = build_simclr("resnet18", 10)
     trained.load_state_dict(checkpoint["model"])
     with fluent_uris(ctx.tracking_uri, ctx.registry_uri):
@@ -178,7 +176,7 @@ def test_the_split_sets_are_logged_as_datasets(project, demo):
     splits = project.latest("create_splits", scheme="basic")
     names = {d.dataset.name for d in splits.inputs.dataset_inputs}
     assert {"basic/train_001pct", "basic/val_100pct", "basic/test"} <= names
-    path = project.client.download_artifacts(project.latest("build_index").info.run_id, "index/index.parquet")
+    path = project.artifact(project.latest("build_index").info.run_id, "index/index.parquet")
     assert len(pd.read_parquet(path)) == project.latest("build_index").data.metrics["patches_indexed"]
 
 

@@ -34,12 +34,12 @@ def _hidden(path: Path) -> Iterator[None]:
 
 
 def _scored(project, run_id: str) -> pd.DataFrame:
-    return pd.read_csv(project.client.download_artifacts(run_id, "evaluation/test/predictions.csv"))[SCORED]
+    return pd.read_csv(project.artifact(run_id, "evaluation/test/predictions.csv"))[SCORED]
 
 
 def _plots_at_both_thresholds(project, run_id: str) -> None:
     """Each threshold's folder has its confusion matrix and the ROC and PR curves, drawn once for both."""
-    folders = [Path(project.client.download_artifacts(run_id, f"evaluation/{name}"))
+    folders = [project.artifact(run_id, f"evaluation/{name}")
                for name in ("test", "test_valthr")]
     for name in ("confusion_matrix.png", "roc.png", "pr.png"):
         assert all((folder / name).stat().st_size > 1000 for folder in folders)
@@ -99,7 +99,7 @@ def test_the_fine_tune_reads_its_split_from_the_store_pretraining_packed(project
     """The demo packs each patch once: pretraining packs the whole index (test patches too, never read), and
     the fine-tune reads its split's patches from that store instead of packing them again."""
     split_run = demo.data.params["resolved_split"].removeprefix("runs:/").split("/")[0]
-    split = Path(project.client.download_artifacts(split_run, "splits/basic"))
+    split = project.artifact(split_run, "splits/basic")
     pool = {name for csv in split.glob("*.csv") for name in pd.read_csv(csv)["name"]}
     stores = [set(p.read_text().split()) for p in (project.root / "home" / "packed").glob("*/names.txt")]
     assert any(pool < names for names in stores) and pool not in stores, (len(pool), [len(s) for s in stores])

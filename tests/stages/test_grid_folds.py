@@ -25,7 +25,7 @@ FOLD_0 = {"encoders": "auto", "schemes": "basic", "fractions": "100", "seeds": "
 
 
 def _cells(project, grid_id: str) -> pd.DataFrame:
-    return pd.read_csv(project.client.download_artifacts(grid_id, "grid/cells.csv"))
+    return pd.read_csv(project.artifact(grid_id, "grid/cells.csv"))
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ def test_a_torchgeo_encoder_is_fine_tuned_on_12_bands_recalibrated_with_its_head
         allow_pretraining_overlap="unknown"))  # imported: the ground it saw is unknown
     params = run.data.params
     splits = params["resolved_split"].removeprefix("runs:/").split("/")[0]  # the split this fine-tune read
-    train = pd.read_csv(project.client.download_artifacts(splits, "splits/basic/train_100pct.csv"))
+    train = pd.read_csv(project.artifact(splits, "splits/basic/train_100pct.csv"))
     assert params["bn_recalibrated_on"] == str(len(train)) and run.data.tags["bn_recalibrated"] == "true"
     assert params["resolved_bands"] == ",".join(BANDS) and params["policy"] == "head2"
     unused = 512 * 128 + 128  # the head's last Dense feeds nothing

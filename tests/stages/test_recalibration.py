@@ -13,7 +13,7 @@ from simclr_s2.stages.classifier import FINETUNE
 def _patches(project, split: str, fraction: int) -> int:
     """The number of patches in the training set at `fraction` of `split` (runs:/<id>/splits)."""
     run_id = split.removeprefix("runs:/").split("/")[0]
-    return len(pd.read_csv(project.client.download_artifacts(run_id, f"splits/basic/train_{fraction:03d}pct.csv")))
+    return len(pd.read_csv(project.artifact(run_id, f"splits/basic/train_{fraction:03d}pct.csv")))
 
 
 def test_a_fine_tune_on_a_fraction_recalibrates_on_the_largest_fractions_patches(project, demo, monkeypatch):

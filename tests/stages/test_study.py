@@ -24,7 +24,7 @@ def grid(project, demo):
 
 
 def _cells(project, run) -> pd.DataFrame:
-    return pd.read_csv(project.client.download_artifacts(run.info.run_id, "grid/cells.csv"))
+    return pd.read_csv(project.artifact(run.info.run_id, "grid/cells.csv"))
 
 
 def _snapshot(project) -> tuple[set[str], int, list]:

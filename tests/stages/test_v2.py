@@ -29,7 +29,7 @@ def v2_split(project, demo, tmp_path_factory):
 def test_the_v2_index_reads_the_reference_maps(project, v2_split):
     index_run, _ = v2_split
     assert index_run.data.tags["archive_version"] == "v2"
-    index = pd.read_parquet(project.client.download_artifacts(index_run.info.run_id, "index/index.parquet"))
+    index = pd.read_parquet(project.artifact(index_run.info.run_id, "index/index.parquet"))
     assert {"s2v1_name", "area_share_212", "official_split", "epsg"} <= set(index.columns)
     assert index["area_share_212"].between(0, 1).all() and (index["area_share_212"] > 0).any()
 
@@ -37,7 +37,7 @@ def test_the_v2_index_reads_the_reference_maps(project, v2_split):
 def test_the_official_split_is_recorded_with_the_area_rule(project, v2_split):
     splits = project.latest("create_splits", scheme="basic")
     assert splits.data.tags["split_kind"] == "official"
-    manifest = project.client.download_artifacts(splits.info.run_id, "splits/basic/manifest.json")
+    manifest = project.artifact(splits.info.run_id, "splits/basic/manifest.json")
     text = Path(manifest).read_text()
     assert '"kind": "official"' in text and "area: scheme's classes cover >= 0.17" in text
 
