@@ -221,11 +221,12 @@ class _Training:
     loader: Any
     snapshots: Snapshots = field(default_factory=Snapshots)
 
-    def save(self, path: Path, result: PretrainResult, progress: Progress | None) -> None:
+    def save(self, path: Path, result: PretrainResult, progress: Progress | None, last: bool) -> None:
         """Rank 0 hands a snapshot of the checkpoint (`checkpoints`: copied into reused buffers, written as
         one safetensors file) to `progress` (which may write it in the background) or writes it here, always
         to a temporary file renamed over the old one: a kill never leaves half a file. Every rank must call
-        it (the RNG states are gathered)."""
+        it (the RNG states are gathered). The `last` epoch's leaves the optimiser out: its configuration
+        holds the epoch count, so no resume trains on from it (two thirds of a ResNet-18's checkpoint)."""
         loader_generator = getattr(self.loader, "generator", None)
         rng = distributed.all_gather_object({
             "torch": torch.get_rng_state(),
@@ -238,7 +239,7 @@ class _Training:
         checkpoint = {
             "config": self.config,
             "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": None if last else self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": None if self.scaler is None else self.scaler.state_dict(),
             "epoch": len(result.epoch_losses),
@@ -258,7 +259,8 @@ class _Training:
                 f"checkpoint {path} was written by a different pretraining ({', '.join(changed)})"
             )
         self.model.load_state_dict(checkpoint["model"])
-        load_optimizer_state(self.optimizer, checkpoint["optimizer"])
+        if checkpoint["optimizer"] is not None:
+            load_optimizer_state(self.optimizer, checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if self.scaler is not None and checkpoint["scaler"] is not None:
             self.scaler.load_state_dict(checkpoint["scaler"])
@@ -298,9 +300,9 @@ def pretrain(
 
     `lr` None takes DEFAULT_LR[optimizer]. Each epoch reports, through `progress.epoch_done`, {"loss",
     "lr"} for every optimiser step (step = steps done so far) and {"epoch_loss", "epoch"} at that epoch's
-    last step, after the epoch's checkpoint is durable. With `checkpoint_path`, the model, optimiser,
-    scheduler, counters, RNG states and metric history are written after each epoch as one safetensors
-    file (`checkpoints`), and a call that finds it (or the earlier torch.save file beside it) continues
+    last step, after the epoch's checkpoint is durable. With `checkpoint_path`, the model, optimiser (but
+    after the last epoch), scheduler, counters, RNG states and metric history are written after each epoch
+    as one safetensors file (`checkpoints`), and a call that finds it (or the earlier torch.save file beside it) continues
     from it (handing the history to `progress.resumed`): the steps after it are the same as an
     uninterrupted run's (same data order, views and numbering). A run killed mid-epoch repeats that
     epoch's steps, with the same numbers, reported once. A NaN or infinite loss stops the loop
@@ -395,7 +397,7 @@ def pretrain(
             result.history.extend(entries)
             logger.info("pretrain epoch %d/%d: loss %.4f", epoch + 1, epochs, result.epoch_losses[-1])
             if path is not None:
-                training.save(path, result, report)
+                training.save(path, result, report, last=epoch == epochs - 1)
             if report:
                 report.epoch_done(entries, epoch)
     return result

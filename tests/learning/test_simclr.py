@@ -165,10 +165,13 @@ def test_resume_continues_exactly(tmp_path, earlier_format, unbroken):
     for key, value in reference.items():
         assert torch.equal(resumed.state_dict()[key], value), key
 
-    finished = pretrain(
-        small_model(), loader(), 2, optimizer="sgd", lr=0.05, augment=LIGHT, checkpoint_path=checkpoint
-    )
+    with safe_open(str(checkpoint), framework="pt") as f:  # the last epoch's: nothing trains on from it
+        assert "model/encoder.conv1.weight" in f.keys() and not any(k.startswith("optimizer/") for k in f.keys())
+    again = small_model()
+    finished = pretrain(again, loader(), 2, optimizer="sgd", lr=0.05, augment=LIGHT, checkpoint_path=checkpoint)
     assert finished.epoch_losses == result.epoch_losses  # a finished run has nothing left to do
+    for key, value in reference.items():
+        assert torch.equal(again.state_dict()[key], value), key
     with pytest.raises(UserError, match="optimizer='sgd' there, 'adam' here"):
         pretrain(
             small_model(), loader(), 2, optimizer="adam", lr=0.05, augment=LIGHT, checkpoint_path=checkpoint
