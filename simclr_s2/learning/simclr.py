@@ -302,8 +302,8 @@ def pretrain(
     "lr"} for every optimiser step (step = steps done so far) and {"epoch_loss", "epoch"} at that epoch's
     last step, after the epoch's checkpoint is durable. With `checkpoint_path`, the model, optimiser (but
     after the last epoch), scheduler, counters, RNG states and metric history are written after each epoch
-    as one safetensors file (`checkpoints`), and a call that finds it (or the earlier torch.save file beside it) continues
-    from it (handing the history to `progress.resumed`): the steps after it are the same as an
+    as one safetensors file (`checkpoints`), and a call that finds it (or the earlier torch.save file beside
+    it) continues from it (handing the history to `progress.resumed`): the steps after it are the same as an
     uninterrupted run's (same data order, views and numbering). A run killed mid-epoch repeats that
     epoch's steps, with the same numbers, reported once. A NaN or infinite loss stops the loop
     (NonFiniteError). `amp` turns on autocast on CUDA only. Under torchrun, `progress` is called and the
