@@ -6,7 +6,8 @@ byte for byte, one directory GDAL writes (the same for every such file but for t
 coordinates) followed by the pixels in row order. So `GeoTiffStamp` has GDAL write that directory once, in
 memory, and writes each file as the directory with its corner put in, then its pixels: what GDAL itself
 writes (tests/bigearthnet/test_geotiff_writer.py compares the two byte for byte) for rasters in which no
-strip is all zeros (GDAL pads such a file's last strip; the pixels read back the same either way).
+strip is all zeros (GDAL moves such a strip after the others, and pads an all-zero raster's last strip; the
+pixels read back the same either way). The demo's pixels are never zero.
 """
 
 from __future__ import annotations
