@@ -21,7 +21,7 @@ from rasterio.crs import CRS
 from rasterio.io import MemoryFile
 from rasterio.transform import Affine
 
-from simclr_s2.bigearthnet.tiff import STRIP_COUNTS, STRIP_OFFSETS, UnsupportedTiff, first_directory
+from simclr_s2.bigearthnet.tiff import STRIP_COUNTS, STRIP_OFFSETS, UnsupportedTiff, first_directory, in_one_run
 
 _TIEPOINT_MARK = (123457.25, 7654321.75)  # a corner no real file has: its bytes occur once in the template
 
@@ -58,8 +58,7 @@ class GeoTiffStamp:
         order, _, tags = first_directory(template, len(template), wanted=frozenset({STRIP_OFFSETS, STRIP_COUNTS}))
         offsets, counts = tags.get(STRIP_OFFSETS, (0,)), tags.get(STRIP_COUNTS, ())
         pixel_bytes = self.dtype.itemsize * shape[0] * shape[1]
-        if sum(counts) != pixel_bytes or offsets[0] + pixel_bytes != len(template) \
-                or any(o + n != after for o, n, after in zip(offsets, counts, offsets[1:])):
+        if sum(counts) != pixel_bytes or offsets[0] + pixel_bytes != len(template) or not in_one_run(offsets, counts):
             raise UnsupportedTiff(f"GDAL's strips ({offsets}, {counts}) are not the pixels in one run at the end")
         self._corner = struct.Struct(order + "2d")
         mark = self._corner.pack(*_TIEPOINT_MARK)

@@ -149,11 +149,16 @@ def decode_uint16_strips(data: bytes) -> np.ndarray:
     from the file's byte order. UnsupportedTiff for any other layout; TiffFormatError for a damaged file.
     """
     order, width, height, offsets, counts = _strips(data)
-    if all(o + n == after for o, n, after in zip(offsets, counts, offsets[1:])):  # GDAL's: one run of bytes
+    if in_one_run(offsets, counts):  # GDAL's
         pixels = np.frombuffer(data, order + "u2", width * height, offsets[0])
     else:
         pixels = np.frombuffer(b"".join(data[o : o + n] for o, n in zip(offsets, counts, strict=True)), order + "u2")
     return pixels.reshape(height, width).astype(np.uint16)
+
+
+def in_one_run(offsets: tuple[int, ...], counts: tuple[int, ...]) -> bool:
+    """Whether strips (or tiles) at `offsets` of `counts` bytes follow each other in order, with no gap."""
+    return all(o + n == after for o, n, after in zip(offsets, counts, offsets[1:]))
 
 
 _Strips = tuple[str, int, int, tuple[int, ...], tuple[int, ...]]

@@ -85,12 +85,12 @@ def load_split_data(fetch: Fetcher, ref: str, scheme: str, fraction: int,
     sets = {name: splits.get(fraction, name) for name in ("train", "val", "test")}
     natural = splits.get(fraction, NATURAL) if manifest.natural_share is not None else None
     largest = max(manifest.fractions)
-    nested = ("train", "val", VAL_NATURAL) if manifest.natural_validation else ("train", "val")
+    widest = {name: splits.get(largest, name)
+              for name in (("train", "val", VAL_NATURAL) if manifest.natural_validation else ("train", "val"))}
     pool = sorted({*sets["test"].names, *(natural.names if natural else []),
-                   *(n for name in nested for n in splits.get(largest, name).names)})
+                   *(n for widest_set in widest.values() for n in widest_set.names)})
     return SplitData(ref, folder, scheme, fraction, Path(source["archive_root"]), digest, **sets,
-                     kind=manifest.kind, natural=natural, widest_train=splits.get(largest, "train"), index=index,
-                     pool=pool)
+                     kind=manifest.kind, natural=natural, widest_train=widest["train"], index=index, pool=pool)
 
 
 def _check_fold(given: str, manifest: SplitManifest, where: Path) -> None:
