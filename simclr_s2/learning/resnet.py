@@ -16,6 +16,14 @@ import torch
 from torch import nn
 
 
+def draw_conv(weight: torch.Tensor) -> None:
+    """torchvision's initialisation of a ResNet convolution's weight. None on the meta device
+    (`models.loaded`): there is nothing to draw, and torch's `normal_` runs its Python reference there,
+    which imports sympy the first time (1.2 CPU-s)."""
+    if not weight.is_meta:
+        nn.init.kaiming_normal_(weight, mode="fan_out", nonlinearity="relu")
+
+
 def _conv3x3(in_planes: int, out_planes: int, stride: int = 1) -> nn.Conv2d:
     return nn.Conv2d(in_planes, out_planes, kernel_size=3, stride=stride, padding=1, bias=False)
 
@@ -96,7 +104,7 @@ class ResNet(nn.Module):
         self.fc = nn.Linear(512 * block.expansion, 1000)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                draw_conv(m.weight)
             elif isinstance(m, nn.BatchNorm2d):
                 nn.init.constant_(m.weight, 1)
                 nn.init.constant_(m.bias, 0)

@@ -18,7 +18,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from simclr_s2.bigearthnet.bands import InputTransform
-from simclr_s2.learning.models import IrrigationClassifier
+from simclr_s2.learning.models import IrrigationClassifier, loaded
 
 ARCHITECTURE_FILE = "architecture.json"
 WEIGHTS_FILE = "weights.safetensors"
@@ -82,8 +82,8 @@ def rebuild(folder: Path) -> IrrigationClassifier:
     if spec.get("format") != ARCHITECTURE_FORMAT or spec.get("class") != IrrigationClassifier.__name__:
         raise ValueError(f"{folder / ARCHITECTURE_FILE}: format {spec.get('format')} of {spec.get('class')}, "
                          f"expected format {ARCHITECTURE_FORMAT} of {IrrigationClassifier.__name__}")
-    model = IrrigationClassifier.from_scratch(spec["arch"], spec["in_channels"], spec["head_dims"],
-                                              spec["hidden"], spec["dropout"])
-    model.load_state_dict(load_file(str(folder / WEIGHTS_FILE)))
-    return model.eval()
+    with torch.device("meta"):
+        model = IrrigationClassifier.from_scratch(spec["arch"], spec["in_channels"], spec["head_dims"],
+                                                  spec["hidden"], spec["dropout"])
+    return loaded(model, load_file(str(folder / WEIGHTS_FILE))).eval()
 

@@ -13,6 +13,7 @@ from simclr_s2.learning.models import (
     load_encoder_state,
     split_for_cache,
 )
+from simclr_s2.learning.serving import rebuild, save_rebuildable
 
 
 def batch(n: int = 4, bands: int = 10, size: int = 32) -> torch.Tensor:
@@ -155,6 +156,21 @@ def test_load_encoder_state_round_trip():
     assert loaded.head.dims == (64, 32, 16)
     x = batch()
     assert torch.equal(loaded(x), source(x))
+
+
+def test_loading_draws_no_weights_and_shares_no_memory(tmp_path):
+    """A model about to hold given weights is built on the meta device: torch's generator is where it was
+    (a seeded step after the load draws what it would have), and the model owns its tensors."""
+    source = IrrigationClassifier.from_scratch("resnet18", 10).eval()
+    save_rebuildable(source, tmp_path)
+    state, simclr = source.state_dict(), build_simclr("resnet18", 10).state_dict()
+    before = torch.random.get_rng_state()
+    encoder, served = load_encoder_state(simclr, "resnet18", 10), rebuild(tmp_path)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert all(torch.equal(state[k], v) for k, v in served.state_dict().items())
+    assert all(p.device.type == "cpu" and p.requires_grad for p in encoder.parameters())
+    assert [p.requires_grad for p in served.parameters()] == [p.requires_grad for p in source.parameters()]
+    assert not {p.data_ptr() for p in served.parameters()} & {v.data_ptr() for v in state.values()}
 
 
 def test_load_encoder_state_band_mismatch():
