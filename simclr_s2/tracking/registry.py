@@ -13,6 +13,7 @@ import logging
 import math
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -254,7 +255,11 @@ def _load_downloaded(uri: str, folder: Path) -> torch.nn.Module:
     rebuild_files = download(REBUILD_FOLDER) / REBUILD_FOLDER
     if is_rebuildable(rebuild_files):
         return rebuild(rebuild_files)
-    return mlflow.pytorch.load_model(str(download(*PICKLED_NEEDS)), map_location="cpu")
+    path = list(sys.path)
+    try:
+        return mlflow.pytorch.load_model(str(download(*PICKLED_NEEDS)), map_location="cpu")
+    finally:  # MLflow puts the model's code folder first on it, for good; `folder` is gone once loaded
+        sys.path = path
 
 
 def encoder_bands(tags: Mapping[str, str], in_channels: int) -> Bands | None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import mlflow
@@ -52,12 +53,18 @@ def test_a_served_classifier_is_rebuilt_from_its_rebuild_files_alone(store, tmp_
 
 
 def test_a_pickled_model_downloads_what_mlflow_loads_it_from(store, tmp_path, monkeypatch):
+    """...and the process's import path is as it was: MLflow puts the model's code folder first on it, and
+    that folder is removed after the load (a grid or tuning process loads many)."""
     model = torch.nn.Linear(3, 1)
-    logged = tmp_path / "model"
-    mlflow.pytorch.save_model(model, str(logged), serialization_format="pickle", pip_requirements=[])
-    asked = _downloads(monkeypatch)
+    logged, code = tmp_path / "model", tmp_path / "code"
+    code.mkdir()
+    (code / "helpers.py").write_text("")
+    mlflow.pytorch.save_model(model, str(logged), serialization_format="pickle", pip_requirements=[],
+                              code_paths=[str(code)])
+    asked, path = _downloads(monkeypatch), list(sys.path)
     loaded, _ = load_logged(store_client(store), _with_extras(logged), torch.nn.Linear, "pretrained")
-    assert sorted(asked) == ["MLmodel", "data"] and torch.equal(loaded.weight, model.weight)
+    assert sorted(asked) == ["MLmodel", "code", "data"] and torch.equal(loaded.weight, model.weight)
+    assert sys.path == path
 
 
 def test_a_registered_version_is_downloaded_from_where_the_registry_keeps_it(store, tmp_path, monkeypatch):
