@@ -40,10 +40,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     run first, they retired the two workers `cluster` had warmed, and the grid and tuning tasks paid the
     imports again in new ones (about 10 CPU-s a worker)."""
     backend = [item for item in items if item.path.name == "test_backend.py"]
-    if backend:
-        rest = [item for item in items if item.path.name != "test_backend.py"]
-        last = max(i for i, item in enumerate(rest) if item.path.parent == backend[0].path.parent) + 1
-        items[:] = rest[:last] + backend + rest[last:]
+    rest = [item for item in items if item.path.name != "test_backend.py"]
+    folder = [i for i, item in enumerate(rest) if backend and item.path.parent == backend[0].path.parent]
+    if folder:  # else nothing of the folder but the backend's tests was selected
+        items[:] = rest[:folder[-1] + 1] + backend + rest[folder[-1] + 1:]
 
 
 @pytest.fixture(scope="package")

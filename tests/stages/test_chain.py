@@ -28,9 +28,12 @@ def _versions(project, model: str = CLASSIFIER_MODEL) -> list:
 
 
 def _chain(project, demo, stage: str | None = None, **tags: str) -> list:
-    """The runs the demo chain made (of `stage`, with `tags`): those started before its finetune ended. Other
-    files' tests may have used the session's project first, and made splits and indexes of their own."""
-    return [r for r in project.runs(stage, **tags) if r.info.start_time <= demo.info.end_time]
+    """The runs the demo chain made (of `stage`, with `tags`): from its archive's making, the newest
+    `make_demo_data` before its finetune ended, to that end. Other files' tests may use the session's project
+    before and after the chain, and make splits and indexes of their own."""
+    end = demo.info.end_time
+    start = next(r for r in project.runs("make_demo_data") if r.info.start_time <= end).info.start_time
+    return [r for r in project.runs(stage, **tags) if start <= r.info.start_time <= end]
 
 
 def test_every_step_ran_once_in_the_named_experiment(project, demo):
