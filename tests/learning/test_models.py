@@ -171,6 +171,10 @@ def test_loading_draws_no_weights_and_shares_no_memory(tmp_path):
     assert all(p.device.type == "cpu" and p.requires_grad for p in encoder.parameters())
     assert [p.requires_grad for p in served.parameters()] == [p.requires_grad for p in source.parameters()]
     assert not {p.data_ptr() for p in served.parameters()} & {v.data_ptr() for v in state.values()}
+    # as copying into drawn weights did: the module's dtype, contiguous
+    stored = {k: channels_last(v.half() if v.is_floating_point() else v) for k, v in simclr.items()}
+    again = load_encoder_state(stored, "resnet18", 10)
+    assert all(v.dtype == simclr[k].dtype and v.is_contiguous() for k, v in again.state_dict().items())
 
 
 def test_load_encoder_state_band_mismatch():
