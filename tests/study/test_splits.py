@@ -81,9 +81,9 @@ def made(index: pd.DataFrame, tmp_path: Path) -> Path:
     return tmp_path / "basic"
 
 
-def test_full_archive_counts() -> None:
+def test_full_archive_counts(tmp_path: Path) -> None:
     index = make_index(13_589, 20_000)
-    manifest = create_splits(index, "basic", Path(tempfile.mkdtemp()), exclude_snow_cloud=False)
+    manifest = create_splits(index, "basic", tmp_path, exclude_snow_cloud=False)
     assert manifest.sizes == {"train": 19_024, "val": 4_077, "test": 4_077}
     assert manifest.files["train_001pct.csv"].count == 190
     assert manifest.files["val_001pct.csv"].count == 40
