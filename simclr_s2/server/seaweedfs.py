@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from simclr_s2.server import processes
-from simclr_s2.server.config import BUCKET, HOST, Config, Secrets, StackError, StateDir
+from simclr_s2.server.config import BUCKET, HOST, WEED_GRPC_OFFSET, Config, Secrets, StackError, StateDir
 from simclr_s2.server.preflight import require
 
 START_TIMEOUT_S = 30
@@ -22,6 +22,12 @@ WEED_MINI_FLAGS = (
     "-s3.port.lance=0",
     "-master.telemetry=false",
 )
+
+
+def admin_socket(config: Config) -> Path:
+    """The Unix socket `weed mini` opens for its admin gRPC port, at a path of its own in /tmp (not TMPDIR),
+    and leaves there when it is stopped."""
+    return Path(f"/tmp/seaweedfs-admin-grpc-{config.weed_ports()['admin'] + WEED_GRPC_OFFSET}.sock")
 
 
 def find_binary() -> Path:
@@ -82,10 +88,19 @@ def start(state: StateDir, config: Config, secrets: Secrets, weed: Path) -> None
     try:
         processes.wait("SeaweedFS S3", START_TIMEOUT_S, lambda: _s3_ready(s3), proc)
     except StackError as error:
-        processes.terminate(state, "seaweedfs")
+        stop(state)
         raise processes.failure(state, "seaweedfs", str(error)) from None
     if BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
         s3.create_bucket(Bucket=BUCKET)
+
+
+def stop(state: StateDir) -> bool:
+    """Stop SeaweedFS and remove the socket it leaves in /tmp (one more per start otherwise); False when it
+    was not running."""
+    stopped = processes.terminate(state, "seaweedfs")
+    if state.has_config():
+        admin_socket(state.load_config()).unlink(missing_ok=True)
+    return stopped
 
 
 def is_healthy(config: Config, secrets: Secrets) -> bool:

@@ -91,7 +91,7 @@ def stop(state: StateDir) -> None:
         name
         for name, done in (
             ("mlflow server", processes.terminate(state, "mlflow")),
-            ("SeaweedFS", processes.terminate(state, "seaweedfs")),
+            ("SeaweedFS", seaweedfs.stop(state)),
             ("PostgreSQL", postgres.stop(state, postgres.find_bindir())),
         )
         if done

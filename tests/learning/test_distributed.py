@@ -91,9 +91,10 @@ def scenarios(workdir: Path) -> dict[str, dict[str, Any]]:
 
 def test_two_processes_give_the_one_process_result(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
-    job = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                            __file__, str(tmp_path)], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           text=True)
+    launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+              "--log-dir", str(tmp_path / "torchrun")]  # else torchrun leaves a folder in /tmp each time
+    job = subprocess.Popen([*launch, __file__, str(tmp_path)], env=env, stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
     (tmp_path / "alone").mkdir()
     alone = scenarios(tmp_path / "alone")  # meanwhile, one process
     output, _ = job.communicate(timeout=300)

@@ -35,7 +35,7 @@ from simclr_s2.server.config import (
     StateDir,
     default_state_dir,
 )
-from simclr_s2.server.seaweedfs import s3_client
+from simclr_s2.server.seaweedfs import admin_socket, s3_client
 
 START_TIMEOUT_S = 300
 
@@ -196,6 +196,8 @@ def _start_stack(auth: bool) -> Iterator[TrackingServer]:
     server.cli_env = env
     try:
         run_server_cli(state_dir, "start", *(["--auth"] if auth else []), env=env)
+        weed_socket = admin_socket(StateDir(state_dir).load_config())
+        assert weed_socket.exists(), f"SeaweedFS's admin socket is not {weed_socket}, where `stop` removes it"
         report = server.status()
         server.uri, server.s3_endpoint = report["tracking_uri"], report["s3_endpoint"]
         yield server
@@ -207,6 +209,9 @@ def _start_stack(auth: bool) -> Iterator[TrackingServer]:
         finally:  # the stack stops even when its count fails
             try:
                 run_server_cli(state_dir, "stop", env=env)
+                if StateDir(state_dir).has_config():
+                    left = admin_socket(StateDir(state_dir).load_config())
+                    assert not left.exists(), f"the stack's `stop` left {left}"
             finally:
                 shutil.rmtree(state_dir, ignore_errors=True)
                 release(held)
