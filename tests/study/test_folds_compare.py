@@ -158,10 +158,10 @@ def test_label_rules_are_labelled_conditions() -> None:
 def test_each_label_rule_has_its_own_test_set_and_pairs_within_it() -> None:
     """Rule 0.5 is scored on fold 1's patches and digest: a test set of its own, paired with its own
     baseline."""
-    loose = {"min_fraction": "0.5", "ambiguous": "negative"}
-    rows = [run(1, 0, "0", min_fraction="0.05", ambiguous="negative"), run(2, 0, "1", **loose),
-            run(3, 0, "0", SCRATCH, min_fraction="0.05", ambiguous="negative"),
-            run(4, 0, "1", SCRATCH, **loose)]
+    loose, strict = {"min_fraction": "0.5", "ambiguous": "negative"}, {"min_fraction": "0.05", "ambiguous": "negative"}
+    rows = [run(1 + 4 * seed + i, seed, fold, base, **rule) for seed in (0, 1)  # two seed pairs: a paired test
+            for i, (fold, base, rule) in enumerate([("0", BASE, strict), ("1", BASE, loose), ("0", SCRATCH, strict),
+                                                    ("1", SCRATCH, loose)])]
     result = compare(pd.DataFrame(rows).assign(fold=""), [10], predictions=predictions, n_boot=50)
     assert result.test_digest == (f"[min_fraction 0.05 ambiguous negative] {'0' * 64} "
                                   f"[min_fraction 0.5 ambiguous negative] {'1' * 64}")
