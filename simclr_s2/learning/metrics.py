@@ -127,9 +127,14 @@ def _counts_by_threshold(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.nda
 
 def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
     """The score threshold with the highest F1 (the lowest such threshold on a tie): chosen on the
-    validation set, it is how a classifier meant for the pool's real prevalence would be operated."""
+    validation set, it is how a classifier meant for the pool's real prevalence would be operated.
+    A validation set without a positive (a small natural-prevalence one can have none) has F1 0 at every
+    threshold and chooses nothing: DEFAULT_THRESHOLD, not the tie rule's lowest score, which would operate
+    the model as "irrigated" nearly everywhere."""
+    positives = int(np.asarray(y_true).astype(bool).sum())
+    if not positives:
+        return DEFAULT_THRESHOLD
     tps, fps, thresholds = _counts_by_threshold(y_true, scores)
-    positives = max(int(np.asarray(y_true).astype(bool).sum()), 1)
     f1_at = 2 * tps / (tps + fps + positives)
     best = np.flatnonzero(f1_at == f1_at.max())[-1]
     return float(thresholds[best])

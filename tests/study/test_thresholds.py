@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.stats import norm
 
-from simclr_s2.learning.metrics import best_f1_threshold, f1
+from simclr_s2.learning.metrics import DEFAULT_THRESHOLD, best_f1_threshold, f1
 
 PREVALENCE = 0.023  # basic-scheme positives in the v1 pool
 SEPARATION = 2.0  # a positive's logit is this many standard deviations above a negative's
@@ -44,3 +44,11 @@ def test_a_natural_validation_threshold_is_near_the_best_f1_at_2_3_percent() -> 
         best.append(float(f1(test_y, test_p, best_at)))
     assert np.mean(best) - np.mean(natural) <= 0.02, (np.mean(natural), np.mean(best))
     assert np.mean(best) - np.mean(balanced) > 0.1, (np.mean(balanced), np.mean(best))
+
+
+def test_a_validation_set_without_a_positive_keeps_the_default_threshold() -> None:
+    """A small natural validation set can hold no positive: F1 is 0 at every threshold, so none is chosen,
+    rather than the lowest score (the tie rule), which would call nearly every patch irrigated."""
+    y, p = scores(np.random.default_rng(0), 10, 0.0)
+    assert not y.any() and p.min() < 0.2
+    assert best_f1_threshold(y, p) == DEFAULT_THRESHOLD
