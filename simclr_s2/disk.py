@@ -20,7 +20,7 @@ from simclr_s2.errors import UserError
 
 CODES = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 TEXTS = {**{os.strerror(code).lower(): code for code in CODES}, "short write": errno.ENOSPC,
-         "disk full": errno.ENOSPC}
+         "disk full": errno.ENOSPC, "database or disk is full": errno.ENOSPC}  # the last: SQLite's SQLITE_FULL
 UNSTATED = 0  # a write failed, the error does not say why (torch's zip writer)
 ZIP_WRITER = ("PytorchStreamWriter failed writing", "inline_container.cc")
 

@@ -24,6 +24,8 @@ ZIP_WRITER = ("[enforce fail at inline_container.cc:672] . PytorchStreamWriter f
     (OSError("/s/pixels.npy: short write of rows 0..3 (disk full?)"), "given", "is full"),
     (RuntimeError(ZIP_WRITER), "given", "writing failed"),
     (MlflowException("failed to download: [Errno 28] No space left on device"), "given", "is full"),
+    (MlflowException("(sqlite3.OperationalError) database or disk is full\n[SQL: INSERT INTO metrics ...]"),
+     "given", "is full"),  # SQLITE_FULL, from a SQLite tracking store
 ])
 def test_every_form_of_a_full_disk_is_one_line_naming_the_file_and_its_file_system(tmp_path, error, named, says):
     given = tmp_path / "out" / "file"
