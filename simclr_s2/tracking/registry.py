@@ -76,12 +76,32 @@ def log_and_register(client: StoreClient, run_id: str, model: torch.nn.Module, r
     is pickled with the simclr_s2 code inside, so it loads where the package is not installed. Called
     last, once everything else in the run has succeeded; a NaN or infinite value in `finite` (the
     metrics the version is tagged with) registers nothing. The version is made with its tags in one call
-    (one transaction of the store, not one a tag)."""
+    (one transaction of the store, not one a tag). A version the run registered already (a cluster retry
+    of a run killed after registering) is the one returned: a run registers one version, never two."""
     for key, value in (finite or {}).items():
         if not math.isfinite(value):
             raise NonFiniteError(f"{key} is {value}: a model with a non-finite figure is not registered")
     if len(example) < 2:
         raise ValueError("input example needs a batch of at least 2 so the batch dimension stays free")
+    version = _registered(client, run_id, registered_name) or _log(client, run_id, model, registered_name, example,
+                                                                    tags, step)
+    for alias in aliases:
+        client.set_registered_model_alias(registered_name, alias, version)
+    client.set_tag(run_id, VERSION_TAG, f"{registered_name}/{version}")
+    log.info("registered %s version %s%s", registered_name, version,
+             f" as @{', @'.join(aliases)}" if aliases else "")
+    return version
+
+
+def _registered(client: StoreClient, run_id: str, registered_name: str) -> str | None:
+    """The version of `registered_name` that run `run_id` registered, if it did."""
+    versions = client.search_model_versions(f"name = '{registered_name}' and run_id = '{run_id}'")
+    return str(versions[0].version) if versions else None
+
+
+def _log(client: StoreClient, run_id: str, model: torch.nn.Module, registered_name: str, example: np.ndarray,
+         tags: Mapping[str, object], step: int) -> str:
+    """Log `model` in the run and register it as a new version of `registered_name`; returns the version."""
     model = model.cpu().eval().to(memory_format=torch.contiguous_format)
     with tempfile.TemporaryDirectory(prefix="simclr-s2-model-") as folder:
         how = _served(model, example, tags, Path(folder)) if isinstance(model, IrrigationClassifier) else \
@@ -103,13 +123,7 @@ def log_and_register(client: StoreClient, run_id: str, model: torch.nn.Module, r
                                                 pip_requirements=PIP_REQUIREMENTS, **how)
         finally:
             pytorch_log.removeFilter(quiet)
-    version = str(info.registered_model_version)
-    for alias in aliases:
-        client.set_registered_model_alias(registered_name, alias, version)
-    client.set_tag(run_id, VERSION_TAG, f"{registered_name}/{version}")
-    log.info("registered %s version %s%s", registered_name, version,
-             f" as @{', @'.join(aliases)}" if aliases else "")
-    return version
+    return str(info.registered_model_version)
 
 
 def _pickled(model: torch.nn.Module, example: np.ndarray, folder: Path) -> dict[str, object]:

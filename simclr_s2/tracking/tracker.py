@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import math
 import os
 import shutil
 import tempfile
@@ -127,9 +128,16 @@ class StageRun:
             self._client.log_batch(self.run_id, params=fresh[start:start + 100])
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
-        """All of `metrics` in one call (one request on a server)."""
-        if self.main:
-            log_metrics(self._client, self.run_id, to_metrics([(step or 0, dict(metrics))]))
+        """All of `metrics` in one call (one request on a server). Without a step they are the run's
+        figures: one the run holds already with the same value is skipped (a cluster retry of a run killed
+        after logging them evaluates the same weights again), as `log_missing` does for the epochs; a new
+        value is logged, and as the newest it is the one MLflow shows (a retried `tune`'s trial counts)."""
+        if not self.main:
+            return
+        if step is None:
+            present = self._client.get_run(self.run_id).data.metrics
+            metrics = {key: value for key, value in metrics.items() if not _same(present.get(key), value)}
+        log_metrics(self._client, self.run_id, to_metrics([(step or 0, dict(metrics))]))
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         if self.main:
@@ -236,8 +244,11 @@ class Tracker:
         """The finished run of `step`: reused when one exists (and is `usable`, e.g. its local files
         still there), awaited when an identical run is live, else produced now by `produce` in a new run
         (resuming a stale one's checkpoint)."""
+        def reusable() -> Run | None:
+            return self._reusable(step, usable)
+
         while True:
-            if self.ctx.reuse and (done := self.find_complete(step)) and (usable is None or usable(done)):
+            if (done := reusable()) is not None:
                 log.debug("reusing finished %s run %s", step.entry_point, done.info.run_id)
                 return done
             if (live := self.live_run(step)) is not None:
@@ -245,12 +256,17 @@ class Tracker:
                 continue
             try:
                 with self.open(step, run_name=run_name, tags=tags, parent_run_id=parent_run_id,
-                               on_duplicate="wait") as run:
+                               on_duplicate="wait", reusable=reusable) as run:
                     log.info("%s: running as run %s", run_name, run.run_id)
                     produce(run)
                 return self.client.get_run(run.run_id)
             except _Yielded:
                 continue
+
+    def _reusable(self, step: Step, usable: Callable[[Run], bool] | None) -> Run | None:
+        """The finished run of `step` that `ensure` may reuse: reuse is on, and it is `usable`."""
+        done = self.find_complete(step) if self.ctx.reuse else None
+        return done if done is not None and (usable is None or usable(done)) else None
 
     def _wait_while_live(self, run: Run) -> None:
         log.info("waiting for the identical %s run %s to finish", run.data.tags.get(STAGE_TAG), run.info.run_id)
@@ -261,21 +277,21 @@ class Tracker:
     @contextmanager
     def open(self, step: Step, *, run_name: str, tags: Mapping[str, Any] | None = None,
              run_id: str | None = None, parent_run_id: str | None = None, on_duplicate: str = "fail",
-             system_metrics: bool = False) -> Iterator[StageRun]:
+             reusable: Callable[[], Run | None] | None = None, system_metrics: bool = False) -> Iterator[StageRun]:
         """Run the body inside the run of `step`: `run_id` continues that run (the one `mlflow run` made,
         or a cluster retry's), else a new one is created. An identical live run that claimed first makes
         this one stop (`on_duplicate="fail"`), yield inside `ensure` ("wait"), or go on anyway ("allow":
-        tuning workers sharing one study). Under torchrun only rank 0 talks to MLflow; the other ranks get
-        the same run id and checkpoint folder and no-op logging."""
-        started = distributed.main_only(
-            lambda: self._start(step, run_name, dict(tags or {}), run_id, parent_run_id, on_duplicate))
-        if not distributed.is_main():
-            yield StageRun(self.ctx, started[0], step, Path(started[1]), main=False)
-            return
-        run = StageRun(self.ctx, started[0], step, Path(started[1]))
-        run.resumed_from, run.claim = started[2], started[3]
+        tuning workers sharing one study); with "wait", so does a finished run that `reusable` gives once
+        this one holds the key. Under torchrun only rank 0 talks to MLflow; the other ranks get the same run id
+        and checkpoint folder and no-op logging."""
         with ExitStack() as stack:
-            stack.enter_context(heartbeat(self.client, run.run_id, self.ctx.heartbeat_s))
+            started = distributed.main_only(lambda: self._start(
+                step, run_name, dict(tags or {}), run_id, parent_run_id, stack, on_duplicate, reusable))
+            if not distributed.is_main():
+                yield StageRun(self.ctx, started[0], step, Path(started[1]), main=False)
+                return
+            run = StageRun(self.ctx, started[0], step, Path(started[1]))
+            run.resumed_from, run.claim = started[2], started[3]
             if system_metrics:
                 monitor = SystemMetricsMonitor(run.run_id, tracking_uri=self.ctx.tracking_uri)
                 monitor.start()
@@ -288,11 +304,14 @@ class Tracker:
                 raise
         self._end_finished(run)
 
-    def _start(self, step: Step, run_name: str, tags: dict[str, Any], run_id: str | None,
-               parent_run_id: str | None, on_duplicate: str) -> tuple[str, str, str | None, int | None]:
+    def _start(self, step: Step, run_name: str, tags: dict[str, Any], run_id: str | None, parent_run_id: str | None,
+               stack: ExitStack, on_duplicate: str, reusable: Callable[[], Run | None] | None,
+               ) -> tuple[str, str, str | None, int | None]:
         """Create or continue the run, claim its key (refusing or yielding when another live run holds
-        it), and restore the checkpoint to resume from. Returns (run id, checkpoint folder, run resumed
-        from, claim)."""
+        it), and restore the checkpoint to resume from. The run's heartbeat starts in `stack` as soon as
+        it is tagged live: seen from another host, a run silent through a long claim or restore (a
+        checkpoint downloaded from its artifacts) would look stale, and its key be taken. Returns (run
+        id, checkpoint folder, run resumed from, claim)."""
         if parent_run_id:
             tags[PARENT_TAG] = parent_run_id
         if run_id is None:
@@ -304,9 +323,10 @@ class Tracker:
         claimed = None
         try:
             self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in all_tags.items()])  # one write: live at once
+            stack.enter_context(heartbeat(self.client, run_id, self.ctx.heartbeat_s))
             StageRun(self.ctx, run_id, step, Path()).log_params(step.params())
             if on_duplicate != "allow":
-                claimed = self._claim(step, run_id, on_duplicate)
+                claimed = self._claim(step, run_id, on_duplicate, reusable)
             checkpoint_dir = self.ctx.state_dir("checkpoints", run_id)
             resumed_from = self._restore(step, run_id, checkpoint_dir)
         except BaseException as error:
@@ -316,16 +336,22 @@ class Tracker:
             raise
         return run_id, str(checkpoint_dir), resumed_from, claimed
 
-    def _claim(self, step: Step, run_id: str, on_duplicate: str) -> int:
+    def _claim(self, step: Step, run_id: str, on_duplicate: str, reusable: Callable[[], Run | None] | None) -> int:
         """Claim the key of `step` for `run_id` (already tagged as live), then read every claim on it: the
-        earliest live one holds the key. Claims of runs that are gone, and this run's own from an earlier
-        attempt (a cluster retry continues the same run), are removed on the way."""
+        earliest live one holds the key. Holding it, a run with `reusable` asks it again: an identical run
+        that finished between `ensure`'s two reads was neither complete nor live to it, and its claim no
+        longer counts; its mark and FINISHED, written before it released that claim, are seen now. Claims
+        of runs that are gone, and this run's own from an earlier attempt (a cluster retry continues the
+        same run), are removed on the way."""
         faults.point("claim", 0)
         own = claim(self.client, self.ctx.experiment_id, step.key, run_id)
         live, gone = claims(self.client, self.ctx.experiment_id, step.key, self.ctx.heartbeat_s)
-        if live and live[0].run.info.run_id != run_id:
+        rival = live[0].run if live and live[0].run.info.run_id != run_id else None
+        if rival is None and reusable is not None:
+            rival = reusable()
+        if rival is not None:
             release(self.client, own)
-            self._refuse(run_id, live[0].run, on_duplicate)
+            self._refuse(run_id, rival, on_duplicate)
         for version in gone + [c.version for c in live if c.run.info.run_id == run_id and c.version != own]:
             release(self.client, version)
         return own
@@ -429,6 +455,11 @@ class Tracker:
             self.client.set_terminated(run_id, RunStatus.to_string(status))
         except MlflowException as late:
             log.warning("cannot mark run %s %s: %s", run_id, RunStatus.to_string(status), late)
+
+
+def _same(logged: float | None, value: float) -> bool:
+    """Whether a figure the run holds (None: none) is `value`; NaN is NaN."""
+    return logged is not None and (logged == value or (math.isnan(logged) and math.isnan(value)))
 
 
 def _has_checkpoint(folder: Path) -> bool:

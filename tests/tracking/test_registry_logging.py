@@ -29,6 +29,9 @@ class _Store:
     def get_run(self, run_id: str) -> SimpleNamespace:
         return SimpleNamespace(info=SimpleNamespace(experiment_id="1"), data=SimpleNamespace(params={}))
 
+    def search_model_versions(self, *args: object) -> list:
+        return []  # the run registered nothing yet
+
     def create_logged_model(self, *args: object, **options: object) -> SimpleNamespace:
         return SimpleNamespace(model_id="m-1")
 

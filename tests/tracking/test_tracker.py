@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -20,6 +21,7 @@ from tiny_training import step as tiny_step
 from simclr_s2 import faults
 from simclr_s2.errors import UserError
 from simclr_s2.faults import FAULT_ENV, POINTS
+from simclr_s2.tracking import tracker as lifecycle
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.liveness import (
     HEARTBEAT_TAG,
@@ -128,6 +130,62 @@ def test_inside_a_chain_an_identical_live_run_is_awaited_then_reused(ctx, monkey
     second = Tracker(ctx).ensure(STEP, lambda run: calls.append(run.run_id), run_name="s")
     first.join(60)
     assert len(calls) == 1 and second.info.run_id == results[0].info.run_id == calls[0]
+
+
+def test_inside_a_chain_an_identical_run_finishing_between_the_two_reads_is_reused(ctx):
+    """`ensure` asks "complete?", then "live?": an identical run finishing in between is neither, and its
+    claim no longer counts. Holding the key, the new run asks again and reuses it instead of training."""
+    trained, started, go, first_done = [], threading.Event(), threading.Event(), threading.Event()
+
+    def first_run(run):
+        trained.append(run.run_id)
+        started.set()
+        assert go.wait(60)
+
+    class FinishingBetween(Tracker):
+        def find_complete(self, step):  # the first run finishes after this read, before `live_run`'s
+            found = super().find_complete(step)
+            if found is None and not go.is_set():
+                go.set()
+                assert first_done.wait(60)
+            return found
+
+    first = threading.Thread(target=lambda: (Tracker(ctx).ensure(STEP, first_run, run_name="s"), first_done.set()))
+    first.start()
+    assert started.wait(60)
+    second = FinishingBetween(ctx).ensure(STEP, lambda run: trained.append(run.run_id), run_name="s")
+    first.join(60)
+    assert trained == [second.info.run_id]
+    assert [r.info.run_id for r in Tracking.of(ctx).client.search_runs([ctx.experiment_id])] == trained
+
+
+def test_the_heartbeat_beats_through_the_claim_and_the_restore(ctx, monkeypatch):
+    """Seen from another host a run is live while its heartbeat is fresh: silent through a long restore (a
+    checkpoint downloaded from its artifacts), it would look stale and its key be taken."""
+    beating, seen = set(), []
+    heartbeat, claim, take = lifecycle.heartbeat, lifecycle.claim, Tracker._take_checkpoint
+
+    @contextmanager
+    def recorded(client, run_id, interval_s):
+        beating.add(run_id)
+        with heartbeat(client, run_id, interval_s):
+            yield
+        beating.discard(run_id)
+
+    def claiming(client, experiment_id, key, run_id):
+        seen.append(("claim", run_id in beating))
+        return claim(client, experiment_id, key, run_id)
+
+    def taking(self, run_id, stale, target):
+        seen.append(("restore", run_id in beating))
+        return take(self, run_id, stale, target)
+
+    monkeypatch.setattr(lifecycle, "heartbeat", recorded)
+    monkeypatch.setattr(lifecycle, "claim", claiming)
+    monkeypatch.setattr(Tracker, "_take_checkpoint", taking)
+    with Tracker(ctx).open(STEP, run_name="s") as run:
+        assert run.run_id in beating
+    assert seen == [("claim", True), ("restore", True)] and not beating
 
 
 def test_a_run_is_stale_once_its_process_is_gone_or_its_heartbeat_stops(ctx):
