@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -105,8 +106,11 @@ class RayBackend(AbstractBackend):
         project = load_project(work_dir)
         run_id = get_or_create_run(None, project_uri, experiment_id, work_dir, version, entry_point,
                                    params).info.run_id
-        command = " ".join(get_entry_point_command(project, entry_point, params,
-                                                   backend_config.get(PROJECT_STORAGE_DIR)))
+        with tempfile.TemporaryDirectory(prefix="simclr-s2-storage-") as storage:
+            # MLflow downloads parameters of type path under it (no entry point here has one, and a node could
+            # not read this machine's folder): its default, a new folder in /tmp, was left there every run
+            command = " ".join(get_entry_point_command(project, entry_point, params,
+                                                       backend_config.get(PROJECT_STORAGE_DIR) or storage))
         try:
             shipped = join(config.address, name="ray backend config: address", log_to_driver=False,
                            runtime_env={"working_dir": work_dir, "excludes": [".git"]})

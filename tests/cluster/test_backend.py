@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+from pathlib import Path
 
 import pytest
 from project_runner import ROOT
@@ -33,6 +34,8 @@ def test_an_entry_point_runs_on_the_cluster_and_is_followed(project, launched):
     run = project.latest("baseline", seed="11")
     assert run.info.status == "FINISHED" and run.data.tags["mlflow.project.backend"] == "ray"
     assert f"{run.data.tags['mlflow.runName']}: best epoch 1" in done.stdout  # the entry point's own output
+    storage = done.stderr.split("=== Created directory ")[1].split(" ")[0]  # MLflow's, for `path` parameters
+    assert not Path(storage).exists()
 
 
 def test_a_failing_entry_point_fails_mlflow_run_with_its_reason(project, launched):
