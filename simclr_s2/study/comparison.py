@@ -94,8 +94,8 @@ POOLED = "+"  # joins the run ids of a seed's folds into the id of its pooled un
 DIGEST_COLUMNS = ("train_digest", "val_digest", "index_digest", "encoder_digest")
 BASELINE_STAGE = "baseline"
 PREDICTION_COLUMNS = ("name", "label", "probability")
-ONE_SEED = ("a cell of one seed: its interval is the spread over test patches alone (no seed-to-seed spread to "
-            "resample), and it gets no paired test")
+ONE_SEED = ("a cell of one seed, or a pairing of one seed pair: its interval is the spread over test patches "
+            "alone (no seed-to-seed spread to resample), and a pairing of one seed pair gets no p")
 GROUP_COLUMN = "group"  # optional in predictions: the patch's spatial group (tracking.evaluation writes it)
 SIGNIFICANCE = 0.05
 _OVERLAP = re.compile(r"0|unknown|override:[0-9]+")
@@ -181,7 +181,7 @@ def compare(runs: pd.DataFrame, fractions: Sequence[int], *, predictions: Predic
     counted = runs[runs["used"]]
     method = (" / ".join(dict.fromkeys(_method(s, folded) for s in scores.values())) if scores
               else _method(None, folded))
-    if scores and (cells["n_runs"] == 1).any():
+    if scores and ((cells["n_runs"] == 1).any() or (not paired.empty and (paired["pairs"] == 1).any())):
         method += f"; {ONE_SEED}"
     return Comparison(runs.reset_index(drop=True), cells, paired, pairs, _duplicates(runs), digest,
                       tuple(conditions), method, _reliability(used, natural),

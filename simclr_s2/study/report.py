@@ -227,7 +227,8 @@ def _estimate(mean: float, low: float, high: float) -> str:
 
 
 def _p(value: float) -> str:
-    return f"{value:.3g}"
+    """A p, or "-" for no test (a pairing of one seed pair)."""
+    return "-" if math.isnan(value) else f"{value:.3g}"
 
 
 def pretraining_status(overlap: str, encoder_version: str) -> str:
@@ -293,8 +294,8 @@ def _duplicate_rows(duplicates: pd.DataFrame) -> list[list[str]]:
 
 def _intro(comparison: Comparison) -> list[str]:
     kinds = ", ".join(sorted(set(comparison.cells["split_kind"]))) or "-"
-    tested = 0 if comparison.paired.empty else int((comparison.paired["pairs"] > 0).sum())
-    tests = tested * len(PAIRED_METRICS)
+    columns = [c for c in (f"{m}_p" for m in PAIRED_METRICS) if c in comparison.paired.columns]  # none unpaired
+    tests = int(comparison.paired[columns].notna().to_numpy().sum())  # a pairing of one seed pair has no p
     return [f"Test set (balanced, as in the study) sha256 {comparison.test_digest}; split kind {kinds}.",
             (f"Intervals and p: {PERCENT}, {comparison.method}. Paired tests: condition minus baseline on "
              f"the same test patches, runs paired by seed. Holm's adjustment over all {tests} tests of this "

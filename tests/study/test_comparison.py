@@ -319,6 +319,9 @@ def test_report_files_links_and_statuses(written: Written, tmp_path: Path) -> No
     assert TEST_SET[:12] in page and "train a1b2c3d4e5f6" in page
     markdown = (folder / "table.md").read_text()
     assert "## Paired tests" in markdown and "## Duplicates" in markdown
+    tested = int(result.paired[["accuracy_p", "f1_p"]].notna().to_numpy().sum())  # pairings of 2+ seed pairs
+    assert tested == 2 and "Holm's adjustment over all 2 tests" in markdown
+    assert "nan" not in markdown.lower().replace("natural", "")  # a pairing of one seed pair: "-", no p
     assert f"| ben (all) | 100 | 0 | {' | '.join(['n/a'] * 10)} | - | - |" in markdown
     table = pd.read_csv(folder / "table.csv")
     assert {"condition", "n_runs", "test_f1_low", "test_f1_high", "pretraining_overlap"} <= set(table.columns)
@@ -334,3 +337,11 @@ def test_conditions_without_a_common_seed_are_not_paired(tmp_path: Path) -> None
     names = {p.name for p in write_report(result, tmp_path, "no pairs")}
     assert "paired.png" not in names
     assert "| 10 | ben | scratch | 0 | - | - |" in (tmp_path / "table.md").read_text()
+
+
+def test_a_pairing_of_one_seed_pair_between_cells_of_two_is_said_and_untested() -> None:
+    runs = pd.DataFrame([run(1, 10, 0), run(2, 10, 1), run(3, 10, 1, SCRATCH), run(4, 10, 2, SCRATCH)])
+    result = compare(runs, [10], predictions=predictions, n_boot=50)
+    [row] = result.paired.to_dict("records")
+    assert row["pairs"] == 1 and math.isnan(row["f1_p"]) and math.isnan(row["accuracy_p_holm"])
+    assert set(result.cells["n_runs"]) == {2} and result.method.endswith(ONE_SEED)
