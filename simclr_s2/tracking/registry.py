@@ -83,6 +83,8 @@ def log_and_register(client: StoreClient, run_id: str, model: torch.nn.Module, r
             raise NonFiniteError(f"{key} is {value}: a model with a non-finite figure is not registered")
     if len(example) < 2:
         raise ValueError("input example needs a batch of at least 2 so the batch dimension stays free")
+    if isinstance(model, IrrigationClassifier):
+        _band_list(tags)  # checked before the store is asked anything
     version = _registered(client, run_id, registered_name) or _log(client, run_id, model, registered_name, example,
                                                                     tags, step)
     for alias in aliases:
@@ -149,14 +151,19 @@ def _python_sources(folder: Path) -> Path:
     return copy_to
 
 
+def _band_list(tags: Mapping[str, object]) -> str:
+    """The bands a classifier's tags record: a served model names its bands, never guessed from the channel
+    count."""
+    if recorded := tags.get(BAND_LIST_TAG) or tags.get("bands"):
+        return str(recorded)
+    raise ValueError(f"a classifier is registered with its band list ({BAND_LIST_TAG} or bands tag)")
+
+
 def _served(model: IrrigationClassifier, example: np.ndarray, tags: Mapping[str, object],
             folder: Path) -> dict[str, object]:
     """`log_model`'s arguments for a classifier that serves itself: pt2 of the DN-taking module, with its
     bands and scaling as metadata and the package's rebuild files (written into `folder`) beside it."""
-    recorded = tags.get(BAND_LIST_TAG) or tags.get("bands")
-    if not recorded:  # a served model names its bands: no guessing them from the channel count
-        raise ValueError(f"a classifier is registered with its band list ({BAND_LIST_TAG} or bands tag)")
-    served = ServedClassifier(model, Bands.parse(str(recorded)), str(tags.get(SCALING_TAG, ZSCORE))).eval()
+    served = ServedClassifier(model, Bands.parse(_band_list(tags)), str(tags.get(SCALING_TAG, ZSCORE))).eval()
     dn = served.dn_of(example[:2])
     metadata = {"bands": list(served.bands), "scaling": served.scaling,
                 "input": "float32 DN (N, C, 120, 120): the archive's values, every band on the 10 m grid, "
