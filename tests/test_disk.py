@@ -11,6 +11,8 @@ from mlflow.exceptions import MlflowException
 
 from simclr_s2 import disk
 from simclr_s2.disk import DiskFullError
+from simclr_s2.settings.context import Context
+from simclr_s2.stages.base import written_folders
 
 ZIP_WRITER = ("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file data/0: "
               "file write failed")
@@ -74,3 +76,16 @@ def test_a_costly_place_is_looked_up_only_for_a_disk_failure_that_names_no_file(
     assert disk.failure(KeyError("k"), where) is None
     assert disk.failure(OSError(errno.ENOSPC, "No space left on device", "/x"), where).path == "/x" and not looked
     assert disk.failure(OSError(errno.ENOSPC, "No space left on device"), where).path == "/artifacts" and looked
+
+
+def test_a_sqlite_store_is_among_the_folders_a_full_disk_naming_no_file_is_looked_for(tmp_path):
+    """SQLite's "database or disk is full" names no file: the store's folder is a candidate, after the ones a
+    person named (the first is named on a tie)."""
+    ctx = Context.from_env({"MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/store/mlflow.db",
+                            "SIMCLR_S2_HOME": str(tmp_path / "home"), "SIMCLR_S2_DATA": str(tmp_path / "data")})
+    folders = written_folders(None, ctx)
+    assert list(folders) == ["SIMCLR_S2_DATA", "SIMCLR_S2_HOME", "the SQLite tracking store's folder",
+                             "the temporary folder"]
+    assert folders["the SQLite tracking store's folder"] == (tmp_path / "store").resolve()
+    server = Context.from_env({"MLFLOW_TRACKING_URI": "http://127.0.0.1:5000"})
+    assert "the SQLite tracking store's folder" not in written_folders(None, server)

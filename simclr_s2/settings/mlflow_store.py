@@ -22,13 +22,19 @@ from simclr_s2.errors import UserError
 DEFAULT_EXPERIMENT = "simclr-s2"
 
 
+def sqlite_folder(tracking_uri: str) -> Path | None:
+    """The folder of a SQLite store's file; None for a server or another store."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    return Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent
+
+
 def artifact_location(tracking_uri: str) -> str | None:
     """Where a new experiment keeps its artifacts: beside a SQLite store's file (MLflow would use ./mlruns
     of whatever folder the command runs in, so a store elsewhere would scatter its artifacts); a server
     or other store decides itself (None)."""
-    if not tracking_uri.startswith("sqlite:///"):
-        return None
-    return (Path(tracking_uri.removeprefix("sqlite:///")).resolve().parent / "mlruns").as_uri()
+    folder = sqlite_folder(tracking_uri)
+    return None if folder is None else (folder / "mlruns").as_uri()
 
 
 def default_tracking_uri() -> str:

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from simclr_s2 import disk
 from simclr_s2.learning import distributed
 from simclr_s2.settings.context import Context
+from simclr_s2.settings.mlflow_store import sqlite_folder
 from simclr_s2.settings.spec import Spec
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
 
@@ -86,6 +87,8 @@ def written_folders(spec: Spec, ctx: Context | None) -> dict[str, Path]:
     folders = {"out": Path(out).expanduser()} if isinstance(out, str) and out != "auto" else {}
     if ctx is not None:
         folders.update({"SIMCLR_S2_DATA": ctx.data_root, "SIMCLR_S2_HOME": ctx.home})
+        if (store := sqlite_folder(ctx.tracking_uri)) is not None:  # SQLite's "database or disk is full"
+            folders["the SQLite tracking store's folder"] = store
     return {**folders, "the temporary folder": Path(tempfile.gettempdir())}  # on a tie, the first is named
 
 
