@@ -38,7 +38,13 @@ from simclr_s2.study.comparison import RECALIBRATED, country_metrics
 from simclr_s2.study.splits import NATURAL, OVERLAP_METRIC, VAL_NATURAL, SplitSet, load_manifest, load_sets
 from simclr_s2.study.stats import spatial_groups
 from simclr_s2.tracking.door import Tracking
-from simclr_s2.tracking.evaluation import THRESHOLD_METRIC, log_at_validation_threshold, log_evaluation
+from simclr_s2.tracking.evaluation import (
+    THRESHOLD_METRIC,
+    THRESHOLD_SOURCE_TAG,
+    log_at_validation_threshold,
+    log_evaluation,
+    threshold_source,
+)
 from simclr_s2.tracking.names import CLASSIFIER_MODEL
 from simclr_s2.tracking.registry import SCALING_TAG
 from simclr_s2.tracking.tracker import StageRun
@@ -208,11 +214,13 @@ def evaluate_natural(trained: TrainedClassifier, run: StageRun) -> dict[str, str
     val = load_sets(split.folder, split.scheme).get(split.fraction, VAL_NATURAL)
     run.log_params({"val_natural_digest": val.digest, "val_natural_patches": len(val.names)})
     scored = predict(trained.model, trained.batches(split.natural, False), trained.device)
-    natural = log_at_validation_threshold(run, scored, split.natural.names, NATURAL,
-                                          predict(trained.model, trained.batches(val, False), trained.device),
+    validation = predict(trained.model, trained.batches(val, False), trained.device)
+    natural = log_at_validation_threshold(run, scored, split.natural.names, NATURAL, validation,
                                           spatial_groups(split.index, split.natural.names))
+    source = threshold_source(validation[0])
     return {THRESHOLD_METRIC: repr(natural[THRESHOLD_METRIC]),
-            "test_natural_valthr_f1": f"{natural['test_natural_valthr_f1']:.4f}"}
+            "test_natural_valthr_f1": f"{natural['test_natural_valthr_f1']:.4f}",
+            **({THRESHOLD_SOURCE_TAG: source} if source else {})}
 
 
 def encoder_label(uri: str) -> str:

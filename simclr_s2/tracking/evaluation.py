@@ -4,6 +4,7 @@ scoring at the threshold chosen on a validation set."""
 
 from __future__ import annotations
 
+import logging
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -22,7 +23,10 @@ from simclr_s2.learning.metrics import (
 )
 from simclr_s2.tracking.tracker import StageRun
 
+log = logging.getLogger(__name__)
+
 THRESHOLD_METRIC = "val_threshold"
+THRESHOLD_SOURCE_TAG = "val_threshold_source"  # only where no threshold could be chosen (threshold_source)
 
 Predictions = tuple[np.ndarray, np.ndarray, float]
 
@@ -66,8 +70,18 @@ def log_at_validation_threshold(run: StageRun, predictions: Predictions, names: 
     gives the threshold a classifier would be operated at on real prevalence."""
     threshold = best_f1_threshold(validation[0], validation[1])
     run.log_metrics({THRESHOLD_METRIC: threshold})
+    if source := threshold_source(validation[0]):
+        log.warning("%s: %s", THRESHOLD_METRIC, source)
+        run.set_tags({THRESHOLD_SOURCE_TAG: source})
     with tempfile.TemporaryDirectory() as tmp:
         curves = save_curves(predictions[0], predictions[1], Path(tmp))
         return (log_evaluation(run, predictions, names, prefix, groups=groups, curves=curves)
                 | log_evaluation(run, predictions, names, f"{prefix}_valthr", threshold, groups, curves=curves)
                 | {THRESHOLD_METRIC: threshold})
+
+
+def threshold_source(labels: np.ndarray) -> str | None:
+    """Why the threshold chosen on a validation set with `labels` was not chosen by its data, if it was not:
+    one with no positive leaves DEFAULT_THRESHOLD (best_f1_threshold)."""
+    return None if np.asarray(labels).astype(bool).any() else \
+        f"default {DEFAULT_THRESHOLD}: the validation set holds no positive"

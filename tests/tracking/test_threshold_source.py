@@ -1,0 +1,30 @@
+"""A natural validation set without a positive chooses no threshold: the run logs 0.5 and says why, and the
+threshold predict reports names that reason beside where it read the value."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.evaluation import THRESHOLD_SOURCE_TAG, log_at_validation_threshold
+from simclr_s2.tracking.registry import ModelRef
+from simclr_s2.tracking.thresholds import validation_threshold
+from simclr_s2.tracking.tracker import Step, Tracker
+
+STEP = Step("evaluate", {"a": "1"}, code="c")
+SCORES = np.array([0.02, 0.3, 0.7, 0.9])
+
+
+def test_a_validation_set_without_a_positive_leaves_the_default_and_says_so(ctx):
+    test = (np.array([False, False, True, True]), SCORES, 0.0)
+    names = ["p0", "p1", "p2", "p3"]
+    with Tracker(ctx).open(STEP, run_name="s") as run:
+        chosen = log_at_validation_threshold(run, test, names, "test", (np.zeros(4, bool), SCORES, 0.0))
+        picked = log_at_validation_threshold(run, test, names, "again", (test[0], SCORES, 0.0))
+    tags = Tracking.of(ctx).tags(run.run_id)
+    assert chosen["val_threshold"] == 0.5 and picked["val_threshold"] == 0.7
+    assert tags[THRESHOLD_SOURCE_TAG] == "default 0.5: the validation set holds no positive"
+    ref = ModelRef("models:/m/1", "m/1", {"val_threshold": "0.5", THRESHOLD_SOURCE_TAG: tags[THRESHOLD_SOURCE_TAG]},
+                   None)
+    assert validation_threshold(Tracking.of(ctx).client, ref) == (
+        0.5, "the val_threshold tag of m/1 (default 0.5: the validation set holds no positive)")
