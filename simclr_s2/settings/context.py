@@ -10,7 +10,7 @@ from functools import cached_property
 from pathlib import Path
 
 from simclr_s2.errors import UserError
-from simclr_s2.settings.mlflow_store import DEFAULT_EXPERIMENT, default_tracking_uri, experiment_for
+from simclr_s2.settings.mlflow_store import DEFAULT_EXPERIMENT, experiment_for, store_uris
 
 DEFAULT_HEARTBEAT_S = 30.0
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -74,14 +74,14 @@ class Context:
     def from_env(cls, env: Mapping[str, str] | None = None) -> Context:
         """The context described by the environment (MLflow's variables and SIMCLR_S2_*)."""
         env = os.environ if env is None else env
-        uri = env.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+        uri, registry_uri = store_uris(env)
         experiment_id = env.get("MLFLOW_EXPERIMENT_ID") or None
         if experiment_id == "0" and not env.get("MLFLOW_RUN_ID"):
             experiment_id = None  # a leftover pointing at Default; under `mlflow run` it is the launcher's
         epochs = env.get("SIMCLR_S2_DEMO_PRETRAIN_EPOCHS")
         return cls(
             tracking_uri=uri,
-            registry_uri_given=env.get("MLFLOW_REGISTRY_URI") or None,
+            registry_uri_given=registry_uri,
             experiment_name=env.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT,
             experiment_id_given=experiment_id,
             home=Path(env.get("SIMCLR_S2_HOME") or PROJECT_ROOT / ".simclr_s2").resolve(),

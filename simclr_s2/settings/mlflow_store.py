@@ -10,6 +10,7 @@ caches the store itself, so a second client is cheap, but one is all a command n
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 
@@ -40,6 +41,12 @@ def artifact_location(tracking_uri: str) -> str | None:
 def default_tracking_uri() -> str:
     """The store MLflow itself would use when MLFLOW_TRACKING_URI is not set."""
     return mlflow.get_tracking_uri()
+
+
+def store_uris(env: Mapping[str, str]) -> tuple[str, str | None]:
+    """The tracking store and the registry (None: the tracking store's) that MLflow's variables in `env`
+    name, MLflow's default store where none is named."""
+    return env.get("MLFLOW_TRACKING_URI") or default_tracking_uri(), env.get("MLFLOW_REGISTRY_URI") or None
 
 
 class StoreClient(MlflowClient):

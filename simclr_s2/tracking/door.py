@@ -18,7 +18,7 @@ from mlflow.entities import FileInfo, Run, RunStatus
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from simclr_s2.settings.mlflow_store import StoreClient, default_tracking_uri, store_client
+from simclr_s2.settings.mlflow_store import StoreClient, store_client, store_uris
 from simclr_s2.tracking import endings, versions
 from simclr_s2.tracking.endings import ERROR_TAG
 from simclr_s2.tracking.names import CLASSIFIER_MODEL
@@ -50,7 +50,7 @@ class Tracking:
     def from_env(cls, env: Mapping[str, str]) -> Tracking:
         """The door of the store MLflow's own variables name (MLflow's default when unset), with no context
         built: to end the launcher's run when building the context is what failed."""
-        return cls(env.get("MLFLOW_TRACKING_URI") or default_tracking_uri(), env.get("MLFLOW_REGISTRY_URI") or None)
+        return cls(*store_uris(env))
 
     @cached_property
     def client(self) -> StoreClient:
