@@ -140,6 +140,16 @@ def best_f1_threshold(y_true: np.ndarray, scores: np.ndarray) -> float:
     return float(thresholds[best])
 
 
+THRESHOLD_SOURCE = "val_threshold_source"  # the tag a run and its version carry where threshold_source says why
+
+
+def threshold_source(y_true: np.ndarray) -> str | None:
+    """Why the threshold best_f1_threshold chose on a validation set with labels `y_true` was not chosen by
+    its data, if it was not: one with no positive leaves DEFAULT_THRESHOLD."""
+    return None if np.asarray(y_true).astype(bool).any() else \
+        f"default {DEFAULT_THRESHOLD}: the validation set holds no positive"
+
+
 def roc_curve(y_true: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """False and true positive rates at every distinct threshold, from (0, 0) to (1, 1) (scikit-learn's
     roc_curve, no point dropped); the rate of an absent class is 0 (scikit-learn's NaN draws nothing)."""

@@ -23,7 +23,7 @@ from simclr_s2.learning.batchnorm import recalibrate, recalibration_wanted
 from simclr_s2.learning.datasets import BatchLoader
 from simclr_s2.learning.encoder_source import EncoderSource, Scratch
 from simclr_s2.learning.feature_cache import cached_training_set
-from simclr_s2.learning.metrics import DEFAULT_THRESHOLD
+from simclr_s2.learning.metrics import DEFAULT_THRESHOLD, THRESHOLD_SOURCE, threshold_source
 from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
 from simclr_s2.learning.runtime import Progress
 from simclr_s2.learning.train import FitConfig, FitResult, fit, predict
@@ -38,13 +38,7 @@ from simclr_s2.study.comparison import RECALIBRATED, country_metrics
 from simclr_s2.study.splits import NATURAL, OVERLAP_METRIC, VAL_NATURAL, SplitSet, load_manifest, load_sets
 from simclr_s2.study.stats import spatial_groups
 from simclr_s2.tracking.door import Tracking
-from simclr_s2.tracking.evaluation import (
-    THRESHOLD_METRIC,
-    THRESHOLD_SOURCE_TAG,
-    log_at_validation_threshold,
-    log_evaluation,
-    threshold_source,
-)
+from simclr_s2.tracking.evaluation import THRESHOLD_METRIC, log_at_validation_threshold, log_evaluation
 from simclr_s2.tracking.names import CLASSIFIER_MODEL
 from simclr_s2.tracking.registry import SCALING_TAG
 from simclr_s2.tracking.tracker import StageRun
@@ -220,7 +214,7 @@ def evaluate_natural(trained: TrainedClassifier, run: StageRun) -> dict[str, str
     source = threshold_source(validation[0])
     return {THRESHOLD_METRIC: repr(natural[THRESHOLD_METRIC]),
             "test_natural_valthr_f1": f"{natural['test_natural_valthr_f1']:.4f}",
-            **({THRESHOLD_SOURCE_TAG: source} if source else {})}
+            **({THRESHOLD_SOURCE: source} if source else {})}
 
 
 def encoder_label(uri: str) -> str:

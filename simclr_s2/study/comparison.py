@@ -15,6 +15,8 @@ Input contract: `runs`, one row per registered classifier version, with the colu
   the NATURAL_METRICS (the natural-prevalence test set at the threshold chosen on natural validation,
   and the calibration), OVERLAP (the split's share of test patches near train) and CONSTANT (1 for a run
   whose predictions are constant or nearly so): averaged per cell, NaN where absent;
+- optionally THRESHOLD_SOURCE (why the run's natural threshold is the default 0.5 rather than chosen on its
+  natural validation set, which held no positive; "" where it was chosen): counted per cell;
 - optionally the LABEL_RULE columns (min_fraction, ambiguous: the rule that made the labels, "" when not
   swept) and RECALIBRATED ("true" when the encoder's BatchNorm statistics were recomputed on the training
   patches, "false" when not, "" for a run older than the tag), part of the condition; VARIANT columns
@@ -65,7 +67,7 @@ import numpy as np
 import pandas as pd
 
 from simclr_s2.errors import UserError
-from simclr_s2.learning.metrics import reliability
+from simclr_s2.learning.metrics import THRESHOLD_SOURCE, reliability
 from simclr_s2.study import stats
 
 log = logging.getLogger(__name__)
@@ -199,12 +201,12 @@ def _checked(runs: pd.DataFrame) -> pd.DataFrame:
     text = [c for c in (*CONDITION, "run_id", "test_digest", *DIGEST_COLUMNS)
             if c in runs.columns and c not in ("epochs", "tuned")]
     out = runs.copy()
-    for column in (*LABEL_RULE, RECALIBRATED, *VARIANT):
+    for column in (*LABEL_RULE, RECALIBRATED, *VARIANT, THRESHOLD_SOURCE):
         if column not in out.columns:
             out[column] = ""
     # a baseline never recalibrates: one registered before the tag existed pools with the newer ones
     out.loc[(out["stage"] == BASELINE_STAGE) & (out[RECALIBRATED] == ""), RECALIBRATED] = "false"
-    text += [*LABEL_RULE, RECALIBRATED, *VARIANT]
+    text += [*LABEL_RULE, RECALIBRATED, *VARIANT, THRESHOLD_SOURCE]
     for column in OPTIONAL_METRICS:
         if column not in out.columns:
             out[column] = math.nan
@@ -363,7 +365,8 @@ def _method(scores: Scores | None, folded: bool = False) -> str:
 
 def _pooled(used: pd.DataFrame) -> pd.DataFrame:
     """One row per (condition, fraction, seed) holding every fold of the comparison: its runs' ids joined
-    by POOLED, its newest version, the mean over folds of each metric (near-constant if any fold is).
+    by POOLED, its newest version, the mean over folds of each metric (near-constant if any fold is, at the
+    default threshold if any fold's was).
     Seeds that miss a fold are left out, logged."""
     folds = sorted(set(used["fold"]), key=int)
     rows = []
@@ -376,7 +379,7 @@ def _pooled(used: pd.DataFrame) -> pd.DataFrame:
         row = runs.iloc[0].copy()
         pooled = {"run_id": POOLED.join(runs["run_id"]), "version": runs["version"].max(), "fold": "all",
                   "held_out": "", **runs[[*METRICS, *OPTIONAL_METRICS]].mean(),
-                  CONSTANT: runs[CONSTANT].max()}
+                  CONSTANT: runs[CONSTANT].max(), THRESHOLD_SOURCE: max(runs[THRESHOLD_SOURCE])}
         for column, value in pooled.items():
             row[column] = value
         rows.append(row)
@@ -464,6 +467,7 @@ def _cell(used: pd.DataFrame, runs: pd.DataFrame, condition: str, fraction: int,
         values = rows[metric].dropna().to_numpy()
         cell[f"{metric}_mean"] = values.mean() if len(values) else math.nan
     cell["near_constant_runs"] = int((rows[CONSTANT] > 0).sum())
+    cell["default_threshold_runs"] = int((rows[THRESHOLD_SOURCE] != "").sum())
     return cell
 
 

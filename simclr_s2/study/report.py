@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from simclr_s2.learning.metrics import DEFAULT_THRESHOLD
 from simclr_s2.study.comparison import (
     BASELINE_STAGE,
     DIGEST_COLUMNS,
@@ -245,9 +246,13 @@ def _plain(value: float, digits: int = 4) -> str:
 
 
 def _flag(row: dict) -> str:
-    """A constant or near-constant predictor is named, never ranked (its balanced F1 flatters it)."""
-    return f"near-constant predictor ({row['near_constant_runs']} of {row['n_runs']} runs)" \
-        if row["near_constant_runs"] else "-"
+    """A constant or near-constant predictor is named, never ranked (its balanced F1 flatters it); runs whose
+    natural figures are at the default threshold, their natural validation set holding no positive, are
+    counted (those figures are not at a chosen threshold)."""
+    counts = {"near-constant predictor": row["near_constant_runs"],
+              f"natural threshold {DEFAULT_THRESHOLD}, no positive in natural validation":
+                  row["default_threshold_runs"]}
+    return "; ".join(f"{what} ({n} of {row['n_runs']} runs)" for what, n in counts.items() if n) or "-"
 
 
 def _cell_rows(cells: pd.DataFrame) -> list[list[str]]:
@@ -303,7 +308,9 @@ def _intro(comparison: Comparison) -> list[str]:
             ("Natural columns: the natural-prevalence test set at the threshold chosen on the fraction's "
              "natural-prevalence validation set (PR-AUC, Brier and ECE need no threshold), means over seeds. "
              "Test patches near train: the split's measured footprint overlap (same ground on any date, or a "
-             "neighbour). A near-constant predictor is flagged: balanced F1 rewards it."),
+             "neighbour). A near-constant predictor is flagged: balanced F1 rewards it. So are runs whose "
+             f"natural validation set held no positive: their natural figures are at {DEFAULT_THRESHOLD}, "
+             "not at a chosen threshold."),
             ("A (condition, fraction, seed) registered more than once counts once, with its newest version; "
              "the others are listed under duplicates.")]
 

@@ -15,18 +15,19 @@ import pandas as pd
 
 from simclr_s2.learning.metrics import (
     DEFAULT_THRESHOLD,
+    THRESHOLD_SOURCE,
     best_f1_threshold,
     binary_metrics,
     near_constant,
     save_confusion_matrix,
     save_curves,
+    threshold_source,
 )
 from simclr_s2.tracking.tracker import StageRun
 
 log = logging.getLogger(__name__)
 
 THRESHOLD_METRIC = "val_threshold"
-THRESHOLD_SOURCE_TAG = "val_threshold_source"  # only where no threshold could be chosen (threshold_source)
 
 Predictions = tuple[np.ndarray, np.ndarray, float]
 
@@ -72,16 +73,9 @@ def log_at_validation_threshold(run: StageRun, predictions: Predictions, names: 
     run.log_metrics({THRESHOLD_METRIC: threshold})
     if source := threshold_source(validation[0]):
         log.warning("%s: %s", THRESHOLD_METRIC, source)
-        run.set_tags({THRESHOLD_SOURCE_TAG: source})
+        run.set_tags({THRESHOLD_SOURCE: source})
     with tempfile.TemporaryDirectory() as tmp:
         curves = save_curves(predictions[0], predictions[1], Path(tmp))
         return (log_evaluation(run, predictions, names, prefix, groups=groups, curves=curves)
                 | log_evaluation(run, predictions, names, f"{prefix}_valthr", threshold, groups, curves=curves)
                 | {THRESHOLD_METRIC: threshold})
-
-
-def threshold_source(labels: np.ndarray) -> str | None:
-    """Why the threshold chosen on a validation set with `labels` was not chosen by its data, if it was not:
-    one with no positive leaves DEFAULT_THRESHOLD (best_f1_threshold)."""
-    return None if np.asarray(labels).astype(bool).any() else \
-        f"default {DEFAULT_THRESHOLD}: the validation set holds no positive"

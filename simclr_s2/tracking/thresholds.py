@@ -9,9 +9,8 @@ from collections.abc import Mapping
 from mlflow.entities import ViewType
 from mlflow.tracking import MlflowClient
 
-from simclr_s2.learning.metrics import DEFAULT_THRESHOLD
+from simclr_s2.learning.metrics import DEFAULT_THRESHOLD, THRESHOLD_SOURCE
 from simclr_s2.tracking.evaluation import THRESHOLD_METRIC as METRIC
-from simclr_s2.tracking.evaluation import THRESHOLD_SOURCE_TAG
 from simclr_s2.tracking.names import STAGE_TAG
 from simclr_s2.tracking.registry import ModelRef
 from simclr_s2.tracking.tracker import COMPLETE_TAG
@@ -38,4 +37,4 @@ def validation_threshold(client: MlflowClient, ref: ModelRef) -> tuple[float, st
 def _unchosen(tags: Mapping[str, str]) -> str:
     """The note " (<why>)" where the validation set could not choose the threshold (a natural one without a
     positive), else nothing."""
-    return f" ({tags[THRESHOLD_SOURCE_TAG]})" if THRESHOLD_SOURCE_TAG in tags else ""
+    return f" ({tags[THRESHOLD_SOURCE]})" if THRESHOLD_SOURCE in tags else ""

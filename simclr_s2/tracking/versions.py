@@ -20,6 +20,7 @@ from mlflow.store.entities.paged_list import PagedList
 from mlflow.tracking import MlflowClient
 
 from simclr_s2.errors import UserError
+from simclr_s2.learning.metrics import THRESHOLD_SOURCE
 from simclr_s2.tracking.names import CLASSIFIER_MODEL
 
 log = logging.getLogger(__name__)
@@ -91,10 +92,11 @@ def finite(records: Sequence[VersionRecord], metrics: Iterable[str]) -> tuple[li
     return keep, [r.describe() for r in records if r not in keep]
 
 
-# Tags a version registered before a condition tag existed falls back to (see compare.py's contract).
+# Tags a version registered before a condition tag existed, or without one, falls back to (see compare.py's
+# contract; THRESHOLD_SOURCE is set only where a natural validation set could not choose the threshold).
 TAG_DEFAULTS = {"encoder_version": "", "trainable": "all", "settings": "", "split_kind": "random",
                 "pretraining_overlap": "unknown", "test_digest": "", "train_digest": "", "val_digest": "",
-                "index_digest": "", "encoder_digest": ""}
+                "index_digest": "", "encoder_digest": "", THRESHOLD_SOURCE: ""}
 
 
 def versions_frame(records: Sequence[VersionRecord], metrics: Iterable[str]) -> pd.DataFrame:

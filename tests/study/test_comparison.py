@@ -20,7 +20,7 @@ from matplotlib.text import Text
 from scipy import stats as scipy_stats
 
 from simclr_s2.errors import UserError
-from simclr_s2.learning.metrics import binary_metrics
+from simclr_s2.learning.metrics import binary_metrics, threshold_source
 from simclr_s2.study import report, stats
 from simclr_s2.study.comparison import ONE_SEED, REQUIRED, Comparison, compare
 from simclr_s2.study.report import Links, write_report
@@ -35,6 +35,7 @@ FINETUNE = {"stage": "finetune", "pretrained": "ben", "encoder_version": "simclr
             "split_kind": "random", "pretraining_overlap": "0", "test_digest": TEST_SET}
 SCRATCH = {**FINETUNE, "stage": "baseline", "pretrained": "scratch", "encoder_version": ""}
 SKILL = {"ben": 0.8, "scratch": 0.7}
+NO_POSITIVE = threshold_source(np.zeros(1))  # a run's natural validation set held no positive
 
 
 def predictions(run_id: str) -> pd.DataFrame:
@@ -189,6 +190,9 @@ def test_natural_overlap_and_flags_reach_the_cells(result) -> None:
     assert row["near_constant_runs"] == 0
     constant = grid().assign(test_near_constant=[1.0] + [0.0] * 11)
     assert cell(compare(constant, [10]), BEN, 10)["near_constant_runs"] == 1
+    assert row["default_threshold_runs"] == 0  # no run says its natural threshold is the default
+    kept = grid().assign(val_threshold_source=[NO_POSITIVE] + [""] * 11)
+    assert cell(compare(kept, [10]), BEN, 10)["default_threshold_runs"] == 1
     bins = result.reliability
     assert set(bins["condition"]) == {BEN, HEAD2, TUNED} and set(bins["fraction"]) == {1, 10}
     ben = bins[(bins["condition"] == BEN) & (bins["fraction"] == 10)]
@@ -270,7 +274,7 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> Written:
     """The report of the grid and two more runs (an overlap override, an imported encoder), with natural
     predictions, written once (its figures are most of its CPU) with the text of each figure kept."""
     others = [run(13, 10, 0, pretrained="ca", pretraining_overlap="override:3"),
-              run(14, 10, 0, pretrained="imported", pretraining_overlap="unknown")]
+              run(14, 10, 0, pretrained="imported", pretraining_overlap="unknown", val_threshold_source=NO_POSITIVE)]
     runs = pd.concat([grid(), pd.DataFrame(others)])
     runs["train_digest"] = "a1b2c3d4e5f6" + "0" * 52
     result = compare(runs, [1, 10, 100], predictions=predictions, natural=natural, n_boot=100)
@@ -316,6 +320,7 @@ def test_report_files_links_and_statuses(written: Written, tmp_path: Path) -> No
     assert '<a href="http://mlflow/#/models/simclr-s2-encoder/3">simclr-s2-encoder/3</a>' in page
     assert "leakage override: 3 test patches seen in pretraining" in page
     assert "pretraining data unknown" in page
+    assert "natural threshold 0.5, no positive in natural validation (1 of 1 runs)" in page
     assert TEST_SET[:12] in page and "train a1b2c3d4e5f6" in page
     markdown = (folder / "table.md").read_text()
     assert "## Paired tests" in markdown and "## Duplicates" in markdown

@@ -16,7 +16,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 
 from simclr_s2.errors import UserError
-from simclr_s2.learning.metrics import binary_metrics
+from simclr_s2.learning.metrics import binary_metrics, threshold_source
 from simclr_s2.study import report, stats
 from simclr_s2.study.comparison import compare, country_metrics
 from simclr_s2.study.report import write_report
@@ -104,6 +104,16 @@ def test_a_seed_missing_a_fold_is_left_out(result) -> None:
     ben = result.folds[result.folds["condition"] == "ben"]
     assert ben[["fold", "held_out", "seeds"]].values.tolist() == [["0", "Portugal", "0,1,2"],
                                                                    ["1", "Serbia", "0,1"]]
+
+
+def test_a_seed_with_a_fold_at_the_default_threshold_counts_once() -> None:
+    """A pooled seed counts as kept at the default threshold when any of its folds' natural validation sets
+    could not choose one, and once however many could not: seed 0 both folds, seed 1 its second."""
+    runs = folded()
+    kept = runs["run_id"].isin(["ben-0-0", "ben-1-1", "ben-3-1"])
+    runs["val_threshold_source"] = np.where(kept, threshold_source(np.zeros(1)), "")
+    ben = cell(compare(runs, [10]), "ben")
+    assert (ben["default_threshold_runs"], ben["n_runs"]) == (2, 2)
 
 
 def test_per_fold_and_per_country_tables(result, tmp_path: Path) -> None:

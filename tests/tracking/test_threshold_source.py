@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from simclr_s2.learning.metrics import THRESHOLD_SOURCE
 from simclr_s2.tracking.door import Tracking
-from simclr_s2.tracking.evaluation import THRESHOLD_SOURCE_TAG, log_at_validation_threshold
+from simclr_s2.tracking.evaluation import log_at_validation_threshold
 from simclr_s2.tracking.registry import ModelRef
 from simclr_s2.tracking.thresholds import validation_threshold
 from simclr_s2.tracking.tracker import Step, Tracker
@@ -23,8 +24,8 @@ def test_a_validation_set_without_a_positive_leaves_the_default_and_says_so(ctx)
         picked = log_at_validation_threshold(run, test, names, "again", (test[0], SCORES, 0.0))
     tags = Tracking.of(ctx).tags(run.run_id)
     assert chosen["val_threshold"] == 0.5 and picked["val_threshold"] == 0.7
-    assert tags[THRESHOLD_SOURCE_TAG] == "default 0.5: the validation set holds no positive"
-    ref = ModelRef("models:/m/1", "m/1", {"val_threshold": "0.5", THRESHOLD_SOURCE_TAG: tags[THRESHOLD_SOURCE_TAG]},
+    assert tags[THRESHOLD_SOURCE] == "default 0.5: the validation set holds no positive"
+    ref = ModelRef("models:/m/1", "m/1", {"val_threshold": "0.5", THRESHOLD_SOURCE: tags[THRESHOLD_SOURCE]},
                    None)
     assert validation_threshold(Tracking.of(ctx).client, ref) == (
         0.5, "the val_threshold tag of m/1 (default 0.5: the validation set holds no positive)")

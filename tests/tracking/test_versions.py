@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+from simclr_s2.learning.metrics import THRESHOLD_SOURCE
 from simclr_s2.study.comparison import REQUIRED
 from simclr_s2.tracking.versions import VersionRecord, finite, versions_frame
 
@@ -24,3 +25,9 @@ def test_versions_become_compares_input_with_defaults_for_older_tags():
     row = frame.iloc[0]
     assert bool(row["tuned"]) is True and row["split_kind"] == "random" and row["pretraining_overlap"] == "unknown"
     assert math.isnan(row["test_auc"])
+
+
+def test_a_version_whose_natural_threshold_is_the_default_says_so_to_compare():
+    reason = "default 0.5: the validation set holds no positive"
+    records = [VersionRecord("1", TAGS, {}, "r1"), VersionRecord("2", {**TAGS, THRESHOLD_SOURCE: reason}, {}, "r2")]
+    assert versions_frame(records, ())[THRESHOLD_SOURCE].tolist() == ["", reason]
