@@ -16,6 +16,7 @@ from typing import TypeVar
 
 import pandas as pd
 from mlflow.entities import ViewType
+from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
 from mlflow.store.entities.paged_list import PagedList
 from mlflow.tracking import MlflowClient
 
@@ -26,6 +27,7 @@ from simclr_s2.tracking.names import CLASSIFIER_MODEL
 log = logging.getLogger(__name__)
 
 CLASSIFIER_STAGES = ("finetune", "baseline")
+READY = ModelVersionStatus.to_string(ModelVersionStatus.READY)  # registering, or failed: no model to read
 RUNS_PER_QUERY = 100  # run ids per `IN (...)` filter: keeps the filter string short for any backend
 
 T = TypeVar("T")
@@ -69,19 +71,23 @@ def _quoted(name: str, value: str) -> str:
 def search_versions(client: MlflowClient, scheme: str, *, fraction: int | None = None,
                     pretrained: str | None = None, model: str = CLASSIFIER_MODEL) -> list[VersionRecord]:
     """Classifier versions (finetune and baseline) of `scheme`, optionally of one fraction or encoder
-    ("scratch" = baselines), with their runs' metrics; oldest version first."""
+    ("scratch" = baselines), with their runs' metrics; oldest version first. Only READY versions: compare
+    must not count, nor promote point the champion at, one whose registration has not finished or failed
+    (a remote registry can hold such versions)."""
     clauses = [f"name = {_quoted('model', model)}", f"tags.scheme = {_quoted('scheme', scheme)}"]
     if fraction is not None:
         clauses.append(f"tags.fraction = '{int(fraction)}'")
     if pretrained is not None:
         clauses.append(f"tags.pretrained = {_quoted('pretrained', pretrained)}")
-    found = _pages(partial(client.search_model_versions, " and ".join(clauses)))
-    versions = [(mv.run_id or mv.tags.get("run_id", ""), mv) for mv in found
-                if mv.tags.get("stage") in CLASSIFIER_STAGES]
+    found = sorted((mv for mv in _pages(partial(client.search_model_versions, " and ".join(clauses)))
+                    if mv.tags.get("stage") in CLASSIFIER_STAGES), key=lambda mv: int(mv.version))
+    if unready := [f"v{mv.version} ({mv.status})" for mv in found if mv.status != READY]:
+        log.warning("left out, not ready in the registry: %s", ", ".join(unready))
+    versions = [(mv.run_id or mv.tags.get("run_id", ""), mv) for mv in found if mv.status == READY]
     runs = run_metrics(client, (run_id for run_id, _ in versions))
     records = [VersionRecord(str(mv.version), dict(mv.tags), metrics, run_id, experiment, tags)
                for run_id, mv in versions for metrics, experiment, tags in [runs.get(run_id, ({}, "", {}))]]
-    return sorted(records, key=lambda r: int(r.version))
+    return records
 
 
 def finite(records: Sequence[VersionRecord], metrics: Iterable[str]) -> tuple[list[VersionRecord], list[str]]:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import math
+import sqlite3
 
 from simclr_s2.learning.metrics import THRESHOLD_SOURCE
 from simclr_s2.study.comparison import REQUIRED
+from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.versions import VersionRecord, finite, versions_frame
 
 TAGS = {"stage": "finetune", "pretrained": "ben", "arch": "resnet18", "epochs": "50", "fraction": "10", "seed": "0",
-        "trainable": "head2", "tuned": "true", "test_digest": "abc"}
+        "trainable": "head2", "tuned": "true", "test_digest": "abc", "scheme": "basic"}
 
 
 def test_non_finite_versions_are_left_out_and_named():
@@ -31,3 +33,21 @@ def test_a_version_whose_natural_threshold_is_the_default_says_so_to_compare():
     reason = "default 0.5: the validation set holds no positive"
     records = [VersionRecord("1", TAGS, {}, "r1"), VersionRecord("2", {**TAGS, THRESHOLD_SOURCE: reason}, {}, "r2")]
     assert versions_frame(records, ())[THRESHOLD_SOURCE].tolist() == ["", reason]
+
+
+def test_a_version_not_ready_in_the_registry_is_left_out(ctx, caplog):
+    """compare counts, and promote ranks, only versions whose registration finished: a remote registry can
+    hold one still registering, or failed (its status set in the store here, as such a registry leaves it)."""
+    door = Tracking.of(ctx)
+    model = f"m-{ctx.experiment_name}"
+    door.client.create_registered_model(model)
+    run_id = door.client.create_run(ctx.experiment_id).info.run_id
+    for seed in range(3):
+        door.client.create_model_version(model, "file:///nowhere", run_id, tags={**TAGS, "seed": str(seed)})
+    with sqlite3.connect(ctx.tracking_uri.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE model_versions SET status = 'PENDING_REGISTRATION' WHERE name = ? AND version = 2",
+                   (model,))
+        db.execute("UPDATE model_versions SET status = 'FAILED_REGISTRATION' WHERE name = ? AND version = 3",
+                   (model,))
+    assert [r.version for r in door.search_versions("basic", model=model)] == ["1"]
+    assert "not ready in the registry: v2 (PENDING_REGISTRATION), v3 (FAILED_REGISTRATION)" in caplog.text
