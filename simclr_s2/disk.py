@@ -142,3 +142,13 @@ def _state(code: int, path: Path) -> str:
     if code == errno.ENOSPC:
         return f"file system {mount} is full ({left}); free some space or write elsewhere"
     return f"writing failed on file system {mount} ({left}); if it is full, free some space or write elsewhere"
+
+
+def sync_folder(folder: Path) -> None:
+    """Make the renames into `folder` durable: a rename is an entry of the folder, which fsync of the file
+    does not write."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

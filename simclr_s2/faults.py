@@ -14,6 +14,7 @@ starts another). Points:
   stream_chunk@<k>  a streamed pack recorded its k-th chunk of rows as safe on disk (bigearthnet/stream.py)
   pack_chunk@<k>  a pack from unpacked files has its k-th chunk of rows written (bigearthnet/packed.py)
   download@<bytes>  a download holds <bytes> bytes of its file (bigearthnet/download.py)
+  index_write@0     an index's rejected table is renamed into place, the index not yet (bigearthnet/index.py)
 Unset, every point is a no-op.
 """
 

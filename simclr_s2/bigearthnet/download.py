@@ -195,7 +195,9 @@ def check(path: Path, want: Expected, digest: str | None = None) -> str | None:
 
 def fetch(parts: list[str], dest: Path, url: str = ZENODO, checksums: Path | None = None) -> dict[str, Path]:
     """Part -> verified file in `dest`: present ones verified, the others downloaded (resumed where a
-    `.part` file was left) after checking the disk has room for all of them."""
+    `.part` file was left) after checking the disk has room for all of them. A part named twice is fetched
+    once."""
+    parts = list(dict.fromkeys(parts))
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     wants = expected([FILES[p] for p in parts], checksums)
@@ -264,10 +266,12 @@ def _download(session: requests.Session, source: str | Path, target: Path, size:
                         have += len(block)
                         bar.update(len(block))
                         faults.point("download", have)
+                if have < size:  # a response that ends early without an error is a dropped transfer too
+                    raise _Retry(f"the response ended at byte {have:,}")
             except RETRYABLE as e:
                 failures = 0 if have > start else failures + 1
                 if failures >= RETRIES:
-                    raise FetchError(f"{target.name}: download failed {RETRIES} times in a row at byte "
+                    raise FetchError(f"{source}: download failed {RETRIES} times in a row at byte "
                                      f"{have:,} of {size:,} ({e}); run again to continue") from None
                 log.warning("%s: transfer dropped at byte %s of %s (%s); retrying in %.0f s",
                             target.name, f"{have:,}", f"{size:,}", e, wait)
@@ -285,7 +289,7 @@ def _download(session: requests.Session, source: str | Path, target: Path, size:
 
 
 class _Retry(requests.ConnectionError):
-    """A server error worth trying again (HTTP 5xx, 429)."""
+    """An attempt worth trying again: a server error (HTTP 5xx, 429), or a response that ended short."""
 
 
 RETRYABLE = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)

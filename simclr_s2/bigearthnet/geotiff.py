@@ -9,6 +9,7 @@ no compression or deflate, predictor 1 or 2; anything else is a TiffFormatError,
 
 from __future__ import annotations
 
+import math
 import zlib
 from dataclasses import dataclass
 
@@ -22,7 +23,6 @@ from simclr_s2.bigearthnet.tiff import (
     SAMPLES,
     STRIP_COUNTS,
     STRIP_OFFSETS,
-    TYPES,
     WIDTH,
     TiffFormatError,
     first_directory,
@@ -34,6 +34,7 @@ _WANTED = frozenset(
     (WIDTH, HEIGHT, BITS, COMPRESSION, SAMPLES, FORMAT, STRIP_OFFSETS, STRIP_COUNTS, _PREDICTOR, _TILE_WIDTH,
      _PIXEL_SCALE, _TIEPOINT, _GEOKEYS)
 )  # fmt: skip
+_REALS = frozenset((_PIXEL_SCALE, _TIEPOINT))  # DOUBLE values; every other tag read holds integers
 _RASTER_TYPE_KEY, _PIXEL_IS_POINT, _PROJECTED_CRS_KEY, _USER_DEFINED = 1025, 2, 3072, 32767
 _DEFLATE = (8, 32946)
 
@@ -61,7 +62,10 @@ def decode_uint16(data: bytes, order: str, tags: dict[int, tuple]) -> np.ndarray
         raise TiffFormatError(
             f"compression {compression} with predictor {predictor}: expected none or deflate"
         )
-    chunks = [data[o : o + n] for o, n in zip(tags[STRIP_OFFSETS], tags[STRIP_COUNTS], strict=True)]
+    offsets, counts = tags[STRIP_OFFSETS], tags[STRIP_COUNTS]
+    if len(offsets) != len(counts):
+        raise TiffFormatError(f"{len(offsets)} strip offsets but {len(counts)} strip byte counts")
+    chunks = [data[o : o + n] for o, n in zip(offsets, counts, strict=True)]
     try:
         raw = b"".join(zlib.decompress(c) for c in chunks) if compression in _DEFLATE else b"".join(chunks)
     except zlib.error as e:
@@ -81,10 +85,13 @@ def georeference(tags: dict[int, tuple]) -> tuple[int | None, float, float]:
 
     A tie point of a PixelIsPoint raster names a pixel's centre: the corner lies half a pixel off, as GDAL
     reads it."""
-    if _TIEPOINT not in tags or _PIXEL_SCALE not in tags:
-        raise TiffFormatError("no GeoTIFF tie point and pixel scale")
-    i, j, _, x, y, _ = tags[_TIEPOINT][:6]
-    sx, sy = tags[_PIXEL_SCALE][:2]
+    tie, scale = tags.get(_TIEPOINT, ()), tags.get(_PIXEL_SCALE, ())
+    if len(tie) < 6 or len(scale) < 2 or not all(map(math.isfinite, (*tie[:6], *scale[:2]))):
+        raise TiffFormatError(
+            f"GeoTIFF tie point {tie[:6]} and pixel scale {scale[:2]}: expected 6 and 2 finite numbers"
+        )
+    i, j, _, x, y, _ = tie[:6]
+    sx, sy = scale[:2]
     keys = tags.get(_GEOKEYS, ())
     # a header of 4 values, then (key, location, count, value) per key; location 0: the value is inline
     inline = {keys[k]: keys[k + 3] for k in range(4, len(keys) - 3, 4) if keys[k + 1] == 0}
@@ -102,7 +109,7 @@ def read_geotiff_uint16(path: str) -> GeoRaster:
 
 def decode_geotiff_uint16(data: bytes) -> GeoRaster:
     """`read_geotiff_uint16` of a file's bytes (read from disk, or a member of an archive's stream)."""
-    order, bigtiff, tags = first_directory(data, len(data), wanted=_WANTED, types=TYPES)
+    order, bigtiff, tags = first_directory(data, len(data), wanted=_WANTED, reals=_REALS)
     if bigtiff:
         raise TiffFormatError("TIFF version 43: only classic TIFF (42) is read here")
     return GeoRaster(decode_uint16(data, order, tags), *georeference(tags))

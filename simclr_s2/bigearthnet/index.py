@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
+from simclr_s2 import disk, faults
 from simclr_s2.bigearthnet import reben
 from simclr_s2.bigearthnet.layouts import (
     LAYOUTS,
@@ -179,12 +180,44 @@ def _write(
         b"archive_version": layout.name.encode(),
         b"check_rasters": str(check_rasters).lower().encode(),
     }
-    pq.write_table(table.replace_schema_metadata(meta), out)
     rejected_path = rejected_path_for(out)
-    rejected_table = _table(rejected, REJECTED_SCHEMA)
-    pq.write_table(rejected_table.replace_schema_metadata(meta), rejected_path)
+    _write_pair(out, table.replace_schema_metadata(meta), rejected_path,
+                _table(rejected, REJECTED_SCHEMA).replace_schema_metadata(meta))
     seconds = time.perf_counter() - start
     return IndexResult(out, rejected_path, table.num_rows, len(rejected), seconds, layout.name)
+
+
+def _write_pair(out: Path, table: pa.Table, rejected_path: Path, rejected: pa.Table) -> None:
+    """Write the index and its rejected table so that an index.parquet that exists has its rejected table
+    beside it, both whole and of one build: each is written under a temporary name and synced, the old index
+    removed, then the rejected table renamed into place and the index last. A kill or a full disk mid-write
+    leaves the old pair, or no index (fetch then builds it again), never half a file under either name."""
+    partials = {path: path.with_name(f".{path.name}.{os.getpid()}.partial") for path in (rejected_path, out)}
+    try:
+        for partial, data in zip(partials.values(), (rejected, table), strict=True):
+            with open(partial, "wb") as fh:
+                pq.write_table(data, fh)
+                fh.flush()
+                os.fsync(fh.fileno())
+        out.unlink(missing_ok=True)
+        os.replace(partials[rejected_path], rejected_path)
+        faults.point("index_write", 0)  # the rejected table in place, the index not yet
+        os.replace(partials[out], out)
+        disk.sync_folder(out.parent)
+    finally:
+        for partial in partials.values():
+            partial.unlink(missing_ok=True)
+
+
+def is_whole(index_path: Path) -> bool:
+    """Whether the index and its rejected table are both there and readable Parquet (a file damaged since it
+    was written, or an index of a version that wrote them in place and was stopped between, is not)."""
+    try:
+        for path in (index_path, rejected_path_for(index_path)):
+            pq.read_metadata(path)
+    except (OSError, pa.ArrowException):
+        return False
+    return True
 
 
 def _index_metadata(path: Path) -> dict[bytes, bytes]:

@@ -410,15 +410,35 @@ def open_or_pack(
     want = _request(names, bands, resampling, index_digest)
     store_dir = Path(store_dir)
     with _locked(store_dir):
-        reasons = _mismatch(store_dir, want)
-        if not reasons:
-            try:
-                store = PackedStore.open(store_dir)
-            except StoreError as e:
-                reasons = [str(e)]
-            else:
-                return reused(store)
-        return _pack_locked(Path(archive_root), want, store_dir, workers, reasons)
+        store = reusable(store_dir, want)
+        return store if store is not None else _pack_locked(Path(archive_root), want, store_dir, workers)
+
+
+def reusable(store_dir: Path, want: _Request) -> PackedStore | None:
+    """The store at `store_dir`, said to be reused, when it serves `want` and opens; else None, once the log
+    says why it is packed (anew): it differs, is damaged or is not there yet. The packer and the streamed
+    pack both decide here, so both rebuild a damaged store. Call it holding the store's lock (`_locked`)."""
+    reasons = _mismatch(store_dir, want)
+    if not reasons:
+        try:
+            return reused(PackedStore.open(store_dir))
+        except StoreError as e:
+            reasons = [str(e)]
+    _say_why_packing(store_dir, want, reasons)
+    return None
+
+
+def _say_why_packing(store_dir: Path, want: _Request, reasons: list[str]) -> None:
+    """Log why the store at `store_dir` is packed (anew); StoreError for a folder there that holds something
+    else, which a pack must not replace."""
+    if store_dir.exists() and _read_meta(store_dir) is None and any(store_dir.iterdir()):
+        raise StoreError(
+            f"store_dir {store_dir} exists, is not empty and is not a packed store; refusing to replace it"
+        )
+    if store_dir.exists():
+        log.warning("rebuilding packed store %s: %s", store_dir, "; ".join(reasons))
+    else:
+        log.info("packing %d patches into %s", len(want.names), store_dir)
 
 
 def reused(store: PackedStore) -> PackedStore:
@@ -444,7 +464,8 @@ def pack(
     want = _request(names, bands, resampling, index_digest)
     store_dir = Path(store_dir)
     with _locked(store_dir):
-        return _pack_locked(Path(archive_root), want, store_dir, workers, ["asked to"])
+        _say_why_packing(store_dir, want, ["asked to"])
+        return _pack_locked(Path(archive_root), want, store_dir, workers)
 
 
 @contextlib.contextmanager
@@ -465,17 +486,7 @@ def _locked(store_dir: Path) -> Iterator[None]:
                 fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _pack_locked(
-    archive_root: Path, want: _Request, store_dir: Path, workers: int | None, reasons: list[str]
-) -> PackedStore:
-    if store_dir.exists() and _read_meta(store_dir) is None and any(store_dir.iterdir()):
-        raise StoreError(
-            f"store_dir {store_dir} exists, is not empty and is not a packed store; refusing to replace it"
-        )
-    if store_dir.exists():
-        log.warning("rebuilding packed store %s: %s", store_dir, "; ".join(reasons))
-    else:
-        log.info("packing %d patches into %s", len(want.names), store_dir)
+def _pack_locked(archive_root: Path, want: _Request, store_dir: Path, workers: int | None) -> PackedStore:
     unfinished = store_dir.with_name(f".{store_dir.name}.partial")
     if unfinished.exists():
         log.warning("removing %s left by an interrupted pack", unfinished)
@@ -599,9 +610,5 @@ def _swap_in(partial: Path, store_dir: Path) -> None:
     if store_dir.exists():
         os.replace(store_dir, old)
     os.replace(partial, store_dir)
-    dir_fd = os.open(store_dir.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    disk.sync_folder(store_dir.parent)
     shutil.rmtree(old, ignore_errors=True)

@@ -228,21 +228,35 @@ def stream_index(maps: Path, root: Path, out: Path) -> IndexResult:
 def extract(archive: Path, dest: Path) -> int:
     """Unpack the .tar.zst `archive` into `dest` as a stream (what `tar -xf` does; extract=true); a file
     already there with its member's size is kept, so a rerun after a kill continues. Returns files
-    written."""
+    written. Each file goes where tar's `data` filter puts it (a leading `/` stripped), and a member that
+    would land outside `dest` (`../`, a link in `dest` leading out) stops the unpacking, named."""
     dest = Path(dest).resolve()
+    targets: dict[str, Path] = {}  # where each wanted member goes, from `wanted` to the write
 
     def wanted(member: tarfile.TarInfo) -> bool:
-        target = dest / tarfile.data_filter(member, str(dest)).name
+        target = targets[member.name] = _target(archive, dest, member)
         return not (target.is_file() and target.stat().st_size == member.size)
 
     written = 0
     for member, data in tqdm(members(archive, wanted), desc=f"unpacking {archive.name}", unit="file",
                              disable=None):
-        target = dest / member.name
+        target = targets.pop(member.name)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         written += 1
     return written
+
+
+def _target(archive: Path, dest: Path, member: tarfile.TarInfo) -> Path:
+    """The path in `dest` (resolved) that `member` of `archive` unpacks to, by tar's `data` filter; an
+    ArchiveError, not a tarfile error (which `members` reports as damage), for one outside `dest`."""
+    try:
+        target = (dest / tarfile.data_filter(member, str(dest)).name).resolve()
+        if not target.is_relative_to(dest):
+            raise tarfile.OutsideDestinationError(member, str(target))
+    except tarfile.FilterError as e:
+        raise ArchiveError(f"{archive}: refusing to unpack member {member.name} ({e}: dest {dest})") from None
+    return target
 
 
 def _state(want: packed._Request, archive: Path) -> dict:
@@ -271,12 +285,9 @@ def stream_pack(
     want = packed._request(names, bands, resampling, index_digest)
     store_dir, archive = Path(store_dir), Path(archive)
     with packed._locked(store_dir):
-        reasons = packed._mismatch(store_dir, want)
-        if not reasons:
-            return packed.reused(packed.PackedStore.open(store_dir))
-        if store_dir.exists() and packed._read_meta(store_dir) is None and any(store_dir.iterdir()):
-            raise packed.StoreError(
-                f"store_dir {store_dir} exists, is not empty and is not a packed store; refusing to replace it")
+        store = packed.reusable(store_dir, want)
+        if store is not None:
+            return store
         unfinished = store_dir.with_name(f".{store_dir.name}.partial")
         done = _resume(unfinished, want, archive)
         try:

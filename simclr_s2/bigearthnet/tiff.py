@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 _HEAD = 1024  # GDAL writes the directory and its arrays right after the 8-byte header
-# TIFF field type -> struct code; ASCII (2) and UNDEFINED (7) stay bytes
-TYPES = {1: "B", 2: "s", 3: "H", 4: "I", 6: "b", 7: "s", 8: "h", 9: "i", 11: "f", 12: "d", 16: "Q"}
-_INTEGERS = {t: TYPES[t] for t in (3, 4, 16)}  # SHORT, LONG, LONG8: the types of the tags read here
+_INTEGERS = {3: "H", 4: "I", 16: "Q"}  # TIFF field type -> struct code: SHORT, LONG, LONG8, the integer tags' types
+_DOUBLE = 12  # the type of the `reals` (GeoTIFF's pixel scale and tie point)
+_CODES = {**_INTEGERS, _DOUBLE: "d"}
 WIDTH, HEIGHT, BITS, COMPRESSION, FILL_ORDER, SAMPLES = 256, 257, 258, 259, 266, 277
 ROWS_PER_STRIP, FORMAT = 278, 339
 STRIP_OFFSETS, STRIP_COUNTS, TILE_OFFSETS, TILE_COUNTS = 273, 279, 324, 325
@@ -41,7 +41,7 @@ _LAYOUTS = {
 }
 _LAYOUT_TAGS = (SAMPLES, BITS, FORMAT, COMPRESSION, FILL_ORDER)  # all 1 by default
 # byte order -> type -> the layout of one value of it, which a directory entry holds inline when it fits
-_ONE = {order: {t: struct.Struct(order + code) for t, code in TYPES.items() if code != "s"} for order in "<>"}
+_ONE = {order: {t: struct.Struct(order + code) for t, code in _CODES.items()} for order in "<>"}
 
 Reader = Callable[[int, int], bytes]
 """read(offset, n): n bytes of the file from offset."""
@@ -72,11 +72,13 @@ def first_directory(
     rest: Reader | None = None,
     *,
     wanted: frozenset[int] = _WANTED,
-    types: Mapping[int, str] = _INTEGERS,
+    reals: frozenset[int] = frozenset(),
 ) -> tuple[str, bool, dict[int, tuple]]:
     """(byte order "<" or ">", whether a BigTIFF, tag -> values) of the first image directory of a classic
-    TIFF or BigTIFF; only the `wanted` tags stored as one of `types` are decoded (by default the integer
-    tags this module reads).
+    TIFF or BigTIFF; only the `wanted` tags are decoded (by default the integer tags this module reads).
+
+    Each wanted tag must hold at least one value, of an integer type (DOUBLE for the `reals`); anything else
+    is a TiffFormatError, so a damaged directory never reaches the callers as an empty or mistyped value.
 
     `head` holds the file's first bytes; `rest` reads what lies beyond them (None: `head` is the whole file).
     """
@@ -98,16 +100,18 @@ def first_directory(
     tags: dict[int, tuple] = {}
     one = _ONE[order]
     for tag, typ, count, value in entry_s.iter_unpack(read(ifd + count_s.size, n_entries * entry_s.size)):
-        if tag not in wanted or typ not in types:
+        if tag not in wanted:
             continue
-        if count == 1 and typ in one and one[typ].size <= inline:  # most tags: one value, inline
+        if count == 0 or (typ not in _INTEGERS and (typ != _DOUBLE or tag not in reals)):
+            kind = "DOUBLE" if tag in reals else "SHORT, LONG or LONG8"
+            raise TiffFormatError(f"tag {tag} holds {count} value(s) of type {typ}, expected {kind} values")
+        size = count * one[typ].size
+        if count == 1 and size <= inline:  # most tags: one value, inline
             tags[tag] = one[typ].unpack_from(value)
             continue
-        fmt = f"{order}{count}{types[typ]}"
-        size = struct.calcsize(fmt)
-        if size > inline:  # the values lie elsewhere; `value` points to them
+        if size > inline:  # the values lie elsewhere; `value` points to them (checked against the file's size)
             value = read(int.from_bytes(value, "little" if order == "<" else "big"), size)
-        tags[tag] = struct.unpack(fmt, value[:size])
+        tags[tag] = struct.unpack(f"{order}{count}{_CODES[typ]}", value[:size])
     return order, version == 43, tags
 
 
@@ -201,8 +205,9 @@ def _checked_strips(data: bytes, order: str, tags: dict[int, tuple]) -> _Strips:
     if min(width, height, rows) < 1:
         raise UnsupportedTiff(f"image of {width} x {height} px in strips of {rows} rows")
     offsets, counts = tags[STRIP_OFFSETS], tags.get(STRIP_COUNTS, ())
-    expected = [2 * width * min(rows, height - top) for top in range(0, height, rows)]
-    if list(counts) != expected or len(offsets) != len(expected):
+    strips = -(-height // rows)  # compared first: a damaged height must not make a list of millions
+    if not len(offsets) == len(counts) == strips or \
+            list(counts) != [2 * width * min(rows, height - top) for top in range(0, height, rows)]:
         raise UnsupportedTiff(
             f"strip byte counts {counts[:4]} differ from {width} x {rows}-row uint16 strips"
         )

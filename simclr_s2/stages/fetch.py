@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 from simclr_s2.bigearthnet import packed, reben
 from simclr_s2.bigearthnet.bands import Bands
 from simclr_s2.bigearthnet.download import FILES, fetch
-from simclr_s2.bigearthnet.index import build_index, rejected_path_for
+from simclr_s2.bigearthnet.index import build_index, is_whole, rejected_path_for
 from simclr_s2.bigearthnet.layouts import V2
 from simclr_s2.bigearthnet.stream import extract, stream_index, stream_pack
 from simclr_s2.errors import UserError
@@ -59,14 +59,17 @@ class Fetch(DataStage[specs.Fetch]):
 
 def _index(dest: Path, out: Path, unpacked: bool) -> Path:
     """The index of the archive in `dest`: built from the unpacked folders (extract=true) or streamed from
-    the maps; kept when it is newer than every file it is made from."""
+    the maps; kept when it is whole (with its rejected table) and newer than every file it is made from."""
     missing = [f for f in INDEX_INPUTS if not (dest / f).is_file()]
     if missing:
         raise UserError(f"index: needs {', '.join(missing)} in dest {dest}; add maps, metadata and snow to parts, "
                         "or index=none")
-    if out.is_file() and not unpacked and out.stat().st_mtime > max((dest / f).stat().st_mtime for f in INDEX_INPUTS):
-        print(f"index: {out} (kept: newer than {', '.join(INDEX_INPUTS)})")
-        return out
+    if out.exists() and not unpacked:
+        if not is_whole(out):
+            print(f"index: {out} or {rejected_path_for(out).name} is missing or unreadable; building it again")
+        elif out.stat().st_mtime > max((dest / f).stat().st_mtime for f in INDEX_INPUTS):
+            print(f"index: {out} (kept: newer than {', '.join(INDEX_INPUTS)})")
+            return out
     result = build_index(dest, out, version=V2.name) if unpacked else stream_index(dest / FILES["maps"], dest, out)
     print(f"index: {result.index_path} ({result.n_indexed} patches, {result.n_rejected} rejected)")
     return result.index_path

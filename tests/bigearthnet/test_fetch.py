@@ -11,6 +11,7 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -21,20 +22,25 @@ from simclr_s2.bigearthnet import download as fetch
 from simclr_s2.bigearthnet import packed, reben
 from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.download import FILES, FetchError
-from simclr_s2.bigearthnet.index import index_digest
+from simclr_s2.bigearthnet.index import index_digest, rejected_path_for
 from simclr_s2.bigearthnet.reader import V2_MAPS, V2_PATCHES
 from simclr_s2.bigearthnet.stream import write_tar_zst
 from simclr_s2.errors import UserError
+
+MAX_GETS = 50
+"""GETs the test server answers; then 404, so a client that never gives up fails its test instead of hanging it."""
 
 
 @dataclass
 class Served:
     """What the test server serves, and the faults it injects: `drop[file] = n` sends the first n bytes of
-    the next GET of `file` and then closes the connection (once); `corrupt[file] = i` flips byte i."""
+    the next GET of `file` and then closes the connection (once); `corrupt[file] = i` flips byte i; `short[file]
+    = n` answers every GET of `file` with its first n bytes as if they were all of it (200, Range ignored)."""
 
     files: dict[str, bytes]
     drop: dict[str, int] = field(default_factory=dict)
     corrupt: dict[str, int] = field(default_factory=dict)
+    short: dict[str, int] = field(default_factory=dict)
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, file, Range header)
 
     def body(self, name: str) -> bytes:
@@ -55,11 +61,13 @@ def _handler(served: Served) -> type[http.server.BaseHTTPRequestHandler]:
             """Headers sent; the body from the asked byte on, and where to drop it (-1: nowhere)."""
             name = self.path.rsplit("/", 1)[-1]
             served.requests.append((self.command, name, self.headers.get("Range", "")))
-            if name not in served.files:
+            if name not in served.files or sum(r[0] == "GET" for r in served.requests) > MAX_GETS:
                 self.send_error(404)
                 return None
             data = served.body(name)
             start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-")) if "Range" in self.headers else 0
+            if self.command == "GET" and name in served.short:
+                data, start = data[: served.short[name]], 0
             self.send_response(206 if start else 200)
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
@@ -134,6 +142,31 @@ def test_a_dropped_transfer_resumes_with_range_and_verifies(release, server, che
     assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == sorted([*FILES.values(), fetch.VERIFIED])
 
 
+def test_a_server_that_ends_every_response_short_is_given_up_with_backoff(server, checksums, tmp_path,
+                                                                           monkeypatch):
+    """A response that ends early without an error, from a server that ignores Range: each attempt starts over
+    and brings no new byte, so it is a failed attempt like a dropped one (backing off), not a loop."""
+    url, served = server
+    name = FILES["metadata"]
+    served.short[name] = 600
+    waits: list[float] = []
+    monkeypatch.setattr(fetch, "BACKOFF_S", 1.0)
+    monkeypatch.setattr(fetch, "time", SimpleNamespace(sleep=waits.append))
+    size = len(served.files[name])
+    with pytest.raises(FetchError, match=rf"^{url}/{name}: download failed {fetch.RETRIES} times in a row at byte "
+                                         rf"600 of {size:,} \(the response ended at byte 600\); run again"):
+        fetch.fetch(["metadata"], tmp_path, url, checksums)
+    assert sum(r[:2] == ("GET", name) for r in served.requests) == fetch.RETRIES + 1  # the first brought 600
+    assert waits == [1.0, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0]
+
+
+def test_a_part_named_twice_is_fetched_once(release, server, checksums, tmp_path):
+    url, served = server
+    got = fetch.fetch(["maps", "metadata", "maps"], tmp_path / "dest", url, checksums)
+    assert list(got) == ["maps", "metadata"] and got["maps"].read_bytes() == release["files"][FILES["maps"]]
+    assert sorted(r[1] for r in served.requests if r[0] == "GET") == sorted([FILES["maps"], FILES["metadata"]])
+
+
 def test_a_wrong_checksum_deletes_the_download_and_says_so(server, checksums, tmp_path):
     url, served = server
     served.corrupt[FILES["metadata"]] = 1000
@@ -197,6 +230,27 @@ def test_a_malformed_checksums_file_is_one_line(tmp_path):
     bad.write_text(f"{'0' * 32}  other.file\n")
     with pytest.raises(FetchError, match=r"no line for metadata.parquet"):
         fetch.fetch(["metadata"], tmp_path, "http://127.0.0.1:9", bad)
+
+
+def test_an_index_is_kept_only_whole(release, tmp_path, capsys):
+    """fetch keeps an index newer than its inputs only with its rejected table, both readable: a pair a build
+    (or a disk) left incomplete is built again, not kept and tripped over by every later fetch."""
+    from simclr_s2.stages.fetch import INDEX_INPUTS, _index
+
+    dest, out = tmp_path / "dest", tmp_path / "index" / "index.parquet"
+    dest.mkdir()
+    for name in INDEX_INPUTS:
+        (dest / name).write_bytes(release["files"][name])
+    _index(dest, out, unpacked=False)
+    whole = {path: path.read_bytes() for path in (out, rejected_path_for(out))}
+    for damage in (lambda: rejected_path_for(out).unlink(), lambda: out.write_bytes(whole[out][:-100])):
+        damage()
+        capsys.readouterr()
+        assert _index(dest, out, unpacked=False) == out
+        assert "building it again" in capsys.readouterr().out
+        assert {path: path.read_bytes() for path in whole} == whole
+    _index(dest, out, unpacked=False)
+    assert "(kept: newer than" in capsys.readouterr().out
 
 
 class _Stop(Exception):

@@ -4,6 +4,7 @@ the worker count."""
 
 from __future__ import annotations
 
+import errno
 import json
 import re
 import shutil
@@ -15,7 +16,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import rasterio
+from tiff_damage import empty_width
 
+from simclr_s2 import faults
 from simclr_s2.bigearthnet import reader, reben
 from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.geotiff_writer import write_geotiff
@@ -26,6 +29,7 @@ from simclr_s2.bigearthnet.index import (
     index_archive_root,
     index_digest,
     index_layout,
+    is_whole,
     load_index,
     rejected_path_for,
 )
@@ -142,6 +146,7 @@ BREAKERS = {  # how to break a patch -> (kind, file suffix the reason names)
     "truncated": (lambda p: _truncate(_band(p, "B11")), reader.UNREADABLE, "_B11.tif"),
     "garbage": (lambda p: _band(p, "B05").write_bytes(b"\x00" * 7560), reader.UNREADABLE, "_B05.tif"),
     "empty_band": (lambda p: _band(p, "B12").write_bytes(b""), reader.UNREADABLE, "_B12.tif"),
+    "no_width": (lambda p: empty_width(_band(p, "B03")), reader.UNREADABLE, "_B03.tif"),
 }
 
 
@@ -220,6 +225,55 @@ def v2_archive(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def v2_index(v2_archive, tmp_path_factory) -> Path:
     return build_index(v2_archive, tmp_path_factory.mktemp("v2index") / "index.parquet", workers=2).index_path
+
+
+class _Stopped(Exception):
+    """Where a kill stops the index's writing."""
+
+
+def _pair(out: Path) -> dict[str, bytes]:
+    """The bytes of every file in the index's folder, by name."""
+    return {p.name: p.read_bytes() for p in sorted(out.parent.iterdir())}
+
+
+def test_a_full_disk_mid_write_leaves_the_previous_index_whole(v2_archive, v2_index, tmp_path, monkeypatch):
+    out = tmp_path / "index.parquet"
+    for path in (v2_index, rejected_path_for(v2_index)):
+        shutil.copy(path, tmp_path / path.name)
+    before, write_table = _pair(out), pq.write_table
+
+    def half_then_full(table: pa.Table, where, **kwargs) -> None:
+        sink = pa.BufferOutputStream()
+        write_table(table, sink, **kwargs)
+        whole = sink.getvalue().to_pybytes()
+        half = whole[: len(whole) // 2]
+        Path(where).write_bytes(half) if isinstance(where, str | Path) else where.write(half)
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(pq, "write_table", half_then_full)
+    with pytest.raises(OSError, match="No space left"):
+        build_index(v2_archive, out, workers=1)
+    assert _pair(out) == before and is_whole(out)  # the old pair, untouched, and no partial file left
+
+
+def test_an_index_that_exists_has_its_whole_rejected_table(v2_archive, tmp_path, monkeypatch):
+    """A kill between the two files' renames leaves no index (it is renamed into place last), so nothing
+    mistakes the rejected table alone for a finished build."""
+    out = tmp_path / "index.parquet"
+    build_index(v2_archive, out, workers=1)
+    point = faults.point
+
+    def killed(name: str, epoch: int) -> None:
+        if name == "index_write":
+            raise _Stopped
+        point(name, epoch)
+
+    monkeypatch.setattr(faults, "point", killed)
+    with pytest.raises(_Stopped):
+        build_index(v2_archive, out, workers=1)
+    assert not out.exists() and not is_whole(out) and list(_pair(out)) == [rejected_path_for(out).name]
+    monkeypatch.setattr(faults, "point", point)
+    assert is_whole(build_index(v2_archive, out, workers=1).index_path)
 
 
 def _metadata(root: Path) -> pd.DataFrame:
@@ -354,6 +408,7 @@ V2_BREAKERS = {  # how to break a v2.0 patch -> kind
         reader.UNKNOWN_CODE,
     ),
     "garbage_map": (lambda root, n: _map_path(root, n).write_bytes(b"\x00" * 900), reader.UNREADABLE),
+    "map_without_width": (lambda root, n: empty_width(_map_path(root, n)), reader.UNREADABLE),
     "no_band": (lambda root, n: (patch_dir(root, n) / f"{n}_B11.tif").unlink(), reader.MISSING_BAND),
     "no_folder": (lambda root, n: shutil.rmtree(patch_dir(root, n)), reben.MISSING_FOLDER),
     "no_row": (lambda root, n: _edit_metadata(root, n, lambda df, at: df[~at]), reben.NO_METADATA),

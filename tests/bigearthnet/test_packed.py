@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import rasterio
+from tiff_damage import empty_width
 
 from simclr_s2 import disk
 from simclr_s2.bigearthnet import packed, reader
@@ -137,17 +138,19 @@ def test_fast_band_reader_is_rasterio_and_falls_back_to_it(real_archive, archive
 
 def test_broken_patches_are_one_line_errors_naming_patch_and_file(archive, names, tmp_path) -> None:
     root = tmp_path / "archive"
-    for name in names[:3]:
+    for name in names[:4]:
         shutil.copytree(archive / name, root / name)
-    truncated, resized, missing = names[:3]
+    truncated, resized, missing, damaged = names[:4]
     band = reader.band_file(root / truncated, "B08")
     band.write_bytes(band.read_bytes()[:5000])
     shutil.copy(reader.band_file(root / resized, "B05"), reader.band_file(root / resized, "B03"))
     reader.band_file(root / missing, "B11").unlink()
+    empty_width(reader.band_file(root / damaged, "B04"))
     for name, file, kind in (
         (truncated, "B08", "unreadable"),
         (resized, "B03", "wrong raster size"),
         (missing, "B11", "missing band file"),
+        (damaged, "B04", "unreadable"),
     ):
         with pytest.raises(PackError) as raised:
             pack(root, [name], tmp_path / "s", "study", DIGEST, workers=1)

@@ -4,17 +4,20 @@ the first bad member named, and a killed pack continued where it stopped."""
 from __future__ import annotations
 
 import errno
+import io
 import json
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 from pathlib import Path
 
 import pytest
 import rasterio
+import zstandard
 
 from simclr_s2.bigearthnet import packed, reader, reben, stream
 from simclr_s2.bigearthnet.demo import write_demo_archive
@@ -88,6 +91,19 @@ def test_streamed_store_is_the_packers_bit_for_bit(release, tmp_path, monkeypatc
     assert again.names == streamed.names  # reused: the archive is not even opened
 
 
+def test_a_damaged_store_is_streamed_again(release, tmp_path, caplog):
+    """As the packer does (test_packed's test_damaged_store_is_rebuilt): a store whose meta.json matches but
+    whose pixels do not open is packed again, the log saying why, not refused on every later fetch."""
+    archive, names = release["files"] / "BigEarthNet-S2.tar.zst", _names(release["root"])[:6]
+    store = stream_pack(archive, names, tmp_path / "s", BANDS, DIGEST, release["root"], workers=1)
+    pixels = store.path / packed.PIXELS_FILE
+    os.truncate(pixels, pixels.stat().st_size // 2)
+    with caplog.at_level("INFO", logger=packed.__name__):
+        again = stream_pack(archive, names, tmp_path / "s", BANDS, DIGEST, release["root"], workers=1)
+    assert f"rebuilding packed store {tmp_path / 's'}" in caplog.text and "damaged" in caplog.text
+    assert again.names == tuple(names) and again.read_dn([0]).shape == (1, 5, 120, 120)
+
+
 def test_by_default_a_stream_packs_with_one_process_per_core_the_walking_one_counted(monkeypatch):
     monkeypatch.setattr(stream.os, "cpu_count", lambda: 2)
     assert [stream._decoders(w, 100) for w in (None, 0, 1, 2, 16)] == [1, 1, 0, 1, 15]
@@ -103,6 +119,31 @@ def test_extract_unpacks_the_archive_and_a_rerun_skips_what_is_there(release, tm
     victim.write_bytes(victim.read_bytes()[:100])  # as a kill mid-write leaves it
     assert extract(archive, tmp_path) == 1
     assert victim.read_bytes() == (release["root"] / first[0]).read_bytes()
+
+
+def _tar_zst(out: Path, files: dict[str, bytes]) -> Path:
+    """A .tar.zst of members named as given, whatever the names (absolute, with `..`)."""
+    with open(out, "wb") as fh, zstandard.ZstdCompressor().stream_writer(fh) as z, \
+            tarfile.open(fileobj=z, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        for name, data in files.items():
+            member = tarfile.TarInfo(name)
+            member.size = len(data)
+            tar.addfile(member, io.BytesIO(data))
+    return out
+
+
+def test_extract_writes_only_inside_dest(tmp_path):
+    """A leading `/` is stripped, as tar's data filter strips it (the file lands inside dest), and a member
+    that would land outside dest stops the unpacking with what it is, not as damage."""
+    dest, outside = tmp_path / "dest", tmp_path / "outside.txt"
+    absolute = _tar_zst(tmp_path / "absolute.tar.zst", {"top/ok.txt": b"ok", str(outside): b"out"})
+    assert extract(absolute, dest) == 2
+    assert not outside.exists() and (dest / str(outside).lstrip("/")).read_bytes() == b"out"
+    climbing = _tar_zst(tmp_path / "climbing.tar.zst", {"top/../../outside.txt": b"out"})
+    with pytest.raises(ArchiveError, match=r"climbing.tar.zst: refusing to unpack member top/\.\./\.\./outside"
+                                           r".*outside the destination: dest "):
+        extract(climbing, dest)
+    assert not outside.exists()
 
 
 def _damaged(source: Path, tmp: Path, how: str) -> Path:

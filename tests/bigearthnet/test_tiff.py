@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import rasterio
 from rasterio.transform import Affine
+from tiff_damage import first_entry
 
+from simclr_s2.bigearthnet.geotiff import decode_geotiff_uint16
 from simclr_s2.bigearthnet.reader import band_file
 from simclr_s2.bigearthnet.tiff import (
     STRIP_COUNTS,
@@ -18,6 +22,7 @@ from simclr_s2.bigearthnet.tiff import (
     read_tiff_header,
 )
 
+REBEN = Path(__file__).parent / "fixtures" / "reben-sample"
 SIMPLE = {}, {"blockysize": 7}, {"blockysize": 1}, {"BIGTIFF": "YES"}, {"ENDIANNESS": "BIG"}
 """Uncompressed strip layouts (GDAL's default, strips not dividing the height, one row each, BigTIFF,
 big-endian): `decode_uint16_strips` reads them; any compression or tiling goes to GDAL."""
@@ -135,3 +140,40 @@ def test_a_layout_seen_before_serves_only_files_with_its_bytes(tmp_path, demo_ar
     shorter[at : at + np.dtype(kind).itemsize] = np.array([counts[-1] - 240], kind).tobytes()
     with pytest.raises(UnsupportedTiff, match="strip byte counts"):
         decode_uint16_strips(bytes(shorter))
+
+
+@pytest.mark.parametrize(("at", "value", "match"), [(4, 0, "tag 256 holds 0 value"), (2, 2, "type 2")],
+                         ids=["no_values", "ascii"])
+def test_a_damaged_directory_entry_is_a_format_error(at, value, match):
+    """A wanted tag with no value or of a type that holds no integers: refused where the directory is read."""
+    data = bytearray(next((REBEN / "Reference_Maps").rglob("*.tif")).read_bytes())
+    data[first_entry(data) + at] = value  # the image width's count or type
+    for decode in (decode_geotiff_uint16, decode_uint16_strips):
+        with pytest.raises(TiffFormatError, match=match):
+            decode(bytes(data))
+
+
+def test_any_damaged_file_is_a_tiff_format_error_and_nothing_else(tmp_path):
+    """The decoders' contract, which the index and the packer rely on to reject a patch and go on: a real file
+    with random bytes of its header and directory changed (some cut short too), with a fixed seed, is decoded
+    or refused with a TiffFormatError, never another exception."""
+    rng, header = np.random.default_rng(0), tmp_path / "band.tif"
+
+    def read_header(data: bytes) -> object:
+        header.write_bytes(data)
+        return read_tiff_header(header)
+
+    for path in sorted(REBEN.rglob("*.tif")):
+        original = path.read_bytes()
+        for _ in range(200):
+            data = bytearray(original)
+            for at in rng.integers(2, 600, rng.integers(1, 4)):
+                data[at] = rng.integers(256)
+            damaged = bytes(data[: rng.integers(len(data))] if rng.random() < 0.2 else data)
+            for decode in (decode_geotiff_uint16, decode_uint16_strips, read_header):
+                try:
+                    decode(damaged)
+                except TiffFormatError:
+                    pass
+                except Exception as e:  # noqa: BLE001 (the test's point: what else escapes)
+                    pytest.fail(f"{decode.__name__} of {path.name} damaged: {type(e).__name__}: {e}")
