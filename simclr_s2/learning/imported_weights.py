@@ -81,6 +81,15 @@ class ImportedEncoder:
     layout: str  # SIMCLR or TIMM: the layout the state dict came in
 
 
+class StateDict(dict[str, torch.Tensor]):
+    """A state dict read from a file, with the bands the file records in channel order (a pretrain
+    checkpoint's; None when it records none): the only right answer to `auto`, whatever the channel count."""
+
+    def __init__(self, state: Mapping[str, torch.Tensor], bands: Bands | None = None) -> None:
+        super().__init__(state)
+        self.bands = bands
+
+
 def _checked(state: object, source: str) -> dict[str, torch.Tensor]:
     """`state` as a plain dict of tensors without a DataParallel `module.` prefix, or a one-line UserError."""
     if not isinstance(state, Mapping) or not state:
@@ -180,11 +189,13 @@ def _archive_bands(source_bands: Sequence[str]) -> Bands:
 
 def data_bands(state: Mapping[str, torch.Tensor], bands: Bands | None,
                source_bands: Sequence[str] = TORCHGEO_S2_BANDS) -> Bands:
-    """The data's bands for an encoder's state dict: as given, or for None (`auto`) every band of the encoder
-    the archive has (a timm layout's `source_bands`), or this project's study 10 or all 12 by conv1's
-    channels; a UserError when that says nothing."""
+    """The data's bands for an encoder's state dict: as given, or for None (`auto`) the bands its file records
+    (`StateDict`), every band of the encoder the archive has (a timm layout's `source_bands`), or this
+    project's study 10 or all 12 by conv1's channels; a UserError when that says nothing."""
     if bands is not None:
         return bands
+    if isinstance(state, StateDict) and state.bands is not None:
+        return state.bands
     if state_dict_layout(state) == TIMM:
         return _archive_bands(source_bands)
     channels = int(_checked(state, "state dict")["encoder.conv1.weight"].shape[1])
@@ -194,11 +205,11 @@ def data_bands(state: Mapping[str, torch.Tensor], bands: Bands | None,
     return Bands(STUDY_BANDS if channels == len(STUDY_BANDS) else BANDS)
 
 
-def read_state_dict(path: Path, what: str = "pretrained", bands: Bands | None = None) -> dict[str, torch.Tensor]:
+def read_state_dict(path: Path, what: str = "pretrained", bands: Bands | None = None) -> StateDict:
     """A state-dict file (torch.save of parameter name -> tensor; a pretrain checkpoint's `model` entry
-    too), read without running pickled code; `what` names the parameter in the one-line error. `bands`,
-    when given (None: auto), must be the bands a pretrain checkpoint records (names and order: the
-    channels)."""
+    too, with the bands the checkpoint records), read without running pickled code; `what` names the
+    parameter in the one-line error. `bands`, when given (None: auto), must be the bands a pretrain
+    checkpoint records (names and order: the channels)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{what}: state-dict file {path} does not exist")
@@ -208,20 +219,21 @@ def read_state_dict(path: Path, what: str = "pretrained", bands: Bands | None = 
     except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{what}: {path} is not a PyTorch state-dict file ({detail[:200]})") from None
+    recorded = None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         recorded = _recorded_bands(state)
         if bands is not None and recorded and recorded != bands:
-            raise UserError(f"bands: {path} was pretrained on {','.join(recorded)}; expected that list (names "
+            raise UserError(f"bands: {path} was pretrained on {recorded.text}; expected that list (names "
                             f"and order), got {bands.text}")
         state = state["model"]  # a pretrain checkpoint: the weights are under "model"
-    return _checked(state, f"{what}: {path}")
+    return StateDict(_checked(state, f"{what}: {path}"), recorded)
 
 
-def _recorded_bands(checkpoint: Mapping[str, object]) -> tuple[str, ...] | None:
+def _recorded_bands(checkpoint: Mapping[str, object]) -> Bands | None:
     """The bands a pretrain checkpoint of this project records (in its augmentation settings), else None."""
     config = checkpoint.get("config")
     augment = config.get("augment") if isinstance(config, dict) else None
-    return tuple(augment["bands"]) if isinstance(augment, dict) and augment.get("bands") else None
+    return Bands(augment["bands"]) if isinstance(augment, dict) and augment.get("bands") else None
 
 
 def import_encoder_state(

@@ -97,7 +97,7 @@ def prepare(spec: ClassifierSpec, resolved: Mapping[str, str], ctx: Context) -> 
     pretrained = Tracking.of(ctx).load_pretrained(resolved.get("pretrained", spec.pretrained),
                                                   bands_or_auto(spec.bands))
     seen = leakage.encoder_membership(Tracking.of(ctx), dict(pretrained.tags), pretrained.run_id)
-    overlap = leakage.status(seen, split.test.names, split.index, "test", spec.allow_pretraining_overlap)
+    overlap = leakage.evaluation_status(seen, split, spec.allow_pretraining_overlap)
     return Prepared(split, pretrained, overlap)
 
 

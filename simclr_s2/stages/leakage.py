@@ -24,7 +24,7 @@ import pandas as pd
 from simclr_s2.errors import UserError
 from simclr_s2.stages.inputs import SplitData, load_split_data
 from simclr_s2.study import footprint, membership
-from simclr_s2.study.splits import MANIFEST, load_manifest
+from simclr_s2.study.splits import MANIFEST, NATURAL, SplitSet, load_manifest
 from simclr_s2.tracking.artifacts import Fetcher
 from simclr_s2.tracking.door import Tracking, TrackingError
 from simclr_s2.tracking.tracker import StageRun
@@ -70,10 +70,24 @@ def outside_evaluation(index: pd.DataFrame, fetch: Fetcher, refs: str) -> list[s
     if refs == "none":
         return names
     evaluation = [footprint.of(data.index, s.names) for data in _splits(fetch, refs)
-                  for s in (data.test, data.natural) if s is not None]
+                  for s in evaluation_sets(data).values()]
     held = membership.Membership.of(np.vstack([np.empty((0, len(footprint.COLUMNS)), np.int64), *evaluation]))
     near = held.seen(footprint.of(index, names))
     return [n for n, close in zip(names, near, strict=True) if not close]
+
+
+def evaluation_sets(data: SplitData) -> dict[str, SplitSet]:
+    """The sets a classifier of `data` is scored on, by name: test, and the natural test set where the split
+    has one. No encoder may have seen their ground."""
+    return {name: s for name, s in (("test", data.test), (NATURAL, data.natural)) if s is not None}
+
+
+def evaluation_status(seen: Seen, data: SplitData, allow: str) -> str:
+    """`status` of one verdict over every set a classifier of `data` is scored on (`evaluation_sets`): a
+    fine-tune logs test_natural_* beside test_*, so the natural test set is guarded as evaluate guards it."""
+    sets = evaluation_sets(data)
+    names = list(dict.fromkeys(n for s in sets.values() for n in s.names))
+    return status(seen, names, data.index, " + ".join(sets), allow)
 
 
 def _splits(fetch: Fetcher, refs: str) -> list[SplitData]:

@@ -23,6 +23,7 @@ from typing import TypeVar
 import mlflow
 import numpy as np
 import torch
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.models import ModelSignature
 from mlflow.types import Schema, TensorSpec
@@ -31,7 +32,7 @@ import simclr_s2
 from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, ZSCORE, Bands
 from simclr_s2.errors import NonFiniteError, UserError
 from simclr_s2.learning.encoder_source import EncoderSource
-from simclr_s2.learning.imported_weights import data_bands, import_encoder_state, read_state_dict
+from simclr_s2.learning.imported_weights import import_encoder_state, read_state_dict
 from simclr_s2.learning.models import IrrigationClassifier, SimCLRModel
 from simclr_s2.learning.serving import ServedClassifier, is_rebuildable, rebuild, save_rebuildable
 from simclr_s2.settings.mlflow_store import StoreClient
@@ -186,7 +187,7 @@ class Pretrained(EncoderSource):
     model: SimCLRModel
     uri: str
     name: str  # what the `pretrained` tag of fine-tunes says: the alias or name, e.g. "ben"
-    version: str  # "simclr-s2-encoder/3", or "" for a file or a run's model
+    version: str  # "simclr-s2-encoder/3" (a run's model too: the version its run registered), or "" for a file
     arch: str
     bands: Bands  # input bands in channel order
     tags: Mapping[str, str]  # the registry version's tags ({} for a file)
@@ -283,6 +284,32 @@ def _load_downloaded(uri: str, folder: Path) -> torch.nn.Module:
         sys.path = path
 
 
+def _run_version(client: StoreClient, uri: str) -> str:
+    """A runs:/<id>/<path> URI as the models:/<name>/<version> its run registered from that path (the newest
+    where several), so an encoder keeps the scaling, bands and pretraining membership its version's tags
+    record; any other URI as it is. A run that registered none is a UserError: guessed, those would feed
+    the encoder wrong inputs and leave the leakage guard nothing to check."""
+    match = re.fullmatch(r"runs:/([0-9a-f]+)/(.+)", uri)
+    if not match:
+        return uri
+    run_id, path = match.groups()
+    found = [v for v in client.search_model_versions(f"run_id = '{run_id}'") if _registered_from(client, v, uri, path)]
+    if not found:
+        raise UserError(f"pretrained: {uri} is no registered model version (its run registered none from {path}); "
+                        "use models:/<name>/<version>")
+    newest = max(found, key=lambda v: v.creation_timestamp)
+    return f"models:/{newest.name}/{newest.version}"
+
+
+def _registered_from(client: StoreClient, version: ModelVersion, uri: str, path: str) -> bool:
+    """Whether `version` was registered from the run's model at `path`: its source is that runs:/ URI, or (as
+    MLflow 3 registers) the run's logged model of that name."""
+    if version.source.rstrip("/") == uri.rstrip("/"):
+        return True
+    logged = re.fullmatch(r"models:/(m-[0-9a-f]+)", version.source)
+    return bool(logged) and client.get_logged_model(logged.group(1)).name == path.strip("/")
+
+
 def encoder_bands(tags: Mapping[str, str], in_channels: int) -> Bands | None:
     """The band list an encoder was trained on: its `band_list` tag, its `bands` tag, or, for a state
     dict with no record, the study's 10 or all 12 bands by channel count; None when unknowable."""
@@ -295,17 +322,17 @@ def encoder_bands(tags: Mapping[str, str], in_channels: int) -> Bands | None:
 
 def load_pretrained(client: StoreClient, spec: str, bands: Bands | None = None) -> Pretrained:
     """Load a SimCLR model from a registry URI (`models:/simclr-s2-encoder@ben`), a run's model
-    (`runs:/<id>/model`) or a state-dict file (its arch inferred from the weights). `bands` None (auto) takes
-    the encoder's own bands; any other band list must equal the encoder's, names and order."""
+    (`runs:/<id>/model`: the version that run registered, `_run_version`) or a state-dict file (its arch
+    inferred from the weights). `bands` None (auto) takes the encoder's own bands; any other band list must
+    equal the encoder's, names and order."""
     path = Path(spec).expanduser()
     ref, scaling = ModelRef(spec, "", {}, None), ZSCORE
     if path.suffix in {".pt", ".pth"} or path.is_file():
-        state = read_state_dict(path)
-        imported = import_encoder_state(state, data_bands(state, bands), source=str(path))
+        imported = import_encoder_state(read_state_dict(path, "pretrained", bands), bands, source=str(path))
         model, scaling, spec = imported.model, imported.scaling, str(path.resolve())
         ref = ModelRef(spec, "", {BAND_LIST_TAG: imported.bands.text}, None)
     else:
-        model, ref = load_logged(client, spec, SimCLRModel, "pretrained")
+        model, ref = load_logged(client, _run_version(client, spec), SimCLRModel, "pretrained")
         scaling = ref.tags.get(SCALING_TAG, ZSCORE)
     tags = ref.tags
     own = encoder_bands(tags, model.encoder.in_channels)

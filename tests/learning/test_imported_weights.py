@@ -222,6 +222,23 @@ def test_a_checkpoint_is_read_only_for_the_bands_it_records(tmp_path):
     assert read_state_dict(tmp_path / "ckpt.pt").keys() == model.keys()  # no bands asked: nothing to contradict
 
 
+def test_a_checkpoints_recorded_band_order_is_the_answer_to_auto_and_checks_the_bands_given(tmp_path):
+    """Ten bands in another order than the study's: counting channels would feed blue where red was learnt.
+    The same by import_encoder (read_state_dict, then import_encoder_state) and by a fine-tune's pretrained."""
+    from simclr_s2.tracking.registry import load_pretrained  # a file needs no tracking store
+
+    recorded = Bands.parse("B02,B03,B04,B08,B05,B06,B07,B8A,B11,B12")
+    path = tmp_path / "pretrain.pt"
+    torch.save({"config": {"augment": asdict(AugmentConfig(bands=tuple(recorded)))},
+                "model": build_simclr("resnet18", len(recorded)).state_dict()}, path)
+    assert import_encoder_state(read_state_dict(path, "state_dict"), None).bands == recorded
+    assert load_pretrained(None, str(path)).bands == recorded
+    assert load_pretrained(None, str(path), recorded).bands == recorded
+    with pytest.raises(UserError, match=rf"^bands: {path} was pretrained on {recorded.text}; expected that list "
+                                        rf"\(names and order\), got {Bands(STUDY_BANDS).text}$"):
+        load_pretrained(None, str(path), Bands(STUDY_BANDS))
+
+
 def test_auto_maps_every_band_of_the_encoder_that_l2a_has(caplog):
     _, state = _torchgeo_resnet("resnet18", fc=False)  # torchgeo also publishes a ResNet-18 SENTINEL2_ALL_MOCO
     imported = import_encoder_state(state, None)

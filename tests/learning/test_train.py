@@ -9,7 +9,7 @@ import torch
 
 from simclr_s2.errors import NonFiniteError, UserError
 from simclr_s2.learning import train as train_module
-from simclr_s2.learning.checkpoints import read_tree
+from simclr_s2.learning.checkpoints import read_tree, write_tree
 from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
 from simclr_s2.learning.feature_cache import cached_training_set
 from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
@@ -117,10 +117,11 @@ def unbroken(tiny) -> tuple[torch.nn.Module, Recorder]:
     return model, log
 
 
-@pytest.mark.parametrize("earlier_format", [False, True])
-def test_resume_after_a_kill_equals_an_unbroken_run(tiny, unbroken, tmp_path, earlier_format):
+@pytest.mark.parametrize(("earlier_format", "cpu_rng_only"), [(False, False), (True, False), (False, True)])
+def test_resume_after_a_kill_equals_an_unbroken_run(tiny, unbroken, tmp_path, earlier_format, cpu_rng_only):
     """Also from a checkpoint in the earlier format and name (train.pt: torch.save of the same tree, read with
-    weights_only), found beside the new name."""
+    weights_only), found beside the new name, and from one written before CUDA's RNG states were kept (each
+    rank's CPU state alone)."""
     base, train, val = tiny
     unbroken, log_unbroken = unbroken
 
@@ -132,6 +133,9 @@ def test_resume_after_a_kill_equals_an_unbroken_run(tiny, unbroken, tmp_path, ea
     with pytest.raises(_Killed):
         fit(copy.deepcopy(base), *_loaders(train, val), RESUMED, checkpoint_path=checkpoint, progress=first)
     assert [step for step, _ in first.entries] == [0]
+    if cpu_rng_only:
+        tree = read_tree(checkpoint)
+        write_tree({**tree, "rng": [rank["torch"] for rank in tree["rng"]]}, checkpoint)
     if earlier_format:
         torch.save(read_tree(checkpoint), tmp_path / "train.pt")
         checkpoint.unlink()
@@ -143,6 +147,22 @@ def test_resume_after_a_kill_equals_an_unbroken_run(tiny, unbroken, tmp_path, ea
         assert a == pytest.approx(b)
     for (name, p), (_, q) in zip(unbroken.state_dict().items(), resumed.state_dict().items(), strict=True):
         torch.testing.assert_close(p, q, msg=name)
+
+
+def test_a_checkpoint_keeps_the_cuda_rng_states_of_a_training_on_a_gpu(monkeypatch, tmp_path):
+    """On a GPU dropout draws its masks from CUDA's generators, so a resumed run needs them back. This machine
+    may have no GPU: torch.cuda's two state calls stand in, and the states go through a checkpoint file."""
+    cuda_states = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: cuda_states)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    assert train_module._rng_state(torch.device("cpu"))["cuda"] == []
+    write_tree(train_module._rng_state(torch.device("cuda")), tmp_path / "rng.safetensors")
+    cpu_state = torch.get_rng_state()
+    torch.manual_seed(1)
+    train_module._restore_rng(read_tree(tmp_path / "rng.safetensors"))
+    assert torch.equal(torch.get_rng_state(), cpu_state)
+    assert len(restored) == 1 and all(map(torch.equal, restored[0], cuda_states))
 
 
 def test_the_last_checkpoint_leaves_the_optimiser_out_and_resumes_to_the_best_weights(tiny, tmp_path):

@@ -1,0 +1,62 @@
+"""An encoder given as a run's model (runs:/<id>/model) is the version that run registered: the same scaling,
+bands and pretraining membership as by its models:/ URI, never a z-score and a band order guessed from the
+channel count with the leakage guard left nothing to check."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from simclr_s2.errors import UserError
+from simclr_s2.learning.imported_weights import TORCHGEO_S2_BANDS, TORCHGEO_S2_SCALING, import_encoder_state
+from simclr_s2.learning.models import Encoder
+from simclr_s2.settings.mlflow_store import store_client
+from simclr_s2.stages import leakage
+from simclr_s2.study import membership
+from simclr_s2.tracking.registry import BAND_LIST_TAG, SCALING_TAG, load_pretrained, log_and_register
+
+
+@pytest.fixture(scope="module")
+def imported(store: str, tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A torchgeo-style encoder registered as import_encoder registers one, in a run that also recorded a
+    pretraining membership: (run id, its version's models:/ URI)."""
+    client, folder = store_client(store), tmp_path_factory.mktemp("runs-uri")
+    run = client.create_run(client.create_experiment(f"runs-uri-{uuid.uuid4().hex[:8]}", str(folder / "artifacts")))
+    run_id = run.info.run_id
+    footprints = membership.save(membership.Membership.of(np.array([[32633, 300_000, 5_000_000]])),
+                                folder / Path(leakage.ARTIFACT).name)
+    client.log_artifact(run_id, str(footprints), str(Path(leakage.ARTIFACT).parent))
+    torch.manual_seed(0)
+    encoder = import_encoder_state(Encoder("resnet18", len(TORCHGEO_S2_BANDS)).state_dict(), None)
+    name = f"runs-uri-encoder-{uuid.uuid4().hex[:8]}"
+    example = torch.randn(2, len(encoder.bands), 120, 120).numpy()
+    version = log_and_register(client, run_id, encoder.model, name, example,
+                               {BAND_LIST_TAG: encoder.bands.text, SCALING_TAG: encoder.scaling,
+                                leakage.DIGEST_TAG: "d"})
+    client.set_terminated(run_id)
+    return run_id, f"models:/{name}/{version}"
+
+
+def test_a_runs_uri_is_the_version_its_run_registered(store, imported):
+    run_id, registered = imported
+    client = store_client(store)
+    by_run, by_version = load_pretrained(client, f"runs:/{run_id}/model"), load_pretrained(client, registered)
+    assert (by_run.scaling, by_run.bands, by_run.version, by_run.run_id) == \
+        (TORCHGEO_S2_SCALING, by_version.bands, registered.removeprefix("models:/"), run_id)
+    assert by_run.tags == by_version.tags and by_run.provenance()["pretrained_uri"] == f"runs:/{run_id}/model"
+    seen = leakage.encoder_membership(client, dict(by_run.tags), by_run.run_id)
+    assert isinstance(seen, membership.Membership)  # the guard checks it, as by models:/
+
+
+def test_a_runs_uri_its_run_registered_nothing_from_is_refused(store, imported):
+    run_id, _ = imported
+    client = store_client(store)
+    unregistered = client.create_run(client.get_run(run_id).info.experiment_id).info.run_id
+    for uri, path in ((f"runs:/{run_id}/other", "other"), (f"runs:/{unregistered}/model", "model")):
+        with pytest.raises(UserError, match=rf"^pretrained: {uri} is no registered model version \(its run "
+                                            rf"registered none from {path}\); use models:/<name>/<version>$"):
+            load_pretrained(client, uri)
