@@ -22,6 +22,7 @@ import torch
 from rasterio.transform import Affine
 from tqdm import tqdm
 
+from simclr_s2 import faults
 from simclr_s2.bigearthnet.bands import PATCH_SIZE, InputTransform
 from simclr_s2.scenes.maps import MapWriter, Tally
 from simclr_s2.scenes.windows import SceneReader
@@ -117,9 +118,10 @@ def map_scene(reader: SceneReader, model: torch.nn.Module, transform: InputTrans
     model.eval().to(device)
     rows, columns = grid.window_rows(stride), grid.window_columns(stride)
     fine = stride < PATCH_SIZE
+    width, height = _cells(columns), _cells(rows)
     maps = MapWriter(folder, grid.crs, grid.transform, grid.width, grid.height, threshold) if fine else \
-        MapWriter(folder, grid.crs, grid.transform @ Affine.scale(PATCH_SIZE), len(columns), len(rows), threshold)
-    tally, coverage, cells, scored = Tally(threshold), _Coverage(grid.width), np.full(len(columns), np.nan), 0
+        MapWriter(folder, grid.crs, grid.transform @ Affine.scale(PATCH_SIZE), width, height, threshold)
+    tally, coverage, cells, scored = Tally(threshold), _Coverage(grid.width), np.full(width, np.nan), 0
     try:
         with tqdm(total=len(rows) * len(columns), unit="window", desc=f"predict {reader.scene.id}",
                   disable=None) as bar:
@@ -138,6 +140,7 @@ def map_scene(reader: SceneReader, model: torch.nn.Module, transform: InputTrans
                     cells[:] = np.nan
                 n = PATCH_SIZE if batch.index == len(rows) - 1 else stride
                 _final(coverage.take(n), batch.masked[:n], batch.y, tally, maps if fine else None)
+                faults.point("map_row", batch.index)  # a run killed with its draft maps half written
         tail = rows[-1] + PATCH_SIZE if rows else 0
         if tail < grid.height:  # rows below the last window row: no window covers them
             masked = reader.masked(tail, grid.height)
@@ -146,6 +149,12 @@ def map_scene(reader: SceneReader, model: torch.nn.Module, transform: InputTrans
     finally:
         maps.close()
     return Result(tally, len(rows) * len(columns), scored, paths, 10 if fine else 10 * PATCH_SIZE)
+
+
+def _cells(windows: range) -> int:
+    """Cells of a 1.2 km map along a side: one a window, and one of no data covering a scene narrower than a
+    window (GDAL makes no map of 0 cells; a cell row never written is filled with the maps' no data)."""
+    return max(len(windows), 1)
 
 
 def _final(probability: np.ndarray, masked: np.ndarray, row: int, tally: Tally, maps: MapWriter | None) -> None:

@@ -5,24 +5,33 @@ a map; a folder of an earlier prediction of the scene is replaced, anything else
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import psutil
+
 from simclr_s2.errors import UserError
 from simclr_s2.scenes.maps import SUMMARY
 
 ENTRY_POINT = "predict"  # what a summary.json of ours says it came from
+DRAFT = f".{ENTRY_POINT}-"
+DRAFT_SUFFIX = ".draft"
 
 
 @contextmanager
 def draft_folder(out: Path) -> Iterator[Path]:
-    """A hidden folder in `out` (made when missing), removed when the block fails."""
+    """A hidden folder in `out` (made when missing), removed when the block fails; drafts that killed runs
+    left there are removed first."""
     try:
         out.mkdir(parents=True, exist_ok=True)
-        draft = Path(tempfile.mkdtemp(prefix=f".{ENTRY_POINT}-", suffix=".draft", dir=out))
+        _sweep(out)
+        draft = Path(tempfile.mkdtemp(prefix=f"{DRAFT}{os.getpid()}@{socket.gethostname()}-", suffix=DRAFT_SUFFIX,
+                                      dir=out))
     except OSError as error:
         raise UserError(f"out: cannot write {out}: {error.strerror or error}") from None
     try:
@@ -30,6 +39,17 @@ def draft_folder(out: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(draft, ignore_errors=True)
         raise
+
+
+def _sweep(out: Path) -> None:
+    """Remove the drafts that killed runs left in `out` (SIGKILL, SIGTERM, a lost session: no clean-up ran).
+    A draft is named `.predict-<pid>@<host>-<random>.draft` by the run writing it; those of live processes,
+    of other hosts sharing `out`, or named otherwise are left."""
+    for draft in out.glob(f"{DRAFT}*@*{DRAFT_SUFFIX}"):
+        pid, _, rest = draft.name.removeprefix(DRAFT).partition("@")
+        host = rest.rpartition("-")[0]
+        if host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(draft, ignore_errors=True)
 
 
 def check_target(target: Path) -> None:

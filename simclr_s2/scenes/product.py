@@ -16,10 +16,11 @@ from pathlib import Path
 import rasterio
 from rasterio.errors import RasterioError
 
-from simclr_s2.bigearthnet.bands import BANDS
+from simclr_s2.bigearthnet.bands import BANDS, RESOLUTION_M
 from simclr_s2.errors import UserError
 
 SCL = "SCL"
+SCL_RESOLUTION_M = 20  # the scene classification's own resolution in a product (R20m/*_SCL_20m.jp2)
 UNKNOWN = "unknown"
 _BAND_NAME = re.compile(r"(?:^|_)(B\d\d?|B8A|SCL)$")
 
@@ -52,6 +53,11 @@ def band_name(text: str) -> str | None:
     name = match.group(1)
     name = name if name in (SCL, "B8A") else f"B{int(name[1:]):02d}"
     return name if name in (*BANDS, SCL) else None
+
+
+def native_resolution(band: str) -> int | None:
+    """The resolution (m) a product gives `band` at first hand, not resampled: the file a scene should use."""
+    return SCL_RESOLUTION_M if band == SCL else RESOLUTION_M.get(band)
 
 
 def open_scene(ref: str) -> Scene:

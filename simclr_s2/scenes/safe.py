@@ -10,12 +10,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
 
-from simclr_s2.bigearthnet.bands import BANDS, RESOLUTION_M
-from simclr_s2.scenes.product import SCL, UNKNOWN, Scene, SceneError, band_name
+from simclr_s2.bigearthnet.bands import BANDS
+from simclr_s2.scenes.product import UNKNOWN, Scene, SceneError, band_name, native_resolution
 
 L2A_METADATA = "MTD_MSIL2A.xml"
 L1C_METADATA = "MTD_MSIL1C.xml"
-SCL_RESOLUTION_M = 20
 _JP2 = re.compile(r"_(B\d\d|B8A|SCL)_(\d\d)m\.jp2$", re.IGNORECASE)
 # The order of bandId in the metadata (B10 included), for metadata that names no physicalBand.
 _BAND_IDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
@@ -78,7 +77,7 @@ def open_product(folder: Path) -> Scene:
         if not match:
             continue
         band, resolution = match.group(1).upper(), int(match.group(2))
-        if resolution == (SCL_RESOLUTION_M if band == SCL else RESOLUTION_M.get(band)):
+        if resolution == native_resolution(band):
             bands[band] = str(file)
     return with_metadata(Scene(folder.name.removesuffix(".SAFE"), "SAFE", UNKNOWN, bands), path)
 

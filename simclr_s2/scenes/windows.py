@@ -114,14 +114,22 @@ class SceneReader:
         first, reference = next(iter(self.datasets.items()))
         for band, d in self.datasets.items():
             where = f"scene: {self.scene.id}: {band} ({self.scene.bands[band]})"
+            if d.crs is None:
+                raise SceneError(f"{where} has no CRS; expected the product's (UTM), without which the maps "
+                                 "cannot be placed")
+            if not np.issubdtype(d.dtypes[0], np.integer):
+                raise SceneError(f"{where} holds {d.dtypes[0]} values; expected integer DN (reflectance x 10,000, "
+                                 "as L2A products store it)")
             if d.crs != reference.crs:
                 raise SceneError(f"{where} is in {d.crs}, {first} in {reference.crs}: one CRS expected")
             native = RESOLUTION_M.get(band, d.res[0])
             if not (math.isclose(d.res[0], native) and math.isclose(d.res[1], native)) or native % GRID_M:
                 raise SceneError(f"{where} has {d.res[0]:g} x {d.res[1]:g} m pixels, expected its native "
                                  f"{native} m (the archive's, so the archive's resampling applies)")
-            if d.transform.b or d.transform.d:
-                raise SceneError(f"{where} is rotated; expected a north-up grid")
+            if d.transform.b or d.transform.d or d.transform.a < 0 or d.transform.e > 0:
+                raise SceneError(f"{where} is rotated or flipped (transform a, b, d, e = {d.transform.a:g}, "
+                                 f"{d.transform.b:g}, {d.transform.d:g}, {d.transform.e:g}); expected a north-up grid: "
+                                 "a > 0, e < 0, no rotation")
             if any(abs(a - b) > 0.01 for a, b in zip(d.bounds, reference.bounds, strict=True)):
                 raise SceneError(f"{where} covers {tuple(d.bounds)}, {first} {tuple(reference.bounds)}: one "
                                  "extent expected")

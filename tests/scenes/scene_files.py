@@ -11,9 +11,10 @@ from pathlib import Path
 import numpy as np
 import rasterio
 import rasterio.shutil
-from rasterio.transform import from_origin
+from rasterio.transform import Affine, from_origin
 
 from simclr_s2.bigearthnet.bands import BANDS, RESOLUTION_M
+from simclr_s2.scenes.product import native_resolution
 
 CRS = "EPSG:32633"
 ORIGIN = (300000.0, 5300040.0)
@@ -30,10 +31,12 @@ def scene_bands(seed: int = 0, side: int = SIDE, offset: int = 0) -> Bands:
     return {**bands, "SCL": np.full((side // 2, side // 2), CLEAR, np.uint8)}
 
 
-def write_raster(path: Path, array: np.ndarray, resolution: float, driver: str = "COG", crs: str = CRS,
-                 **options: object) -> Path:
+def write_raster(path: Path, array: np.ndarray, resolution: float, driver: str = "COG", crs: str | None = CRS,
+                 transform: Affine | None = None, **options: object) -> Path:
+    """`array` as one band, north-up from ORIGIN at `resolution` unless `transform` says otherwise."""
     profile = {"driver": "GTiff" if driver == "COG" else driver, "width": array.shape[1], "height": array.shape[0],
-               "count": 1, "dtype": array.dtype, "crs": crs, "transform": from_origin(*ORIGIN, resolution, resolution)}
+               "count": 1, "dtype": array.dtype, "crs": crs,
+               "transform": transform or from_origin(*ORIGIN, resolution, resolution)}
     with rasterio.open(path, "w", **profile, **options) as dataset:
         dataset.write(array, 1)
     if driver == "COG":
@@ -42,15 +45,11 @@ def write_raster(path: Path, array: np.ndarray, resolution: float, driver: str =
     return path
 
 
-def _resolution(band: str, array: np.ndarray) -> float:
-    return SIDE * 10 / array.shape[0] if band == "SCL" else RESOLUTION_M[band]
-
-
 def write_folder(folder: Path, bands: Bands) -> Path:
     """A folder of per-band COGs: B02.tif ... SCL.tif."""
     folder.mkdir(parents=True)
     for band, array in bands.items():
-        write_raster(folder / f"{band}.tif", array, _resolution(band, array))
+        write_raster(folder / f"{band}.tif", array, native_resolution(band))
     return folder
 
 
@@ -78,7 +77,7 @@ def write_safe(root: Path, bands: Bands, *, baseline: str = "05.09", offset: int
                                                             spectral=spectral, offsets=offsets))
     images = folder / "GRANULE" / "L2A_T33UUP_A041234_20230601T100559" / "IMG_DATA"
     for band, array in bands.items():
-        resolution = round(_resolution(band, array))
+        resolution = native_resolution(band)
         (images / f"R{resolution}m").mkdir(parents=True, exist_ok=True)
         write_raster(images / f"R{resolution}m" / f"T33UUP_20230601T100559_{band}_{resolution}m.jp2", array,
                      resolution, driver="JP2OpenJPEG", QUALITY=100, REVERSIBLE="YES")

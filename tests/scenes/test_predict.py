@@ -5,6 +5,10 @@ applied, the evaluate path's probability, and bad input as one line and a FAILED
 from __future__ import annotations
 
 import json
+import os
+import signal
+import socket
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -15,10 +19,12 @@ from scene_files import CLOUD, ORIGIN, SIDE, scene_bands, write_folder, write_ra
 
 from simclr_s2.bigearthnet.bands import STUDY_BANDS
 from simclr_s2.errors import UserError
+from simclr_s2.faults import FAULT_ENV
 from simclr_s2.learning.datasets import BatchLoader, PatchDataset
 from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.learning.train import predict
 from simclr_s2.scenes.maps import IRRIGATED, NODATA, PROBABILITY, QUICKLOOK, SUMMARY
+from simclr_s2.scenes.product import native_resolution
 from simclr_s2.stages.predict import PREDICT
 from simclr_s2.tracking.registry import ModelRef, load_logged
 from simclr_s2.tracking.thresholds import validation_threshold
@@ -26,13 +32,15 @@ from simclr_s2.tracking.thresholds import validation_threshold
 REBEN = Path(__file__).parents[1] / "bigearthnet" / "fixtures" / "reben-sample"
 
 
-def run_predict(project, scene: Path, out: Path, **params: object) -> tuple[dict, np.ndarray, np.ndarray, dict]:
-    """The run's tags, the probability and binary maps with their profile, and the summary."""
+def run_predict(project, scene: Path, out: Path, expect_drafts: int = 0, **params: object
+                ) -> tuple[dict, np.ndarray, np.ndarray, dict]:
+    """The run's tags, the probability and binary maps with their profile, and the summary (`expect_drafts`:
+    hidden folders in `out` that the run must leave, of other runs)."""
     run = project.client.get_run(project.run_stage(PREDICT, scene=str(scene), out=str(out), **params))
     assert run.info.status == "FINISHED"
     folder = out / run.data.tags["scene_id"]
     assert sorted(p.name for p in folder.iterdir()) == sorted([IRRIGATED, PROBABILITY, QUICKLOOK, SUMMARY])
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no draft left beside it
+    assert len([p.name for p in out.iterdir() if p.name.startswith(".")]) == expect_drafts  # none of its own
     logged = {Path(f.path).name for f in project.client.list_artifacts(run.info.run_id, "maps")}
     assert logged == {IRRIGATED, PROBABILITY, QUICKLOOK, SUMMARY}
     with rasterio.open(folder / PROBABILITY) as p, rasterio.open(folder / IRRIGATED) as b:
@@ -92,6 +100,38 @@ def test_a_fully_clouded_scene_is_a_map_of_no_data_and_says_so(project, classifi
     assert np.isnan(p).all() and (binary == NODATA).all()
     assert summary["windows_scored"] == 0 and summary["masked_share"] == 1 and summary["irrigated_ha"] == 0
     assert "every window holds masked pixels" in summary["note"]
+
+
+@pytest.mark.parametrize(("width", "height", "cells"), [(96, SIDE, (4, 1)), (SIDE, 96, (1, 4)), (96, 96, (1, 1))])
+def test_a_scene_smaller_than_a_window_is_a_map_of_no_data_at_either_stride(project, classifier, tmp_path, width,
+                                                                             height, cells):
+    """At stride 120 its map had 0 cells along the short side, which GDAL refused."""
+    bands = {b: a[:height * 10 // native_resolution(b), :width * 10 // native_resolution(b)]
+             for b, a in scene_bands().items()}
+    folder = write_folder(tmp_path / "cogs", bands)
+    for stride, shape in ((120, cells), (60, (height, width))):
+        tags, p, binary, summary = run_predict(project, folder, tmp_path / "maps", model=classifier, stride=stride)
+        assert tags["shape"] == shape and np.isnan(p).all() and (binary == NODATA).all()
+        assert summary["windows"] == 0 and "smaller than one window" in summary["note"]
+        assert summary["scene_ha"] == width * height / 100 and summary["scored_ha"] == 0
+
+
+def test_a_killed_run_leaves_its_draft_to_the_next_run_which_removes_it(project, classifier, tmp_path):
+    """Killed with its draft maps half written (SIGKILL: no clean-up runs, as for SIGTERM's default), a run left
+    its draft in `out` for ever; the next run on this host removes the drafts of processes that are gone."""
+    folder, out = write_folder(tmp_path / "cogs", scene_bands()), tmp_path / "maps"
+    params = {"scene": folder, "out": out, "model": classifier, "stride": 60}
+    killed = subprocess.run(project.entry_point("predict", **params), env={**project.process_env(),
+                            FAULT_ENV: "map_row@0"}, capture_output=True, text=True, check=False, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-2000:]
+    left = [p.name for p in out.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".predict-") and left[0].endswith(".draft")
+    live = out / f".predict-{os.getpid()}@{socket.gethostname()}-x.draft"  # a draft of a live run
+    elsewhere = out / ".predict-999999999@another-host-x.draft"  # of a run on another host sharing `out`
+    for draft in (live, elsewhere):
+        draft.mkdir()
+    run_predict(project, folder, out, model=classifier, stride=120, expect_drafts=2)
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == sorted([live.name, elsewhere.name])
 
 
 def _no_scl(folder: Path) -> None:

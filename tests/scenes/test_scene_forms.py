@@ -3,6 +3,7 @@ the scenes that cannot be mapped refused in one line."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from rasterio.transform import Affine
 from scene_files import ORIGIN, SIDE, scene_bands, write_folder, write_raster, write_safe, write_stac
 
 from simclr_s2.bigearthnet.bands import STUDY_BANDS, stack_bands
-from simclr_s2.scenes.product import SceneError, open_scene
+from simclr_s2.scenes.product import Scene, SceneError, open_scene
 from simclr_s2.scenes.windows import SceneReader
 
 
@@ -112,3 +113,82 @@ def test_the_mask_reads_scl_at_10_m(tmp_path):
     with SceneReader(open_scene(str(write_folder(tmp_path / "cogs", bands))), STUDY_BANDS, (9,)) as reader:
         masked = reader.masked(0, SIDE)
     assert masked.sum() == 10 * 4 and masked[20:40, 60:62].all()
+
+
+def _spoiled(tmp_path: Path, band: np.ndarray, **raster: object) -> str:
+    """A scene of per-band COGs whose B05 is `band`, written with `raster`'s options."""
+    folder = write_folder(tmp_path / "cogs", scene_bands())
+    write_raster(folder / "B05.tif", band, 20, **raster)
+    return str(folder)
+
+
+@pytest.mark.parametrize(("band", "raster", "message"), [
+    (scene_bands()["B05"], {"transform": Affine(20, 0, ORIGIN[0], 0, 20, ORIGIN[1] - SIDE * 10)},
+     r"B05 \(.*/B05.tif\) is rotated or flipped \(transform a, b, d, e = 20, 0, 0, 20\); expected a north-up grid"),
+    (scene_bands()["B05"], {"crs": None}, r"B05 \(.*/B05.tif\) has no CRS; expected the product's"),
+    (scene_bands()["B05"] / 10_000, {}, r"B05 \(.*/B05.tif\) holds float64 values; expected integer DN"),
+])
+def test_a_band_that_would_be_misread_is_refused_in_one_line(tmp_path, band, raster, message):
+    """South-up (GDAL failed on it later), without a CRS (maps placed nowhere), reflectance 0..1 (scored as DN)."""
+    with pytest.raises(SceneError, match=message) as error:
+        windows(_spoiled(tmp_path, band, **raster))
+    assert "\n" not in str(error.value)
+
+
+def _item(tmp_path: Path) -> dict:
+    return json.loads(write_stac(tmp_path / "stac", scene_bands()).read_text())
+
+
+def _opened(tmp_path: Path, item: object) -> Scene:
+    """The scene of `item` written beside the assets of `_item`'s scene."""
+    path = tmp_path / "stac" / "spoiled.json"
+    path.write_text(json.dumps(item))
+    return open_scene(str(path))
+
+
+@pytest.mark.parametrize(("baseline", "offset"), [
+    ("02.14", 0), ("2.14", 0), (3.01, 0), ("04.00", -1000), ("4.0", -1000), (5.09, -1000), ("10.1", -1000),
+])
+def test_the_processing_baseline_is_compared_as_numbers(tmp_path, baseline, offset):
+    """As text "2.14" and the JSON number 3.01 sorted after "04.00" and got the offset."""
+    item = _item(tmp_path)
+    item["properties"]["s2:processing_baseline"] = baseline
+    assert _opened(tmp_path, item).offset("B08") == offset
+
+
+def _with_b02(item: dict, asset: dict) -> dict:
+    item["assets"]["B02"] = asset
+    return item
+
+
+@pytest.mark.parametrize(("spoil", "message"), [
+    (lambda item: {"type": "FeatureCollection", "features": [item]},
+     r"spoiled.json is a FeatureCollection \(a search result\); expected one STAC item"),
+    (lambda item: [item], r"spoiled.json is no STAC item; expected a JSON object of type Feature"),
+    (lambda item: _with_b02(item, {"type": "image/tiff"}),
+     r"STAC item .*spoiled.json: asset B02 has no href; expected the path or URL of its file"),
+    (lambda item: _with_b02(item, {"href": "assets/B02.tif", "raster:bands": [{"scale": 0.0, "offset": -0.1}]}),
+     r"spoiled.json: asset B02 has raster:bands offset -0.1, scale 0.0; expected numbers, the scale not 0"),
+    (lambda item: _with_b02(item, {"href": "assets/B02.tif", "raster:bands": [{"scale": 1e-4, "offset": None}]}),
+     r"spoiled.json: asset B02 has raster:bands offset None, scale 0.0001; expected numbers"),
+    (lambda item: item | {"properties": {**item["properties"], "s2:processing_baseline": "N0509"}},
+     r"spoiled.json: s2:processing_baseline 'N0509' is no baseline; expected major.minor, as 05.09"),
+])
+def test_a_stac_item_of_the_wrong_shape_is_refused_in_one_line(tmp_path, spoil, message):
+    with pytest.raises(SceneError, match=message) as error:
+        _opened(tmp_path, spoil(_item(tmp_path)))
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("declared", ["gsd", "raster:bands"])
+def test_of_a_bands_assets_at_several_resolutions_the_native_one_is_taken(tmp_path, declared):
+    """CDSE's items offer B01_20m, B01_60m...: the first, at 20 m, was taken and the scene refused."""
+    item = _item(tmp_path)
+    del item["assets"]["B01"]
+    for resolution in (20, 60):
+        says = {"gsd": resolution} if declared == "gsd" else {"raster:bands": [{"spatial_resolution": resolution}]}
+        item["assets"][f"B01_{resolution}m"] = {"href": f"B01_{resolution}m.tif", "eo:bands": [{"name": "B01"}], **says}
+    assert Path(_opened(tmp_path, item).bands["B01"]).name == "B01_60m.tif"
+    for asset in ("B01_20m", "B01_60m"):  # nothing declared: the first, as before
+        item["assets"][asset] = {k: v for k, v in item["assets"][asset].items() if k in ("href", "eo:bands")}
+    assert Path(_opened(tmp_path, item).bands["B01"]).name == "B01_20m.tif"
