@@ -217,10 +217,15 @@ class ModelRef:
 
 
 def resolve_model_uri(client: StoreClient, uri: str, what: str = "pretrained") -> ModelRef:
-    """A models:/ URI pinned to its version, with tags and run; a runs:/<id>/... URI with its run."""
+    """A models:/ URI pinned to its version, with tags and run; a runs:/<id>/<path> URI as the version its run
+    registered from that path (the newest where several), so a model read either way gets the same scaling,
+    bands, threshold and pretraining membership from its tags; a run's model never registered, with its run
+    alone."""
     match = re.fullmatch(r"models:/([^/@]+)(?:/(\w+)|@([\w-]+))", uri)
     if not match:
-        run = re.fullmatch(r"runs:/([0-9a-f]+)/.*", uri)
+        run = re.fullmatch(r"runs:/([0-9a-f]+)/(.+)", uri)
+        if run and (registered := _run_version(client, uri, *run.groups())):
+            return resolve_model_uri(client, registered, what)
         return ModelRef(uri, "", {}, run.group(1) if run else None)
     name, version, alias = match.groups()
     try:
@@ -284,21 +289,12 @@ def _load_downloaded(uri: str, folder: Path) -> torch.nn.Module:
         sys.path = path
 
 
-def _run_version(client: StoreClient, uri: str) -> str:
-    """A runs:/<id>/<path> URI as the models:/<name>/<version> its run registered from that path (the newest
-    where several), so an encoder keeps the scaling, bands and pretraining membership its version's tags
-    record; any other URI as it is. A run that registered none is a UserError: guessed, those would feed
-    the encoder wrong inputs and leave the leakage guard nothing to check."""
-    match = re.fullmatch(r"runs:/([0-9a-f]+)/(.+)", uri)
-    if not match:
-        return uri
-    run_id, path = match.groups()
+def _run_version(client: StoreClient, uri: str, run_id: str, path: str) -> str | None:
+    """The models:/<name>/<version> the run registered from the model at `path` of `uri` (the newest where
+    several), else None."""
     found = [v for v in client.search_model_versions(f"run_id = '{run_id}'") if _registered_from(client, v, uri, path)]
-    if not found:
-        raise UserError(f"pretrained: {uri} is no registered model version (its run registered none from {path}); "
-                        "use models:/<name>/<version>")
-    newest = max(found, key=lambda v: v.creation_timestamp)
-    return f"models:/{newest.name}/{newest.version}"
+    newest = max(found, key=lambda v: v.creation_timestamp, default=None)
+    return f"models:/{newest.name}/{newest.version}" if newest else None
 
 
 def _registered_from(client: StoreClient, version: ModelVersion, uri: str, path: str) -> bool:
@@ -322,9 +318,10 @@ def encoder_bands(tags: Mapping[str, str], in_channels: int) -> Bands | None:
 
 def load_pretrained(client: StoreClient, spec: str, bands: Bands | None = None) -> Pretrained:
     """Load a SimCLR model from a registry URI (`models:/simclr-s2-encoder@ben`), a run's model
-    (`runs:/<id>/model`: the version that run registered, `_run_version`) or a state-dict file (its arch
+    (`runs:/<id>/model`: the version that run registered, resolve_model_uri) or a state-dict file (its arch
     inferred from the weights). `bands` None (auto) takes the encoder's own bands; any other band list must
-    equal the encoder's, names and order."""
+    equal the encoder's, names and order. A run's model never registered is refused: its scaling and bands
+    would be guesses, and the leakage guard would have no membership to check."""
     path = Path(spec).expanduser()
     ref, scaling = ModelRef(spec, "", {}, None), ZSCORE
     if path.suffix in {".pt", ".pth"} or path.is_file():
@@ -332,7 +329,10 @@ def load_pretrained(client: StoreClient, spec: str, bands: Bands | None = None) 
         model, scaling, spec = imported.model, imported.scaling, str(path.resolve())
         ref = ModelRef(spec, "", {BAND_LIST_TAG: imported.bands.text}, None)
     else:
-        model, ref = load_logged(client, _run_version(client, spec), SimCLRModel, "pretrained")
+        if spec.startswith("runs:/") and not resolve_model_uri(client, spec).version:
+            raise UserError(f"pretrained: {spec} is no registered model version (its run registered none from "
+                            f"{spec.split('/', 2)[2]}); use models:/<name>/<version>")
+        model, ref = load_logged(client, spec, SimCLRModel, "pretrained")
         scaling = ref.tags.get(SCALING_TAG, ZSCORE)
     tags = ref.tags
     own = encoder_bands(tags, model.encoder.in_channels)

@@ -159,9 +159,23 @@ def test_an_l1c_product_is_refused(project, classifier, tmp_path):
 
 
 def test_a_model_without_band_metadata_is_refused(project, classifier, tmp_path):
-    run_id = project.client.get_model_version(*classifier.removeprefix("models:/").split("/")).run_id
-    _refused(project, "records no band list", tmp_path / "maps", model=f"runs:/{run_id}/model",
+    """The classifier's files registered again by hand, without its tags: nothing says which bands it takes."""
+    client = project.client
+    registered = client.get_model_version(*classifier.removeprefix("models:/").split("/"))
+    files = client.get_model_version_download_uri(registered.name, registered.version)
+    bare = client.create_model_version(client.create_registered_model("hand-registered").name, files,
+                                       registered.run_id)
+    _refused(project, "records no band list", tmp_path / "maps", model=f"models:/hand-registered/{bare.version}",
              scene=str(write_folder(tmp_path / "cogs", scene_bands())))
+
+
+def test_a_runs_uri_is_read_as_the_version_its_run_registered(project, classifier):
+    """runs:/<id>/model of a registered classifier carries its version's tags (its bands, scaling and threshold),
+    as its models:/ URI does."""
+    registered = project.client.get_model_version(*classifier.removeprefix("models:/").split("/"))
+    _, by_run = load_logged(project.client, f"runs:/{registered.run_id}/model", IrrigationClassifier, "model")
+    _, by_version = load_logged(project.client, classifier, IrrigationClassifier, "model")
+    assert by_run == by_version and "band_list" in by_run.tags
 
 
 def test_an_output_folder_that_cannot_be_written_is_refused(project, classifier, tmp_path):
