@@ -146,9 +146,9 @@ def protocol(spec: specs.Grid) -> Protocol:
 def given_encoders(spec: specs.Grid, ctx: Context, check: bool = False) -> dict[str, ModelRef]:
     """Encoder name -> where the `encoders` parameter points (none for `auto`), each resolved once: a
     registry version pinned (uri models:/name/<version>, so a cell's key names the exact weights, with
-    its tags and run), anything else as given. An encoder the registry lacks stays as given and fails its
-    cells while the rest go on, unless `check` (a dry run): then it is the command's one-line error, as
-    is a local file that is not there."""
+    its tags and run; a runs:/ URI as the version its run registered), anything else as given. An encoder
+    the registry lacks stays as given and fails its cells while the rest go on, unless `check` (a dry run):
+    then it is the command's one-line error, as is a local file that is not there."""
     if spec.encoders == "auto":
         return {}
     refs = {}
@@ -156,9 +156,9 @@ def given_encoders(spec: specs.Grid, ctx: Context, check: bool = False) -> dict[
         uri = item if ":" in item or "/" in item else f"models:/{ENCODER_MODEL}@{item}"
         name = item.rsplit("@", 1)[-1] if "@" in item else item
         refs[name] = ModelRef(uri, "", {}, None)
-        if uri.startswith("models:/"):
+        if uri.startswith(("models:/", "runs:/")):
             try:
-                refs[name] = Tracking.of(ctx).resolve_model_uri(uri, "encoders")
+                refs[name] = Tracking.of(ctx).encoder_ref(uri, "encoders")
             except UserError:
                 if check:
                     raise

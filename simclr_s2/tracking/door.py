@@ -111,6 +111,9 @@ class Tracking:
     def resolve_model_uri(self, uri: str, what: str = "pretrained") -> ModelRef:
         return _registry().resolve_model_uri(self.client, uri, what)
 
+    def encoder_ref(self, uri: str, what: str = "pretrained") -> ModelRef:
+        return _registry().encoder_ref(self.client, uri, what)
+
     def get_model_version(self, name: str, version: str) -> ModelVersion:
         return self.client.get_model_version(name, version)
 

@@ -236,6 +236,16 @@ def resolve_model_uri(client: StoreClient, uri: str, what: str = "pretrained") -
     return ModelRef(f"models:/{name}/{mv.version}", f"{name}/{mv.version}", dict(mv.tags), mv.run_id)
 
 
+def encoder_ref(client: StoreClient, uri: str, what: str = "pretrained") -> ModelRef:
+    """resolve_model_uri of an encoder, refusing a run's model never registered: its scaling and bands would
+    be guesses, and the leakage guard would have no pretraining membership to check."""
+    ref = resolve_model_uri(client, uri, what)
+    if uri.startswith("runs:/") and not ref.version:
+        raise UserError(f"{what}: {uri} is no registered model version (its run registered none from "
+                        f"{uri.split('/', 2)[2]}); use models:/<name>/<version>")
+    return ref
+
+
 def load_logged(client: StoreClient, uri: str, kind: type[T], what: str) -> tuple[T, ModelRef]:
     """A logged model of class `kind` from a registry or run URI, with where it came from; `what` names
     the parameter in the one-line error."""
@@ -320,8 +330,7 @@ def load_pretrained(client: StoreClient, spec: str, bands: Bands | None = None) 
     """Load a SimCLR model from a registry URI (`models:/simclr-s2-encoder@ben`), a run's model
     (`runs:/<id>/model`: the version that run registered, resolve_model_uri) or a state-dict file (its arch
     inferred from the weights). `bands` None (auto) takes the encoder's own bands; any other band list must
-    equal the encoder's, names and order. A run's model never registered is refused: its scaling and bands
-    would be guesses, and the leakage guard would have no membership to check."""
+    equal the encoder's, names and order. A run's model never registered is refused (encoder_ref)."""
     path = Path(spec).expanduser()
     ref, scaling = ModelRef(spec, "", {}, None), ZSCORE
     if path.suffix in {".pt", ".pth"} or path.is_file():
@@ -329,9 +338,7 @@ def load_pretrained(client: StoreClient, spec: str, bands: Bands | None = None) 
         model, scaling, spec = imported.model, imported.scaling, str(path.resolve())
         ref = ModelRef(spec, "", {BAND_LIST_TAG: imported.bands.text}, None)
     else:
-        if spec.startswith("runs:/") and not resolve_model_uri(client, spec).version:
-            raise UserError(f"pretrained: {spec} is no registered model version (its run registered none from "
-                            f"{spec.split('/', 2)[2]}); use models:/<name>/<version>")
+        encoder_ref(client, spec)
         model, ref = load_logged(client, spec, SimCLRModel, "pretrained")
         scaling = ref.tags.get(SCALING_TAG, ZSCORE)
     tags = ref.tags

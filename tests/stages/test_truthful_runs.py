@@ -57,6 +57,7 @@ def test_a_full_output_folder_is_one_line_naming_it_and_its_file_system(project,
 @pytest.mark.parametrize(("argv", "message"), [
     (("--encoders", "nope"), "encoders: models:/simclr-s2-encoder@nope not found in the model registry"),
     (("--encoders", "/no/such/encoder.pt"), "encoders: /no/such/encoder.pt does not exist"),
+    (("--encoders", "runs:/0123abcd/model"), "encoders: runs:/0123abcd/model is no registered model version"),
     (("--encoders", "", "--split", "{tmp}"), "no splits for scheme 'basic'"),
 ])
 def test_a_dry_run_checks_what_it_would_run(project, capsys, tmp_path, argv, message):
