@@ -23,6 +23,7 @@ from simclr_s2.learning.models import IrrigationClassifier, loaded
 ARCHITECTURE_FILE = "architecture.json"
 WEIGHTS_FILE = "weights.safetensors"
 ARCHITECTURE_FORMAT = 1
+DN_EXPECTED = "inputs: expected archive DN, every value finite (no NaN for no data)"
 
 
 class ServedClassifier(nn.Module):
@@ -46,6 +47,9 @@ class ServedClassifier(nn.Module):
         self.register_buffer("offset", torch.from_numpy(offset))
 
     def forward(self, dn: torch.Tensor) -> torch.Tensor:
+        # Checked in the graph, so the exported model refuses NaN no-data rather than answering NaN (which is
+        # not JSON). The range is not: a 20 m band resampled to 10 m overshoots below 0 and above its pixels.
+        torch._assert_async(torch.isfinite(dn).all(), DN_EXPECTED)
         z = (dn - self.mean) / self.std
         if self.has_affine:
             z = z * self.scale + self.offset

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -24,6 +25,7 @@ from simclr_s2.bigearthnet.bands import STUDY_BANDS, InputTransform
 from simclr_s2.bigearthnet.reader import patch_dir, read_pixels
 from simclr_s2.learning.datasets import BatchLoader, PatchDataset
 from simclr_s2.learning.models import IrrigationClassifier
+from simclr_s2.learning.serving import DN_EXPECTED
 from simclr_s2.learning.train import predict
 from simclr_s2.tracking.names import CLASSIFIER_MODEL
 from simclr_s2.tracking.process import fluent_uris
@@ -94,6 +96,9 @@ def test_the_registered_classifier_holds_no_pickle_and_rebuilds_trainable(projec
     with torch.no_grad():
         expected = torch.sigmoid(model(torch.from_numpy(InputTransform(STUDY_BANDS)(dn))))
         torch.testing.assert_close(served(torch.from_numpy(dn)), expected, atol=1e-5, rtol=0)
+        for spoiled in (np.nan, np.inf):  # no data left as NaN: refused, not answered with NaN (not JSON)
+            with pytest.raises(RuntimeError, match=re.escape(DN_EXPECTED)):
+                served(torch.from_numpy(np.where(dn == dn.flat[0], spoiled, dn).astype(np.float32)))
 
 
 
