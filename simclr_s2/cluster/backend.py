@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import sys
 import tempfile
 from collections.abc import Mapping
@@ -83,14 +84,16 @@ class RayConfig:
                  "follow": bool}
         for key, value in ours.items():
             bad = not isinstance(value, kinds[key]) or (key != "follow" and isinstance(value, bool))
-            if bad or (isinstance(value, int | float) and not isinstance(value, bool) and value < 0):
+            # JSON's NaN and Infinity parse as floats: Ray would refuse them only after MLflow made the run
+            if bad or (isinstance(value, int | float) and not isinstance(value, bool)
+                       and not (math.isfinite(value) and value >= 0)):
                 raise ExecutionException(f"ray backend config: {key} must be {_kind(kinds[key])}, "
                                          f"got {value!r}")
         return cls(**ours)
 
 
 def _kind(kind: type | tuple[type, ...]) -> str:
-    return {str: "a string", bool: "true or false", int: "a whole number >= 0"}.get(kind, "a number >= 0")
+    return {str: "a string", bool: "true or false", int: "a whole number >= 0"}.get(kind, "a finite number >= 0")
 
 
 class RayBackend(AbstractBackend):

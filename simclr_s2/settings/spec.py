@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -24,15 +24,16 @@ S = TypeVar("S", bound="Spec")
 
 
 def param(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple[str, ...] | None = None,
-          check: Check | None = None, keyed: bool = True, in_data: str | None = None) -> Any:
+          check: Check | None = None, keyed: bool = True, in_data: str | None = None, repeats: bool = False) -> Any:
     """A field of an entry point's spec. `keyed=False` for settings that change how a command runs but
     not what it produces (e.g. `reuse`): they stay out of the run's key and its logged parameters.
     `in_data`: a path whose `auto` is this place in the data folder (SIMCLR_S2_DATA), so a command left at
-    its defaults reads and writes where the demo chain does, wherever it runs."""
+    its defaults reads and writes where the demo chain does, wherever it runs. A list's values must be
+    distinct (`distinct`) unless `repeats` (a tuple of positions, such as the three split ratios)."""
     if isinstance(default, list):
         default = tuple(default)
     return dataclasses.field(default=default, metadata={"help": help, "choices": choices, "check": check,
-                                                        "keyed": keyed, "in_data": in_data})
+                                                        "keyed": keyed, "in_data": in_data, "repeats": repeats})
 
 
 class Spec:
@@ -118,7 +119,8 @@ def build(cls: type[S], values: Mapping[str, Any]) -> S:
         for item in value if isinstance(value, tuple) else (value,):
             if choices and item not in choices:
                 raise UserError(f"{name}: expected one of {', '.join(choices)}, got {item!r}")
-        problem = f.metadata["check"] and f.metadata["check"](value)
+        listed = isinstance(value, tuple) and not f.metadata["repeats"]
+        problem = (listed and distinct(value)) or (f.metadata["check"] and f.metadata["check"](value))
         if problem:
             raise UserError(f"{name}: {problem}, got {canonical(value)}")
         kwargs[name] = value
@@ -154,8 +156,8 @@ def probability(value: float) -> str | None:
 
 
 def percentages(values: tuple[int, ...]) -> str | None:
-    ok = values and all(0 < v <= 100 for v in values) and len(set(values)) == len(values)
-    return None if ok else "expected distinct whole percentages in 1..100"
+    ok = values and all(0 < v <= 100 for v in values)
+    return None if ok else "expected whole percentages in 1..100"
 
 
 def percentage(value: int) -> str | None:
@@ -164,3 +166,34 @@ def percentage(value: int) -> str | None:
 
 def not_empty(values: tuple) -> str | None:
     return None if values else "expected at least one value"
+
+
+SEEDS = 2**32  # numpy's SeedSequence and torch.manual_seed take seeds in 0..2**32 - 1
+
+
+def seed_number(value: int) -> str | None:
+    return None if 0 <= value < SEEDS else f"expected a whole number in 0..{SEEDS - 1}"
+
+
+def seed_numbers(values: tuple[int, ...]) -> str | None:
+    return not_empty(values) or next(filter(None, map(seed_number, values)), None)
+
+
+def distinct(values: Iterable[Any]) -> str | None:
+    """What is wrong when a value is given twice, however spelt (0 and 00, 0.1 and 0.10): a list's values
+    each plan their own work (cells, trials), which a repeat would do twice or weigh double."""
+    seen = set()
+    for value in values:
+        same = _as_number(value)
+        if same in seen:
+            return f"expected distinct values, {canonical(value)} repeats an earlier one"
+        seen.add(same)
+    return None
+
+
+def _as_number(value: Any) -> Any:
+    """A value that spells a number as that number, so that two spellings of it compare equal."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value

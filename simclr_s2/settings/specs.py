@@ -33,6 +33,7 @@ from simclr_s2.learning.config import (
 from simclr_s2.scenes.scl import DEFAULT_MASK, parse_mask
 from simclr_s2.settings.spec import (
     Spec,
+    distinct,
     non_negative,
     not_empty,
     param,
@@ -40,7 +41,10 @@ from simclr_s2.settings.spec import (
     percentages,
     positive,
     probability,
+    seed_number,
+    seed_numbers,
 )
+from simclr_s2.study.comparison import DEFAULT_LABEL_RULE
 from simclr_s2.study.membership import OVERLAP_POLICIES
 from simclr_s2.study.search_space import PRUNERS, TARGETS, SearchSpace, check_metric, storage_problem
 from simclr_s2.study.split_kinds import KIND_PATTERN, KINDS_HELP, is_cv
@@ -50,6 +54,7 @@ from simclr_s2.study.splits import DEFAULT_FRACTIONS as FRACTIONS
 DEMO_ARCHIVE = "demo/BigEarthNet-v1.0"
 DEMO_INDEX = "demo/index"
 LAYOUTS = tuple(ARCHIVE_LAYOUTS)
+_MIN_FRACTION, _AMBIGUOUS = DEFAULT_LABEL_RULE["min_fraction"], DEFAULT_LABEL_RULE["ambiguous"]  # compare's too
 REUSE_HELP = "false: run again every step this command would reuse"
 OVERLAP_HELP = ("the leakage guard: false stops when the encoder saw the ground of the set (same footprint on any "
                 "date, or a neighbour) or its membership cannot be read; unknown goes on past the latter; true "
@@ -78,14 +83,13 @@ def _share_or_auto(value: str) -> str | None:
 
 
 def _shares_or_auto(values: tuple[str, ...]) -> str | None:
-    if len(set(values)) != len(values) or not values:
-        return "expected distinct values"
-    return next(filter(None, map(_share_or_auto, values)), None)
+    return not_empty(values) or next(filter(None, map(_share_or_auto, values)), None)
 
 
 def _folds(value: str) -> str | None:
-    ok = value == "all" or re.fullmatch(r"\d+(,\d+)*", value) and len(set(value.split(","))) == value.count(",") + 1
-    return None if ok else "expected all, or distinct fold numbers joined by ','"
+    if value != "all" and not re.fullmatch(r"\d+(,\d+)*", value):
+        return "expected all, or distinct fold numbers joined by ','"
+    return None if value == "all" else distinct(value.split(","))
 
 
 def _fold_or_none(value: str) -> str | None:
@@ -122,7 +126,7 @@ class MakeDemoData(Spec):
     entry_point: ClassVar[str] = "make_demo_data"
     out: str = _in_data(DEMO_ARCHIVE, "folder to write (must be empty or hold this very demo)")
     n_patches: int = param(1000, "patches to write", check=positive)
-    seed: int = param(0, "random seed: the same seed writes the same bytes")
+    seed: int = param(0, "random seed: the same seed writes the same bytes", check=seed_number)
     layout: str = param("v1", "v1 (BigEarthNet-S2 v1.0) or v2 (v2.0 / reBEN, with reference maps)",
                         choices=LAYOUTS)
     scene: str = param("none", "folder to write a synthetic Sentinel-2 scene into (per-band GeoTIFFs, "
@@ -150,20 +154,21 @@ class CreateSplits(Spec):
     index: str = _in_data(f"{DEMO_INDEX}/index.parquet", "index file or runs:/ URI")
     scheme: str = param("basic", "basic, expanded, or class names joined by ';'")
     fractions: tuple[int, ...] = param(FRACTIONS, "percentages of train and validation", check=percentages)
-    seed: int = param(0, "random seed")
+    seed: int = param(0, "random seed", check=seed_number)
     exclude_snow_cloud: bool = param(True, "leave out the official snow and cloud/shadow patches")
     official_split: str = param("all", "all, or train / validation / test joined by '+'")
-    ratios: tuple[float, ...] = param((0.70, 0.15, 0.15), "train, validation and test shares", check=_ratios)
+    ratios: tuple[float, ...] = param((0.70, 0.15, 0.15), "train, validation and test shares", check=_ratios,
+                                      repeats=True)
     out: str = _in_data("demo/splits", "output folder")
     kind: str = param("spatial", "spatial (no footprint, twin on another date or neighbour in two sets; "
                                  "spatial-<n>km: blocks of n km), random (patch level, as the study: warned), tile, "
                                  "block-<n>km, or official (the archive's own split)", check=_split_kind)
     natural_test: bool = param(False, "also write test_natural.csv at the pool's own prevalence")
     natural_share: float = param(0.02, "share of the pool drawn for test_natural.csv", check=probability)
-    min_fraction: str = param("auto", "v2.0 archives: share of a patch the scheme's classes must cover to be "
-                                      "positive; auto = 0.17 (one CORINE mapping unit)", check=_share_or_auto)
-    ambiguous: str = param("exclude", "v2.0 archives: patches with some but less than min_fraction of the "
-                                      "scheme's classes: left out (exclude) or negative", choices=AMBIGUOUS)
+    min_fraction: str = param(_MIN_FRACTION, "v2.0 archives: share of a patch the scheme's classes must cover "
+                              "to be positive; auto = 0.17 (one CORINE mapping unit)", check=_share_or_auto)
+    ambiguous: str = param(_AMBIGUOUS, "v2.0 archives: patches with some but less than min_fraction of the "
+                           "scheme's classes: left out (exclude) or negative", choices=AMBIGUOUS)
     fold: int = param(0, "kind folds-<k> or country: the fold held out for test, 0 to k-1 (country: the index's "
                          "countries in alphabetical order)", check=_whole)
 
@@ -184,7 +189,7 @@ class Pretrain(Spec):
     temperature: float = param(0.1, "NT-Xent temperature", check=positive)
     optimizer: str = param("adam", "sgd = cosine decay; lars", choices=OPTIMIZERS)
     lr: float = param(0.001, "learning rate", check=positive)
-    seed: int = param(0, "random seed (weights, data order, views)")
+    seed: int = param(0, "random seed (weights, data order, views)", check=seed_number)
     max_patches: int = param(0, "at most this many patches; 0 = all", check=_whole)
     jitter: str = param("spectral", "colour change: spectral (one gain for all bands, keeps band ratios) or "
                                     "per_band (SimCLR's, changes them)", choices=JITTER_MODES)
@@ -236,7 +241,7 @@ class Training(Spec):
     lr: float = param(5e-5, "Adam learning rate", check=positive)
     weight_decay: float = param(0.0, "Adam weight decay", check=non_negative)
     dropout: float = param(0.5, "classifier dropout", check=probability)
-    seed: int = param(0, "random seed (new layers, data order, dropout)")
+    seed: int = param(0, "random seed (new layers, data order, dropout)", check=seed_number)
     fold: str = param("none", "the cross-validation fold the split holds out, as its manifest says (main sets it; "
                               "compare aggregates over folds); none = not a fold", check=_fold_or_none)
     register: bool = param(True, "register the model as a version of simclr-s2-irrigation")
@@ -337,7 +342,7 @@ class Grid(Spec):
     schemes: tuple[str, ...] = param(("basic", "expanded"), "labelling schemes", check=not_empty)
     fractions: tuple[int, ...] = param(FRACTIONS, "data fractions in percent", check=percentages)
     seeds: tuple[int, ...] = param((0,), "seeds; protocol=study: 0-4 when left out, else 5 or more",
-                                   check=not_empty)
+                                   check=seed_numbers)
     baseline: bool = param(True, "train the from-scratch baselines too")
     baseline_arch: tuple[str, ...] = param(("resnet18",), "baseline networks", choices=ARCHS)
     trainable: tuple[str, ...] = param(("head2",), "fine-tuned parts (each its own cells)", choices=TRAINABLE)
@@ -351,11 +356,11 @@ class Grid(Spec):
                                        "run every fold as cells", check=_split_kind)
     folds: str = param("all", "split_kind folds-<k> or country: the folds to run, all or numbers joined by ','",
                        check=_folds)
-    min_fractions: tuple[str, ...] = param(("auto",), "split=auto, v2.0 index: the label rules to sweep, shares "
-                                                      "the scheme's classes must cover (auto = 0.17); each its own "
-                                                      "splits and cells", check=_shares_or_auto)
-    ambiguous: tuple[str, ...] = param(("exclude",), "split=auto, v2.0 index: ambiguous patches left out (exclude) "
-                                                     "and/or counted negative, each its own splits and cells",
+    min_fractions: tuple[str, ...] = param((_MIN_FRACTION,), "split=auto, v2.0 index: the label rules to sweep, "
+                                           "shares the scheme's classes must cover (auto = 0.17); each its own "
+                                           "splits and cells", check=_shares_or_auto)
+    ambiguous: tuple[str, ...] = param((_AMBIGUOUS,), "split=auto, v2.0 index: ambiguous patches left out "
+                                       "(exclude) and/or counted negative, each its own splits and cells",
                                        choices=AMBIGUOUS)
     natural_test: bool = param(False, "split=auto: also draw natural-prevalence test and validation sets "
                                       "(create_splits' natural_test): thresholds chosen and figures shown at the "
@@ -443,7 +448,7 @@ class Tune(Spec):
     batch_sizes: tuple[int, ...] = param((16, 32, 64), "batch sizes to try", check=not_empty)
     trainables: tuple[str, ...] = param(("head2", "head"), "trainable parts to try (finetune)",
                                         choices=TRAINABLE)
-    seed: int = param(0, "random seed")
+    seed: int = param(0, "random seed", check=seed_number)
     final_run: bool = param(True, "then run the target with the best settings")
     reuse: bool = param(True, REUSE_HELP, keyed=False)
     backend: str = _backend("workers")

@@ -18,6 +18,7 @@ import torch
 
 from simclr_s2.bigearthnet.bands import Bands, bands_or_auto
 from simclr_s2.errors import UserError
+from simclr_s2.hashing import sha256_file
 from simclr_s2.learning import distributed
 from simclr_s2.learning.batchnorm import recalibrate, recalibration_wanted
 from simclr_s2.learning.datasets import BatchLoader
@@ -35,8 +36,17 @@ from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SplitData, fetcher, load_split_data, loader
 from simclr_s2.stages.pretrain import capped, demo_encoder
 from simclr_s2.study.comparison import RECALIBRATED, country_metrics
-from simclr_s2.study.splits import NATURAL, OVERLAP_METRIC, VAL_NATURAL, SplitSet, load_manifest, load_sets
+from simclr_s2.study.splits import (
+    MANIFEST,
+    NATURAL,
+    OVERLAP_METRIC,
+    VAL_NATURAL,
+    SplitSet,
+    load_manifest,
+    load_sets,
+)
 from simclr_s2.study.stats import spatial_groups
+from simclr_s2.tracking.artifacts import is_remote
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.evaluation import THRESHOLD_METRIC, log_at_validation_threshold, log_evaluation
 from simclr_s2.tracking.names import CLASSIFIER_MODEL
@@ -48,6 +58,9 @@ ClassifierSpec = specs.Finetune | specs.Baseline
 """The spec of either classifier stage (specs.Training is their base class, what the two share)."""
 TUNED_TAG = "simclr_s2.tuned"
 REGISTERED_TEST_METRICS = ("test_accuracy", "test_f1", "test_auc", "test_precision", "test_recall")
+SPLIT_DIGEST = "split_digest"
+"""resolved_split_digest: the sha256 of a given local split folder's manifest for the run's scheme."""
+ALIAS_URI = re.compile(r"models:/[^/@]+@([\w-]+)")  # a registry alias, which may move to another version
 
 
 @dataclass(frozen=True)
@@ -75,17 +88,45 @@ class TrainedClassifier:
 
 
 def resolve_training(spec: ClassifierSpec, ctx: Context, make: bool) -> dict[str, str]:
-    """`auto` split and encoder, and a capped epoch count."""
+    """`auto` split and encoder, and a capped epoch count; a local split folder's content (SPLIT_DIGEST) and
+    a registry alias's version pinned too, so the run's key names the data and weights it trains on rather
+    than a folder that may be redrawn in place or an alias that may move."""
     resolved: dict[str, str] = {}
     if spec.split == "auto":
         resolved["split"] = auto.split_ref(ctx, "auto", spec.scheme, make)
+    elif (digest := split_digest(spec.split, spec.scheme)) is not None:
+        resolved[SPLIT_DIGEST] = digest
     if spec.pretrained == "auto":
         uri = demo_encoder(ctx, "ben", make)
         if uri is None:
             raise UserError("pretrained: auto names the demo encoder, and this tracking store has none yet; "
                             "run finetune (which makes it) or give an encoder")
         resolved["pretrained"] = uri
+    elif spec.pretrained is not None and (pinned := pinned_alias(spec.pretrained, ctx)) is not None:
+        resolved["pretrained"] = pinned
     return capped(resolved, ctx, spec.epochs)
+
+
+def split_digest(ref: str, scheme: str) -> str | None:
+    """What a local split folder holds for `scheme`: its manifest's sha256, the manifest listing every set's
+    sha256 (create_splits writes a folder over). None for a runs:/ or other remote split, whose content
+    does not change under its URI, and for a folder without that manifest: the run then fails on it, saying
+    why."""
+    if is_remote(ref):
+        return None
+    manifest = Path(ref).expanduser() / scheme / MANIFEST
+    return sha256_file(manifest) if manifest.is_file() else None
+
+
+def pinned_alias(uri: str, ctx: Context) -> str | None:
+    """A registry alias (models:/name@alias) as the version it names now, models:/name/<version>; None for
+    any other reference, and for an alias the registry lacks: the run then fails on it, saying why."""
+    if not ALIAS_URI.fullmatch(uri):
+        return None
+    try:
+        return Tracking.of(ctx).encoder_ref(uri).uri
+    except UserError:
+        return None
 
 
 def prepare(spec: ClassifierSpec, resolved: Mapping[str, str], ctx: Context) -> Prepared:
@@ -219,7 +260,7 @@ def evaluate_natural(trained: TrainedClassifier, run: StageRun) -> dict[str, str
 
 def encoder_label(uri: str) -> str:
     """A short name for an encoder reference, for run names: the alias, v<version>, or the file's stem."""
-    if match := re.fullmatch(r"models:/[^/@]+@([\w-]+)", uri):
+    if match := ALIAS_URI.fullmatch(uri):
         return match.group(1)
     if match := re.fullmatch(r"models:/[^/@]+/(\d+)", uri):
         return f"v{match.group(1)}"

@@ -7,9 +7,10 @@ stage on a cluster (simclr_s2.cluster.dispatch).
 With split=auto the grid draws its splits itself (create_splits steps, reused when finished), one per
 scheme and Variant: each fold of a cross-validation split_kind, each label rule of min_fractions x
 ambiguous. Those are dimensions of the grid like seeds: every cell records its variant as tags (fold,
-held_out, min_fraction, ambiguous) and a fold also as the cell's `fold` parameter, so compare can
-aggregate over folds and show a label rule's effect. A given split that is one fold of such a kind gives
-its cells the fold its manifest names.
+held_out, min_fraction, ambiguous: its label rule whether or not the grid sweeps label rules) and a fold
+also as the cell's `fold` parameter, so compare can aggregate over folds and show a label rule's effect. A
+given split that is one fold of such a kind gives its cells the fold its manifest names. A reused cell keeps
+the tags of the run that made it: cells.csv reports those (the label rule as compare reads it).
 
 With encoders=auto and folds, every demo recipe is pretrained once per fold (fold_encoders), on the index
 less every evaluation set of that fold's splits: an encoder pretrained on the whole archive has seen each
@@ -21,6 +22,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import re
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -38,10 +40,10 @@ from simclr_s2.settings.spec import build
 from simclr_s2.stages import auto
 from simclr_s2.stages.base import Stage, ensure_step
 from simclr_s2.stages.classifier import CLASSIFIERS, Classifier, ClassifierSpec
-from simclr_s2.stages.data import CREATE_SPLITS
+from simclr_s2.stages.data import CREATE_SPLITS, scheme_name
 from simclr_s2.stages.inputs import SOURCE, fetcher
 from simclr_s2.stages.pretrain import DEMO_ENCODERS, demo_encoder, demo_encoder_spec, encoder_step
-from simclr_s2.study.comparison import fold_encoder_alias
+from simclr_s2.study.comparison import DEFAULT_LABEL_RULE, fold_encoder_alias, label_rule
 from simclr_s2.study.split_kinds import fold_names, is_cv
 from simclr_s2.study.splits import MANIFEST, SplitManifest, load_manifest
 from simclr_s2.tracking.artifacts import Fetcher, is_remote
@@ -66,24 +68,25 @@ class Variant:
 
     fold: int | None = None
     held_out: str | None = None  # the fold's number, or its country
-    min_fraction: str = "auto"
-    ambiguous: str = "exclude"
+    min_fraction: str = DEFAULT_LABEL_RULE["min_fraction"]
+    ambiguous: str = DEFAULT_LABEL_RULE["ambiguous"]
 
     @property
     def suffix(self) -> str:
         """What tells its cells and resolved split apart: "" for the default, else e.g. "-f2-mf0.05-neg"."""
         return "".join([f"-f{self.fold}" if self.fold is not None else "",
-                        f"-mf{self.min_fraction}" if self.min_fraction != "auto" else "",
+                        f"-mf{self.min_fraction}" if self.min_fraction != DEFAULT_LABEL_RULE["min_fraction"] else "",
                         "-neg" if self.ambiguous == "negative" else ""])
 
     def splits_params(self, kind: str) -> dict[str, object]:
         """create_splits' parameters beyond index and scheme."""
         return {"kind": kind, "fold": self.fold or 0, "min_fraction": self.min_fraction, "ambiguous": self.ambiguous}
 
-    def tags(self, swept: bool) -> dict[str, str]:
-        """The cell's tags: its fold, and its label rule where the grid sweeps label rules."""
+    def tags(self, drawn: bool) -> dict[str, str]:
+        """The cell's tags: its fold, and its label rule where the grid drew its split (`drawn`; a given
+        split's rule is not known here), the default rule too, so a cell reads the same in every grid."""
         fold = {"fold": str(self.fold), "held_out": str(self.held_out)} if self.fold is not None else {}
-        return {**fold, **({"min_fraction": self.min_fraction, "ambiguous": self.ambiguous} if swept else {})}
+        return {**fold, **({"min_fraction": self.min_fraction, "ambiguous": self.ambiguous} if drawn else {})}
 
 
 @dataclass(frozen=True)
@@ -143,18 +146,43 @@ def protocol(spec: specs.Grid) -> Protocol:
     return replace(STUDY, seeds=spec.seeds)
 
 
+def encoder_name(uri: str) -> str:
+    """An encoder's name in its cells' labels, the grid's resolved_encoder_<name> and a fold encoder's alias:
+    letters, digits, '_' and '-' only (MLflow keys and aliases), short: the alias (after the model's name
+    unless it is ENCODER_MODEL), v<version>, or the file's stem. The URI stays the cells' `pretrained`."""
+    if match := re.fullmatch(r"models:/([^/@]+)(?:@([\w-]+)|/(\w+))", uri):
+        model, alias, version = match.groups()
+        short = alias or f"v{version}"
+        return short if model == ENCODER_MODEL else f"{_word(model)}-{short}"
+    return _word(Path(uri.rstrip("/")).stem)
+
+
+def _word(text: str) -> str:
+    return re.sub(r"[^\w-]+", "-", text).strip("-") or "encoder"
+
+
+def _encoder_items(spec: specs.Grid) -> dict[str, str]:
+    """Name -> URI of each encoder given (a bare name is an alias of ENCODER_MODEL); two that would share a
+    name are one line naming both, not one silently dropped."""
+    named: dict[str, str] = {}
+    for item in filter(None, (s.strip() for s in spec.encoders.split(","))):
+        uri = item if ":" in item or "/" in item else f"models:/{ENCODER_MODEL}@{item}"
+        if (other := named.setdefault(encoder_name(uri), uri)) != uri:
+            raise UserError(f"encoders: {other} and {uri} would both be named {encoder_name(uri)!r} in the "
+                            "grid; give one as its registry version (models:/<name>/<version>) or rename a file")
+    return named
+
+
 def given_encoders(spec: specs.Grid, ctx: Context, check: bool = False) -> dict[str, ModelRef]:
-    """Encoder name -> where the `encoders` parameter points (none for `auto`), each resolved once: a
-    registry version pinned (uri models:/name/<version>, so a cell's key names the exact weights, with
-    its tags and run; a runs:/ URI as the version its run registered), anything else as given. An encoder
-    the registry lacks stays as given and fails its cells while the rest go on, unless `check` (a dry run):
-    then it is the command's one-line error, as is a local file that is not there."""
+    """Encoder name (encoder_name) -> where the `encoders` parameter points (none for `auto`), each resolved
+    once: a registry version pinned (uri models:/name/<version>, so a cell's key names the exact weights,
+    with its tags and run; a runs:/ URI as the version its run registered), anything else as given. An
+    encoder the registry lacks stays as given and fails its cells while the rest go on, unless `check` (a
+    dry run): then it is the command's one-line error, as is a local file that is not there."""
     if spec.encoders == "auto":
         return {}
     refs = {}
-    for item in filter(None, (s.strip() for s in spec.encoders.split(","))):
-        uri = item if ":" in item or "/" in item else f"models:/{ENCODER_MODEL}@{item}"
-        name = item.rsplit("@", 1)[-1] if "@" in item else item
+    for name, uri in _encoder_items(spec).items():
         refs[name] = ModelRef(uri, "", {}, None)
         if uri.startswith(("models:/", "runs:/")):
             try:
@@ -189,10 +217,6 @@ def variants(spec: specs.Grid, folds: list[str]) -> list[Variant]:
                                                                                   spec.ambiguous)]
 
 
-def _swept(spec: specs.Grid) -> bool:
-    return (spec.min_fractions, spec.ambiguous) != (specs.Grid.min_fractions, specs.Grid.ambiguous)
-
-
 def plan(spec: specs.Grid, encoders: Mapping[str, str], split: Mapping[str, str],
          drawn: list[Variant] | None = None, per_fold: Mapping[int, Mapping[str, str]] | None = None) -> list[Cell]:
     """Every cell of the grid; `split` maps each scheme and variant (split_key) to the split its cells read;
@@ -202,7 +226,7 @@ def plan(spec: specs.Grid, encoders: Mapping[str, str], split: Mapping[str, str]
     cells = []
     for scheme in spec.schemes:
         for variant in drawn or [Variant()]:
-            tags = variant.tags(_swept(spec))
+            tags = variant.tags(spec.split == "auto")
             own = (per_fold or {}).get(variant.fold, {}) if variant.fold is not None else {}
             for fraction in spec.fractions:
                 for seed in chosen.seeds:
@@ -271,14 +295,27 @@ def splits(spec: specs.Grid, ctx: Context, make: bool, drawn: list[Variant], ind
     return refs
 
 
+DRAWN_FRACTIONS = specs.CreateSplits().fractions  # what the splits the grid draws hold: it sets no fractions
+
+
 def check_splits(spec: specs.Grid, split: Mapping[str, str], fetch: Fetcher, drawn: list[Variant]) -> None:
-    """One line when a split the cells would read lacks its scheme or one of the fractions."""
+    """One line when a split the cells would read lacks its scheme or one of the fractions; a split still to
+    be drawn holds create_splits' default fractions (the grid sets none)."""
     for scheme, variant in itertools.product(spec.schemes, drawn):
-        if (ref := split[split_key(scheme, variant)]) == TO_MAKE:
-            continue
-        found = load_manifest(fetch.path(ref, "split"), scheme).fractions
+        ref = split[split_key(scheme, variant)]
+        found = DRAWN_FRACTIONS if ref == TO_MAKE else load_manifest(fetch.path(ref, "split"), scheme).fractions
         if missing := [f for f in spec.fractions if f not in found]:
-            raise UserError(f"fractions: {missing} not in the {scheme!r} splits of {ref}: found {list(found)}")
+            where = "the grid would draw" if ref == TO_MAKE else f"of {ref}"
+            raise UserError(f"fractions: {missing} not in the {scheme!r} splits {where}: found {list(found)}")
+
+
+def check_drawing(spec: specs.Grid, fetch: Fetcher, index: str) -> None:
+    """For a dry run of split=auto, what create_splits would refuse at once, with its own lines: a scheme it
+    cannot resolve, and an index (unless still to be made) that is not there or is no index."""
+    for scheme in spec.schemes:
+        scheme_name(scheme)
+    if index != TO_MAKE:
+        load_index(fetch.path(index, "index"))
 
 
 def recipes(spec: specs.Grid, ctx: Context, given: Mapping[str, ModelRef]) -> dict[str, specs.Pretrain]:
@@ -339,9 +376,12 @@ class Inputs:
 
 def inputs(spec: specs.Grid, ctx: Context, make: bool, fetch: Fetcher, check: bool = False) -> Inputs:
     """The grid's splits and encoders, made when `make`, else found (TO_MAKE where missing). The index and
-    each given encoder are resolved once here and handed down."""
+    each given encoder are resolved once here and handed down; `check` (a dry run): what the command would
+    refuse at once is its one-line error here."""
     if spec.split == "auto":
         index = _index_ref(spec, ctx, make)
+        if check:
+            check_drawing(spec, fetch, index)
         folds = all_folds(spec, ctx, index)
         drawn, kind = variants(spec, folds), spec.split_kind
     else:
@@ -436,9 +476,20 @@ class Grid(Stage[specs.Grid]):
                             + "; ".join(failed["cell"].head(3)))
 
 
-def _row(cell: Cell, run_id: str, status: str, error: str = "") -> dict[str, object]:
-    return {"cell": cell.label, "stage": cell.stage, **cell.params, **cell.tags, "run_id": run_id,
+def _row(cell: Cell, run_id: str, status: str, error: str = "",
+         recorded: Mapping[str, str] | None = None) -> dict[str, object]:
+    """A line of cells.csv: the cell's tags as the run holding it `recorded` them where given (a reused run
+    keeps those of the grid that made it), else as planned."""
+    tags = cell.tags if recorded is None else recorded_tags(cell, recorded)
+    return {"cell": cell.label, "stage": cell.stage, **cell.params, **tags, "run_id": run_id,
             "status": status, "error": error}
+
+
+def recorded_tags(cell: Cell, tags: Mapping[str, str]) -> dict[str, str]:
+    """The cell's tags as a run's `tags` hold them ("" where absent), its label rule read as compare reads
+    it (label_rule): what the comparison will take the cell for."""
+    read = {**tags, **label_rule(tags)}
+    return {key: read.get(key, "") for key in cell.tags}
 
 
 def in_process(cells: list[Cell], ctx: Context, run: StageRun) -> list[dict[str, object]]:
@@ -449,7 +500,8 @@ def in_process(cells: list[Cell], ctx: Context, run: StageRun) -> list[dict[str,
         log.info("grid cell %d/%d %s: %s", i, len(cells), cell.label, before)
         try:
             done = ensure_step(cell.classifier, cell.spec, ctx, parent_run_id=run.run_id, tags=cell.tags)
-            rows.append(_row(cell, done.info.run_id, "reused" if before == "reuse" else "finished"))
+            rows.append(_row(cell, done.info.run_id, "reused" if before == "reuse" else "finished",
+                             recorded=done.data.tags))
         except Exception as error:
             if (reason := _cell_failure(error, ctx)) is None:
                 raise
@@ -483,7 +535,7 @@ def on_ray(spec: specs.Grid, cells: list[Cell], ctx: Context, run: StageRun) -> 
     rows = []
     for cell in cells:
         if (found := reused[cell.label]) is not None:
-            rows.append(_row(cell, found.info.run_id, "reused"))
+            rows.append(_row(cell, found.info.run_id, "reused", recorded=found.data.tags))
         else:
             outcome = ended[cell.label]
             rows.append(_row(cell, outcome.run_id, "failed" if outcome.error else "finished", outcome.error))

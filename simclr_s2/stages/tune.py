@@ -46,6 +46,7 @@ from simclr_s2.stages.classifier import (
 )
 from simclr_s2.study.search_space import SearchSpace
 from simclr_s2.study.tuning import (
+    Lost,
     StudyBudget,
     StudySettings,
     TrialSeededSampler,
@@ -63,6 +64,7 @@ from simclr_s2.study.tuning import (
 )
 from simclr_s2.tracking.door import Tracking, TrackingError
 from simclr_s2.tracking.endings import describe
+from simclr_s2.tracking.liveness import is_live
 from simclr_s2.tracking.names import STAGE_TAG
 from simclr_s2.tracking.tracker import PARENT_TAG, StageRun, Step
 
@@ -113,7 +115,7 @@ def _plan(spec: specs.Tune, resolved: Mapping[str, str], ctx: Context) -> Plan:
                         batch_sizes=spec.batch_sizes, trainables=spec.trainables)
     settings = StudySettings(target=spec.target, pretrained=base.pretrained or "", split=base.split,
                              scheme=spec.scheme, fraction=spec.fraction, metric=spec.metric,
-                             epochs=base.epochs, space=space)
+                             epochs=base.epochs, seed=spec.seed, pruner=spec.pruner, space=space)
     return Plan(stage, base, settings, _study_name(spec), storage_url(spec.storage, ctx.state_dir()))
 
 
@@ -216,6 +218,25 @@ def mark_stale(ctx: Context):
     return on_stale
 
 
+def worker_gone(ctx: Context) -> Lost:
+    """Whether a running trial's worker is gone, by the project's liveness rule for the worker's `tune` run
+    (the parent of the trial's run): its process dead on this machine, else its heartbeat silent for three
+    intervals, or the run ended (a rerun of the same command ends it FAILED at once). Unsure (the trial's
+    run not made yet, the store not answering) is not gone: Optuna's own heartbeat decides then."""
+    door = Tracking.of(ctx)
+
+    def gone(trial: FrozenTrial) -> bool:
+        run_id = trial.user_attrs.get(RUN_ATTR)
+        try:
+            worker = door.tags(run_id).get(PARENT_TAG) if run_id else None
+            return worker is not None and not is_live(door.get_run(worker), ctx.heartbeat_s)
+        except TrackingError as error:
+            log.warning("trial %d: cannot tell whether its worker is alive: %s", trial.number, error)
+            return False
+
+    return gone
+
+
 def log_summary(run: StageRun, study: optuna.Study, metric: str) -> FrozenTrial:
     """On the `tune` run: trial counts, the trials table, Optuna's plots, and the study's best trial
     (over all workers so far). No completed trial is a UserError."""
@@ -316,8 +337,8 @@ def _study(spec: specs.Tune, plan: Plan, ctx: Context, run: StageRun) -> optuna.
 def _search(spec: specs.Tune, resolved: Mapping[str, str], plan: Plan, study: optuna.Study, ctx: Context,
             run: StageRun) -> None:
     """Trials in this process until the study's budget (over all workers) is spent or timeout_s passed."""
-    run_study(study, _objective(plan, ctx, run), StudyBudget(int(resolved.get("n_trials", spec.n_trials))),
-              spec.timeout_s or None, catch=TRIAL_ERRORS)
+    budget = StudyBudget(int(resolved.get("n_trials", spec.n_trials)), worker_gone(ctx), mark_stale(ctx))
+    run_study(study, _objective(plan, ctx, run), budget, spec.timeout_s or None, catch=TRIAL_ERRORS)
 
 
 def _placement(spec: specs.Tune, retries: int) -> Placement:

@@ -17,9 +17,10 @@ Input contract: `runs`, one row per registered classifier version, with the colu
   whose predictions are constant or nearly so): averaged per cell, NaN where absent;
 - optionally THRESHOLD_SOURCE (why the run's natural threshold is the default 0.5 rather than chosen on its
   natural validation set, which held no positive; "" where it was chosen): counted per cell;
-- optionally the LABEL_RULE columns (min_fraction, ambiguous: the rule that made the labels, "" when not
-  swept) and RECALIBRATED ("true" when the encoder's BatchNorm statistics were recomputed on the training
-  patches, "false" when not, "" for a run older than the tag), part of the condition; VARIANT columns
+- optionally the LABEL_RULE columns (min_fraction, ambiguous: the rule that made the labels; "" or absent
+  reads as DEFAULT_LABEL_RULE, see label_rule) and RECALIBRATED ("true" when the encoder's BatchNorm
+  statistics were recomputed on the training patches, "false" when not, "" for a run older than the tag),
+  part of the condition; VARIANT columns
   (fold, held_out: a cross-validation run's fold and what it holds out, "" for none; encoder_fold: the
   fold its encoder was pretrained for, "" for a shared one); COUNTRY metrics
   (test_country_<country>_<accuracy|f1|patches>, logged by the classifier run from country_metrics).
@@ -60,7 +61,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -85,10 +86,13 @@ OPTIONAL_METRICS = (*NATURAL_METRICS, OVERLAP, CONSTANT)
 STATS_METRIC = {"test_accuracy": "accuracy", "test_f1": "f1", "test_auc": "auc"}  # names in stats.METRICS
 PAIRED_METRICS = ("accuracy", "f1")
 REQUIRED = ("version", "run_id", *CONDITION, "fraction", "seed", "test_digest", *METRICS)
-LABEL_RULE = ("min_fraction", "ambiguous")  # optional; part of the condition
 RECALIBRATED = "bn_recalibrated"  # optional; part of the condition (recomputed statistics change the model)
 VARIANT = ("fold", "held_out", "encoder_fold")  # optional; runs that differ only in these are pooled
 PER_FOLD_ENCODER = "per fold"  # encoder_version of a run whose encoder was pretrained for its fold
+DEFAULT_LABEL_RULE = {"min_fraction": "auto", "ambiguous": "exclude"}
+"""create_splits' defaults: the rule of a run without the LABEL_RULE tags (a finetune of the demo splits, or a
+main cell made before main tagged every cell it draws), which must pool with one tagged with these values."""
+LABEL_RULE = tuple(DEFAULT_LABEL_RULE)  # optional; part of the condition
 KEY = (*CONDITION, *LABEL_RULE, RECALIBRATED)  # what tells conditions apart
 COUNTRY_PREFIX = "test_country_"
 COUNTRY_METRIC = re.compile(rf"{COUNTRY_PREFIX}(?P<country>.+)_(?P<metric>accuracy|f1|patches)")
@@ -111,6 +115,12 @@ def fold_encoder_alias(recipe: str, kind: str, fold: int | str) -> str:
     """The registry alias (and the classifier's `pretrained` name) of `recipe` pretrained for one fold of the
     cross-validation kind `kind`; compare reads the recipe back from it."""
     return f"{recipe}-{kind}-f{fold}"
+
+
+def label_rule(tags: Mapping[str, str]) -> dict[str, str]:
+    """The label rule a run's tags (or a runs frame's row) record, DEFAULT_LABEL_RULE where one is absent or
+    "": the one place a run without the tags and a run tagged with the default become one condition."""
+    return {column: str(tags.get(column) or default) for column, default in DEFAULT_LABEL_RULE.items()}
 
 
 def country_metrics(index: pd.DataFrame, names: Sequence[str], labels: np.ndarray,
@@ -218,6 +228,8 @@ def _checked(runs: pd.DataFrame) -> pd.DataFrame:
             raise UserError(f"runs: {column}: expected {kind.__name__} values, "
                             f"got {out[column].tolist()[:5]}") from None
     out[text] = out[text].fillna("").astype(str)
+    out[list(LABEL_RULE)] = pd.DataFrame([label_rule(row) for row in out[list(LABEL_RULE)].to_dict("records")],
+                                         index=out.index)
     if bad := sorted(set(out["fold"][~out["fold"].str.fullmatch("[0-9]*")])):
         raise UserError(f"runs: fold {bad}: expected a fold number, or '' for a run without folds")
     # one encoder recipe pretrained once per fold is one condition: its alias and version differ by fold

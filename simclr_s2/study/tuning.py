@@ -6,6 +6,9 @@ Several workers (processes or machines) started with the same study name and sto
 the database hands out trial numbers, so no two workers run the same trial. A worker that dies leaves
 its trial RUNNING; every worker sends heartbeats while a trial runs, and the next worker to start a
 trial fails trials whose heartbeat stopped (Optuna's RDBStorage heartbeat), so a rerun resumes the study.
+Optuna waits two heartbeats of silence; a worker that can tell sooner that a trial's worker is gone (the
+caller's `lost`, e.g. its process dead on this machine) fails the trial at once, so a rerun started right
+after its worker was killed runs a trial in its place instead of counting the dead one.
 """
 
 from __future__ import annotations
@@ -43,6 +46,12 @@ OPEN_ATTEMPTS = 5
 SPENT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 
+Lost = Callable[[FrozenTrial], bool]
+"""Whether a RUNNING trial's worker is known to be gone; False when unsure (Optuna's heartbeat decides then)."""
+OnLost = Callable[[optuna.Study, FrozenTrial], None]
+"""Called with a trial failed because its worker is gone, as Optuna calls its stale-trial callback."""
+
+
 class StudyFull(Exception):
     """Raised by a trial that another worker's trial made surplus; Optuna records it as failed."""
 
@@ -50,7 +59,8 @@ class StudyFull(Exception):
 @dataclass(frozen=True)
 class StudySettings:
     """What the trials of one study must share for their values to be comparable; a worker joining an
-    existing study with other settings is refused."""
+    existing study with other settings is refused. The seed sets each trial's draws and training, the
+    pruner which trials stop early: a worker with another would add trials of another search."""
 
     target: str
     pretrained: str
@@ -59,6 +69,8 @@ class StudySettings:
     fraction: int
     metric: str
     epochs: int
+    seed: int
+    pruner: str
     space: SearchSpace
 
     def __post_init__(self) -> None:
@@ -196,15 +208,30 @@ def open_study(name: str, storage: RDBStorage, settings: StudySettings, sampler:
 class StudyBudget:
     """`n_trials` for the whole study, however many workers share it (Optuna's own n_trials counts per
     worker). Completed, pruned and running trials count; failed ones do not, so a rerun makes up for a
-    trial lost with its worker. As a callback it stops this worker once the budget is spent; `claim`
-    catches the race of two workers starting the last trial at once."""
+    trial lost with its worker. A running trial whose worker `lost` says is gone is failed (and `on_lost`
+    called) before counting: counted as running, it would end the study a trial short and stay RUNNING.
+    As a callback it stops this worker once the budget is spent; `claim` catches the race of two workers
+    starting the last trial at once."""
 
-    def __init__(self, n_trials: int) -> None:
+    def __init__(self, n_trials: int, lost: Lost | None = None, on_lost: OnLost | None = None) -> None:
         self.n_trials = n_trials
+        self.lost, self.on_lost = lost, on_lost
 
     def spent(self, study: optuna.Study, before: int | None = None) -> int:
+        self.fail_lost(study)
         trials = study.get_trials(deepcopy=False, states=SPENT_STATES)
         return sum(1 for t in trials if before is None or t.number < before)
+
+    def fail_lost(self, study: optuna.Study) -> None:
+        """Fail the running trials whose worker is gone (another worker may fail one first: then it stays
+        as that one left it)."""
+        if self.lost is None:
+            return
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if self.lost(trial):
+                failed = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
+                if self.on_lost is not None:
+                    self.on_lost(study, failed)
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
         if self.spent(study) >= self.n_trials:

@@ -13,7 +13,17 @@ from simclr_s2.errors import UserError
 from simclr_s2.settings.context import Context
 from simclr_s2.settings.experiment import ProjectExperimentProvider, in_project
 from simclr_s2.settings.spec import build, canonical
-from simclr_s2.settings.specs import ENTRY_POINTS, Finetune, Grid, Promote
+from simclr_s2.settings.specs import (
+    ENTRY_POINTS,
+    Baseline,
+    CreateSplits,
+    Finetune,
+    Grid,
+    MakeDemoData,
+    Pretrain,
+    Promote,
+    Tune,
+)
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
 from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN
 from simclr_s2.stages.tune import TUNE
@@ -74,8 +84,37 @@ def test_lists_and_cross_field_checks():
     assert canonical(grid.fractions) == "1,10"
     with pytest.raises(UserError, match="fraction: expected a whole percentage in 1..100 or any"):
         build(Promote, {"fraction": "ten"})
-    with pytest.raises(UserError, match="distinct whole percentages"):
-        build(Grid, {"fractions": "10,10"})
+    assert build(CreateSplits, {"ratios": "0.5,0.25,0.25"}).ratios == (0.5, 0.25, 0.25)  # positions may repeat
+
+
+@pytest.mark.parametrize(("cls", "values", "message"), [
+    (Grid, {"fractions": "10,10"}, "fractions: expected distinct values, 10 repeats an earlier one"),
+    (Grid, {"seeds": "0,00"}, "seeds: expected distinct values, 0 repeats"),
+    (Grid, {"schemes": "basic,basic"}, "schemes: expected distinct values, basic repeats"),
+    (Grid, {"trainable": "head2,head2"}, "trainable: expected distinct values, head2 repeats"),
+    (Grid, {"baseline_arch": "resnet18,resnet18"}, "baseline_arch: expected distinct values, resnet18 repeats"),
+    (Grid, {"split_kind": "folds-3", "folds": "0,00"}, "folds: expected distinct values, 00 repeats"),
+    (Grid, {"min_fractions": "0.1,0.10"}, "min_fractions: expected distinct values, 0.10 repeats"),
+    (Tune, {"batch_sizes": "16,16,64"}, "batch_sizes: expected distinct values, 16 repeats"),
+    (Tune, {"trainables": "head,head2,head"}, "trainables: expected distinct values, head repeats"),
+])
+def test_a_list_value_given_twice_however_spelt_is_refused_by_name(cls, values, message):
+    """Each value plans its own cells or trials: a repeat would run them twice, or weigh one choice double."""
+    with pytest.raises(UserError, match=message) as caught:
+        build(cls, values)
+    assert "\n" not in str(caught.value)
+
+
+@pytest.mark.parametrize(("cls", "values"), [
+    (Finetune, {"seed": "-1"}), (Baseline, {"seed": "1e30"}), (Tune, {"seed": str(2**32)}),
+    (Pretrain, {"seed": "-1"}), (CreateSplits, {"seed": "-1"}), (MakeDemoData, {"seed": "-1"}),
+    (Grid, {"seeds": "0,1,-1"}),
+])
+def test_a_seed_numpy_and_torch_cannot_take_is_refused_by_name(cls, values):
+    name = next(iter(values))
+    with pytest.raises(UserError, match=rf"^{name}: expected a whole number in 0..4294967295, got "):
+        build(cls, values)
+    assert build(cls, {name: "4294967295"})  # the largest seed they take
 
 
 @pytest.mark.parametrize(("stage", "argv", "message"), [

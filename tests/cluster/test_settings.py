@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
 import pytest
+from mlflow.exceptions import ExecutionException
 
+from simclr_s2.cluster.backend import RayConfig
 from simclr_s2.errors import UserError
 from simclr_s2.settings.spec import build
 from simclr_s2.settings.specs import Grid, Tune
@@ -21,6 +24,14 @@ from simclr_s2.settings.specs import Grid, Tune
 def test_a_bad_setting_is_refused_by_name(cls, values, message):
     with pytest.raises(UserError, match=message):
         build(cls, values)
+
+
+@pytest.mark.parametrize("text", ['{"num_cpus": NaN}', '{"num_gpus": Infinity}', '{"num_cpus": -1}'])
+def test_a_ray_json_number_that_is_not_finite_and_non_negative_is_refused_by_key(text):
+    """JSON's NaN and Infinity parse as floats: refused here, not by Ray after MLflow made the run."""
+    key = next(iter(json.loads(text)))
+    with pytest.raises(ExecutionException, match=f"ray backend config: {key} must be a finite number >= 0"):
+        RayConfig.parse(json.loads(text))
 
 
 def test_an_address_where_no_cluster_answers_fails_at_once():

@@ -3,11 +3,29 @@ class builds its parameters: no branch on the name in the grid."""
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
+from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
+from simclr_s2.settings.spec import build
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
-from simclr_s2.stages.grid import Cell
+from simclr_s2.stages.grid import (
+    GRID,
+    Cell,
+    Inputs,
+    Variant,
+    _row,
+    encoder_name,
+    given_encoders,
+    plan,
+    recorded_tags,
+    variants,
+)
+from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.registry import ModelRef
+from simclr_s2.tracking.tracker import Step
 
 COMMON = {"scheme": "basic", "fraction": 10, "seed": 3, "epochs": 2}
 
@@ -20,3 +38,75 @@ def test_a_cell_runs_the_stage_its_name_gives_on_that_stages_spec(stage, params,
     cell = Cell(stage, "x", params)
     assert cell.classifier is classifier
     assert type(cell.spec) is spec_cls and {k: getattr(cell.spec, k) for k in params} == params
+
+
+def _plan(**params: object) -> list[Cell]:
+    spec = build(specs.Grid, {"encoders": "ben", "schemes": "basic", "fractions": "10", **params})
+    split = {"basic": "runs:/0123/splits", "basic_neg": "runs:/4567/splits"}
+    return plan(spec, {"ben": "models:/simclr-s2-encoder/3"}, split, variants(spec, []) if spec.split == "auto"
+                else [Variant()])
+
+
+def test_every_drawn_cell_records_its_label_rule_whether_or_not_the_grid_sweeps() -> None:
+    """A cell reused by a grid that sweeps label rules reads as that grid's own cells do; a given split's
+    rule is not known to the grid, and its cells claim none."""
+    rule = {"min_fraction": "auto", "ambiguous": "exclude"}
+    assert {tuple(c.tags.items()) for c in _plan()} == {tuple(rule.items())}
+    swept = {c.label: c.tags for c in _plan(ambiguous="exclude,negative")}
+    assert swept["finetune-ben-basic-10pct-s0"] == rule
+    assert swept["finetune-ben-basic-10pct-s0-neg"] == {**rule, "ambiguous": "negative"}
+    assert {tuple(c.tags) for c in _plan(split="/some/splits")} == {()}
+
+
+def test_cells_csv_reports_the_tags_of_the_run_that_holds_the_cell() -> None:
+    """A reused run keeps the tags of the grid that made it (none, before every cell had its label rule):
+    its line says what the run records, the label rule as compare reads it."""
+    cell = next(c for c in _plan(ambiguous="exclude,negative") if c.variant.ambiguous == "negative")
+    untagged = _row(cell, "r1", "reused", recorded={"stage": "finetune"})
+    assert (untagged["min_fraction"], untagged["ambiguous"]) == ("auto", "exclude")
+    assert (_row(cell, "r2", "failed")["ambiguous"]) == "negative"  # no run holds it: as planned
+    assert recorded_tags(cell, {"min_fraction": "0.5", "ambiguous": "negative"}) == \
+        {"min_fraction": "0.5", "ambiguous": "negative"}
+
+
+@pytest.mark.parametrize(("uri", "name"), [
+    ("models:/simclr-s2-encoder@ben", "ben"), ("models:/team-encoder@champion", "team-encoder-champion"),
+    ("models:/simclr-s2-encoder/3", "v3"), ("file:///tmp/x/enc.pt", "enc"), ("s3://b/a b/enc.v2.pt", "enc-v2"),
+    ("../x/enc.pt", "enc"), ("runs:/0123/model/", "model"),
+])
+def test_an_encoder_is_named_by_a_short_word_mlflow_takes_in_a_key_and_an_alias(uri: str, name: str) -> None:
+    assert encoder_name(uri) == name
+
+
+def test_given_encoders_keep_apart_and_their_resolved_keys_are_valid(ctx, monkeypatch) -> None:
+    """Two registries' champions are two encoders; a URI's '//' never reaches a parameter's name; two
+    encoders that would share a name are one line naming both."""
+    monkeypatch.setattr(Tracking, "encoder_ref", lambda self, uri, what="pretrained": ModelRef(
+        uri.replace("@champion", "/1"), "", {}, None))
+    given = {"encoders": "models:/simclr-s2-encoder@champion,models:/team-encoder@champion,file:///tmp/enc.pt"}
+    spec = build(specs.Grid, {**given, "schemes": "basic", "fractions": "10"})
+    refs = given_encoders(spec, ctx)
+    assert {name: ref.uri for name, ref in refs.items()} == {
+        "champion": "models:/simclr-s2-encoder/1", "team-encoder-champion": "models:/team-encoder/1",
+        "enc": "file:///tmp/enc.pt"}
+    resolved = Inputs([Variant()], {"basic": "runs:/0123/splits"}, {n: r.uri for n, r in refs.items()}, {}, [])
+    assert all(re.fullmatch(r"[\w-]+", key) for key in Step("main", {}, resolved.resolved()).params())
+    clash = build(specs.Grid, {"encoders": "file:///a/enc.pt,/b/enc.pt", "schemes": "basic"})
+    with pytest.raises(UserError, match=r"^encoders: file:///a/enc.pt and /b/enc.pt would both be named 'enc'"):
+        given_encoders(clash, ctx)
+
+
+@pytest.mark.parametrize(("params", "line"), [
+    ({"index": "/nonexistent/index.parquet"}, r"index: /nonexistent/index.parquet does not exist"),
+    ({"index": "{bad}"}, r"index .*bad.parquet: not a Parquet file"),
+    ({"schemes": "nosuchscheme"}, r"scheme: 'nosuchscheme' is neither basic nor expanded nor a class name"),
+    ({"fractions": "77", "split_kind": "folds-3", "folds": "0"}, r"fractions: \[77\] not in the 'basic' splits"),
+])
+def test_a_dry_run_refuses_what_the_grid_would_refuse_at_once(ctx, tmp_path, params, line) -> None:
+    """Not "run" for every cell: the index must open, the scheme resolve, and the splits still to be drawn
+    hold create_splits' fractions; each the line drawing the splits would give."""
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    given = {k: v.format(bad=tmp_path / "bad.parquet") for k, v in params.items()}
+    spec = build(specs.Grid, {"schemes": "basic", "fractions": "10", "baseline": "false", **given})
+    with pytest.raises(UserError, match=f"^{line}"):
+        GRID.dry_run(spec, ctx)

@@ -88,9 +88,9 @@ def test_the_grid_resolves_the_demo_index_and_each_given_encoder_once(project, f
     """The splits are drawn from the index and the folds' recipes come from the given versions: each was
     resolved anew by every step that needed it (the index twice, an encoder three times)."""
     calls: list[str] = []
-    demo_index, resolve = auto.demo_index, Tracking.resolve_model_uri
+    demo_index, resolve = auto.demo_index, Tracking.encoder_ref
     monkeypatch.setattr(auto, "demo_index", lambda *a, **k: calls.append("index") or demo_index(*a, **k))
-    monkeypatch.setattr(Tracking, "resolve_model_uri",
+    monkeypatch.setattr(Tracking, "encoder_ref",
                         lambda self, uri, what="pretrained": calls.append(f"{what} {uri}") or resolve(self, uri, what))
     pinned = min(fold_0["pretrained"])
     project.run_stage(GRID, dry_run="true", **{**FOLD_0, "encoders": pinned})

@@ -139,6 +139,17 @@ def test_recalibrated_batchnorm_is_its_own_condition() -> None:
     assert cell(result, "scratch", 10)["versions"] == "5,6"  # a baseline never recalibrates, tagged or not
 
 
+def test_a_run_without_the_label_rule_tags_pools_with_one_tagged_with_the_default_rule() -> None:
+    """A cell made before main tagged every cell's label rule reads "" (no tag): it is the default rule's,
+    one condition with the cells tagged auto/exclude, apart from another rule's."""
+    runs = pd.DataFrame([run(1, 10, 0), run(2, 10, 1, min_fraction="auto", ambiguous="exclude"),
+                         run(3, 10, 2, min_fraction="", ambiguous=""),
+                         run(4, 10, 0, min_fraction="auto", ambiguous="negative")])
+    result = compare(runs, [10])
+    assert result.conditions == ("ben ambiguous exclude", "ben ambiguous negative")
+    assert cell(result, "ben ambiguous exclude", 10)["versions"] == "1,2,3"
+
+
 def test_two_test_sets_are_refused() -> None:
     runs = pd.concat([grid(), pd.DataFrame([run(13, 10, 0, test_digest="0ther" * 13)])])
     with pytest.raises(UserError, match=r"^compare: runs scored on 2 test sets cannot share one comparison: "

@@ -229,16 +229,20 @@ def test_two_workers_share_one_study_without_duplicate_trials(demo_split, env, t
     assert {r.data.tags["mlflow.parentRunId"] for r in runs.values()} == parents  # both workers ran trials
 
 
-def test_an_interrupted_study_resumes_and_fails_the_lost_trial(demo_split, env, tmp_path):
+@pytest.mark.parametrize("stale", [True, False], ids=["after-optuna-heartbeat", "at-once"])
+def test_an_interrupted_study_resumes_and_fails_the_lost_trial(demo_split, env, tmp_path, stale):
+    """Rerun once Optuna's heartbeat has gone stale, or at once (the default 60 s heartbeat, far from stale):
+    either way the lost trial is failed, not counted, and the rerun runs one in its place."""
     url = f"sqlite:///{tmp_path}/optuna.db"
-    env = {**env, "SIMCLR_S2_HEARTBEAT_S": "1"}  # a lost trial is stale after 2 s
+    env = {**env, "SIMCLR_S2_HEARTBEAT_S": "1" if stale else "60"}  # 1: a lost trial is stale after 2 s
     args = _args(demo_split, url, n_trials=2)
     assert _killed_worker(args, env, "trial1_after_log@0") == -signal.SIGKILL  # inside its second trial
     storage = open_storage(url)  # after the fork: the worker shares no connection of this process
-    # Past the lost trial's grace period (2 x 1 s), which SQLite counts in whole seconds (Optuna's heartbeats
-    # are its CURRENT_TIMESTAMP): stale when they differ by 3, surely so 3 s after the worker died. (2.5 s
-    # passed only while the resuming worker was a process: its start-up took the rest.)
-    time.sleep(3.5)
+    if stale:
+        # Past the lost trial's grace period (2 x 1 s), which SQLite counts in whole seconds (Optuna's
+        # heartbeats are its CURRENT_TIMESTAMP): stale when they differ by 3, surely so 3 s after the worker
+        # died. (2.5 s passed only while the resuming worker was a process: its start-up took the rest.)
+        time.sleep(3.5)
 
     # The study resumed here, by the code the killed worker ran: the run key holds the code's fingerprint,
     # which this process took (and cached) at its first run, maybe before an edit of the sources.
@@ -254,6 +258,23 @@ def test_an_interrupted_study_resumes_and_fails_the_lost_trial(demo_split, env, 
     first_parent = Tracking(env["MLFLOW_TRACKING_URI"]).client.get_run(lost.data.tags["mlflow.parentRunId"])
     assert first_parent.info.status == "FAILED"
     assert "interrupted" in first_parent.data.tags["simclr_s2.error"]
+
+
+def test_an_encoder_alias_is_pinned_to_its_version(env):
+    """The tune run's key, its study's settings and its final run name the weights, not the alias: after the
+    alias moves, a rerun makes a new final run rather than reusing the old encoder's."""
+    client = Tracking(env["MLFLOW_TRACKING_URI"]).client
+    run_id = client.create_run("0").info.run_id
+    client.create_registered_model("enc")
+    for _ in range(2):
+        client.create_model_version("enc", f"runs:/{run_id}/model", run_id=run_id)
+    ctx = Context.from_env(env)
+    by_alias = build(Tune, {"pretrained": "models:/enc@ben", "split": "given"})
+    for version in ("1", "2"):
+        client.set_registered_model_alias("enc", "ben", version)
+        assert TUNE.resolve(by_alias, ctx, make=False)["pretrained"] == f"models:/enc/{version}"
+    pinned = build(Tune, {"pretrained": "models:/enc/2", "split": "given"})
+    assert "pretrained" not in TUNE.resolve(pinned, ctx, make=False)  # logged once, as given
 
 
 @pytest.mark.parametrize("completed", [1, 2])
@@ -289,6 +310,18 @@ def test_the_named_pruners_stop_hopeless_trials(name):
         make_pruner("patience", 9)
 
 
+def test_a_running_trial_whose_worker_is_gone_is_failed_not_counted():
+    """Known gone (`lost`), a running trial is failed at once and reported; one still at work counts."""
+    study = optuna.create_study()
+    gone, _working = study.ask(), study.ask()
+    reported: list[tuple[int, TrialState]] = []
+    budget = StudyBudget(2, lost=lambda t: t.number == gone.number,
+                         on_lost=lambda s, t: reported.append((t.number, t.state)))
+    assert budget.spent(study) == 1
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.RUNNING]
+    assert reported == [(gone.number, TrialState.FAIL)]
+
+
 def test_a_trial_beyond_the_study_budget_is_given_up_before_it_runs():
     """Two workers asking for the study's last trial at once: the later one gives its trial up."""
     study = optuna.create_study()
@@ -307,7 +340,7 @@ def test_a_trial_beyond_the_study_budget_is_given_up_before_it_runs():
 
 def _settings(**changes: object) -> StudySettings:
     base = {"target": "baseline", "pretrained": "auto", "split": "auto", "scheme": "basic", "fraction": 10,
-            "metric": "val_f1", "epochs": 2, "space": SearchSpace()}
+            "metric": "val_f1", "epochs": 2, "seed": 0, "pruner": "median", "space": SearchSpace()}
     return StudySettings(**{**base, **changes})
 
 
@@ -318,6 +351,16 @@ def test_joining_a_study_with_other_settings_is_refused(tmp_path):
                optuna.pruners.NopPruner())
     with pytest.raises(UserError, match=r"epochs=2 \(now 5\)"):
         open_study("s", storage, _settings(epochs=5), TrialSeededSampler(0), optuna.pruners.NopPruner())
+
+
+@pytest.mark.parametrize(("change", "message"), [({"seed": 1}, r"seed=0 \(now 1\)"),
+                                                 ({"pruner": "hyperband"}, r"pruner=median \(now hyperband\)")])
+def test_joining_a_study_with_another_seed_or_pruner_is_refused(tmp_path, change, message):
+    """Either changes what the trials train or which of them stop: the joined study would mix two searches."""
+    storage = open_storage(f"sqlite:///{tmp_path}/optuna.db")
+    open_study("s", storage, _settings(), TrialSeededSampler(0), optuna.pruners.NopPruner())
+    with pytest.raises(UserError, match=message):
+        open_study("s", storage, _settings(**change), TrialSeededSampler(0), optuna.pruners.NopPruner())
 
 
 def test_sampler_draws_depend_on_seed_and_trial_number_only():
