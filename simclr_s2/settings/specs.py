@@ -65,6 +65,10 @@ def _whole(value: int) -> str | None:
     return None if value >= 0 else "expected a whole number >= 0"
 
 
+def _named(value: str) -> str | None:
+    return None if value.strip() else "expected a name, or auto"
+
+
 def _split_kind(value: str) -> str | None:
     return None if re.fullmatch(KIND_PATTERN, value) else f"expected {KINDS_HELP}"
 
@@ -437,7 +441,7 @@ class Tune(Spec):
     timeout_s: float = param(0.0, "this worker starts no trial after this many seconds; 0 = none",
                              check=non_negative)
     epochs: int = param(20, "epochs per trial", check=positive)
-    study_name: str = param("auto", "auto = <target>-<scheme>-<fraction>pct")
+    study_name: str = param("auto", "auto = <target>-<scheme>-<fraction>pct", check=_named)
     storage: str = param("auto", "auto = SQLite in the state folder, or a database URL", check=storage_problem)
     pruner: str = param("median", "stops hopeless trials early", choices=PRUNERS)
     lr_min: float = param(1e-5, "lowest learning rate", check=positive)

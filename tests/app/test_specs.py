@@ -105,6 +105,11 @@ def test_a_list_value_given_twice_however_spelt_is_refused_by_name(cls, values, 
     assert "\n" not in str(caught.value)
 
 
+def test_a_blank_study_name_is_refused():
+    with pytest.raises(UserError, match=r"^study_name: expected a name, or auto, got \s*$"):
+        build(Tune, {"study_name": " "})
+
+
 @pytest.mark.parametrize(("cls", "values"), [
     (Finetune, {"seed": "-1"}), (Baseline, {"seed": "1e30"}), (Tune, {"seed": str(2**32)}),
     (Pretrain, {"seed": "-1"}), (CreateSplits, {"seed": "-1"}), (MakeDemoData, {"seed": "-1"}),
