@@ -7,7 +7,7 @@ import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -92,6 +92,23 @@ class Recorder:
     def metrics(self) -> list[dict[str, float]]:
         """Each reported entry's metrics, in order."""
         return [dict(m) for _, m in self.entries]
+
+
+def rng_states(device: torch.device) -> dict[str, Any]:
+    """This process's torch RNG states for a checkpoint: the CPU generator's, and on a GPU every CUDA
+    generator's, which draws the dropout masks and augmentations there."""
+    return {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []}
+
+
+def restore_rng(saved: torch.Tensor | Mapping[str, Any]) -> None:
+    """Set the states `rng_states` gave (other keys of `saved` are the caller's); a fine-tune checkpoint
+    written before CUDA's states were kept holds the CPU generator's alone (a tensor)."""
+    if isinstance(saved, torch.Tensor):
+        saved = {"torch": saved, "cuda": []}
+    torch.set_rng_state(saved["torch"])
+    if saved["cuda"]:
+        torch.cuda.set_rng_state_all(saved["cuda"])
 
 
 def save_atomically(checkpoint: Checkpoint, path: Path, epoch: int = -1) -> None:

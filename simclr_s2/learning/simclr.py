@@ -37,6 +37,8 @@ from simclr_s2.learning.runtime import (
     amp_setup,
     check_finite,
     load_optimizer_state,
+    restore_rng,
+    rng_states,
     save_checkpoint,
 )
 
@@ -229,8 +231,7 @@ class _Training:
         holds the epoch count, so no resume trains on from it (two thirds of a ResNet-18's checkpoint)."""
         loader_generator = getattr(self.loader, "generator", None)
         rng = distributed.all_gather_object({
-            "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if self.generator.device.type == "cuda" else [],
+            **rng_states(self.generator.device),
             "augment": self.generator.get_state(),
             "loader": None if loader_generator is None else loader_generator.get_state(),
         })
@@ -265,9 +266,7 @@ class _Training:
         if self.scaler is not None and checkpoint["scaler"] is not None:
             self.scaler.load_state_dict(checkpoint["scaler"])
         rng = distributed.own_state(checkpoint["rng"], f"checkpoint {path}")
-        torch.set_rng_state(rng["torch"])
-        if rng["cuda"]:
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        restore_rng(rng)
         self.generator.set_state(rng["augment"])
         loader_generator = getattr(self.loader, "generator", None)
         if loader_generator is not None and rng["loader"] is not None:

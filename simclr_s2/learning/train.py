@@ -31,7 +31,16 @@ from simclr_s2.learning import distributed
 from simclr_s2.learning.checkpoints import Snapshots, resumable
 from simclr_s2.learning.datasets import gather_epoch
 from simclr_s2.learning.metrics import binary_metrics
-from simclr_s2.learning.runtime import Progress, adam, amp_setup, check_finite, load_optimizer_state, save_checkpoint
+from simclr_s2.learning.runtime import (
+    Progress,
+    adam,
+    amp_setup,
+    check_finite,
+    load_optimizer_state,
+    restore_rng,
+    rng_states,
+    save_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 
@@ -155,23 +164,6 @@ def _train_epoch(net: nn.Module, loader: Batches, optimizer: torch.optim.Optimiz
                           torch.sigmoid(gather_epoch(loader, torch.cat(logits))).numpy(), loss_sum / count)
 
 
-def _rng_state(device: torch.device) -> dict[str, Any]:
-    """This process's RNG states for a checkpoint: torch's CPU generator, and on a GPU every CUDA generator,
-    which draws the dropout masks there (simclr.py keeps both alike)."""
-    return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []}
-
-
-def _restore_rng(saved: torch.Tensor | dict[str, Any]) -> None:
-    """Set the RNG states `_rng_state` gave; a checkpoint written before CUDA's states were kept holds the CPU
-    generator's alone (a tensor)."""
-    if isinstance(saved, torch.Tensor):
-        saved = {"torch": saved, "cuda": []}
-    torch.set_rng_state(saved["torch"])
-    if saved["cuda"]:
-        torch.cuda.set_rng_state_all(saved["cuda"])
-
-
 def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
         checkpoint_path: Path | None = None, progress: Progress | None = None) -> FitResult:
     """Train the weights of `model` that require grad; afterwards `model` holds the best epoch's weights.
@@ -207,7 +199,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
         model.load_state_dict(saved["model"])
         if saved["optimizer"] is not None:
             load_optimizer_state(optimizer, saved["optimizer"])
-        _restore_rng(distributed.own_state(saved["rng"], f"checkpoint {checkpoint_path}"))
+        restore_rng(distributed.own_state(saved["rng"], f"checkpoint {checkpoint_path}"))
         state = saved["state"]
         if state["best_model"] is not None:
             state["best_model"] = snapshots.take(state["best_model"])
@@ -240,7 +232,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
             log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.4f, val F1 %.4f", epoch + 1,
                      cfg.epochs, train_metrics["train_loss"], val_metrics["val_loss"], auc, val_metrics["val_f1"])
             if checkpoint_path is not None:
-                rngs = distributed.all_gather_object(_rng_state(device))
+                rngs = distributed.all_gather_object(rng_states(device))
                 if writes:
                     done = state["epoch"] >= cfg.epochs or state["bad_epochs"] >= cfg.patience
                     checkpoint = {"config": asdict(cfg), "model": weights,

@@ -7,6 +7,7 @@ applied (`earthsearch:boa_offset_applied`)."""
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -61,6 +62,11 @@ def _item_json(d: object, ref: str) -> dict[str, Any]:
     for key, asset in d["assets"].items():
         if not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
             raise SceneError(f"scene: STAC item {ref}: asset {key} has no href; expected the path or URL of its file")
+        for field in ("raster:bands", "eo:bands"):  # read as lists of objects below
+            listed = asset.get(field, [])
+            if not (isinstance(listed, list) and all(isinstance(b, dict) for b in listed)):
+                raise SceneError(f"scene: STAC item {ref}: asset {key} has {field} {str(listed)[:60]}; expected a "
+                                 "list of objects")
     return d
 
 
@@ -107,7 +113,7 @@ def _raster_offset(key: str, asset: pystac.Asset, ref: str) -> int | None:
 
 
 def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def _baseline_version(baseline: object, ref: str) -> tuple[int, int] | None:

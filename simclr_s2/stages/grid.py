@@ -39,7 +39,7 @@ from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import build
 from simclr_s2.stages import auto
 from simclr_s2.stages.base import Stage, ensure_step
-from simclr_s2.stages.classifier import CLASSIFIERS, Classifier, ClassifierSpec
+from simclr_s2.stages.classifier import CLASSIFIERS, Classifier, ClassifierSpec, encoder_label
 from simclr_s2.stages.data import CREATE_SPLITS, scheme_name
 from simclr_s2.stages.inputs import SOURCE, fetcher
 from simclr_s2.stages.pretrain import DEMO_ENCODERS, demo_encoder, demo_encoder_spec, encoder_step
@@ -148,13 +148,12 @@ def protocol(spec: specs.Grid) -> Protocol:
 
 def encoder_name(uri: str) -> str:
     """An encoder's name in its cells' labels, the grid's resolved_encoder_<name> and a fold encoder's alias:
-    letters, digits, '_' and '-' only (MLflow keys and aliases), short: the alias (after the model's name
-    unless it is ENCODER_MODEL), v<version>, or the file's stem. The URI stays the cells' `pretrained`."""
-    if match := re.fullmatch(r"models:/([^/@]+)(?:@([\w-]+)|/(\w+))", uri):
-        model, alias, version = match.groups()
-        short = alias or f"v{version}"
-        return short if model == ENCODER_MODEL else f"{_word(model)}-{short}"
-    return _word(Path(uri.rstrip("/")).stem)
+    letters, digits, '_' and '-' only (MLflow keys and aliases), short: encoder_label's (the alias,
+    v<version>, a file's stem), or run-<id> for a run's model, after the model's name unless it is
+    ENCODER_MODEL. The URI stays the cells' `pretrained`."""
+    run, model = re.fullmatch(r"runs:/([0-9a-f]+)(?:/.*)?", uri), re.match(r"models:/([^/@]+)", uri)
+    label = _word(f"run-{run[1][:12]}" if run else encoder_label(uri))
+    return label if not model or model[1] == ENCODER_MODEL else f"{_word(model[1])}-{label}"
 
 
 def _word(text: str) -> str:

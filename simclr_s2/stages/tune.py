@@ -37,6 +37,7 @@ from simclr_s2.settings.spec import build
 from simclr_s2.stages.base import Stage, ensure_step
 from simclr_s2.stages.classifier import (
     CLASSIFIERS,
+    SPLIT_DIGEST,
     TUNED_TAG,
     Classifier,
     ClassifierSpec,
@@ -113,7 +114,8 @@ def _plan(spec: specs.Tune, resolved: Mapping[str, str], ctx: Context) -> Plan:
     space = SearchSpace(lr_min=spec.lr_min, lr_max=spec.lr_max, weight_decay_max=spec.weight_decay_max,
                         dropout_min=spec.dropout_min, dropout_max=spec.dropout_max,
                         batch_sizes=spec.batch_sizes, trainables=spec.trainables)
-    settings = StudySettings(target=spec.target, pretrained=base.pretrained or "", split=base.split,
+    split = f"{base.split} (manifest {digest})" if (digest := resolved.get(SPLIT_DIGEST)) else base.split
+    settings = StudySettings(target=spec.target, pretrained=base.pretrained or "", split=split,
                              scheme=spec.scheme, fraction=spec.fraction, metric=spec.metric,
                              epochs=base.epochs, seed=spec.seed, pruner=spec.pruner, space=space)
     return Plan(stage, base, settings, _study_name(spec), storage_url(spec.storage, ctx.state_dir()))
@@ -199,14 +201,16 @@ def _params(spec: specs.Spec) -> dict[str, Any]:
 
 
 def mark_stale(ctx: Context):
-    """Optuna's callback for a trial whose worker stopped sending heartbeats (killed, machine lost):
-    end the trial's run and that worker's `tune` run FAILED too, so MLflow shows nothing running."""
+    """Optuna's callback for a trial whose worker stopped sending heartbeats (killed, machine lost), and
+    StudyBudget's for one whose worker is known gone: end the trial's run and that worker's `tune` run
+    FAILED too, so MLflow shows nothing running."""
 
     def on_stale(study: optuna.Study, trial: FrozenTrial) -> None:
         run_id = trial.user_attrs.get(RUN_ATTR)
         if not run_id:
             return
-        reason = f"worker lost: trial {trial.number} of study {study.study_name} stopped sending heartbeats"
+        reason = (f"worker lost: trial {trial.number} of study {study.study_name}: its worker died or stopped "
+                  "sending heartbeats")
         try:
             door = Tracking.of(ctx)
             door.set_tag(run_id, STATE_TAG, TrialState.FAIL.name)

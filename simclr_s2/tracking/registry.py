@@ -37,6 +37,7 @@ from simclr_s2.learning.models import IrrigationClassifier, SimCLRModel
 from simclr_s2.learning.serving import ServedClassifier, is_rebuildable, rebuild, save_rebuildable
 from simclr_s2.settings.mlflow_store import StoreClient
 from simclr_s2.tracking.process import fluent_uris
+from simclr_s2.tracking.versions import READY
 
 log = logging.getLogger(__name__)
 
@@ -241,8 +242,8 @@ def encoder_ref(client: StoreClient, uri: str, what: str = "pretrained") -> Mode
     be guesses, and the leakage guard would have no pretraining membership to check."""
     ref = resolve_model_uri(client, uri, what)
     if uri.startswith("runs:/") and not ref.version:
-        raise UserError(f"{what}: {uri} is no registered model version (its run registered none from "
-                        f"{uri.split('/', 2)[2]}); use models:/<name>/<version>")
+        raise UserError(f"{what}: {uri} is no registered model version (its run registered none from that "
+                        "path); use models:/<name>/<version>")
     return ref
 
 
@@ -300,9 +301,10 @@ def _load_downloaded(uri: str, folder: Path) -> torch.nn.Module:
 
 
 def _run_version(client: StoreClient, uri: str, run_id: str, path: str) -> str | None:
-    """The models:/<name>/<version> the run registered from the model at `path` of `uri` (the newest where
-    several), else None."""
-    found = [v for v in client.search_model_versions(f"run_id = '{run_id}'") if _registered_from(client, v, uri, path)]
+    """The models:/<name>/<version> the run registered from the model at `path` of `uri` (the newest READY one
+    where several: one still registering, or failed, has no model to read), else None."""
+    found = [v for v in client.search_model_versions(f"run_id = '{run_id}'")
+             if v.status == READY and _registered_from(client, v, uri, path)]
     newest = max(found, key=lambda v: v.creation_timestamp, default=None)
     return f"models:/{newest.name}/{newest.version}" if newest else None
 
@@ -313,7 +315,14 @@ def _registered_from(client: StoreClient, version: ModelVersion, uri: str, path:
     if version.source.rstrip("/") == uri.rstrip("/"):
         return True
     logged = re.fullmatch(r"models:/(m-[0-9a-f]+)", version.source)
-    return bool(logged) and client.get_logged_model(logged.group(1)).name == path.strip("/")
+    if not logged:
+        return False
+    try:
+        return client.get_logged_model(logged.group(1)).name == path.strip("/")
+    except MlflowException as error:  # its logged model deleted since: not the model the URI names
+        log.warning("version %s/%s: cannot read its logged model %s (%s)", version.name, version.version,
+                    logged.group(1), error.message.splitlines()[0])
+        return False
 
 
 def encoder_bands(tags: Mapping[str, str], in_channels: int) -> Bands | None:

@@ -17,6 +17,7 @@ from simclr_s2.settings.specs import (
     ENTRY_POINTS,
     Baseline,
     CreateSplits,
+    Fetch,
     Finetune,
     Grid,
     MakeDemoData,
@@ -97,6 +98,7 @@ def test_lists_and_cross_field_checks():
     (Grid, {"min_fractions": "0.1,0.10"}, "min_fractions: expected distinct values, 0.10 repeats"),
     (Tune, {"batch_sizes": "16,16,64"}, "batch_sizes: expected distinct values, 16 repeats"),
     (Tune, {"trainables": "head,head2,head"}, "trainables: expected distinct values, head repeats"),
+    (Fetch, {"parts": "maps,metadata,maps"}, "parts: expected distinct values, maps repeats"),
 ])
 def test_a_list_value_given_twice_however_spelt_is_refused_by_name(cls, values, message):
     """Each value plans its own cells or trials: a repeat would run them twice, or weigh one choice double."""

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from simclr_s2.errors import NonFiniteError, UserError
+from simclr_s2.learning import runtime
 from simclr_s2.learning import train as train_module
 from simclr_s2.learning.checkpoints import read_tree, write_tree
 from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
@@ -156,11 +157,11 @@ def test_a_checkpoint_keeps_the_cuda_rng_states_of_a_training_on_a_gpu(monkeypat
     restored = []
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: cuda_states)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
-    assert train_module._rng_state(torch.device("cpu"))["cuda"] == []
-    write_tree(train_module._rng_state(torch.device("cuda")), tmp_path / "rng.safetensors")
+    assert runtime.rng_states(torch.device("cpu"))["cuda"] == []
+    write_tree(runtime.rng_states(torch.device("cuda")), tmp_path / "rng.safetensors")
     cpu_state = torch.get_rng_state()
     torch.manual_seed(1)
-    train_module._restore_rng(read_tree(tmp_path / "rng.safetensors"))
+    runtime.restore_rng(read_tree(tmp_path / "rng.safetensors"))
     assert torch.equal(torch.get_rng_state(), cpu_state)
     assert len(restored) == 1 and all(map(torch.equal, restored[0], cuda_states))
 

@@ -4,6 +4,7 @@ the scenes that cannot be mapped refused in one line."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -171,6 +172,12 @@ def _with_b02(item: dict, asset: dict) -> dict:
      r"spoiled.json: asset B02 has raster:bands offset -0.1, scale 0.0; expected numbers, the scale not 0"),
     (lambda item: _with_b02(item, {"href": "assets/B02.tif", "raster:bands": [{"scale": 1e-4, "offset": None}]}),
      r"spoiled.json: asset B02 has raster:bands offset None, scale 0.0001; expected numbers"),
+    (lambda item: _with_b02(item, {"href": "assets/B02.tif", "raster:bands": [{"scale": 1e-4, "offset": math.nan}]}),
+     r"spoiled.json: asset B02 has raster:bands offset nan, scale 0.0001; expected numbers"),
+    (lambda item: _with_b02(item, {"href": "assets/B02.tif", "raster:bands": {"offset": -0.1}}),
+     r"spoiled.json: asset B02 has raster:bands {'offset': -0.1}; expected a list of objects"),
+    (lambda item: _with_b02(item, {"href": "assets/B02.tif", "eo:bands": ["B02"]}),
+     r"spoiled.json: asset B02 has eo:bands \['B02'\]; expected a list of objects"),
     (lambda item: item | {"properties": {**item["properties"], "s2:processing_baseline": "N0509"}},
      r"spoiled.json: s2:processing_baseline 'N0509' is no baseline; expected major.minor, as 05.09"),
 ])

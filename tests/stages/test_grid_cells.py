@@ -72,7 +72,7 @@ def test_cells_csv_reports_the_tags_of_the_run_that_holds_the_cell() -> None:
 @pytest.mark.parametrize(("uri", "name"), [
     ("models:/simclr-s2-encoder@ben", "ben"), ("models:/team-encoder@champion", "team-encoder-champion"),
     ("models:/simclr-s2-encoder/3", "v3"), ("file:///tmp/x/enc.pt", "enc"), ("s3://b/a b/enc.v2.pt", "enc-v2"),
-    ("../x/enc.pt", "enc"), ("runs:/0123/model/", "model"),
+    ("../x/enc.pt", "enc"), ("runs:/0123abcd/model/", "run-0123abcd"),
 ])
 def test_an_encoder_is_named_by_a_short_word_mlflow_takes_in_a_key_and_an_alias(uri: str, name: str) -> None:
     assert encoder_name(uri) == name

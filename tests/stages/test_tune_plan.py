@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from simclr_s2.settings import specs
 from simclr_s2.settings.spec import build
-from simclr_s2.stages.classifier import BASELINE, FINETUNE
+from simclr_s2.stages.classifier import BASELINE, FINETUNE, SPLIT_DIGEST
 from simclr_s2.stages.tune import TUNE, _plan
 
 RESOLVED = {"split": "runs:/s/splits", "pretrained": "models:/simclr-s2-encoder/3", "epochs": "2"}
@@ -32,3 +32,12 @@ def test_the_study_is_named_once_for_the_plan_and_the_run(tmp_path) -> None:
     assert _plan(auto, {}, ctx).study_name == "baseline-basic-10pct"
     assert TUNE.run_name(auto, {}) == "tune-baseline-basic-10pct-s0"
     assert (_plan(named, {}, ctx).study_name, TUNE.run_name(named, {})) == ("mine", "tune-mine-s3")
+
+
+def test_a_split_folder_s_content_is_part_of_the_study_s_settings(tmp_path) -> None:
+    """A folder create_splits drew again in place holds other patches: a worker on it must not join the study
+    of the folder's former content (its trials were trained on other data)."""
+    ctx = SimpleNamespace(state_dir=lambda: tmp_path)
+    spec = build(specs.Tune, {"split": "data/splits"})
+    before, after = (_plan(spec, {SPLIT_DIGEST: d}, ctx).settings.split for d in ("aa11", "bb22"))
+    assert before == "data/splits (manifest aa11)" and after != before

@@ -4,6 +4,7 @@ channel count with the leakage guard left nothing to check."""
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from pathlib import Path
 
@@ -17,7 +18,13 @@ from simclr_s2.learning.models import Encoder
 from simclr_s2.settings.mlflow_store import store_client
 from simclr_s2.stages import leakage
 from simclr_s2.study import membership
-from simclr_s2.tracking.registry import BAND_LIST_TAG, SCALING_TAG, load_pretrained, log_and_register
+from simclr_s2.tracking.registry import (
+    BAND_LIST_TAG,
+    SCALING_TAG,
+    load_pretrained,
+    log_and_register,
+    resolve_model_uri,
+)
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +63,21 @@ def test_a_runs_uri_its_run_registered_nothing_from_is_refused(store, imported):
     run_id, _ = imported
     client = store_client(store)
     unregistered = client.create_run(client.get_run(run_id).info.experiment_id).info.run_id
-    for uri, path in ((f"runs:/{run_id}/other", "other"), (f"runs:/{unregistered}/model", "model")):
+    for uri in (f"runs:/{run_id}/other", f"runs:/{unregistered}/model", f"runs:/{run_id}"):  # the last: no path
         with pytest.raises(UserError, match=rf"^pretrained: {uri} is no registered model version \(its run "
-                                            rf"registered none from {path}\); use models:/<name>/<version>$"):
+                                            r"registered none from that path\); use models:/<name>/<version>$"):
             load_pretrained(client, uri)
+
+
+def test_a_runs_uri_is_never_a_version_still_registering(store, imported):
+    """A newer version of the same model of the run, whose registration has not finished (a remote registry can
+    hold one: its status set in the store here), is not the one the URI is read as."""
+    run_id, registered = imported
+    client = store_client(store)
+    name, version = registered.removeprefix("models:/").split("/")
+    real = client.get_model_version(name, version)
+    pending = client.create_model_version(name, client.get_model_version_download_uri(name, version), run_id)
+    with sqlite3.connect(store.removeprefix("sqlite:///")) as db:
+        db.execute("UPDATE model_versions SET status = 'PENDING_REGISTRATION', source = ? "
+                   "WHERE name = ? AND version = ?", (real.source, name, pending.version))
+    assert resolve_model_uri(client, f"runs:/{run_id}/model").version == f"{name}/{version}"
