@@ -27,20 +27,11 @@ from torch import nn
 from tqdm import tqdm
 
 from simclr_s2.errors import UserError
-from simclr_s2.learning import distributed
+from simclr_s2.learning import distributed, runtime
 from simclr_s2.learning.checkpoints import Snapshots, resumable
 from simclr_s2.learning.datasets import gather_epoch
 from simclr_s2.learning.metrics import binary_metrics
-from simclr_s2.learning.runtime import (
-    Progress,
-    adam,
-    amp_setup,
-    check_finite,
-    load_optimizer_state,
-    restore_rng,
-    rng_states,
-    save_checkpoint,
-)
+from simclr_s2.learning.runtime import Progress, adam, amp_setup, check_finite, load_optimizer_state, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +190,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
         model.load_state_dict(saved["model"])
         if saved["optimizer"] is not None:
             load_optimizer_state(optimizer, saved["optimizer"])
-        restore_rng(distributed.own_state(saved["rng"], f"checkpoint {checkpoint_path}"))
+        runtime.restore_rng(distributed.own_state(saved["rng"], f"checkpoint {checkpoint_path}"))
         state = saved["state"]
         if state["best_model"] is not None:
             state["best_model"] = snapshots.take(state["best_model"])
@@ -232,7 +223,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
             log.info("epoch %d/%d: train loss %.4f, val loss %.4f, val AUC %.4f, val F1 %.4f", epoch + 1,
                      cfg.epochs, train_metrics["train_loss"], val_metrics["val_loss"], auc, val_metrics["val_f1"])
             if checkpoint_path is not None:
-                rngs = distributed.all_gather_object(rng_states(device))
+                rngs = distributed.all_gather_object(runtime.rng_states(device))
                 if writes:
                     done = state["epoch"] >= cfg.epochs or state["bad_epochs"] >= cfg.patience
                     checkpoint = {"config": asdict(cfg), "model": weights,
