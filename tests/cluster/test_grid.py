@@ -135,14 +135,15 @@ def test_folds_and_label_rules_are_dimensions_whose_cells_record_them():
     assert cell.spec.fold == "2"  # the cell's run logs it as a parameter too
     default = build(specs.Grid, {"encoders": "", "schemes": "basic", "fractions": "10"})
     plain = plan(default, {}, {"basic": "runs:/s/splits"}, variants(default, []))
-    assert [(c.label, c.tags, "fold" in c.params) for c in plain] == [("baseline-resnet18-basic-10pct-s0", {}, False)]
+    assert [(c.label, c.tags, "fold" in c.params) for c in plain] == [  # the default rule recorded too
+        ("baseline-resnet18-basic-10pct-s0", {"min_fraction": "auto", "ambiguous": "exclude"}, False)]
 
 
 @pytest.mark.parametrize(("params", "match"), [
     ({"split": "runs:/x/splits", "split_kind": "folds-3"}, "split_kind: applies to the splits the grid draws"),
     ({"split": "runs:/x/splits", "min_fractions": "0.5"}, "min_fractions: applies to the splits the grid draws"),
     ({"folds": "1"}, "folds: split_kind spatial has no folds"),
-    ({"split_kind": "folds-3", "folds": "1,1"}, "folds: expected all, or distinct fold numbers"),
+    ({"split_kind": "folds-3", "folds": "1,01"}, "folds: expected distinct values, 01 repeats an earlier one"),
     ({"min_fractions": "0.05,2"}, "min_fractions: expected"),
 ])
 def test_grid_dimensions_are_refused_in_one_line(params, match):
