@@ -152,3 +152,23 @@ def sync_folder(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def alive(pid: int) -> bool:
+    """Whether process `pid` of this machine exists (one of another user's counts)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def remove_left_by_dead(folder: Path, pattern: str, pid_of: Callable[[str], str]) -> None:
+    """Remove what killed processes left in `folder` (SIGKILL, a lost session: no clean-up ran): the files and
+    folders matching `pattern` whose name gives (`pid_of`; "" for none of this machine's) the id of a process
+    of this machine that is gone."""
+    for path in folder.glob(pattern):
+        if (pid := pid_of(path.name)).isdigit() and not alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)

@@ -191,7 +191,10 @@ def _write_pair(out: Path, table: pa.Table, rejected_path: Path, rejected: pa.Ta
     """Write the index and its rejected table so that an index.parquet that exists has its rejected table
     beside it, both whole and of one build: each is written under a temporary name and synced, the old index
     removed, then the rejected table renamed into place and the index last. A kill or a full disk mid-write
-    leaves the old pair, or no index (fetch then builds it again), never half a file under either name."""
+    leaves the old pair, or no index (fetch then builds it again), never half a file under either name; the
+    temporary files a killed build left are removed by the next."""
+    for path in (rejected_path, out):  # what a build killed while writing left
+        disk.remove_left_by_dead(out.parent, f".{path.name}.*.partial", lambda name: name.split(".")[-2])
     partials = {path: path.with_name(f".{path.name}.{os.getpid()}.partial") for path in (rejected_path, out)}
     try:
         for partial, data in zip(partials.values(), (rejected, table), strict=True):

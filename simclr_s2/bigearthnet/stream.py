@@ -460,22 +460,9 @@ def _handoff_folder() -> Iterator[Path]:
     left holding memory."""
     shm = Path("/dev/shm")
     base = shm if os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
-    for folder in base.glob(f"{HANDOFF_PREFIX}*-*"):
-        pid = folder.name.removeprefix(HANDOFF_PREFIX).split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            shutil.rmtree(folder, ignore_errors=True)
+    disk.remove_left_by_dead(base, f"{HANDOFF_PREFIX}*-*", lambda name: name.removeprefix(HANDOFF_PREFIX).split("-")[0])
     with tempfile.TemporaryDirectory(prefix=f"{HANDOFF_PREFIX}{os.getpid()}-", dir=base) as d:
         yield Path(d)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process
-    return True
 
 
 SLOT_BYTES = 12 << 20

@@ -13,8 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
-
+from simclr_s2 import disk
 from simclr_s2.errors import UserError
 from simclr_s2.scenes.maps import SUMMARY
 
@@ -45,11 +44,11 @@ def _sweep(out: Path) -> None:
     """Remove the drafts that killed runs left in `out` (SIGKILL, SIGTERM, a lost session: no clean-up ran).
     A draft is named `.predict-<pid>@<host>-<random>.draft` by the run writing it; those of live processes,
     of other hosts sharing `out`, or named otherwise are left."""
-    for draft in out.glob(f"{DRAFT}*@*{DRAFT_SUFFIX}"):
-        pid, _, rest = draft.name.removeprefix(DRAFT).partition("@")
-        host = rest.rpartition("-")[0]
-        if host == socket.gethostname() and pid.isdigit() and not psutil.pid_exists(int(pid)):
-            shutil.rmtree(draft, ignore_errors=True)
+    def pid_of(name: str) -> str:
+        pid, _, rest = name.removeprefix(DRAFT).partition("@")
+        return pid if rest.rpartition("-")[0] == socket.gethostname() else ""
+
+    disk.remove_left_by_dead(out, f"{DRAFT}*@*{DRAFT_SUFFIX}", pid_of)
 
 
 def check_target(target: Path) -> None:

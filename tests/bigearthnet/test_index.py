@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 import re
 import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -258,7 +260,8 @@ def test_a_full_disk_mid_write_leaves_the_previous_index_whole(v2_archive, v2_in
 
 def test_an_index_that_exists_has_its_whole_rejected_table(v2_archive, tmp_path, monkeypatch):
     """A kill between the two files' renames leaves no index (it is renamed into place last), so nothing
-    mistakes the rejected table alone for a finished build."""
+    mistakes the rejected table alone for a finished build; the temporary files a killed build left are
+    removed by the next, those of a build still running kept."""
     out = tmp_path / "index.parquet"
     build_index(v2_archive, out, workers=1)
     point = faults.point
@@ -273,7 +276,14 @@ def test_an_index_that_exists_has_its_whole_rejected_table(v2_archive, tmp_path,
         build_index(v2_archive, out, workers=1)
     assert not out.exists() and not is_whole(out) and list(_pair(out)) == [rejected_path_for(out).name]
     monkeypatch.setattr(faults, "point", point)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    left = [p.with_name(f".{p.name}.{gone.pid}.partial") for p in (out, rejected_path_for(out))]  # a SIGKILL's
+    live = out.with_name(f".{out.name}.{os.getppid()}.partial")  # of a build still writing: a live process
+    for path in (*left, live):
+        path.write_bytes(b"half a table")
     assert is_whole(build_index(v2_archive, out, workers=1).index_path)
+    assert not any(p.exists() for p in left) and live.exists()
 
 
 def _metadata(root: Path) -> pd.DataFrame:
