@@ -226,7 +226,7 @@ def resolve_model_uri(client: StoreClient, uri: str, what: str = "pretrained") -
     if not match:
         run = re.fullmatch(r"runs:/([0-9a-f]+)/(.+)", uri)
         if run and (registered := _run_version(client, uri, *run.groups())):
-            return resolve_model_uri(client, registered, what)
+            return _version_ref(registered)
         return ModelRef(uri, "", {}, run.group(1) if run else None)
     name, version, alias = match.groups()
     try:
@@ -234,7 +234,11 @@ def resolve_model_uri(client: StoreClient, uri: str, what: str = "pretrained") -
     except MlflowException as error:
         raise UserError(f"{what}: {uri} not found in the model registry ({error.message.splitlines()[0]})") \
             from None
-    return ModelRef(f"models:/{name}/{mv.version}", f"{name}/{mv.version}", dict(mv.tags), mv.run_id)
+    return _version_ref(mv)
+
+
+def _version_ref(mv: ModelVersion) -> ModelRef:
+    return ModelRef(f"models:/{mv.name}/{mv.version}", f"{mv.name}/{mv.version}", dict(mv.tags), mv.run_id)
 
 
 def encoder_ref(client: StoreClient, uri: str, what: str = "pretrained") -> ModelRef:
@@ -251,6 +255,11 @@ def load_logged(client: StoreClient, uri: str, kind: type[T], what: str) -> tupl
     """A logged model of class `kind` from a registry or run URI, with where it came from; `what` names
     the parameter in the one-line error."""
     ref = resolve_model_uri(client, uri, what)
+    return _load_ref(client, ref, uri, kind, what), ref
+
+
+def _load_ref(client: StoreClient, ref: ModelRef, uri: str, kind: type[T], what: str) -> T:
+    """The model `ref` (resolved from `uri`) points to, of class `kind`."""
     try:
         # the artifact URIs of a store behind a server (mlflow-artifacts:/, runs:/) resolve process-wide only
         with tempfile.TemporaryDirectory(prefix="simclr-s2-model-") as folder, \
@@ -260,7 +269,7 @@ def load_logged(client: StoreClient, uri: str, kind: type[T], what: str) -> tupl
         raise UserError(f"{what}: cannot load {uri}: {str(error).splitlines()[0]}") from None
     if not isinstance(model, kind):
         raise UserError(f"{what}: {uri} is a {type(model).__name__}, expected a {kind.__name__}")
-    return model, ref
+    return model
 
 
 def _download_uri(client: StoreClient, ref: ModelRef) -> str:
@@ -300,13 +309,12 @@ def _load_downloaded(uri: str, folder: Path) -> torch.nn.Module:
         sys.path = path
 
 
-def _run_version(client: StoreClient, uri: str, run_id: str, path: str) -> str | None:
-    """The models:/<name>/<version> the run registered from the model at `path` of `uri` (the newest READY one
-    where several: one still registering, or failed, has no model to read), else None."""
+def _run_version(client: StoreClient, uri: str, run_id: str, path: str) -> ModelVersion | None:
+    """The version the run registered from the model at `path` of `uri` (the newest READY one where several:
+    one still registering, or failed, has no model to read), with its tags, else None."""
     found = [v for v in client.search_model_versions(f"run_id = '{run_id}'")
              if v.status == READY and _registered_from(client, v, uri, path)]
-    newest = max(found, key=lambda v: v.creation_timestamp, default=None)
-    return f"models:/{newest.name}/{newest.version}" if newest else None
+    return max(found, key=lambda v: v.creation_timestamp, default=None)
 
 
 def _registered_from(client: StoreClient, version: ModelVersion, uri: str, path: str) -> bool:
@@ -347,8 +355,8 @@ def load_pretrained(client: StoreClient, spec: str, bands: Bands | None = None) 
         model, scaling, spec = imported.model, imported.scaling, str(path.resolve())
         ref = ModelRef(spec, "", {BAND_LIST_TAG: imported.bands.text}, None)
     else:
-        encoder_ref(client, spec)
-        model, ref = load_logged(client, spec, SimCLRModel, "pretrained")
+        ref = encoder_ref(client, spec)
+        model = _load_ref(client, ref, spec, SimCLRModel, "pretrained")
         scaling = ref.tags.get(SCALING_TAG, ZSCORE)
     tags = ref.tags
     own = encoder_bands(tags, model.encoder.in_channels)
