@@ -15,7 +15,7 @@ from simclr_s2.app.launcher_run import fail_launcher_run
 from simclr_s2.errors import UserError
 from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage, run_command, written_folders
-from simclr_s2.tracking.connectivity import TrackingUnreachable, is_unreachable
+from simclr_s2.tracking.connectivity import TrackingUnreachable, server_lost
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.names import STAGE_TAG
 from simclr_s2.tracking.process import quiet_defaults
@@ -37,8 +37,8 @@ def run(stage: Stage, spec: object) -> NoReturn:
         if not isinstance(error, UserError):
             error = disk.unnamed(error, written_folders(spec, ctx)) or error
         user = isinstance(error, UserError)
-        if not user and is_unreachable(error):  # requests' connection errors are OSErrors too
-            _give_up(f"tracking server unreachable: {str(error).splitlines()[0]}")
+        if not user and (lost := server_lost(error)) is not None:  # requests' connection errors are OSErrors too
+            _give_up(f"tracking server {lost}: {str(error).splitlines()[0]}")
         if main_rank:
             fail_launcher_run(stage.name, error)
             _clear_checkpoint_folders(ctx)
@@ -50,11 +50,14 @@ def run(stage: Stage, spec: object) -> NoReturn:
 
 
 def _clear_checkpoint_folders(ctx: Context | None) -> None:
-    """The failed run's checkpoint folder, when it holds nothing (see remove_empty_checkpoint_folders)."""
+    """The failed run's checkpoint folder, when it holds nothing (see remove_empty_checkpoint_folders). Not
+    when the store itself cannot be used: its one line (MLFLOW_TRACKING_URI) is the error being reported."""
     if ctx is None:
         return
     try:
         Tracking.of(ctx).remove_empty_checkpoint_folders(ctx.home / "checkpoints")
+    except UserError:
+        return
     except Exception:  # noqa: BLE001 - the error being reported matters more than this tidying
         logging.getLogger(__name__).warning("could not clear the empty folders in %s", ctx.home / "checkpoints")
 

@@ -4,7 +4,6 @@ command needs (`ensure_step`: reused when finished, awaited when running elsewhe
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
@@ -12,9 +11,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 from simclr_s2 import disk
 from simclr_s2.learning import distributed
 from simclr_s2.settings.context import Context
-from simclr_s2.settings.mlflow_store import sqlite_folder
 from simclr_s2.settings.spec import Spec
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
+from simclr_s2.tracking.tracker import written_folders as run_folders
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -85,11 +84,7 @@ def written_folders(spec: Spec, ctx: Context | None) -> dict[str, Path]:
     is looked for."""
     out = getattr(spec, "out", None)
     folders = {"out": Path(out).expanduser()} if isinstance(out, str) and out != "auto" else {}
-    if ctx is not None:
-        folders.update({"SIMCLR_S2_DATA": ctx.data_root, "SIMCLR_S2_HOME": ctx.home})
-        if (store := sqlite_folder(ctx.tracking_uri)) is not None:  # SQLite's "database or disk is full"
-            folders["the SQLite tracking store's folder"] = store
-    return {**folders, "the temporary folder": Path(tempfile.gettempdir())}  # on a tie, the first is named
+    return {**folders, **run_folders(ctx)}  # on a tie, the first is named
 
 
 def ensure_step(stage: Stage[S], spec: S, ctx: Context, *, parent_run_id: str | None = None,

@@ -10,6 +10,7 @@ _BACKOFF_FACTOR.
 from __future__ import annotations
 
 import os
+import re
 
 import requests
 from mlflow.exceptions import MlflowException
@@ -18,10 +19,12 @@ from simclr_s2.errors import UserError
 
 DEFAULT_RETRIES = "6"
 DEFAULT_BACKOFF = "2"
+_FAILING = re.compile(r"too many (\d{3}) error responses")
 
 
 class TrackingUnreachable(UserError):
-    """The tracking server stayed down past the retry budget: nothing more can be logged this time."""
+    """The tracking server stayed down (or answered only errors) past the retry budget: nothing more can be
+    logged this time."""
 
 
 def retry_budget_s() -> int:
@@ -33,7 +36,10 @@ def retry_budget_s() -> int:
 
 
 def is_unreachable(error: BaseException) -> bool:
-    """True when `error` says the tracking server could not be reached after every retry."""
+    """True when `error` says the tracking server could not be reached after every retry: no connection, or
+    no answer in time. A server that answered every retry with an error was reached (`failing_status`)."""
+    if failing_status(error) is not None:
+        return False
     if isinstance(error, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
         return True
     if isinstance(error, MlflowException):
@@ -42,3 +48,20 @@ def is_unreachable(error: BaseException) -> bool:
             or "Connection refused" in text
     cause = error.__cause__ or error.__context__
     return cause is not None and cause is not error and is_unreachable(cause)
+
+
+def failing_status(error: BaseException) -> int | None:
+    """The HTTP status a tracking server answered every retry with (urllib3's "too many 500 error
+    responses", which also says "Max retries exceeded"), or None."""
+    found = _FAILING.search(str(error))
+    if found is not None:
+        return int(found.group(1))
+    cause = error.__cause__ or error.__context__
+    return None if cause is None or cause is error else failing_status(cause)
+
+
+def server_lost(error: BaseException) -> str | None:
+    """What `error` says went wrong with the tracking server after every retry, in words (None: nothing)."""
+    if (status := failing_status(error)) is not None:
+        return f"answered HTTP {status} to every retry (see the server's log)"
+    return "unreachable" if is_unreachable(error) else None

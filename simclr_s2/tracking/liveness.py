@@ -1,7 +1,8 @@
 """Is the process behind a RUNNING run still alive? A run's status cannot say: a killed process leaves it
 RUNNING forever. So every open run carries who holds it (host, pid and the pid's start time) and a
-heartbeat tag refreshed by a background thread. A run is live when its process is seen alive on this host,
-or, from another host, when its heartbeat is recent; otherwise it is stale and may be resumed.
+heartbeat tag refreshed by a background thread, with its interval. A run is live when its process is seen
+alive on this host, or, from another host, when its heartbeat is under STALE_AFTER of its own intervals
+old; otherwise it is stale and may be resumed.
 
 A run claims its key before it trains, so that two identical runs never both train, however close
 together they start. The claim is a version of the registered model `simclr-s2-claims`, tagged with the
@@ -38,6 +39,7 @@ HOST_TAG = "simclr_s2.host"
 PID_TAG = "simclr_s2.pid"
 PID_START_TAG = "simclr_s2.pid_start"
 HEARTBEAT_TAG = "simclr_s2.heartbeat"
+INTERVAL_TAG = "simclr_s2.heartbeat_s"  # the holder's interval: readers with another SIMCLR_S2_HEARTBEAT_S judge by it
 STALE_AFTER = 3  # heartbeats missed before a run on another host counts as stale
 CLAIMS_MODEL = "simclr-s2-claims"
 CLAIM_TAG = "simclr_s2.claim"  # "<experiment id>/<key>": runs are reused and resumed within their experiment
@@ -47,10 +49,10 @@ def _pid_start(pid: int) -> str:
     return f"{psutil.Process(pid).create_time():.2f}"
 
 
-def holder_tags() -> dict[str, str]:
-    """Tags naming this process as the holder of a run, with a first heartbeat."""
+def holder_tags(heartbeat_s: float) -> dict[str, str]:
+    """Tags naming this process as the holder of a run, with a first heartbeat and the interval of the next."""
     return {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid()), PID_START_TAG: _pid_start(os.getpid()),
-            HEARTBEAT_TAG: f"{time.time():.3f}"}
+            HEARTBEAT_TAG: f"{time.time():.3f}", INTERVAL_TAG: f"{heartbeat_s:g}"}
 
 
 def _process_alive(pid: int, started: str) -> bool:
@@ -61,14 +63,17 @@ def _process_alive(pid: int, started: str) -> bool:
 
 
 def is_live(run: Run, heartbeat_s: float, now: float | None = None) -> bool:
-    """True while the process holding a RUNNING run may still be working on it."""
+    """True while the process holding a RUNNING run may still be working on it. Its heartbeat is judged
+    by the holder's own interval (`heartbeat_s`, this process's, only for runs that do not record theirs):
+    a reader beating faster must not take a slower holder's silence for its death."""
     if run.info.status != "RUNNING":
         return False
     tags = run.data.tags
     if tags.get(HOST_TAG) == socket.gethostname() and PID_TAG in tags:
         return _process_alive(int(tags[PID_TAG]), tags.get(PID_START_TAG, ""))
     last = float(tags.get(HEARTBEAT_TAG, run.info.start_time / 1000))
-    return (time.time() if now is None else now) - last < STALE_AFTER * heartbeat_s
+    interval = float(tags.get(INTERVAL_TAG, heartbeat_s))
+    return (time.time() if now is None else now) - last < STALE_AFTER * interval
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,12 @@ checkpoint, and an ending that tells the truth.
   wait for it and reuse its result. Fault point `claim@0` (faults.py): the run is made and tagged, its
   claim not yet written.
 - One resume rule for every launcher: the run that opens (fresh, or the one `mlflow run` or a cluster
-  retry hands over) takes the most advanced checkpoint of its own or of a stale run with the same key,
-  from the local state folder or else from the run's artifacts, and its history is brought to exactly
-  the checkpoint's steps (publisher.log_missing). The stale runs it supersedes are ended FAILED at once
-  (never left RUNNING, should this one die too: the next attempt takes its checkpoint in turn), and
-  those holding any history are deleted once it finishes. Fault point `resumed@0`: the history is
-  carried over, training not yet started.
+  retry hands over) takes the first checkpoint found of its own or of a stale run with the same key,
+  from the local state folder before the runs' artifacts (epochs are not compared: see docs/runs.md),
+  and its history is brought to exactly the checkpoint's steps (publisher.log_missing). The stale runs it
+  supersedes are ended FAILED at once (never left RUNNING, should this one die too: the next attempt
+  takes its checkpoint in turn), and those holding any history are deleted once it finishes. Fault
+  point `resumed@0`: the history is carried over, training not yet started.
 - Runs are addressed by id through the door (door.Tracking, built from the context's URIs), never through
   MLflow's process-wide active run, so steps can run inside each other (the `auto` chain) and nothing
   leaks between commands or tests.
@@ -47,13 +47,14 @@ from mlflow.entities import DatasetInput, InputTag, Param, Run, RunStatus, RunTa
 from mlflow.exceptions import MlflowException
 from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 
-from simclr_s2 import faults
+from simclr_s2 import disk, faults
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
 from simclr_s2.learning.checkpoints import is_checkpoint
 from simclr_s2.learning.runtime import Checkpoint, StepMetrics
 from simclr_s2.settings.context import Context
-from simclr_s2.tracking.connectivity import TrackingUnreachable, is_unreachable, retry_budget_s
+from simclr_s2.settings.mlflow_store import sqlite_folder
+from simclr_s2.tracking.connectivity import TrackingUnreachable, retry_budget_s, server_lost
 from simclr_s2.tracking.door import PARENT_TAG, Tracking
 from simclr_s2.tracking.endings import ERROR_TAG, describe
 from simclr_s2.tracking.fingerprint import CODE_TAG, package_fingerprint
@@ -297,12 +298,15 @@ class Tracker:
                 monitor.start()
                 stack.callback(monitor.finish)
             try:
-                yield run
-                run.close_publisher(wait=True)
+                with self._disk_failures():
+                    yield run
+                    run.close_publisher(wait=True)
+                    stack.close()  # the heartbeat stopped and the system metrics logged before the mark
+                    self._end_finished(run)
             except BaseException as error:
                 self._end_failed(run, error)
                 raise
-        self._end_finished(run)
+        self._retire_superseded(run)
 
     def _start(self, step: Step, run_name: str, tags: dict[str, Any], run_id: str | None, parent_run_id: str | None,
                stack: ExitStack, on_duplicate: str, reusable: Callable[[], Run | None] | None,
@@ -319,16 +323,17 @@ class Tracker:
         all_tags = {STAGE_TAG: step.entry_point, KEY_TAG: step.key, CODE_TAG: step.code, "mlflow.runName": run_name,
                     THREADS_TAG: str(torch.get_num_threads()),
                     **({PROCESSES_TAG: str(distributed.world())} if distributed.world() > 1 else {}),
-                    **{k: str(v) for k, v in tags.items()}, **holder_tags()}
+                    **{k: str(v) for k, v in tags.items()}, **holder_tags(self.ctx.heartbeat_s)}
         claimed = None
         try:
-            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in all_tags.items()])  # one write: live at once
-            stack.enter_context(heartbeat(self.client, run_id, self.ctx.heartbeat_s))
-            StageRun(self.ctx, run_id, step, Path()).log_params(step.params())
-            if on_duplicate != "allow":
-                claimed = self._claim(step, run_id, on_duplicate, reusable)
-            checkpoint_dir = self.ctx.state_dir("checkpoints", run_id)
-            resumed_from = self._restore(step, run_id, checkpoint_dir)
+            with self._disk_failures():
+                self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in all_tags.items()])  # live at once
+                stack.enter_context(heartbeat(self.client, run_id, self.ctx.heartbeat_s))
+                StageRun(self.ctx, run_id, step, Path()).log_params(step.params())
+                if on_duplicate != "allow":
+                    claimed = self._claim(step, run_id, on_duplicate, reusable)
+                checkpoint_dir = self.ctx.state_dir("checkpoints", run_id)
+                resumed_from = self._restore(step, run_id, checkpoint_dir)
         except BaseException as error:
             if not isinstance(error, _Yielded):
                 self._mark_failed(run_id, error)
@@ -370,22 +375,31 @@ class Tracker:
                 if r.info.run_id != run_id and not is_live(r, self.ctx.heartbeat_s)]
 
     def _restore(self, step: Step, run_id: str, target: Path) -> str | None:
-        """Put the most advanced checkpoint for this run into `target` (`_take_checkpoint`) and end the
+        """Put the checkpoint this run resumes from into `target` (`_take_checkpoint`) and end the
         stale identical runs still RUNNING: FAILED, saying which run goes on in their place, so a run
-        whose process is gone is never left RUNNING, whether or not it had something to resume from.
+        whose process is gone is never left RUNNING, whether or not it had something to resume from, and
+        even when taking the checkpoint fails (a full disk): the next attempt takes it in turn.
         Returns the run the checkpoint came from, or None when starting afresh."""
         stale = self._stale(step, run_id)
-        source = self._take_checkpoint(run_id, stale, target)
-        reason = (f"interrupted; resumed in run {run_id}" if source else
-                  f"interrupted (its process is gone, no checkpoint to resume from); started again as run {run_id}")
+        try:
+            source = self._take_checkpoint(run_id, stale, target)
+        except BaseException:
+            self._end_stale(stale, f"interrupted; run {run_id} failed while taking over its checkpoint")
+            raise
+        self._end_stale(stale, f"interrupted; resumed in run {run_id}" if source else "interrupted (its process is "
+                        f"gone, no checkpoint to resume from); started again as run {run_id}")
+        return source
+
+    def _end_stale(self, stale: Sequence[Run], reason: str) -> None:
+        """End FAILED the stale runs still RUNNING: their processes are gone, whatever this run does next."""
         for run in stale:
             if run.info.status == "RUNNING":
                 self._mark_failed(run.info.run_id, UserError(reason))
-        return source
 
     def _take_checkpoint(self, run_id: str, stale: Sequence[Run], target: Path) -> str | None:
         """Its own local checkpoint, a stale identical run's local one (newest run first), then the same
-        from run artifacts; returns the run it came from."""
+        from run artifacts: the first found, a local one being the cheapest to take and, for the same run,
+        never behind its artifact. Returns the run it came from."""
         if _has_checkpoint(target):
             return run_id
         for run in stale:
@@ -403,7 +417,7 @@ class Tracker:
         try:
             if not self.client.list_artifacts(run_id, ARTIFACT_DIR):
                 return False
-            with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+            with disk.writing(target), tempfile.TemporaryDirectory(dir=target.parent) as tmp:
                 folder = Path(self.client.download_artifacts(run_id, ARTIFACT_DIR, tmp))
                 for path in folder.iterdir():
                     os.replace(path, target / path.name)
@@ -415,17 +429,35 @@ class Tracker:
 
     def _end_finished(self, run: StageRun) -> None:
         """Completion mark last, then FINISHED, then the claim released (not before: an identical run
-        starting meanwhile must find this one live or complete); the runs this one superseded go to
-        MLflow's trash."""
+        starting meanwhile must find this one live or complete). A failure here (the store full) ends the
+        run FAILED like any other, in `open`."""
         self.client.set_tag(run.run_id, COMPLETE_TAG, "true")
         self.client.set_terminated(run.run_id, RunStatus.to_string(RunStatus.FINISHED))
         release(self.client, run.claim)
-        for stale in self._stale(run.step, run.run_id):
-            if self._holds_history(stale):
-                self.client.set_tag(stale.info.run_id, RESUMED_IN_TAG, run.run_id)
-                self.client.delete_run(stale.info.run_id)
-                shutil.rmtree(self.ctx.home / "checkpoints" / stale.info.run_id, ignore_errors=True)
+
+    def _retire_superseded(self, run: StageRun) -> None:
+        """The stale runs a finished run superseded go to MLflow's trash, and the checkpoints go. A refusal
+        (under basic auth, another user's run) or a server lost meanwhile is only logged: the run is
+        complete, and those runs stay FAILED, saying which run went on in their place."""
+        try:
+            superseded = self._stale(run.step, run.run_id)
+        except MlflowException as error:
+            log.warning("cannot find the runs superseded by run %s: %s", run.run_id, error)
+            superseded = []
+        for stale in superseded:
+            try:
+                self._retire(stale, run.run_id)
+            except MlflowException as error:
+                log.warning("cannot move run %s, superseded by run %s, to the trash: %s",
+                            stale.info.run_id, run.run_id, error)
         shutil.rmtree(self.ctx.home / "checkpoints" / run.run_id, ignore_errors=True)
+
+    def _retire(self, stale: Run, run_id: str) -> None:
+        """A stale run holding history that run `run_id` now holds: to the trash, with its checkpoints."""
+        if self._holds_history(stale):
+            self.client.set_tag(stale.info.run_id, RESUMED_IN_TAG, run_id)
+            self.client.delete_run(stale.info.run_id)
+            shutil.rmtree(self.ctx.home / "checkpoints" / stale.info.run_id, ignore_errors=True)
 
     def _holds_history(self, run: Run) -> bool:
         """Whether a stale run logged steps a finished identical run now holds: it has a checkpoint (locally
@@ -435,16 +467,16 @@ class Tracker:
             or bool(self.client.list_artifacts(run.info.run_id, ARTIFACT_DIR))
 
     def _end_failed(self, run: StageRun, error: BaseException) -> None:
-        unreachable = is_unreachable(error)
+        lost = server_lost(error)
         try:
-            run.close_publisher(wait=not unreachable and not isinstance(error, KeyboardInterrupt))
+            run.close_publisher(wait=lost is None and not isinstance(error, KeyboardInterrupt))
         except BaseException as late:  # noqa: BLE001 - the first error is the one to report
-            unreachable = unreachable or is_unreachable(late)
-        if unreachable:  # telling the server would only wait for it again; the checkpoints stay
+            lost = lost or server_lost(late)
+        if lost is not None:  # telling the server would only wait for it again; the checkpoints stay
             raise TrackingUnreachable(
-                f"tracking server {self.ctx.tracking_uri} unreachable after retrying for about "
-                f"{retry_budget_s()} s; checkpoints kept in {run.checkpoint_dir}: run the same command "
-                "again to resume once the server is back") from error
+                f"tracking server {self.ctx.tracking_uri} {lost}, retried for about {retry_budget_s()} s; "
+                f"checkpoints kept in {run.checkpoint_dir}: run the same command again to resume once the "
+                "server is back") from error
         self._mark_failed(run.run_id, error)
         release(self.client, run.claim)
 
@@ -455,6 +487,28 @@ class Tracker:
             self.client.set_terminated(run_id, RunStatus.to_string(status))
         except MlflowException as late:
             log.warning("cannot mark run %s %s: %s", run_id, RunStatus.to_string(status), late)
+
+    @contextmanager
+    def _disk_failures(self) -> Iterator[None]:
+        """A full disk inside becomes its one line (disk.unnamed), so the failed run's tag says what the
+        command prints, for errors raised outside a command's body too (the last checkpoint's upload,
+        the restore, the completion mark)."""
+        try:
+            yield
+        except Exception as error:
+            full = None if isinstance(error, UserError) else disk.unnamed(error, written_folders(self.ctx))
+            if full is None:
+                raise
+            raise full from error
+
+
+def written_folders(ctx: Context | None) -> dict[str, Path]:
+    """The folders the runs of a context write, by what they are to a person: where a full disk that names
+    no file is looked for (a command adds its own output folder: stages.base.written_folders)."""
+    folders = {} if ctx is None else {"SIMCLR_S2_DATA": ctx.data_root, "SIMCLR_S2_HOME": ctx.home}
+    if ctx is not None and (store := sqlite_folder(ctx.tracking_uri)) is not None:  # "database or disk is full"
+        folders["the SQLite tracking store's folder"] = store
+    return {**folders, "the temporary folder": Path(tempfile.gettempdir())}  # on a tie, the first is named
 
 
 def _same(logged: float | None, value: float) -> bool:

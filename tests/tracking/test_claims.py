@@ -134,8 +134,8 @@ def test_of_many_identical_runs_started_together_exactly_one_trains_and_register
 def test_a_killed_runs_claim_does_not_block_the_next_run(ctx, retry):
     """A run killed while holding its key leaves its claim and its run RUNNING: its process is gone, so the
     next identical run (or a cluster retry continuing that very run) takes the key and removes that claim."""
-    killed = Tracking.of(ctx).client.create_run(ctx.experiment_id, tags={KEY_TAG: STEP.key, **holder_tags(),
-                                                            PID_START_TAG: "1.00"}).info.run_id
+    killed = Tracking.of(ctx).client.create_run(ctx.experiment_id, tags={
+        KEY_TAG: STEP.key, **holder_tags(ctx.heartbeat_s), PID_START_TAG: "1.00"}).info.run_id
     left = claim(Tracking.of(ctx).client, ctx.experiment_id, STEP.key, killed)
     with Tracker(ctx).open(STEP, run_name="s", run_id=killed if retry else None) as run:
         assert [int(v.version) for v in _claims_left(ctx)] == [run.claim] != [left]

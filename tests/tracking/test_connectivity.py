@@ -4,9 +4,11 @@ import os
 from unittest import mock
 
 import pytest
+import requests
 from mlflow.exceptions import MlflowException
+from urllib3.exceptions import MaxRetryError, ResponseError
 
-from simclr_s2.tracking.connectivity import is_unreachable, retry_budget_s
+from simclr_s2.tracking.connectivity import failing_status, is_unreachable, retry_budget_s, server_lost
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.process import quiet_defaults
 
@@ -21,6 +23,15 @@ def test_a_refused_connection_is_unreachable(monkeypatch):
 def test_other_errors_are_not():
     assert not is_unreachable(MlflowException("RESOURCE_DOES_NOT_EXIST: run abc"))
     assert not is_unreachable(ValueError("bad"))
+
+
+def test_a_server_answering_an_error_to_every_retry_was_reached():
+    """urllib3's exhausted retries on HTTP 500 say "Max retries exceeded" too: the server answered, it is
+    failing, not unreachable (MLflow's own wording of the error)."""
+    retried = requests.exceptions.RetryError(MaxRetryError(None, "/api", ResponseError("too many 500 error responses")))
+    error = MlflowException(f"API request to http://127.0.0.1:5000/api failed with exception {retried}")
+    assert "Max retries exceeded" in str(error) and not is_unreachable(error) and failing_status(error) == 500
+    assert server_lost(error) == "answered HTTP 500 to every retry (see the server's log)"
 
 
 def test_the_wait_is_bounded_unless_the_user_says_otherwise():

@@ -3,6 +3,7 @@ resume after a kill at every dangerous point, and endings that tell the truth.""
 
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import shutil
 import subprocess
@@ -15,25 +16,31 @@ from dataclasses import replace
 import pytest
 import torch
 from mlflow.entities import ViewType
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import PERMISSION_DENIED
 from tiny_training import context_env, train, train_in_child
 from tiny_training import step as tiny_step
 
-from simclr_s2 import faults
+from simclr_s2 import disk, faults
 from simclr_s2.errors import UserError
 from simclr_s2.faults import FAULT_ENV, POINTS
 from simclr_s2.tracking import tracker as lifecycle
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.liveness import (
+    CLAIMS_MODEL,
     HEARTBEAT_TAG,
     HOST_TAG,
+    INTERVAL_TAG,
     PID_START_TAG,
     PID_TAG,
     holder_tags,
     is_live,
 )
+from simclr_s2.tracking.publisher import ARTIFACT_DIR
 from simclr_s2.tracking.tracker import (
     COMPLETE_TAG,
     ERROR_TAG,
+    KEY_TAG,
     RESUMED_FROM_TAG,
     RESUMED_IN_TAG,
     THREADS_TAG,
@@ -87,6 +94,82 @@ def test_an_error_ends_the_run_failed_with_its_reason_and_no_mark(ctx):
     assert ended.info.status == "FAILED" and ended.data.tags[ERROR_TAG] == "patch X: missing band file"
     assert COMPLETE_TAG not in ended.data.tags
     assert Tracker(ctx).find_complete(STEP) is None
+
+
+def _mark_refused(client, monkeypatch) -> None:
+    """The store refuses the completion mark, as a full SQLite store does."""
+    set_tag = client.set_tag
+
+    def refusing(run_id: str, key: str, value: str, *args, **kwargs):
+        if key == COMPLETE_TAG:
+            raise MlflowException("(sqlite3.OperationalError) database or disk is full")
+        return set_tag(run_id, key, value, *args, **kwargs)
+
+    monkeypatch.setattr(client, "set_tag", refusing)
+
+
+def test_a_failure_writing_the_completion_mark_ends_the_run_failed_and_releases_its_claim(ctx, monkeypatch):
+    client = Tracking.of(ctx).client
+    _mark_refused(client, monkeypatch)
+    with pytest.raises(disk.DiskFullError) as raised, Tracker(ctx).open(STEP, run_name="s") as run:
+        pass
+    ended = client.get_run(run.run_id)
+    assert ended.info.status == "FAILED" and ended.data.tags[ERROR_TAG] == str(raised.value)
+    assert "is full" in str(raised.value)
+    with pytest.raises(MlflowException, match="not found|RESOURCE_DOES_NOT_EXIST"):
+        client.get_model_version(CLAIMS_MODEL, str(run.claim))
+
+
+def test_a_full_disk_outside_a_commands_body_is_the_same_one_line_on_the_run(ctx, tmp_path):
+    """The translation of stages.base.run_command covers only the stage's body: the tracker's own failure
+    path gives a full disk the same one line, on the run and raised."""
+    with pytest.raises(disk.DiskFullError) as raised, Tracker(ctx).open(STEP, run_name="s") as run:
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "model.pth"))
+    line = str(raised.value)
+    assert line.startswith(f"cannot write {tmp_path / 'model.pth'}: file system") and "is full" in line
+    assert Tracking.of(ctx).client.get_run(run.run_id).data.tags[ERROR_TAG] == line
+
+
+def _stale_run(ctx, **tags: str) -> str:
+    """A RUNNING run of STEP whose process is gone (killed), with `tags`."""
+    return Tracking.of(ctx).client.create_run(ctx.experiment_id, tags={
+        KEY_TAG: STEP.key, **holder_tags(ctx.heartbeat_s), PID_START_TAG: "1.00", **tags}).info.run_id
+
+
+def test_a_refused_clean_up_of_a_superseded_run_leaves_the_finished_run_complete(ctx, monkeypatch, caplog):
+    """Under basic auth a stale run of another user cannot be deleted: the run that resumed it is complete
+    all the same, the refusal only a warning."""
+    stale = _stale_run(ctx, **{RESUMED_FROM_TAG: "older"})
+    client = Tracking.of(ctx).client
+
+    def denied(run_id: str) -> None:
+        raise MlflowException(f"Permission denied for run {run_id}", error_code=PERMISSION_DENIED)
+
+    monkeypatch.setattr(client, "delete_run", denied)
+    with Tracker(ctx).open(STEP, run_name="s") as run:
+        pass
+    done = client.get_run(run.run_id)
+    assert (done.info.status, done.data.tags[COMPLETE_TAG]) == ("FINISHED", "true")
+    assert client.get_run(stale).info.status == "FAILED" and "Permission denied" in caplog.text
+
+
+def test_a_full_disk_fetching_a_stale_runs_checkpoint_is_one_line_and_ends_that_run_too(ctx, monkeypatch, tmp_path):
+    stale = _stale_run(ctx)
+    client = Tracking.of(ctx).client
+    (tmp_path / "train.pt").write_bytes(b"a checkpoint")
+    client.log_artifact(stale, str(tmp_path / "train.pt"), ARTIFACT_DIR)
+
+    def full(run_id: str, path: str, dst_path: str) -> str:
+        raise OSError(errno.ENOSPC, "No space left on device", f"{dst_path}/{path}/train.pt")
+
+    monkeypatch.setattr(client, "download_artifacts", full)
+    with pytest.raises(disk.DiskFullError, match="train.pt: file system .* is full"), \
+            Tracker(ctx).open(STEP, run_name="s"):
+        pass
+    ended = {r.info.run_id: r for r in Tracker(ctx).unfinished(STEP)}
+    assert [r.info.status for r in ended.values()] == ["FAILED", "FAILED"]
+    (resumer,) = set(ended) - {stale}
+    assert ended[stale].data.tags[ERROR_TAG] == f"interrupted; run {resumer} failed while taking over its checkpoint"
 
 
 def test_an_unwritable_state_folder_is_one_line_and_a_failed_run(ctx, tmp_path):
@@ -191,13 +274,22 @@ def test_the_heartbeat_beats_through_the_claim_and_the_restore(ctx, monkeypatch)
 def test_a_run_is_stale_once_its_process_is_gone_or_its_heartbeat_stops(ctx):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], check=True, capture_output=True,
                           text=True)
-    tags = {**holder_tags(), PID_TAG: dead.stdout.strip(), PID_START_TAG: "1.00"}
+    tags = {**holder_tags(30), PID_TAG: dead.stdout.strip(), PID_START_TAG: "1.00"}
     assert not is_live(Tracking.of(ctx).client.create_run(ctx.experiment_id, tags=tags), heartbeat_s=30)
-    assert is_live(Tracking.of(ctx).client.create_run(ctx.experiment_id, tags=holder_tags()), heartbeat_s=30)
-    elsewhere = {**holder_tags(), HOST_TAG: "another-host"}
+    assert is_live(Tracking.of(ctx).client.create_run(ctx.experiment_id, tags=holder_tags(30)), heartbeat_s=30)
+    elsewhere = {**holder_tags(30), HOST_TAG: "another-host"}
     assert is_live(Tracking.of(ctx).client.create_run(ctx.experiment_id, tags=elsewhere), heartbeat_s=30)
     silent = {**elsewhere, HEARTBEAT_TAG: f"{time.time() - 100:.3f}"}
     assert not is_live(Tracking.of(ctx).client.create_run(ctx.experiment_id, tags=silent), heartbeat_s=30)
+
+
+def test_a_heartbeat_is_judged_by_its_holders_interval_not_the_readers(ctx):
+    """A holder on another host beating every 60 s is live to a reader beating every 2 s, 7 s after its
+    last beat; a run from before the interval was recorded is judged by the reader's."""
+    slow = {**holder_tags(60), HOST_TAG: "another-host", HEARTBEAT_TAG: f"{time.time() - 7:.3f}"}
+    assert is_live(Tracking.of(ctx).client.create_run(ctx.experiment_id, tags=slow), heartbeat_s=2)
+    unrecorded = {k: v for k, v in slow.items() if k != INTERVAL_TAG}
+    assert not is_live(Tracking.of(ctx).client.create_run(ctx.experiment_id, tags=unrecorded), heartbeat_s=2)
 
 
 FORKSERVER = multiprocessing.get_context("forkserver")
