@@ -147,7 +147,12 @@ class RaySubmittedRun(SubmittedRun):
         """Print the command's output until it exits; True when it exited 0. A run the command left
         RUNNING (its worker died for good) ends FINISHED or FAILED by the exit status, as MLflow does."""
         if self._code is None:
-            self._code = self._follow()
+            try:
+                self._code = self._follow()
+            except KeyboardInterrupt:  # as MLflow's local backend: the command stops, its run ends FAILED
+                ray.cancel(self._stream)
+                self._tracking.fail_if_running(self._run_id, "interrupted")
+                raise
             if self._code != 0:
                 self._tracking.fail_if_running(self._run_id, f"the command exited with status {self._code}")
             elif self._tracking.get_run(self._run_id).info.status == "RUNNING":

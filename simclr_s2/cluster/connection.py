@@ -27,7 +27,6 @@ def join(address: str, *, name: str = "ray_address", log_to_driver: bool = True,
         return False
     target = (os.environ.get("RAY_ADDRESS") or "auto") if address == "auto" else address  # "local": a new one
     _check_reachable(target, name)
-    os.environ.setdefault("RAY_DEDUP_LOGS", "0")  # else lines of different tasks that look alike are merged
     try:
         info = ray.init(address=target, logging_level=logging.WARNING, log_to_driver=log_to_driver,
                         runtime_env=runtime_env)

@@ -7,11 +7,13 @@ it as `mlflow run` hands a run to an entry point (MLFLOW_RUN_ID, `run_command`).
 before the task starts: when the worker dies, Ray's retry of the task receives the same arguments and
 continues the same run from its newest checkpoint artifact, instead of a new run resuming a stale one
 (which is what `ensure_step` would do, leaving a deleted run behind per retry). A run whose task never
-reached Tracker.open, or whose worker died for good, is ended FAILED here with the reason.
+reached Tracker.open, or whose worker died for good, is ended FAILED here with the reason; when the command
+itself stops (Ctrl-C), the tasks still out are cancelled and their runs ended KILLED.
 """
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from simclr_s2.errors import UserError
 from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import Spec, build
 from simclr_s2.stages.base import Stage, find_step
+from simclr_s2.tracking.connectivity import TrackingUnreachable, server_lost
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.endings import describe
 from simclr_s2.tracking.fingerprint import package_fingerprint
@@ -36,6 +39,8 @@ from simclr_s2.tracking.names import STAGE_TAG
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -129,12 +134,31 @@ class _Dispatch:
                     ref, sent = self._submit(*queue.popleft())
                     pending[ref] = sent
                 (ref,), _ = ray.wait(list(pending), num_returns=1)
+                outcomes[pending[ref].index] = self._collect(ref, pending[ref])
                 sent = pending.pop(ref)
-                outcomes[sent.index] = self._collect(ref, sent)
                 self.progress.ended(sent.job.label, outcomes[sent.index].error)
+        except BaseException as error:
+            self._abandon(pending, error)
+            raise
         finally:
             self.progress.close()
         return [outcomes[i] for i in range(len(jobs))]
+
+    def _abandon(self, pending: Mapping[ray.ObjectRef, _Sent], error: BaseException) -> None:
+        """Cancel the tasks still out and end their runs KILLED with why: after Ctrl-C (or a failure here)
+        no task may go on training, and no run may stay RUNNING with nobody to end it."""
+        reason = f"the command that dispatched it stopped: {describe(error)}"
+        tracking = Tracking.of(self.ctx)
+        lost = isinstance(error, TrackingUnreachable) or server_lost(error) is not None
+        for ref, sent in pending.items():
+            ray.cancel(ref)
+            if lost:  # telling the server would only wait for it again
+                continue
+            try:
+                if tracking.get_run(sent.run_id).info.status == "RUNNING":  # unless its task ended it already
+                    tracking.end(sent.run_id, "KILLED", reason)
+            except Exception as late:  # noqa: BLE001 - the error that stopped the dispatch is the one to raise
+                log.warning("cannot end run %s of %s KILLED: %s", sent.run_id, sent.job.label, late)
 
     def _submit(self, index: int, job: Job) -> tuple[ray.ObjectRef, _Sent]:
         run_id = Tracking.of(self.ctx).open(self.ctx.experiment_id, job.label, {STAGE_TAG: job.stage.name, **job.tags},

@@ -5,7 +5,8 @@ postgres/ (database cluster, owned by the postgres user), seaweedfs/ (object sto
 users), logs/, run/ (pid files), stack.json (ports and mode) and secrets.json (0600: the passwords
 the stack was created with, so a restart needs none of them in the environment).
 
-    python -m simclr_s2.server start [--auth]    # each part health-checked before the next one starts
+    python -m simclr_s2.server start [--auth]    # each part health-checked before the next one starts;
+                                                 # basic auth as the stack last ran unless --auth/--no-auth
     python -m simclr_s2.server status [--json]   # exit status 0 when every part is healthy, 3 otherwise
     python -m simclr_s2.server restart-mlflow    # only the tracking server; the data stays
     python -m simclr_s2.server stop-mlflow       # `start` brings it back
@@ -25,10 +26,11 @@ Environment (defaults in brackets):
     SIMCLR_PG_PASSWORD      password of the PostgreSQL role `mlflow` [mlflow]; fixed when the cluster
                             is created
     AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY   the object store's admin credentials [local defaults];
-                            only the mlflow server gets them: clients go through --serve-artifacts
+                            only the mlflow server gets them: clients go through --serve-artifacts;
+                            fixed while SeaweedFS runs
     MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD   with --auth: the basic-auth admin created on
-                            the first authenticated start (password of 12 characters or more); clients
-                            send the same variables
+                            the first authenticated start (password of 12 characters or more), kept by
+                            later starts whoever runs them; clients send the same variables
     SIMCLR_PG_BIN, SIMCLR_WEED_BIN   where pg_ctl and weed live, when not found by themselves
 
 Modules: config (ports, secrets, state folder), processes (detached processes and waits), preflight

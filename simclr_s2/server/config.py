@@ -99,30 +99,32 @@ class StateDir:
     def load_config(self) -> Config:
         if not self.has_config():
             raise StackError(f"no stack in {self.root}: run `python scripts/server.py start` first")
-        return Config(**json.loads(self._config.read_text()))
+        try:
+            return Config(**json.loads(self._config.read_text()))
+        except (ValueError, TypeError) as error:  # truncated, or written by another version
+            raise StackError(
+                f"{self._config} is not a stack.json this version reads ({error}): "
+                "stop the stack's processes by hand and delete the folder, or restore the file"
+            ) from None
 
     def load_secrets(self) -> Secrets | None:
         return Secrets(**json.loads(self._secrets.read_text())) if self._secrets.exists() else None
 
     def save(self, config: Config, secrets: Secrets) -> None:
-        self._config.write_text(json.dumps(dataclasses.asdict(config), indent=2) + "\n")
-        self._secrets.touch(mode=0o600)
-        self._secrets.chmod(0o600)
-        self._secrets.write_text(json.dumps(dataclasses.asdict(secrets), indent=2) + "\n")
+        write_atomically(self._config, json.dumps(dataclasses.asdict(config), indent=2) + "\n")
+        write_atomically(self._secrets, json.dumps(dataclasses.asdict(secrets), indent=2) + "\n", mode=0o600)
 
-    def resolve_secrets(self) -> Secrets:
-        """Environment first, then what the stack was created with, then local defaults."""
+    def resolve_secrets(self, s3_running: bool) -> Secrets:
+        """Environment first, then what the stack was created with, then local defaults. A password the
+        database was created with, or keys a running SeaweedFS holds, cannot change (the other side keeps
+        the old one)."""
         stored = self.load_secrets()
-        pg_password = os.environ.get("SIMCLR_PG_PASSWORD") or (stored.pg_password if stored else None)
-        if stored and pg_password != stored.pg_password and self.has_database():
-            raise StackError(
-                f"SIMCLR_PG_PASSWORD differs from the one the database in {self.pgdata} was created with: "
-                "unset it, or stop the stack and delete the folder"
-            )
+        database = f"the database in {self.pgdata} was created with: unset it, or stop the stack and delete the folder"
+        weed = "the running SeaweedFS holds: unset it, or run `python scripts/server.py stop` first"
         return Secrets(
-            pg_password=pg_password or DEFAULTS["SIMCLR_PG_PASSWORD"],
-            s3_access_key=_env_or("AWS_ACCESS_KEY_ID", stored.s3_access_key if stored else None),
-            s3_secret_key=_env_or("AWS_SECRET_ACCESS_KEY", stored.s3_secret_key if stored else None),
+            pg_password=_kept("SIMCLR_PG_PASSWORD", stored and stored.pg_password, self.has_database(), database),
+            s3_access_key=_kept("AWS_ACCESS_KEY_ID", stored and stored.s3_access_key, s3_running, weed),
+            s3_secret_key=_kept("AWS_SECRET_ACCESS_KEY", stored and stored.s3_secret_key, s3_running, weed),
             flask_secret_key=os.environ.get("MLFLOW_FLASK_SERVER_SECRET_KEY")
             or (stored.flask_secret_key if stored else token_hex(32)),
         )
@@ -133,8 +135,11 @@ def default_state_dir() -> Path:
     return Path(os.environ.get("SIMCLR_SERVER_DIR") or REPO / ".server")
 
 
-def config_from_env(auth: bool, saved: Config | None) -> Config:
-    """Each setting from the environment, else from the stack's last start, else the default."""
+def config_from_env(auth: bool | None, saved: Config | None, bootstrapped: bool) -> Config:
+    """Each setting from the environment, else from the stack's last start, else the default; `auth` (None:
+    as the last start had it) from the command line. The admin of basic auth is fixed once its users exist
+    (`bootstrapped`): clients set the same MLFLOW_TRACKING_USERNAME, and whoever restarts the stack must
+    not become its admin."""
 
     def setting(name: str, field: str) -> str:
         return _env_or(name, str(getattr(saved, field)) if saved else None)
@@ -154,16 +159,36 @@ def config_from_env(auth: bool, saved: Config | None) -> Config:
     workers = setting("SIMCLR_MLFLOW_WORKERS", "workers")
     if not workers.isdigit() or int(workers) < 1:
         raise StackError(f"SIMCLR_MLFLOW_WORKERS={workers!r}: expected a positive integer")
-    admin = os.environ.get("MLFLOW_TRACKING_USERNAME") or (saved.admin_username if saved else None)
+    auth = saved.auth if auth is None and saved else bool(auth)
+    admin = saved.admin_username if bootstrapped and saved and saved.admin_username else None
+    admin = admin or (os.environ.get("MLFLOW_TRACKING_USERNAME") if auth else None)
     return Config(
         pg_port=port("SIMCLR_PG_PORT", "pg_port"),
         s3_port=s3_port,
         mlflow_port=port("SIMCLR_MLFLOW_PORT", "mlflow_port"),
         workers=int(workers),
         auth=auth,
-        admin_username=admin if auth else None,
+        admin_username=admin,
     )
+
+
+def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
+    """Write `path` whole or not at all (a file renamed into place): a crash while writing leaves the old
+    file, never an empty or truncated one."""
+    part = path.with_name(f".{path.name}.part")
+    part.unlink(missing_ok=True)
+    with open(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as handle:
+        handle.write(text)
+    os.replace(part, path)
 
 
 def _env_or(name: str, stored: str | None) -> str:
     return os.environ.get(name) or stored or DEFAULTS[name]
+
+
+def _kept(name: str, stored: str | None, fixed: bool, holder: str) -> str:
+    """`name`'s value (see _env_or), refused when it differs from the stored one while that is `fixed`."""
+    value = _env_or(name, stored)
+    if stored and fixed and value != stored:
+        raise StackError(f"{name} differs from the one {holder}")
+    return value

@@ -48,7 +48,11 @@ def _parser(prog: str | None) -> argparse.ArgumentParser:
     start_parser = commands.add_parser(
         "start", help="start whatever is not running, health-checking each part"
     )
-    start_parser.add_argument("--auth", action="store_true", help="run mlflow with its basic-auth app")
+    start_parser.add_argument(
+        "--auth",
+        action=argparse.BooleanOptionalAction,
+        help="run mlflow with its basic-auth app, or (--no-auth) without it; default: as the stack last ran",
+    )
     commands.add_parser("stop", help="stop mlflow, SeaweedFS and PostgreSQL")
     status_parser = commands.add_parser("status", help="show each part; exit 3 unless all are healthy")
     status_parser.add_argument("--json", action="store_true")
@@ -65,6 +69,9 @@ def _print_status(state: StateDir, as_json: bool) -> int:
     else:
         print(f"stack in {report['dir']}" + (" (basic auth)" if report["auth"] else ""))
         for name, c in report["components"].items():
-            shown = "healthy" if c["healthy"] else "running, not healthy" if c["running"] else "stopped"
+            shown = (
+                "healthy" if c["healthy"] else "running, not healthy" if c["running"]
+                else "stopped, but its workers still run (`stop` ends them)" if c.get("orphaned") else "stopped"
+            )
             print(f"  {name:<10} {HOST}:{c['port']:<6} {shown}")
     return 0 if all(c["healthy"] for c in report["components"].values()) else 3

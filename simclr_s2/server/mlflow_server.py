@@ -61,7 +61,18 @@ def command(config: Config) -> list[str]:
 
 
 def start(state: StateDir, config: Config, secrets: Secrets) -> None:
-    """Start the server and wait for /health; the clients' own MLFLOW_TRACKING_* variables stay out."""
+    """Start the server and wait for /health."""
+    proc = processes.spawn(state, "mlflow", command(config), server_env(state, config, secrets))
+    try:
+        processes.wait("mlflow server", START_TIMEOUT_S, lambda: is_healthy(config), proc)
+    except StackError as error:
+        processes.terminate(state, "mlflow")
+        raise processes.failure(state, "mlflow", str(error)) from None
+
+
+def server_env(state: StateDir, config: Config, secrets: Secrets) -> dict[str, str]:
+    """The server's environment: the clients' own MLFLOW_TRACKING_* variables stay out, and the admin's
+    password goes in only while the basic-auth users do not exist yet (it creates the admin)."""
     env = {**SERVER_ENV, **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")}}
     env.update(
         PGPASSWORD=secrets.pg_password,  # libpq reads it: no password in the command line or logs
@@ -75,14 +86,9 @@ def start(state: StateDir, config: Config, secrets: Secrets) -> None:
             MLFLOW_AUTH_ADMIN_USERNAME=config.admin_username or "",
             MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.flask_secret_key,
         )
-        if os.environ.get("MLFLOW_TRACKING_PASSWORD"):
+        if os.environ.get("MLFLOW_TRACKING_PASSWORD") and not auth_bootstrapped(state):
             env["MLFLOW_AUTH_ADMIN_PASSWORD"] = os.environ["MLFLOW_TRACKING_PASSWORD"]
-    proc = processes.spawn(state, "mlflow", command(config), env)
-    try:
-        processes.wait("mlflow server", START_TIMEOUT_S, lambda: is_healthy(config), proc)
-    except StackError as error:
-        processes.terminate(state, "mlflow")
-        raise processes.failure(state, "mlflow", str(error)) from None
+    return env
 
 
 def is_healthy(config: Config) -> bool:

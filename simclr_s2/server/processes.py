@@ -13,7 +13,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from simclr_s2.server.config import StackError, StateDir
+from simclr_s2.server.config import StackError, StateDir, write_atomically
 
 
 def run(cmd: list, check: bool = True) -> subprocess.CompletedProcess:
@@ -26,14 +26,27 @@ def run(cmd: list, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def pid(state: StateDir, name: str) -> int | None:
-    """The pid of a process this folder started, if it still runs (its start time guards pid reuse)."""
-    path = state.run / f"{name}.pid"
-    if not path.exists():
+def group(state: StateDir, name: str) -> tuple[int, bool] | None:
+    """(its process group, whether it still runs itself) for a process this folder started while any
+    process of its group lives: its own workers can outlive it (a killed mlflow server's uvicorn workers
+    keep its port). None when nothing of it runs. The group's id is the pid spawn recorded, which the
+    kernel keeps unused while the group has members; the recorded start time guards against reuse."""
+    recorded = _recorded(state, name)
+    if recorded is None:
         return None
-    number, started = path.read_text().split()
-    found = _proc_state(int(number))
-    return int(number) if found and found[0] != "Z" and found[1] == started else None
+    number, started = recorded
+    found = _proc_state(number)
+    if found is not None and found[1] != started:  # the pid is another process's now
+        return None
+    if not _group_alive(number):
+        return None
+    return number, found is not None and found[0] != "Z"
+
+
+def running(state: StateDir, name: str) -> bool:
+    """Whether the process this folder started as `name` still runs (not only workers it left)."""
+    found = group(state, name)
+    return found is not None and found[1]
 
 
 def spawn(state: StateDir, name: str, cmd: list[str], env: dict[str, str]) -> subprocess.Popen:
@@ -48,21 +61,22 @@ def spawn(state: StateDir, name: str, cmd: list[str], env: dict[str, str]) -> su
             cwd=state.root,
             start_new_session=True,
         )
-    (state.run / f"{name}.pid").write_text(f"{proc.pid} {_proc_state(proc.pid)[1]}\n")
+    write_atomically(state.run / f"{name}.pid", f"{proc.pid} {_proc_state(proc.pid)[1]}\n")
     return proc
 
 
 def terminate(state: StateDir, name: str, timeout: float = 20) -> bool:
-    """Stop a spawned process and its whole group; False when it was not running."""
-    found = pid(state, name)
+    """Stop a spawned process and its whole group, or what is left of the group when the process itself
+    died; False when nothing of it was running."""
+    found = group(state, name)
     if found is None:
         (state.run / f"{name}.pid").unlink(missing_ok=True)
         return False
-    _killpg(found, signal.SIGTERM)
+    _killpg(found[0], signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while pid(state, name) is not None and time.monotonic() < deadline:
+    while _group_alive(found[0]) and time.monotonic() < deadline:
         time.sleep(0.2)
-    _killpg(found, signal.SIGKILL)  # leftover workers of the group, or a process that ignored SIGTERM
+    _killpg(found[0], signal.SIGKILL)  # leftover workers of the group, or a process that ignored SIGTERM
     (state.run / f"{name}.pid").unlink(missing_ok=True)
     return True
 
@@ -93,6 +107,32 @@ def http_ok(url: str) -> bool:
             return response.status == 200
     except (urllib.error.URLError, OSError):
         return False
+
+
+def _recorded(state: StateDir, name: str) -> tuple[int, str] | None:
+    """(pid, start time) from the pid file; None when there is none, or when it cannot be read (a crash
+    before spawn wrote it): that process is then taken as not running, with a warning."""
+    path = state.run / f"{name}.pid"
+    try:
+        number, started = path.read_text().split()
+        return int(number), started
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        print(f"warning: {path} is unreadable: {name} taken as not running", file=sys.stderr)
+        return None
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a live (not zombie) process of this machine is in process group `group`."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it exited meanwhile
+            continue
+        if fields[2] == str(group) and fields[0] != "Z":
+            return True
+    return False
 
 
 def _proc_state(number: int) -> tuple[str, str] | None:

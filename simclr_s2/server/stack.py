@@ -3,6 +3,7 @@ server that needs both), each health-checked before the next, and stopped in rev
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -21,21 +22,24 @@ from simclr_s2.server.config import (
 from simclr_s2.server.preflight import check_module, check_port_free
 
 
-def start(state: StateDir, auth: bool) -> Config:
-    """Start whatever is not running. Every missing binary, package or credential and every taken port
-    is reported before anything starts or stops."""
+def start(state: StateDir, auth: bool | None) -> Config:
+    """Start whatever is not running; `auth` None keeps the stack's basic auth as it was. Every missing
+    binary, package or credential and every taken port is reported before anything starts or stops."""
     state.root.mkdir(parents=True, exist_ok=True)
     for folder in (state.logs, state.run):
         folder.mkdir(exist_ok=True)
     saved = state.load_config() if state.has_config() else None
-    config = config_from_env(auth, saved)
-    secrets = state.resolve_secrets()
+    config = config_from_env(auth, saved, mlflow_server.auth_bootstrapped(state))
+    auth = config.auth
     bindir = postgres.find_bindir()
     running = {
         "postgres": postgres.is_running(state, bindir),
-        "seaweedfs": processes.pid(state, "seaweedfs") is not None,
-        "mlflow": processes.pid(state, "mlflow") is not None,
+        "seaweedfs": processes.running(state, "seaweedfs"),
+        "mlflow": processes.running(state, "mlflow"),
     }
+    secrets = state.resolve_secrets(s3_running=running["seaweedfs"])
+    # processes whose leader died (a killed mlflow server's workers hold its port): ended below, then started anew
+    orphaned = [name for name in ("seaweedfs", "mlflow") if not running[name] and processes.group(state, name)]
     if any(running.values()):
         saved = state.load_config()  # a running stack without stack.json is an error, not a fresh start
         _check_same_ports(saved, config)
@@ -49,10 +53,16 @@ def start(state: StateDir, auth: bool) -> Config:
             check_module("flask_wtf", "'mlflow[auth]'")
             if not mlflow_server.auth_bootstrapped(state):
                 mlflow_server.check_admin_credentials()
+            elif (user := os.environ.get("MLFLOW_TRACKING_USERNAME")) and user != config.admin_username:
+                print(f"basic auth: the admin stays {config.admin_username} (stack.json); "
+                      f"MLFLOW_TRACKING_USERNAME={user} is not made one", file=sys.stderr)
     for component, is_running in running.items():
-        if not is_running:
+        if not is_running and component not in orphaned:
             for port, who in config.ports(component):
                 check_port_free(port, who)
+    for component in orphaned:
+        print(f"{component}: ending the processes its dead leader left", file=sys.stderr)
+        processes.terminate(state, component)
     if restart_for_auth:
         print(f"mlflow server: restarting {'with' if auth else 'without'} basic auth", file=sys.stderr)
         processes.terminate(state, "mlflow")
@@ -128,8 +138,7 @@ def status(state: StateDir) -> dict[str, Any]:
     secrets = state.load_secrets()
     bindir = postgres.find_bindir()
     pg = postgres.is_running(state, bindir)
-    weed = processes.pid(state, "seaweedfs") is not None
-    mlflow = processes.pid(state, "mlflow") is not None
+    weed, mlflow = (_running(processes.group(state, name)) for name in ("seaweedfs", "mlflow"))
     components = {
         "postgres": {
             "port": config.pg_port,
@@ -138,13 +147,13 @@ def status(state: StateDir) -> dict[str, Any]:
         },
         "seaweedfs": {
             "port": config.s3_port,
-            "running": weed,
-            "healthy": weed and seaweedfs.is_healthy(config, secrets),
+            **weed,
+            "healthy": weed["running"] and seaweedfs.is_healthy(config, secrets),
         },
         "mlflow": {
             "port": config.mlflow_port,
-            "running": mlflow,
-            "healthy": mlflow and mlflow_server.is_healthy(config),
+            **mlflow,
+            "healthy": mlflow["running"] and mlflow_server.is_healthy(config),
         },
     }
     return {
@@ -176,6 +185,11 @@ def env_lines(config: Config) -> list[str]:
         "(direct bucket access needs AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)"
     )
     return lines
+
+
+def _running(found: tuple[int, bool] | None) -> dict[str, bool]:
+    """`running`, and `orphaned` when the process died but processes of its group (its workers) live on."""
+    return {"running": bool(found and found[1]), "orphaned": bool(found and not found[1])}
 
 
 def _check_same_ports(saved: Config, wanted: Config) -> None:

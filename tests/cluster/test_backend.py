@@ -9,7 +9,9 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from project_runner import ROOT
+from project_runner import ROOT, unique_name
+
+from simclr_s2.tracking.tracker import ERROR_TAG
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +46,27 @@ def test_a_failing_entry_point_fails_mlflow_run_with_its_reason(project, launche
     assert "error: epochs: expected a finite number > 0, got 0" in done.stdout
     run_id = done.stderr.split("Run (ID '")[1].split("'")[0]
     assert project.client.get_run(run_id).info.status == "FAILED"
+
+
+def test_ctrl_c_while_following_cancels_the_task_and_fails_the_run(project, monkeypatch):
+    """As with the local backend: Ctrl-C on `mlflow run --backend ray` stops the command and ends its run
+    FAILED (Ray is stood in for: the claim is about the follower)."""
+    import ray
+
+    from simclr_s2.cluster.backend import RaySubmittedRun
+    from simclr_s2.tracking.door import Tracking
+
+    def stream():
+        raise KeyboardInterrupt
+        yield
+
+    cancelled = []
+    monkeypatch.setattr(ray, "cancel", cancelled.append)
+    run_id = project.client.create_run(project.client.create_experiment(unique_name("interrupted"))).info.run_id
+    followed = stream()
+    with pytest.raises(KeyboardInterrupt):
+        RaySubmittedRun(run_id, followed, Tracking(project.env["MLFLOW_TRACKING_URI"])).wait()
+
+    assert cancelled == [followed]
+    run = project.client.get_run(run_id)
+    assert (run.info.status, run.data.tags[ERROR_TAG]) == ("FAILED", "interrupted")

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+from project_runner import unique_name
 
 from simclr_s2.errors import UserError
 from simclr_s2.faults import FAULT_ENV
 from simclr_s2.settings import specs
+from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import build
 from simclr_s2.stages.grid import GRID, plan, split_key, variants
 from simclr_s2.tracking.tracker import ERROR_TAG, PARENT_TAG, RESUMED_FROM_TAG
@@ -167,3 +169,34 @@ def test_a_grid_fold_is_drawn_as_its_own_split_and_its_cell_records_it(project, 
     made = project.client.get_run(cells["split"].iloc[0].split("/")[1])
     assert (made.data.tags["split_kind"], made.data.tags["fold"], made.data.tags["held_out"]) == ("folds-2", "1", "1")
     assert list(_cells(project, project.run_stage(GRID, **params))["status"]) == ["reused"]
+
+
+def test_an_interrupted_dispatch_cancels_its_tasks_and_ends_their_runs_killed(project, monkeypatch):
+    """Ctrl-C on the driver while cells train: no cell's run may stay RUNNING with nobody to end it (Ray is
+    stood in for: the claim is about the driver's side)."""
+    import ray
+
+    from simclr_s2.cluster import dispatch
+    from simclr_s2.stages.classifier import BASELINE
+
+    def interrupted(refs, num_returns):
+        raise KeyboardInterrupt
+
+    cancelled = []
+    submitted = iter(["ref-a", "ref-b"])
+    task = type("Task", (), {"options": lambda self, **_: self, "remote": lambda self, *_: next(submitted)})()
+    monkeypatch.setattr(dispatch, "_remote_stage", lambda: task)
+    monkeypatch.setattr(ray, "wait", interrupted)
+    monkeypatch.setattr(ray, "cancel", cancelled.append)
+    parent = project.client.create_run(project.client.create_experiment(unique_name("interrupted"))).info
+    ctx = Context.from_env({**project.process_env(), "MLFLOW_EXPERIMENT_ID": parent.experiment_id})
+    jobs = [dispatch.Job(f"cell-{seed}", BASELINE, {"seed": seed}) for seed in (0, 1)]
+    placement = dispatch.Placement(address="local", parallel=2)
+    with pytest.raises(KeyboardInterrupt):
+        dispatch._Dispatch(ctx, parent.run_id, placement, dispatch.Progress(2, "cells")).run(jobs)
+
+    assert cancelled == ["ref-a", "ref-b"]
+    runs = project.runs("baseline", **{PARENT_TAG: parent.run_id})
+    assert {(r.info.status, r.data.tags[ERROR_TAG]) for r in runs} == {
+        ("KILLED", "the command that dispatched it stopped: KeyboardInterrupt: ")}
+    assert len(runs) == 2

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import importlib
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 from mlflow.exceptions import ExecutionException
 
+import simclr_s2.cluster
 from simclr_s2.cluster.backend import RayConfig
 from simclr_s2.errors import UserError
 from simclr_s2.settings.spec import build
@@ -40,3 +43,14 @@ def test_an_address_where_no_cluster_answers_fails_at_once():
             "try:\n    join('127.0.0.1:1')\nexcept Exception as error:\n    print(error)")
     done = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=60)
     assert done.stdout.startswith("ray_address: nothing answers at 127.0.0.1:1"), done.stderr[-2000:]
+
+
+@pytest.mark.parametrize(("given", "kept"), [(None, "0"), ("1", "1")])
+def test_ray_log_dedup_is_off_before_the_package_imports_ray(monkeypatch, given, kept):
+    """Ray reads RAY_DEDUP_LOGS when it is imported: the package's __init__ sets it, before its modules import
+    Ray (a user's own value stays)."""
+    monkeypatch.delenv("RAY_DEDUP_LOGS", raising=False)
+    if given is not None:
+        monkeypatch.setenv("RAY_DEDUP_LOGS", given)
+    importlib.reload(simclr_s2.cluster)
+    assert os.environ["RAY_DEDUP_LOGS"] == kept

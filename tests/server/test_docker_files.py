@@ -166,6 +166,17 @@ def test_training_image_runs_this_python_where_mlflow_puts_the_project(compose: 
     assert _service(compose, "train")["build"] == {"context": "..", "dockerfile": "docker/Dockerfile"}
 
 
+def test_training_image_leaves_out_what_git_ignores() -> None:
+    """Packed stores and checkpoints (.simclr_s2), caches and build leftovers stay out of its `COPY . .`."""
+
+    def patterns(path: Path) -> set[str]:
+        lines = {line.strip() for line in path.read_text().splitlines()}
+        return {line for line in lines if line and not line.startswith("#")}
+
+    kept_out = {pattern.removeprefix("**/") for pattern in patterns(DOCKER / "Dockerfile.dockerignore")}
+    assert {pattern.strip("/") for pattern in patterns(REPO / ".gitignore")} - kept_out == set()
+
+
 def test_makefile_fragment_drives_the_server_cli() -> None:
     fragment = (DOCKER / "server.mk").read_text()
     for target, command in (("server", "start"), ("server-stop", "stop"), ("server-status", "status")):

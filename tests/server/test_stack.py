@@ -16,7 +16,7 @@ from mlflow.entities import Metric, Param, RunTag
 from project_runner import unique_name
 
 from simclr_s2.server import seaweedfs
-from simclr_s2.server.config import StateDir
+from simclr_s2.server.config import StackError, StateDir
 from simclr_s2.tracking.door import Tracking
 
 if TYPE_CHECKING:
@@ -123,3 +123,5 @@ def test_stopping_seaweedfs_with_a_stack_json_it_cannot_read_still_returns(tmp_p
     state.run.mkdir()
     (tmp_path / "stack.json").write_text(written)
     assert seaweedfs.stop(state) is False
+    with pytest.raises(StackError, match=f"{tmp_path / 'stack.json'} is not a stack.json this version reads"):
+        state.load_config()  # `status` and `start` say so in one line
