@@ -12,6 +12,7 @@ ARCHS = ("resnet18", "resnet50", "resnet101", "resnet152")
 TRAINABLE = ("head2", "head", "all")
 BN_RECALIBRATE = ("auto", "true", "false")
 OPTIMIZERS = ("sgd", "adam", "lars")
+EPOCH_METRICS = ("loss", "accuracy", "precision", "recall", "f1", "auc")  # each set's, every epoch
 JITTER_MODES = ("spectral", "per_band")
 
 

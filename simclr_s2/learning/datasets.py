@@ -13,6 +13,7 @@ the same cores, so by default the loader then reads inline. On CUDA the loader c
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -192,7 +193,8 @@ class BatchLoader:
     `device` x arrives there (y stays on the CPU), copied and, for a DeviceSource, finished on a side stream.
 
     Under torchrun each rank iterates a `sharded` copy: `batch_size` stays the global batch, and rank r
-    takes every world-th sample of it, so the ranks together train on the batches one process would.
+    takes every world-th sample of it, so the ranks together train on the batches one process would: the
+    padding that evens out an epoch's last batch (`dealt`) is left out of the loss (`shares`).
     """
 
     def __init__(
@@ -249,6 +251,12 @@ class BatchLoader:
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def dropping_last(self) -> BatchLoader:
+        """This loader without its last batch when that one is partial (drop_last)."""
+        loader = copy.copy(self)
+        loader.drop_last = True
+        return loader
+
     def __len__(self) -> int:
         """Steps per epoch: the same on every rank."""
         n = len(self.source)
@@ -273,6 +281,13 @@ class BatchLoader:
         then every world-th one from `rank`."""
         order = self.order(epoch)[: self.samples]
         return np.resize(order, -(-len(order) // self.world) * self.world)[self.rank :: self.world]
+
+    def shares(self, step: int) -> list[int]:
+        """Every rank's rows of batch `step` that are samples, in rank order: the rest, the last rows of an epoch's
+        last batch, are `dealt`'s padding, which a training loss must leave out."""
+        per_rank = self.batch_size // self.world
+        dealt = [-(-(self.samples - r) // self.world) for r in range(self.world)]  # each rank's samples this epoch
+        return [min(per_rank, max(0, n - step * per_rank)) for n in dealt]
 
     def read_ahead(self) -> int:
         """Batches read ahead in threads this epoch: `prefetch`; for None, AUTO_PREFETCH unless the CPU
@@ -351,6 +366,18 @@ def _named(batches: list[np.ndarray], b: int) -> list[np.ndarray]:
 def gather_epoch(batches: Iterable[Batch], local: torch.Tensor) -> torch.Tensor:
     """`BatchLoader.gather` for a BatchLoader; any other iterable is not sharded, so `local` is all of it."""
     return batches.gather(local) if isinstance(batches, BatchLoader) else local
+
+
+def batch_shares(batches: Iterable[Batch], step: int, rows: int) -> list[int]:
+    """`BatchLoader.shares` for a BatchLoader; any other iterable is not sharded: every rank's `rows` are samples."""
+    return batches.shares(step) if isinstance(batches, BatchLoader) else [rows] * distributed.world()
+
+
+def set_epoch(batches: Iterable[Batch], epoch: int) -> None:
+    """Tell a loader that can be told (`BatchLoader.set_epoch`) the epoch it is about to give: its order then
+    depends on (seed, epoch) only, so a resumed run, a new process, sees the batches an unbroken one does."""
+    if hasattr(batches, "set_epoch"):
+        batches.set_epoch(epoch)
 
 
 def make_loader(

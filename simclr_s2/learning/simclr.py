@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Iterable, Sized
+from collections.abc import Callable, Iterable, Sequence, Sized
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,7 @@ from simclr_s2.learning import distributed
 from simclr_s2.learning.augment import augment as augment_views
 from simclr_s2.learning.checkpoints import Snapshots, resumable
 from simclr_s2.learning.config import OPTIMIZERS, AugmentConfig
+from simclr_s2.learning.datasets import BatchLoader, batch_shares, set_epoch
 from simclr_s2.learning.models import SimCLRModel
 from simclr_s2.learning.models import channels_last as to_channels_last
 from simclr_s2.learning.runtime import (
@@ -172,13 +173,15 @@ def simclr_step(
     channels_last: bool = True,
     autocast_dtype: torch.dtype | None = None,
     scaler: torch.amp.GradScaler | None = None,
+    shares: Sequence[int] | None = None,
 ) -> float:
     """One SimCLR step on a batch x (N, C, H, W): two views each, one forward pass over the 2N views
     (BatchNorm sees both, as in SimCLR), NT-Xent in float32, backward, optimiser step. Returns the loss.
 
     With several ranks `model` is the DistributedDataParallel wrapper and the loss is over every rank's
     projections: each rank's gradient of its own rows then sums the ranks' identical losses, and DDP's
-    average over the ranks gives exactly the one-process gradient."""
+    average over the ranks gives exactly the one-process gradient. `shares` (`BatchLoader.shares`): each
+    rank's first rows that are samples; the rest, padding, are no patch's negatives."""
     with torch.no_grad():
         views = torch.cat([augment_views(x, augment, generator), augment_views(x, augment, generator)])
     if channels_last:
@@ -186,6 +189,12 @@ def simclr_step(
     with torch.autocast(views.device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
         z = model(views)
     z1, z2 = (distributed.all_gather_grad(half) for half in z.float().chunk(2))
+    if shares is not None and any(n != len(x) for n in shares):
+        samples = torch.cat([torch.arange(len(x)) < n for n in shares]).to(z1.device)
+        z1, z2 = z1[samples], z2[samples]
+    if len(z1) < 2:
+        raise UserError(f"batch_size: NT-Xent needs at least 2 patches a batch (the others are a patch's "
+                        f"negatives), got a batch of {len(z1)}")
     loss = nt_xent_loss(z1, z2, temperature)
     optimizer.zero_grad(set_to_none=True)
     if scaler is None:
@@ -200,7 +209,7 @@ def simclr_step(
 
 @dataclass
 class PretrainResult:
-    """What a pretraining call did: every epoch's mean loss (resumed epochs included), the optimiser
+    """What a pretraining call did: every epoch's loss, a mean over its patches (resumed epochs included), the optimiser
     steps done in all, the epoch it started from (0 unless resumed) and every step's metrics."""
 
     epoch_losses: list[float] = field(default_factory=list)
@@ -212,7 +221,8 @@ class PretrainResult:
 @dataclass
 class _Training:
     """Everything a checkpoint must hold for a resumed run to take the same steps as an uninterrupted
-    one: weights, optimiser and schedule, and every rank's RNGs that decide data order and views."""
+    one: weights, optimiser and schedule, and every rank's RNGs that decide views (and a DataLoader's
+    order, from torch's global RNG; a BatchLoader's follows from the epoch, `set_epoch`)."""
 
     config: dict[str, Any]
     model: nn.Module
@@ -220,7 +230,6 @@ class _Training:
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler | None
     generator: torch.Generator
-    loader: Any
     snapshots: Snapshots = field(default_factory=Snapshots)
 
     def save(self, path: Path, result: PretrainResult, progress: Progress | None, last: bool) -> None:
@@ -229,12 +238,9 @@ class _Training:
         to a temporary file renamed over the old one: a kill never leaves half a file. Every rank must call
         it (the RNG states are gathered). The `last` epoch's leaves the optimiser out: its configuration
         holds the epoch count, so no resume trains on from it (two thirds of a ResNet-18's checkpoint)."""
-        loader_generator = getattr(self.loader, "generator", None)
-        rng = distributed.all_gather_object({
-            **rng_states(self.generator.device),
-            "augment": self.generator.get_state(),
-            "loader": None if loader_generator is None else loader_generator.get_state(),
-        })
+        rng = distributed.all_gather_object(
+            {**rng_states(self.generator.device), "augment": self.generator.get_state()}
+        )
         if not distributed.is_main():
             return
         checkpoint = {
@@ -268,13 +274,21 @@ class _Training:
         rng = distributed.own_state(checkpoint["rng"], f"checkpoint {path}")
         restore_rng(rng)
         self.generator.set_state(rng["augment"])
-        loader_generator = getattr(self.loader, "generator", None)
-        if loader_generator is not None and rng["loader"] is not None:
-            loader_generator.set_state(rng["loader"])
         return PretrainResult(
             list(checkpoint["epoch_losses"]), checkpoint["global_step"], checkpoint["epoch"],
             list(checkpoint["history"]),
         )
+
+
+def _contrastive(loader: Iterable[Any]) -> Iterable[Any]:
+    """`loader` as NT-Xent can learn from it: a patch learns from the other patches of its batch, so a BatchLoader
+    of one patch a batch is refused, and its last batch dropped when that holds a single patch (a step that
+    teaches nothing and logs a loss of 0). Other loaders are checked batch by batch (`simclr_step`)."""
+    if not isinstance(loader, BatchLoader):
+        return loader
+    if loader.batch_size < 2:
+        raise UserError(f"batch_size: NT-Xent needs at least 2 patches a batch, got {loader.batch_size}")
+    return loader.dropping_last() if len(loader.source) % loader.batch_size == 1 else loader
 
 
 def pretrain(
@@ -297,14 +311,15 @@ def pretrain(
 ) -> PretrainResult:
     """Train `model` with SimCLR on the batches of `loader` (x or (x, y); labels ignored).
 
-    `lr` None takes DEFAULT_LR[optimizer]. Each epoch reports, through `progress.epoch_done`, {"loss",
-    "lr"} for every optimiser step (step = steps done so far) and {"epoch_loss", "epoch"} at that epoch's
-    last step, after the epoch's checkpoint is durable. With `checkpoint_path`, the model, optimiser (but
-    after the last epoch), scheduler, counters, RNG states and metric history are written after each epoch
-    as one safetensors file (`checkpoints`), and a call that finds it (or the earlier torch.save file beside
-    it) continues from it (handing the history to `progress.resumed`): the steps after it are the same as an
-    uninterrupted run's (same data order, views and numbering). A run killed mid-epoch repeats that
-    epoch's steps, with the same numbers, reported once. A NaN or infinite loss stops the loop
+    `lr` None takes DEFAULT_LR[optimizer]. NT-Xent needs two patches a batch (`_contrastive`). Each epoch
+    reports, through `progress.epoch_done`, {"loss", "lr"} for every optimiser step (step = steps done so far)
+    and {"epoch_loss", "epoch"} at that epoch's last step (the mean over its patches), after the epoch's
+    checkpoint is durable. With `checkpoint_path`, the model, optimiser (but after the last epoch), scheduler,
+    counters, RNG states and metric history are written after each epoch as one safetensors file
+    (`checkpoints`), and a call that finds it (or the earlier torch.save file beside it) continues from it
+    (handing the history to `progress.resumed`): the steps after it are the same as an uninterrupted run's (same
+    data order, a loader with `set_epoch` being told each epoch, views and numbering). A run killed mid-epoch
+    repeats that epoch's steps, with the same numbers, reported once. A NaN or infinite loss stops the loop
     (NonFiniteError). `amp` turns on autocast on CUDA only. Under torchrun, `progress` is called and the
     checkpoint written on rank 0 only, and each rank draws its own views (seeded with seed + rank).
     """
@@ -319,6 +334,7 @@ def pretrain(
         raise UserError(f"temperature: expected a positive value, got {temperature}")
     if epochs < 1:
         raise UserError(f"epochs: expected at least 1, got {epochs}")
+    loader = _contrastive(loader)
     if not isinstance(loader, Sized) or len(loader) == 0:
         raise UserError("data: the pretraining loader has no batches (is the data set empty?)")
     augment = augment or AugmentConfig()
@@ -349,7 +365,6 @@ def pretrain(
         scheduler=make_scheduler(opt, optimizer, epochs * steps_per_epoch),
         scaler=scaler,
         generator=torch.Generator(device=device),
-        loader=loader,
     )
     path = Path(checkpoint_path) if checkpoint_path is not None else None
     found = resumable(path)
@@ -369,11 +384,13 @@ def pretrain(
     with distributed.data_parallel(model) as net:
         for epoch in range(result.start_epoch, epochs):
             net.train()
-            total = 0.0
+            set_epoch(loader, epoch)
+            total, samples = 0.0, 0
             entries: list[StepMetrics] = []
-            for batch in tqdm(loader, desc=f"pretrain epoch {epoch + 1}/{epochs}", disable=distributed.quiet(),
-                              leave=False):
+            bar = tqdm(loader, desc=f"pretrain epoch {epoch + 1}/{epochs}", disable=distributed.quiet(), leave=False)
+            for step, batch in enumerate(bar):
                 x = batch[0] if isinstance(batch, (tuple, list)) else batch
+                shares = batch_shares(loader, step, len(x))
                 step_lr = opt.param_groups[0]["lr"]
                 loss = simclr_step(
                     net,
@@ -385,13 +402,15 @@ def pretrain(
                     channels_last=channels_last,
                     autocast_dtype=autocast_dtype,
                     scaler=scaler,
+                    shares=shares,
                 )
                 training.scheduler.step()
                 result.global_step += 1
                 check_finite({"loss": loss}, ("loss",), f"at step {result.global_step} (lr={lr:g})")
-                total += loss
+                total += loss * sum(shares)  # the loss is the global batch's
+                samples += sum(shares)
                 entries.append((result.global_step, {"loss": loss, "lr": step_lr}))
-            result.epoch_losses.append(total / steps_per_epoch)
+            result.epoch_losses.append(total / samples)
             entries.append((result.global_step, {"epoch_loss": result.epoch_losses[-1], "epoch": float(epoch + 1)}))
             result.history.extend(entries)
             logger.info("pretrain epoch %d/%d: loss %.4f", epoch + 1, epochs, result.epoch_losses[-1])

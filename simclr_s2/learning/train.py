@@ -29,13 +29,13 @@ from tqdm import tqdm
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed, runtime
 from simclr_s2.learning.checkpoints import Snapshots, resumable
-from simclr_s2.learning.datasets import gather_epoch
+from simclr_s2.learning.config import EPOCH_METRICS
+from simclr_s2.learning.datasets import batch_shares, gather_epoch, set_epoch
 from simclr_s2.learning.metrics import binary_metrics
 from simclr_s2.learning.runtime import Progress, adam, amp_setup, check_finite, load_optimizer_state, save_checkpoint
 
 log = logging.getLogger(__name__)
 
-EPOCH_METRICS = ("loss", "accuracy", "precision", "recall", "f1", "auc")
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]
 SMALL_MODEL_WEIGHTS = 4_000_000
 """A module with fewer weights (a head on cached features: 0.8 M) trains on the CPU on one intra-op thread:
@@ -95,11 +95,6 @@ def _intra_op_threads(model: nn.Module, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def _set_epoch(loader: Batches, epoch: int) -> None:
-    if hasattr(loader, "set_epoch"):
-        loader.set_epoch(epoch)
-
-
 @torch.no_grad()
 def predict(model: nn.Module, loader: Batches, device: str = "cpu", amp: bool = False,
             channels_last: bool = True) -> tuple[np.ndarray, np.ndarray, float]:
@@ -116,7 +111,13 @@ def predict(model: nn.Module, loader: Batches, device: str = "cpu", amp: bool = 
         raise UserError("data: a set to evaluate has no patches")
     z, y = gather_epoch(loader, torch.cat(logits)), gather_epoch(loader, torch.cat(labels))
     loss = nn.functional.binary_cross_entropy_with_logits(z, y).item()
-    return y.numpy(), torch.sigmoid(z).numpy(), loss
+    return y.numpy(), _probabilities(z), loss
+
+
+def _probabilities(logits: torch.Tensor) -> np.ndarray:
+    """sigmoid in float64: in float32 every logit above about 17 gives 1.0, and the AUC then ties patches the
+    model ranks apart."""
+    return torch.sigmoid(logits.double()).numpy()
 
 
 def _epoch_metrics(prefix: str, y: np.ndarray, p: np.ndarray, loss: float) -> dict[str, float]:
@@ -124,20 +125,31 @@ def _epoch_metrics(prefix: str, y: np.ndarray, p: np.ndarray, loss: float) -> di
     return {f"{prefix}_{k}": m[k] for k in EPOCH_METRICS}
 
 
+def _shard_loss(z: torch.Tensor, y: torch.Tensor, shares: list[int]) -> torch.Tensor:
+    """This rank's BCE, which DistributedDataParallel averages over the ranks: the mean over its rows while
+    every rank holds as many samples (one process: always); else its samples' sum (`dealt`'s padding left
+    out) over the global batch's, times the ranks, so the average is the one-process batch mean."""
+    mine = shares[distributed.rank()]
+    if mine * len(shares) == sum(shares):
+        return nn.functional.binary_cross_entropy_with_logits(z, y)
+    return nn.functional.binary_cross_entropy_with_logits(z[:mine], y[:mine], reduction="sum") * (
+        len(shares) / sum(shares))
+
+
 def _train_epoch(net: nn.Module, loader: Batches, optimizer: torch.optim.Optimizer, cfg: FitConfig,
                  amp: tuple[torch.dtype | None, torch.amp.GradScaler | None], desc: str) -> dict[str, float]:
     """One pass over `loader` with `net` (the model, or its DistributedDataParallel wrapper); the
-    train_* metrics on every rank's predictions, the loss averaged over every rank's steps."""
+    train_* metrics on every rank's predictions, the loss averaged over every rank's samples."""
     device = torch.device(cfg.device)
     autocast_dtype, scaler = amp
-    loss_fn = nn.BCEWithLogitsLoss()
     net.train()
-    labels, logits, losses = [], [], []
-    for x, y in tqdm(loader, desc=desc, disable=distributed.quiet(), leave=False):
+    labels, logits, losses, count = [], [], [], 0
+    for step, (x, y) in enumerate(tqdm(loader, desc=desc, disable=distributed.quiet(), leave=False)):
         y = y.float().to(device)
+        shares = batch_shares(loader, step, len(y))
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             z = net(_prepare(x, cfg.device, cfg.channels_last)).float()
-            loss = loss_fn(z, y)
+            loss = _shard_loss(z, y, shares)
         optimizer.zero_grad(set_to_none=True)
         if scaler is not None:
             scaler.scale(loss).backward()
@@ -148,11 +160,11 @@ def _train_epoch(net: nn.Module, loader: Batches, optimizer: torch.optim.Optimiz
             optimizer.step()
         labels.append(y.cpu())
         logits.append(z.detach().cpu())
-        losses.append(loss.item() * len(y))
-    y_local = torch.cat(labels)
-    loss_sum, count = distributed.all_reduce_sum([sum(losses), float(len(y_local))])
-    return _epoch_metrics("train", gather_epoch(loader, y_local).numpy(),
-                          torch.sigmoid(gather_epoch(loader, torch.cat(logits))).numpy(), loss_sum / count)
+        losses.append(loss.item() * sum(shares) / len(shares))  # the BCE summed over this rank's samples
+        count += shares[distributed.rank()]
+    loss_sum, count = distributed.all_reduce_sum([sum(losses), float(count)])
+    return _epoch_metrics("train", gather_epoch(loader, torch.cat(labels)).numpy(),
+                          _probabilities(gather_epoch(loader, torch.cat(logits))), loss_sum / count)
 
 
 def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
@@ -204,7 +216,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
     with _intra_op_threads(model, device), distributed.data_parallel(model) as net:
         while state["epoch"] < cfg.epochs and state["bad_epochs"] < cfg.patience:
             epoch = state["epoch"]
-            _set_epoch(train, epoch)
+            set_epoch(train, epoch)
             train_metrics = _train_epoch(net, train, optimizer, cfg, amp, f"epoch {epoch + 1}/{cfg.epochs}")
             distributed.broadcast_buffers(model)
             val_metrics = _epoch_metrics("val", *predict(model, val, cfg.device, cfg.amp, cfg.channels_last))

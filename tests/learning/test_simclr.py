@@ -8,10 +8,13 @@ from torch.utils.data import DataLoader, TensorDataset
 from simclr_s2.errors import UserError
 from simclr_s2.learning.checkpoints import read_tree
 from simclr_s2.learning.config import AugmentConfig
+from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
 from simclr_s2.learning.imported_weights import read_state_dict
 from simclr_s2.learning.models import build_simclr
 from simclr_s2.learning.runtime import Recorder
 from simclr_s2.learning.simclr import LARS, make_optimizer, nt_xent_loss, param_groups, pretrain
+from simclr_s2.settings.spec import build
+from simclr_s2.settings.specs import Pretrain
 
 
 def reference_nt_xent(z1: torch.Tensor, z2: torch.Tensor, tau: float) -> float:
@@ -88,9 +91,10 @@ def structured_data(n: int = 32) -> torch.Tensor:
 LIGHT = AugmentConfig(crop_scale=(0.5, 1.0), jitter_p=0.0, blur_p=0.0)
 
 
-def loader(n: int = 32, batch_size: int = 8) -> DataLoader:
-    x = structured_data(n)
-    return DataLoader(TensorDataset(x, torch.zeros(n)), batch_size=batch_size, shuffle=True, drop_last=True)
+def loader(n: int = 32, batch_size: int = 8) -> BatchLoader:
+    """The stage's loader (shuffled by (seed, epoch), so a resumed run must tell it the epoch), read inline."""
+    return BatchLoader(MemoryDataset(structured_data(n), torch.zeros(n)), batch_size, shuffle=True, drop_last=True,
+                       prefetch=0)
 
 
 def small_model() -> torch.nn.Module:
@@ -197,3 +201,29 @@ def test_bad_parameters(kwargs, match):
 def test_empty_loader():
     with pytest.raises(UserError, match="no batches"):
         pretrain(small_model(), DataLoader(TensorDataset(torch.zeros(0, 10, 8, 8))), 1)
+
+
+def test_every_step_contrasts_two_patches_or_more():
+    """NT-Xent of a single patch is 0 whatever the weights: batch_size 1 is refused, a last batch of one patch is
+    dropped (here 5 patches in batches of 4: one step), and a DataLoader's batch of one stops the run."""
+    with pytest.raises(UserError, match="batch_size: NT-Xent needs at least 2"):
+        pretrain(small_model(), loader(4, batch_size=1), 1)
+    five = BatchLoader(MemoryDataset(structured_data(5), torch.zeros(5)), 4, shuffle=True, prefetch=0)
+    assert pretrain(small_model(), five, 1, augment=LIGHT).global_step == 1
+    with pytest.raises(UserError, match="batch_size: .* got a batch of 1"):
+        pretrain(small_model(), DataLoader(TensorDataset(structured_data(3)), batch_size=2), 1, augment=LIGHT)
+
+
+def test_the_epoch_loss_is_the_mean_over_its_patches():
+    log = Recorder()
+    six = BatchLoader(MemoryDataset(structured_data(6), torch.zeros(6)), 4, prefetch=0)
+    result = pretrain(small_model(), six, 1, augment=LIGHT, progress=log)
+    first, last = (m["loss"] for m in log.metrics() if "loss" in m)
+    assert result.epoch_losses == [pytest.approx((4 * first + 2 * last) / 6)]
+
+
+@pytest.mark.parametrize(("name", "value"), [
+    ("batch_size", "1"), ("temperature", "1e-300"), ("crop_min_scale", "1.5"), ("view_size", "20000")])
+def test_pretrain_parameters_out_of_range_are_refused_by_name(name, value):
+    with pytest.raises(UserError, match=f"^{name}: expected"):
+        build(Pretrain, {name: value})

@@ -13,6 +13,7 @@ from simclr_s2.learning import train as train_module
 from simclr_s2.learning.checkpoints import read_tree, write_tree
 from simclr_s2.learning.datasets import BatchLoader, MemoryDataset
 from simclr_s2.learning.feature_cache import cached_training_set
+from simclr_s2.learning.metrics import roc_auc
 from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
 from simclr_s2.learning.runtime import Recorder
 from simclr_s2.learning.train import FitConfig, fit
@@ -210,3 +211,10 @@ def test_a_diverging_training_stops_before_its_checkpoint(tiny, tmp_path):
 def test_bad_settings_are_user_errors(bad):
     with pytest.raises(UserError):
         FitConfig(**bad)
+
+
+def test_predicted_probabilities_keep_saturated_logits_apart():
+    """In float32 every logit above about 17 is a probability of 1.0: the AUC must still see their order."""
+    z, y = torch.tensor([30.0, 25.0, 20.0, 18.0, 17.5, 16.0, -3.0]), torch.tensor([1.0, 1, 1, 0, 1, 0, 0])
+    labels, p, _ = train_module.predict(torch.nn.Identity(), BatchLoader(MemoryDataset(z, y), 4, prefetch=0))
+    assert roc_auc(labels, p) == pytest.approx(roc_auc(labels, z.numpy())) == pytest.approx(11 / 12)
