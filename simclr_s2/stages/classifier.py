@@ -24,7 +24,7 @@ from simclr_s2.learning.batchnorm import recalibrate, recalibration_wanted
 from simclr_s2.learning.datasets import BatchLoader
 from simclr_s2.learning.encoder_source import EncoderSource, Scratch
 from simclr_s2.learning.feature_cache import cached_training_set
-from simclr_s2.learning.metrics import DEFAULT_THRESHOLD, THRESHOLD_SOURCE, threshold_source
+from simclr_s2.learning.metrics import DEFAULT_THRESHOLD, THRESHOLD_SOURCE, near_constant, threshold_source
 from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
 from simclr_s2.learning.runtime import Progress
 from simclr_s2.learning.train import FitConfig, FitResult, fit, predict
@@ -36,6 +36,7 @@ from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SplitData, fetcher, load_split_data, loader
 from simclr_s2.stages.pretrain import capped, demo_encoder
 from simclr_s2.study.comparison import RECALIBRATED, country_metrics
+from simclr_s2.study.promotion import VAL_NEAR_CONSTANT
 from simclr_s2.study.splits import (
     MANIFEST,
     NATURAL,
@@ -258,6 +259,14 @@ def evaluate_natural(trained: TrainedClassifier, run: StageRun) -> dict[str, str
             **({THRESHOLD_SOURCE: source} if source else {})}
 
 
+def validation_near_constant(trained: TrainedClassifier, threshold: float) -> bool:
+    """Whether the kept model predicts one class for nearly all of its balanced validation patches at the
+    threshold it is operated at (metrics.near_constant): what promote may judge it by, as the test set never
+    picks a model."""
+    return near_constant(predict(trained.model, trained.batches(trained.split.val, False), trained.device)[1],
+                         threshold)
+
+
 def encoder_label(uri: str) -> str:
     """A short name for an encoder reference, for run names: the alias, v<version>, or the file's stem."""
     if match := ALIAS_URI.fullmatch(uri):
@@ -305,16 +314,17 @@ class Classifier(Stage[ClassifierSpec]):
         split = trained.split
         scored = predict(trained.model, trained.batches(split.test, False), trained.device)
         natural = evaluate_natural(trained, run)
+        operated_at = float(natural.get(THRESHOLD_METRIC, DEFAULT_THRESHOLD))
         test = log_evaluation(run, scored, split.test.names, "test",
-                              groups=spatial_groups(split.index, split.test.names),
-                              operated_at=float(natural.get(THRESHOLD_METRIC, DEFAULT_THRESHOLD)))
+                              groups=spatial_groups(split.index, split.test.names), operated_at=operated_at)
         # compare's per-country table
         run.log_metrics(country_metrics(split.index, split.test.names, *scored[:2]))
-        if test["test_near_constant"]:
-            run.set_tags({"near_constant": "true"})  # compare flags it; promote never chooses it
+        flags = {"near_constant": bool(test["test_near_constant"]),  # compare flags its cell
+                 VAL_NEAR_CONSTANT: validation_near_constant(trained, operated_at)}  # promote never ranks it
+        run.set_tags({k: "true" for k, flagged in flags.items() if flagged})
         summary = {**{k: f"{v:.4f}" for k, v in result.best_val.items()},
                    **{k: f"{test[k]:.4f}" for k in REGISTERED_TEST_METRICS}, **natural,
-                   "near_constant": str(bool(test["test_near_constant"])).lower()}
+                   **{k: str(flagged).lower() for k, flagged in flags.items()}}
         version = ""
         if spec.register:
             example = trained.batches(split.val, False).source.read_batch(np.arange(2))[0].numpy()

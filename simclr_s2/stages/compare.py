@@ -1,13 +1,13 @@
 """compare: the study's comparison for one scheme, from the model registry: every condition across the data
-fractions with intervals and paired tests against the baselines on the same test patches (seeds and
-spatial groups resampled, Holm-adjusted), natural-prevalence figures and calibration, the figures and
+fractions with intervals and paired tests against the baselines on the same test patches (spatial groups
+resampled, seeds by Student t, Holm-adjusted), natural-prevalence figures and calibration, the figures and
 one report.html, written to `out` and logged as artifacts of the compare run. It trains and writes
 nothing else: predictions are read into a temporary folder."""
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -23,15 +23,18 @@ from simclr_s2.study.comparison import (
     OPTIONAL_METRICS,
     RECALIBRATED,
     VARIANT,
+    Predictions,
     compare,
 )
 from simclr_s2.study.report import Links, write_report
+from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.names import CLASSIFIER_MODEL
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.ui import run_url, version_url
 from simclr_s2.tracking.versions import VersionRecord, finite, versions_frame
 
-PREDICTIONS = "evaluation/test/predictions.csv"
+PREDICTIONS_FOLDER = "evaluation/test"
+PREDICTIONS = f"{PREDICTIONS_FOLDER}/predictions.csv"
 FOLDS = "folds"  # test_set value: every version trained on a cross-validation fold, each fold its test set
 NATURAL_FOLDER = "evaluation/test_natural"
 
@@ -66,9 +69,6 @@ class Compare(Stage[specs.Compare]):
                       classifier_model=CLASSIFIER_MODEL)
         with tempfile.TemporaryDirectory() as tmp:
 
-            def predictions(run_id: str) -> pd.DataFrame:
-                return pd.read_csv(run.tracking.download_artifacts(run_id, PREDICTIONS, tmp))
-
             def natural(run_id: str) -> pd.DataFrame | None:
                 """The natural-prevalence test predictions, where the run scored that set."""
                 listed = {a.path for a in run.tracking.list_artifacts(run_id, NATURAL_FOLDER)}
@@ -77,7 +77,9 @@ class Compare(Stage[specs.Compare]):
                     return None
                 return pd.read_csv(run.tracking.download_artifacts(run_id, path, tmp))
 
-            comparison = compare(runs_frame(records, spec), spec.fractions, predictions=predictions,
+            frame = runs_frame(records, spec)
+            comparison = compare(frame, spec.fractions,
+                                 predictions=predictions_reader(run.tracking, records, frame, spec.fractions, tmp),
                                  natural=natural, n_boot=spec.n_boot)
         out = Path(spec.out).expanduser().resolve()
         for path in write_report(comparison, out, f"scheme {spec.scheme}", links):
@@ -90,6 +92,28 @@ class Compare(Stage[specs.Compare]):
               f"{filled} of {len(cells)} cells with runs"
               + (f", {len(skipped)} non-finite versions skipped" if skipped else "")
               + f"; report in {out / 'report.html'}")
+
+
+def predictions_reader(tracking: Tracking, records: list[VersionRecord], runs: pd.DataFrame,
+                       fractions: Sequence[int], folder: str) -> Predictions | None:
+    """What reads a run's test predictions into `folder`: None where no run of `runs` (runs_frame) at
+    `fractions` logged any (the intervals are then t across seeds); a used run without them, beside runs
+    with them, is refused in one line: its cell's intervals and tests would mix two methods."""
+    def has(run_id: str) -> bool:
+        return PREDICTIONS in {a.path for a in tracking.list_artifacts(run_id, PREDICTIONS_FOLDER)}
+
+    if not any(has(r) for r in runs.loc[runs["fraction"].isin(fractions), "run_id"]):
+        return None
+    versions = {r.run_id: r for r in records}
+
+    def read(run_id: str) -> pd.DataFrame:
+        if not has(run_id):
+            raise UserError(f"{CLASSIFIER_MODEL} {versions[run_id].describe()}: its run {run_id} has no "
+                            f"{PREDICTIONS}, which other runs of this comparison have; compare resamples "
+                            "every run's predictions or none (fractions and test_set leave versions out)")
+        return pd.read_csv(tracking.download_artifacts(run_id, PREDICTIONS, folder))
+
+    return read
 
 
 def runs_frame(records: list[VersionRecord], spec: specs.Compare) -> pd.DataFrame:

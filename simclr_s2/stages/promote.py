@@ -14,23 +14,28 @@ from simclr_s2.stages.base import Stage
 from simclr_s2.study import promotion
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.tracker import StageRun
+from simclr_s2.tracking.versions import VersionRecord
 
 
 def _choice(spec: specs.Promote, ctx: Context) -> tuple[promotion.Choice, str, str | None]:
     """The ranked candidates, the filters in words, and the version holding the alias now."""
-    key = promotion.run_metric(spec.metric)
-    promotion.check_alias(spec.alias)
+    key = promotion.run_metric(spec.metric)  # the spec refused a test metric (validate) and a bad alias
     what = f"scheme={spec.scheme} fraction={spec.fraction} pretrained={spec.pretrained}"
     door = Tracking.of(ctx)
     records = door.search_versions(spec.scheme, fraction=None if spec.fraction == "any" else int(spec.fraction),
                                    pretrained=None if spec.pretrained == "any" else spec.pretrained)
-    candidates = [promotion.Candidate(r.version, r.describe(), r.metrics.get(key, math.nan), int(r.tags["fraction"]),
-                                      r.tags.get("test_digest", ""), r.metrics.get("best_val_loss", math.nan),
-                                      near_constant=r.tags.get("near_constant") == "true")
-                  for r in records]
-    choice = promotion.choose(candidates, spec.metric, what, cross_fractions=spec.cross_fractions,
+    choice = promotion.choose(candidates(records, key), spec.metric, what, cross_fractions=spec.cross_fractions,
                               cross_test_sets=spec.cross_test_sets)
     return choice, what, door.alias_version(spec.alias)
+
+
+def candidates(records: list[VersionRecord], key: str) -> list[promotion.Candidate]:
+    """The versions as candidates by the run metric `key`, flagged near-constant by their validation tag only
+    (the test set's `near_constant` is compare's: it must not decide)."""
+    return [promotion.Candidate(r.version, r.describe(), r.metrics.get(key, math.nan), int(r.tags["fraction"]),
+                                r.tags.get("test_digest", ""), r.metrics.get("best_val_loss", math.nan),
+                                near_constant=r.tags.get(promotion.VAL_NEAR_CONSTANT) == "true")
+            for r in records]
 
 
 class Promote(Stage[specs.Promote]):

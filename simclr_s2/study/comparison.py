@@ -35,12 +35,12 @@ fraction, seed) registered more than once counts once, with its newest version (
 counts seeds; the others are listed in `duplicates`.
 
 Every cell gets n, mean, std and a 95 % interval, by one method for the whole comparison: with per-patch
-predictions, the bootstrap over the cell's seeds and the test set's spatial groups together (stats.py;
+predictions, the bootstrap over the test set's spatial groups with Student t over the cell's seeds (stats.py;
 groups from the predictions' `group` column, each patch its own group when a run's predictions lack it,
 which `unit` states); without, a t interval across seeds (none for one seed). Paired tests, for each
 fraction, each fine-tuned condition against each baseline condition: runs are paired by seed, on the
-seeds both have (the others are listed as unpaired and left out); the same bootstrap, drawing seed
-pairs and groups, gives the mean difference's interval and p. Every p of a comparison (all fractions,
+seeds both have (the others are listed as unpaired and left out); the same method, on the seed pairs'
+differences, gives the mean difference's interval and p. Every p of a comparison (all fractions,
 conditions, baselines and metrics) is adjusted together by Holm's method (`<metric>_p_holm`, beside the
 raw p); a difference counts only when its adjusted p < SIGNIFICANCE. Per seed pair, `pairs` lists the
 differences on the whole test set, without a test of its own (one seed pair is not the unit).
@@ -50,9 +50,9 @@ each fold (encoder_fold set), named by fold_encoder_alias: the condition names t
 encoder_version reads PER_FOLD_ENCODER. Each fold has its own test set (one digest per
 fold), so a (condition, fraction, seed) counts when it has every fold of the comparison (the others are
 left out, logged) and is scored on its pooled out-of-fold predictions: the folds' test sets
-concatenated, every metric, interval and paired test computed on them as on one test set (seeds and
-spatial groups resampled together). Without predictions, a seed's figure is the mean over folds of the
-per-fold metrics. `folds` has the per-fold table (mean per condition, fraction and fold over seeds),
+concatenated, every metric, interval and paired test computed on them as on one test set (the spatial
+groups of all folds resampled together, the seeds by t). Without predictions, a seed's figure is the mean
+over folds of the per-fold metrics. `folds` has the per-fold table (mean per condition, fraction and fold over seeds),
 `countries` the per-country one (mean over the runs, seeds and folds, that scored a country).
 """
 
@@ -372,7 +372,7 @@ def _method(scores: Scores | None, folded: bool = False) -> str:
             else f"{patches} (the predictions name no spatial group: each patch its own)")
     folds = ("; folds pooled: each seed scored on its folds' out-of-fold test predictions together" if folded
              else "")
-    return f"{stats.METHOD}: seeds and {unit}, resampled together{folds}"
+    return f"{stats.METHOD}: {unit} resampled, seeds by t with k - 1 df{folds}"
 
 
 def _pooled(used: pd.DataFrame) -> pd.DataFrame:

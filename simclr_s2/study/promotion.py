@@ -10,9 +10,10 @@ first to reach that score).
 Candidates are ranked within one condition of measurement: one data fraction (its validation set holds
 40 patches at 1 % and 4,077 at 100 %, so their values are not comparable) and one test set (test-set
 digest), unless the caller explicitly allows crossing them. A non-finite value (NaN, inf) is never ranked,
-nor is a constant or near-constant predictor (metrics.near_constant, tagged by its run on the balanced
-test set: balanced F1 rewards predicting one class everywhere); the flag only removes a candidate, it never
-orders the others.
+nor is a constant or near-constant predictor (metrics.near_constant, judged by its run on the balanced
+validation set at its operating threshold and tagged VAL_NEAR_CONSTANT: balanced F1 rewards predicting one
+class everywhere); the flag only removes a candidate, it never orders the others. The test set's own flag
+(`near_constant`) is compare's, for display: judged on test, it must not pick a model either.
 """
 
 from __future__ import annotations
@@ -25,11 +26,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from simclr_s2.errors import UserError
-from simclr_s2.learning.train import EPOCH_METRICS
+from simclr_s2.learning.config import EPOCH_METRICS
 
 VALIDATION_METRICS = tuple(f"val_{m}" for m in EPOCH_METRICS)
 LOWER_IS_BETTER = frozenset({"val_loss"})
 MAX_TAG_CHARS = 4000  # under MLflow's 5000/8000-character limits for tag values
+VAL_NEAR_CONSTANT = "val_near_constant"  # a version's tag: near-constant on validation; never ranked
 
 
 def run_metric(metric: str) -> str:
@@ -43,10 +45,12 @@ def run_metric(metric: str) -> str:
     return f"best_{metric}"
 
 
-def check_alias(alias: str) -> None:
-    """Refuse what MLflow would refuse, before anything is searched or changed."""
+def alias_problem(alias: str) -> str | None:
+    """What MLflow would refuse in an alias (None: nothing), told before anything is searched, trained or
+    registered: a spec's check for promote's alias and the encoders' names."""
     if not re.fullmatch(r"[\w-]{1,255}", alias) or alias.lower() == "latest" or re.fullmatch(r"[vV]\d+", alias):
-        raise UserError(f"alias: expected letters, digits, '_' or '-', not 'latest' nor v<number>, got {alias!r}")
+        return "expected letters, digits, '_' or '-', not 'latest' nor v<number>"
+    return None
 
 
 def previous_alias(alias: str) -> str:
@@ -62,7 +66,7 @@ class Candidate:
     fraction: int  # the data fraction (%) it was trained and validated on
     test_digest: str  # sha256 of the test set its run scored (the split's test.csv)
     loss: float = math.nan  # the kept epoch's validation loss: the tie-break
-    near_constant: bool = False  # predicts (nearly) one class everywhere: never ranked
+    near_constant: bool = False  # predicts (nearly) one class on validation: never ranked
 
 
 TIE_BREAK = "val_loss, then the earlier version"

@@ -154,16 +154,22 @@ def folds_of(kind: str, groups: np.ndarray, pos: np.ndarray, rng: np.random.Gene
     return balanced_folds(groups, pos, int(_KIND.fullmatch(kind).group("k")), rng).astype(str)
 
 
-def assign_fold(groups: np.ndarray, pos: np.ndarray, held_out: np.ndarray, ratios: Sequence[float],
+def assign_fold(groups: np.ndarray, pos: np.ndarray, folds: np.ndarray, fold: str, ratios: Sequence[float],
                 natural_share: float, rng: np.random.Generator) -> np.ndarray:
-    """The set of every patch of a cross-validation split: the held-out fold is test (its first groups, in
-    seeded order, the natural-prevalence set until it holds natural_share of all patches); the other
-    folds' groups go to validation or train by their positives, in the ratio r_val : r_train."""
+    """The set of every patch of a cross-validation split (`folds`: every patch's fold, folds_of): the
+    held-out `fold` is test (its first groups, in seeded order, the natural-prevalence set until it holds
+    natural_share of all patches; a share that takes the whole fold is refused); the other folds' groups
+    go to validation or train by their positives, in the ratio r_val : r_train."""
     target = np.empty(len(groups), dtype=object)
+    held_out = folds == fold
     names, inverse, _, group_size = _group_totals(groups[held_out], pos[held_out])
     order = rng.permutation(len(names))
     natural = np.zeros(len(names), dtype=bool)
     natural[order] = (np.cumsum(group_size[order]) - group_size[order]) < natural_share * len(groups)
+    if natural_share and natural.all():
+        raise UserError(f"natural_share: {natural_share} of the pool takes all of fold {fold}, which holds "
+                        f"{held_out.mean():.1%} of it, and leaves its test set empty; expected a share well "
+                        "below the held-out fold's")
     target[held_out] = np.where(natural[inverse], "test_natural", "test")
     r_train, r_val, _ = ratios
     rest = (r_train / (r_train + r_val), r_val / (r_train + r_val), 0.0)

@@ -3,26 +3,32 @@ that varies: training seeds and spatial groups of test patches.
 
 Patches of one tile or block are correlated (same fields, same dates), and a model trained with another
 seed errs elsewhere; a bootstrap over patches ignores both and rejects a true null 10-46 % of the time at
-0.05 (issue 20). Here every resample draws, together and independently:
-- the seeds (runs) of the cell, k of k with replacement, and
-- the spatial groups of the test set, G of G with replacement (a patch weighs as often as its group was
-  drawn), the cluster bootstrap (Davison & Hinkley 1997, section 3.8, "two-stage sampling").
-The statistic of a resample is the mean over the drawn seeds of the metric on the drawn patches. Drawing
-k of k seeds shrinks the spread of their mean by (k - 1) / k in variance (5 seeds: 20 %), which made the
-test reject a true null 10 % of the time at 0.05; the resampled values are therefore spread about their
-mean by sqrt(k / (k - 1)) (the usual small-sample correction of a bootstrap variance). The interval is
-their percentile interval, cut at the metric's range ([0, 1], or [-1, 1] for a difference); two
-conditions on the same patches are paired by seed (the same drawn seed pairs and groups for both, so what
-they share cancels), with the two-sided bootstrap p of the difference. One run and one group per patch
-reduce it to the patch bootstrap (Efron & Tibshirani 1993, ch. 13). tests/study/test_false_positives.py
-shows the rate of false rejections stays within [0.02, 0.08] at 0.05 on simulated grids with
-tile-correlated errors and seed noise.
+0.05 (issue 20). The mean over a cell's k seeds varies in two parts, which are drawn apart and added:
+- the groups' part: the cluster bootstrap (Davison & Hinkley 1997, section 3.8) draws G of the test set's
+  G spatial groups with replacement (a patch weighs as often as its group was drawn) and takes the mean
+  change of the k runs' metric there. A run's own errors on some groups (seed-group interaction) are in
+  that change too, and in the seeds' part below, so the change's spread about its mean is narrowed by what
+  they add: their variance across the runs, averaged over resamples, over k.
+- the seeds' part: s / sqrt(k) times a draw of Student t with k - 1 df (s: the standard deviation of the
+  k runs' metric on every patch; draws from default_rng([seed, 1])).
+Where seeds differ more than the test set can tell, interval and p are those of the t interval and the
+paired t-test on the seed pairs' differences; where the groups dominate, of the cluster bootstrap. A
+bootstrap that drew the seeds too (k of k with replacement, the spread widened by sqrt(k / (k - 1))) took
+their spread for a known normal one: with 2-5 seeds where seed noise dominated it rejected a true null
+12-22 % of the time at 0.05, and a cell's 95 % interval held the true mean 70-90 % of the time. The
+interval is the percentile interval of the draws, cut at the metric's range ([0, 1], or [-1, 1] for a
+difference); two conditions on the same patches are paired by seed (each seed pair's difference is the
+metric, so what they share cancels), with the two-sided bootstrap p of the difference. One run and one
+group per patch reduce it to the patch bootstrap (Efron & Tibshirani 1993, ch. 13).
+tests/study/test_false_positives.py shows the rate of false rejections stays within [0.02, 0.08] at 0.05
+on simulated grids with tile-correlated errors and seed noise, and with 2 and 3 seeds where seed noise
+dominates.
 
 Many tests in one comparison are adjusted with Holm's step-down method (Holm 1979), which controls the
 family-wise error rate under any dependence between the tests.
 
-Resamples come from numpy's PCG64 seeded with `seed`, chunk by chunk in resample order, so a seed gives
-the same interval on every machine and run.
+Resamples come from numpy's PCG64 seeded with `seed`, chunk by chunk in resample order (the t draws from
+one seeded with [seed, 1]), so a seed gives the same interval on every machine and run.
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from simclr_s2.study.split_kinds import SPATIAL_BLOCK_KM, group_keys
 
 LEVEL = 0.95
 N_BOOT = 2000
-METHOD = "bootstrap over seeds and spatial groups of test patches"
+METHOD = "bootstrap over spatial groups of test patches, Student t over seeds"
 _CHUNK_CELLS = 1 << 22  # resampled patch weights held at once (32 MiB)
 
 
@@ -146,21 +152,19 @@ def group_codes(groups: Sequence[object] | None, n: int) -> np.ndarray:
     return np.unique(np.asarray(groups).astype(str), return_inverse=True)[1].reshape(-1)
 
 
-def resamples(k: int, codes: np.ndarray, n_boot: int, seed: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """Chunks of (drawn seed indices (b, k), patch weights (b, n)), n_boot rows in all: per row, k of the
-    k runs and G of the G groups drawn with replacement from default_rng(seed), seeds first."""
+def resamples(codes: np.ndarray, n_boot: int, seed: int) -> Iterator[np.ndarray]:
+    """Chunks of patch weights (b, n), n_boot rows in all: per row, G of the G groups drawn with replacement
+    from default_rng(seed), a patch weighing as often as its group was drawn."""
     rng = np.random.default_rng(seed)
     n_groups = int(codes.max()) + 1
     rows = max(1, _CHUNK_CELLS // max(len(codes), 1))
     for start in range(0, n_boot, rows):
-        b = min(rows, n_boot - start)
-        drawn = rng.integers(0, k, size=(b, k))
-        counts = rng.multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=b)
-        yield drawn, counts[:, codes]
+        counts = rng.multinomial(n_groups, np.full(n_groups, 1 / n_groups), size=min(rows, n_boot - start))
+        yield counts[:, codes]
 
 
 def _percentile(values: np.ndarray, level: float, bound: float) -> tuple[float, float]:
-    """The percentile interval, cut at the statistic's range [-bound, 1] (the widened spread can pass it)."""
+    """The percentile interval, cut at the statistic's range [-bound, 1] (t's tails can pass it)."""
     values = values[~np.isnan(values)]
     if not len(values):
         return math.nan, math.nan
@@ -170,20 +174,30 @@ def _percentile(values: np.ndarray, level: float, bound: float) -> tuple[float, 
 
 def _resampled(labels: np.ndarray, scores: Callable[[np.ndarray], np.ndarray], k: int,
                groups: Sequence[object] | None, n_boot: int, seed: int) -> tuple[float, np.ndarray]:
-    """The observed mean over runs of `scores(weights)` ((k, b) per run) and its n_boot resampled means."""
-    codes = group_codes(groups, len(labels))
-    observed = float(np.nanmean(scores(np.ones((1, len(labels))))[:, 0]))
-    values = np.concatenate([np.take_along_axis(scores(w).T, drawn, axis=1).mean(axis=1)
-                             for drawn, w in resamples(k, codes, n_boot, seed)])
-    centre = np.nanmean(values)
-    return observed, centre + (values - centre) * math.sqrt(k / (k - 1) if k > 1 else 1.0)
+    """The observed mean over runs of `scores(weights)` ((k, b) per run) and n_boot draws of it: the groups'
+    part by the cluster bootstrap, less what a run's own errors add (it is in the seeds' spread), plus the
+    seeds' part from Student t with k - 1 df (module doc)."""
+    runs = scores(np.ones((1, len(labels))))[:, 0]
+    observed = float(np.nanmean(runs))
+    changes = np.concatenate([scores(w) for w in resamples(group_codes(groups, len(labels)), n_boot, seed)],
+                             axis=1) - runs[:, None]
+    shared = changes.mean(axis=0)  # NaN where the metric is undefined on the drawn groups
+    kept = ~np.isnan(shared)
+    if k < 2 or not kept.any():
+        return observed, observed + shared
+    own = float(changes[:, kept].var(axis=0, ddof=1).mean())  # the runs' own changes, in s too
+    centre, spread = float(shared[kept].mean()), float(shared[kept].var())
+    scale = math.sqrt(max(spread - own / k, 0.0) / spread) if spread > 0 else 0.0
+    t_draws = np.random.default_rng([seed, 1]).standard_t(k - 1, size=n_boot)
+    return observed, (observed + centre + (shared - centre) * scale
+                      + float(np.std(runs, ddof=1)) / math.sqrt(k) * t_draws)
 
 
 def interval(labels: np.ndarray, probabilities: np.ndarray, metric_name: str, groups: Sequence[object] | None = None,
              *, n_boot: int = N_BOOT, seed: int = 0, level: float = LEVEL) -> Estimate:
     """The mean of a metric over k runs scored on the same n patches (probabilities (n,) or (k, n)) and
-    its percentile interval over resamples of runs and groups (module doc); resamples where the metric is
-    undefined (AUC of one class) are left out."""
+    its percentile interval over draws of the groups' and the seeds' parts (module doc); resamples where
+    the metric is undefined (AUC of one class) are left out."""
     y, p = _check(labels, probabilities)
     fn = _metric(metric_name)
     observed, values = _resampled(y, lambda w: fn(y, p, w), len(p), groups, n_boot, seed)
@@ -194,8 +208,9 @@ def paired(labels: np.ndarray, probabilities_a: np.ndarray, probabilities_b: np.
            groups: Sequence[object] | None = None, *, n_boot: int = N_BOOT, seed: int = 0,
            level: float = LEVEL) -> Estimate:
     """metric(A) - metric(B), mean over k seed pairs (row i of A and of B trained with the same seed) on
-    the same patches, its percentile interval over resamples of seed pairs and groups, and the two-sided
-    p = 2 (1 + #{d* on the far side of 0}) / (n_boot + 1), capped at 1 (Davison & Hinkley 1997, eq. 4.11).
+    the same patches, its percentile interval over draws of the groups' and the seed pairs' parts, and the
+    two-sided p = 2 (1 + #{d* on the far side of 0}) / (n_boot + 1), capped at 1 (Davison & Hinkley 1997,
+    eq. 4.11).
     One seed pair gets no p (NaN): its difference holds that pair's seed-to-seed noise, which no resample
     of groups measures, and a test of two equally good conditions rejected half the time at 0.05."""
     y, pa = _check(labels, probabilities_a)

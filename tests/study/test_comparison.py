@@ -167,8 +167,9 @@ def test_duplicates_are_listed_and_the_newest_counts(result) -> None:
 def test_every_interval_resamples_seeds_and_groups(result) -> None:
     row = cell(result, BEN, 10)
     assert row["interval"] == "3 seeds x 6 groups"
-    assert result.method == ("bootstrap over seeds and spatial groups of test patches: seeds and 6 spatial "
-                             f"groups of {N_PATCHES} test patches, resampled together; {ONE_SEED}")
+    assert result.method == ("bootstrap over spatial groups of test patches, Student t over seeds: 6 spatial "
+                             f"groups of {N_PATCHES} test patches resampled, seeds by t with k - 1 df; "
+                             f"{ONE_SEED}")
     runs = np.stack([aligned(r) for r in ("ben-1", "ben-12", "ben-3")])  # seed order: v1, v12 (seed 1), v3
     expected = stats.interval(LABELS, runs, "accuracy", GROUPS, n_boot=300)
     assert (row["test_accuracy_low"], row["test_accuracy_high"]) == pytest.approx(

@@ -8,12 +8,14 @@ difference near alpha. Seeded, so the rates are the same on every run."""
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from simclr_s2.study.stats import holm, paired
+from simclr_s2.study.stats import holm, interval, paired
 
 TILES, PER_TILE, SEEDS, FRACTIONS, GRIDS = 30, 10, 5, 3, 100
 N_BOOT = 300
 ALPHA = 0.05
+SEED_TRIALS, SEED_PATCHES = 200, 500  # null tests per seed count where seed noise dominates, patches
 
 
 def simulated_runs(rng: np.random.Generator, y: np.ndarray, tiles: np.ndarray, hardness: np.ndarray) -> np.ndarray:
@@ -62,3 +64,29 @@ def test_resampling_patches_alone_does_not() -> None:
     assert rate > 0.3, rate  # 0.55 here: the issue's 10-46 % and more
 
 
+
+
+def seed_dominated_runs(rng: np.random.Generator, y: np.ndarray, k: int) -> np.ndarray:
+    """k runs whose skill varies from seed to seed (sd 0.1) far more than the test set's patches vary
+    (500 patches): each patch right with the run's skill, at probability 0.75 or 0.25."""
+    skill = 0.75 + rng.normal(0, 0.1, (k, 1))
+    return np.where((rng.random((k, len(y))) < skill) == y, 0.75, 0.25)
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_few_seeds_hold_the_rate_where_seed_noise_dominates(k: int) -> None:
+    """Where the seeds differ more than the test set can tell, the test is the t-test on the seed pairs'
+    differences (k - 1 df): here it rejects 5.5 % (2 seeds) and 7 % (3) of the time, and a cell's 95 %
+    interval holds the true mean 94 % and 93.5 % of the time. The bootstrap that drew k of k seeds and
+    widened their spread by sqrt(k / (k - 1)) rejected 16 % of the time and held it 79 % and 85.5 %."""
+    rng = np.random.default_rng(k)
+    y = np.arange(SEED_PATCHES) % 2 == 0
+    groups = np.arange(SEED_PATCHES) // 10
+    rejected = covered = 0
+    for s in range(SEED_TRIALS):
+        a, b = seed_dominated_runs(rng, y, k), seed_dominated_runs(rng, y, k)
+        rejected += paired(y, a, b, "accuracy", groups, n_boot=N_BOOT, seed=s).p < ALPHA
+        cell = interval(y, a, "accuracy", groups, n_boot=N_BOOT, seed=s)
+        covered += cell.low <= 0.75 <= cell.high
+    assert 0.02 <= rejected / SEED_TRIALS <= 0.08, rejected
+    assert 0.92 <= covered / SEED_TRIALS <= 0.99, covered
