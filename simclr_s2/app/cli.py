@@ -47,8 +47,9 @@ class _Parser(argparse.ArgumentParser):
 
 
 def parser(cls: type[Spec]) -> argparse.ArgumentParser:
-    """The command line of an entry point, built from its spec: `--name value` for every parameter."""
-    p = _Parser(prog=f"{cls.entry_point}", description=(cls.__doc__ or "").strip())
+    """The command line of an entry point, built from its spec: `--name value` for every parameter, and no
+    abbreviation: `mlflow run -P epoch=1` passes an undeclared `--epoch`, which must not become `--epochs`."""
+    p = _Parser(prog=f"{cls.entry_point}", description=(cls.__doc__ or "").strip(), allow_abbrev=False)
     for f in fields_of(cls):
         required = f.default is dataclasses.MISSING
         shown = "" if required else f" (default: {canonical(f.default)})"

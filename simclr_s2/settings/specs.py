@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
 from simclr_s2.bigearthnet.bands import BANDS, BandError, Bands
@@ -46,9 +46,10 @@ from simclr_s2.settings.spec import (
 )
 from simclr_s2.study.comparison import DEFAULT_LABEL_RULE
 from simclr_s2.study.membership import OVERLAP_POLICIES
+from simclr_s2.study.promotion import alias_problem, run_metric
 from simclr_s2.study.search_space import PRUNERS, TARGETS, SearchSpace, check_metric, storage_problem
 from simclr_s2.study.split_kinds import KIND_PATTERN, KINDS_HELP, is_cv
-from simclr_s2.study.splits import ALL_SETS
+from simclr_s2.study.splits import ALL_SETS, check_options, scheme_folder_problem
 from simclr_s2.study.splits import DEFAULT_FRACTIONS as FRACTIONS
 
 DEMO_ARCHIVE = "demo/BigEarthNet-v1.0"
@@ -112,10 +113,26 @@ def _bands_or_auto(value: str) -> str | None:
     return None if value == "auto" else _bands(value)
 
 
+def _path(value: str) -> str | None:
+    """A blank path (an empty `-P name=`) would be the current folder: refused, whatever the parameter."""
+    return None if value else "expected a path or URI, not an empty value"
+
+
+def _path_param(default: Any = MISSING, help: str = "") -> Any:
+    """A path (folder, file or URI) parameter: never blank."""
+    return param(default, help, check=_path)
+
+
+def _split_refs(value: str) -> str | None:
+    """exclude_split's list: a blank entry ("", ",") would leave no test set out, silently."""
+    ok = all(ref.strip() for ref in value.split(","))
+    return None if ok else "expected auto, none, or split folders or runs:/ URIs joined by ','"
+
+
 def _in_data(where: str, help: str) -> Any:
     """A path whose default, auto, is `where` in the data folder: the demo chain's place for it."""
     return param("auto", f"{help}; auto = {where} in the data folder (SIMCLR_S2_DATA, default ./data)",
-                 in_data=where)
+                 check=_path, in_data=where)
 
 
 def _ratios(values: tuple[float, ...]) -> str | None:
@@ -133,8 +150,8 @@ class MakeDemoData(Spec):
     seed: int = param(0, "random seed: the same seed writes the same bytes", check=seed_number)
     layout: str = param("v1", "v1 (BigEarthNet-S2 v1.0) or v2 (v2.0 / reBEN, with reference maps)",
                         choices=LAYOUTS)
-    scene: str = param("none", "folder to write a synthetic Sentinel-2 scene into (per-band GeoTIFFs, "
-                               "which predict maps) instead of an archive; none = the archive")
+    scene: str = _path_param("none", "folder to write a synthetic Sentinel-2 scene into (per-band GeoTIFFs, "
+                                     "which predict maps) instead of an archive; none = the archive")
 
 
 @dataclass(frozen=True)
@@ -176,21 +193,29 @@ class CreateSplits(Spec):
     fold: int = param(0, "kind folds-<k> or country: the fold held out for test, 0 to k-1 (country: the index's "
                          "countries in alphabetical order)", check=_whole)
 
+    def validate(self) -> None:
+        official = None if self.official_split == "all" else self.official_split
+        check_options(self.kind, official, self.natural_test, self.natural_share, self.fold)
+
 
 @dataclass(frozen=True)
 class Pretrain(Spec):
     """Train a SimCLR encoder (ResNet + projection head, NT-Xent) and register it under an alias."""
 
     entry_point: ClassVar[str] = "pretrain"
-    index: str = param("auto", "index file or runs:/ URI; auto = the demo archive's")
+    index: str = _path_param("auto", "index file or runs:/ URI; auto = the demo archive's")
     exclude_split: str = param("auto", "splits whose test sets pretraining must not see (folders or runs:/ "
-                                       "URIs, comma-separated); auto = the demo's when index is auto; none")
-    name: str = param("ben", "alias of the registered encoder, e.g. ben, ca-sgd, ca-adam")
+                                       "URIs, comma-separated); auto = the demo's when index is auto; none",
+                               check=_split_refs)
+    name: str = param("ben", "alias of the registered encoder, e.g. ben, ca-sgd, ca-adam", check=alias_problem)
     arch: str = param("resnet18", "encoder", choices=ARCHS)
     bands: str = param("study", "study, all, or band names joined by ','", check=_bands)
     epochs: int = param(2, "epochs", check=positive)
-    batch_size: int = param(32, "batch (global, across processes); the study's 32", check=positive)
-    temperature: float = param(0.1, "NT-Xent temperature", check=positive)
+    batch_size: int = param(32, "batch (global, across processes; at least 2: NT-Xent contrasts a patch with the "
+                                "others of its batch); the study's 32",
+                            check=lambda v: None if v >= 2 else "expected 2 or more")
+    temperature: float = param(0.1, "NT-Xent temperature",
+                               check=lambda v: None if 0.001 <= v <= 10 else "expected a temperature in 0.001..10")
     optimizer: str = param("adam", "sgd = cosine decay; lars", choices=OPTIMIZERS)
     lr: float = param(0.001, "learning rate", check=positive)
     seed: int = param(0, "random seed (weights, data order, views)", check=seed_number)
@@ -200,9 +225,11 @@ class Pretrain(Spec):
     gain: float = param(0.4, "gain drawn from [1 - gain, 1 + gain]", check=probability)
     brightness: float = param(0.0, "per_band only: shift in std units", check=non_negative)
     contrast: float = param(0.0, "per_band only: contrast factor range", check=non_negative)
-    crop_min_scale: float = param(0.08, "smallest random crop, as a share of the patch area", check=positive)
+    crop_min_scale: float = param(0.08, "smallest random crop, as a share of the patch area",
+                                  check=lambda v: None if 0 < v <= 1 else "expected a share in (0, 1]")
     view_size: int = param(64, "side in pixels of the views the crops are resized to: 120 keeps the patch's "
-                               "(the study's), 64 trains about 3.5x faster (the demo's)", check=positive)
+                               "(the study's), 64 trains about 3.5x faster (the demo's); 8 to 240",
+                          check=lambda v: None if 8 <= v <= 240 else "expected 8..240 pixels")
     blur_p: float = param(0.5, "probability of a Gaussian blur", check=probability)
     noise_std: float = param(0.05, "additive noise in std units", check=non_negative)
     reuse: bool = param(True, REUSE_HELP, keyed=False)
@@ -224,9 +251,9 @@ class ImportEncoder(Spec):
     """Register an encoder trained elsewhere (a state dict) like one pretrained here."""
 
     entry_point: ClassVar[str] = "import_encoder"
-    state_dict: str = param(help="a .pt file or an artifact URI (runs:/, s3://, ...): a SimCLR model of this "
-                                 "project, or torchgeo's Sentinel-2 ResNet-50 weights (timm layout)")
-    name: str = param(help="alias of the registered version, e.g. ca-adam")
+    state_dict: str = _path_param(help="a .pt file or an artifact URI (runs:/, s3://, ...): a SimCLR model of this "
+                                       "project, or torchgeo's Sentinel-2 ResNet-50 weights (timm layout)")
+    name: str = param(help="alias of the registered version, e.g. ca-adam", check=alias_problem)
     arch: str = param("auto", "the encoder's network; auto = read from the weights", choices=("auto", *ARCHS))
     bands: str = param("auto", "the data's bands (torchgeo weights: their channels are picked by name); auto = "
                                "all the encoder's bands the archive has (torchgeo's: 12, no B10), or 10/12 by "
@@ -237,8 +264,8 @@ class ImportEncoder(Spec):
 class Training(Spec):
     """What fine-tunes and baselines share."""
 
-    split: str = param("auto", "create_splits output: folder or runs:/<id>/splits; auto = the demo's")
-    scheme: str = param("basic", "labelling scheme of the split")
+    split: str = _path_param("auto", "create_splits output: folder or runs:/<id>/splits; auto = the demo's")
+    scheme: str = param("basic", "labelling scheme of the split", check=scheme_folder_problem)
     fraction: int = param(100, "data fraction in percent", check=percentage)
     epochs: int = param(50, "at most this many epochs", check=positive)
     batch_size: int = param(32, "batch (global, across processes)", check=positive)
@@ -257,8 +284,8 @@ class Finetune(Training):
     """Train the irrigation classifier on a pretrained encoder, evaluate it on the test set, register it."""
 
     entry_point: ClassVar[str] = "finetune"
-    pretrained: str = param("auto", "models:/simclr-s2-encoder@ben, runs:/<id>/model or a .pt state dict; "
-                                    "auto = the demo's")
+    pretrained: str = _path_param("auto", "models:/simclr-s2-encoder@ben, runs:/<id>/model or a .pt state dict; "
+                                          "auto = the demo's")
     trainable: str = param("head2", "what trains: head2, head or all", choices=TRAINABLE)
     bands: str = param("auto", "auto = the encoder's own", check=_bands_or_auto)
     bn_recalibrate: str = param("auto", "recompute the encoder's BatchNorm statistics on the training patches "
@@ -297,13 +324,17 @@ class Evaluate(Spec):
     """Score a registered classifier on a split set: metrics, plots and a predictions table."""
 
     entry_point: ClassVar[str] = "evaluate"
-    model_uri: str = param(help="models:/simclr-s2-irrigation@champion, runs:/<id>/model, ...")
-    split: str = param("auto", "create_splits output; auto = the demo's (never made here)")
-    scheme: str = param("basic", "labelling scheme of the split")
+    model_uri: str = _path_param(help="models:/simclr-s2-irrigation@champion, runs:/<id>/model, ...")
+    split: str = _path_param("auto", "create_splits output; auto = the demo's (never made here)")
+    scheme: str = param("basic", "labelling scheme of the split: the model's own (another is refused)",
+                        check=scheme_folder_problem)
     set: str = param("test", "which set; test_natural: the natural-prevalence test set", choices=ALL_SETS)
     fraction: int = param(100, "fraction of the set (train and val)", check=percentage)
     batch_size: int = param(64, "batch", check=positive)
-    allow_pretraining_overlap: str = param("false", OVERLAP_HELP, choices=OVERLAP_POLICIES)
+    allow_pretraining_overlap: str = param("false", f"{OVERLAP_HELP}; a test set is also checked against the "
+                                                    "model's own training and validation patches (another split "
+                                                    "of the same patches), the same way",
+                                           choices=OVERLAP_POLICIES)
 
 
 BACKENDS = ("local", "ray")
@@ -353,9 +384,9 @@ class Grid(Spec):
     epochs: int = param(50, "epochs of every cell", check=positive)
     protocol: str = param("custom", "study: the original code's choices (trainable all, resnet152 baselines); "
                                     "custom: the parameters as given", choices=("custom", "study"))
-    split: str = param("auto", "create_splits output holding every scheme; auto = drawn from index by the "
-                                "grid, with split_kind, folds, min_fractions and ambiguous")
-    index: str = param("auto", "split=auto: the index the grid draws its splits from; auto = the demo's")
+    split: str = _path_param("auto", "create_splits output holding every scheme; auto = drawn from index by the "
+                                      "grid, with split_kind, folds, min_fractions and ambiguous")
+    index: str = _path_param("auto", "split=auto: the index the grid draws its splits from; auto = the demo's")
     split_kind: str = param("spatial", "split=auto: the splits' kind (create_splits' kind); folds-<k> and country "
                                        "run every fold as cells", check=_split_kind)
     folds: str = param("all", "split_kind folds-<k> or country: the folds to run, all or numbers joined by ','",
@@ -400,7 +431,7 @@ class Compare(Spec):
     entry_point: ClassVar[str] = "compare"
     scheme: str = param("basic", "labelling scheme")
     fractions: tuple[int, ...] = param(FRACTIONS, "fractions to show", check=percentages)
-    out: str = param("outputs/compare", "output folder (also logged as artifacts)")
+    out: str = _path_param("outputs/compare", "output folder (also logged as artifacts)")
     n_boot: int = param(2000, "bootstrap resamples for intervals and paired tests", check=positive)
     test_set: str = param("any", "compare only versions scored on this test set (its digest or a prefix of "
                                  "it, as compare's refusal names them); any = all, refused when they differ; "
@@ -416,14 +447,16 @@ class Promote(Spec):
     fraction: str = param("any", "a whole percentage, or any")
     pretrained: str = param("any", "encoder name (ben), scratch for baselines, or any")
     metric: str = param("val_f1", "a validation metric: val_f1, val_auc, val_loss, ...")
-    alias: str = param("champion", "alias to move")
+    alias: str = param("champion", "alias to move", check=alias_problem)
     cross_fractions: bool = param(False, "rank versions of several fractions against each other")
     cross_test_sets: bool = param(False, "rank versions scored on several test sets against each other")
     dry_run: bool = param(False, "only show the choice", keyed=False)
 
     def validate(self) -> None:
+        """Refused before a run opens or the registry is read: a bad fraction, a test metric."""
         if self.fraction != "any" and not (self.fraction.isdigit() and 0 < int(self.fraction) <= 100):
             raise UserError(f"fraction: expected a whole percentage in 1..100 or any, got {self.fraction!r}")
+        run_metric(self.metric)
 
 
 @dataclass(frozen=True)
@@ -432,9 +465,9 @@ class Tune(Spec):
 
     entry_point: ClassVar[str] = "tune"
     target: str = param("finetune", "what to tune", choices=TARGETS)
-    pretrained: str = param("auto", "encoder for finetune (ignored for baseline); auto = the demo's")
-    split: str = param("auto", "create_splits output; auto = the demo's")
-    scheme: str = param("basic", "labelling scheme")
+    pretrained: str = _path_param("auto", "encoder for finetune (ignored for baseline); auto = the demo's")
+    split: str = _path_param("auto", "create_splits output; auto = the demo's")
+    scheme: str = param("basic", "labelling scheme", check=scheme_folder_problem)
     fraction: int = param(10, "data fraction in percent", check=percentage)
     metric: str = param("val_f1", "val_f1 or val_auc (never a test metric)")
     n_trials: int = param(20, "trials in the study, over all workers", check=positive)
@@ -479,18 +512,19 @@ class Fetch(Spec):
     entry_point: ClassVar[str] = "fetch"
     parts: tuple[str, ...] = param(tuple(FETCH_FILES), "files of the record: s2 (BigEarthNet-S2.tar.zst, 63 GB), "
                                    "maps (Reference_Maps.tar.zst), metadata, snow (the snow/cloud/shadow table)",
-                                   choices=tuple(FETCH_FILES))
+                                   choices=tuple(FETCH_FILES), check=not_empty)
     dest: str = _in_data("reben", "folder of the files (those already there are verified and used)")
-    url: str = param(ZENODO, "base URL of the files: the record's, a mirror, or a local copy (file:// or a folder)")
-    checksums: str = param("pinned", "file of md5sum's `<md5>  <file name>` lines; pinned = the package's table "
-                                     "of the record's sizes and md5 values")
+    url: str = _path_param(ZENODO, "base URL of the files: the record's, a mirror, or a local copy (file:// or a "
+                                   "folder)")
+    checksums: str = _path_param("pinned", "file of md5sum's `<md5>  <file name>` lines; pinned = the package's table "
+                                           "of the record's sizes and md5 values")
     extract: bool = param(False, "unpack the .tar.zst files into dest and index and pack from there")
     index: str = _in_data("reben/index", "folder of index.parquet, built from the maps and metadata; none = no index")
     pack: str = param("none", "splits: the patches of `splits` (for `scheme`) into the store their fine-tunes "
                               "read; index: the index's patches of official_split, countries and tiles",
                       choices=PACK)
-    splits: str = param("none", "pack=splits: create_splits output (folder or runs:/ URI)")
-    scheme: str = param("basic", "pack=splits: its labelling scheme")
+    splits: str = _path_param("none", "pack=splits: create_splits output (folder or runs:/ URI)")
+    scheme: str = param("basic", "pack=splits: its labelling scheme", check=scheme_folder_problem)
     official_split: str = param("all", "pack=index: all, or train / validation / test joined by '+'")
     countries: str = param("all", "pack=index: all, or countries joined by ','")
     tiles: str = param("all", "pack=index: all, or Sentinel-2 tiles (e.g. 33UUP) joined by ','")
@@ -528,11 +562,11 @@ class Predict(Spec):
     """Map irrigation over a Sentinel-2 L2A scene: probability and binary COGs, a quicklook, a summary."""
 
     entry_point: ClassVar[str] = "predict"
-    scene: str = param(help="a Sentinel-2 L2A product folder (*.SAFE), a folder of per-band GeoTIFFs (B02.tif ... "
-                            "SCL.tif) or a STAC item (.json)")
-    model: str = param("models:/simclr-s2-irrigation@champion", "registered classifier: models:/<name>@<alias> "
-                                                                "or models:/<name>/<version>")
-    out: str = param("outputs/predict", "folder of the maps, one subfolder per scene (also logged as artifacts)")
+    scene: str = _path_param(help="a Sentinel-2 L2A product folder (*.SAFE), a folder of per-band GeoTIFFs "
+                                  "(B02.tif ... SCL.tif) or a STAC item (.json)")
+    model: str = _path_param("models:/simclr-s2-irrigation@champion", "registered classifier: models:/<name>@<alias> "
+                                                                      "or models:/<name>/<version>")
+    out: str = _path_param("outputs/predict", "folder of the maps, one subfolder per scene (also logged as artifacts)")
     stride: int = param(120, "window step in 10 m pixels: 120 = windows side by side, maps at 1.2 km; less = "
                              "overlapping windows averaged, maps at 10 m", check=_stride)
     threshold: str = param("auto", "probability for the binary map; auto = the one evaluate chose on the "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,14 +21,14 @@ from simclr_s2.bigearthnet.index import (
     load_index,
 )
 from simclr_s2.bigearthnet.layouts import V1, ArchiveLayout
-from simclr_s2.bigearthnet.nomenclature import DEFAULT_MIN_FRACTION, PRESENT, resolve_scheme, scheme_labels
+from simclr_s2.bigearthnet.nomenclature import DEFAULT_MIN_FRACTION, PRESENT, scheme_labels
 from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
 from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import Spec
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SOURCE, fetcher
-from simclr_s2.study.splits import NATURAL, OVERLAP_METRIC, create_splits, file_name, load_split
+from simclr_s2.study.splits import NATURAL, OVERLAP_METRIC, create_splits, file_name, load_split, scheme_name
 from simclr_s2.tracking.artifacts import is_remote
 from simclr_s2.tracking.tracker import StageRun
 
@@ -78,7 +77,8 @@ class MakeDemoData(DataStage[specs.MakeDemoData]):
             print(f"demo scene: {scene} (map it: predict -P scene={spec.scene})")
             return
         out = _path(spec, resolved, "out")
-        reused = _write_once("out", out, demo_recipe(spec), lambda f: write_demo_archive(
+        where = "SIMCLR_S2_DATA" if "out" in resolved else "out"  # auto: the data folder's demo
+        reused = _write_once(where, out, demo_recipe(spec), lambda f: write_demo_archive(
             f, n_patches=spec.n_patches, seed=spec.seed, layout=spec.layout))
         run.log_metrics({"patches": spec.n_patches, "seconds": time.perf_counter() - started})
         run.set_tags({ARCHIVE_TAG: str(out), "simclr_s2.reused_files": str(reused).lower()})
@@ -88,11 +88,13 @@ class MakeDemoData(DataStage[specs.MakeDemoData]):
 def _write_once(param: str, out: Path, recipe: Mapping[str, object], write: Callable[[Path], object]) -> bool:
     """Write a demo of `recipe` to `out` unless it is there already (deterministic by seed: nothing to redo);
     it is written beside `out` and moved into place whole, so only a finished one ever carries the name.
-    Returns whether it was there; `param` names the parameter that chose `out`, for the error."""
+    Returns whether it was there; `param` names what chose `out` (a parameter, or SIMCLR_S2_DATA), for the error."""
     if has_demo(out, recipe):
         return True
     if out.exists() and any(out.iterdir()):
-        raise UserError(f"{param}: {out} holds something other than a demo of {dict(recipe)}; choose an empty folder")
+        raise UserError(f"{param}: {out} holds {_held(out)}, not a demo of {dict(recipe)}; " + (
+            "the demo chain's size is SIMCLR_S2_DEMO_PATCHES: set it back to the one that made this demo, or "
+            "point SIMCLR_S2_DATA at another folder" if param == "SIMCLR_S2_DATA" else "choose an empty folder"))
     partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
     shutil.rmtree(partial, ignore_errors=True)
     write(partial)
@@ -102,6 +104,12 @@ def _write_once(param: str, out: Path, recipe: Mapping[str, object], write: Call
         out.rmdir()
     os.replace(partial, out)
     return False
+
+
+def _held(folder: Path) -> str:
+    """What a folder that is not the demo asked for holds: another demo (its recipe), or something else."""
+    marker = folder / DEMO_MARKER
+    return f"a demo of {json.loads(marker.read_text())}" if marker.is_file() else "something other than a demo"
 
 
 def demo_recipe(spec: specs.MakeDemoData) -> dict[str, object]:
@@ -137,15 +145,6 @@ class BuildIndex(DataStage[specs.BuildIndex]):
         run.set_tags({ARCHIVE_TAG: str(archive.resolve()), "archive_version": result.version})
         print(f"index: {result.index_path} ({result.version} archive, {result.n_indexed} patches, "
               f"{result.n_rejected} rejected)")
-
-
-def scheme_name(spec: str) -> tuple[str, tuple[str, ...]]:
-    """The scheme's name and classes; a custom scheme (class names joined by ';') is named by a hash of
-    its sorted classes, so the same classes always land in the same folder."""
-    scheme, classes = resolve_scheme(spec)
-    if scheme == "custom":
-        scheme = "custom_" + hashlib.sha256(";".join(sorted(classes)).encode()).hexdigest()[:8]
-    return scheme, classes
 
 
 def labels(index: pd.DataFrame, layout: ArchiveLayout, spec: specs.CreateSplits) -> tuple[pd.Series | None, str]:

@@ -9,12 +9,18 @@ version older than footprints); "unknown" goes on past the latter, recorded as u
 both. An encoder that never recorded a membership (imported from elsewhere) is "unknown" whatever the
 policy, as documented. `pretrain` leaves out the ground of every evaluation set of the splits it is given
 (`outside_evaluation`), so an encoder pretrained on the demo archive passes the guard on the demo splits.
+
+`evaluate` also guards the classifier's own patches: a test set of a split other than the one it was
+trained on may hold patches it trained or validated on (another seed of a random split). Those are read
+from the split its run logged, at its fraction, checked against the digests its version recorded (a split
+that cannot be read, or has changed since, is Unreadable; a version without those digests never recorded
+them), and the same policy applies, recorded as `training_overlap`.
 """
 
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +38,7 @@ from simclr_s2.tracking.tracker import StageRun
 ARTIFACT = "pretraining/footprints.npy"
 DIGEST_TAG = "pretraining_digest"
 OVERLAP_TAG = "pretraining_overlap"
+TRAINING_TAG = "training_overlap"
 V1_NAME = "s2v1_name"
 UNKNOWN = "unknown"
 
@@ -44,6 +51,7 @@ class Unreadable:
 
 
 Seen = membership.Membership | Unreadable | None  # None: the encoder never recorded one
+Ground = frozenset[str] | Unreadable | None  # a classifier's training and validation patches (classifier_ground)
 
 
 def identities(names: Sequence[str], index: pd.DataFrame | None) -> list[str]:
@@ -128,25 +136,64 @@ def classifier_encoder(client: Tracking, version_tags: dict[str, str]) -> Seen:
     return encoder_membership(client, dict(mv.tags), mv.run_id)
 
 
+def classifier_ground(client: Tracking, fetch: Fetcher, tags: Mapping[str, str], run_id: str | None) -> Ground:
+    """The identities of the patches a registered classifier was trained and validated on: its run's split
+    (`split`, or `resolved_split` for auto) at its fraction, when that still holds the sets whose digests its
+    version recorded. None when the version recorded none (older versions, a run's model never registered)."""
+    if not run_id or not {"scheme", "fraction", "train_digest", "val_digest"} <= set(tags):
+        return None
+    try:
+        params = client.get_run(run_id).data.params
+        ref = params.get("resolved_split", params.get("split", ""))
+        data = load_split_data(fetch, ref, tags["scheme"], int(tags["fraction"]))
+    except (TrackingError, OSError, UserError) as exc:
+        return Unreadable(f"the split of run {run_id}: {_first_line(exc)}")
+    if (data.train.digest, data.val.digest) != (tags["train_digest"], tags["val_digest"]):
+        return Unreadable(f"{ref} no longer holds the training and validation sets of run {run_id}")
+    return frozenset(identities([*data.train.names, *data.val.names], data.index))
+
+
+def training_status(ground: Ground, names: Sequence[str], index: pd.DataFrame, set_name: str, allow: str) -> str:
+    """`status` of the patches `names` of `set_name` against a classifier's own training and validation
+    patches (`classifier_ground`), under the same policy `allow`."""
+    found = ground if not isinstance(ground, frozenset) else len(ground.intersection(identities(names, index)))
+    return _verdict(found, allow, lambda reason: (
+        f"model_uri: the model's training and validation patches cannot be read ({reason}), so their overlap "
+        f"with the {set_name} set is unknown; allow_pretraining_overlap=unknown to go on (recorded on the run)"),
+        lambda overlap: (
+        f"model_uri: the model was trained or validated on {overlap} of the {len(names)} patches of the {set_name} "
+        f"set (another split of the same patches); score it on its own split's {set_name} set, or "
+        "allow_pretraining_overlap=true to go on (recorded on the run)"))
+
+
 def status(seen: Seen, names: Sequence[str], index: pd.DataFrame, set_name: str, allow: str) -> str:
     """"0", "unknown" or "override:<n>" for the patches `names` of `set_name` under the policy `allow`
     (membership.OVERLAP_POLICIES); a UserError in one line when the policy does not accept what was found."""
-    if seen is None:
+    found = seen if seen is None or isinstance(seen, Unreadable) else seen.overlap(footprint.of(index, names))
+    return _verdict(found, allow, lambda reason: (
+        f"pretrained: the encoder's pretraining membership cannot be read ({reason}), so its overlap with the "
+        f"{set_name} set is unknown; allow_pretraining_overlap=unknown to go on (recorded on the run)"),
+        lambda overlap: (
+        f"pretrained: the encoder was pretrained on {overlap} of the {len(names)} patches of the {set_name} set "
+        "(their footprint on any date, or a neighbour); use an encoder that never saw them, or "
+        "allow_pretraining_overlap=true to go on (recorded on the run)"))
+
+
+def _verdict(found: int | Unreadable | None, allow: str, unreadable: Callable[[str], str],
+             overlapping: Callable[[int], str]) -> str:
+    """The policy `allow` on what a guard found: None (never recorded) is "unknown" whatever the policy; an
+    Unreadable stops unless unknown or true; an overlap stops unless true."""
+    if found is None:
         return UNKNOWN
-    if isinstance(seen, Unreadable):
+    if isinstance(found, Unreadable):
         if allow == "false":
-            raise UserError(f"pretrained: the encoder's pretraining membership cannot be read ({seen.reason}), so "
-                            f"its overlap with the {set_name} set is unknown; allow_pretraining_overlap=unknown to "
-                            "go on (recorded on the run)")
+            raise UserError(unreadable(found.reason))
         return UNKNOWN
-    overlap = seen.overlap(footprint.of(index, names))
-    if overlap == 0:
+    if found == 0:
         return "0"
     if allow != "true":
-        raise UserError(f"pretrained: the encoder was pretrained on {overlap} of the {len(names)} patches of the "
-                        f"{set_name} set (their footprint on any date, or a neighbour); use an encoder that never saw "
-                        "them, or allow_pretraining_overlap=true to go on (recorded on the run)")
-    return f"override:{overlap}"
+        raise UserError(overlapping(found))
+    return f"override:{found}"
 
 
 def _first_line(exc: Exception) -> str:

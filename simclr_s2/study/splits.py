@@ -85,7 +85,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from simclr_s2.bigearthnet.nomenclature import PRESENT
+from simclr_s2.bigearthnet.nomenclature import PRESENT, resolve_scheme
 from simclr_s2.errors import UserError
 from simclr_s2.study import footprint
 from simclr_s2.study.split_kinds import (
@@ -264,13 +264,7 @@ def create_splits(
     ratios = _check_ratios(ratios)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise UserError(f"seed: expected an integer >= 0, got {seed!r}")
-    official = _parse_official(official_split)
-    kind = check_kind(kind)
-    if kind == "official" and official:
-        raise UserError(f"official_split {official_split!r}: a kind 'official' split uses all three parts; "
-                        f"leave official_split unset")
-    if natural_test and not 0 < natural_share < 1:
-        raise UserError(f"natural_share: expected a share of the pool between 0 and 1, got {natural_share!r}")
+    official = check_options(kind, official_split, natural_test, natural_share, fold)
     _check_unique_names(index)
     held_out = _held_out(index, kind, fold)
 
@@ -355,18 +349,39 @@ def create_splits(
     return manifest
 
 
+def check_options(kind: str, official_split: str | None, natural_test: bool, natural_share: float,
+                  fold: int) -> tuple[str, ...]:
+    """The checks of create_splits' options that need no index, so its entry point asks them before anything
+    is read or a run opened (a country fold's range waits for the index's countries). Returns the official
+    parts kept."""
+    official = _parse_official(official_split)
+    kind = check_kind(kind)
+    if kind == "official" and official:
+        raise UserError(f"official_split {official_split!r}: a kind 'official' split uses all three parts; "
+                        f"leave official_split unset")
+    if natural_test and not 0 < natural_share < 1:
+        raise UserError(f"natural_share: expected a share of the pool between 0 and 1, got {natural_share!r}")
+    if not is_cv(kind) and fold != 0:
+        raise UserError(f"fold {fold!r}: kind {kind} has no folds; use folds-<k> or country, or fold 0")
+    if is_cv(kind) and kind != "country":
+        _check_fold(kind, fold, fold_names(None, kind))
+    return official
+
+
 def _held_out(index: pd.DataFrame, kind: str, fold: int) -> str | None:
     """What fold `fold` of a cross-validation kind holds out (split_kinds.fold_names); None for other kinds,
-    which have fold 0 only."""
+    which have fold 0 only (check_options)."""
     if not is_cv(kind):
-        if fold != 0:
-            raise UserError(f"fold {fold!r}: kind {kind} has no folds; use folds-<k> or country, or fold 0")
         return None
     names = fold_names(index, kind)
+    _check_fold(kind, fold, names)
+    return names[fold]
+
+
+def _check_fold(kind: str, fold: int, names: list[str]) -> None:
     if isinstance(fold, bool) or not isinstance(fold, (int, np.integer)) or not 0 <= fold < len(names):
         raise UserError(f"fold {fold!r}: kind {kind} has folds 0 to {len(names) - 1}"
                         + (f" ({', '.join(names)})" if kind == "country" else ""))
-    return names[fold]
 
 
 def _natural_validation(names: np.ndarray, pos: np.ndarray, sets: _Sets, groups: np.ndarray | None,
@@ -411,11 +426,13 @@ def _overlap(sets: _Sets, names: np.ndarray, prints: np.ndarray) -> dict[str, in
 
 def load_manifest(split_dir: Path, scheme: str) -> SplitManifest:
     """The manifest of a scheme's splits (not yet checked against its files: load_split does that)."""
+    if problem := scheme_folder_problem(scheme):
+        raise UserError(f"scheme: {problem}")
     _check_scheme(scheme)
     path = Path(split_dir) / scheme / MANIFEST
     if not path.is_file():
         found = sorted(p.parent.name for p in Path(split_dir).glob(f"*/{MANIFEST}"))
-        raise UserError(f"no splits for scheme {scheme!r} in {split_dir}: found schemes {found}")
+        raise UserError(f"split: no splits for scheme {scheme!r} in {split_dir}: found schemes {found}")
     return SplitManifest.from_json(path.read_text(encoding="utf-8"), path)
 
 
@@ -498,7 +515,7 @@ def _draw_kind(kind: str, names: np.ndarray, pos: np.ndarray, groups: np.ndarray
         sets = _balanced_sets(names, pos, target, rng, kind, scheme)
     else:
         if is_cv(kind):
-            target = assign_fold(groups, pos, folds_of(kind, groups, pos, rng) == held_out, ratios, share, rng)
+            target = assign_fold(groups, pos, folds_of(kind, groups, pos, rng), held_out, ratios, share, rng)
         else:
             target = assign_groups(groups, pos, ratios, share, rng)
         if is_spatial(kind):
@@ -831,6 +848,26 @@ def _check_unique_names(index: pd.DataFrame) -> None:
     dup = index["name"].duplicated()
     if dup.any():
         raise UserError(f"index lists patches twice: {index['name'][dup].head(_SHOWN).tolist()}")
+
+
+def scheme_name(spec: str) -> tuple[str, tuple[str, ...]]:
+    """The scheme's name and classes; a custom scheme (class names joined by ';') is named by a hash of
+    its sorted classes, so the same classes always land in the same folder."""
+    scheme, classes = resolve_scheme(spec)
+    if scheme == "custom":
+        scheme = "custom_" + hashlib.sha256(";".join(sorted(classes)).encode()).hexdigest()[:8]
+    return scheme, classes
+
+
+def scheme_folder_problem(scheme: str) -> str | None:
+    """Splits are read by their folder's name: what is wrong with a class list create_splits filed under
+    another name (a custom scheme's custom_<hash>), with the name to give; None for a folder's name."""
+    try:
+        folder = scheme_name(scheme)[0]
+    except UserError:  # not a class list: a folder's name (custom_<hash>), checked as one
+        return None
+    return None if folder == scheme else f"create_splits files the splits of {scheme!r} under {folder}; give " \
+                                         f"scheme={folder}"
 
 
 def _check_scheme(scheme: str) -> None:

@@ -26,6 +26,9 @@ from simclr_s2.settings.specs import (
     Tune,
 )
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
+from simclr_s2.stages.data import BUILD_INDEX, CREATE_SPLITS
+from simclr_s2.stages.evaluate import EVALUATE
+from simclr_s2.stages.fetch import FETCH
 from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN
 from simclr_s2.stages.tune import TUNE
 from simclr_s2.tracking.door import Tracking
@@ -79,6 +82,22 @@ def test_the_command_line_is_built_from_the_spec():
         parse(Finetune, ["--bogus", "1"])
 
 
+def test_an_undeclared_name_is_never_read_as_the_parameter_it_abbreviates():
+    """`mlflow run -P epoch=1` passes `--epoch 1`: refused, not taken as --epochs."""
+    with pytest.raises(UserError, match="unrecognized arguments: --epoch 1"):
+        parse(Finetune, ["--epoch", "1"])
+
+
+@pytest.mark.parametrize(("stage", "values"), [(PRETRAIN, {"index": "x", "exclude_split": "none"}), (IMPORT_ENCODER, {
+    "state_dict": "w.pt"})])
+@pytest.mark.parametrize("name", ["latest", "v1", "a b"])
+def test_an_alias_mlflow_refuses_is_refused_before_any_work(stage, values, name):
+    """Refused by the spec, before any input is made or read and before a run opens, not once the version is
+    registered."""
+    with pytest.raises(UserError, match=rf"^name: expected letters, digits, '_' or '-', .*got {name}$"):
+        build(stage.spec, {**values, "name": name})
+
+
 def test_lists_and_cross_field_checks():
     grid = build(Grid, {"fractions": "1, 10", "trainable": "head2,all", "schemes": "basic"})
     assert grid.fractions == (1, 10) and grid.trainable == ("head2", "all")
@@ -127,7 +146,7 @@ def test_a_seed_numpy_and_torch_cannot_take_is_refused_by_name(cls, values):
 @pytest.mark.parametrize(("stage", "argv", "message"), [
     (PRETRAIN, ["--bands", "B04,B99"], "bands: expected study, all, or distinct band names among B01,"),
     (PRETRAIN, ["--brightness", "0.2"], "augment brightness: only with jitter='per_band'"),
-    (PRETRAIN, ["--crop-min-scale", "2"], "augment crop_scale: expected 0 < low <= high, got (2.0, 1.0)"),
+    (PRETRAIN, ["--crop-min-scale", "2"], "crop_min_scale: expected a share in (0, 1], got 2"),
     (BASELINE, ["--bands", "B10"], "bands: expected study, all, or distinct band names"),
     (FINETUNE, ["--bands", "B04,B04"], "bands: expected study, all, or distinct band names"),
     (IMPORT_ENCODER, ["--state-dict", "w.pt", "--name", "w", "--bands", "rgb"], "bands: expected study, all"),
@@ -135,6 +154,20 @@ def test_a_seed_numpy_and_torch_cannot_take_is_refused_by_name(cls, values):
     (TUNE, ["--dropout-min", "0.5", "--dropout-max", "0.1"], "dropout_min, dropout_max: expected 0 <= dropout_min"),
     (TUNE, ["--metric", "test_f1"], "metric: test_f1 is a test metric"),
     (TUNE, ["--storage", "::nope"], "storage: expected auto or a database URL"),
+    (CREATE_SPLITS, ["--out", ""], "out: expected a path or URI, not an empty value"),
+    (BUILD_INDEX, ["--archive", ""], "archive: expected a path or URI, not an empty value"),
+    (FINETUNE, ["--split", ""], "split: expected a path or URI, not an empty value"),
+    (FINETUNE, ["--pretrained", ""], "pretrained: expected a path or URI, not an empty value"),
+    (EVALUATE, ["--model-uri", ""], "model_uri: expected a path or URI, not an empty value"),
+    (PRETRAIN, ["--index", "i", "--exclude-split", ""], "exclude_split: expected auto, none, or split folders"),
+    (PRETRAIN, ["--index", "i", "--exclude-split", ","], "exclude_split: expected auto, none, or split folders"),
+    (PRETRAIN, ["--index", "i", "--exclude-split", "a,,b"], "exclude_split: expected auto, none, or split folders"),
+    (FETCH, ["--parts", ""], "parts: expected at least one value"),
+    (CREATE_SPLITS, ["--fold", "2", "--kind", "spatial"], "fold 2: kind spatial has no folds"),
+    (CREATE_SPLITS, ["--kind", "folds-3", "--fold", "3"], "fold 3: kind folds-3 has folds 0 to 2"),
+    (CREATE_SPLITS, ["--official-split", "train+bogus"], "official_split 'train+bogus': expected one or more"),
+    (CREATE_SPLITS, ["--kind", "official", "--official-split", "train"], "a kind 'official' split uses all three"),
+    (CREATE_SPLITS, ["--natural-test", "true", "--natural-share", "0"], "natural_share: expected a share of the"),
 ])
 def test_a_check_that_needs_no_data_refuses_before_any_work(monkeypatch, capsys, stage, argv, message):
     """Refused while parsing: no context is built, nothing is resolved, read or opened."""

@@ -3,7 +3,9 @@ every bad input: stages run in-process exactly as their entry points run them.""
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import mlflow
 import pandas as pd
@@ -11,12 +13,16 @@ import pytest
 import torch
 
 from simclr_s2.app.cli import main
+from simclr_s2.bigearthnet.index import index_archive_root, index_digest, load_index
 from simclr_s2.learning.checkpoints import read_tree
 from simclr_s2.learning.models import build_simclr
 from simclr_s2.settings.context import DEFAULT_EXPERIMENT
+from simclr_s2.settings.specs import DEMO_INDEX
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
 from simclr_s2.stages.evaluate import EVALUATE
+from simclr_s2.stages.inputs import SOURCE
 from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN
+from simclr_s2.study.splits import create_splits
 from simclr_s2.tracking.names import CLASSIFIER_MODEL, ENCODER_MODEL
 from simclr_s2.tracking.process import fluent_uris
 
@@ -205,19 +211,29 @@ def test_import_encoder_takes_torchgeo_weights_and_records_their_scaling(project
 
 
 def test_a_custom_scheme_and_a_natural_prevalence_test_set(project, demo, tmp_path):
+    """A custom scheme's splits are filed under custom_<hash>; the demo classifier (basic) is scored on a
+    natural-prevalence test set of its own scheme, drawn apart from its split: its own training patches are
+    read from its run's split and checked (allow_pretraining_overlap=true goes past what they share)."""
     from simclr_s2.stages.data import CREATE_SPLITS
 
     index = f"runs:/{project.latest('build_index').info.run_id}/index/index.parquet"
     run = project.client.get_run(project.run_stage(
         CREATE_SPLITS, index=index, scheme="Permanently irrigated land;Rice fields", fractions="100",
-        natural_test="true", natural_share=0.2, out=str(tmp_path)))
+        natural_test="true", natural_share=0.2, out=str(tmp_path / "custom")))
     scheme = run.data.tags["scheme"]
-    assert scheme.startswith("custom_") and (tmp_path / scheme / "test_natural.csv").is_file()
-    natural = pd.read_csv(tmp_path / scheme / "test_natural.csv")
+    assert scheme.startswith("custom_") and (tmp_path / "custom" / scheme / "test_natural.csv").is_file()
+    # drawn by the library, not as a run: the chain's other tests read the newest basic splits run as the demo's
+    index_path = Path(project.env["SIMCLR_S2_DATA"]) / DEMO_INDEX / "index.parquet"
+    create_splits(load_index(index_path), "basic", tmp_path, fractions=(100,), kind="spatial", natural_test=True,
+                  natural_share=0.2, index_digest=index_digest(index_path))
+    (tmp_path / "basic" / SOURCE).write_text(json.dumps({"index": str(index_path),
+                                                         "archive_root": str(index_archive_root(index_path))}))
+    natural = pd.read_csv(tmp_path / "basic" / "test_natural.csv")
     (version,) = project.client.search_model_versions(f"name='{CLASSIFIER_MODEL}' and run_id='{demo.info.run_id}'")
     evaluated = project.client.get_run(project.run_stage(
-        EVALUATE, model_uri=f"models:/{CLASSIFIER_MODEL}/{version.version}", split=str(tmp_path), scheme=scheme,
+        EVALUATE, model_uri=f"models:/{CLASSIFIER_MODEL}/{version.version}", split=str(tmp_path),
         set="test_natural", allow_pretraining_overlap="true"))
     metrics = evaluated.data.metrics
     assert {"test_natural_pr_auc", "test_natural_f1", "test_natural_valthr_f1", "val_threshold"} <= set(metrics)
     assert float(evaluated.data.tags["set_prevalence"]) == pytest.approx(natural["label"].mean(), abs=1e-4)
+    assert evaluated.data.tags["training_overlap"] != "unknown"  # read from the split the demo run logged
