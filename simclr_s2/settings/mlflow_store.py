@@ -17,6 +17,7 @@ from pathlib import Path
 import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from sqlalchemy.exc import ArgumentError
 
 from simclr_s2.errors import UserError
 
@@ -68,9 +69,9 @@ def store_client(tracking_uri: str, registry_uri: str | None = None) -> StoreCli
 def _client(tracking_uri: str, registry_uri: str) -> StoreClient:
     try:
         return StoreClient(tracking_uri, registry_uri)
-    except MlflowException as error:
-        raise UserError(f"MLFLOW_TRACKING_URI: cannot use {tracking_uri!r}: {error.message.splitlines()[0]}") \
-            from None
+    except (MlflowException, ArgumentError, ImportError) as error:  # ImportError: a database driver not installed
+        text = error.message if isinstance(error, MlflowException) else str(error)
+        raise UserError(f"MLFLOW_TRACKING_URI: cannot use {tracking_uri!r}: {text.splitlines()[0]}") from None
 
 
 def experiment_for(tracking_uri: str, name: str, given_id: str | None) -> str:

@@ -56,8 +56,9 @@ at 2 %). Drawn from val's ground: the patches of val's groups (every patch for r
 and, for a spatial kind, near none; seeded by (seed, 1) apart from the rest, so the other files do not
 change. As many patches as val at the largest fraction (the ground allowing), the pool's prevalence
 rounded half up, ordered so that every prefix keeps that prevalence within one patch; fraction f's
-file is the first len(val_<fff>pct.csv) of them: no more labels than the fraction's balanced val. It
-may share patches with val (both are validation) and is checked as part of val.
+file is the first len(val_<fff>pct.csv) of them: as many labels as the fraction's balanced val, so a run
+using both reads up to twice that (docs/study.md). It may share patches with val (both are validation)
+and is checked as part of val.
 
 Files, under <out_dir>/<scheme>/: train_<fff>pct.csv and val_<fff>pct.csv per fraction (fff zero
 padded), test.csv, test_natural.csv when asked, with lines `name,label` (label 0 or 1, "\\n" line
