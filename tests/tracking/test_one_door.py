@@ -26,6 +26,7 @@ ENV_WRITE = re.compile(r"""(os\.environ\[\s*["'](MLFLOW_\w+)["']\s*\]\s*=(?!=)""
 # Where a variable is written on purpose: each is a setting MLflow reads only from the environment.
 WRITES_ALLOWED = {
     "tests/server/test_auth.py": {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"},  # the auth feature
+    "tests/server/test_state.py": {"MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"},  # the stack's admin
     "tests/tracking/test_connectivity.py": {"MLFLOW_HTTP_REQUEST_MAX_RETRIES"},  # the retry budget's own test
     "tests/tracking/test_claims.py": {"MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"},  # one SQLite pool for 50 contenders
     "tests/app/test_specs.py": {"MLFLOW_TRACKING_URI"},  # the experiment plugin, asked as `mlflow run` asks it
