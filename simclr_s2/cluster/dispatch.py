@@ -151,7 +151,10 @@ class _Dispatch:
         tracking = Tracking.of(self.ctx)
         lost = isinstance(error, TrackingUnreachable) or server_lost(error) is not None
         for ref, sent in pending.items():
-            ray.cancel(ref)
+            try:
+                ray.cancel(ref)
+            except Exception as late:  # noqa: BLE001 - the other tasks and runs must still be ended
+                log.warning("cannot cancel the task of %s: %s", sent.job.label, late)
             if lost:  # telling the server would only wait for it again
                 continue
             try:

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from secrets import token_hex
 
+from simclr_s2 import disk
+
 REPO = Path(__file__).resolve().parents[2]
 HOST = "127.0.0.1"
 BUCKET = "mlflow"
@@ -173,13 +175,16 @@ def config_from_env(auth: bool | None, saved: Config | None, bootstrapped: bool)
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    """Write `path` whole or not at all (a file renamed into place): a crash while writing leaves the old
-    file, never an empty or truncated one."""
-    part = path.with_name(f".{path.name}.part")
+    """Write `path` whole or not at all (a file of this process's, synced, renamed into place): a crash or
+    a power loss while writing leaves the old file, never an empty or truncated one."""
+    part = path.with_name(f".{path.name}.{os.getpid()}.part")
     part.unlink(missing_ok=True)
     with open(os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode), "w") as handle:
         handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
     os.replace(part, path)
+    disk.sync_folder(path.parent)
 
 
 def _env_or(name: str, stored: str | None) -> str:

@@ -115,7 +115,7 @@ def _bands_or_auto(value: str) -> str | None:
 
 def _path(value: str) -> str | None:
     """A blank path (an empty `-P name=`) would be the current folder: refused, whatever the parameter."""
-    return None if value else "expected a path or URI, not an empty value"
+    return None if value.strip() else "expected a path or URI, not an empty value"
 
 
 def _path_param(default: Any = MISSING, help: str = "") -> Any:
@@ -214,7 +214,7 @@ class Pretrain(Spec):
     batch_size: int = param(32, "batch (global, across processes; at least 2: NT-Xent contrasts a patch with the "
                                 "others of its batch); the study's 32",
                             check=lambda v: None if v >= 2 else "expected 2 or more")
-    temperature: float = param(0.1, "NT-Xent temperature",
+    temperature: float = param(0.1, "NT-Xent temperature, 0.001..10",
                                check=lambda v: None if 0.001 <= v <= 10 else "expected a temperature in 0.001..10")
     optimizer: str = param("adam", "sgd = cosine decay; lars", choices=OPTIMIZERS)
     lr: float = param(0.001, "learning rate", check=positive)

@@ -7,7 +7,7 @@ nothing else: predictions are read into a temporary folder."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -79,7 +79,7 @@ class Compare(Stage[specs.Compare]):
 
             frame = runs_frame(records, spec)
             comparison = compare(frame, spec.fractions,
-                                 predictions=predictions_reader(run.tracking, records, frame, spec.fractions, tmp),
+                                 predictions=predictions_reader(run.tracking, tmp),
                                  natural=natural, n_boot=spec.n_boot)
         out = Path(spec.out).expanduser().resolve()
         for path in write_report(comparison, out, f"scheme {spec.scheme}", links):
@@ -94,23 +94,12 @@ class Compare(Stage[specs.Compare]):
               + f"; report in {out / 'report.html'}")
 
 
-def predictions_reader(tracking: Tracking, records: list[VersionRecord], runs: pd.DataFrame,
-                       fractions: Sequence[int], folder: str) -> Predictions | None:
-    """What reads a run's test predictions into `folder`: None where no run of `runs` (runs_frame) at
-    `fractions` logged any (the intervals are then t across seeds); a used run without them, beside runs
-    with them, is refused in one line: its cell's intervals and tests would mix two methods."""
-    def has(run_id: str) -> bool:
-        return PREDICTIONS in {a.path for a in tracking.list_artifacts(run_id, PREDICTIONS_FOLDER)}
-
-    if not any(has(r) for r in runs.loc[runs["fraction"].isin(fractions), "run_id"]):
-        return None
-    versions = {r.run_id: r for r in records}
-
-    def read(run_id: str) -> pd.DataFrame:
-        if not has(run_id):
-            raise UserError(f"{CLASSIFIER_MODEL} {versions[run_id].describe()}: its run {run_id} has no "
-                            f"{PREDICTIONS}, which other runs of this comparison have; compare resamples "
-                            "every run's predictions or none (fractions and test_set leave versions out)")
+def predictions_reader(tracking: Tracking, folder: str) -> Predictions:
+    """What reads a run's test predictions into `folder`, None where the run logged none (comparison
+    decides what that means for the runs it counts)."""
+    def read(run_id: str) -> pd.DataFrame | None:
+        if PREDICTIONS not in {a.path for a in tracking.list_artifacts(run_id, PREDICTIONS_FOLDER)}:
+            return None
         return pd.read_csv(tracking.download_artifacts(run_id, PREDICTIONS, folder))
 
     return read

@@ -108,8 +108,16 @@ def _write_once(param: str, out: Path, recipe: Mapping[str, object], write: Call
 
 def _held(folder: Path) -> str:
     """What a folder that is not the demo asked for holds: another demo (its recipe), or something else."""
-    marker = folder / DEMO_MARKER
-    return f"a demo of {json.loads(marker.read_text())}" if marker.is_file() else "something other than a demo"
+    recipe = _recipe_of(folder)
+    return "something other than a demo" if recipe is None else f"a demo of {recipe}"
+
+
+def _recipe_of(folder: Path) -> object | None:
+    """The recipe a demo folder's marker records; None without a readable one (a damaged marker: no demo)."""
+    try:
+        return json.loads((folder / DEMO_MARKER).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def demo_recipe(spec: specs.MakeDemoData) -> dict[str, object]:
@@ -120,8 +128,7 @@ def demo_recipe(spec: specs.MakeDemoData) -> dict[str, object]:
 
 def has_demo(folder: Path, recipe: Mapping[str, object]) -> bool:
     """The demo (archive or scene) of `recipe` is there (deterministic by seed: nothing to redo)."""
-    marker = folder / DEMO_MARKER
-    return marker.is_file() and json.loads(marker.read_text()) == dict(recipe)
+    return _recipe_of(folder) == dict(recipe)
 
 
 class BuildIndex(DataStage[specs.BuildIndex]):

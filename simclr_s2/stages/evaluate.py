@@ -92,12 +92,13 @@ def same_scheme(tags: Mapping[str, str], scheme: str, model_uri: str) -> None:
 
 def _training_overlap(run: StageRun, fetch: Fetcher, ref: ModelRef, split: SplitData, chosen: SplitSet,
                       spec: specs.Evaluate) -> dict[str, str]:
-    """The training_overlap tag of a scored test set (leakage module doc): "0" at once on the model's own
-    split (its test set, which create_splits kept off its training ground); {} for train and val, which a
+    """The training_overlap tag of a scored test set (leakage module doc): "0" at once for the model's own
+    balanced test set, which create_splits kept off its training ground (a natural test set is checked: only
+    the balanced one's digest is recorded, and another split may share it); {} for train and val, which a
     person scores knowingly."""
     if spec.set not in ("test", NATURAL):
         return {}
-    if split.test.digest == ref.tags.get("test_digest"):
+    if spec.set == "test" and split.test.digest == ref.tags.get("test_digest"):
         return {leakage.TRAINING_TAG: "0"}
     ground = leakage.classifier_ground(run.tracking, fetch, ref.tags, ref.run_id)
     return {leakage.TRAINING_TAG: leakage.training_status(ground, chosen.names, split.index, spec.set,

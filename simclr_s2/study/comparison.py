@@ -106,8 +106,9 @@ GROUP_COLUMN = "group"  # optional in predictions: the patch's spatial group (tr
 SIGNIFICANCE = 0.05
 _OVERLAP = re.compile(r"0|unknown|override:[0-9]+")
 
-Predictions = Callable[[str], pd.DataFrame]
-"""run_id -> that run's test-set predictions, columns name, label (0/1), probability and optionally group."""
+Predictions = Callable[[str], pd.DataFrame | None]
+"""run_id -> that run's test-set predictions, columns name, label (0/1), probability and optionally group;
+None where the run logged none."""
 NaturalPredictions = Callable[[str], pd.DataFrame | None]
 
 
@@ -180,6 +181,7 @@ def compare(runs: pd.DataFrame, fractions: Sequence[int], *, predictions: Predic
     runs = runs.assign(used=~newest)
     conditions = _ordered(runs)
     used = runs[runs["used"]]
+    predictions = _every_or_none(used, predictions)
     folded = bool((used["fold"] != "").any())
     if folded:
         used = _pooled(used)
@@ -399,6 +401,24 @@ def _pooled(used: pd.DataFrame) -> pd.DataFrame:
         raise UserError(f"compare: no (condition, fraction, seed) has every fold {','.join(folds)}; run the "
                         "missing folds (main) or compare the folds one at a time (test_set=<digest>)")
     return pd.DataFrame(rows, columns=used.columns)
+
+
+def _every_or_none(used: pd.DataFrame, fetch: Predictions | None) -> Predictions | None:
+    """The predictions of the runs the comparison counts (`used`), each read once: None where none has any
+    (intervals then t across seeds); a used run without them beside runs with them is one line naming its
+    version, as its cell's intervals and tests would mix two methods. Duplicates not counted do not matter."""
+    if fetch is None:
+        return None
+    read = {run_id: fetch(run_id) for run_id in used["run_id"]}
+    missing = used[[read[r] is None for r in used["run_id"]]]
+    if len(missing) == len(used):
+        return None
+    if not missing.empty:
+        row = missing.iloc[0]
+        raise UserError(f"version {row['version']} (run {row['run_id']}) has no test predictions, which other "
+                        "versions of this comparison have; compare resamples every run's predictions or none "
+                        "(fractions and test_set leave versions out)")
+    return read.__getitem__
 
 
 def _concatenated(fetch: NaturalPredictions | None) -> NaturalPredictions | None:

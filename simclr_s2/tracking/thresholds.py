@@ -25,7 +25,7 @@ def validation_threshold(client: MlflowClient, ref: ModelRef) -> tuple[float, st
         experiments = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
         runs = client.search_runs(
             experiments, f"tags.{STAGE_TAG} = 'evaluate' and params.resolved_model = '{ref.version}' and "
-                         f"tags.`{COMPLETE_TAG}` = 'true' and metrics.{METRIC} >= 0",
+                         f"tags.`{COMPLETE_TAG}` = 'true' and attributes.status = 'FINISHED' and metrics.{METRIC} >= 0",
             order_by=["attributes.start_time DESC"], max_results=1)
         if runs:
             run = runs[0]

@@ -156,6 +156,7 @@ def test_a_seed_numpy_and_torch_cannot_take_is_refused_by_name(cls, values):
     (TUNE, ["--storage", "::nope"], "storage: expected auto or a database URL"),
     (CREATE_SPLITS, ["--out", ""], "out: expected a path or URI, not an empty value"),
     (BUILD_INDEX, ["--archive", ""], "archive: expected a path or URI, not an empty value"),
+    (BUILD_INDEX, ["--out", " "], "out: expected a path or URI, not an empty value"),
     (FINETUNE, ["--split", ""], "split: expected a path or URI, not an empty value"),
     (FINETUNE, ["--pretrained", ""], "pretrained: expected a path or URI, not an empty value"),
     (EVALUATE, ["--model-uri", ""], "model_uri: expected a path or URI, not an empty value"),

@@ -39,6 +39,12 @@ def test_a_demo_folder_holding_another_size_names_the_variable_that_chose_it(tmp
         _write_once("SIMCLR_S2_DATA", tmp_path, {"n_patches": 150, "seed": 0}, lambda f: pytest.fail("written"))
 
 
+def test_a_damaged_demo_marker_is_no_demo_and_says_so_in_one_line(tmp_path: Path):
+    (tmp_path / DEMO_MARKER).write_text('{"n_patches": 15')  # a marker cut short
+    with pytest.raises(UserError, match=rf"^SIMCLR_S2_DATA: {tmp_path} holds something other than a demo"):
+        _write_once("SIMCLR_S2_DATA", tmp_path, {"n_patches": 150, "seed": 0}, lambda f: pytest.fail("written"))
+
+
 def test_a_split_folder_missing_its_scheme_names_the_parameter(tmp_path: Path):
     with pytest.raises(UserError, match=rf"^split: no splits for scheme 'basic' in {tmp_path}: found schemes \[\]"):
         load_manifest(tmp_path, "basic")

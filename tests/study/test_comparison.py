@@ -1,6 +1,6 @@
 """compare without MLflow, on a runs table built here: conditions never mix (trainable policies, baseline
 archs, a tuned run), two test sets are refused, duplicates are listed, intervals and paired tests equal
-their reference computations (seeds and spatial groups resampled, Holm across every test), natural
+their reference computations (spatial groups resampled, seeds by Student t, Holm across every test), natural
 prevalence, overlap and near-constant flags reach the table, and the report holds the tables, figures,
 links and leakage statuses."""
 
@@ -362,3 +362,15 @@ def test_a_pairing_of_one_seed_pair_between_cells_of_two_is_said_and_untested() 
     [row] = result.paired.to_dict("records")
     assert row["pairs"] == 1 and math.isnan(row["f1_p"]) and math.isnan(row["accuracy_p_holm"])
     assert set(result.cells["n_runs"]) == {2} and result.method.endswith(ONE_SEED)
+
+
+def test_a_counted_run_without_predictions_beside_runs_with_them_is_refused_naming_its_version():
+    with pytest.raises(UserError, match=r"^version 12 \(run ben-12\) has no test predictions, which other"):
+        compare(grid(), [10], predictions=lambda r: None if r == "ben-12" else predictions(r), n_boot=50)
+
+
+def test_predictions_missing_only_from_an_uncounted_duplicate_or_from_every_run_are_no_refusal():
+    """v2 is rerun by v12, which is the one counted; without any predictions the intervals are t over seeds."""
+    kept = compare(grid(), [10], predictions=lambda r: None if r == "ben-2" else predictions(r), n_boot=50)
+    assert "resampled" in kept.method
+    assert compare(grid(), [10], predictions=lambda r: None, n_boot=50).method.startswith("Student t across seeds")

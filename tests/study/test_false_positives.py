@@ -64,8 +64,6 @@ def test_resampling_patches_alone_does_not() -> None:
     assert rate > 0.3, rate  # 0.55 here: the issue's 10-46 % and more
 
 
-
-
 def seed_dominated_runs(rng: np.random.Generator, y: np.ndarray, k: int) -> np.ndarray:
     """k runs whose skill varies from seed to seed (sd 0.1) far more than the test set's patches vary
     (500 patches): each patch right with the run's skill, at probability 0.75 or 0.25."""

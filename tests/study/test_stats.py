@@ -42,7 +42,8 @@ def plain_resamples(name: str, y: np.ndarray, runs: list[np.ndarray], groups: np
 def t_widened(per_run: list, groups: np.ndarray, n: int, n_boot: int, seed: int) -> np.ndarray:
     """Resampled values from each run's metric on patch rows (`per_run`): the mean change of the runs on the
     drawn groups, its spread less the runs' own (their variance across runs, averaged, over k), plus
-    s / sqrt(k) times Student t draws with k - 1 df from default_rng([seed, 1])."""
+    s / sqrt(k) times Student t's n_boot evenly spaced quantiles (k - 1 df) in an order from
+    default_rng([seed, 1])."""
     rng = np.random.default_rng(seed)
     names, k = np.unique(groups), len(per_run)
     counts = rng.multinomial(len(names), np.full(len(names), 1 / len(names)), size=n_boot)
@@ -56,7 +57,8 @@ def t_widened(per_run: list, groups: np.ndarray, n: int, n_boot: int, seed: int)
         return every[0] + shared
     own = np.mean([np.var(row, ddof=1) for row in changes])
     scale = math.sqrt(max(shared.var() - own / k, 0) / shared.var())
-    t_draws = np.random.default_rng([seed, 1]).standard_t(k - 1, size=n_boot)
+    order = np.random.default_rng([seed, 1]).permutation(n_boot)
+    t_draws = scipy_stats.t.ppf((order + 0.5) / n_boot, k - 1)
     return (np.mean(every) + shared.mean() + (shared - shared.mean()) * scale
             + np.std(every, ddof=1) / math.sqrt(k) * t_draws)
 

@@ -8,9 +8,10 @@ import numpy as np
 from simclr_s2.learning.metrics import THRESHOLD_SOURCE
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.evaluation import log_at_validation_threshold
+from simclr_s2.tracking.names import STAGE_TAG
 from simclr_s2.tracking.registry import ModelRef
 from simclr_s2.tracking.thresholds import validation_threshold
-from simclr_s2.tracking.tracker import Step, Tracker
+from simclr_s2.tracking.tracker import COMPLETE_TAG, Step, Tracker
 
 STEP = Step("evaluate", {"a": "1"}, code="c")
 SCORES = np.array([0.02, 0.3, 0.7, 0.9])
@@ -29,3 +30,16 @@ def test_a_validation_set_without_a_positive_leaves_the_default_and_says_so(ctx)
                    None)
     assert validation_threshold(Tracking.of(ctx).client, ref) == (
         0.5, "the val_threshold tag of m/1 (default 0.5: the validation set holds no positive)")
+
+
+def test_only_a_finished_evaluate_run_supplies_a_version_s_threshold(ctx):
+    """A run that wrote its completion mark and then failed to end FINISHED ends FAILED with the mark: its
+    threshold is not taken."""
+    client = Tracking.of(ctx).client
+    for value, status in ((0.7, "FINISHED"), (0.2, "FAILED")):  # the newest is the failed one
+        run_id = client.create_run(ctx.experiment_id, tags={STAGE_TAG: "evaluate", COMPLETE_TAG: "true"}).info.run_id
+        client.log_param(run_id, "resolved_model", "m/2")
+        client.log_metric(run_id, "val_threshold", value)
+        client.set_terminated(run_id, status)
+    threshold, source = validation_threshold(client, ModelRef("models:/m/2", "m/2", {}, None))
+    assert threshold == 0.7 and source.startswith("val_threshold of evaluate run")
