@@ -39,7 +39,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy import stats as scipy_stats
 
 from simclr_s2.learning.metrics import DEFAULT_THRESHOLD
 from simclr_s2.study import footprint
@@ -197,8 +196,10 @@ def _t_draws(df: int, n: int, seed: int) -> np.ndarray:
     """n draws of Student t with `df` degrees of freedom: its n evenly spaced quantiles in an order drawn from
     default_rng([seed, 1]). Random draws of t with 1 df (two seeds) moved a 95 % interval's width by about 14 %
     from one seed to another; the quantiles hold the distribution's tails exactly."""
+    from scipy.stats import t  # here: importing this module (a training's start does) must not load scipy.stats
+
     order = np.random.default_rng([seed, 1]).permutation(n)
-    return scipy_stats.t.ppf((order + 0.5) / n, df)
+    return t.ppf((order + 0.5) / n, df)
 
 
 def interval(labels: np.ndarray, probabilities: np.ndarray, metric_name: str, groups: Sequence[object] | None = None,
