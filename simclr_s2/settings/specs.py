@@ -422,6 +422,10 @@ class Grid(Spec):
                             "is used as it is")
         if self.folds != "all" and not is_cv(self.split_kind):
             raise UserError(f"folds: split_kind {self.split_kind} has no folds; use folds-<k> or country")
+        drawn_fractions = CreateSplits().fractions  # the grid draws its splits with create_splits' fractions
+        if self.split == "auto" and (missing := [f for f in self.fractions if f not in drawn_fractions]):
+            raise UserError(f"fractions: {missing} not in the splits the grid draws (create_splits' fractions "
+                            f"{list(drawn_fractions)}); give a split drawn with them")
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from simclr_s2.stages.inputs import SOURCE, fetcher
 from simclr_s2.stages.pretrain import DEMO_ENCODERS, demo_encoder, demo_encoder_spec, encoder_step
 from simclr_s2.study.comparison import DEFAULT_LABEL_RULE, fold_encoder_alias, label_rule
 from simclr_s2.study.split_kinds import fold_names, is_cv
-from simclr_s2.study.splits import MANIFEST, SplitManifest, load_manifest
+from simclr_s2.study.splits import SplitManifest, load_manifest
 from simclr_s2.tracking.artifacts import Fetcher, is_remote
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.names import ENCODER_MODEL
@@ -265,17 +265,15 @@ def _index_ref(spec: specs.Grid, ctx: Context, make: bool) -> str:
 
 
 def given_split(spec: specs.Grid, fetch: Fetcher) -> tuple[Variant, SplitManifest, str]:
-    """The given split's variant (its fold, as the manifests of the schemes it holds name it; Variant() when
-    it is not a fold), one scheme's manifest and the index it was drawn from. A scheme it lacks fails its
-    own cells, as the grid goes on."""
+    """The given split's variant (its fold, as the manifests of its schemes name it; Variant() when it is
+    not a fold), one scheme's manifest and the index it was drawn from (check_given_split first)."""
     folder = fetch.path(spec.split, "split")
-    held = [s for s in spec.schemes if (folder / s / MANIFEST).exists()] or list(spec.schemes[:1])
-    manifests = [load_manifest(folder, scheme) for scheme in held]
+    manifests = [load_manifest(folder, scheme) for scheme in spec.schemes]
     if len(found := {(m.fold, m.held_out) for m in manifests}) > 1:
         raise UserError(f"split: the schemes of {spec.split} hold out different folds {sorted(found, key=str)}; "
                         "give a split drawn as one fold")
     [(fold, held_out)] = found
-    index = json.loads((folder / held[0] / SOURCE).read_text())["index"]
+    index = json.loads((folder / spec.schemes[0] / SOURCE).read_text())["index"]
     return Variant(fold, held_out), manifests[0], index
 
 
@@ -294,18 +292,13 @@ def splits(spec: specs.Grid, ctx: Context, make: bool, drawn: list[Variant], ind
     return refs
 
 
-DRAWN_FRACTIONS = specs.CreateSplits().fractions  # what the splits the grid draws hold: it sets no fractions
-
-
-def check_splits(spec: specs.Grid, split: Mapping[str, str], fetch: Fetcher, drawn: list[Variant]) -> None:
-    """One line when a split the cells would read lacks its scheme or one of the fractions; a split still to
-    be drawn holds create_splits' default fractions (the grid sets none)."""
-    for scheme, variant in itertools.product(spec.schemes, drawn):
-        ref = split[split_key(scheme, variant)]
-        found = DRAWN_FRACTIONS if ref == TO_MAKE else load_manifest(fetch.path(ref, "split"), scheme).fractions
+def check_given_split(spec: specs.Grid, fetch: Fetcher) -> None:
+    """One line, before any cell runs, when the split given lacks a scheme or one of the fractions (the
+    splits the grid draws hold create_splits' fractions: Grid.validate checks those)."""
+    for scheme in spec.schemes:
+        found = load_manifest(fetch.path(spec.split, "split"), scheme).fractions
         if missing := [f for f in spec.fractions if f not in found]:
-            where = "the grid would draw" if ref == TO_MAKE else f"of {ref}"
-            raise UserError(f"fractions: {missing} not in the {scheme!r} splits {where}: found {list(found)}")
+            raise UserError(f"fractions: {missing} not in the {scheme!r} splits of {spec.split}: found {list(found)}")
 
 
 def check_drawing(spec: specs.Grid, fetch: Fetcher, index: str) -> None:
@@ -384,6 +377,7 @@ def inputs(spec: specs.Grid, ctx: Context, make: bool, fetch: Fetcher, check: bo
         folds = all_folds(spec, ctx, index)
         drawn, kind = variants(spec, folds), spec.split_kind
     else:
+        check_given_split(spec, fetch)
         variant, manifest, index = given_split(spec, fetch)
         drawn, kind, folds = [variant], manifest.kind, []
     split = splits(spec, ctx, make, drawn, index)
@@ -454,7 +448,6 @@ class Grid(Stage[specs.Grid]):
         ctx = ctx.with_reuse(spec.reuse)
         with Fetcher.temporary(ctx.tracking_uri) as fetch:  # a dry run writes nothing
             found = inputs(spec, ctx, False, fetch, check=True)
-            check_splits(spec, found.split, fetch, found.drawn)
         for cell in plan(spec, found.encoders, found.split, found.drawn, found.per_fold):
             print(f"{status(cell, ctx):7s} {cell.label}  {cell.params.get('pretrained', '')}")
 

@@ -100,13 +100,22 @@ def test_given_encoders_keep_apart_and_their_resolved_keys_are_valid(ctx, monkey
     ({"index": "/nonexistent/index.parquet"}, r"index: /nonexistent/index.parquet does not exist"),
     ({"index": "{bad}"}, r"index .*bad.parquet: not a Parquet file"),
     ({"schemes": "nosuchscheme"}, r"scheme: 'nosuchscheme' is neither basic nor expanded nor a class name"),
-    ({"fractions": "77", "split_kind": "folds-3", "folds": "0"}, r"fractions: \[77\] not in the 'basic' splits"),
 ])
 def test_a_dry_run_refuses_what_the_grid_would_refuse_at_once(ctx, tmp_path, params, line) -> None:
-    """Not "run" for every cell: the index must open, the scheme resolve, and the splits still to be drawn
-    hold create_splits' fractions; each the line drawing the splits would give."""
+    """Not "run" for every cell: the index must open and the scheme resolve; each the line drawing the splits
+    would give."""
     (tmp_path / "bad.parquet").write_text("not parquet")
     given = {k: v.format(bad=tmp_path / "bad.parquet") for k, v in params.items()}
     spec = build(specs.Grid, {"schemes": "basic", "fractions": "10", "baseline": "false", **given})
     with pytest.raises(UserError, match=f"^{line}"):
         GRID.dry_run(spec, ctx)
+
+
+def test_the_grid_refuses_a_fraction_its_splits_lack_before_any_cell_runs(ctx, split_uri) -> None:
+    """Not one failed cell per seed and encoder: the split given is read before anything runs, and the splits
+    the grid would draw hold create_splits' fractions."""
+    given = build(specs.Grid, {"split": split_uri(), "schemes": "basic", "fractions": "10,77", "baseline": "false"})
+    with pytest.raises(UserError, match=r"^fractions: \[77\] not in the 'basic' splits of runs:/\w+/splits: found "):
+        GRID.resolve(given, ctx)
+    with pytest.raises(UserError, match=r"^fractions: \[77\] not in the splits the grid draws \(create_splits' "):
+        build(specs.Grid, {"fractions": "77", "split_kind": "folds-3", "folds": "0"})
