@@ -134,8 +134,12 @@ def balanced_folds(groups: np.ndarray, pos: np.ndarray, k: int, rng: np.random.G
     """The fold (0..k-1) of every patch, whole groups at a time, balanced by positives: groups in order of
     decreasing positives (ties in seeded order) each go to the fold with the fewest positives so far (then
     the fewest patches, then the lowest number). Greedy, so two folds' positives differ by at most the
-    largest group's positives."""
+    largest group's positives. Fewer groups holding positives than folds are refused: some fold's test
+    set would hold none, and a cross-validation with such a fold is not one."""
     _, inverse, group_pos, group_size = _group_totals(groups, pos)
+    if (holding := int((group_pos > 0).sum())) < k:
+        raise UserError(f"kind folds-{k}: the pool has {holding} spatial groups holding positives, fewer than "
+                        f"the {k} folds (each fold's test set needs one); use at most folds-{max(holding, 2)}")
     order = rng.permutation(len(group_pos))
     order = order[np.argsort(-group_pos[order], kind="stable")]
     fold_pos, fold_size = np.zeros(k), np.zeros(k)

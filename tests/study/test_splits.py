@@ -776,6 +776,8 @@ def test_leave_one_country_out(tmp_path: Path) -> None:
     ("folds-3", -1, "fold -1: kind folds-3 has folds 0 to 2"),
     ("spatial", 1, "fold 1: kind spatial has no folds; use folds-<k> or country, or fold 0"),
     ("folds-1", 0, "kind 'folds-1': expected"),
+    ("folds-14", 0, r"^kind folds-14: the pool has 13 spatial groups holding positives, fewer than the 14 folds"),
+    ("folds-100000", 0, "^kind folds-100000: the pool has 13 "),
 ])
 def test_bad_folds_are_one_line(tmp_path: Path, kind: str, fold: int, match: str) -> None:
     with pytest.raises(UserError, match=match):
