@@ -266,6 +266,9 @@ def _download(session: requests.Session, source: str | Path, target: Path, size:
                         have += len(block)
                         bar.update(len(block))
                         faults.point("download", have)
+                if have < size and isinstance(source, Path):  # a local copy does not grow by waiting
+                    raise FetchError(f"{source}: the file holds {have:,} bytes, expected {size:,}; copy it whole "
+                                     "and run again")
                 if have < size:  # a response that ends early without an error is a dropped transfer too
                     raise _Retry(f"the response ended at byte {have:,}")
             except RETRYABLE as e:

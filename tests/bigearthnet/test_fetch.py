@@ -196,6 +196,20 @@ def test_a_local_copy_is_a_source_too(release, server, checksums, tmp_path):
         assert fetch.fetch(["snow"], dest, url, checksums)["snow"].read_bytes() == release["files"][FILES["snow"]]
 
 
+def test_a_short_local_copy_is_one_line_at_once(release, checksums, tmp_path, monkeypatch):
+    """A local file that ends before the size read from it (cut while being copied) does not grow by
+    waiting: no backing off as for a dropped transfer."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    data = release["files"][FILES["snow"]]
+    (folder / FILES["snow"]).write_bytes(data[:100])
+    monkeypatch.setattr(fetch, "_remote_size", lambda session, source: len(data))  # its size before the cut
+    monkeypatch.setattr(fetch, "time", SimpleNamespace(sleep=pytest.fail))
+    with pytest.raises(FetchError, match=rf"^{folder / FILES['snow']}: the file holds 100 bytes, expected "
+                                         rf"{len(data):,}; copy it whole"):
+        fetch.fetch(["snow"], tmp_path / "dest", str(folder), checksums)
+
+
 def test_the_pinned_table_refuses_another_file_and_size_only_is_said(server, tmp_path, monkeypatch, caplog):
     url, served = server
     with pytest.raises(FetchError, match=r"has [\d,]+ bytes, the record's metadata.parquet has 3,616,349"):
