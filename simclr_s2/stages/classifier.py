@@ -177,7 +177,7 @@ def train_classifier(spec: ClassifierSpec, resolved: Mapping[str, str], prepared
                     "trainable_weights": counts.trainable, "frozen_weights": counts.frozen,
                     "feature_cache_used": use_cache, "split_kind": split.kind})
     run.set_tags({"pretrained": encoder.name, "arch": encoder.arch, "trainable": policy,
-                  leakage.OVERLAP_TAG: prepared.overlap,
+                  leakage.OVERLAP_TAG: prepared.overlap, **split.label_rule,  # compare's condition, as main's cells
                   RECALIBRATED: str(recalibrated).lower()})  # part of compare's condition
     for context, s in (("training", split.train), ("validation", split.val), ("test", split.test)):
         run.log_table(_frame(s), name=f"{split.scheme}/{s.path.stem}", source=str(s.path), digest=s.digest,

@@ -183,13 +183,16 @@ class CreateSplits(DataStage[specs.CreateSplits]):
         index_ref = resolved.get("index", spec.index)
         index_path = fetcher(ctx).path(index_ref, "index")
         index = load_index(index_path)
-        positives, rule = labels(index, index_layout(index_path), spec)
+        layout = index_layout(index_path)
+        positives, rule = labels(index, layout, spec)
+        by_area = {"min_fraction": spec.min_fraction, "ambiguous": spec.ambiguous} if layout.reference_maps else None
         out = _path(spec, resolved, "out")
         manifest = create_splits(
             index, scheme, out, fractions=spec.fractions, seed=spec.seed, exclude_snow_cloud=spec.exclude_snow_cloud,
             official_split=None if spec.official_split == "all" else spec.official_split, ratios=spec.ratios,
             index_digest=index_digest(index_path), positives=positives, classes=classes, kind=spec.kind,
-            natural_test=spec.natural_test, natural_share=spec.natural_share, label_rule=rule, fold=spec.fold)
+            natural_test=spec.natural_test, natural_share=spec.natural_share, label_rule=rule, fold=spec.fold,
+            rule=by_area)
         scheme_dir = out / scheme
         (scheme_dir / SOURCE).write_text(json.dumps(
             {"index": index_ref if is_remote(index_ref) else str(index_path),

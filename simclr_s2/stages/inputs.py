@@ -53,6 +53,7 @@ class SplitData:
     # every patch of the scheme's splits at every fraction (natural validation sets too): what one packed
     # store holds, so every fraction (they nest) and every set reads the same store, packed once
     pool: list[str]
+    label_rule: dict[str, str]  # the manifest's rule (min_fraction, ambiguous), {} where it records none
 
     def set(self, name: str) -> SplitSet:
         """A set by name: train, val, test or test_natural (one line when the split has none)."""
@@ -90,7 +91,8 @@ def load_split_data(fetch: Fetcher, ref: str, scheme: str, fraction: int,
     pool = sorted({*sets["test"].names, *(natural.names if natural else []),
                    *(n for widest_set in widest.values() for n in widest_set.names)})
     return SplitData(ref, folder, scheme, fraction, Path(source["archive_root"]), digest, **sets,
-                     kind=manifest.kind, natural=natural, widest_train=widest["train"], index=index, pool=pool)
+                     kind=manifest.kind, natural=natural, widest_train=widest["train"], index=index, pool=pool,
+                     label_rule=manifest.rule or {})
 
 
 def _check_fold(given: str, manifest: SplitManifest, where: Path) -> None:

@@ -77,7 +77,7 @@ import json
 import logging
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -161,6 +161,9 @@ class SplitManifest:
     fold: int | None = None  # a cross-validation kind's held-out fold (absent before folds: None)
     held_out: str | None = None  # what that fold is: its number, or its country
     natural_validation: bool = False  # val_natural_<fff>pct.csv written (absent before them: False)
+    # the label rule's parameters (min_fraction, ambiguous) of labels by area; None for labels by presence
+    # (v1.0) and in manifests written before they were recorded: compare reads None as the default rule
+    rule: dict[str, str] | None = None
     format: int = FORMAT
 
     def overlap_shares(self) -> dict[str, float]:
@@ -244,14 +247,15 @@ def create_splits(
     natural_share: float = DEFAULT_NATURAL_SHARE,
     label_rule: str = "caller",
     fold: int = 0,
+    rule: Mapping[str, str] | None = None,
 ) -> SplitManifest:
     """Write the balanced, nested splits of one scheme under out_dir/scheme (see the module doc).
 
     positives: the labels of a custom scheme, a Series aligned with `index`: bool, or pandas' nullable
     "boolean" where <NA> marks a patch that is not eligible (ambiguous); None reads the column
     present_<scheme> (label presence, v1.0's rule). label_rule: how the caller's labels were made, recorded
-    in the manifest as their
-    source. classes: the scheme's class names, recorded in the manifest only.
+    in the manifest as their source; rule: the parameters of that rule (min_fraction, ambiguous) as
+    compare groups runs by them, for labels by area. classes: the scheme's class names, recorded in the manifest only.
     official_split: "train", "validation", "test" or a "+" join such as "train+validation" keeps only
     those patches of the BigEarthNet authors' split (not with kind "official", which uses all three).
     kind: "random", "spatial[-<n>km]", "tile", "block-<n>km" or "official" (split_kinds.py; the entry
@@ -339,6 +343,7 @@ def create_splits(
         fold=int(fold) if held_out is not None else None,
         held_out=held_out,
         natural_validation=natural_test,
+        rule=None if rule is None else dict(rule),
     )
     (scheme_dir / MANIFEST).write_text(manifest.to_json(), encoding="utf-8")
     log.info("splits %s (%s): %s in %s, overlap %s", scheme, kind, manifest.sizes, scheme_dir, overlap)

@@ -1,9 +1,11 @@
 """A BigEarthNet v2.0 demo archive end to end: index with reference maps, splits on the official geographic
-split with labels by area, a fine-tune whose encoder was pretrained on the v1 demo (the leakage guard
-crosses archive versions through s2v1_name), and compare on the v2 test set alone."""
+split with labels by area (a rule other than the default, which the fine-tune's run records), a fine-tune
+whose encoder was pretrained on the v1 demo (the leakage guard crosses archive versions through
+s2v1_name), and compare on the v2 test set alone."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +24,8 @@ def v2_split(project, demo, tmp_path_factory):
     index_run = project.client.get_run(project.run_stage(BUILD_INDEX, archive=str(root / "reBEN"),
                                                          out=str(root / "index")))
     splits = project.run_stage(CREATE_SPLITS, index=f"runs:/{index_run.info.run_id}/index/index.parquet",
-                               scheme="basic", kind="official", fractions="50,100", out=str(root / "splits"))
+                               scheme="basic", kind="official", fractions="50,100", out=str(root / "splits"),
+                               min_fraction="0.05", ambiguous="negative")
     return index_run, f"runs:/{splits}/splits"
 
 
@@ -39,7 +42,8 @@ def test_the_official_split_is_recorded_with_the_area_rule(project, v2_split):
     assert splits.data.tags["split_kind"] == "official"
     manifest = project.artifact(splits.info.run_id, "splits/basic/manifest.json")
     text = Path(manifest).read_text()
-    assert '"kind": "official"' in text and "area: scheme's classes cover >= 0.17" in text
+    assert '"kind": "official"' in text and "area: scheme's classes cover >= 0.05" in text
+    assert json.loads(text)["rule"] == {"min_fraction": "0.05", "ambiguous": "negative"}
 
 
 def test_a_v1_encoder_is_checked_against_a_v2_test_set(project, v2_split, capsys):
@@ -50,13 +54,19 @@ def test_a_v1_encoder_is_checked_against_a_v2_test_set(project, v2_split, capsys
     run = project.client.get_run(run_id)
     assert run.data.tags["pretraining_overlap"].startswith("override:")
     assert run.data.params["split_kind"] == "official"
+    # a split given as it is still says which label rule it holds: compare's condition is not the default's
+    assert (run.data.tags["min_fraction"], run.data.tags["ambiguous"]) == ("0.05", "negative")
 
 
-def test_compare_takes_one_test_set_at_a_time(project, v2_split, tmp_path):
-    with pytest.raises(UserError, match="test sets cannot share one comparison"):
-        project.run_stage(COMPARE, scheme="basic", fractions="100", out=str(tmp_path))
+def test_compare_keeps_the_v2_label_rule_apart_and_takes_one_test_set_at_a_time(project, v2_split, tmp_path):
+    """The v1 demo's fine-tunes (the default rule) and the v2 one (its split's rule) are two label rules, each
+    with its own test set; test_set= narrows the comparison to one."""
+    project.run_stage(COMPARE, scheme="basic", fractions="100", out=str(tmp_path / "both"), n_boot=100)
+    both = pd.read_csv(tmp_path / "both" / "table.csv", dtype={"min_fraction": str})
+    assert set(zip(both["min_fraction"], both["ambiguous"])) == {("auto", "exclude"), ("0.05", "negative")}
     v2 = project.latest("finetune", pretraining_overlap=project.latest("finetune").data.tags["pretraining_overlap"])
     digest = v2.data.params["test_digest"][:12]
     project.run_stage(COMPARE, scheme="basic", fractions="100", out=str(tmp_path), test_set=digest, n_boot=100)
-    table = pd.read_csv(tmp_path / "table.csv")
+    table = pd.read_csv(tmp_path / "table.csv", dtype={"min_fraction": str})
     assert table["pretraining_overlap"].str.startswith("override:").all() and set(table["split_kind"]) == {"official"}
+    assert set(zip(table["min_fraction"], table["ambiguous"])) == {("0.05", "negative")}
