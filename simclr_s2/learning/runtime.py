@@ -3,6 +3,7 @@ numbers, and the interface through which a loop reports progress to whoever trac
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -13,6 +14,8 @@ import torch
 
 from simclr_s2 import faults
 from simclr_s2.errors import NonFiniteError
+
+log = logging.getLogger(__name__)
 
 StepMetrics = tuple[int, dict[str, float]]
 """(step, metrics): one entry of a loop's metric history (the epoch for fine-tuning, the optimiser step
@@ -103,12 +106,21 @@ def rng_states(device: torch.device) -> dict[str, Any]:
 
 def restore_rng(saved: torch.Tensor | Mapping[str, Any]) -> None:
     """Set the states `rng_states` gave (other keys of `saved` are the caller's); a fine-tune checkpoint
-    written before CUDA's states were kept holds the CPU generator's alone (a tensor)."""
+    written before CUDA's states were kept holds the CPU generator's alone (a tensor). Resumed where
+    another number of GPUs is visible (on the CPU: none), the devices both have take their states and the
+    run goes on, not exactly as it would have (a warning says so)."""
     if isinstance(saved, torch.Tensor):
         saved = {"torch": saved, "cuda": []}
     torch.set_rng_state(saved["torch"])
-    if saved["cuda"]:
-        torch.cuda.set_rng_state_all(saved["cuda"])
+    if not (cuda := list(saved["cuda"])):
+        return
+    visible = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if visible != len(cuda):
+        log.warning("the checkpoint holds the random states of %d CUDA devices and this process sees %d: the "
+                    "resumed run draws other dropout masks and augmentations than an unbroken one", len(cuda),
+                    visible)
+    if visible:
+        torch.cuda.set_rng_state_all(cuda[:visible])
 
 
 def save_atomically(checkpoint: Checkpoint, path: Path, epoch: int = -1) -> None:

@@ -2,6 +2,7 @@
 one, early stopping keeps the best epoch's weights."""
 
 import copy
+import logging
 
 import numpy as np
 import pytest
@@ -158,6 +159,8 @@ def test_a_checkpoint_keeps_the_cuda_rng_states_of_a_training_on_a_gpu(monkeypat
     restored = []
     monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: cuda_states)
     monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert runtime.rng_states(torch.device("cpu"))["cuda"] == []
     write_tree(runtime.rng_states(torch.device("cuda")), tmp_path / "rng.safetensors")
     cpu_state = torch.get_rng_state()
@@ -165,6 +168,21 @@ def test_a_checkpoint_keeps_the_cuda_rng_states_of_a_training_on_a_gpu(monkeypat
     runtime.restore_rng(read_tree(tmp_path / "rng.safetensors"))
     assert torch.equal(torch.get_rng_state(), cpu_state)
     assert len(restored) == 1 and all(map(torch.equal, restored[0], cuda_states))
+
+
+@pytest.mark.parametrize("visible", [0, 1])
+def test_a_gpu_checkpoint_resumes_where_fewer_gpus_are_visible(monkeypatch, visible, caplog):
+    """A checkpoint of two GPUs' states, resumed on one or on the CPU: the devices there take theirs, a
+    warning says the run is not exact, nothing fails (torch's set_rng_state_all would, on a missing device)."""
+    cuda_states = [torch.arange(16, dtype=torch.uint8), torch.arange(16, 32, dtype=torch.uint8)]
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: visible > 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: visible)
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", restored.append)
+    with caplog.at_level(logging.WARNING, "simclr_s2.learning.runtime"):
+        runtime.restore_rng({"torch": torch.get_rng_state(), "cuda": cuda_states})
+    assert [len(states) for states in restored] == ([1] if visible else [])
+    assert f"random states of 2 CUDA devices and this process sees {visible}" in caplog.text
 
 
 def test_the_last_checkpoint_leaves_the_optimiser_out_and_resumes_to_the_best_weights(tiny, tmp_path):
