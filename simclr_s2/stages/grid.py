@@ -32,7 +32,7 @@ import pandas as pd
 from torch import OutOfMemoryError
 
 from simclr_s2 import disk
-from simclr_s2.bigearthnet.index import load_index
+from simclr_s2.bigearthnet.index import index_digest, load_index
 from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
 from simclr_s2.settings.context import Context
@@ -310,6 +310,19 @@ def check_drawing(spec: specs.Grid, fetch: Fetcher, index: str) -> None:
         load_index(fetch.path(index, "index"))
 
 
+def check_demo_encoders(ctx: Context, fetch: Fetcher, index: str) -> None:
+    """encoders=auto without folds fine-tunes the demo's three encoders, pretrained on the demo archive:
+    one line for the splits of another index (the real archive), whose encoders must be pretrained on it
+    (with folds the grid does that itself, once per fold)."""
+    demo = auto.demo_index(ctx, make=False)
+    if index == TO_MAKE or (demo is not None and index_digest(fetch.path(index, "index"))
+                            == index_digest(fetch.path(demo, "index"))):
+        return
+    raise UserError(f"encoders: auto fine-tunes the demo's three encoders, pretrained on the demo archive, not on "
+                    f"the index of these splits ({index}); pretrain on it first (pretrain --index <that index> "
+                    "--exclude-split <the splits> --name ben) and give encoders=ben")
+
+
 def recipes(spec: specs.Grid, ctx: Context, given: Mapping[str, ModelRef]) -> dict[str, specs.Pretrain]:
     """What a fold grid pretrains once per fold, by encoder name: the demo recipes (encoders=auto), or each
     `given` registry version that was pretrained here, with the settings its run logged. Imported encoders,
@@ -385,6 +398,8 @@ def inputs(spec: specs.Grid, ctx: Context, make: bool, fetch: Fetcher, check: bo
     per_fold = fold_encoders(spec, ctx, make, split, drawn, index, kind, given)
     if per_fold and spec.encoders == "auto":  # the demo encoders of the whole archive: not used, not made
         return Inputs(drawn, split, {}, per_fold, folds)
+    if spec.encoders == "auto" and (spec.split, spec.index) != ("auto", "auto"):
+        check_demo_encoders(ctx, fetch, index)
     own = set().union(*per_fold.values())
     shared = {name: uri for name, uri in encoder_uris(spec, ctx, make, given).items() if name not in own}
     return Inputs(drawn, split, shared, per_fold, folds)

@@ -12,9 +12,13 @@ import pandas as pd
 import pytest
 
 from simclr_s2.errors import UserError
+from simclr_s2.settings import specs
+from simclr_s2.settings.spec import build
+from simclr_s2.stages import auto
 from simclr_s2.stages.classifier import FINETUNE
 from simclr_s2.stages.compare import COMPARE
 from simclr_s2.stages.data import BUILD_INDEX, CREATE_SPLITS, MAKE_DEMO_DATA
+from simclr_s2.stages.grid import GRID
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +74,15 @@ def test_compare_keeps_the_v2_label_rule_apart_and_takes_one_test_set_at_a_time(
     table = pd.read_csv(tmp_path / "table.csv", dtype={"min_fraction": str})
     assert table["pretraining_overlap"].str.startswith("override:").all() and set(table["split_kind"]) == {"official"}
     assert set(zip(table["min_fraction"], table["ambiguous"])) == {("0.05", "negative")}
+
+
+def test_the_grid_refuses_the_demo_encoders_for_another_archives_split(project, v2_split, ctx):
+    """encoders=auto means the demo's encoders, pretrained on the demo archive: the splits of another index
+    (here the v2 demo's; the real archive's alike) are refused before any cell, the demo's own are run."""
+    _, split = v2_split
+    other = build(specs.Grid, {"split": split, "schemes": "basic", "fractions": "100", "baseline": "false"})
+    with pytest.raises(UserError, match=r"^encoders: auto fine-tunes the demo's three encoders, pretrained on the "
+                                        r"demo archive, not on the index of these splits \(runs:/\w+/index/"):
+        GRID.dry_run(other, ctx)
+    GRID.dry_run(build(specs.Grid, {"split": auto.demo_splits(ctx, "basic", make=False), "schemes": "basic",
+                                    "fractions": "100", "baseline": "false"}), ctx)
