@@ -14,8 +14,12 @@ setup: $(VENV)/.installed
 # pip's own resolver never runs here, so two installs on two days get the same versions.
 LOCK := requirements.lock
 PIP_INSTALL := $(PY) -m pip install --quiet --disable-pip-version-check --no-deps
+# The lock is for Python 3.11: python3.11 where there is one, else a python3 that is 3.11 (one line otherwise).
+PYTHON311 := $(shell command -v python3.11 || echo python3)
 $(VENV)/.installed: $(LOCK) pyproject.toml
-	test -x $(PY) || python3 -m venv $(VENV)
+	test -x $(PY) || $(PYTHON311) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and \
+		"make setup: the lock is for Python 3.11; $(PYTHON311) is " + sys.version.split()[0] + ", install python3.11")'
+	test -x $(PY) || $(PYTHON311) -m venv $(VENV)
 	$(PIP_INSTALL) --require-hashes -r $(LOCK)
 	$(PIP_INSTALL) --no-build-isolation -e .
 	touch $@

@@ -25,7 +25,8 @@ def tables() -> str:
         for f in fields_of(cls):
             default = "(required)" if f.default is dataclasses.MISSING else f"`{canonical(f.default)}`"
             choices = f" One of {', '.join(f.metadata['choices'])}." if f.metadata["choices"] else ""
-            rows.append(f"| `{f.name}` | {default} | {f.metadata['help']}.{choices} |".replace("..", "."))
+            meaning = f.metadata["help"].removesuffix(".")  # a help that ends a sentence is not given two stops
+            rows.append(f"| `{f.name}` | {default} | {meaning}.{choices} |")
         summary = " ".join((cls.__doc__ or "").split())
         parts.append(f"### `{name}`\n\n{summary}\n\n" + "\n".join(rows))
     return "\n\n".join(parts)

@@ -13,7 +13,17 @@ from simclr_s2.errors import UserError
 from simclr_s2.settings.mlflow_store import DEFAULT_EXPERIMENT, experiment_for, store_uris
 
 DEFAULT_HEARTBEAT_S = 30.0
-PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def project_folder(package_file: Path = Path(__file__)) -> Path:
+    """Where the state and data folders default to: the checkout the package runs from (its MLproject beside
+    the package), else the working folder (an installed copy, in site-packages, is no place for them; the
+    training image and `mlflow run` run in the project folder)."""
+    root = package_file.resolve().parents[2]
+    return root if (root / "MLproject").is_file() else Path.cwd()
+
+
+PROJECT_ROOT = project_folder()
 
 
 def _positive(env: Mapping[str, str], name: str, default: float, kind: type = float) -> float:
@@ -62,7 +72,6 @@ class Context:
     home: Path
     data_root: Path
     registry_uri_given: str | None = None  # None: the registry is the tracking store's
-    project_root: Path = PROJECT_ROOT
     experiment_id_given: str | None = None
     launcher_run_id: str | None = None
     heartbeat_s: float = DEFAULT_HEARTBEAT_S

@@ -131,8 +131,8 @@ def _split_refs(value: str) -> str | None:
 
 def _in_data(where: str, help: str) -> Any:
     """A path whose default, auto, is `where` in the data folder: the demo chain's place for it."""
-    return param("auto", f"{help}; auto = {where} in the data folder (SIMCLR_S2_DATA, default ./data)",
-                 check=_path, in_data=where)
+    return param("auto", f"{help}; auto = {where} in the data folder (SIMCLR_S2_DATA, default data in the "
+                         "project folder)", check=_path, in_data=where)
 
 
 def _ratios(values: tuple[float, ...]) -> str | None:
@@ -183,7 +183,9 @@ class CreateSplits(Spec):
     out: str = _in_data("demo/splits", "output folder")
     kind: str = param("spatial", "spatial (no footprint, twin on another date or neighbour in two sets; "
                                  "spatial-<n>km: blocks of n km), random (patch level, as the study: warned), tile, "
-                                 "block-<n>km, or official (the archive's own split)", check=_split_kind)
+                                 "block-<n>km, official (the archive's own split), or cross-validation: folds-<k> "
+                                 "or folds-<k>-<n>km (k spatial folds) or country (leave one country out), one "
+                                 "split per fold", check=_split_kind)
     natural_test: bool = param(False, "also write test_natural.csv at the pool's own prevalence")
     natural_share: float = param(0.02, "share of the pool drawn for test_natural.csv", check=probability)
     min_fraction: str = param(_MIN_FRACTION, "v2.0 archives: share of a patch the scheme's classes must cover "

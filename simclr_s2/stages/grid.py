@@ -472,8 +472,9 @@ class Grid(Stage[specs.Grid]):
         rows = on_ray(spec, cells, ctx, run) if spec.backend == "ray" else in_process(cells, ctx, run)
         table = pd.DataFrame(rows)
         print(table[["cell", "status", "run_id"]].to_string(index=False))  # first: writing the table may fail
-        counts = table["status"].value_counts()
-        run.log_metrics({"cells": len(table), **{f"cells_{k}": int(v) for k, v in counts.items()}})
+        counts = table["status"].value_counts()  # each status logged, 0 too: `metrics.cells_failed = 0` finds them
+        run.log_metrics({"cells": len(table), **{f"cells_{k}": int(counts.get(k, 0))
+                                                 for k in ("finished", "reused", "failed")}})
         with tempfile.TemporaryDirectory() as tmp, disk.writing(Path(tmp) / "cells.csv"):
             table.to_csv(Path(tmp) / "cells.csv", index=False)
             run.log_artifacts(Path(tmp), "grid")

@@ -44,6 +44,7 @@ def test_the_manuals_parameter_tables_are_generated_from_the_specs():
     page = manual.PAGE.read_text()
     assert manual.BEGIN in page and manual.END in page
     assert page == manual.render(page), "run `make docs` after changing a spec"
+    assert "| NT-Xent temperature, 0.001..10. |" in manual.tables()  # a range's dots are its own
 
 
 def test_every_entry_point_has_its_script():

@@ -66,6 +66,8 @@ def test_a_rerun_of_a_finished_grid_starts_no_task(project, grid, split):
     assert [r.info.run_id for r in project.runs() if r.info.run_id not in before] == [rerun]
     assert set(_cells(project, rerun)["status"]) == {"reused"}
     assert project.client.get_run(rerun).data.metrics["cells_dispatched"] == 0
+    counts = {k: v for k, v in project.client.get_run(rerun).data.metrics.items() if k.startswith("cells")}
+    assert counts == {"cells": 4, "cells_finished": 0, "cells_reused": 4, "cells_failed": 0, "cells_dispatched": 0}
 
 
 def test_a_killed_worker_resumes_its_cell_in_the_same_run_while_a_failing_cell_is_reported(

@@ -38,7 +38,7 @@ def test_every_readme_command_is_run_here():
     assert readme_blocks() == [["make demo", "make test"], [".venv/bin/mlflow ui --backend-store-uri sqlite:///mlflow.db"],
                                [". .venv/bin/activate", MAP_DEMO_SCENE, MAP_PREDICT],
                                [". .venv/bin/activate", "python -m simclr_s2 finetune -h",
-                                "mlflow run . -e finetune --env-manager local -P fraction=10"]]
+                                "mlflow run . -e finetune --env-manager local -P fraction=50"]]
 
 
 def test_make_test_is_what_ci_runs():
@@ -69,7 +69,7 @@ def test_the_next_step_command_as_written(readme_demo):
     project = readme_demo.project
     project.shell(" && ".join(readme_blocks()[3]))
     run = project.latest("finetune")
-    assert run.info.status == "FINISHED" and run.data.params["fraction"] in ("10", "10.0")
+    assert run.info.status == "FINISHED" and run.data.params["fraction"] in ("50", "50.0")
 
 
 def test_the_map_commands_as_written(readme_demo, tmp_path):
