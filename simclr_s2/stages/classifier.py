@@ -46,7 +46,7 @@ from simclr_s2.study.splits import (
     load_manifest,
     load_sets,
 )
-from simclr_s2.study.stats import spatial_groups
+from simclr_s2.study.stats import resampling_groups
 from simclr_s2.tracking.artifacts import is_remote
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.evaluation import THRESHOLD_METRIC, log_at_validation_threshold, log_evaluation
@@ -252,7 +252,7 @@ def evaluate_natural(trained: TrainedClassifier, run: StageRun) -> dict[str, str
     scored = predict(trained.model, trained.batches(split.natural, False), trained.device)
     validation = predict(trained.model, trained.batches(val, False), trained.device)
     natural = log_at_validation_threshold(run, scored, split.natural.names, NATURAL, validation,
-                                          spatial_groups(split.index, split.natural.names))
+                                          resampling_groups(split.index, split.kind, split.natural.names))
     source = threshold_source(validation[0])
     return {THRESHOLD_METRIC: repr(natural[THRESHOLD_METRIC]),
             "test_natural_valthr_f1": f"{natural['test_natural_valthr_f1']:.4f}",
@@ -316,7 +316,8 @@ class Classifier(Stage[ClassifierSpec]):
         natural = evaluate_natural(trained, run)
         operated_at = float(natural.get(THRESHOLD_METRIC, DEFAULT_THRESHOLD))
         test = log_evaluation(run, scored, split.test.names, "test",
-                              groups=spatial_groups(split.index, split.test.names), operated_at=operated_at)
+                              groups=resampling_groups(split.index, split.kind, split.test.names),
+                              operated_at=operated_at)
         # compare's per-country table
         run.log_metrics(country_metrics(split.index, split.test.names, *scored[:2]))
         flags = {"near_constant": bool(test["test_near_constant"]),  # compare flags its cell

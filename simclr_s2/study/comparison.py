@@ -17,18 +17,19 @@ Input contract: `runs`, one row per registered classifier version, with the colu
   whose predictions are constant or nearly so): averaged per cell, NaN where absent;
 - optionally THRESHOLD_SOURCE (why the run's natural threshold is the default 0.5 rather than chosen on its
   natural validation set, which held no positive; "" where it was chosen): counted per cell;
-- optionally the LABEL_RULE columns (min_fraction, ambiguous: the rule that made the labels; "" or absent
-  reads as DEFAULT_LABEL_RULE, see label_rule) and RECALIBRATED ("true" when the encoder's BatchNorm
-  statistics were recomputed on the training patches, "false" when not, "" for a run older than the tag),
-  part of the condition; VARIANT columns
+- optionally the INPUT columns (bands: the input bands in channel order, "B04,B03,..."; scaling: the input
+  scaling; "" or absent reads as DEFAULT_INPUT), the LABEL_RULE columns (min_fraction, ambiguous: the rule
+  that made the labels; "" or absent reads as DEFAULT_LABEL_RULE, see label_rule) and RECALIBRATED ("true"
+  when the encoder's BatchNorm statistics were recomputed on the training patches, "false" when not, "" for a
+  run older than the tag), part of the condition; VARIANT columns
   (fold, held_out: a cross-validation run's fold and what it holds out, "" for none; encoder_fold: the
   fold its encoder was pretrained for, "" for a shared one); COUNTRY metrics
   (test_country_<country>_<accuracy|f1|patches>, logged by the classifier run from country_metrics).
 
-A condition is the tuple of CONDITION, LABEL_RULE and RECALIBRATED columns: runs that differ in any are
-never pooled, and each condition is its own row, bar and line, labelled by what tells it apart from the
+A condition is the tuple of CONDITION, INPUT, LABEL_RULE and RECALIBRATED columns: runs that differ in any
+are never pooled, and each condition is its own row, bar and line, labelled by what tells it apart from the
 other conditions of the same encoder ("ben (head2)", "ben (all)", "scratch resnet18", "ben tuned",
-"ben min_fraction 0.05", "ssl4eo BN recalibrated").
+"scratch bands all", "ben min_fraction 0.05", "ssl4eo BN recalibrated").
 Runs scored on more than one test set are refused, except that each label rule (which draws its own
 split) has its own test set, and each fold its own; paired tests stay within a label rule. A (condition,
 fraction, seed) registered more than once counts once, with its newest version (a rerun supersedes), so n
@@ -36,8 +37,10 @@ counts seeds; the others are listed in `duplicates`.
 
 Every cell gets n, mean, std and a 95 % interval, by one method for the whole comparison: with per-patch
 predictions, the bootstrap over the test set's spatial groups with Student t over the cell's seeds (stats.py;
-groups from the predictions' `group` column, each patch its own group when a run's predictions lack it,
-which `unit` states); without, a t interval across seeds (none for one seed). Paired tests, for each
+groups from the predictions' `group` column, their unit from its `unit` column: what the split kept apart,
+stats.resampling_unit; a file without `unit` holds stats.LEGACY_UNIT; each patch its own group when the
+predictions lack `group`; the method text names the unit, and warns under stats.MIN_GROUPS groups); without,
+a t interval across seeds (none for one seed). Paired tests, for each
 fraction, each fine-tuned condition against each baseline condition: runs are paired by seed, on the
 seeds both have (the others are listed as unpaired and left out); the same method, on the seed pairs'
 differences, gives the mean difference's interval and p. Every p of a comparison (all fractions,
@@ -67,6 +70,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, ZSCORE
 from simclr_s2.errors import UserError
 from simclr_s2.learning.metrics import THRESHOLD_SOURCE, reliability
 from simclr_s2.study import stats
@@ -93,7 +97,11 @@ DEFAULT_LABEL_RULE = {"min_fraction": "auto", "ambiguous": "exclude"}
 """create_splits' defaults: the rule of a run without the LABEL_RULE tags (a finetune of the demo splits, or a
 main cell made before main tagged every cell it draws), which must pool with one tagged with these values."""
 LABEL_RULE = tuple(DEFAULT_LABEL_RULE)  # optional; part of the condition
-KEY = (*CONDITION, *LABEL_RULE, RECALIBRATED)  # what tells conditions apart
+DEFAULT_INPUT = {"bands": ",".join(STUDY_BANDS), "scaling": ZSCORE}
+"""The model input of a version registered before its `bands` and `scaling` (registry.SCALING_TAG) tags: the
+study's bands, z-scored (the only input then)."""
+INPUT = tuple(DEFAULT_INPUT)  # optional; part of the condition
+KEY = (*CONDITION, *INPUT, *LABEL_RULE, RECALIBRATED)  # what tells conditions apart
 COUNTRY_PREFIX = "test_country_"
 COUNTRY_METRIC = re.compile(rf"{COUNTRY_PREFIX}(?P<country>.+)_(?P<metric>accuracy|f1|patches)")
 POOLED = "+"  # joins the run ids of a seed's folds into the id of its pooled unit
@@ -102,13 +110,15 @@ BASELINE_STAGE = "baseline"
 PREDICTION_COLUMNS = ("name", "label", "probability")
 ONE_SEED = ("a cell of one seed, or a pairing of one seed pair: its interval is the spread over test patches "
             "alone (no seed-to-seed spread to resample), and a pairing of one seed pair gets no p")
-GROUP_COLUMN = "group"  # optional in predictions: the patch's spatial group (tracking.evaluation writes it)
+GROUP_COLUMN = stats.GROUP_COLUMN  # optional in predictions: the patch's resampling group (stats.Groups)
+UNIT_COLUMN = stats.UNIT_COLUMN  # optional in predictions: the groups' unit; without it, stats.LEGACY_UNIT
 SIGNIFICANCE = 0.05
+_BAND_SETS = {DEFAULT_INPUT["bands"]: "study", ",".join(BANDS): "all"}  # how a band list reads in a label
 _OVERLAP = re.compile(r"0|unknown|override:[0-9]+")
 
 Predictions = Callable[[str], pd.DataFrame | None]
-"""run_id -> that run's test-set predictions, columns name, label (0/1), probability and optionally group;
-None where the run logged none."""
+"""run_id -> that run's test-set predictions, columns name, label (0/1), probability and optionally group
+and unit; None where the run logged none."""
 NaturalPredictions = Callable[[str], pd.DataFrame | None]
 
 
@@ -213,12 +223,12 @@ def _checked(runs: pd.DataFrame) -> pd.DataFrame:
     text = [c for c in (*CONDITION, "run_id", "test_digest", *DIGEST_COLUMNS)
             if c in runs.columns and c not in ("epochs", "tuned")]
     out = runs.copy()
-    for column in (*LABEL_RULE, RECALIBRATED, *VARIANT, THRESHOLD_SOURCE):
+    for column in (*INPUT, *LABEL_RULE, RECALIBRATED, *VARIANT, THRESHOLD_SOURCE):
         if column not in out.columns:
             out[column] = ""
     # a baseline never recalibrates: one registered before the tag existed pools with the newer ones
     out.loc[(out["stage"] == BASELINE_STAGE) & (out[RECALIBRATED] == ""), RECALIBRATED] = "false"
-    text += [*LABEL_RULE, RECALIBRATED, *VARIANT, THRESHOLD_SOURCE]
+    text += [*INPUT, *LABEL_RULE, RECALIBRATED, *VARIANT, THRESHOLD_SOURCE]
     for column in OPTIONAL_METRICS:
         if column not in out.columns:
             out[column] = math.nan
@@ -230,6 +240,8 @@ def _checked(runs: pd.DataFrame) -> pd.DataFrame:
             raise UserError(f"runs: {column}: expected {kind.__name__} values, "
                             f"got {out[column].tolist()[:5]}") from None
     out[text] = out[text].fillna("").astype(str)
+    for column, default in DEFAULT_INPUT.items():
+        out[column] = out[column].replace("", default)
     out[list(LABEL_RULE)] = pd.DataFrame([label_rule(row) for row in out[list(LABEL_RULE)].to_dict("records")],
                                          index=out.index)
     if bad := sorted(set(out["fold"][~out["fold"].str.fullmatch("[0-9]*")])):
@@ -293,6 +305,10 @@ def _show(column: str, value: str | int | bool) -> str:
         return f"ambiguous {value}" if value else ""
     if column == RECALIBRATED:
         return {"true": "BN recalibrated", "": "BN unknown"}.get(str(value), "")
+    if column == "bands":
+        return f"bands {_BAND_SETS.get(str(value), value)}"
+    if column == "scaling":
+        return f"scaling {value}"
     return str(value)
 
 
@@ -317,12 +333,13 @@ def _ordered(runs: pd.DataFrame) -> list[str]:
 
 @dataclass(frozen=True)
 class Scores:
-    """Every used run's test predictions on one patch order: labels (n,), probabilities by run id, and
-    each patch's spatial group (None: every patch its own)."""
+    """Every used run's test predictions on one patch order: labels (n,), probabilities by run id, each
+    patch's spatial group (None: every patch its own) and the groups' unit in words, plural ("tiles")."""
 
     labels: np.ndarray
     probabilities: dict[str, np.ndarray]
     groups: np.ndarray | None
+    unit: str  # "" without groups
 
     def of(self, run_ids: Sequence[str]) -> np.ndarray:
         return np.stack([self.probabilities[r] for r in run_ids])
@@ -350,10 +367,24 @@ def _scores(used: pd.DataFrame, predictions: Predictions) -> Scores:
         if not (frame["label"].to_numpy() == first["label"].to_numpy()).all():
             raise UserError("predictions: runs of one comparison disagree on the labels of the same test "
                             "patches")
-    grouped = all(GROUP_COLUMN in f.columns for f in frames.values())
-    groups = first[GROUP_COLUMN].astype(str).to_numpy() if grouped else None
     return Scores(first["label"].to_numpy().astype(bool),
-                  {r: f["probability"].to_numpy(dtype=np.float64) for r, f in frames.items()}, groups)
+                  {r: f["probability"].to_numpy(dtype=np.float64) for r, f in frames.items()},
+                  *_groups(list(frames.values()), set(used["split_kind"])))
+
+
+def _groups(frames: Sequence[pd.DataFrame], kinds: set[str]) -> tuple[np.ndarray | None, str]:
+    """The test patches' groups (`frames` in one patch order) and their unit in words: those of the first run
+    that records the unit (groups belong to the patches, so one run's serve every run); else, where every run
+    has groups, stats.LEGACY_UNIT's, said not to be the split's own where its kind keeps others apart; else
+    none."""
+    if recorded := [f for f in frames if UNIT_COLUMN in f.columns]:
+        return recorded[0][GROUP_COLUMN].astype(str).to_numpy(), f"{recorded[0][UNIT_COLUMN].iloc[0]}s"
+    if not all(GROUP_COLUMN in f.columns for f in frames):
+        return None, ""
+    unit = f"{stats.LEGACY_UNIT}s"
+    if own := sorted({stats.resampling_unit(kind)[1] for kind in kinds} - {stats.LEGACY_UNIT}):
+        unit += f", not the split's own {'/'.join(own)}s: predictions logged before those were recorded"
+    return frames[0][GROUP_COLUMN].astype(str).to_numpy(), unit
 
 
 def _scored(used: pd.DataFrame, predictions: Predictions) -> dict[str, Scores]:
@@ -370,11 +401,14 @@ def _method(scores: Scores | None, folded: bool = False) -> str:
         folds = "; each seed the mean over its folds" if folded else ""
         return f"Student t across seeds (no per-patch predictions; none for one seed){folds}"
     patches = f"{len(scores.labels)} test patches"
-    unit = (f"{scores.n_groups} spatial groups of {patches}" if scores.groups is not None
+    unit = (f"{scores.n_groups} spatial groups ({scores.unit}) of {patches}" if scores.groups is not None
             else f"{patches} (the predictions name no spatial group: each patch its own)")
     folds = ("; folds pooled: each seed scored on its folds' out-of-fold test predictions together" if folded
              else "")
-    return f"{stats.METHOD}: {unit} resampled, seeds by t with k - 1 df{folds}"
+    few = (f"; only {scores.n_groups} groups: a bootstrap over fewer than {stats.MIN_GROUPS} understates the "
+           "spread, so its intervals are too narrow and its p too small" if scores.n_groups < stats.MIN_GROUPS
+           else "")
+    return f"{stats.METHOD}: {unit} resampled, seeds by t with k - 1 df{folds}{few}"
 
 
 def _pooled(used: pd.DataFrame) -> pd.DataFrame:
@@ -422,15 +456,16 @@ def _every_or_none(used: pd.DataFrame, fetch: Predictions | None) -> Predictions
 
 
 def _concatenated(fetch: NaturalPredictions | None) -> NaturalPredictions | None:
-    """`fetch` for pooled ids: the predictions of the pooled runs, concatenated (groups kept when every
-    run has them); None where no run has any."""
+    """`fetch` for pooled ids: the predictions of the pooled runs, concatenated (groups, and their unit, kept
+    when every run has them); None where no run has any."""
     if fetch is None:
         return None
 
     def pooled(run_id: str) -> pd.DataFrame | None:
         frames = [f for f in map(fetch, run_id.split(POOLED)) if f is not None]
-        if not all(GROUP_COLUMN in f.columns for f in frames):
-            frames = [f.drop(columns=GROUP_COLUMN, errors="ignore") for f in frames]
+        for column in (GROUP_COLUMN, UNIT_COLUMN):
+            if not all(column in f.columns for f in frames):
+                frames = [f.drop(columns=column, errors="ignore") for f in frames]
         return pd.concat(frames, ignore_index=True) if frames else None
 
     return pooled

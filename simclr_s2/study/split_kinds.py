@@ -78,8 +78,7 @@ def group_keys(index: pd.DataFrame, kind: str) -> np.ndarray | None:
         return _column(index, OFFICIAL_COLUMN, kind).to_numpy(dtype=object)
     if kind == "tile":
         return _column(index, "tile", kind).astype(str).to_numpy()
-    match = _KIND.fullmatch(kind)
-    size_m = 1000 * int(match.group("km") or match.group("fold_km") or SPATIAL_BLOCK_KM)
+    size_m = 1000 * block_km(kind)
     epsg, ulx, uly = (_column(index, c, kind) for c in BLOCK_COLUMNS)
     cells = [epsg.astype("int64").astype(str),
              *(np.floor_divide(c.to_numpy(dtype=np.float64), size_m).astype(np.int64).astype(str) for c in (ulx, uly))]
@@ -89,12 +88,23 @@ def group_keys(index: pd.DataFrame, kind: str) -> np.ndarray | None:
     return blocks.to_numpy()
 
 
+def block_km(kind: str) -> int | None:
+    """The side in km of the square blocks a kind keeps apart (spatial, block, folds and country: a country's
+    blocks), None for random, tile and official, which keep no blocks apart."""
+    if kind in ("random", "tile", "official"):
+        return None
+    match = _KIND.fullmatch(kind)
+    return int(match.group("km") or match.group("fold_km") or SPATIAL_BLOCK_KM)
+
+
 def _column(index: pd.DataFrame, column: str, kind: str) -> pd.Series:
     if column not in index.columns:
         raise UserError(f"index has no column {column!r}, which a {kind} split needs")
     series = index[column]
     if kind != "official" and series.isna().any():
-        raise UserError(f"index column {column!r} has {int(series.isna().sum())} missing values; a {kind} split "
+        lacking = index.loc[series.isna(), "name"]
+        raise UserError(f"index column {column!r} has {len(lacking)} missing values (patches "
+                        f"{', '.join(lacking.head(3))}{', ...' if len(lacking) > 3 else ''}); a {kind} split "
                         f"needs it for every patch")
     return series
 

@@ -6,9 +6,11 @@ seed errs elsewhere; a bootstrap over patches ignores both and rejects a true nu
 0.05 (issue 20). The mean over a cell's k seeds varies in two parts, which are drawn apart and added:
 - the groups' part: the cluster bootstrap (Davison & Hinkley 1997, section 3.8) draws G of the test set's
   G spatial groups with replacement (a patch weighs as often as its group was drawn) and takes the mean
-  change of the k runs' metric there. A run's own errors on some groups (seed-group interaction) are in
-  that change too, and in the seeds' part below, so the change's spread about its mean is narrowed by what
-  they add: their variance across the runs, averaged over resamples, over k.
+  change of the k runs' metric there. A group is what the split kept apart (resampling_unit: a tile
+  split's test set is a sample of tiles, a spatial-<n>km one's of n km blocks), recorded with the
+  predictions. A run's own errors on some groups (seed-group interaction) are in that change too, and in
+  the seeds' part below, so the change's spread about its mean is narrowed by what they add: their
+  variance across the runs, averaged over resamples, over k.
 - the seeds' part: s / sqrt(k) times a draw of Student t with k - 1 df (s: the standard deviation of the
   k runs' metric on every patch; t's evenly spaced quantiles, in an order from default_rng([seed, 1])).
 Where seeds differ more than the test set can tell, interval and p are those of the t interval and the
@@ -40,13 +42,21 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from simclr_s2.errors import UserError
 from simclr_s2.learning.metrics import DEFAULT_THRESHOLD
-from simclr_s2.study import footprint
-from simclr_s2.study.split_kinds import SPATIAL_BLOCK_KM, group_keys
+from simclr_s2.study.split_kinds import SPATIAL_BLOCK_KM, block_km, group_keys
 
 LEVEL = 0.95
 N_BOOT = 2000
 METHOD = "bootstrap over spatial groups of test patches, Student t over seeds"
+GROUP_COLUMN, UNIT_COLUMN = "group", "unit"  # a predictions table's resampling group and the unit's name
+LEGACY_UNIT = f"{SPATIAL_BLOCK_KM} km block"
+"""The unit of a predictions table with groups but no UNIT_COLUMN: every classifier run wrote these blocks
+before it wrote the split's own groups."""
+MIN_GROUPS = 20
+"""Fewer resampled groups: compare warns that its intervals are too narrow and its p too small (a null
+simulation with skill varying by tile rejected at 0.05 38 % of the time with 2 tiles, 12.5 % with 8 and 7 %
+with 20; docs/study.md)."""
 _CHUNK_CELLS = 1 << 22  # resampled patch weights held at once (32 MiB)
 
 
@@ -134,15 +144,39 @@ def _metric(name: str) -> Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndar
     return METRICS[name]
 
 
-def spatial_groups(index: pd.DataFrame, names: Sequence[str]) -> list[str] | None:
-    """Each named patch's spatial group: its SPATIAL_BLOCK_KM block in its UTM zone (the spatial split's
-    block), which holds its temporal twins and most of its neighbours. None when the index has no
-    footprints (an index made before them): compare then resamples patches, and says so."""
-    columns = list(footprint.COLUMNS)
-    if not set(columns) <= set(index.columns) or index[columns].isna().to_numpy().any():
+@dataclass(frozen=True)
+class Groups:
+    """Each test patch's resampling group and the unit's name, as a predictions table records them (columns
+    GROUP_COLUMN and UNIT_COLUMN): compare resamples the groups and names the unit in its captions."""
+
+    keys: list[str]
+    unit: str  # "tile", "12 km block"
+
+    def columns(self) -> dict[str, list[str]]:
+        return {GROUP_COLUMN: self.keys, UNIT_COLUMN: [self.unit] * len(self.keys)}
+
+
+def resampling_unit(kind: str) -> tuple[str, str]:
+    """The split kind whose groups (split_kinds.group_keys) a split of `kind`'s test set is resampled by, and
+    the unit's name: what `kind` kept apart (a tile; an n km block; a country's blocks), since the test set
+    is a sample of those, and for random and official, which keep no ground apart, the SPATIAL_BLOCK_KM
+    block, which holds a patch's temporal twins and most of its neighbours."""
+    if kind == "tile":
+        return kind, "tile"
+    km = block_km(kind)
+    return (kind, f"{km} km block") if km is not None else (f"block-{SPATIAL_BLOCK_KM}km", LEGACY_UNIT)
+
+
+def resampling_groups(index: pd.DataFrame, kind: str, names: Sequence[str]) -> Groups | None:
+    """Each named patch's group under resampling_unit(kind). None when the index lacks what the groups need
+    (a random or official split of an index made before footprints): compare then resamples patches, and
+    says so."""
+    group_kind, unit = resampling_unit(kind)
+    try:
+        keys = pd.Series(group_keys(index, group_kind), index=index["name"].to_numpy())
+    except UserError:
         return None
-    blocks = pd.Series(group_keys(index, f"block-{SPATIAL_BLOCK_KM}km"), index=index["name"].to_numpy())
-    return blocks.loc[list(names)].tolist()
+    return Groups(keys.loc[list(names)].astype(str).tolist(), unit)
 
 
 def group_codes(groups: Sequence[object] | None, n: int) -> np.ndarray:

@@ -1,5 +1,5 @@
 """Scoring a classifier on a set and logging what a person checks: metrics, confusion matrix, ROC and PR
-plots, and a table of every patch's prediction (with its spatial group, the unit compare resamples); and
+plots, and a table of every patch's prediction (with its group, the unit compare resamples); and
 scoring at the threshold chosen on a validation set."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ from simclr_s2.learning.metrics import (
 )
 from simclr_s2.tracking.tracker import StageRun
 
+if TYPE_CHECKING:
+    from simclr_s2.study.stats import Groups
+
 log = logging.getLogger(__name__)
 
 THRESHOLD_METRIC = "val_threshold"
@@ -33,14 +37,15 @@ Predictions = tuple[np.ndarray, np.ndarray, float]
 
 
 def log_evaluation(run: StageRun, predictions: Predictions, names: Sequence[str], prefix: str = "test",
-                   threshold: float = DEFAULT_THRESHOLD, groups: Sequence[str] | None = None,
+                   threshold: float = DEFAULT_THRESHOLD, groups: Groups | None = None,
                    operated_at: float | None = None, curves: Sequence[Path] = ()) -> dict[str, float]:
     """Metrics `<prefix>_accuracy` ... `<prefix>_fn` on the run; plots and predictions.csv under the
     artifact folder evaluation/<prefix>. `predictions` is `train.predict`'s (labels, probabilities,
     loss), in the order of `names`: one prediction pass can be scored at several thresholds. `groups`:
-    each patch's spatial group, written as the table's `group` column. `operated_at`: the threshold the
-    model will be used at (its val_threshold), where `<prefix>_near_constant` is judged: a model whose scores
-    all sit below 0.5 but rank the patches well is not constant at the threshold it is operated at. `curves`:
+    each patch's resampling group and their unit, the table's `group` and `unit` columns. `operated_at`: the
+    threshold the model will be used at (its val_threshold), where `<prefix>_near_constant` is judged: a model
+    whose scores all sit below 0.5 but rank the patches well is not constant at the threshold it is operated
+    at. `curves`:
     the ROC and PR plots of these predictions, drawn already (they are the same at every threshold)."""
     labels, probabilities, loss = predictions
     scored = binary_metrics(labels, probabilities, threshold)
@@ -58,14 +63,14 @@ def log_evaluation(run: StageRun, predictions: Predictions, names: Sequence[str]
         table = pd.DataFrame({"name": list(names), "label": labels.astype(int), "probability": probabilities,
                               "predicted": (probabilities >= threshold).astype(int)})
         if groups is not None:
-            table["group"] = list(groups)
+            table = table.assign(**groups.columns())
         table.to_csv(folder / "predictions.csv", index=False)
         run.log_artifacts(folder, f"evaluation/{prefix}")
     return metrics
 
 
 def log_at_validation_threshold(run: StageRun, predictions: Predictions, names: Sequence[str], prefix: str,
-                                validation: Predictions, groups: Sequence[str] | None = None) -> dict[str, float]:
+                                validation: Predictions, groups: Groups | None = None) -> dict[str, float]:
     """`prefix` scored at 0.5 (`<prefix>_*`) and at the threshold with the best F1 on `validation`
     (`<prefix>_valthr_*`, the threshold logged and returned as val_threshold): a natural-prevalence validation set
     gives the threshold a classifier would be operated at on real prevalence."""

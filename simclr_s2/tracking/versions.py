@@ -99,10 +99,11 @@ def finite(records: Sequence[VersionRecord], metrics: Iterable[str]) -> tuple[li
 
 
 # Tags a version registered before a condition tag existed, or without one, falls back to (see compare.py's
-# contract; THRESHOLD_SOURCE is set only where a natural validation set could not choose the threshold).
-TAG_DEFAULTS = {"encoder_version": "", "trainable": "all", "settings": "", "split_kind": "random",
-                "pretraining_overlap": "unknown", "test_digest": "", "train_digest": "", "val_digest": "",
-                "index_digest": "", "encoder_digest": "", THRESHOLD_SOURCE: ""}
+# contract; THRESHOLD_SOURCE is set only where a natural validation set could not choose the threshold; "" bands
+# and scaling, registry.SCALING_TAG, read as comparison.DEFAULT_INPUT).
+TAG_DEFAULTS = {"encoder_version": "", "trainable": "all", "bands": "", "scaling": "", "settings": "",
+                "split_kind": "random", "pretraining_overlap": "unknown", "test_digest": "", "train_digest": "",
+                "val_digest": "", "index_digest": "", "encoder_digest": "", THRESHOLD_SOURCE: ""}
 
 
 def versions_frame(records: Sequence[VersionRecord], metrics: Iterable[str]) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from matplotlib.figure import Figure
 from matplotlib.text import Text
 from scipy import stats as scipy_stats
 
+from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS
 from simclr_s2.errors import UserError
 from simclr_s2.learning.metrics import binary_metrics, threshold_source
 from simclr_s2.study import report, stats
@@ -168,8 +169,9 @@ def test_every_interval_resamples_seeds_and_groups(result) -> None:
     row = cell(result, BEN, 10)
     assert row["interval"] == "3 seeds x 6 groups"
     assert result.method == ("bootstrap over spatial groups of test patches, Student t over seeds: 6 spatial "
-                             f"groups of {N_PATCHES} test patches resampled, seeds by t with k - 1 df; "
-                             f"{ONE_SEED}")
+                             f"groups (12 km blocks) of {N_PATCHES} test patches resampled, seeds by t with k - 1 "
+                             "df; only 6 groups: a bootstrap over fewer than 20 understates the spread, so its "
+                             f"intervals are too narrow and its p too small; {ONE_SEED}")
     runs = np.stack([aligned(r) for r in ("ben-1", "ben-12", "ben-3")])  # seed order: v1, v12 (seed 1), v3
     expected = stats.interval(LABELS, runs, "accuracy", GROUPS, n_boot=300)
     assert (row["test_accuracy_low"], row["test_accuracy_high"]) == pytest.approx(
@@ -374,3 +376,54 @@ def test_predictions_missing_only_from_an_uncounted_duplicate_or_from_every_run_
     kept = compare(grid(), [10], predictions=lambda r: None if r == "ben-2" else predictions(r), n_boot=50)
     assert "resampled" in kept.method
     assert compare(grid(), [10], predictions=lambda r: None, n_boot=50).method.startswith("Student t across seeds")
+
+
+def test_input_bands_and_scaling_are_part_of_the_condition() -> None:
+    """Two baselines that differ only in their input bands are two conditions, never one with the other listed
+    as its superseded duplicate; so are two input scalings; a version older than the tags reads as the
+    study's bands, z-scored."""
+    study, every = ",".join(STUDY_BANDS), ",".join(BANDS)
+    runs = pd.DataFrame([run(1, 10, 0, SCRATCH, bands=study), run(2, 10, 0, SCRATCH, bands=every),
+                         run(3, 10, 1, SCRATCH)])  # no bands tag
+    result = compare(runs, [10])
+    assert result.conditions == ("scratch bands all", "scratch bands study")
+    assert cell(result, "scratch bands study", 10)["versions"] == "1,3" and result.duplicates.empty
+    runs = pd.DataFrame([run(1, 10, 0, SCRATCH, scaling=""), run(2, 10, 0, SCRATCH, scaling="reflectance/10000")])
+    result = compare(runs, [10])
+    assert result.conditions == ("scratch scaling bigearthnet-zscore", "scratch scaling reflectance/10000")
+    assert result.duplicates.empty
+
+
+TILES = dict(zip(NAMES, [f"33UU{i // 60}" for i in range(N_PATCHES)], strict=True))  # 2 tiles of 3 blocks each
+
+
+def by_tile(run_id: str) -> pd.DataFrame:
+    """A tile split's predictions, as a classifier run writes them: each patch's tile, and the unit."""
+    frame = predictions(run_id)
+    return frame.assign(group=frame["name"].map(TILES), unit="tile")
+
+
+def test_a_tile_split_s_predictions_are_resampled_by_tile_and_the_method_names_the_unit() -> None:
+    """The groups a run records with their unit serve every run of its test set (ben-1's, written before the
+    unit was, hold 12 km blocks); 2 tiles are few, which the method says."""
+    runs = grid().assign(split_kind="tile")
+    result = compare(runs, [10], predictions=lambda r: predictions(r) if r == "ben-1" else by_tile(r), n_boot=100)
+    row = cell(result, BEN, 10)
+    assert row["interval"] == "3 seeds x 2 groups"
+    tiles = [TILES[n] for n in NAMES]
+    expected = stats.interval(LABELS, np.stack([aligned(r) for r in ("ben-1", "ben-12", "ben-3")]), "accuracy",
+                              tiles, n_boot=100)
+    assert (row["test_accuracy_low"], row["test_accuracy_high"]) == pytest.approx((expected.low, expected.high),
+                                                                                   abs=1e-12)
+    assert set(result.paired["groups"]) == {2}
+    assert ("6 spatial groups" not in result.method
+            and f"2 spatial groups (tiles) of {N_PATCHES} test patches resampled" in result.method
+            and "only 2 groups: a bootstrap over fewer than 20 understates the spread" in result.method)
+
+
+def test_predictions_logged_before_their_unit_hold_12_km_blocks_which_the_method_says() -> None:
+    result = compare(grid().assign(split_kind="tile"), [10], predictions=predictions, n_boot=50)
+    assert ("6 spatial groups (12 km blocks, not the split's own tiles: predictions logged before those were "
+            f"recorded) of {N_PATCHES} test patches") in result.method
+    assert f"6 spatial groups (12 km blocks) of {N_PATCHES}" in compare(grid(), [10], predictions=predictions,
+                                                                         n_boot=50).method

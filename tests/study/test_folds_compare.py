@@ -93,7 +93,7 @@ def test_folds_pool_into_one_condition_scored_out_of_fold(result) -> None:
                                                                        abs=1e-12)
     assert ben["test_f1_mean"] == pytest.approx(
         np.mean([stats.metric("f1", labels, p) for p in probabilities]))
-    assert "folds pooled" in result.method and "8 spatial groups of 80 test patches" in result.method
+    assert "folds pooled" in result.method and "8 spatial groups (12 km blocks) of 80 test patches" in result.method
     assert result.test_digest == f"0:{'0' * 12} 1:{'1' * 12}"
     [pair] = result.paired.to_dict("records")
     assert (pair["condition"], pair["baseline"], pair["pairs"], pair["groups"]) == ("ben", "scratch", 2, 8)

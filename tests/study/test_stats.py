@@ -7,11 +7,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats as scipy_stats
 from sklearn import metrics as skm
 
-from simclr_s2.study.stats import holm, interval, metric, paired, t_interval
+from simclr_s2.study.stats import Groups, holm, interval, metric, paired, resampling_groups, t_interval
 
 
 def scored(n: int, seed: int, skill: float, k: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -144,3 +145,23 @@ def test_bad_input_is_refused() -> None:
         interval(np.ones(3), np.ones(3), "precision")
     with pytest.raises(ValueError, match="expected labels of n > 0 patches"):
         paired(np.ones(3), np.ones(4), np.ones(3), "accuracy")
+
+
+def test_the_resampling_groups_are_what_the_split_kept_apart() -> None:
+    """A tile split's test set is a sample of tiles, a spatial-50km one's of 50 km blocks: the bootstrap draws
+    those, not 12 km blocks nested in them (which took a tile's patches for independent groups); random and
+    official splits, which keep no ground apart, keep the 12 km blocks."""
+    index = pd.DataFrame({"name": ["a", "b", "c", "d"], "tile": ["33UUP", "33UUP", "33UUP", "29SNC"],
+                          "epsg": [32633] * 4, "ulx": [0.0, 13_000.0, 60_000.0, 0.0], "uly": [0.0] * 4,
+                          "country": ["Austria"] * 3 + ["Portugal"], "official_split": ["test"] * 4})
+    names = ["d", "b", "a"]
+    assert resampling_groups(index, "tile", names) == Groups(["29SNC", "33UUP", "33UUP"], "tile")
+    assert resampling_groups(index, "spatial-50km", names) == Groups(["32633/0/0"] * 3, "50 km block")
+    assert resampling_groups(index, "folds-3-50km", ["c"]) == Groups(["32633/1/0"], "50 km block")
+    twelve = ["32633/0/0", "32633/1/0", "32633/0/0"]
+    for kind in ("spatial", "block-12km", "folds-3", "random", "official"):
+        assert resampling_groups(index, kind, names) == Groups(twelve, "12 km block"), kind
+    assert resampling_groups(index, "country", names).keys == [f"{c}|{b}" for c, b in
+                                                               zip(["Portugal", "Austria", "Austria"], twelve)]
+    assert resampling_groups(index.drop(columns="ulx"), "random", names) is None  # an index before footprints
+    assert Groups(["t1"], "tile").columns() == {"group": ["t1"], "unit": ["tile"]}

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 import sqlite3
 
+from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, ZSCORE
 from simclr_s2.learning.metrics import THRESHOLD_SOURCE
-from simclr_s2.study.comparison import REQUIRED
+from simclr_s2.study.comparison import REQUIRED, compare
 from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.registry import SCALING_TAG
 from simclr_s2.tracking.versions import VersionRecord, finite, versions_frame
 
 TAGS = {"stage": "finetune", "pretrained": "ben", "arch": "resnet18", "epochs": "50", "fraction": "10", "seed": "0",
@@ -51,3 +53,18 @@ def test_a_version_not_ready_in_the_registry_is_left_out(ctx, caplog):
                    (model,))
     assert [r.version for r in door.search_versions("basic", model=model)] == ["1"]
     assert "not ready in the registry: v2 (PENDING_REGISTRATION), v3 (FAILED_REGISTRATION)" in caplog.text
+
+
+def test_versions_differing_only_in_their_input_are_two_conditions():
+    """The `bands` and scaling tags reach compare ("" for a version older than them, read as the study's
+    bands, z-scored): a 10-band and a 12-band baseline are two conditions, neither a duplicate of the other."""
+    scores = {"test_f1": 0.7, "test_accuracy": 0.7, "test_auc": 0.8}
+    baseline = {**TAGS, "stage": "baseline", "pretrained": "scratch", "tuned": "false"}
+    records = [VersionRecord("1", {**baseline, "bands": ",".join(STUDY_BANDS), SCALING_TAG: ZSCORE}, scores, "r1"),
+               VersionRecord("2", {**baseline, "bands": ",".join(BANDS)}, scores, "r2"),
+               VersionRecord("3", {**baseline, "seed": "1"}, scores, "r3")]
+    frame = versions_frame(records, scores)
+    assert frame["bands"].tolist()[1:] == [",".join(BANDS), ""] and frame[SCALING_TAG].tolist()[1:] == ["", ""]
+    result = compare(frame, [10])
+    assert result.conditions == ("scratch bands all", "scratch bands study") and result.duplicates.empty
+    assert result.cells.set_index("condition").loc["scratch bands study", "versions"] == "1,3"
