@@ -333,10 +333,10 @@ class Evaluate(Spec):
     set: str = param("test", "which set; test_natural: the natural-prevalence test set", choices=ALL_SETS)
     fraction: int = param(100, "fraction of the set (train and val)", check=percentage)
     batch_size: int = param(64, "batch", check=positive)
-    allow_pretraining_overlap: str = param("false", f"{OVERLAP_HELP}; a test set is also checked against the "
-                                                    "model's own training and validation patches (another split "
-                                                    "of the same patches), the same way",
-                                           choices=OVERLAP_POLICIES)
+    allow_pretraining_overlap: str = param("false", f"{OVERLAP_HELP}; a test set of another split, and the "
+                                                    "validation set its threshold is chosen on, are also checked "
+                                                    "against the ground the model trained and validated on, the "
+                                                    "same way", choices=OVERLAP_POLICIES)
 
 
 BACKENDS = ("local", "ray")
@@ -575,8 +575,9 @@ class Predict(Spec):
     out: str = _path_param("outputs/predict", "folder of the maps, one subfolder per scene (also logged as artifacts)")
     stride: int = param(120, "window step in 10 m pixels: 120 = windows side by side, maps at 1.2 km; less = "
                              "overlapping windows averaged, maps at 10 m", check=_stride)
-    threshold: str = param("auto", "probability for the binary map; auto = the one evaluate chose on the "
-                                   "validation set for this version, else 0.5", check=_threshold)
+    threshold: str = param("auto", "probability for the binary map; auto = the one chosen for this version on "
+                                   "natural-prevalence validation (by its run, or by evaluate off its own ground), "
+                                   "else 0.5", check=_threshold)
     mask: str = param(",".join(map(str, DEFAULT_MASK)),
                       "SCL classes left out: 0 no data, 1 saturated, 3 cloud shadow, 8/9 cloud, 10 cirrus, 11 "
                       "snow; none = no mask", check=_mask)

@@ -8,12 +8,14 @@ On a test set the metrics come twice: at the 0.5 threshold (`<set>_*`), and at t
 F1 on the natural-prevalence validation set of the model's own fraction (`val_threshold`,
 `<set>_valthr_*`; splits.py: as many labels as that fraction's validation set): on the natural-prevalence
 test set (test_natural) that is how a classifier meant for real prevalence would be operated. Splits
-made without natural sets fall back to the balanced validation set at `fraction` (tag threshold_set).
-The leakage guard checks the scored set against the encoder's pretraining patches, and a test set against the
-classifier's own training and validation patches (leakage.py)."""
+made without natural sets fall back to the balanced validation set at `fraction` (tag threshold_set): its
+threshold is reported, never operated at (thresholds.operating).
+The leakage guard checks the scored set against the encoder's pretraining patches, and a test set and the
+validation set its threshold is chosen on against the classifier's own ground (leakage.py)."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -31,9 +33,15 @@ from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SplitData, load_split_data, loader
 from simclr_s2.study.splits import NATURAL, VAL_NATURAL, SplitSet, load_sets
 from simclr_s2.tracking.artifacts import Fetcher
+from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.evaluation import log_at_validation_threshold, log_evaluation
 from simclr_s2.tracking.registry import SCALING_TAG, ModelRef, encoder_bands
+from simclr_s2.tracking.thresholds import OVERLAP_TAG as THRESHOLD_OVERLAP_TAG
+from simclr_s2.tracking.thresholds import SET_TAG as THRESHOLD_SET_TAG
+from simclr_s2.tracking.thresholds import operating
 from simclr_s2.tracking.tracker import StageRun
+
+log = logging.getLogger(__name__)
 
 
 class Evaluate(Stage[specs.Evaluate]):
@@ -59,7 +67,7 @@ class Evaluate(Stage[specs.Evaluate]):
             chosen = split.set(spec.set)
             overlap = leakage.status(leakage.classifier_encoder(run.tracking, tags), chosen.names, split.index,
                                      spec.set, spec.allow_pretraining_overlap)
-            own = _training_overlap(run, fetch, ref, split, chosen, spec)
+            validation, own = _own_ground(run.tracking, fetch, ref, split, spec)
             run.log_params({"resolved_model": version or spec.model_uri, f"{spec.set}_digest": chosen.digest})
             run.set_tags({**{k: tags[k] for k in ("pretrained", "arch", "fraction", "seed") if k in tags},
                           leakage.OVERLAP_TAG: overlap, **own, "set_prevalence": f"{chosen.labels.mean():.4f}"})
@@ -71,12 +79,10 @@ class Evaluate(Stage[specs.Evaluate]):
                               store_names=split.pool, pack=False, scaling=tags.get(SCALING_TAG, ZSCORE))
 
             scored = predict(model, batches(chosen), device)
-            if spec.set in ("test", NATURAL):
-                validation = _threshold_set(split.folder, spec.scheme, int(tags.get("fraction", spec.fraction)),
-                                            split.val)
-                run.set_tags({"threshold_set": validation.path.name})
+            if validation:
                 metrics = log_at_validation_threshold(run, scored, chosen.names, spec.set,
                                                       predict(model, batches(validation), device))
+                log.info(_threshold_line(metrics["val_threshold"], validation, own))
             else:
                 metrics = log_evaluation(run, scored, chosen.names, spec.set)
         print(" ".join(f"{k}={v:.4f}" for k, v in metrics.items()))
@@ -90,19 +96,45 @@ def same_scheme(tags: Mapping[str, str], scheme: str, model_uri: str) -> None:
                         f"scheme={trained} scores it on its own labels")
 
 
-def _training_overlap(run: StageRun, fetch: Fetcher, ref: ModelRef, split: SplitData, chosen: SplitSet,
-                      spec: specs.Evaluate) -> dict[str, str]:
-    """The training_overlap tag of a scored test set (leakage module doc): "0" at once for the model's own
-    balanced test set, which create_splits kept off its training ground (a natural test set is checked: only
-    the balanced one's digest is recorded, and another split may share it); {} for train and val, which a
-    person scores knowingly."""
+def _own_ground(client: Tracking, fetch: Fetcher, ref: ModelRef, split: SplitData,
+                spec: specs.Evaluate) -> tuple[SplitSet | None, dict[str, str]]:
+    """On a test set: the validation set its threshold is chosen on (`_threshold_set`), and the tags that
+    say how both lie on the classifier's own ground (leakage module doc): training_overlap, threshold_set and
+    threshold_overlap. "0" at once on the model's own split (`own_split`): its test sets are those its run
+    scored, kept off its ground as far as the split's kind keeps them (a random split's footprint overlap is
+    in its manifest), and its validation sets are its own. (None, {}) for train and val, which a person
+    scores knowingly."""
     if spec.set not in ("test", NATURAL):
-        return {}
-    if spec.set == "test" and split.test.digest == ref.tags.get("test_digest"):
-        return {leakage.TRAINING_TAG: "0"}
-    ground = leakage.classifier_ground(run.tracking, fetch, ref.tags, ref.run_id)
-    return {leakage.TRAINING_TAG: leakage.training_status(ground, chosen.names, split.index, spec.set,
-                                                          spec.allow_pretraining_overlap)}
+        return None, {}
+    validation = _threshold_set(split.folder, spec.scheme, int(ref.tags.get("fraction", spec.fraction)), split.val)
+    checked = {leakage.TRAINING_TAG: (spec.set, split.set(spec.set)),
+               THRESHOLD_OVERLAP_TAG: (f"{validation.path.name} threshold", validation)}
+    if own_split(split, ref.tags):
+        found = dict.fromkeys(checked, "0")
+    else:
+        ground = leakage.classifier_ground(client, fetch, ref.tags, ref.run_id)
+        found = {tag: leakage.training_status(ground, s.names, split.index, name, spec.allow_pretraining_overlap)
+                 for tag, (name, s) in checked.items()}
+    return validation, {**found, THRESHOLD_SET_TAG: validation.path.name}
+
+
+def own_split(split: SplitData, tags: Mapping[str, str]) -> bool:
+    """Whether `split` is the one the model was trained on: its test set, and its training and validation sets
+    at the model's fraction, are those whose digests the version recorded."""
+    splits = load_sets(split.folder, split.scheme)
+    fraction = int(tags.get("fraction", -1))
+    if fraction not in splits.manifest.fractions or split.test.digest != tags.get("test_digest"):
+        return False
+    return (splits.get(fraction, "train").digest, splits.get(fraction, "val").digest) == \
+        (tags.get("train_digest"), tags.get("val_digest"))
+
+
+def _threshold_line(threshold: float, validation: SplitSet, tags: Mapping[str, str]) -> str:
+    """One line on where val_threshold was chosen and whether predict may operate the model at it."""
+    use = ("predict threshold=auto may operate the model at it" if operating(tags)
+           else "reported only: predict never operates a model at it")
+    return (f"val_threshold {threshold:.4g} chosen on {validation.path.name} ({len(validation.names)} patches, "
+            f"prevalence {validation.labels.mean():.4f}, training overlap {tags[THRESHOLD_OVERLAP_TAG]}): {use}")
 
 
 def _threshold_set(folder: Path, scheme: str, fraction: int, balanced: SplitSet) -> SplitSet:

@@ -10,11 +10,14 @@ both. An encoder that never recorded a membership (imported from elsewhere) is "
 policy, as documented. `pretrain` leaves out the ground of every evaluation set of the splits it is given
 (`outside_evaluation`), so an encoder pretrained on the demo archive passes the guard on the demo splits.
 
-`evaluate` also guards the classifier's own patches: a test set of a split other than the one it was
-trained on may hold patches it trained or validated on (another seed of a random split). Those are read
-from the split its run logged, at its fraction, checked against the digests its version recorded (a split
-that cannot be read, or has changed since, is Unreadable; a version without those digests never recorded
-them), and the same policy applies, recorded as `training_overlap`.
+`evaluate` also guards the classifier's own ground: a test set of a split other than the one it was
+trained on, and the validation set its threshold is chosen on there, may lie on the ground it trained or
+validated on (another seed, another index of the same archive), judged as the encoder's: the same footprint
+on any date, or a neighbour. That ground is its run's split at its fraction (train, val and the natural
+validation set its threshold was chosen on), checked against the digests its version and run recorded (a
+split that cannot be read, has changed since or has no footprints is Unreadable; a version without those
+digests never recorded them), and the same policy applies, recorded as `training_overlap` and
+`threshold_overlap`.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import pandas as pd
 from simclr_s2.errors import UserError
 from simclr_s2.stages.inputs import SplitData, load_split_data
 from simclr_s2.study import footprint, membership
-from simclr_s2.study.splits import MANIFEST, NATURAL, SplitSet, load_manifest
+from simclr_s2.study.splits import MANIFEST, NATURAL, VAL_NATURAL, SplitSet, load_manifest, load_sets
 from simclr_s2.tracking.artifacts import Fetcher
 from simclr_s2.tracking.door import Tracking, TrackingError
 from simclr_s2.tracking.tracker import StageRun
@@ -50,8 +53,7 @@ class Unreadable:
     reason: str
 
 
-Seen = membership.Membership | Unreadable | None  # None: the encoder never recorded one
-Ground = frozenset[str] | Unreadable | None  # a classifier's training and validation patches (classifier_ground)
+Seen = membership.Membership | Unreadable | None  # None: the encoder (or classifier) never recorded one
 
 
 def identities(names: Sequence[str], index: pd.DataFrame | None) -> list[str]:
@@ -136,47 +138,64 @@ def classifier_encoder(client: Tracking, version_tags: dict[str, str]) -> Seen:
     return encoder_membership(client, dict(mv.tags), mv.run_id)
 
 
-def classifier_ground(client: Tracking, fetch: Fetcher, tags: Mapping[str, str], run_id: str | None) -> Ground:
-    """The identities of the patches a registered classifier was trained and validated on: its run's split
-    (`split`, or `resolved_split` for auto) at its fraction, when that still holds the sets whose digests its
-    version recorded. None when the version recorded none (older versions, a run's model never registered)."""
+def classifier_ground(client: Tracking, fetch: Fetcher, tags: Mapping[str, str], run_id: str | None) -> Seen:
+    """The ground a registered classifier was trained and validated on, as a membership: the footprints of
+    its run's split (`split`, or `resolved_split` for auto) at its fraction, train, val and the natural
+    validation set (where the split has one), when that split still holds the sets whose digests its version
+    and run recorded. None when the version recorded none (older versions, a run's model never registered)."""
     if not run_id or not {"scheme", "fraction", "train_digest", "val_digest"} <= set(tags):
         return None
     try:
         params = client.get_run(run_id).data.params
         ref = params.get("resolved_split", params.get("split", ""))
         data = load_split_data(fetch, ref, tags["scheme"], int(tags["fraction"]))
+        natural = _natural_validation(data, params.get("val_natural_digest"))
+        if (data.train.digest, data.val.digest) != (tags["train_digest"], tags["val_digest"]) or natural is None:
+            return Unreadable(f"{ref} no longer holds the training and validation sets of run {run_id}")
+        names = [*data.train.names, *data.val.names, *natural]
+        return membership.Membership.of(footprint.of(data.index, names))
     except (TrackingError, OSError, UserError) as exc:
         return Unreadable(f"the split of run {run_id}: {_first_line(exc)}")
-    if (data.train.digest, data.val.digest) != (tags["train_digest"], tags["val_digest"]):
-        return Unreadable(f"{ref} no longer holds the training and validation sets of run {run_id}")
-    return frozenset(identities([*data.train.names, *data.val.names], data.index))
 
 
-def training_status(ground: Ground, names: Sequence[str], index: pd.DataFrame, set_name: str, allow: str) -> str:
-    """`status` of the patches `names` of `set_name` against a classifier's own training and validation
-    patches (`classifier_ground`), under the same policy `allow`."""
-    found = ground if not isinstance(ground, frozenset) else len(ground.intersection(identities(names, index)))
-    return _verdict(found, allow, lambda reason: (
-        f"model_uri: the model's training and validation patches cannot be read ({reason}), so their overlap "
+def _natural_validation(data: SplitData, recorded: str | None) -> list[str] | None:
+    """The names of the natural validation set of `data`'s fraction ([] where the split has none); None when
+    it is not the one whose digest the run `recorded` (a run that recorded none may have predated it: the
+    split's own is counted, so the guard never counts less)."""
+    splits = load_sets(data.folder, data.scheme)
+    if not splits.manifest.natural_validation or data.fraction not in splits.manifest.fractions:
+        return None if recorded else []
+    chosen = splits.get(data.fraction, VAL_NATURAL)
+    return chosen.names if recorded in (None, chosen.digest) else None
+
+
+def training_status(ground: Seen, names: Sequence[str], index: pd.DataFrame, set_name: str, allow: str) -> str:
+    """`status` of the patches `names` of `set_name` against a classifier's own ground (`classifier_ground`),
+    under the same policy `allow`."""
+    return _verdict(_overlap(ground, names, index), allow, lambda reason: (
+        f"model_uri: the model's training and validation ground cannot be read ({reason}), so its overlap "
         f"with the {set_name} set is unknown; allow_pretraining_overlap=unknown to go on (recorded on the run)"),
         lambda overlap: (
-        f"model_uri: the model was trained or validated on {overlap} of the {len(names)} patches of the {set_name} "
-        f"set (another split of the same patches); score it on its own split's {set_name} set, or "
+        f"model_uri: the model was trained or validated on the ground of {overlap} of the {len(names)} patches of "
+        f"the {set_name} set (their footprint on any date, or a neighbour); score it on its own split, or "
         "allow_pretraining_overlap=true to go on (recorded on the run)"))
 
 
 def status(seen: Seen, names: Sequence[str], index: pd.DataFrame, set_name: str, allow: str) -> str:
     """"0", "unknown" or "override:<n>" for the patches `names` of `set_name` under the policy `allow`
     (membership.OVERLAP_POLICIES); a UserError in one line when the policy does not accept what was found."""
-    found = seen if seen is None or isinstance(seen, Unreadable) else seen.overlap(footprint.of(index, names))
-    return _verdict(found, allow, lambda reason: (
+    return _verdict(_overlap(seen, names, index), allow, lambda reason: (
         f"pretrained: the encoder's pretraining membership cannot be read ({reason}), so its overlap with the "
         f"{set_name} set is unknown; allow_pretraining_overlap=unknown to go on (recorded on the run)"),
         lambda overlap: (
         f"pretrained: the encoder was pretrained on {overlap} of the {len(names)} patches of the {set_name} set "
         "(their footprint on any date, or a neighbour); use an encoder that never saw them, or "
         "allow_pretraining_overlap=true to go on (recorded on the run)"))
+
+
+def _overlap(seen: Seen, names: Sequence[str], index: pd.DataFrame) -> int | Unreadable | None:
+    """How many of the patches `names` lie on the ground `seen` (by footprint), or what stands in its place."""
+    return seen if seen is None or isinstance(seen, Unreadable) else seen.overlap(footprint.of(index, names))
 
 
 def _verdict(found: int | Unreadable | None, allow: str, unreadable: Callable[[str], str],

@@ -25,6 +25,8 @@ from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN
 from simclr_s2.study.splits import create_splits
 from simclr_s2.tracking.names import CLASSIFIER_MODEL, ENCODER_MODEL
 from simclr_s2.tracking.process import fluent_uris
+from simclr_s2.tracking.registry import ModelRef
+from simclr_s2.tracking.thresholds import validation_threshold
 
 CHAIN = ["make_demo_data", "build_index", "create_splits", "create_splits", "pretrain", "finetune"]
 
@@ -119,6 +121,12 @@ def test_evaluate_reproduces_the_test_metrics_and_writes_nothing_else(project, d
         assert evaluation.data.metrics[key] == pytest.approx(demo.data.metrics[key], abs=1e-6)
     assert len(project.runs()) == runs_before + 1
     assert sorted(p for p in home.rglob("*")) == files_before  # no packed store, no download cache
+    # its own split, without natural sets: the threshold comes from balanced validation, reported only
+    tags = evaluation.data.tags
+    assert (tags["training_overlap"], tags["threshold_set"], tags["threshold_overlap"]) == ("0", "val_100pct.csv", "0")
+    ref = ModelRef(f"models:/{CLASSIFIER_MODEL}/{version.version}", f"{CLASSIFIER_MODEL}/{version.version}",
+                   dict(version.tags), version.run_id)
+    assert "val_threshold" in evaluation.data.metrics and validation_threshold(project.client, ref)[0] == 0.5
 
 
 def _fails(project, capsys, stage, *argv: str) -> str:
@@ -237,3 +245,6 @@ def test_a_custom_scheme_and_a_natural_prevalence_test_set(project, demo, tmp_pa
     assert {"test_natural_pr_auc", "test_natural_f1", "test_natural_valthr_f1", "val_threshold"} <= set(metrics)
     assert float(evaluated.data.tags["set_prevalence"]) == pytest.approx(natural["label"].mean(), abs=1e-4)
     assert evaluated.data.tags["training_overlap"] != "unknown"  # read from the split the demo run logged
+    # the threshold comes from that split's natural validation set, guarded the same way
+    assert evaluated.data.tags["threshold_set"] == "val_natural_100pct.csv"
+    assert evaluated.data.tags["threshold_overlap"] != "unknown"
