@@ -59,13 +59,12 @@ from simclr_s2.tracking.door import PARENT_TAG, Tracking
 from simclr_s2.tracking.endings import ERROR_TAG, describe
 from simclr_s2.tracking.fingerprint import CODE_TAG, package_fingerprint
 from simclr_s2.tracking.liveness import claim, claims, heartbeat, holder_tags, is_live, release
-from simclr_s2.tracking.names import STAGE_TAG
+from simclr_s2.tracking.names import COMPLETE_TAG, STAGE_TAG
 from simclr_s2.tracking.publisher import ARTIFACT_DIR, Publisher, log_metrics, log_missing, to_metrics
 
 log = logging.getLogger(__name__)
 
 KEY_TAG = "simclr_s2.key"
-COMPLETE_TAG = "simclr_s2.complete"
 RESUMED_FROM_TAG = "simclr_s2.resumed_from"
 RESUMED_IN_TAG = "simclr_s2.resumed_in"
 PROCESSES_TAG = "simclr_s2.processes"

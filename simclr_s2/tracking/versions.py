@@ -22,7 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from simclr_s2.errors import UserError
 from simclr_s2.learning.metrics import THRESHOLD_SOURCE
-from simclr_s2.tracking.names import CLASSIFIER_MODEL
+from simclr_s2.tracking.names import CLASSIFIER_MODEL, COMPLETE_TAG
 
 log = logging.getLogger(__name__)
 
@@ -71,9 +71,10 @@ def _quoted(name: str, value: str) -> str:
 def search_versions(client: MlflowClient, scheme: str, *, fraction: int | None = None,
                     pretrained: str | None = None, model: str = CLASSIFIER_MODEL) -> list[VersionRecord]:
     """Classifier versions (finetune and baseline) of `scheme`, optionally of one fraction or encoder
-    ("scratch" = baselines), with their runs' metrics; oldest version first. Only READY versions: compare
-    must not count, nor promote point the champion at, one whose registration has not finished or failed
-    (a remote registry can hold such versions)."""
+    ("scratch" = baselines), with their runs' metrics; oldest version first. Only READY versions of complete
+    runs: compare must not count, nor promote point the champion at, one whose registration has not finished
+    or failed (a remote registry can hold such versions), nor one a run registered before it was killed (the
+    run that resumed it registers its own; the dead run goes to the trash)."""
     clauses = [f"name = {_quoted('model', model)}", f"tags.scheme = {_quoted('scheme', scheme)}"]
     if fraction is not None:
         clauses.append(f"tags.fraction = '{int(fraction)}'")
@@ -87,7 +88,9 @@ def search_versions(client: MlflowClient, scheme: str, *, fraction: int | None =
     runs = run_metrics(client, (run_id for run_id, _ in versions))
     records = [VersionRecord(str(mv.version), dict(mv.tags), metrics, run_id, experiment, tags)
                for run_id, mv in versions for metrics, experiment, tags in [runs.get(run_id, ({}, "", {}))]]
-    return records
+    if unfinished := [r.describe() for r in records if r.run_tags.get(COMPLETE_TAG) != "true"]:
+        log.warning("left out, registered by runs that never finished: %s", ", ".join(unfinished))
+    return [r for r in records if r.run_tags.get(COMPLETE_TAG) == "true"]
 
 
 def finite(records: Sequence[VersionRecord], metrics: Iterable[str]) -> tuple[list[VersionRecord], list[str]]:

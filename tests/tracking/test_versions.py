@@ -9,6 +9,7 @@ from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, ZSCORE
 from simclr_s2.learning.metrics import THRESHOLD_SOURCE
 from simclr_s2.study.comparison import REQUIRED, compare
 from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.names import COMPLETE_TAG
 from simclr_s2.tracking.registry import SCALING_TAG
 from simclr_s2.tracking.versions import VersionRecord, finite, versions_frame
 
@@ -43,7 +44,7 @@ def test_a_version_not_ready_in_the_registry_is_left_out(ctx, caplog):
     door = Tracking.of(ctx)
     model = f"m-{ctx.experiment_name}"
     door.client.create_registered_model(model)
-    run_id = door.client.create_run(ctx.experiment_id).info.run_id
+    run_id = door.client.create_run(ctx.experiment_id, tags={COMPLETE_TAG: "true"}).info.run_id
     for seed in range(3):
         door.client.create_model_version(model, "file:///nowhere", run_id, tags={**TAGS, "seed": str(seed)})
     with sqlite3.connect(ctx.tracking_uri.removeprefix("sqlite:///")) as db:
@@ -53,6 +54,20 @@ def test_a_version_not_ready_in_the_registry_is_left_out(ctx, caplog):
                    (model,))
     assert [r.version for r in door.search_versions("basic", model=model)] == ["1"]
     assert "not ready in the registry: v2 (PENDING_REGISTRATION), v3 (FAILED_REGISTRATION)" in caplog.text
+
+
+def test_a_version_a_killed_run_registered_is_left_out(ctx, caplog):
+    """A run killed after registering is resumed by another, which registers the same weights again: the dead
+    run's version, older, would win promote's tie-break and point the champion at a run in the trash."""
+    door = Tracking.of(ctx)
+    model = f"k-{ctx.experiment_name}"
+    door.client.create_registered_model(model)
+    killed = door.client.create_run(ctx.experiment_id).info.run_id
+    resumed = door.client.create_run(ctx.experiment_id, tags={COMPLETE_TAG: "true"}).info.run_id
+    for run_id in (killed, resumed):
+        door.client.create_model_version(model, "file:///nowhere", run_id, tags=TAGS)
+    assert [(r.version, r.run_id) for r in door.search_versions("basic", model=model)] == [("2", resumed)]
+    assert "left out, registered by runs that never finished: v1 (ben 10pct s0)" in caplog.text
 
 
 def test_versions_differing_only_in_their_input_are_two_conditions():
