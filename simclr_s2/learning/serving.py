@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import nn
 
 from simclr_s2.bigearthnet.bands import InputTransform
@@ -72,7 +72,9 @@ def save_rebuildable(model: IrrigationClassifier, folder: Path) -> list[Path]:
             "hidden": model.classifier[0].out_features, "dropout": model.classifier[2].p}
     architecture, weights = folder / ARCHITECTURE_FILE, folder / WEIGHTS_FILE
     architecture.write_text(json.dumps(spec, indent=2) + "\n")
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(weights))
+    # safetensors' save_file (0.8) writes its file 0600 whatever the umask: the registered version's weights
+    # could be read by no one else; written here, they get the umask's mode, as its architecture does
+    weights.write_bytes(save({k: v.contiguous() for k, v in model.state_dict().items()}))
     return [architecture, weights]
 
 

@@ -31,6 +31,7 @@ def draft_folder(out: Path) -> Iterator[Path]:
         _sweep(out)
         draft = Path(tempfile.mkdtemp(prefix=f"{DRAFT}{os.getpid()}@{socket.gethostname()}-", suffix=DRAFT_SUFFIX,
                                       dir=out))
+        draft.chmod(_folder_mode())  # mkdtemp's 0700 would survive the rename: maps nobody else could read
     except OSError as error:
         raise UserError(f"out: cannot write {out}: {error.strerror or error}") from None
     try:
@@ -38,6 +39,13 @@ def draft_folder(out: Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(draft, ignore_errors=True)
         raise
+
+
+def _folder_mode() -> int:
+    """The mode a plain mkdir gives a folder: 0o777 less the umask (which can only be read by setting it)."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return 0o777 & ~umask
 
 
 def _sweep(out: Path) -> None:

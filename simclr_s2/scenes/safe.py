@@ -18,6 +18,7 @@ L1C_METADATA = "MTD_MSIL1C.xml"
 _JP2 = re.compile(r"_(B\d\d|B8A|SCL)_(\d\d)m\.jp2$", re.IGNORECASE)
 # The order of bandId in the metadata (B10 included), for metadata that names no physicalBand.
 _BAND_IDS = ("B01", "B02", "B03", "B04", "B05", "B06", "B07", "B08", "B8A", "B09", "B10", "B11", "B12")
+_BAND_OF_ID = {str(i): band for i, band in enumerate(_BAND_IDS)}
 
 
 @dataclass(frozen=True)
@@ -45,17 +46,30 @@ def read_metadata(path: Path) -> Metadata:
     except (ET.ParseError, OSError) as error:
         raise SceneError(f"scene: cannot read {path}: {error}") from None
     text = {_local(e.tag): (e.text or "").strip() for e in root.iter() if len(e) == 0}
+    level = text.get("PROCESSING_LEVEL") or ("Level-1C" if path.name == L1C_METADATA else UNKNOWN)
+    return Metadata(level, text.get("PROCESSING_BASELINE", UNKNOWN), _offsets(root, path))
+
+
+def _offsets(root: ET.Element, path: Path) -> dict[str, int]:
+    """Band -> BOA_ADD_OFFSET: an integer DN each (ESA writes -1000); an element naming no band, or holding
+    anything else ("n/a", "-1000.5"), is refused rather than skipped or rounded."""
     physical = {e.get("bandId"): band_name(e.get("physicalBand", "")) for e in root.iter()
                 if _local(e.tag) == "Spectral_Information"}
     offsets = {}
     for e in root.iter():
-        if _local(e.tag) == "BOA_ADD_OFFSET":
-            band_id = e.get("band_id", "")
-            band = physical.get(band_id) or (_BAND_IDS[int(band_id)] if band_id.isdigit() else None)
-            if band in BANDS:
-                offsets[band] = int(float(e.text or 0))
-    level = text.get("PROCESSING_LEVEL") or ("Level-1C" if path.name == L1C_METADATA else UNKNOWN)
-    return Metadata(level, text.get("PROCESSING_BASELINE", UNKNOWN), offsets)
+        if _local(e.tag) != "BOA_ADD_OFFSET":
+            continue
+        band_id, value = e.get("band_id", ""), (e.text or "").strip()
+        band = physical.get(band_id) or _BAND_OF_ID.get(band_id)
+        where = f"scene: {path}: BOA_ADD_OFFSET band_id={band_id!r}"
+        if band is None:
+            raise SceneError(f"{where} names no band; expected 0..12 (B01 ... B12, B8A as 8) or a bandId of its "
+                             "Spectral_Information")
+        if not re.fullmatch(r"[+-]?\d+", value):
+            raise SceneError(f"{where} holds {value[:40]!r}; expected an integer DN offset, as -1000")
+        if band in BANDS:
+            offsets[band] = int(value)
+    return offsets
 
 
 def check_level(metadata: Metadata, where: Path) -> None:

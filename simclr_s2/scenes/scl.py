@@ -15,11 +15,11 @@ NONE = "none"
 
 
 def parse_mask(value: str) -> tuple[int, ...]:
-    """`none` or SCL class numbers joined by ','."""
+    """`none` or SCL class numbers joined by ','; a blank entry ("8,,9", "8,") is refused, as in every list."""
     if value.strip().lower() == NONE:
         return ()
     try:
-        classes = tuple(sorted({int(v) for v in value.split(",") if v.strip()}))
+        classes = tuple(sorted({int(v) for v in value.split(",")}))
     except ValueError:
         classes = ()
     if not classes or any(c not in CLASSES for c in classes):

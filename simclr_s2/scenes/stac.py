@@ -1,9 +1,10 @@
 """A STAC item of a Sentinel-2 L2A scene (pystac): its assets point at the band files. An asset is a band by
 its key (`B02`, `SCL`), its `eo:bands` name (of several, the one at the band's native resolution where they
 declare one), or the STAC common-name keys Earth Search uses (`blue`, `rededge1`, `scl`...). The DN offset
-is the asset's `raster:bands` offset / scale where given (-0.1 / 0.0001 = -1000); otherwise processing
-baseline 04.00 and later (compared as numbers) get ESA's -1000, unless the item says the offset was already
-applied (`earthsearch:boa_offset_applied`)."""
+is none where the item says it was already applied (`earthsearch:boa_offset_applied` true: Earth Search's
+harmonised COGs, whose raster:bands still state -0.1, Element84/earth-search#9, #66); else the asset's
+`raster:bands` offset / scale where given (-0.1 / 0.0001 = -1000); else processing baseline 04.00 and later
+(compared as numbers) get ESA's -1000."""
 
 from __future__ import annotations
 
@@ -59,6 +60,7 @@ def _item_json(d: object, ref: str) -> dict[str, Any]:
     for name, kind in (("id", str), ("properties", dict), ("assets", dict)):
         if not isinstance(d.get(name), kind):
             raise SceneError(f"scene: STAC item {ref} has no {name} ({kind.__name__} expected)")
+    _check_id(d["id"], ref)
     for key, asset in d["assets"].items():
         if not isinstance(asset, dict) or not isinstance(asset.get("href"), str):
             raise SceneError(f"scene: STAC item {ref}: asset {key} has no href; expected the path or URL of its file")
@@ -68,6 +70,13 @@ def _item_json(d: object, ref: str) -> dict[str, Any]:
                 raise SceneError(f"scene: STAC item {ref}: asset {key} has {field} {str(listed)[:60]}; expected a "
                                  "list of objects")
     return d
+
+
+def _check_id(ident: str, ref: str) -> None:
+    """The id names the maps' folder under `out`: "../x" would write outside it, "a/b" fail at the very end."""
+    if ident.strip() in ("", ".", "..") or any(c in ident for c in "/\\\0") or len(ident.encode()) > 255:
+        raise SceneError(f"scene: STAC item {ref} has id {ident[:80]!r}; expected a name for its maps' folder in "
+                         "out: not blank, '.' or '..', without '/' or '\\', at most 255 bytes")
 
 
 def _raster_band(asset: pystac.Asset) -> dict[str, Any]:
@@ -131,7 +140,7 @@ def _baseline_version(baseline: object, ref: str) -> tuple[int, int] | None:
 def open_item(ref: str) -> Scene:
     item = _read(ref)
     props = item.properties
-    if str(props.get("s2:product_type", "")).upper().endswith("1C") or "l1c" in (item.collection_id or ""):
+    if str(props.get("s2:product_type", "")).upper().endswith("1C") or "l1c" in str(item.collection_id or ""):
         raise SceneError(f"scene: STAC item {item.id} is a Level-1C product; the classifier was trained on L2A "
                          "(bottom-of-atmosphere) reflectance: give the L2A item of this acquisition")
     version = _baseline_version(props.get("s2:processing_baseline"), ref)
@@ -140,10 +149,11 @@ def open_item(ref: str) -> Scene:
     bands = {name: item.assets[key].get_absolute_href() or item.assets[key].href for name, key in keys.items()}
     declared = {name: offset for name, key in keys.items()
                 if name != SCL and (offset := _raster_offset(key, item.assets[key], ref)) is not None}
+    if props.get("earthsearch:boa_offset_applied") is True:
+        return Scene(item.id, "STAC item", baseline, bands, {}, "none (earthsearch:boa_offset_applied is true, "
+                     "whatever raster:bands state)")
     if declared:
         return Scene(item.id, "STAC item", baseline, bands, declared, "the item's raster:bands offset / scale")
-    if props.get("earthsearch:boa_offset_applied") is True:
-        return Scene(item.id, "STAC item", baseline, bands, {}, "none (earthsearch:boa_offset_applied)")
     if version is not None and version >= OFFSET_BASELINE:
         offsets = {b: BASELINE_OFFSET for b in bands if b != SCL}
         return Scene(item.id, "STAC item", baseline, bands, offsets, f"processing baseline {baseline} >= 04.00")

@@ -62,17 +62,29 @@ class Grid:
 class _Rows:
     """One band's rows read top to bottom: a request overlapping the previous one reads only its new rows."""
 
-    def __init__(self, dataset: DatasetReader) -> None:
-        self.dataset, self.start = dataset, 0
+    def __init__(self, where: str, dataset: DatasetReader) -> None:
+        self.where, self.dataset, self.start = where, dataset, 0  # where: the band and its file, for messages
         self.rows = np.empty((0, dataset.width), dataset.dtypes[0])
 
     def read(self, start: int, stop: int) -> np.ndarray:
         kept = self.rows[start - self.start:] if self.start <= start < self.start + len(self.rows) else self.rows[:0]
         first = start + len(kept)
-        fresh = self.dataset.read(1, window=Window(0, first, self.dataset.width, stop - first)) if stop > first \
-            else self.rows[:0]
+        fresh = self._read(first, stop) if stop > first else self.rows[:0]
         self.rows, self.start = np.concatenate([kept[: stop - start], fresh]), start
         return self.rows
+
+    def _read(self, first: int, stop: int) -> np.ndarray:
+        """Rows first..stop of the file: one that is damaged, cut short (a partial download) or unreachable is
+        named in one line with GDAL's first error ("...got 6720 bytes, expected 7200"), not rasterio's last."""
+        try:
+            return self.dataset.read(1, window=Window(0, first, self.dataset.width, stop - first))
+        except RasterioError as error:
+            cause: BaseException = error
+            while cause.__cause__ is not None:
+                cause = cause.__cause__
+            reason = str(cause).partition("\n")[0]
+            raise SceneError(f"{self.where}: cannot read its rows {first}..{stop - 1} ({reason}); expected a whole "
+                             "readable file: fetch it again") from None
 
 
 class SceneReader:
@@ -95,7 +107,7 @@ class SceneReader:
         except BaseException:
             self._stack.close()
             raise
-        self._rows = {b: _Rows(d) for b, d in self.datasets.items()}
+        self._rows = {b: _Rows(self._where(b), d) for b, d in self.datasets.items()}
         self.factors = {b: round(d.res[0] / GRID_M) for b, d in self.datasets.items()}
 
     def __enter__(self) -> Self:
@@ -110,10 +122,13 @@ class SceneReader:
         except RasterioError as error:
             raise SceneError(f"scene: cannot read {path}: {str(error).splitlines()[0]}") from None
 
+    def _where(self, band: str) -> str:
+        return f"scene: {self.scene.id}: {band} ({self.scene.bands[band]})"
+
     def _check(self) -> Grid:
         first, reference = next(iter(self.datasets.items()))
         for band, d in self.datasets.items():
-            where = f"scene: {self.scene.id}: {band} ({self.scene.bands[band]})"
+            where = self._where(band)
             if d.crs is None:
                 raise SceneError(f"{where} has no CRS; expected the product's (UTM), without which the maps "
                                  "cannot be placed")

@@ -92,8 +92,8 @@ class Predict(Stage[specs.Predict]):
             run.log_metrics({**{k: v for k, v in summary.items() if k.endswith(("_ha", "_share"))},
                              "windows": result.windows, "windows_scored": result.scored,
                              "windows_per_s": result.windows / seconds})
-            run.log_artifacts(draft, ARTIFACTS)
             publish(draft, target)
+        run.log_artifacts(target, ARTIFACTS)  # after publish: a run failing there has logged no maps
         areas = result.tally.areas()
         print(f"{scene.id}: {areas['irrigated_ha']:,.0f} ha irrigated, {areas['irrigated_share']:.1%} of the "
               f"{areas['scored_ha']:,.0f} ha scored ({result.scored} of {result.windows} windows, threshold "

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,9 @@ from rasterio.transform import Affine
 from scene_files import ORIGIN, SIDE, scene_bands, write_folder, write_raster, write_safe, write_stac
 
 from simclr_s2.bigearthnet.bands import STUDY_BANDS, stack_bands
+from simclr_s2.errors import UserError
 from simclr_s2.scenes.product import Scene, SceneError, open_scene
+from simclr_s2.scenes.scl import parse_mask
 from simclr_s2.scenes.windows import SceneReader
 
 
@@ -55,17 +59,31 @@ def test_the_offset_is_applied_exactly_when_the_metadata_states_it(tmp_path):
                                   expected(dark))  # DN below the offset: clipped at 0, as the archive's uint16
 
 
+COMMON = {"B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2", "B07": "rededge3",
+          "B08": "nir", "B8A": "nir08", "B11": "swir16", "B12": "swir22", "SCL": "scl", "B01": "coastal",
+          "B09": "nir09"}  # Earth Search's asset keys
+
+
 def test_a_stac_item_says_its_offset_by_raster_bands_or_by_its_baseline(tmp_path):
-    common = {"B02": "blue", "B03": "green", "B04": "red", "B05": "rededge1", "B06": "rededge2",
-              "B07": "rededge3", "B08": "nir", "B8A": "nir08", "B11": "swir16", "B12": "swir22", "SCL": "scl",
-              "B01": "coastal", "B09": "nir09"}
-    by_baseline = open_scene(str(write_stac(tmp_path / "a", scene_bands(), keys=common.get)))
+    by_baseline = open_scene(str(write_stac(tmp_path / "a", scene_bands(), keys=COMMON.get)))
     assert by_baseline.offset("B08") == -1000 and "baseline 05.09" in by_baseline.offset_source
-    assert set(by_baseline.bands) == set(common)
+    assert set(by_baseline.bands) == set(COMMON)
     declared = open_scene(str(write_stac(tmp_path / "b", scene_bands(), raster_offset=0.0)))
     assert declared.offset("B08") == 0 and "raster:bands" in declared.offset_source
     old = open_scene(str(write_stac(tmp_path / "c", scene_bands(), baseline="02.12")))
     assert old.offset("B08") == 0
+
+
+def test_an_earth_search_item_whose_offset_was_applied_gets_none_whatever_its_raster_bands_say(tmp_path):
+    """Element84's sentinel-2-l2a items: harmonised COGs (boa_offset_applied true) whose raster:bands still
+    state scale 0.0001, offset -0.1 (Element84/earth-search#9, #66): the offset was subtracted twice."""
+    path = write_stac(tmp_path, scene_bands(), raster_offset=-0.1, keys=COMMON.get)
+    item = json.loads(path.read_text())
+    item["properties"]["earthsearch:boa_offset_applied"] = True
+    path.write_text(json.dumps(item))
+    scene = open_scene(str(path))
+    assert (scene.offset("B02"), scene.offset("B08")) == (0, 0)
+    assert "earthsearch:boa_offset_applied is true" in scene.offset_source
 
 
 def test_a_patch_folder_of_the_archive_is_a_scene():
@@ -180,6 +198,10 @@ def _with_b02(item: dict, asset: dict) -> dict:
      r"spoiled.json: asset B02 has eo:bands \['B02'\]; expected a list of objects"),
     (lambda item: item | {"properties": {**item["properties"], "s2:processing_baseline": "N0509"}},
      r"spoiled.json: s2:processing_baseline 'N0509' is no baseline; expected major.minor, as 05.09"),
+    # the id names the maps' folder in out: "../x" wrote outside it, "a/b" failed at the end, all work done
+    *[(lambda item, ident=ident: item | {"id": ident},
+       rf"spoiled.json has id {re.escape(repr(ident))}; expected a name for its maps' folder in out")
+      for ident in ("../x", "a/b", "", " ", ".", "..", "a\\b")],
 ])
 def test_a_stac_item_of_the_wrong_shape_is_refused_in_one_line(tmp_path, spoil, message):
     with pytest.raises(SceneError, match=message) as error:
@@ -199,3 +221,43 @@ def test_of_a_bands_assets_at_several_resolutions_the_native_one_is_taken(tmp_pa
     for asset in ("B01_20m", "B01_60m"):  # nothing declared: the first, as before
         item["assets"][asset] = {k: v for k, v in item["assets"][asset].items() if k in ("href", "eo:bands")}
     assert Path(_opened(tmp_path, item).bands["B01"]).name == "B01_20m.tif"
+
+
+def test_an_item_whose_collection_is_no_text_is_read(tmp_path):
+    """`"collection": 5` met `"l1c" in 5`: a TypeError."""
+    assert _opened(tmp_path, _item(tmp_path) | {"collection": 5}).offset("B08") == -1000
+
+
+@pytest.mark.parametrize(("spoil", "message"), [
+    (('band_id="12"', 'band_id="13"'), r"BOA_ADD_OFFSET band_id='13' names no band; expected 0..12"),
+    (('>-1000</BOA', '>n/a</BOA'), r"BOA_ADD_OFFSET band_id='0' holds 'n/a'; expected an integer DN offset"),
+    (('>-1000</BOA', '>-1000.5</BOA'), r"BOA_ADD_OFFSET band_id='0' holds '-1000.5'; expected an integer"),  # -1000
+    (('>-1000</BOA', '></BOA'), r"BOA_ADD_OFFSET band_id='0' holds ''; expected an integer"),  # was 0
+])
+def test_an_offset_of_the_product_metadata_that_is_no_integer_of_a_band_is_refused(tmp_path, spoil, message):
+    """An IndexError, a ValueError, or -1000.5 silently read as -1000."""
+    mtd = write_safe(tmp_path, scene_bands(side=120)) / "MTD_MSIL2A.xml"
+    mtd.write_text(mtd.read_text().replace(*spoil))
+    with pytest.raises(SceneError, match=rf"scene: .*\.SAFE/MTD_MSIL2A\.xml: {message}") as error:
+        open_scene(str(mtd.parent))
+    assert "\n" not in str(error.value)
+
+
+def test_a_band_file_cut_short_is_named_in_one_line(tmp_path):
+    """A partial download opens (its header is whole) and failed at its first missing row: 23 frames of
+    rasterio's traceback, from the reader's thread, naming neither the band nor the file."""
+    folder = write_folder(tmp_path / "cogs", scene_bands())
+    os.truncate(folder / "B03.tif", (folder / "B03.tif").stat().st_size // 2)
+    with pytest.raises(SceneError, match=r"scene: cogs: B03 \(.*/cogs/B03.tif\): cannot read its rows \d+\.\.\d+ "
+                       r"\(.*\); expected a whole readable file") as error:
+        for y in range(0, SIDE - 119, 120):
+            windows(str(folder), y)
+    assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("mask", ["8,,9", "8,", ",", ""])
+def test_a_mask_with_a_blank_entry_is_refused(mask):
+    """A blank entry was skipped ("8,,9" read as 8,9), where every other list refuses it."""
+    with pytest.raises(UserError, match=rf"mask: expected none or SCL classes .* got {re.escape(repr(mask))}"):
+        parse_mask(mask)
+    assert parse_mask(" 8 , 9 ") == (8, 9)
