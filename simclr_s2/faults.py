@@ -15,6 +15,7 @@ starts another). Points:
   pack_chunk@<k>  a pack from unpacked files has its k-th chunk of rows written (bigearthnet/packed.py)
   download@<bytes>  a download holds <bytes> bytes of its file (bigearthnet/download.py)
   index_write@0     an index's rejected table is renamed into place, the index not yet (bigearthnet/index.py)
+  demo_write@0      make_demo_data's demo is written beside `out`, not yet moved into place (stages/data.py)
   map_row@<k>       predict has written its k-th window row to its draft maps (scenes/inference.py)
 Unset, every point is a no-op.
 """

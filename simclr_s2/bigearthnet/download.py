@@ -162,17 +162,20 @@ class Verified:
     def __init__(self, dest: Path) -> None:
         self.path = dest / VERIFIED
         try:
-            self.entries = json.loads(self.path.read_text())
+            entries = json.loads(self.path.read_text())
         except (OSError, ValueError):
-            self.entries = {}
+            entries = {}
+        if not isinstance(entries, dict):  # JSON of another shape (damaged, written by hand) vouches for nothing
+            entries = {}
+        self.entries = {file: entry for file, entry in entries.items() if isinstance(entry, dict)}
 
     def _stamp(self, path: Path) -> dict[str, int]:
         st = path.stat()
         return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
     def holds(self, path: Path, want: Expected) -> bool:
-        entry = self.entries.get(path.name)
-        return entry is not None and entry.get("md5") == want.md5 and entry["stamp"] == self._stamp(path)
+        entry = self.entries.get(path.name, {})
+        return entry.get("md5") == want.md5 and entry.get("stamp") == self._stamp(path)
 
     def add(self, path: Path, want: Expected) -> None:
         self.entries[path.name] = {"md5": want.md5, "stamp": self._stamp(path)}

@@ -10,6 +10,7 @@ metadata and the run tags say, so indexes, stores and runs made before still rea
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from abc import ABC, abstractmethod
@@ -19,6 +20,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pyarrow as pa
+import rasterio
 from rasterio.crs import CRS
 from rasterio.errors import CRSError
 
@@ -32,7 +34,14 @@ from simclr_s2.bigearthnet.nomenclature import (
     SCHEMES,
     is_positive,
 )
-from simclr_s2.bigearthnet.reader import V2_PATCHES, check_bands, read_metadata
+from simclr_s2.bigearthnet.reader import (
+    BAD_METADATA,
+    V2_PATCHES,
+    PatchError,
+    check_bands,
+    metadata_file,
+    read_metadata,
+)
 from simclr_s2.errors import UserError
 
 SEASONS = {12: "Winter", 1: "Winter", 2: "Winter", 3: "Spring", 4: "Spring", 5: "Spring",
@@ -128,22 +137,42 @@ def _presence(labels: list[str]) -> tuple[bool, ...]:
 
 @cache
 def _epsg(wkt: str) -> int | None:
-    """EPSG code of a v1.0 JSON's projection (a handful of distinct strings: parsed once per process)."""
+    """EPSG code of a v1.0 JSON's projection, None for one without (a handful of distinct strings: parsed once
+    per process). Parsed in a rasterio environment, whose GDAL error handler logs a complaint about a bad
+    string at INFO (silenced here) where GDAL's own prints it to stderr: the patch's rejection says it."""
+    gdal = logging.getLogger("rasterio._env")
+    level = gdal.level
+    gdal.setLevel(logging.WARNING)
     try:
-        return CRS.from_wkt(wkt).to_epsg()
+        with rasterio.Env():
+            return CRS.from_wkt(wkt).to_epsg()
     except CRSError:
         return None
+    finally:
+        gdal.setLevel(level)
 
 
 def _v1_patch(archive: Path, name: str, check_rasters: bool) -> tuple:
-    """(name, labels, date, season, tile, epsg, ulx, uly) of a valid v1.0 patch; PatchError otherwise."""
+    """(name, labels, date, season, tile, epsg, ulx, uly) of a valid v1.0 patch; PatchError otherwise, also
+    for metadata that would place it nowhere: a projection without an EPSG code or a tile_source without
+    its tile, which every spatial split needs."""
     meta = read_metadata(archive / name)
-    check_bands(archive / name, check_rasters)
+    file = metadata_file(archive / name).name
     m = _TILE.search(meta.tile_source)
+    if m is None:
+        raise PatchError(name, BAD_METADATA, file, f"tile_source {meta.tile_source!r} names no tile (_T<tile>_)")
+    epsg = _epsg(meta.projection)
+    if epsg is None:
+        raise PatchError(name, BAD_METADATA, file, f"projection {_clip(meta.projection)!r} has no EPSG code")
+    check_bands(archive / name, check_rasters)
     c = meta.coordinates
-    tile = m.group(1) if m else meta.tile_source
-    return (meta.name, list(meta.labels), meta.acquisition_date, SEASONS[int(meta.acquisition_date[5:7])], tile,
-            _epsg(meta.projection), c["ulx"], c["uly"])
+    return (meta.name, list(meta.labels), meta.acquisition_date, SEASONS[int(meta.acquisition_date[5:7])],
+            m.group(1), epsg, c["ulx"], c["uly"])
+
+
+def _clip(text: str, most: int = 60) -> str:
+    """`text`, cut to `most` characters (a WKT string runs to hundreds) for a rejection's reason."""
+    return text if len(text) <= most else f"{text[: most - 3]}..."
 
 
 class V1(ArchiveLayout):

@@ -10,6 +10,7 @@ of stopping.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -151,10 +152,10 @@ def parse_metadata(name: str, text: str | bytes, file: str = "") -> PatchMetadat
     if unknown:
         raise bad(f"unknown class(es) {unknown}")
     if not isinstance(coords, dict) or not all(
-        isinstance(coords.get(k), int | float) and not isinstance(coords.get(k), bool)
+        isinstance(coords.get(k), int | float) and not isinstance(coords.get(k), bool) and math.isfinite(coords[k])
         for k in COORDINATE_KEYS
-    ):
-        raise bad(f"coordinates must hold numbers {', '.join(COORDINATE_KEYS)}, got {coords!r}")
+    ):  # JSON's NaN and Infinity parse as floats: a patch placed nowhere, which every spatial split refuses
+        raise bad(f"coordinates must hold finite numbers {', '.join(COORDINATE_KEYS)}, got {coords!r}")
     for key in ("projection", "tile_source", "acquisition_date"):
         if not isinstance(meta[key], str) or not meta[key]:
             raise bad(f"{key} must be a non-empty string, got {meta[key]!r}")

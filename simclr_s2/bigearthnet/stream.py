@@ -17,8 +17,9 @@ A stream that is truncated or corrupt stops at the member it was reading, naming
 stream_reader ends a truncated file without a word, so the decompression here refuses a file that ends
 inside a frame, and reads every stream to its end so the frame checksums are checked). A pack works in the
 packer's hidden `.NAME.partial` folder and records which rows are durable; a rerun after a kill continues
-from there (the stream is decompressed again, the rows already packed are skipped), a corrupt archive
-removes it. Fault point (faults.py): `stream_chunk@<k>` once chunk k's rows are recorded.
+from there (the stream is decompressed again, the rows already packed are skipped), a corrupt archive or a
+patch the archive lacks or holds broken removes it. Fault point (faults.py): `stream_chunk@<k>` once chunk
+k's rows are recorded.
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def members(
         with open(path, "rb") as fh, \
                 io.BufferedReader(_Blocks(_ahead(_frames(fh)) if decompress_ahead else _frames(fh)), CHUNK) as stream:
             with tarfile.open(fileobj=stream, mode="r|") as tar:
-                for member in tar:
+                while (member := tar.next()) is not None:
+                    tar.members.clear()  # tarfile keeps every header it read: GBs for 6.6 million, one is needed
                     last, inside = member.name, True
                     if member.isfile() and wanted(member):
                         yield member, tar.extractfile(member).read()
@@ -231,16 +233,21 @@ def extract(archive: Path, dest: Path) -> int:
     written. Each file goes where tar's `data` filter puts it (a leading `/` stripped), and a member that
     would land outside `dest` (`../`, a link in `dest` leading out) stops the unpacking, named."""
     dest = Path(dest).resolve()
-    targets: dict[str, Path] = {}  # where each wanted member goes, from `wanted` to the write
+    # where the member `wanted` just accepted goes: one entry at a time, never one per member walked (6.6 million
+    # in the S2 archive: gigabytes of paths on a rerun that skips them all)
+    to_write: dict[str, Path] = {}
 
     def wanted(member: tarfile.TarInfo) -> bool:
-        target = targets[member.name] = _target(archive, dest, member)
-        return not (target.is_file() and target.stat().st_size == member.size)
+        target = _target(archive, dest, member)
+        if target.is_file() and target.stat().st_size == member.size:
+            return False
+        to_write[member.name] = target
+        return True
 
     written = 0
     for member, data in tqdm(members(archive, wanted), desc=f"unpacking {archive.name}", unit="file",
                              disable=None):
-        target = targets.pop(member.name)
+        target = to_write.pop(member.name)
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         written += 1
@@ -292,9 +299,9 @@ def stream_pack(
         done = _resume(unfinished, want, archive)
         try:
             _stream_rows(archive, want, unfinished, done, workers)
-        except ArchiveError as e:
+        except (ArchiveError, packed.PackError) as e:  # a rerun on this archive would fail again: nothing to keep
             shutil.rmtree(unfinished, ignore_errors=True)
-            raise ArchiveError(f"{e}; the unfinished store {unfinished} is removed") from None
+            raise type(e)(f"{e}; the unfinished store {unfinished} is removed") from None
         for leftover in (STATE_FILE, ROWS_FILE):
             (unfinished / leftover).unlink()
         packed.finish_store(unfinished, want, archive_root)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import shutil
+import socket
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import TypeVar
 
 import pandas as pd
 
+from simclr_s2 import disk, faults
 from simclr_s2.bigearthnet.demo import write_demo_archive, write_demo_scene
 from simclr_s2.bigearthnet.index import (
     build_index,
@@ -33,6 +36,7 @@ from simclr_s2.tracking.artifacts import is_remote
 from simclr_s2.tracking.tracker import StageRun
 
 DEMO_MARKER = ".simclr_s2_demo.json"
+PARTIAL = ".partial-"  # <out>.partial-<pid>@<host>: where a demo is written before it is moved into place
 ARCHIVE_TAG = "simclr_s2.archive"
 SPLITS_TAG = "simclr_s2.study.splits"
 SCENE_TAG = "simclr_s2.scene"
@@ -48,6 +52,17 @@ def _absolute(path: str) -> Path:
 def _path(spec: Spec, resolved: Mapping[str, str], name: str) -> Path:
     """A path parameter as `auto` resolved it, or as given."""
     return _absolute(resolved.get(name, getattr(spec, name)))
+
+
+def _folder(spec: Spec, resolved: Mapping[str, str], name: str) -> Path:
+    """A folder parameter (`_path`), checked before any work: a folder, or a path not there yet below one. A
+    file in its place would stop the stage at its first write, after the work (a scan, a download)."""
+    path = _path(spec, resolved, name)
+    there = next(p for p in (path, *path.parents) if p.exists())
+    if not there.is_dir():
+        below = "" if there == path else f" (it would hold {path})"
+        raise UserError(f"{name}: {there} is a file{below}; expected a folder, or a path not yet made")
+    return path
 
 
 class DataStage(Stage[S]):
@@ -69,14 +84,14 @@ class MakeDemoData(DataStage[specs.MakeDemoData]):
     def execute(self, spec: specs.MakeDemoData, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
         started = time.perf_counter()
         if spec.scene != NO_SCENE:
-            scene = _absolute(spec.scene)
+            scene = _folder(spec, resolved, "scene")
             reused = _write_once("scene", scene, {"scene_seed": spec.seed}, lambda f: write_demo_scene(
                 f, seed=spec.seed))
             run.log_metrics({"seconds": time.perf_counter() - started})
             run.set_tags({SCENE_TAG: str(scene), "simclr_s2.reused_files": str(reused).lower()})
             print(f"demo scene: {scene} (map it: predict -P scene={spec.scene})")
             return
-        out = _path(spec, resolved, "out")
+        out = _folder(spec, resolved, "out")
         where = "SIMCLR_S2_DATA" if "out" in resolved else "out"  # auto: the data folder's demo
         reused = _write_once(where, out, demo_recipe(spec), lambda f: write_demo_archive(
             f, n_patches=spec.n_patches, seed=spec.seed, layout=spec.layout))
@@ -87,23 +102,37 @@ class MakeDemoData(DataStage[specs.MakeDemoData]):
 
 def _write_once(param: str, out: Path, recipe: Mapping[str, object], write: Callable[[Path], object]) -> bool:
     """Write a demo of `recipe` to `out` unless it is there already (deterministic by seed: nothing to redo);
-    it is written beside `out` and moved into place whole, so only a finished one ever carries the name.
-    Returns whether it was there; `param` names what chose `out` (a parameter, or SIMCLR_S2_DATA), for the error."""
+    it is written beside `out` and moved into place whole, so only a finished one ever carries the name (what a
+    write that failed left is removed then, what one killed left by the next call). Returns whether it was
+    there; `param` names what chose `out` (a parameter, or SIMCLR_S2_DATA), for the error."""
+    if out.parent.is_dir():  # what writes killed on this host left (SIGKILL, a lost session: no clean-up ran)
+        disk.remove_left_by_dead(out.parent, f"{glob.escape(out.name)}{PARTIAL}*", _partial_pid)
     if has_demo(out, recipe):
         return True
     if out.exists() and any(out.iterdir()):
         raise UserError(f"{param}: {out} holds {_held(out)}, not a demo of {dict(recipe)}; " + (
             "the demo chain's size is SIMCLR_S2_DEMO_PATCHES: set it back to the one that made this demo, or "
             "point SIMCLR_S2_DATA at another folder" if param == "SIMCLR_S2_DATA" else "choose an empty folder"))
-    partial = out.with_name(f"{out.name}.partial-{os.getpid()}")
-    shutil.rmtree(partial, ignore_errors=True)
-    write(partial)
-    (partial / DEMO_MARKER).write_text(json.dumps(recipe))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.exists():
-        out.rmdir()
-    os.replace(partial, out)
+    partial = out.with_name(f"{out.name}{PARTIAL}{os.getpid()}@{socket.gethostname()}")
+    try:
+        write(partial)
+        faults.point("demo_write", 0)
+        (partial / DEMO_MARKER).write_text(json.dumps(recipe))
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            out.rmdir()
+        os.replace(partial, out)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
     return False
+
+
+def _partial_pid(name: str) -> str:
+    """The process id in a partial demo's name when that process ran on this host (or named none: written
+    before hosts were named), else "": a data folder several machines share holds their live partials too."""
+    pid, _, host = name.rpartition(PARTIAL)[2].partition("@")
+    return pid if host in ("", socket.gethostname()) else ""
 
 
 def _held(folder: Path) -> str:
@@ -138,8 +167,8 @@ class BuildIndex(DataStage[specs.BuildIndex]):
         return f"index-{_path(spec, resolved, 'archive').name}"
 
     def execute(self, spec: specs.BuildIndex, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
-        archive = _path(spec, resolved, "archive")
-        result = build_index(archive, _path(spec, resolved, "out") / "index.parquet", workers=spec.workers or None,
+        archive, out = _path(spec, resolved, "archive"), _folder(spec, resolved, "out")
+        result = build_index(archive, out / "index.parquet", workers=spec.workers or None,
                              check_rasters=spec.check_rasters, version=spec.version)
         total = result.n_indexed + result.n_rejected
         run.log_metrics({"patches_indexed": result.n_indexed, "patches_rejected": result.n_rejected,
@@ -179,6 +208,7 @@ class CreateSplits(DataStage[specs.CreateSplits]):
         return {"scheme": scheme_name(spec.scheme)[0], "seed": spec.seed}
 
     def execute(self, spec: specs.CreateSplits, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        out = _folder(spec, resolved, "out")
         scheme, classes = scheme_name(spec.scheme)
         index_ref = resolved.get("index", spec.index)
         index_path = fetcher(ctx).path(index_ref, "index")
@@ -186,7 +216,6 @@ class CreateSplits(DataStage[specs.CreateSplits]):
         layout = index_layout(index_path)
         positives, rule = labels(index, layout, spec)
         by_area = {"min_fraction": spec.min_fraction, "ambiguous": spec.ambiguous} if layout.reference_maps else None
-        out = _path(spec, resolved, "out")
         manifest = create_splits(
             index, scheme, out, fractions=spec.fractions, seed=spec.seed, exclude_snow_cloud=spec.exclude_snow_cloud,
             official_split=None if spec.official_split == "all" else spec.official_split, ratios=spec.ratios,

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import json
 import shutil
 import threading
 from collections.abc import Iterator
@@ -22,7 +23,7 @@ from simclr_s2.bigearthnet import download as fetch
 from simclr_s2.bigearthnet import packed, reben
 from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.download import FILES, FetchError
-from simclr_s2.bigearthnet.index import index_digest, rejected_path_for
+from simclr_s2.bigearthnet.index import index_archive_root, index_digest, rejected_path_for
 from simclr_s2.bigearthnet.reader import V2_MAPS, V2_PATCHES
 from simclr_s2.bigearthnet.stream import write_tar_zst
 from simclr_s2.errors import UserError
@@ -303,3 +304,69 @@ def test_fetch_entry_point_streams_the_index_and_the_chosen_patches(release, ser
     assert "reusing packed store" in caplog.text
     assert len(list((tmp_path / "project").rglob("packed/*/meta.json"))) == 2
 
+
+
+def _local_copy(release, folder: Path, metadata_rows: int | None = None) -> tuple[str, Path]:
+    """The record's files in `folder` (its metadata table cut to its first `metadata_rows`: another archive) and
+    their MD5SUMS: a `file://` url and checksums for fetch."""
+    folder.mkdir()
+    for name, data in release["files"].items():
+        (folder / name).write_bytes(data)
+    if metadata_rows is not None:
+        table = folder / reben.METADATA_FILE
+        pd.read_parquet(table).head(metadata_rows).to_parquet(table)
+    sums = folder / "MD5SUMS"
+    sums.write_text("".join(f"{hashlib.md5(f.read_bytes()).hexdigest()}  {f.name}\n" for f in sorted(folder.iterdir())))
+    return f"file://{folder}", sums
+
+
+INDEX_PARTS = "maps,metadata,snow"
+
+
+def test_the_default_index_is_kept_only_for_the_dest_it_was_built_from(release, tmp_path, capsys):
+    """The default index folder is one for every dest: fetched into another dest, its index is built again,
+    even when that dest's files are older than the index (they were fetched before it was built)."""
+    project = Project(tmp_path / "project", project_env(tmp_path / "project"))
+    from simclr_s2.stages.fetch import FETCH
+
+    (url_a, sums_a), (url_b, sums_b) = _local_copy(release, tmp_path / "a"), _local_copy(release, tmp_path / "b", 10)
+    dest_a, dest_b = tmp_path / "dest_a", tmp_path / "dest_b"
+    project.run_stage(FETCH, dest=dest_b, url=url_b, checksums=sums_b, parts=INDEX_PARTS, index="none")
+    index = Path(project.env["SIMCLR_S2_DATA"]) / "reben" / "index" / "index.parquet"
+    for dest, url, sums, rows in ((dest_a, url_a, sums_a, 24), (dest_b, url_b, sums_b, 12)):  # B: 10 + 2 snowy
+        capsys.readouterr()
+        project.run_stage(FETCH, dest=dest, url=url, checksums=sums, parts=INDEX_PARTS)
+        assert (index_archive_root(index), len(pd.read_parquet(index))) == (dest, rows)
+    assert f"is the index of archive {dest_a}, not of dest {dest_b}; building it again" in capsys.readouterr().out
+    project.run_stage(FETCH, dest=dest_b, url=url_b, checksums=sums_b, parts=INDEX_PARTS)
+    assert "(kept: newer than" in capsys.readouterr().out
+
+
+def test_splits_of_another_archive_are_refused_before_the_archive_is_read(release, demo_index, tmp_path,
+                                                                            monkeypatch):
+    project = Project(tmp_path / "project", project_env(tmp_path / "project"))
+    from simclr_s2.stages import fetch as fetch_stage
+    from simclr_s2.stages.data import CREATE_SPLITS
+
+    splits = tmp_path / "v1splits"
+    project.run_stage(CREATE_SPLITS, index=demo_index, out=splits, kind="random", fractions="100")
+    monkeypatch.setattr(fetch_stage, "stream_pack", lambda *a, **k: pytest.fail("the archive was read"))
+    url, sums = _local_copy(release, tmp_path / "record")
+    dest = tmp_path / "dest"
+    with pytest.raises(UserError, match=rf"^splits: {splits} \(scheme basic\) was drawn from the index of archive "
+                                        rf"{index_archive_root(demo_index)}; expected splits of the archive "
+                                        rf"fetched, {dest} \(draw them from "):
+        project.run_stage(fetch_stage.FETCH, dest=dest, url=url, checksums=sums, pack="splits", splits=splits)
+
+
+@pytest.mark.parametrize("held", ["[]", "7", '{"metadata.parquet": 3}', '{"metadata.parquet": {"md5": "x"}}'])
+def test_a_verified_record_of_another_shape_vouches_for_nothing(release, tmp_path, held):
+    """dest/.verified.json that parses but is not {file: {md5, stamp}} (damaged, written by hand): the files are
+    hashed again, as without it."""
+    url, sums = _local_copy(release, tmp_path / "record")
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    shutil.copy(tmp_path / "record" / FILES["metadata"], dest)
+    (dest / fetch.VERIFIED).write_text(held)
+    assert fetch.fetch(["metadata"], dest, url, sums) == {"metadata": dest / FILES["metadata"]}
+    assert set(json.loads((dest / fetch.VERIFIED).read_text())) == {FILES["metadata"]}

@@ -21,7 +21,7 @@ import rasterio
 from tiff_damage import empty_width
 
 from simclr_s2 import faults
-from simclr_s2.bigearthnet import reader, reben
+from simclr_s2.bigearthnet import layouts, reader, reben
 from simclr_s2.bigearthnet.demo import write_demo_archive
 from simclr_s2.bigearthnet.geotiff_writer import write_geotiff
 from simclr_s2.bigearthnet.index import (
@@ -46,6 +46,8 @@ from simclr_s2.bigearthnet.nomenclature import (
     scheme_labels,
 )
 from simclr_s2.bigearthnet.reader import patch_dir, read_metadata, reference_map_file, tile_folder
+from simclr_s2.errors import UserError
+from simclr_s2.study.split_kinds import group_keys
 
 
 def test_one_row_per_patch_with_the_contract_columns(demo_archive, demo_index, demo_recipe):
@@ -130,6 +132,10 @@ def _edit_json(p: Path, **changes) -> None:
     _json(p).write_text(json.dumps({k: v for k, v in meta.items() if v is not None}))
 
 
+def _edit_coordinate(p: Path, value: float) -> None:
+    _edit_json(p, coordinates={**json.loads(_json(p).read_text())["coordinates"], "ulx": value})
+
+
 def _truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:4000])
 
@@ -141,6 +147,11 @@ BREAKERS = {  # how to break a patch -> (kind, file suffix the reason names)
     "no_labels_key": (lambda p: _edit_json(p, labels=None), reader.BAD_METADATA, JSON),
     "unknown_class": (lambda p: _edit_json(p, labels=["Irrigated"]), reader.BAD_METADATA, JSON),
     "bad_coordinates": (lambda p: _edit_json(p, coordinates={"ulx": 1}), reader.BAD_METADATA, JSON),
+    # metadata that places a patch nowhere: every spatial split of the index would be refused for it
+    "nan_coordinate": (lambda p: _edit_coordinate(p, float("nan")), reader.BAD_METADATA, JSON),
+    "infinite_coordinate": (lambda p: _edit_coordinate(p, float("inf")), reader.BAD_METADATA, JSON),
+    "no_epsg": (lambda p: _edit_json(p, projection="garbage"), reader.BAD_METADATA, JSON),
+    "no_tile": (lambda p: _edit_json(p, tile_source="no tile here"), reader.BAD_METADATA, JSON),
     "no_band": (lambda p: _band(p, "B8A").unlink(), reader.MISSING_BAND, "_B8A.tif"),
     "small_band": (lambda p: _write_band(_band(p, "B02"), 60), reader.WRONG_SIZE, "_B02.tif"),
     "big_band": (lambda p: _write_band(_band(p, "B09"), 60), reader.WRONG_SIZE, "_B09.tif"),
@@ -182,6 +193,25 @@ def test_every_broken_patch_is_rejected_with_its_reason(broken_archive, tmp_path
         assert row.kind == kind, (how, row.reason)
         assert row.reason.startswith(f"{kind}: {name}{suffix}: "), (how, row.reason)
     assert set(load_index(result.index_path)["name"]).isdisjoint(broken)
+
+
+def test_a_projection_without_an_epsg_code_is_parsed_quietly(capfd, caplog):
+    """GDAL's complaint about a bad WKT string is no line of the output: the patch's rejection says it."""
+    caplog.set_level("DEBUG")
+    layouts._epsg.cache_clear()
+    assert layouts._epsg("garbage") is None
+    assert capfd.readouterr().err == "" and "garbage" not in caplog.text and "missing [" not in caplog.text
+
+
+def test_a_spatial_split_of_an_index_lacking_places_names_the_patches(demo_index):
+    """An index of an older build (before such patches were rejected) holds patches placed nowhere."""
+    index = load_index(demo_index)
+    lacking = index.index[[3, 7, 8, 20]]
+    index.loc[lacking, "epsg"] = None
+    first = ", ".join(index.loc[lacking[:3], "name"])
+    with pytest.raises(UserError, match=rf"^index column 'epsg' has 4 missing values \(patches {first}, \.\.\.\); "
+                                        r"a spatial split needs it for every patch$"):
+        group_keys(index, "spatial")
 
 
 def test_archive_errors(tmp_path, demo_index):

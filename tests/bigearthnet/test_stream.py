@@ -13,6 +13,7 @@ import sys
 import tarfile
 import tempfile
 import threading
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -121,6 +122,30 @@ def test_extract_unpacks_the_archive_and_a_rerun_skips_what_is_there(release, tm
     assert victim.read_bytes() == (release["root"] / first[0]).read_bytes()
 
 
+def test_an_extract_rerun_holds_nothing_per_member_it_walks(tmp_path, monkeypatch):
+    """A rerun over a complete unpack walks every member and skips it: the memory it holds must not grow with
+    the members walked (it kept each one's target path, and tarfile each one's header: gigabytes for the S2
+    archive's 6.6 million files)."""
+    n = 4000
+    archive = _tar_zst(tmp_path / "many.tar.zst", {f"top/{i:05d}.txt": b"x" for i in range(n)})
+    assert extract(archive, tmp_path / "dest") == n
+    held, target = [], stream._target
+
+    def measured(*args: object) -> Path:  # called for every member walked
+        held.append(tracemalloc.get_traced_memory()[0])
+        return target(*args)
+
+    monkeypatch.setattr(stream, "_target", measured)
+    tracemalloc.start()
+    try:
+        assert extract(archive, tmp_path / "dest") == 0
+    finally:
+        tracemalloc.stop()
+    assert len(held) == n
+    growth = held[-1] - held[n // 4]  # over 3000 members: 2.7 MB when each left its path and header behind
+    assert growth < 500_000, f"{growth:,} bytes held after {n - n // 4} members skipped"
+
+
 def _tar_zst(out: Path, files: dict[str, bytes]) -> Path:
     """A .tar.zst of members named as given, whatever the names (absolute, with `..`)."""
     with open(out, "wb") as fh, zstandard.ZstdCompressor().stream_writer(fh) as z, \
@@ -186,13 +211,15 @@ def test_a_truncated_maps_archive_stops_the_index(release, tmp_path):
     assert not (tmp_path / "index.parquet").exists()
 
 
-def test_a_patch_missing_from_the_archive_is_named(release, tmp_path):
+def test_a_patch_missing_from_the_archive_is_named_and_leaves_no_store(release, tmp_path):
+    """A rerun on this archive would fail again: the unfinished store is removed, not kept to continue."""
     names = [*_names(release["root"])[:3], "S2A_MSIL2A_20190101T101031_N9999_R022_T33UUP_99_99"]
     with pytest.raises(packed.PackError, match=r"patch S2A_.*_99_99: missing band file: .*_B01.tif: not in "
-                                               r"the archive \(1 of 4 patches incomplete\)"):
+                                               r"the archive \(1 of 4 patches incomplete\); the unfinished store "
+                                               r".*\.store\.partial is removed$"):
         stream_pack(release["files"] / "BigEarthNet-S2.tar.zst", names, tmp_path / "store", BANDS, DIGEST,
                     release["root"], workers=1)
-    assert not (tmp_path / "store").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".store.lock"]
 
 
 def test_a_pack_killed_after_a_chunk_continues_there(release, tmp_path, caplog):
