@@ -7,6 +7,9 @@ every run. On a shared machine wall time says little, so the CPU-seconds are the
 cores is at most about 100 CPU-seconds (less the time the cores wait on each other). CPU-seconds inflate
 under load too (threads that spin while they wait for a descheduled partner), so quote the load beside them.
 Each run also prints where its wall time went, from the timestamps of the demo's own log lines (PIECES).
+The first run's store then maps the demo scene with the README's own commands, and both printed lines are
+checked against the ones the README quotes (they drift when the demo's classifier changes; the tests run
+the demo smaller, so only this full-size run can tell).
 
     python benchmarks/bench_demo.py [--runs 2]
 """
@@ -26,6 +29,8 @@ from figures import Figure, Rate, children_cpu_seconds, load_average, report
 
 ROOT = Path(__file__).parents[1]
 SUMMARY = re.compile(r"^finetune-.*: best epoch .*test F1 (?P<f1>[0-9.]+).*$", re.MULTILINE)
+MAP_LINE = re.compile(r"^demo-scene: .*?; maps in", re.MULTILINE)  # the path after it is the machine's
+README = ROOT / "README.md"
 # (piece, the log line that ends it: its last occurrence), in the order they run; a piece's wall time runs
 # from the end of the piece before it (the first from the start of `make demo`)
 PIECES = (
@@ -66,11 +71,38 @@ def pieces(output: str, started: datetime, ended: datetime) -> list[tuple[str, f
     return found
 
 
+def store_env(store: Path) -> dict[str, str]:
+    return {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db",
+            "SIMCLR_S2_HOME": str(store / "home"), "SIMCLR_S2_DATA": str(store / "data")}
+
+
+def readme_map_line(store: Path) -> str:
+    """The README's map block (its ```sh block that runs predict), run as written after `make demo` on
+    `store`: its `demo-scene:` line up to the folder."""
+    block = next(b for b in re.findall(r"```sh\n(.*?)```", README.read_text(), flags=re.DOTALL) if "-e predict" in b)
+    done = subprocess.run(block, shell=True, executable="/bin/bash", cwd=ROOT, env=store_env(store),
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    found = MAP_LINE.search(done.stdout)
+    if done.returncode or found is None:
+        raise SystemExit(f"the README's map commands failed (status {done.returncode}):\n{done.stdout[-3000:]}")
+    return found.group(0)
+
+
+def quoted(pattern: re.Pattern) -> str:
+    """The README's quoted line `pattern` finds."""
+    found = pattern.search(README.read_text())
+    return found.group(0) if found else "(none)"
+
+
+def says(quote: str, line: str) -> bool:
+    """Whether `line` is what the README's `quote` shows, where "..." in the quote stands for any text."""
+    return re.fullmatch(".*?".join(map(re.escape, quote.split("..."))), line) is not None
+
+
 def demo(store: Path) -> tuple[float, float, float, str, list[tuple[str, float]]]:
     """(wall s, CPU s, load at the end, the summary line, the pieces) of one `make demo` on the fresh store
     `store`."""
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db", "SIMCLR_S2_HOME": str(store / "home"),
-           "SIMCLR_S2_DATA": str(store / "data")}
+    env = store_env(store)
     cpu, start, started = children_cpu_seconds(), time.perf_counter(), datetime.now()
     done = subprocess.run(["make", "demo"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           text=True, check=False)
@@ -85,16 +117,20 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=int, default=2, help="fresh stores, one make demo each")
     args = p.parse_args()
-    results = []
+    results, mapped = [], ""
     for run in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="bench_demo_") as tmp:
             before = load_average()
             wall, cpu, load, summary, parts = demo(Path(tmp))
+            mapped = mapped or readme_map_line(Path(tmp))
         results.append((wall, cpu, summary))
         print(f"run {run + 1}: {wall:.0f} s, {cpu:.0f} CPU-s, load {before:.1f} -> {load:.1f}\n  {summary}")
         print("".join(f"    {seconds:6.1f} s  {piece}\n" for piece, seconds in parts), end="", flush=True)
     same = len({summary for _, _, summary in results}) == 1
     print(f"the same summary on every run: {'yes' if same else 'NO'}")
+    for what, got, want in (("summary", results[0][2], quoted(SUMMARY)), ("map", mapped, quoted(MAP_LINE))):
+        verdict = "the same" if says(want, got) else f"DIFFERS: README {want!r}, got {got!r}"
+        print(f"the README's {what} line: {verdict}")
     wall, cpu = min(w for w, _, _ in results), min(c for _, c, _ in results)
     f1 = SUMMARY.search(results[0][2]).group("f1")
     report([Figure("make demo on a fresh store, fastest run (demos per hour)", Rate(3600 / wall, 3600 / cpu, load),

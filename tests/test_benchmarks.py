@@ -35,3 +35,19 @@ def test_a_script_adds_its_figures_and_the_table_prints_them_with_ratios(tmp_pat
     assert len(rows) == 9 and all(row in own for row in rows)  # the same rows the script printed
     for row in rows:  # a ratio to the baseline, or (torchgeo not installed) the reason there is none
         assert re.search(r"\| [0-9.]+x \|$", row) or ("torchgeo" in row and row.endswith("| - | - | - | - |"))
+
+
+def test_the_demo_bench_reads_the_readmes_quoted_lines_with_their_elisions():
+    """bench_demo checks the README's quoted summary and map lines against a full-size demo (the tests run a
+    smaller one): "..." in a quote stands for the text it leaves out, and nothing else may differ."""
+    sys.path.insert(0, str(BENCH))
+    try:
+        import bench_demo
+    finally:
+        sys.path.remove(str(BENCH))
+    quote = bench_demo.quoted(bench_demo.MAP_LINE)
+    assert quote.startswith("demo-scene: ") and "..." in quote
+    line = quote.replace("...", "no evaluate run of simclr-s2-irrigation/1 on a test set recorded val_threshold", 1)
+    assert bench_demo.says(quote, line.replace("...", "/home/me/simclr-s2"))
+    assert not bench_demo.says(quote, line.replace("432 ha", "576 ha"))
+    assert bench_demo.SUMMARY.search(bench_demo.README.read_text())
