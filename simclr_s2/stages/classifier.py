@@ -61,6 +61,8 @@ TUNED_TAG = "simclr_s2.tuned"
 REGISTERED_TEST_METRICS = ("test_accuracy", "test_f1", "test_auc", "test_precision", "test_recall")
 SPLIT_DIGEST = "split_digest"
 """resolved_split_digest: the sha256 of a given local split folder's manifest for the run's scheme."""
+ENCODER_DIGEST = "pretrained_digest"
+"""resolved_pretrained_digest: the sha256 of an encoder given as a local state-dict file."""
 ALIAS_URI = re.compile(r"models:/[^/@]+@([\w-]+)")  # a registry alias, which may move to another version
 
 
@@ -89,9 +91,10 @@ class TrainedClassifier:
 
 
 def resolve_training(spec: ClassifierSpec, ctx: Context, make: bool) -> dict[str, str]:
-    """`auto` split and encoder, and a capped epoch count; a local split folder's content (SPLIT_DIGEST) and
-    a registry alias's version pinned too, so the run's key names the data and weights it trains on rather
-    than a folder that may be redrawn in place or an alias that may move."""
+    """`auto` split and encoder, and a capped epoch count; a local split folder's content (SPLIT_DIGEST), a
+    registry alias's version and a local encoder file's content (ENCODER_DIGEST) pinned too, so the run's
+    key names the data and weights it trains on rather than a folder that may be redrawn in place, an alias
+    that may move or a file that may be written over."""
     resolved: dict[str, str] = {}
     if spec.split == "auto":
         resolved["split"] = auto.split_ref(ctx, "auto", spec.scheme, make)
@@ -105,6 +108,8 @@ def resolve_training(spec: ClassifierSpec, ctx: Context, make: bool) -> dict[str
         resolved["pretrained"] = uri
     elif spec.pretrained is not None and (pinned := pinned_alias(spec.pretrained, ctx)) is not None:
         resolved["pretrained"] = pinned
+    elif spec.pretrained is not None and (digest := file_digest(spec.pretrained)) is not None:
+        resolved[ENCODER_DIGEST] = digest
     return capped(resolved, ctx, spec.epochs)
 
 
@@ -117,6 +122,15 @@ def split_digest(ref: str, scheme: str) -> str | None:
         return None
     manifest = Path(ref).expanduser() / scheme / MANIFEST
     return sha256_file(manifest) if manifest.is_file() else None
+
+
+def file_digest(ref: str) -> str | None:
+    """What an encoder given as a local file holds: its sha256. None for a registry or run URI, whose weights
+    do not change under it, and for a missing file: the run then fails on it, saying why."""
+    if is_remote(ref):
+        return None
+    path = Path(ref).expanduser()
+    return sha256_file(path) if path.is_file() else None
 
 
 def pinned_alias(uri: str, ctx: Context) -> str | None:
@@ -267,6 +281,16 @@ def validation_near_constant(trained: TrainedClassifier, threshold: float) -> bo
                          threshold)
 
 
+FLAGGED_SETS = {"near_constant": "test", VAL_NEAR_CONSTANT: "validation"}  # a flag's tag -> the set it judges
+
+
+def constant_note(flags: Mapping[str, bool]) -> str:
+    """The summary line's note on a model that predicts one class, or nearly, on a set: a score of such a
+    model says little, and its version is flagged (compare marks it, promote never ranks it)."""
+    named = [f"{FLAGGED_SETS[tag]} ({tag})" for tag, flagged in flags.items() if flagged]
+    return f"; predicts one class, or nearly, on {' and '.join(named)}" if named else ""
+
+
 def encoder_label(uri: str) -> str:
     """A short name for an encoder reference, for run names: the alias, v<version>, or the file's stem."""
     if match := ALIAS_URI.fullmatch(uri):
@@ -335,7 +359,8 @@ class Classifier(Stage[ClassifierSpec]):
                 tags={**condition_tags(spec, resolved, trained, prepared, run), **summary})
         print(f"{run_name}: best epoch {result.best_epoch + 1} of {result.epochs_run}, "
               f"val F1 {summary['val_f1']}, test F1 {summary['test_f1']}, "
-              f"test accuracy {summary['test_accuracy']} ({len(split.test.names)} balanced test patches)")
+              f"test accuracy {summary['test_accuracy']} ({len(split.test.names)} balanced test patches)"
+              f"{constant_note(flags)}")
         registered = f"; model {CLASSIFIER_MODEL} version {version}" if version else ""
         print(f"run {run.run_id} in experiment {ctx.experiment_name}{registered}: "
               f"{run_url(ctx.tracking_uri, ctx.experiment_id, run.run_id)}")

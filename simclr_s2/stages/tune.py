@@ -1,7 +1,9 @@
 """tune: Optuna trials as MLflow runs (the search itself is simclr_s2.study.tuning). Each worker has its
 own `tune` run; each trial is a child run of it, named trial-<n>, with its settings and per-epoch metrics.
 With backend=ray the command starts `workers` Ray tasks, each a `tune-worker` child run of its run joining the
-same study on the shared storage; the command's run then logs the summary and makes the final run.
+same study on the shared storage; the command's run then logs the summary and makes the final run. Local
+workers joining one study each log the summary; the final run is made by one that ends with no trial of the
+study running elsewhere, so a study has one best and one final run.
 
 How a trial ends in MLflow (tag `optuna.state` is Optuna's own state name):
   completed  FINISHED, optuna.state=COMPLETE
@@ -37,6 +39,7 @@ from simclr_s2.settings.spec import build
 from simclr_s2.stages.base import Stage, ensure_step
 from simclr_s2.stages.classifier import (
     CLASSIFIERS,
+    ENCODER_DIGEST,
     SPLIT_DIGEST,
     TUNED_TAG,
     Classifier,
@@ -67,7 +70,7 @@ from simclr_s2.tracking.door import Tracking, TrackingError
 from simclr_s2.tracking.endings import describe
 from simclr_s2.tracking.liveness import is_live
 from simclr_s2.tracking.names import STAGE_TAG
-from simclr_s2.tracking.tracker import PARENT_TAG, StageRun, Step
+from simclr_s2.tracking.tracker import StageRun, Step
 
 if TYPE_CHECKING:
     from simclr_s2.cluster.dispatch import Placement
@@ -75,6 +78,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RUN_ATTR = "mlflow_run_id"  # Optuna user attribute: the trial's MLflow run
+WORKER_ATTR = "worker_run_id"  # Optuna user attribute: the MLflow run of the worker running the trial
 STATE_TAG = "optuna.state"
 PRUNED_AT_TAG = "optuna.pruned_at_epoch"
 STUDY_TAG = "optuna.study"
@@ -114,11 +118,17 @@ def _plan(spec: specs.Tune, resolved: Mapping[str, str], ctx: Context) -> Plan:
     space = SearchSpace(lr_min=spec.lr_min, lr_max=spec.lr_max, weight_decay_max=spec.weight_decay_max,
                         dropout_min=spec.dropout_min, dropout_max=spec.dropout_max,
                         batch_sizes=spec.batch_sizes, trainables=spec.trainables)
-    split = f"{base.split} (manifest {digest})" if (digest := resolved.get(SPLIT_DIGEST)) else base.split
-    settings = StudySettings(target=spec.target, pretrained=base.pretrained or "", split=split,
+    settings = StudySettings(target=spec.target, split=_held(base.split, resolved.get(SPLIT_DIGEST), "manifest"),
+                             pretrained=_held(base.pretrained or "", resolved.get(ENCODER_DIGEST), "sha256"),
                              scheme=spec.scheme, fraction=spec.fraction, metric=spec.metric,
                              epochs=base.epochs, seed=spec.seed, pruner=spec.pruner, space=space)
     return Plan(stage, base, settings, _study_name(spec), storage_url(spec.storage, ctx.state_dir()))
+
+
+def _held(ref: str, digest: str | None, what: str) -> str:
+    """A split or encoder as a study's settings name it: with the digest of what a local folder or file holds
+    now, so a worker on one drawn or written over again does not join the trials of its former content."""
+    return f"{ref} ({what} {digest})" if digest else ref
 
 
 def _study_name(spec: specs.Tune) -> str:
@@ -181,6 +191,7 @@ def _objective(plan: Plan, ctx: Context, parent: StageRun):
     prepared = prepare(plan.base, {}, ctx)  # split and encoder loaded once for all trials
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr(WORKER_ATTR, parent.run_id)  # first: a worker lost from here on is known gone
         fixed = _params(plan.base)  # the target's parameters: what it takes decides what is searched
         spec = build(plan.stage.spec, {**fixed, **plan.settings.space.suggest(trial, fixed)})
         with _trial_run(trial, spec, ctx, parent, plan.study_name) as run:
@@ -206,33 +217,31 @@ def mark_stale(ctx: Context):
     FAILED too, so MLflow shows nothing running."""
 
     def on_stale(study: optuna.Study, trial: FrozenTrial) -> None:
-        run_id = trial.user_attrs.get(RUN_ATTR)
-        if not run_id:
-            return
+        run_id, worker = trial.user_attrs.get(RUN_ATTR), trial.user_attrs.get(WORKER_ATTR)
         reason = (f"worker lost: trial {trial.number} of study {study.study_name}: its worker died or stopped "
                   "sending heartbeats")
         try:
             door = Tracking.of(ctx)
-            door.set_tag(run_id, STATE_TAG, TrialState.FAIL.name)
-            for target in (run_id, door.tags(run_id).get(PARENT_TAG, run_id)):
+            if run_id:
+                door.set_tag(run_id, STATE_TAG, TrialState.FAIL.name)
+            for target in filter(None, (run_id, worker)):
                 door.fail_if_running(target, reason)
         except TrackingError as error:  # e.g. a worker elsewhere logging to another tracking server
-            log.warning("trial %d: cannot mark its MLflow run %s failed: %s", trial.number, run_id, error)
+            log.warning("trial %d: cannot mark its MLflow runs failed: %s", trial.number, error)
 
     return on_stale
 
 
 def worker_gone(ctx: Context) -> Lost:
     """Whether a running trial's worker is gone, by the project's liveness rule for the worker's `tune` run
-    (the parent of the trial's run): its process dead on this machine, else its heartbeat silent for three
-    intervals, or the run ended (a rerun of the same command ends it FAILED at once). Unsure (the trial's
-    run not made yet, the store not answering) is not gone: Optuna's own heartbeat decides then."""
+    (WORKER_ATTR, set first in the trial): its process dead on this machine, else its heartbeat silent for
+    three intervals, or the run ended (a rerun of the same command ends it FAILED at once). Unsure (the
+    worker not named yet, the store not answering) is not gone: Optuna's own heartbeat decides then."""
     door = Tracking.of(ctx)
 
     def gone(trial: FrozenTrial) -> bool:
-        run_id = trial.user_attrs.get(RUN_ATTR)
+        worker = trial.user_attrs.get(WORKER_ATTR)
         try:
-            worker = door.tags(run_id).get(PARENT_TAG) if run_id else None
             return worker is not None and not is_live(door.get_run(worker), ctx.heartbeat_s)
         except TrackingError as error:
             log.warning("trial %d: cannot tell whether its worker is alive: %s", trial.number, error)
@@ -286,13 +295,17 @@ class Tune(Stage[specs.Tune]):
         study = _study(spec, plan, ctx, run)
         with _cluster(spec):
             if spec.backend == "ray":
-                _search_on_ray(spec, plan, ctx, run)
+                _search_on_ray(spec, plan, ctx, run)  # every worker has ended: no trial of theirs runs on
+                elsewhere = []
             else:
-                _search(spec, resolved, plan, study, ctx, run)
+                elsewhere = _search(spec, resolved, plan, study, ctx, run)
             best = log_summary(run, study, spec.metric)
             print(f"study {plan.study_name}: best {spec.metric} {best.value:.4f} (trial {best.number}) with "
                   f"{best.params}")
-            if spec.final_run:
+            if spec.final_run and elsewhere:  # their results may change the best: the last worker decides
+                print(f"no final run here: trial {', '.join(map(str, elsewhere))} of study {plan.study_name} "
+                      "still running in another worker, whose end makes it")
+            elif spec.final_run:
                 final = self._final_run(spec, plan, best, ctx, run)
                 print(f"final {spec.target} run {final} with the best settings")
 
@@ -339,10 +352,12 @@ def _study(spec: specs.Tune, plan: Plan, ctx: Context, run: StageRun) -> optuna.
 
 
 def _search(spec: specs.Tune, resolved: Mapping[str, str], plan: Plan, study: optuna.Study, ctx: Context,
-            run: StageRun) -> None:
-    """Trials in this process until the study's budget (over all workers) is spent or timeout_s passed."""
+            run: StageRun) -> list[int]:
+    """Trials in this process until the study's budget (over all workers) is spent or timeout_s passed;
+    returns the trials other workers still run then."""
     budget = StudyBudget(int(resolved.get("n_trials", spec.n_trials)), worker_gone(ctx), mark_stale(ctx))
     run_study(study, _objective(plan, ctx, run), budget, spec.timeout_s or None, catch=TRIAL_ERRORS)
+    return budget.running(study)
 
 
 def _placement(spec: specs.Tune, retries: int) -> Placement:

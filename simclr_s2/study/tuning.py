@@ -8,7 +8,9 @@ its trial RUNNING; every worker sends heartbeats while a trial runs, and the nex
 trial fails trials whose heartbeat stopped (Optuna's RDBStorage heartbeat), so a rerun resumes the study.
 Optuna waits two heartbeats of silence; a worker that can tell sooner that a trial's worker is gone (the
 caller's `lost`, e.g. its process dead on this machine) fails the trial at once, so a rerun started right
-after its worker was killed runs a trial in its place instead of counting the dead one.
+after its worker was killed does not count the dead one. Either way the lost trial is queued again
+(`requeue`): its settings, or its draw when it died before drawing, are what the next trial runs, so a
+resumed study tries the settings of the unbroken one.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import numpy as np
 import optuna
 import pandas as pd
 from optuna.distributions import BaseDistribution
-from optuna.exceptions import ExperimentalWarning
+from optuna.exceptions import ExperimentalWarning, UpdateFinishedTrialError
 from optuna.pruners import BasePruner, HyperbandPruner, MedianPruner
 from optuna.samplers import BaseSampler, TPESampler
 from optuna.storages import RDBStorage
@@ -40,9 +42,10 @@ from simclr_s2.study.search_space import PRUNERS, TARGETS, SearchSpace, check_me
 log = logging.getLogger(__name__)
 
 SETTINGS_ATTR = "simclr_s2.settings"
+RETRY_ATTR = "retry_of"  # a trial's user attribute: the number of the lost trial it runs again
 DEFAULT_HEARTBEAT_S = 60
 OPEN_ATTEMPTS = 5
-# Trials that use up the budget: finished ones that told something, and those still running.
+# Trials that use up the budget: finished ones that told something, those still running, and queued retries.
 SPENT_STATES = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
 
 
@@ -115,8 +118,8 @@ def masked(url: str) -> str:
 
 def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S,
                  on_stale: Callable[[optuna.Study, FrozenTrial], None] | None = None) -> RDBStorage:
-    """The study database, with heartbeats: a trial silent for 2 x `heartbeat_s` is failed (and
-    `on_stale` called) by the next worker that starts a trial."""
+    """The study database, with heartbeats: a trial silent for 2 x `heartbeat_s` is failed, queued again
+    (`requeue`) and `on_stale` called, by the next worker that starts a trial."""
     # SQLite serialises writers: wait for the lock instead of failing when workers write at once.
     engine = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else {"pool_pre_ping": True}
     attempt = 0
@@ -126,7 +129,7 @@ def open_storage(url: str, heartbeat_s: int = DEFAULT_HEARTBEAT_S,
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ExperimentalWarning)
                 return RDBStorage(url, engine_kwargs=engine, heartbeat_interval=heartbeat_s,
-                                  heartbeat_stale_trial_callback=on_stale)
+                                  heartbeat_stale_trial_callback=requeued(on_stale))
         except SQLAlchemyError as error:
             # Workers started together on a new database race to create its tables; the loser retries.
             if attempt == OPEN_ATTEMPTS:
@@ -140,7 +143,9 @@ class TrialSeededSampler(BaseSampler):
     """TPE whose random draws depend on (seed, trial number) only. A plain TPESampler(seed) draws the
     same sequence in every process, so workers sharing a study would try identical start-up settings;
     seeding per trial keeps a one-worker study reproducible and gives each worker's trials their own.
-    The constant liar keeps concurrent workers from crowding around one promising point."""
+    A trial draws as the number it would have had without the retries before it (`requeue`), and a retry as
+    the trial it runs again: a resumed study draws what the unbroken one did. The constant liar keeps
+    concurrent workers from crowding around one promising point."""
 
     def __init__(self, seed: int) -> None:
         self._seed = seed
@@ -151,7 +156,7 @@ class TrialSeededSampler(BaseSampler):
         return TPESampler(seed=seed, constant_liar=True)
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        self._tpe = self._for_trial(trial.number)
+        self._tpe = self._for_trial(draw_number(study, trial))
         self._tpe.before_trial(study, trial)
 
     def infer_relative_search_space(self, study: optuna.Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -171,6 +176,32 @@ class TrialSeededSampler(BaseSampler):
 
     def reseed_rng(self) -> None:
         self._tpe.reseed_rng()
+
+
+def draw_number(study: optuna.Study, trial: FrozenTrial) -> int:
+    """Which draw of the study `trial` makes: its number less the retries before it (a retry's is the lost
+    trial's)."""
+    number = int(trial.user_attrs.get(RETRY_ATTR, trial.number))
+    return number - sum(RETRY_ATTR in t.user_attrs for t in study.get_trials(deepcopy=False) if t.number < number)
+
+
+def requeue(study: optuna.Study, trial: FrozenTrial) -> None:
+    """Queue a trial failed because its worker was lost to run again: its settings, or (lost before it drew
+    them) its draw, so a resumed study tries what the unbroken one would have. Once only: a retry that loses
+    its worker too may be what kills it (memory), and its place goes to new settings."""
+    if RETRY_ATTR not in trial.user_attrs:
+        study.enqueue_trial(trial.params, user_attrs={RETRY_ATTR: trial.number})
+
+
+def requeued(on_lost: OnLost | None) -> OnLost:
+    """`on_lost` after `requeue`: what is done with a trial failed because its worker was lost."""
+
+    def lost(study: optuna.Study, trial: FrozenTrial) -> None:
+        requeue(study, trial)
+        if on_lost is not None:
+            on_lost(study, trial)
+
+    return lost
 
 
 def make_pruner(name: str, epochs: int) -> BasePruner:
@@ -207,15 +238,15 @@ def open_study(name: str, storage: RDBStorage, settings: StudySettings, sampler:
 
 class StudyBudget:
     """`n_trials` for the whole study, however many workers share it (Optuna's own n_trials counts per
-    worker). Completed, pruned and running trials count; failed ones do not, so a rerun makes up for a
-    trial lost with its worker. A running trial whose worker `lost` says is gone is failed (and `on_lost`
-    called) before counting: counted as running, it would end the study a trial short and stay RUNNING.
-    As a callback it stops this worker once the budget is spent; `claim` catches the race of two workers
-    starting the last trial at once."""
+    worker). Completed, pruned, running and queued trials count; failed ones do not, so a lost trial's
+    retry (`requeue`) takes its place. A running trial whose worker `lost` says is gone is failed, queued
+    again (and `on_lost` called) before counting: counted as running, it would end the study a trial short
+    and stay RUNNING. As a callback it stops this worker once the budget is spent and no retry waits;
+    `claim` catches the race of two workers starting the last trial at once."""
 
     def __init__(self, n_trials: int, lost: Lost | None = None, on_lost: OnLost | None = None) -> None:
         self.n_trials = n_trials
-        self.lost, self.on_lost = lost, on_lost
+        self.lost, self.on_lost = lost, requeued(on_lost)
 
     def spent(self, study: optuna.Study, before: int | None = None) -> int:
         self.fail_lost(study)
@@ -223,18 +254,26 @@ class StudyBudget:
         return sum(1 for t in trials if before is None or t.number < before)
 
     def fail_lost(self, study: optuna.Study) -> None:
-        """Fail the running trials whose worker is gone (another worker may fail one first: then it stays
-        as that one left it)."""
+        """Fail the running trials whose worker is gone. Another worker may fail one first: then that one
+        queues it again and reports it, so a lost trial is run again once."""
         if self.lost is None:
             return
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if self.lost(trial):
-                failed = study.tell(trial.number, state=TrialState.FAIL, skip_if_finished=True)
-                if self.on_lost is not None:
-                    self.on_lost(study, failed)
+            if self.lost(trial) and (failed := _fail(study, trial)) is not None:
+                self.on_lost(study, failed)
+
+    def done(self, study: optuna.Study) -> bool:
+        """Whether this worker may stop: the budget is spent and no queued retry waits for a worker."""
+        return (self.spent(study) >= self.n_trials
+                and not study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+    def running(self, study: optuna.Study) -> list[int]:
+        """The trials still running in other workers (once those whose worker is gone are failed)."""
+        self.fail_lost(study)
+        return [t.number for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))]
 
     def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
-        if self.spent(study) >= self.n_trials:
+        if self.done(study):
             study.stop()
 
     def claim(self, trial: optuna.Trial) -> None:
@@ -244,11 +283,19 @@ class StudyBudget:
             raise StudyFull(f"trial {trial.number} not run: the study already has {self.n_trials} trials")
 
 
+def _fail(study: optuna.Study, trial: FrozenTrial) -> FrozenTrial | None:
+    """`trial` failed by this worker; None when another worker finished it first."""
+    try:
+        return study.tell(trial.number, state=TrialState.FAIL)
+    except (ValueError, UpdateFinishedTrialError):  # told already ("Cannot tell a FAIL trial"), or meanwhile
+        return None
+
+
 def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], budget: StudyBudget,
               timeout_s: float | None = None, catch: tuple[type[Exception], ...] = ()) -> None:
     """Run trials in this worker until the study's budget is spent or `timeout_s` has passed. Exceptions
     in `catch` (and StudyFull) fail their trial and the search goes on; others stop the worker."""
-    if budget.spent(study) >= budget.n_trials:
+    if budget.done(study):
         log.info("study %s already has %d trials; nothing to run", study.study_name, budget.n_trials)
         return
 

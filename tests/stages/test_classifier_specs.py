@@ -9,7 +9,8 @@ from simclr_s2.hashing import sha256_file
 from simclr_s2.learning.encoder_source import Scratch
 from simclr_s2.settings import specs
 from simclr_s2.settings.spec import build, fields_of
-from simclr_s2.stages.classifier import BASELINE, FINETUNE, SPLIT_DIGEST
+from simclr_s2.stages.classifier import BASELINE, ENCODER_DIGEST, FINETUNE, SPLIT_DIGEST, constant_note
+from simclr_s2.study.promotion import VAL_NEAR_CONSTANT
 from simclr_s2.study.splits import MANIFEST
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.registry import ModelRef
@@ -56,3 +57,25 @@ def test_a_given_split_folder_and_an_alias_are_keyed_by_what_they_hold_now(ctx, 
     assert len({first.key, redrawn.key, _key(spec, ctx).key}) == 3
     pinned = build(specs.Finetune, {"split": "runs:/0123/splits", "pretrained": "models:/simclr-s2-encoder/8"})
     assert _key(pinned, ctx).resolved == {}  # a run's artifacts and a version never change
+
+
+def test_an_encoder_file_is_keyed_by_what_it_holds_now(ctx, tmp_path) -> None:
+    """A state-dict file written over with other weights: a run keyed by the file's path would be reused,
+    trained on the old weights."""
+    encoder = tmp_path / "enc.pt"
+    encoder.write_bytes(b"weights 1")
+    spec = build(specs.Finetune, {"split": "runs:/0123/splits", "pretrained": str(encoder)})
+    first = _key(spec, ctx)
+    assert first.resolved == {ENCODER_DIGEST: sha256_file(encoder)}
+    assert _key(spec, ctx).key == first.key
+    encoder.write_bytes(b"weights 2")
+    assert _key(spec, ctx).key != first.key
+
+
+def test_the_summary_line_says_when_the_model_predicts_one_class() -> None:
+    """Its scores alone (test accuracy 0.5000) would not tell a reader the version is flagged."""
+    assert constant_note({"near_constant": False, VAL_NEAR_CONSTANT: False}) == ""
+    assert constant_note({"near_constant": True, VAL_NEAR_CONSTANT: False}) == (
+        "; predicts one class, or nearly, on test (near_constant)")
+    assert constant_note({"near_constant": True, VAL_NEAR_CONSTANT: True}) == (
+        "; predicts one class, or nearly, on test (near_constant) and validation (val_near_constant)")

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 from simclr_s2.settings import specs
 from simclr_s2.settings.spec import build
-from simclr_s2.stages.classifier import BASELINE, FINETUNE, SPLIT_DIGEST
+from simclr_s2.stages.classifier import BASELINE, ENCODER_DIGEST, FINETUNE, SPLIT_DIGEST
 from simclr_s2.stages.tune import TUNE, _plan
 
 RESOLVED = {"split": "runs:/s/splits", "pretrained": "models:/simclr-s2-encoder/3", "epochs": "2"}
@@ -41,3 +41,12 @@ def test_a_split_folder_s_content_is_part_of_the_study_s_settings(tmp_path) -> N
     spec = build(specs.Tune, {"split": "data/splits"})
     before, after = (_plan(spec, {SPLIT_DIGEST: d}, ctx).settings.split for d in ("aa11", "bb22"))
     assert before == "data/splits (manifest aa11)" and after != before
+
+
+def test_an_encoder_file_s_content_is_part_of_the_study_s_settings(tmp_path) -> None:
+    """A state-dict file written over holds other weights: a worker on it must not join the study of the
+    file's former weights."""
+    ctx = SimpleNamespace(state_dir=lambda: tmp_path)
+    spec = build(specs.Tune, {"pretrained": "enc.pt"})
+    before, after = (_plan(spec, {ENCODER_DIGEST: d}, ctx).settings.pretrained for d in ("aa11", "bb22"))
+    assert before == "enc.pt (sha256 aa11)" and after != before

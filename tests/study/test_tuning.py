@@ -1,11 +1,11 @@
 """tune: pruned trials are marked in MLflow and the best settings logged and trained once more; two workers
-on one storage share a study without duplicate trials; a study whose worker process was killed resumes and
-fails the trial it lost. Workers are held and killed at named fault points, never raced; a worker runs in
-this process as its entry point runs it (a held one in a thread, `Project.held`), the killed one in a process
-forked from this one (a fresh process's imports cost about 8 CPU-seconds). Trials
-fine-tune only the head of an untrained encoder written once per module (features are cached, so no
-encoder is pretrained and each trial is cheap); one-epoch trials on 15 patches keep the file near 3
-minutes on two busy cores."""
+on one storage share a study without duplicate trials and make one final run; a study whose worker process
+was killed resumes, fails the trial it lost and runs its settings again. Workers are held and killed at
+named points, never raced; a worker runs in this process as its entry point runs it (a held one in a
+thread, `Project.held`), the killed one in a process forked from this one (a fresh process's imports cost
+about 8 CPU-seconds). Trials fine-tune only the head of an untrained encoder written once per module
+(features are cached, so no encoder is pretrained and each trial is cheap); one-epoch trials on 15 patches
+keep the file near 3 minutes on two busy cores."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import optuna
@@ -38,10 +38,11 @@ from simclr_s2.stages import classifier as classifier_stage
 from simclr_s2.stages import tune as tune_stage
 from simclr_s2.stages.base import run_command
 from simclr_s2.stages.inputs import SOURCE
-from simclr_s2.stages.tune import RUN_ATTR, TRIAL_STAGE, TUNE
+from simclr_s2.stages.tune import FINAL_RUN_TAG, RUN_ATTR, TRIAL_STAGE, TUNE
 from simclr_s2.study.search_space import SearchSpace, check_metric
 from simclr_s2.study.splits import create_splits
 from simclr_s2.study.tuning import (
+    RETRY_ATTR,
     StudyBudget,
     StudyFull,
     StudySettings,
@@ -50,6 +51,7 @@ from simclr_s2.study.tuning import (
     masked,
     open_storage,
     open_study,
+    run_study,
     save_plots,
     storage_url,
 )
@@ -132,11 +134,15 @@ def _tune_here(args: list[str], env: dict[str, str]) -> None:
     run_command(TUNE, build(Tune, _values(args)), Context.from_env(env))
 
 
-def _killed_worker(args: list[str], env: dict[str, str], fault: str) -> int | None:
+def _killed_worker(args: list[str], env: dict[str, str], fault: str | Callable[[], None]) -> int | None:
     """The exit status of a worker process forked from this one (its imports done) that SIMCLR_S2_FAULT
-    `fault` kills; one that outlives the timeout is killed here."""
+    `fault` kills, or that `fault`, called in it first, set up to die; one that outlives the timeout is
+    killed here."""
     def work() -> None:
-        os.environ[FAULT_ENV] = fault  # the fault points read this process's environment
+        if callable(fault):
+            fault()
+        else:
+            os.environ[FAULT_ENV] = fault  # the fault points read this process's environment
         _tune_here(args, env)
 
     worker = multiprocessing.get_context("fork").Process(target=work)
@@ -204,17 +210,26 @@ def test_every_trial_starts_from_the_pretrained_weights(demo_split, env, tmp_pat
     assert len(starts) == 2 and torch.equal(starts[0], starts[1])
 
 
-def test_two_workers_share_one_study_without_duplicate_trials(demo_split, env, tmp_path):
+def test_two_workers_share_one_study_without_duplicate_trials(demo_split, env, tmp_path, capsys):
     """The first worker, in a thread, is held inside its first trial while the second runs: both run trials,
-    however fast. The workers meet only in the two stores, as processes would."""
+    however fast. The workers meet only in the two stores, as processes would. The second ends while the
+    first's trial runs: the first, ending last, makes the study's one final run, from the best of all."""
     storage = f"sqlite:///{tmp_path}/optuna.db"
-    args = _args(demo_split, storage, n_trials=3)
+    args = _args(demo_split, storage, n_trials=3, final_run=True)
     first = Project(tmp_path, {"MLFLOW_TRACKING_URI": env["MLFLOW_TRACKING_URI"]})
     with first.held(TUNE, "trial0_after_log@0", tmp_path, **_values(args)) as held:
         _tune_here(args, env)
+        assert "no final run here: trial 0 of study demo-study still running" in capsys.readouterr().out
     held.result(timeout=300)
 
-    trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
+    study = optuna.load_study(study_name=STUDY, storage=storage)
+    finals = [r.data.tags[FINAL_RUN_TAG] for r in _runs(env, "tune") if FINAL_RUN_TAG in r.data.tags]
+    assert len(finals) == 1
+    (final,) = [r for r in _runs(env, "finetune") if r.data.tags.get("simclr_s2.tuned") == "true"]
+    assert final.info.run_id == finals[0]
+    assert float(final.data.params["lr"]) == pytest.approx(study.best_params["lr"])
+
+    trials = study.get_trials()
     numbers = [t.number for t in trials]
     assert len(numbers) == len(set(numbers))
     done = [t for t in trials if t.state in FINISHED_STATES]
@@ -251,6 +266,7 @@ def test_an_interrupted_study_resumes_and_fails_the_lost_trial(demo_split, env, 
 
     trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
     assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert (trials[2].params, trials[2].user_attrs[RETRY_ATTR]) == (trials[1].params, 1)  # the lost settings
     runs = _trial_runs(env)
     lost = runs[1]
     assert (lost.info.status, lost.data.tags["optuna.state"]) == ("FAILED", "FAIL")
@@ -258,6 +274,39 @@ def test_an_interrupted_study_resumes_and_fails_the_lost_trial(demo_split, env, 
     first_parent = Tracking(env["MLFLOW_TRACKING_URI"]).client.get_run(lost.data.tags["mlflow.parentRunId"])
     assert first_parent.info.status == "FAILED"
     assert "interrupted" in first_parent.data.tags["simclr_s2.error"]
+
+
+def _dies_opening_trial_run(number: int) -> Callable[[], None]:
+    """Set up the worker to die as trial `number`'s MLflow run is about to be made (its settings drawn)."""
+    def setup() -> None:
+        open_run = Tracking.open
+
+        def dying(self: Tracking, experiment_id: str, name: str, *args: object, **kwargs: object) -> str:
+            if name == f"trial-{number}":
+                os.kill(os.getpid(), signal.SIGKILL)
+            return open_run(self, experiment_id, name, *args, **kwargs)
+
+        Tracking.open = dying  # in the forked worker only
+
+    return setup
+
+
+def test_a_trial_lost_before_its_run_was_made_is_run_again(demo_split, env, tmp_path):
+    """Its worker is known from the trial's first moment: a rerun at once (Optuna's 60 s heartbeat far from
+    stale) fails it, ends the dead worker's run and runs its settings, instead of finding the budget spent."""
+    url = f"sqlite:///{tmp_path}/optuna.db"
+    args = _args(demo_split, url, n_trials=2)
+    assert _killed_worker(args, env, _dies_opening_trial_run(1)) == -signal.SIGKILL
+    storage = open_storage(url)
+    package_fingerprint.cache_clear()
+    _tune_here(args, env)
+
+    trials = optuna.load_study(study_name=STUDY, storage=storage).get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE, TrialState.FAIL, TrialState.COMPLETE]
+    assert trials[2].params == trials[1].params and trials[2].user_attrs[RETRY_ATTR] == 1
+    assert sorted(_trial_runs(env)) == [0, 2]  # the lost trial never had a run
+    statuses = sorted(r.info.status for r in _runs(env, "tune"))
+    assert statuses == ["FAILED", "FINISHED"]  # the dead worker's run is ended
 
 
 def test_an_encoder_alias_is_pinned_to_its_version(env):
@@ -310,16 +359,55 @@ def test_the_named_pruners_stop_hopeless_trials(name):
         make_pruner("patience", 9)
 
 
-def test_a_running_trial_whose_worker_is_gone_is_failed_not_counted():
-    """Known gone (`lost`), a running trial is failed at once and reported; one still at work counts."""
+def test_a_running_trial_whose_worker_is_gone_is_failed_and_queued_again():
+    """Known gone (`lost`), a running trial is failed at once, reported, and queued again: its retry counts
+    in its place. One still at work counts."""
     study = optuna.create_study()
     gone, _working = study.ask(), study.ask()
     reported: list[tuple[int, TrialState]] = []
     budget = StudyBudget(2, lost=lambda t: t.number == gone.number,
                          on_lost=lambda s, t: reported.append((t.number, t.state)))
-    assert budget.spent(study) == 1
-    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.RUNNING]
+    assert budget.spent(study) == 2
+    assert [t.state for t in study.trials] == [TrialState.FAIL, TrialState.RUNNING, TrialState.WAITING]
+    assert study.trials[2].user_attrs[RETRY_ATTR] == gone.number
     assert reported == [(gone.number, TrialState.FAIL)]
+    assert budget.running(study) == [1]
+
+
+def test_a_lost_trial_another_worker_failed_first_is_queued_again_once():
+    """Two workers find the same trial's worker gone: the one whose fail comes second neither queues nor
+    reports it."""
+    study = optuna.create_study()
+    study.ask()
+
+    def failed_meanwhile(trial: FrozenTrial) -> bool:
+        study.tell(trial.number, state=TrialState.FAIL)  # the other worker, between this one's read and fail
+        return True
+
+    reported: list[int] = []
+    StudyBudget(2, lost=failed_meanwhile, on_lost=lambda s, t: reported.append(t.number)).fail_lost(study)
+    assert [t.state for t in study.trials] == [TrialState.FAIL] and reported == []
+
+
+@pytest.mark.parametrize("drew", [True, False], ids=["lost-after-its-draw", "lost-before-it"])
+def test_a_resumed_study_tries_the_settings_of_the_unbroken_one(drew):
+    """A study whose first trial lost its worker, resumed: the same settings complete as in the unbroken
+    study, whether the lost trial had drawn its settings or not, and the budget still holds."""
+    def objective(trial: optuna.Trial) -> float:
+        return SearchSpace().suggest(trial, ("trainable",))["lr"]
+
+    def completed(study: optuna.Study) -> list[dict[str, object]]:
+        return sorted((t.params for t in study.get_trials(states=(TrialState.COMPLETE,))), key=str)
+
+    unbroken = optuna.create_study(direction="maximize", sampler=TrialSeededSampler(0))
+    run_study(unbroken, objective, StudyBudget(3))
+    resumed = optuna.create_study(direction="maximize", sampler=TrialSeededSampler(0))
+    lost = resumed.ask()
+    if drew:
+        SearchSpace().suggest(lost, ("trainable",))
+    run_study(resumed, objective, StudyBudget(3, lost=lambda t: t.number == lost.number))
+    assert completed(resumed) == completed(unbroken)
+    assert [t.state for t in resumed.trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
 
 
 def test_a_trial_beyond_the_study_budget_is_given_up_before_it_runs():
