@@ -6,7 +6,9 @@ Where a job's run is created, and why here: the driver creates it (a child of th
 it as `mlflow run` hands a run to an entry point (MLFLOW_RUN_ID, `run_command`). So the run id is fixed
 before the task starts: when the worker dies, Ray's retry of the task receives the same arguments and
 continues the same run from its newest checkpoint artifact, instead of a new run resuming a stale one
-(which is what `ensure_step` would do, leaving a deleted run behind per retry). A run whose task never
+(which is what `ensure_step` would do, leaving a deleted run behind per retry). A job whose key another
+command finished after the driver looked is reused by its task, which deletes the run made here and
+returns the finished one's id (tasks._reused): the outcome says so. A run whose task never
 reached Tracker.open, or whose worker died for good, is ended FAILED here with the reason; when the command
 itself stops (Ctrl-C), the tasks still out are cancelled and their runs ended KILLED.
 """
@@ -71,11 +73,13 @@ class Job:
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a job ended: its run, and the reason when it failed."""
+    """How a job ended: its run, and the reason when it failed. `reused`: the run is another command's, found
+    complete by the task (tasks._reused), and the one made for the job is gone."""
 
     job: Job
     run_id: str
     error: str = ""
+    reused: bool = False
 
 
 def finished(job: Job, ctx: Context) -> Run | None:
@@ -170,14 +174,14 @@ class _Dispatch:
         ref = _remote_stage().options(
             name=job.label, num_cpus=self.placement.cpus, num_gpus=self.placement.gpus,
             max_retries=self.placement.retries, retry_exceptions=False,
-        ).remote(job.stage, dict(job.params), env, package_fingerprint())
+        ).remote(job.stage, dict(job.params), env, package_fingerprint(), self.ctx.reuse)
         self.progress.started()
         return ref, _Sent(index, job, run_id)
 
     def _collect(self, ref: ray.ObjectRef, sent: _Sent) -> Outcome:
         try:
-            ray.get(ref)
-            return Outcome(sent.job, sent.run_id)
+            run_id = ray.get(ref) or sent.run_id
+            return Outcome(sent.job, run_id, reused=run_id != sent.run_id)
         except RayTaskError as failure:  # the stage raised: its own error, never retried
             error = describe(failure.cause)
         except RayError as lost:  # e.g. the worker or its node died more often than the retries allow

@@ -13,8 +13,8 @@ import torch
 from simclr_s2.cluster.environment import applied, for_this_node
 from simclr_s2.errors import UserError
 from simclr_s2.settings.context import Context
-from simclr_s2.settings.spec import build
-from simclr_s2.stages.base import Stage, run_command
+from simclr_s2.settings.spec import Spec, build
+from simclr_s2.stages.base import Stage, find_step, run_command
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.fingerprint import package_fingerprint
 from simclr_s2.tracking.process import quiet_defaults
@@ -24,9 +24,12 @@ log = logging.getLogger(__name__)
 ATTEMPTS_TAG = "simclr_s2.attempts"
 
 
-def run_stage(stage: Stage, params: Mapping[str, object], env: Mapping[str, str], code: str) -> None:
+def run_stage(stage: Stage, params: Mapping[str, object], env: Mapping[str, str], code: str,
+              reuse: bool) -> str | None:
     """`stage` with `params` as `mlflow run` runs an entry point: `run_command` in the run named by
-    MLFLOW_RUN_ID in `env`, created by the driver.
+    MLFLOW_RUN_ID in `env`, created by the driver, reusing finished steps as the driver does (`reuse`).
+    Returns the id of the run that holds the result: that one, or the complete run of the same key that
+    `_reused` finds.
 
     Ray starts this again, with the same arguments, when the worker died (up to the task's max_retries):
     Tracker.open then continues that same run, restores its newest checkpoint (this node's state folder,
@@ -38,12 +41,37 @@ def run_stage(stage: Stage, params: Mapping[str, object], env: Mapping[str, str]
                             f"({package_fingerprint()}) than the command that sent the task ({code}): "
                             "install the same version on every node (docs/cluster.md)")
         _configure_worker()
-        ctx = Context.from_env({**os.environ, **for_this_node(env)})
+        ctx = Context.from_env({**os.environ, **for_this_node(env)}).with_reuse(reuse)
+        spec = build(stage.spec, params)
+        if (done := _reused(stage, spec, ctx)) is not None:
+            return done
         attempt = _count_attempt(ctx)
         if attempt > 1:
             log.warning("run %s: attempt %d, after its worker died; resuming from its checkpoint",
                         ctx.launcher_run_id, attempt)
-        run_command(stage, build(stage.spec, params), ctx)
+        return run_command(stage, spec, ctx)
+
+
+def _reused(stage: Stage, spec: Spec, ctx: Context) -> str | None:
+    """The complete run of the job's key, as `ensure_step` reuses it: one another command finished after the
+    driver looked (dispatch.finished) and before this task started would else be trained again. The run made
+    for this task is deleted then (the driver reports the one found; what an attempt whose worker died
+    trained there is a duplicate); a retry whose own run is complete (its worker died after the completion
+    mark) returns that run as it is. None with reuse off, for a stage whose identical runs are not
+    duplicates (tuning workers join one study), and when the job's inputs cannot be found here
+    (`run_command` then fails with the reason)."""
+    if not (stage.exclusive and ctx.reuse):
+        return None
+    try:
+        done = find_step(stage, spec, ctx)
+    except UserError:
+        return None
+    if done is None:
+        return None
+    if done.info.run_id != ctx.launcher_run_id:
+        log.info("%s: run %s finished meanwhile; reused", stage.name, done.info.run_id)
+        Tracking.of(ctx).delete_run(ctx.launcher_run_id)
+    return done.info.run_id
 
 
 def _configure_worker() -> None:

@@ -17,6 +17,8 @@ from simclr_s2.errors import NonFiniteError
 
 log = logging.getLogger(__name__)
 
+PARTIAL_SUFFIX = ".tmp"
+"""How a checkpoint being written is named beside its final name (`save_atomically`)."""
 StepMetrics = tuple[int, dict[str, float]]
 """(step, metrics): one entry of a loop's metric history (the epoch for fine-tuning, the optimiser step
 for pretraining)."""
@@ -127,7 +129,7 @@ def save_atomically(checkpoint: Checkpoint, path: Path, epoch: int = -1) -> None
     """Write to a temporary file, fsync, then rename over the old checkpoint: a kill never leaves half a
     file, and a checkpoint that exists is on disk before anything reports its epoch."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
+    tmp = path.with_name(path.name + PARTIAL_SUFFIX)
     checkpoint.write(tmp)
     with open(tmp, "rb") as fh:
         os.fsync(fh.fileno())

@@ -66,6 +66,12 @@ class FitConfig:
             raise UserError(f"weight_decay: expected a value >= 0, got {self.weight_decay}")
 
 
+PLACE_SETTINGS = ("device", "amp")
+"""Settings that only say where a training ran, not what it trains: a checkpoint written on a GPU (bf16
+autocast there) resumes on the CPU and back, as the RNG states do (runtime.restore_rng), not exactly. The
+key of a run leaves them out, so a run killed on a GPU node and run again elsewhere must go on."""
+
+
 @dataclass
 class FitResult:
     best_epoch: int
@@ -118,6 +124,23 @@ def _probabilities(logits: torch.Tensor) -> np.ndarray:
     """sigmoid in float64: in float32 every logit above about 17 gives 1.0, and the AUC then ties patches the
     model ranks apart."""
     return torch.sigmoid(logits.double()).numpy()
+
+
+def _check_settings(saved: dict[str, Any], cfg: FitConfig, path: Path | None) -> None:
+    """Resume only what this training would train: a checkpoint of other settings is refused, naming them; one
+    that differs only in PLACE_SETTINGS goes on, with a warning that the run is not exact."""
+    here = asdict(cfg)
+    changed = sorted(key for key in saved.keys() | here.keys() if saved.get(key) != here.get(key))
+
+    def described(keys: list[str]) -> str:
+        return ", ".join(f"{key}={saved.get(key)!r} there, {here.get(key)!r} here" for key in keys)
+
+    if refused := [key for key in changed if key not in PLACE_SETTINGS]:
+        raise UserError(f"checkpoint {path} was written with other settings ({described(refused)}): resume it "
+                        "with its own, or remove it to train afresh")
+    if changed:
+        log.warning("checkpoint %s was written elsewhere (%s): resumed here, not exactly as an unbroken run would "
+                    "go on", path, described(changed))
 
 
 def _epoch_metrics(prefix: str, y: np.ndarray, p: np.ndarray, loss: float) -> dict[str, float]:
@@ -175,9 +198,10 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
     call), after that epoch's checkpoint is durable: with `checkpoint_path` the full state (weights,
     optimiser, best weights, patience counter, every rank's RNG, the metric history) is written after
     each epoch as one safetensors file (`checkpoints`), and picked up by the next call (or the earlier
-    format's file beside it, `checkpoints.resumable`), which hands the history to `progress.resumed`; the
-    last epoch's leaves the optimiser out (no resume trains on from it), and best weights that are the
-    epoch's own are stored once. The training thread only copies the state into reused buffers (without
+    format's file beside it, `checkpoints.resumable`), which hands the history to `progress.resumed` (one of
+    other settings is refused, one written on another device resumes: `_check_settings`); the last epoch's
+    leaves the optimiser out (no resume trains on from it), and best weights that are the epoch's own are
+    stored once. The training thread only copies the state into reused buffers (without
     waiting, on a GPU); `progress` writes it, in the background for a tracked run. A NaN or infinite loss
     stops training (NonFiniteError) before it is checkpointed. `progress` is called on rank 0 only.
     """
@@ -197,8 +221,7 @@ def fit(model: nn.Module, train: Batches, val: Batches, cfg: FitConfig, *,
     snapshots = Snapshots()
     saved = distributed.load_checkpoint(resumable(checkpoint_path))
     if saved is not None:
-        if saved["config"] != asdict(cfg):
-            raise UserError(f"checkpoint {checkpoint_path} was written with other settings: {saved['config']}")
+        _check_settings(saved["config"], cfg, checkpoint_path)
         model.load_state_dict(saved["model"])
         if saved["optimizer"] is not None:
             load_optimizer_state(optimizer, saved["optimizer"])

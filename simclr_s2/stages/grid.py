@@ -47,7 +47,7 @@ from simclr_s2.study.comparison import DEFAULT_LABEL_RULE, fold_encoder_alias, l
 from simclr_s2.study.split_kinds import fold_names, is_cv
 from simclr_s2.study.splits import SplitManifest, load_manifest
 from simclr_s2.tracking.artifacts import Fetcher, is_remote
-from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.door import PARENT_TAG, Tracking
 from simclr_s2.tracking.names import ENCODER_MODEL
 from simclr_s2.tracking.registry import ModelRef
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
@@ -504,12 +504,11 @@ def in_process(cells: list[Cell], ctx: Context, run: StageRun) -> list[dict[str,
     """backend=local: the cells one after another in this process."""
     rows = []
     for i, cell in enumerate(cells, 1):
-        before = status(cell, ctx)
-        log.info("grid cell %d/%d %s: %s", i, len(cells), cell.label, before)
+        log.info("grid cell %d/%d %s: %s", i, len(cells), cell.label, status(cell, ctx))
         try:
             done = ensure_step(cell.classifier, cell.spec, ctx, parent_run_id=run.run_id, tags=cell.tags)
-            rows.append(_row(cell, done.info.run_id, "reused" if before == "reuse" else "finished",
-                             recorded=done.data.tags))
+            made_here = done.data.tags.get(PARENT_TAG) == run.run_id  # else another command's, reused or awaited
+            rows.append(_row(cell, done.info.run_id, "finished" if made_here else "reused", recorded=done.data.tags))
         except Exception as error:
             if (reason := _cell_failure(error, ctx)) is None:
                 raise
@@ -542,10 +541,12 @@ def on_ray(spec: specs.Grid, cells: list[Cell], ctx: Context, run: StageRun) -> 
     ended = {o.job.label: o for o in dispatch.run_jobs(todo, ctx, run.run_id, placement, "cells")}
     rows = []
     for cell in cells:
-        if (found := reused[cell.label]) is not None:
+        found, outcome = reused[cell.label], ended.get(cell.label)
+        if outcome is not None and outcome.reused:  # another command finished it once its task was sent
+            found = run.tracking.get_run(outcome.run_id)
+        if found is not None:
             rows.append(_row(cell, found.info.run_id, "reused", recorded=found.data.tags))
         else:
-            outcome = ended[cell.label]
             rows.append(_row(cell, outcome.run_id, "failed" if outcome.error else "finished", outcome.error))
     return rows
 

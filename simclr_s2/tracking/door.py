@@ -78,6 +78,10 @@ class Tracking:
             self.client.set_tag(run_id, ERROR_TAG, reason)
         self.client.set_terminated(run_id, RunStatus.to_string(RunStatus.from_string(status)))
 
+    def delete_run(self, run_id: str) -> None:
+        """To MLflow's trash: a run that holds nothing to keep."""
+        self.client.delete_run(run_id)
+
     def fail_if_running(self, run_id: str, reason: str, tags: Mapping[str, str] | None = None) -> bool:
         return endings.fail_if_running(self.client, run_id, reason, tags)
 

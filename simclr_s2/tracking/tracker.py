@@ -16,7 +16,8 @@ checkpoint, and an ending that tells the truth.
   and its history is brought to exactly the checkpoint's steps (publisher.log_missing). The stale runs it
   supersedes are ended FAILED at once (never left RUNNING, should this one die too: the next attempt
   takes its checkpoint in turn), and those holding any history are deleted once it finishes. Fault
-  point `resumed@0`: the history is carried over, training not yet started.
+  point `resumed@0`: the history is carried over, training not yet started. A command's own run also ends
+  FAILED this host's runs of any key whose process is gone (a changed key never resumes them).
 - Runs are addressed by id through the door (door.Tracking, built from the context's URIs), never through
   MLflow's process-wide active run, so steps can run inside each other (the `auto` chain) and nothing
   leaks between commands or tests.
@@ -30,6 +31,7 @@ import logging
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
 import warnings
@@ -51,14 +53,14 @@ from simclr_s2 import disk, faults
 from simclr_s2.errors import UserError
 from simclr_s2.learning import distributed
 from simclr_s2.learning.checkpoints import is_checkpoint
-from simclr_s2.learning.runtime import Checkpoint, StepMetrics
+from simclr_s2.learning.runtime import PARTIAL_SUFFIX, Checkpoint, StepMetrics
 from simclr_s2.settings.context import Context
 from simclr_s2.settings.mlflow_store import sqlite_folder
 from simclr_s2.tracking.connectivity import TrackingUnreachable, retry_budget_s, server_lost
 from simclr_s2.tracking.door import PARENT_TAG, Tracking
 from simclr_s2.tracking.endings import ERROR_TAG, describe
 from simclr_s2.tracking.fingerprint import CODE_TAG, package_fingerprint
-from simclr_s2.tracking.liveness import claim, claims, heartbeat, holder_tags, is_live, release
+from simclr_s2.tracking.liveness import HOST_TAG, PID_TAG, claim, claims, heartbeat, holder_tags, is_live, release
 from simclr_s2.tracking.names import COMPLETE_TAG, STAGE_TAG
 from simclr_s2.tracking.publisher import ARTIFACT_DIR, Publisher, log_metrics, log_missing, to_metrics
 
@@ -319,6 +321,8 @@ class Tracker:
             tags[PARENT_TAG] = parent_run_id
         if run_id is None:
             run_id = self.client.create_run(self.ctx.experiment_id, run_name=run_name).info.run_id
+        else:
+            self._reopen(run_id)
         all_tags = {STAGE_TAG: step.entry_point, KEY_TAG: step.key, CODE_TAG: step.code, "mlflow.runName": run_name,
                     THREADS_TAG: str(torch.get_num_threads()),
                     **({PROCESSES_TAG: str(distributed.world())} if distributed.world() > 1 else {}),
@@ -333,12 +337,24 @@ class Tracker:
                     claimed = self._claim(step, run_id, on_duplicate, reusable)
                 checkpoint_dir = self.ctx.state_dir("checkpoints", run_id)
                 resumed_from = self._restore(step, run_id, checkpoint_dir)
+                if parent_run_id is None:
+                    self._end_dead_here(run_id)
         except BaseException as error:
             if not isinstance(error, _Yielded):
                 self._mark_failed(run_id, error)
             release(self.client, claimed)
             raise
         return run_id, str(checkpoint_dir), resumed_from, claimed
+
+    def _reopen(self, run_id: str) -> None:
+        """A run handed over to continue that was ended meanwhile (a cluster retry: while Ray started the task
+        again, another command saw its worker's process gone, `_end_dead_here`): RUNNING again, without the
+        reason it was ended for, so it is live while it trains and no identical run takes its key."""
+        run = self.client.get_run(run_id)
+        if run.info.status != "RUNNING":
+            self.client.update_run(run_id, status="RUNNING")
+            if ERROR_TAG in run.data.tags:
+                self.client.delete_tag(run_id, ERROR_TAG)
 
     def _claim(self, step: Step, run_id: str, on_duplicate: str, reusable: Callable[[], Run | None] | None) -> int:
         """Claim the key of `step` for `run_id` (already tagged as live), then read every claim on it: the
@@ -390,10 +406,35 @@ class Tracker:
         return source
 
     def _end_stale(self, stale: Sequence[Run], reason: str) -> None:
-        """End FAILED the stale runs still RUNNING: their processes are gone, whatever this run does next."""
+        """End FAILED the stale runs still RUNNING: their processes are gone, whatever this run does next. The
+        checkpoint a kill left half written goes with them (`_remove_partial_writes`)."""
         for run in stale:
+            self._remove_partial_writes(run.info.run_id)
             if run.info.status == "RUNNING":
                 self._mark_failed(run.info.run_id, UserError(reason))
+
+    def _end_dead_here(self, run_id: str) -> None:
+        """End FAILED the RUNNING runs of the experiment held by a process of this host that is gone, whatever
+        their key: a run is otherwise ended only by the next run of its own key, never seen once the key
+        changed (another SIMCLR_S2_MAX_EPOCHS, an edit of the code). Only this host's: a pid is checked here,
+        while a run of another host may only be late with its heartbeat. Their checkpoints stay, to resume
+        should their key come back. Called when a command's own run opens (one search), after `_restore`
+        ended its own key's stale runs saying which run goes on in their place."""
+        host = socket.gethostname()
+        running = self.client.search_runs([self.ctx.experiment_id],
+                                          f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'")
+        for run in running:
+            if run.info.run_id != run_id and not is_live(run, self.ctx.heartbeat_s):
+                pid = run.data.tags.get(PID_TAG, "?")
+                self._remove_partial_writes(run.info.run_id)
+                self._mark_failed(run.info.run_id, UserError(
+                    f"interrupted: its process (pid {pid} on {host}) is gone; seen by run {run_id}"))
+
+    def _remove_partial_writes(self, run_id: str) -> None:
+        """The checkpoint a run killed while writing it left half written (`runtime.save_atomically`'s
+        `.tmp`, as large as a checkpoint): nothing resumes from it, and no clean-up of that run ran."""
+        for path in (self.ctx.home / "checkpoints" / run_id).glob(f"*{PARTIAL_SUFFIX}"):
+            path.unlink(missing_ok=True)
 
     def _take_checkpoint(self, run_id: str, stale: Sequence[Run], target: Path) -> str | None:
         """Its own local checkpoint, a stale identical run's local one (newest run first), then the same
@@ -452,11 +493,13 @@ class Tracker:
         shutil.rmtree(self.ctx.home / "checkpoints" / run.run_id, ignore_errors=True)
 
     def _retire(self, stale: Run, run_id: str) -> None:
-        """A stale run holding history that run `run_id` now holds: to the trash, with its checkpoints."""
+        """A stale run holding history that run `run_id` now holds: to the trash, with its checkpoints. One
+        holding none keeps its run (FAILED, saying it was started again); its folder goes (empty, or what a
+        kill left half written)."""
         if self._holds_history(stale):
             self.client.set_tag(stale.info.run_id, RESUMED_IN_TAG, run_id)
             self.client.delete_run(stale.info.run_id)
-            shutil.rmtree(self.ctx.home / "checkpoints" / stale.info.run_id, ignore_errors=True)
+        shutil.rmtree(self.ctx.home / "checkpoints" / stale.info.run_id, ignore_errors=True)
 
     def _holds_history(self, run: Run) -> bool:
         """Whether a stale run logged steps a finished identical run now holds: it has a checkpoint (locally

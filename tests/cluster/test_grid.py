@@ -4,6 +4,8 @@ same run with every step exactly once, while a cell failing with a user error is
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 from project_runner import unique_name
@@ -71,13 +73,18 @@ def test_a_rerun_of_a_finished_grid_starts_no_task(project, grid, split):
 
 
 def test_a_killed_worker_resumes_its_cell_in_the_same_run_while_a_failing_cell_is_reported(
-        project, cluster, split, monkeypatch):
+        project, cluster, split, monkeypatch, tmp_path):
     """The fault point is set for every cell: the `basic` cell's worker is killed after its first
     checkpoint is uploaded and before that epoch's metrics are logged; the `expanded` cell fails before
-    training, for a user error (its split holds only `basic`)."""
+    training, for a user error only the cell can find (a damaged file of its splits: the grid reads the
+    manifests alone before it dispatches, so a scheme or fraction the split lacks is refused there)."""
+    damaged = tmp_path / "splits"
+    shutil.copytree(project.artifact(split.split("/")[1], "splits/basic"), damaged / "basic")
+    shutil.copytree(damaged / "basic", damaged / "expanded")
+    (damaged / "expanded" / "train_100pct.csv").write_text("name,label\n")
     monkeypatch.setitem(project.env, FAULT_ENV, "after_upload@0")
     with pytest.raises(UserError, match="1 of 2 grid cells failed"):
-        _grid(project, split=split, encoders="", schemes="basic,expanded", fractions="100", seeds="7",
+        _grid(project, split=str(damaged), encoders="", schemes="basic,expanded", fractions="100", seeds="7",
               epochs=2)
     cells = _cells(project, project.latest("grid").info.run_id)
     resumed = cells.loc["baseline-resnet18-basic-100pct-s7"]

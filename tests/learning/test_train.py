@@ -120,11 +120,13 @@ def unbroken(tiny) -> tuple[torch.nn.Module, Recorder]:
     return model, log
 
 
-@pytest.mark.parametrize(("earlier_format", "cpu_rng_only"), [(False, False), (True, False), (False, True)])
-def test_resume_after_a_kill_equals_an_unbroken_run(tiny, unbroken, tmp_path, earlier_format, cpu_rng_only):
+@pytest.mark.parametrize("written", ["now", "earlier_format", "cpu_rng_only", "on_a_gpu"])
+def test_resume_after_a_kill_equals_an_unbroken_run(tiny, unbroken, tmp_path, written, caplog):
     """Also from a checkpoint in the earlier format and name (train.pt: torch.save of the same tree, read with
-    weights_only), found beside the new name, and from one written before CUDA's RNG states were kept (each
-    rank's CPU state alone)."""
+    weights_only), found beside the new name, from one written before CUDA's RNG states were kept (each
+    rank's CPU state alone), and from one whose settings say it was written on a GPU with autocast: the key
+    of a run leaves the device out, so a run killed on a GPU node goes on here, with a warning (its weights
+    here are the CPU's, so it equals the unbroken run)."""
     base, train, val = tiny
     unbroken, log_unbroken = unbroken
 
@@ -136,14 +138,18 @@ def test_resume_after_a_kill_equals_an_unbroken_run(tiny, unbroken, tmp_path, ea
     with pytest.raises(_Killed):
         fit(copy.deepcopy(base), *_loaders(train, val), RESUMED, checkpoint_path=checkpoint, progress=first)
     assert [step for step, _ in first.entries] == [0]
-    if cpu_rng_only:
-        tree = read_tree(checkpoint)
+    tree = read_tree(checkpoint)
+    if written == "cpu_rng_only":
         write_tree({**tree, "rng": [rank["torch"] for rank in tree["rng"]]}, checkpoint)
-    if earlier_format:
-        torch.save(read_tree(checkpoint), tmp_path / "train.pt")
+    if written == "on_a_gpu":
+        write_tree({**tree, "config": {**tree["config"], "device": "cuda", "amp": True}}, checkpoint)
+    if written == "earlier_format":
+        torch.save(tree, tmp_path / "train.pt")
         checkpoint.unlink()
     resumed, second = copy.deepcopy(base), Recorder()
-    result = fit(resumed, *_loaders(train, val), RESUMED, checkpoint_path=checkpoint, progress=second)
+    with caplog.at_level(logging.WARNING, "simclr_s2.learning.train"):
+        result = fit(resumed, *_loaders(train, val), RESUMED, checkpoint_path=checkpoint, progress=second)
+    assert ("device='cuda' there, 'cpu' here" in caplog.text) == (written == "on_a_gpu")
     assert result.start_epoch == 1 and second.restored == first.entries  # the checkpoint holds the history
     assert [step for step, _ in first.entries + second.entries] == [0, 1, 2]
     for (_, a), (_, b) in zip(first.entries + second.entries, log_unbroken.entries, strict=True):
@@ -203,7 +209,8 @@ def test_resume_refuses_a_checkpoint_of_other_settings(tiny, tmp_path):
     base, train, val = tiny
     checkpoint = tmp_path / "train.safetensors"
     fit(copy.deepcopy(base), *_loaders(train, val), FitConfig(epochs=1, lr=1e-3), checkpoint_path=checkpoint)
-    with pytest.raises(UserError, match="other settings"):
+    with pytest.raises(UserError, match=r"other settings \(lr=0.001 there, 0.01 here\): resume it with its own, or "
+                                        "remove it to train afresh"):
         fit(copy.deepcopy(base), *_loaders(train, val), FitConfig(epochs=1, lr=1e-2), checkpoint_path=checkpoint)
 
 

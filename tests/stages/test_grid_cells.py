@@ -4,12 +4,15 @@ class builds its parameters: no branch on the name in the grid."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
+from types import SimpleNamespace
 
 import pytest
 
 from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
 from simclr_s2.settings.spec import build
+from simclr_s2.stages import auto, grid
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
 from simclr_s2.stages.grid import (
     GRID,
@@ -23,7 +26,7 @@ from simclr_s2.stages.grid import (
     recorded_tags,
     variants,
 )
-from simclr_s2.tracking.door import Tracking
+from simclr_s2.tracking.door import PARENT_TAG, Tracking
 from simclr_s2.tracking.registry import ModelRef
 from simclr_s2.tracking.tracker import Step
 
@@ -69,6 +72,39 @@ def test_cells_csv_reports_the_tags_of_the_run_that_holds_the_cell() -> None:
         {"min_fraction": "0.5", "ambiguous": "negative"}
 
 
+def _run(run_id: str, parent: str) -> SimpleNamespace:
+    """What the grid reads of a cell's finished run: its id and tags."""
+    return SimpleNamespace(info=SimpleNamespace(run_id=run_id), data=SimpleNamespace(tags={PARENT_TAG: parent}))
+
+
+def test_a_cell_another_grid_trained_meanwhile_is_reported_reused(monkeypatch) -> None:
+    """Two grids at once share a cell: the one that waited for the other's run to finish reuses it, though
+    nothing was finished when it looked (status 'run'); a cell is 'finished' only by a run of this grid."""
+    cells = _plan()[:2]
+    finished = [_run("ours", "grid"), _run("theirs", "other-grid")]
+    monkeypatch.setattr(grid, "status", lambda cell, ctx: "run")
+    monkeypatch.setattr(grid, "ensure_step", lambda *args, **kwargs: finished.pop(0))
+    rows = grid.in_process(cells, None, SimpleNamespace(run_id="grid"))
+    assert [(r["run_id"], r["status"]) for r in rows] == [("ours", "finished"), ("theirs", "reused")]
+
+
+def test_on_ray_a_cell_its_task_found_finished_is_reported_reused(monkeypatch) -> None:
+    """A cell another command finished once the driver had looked: its task reuses that run (the outcome
+    says so), and cells.csv too."""
+    from simclr_s2.cluster import dispatch
+
+    spec = build(specs.Grid, {"encoders": "ben", "schemes": "basic", "fractions": "10", "backend": "ray"})
+    cells = _plan()[:2]
+    outcomes = [dispatch.Outcome(None, "theirs", reused=True), dispatch.Outcome(None, "made-here")]
+    monkeypatch.setattr(dispatch, "finished", lambda job, ctx: None)
+    monkeypatch.setattr(dispatch, "run_jobs", lambda jobs, *args: [
+        replace(outcome, job=job) for job, outcome in zip(jobs, outcomes, strict=True)])
+    run = SimpleNamespace(run_id="grid", log_metrics=lambda metrics: None,
+                          tracking=SimpleNamespace(get_run=lambda run_id: _run(run_id, "other-grid")))
+    rows = grid.on_ray(spec, cells, None, run)
+    assert [(r["run_id"], r["status"]) for r in rows] == [("theirs", "reused"), ("made-here", "finished")]
+
+
 @pytest.mark.parametrize(("uri", "name"), [
     ("models:/simclr-s2-encoder@ben", "ben"), ("models:/team-encoder@champion", "team-encoder-champion"),
     ("models:/simclr-s2-encoder/3", "v3"), ("file:///tmp/x/enc.pt", "enc"), ("s3://b/a b/enc.v2.pt", "enc-v2"),
@@ -111,10 +147,11 @@ def test_a_dry_run_refuses_what_the_grid_would_refuse_at_once(ctx, tmp_path, par
         GRID.dry_run(spec, ctx)
 
 
-def test_the_grid_refuses_a_fraction_its_splits_lack_before_any_cell_runs(ctx, split_uri) -> None:
+def test_the_grid_refuses_a_fraction_its_splits_lack_before_any_cell_runs(ctx, demo) -> None:
     """Not one failed cell per seed and encoder: the split given is read before anything runs, and the splits
     the grid would draw hold create_splits' fractions."""
-    given = build(specs.Grid, {"split": split_uri(), "schemes": "basic", "fractions": "10,77", "baseline": "false"})
+    given = build(specs.Grid, {"split": auto.demo_splits(ctx, "basic", make=False), "schemes": "basic",
+                               "fractions": "10,77", "baseline": "false"})
     with pytest.raises(UserError, match=r"^fractions: \[77\] not in the 'basic' splits of runs:/\w+/splits: found "):
         GRID.resolve(given, ctx)
     with pytest.raises(UserError, match=r"^fractions: \[77\] not in the splits the grid draws \(create_splits' "):

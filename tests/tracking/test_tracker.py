@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import errno
 import multiprocessing
+import os
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -292,6 +294,46 @@ def test_a_heartbeat_is_judged_by_its_holders_interval_not_the_readers(ctx):
     assert not is_live(Tracking.of(ctx).client.create_run(ctx.experiment_id, tags=unrecorded), heartbeat_s=2)
 
 
+def test_a_commands_run_ends_this_hosts_dead_runs_of_any_key_and_keeps_their_checkpoints(ctx):
+    """A killed run is ended by the next run of its key; rerun with a key of its own (another max epochs, an
+    edited code) it would stay RUNNING for ever. A command's run ends it: this host's runs whose process
+    is gone, whatever their key. A live one, and one on another host (only late with its heartbeat, maybe),
+    stay RUNNING; so does all of it for a step inside a chain."""
+    client = Tracking.of(ctx).client
+
+    def running(**tags: str) -> str:
+        return client.create_run(ctx.experiment_id, tags={KEY_TAG: "another-key", **holder_tags(1), **tags}
+                                 ).info.run_id
+
+    dead, live = running(**{PID_START_TAG: "1.00"}), running()
+    elsewhere = running(**{HOST_TAG: "another-host", HEARTBEAT_TAG: f"{time.time() - 100:.3f}"})
+    folder = ctx.home / "checkpoints" / dead
+    folder.mkdir(parents=True)
+    (folder / "train.pt").write_bytes(b"a checkpoint")
+    (folder / "train.pt.tmp").write_bytes(b"half a checkpoint")
+    with Tracker(ctx).open(STEP, run_name="s", parent_run_id=live):
+        pass
+    assert client.get_run(dead).info.status == "RUNNING"
+    with Tracker(ctx).open(STEP, run_name="s") as run:
+        pass
+    assert [client.get_run(r).info.status for r in (dead, live, elsewhere)] == ["FAILED", "RUNNING", "RUNNING"]
+    assert client.get_run(dead).data.tags[ERROR_TAG] == (
+        f"interrupted: its process (pid {os.getpid()} on {socket.gethostname()}) is gone; seen by run {run.run_id}")
+    assert [p.name for p in folder.iterdir()] == ["train.pt"]  # to resume, should its key come back
+
+
+def test_a_run_continued_after_another_command_ended_it_is_running_again(ctx):
+    """A cluster retry continues its run; another command may have seen the dead worker's process gone
+    and ended that run meanwhile: continued, it is RUNNING (live, holding its key) without that reason."""
+    client = Tracking.of(ctx).client
+    run_id = client.create_run(ctx.experiment_id).info.run_id
+    Tracking.of(ctx).end(run_id, "FAILED", "interrupted: its process is gone")
+    with Tracker(ctx).open(STEP, run_name="s", run_id=run_id):
+        during = client.get_run(run_id)
+    assert during.info.status == "RUNNING" and ERROR_TAG not in during.data.tags
+    assert client.get_run(run_id).info.status == "FINISHED"
+
+
 FORKSERVER = multiprocessing.get_context("forkserver")
 # What every child would import again: torch._dynamo (the first optimizer imports it, 1.2 CPU-s) and MLflow's
 # SQL store (0.7): this file's CPU 38.5 -> 20.4 s
@@ -337,6 +379,22 @@ def test_a_kill_right_after_resuming_leaves_no_running_run_and_every_step_once(c
         ("FAILED", "deleted"), ("FAILED", "deleted"), ("FINISHED", "active")]
     assert Tracking.of(ctx).client.get_run(resumed.info.run_id).data.tags[ERROR_TAG] == (
         f"interrupted; resumed in run {run.info.run_id}")
+
+
+def test_a_checkpoint_half_written_by_a_killed_run_is_removed_when_that_run_is_ended(ctx):
+    """Killed while writing its first checkpoint, a run leaves the `.tmp` (as large as a checkpoint) and
+    nothing to resume: the next run removes it when it ends that run, and its folder once it finishes."""
+    assert _killed(ctx, 2, "checkpoint_write@0") == -9
+    (first,) = Tracker(ctx).unfinished(tiny_step(2))
+    folder = ctx.home / "checkpoints"
+    assert [p.name for p in (folder / first.info.run_id).iterdir()] == ["train.pt.tmp"]
+    assert _killed(ctx, 2, "after_log@0") == -9  # it ends the first, then dies itself
+    assert not any((folder / first.info.run_id).iterdir())
+    run_id = train(ctx, 2)
+    assert sorted(p.name for p in folder.iterdir()) == []
+    kept = Tracking.of(ctx).client.get_run(first.info.run_id)  # it held no history: kept, saying so
+    assert (kept.info.status, kept.info.lifecycle_stage) == ("FAILED", "active")
+    assert Tracking.of(ctx).client.get_run(run_id).info.status == "FINISHED"
 
 
 def test_a_resume_fetches_the_checkpoint_from_artifacts_when_the_state_folder_is_gone(ctx):
