@@ -11,6 +11,9 @@ divided by 10,000 (`_ssl4eo_s12_transforms_s2_10k`: Normalize(mean=0, std=10000)
 BigEarthNet is L2A (surface reflectance): the same DN / 10,000 scaling of a darker product, without B10
 (cirrus, a top-of-atmosphere band L2A drops). So the data's bands default to the other 12, all of them
 (`auto`), and `batchnorm` recalibrates the encoder's statistics on the target data before fine-tuning.
+torchgeo's `SENTINEL2_ALL_SECO_ECO` takes DN / 10,000 of 12 bands, BigEarthNet's own in archive order
+(`SOURCE_BANDS["all"]`). Weights that take other inputs (SoftCon's per-band z-score of L1C statistics,
+`_ssl4eo_s12_transforms_s2_stats`; RGB) would be fed the wrong values, and are not importable as such.
 
 This module turns such a state dict into the one `models.load_encoder_state` takes: the ResNet under
 `encoder.`, the first convolution's input channels picked by band name for the data's bands, and a
@@ -28,10 +31,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file
 
 from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, ZSCORE, Bands
 from simclr_s2.errors import UserError
-from simclr_s2.learning.checkpoints import SUFFIX, read_tree
+from simclr_s2.learning.checkpoints import METADATA_KEY, SUFFIX, read_tree
 from simclr_s2.learning.models import (
     ARCHS,
     HEAD_DIMS,
@@ -61,6 +66,14 @@ TORCHGEO_S2_BANDS = (
 """torchgeo's `_sentinel2_toa_bands` (B1 ... B8a ... B12) in this project's spelling: conv1's channels."""
 TORCHGEO_S2_SCALING = "reflectance/10000"
 """What torchgeo's SSL4EO-S12 Sentinel-2 weights expect: digital numbers / 10,000 (of L1C products)."""
+SOURCE_BANDS = {"ssl4eo13": TORCHGEO_S2_BANDS, "all": BANDS}
+"""import_encoder's `source_bands`: the bands a timm-layout file's conv1 takes, in channel order, by name.
+ssl4eo13: torchgeo's SSL4EO-S12 Sentinel-2 weights (MoCo, DINO, DeCUR, ...); all: BigEarthNet's 12 L2A bands
+in archive order (torchgeo's SENTINEL2_ALL_SECO_ECO). Both take DN / 10,000 (TORCHGEO_S2_SCALING)."""
+_IMPORTABLE = ("import_encoder takes ResNets whose inputs are Sentinel-2 DN / 10,000 of torchgeo's 13 SSL4EO-S12 "
+               "bands (source_bands=ssl4eo13, the default, as a file given to finetune) or of BigEarthNet's 12 "
+               "L2A bands in archive order (source_bands=all, as torchgeo's SENTINEL2_ALL_SECO_ECO); weights of "
+               "other bands (RGB) or another input scaling (SoftCon's per-band statistics) cannot be imported")
 SIMCLR_SCALING = ZSCORE
 """What this project's encoders expect: the per-band BigEarthNet z-score ("bigearthnet-zscore")."""
 SIMCLR, TIMM = "simclr", "timm"
@@ -164,7 +177,7 @@ def timm_to_simclr(
     if conv1.ndim != 4 or conv1.shape[1] != len(source_bands):
         raise UserError(
             f"{source}: conv1.weight has shape {tuple(conv1.shape)}, expected (64, {len(source_bands)}, 7, 7)"
-            f" for the bands {','.join(source_bands)}"
+            f" for the bands {','.join(source_bands)}; {_IMPORTABLE}"
         )
     missing = [b for b in bands if b not in source_bands]
     if missing:
@@ -206,17 +219,18 @@ def data_bands(state: Mapping[str, torch.Tensor], bands: Bands | None,
 
 
 def read_state_dict(path: Path, what: str = "pretrained", bands: Bands | None = None) -> StateDict:
-    """A state-dict file (torch.save of parameter name -> tensor; a pretrain checkpoint's `model` entry
-    too, with the bands the checkpoint records), read without running pickled code; `what` names the
-    parameter in the one-line error. `bands`, when given (None: auto), must be the bands a pretrain
-    checkpoint records (names and order: the channels)."""
+    """A state-dict file (torch.save of parameter name -> tensor, or a plain safetensors file; a pretrain
+    checkpoint's `model` entry too, with the bands the checkpoint records), read without running pickled
+    code; `what` names the parameter in the one-line error. `bands`, when given (None: auto), must be the
+    bands a pretrain checkpoint records (names and order: the channels)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise UserError(f"{what}: state-dict file {path} does not exist")
     try:
-        state = (read_tree(path) if path.suffix == SUFFIX  # a pretrain checkpoint of today's format
-                 else torch.load(path, map_location="cpu", weights_only=True))
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError) as e:
+        state = (torch.load(path, map_location="cpu", weights_only=True) if path.suffix != SUFFIX
+                 else load_file(path) if _plain_safetensors(path)
+                 else read_tree(path))  # a pretrain checkpoint of today's format
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, SafetensorError) as e:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{what}: {path} is not a PyTorch state-dict file ({detail[:200]})") from None
     recorded = None
@@ -227,6 +241,16 @@ def read_state_dict(path: Path, what: str = "pretrained", bands: Bands | None = 
                             f"and order), got {bands.text}")
         state = state["model"]  # a pretrain checkpoint: the weights are under "model"
     return StateDict(_checked(state, f"{what}: {path}"), recorded)
+
+
+def _plain_safetensors(path: Path) -> bool:
+    """Whether `path` is a safetensors file without this project's checkpoint metadata: a state dict as
+    safetensors.torch.save_file writes it (torchgeo's and Hugging Face's weights), read as it is."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return METADATA_KEY not in (f.metadata() or {})
+    except SafetensorError:
+        return False  # no safetensors file: read_tree says what it is
 
 
 def _recorded_bands(checkpoint: Mapping[str, object]) -> Bands | None:

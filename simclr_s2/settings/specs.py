@@ -253,13 +253,18 @@ class ImportEncoder(Spec):
     """Register an encoder trained elsewhere (a state dict) like one pretrained here."""
 
     entry_point: ClassVar[str] = "import_encoder"
-    state_dict: str = _path_param(help="a .pt file or an artifact URI (runs:/, s3://, ...): a SimCLR model of this "
-                                       "project, or torchgeo's Sentinel-2 ResNet-50 weights (timm layout)")
+    state_dict: str = _path_param(help="a .pt or .safetensors file or an artifact URI (runs:/, s3://, ...): a SimCLR "
+                                       "model of this project, or torchgeo's Sentinel-2 ResNet weights that take "
+                                       "DN / 10,000 (timm layout)")
     name: str = param(help="alias of the registered version, e.g. ca-adam", check=alias_problem)
     arch: str = param("auto", "the encoder's network; auto = read from the weights", choices=("auto", *ARCHS))
     bands: str = param("auto", "the data's bands (torchgeo weights: their channels are picked by name); auto = "
                                "all the encoder's bands the archive has (torchgeo's: 12, no B10), or 10/12 by "
                                "channels", check=_bands_or_auto)
+    source_bands: str = param("ssl4eo13", "timm layout: the bands its conv1 takes; ssl4eo13 = torchgeo's 13 "
+                                          "SSL4EO-S12 bands (B01-B12 with B8A and B10), all = BigEarthNet's 12 in "
+                                          "archive order (torchgeo's SENTINEL2_ALL_SECO_ECO)",
+                              choices=("ssl4eo13", "all"))
 
 
 @dataclass(frozen=True)
@@ -286,8 +291,9 @@ class Finetune(Training):
     """Train the irrigation classifier on a pretrained encoder, evaluate it on the test set, register it."""
 
     entry_point: ClassVar[str] = "finetune"
-    pretrained: str = _path_param("auto", "models:/simclr-s2-encoder@ben, runs:/<id>/model or a .pt state dict; "
-                                          "auto = the demo's")
+    pretrained: str = _path_param("auto", "models:/simclr-s2-encoder@ben (or the alias alone: ben), "
+                                          "models:/<name>/<version>, runs:/<id>/model of a registered version, or a "
+                                          ".pt or .safetensors state dict; auto = the demo's")
     trainable: str = param("head2", "what trains: head2, head or all", choices=TRAINABLE)
     bands: str = param("auto", "auto = the encoder's own", check=_bands_or_auto)
     bn_recalibrate: str = param("auto", "recompute the encoder's BatchNorm statistics on the training patches "

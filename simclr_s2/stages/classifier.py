@@ -35,7 +35,7 @@ from simclr_s2.stages import auto, leakage
 from simclr_s2.stages.base import Stage
 from simclr_s2.stages.inputs import SplitData, fetcher, load_split_data, loader
 from simclr_s2.stages.pretrain import capped, demo_encoder
-from simclr_s2.study.comparison import RECALIBRATED, country_metrics
+from simclr_s2.study.comparison import FILE_ENCODER, RECALIBRATED, country_metrics
 from simclr_s2.study.promotion import VAL_NEAR_CONSTANT
 from simclr_s2.study.splits import (
     MANIFEST,
@@ -51,7 +51,7 @@ from simclr_s2.tracking.artifacts import is_remote
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.evaluation import THRESHOLD_METRIC, log_at_validation_threshold, log_evaluation
 from simclr_s2.tracking.names import CLASSIFIER_MODEL
-from simclr_s2.tracking.registry import SCALING_TAG
+from simclr_s2.tracking.registry import SCALING_TAG, encoder_uri
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.ui import how_to_browse, run_url
 
@@ -134,8 +134,10 @@ def file_digest(ref: str) -> str | None:
 
 
 def pinned_alias(uri: str, ctx: Context) -> str | None:
-    """A registry alias (models:/name@alias) as the version it names now, models:/name/<version>; None for
-    any other reference, and for an alias the registry lacks: the run then fails on it, saying why."""
+    """A registry alias (models:/name@alias, or the alias alone: encoder_uri) as the version it names now,
+    models:/name/<version>; None for any other reference, and for an alias the registry lacks: the run then
+    fails on it, saying why."""
+    uri = encoder_uri(uri)
     if not ALIAS_URI.fullmatch(uri):
         return None
     try:
@@ -225,12 +227,15 @@ def train_classifier(spec: ClassifierSpec, resolved: Mapping[str, str], prepared
 def condition_tags(spec: ClassifierSpec, resolved: Mapping[str, str], trained: TrainedClassifier,
                    prepared: Prepared, run: StageRun) -> dict[str, object]:
     """What a registered version says about itself: everything that defines its condition for `compare`
-    (encoder and its version, trainable part, epochs, training settings, tuned or not, split kind, what
-    the leakage guard found) and the digests of the data behind it."""
+    (encoder and its version: an encoder file's is its content, FILE_ENCODER and its sha256, so two files
+    of one name stay two conditions; trainable part, epochs, training settings, tuned or not, split kind,
+    what the leakage guard found) and the digests of the data behind it."""
     split, encoder = trained.split, prepared.encoder
     tuned = run.tracking.tags(run.run_id).get(TUNED_TAG, "false")
+    digest = resolved.get(ENCODER_DIGEST)
     return {"stage": spec.entry_point, "scheme": spec.scheme, "fraction": spec.fraction, "seed": spec.seed,
-            "pretrained": trained.pretrained, "encoder_version": encoder.version,
+            "pretrained": trained.pretrained,
+            "encoder_version": encoder.version or (f"{FILE_ENCODER}{digest}" if digest else ""),
             "arch": trained.arch, "trainable": trained.policy, "bands": trained.bands.text,
             SCALING_TAG: trained.scaling, "epochs": resolved.get("epochs", spec.epochs),
             "settings": training_settings(spec), "tuned": tuned, "split_kind": split.kind,

@@ -49,7 +49,7 @@ from simclr_s2.study.splits import SplitManifest, load_manifest
 from simclr_s2.tracking.artifacts import Fetcher, is_remote
 from simclr_s2.tracking.door import PARENT_TAG, Tracking
 from simclr_s2.tracking.names import ENCODER_MODEL
-from simclr_s2.tracking.registry import ModelRef
+from simclr_s2.tracking.registry import ModelRef, encoder_uri
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
 
 log = logging.getLogger(__name__)
@@ -161,11 +161,11 @@ def _word(text: str) -> str:
 
 
 def _encoder_items(spec: specs.Grid) -> dict[str, str]:
-    """Name -> URI of each encoder given (a bare name is an alias of ENCODER_MODEL); two that would share a
-    name are one line naming both, not one silently dropped."""
+    """Name -> URI of each encoder given (a bare alias is of ENCODER_MODEL: registry.encoder_uri); two that
+    would share a name are one line naming both, not one silently dropped."""
     named: dict[str, str] = {}
     for item in filter(None, (s.strip() for s in spec.encoders.split(","))):
-        uri = item if ":" in item or "/" in item else f"models:/{ENCODER_MODEL}@{item}"
+        uri = encoder_uri(item)
         if (other := named.setdefault(encoder_name(uri), uri)) != uri:
             raise UserError(f"encoders: {other} and {uri} would both be named {encoder_name(uri)!r} in the "
                             "grid; give one as its registry version (models:/<name>/<version>) or rename a file")

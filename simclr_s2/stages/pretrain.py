@@ -18,7 +18,7 @@ from simclr_s2.bigearthnet.bands import ZSCORE, Bands, bands_or_auto
 from simclr_s2.errors import UserError
 from simclr_s2.hashing import sha256_file
 from simclr_s2.learning import distributed
-from simclr_s2.learning.imported_weights import import_encoder_state, read_state_dict
+from simclr_s2.learning.imported_weights import SOURCE_BANDS, import_encoder_state, read_state_dict
 from simclr_s2.learning.models import build_simclr
 from simclr_s2.learning.simclr import pretrain
 from simclr_s2.settings import specs
@@ -160,7 +160,8 @@ class ImportEncoder(Stage[specs.ImportEncoder]):
     def execute(self, spec: specs.ImportEncoder, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
         path = fetcher(ctx).path(spec.state_dict, "state_dict")
         bands = bands_or_auto(spec.bands)
-        imported = import_encoder_state(read_state_dict(path, "state_dict", bands), bands, source=str(path))
+        imported = import_encoder_state(read_state_dict(path, "state_dict", bands), bands,
+                                        source_bands=SOURCE_BANDS[spec.source_bands], source=str(path))
         if spec.arch not in ("auto", imported.arch):
             raise UserError(f"arch: {path} holds a {imported.arch} encoder, not a {spec.arch}")
         digest = sha256_file(path)
@@ -172,7 +173,7 @@ class ImportEncoder(Stage[specs.ImportEncoder]):
             tags={"stage": "import_encoder", "arch": imported.arch, "bands": spec.bands,
                   BAND_LIST_TAG: imported.bands.text, SCALING_TAG: imported.scaling, "data_digest": unknown,
                   "optimizer": unknown, "epochs": unknown, "name": spec.name, "source": spec.state_dict,
-                  "state_dict_sha256": digest, "layout": imported.layout})
+                  "state_dict_sha256": digest, "layout": imported.layout, "source_bands": spec.source_bands})
         print(f"encoder: models:/{ENCODER_MODEL}@{spec.name} (version {version}, {imported.arch}, "
               f"{imported.layout} layout, inputs {imported.scaling}) from {spec.state_dict}")
 

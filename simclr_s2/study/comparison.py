@@ -4,11 +4,12 @@ with the uncertainty of each number and paired tests against the baselines on th
 Input contract: `runs`, one row per registered classifier version, with the columns of REQUIRED:
 - version (int), run_id (str): the model version and the run that trained it;
 - the CONDITION columns: stage ("finetune" or "baseline"), pretrained (encoder name, or "scratch"),
-  encoder_version ("simclr-s2-encoder/3", "" for none), arch, trainable (the trainable-part policy),
-  epochs (int), settings (the training hyperparameters in one string, e.g. "lr=5e-05 batch=32 wd=0
-  dropout=0.5 patience=25"), tuned (bool: the final run of a tuning study), split_kind ("random", "tile",
-  "block-<n>km", "official") and pretraining_overlap ("0", "unknown" for an encoder whose pretraining
-  data is not known, or "override:<n>" when a run went on despite n test patches seen in pretraining);
+  encoder_version ("simclr-s2-encoder/3"; FILE_ENCODER + sha256 for an encoder file; "" for none), arch,
+  trainable (the trainable-part policy), epochs (int), settings (the training hyperparameters in one
+  string, e.g. "lr=5e-05 batch=32 wd=0 dropout=0.5 patience=25"), tuned (bool: the final run of a tuning
+  study), split_kind ("random", "tile", "block-<n>km", "official") and pretraining_overlap ("0",
+  "unknown" for an encoder whose pretraining data is not known, or "override:<n>" when a run went on
+  despite n test patches seen in pretraining);
 - fraction (int, %), seed (int), test_digest (sha256 of the test set that scored it);
 - the METRICS columns (test_accuracy, test_f1, test_auc; NaN where a run lacks one);
 - optionally DIGEST_COLUMNS (train_digest, val_digest, index_digest, encoder_digest), shown by the report,
@@ -41,7 +42,9 @@ groups from the predictions' `group` column, their unit from its `unit` column: 
 stats.resampling_unit; a file without `unit` holds stats.LEGACY_UNIT; each patch its own group when the
 predictions lack `group`; the method text names the unit, and warns under stats.MIN_GROUPS groups); without,
 a t interval across seeds (none for one seed). Paired tests, for each
-fraction, each fine-tuned condition against each baseline condition: runs are paired by seed, on the
+fraction, each fine-tuned condition against each baseline condition of the same input bands (a difference
+against a baseline of other bands would be the bands' too, not pretraining's alone; a condition with
+baselines of other bands only gets a row of 0 pairs saying so): runs are paired by seed, on the
 seeds both have (the others are listed as unpaired and left out); the same method, on the seed pairs'
 differences, gives the mean difference's interval and p. Every p of a comparison (all fractions,
 conditions, baselines and metrics) is adjusted together by Holm's method (`<metric>_p_holm`, beside the
@@ -93,6 +96,7 @@ REQUIRED = ("version", "run_id", *CONDITION, "fraction", "seed", "test_digest", 
 RECALIBRATED = "bn_recalibrated"  # optional; part of the condition (recomputed statistics change the model)
 VARIANT = ("fold", "held_out", "encoder_fold")  # optional; runs that differ only in these are pooled
 PER_FOLD_ENCODER = "per fold"  # encoder_version of a run whose encoder was pretrained for its fold
+FILE_ENCODER = "sha256:"  # encoder_version of a run whose encoder was a file: this, then the file's sha256
 DEFAULT_LABEL_RULE = {"min_fraction": "auto", "ambiguous": "exclude"}
 """create_splits' defaults: the rule of a run without the LABEL_RULE tags (a finetune of the demo splits, or a
 main cell made before main tagged every cell it draws), which must pool with one tagged with these values."""
@@ -292,7 +296,8 @@ def _show(column: str, value: str | int | bool) -> str:
     if column == "epochs":
         return f"{value} epochs"
     if column == "encoder_version":
-        return f"encoder {value.rsplit('/', 1)[-1]}" if value else "no encoder"
+        shown = value[:len(FILE_ENCODER) + 12] if value.startswith(FILE_ENCODER) else value.rsplit("/", 1)[-1]
+        return f"encoder {shown}" if value else "no encoder"
     if column == "split_kind":
         return f"[{value}]"
     if column == "settings":
@@ -545,19 +550,26 @@ def _joined(values: pd.Series) -> str:
 def _paired(used: pd.DataFrame, conditions: Sequence[str], fractions: Sequence[int],
             scores: dict[str, Scores] | None, n_boot: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per fraction, every fine-tuned condition against every baseline condition of its label rule (the
-    same test patches), paired by seed; then Holm's adjustment over every p of the comparison."""
+    same test patches) and its input bands, paired by seed; a condition whose baselines there all have other
+    bands gets a row of 0 pairs saying so. Then Holm's adjustment over every p of the comparison."""
     if scores is None:
         return pd.DataFrame(), pd.DataFrame()
     baselines = set(used["condition"][used["stage"] == BASELINE_STAGE])
+    bands = used.drop_duplicates("condition").set_index("condition")["bands"]
     summaries, pairs = [], []
     for fraction in fractions:
         at = used[used["fraction"] == fraction].set_index("seed")
-        for a in (c for c in conditions if c not in baselines):
-            for b in (c for c in conditions if c in baselines):
-                runs_a, runs_b = at[at["condition"] == a], at[at["condition"] == b]
-                if runs_a.empty or runs_b.empty or scores[a] is not scores[b]:
-                    continue
-                summary, rows = _pair(runs_a, runs_b, scores[a], n_boot, seed)
+        present = set(at["condition"])
+        for a in (c for c in conditions if c in present and c not in baselines):
+            ours = [b for b in conditions if b in present and b in baselines and scores[a] is scores[b]]
+            if ours and not any(bands[b] == bands[a] for b in ours):
+                others = ", ".join(dict.fromkeys(_show("bands", bands[b]) for b in ours))
+                summaries.append({"fraction": fraction, "condition": a, "baseline": "", "pairs": 0, "seeds": "",
+                                  "unpaired": f"not paired: no baseline of its {_show('bands', bands[a])} "
+                                              f"(the baselines: {others})"})
+            for b in (b for b in ours if bands[b] == bands[a]):
+                summary, rows = _pair(at[at["condition"] == a], at[at["condition"] == b], scores[a], n_boot,
+                                      seed)
                 summaries.append({"fraction": fraction, "condition": a, "baseline": b, **summary})
                 pairs += [{"fraction": fraction, "condition": a, "baseline": b, **r} for r in rows]
     paired = pd.DataFrame(summaries)

@@ -166,6 +166,8 @@ def plot_paired(comparison: Comparison, path: Path, title: str) -> Path:
         series = list(paired.groupby(["condition", "baseline"], sort=False))
         for i, ((condition, baseline), rows) in enumerate(series):
             rows = rows[rows["pairs"] > 0]
+            if rows.empty:  # never paired (no common seed, no baseline of its bands): nothing to draw or name
+                continue
             dodge = 1.03 ** (i - (len(series) - 1) / 2)  # side by side on the log axis
             x, diff = rows["fraction"].to_numpy(float) * dodge, rows[f"{metric}_diff"].to_numpy(float)
             offsets = _offsets(diff, rows[f"{metric}_low"], rows[f"{metric}_high"])

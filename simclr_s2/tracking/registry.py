@@ -36,6 +36,7 @@ from simclr_s2.learning.imported_weights import import_encoder_state, read_state
 from simclr_s2.learning.models import IrrigationClassifier, SimCLRModel
 from simclr_s2.learning.serving import ServedClassifier, is_rebuildable, rebuild, save_rebuildable
 from simclr_s2.settings.mlflow_store import StoreClient
+from simclr_s2.tracking.names import ENCODER_MODEL
 from simclr_s2.tracking.process import fluent_uris
 from simclr_s2.tracking.versions import READY
 
@@ -241,13 +242,26 @@ def _version_ref(mv: ModelVersion) -> ModelRef:
     return ModelRef(f"models:/{mv.name}/{mv.version}", f"{mv.name}/{mv.version}", dict(mv.tags), mv.run_id)
 
 
+BARE_ALIAS = re.compile(r"[\w-]+")  # an alias of ENCODER_MODEL given alone: `ben`
+
+
+def encoder_uri(given: str) -> str:
+    """An encoder as given, or a bare alias (a word that is no file here: `r50`) as the registry URI it
+    stands for, models:/simclr-s2-encoder@r50: what the grid's `encoders` and finetune's `pretrained` take."""
+    if BARE_ALIAS.fullmatch(given) and not Path(given).expanduser().exists():
+        return f"models:/{ENCODER_MODEL}@{given}"
+    return given
+
+
 def encoder_ref(client: StoreClient, uri: str, what: str = "pretrained") -> ModelRef:
-    """resolve_model_uri of an encoder, refusing a run's model never registered: its scaling and bands would
-    be guesses, and the leakage guard would have no pretraining membership to check."""
+    """resolve_model_uri of an encoder, refusing a model no registered version records (a run's model never
+    registered, a logged model's folder or any other artifact URI): its scaling and bands would be guesses,
+    and the leakage guard would have no pretraining membership to check."""
     ref = resolve_model_uri(client, uri, what)
-    if uri.startswith("runs:/") and not ref.version:
-        raise UserError(f"{what}: {uri} is no registered model version (its run registered none from that "
-                        "path); use models:/<name>/<version>")
+    if not ref.version:
+        why = ("its run registered none from that path" if uri.startswith("runs:/") else
+               "a logged model's folder or artifact URI records neither its bands nor its input scaling")
+        raise UserError(f"{what}: {uri} is no registered model version ({why}); use models:/<name>/<version>")
     return ref
 
 
@@ -343,18 +357,23 @@ def encoder_bands(tags: Mapping[str, str], in_channels: int) -> Bands | None:
     return Bands(known[in_channels]) if in_channels in known else None
 
 
+STATE_DICT_SUFFIXES = (".pt", ".pth", ".safetensors")  # a `pretrained` so named is a file, there or not
+
+
 def load_pretrained(client: StoreClient, spec: str, bands: Bands | None = None) -> Pretrained:
-    """Load a SimCLR model from a registry URI (`models:/simclr-s2-encoder@ben`), a run's model
-    (`runs:/<id>/model`: the version that run registered, resolve_model_uri) or a state-dict file (its arch
-    inferred from the weights). `bands` None (auto) takes the encoder's own bands; any other band list must
-    equal the encoder's, names and order. A run's model never registered is refused (encoder_ref)."""
+    """Load a SimCLR model from a registry URI (`models:/simclr-s2-encoder@ben`, or the alias alone:
+    encoder_uri), a run's model (`runs:/<id>/model`: the version that run registered, resolve_model_uri) or a
+    state-dict file (its arch inferred from the weights). `bands` None (auto) takes the encoder's own bands;
+    any other band list must equal the encoder's, names and order. A logged model no registered version
+    records is refused (encoder_ref)."""
     path = Path(spec).expanduser()
     ref, scaling = ModelRef(spec, "", {}, None), ZSCORE
-    if path.suffix in {".pt", ".pth"} or path.is_file():
+    if path.suffix in STATE_DICT_SUFFIXES or path.is_file():
         imported = import_encoder_state(read_state_dict(path, "pretrained", bands), bands, source=str(path))
         model, scaling, spec = imported.model, imported.scaling, str(path.resolve())
         ref = ModelRef(spec, "", {BAND_LIST_TAG: imported.bands.text}, None)
     else:
+        spec = encoder_uri(spec)
         ref = encoder_ref(client, spec)
         model = _load_ref(client, ref, spec, SimCLRModel, "pretrained")
         scaling = ref.tags.get(SCALING_TAG, ZSCORE)

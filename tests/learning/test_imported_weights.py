@@ -296,3 +296,52 @@ def test_a_torchgeo_file_given_as_pretrained_gets_every_l2a_band(tmp_path):
     _, state = _torchgeo_resnet("resnet18", fc=False)
     torch.save(state, tmp_path / "ssl4eo.pt")
     assert load_pretrained(None, str(tmp_path / "ssl4eo.pt")).bands == BANDS  # as import_encoder's auto
+
+
+def test_a_plain_safetensors_state_dict_is_read_as_it_is(tmp_path, torchgeo_resnet50):
+    """A state dict as safetensors.torch.save_file writes it (no checkpoint metadata of this project; other
+    metadata or none) reads as the same tensors; a pretrain checkpoint's safetensors is still a checkpoint."""
+    from safetensors.torch import save_file
+
+    from simclr_s2.learning.checkpoints import write_tree
+
+    _, state = torchgeo_resnet50
+    save_file(state, tmp_path / "moco.safetensors", metadata={"format": "pt"})
+    save_file(state, tmp_path / "bare.safetensors")
+    for name in ("moco", "bare"):
+        read = read_state_dict(tmp_path / f"{name}.safetensors")
+        assert read.keys() == state.keys() and all(torch.equal(read[k], v) for k, v in state.items())
+    assert import_encoder_state(read, None).layout == TIMM
+    rgb = ("B04", "B03", "B02")
+    write_tree({"config": {"augment": asdict(AugmentConfig(bands=rgb))},
+                "model": build_simclr("resnet18", 3).state_dict()}, tmp_path / "ckpt.safetensors")
+    assert read_state_dict(tmp_path / "ckpt.safetensors").bands == rgb
+    (tmp_path / "noise.safetensors").write_bytes(bytes(range(256)) * 40)
+    with pytest.raises(UserError, match=r"noise.safetensors is not a PyTorch state-dict file") as info:
+        read_state_dict(tmp_path / "noise.safetensors")
+    assert "\n" not in str(info.value)
+
+
+def test_weights_of_bigearthnets_12_bands_import_with_source_bands_all(torchgeo_resnet50):
+    """torchgeo's SENTINEL2_ALL_SECO_ECO: conv1 takes DN / 10,000 of B01 ... B12 without B10, in the archive's
+    order; by default (SSL4EO-S12's 13 bands) it is refused saying what import_encoder takes and how."""
+    from simclr_s2.learning.imported_weights import SOURCE_BANDS
+    from simclr_s2.settings import specs
+    from simclr_s2.settings.spec import fields_of
+
+    _, state = torchgeo_resnet50
+    seco_eco = _with(state, conv1__weight=torch.randn(64, 12, 7, 7))
+    imported = import_encoder_state(seco_eco, None, source_bands=SOURCE_BANDS["all"])
+    assert (imported.bands, imported.scaling, imported.layout) == (BANDS, TORCHGEO_S2_SCALING, TIMM)
+    assert torch.equal(imported.model.encoder.conv1.weight, seco_eco["conv1.weight"])
+    study = import_encoder_state(seco_eco, Bands(STUDY_BANDS), source_bands=SOURCE_BANDS["all"])
+    conv1 = study.model.encoder.conv1.weight
+    assert all(torch.equal(conv1[:, i], seco_eco["conv1.weight"][:, BANDS.index(b)]) for i, b in enumerate(STUDY_BANDS))
+    with pytest.raises(UserError, match=r"^w.pth: conv1.weight has shape \(64, 12, 7, 7\), expected \(64, 13, 7, 7\) "
+                                        r"for the bands B01,.*,B12; import_encoder takes ResNets whose inputs are "
+                                        r"Sentinel-2 DN / 10,000 of .*source_bands=all") as info:
+        import_encoder_state(seco_eco, None, source="w.pth")
+    assert "\n" not in str(info.value)
+    [field] = [f for f in fields_of(specs.ImportEncoder) if f.name == "source_bands"]
+    assert field.metadata["choices"] == tuple(SOURCE_BANDS) and field.default == "ssl4eo13"
+    assert SOURCE_BANDS["ssl4eo13"] == TORCHGEO_S2_BANDS

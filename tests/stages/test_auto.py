@@ -108,6 +108,30 @@ def test_import_encoder_refuses_nan_weights_and_bands_the_checkpoint_contradicts
     assert version.tags["band_list"] == ",".join(RGB) and _versions(fresh) == before + 1
 
 
+def test_import_encoder_takes_a_safetensors_file_of_bigearthnets_12_bands_with_source_bands_all(fresh, capsys,
+                                                                                                 tmp_path):
+    """torchgeo's SENTINEL2_ALL_SECO_ECO as a plain safetensors file: 12 bands, B10 left out, DN / 10,000.
+    By default (SSL4EO-S12's 13 bands) one line says how to import it; with source_bands=all it registers."""
+    from safetensors.torch import save_file
+
+    from simclr_s2.bigearthnet.bands import BANDS
+    from simclr_s2.learning.models import Encoder
+
+    torch.manual_seed(0)
+    save_file(Encoder("resnet18", len(BANDS)).state_dict(), tmp_path / "seco_eco.safetensors")
+    before = _versions(fresh)
+    capsys.readouterr()  # what making the store logged, where this test is the module's first
+    line = _fails(fresh, capsys, IMPORT_ENCODER, "--state-dict", str(tmp_path / "seco_eco.safetensors"),
+                  "--name", "seco-eco")
+    assert "conv1.weight has shape (64, 12, 7, 7), expected (64, 13, 7, 7)" in line and "source_bands=all" in line
+    assert _versions(fresh) == before
+    fresh.run_stage(IMPORT_ENCODER, state_dict=str(tmp_path / "seco_eco.safetensors"), name="seco-eco",
+                    source_bands="all")
+    tags = fresh.client.get_model_version_by_alias(ENCODER_MODEL, "seco-eco").tags
+    assert (tags["band_list"], tags["scaling"], tags["layout"], tags["source_bands"]) == \
+        (",".join(BANDS), "reflectance/10000", "timm", "all")
+
+
 def test_path_defaults_resolve_into_the_data_folder_only_when_left_out(tmp_path):
     ctx = Context.from_env(project_env(tmp_path))
     given = build(specs.BuildIndex, {"archive": str(tmp_path / "mine")})

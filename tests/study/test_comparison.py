@@ -23,7 +23,7 @@ from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS
 from simclr_s2.errors import UserError
 from simclr_s2.learning.metrics import binary_metrics, threshold_source
 from simclr_s2.study import report, stats
-from simclr_s2.study.comparison import ONE_SEED, REQUIRED, Comparison, compare
+from simclr_s2.study.comparison import FILE_ENCODER, ONE_SEED, REQUIRED, Comparison, compare
 from simclr_s2.study.report import Links, write_report
 
 TEST_SET = "7e57" * 16
@@ -392,6 +392,46 @@ def test_input_bands_and_scaling_are_part_of_the_condition() -> None:
     result = compare(runs, [10])
     assert result.conditions == ("scratch scaling bigearthnet-zscore", "scratch scaling reflectance/10000")
     assert result.duplicates.empty
+
+
+def test_two_encoder_files_of_one_name_are_two_conditions() -> None:
+    """moco/resnet18.pth and dino/resnet18.pth: one name, two contents (a file's version is its sha256), so two
+    conditions labelled apart, neither listed as a rerun the other superseded."""
+    moco, dino = (f"{FILE_ENCODER}{c * 64}" for c in "ab")
+    file = {"pretrained": "resnet18", "pretraining_overlap": "unknown"}
+    runs = pd.DataFrame([run(1, 10, 0, encoder_version=moco, **file), run(2, 10, 0, encoder_version=dino, **file)])
+    result = compare(runs, [10])
+    assert result.conditions == ("resnet18 encoder sha256:aaaaaaaaaaaa", "resnet18 encoder sha256:bbbbbbbbbbbb")
+    assert result.duplicates.empty and set(result.cells["n_runs"]) == {1}
+
+
+def test_a_condition_is_paired_only_with_baselines_of_its_bands(tmp_path: Path, monkeypatch) -> None:
+    """A 12-band fine-tune against a 10-band baseline would measure the bands too, not pretraining alone: it is
+    paired with a baseline of its bands, and where there is none, its row says so."""
+    every = ",".join(BANDS)
+    ssl4eo = {"pretrained": "ssl4eo", "bands": every, "scaling": "reflectance/10000", "pretraining_overlap": "unknown"}
+    runs = pd.DataFrame([run(1, 10, 0), run(2, 10, 1), run(3, 10, 0, **ssl4eo), run(4, 10, 1, **ssl4eo),
+                         run(5, 10, 0, SCRATCH), run(6, 10, 1, SCRATCH)])
+    result = compare(runs, [10], predictions=predictions, n_boot=50)
+    rows = result.paired.set_index("condition")
+    assert (rows.loc["ben", "baseline"], rows.loc["ben", "pairs"]) == ("scratch", 2)
+    assert (rows.loc["ssl4eo", "baseline"], rows.loc["ssl4eo", "pairs"]) == ("", 0)
+    note = "not paired: no baseline of its bands all (the baselines: bands study)"
+    assert rows.loc["ssl4eo", "unpaired"] == note and set(result.pairs["condition"]) == {"ben"}
+    legend, save = [], report._save
+
+    def kept(fig: Figure, path: Path) -> Path:
+        legend.extend(t.get_text() for t in fig.findobj(Text) if path.name == "paired.png" and " - " in t.get_text())
+        return save(fig, path)
+
+    monkeypatch.setattr(report, "_save", kept)
+    write_report(result, tmp_path, "bands")
+    assert [t for t in legend if "\n" not in t] == ["ben - scratch"]  # the unpaired row draws and names nothing
+    assert f"| 10 | ssl4eo |  | 0 | - | - | - | - | - | - | - | {note} |" in (tmp_path / "table.md").read_text()
+    runs = pd.concat([runs, pd.DataFrame([run(7, 10, 0, SCRATCH, bands=every), run(8, 10, 1, SCRATCH, bands=every)])])
+    result = compare(runs, [10], predictions=predictions, n_boot=50)
+    assert list(zip(result.paired["condition"], result.paired["baseline"], result.paired["pairs"])) == [
+        ("ben", "scratch bands study", 2), ("ssl4eo", "scratch bands all", 2)]
 
 
 TILES = dict(zip(NAMES, [f"33UU{i // 60}" for i in range(N_PATCHES)], strict=True))  # 2 tiles of 3 blocks each

@@ -4,10 +4,12 @@ channel count with the leakage guard left nothing to check."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import uuid
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import torch
@@ -18,9 +20,11 @@ from simclr_s2.learning.models import Encoder
 from simclr_s2.settings.mlflow_store import store_client
 from simclr_s2.stages import leakage
 from simclr_s2.study import membership
+from simclr_s2.tracking.names import ENCODER_MODEL
 from simclr_s2.tracking.registry import (
     BAND_LIST_TAG,
     SCALING_TAG,
+    encoder_uri,
     load_pretrained,
     log_and_register,
     resolve_model_uri,
@@ -81,3 +85,45 @@ def test_a_runs_uri_is_never_a_version_still_registering(store, imported):
         db.execute("UPDATE model_versions SET status = 'PENDING_REGISTRATION', source = ? "
                    "WHERE name = ? AND version = ?", (real.source, name, pending.version))
     assert resolve_model_uri(client, f"runs:/{run_id}/model").version == f"{name}/{version}"
+
+
+def test_a_logged_models_folder_or_artifact_uri_is_refused(store, imported, tmp_path):
+    """The files of a registered DN / 10,000 encoder, given as their folder (or its file:// URI, or the logged
+    model's own models:/m-<id>), record no scaling or bands: refused in one line, never fed z-scores."""
+    client = store_client(store)
+    name, version = imported[1].removeprefix("models:/").split("/")
+    folder = mlflow.artifacts.download_artifacts(
+        artifact_uri=client.get_model_version_download_uri(name, version), dst_path=str(tmp_path))
+    logged = client.get_model_version(name, version).source
+    for uri in (folder, Path(folder).as_uri(), logged):
+        with pytest.raises(UserError, match=rf"^pretrained: {re.escape(uri)} is no registered model version \(a "
+                                            r"logged model's folder or artifact URI records neither its bands nor "
+                                            r"its input scaling\); use models:/<name>/<version>$"):
+            load_pretrained(client, uri)
+
+
+def test_a_bare_alias_names_the_encoder_model_and_a_file_of_that_name_is_the_file(store, imported, tmp_path,
+                                                                                    monkeypatch, ctx):
+    """finetune pretrained=<alias> reads models:/simclr-s2-encoder@<alias> (as main's encoders do), pinned to the
+    version it names; a file of that name in the working folder stays a file."""
+    from simclr_s2.stages.classifier import pinned_alias
+
+    client = store_client(store)
+    name, version = imported[1].removeprefix("models:/").split("/")
+    real = client.get_model_version(name, version)
+    if not client.search_registered_models(f"name = '{ENCODER_MODEL}'"):
+        client.create_registered_model(ENCODER_MODEL)
+    mv = client.create_model_version(ENCODER_MODEL, client.get_model_version_download_uri(name, version),
+                                     real.run_id, tags=real.tags)
+    alias = f"bare-{uuid.uuid4().hex[:8]}"
+    client.set_registered_model_alias(ENCODER_MODEL, alias, mv.version)
+    monkeypatch.chdir(tmp_path)
+    loaded = load_pretrained(client, alias)
+    assert (loaded.version, loaded.scaling, loaded.name) == (f"{ENCODER_MODEL}/{mv.version}", TORCHGEO_S2_SCALING,
+                                                             alias)
+    assert pinned_alias(alias, ctx) == f"models:/{ENCODER_MODEL}/{mv.version}"  # a finetune's key pins it
+    with pytest.raises(UserError, match=rf"^pretrained: models:/{ENCODER_MODEL}@no-{alias} not found in the model "
+                                        r"registry \("):
+        load_pretrained(client, f"no-{alias}")
+    torch.save(Encoder("resnet18", 13).state_dict(), tmp_path / alias)  # a timm-layout state dict
+    assert encoder_uri(alias) == alias and load_pretrained(client, alias).version == ""
