@@ -17,6 +17,7 @@ from simclr_s2.settings.spec import Spec, build
 from simclr_s2.stages.base import Stage, find_step, run_command
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.fingerprint import package_fingerprint
+from simclr_s2.tracking.names import COMPLETE_TAG
 from simclr_s2.tracking.process import quiet_defaults
 
 log = logging.getLogger(__name__)
@@ -57,9 +58,12 @@ def _reused(stage: Stage, spec: Spec, ctx: Context) -> str | None:
     driver looked (dispatch.finished) and before this task started would else be trained again. The run made
     for this task is deleted then (the driver reports the one found; what an attempt whose worker died
     trained there is a duplicate); a retry whose own run is complete (its worker died after the completion
-    mark) returns that run as it is. None with reuse off, for a stage whose identical runs are not
-    duplicates (tuning workers join one study), and when the job's inputs cannot be found here
-    (`run_command` then fails with the reason)."""
+    mark) returns that run as it is, whatever `reuse` says (it is the same job, done). Else None with reuse
+    off, for a stage whose identical runs are not duplicates (tuning workers join one study), and when the
+    job's inputs cannot be found here (`run_command` then fails with the reason)."""
+    own = Tracking.of(ctx).get_run(ctx.launcher_run_id) if ctx.launcher_run_id else None
+    if own is not None and own.data.tags.get(COMPLETE_TAG) == "true":
+        return own.info.run_id
     if not (stage.exclusive and ctx.reuse):
         return None
     try:

@@ -393,13 +393,14 @@ def inputs(spec: specs.Grid, ctx: Context, make: bool, fetch: Fetcher, check: bo
         check_given_split(spec, fetch)
         variant, manifest, index = given_split(spec, fetch)
         drawn, kind, folds = [variant], manifest.kind, []
+    demo_data = (spec.split, spec.index) == ("auto", "auto")
+    if spec.encoders == "auto" and not demo_data and all(v.fold is None for v in drawn):  # before any drawing
+        check_demo_encoders(ctx, fetch, index)
     split = splits(spec, ctx, make, drawn, index)
     given = given_encoders(spec, ctx, check)
     per_fold = fold_encoders(spec, ctx, make, split, drawn, index, kind, given)
     if per_fold and spec.encoders == "auto":  # the demo encoders of the whole archive: not used, not made
         return Inputs(drawn, split, {}, per_fold, folds)
-    if spec.encoders == "auto" and (spec.split, spec.index) != ("auto", "auto"):
-        check_demo_encoders(ctx, fetch, index)
     own = set().union(*per_fold.values())
     shared = {name: uri for name, uri in encoder_uris(spec, ctx, make, given).items() if name not in own}
     return Inputs(drawn, split, shared, per_fold, folds)

@@ -58,8 +58,23 @@ def holder_tags(heartbeat_s: float) -> dict[str, str]:
 def _process_alive(pid: int, started: str) -> bool:
     try:
         return _pid_start(pid) == started
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+    except ValueError:
         return False
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return _exists_unseen(pid)
+
+
+def _exists_unseen(pid: int) -> bool:
+    """Whether a process /proc will not show (another user's, under hidepid) exists: kill(pid, 0) answers
+    EPERM for one. It is taken for the holder, its start time being out of reach: a run is never ended
+    because its holder belongs to someone this process may not look at."""
+    try:
+        os.kill(pid, 0)
+    except PermissionError:
+        return True
+    except ProcessLookupError:
+        return False
+    return False  # ours, and psutil saw none a moment ago: a new process under the pid, not the holder
 
 
 def is_live(run: Run, heartbeat_s: float, now: float | None = None) -> bool:

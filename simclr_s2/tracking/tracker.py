@@ -425,6 +425,9 @@ class Tracker:
                                           f"attributes.status = 'RUNNING' and tags.`{HOST_TAG}` = '{host}'")
         for run in running:
             if run.info.run_id != run_id and not is_live(run, self.ctx.heartbeat_s):
+                run = self.client.get_run(run.info.run_id)  # as it is now: a cluster retry may have taken it over
+                if is_live(run, self.ctx.heartbeat_s) or run.info.status != "RUNNING":
+                    continue
                 pid = run.data.tags.get(PID_TAG, "?")
                 self._remove_partial_writes(run.info.run_id)
                 self._mark_failed(run.info.run_id, UserError(

@@ -68,7 +68,7 @@ def test_a_task_trains_in_its_own_run_with_reuse_off_and_a_retry_keeps_it_once_c
     Tracker(ctx).ensure(stage.step(build(stage.spec, PARAMS), {}), lambda run: None, run_name="another command's")
     made, returned = _task(ctx, stage, reuse=False)
     assert returned == made and Recording.ran == [made]
-    _, returned = _task(ctx, stage, run_id=made)  # its worker died after the completion mark
+    _, returned = _task(ctx, stage, run_id=made, reuse=False)  # its worker died after the completion mark
     assert returned == made and Recording.ran == [made]
     assert Tracking.of(ctx).get_run(made).info.lifecycle_stage == "active"
 

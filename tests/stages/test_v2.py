@@ -86,3 +86,9 @@ def test_the_grid_refuses_the_demo_encoders_for_another_archives_split(project, 
         GRID.dry_run(other, ctx)
     GRID.dry_run(build(specs.Grid, {"split": auto.demo_splits(ctx, "basic", make=False), "schemes": "basic",
                                     "fractions": "100", "baseline": "false"}), ctx)
+    index_run, _ = v2_split
+    drawn = len(project.runs("create_splits"))
+    with pytest.raises(UserError, match=r"^encoders: auto fine-tunes the demo's three encoders"):
+        GRID.resolve(build(specs.Grid, {"index": f"runs:/{index_run.info.run_id}/index/index.parquet",
+                                        "schemes": "basic", "fractions": "100", "baseline": "false"}), ctx)
+    assert len(project.runs("create_splits")) == drawn  # refused before any split is drawn
