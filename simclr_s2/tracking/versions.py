@@ -89,7 +89,8 @@ def search_versions(client: MlflowClient, scheme: str, *, fraction: int | None =
     records = [VersionRecord(str(mv.version), dict(mv.tags), metrics, run_id, experiment, tags)
                for run_id, mv in versions for metrics, experiment, tags in [runs.get(run_id, ({}, "", {}))]]
     if unfinished := [r.describe() for r in records if r.run_tags.get(COMPLETE_TAG) != "true"]:
-        log.warning("left out, registered by runs that never finished: %s", ", ".join(unfinished))
+        log.warning("left out, registered by runs that never finished (or that this store does not hold): %s",
+                    ", ".join(unfinished))
     return [r for r in records if r.run_tags.get(COMPLETE_TAG) == "true"]
 
 
