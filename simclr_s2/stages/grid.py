@@ -24,7 +24,7 @@ import json
 import logging
 import re
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -32,6 +32,7 @@ import pandas as pd
 from torch import OutOfMemoryError
 
 from simclr_s2 import disk
+from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, Bands
 from simclr_s2.bigearthnet.index import index_digest, load_index
 from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
@@ -49,7 +50,7 @@ from simclr_s2.study.splits import SplitManifest, load_manifest
 from simclr_s2.tracking.artifacts import Fetcher, is_remote
 from simclr_s2.tracking.door import PARENT_TAG, Tracking
 from simclr_s2.tracking.names import ENCODER_MODEL
-from simclr_s2.tracking.registry import ModelRef, encoder_uri
+from simclr_s2.tracking.registry import BAND_LIST_TAG, ModelRef, encoder_uri
 from simclr_s2.tracking.tracker import StageRun, Step, Tracker
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,8 @@ log = logging.getLogger(__name__)
 TO_MAKE = "(to make)"
 FOLDS = "folds"  # resolved_folds: every fold name of a cross-validation split_kind, joined by ','
 GIVEN_FOLD, GIVEN_HELD_OUT = "fold", "held_out"  # resolved_fold / resolved_held_out: the given split's fold
+BASELINE_BANDS = "baseline_bands"  # resolved_baseline_bands: the other band lists baselines train on, ';'-joined
+STUDY_SET = "study"  # the baselines' own bands (Baseline's default): the band list the demo's encoders read
 FOLD_ENCODER = "fold_encoder_"  # resolved fold_encoder_<fold>_<name>: the encoder pretrained for that fold
 ENCODER_FOLD_TAG = "encoder_fold"  # on a cell's run: the fold its encoder was pretrained for
 
@@ -217,10 +220,11 @@ def variants(spec: specs.Grid, folds: list[str]) -> list[Variant]:
 
 
 def plan(spec: specs.Grid, encoders: Mapping[str, str], split: Mapping[str, str],
-         drawn: list[Variant] | None = None, per_fold: Mapping[int, Mapping[str, str]] | None = None) -> list[Cell]:
+         drawn: list[Variant] | None = None, per_fold: Mapping[int, Mapping[str, str]] | None = None,
+         baseline_bands: Sequence[str] = (STUDY_SET,)) -> list[Cell]:
     """Every cell of the grid; `split` maps each scheme and variant (split_key) to the split its cells read;
     `per_fold`: fold -> the encoders pretrained for it, which that fold's cells fine-tune beside `encoders`
-    (tagged encoder_fold)."""
+    (tagged encoder_fold); `baseline_bands`: the bands each baseline trains on (baselines_bands)."""
     chosen = protocol(spec)
     cells = []
     for scheme in spec.schemes:
@@ -237,9 +241,24 @@ def plan(spec: specs.Grid, encoders: Mapping[str, str], split: Mapping[str, str]
                                    {**tags, **({ENCODER_FOLD_TAG: str(variant.fold)} if name in own else {})})
                               for name, uri in {**encoders, **own}.items() for trainable in chosen.trainables]
                     if spec.baseline:
-                        cells += [Cell("baseline", arch, {**common, "arch": arch}, variant, tags)
-                                  for arch in chosen.baseline_archs]
+                        cells += [Cell("baseline", arch if bands == STUDY_SET else f"{arch}-{_band_word(bands)}",
+                                       {**common, "arch": arch, **({} if bands == STUDY_SET else {"bands": bands})},
+                                       variant, tags)
+                                  for arch in chosen.baseline_archs for bands in baseline_bands]
     return cells
+
+
+def baselines_bands(given: Mapping[str, ModelRef]) -> list[str]:
+    """The bands the baselines train on: the study's, and each other band list a given encoder reads (its
+    registered band_list: what its fine-tunes read with bands=auto), so compare, which pairs a fine-tune
+    only with baselines of its bands, has one for every encoder the registry describes."""
+    lists = (Bands.parse(ref.tags[BAND_LIST_TAG]) for ref in given.values() if ref.tags.get(BAND_LIST_TAG))
+    return list(dict.fromkeys([STUDY_SET, *(b.text for b in lists if tuple(b) != STUDY_BANDS)]))
+
+
+def _band_word(bands: str) -> str:
+    """A band list in a baseline cell's label: all, or the names."""
+    return "all" if tuple(Bands.parse(bands)) == BANDS else _word(bands)
 
 
 def split_key(scheme: str, variant: Variant) -> str:
@@ -367,6 +386,7 @@ class Inputs:
     encoders: dict[str, str]
     per_fold: dict[int, dict[str, str]]
     folds: list[str]  # the split_kind's fold names when the grid draws folds, else []
+    baseline_bands: list[str] = field(default_factory=lambda: [STUDY_SET])
 
     def resolved(self) -> dict[str, str]:
         """As the grid run records them (resolved_<key>), for `cells_of` to read back."""
@@ -376,7 +396,8 @@ class Inputs:
                 **({FOLDS: ",".join(self.folds)} if self.folds else {}),
                 **({GIVEN_FOLD: str(given.fold), GIVEN_HELD_OUT: str(given.held_out)} if given else {}),
                 **{f"{FOLD_ENCODER}{fold}_{name}": uri for fold, uris in self.per_fold.items()
-                   for name, uri in uris.items()}}
+                   for name, uri in uris.items()},
+                **({BASELINE_BANDS: ";".join(self.baseline_bands[1:])} if len(self.baseline_bands) > 1 else {})}
 
 
 def inputs(spec: specs.Grid, ctx: Context, make: bool, fetch: Fetcher, check: bool = False) -> Inputs:
@@ -403,7 +424,7 @@ def inputs(spec: specs.Grid, ctx: Context, make: bool, fetch: Fetcher, check: bo
         return Inputs(drawn, split, {}, per_fold, folds)
     own = set().union(*per_fold.values())
     shared = {name: uri for name, uri in encoder_uris(spec, ctx, make, given).items() if name not in own}
-    return Inputs(drawn, split, shared, per_fold, folds)
+    return Inputs(drawn, split, shared, per_fold, folds, baselines_bands(given))
 
 
 def cells_of(spec: specs.Grid, resolved: Mapping[str, str]) -> list[Cell]:
@@ -418,7 +439,9 @@ def cells_of(spec: specs.Grid, resolved: Mapping[str, str]) -> list[Cell]:
     for key, uri in _prefixed(resolved, FOLD_ENCODER).items():
         fold, name = key.split("_", 1)
         per_fold.setdefault(int(fold), {})[name] = uri
-    return plan(spec, _prefixed(resolved, "encoder_"), _prefixed(resolved, "split_"), drawn, per_fold)
+    others = resolved[BASELINE_BANDS].split(";") if BASELINE_BANDS in resolved else []
+    return plan(spec, _prefixed(resolved, "encoder_"), _prefixed(resolved, "split_"), drawn, per_fold,
+                [STUDY_SET, *others])
 
 
 def _step(cell: Cell, ctx: Context) -> Step | None:
@@ -464,7 +487,7 @@ class Grid(Stage[specs.Grid]):
         ctx = ctx.with_reuse(spec.reuse)
         with Fetcher.temporary(ctx.tracking_uri) as fetch:  # a dry run writes nothing
             found = inputs(spec, ctx, False, fetch, check=True)
-        for cell in plan(spec, found.encoders, found.split, found.drawn, found.per_fold):
+        for cell in plan(spec, found.encoders, found.split, found.drawn, found.per_fold, found.baseline_bands):
             print(f"{status(cell, ctx):7s} {cell.label}  {cell.params.get('pretrained', '')}")
 
     def execute(self, spec: specs.Grid, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS
 from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
 from simclr_s2.settings.spec import build
@@ -20,6 +21,8 @@ from simclr_s2.stages.grid import (
     Inputs,
     Variant,
     _row,
+    baselines_bands,
+    cells_of,
     encoder_name,
     given_encoders,
     plan,
@@ -27,7 +30,7 @@ from simclr_s2.stages.grid import (
     variants,
 )
 from simclr_s2.tracking.door import PARENT_TAG, Tracking
-from simclr_s2.tracking.registry import ModelRef
+from simclr_s2.tracking.registry import BAND_LIST_TAG, ModelRef
 from simclr_s2.tracking.tracker import Step
 
 COMMON = {"scheme": "basic", "fraction": 10, "seed": 3, "epochs": 2}
@@ -156,3 +159,21 @@ def test_the_grid_refuses_a_fraction_its_splits_lack_before_any_cell_runs(ctx, d
         GRID.resolve(given, ctx)
     with pytest.raises(UserError, match=r"^fractions: \[77\] not in the splits the grid draws \(create_splits' "):
         build(specs.Grid, {"fractions": "77", "split_kind": "folds-3", "folds": "0"})
+
+
+def test_baselines_train_on_every_band_list_the_given_encoders_read():
+    """compare pairs a fine-tune only with baselines of its bands: an imported encoder reading BigEarthNet's 12
+    bands gets baselines on them beside the study's (whose cells and keys stay as they were), through the
+    grid run's resolved parameters too (the Ray path rebuilds the cells from them)."""
+    twelve = ",".join(BANDS)
+    given = {"ssl4eo": ModelRef("models:/simclr-s2-encoder/4", "", {BAND_LIST_TAG: twelve}, None),
+             "ben": ModelRef("models:/simclr-s2-encoder/3", "", {BAND_LIST_TAG: ",".join(STUDY_BANDS)}, None),
+             "enc": ModelRef("file:///tmp/enc.pt", "", {}, None)}
+    assert baselines_bands(given) == ["study", twelve]
+    spec = build(specs.Grid, {"encoders": "ben,ssl4eo", "schemes": "basic", "fractions": "10"})
+    found = Inputs([Variant()], {"basic": "runs:/0123/splits"}, {n: r.uri for n, r in given.items()}, {}, [],
+                   baselines_bands(given))
+    cells = {c.label: c for c in plan(spec, found.encoders, found.split, found.drawn, None, found.baseline_bands)}
+    assert "bands" not in cells["baseline-resnet18-basic-10pct-s0"].params
+    assert cells["baseline-resnet18-all-basic-10pct-s0"].params["bands"] == twelve
+    assert set(cells) == {c.label for c in cells_of(spec, found.resolved())}
