@@ -62,8 +62,8 @@ def _reused(stage: Stage, spec: Spec, ctx: Context) -> str | None:
     off, for a stage whose identical runs are not duplicates (tuning workers join one study), and when the
     job's inputs cannot be found here (`run_command` then fails with the reason)."""
     own = Tracking.of(ctx).get_run(ctx.launcher_run_id) if ctx.launcher_run_id else None
-    if own is not None and own.data.tags.get(COMPLETE_TAG) == "true":
-        return own.info.run_id
+    if own is not None and own.data.tags.get(COMPLETE_TAG) == "true" and own.info.status == "FINISHED":
+        return own.info.run_id  # (marked but not yet FINISHED: run_command continues it to its end)
     if not (stage.exclusive and ctx.reuse):
         return None
     try:

@@ -253,12 +253,18 @@ def baselines_bands(given: Mapping[str, ModelRef]) -> list[str]:
     registered band_list: what its fine-tunes read with bands=auto), so compare, which pairs a fine-tune
     only with baselines of its bands, has one for every encoder the registry describes."""
     lists = (Bands.parse(ref.tags[BAND_LIST_TAG]) for ref in given.values() if ref.tags.get(BAND_LIST_TAG))
-    return list(dict.fromkeys([STUDY_SET, *(b.text for b in lists if tuple(b) != STUDY_BANDS)]))
+    return list(dict.fromkeys([STUDY_SET, *(_band_set(b) for b in lists if tuple(b) != STUDY_BANDS)]))
+
+
+def _band_set(bands: Bands) -> str:
+    """A band list as Baseline's `bands` spells it: `all` for BigEarthNet's 12 in their order, as a person
+    running `baseline bands=all` does (one key for both), else the names."""
+    return "all" if tuple(bands) == BANDS else bands.text
 
 
 def _band_word(bands: str) -> str:
-    """A band list in a baseline cell's label: all, or the names."""
-    return "all" if tuple(Bands.parse(bands)) == BANDS else _word(bands)
+    """A band list in a baseline cell's label: all, or the names (_band_set's)."""
+    return _word(bands)
 
 
 def split_key(scheme: str, variant: Variant) -> str:

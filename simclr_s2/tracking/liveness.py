@@ -55,26 +55,22 @@ def holder_tags(heartbeat_s: float) -> dict[str, str]:
             HEARTBEAT_TAG: f"{time.time():.3f}", INTERVAL_TAG: f"{heartbeat_s:g}"}
 
 
-def _process_alive(pid: int, started: str) -> bool:
+def _process_alive(pid: int, started: str) -> bool | None:
+    """Whether the holder's process still runs; None where this process cannot tell: one /proc will not show
+    (another user's, under hidepid) exists (kill(pid, 0) answers EPERM), but its start time, which tells the
+    holder from a later process under its pid, is out of reach."""
     try:
         return _pid_start(pid) == started
     except ValueError:
         return False
     except (psutil.NoSuchProcess, psutil.AccessDenied):
-        return _exists_unseen(pid)
-
-
-def _exists_unseen(pid: int) -> bool:
-    """Whether a process /proc will not show (another user's, under hidepid) exists: kill(pid, 0) answers
-    EPERM for one. It is taken for the holder, its start time being out of reach: a run is never ended
-    because its holder belongs to someone this process may not look at."""
-    try:
-        os.kill(pid, 0)
-    except PermissionError:
-        return True
-    except ProcessLookupError:
-        return False
-    return False  # ours, and psutil saw none a moment ago: a new process under the pid, not the holder
+        try:
+            os.kill(pid, 0)
+        except PermissionError:
+            return None
+        except ProcessLookupError:
+            return False
+        return False  # ours, and psutil saw none a moment ago: a new process under the pid, not the holder
 
 
 def is_live(run: Run, heartbeat_s: float, now: float | None = None) -> bool:
@@ -85,7 +81,9 @@ def is_live(run: Run, heartbeat_s: float, now: float | None = None) -> bool:
         return False
     tags = run.data.tags
     if tags.get(HOST_TAG) == socket.gethostname() and PID_TAG in tags:
-        return _process_alive(int(tags[PID_TAG]), tags.get(PID_START_TAG, ""))
+        alive = _process_alive(int(tags[PID_TAG]), tags.get(PID_START_TAG, ""))
+        if alive is not None:
+            return alive  # else judged by its heartbeat, as a run of another host
     last = float(tags.get(HEARTBEAT_TAG, run.info.start_time / 1000))
     interval = float(tags.get(INTERVAL_TAG, heartbeat_s))
     return (time.time() if now is None else now) - last < STALE_AFTER * interval

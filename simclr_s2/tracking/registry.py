@@ -248,7 +248,7 @@ BARE_ALIAS = re.compile(r"[\w-]+")  # an alias of ENCODER_MODEL given alone: `be
 def encoder_uri(given: str) -> str:
     """An encoder as given, or a bare alias (a word that is no file here: `r50`) as the registry URI it
     stands for, models:/simclr-s2-encoder@r50: what the grid's `encoders` and finetune's `pretrained` take."""
-    if BARE_ALIAS.fullmatch(given) and not Path(given).expanduser().exists():
+    if BARE_ALIAS.fullmatch(given) and not Path(given).expanduser().is_file():  # a folder is no state dict
         return f"models:/{ENCODER_MODEL}@{given}"
     return given
 

@@ -16,6 +16,7 @@ from simclr_s2.settings.spec import build
 from simclr_s2.stages.base import Stage
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.fingerprint import package_fingerprint
+from simclr_s2.tracking.names import COMPLETE_TAG
 from simclr_s2.tracking.tracker import Tracker
 
 PARAMS = {"seed": 3}
@@ -78,3 +79,13 @@ def test_identical_tuning_workers_each_run(ctx):
     first, _ = _task(ctx, stage)
     second, returned = _task(ctx, stage)
     assert returned == second and Recording.ran == [first, second]
+
+
+def test_a_retry_of_a_run_marked_complete_but_not_finished_finishes_it(ctx):
+    """Its worker died between the completion mark and FINISHED: the retry continues it to its end, not
+    returns it as done, left RUNNING with its claim."""
+    stage = Recording()
+    made = Tracking.of(ctx).open(ctx.experiment_id, "cell", {})
+    Tracking.of(ctx).set_tag(made, COMPLETE_TAG, "true")
+    _, returned = _task(ctx, stage, run_id=made)
+    assert returned == made and Tracking.of(ctx).get_run(made).info.status == "FINISHED"

@@ -169,11 +169,11 @@ def test_baselines_train_on_every_band_list_the_given_encoders_read():
     given = {"ssl4eo": ModelRef("models:/simclr-s2-encoder/4", "", {BAND_LIST_TAG: twelve}, None),
              "ben": ModelRef("models:/simclr-s2-encoder/3", "", {BAND_LIST_TAG: ",".join(STUDY_BANDS)}, None),
              "enc": ModelRef("file:///tmp/enc.pt", "", {}, None)}
-    assert baselines_bands(given) == ["study", twelve]
+    assert baselines_bands(given) == ["study", "all"]  # as a person running `baseline bands=all` keys it
     spec = build(specs.Grid, {"encoders": "ben,ssl4eo", "schemes": "basic", "fractions": "10"})
     found = Inputs([Variant()], {"basic": "runs:/0123/splits"}, {n: r.uri for n, r in given.items()}, {}, [],
                    baselines_bands(given))
     cells = {c.label: c for c in plan(spec, found.encoders, found.split, found.drawn, None, found.baseline_bands)}
     assert "bands" not in cells["baseline-resnet18-basic-10pct-s0"].params
-    assert cells["baseline-resnet18-all-basic-10pct-s0"].params["bands"] == twelve
+    assert cells["baseline-resnet18-all-basic-10pct-s0"].params["bands"] == "all"
     assert set(cells) == {c.label for c in cells_of(spec, found.resolved())}

@@ -118,6 +118,7 @@ def test_a_bare_alias_names_the_encoder_model_and_a_file_of_that_name_is_the_fil
     alias = f"bare-{uuid.uuid4().hex[:8]}"
     client.set_registered_model_alias(ENCODER_MODEL, alias, mv.version)
     monkeypatch.chdir(tmp_path)
+    (tmp_path / alias).mkdir()  # a folder of that name (downloaded weights kept there) is no state dict
     loaded = load_pretrained(client, alias)
     assert (loaded.version, loaded.scaling, loaded.name) == (f"{ENCODER_MODEL}/{mv.version}", TORCHGEO_S2_SCALING,
                                                              alias)
@@ -125,5 +126,6 @@ def test_a_bare_alias_names_the_encoder_model_and_a_file_of_that_name_is_the_fil
     with pytest.raises(UserError, match=rf"^pretrained: models:/{ENCODER_MODEL}@no-{alias} not found in the model "
                                         r"registry \("):
         load_pretrained(client, f"no-{alias}")
+    (tmp_path / alias).rmdir()
     torch.save(Encoder("resnet18", 13).state_dict(), tmp_path / alias)  # a timm-layout state dict
     assert encoder_uri(alias) == alias and load_pretrained(client, alias).version == ""
