@@ -241,7 +241,7 @@ def plan(spec: specs.Grid, encoders: Mapping[str, str], split: Mapping[str, str]
                                    {**tags, **({ENCODER_FOLD_TAG: str(variant.fold)} if name in own else {})})
                               for name, uri in {**encoders, **own}.items() for trainable in chosen.trainables]
                     if spec.baseline:
-                        cells += [Cell("baseline", arch if bands == STUDY_SET else f"{arch}-{_band_word(bands)}",
+                        cells += [Cell("baseline", arch if bands == STUDY_SET else f"{arch}-{_word(bands)}",
                                        {**common, "arch": arch, **({} if bands == STUDY_SET else {"bands": bands})},
                                        variant, tags)
                                   for arch in chosen.baseline_archs for bands in baseline_bands]
@@ -257,14 +257,9 @@ def baselines_bands(given: Mapping[str, ModelRef]) -> list[str]:
 
 
 def _band_set(bands: Bands) -> str:
-    """A band list as Baseline's `bands` spells it: `all` for BigEarthNet's 12 in their order, as a person
-    running `baseline bands=all` does (one key for both), else the names."""
+    """A band list as Baseline's `bands` spells it (and a baseline cell's label): `all` for BigEarthNet's 12
+    in their order, as a person running `baseline bands=all` does (one key for both), else the names."""
     return "all" if tuple(bands) == BANDS else bands.text
-
-
-def _band_word(bands: str) -> str:
-    """A band list in a baseline cell's label: all, or the names (_band_set's)."""
-    return _word(bands)
 
 
 def split_key(scheme: str, variant: Variant) -> str:
@@ -291,9 +286,15 @@ def _index_ref(spec: specs.Grid, ctx: Context, make: bool) -> str:
 
 def given_split(spec: specs.Grid, fetch: Fetcher) -> tuple[Variant, SplitManifest, str]:
     """The given split's variant (its fold, as the manifests of its schemes name it; Variant() when it is
-    not a fold), one scheme's manifest and the index it was drawn from (check_given_split first)."""
+    not a fold), one scheme's manifest and the index it was drawn from. One line, before any cell runs, when
+    it lacks a scheme or one of the fractions (the splits the grid draws hold create_splits' fractions:
+    Grid.validate checks those)."""
     folder = fetch.path(spec.split, "split")
     manifests = [load_manifest(folder, scheme) for scheme in spec.schemes]
+    for scheme, manifest in zip(spec.schemes, manifests, strict=True):
+        if missing := [f for f in spec.fractions if f not in manifest.fractions]:
+            raise UserError(f"fractions: {missing} not in the {scheme!r} splits of {spec.split}: found "
+                            f"{list(manifest.fractions)}")
     if len(found := {(m.fold, m.held_out) for m in manifests}) > 1:
         raise UserError(f"split: the schemes of {spec.split} hold out different folds {sorted(found, key=str)}; "
                         "give a split drawn as one fold")
@@ -315,15 +316,6 @@ def splits(spec: specs.Grid, ctx: Context, make: bool, drawn: list[Variant], ind
                                                       **variant.splits_params(spec.split_kind)}), ctx, make)
         refs[split_key(scheme, variant)] = TO_MAKE if made is None else f"runs:/{made.info.run_id}/splits"
     return refs
-
-
-def check_given_split(spec: specs.Grid, fetch: Fetcher) -> None:
-    """One line, before any cell runs, when the split given lacks a scheme or one of the fractions (the
-    splits the grid draws hold create_splits' fractions: Grid.validate checks those)."""
-    for scheme in spec.schemes:
-        found = load_manifest(fetch.path(spec.split, "split"), scheme).fractions
-        if missing := [f for f in spec.fractions if f not in found]:
-            raise UserError(f"fractions: {missing} not in the {scheme!r} splits of {spec.split}: found {list(found)}")
 
 
 def check_drawing(spec: specs.Grid, fetch: Fetcher, index: str) -> None:
@@ -417,7 +409,6 @@ def inputs(spec: specs.Grid, ctx: Context, make: bool, fetch: Fetcher, check: bo
         folds = all_folds(spec, ctx, index)
         drawn, kind = variants(spec, folds), spec.split_kind
     else:
-        check_given_split(spec, fetch)
         variant, manifest, index = given_split(spec, fetch)
         drawn, kind, folds = [variant], manifest.kind, []
     demo_data = (spec.split, spec.index) == ("auto", "auto")
