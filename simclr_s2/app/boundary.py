@@ -15,7 +15,7 @@ from simclr_s2.app.launcher_run import fail_launcher_run
 from simclr_s2.errors import UserError
 from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage, run_command, written_folders
-from simclr_s2.tracking.connectivity import TrackingUnreachable, server_lost
+from simclr_s2.tracking.connectivity import TrackingUnreachable, refusal, server_lost
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.names import STAGE_TAG
 from simclr_s2.tracking.process import quiet_defaults
@@ -39,6 +39,9 @@ def run(stage: Stage, spec: object) -> NoReturn:
         user = isinstance(error, UserError)
         if not user and (lost := server_lost(error)) is not None:  # requests' connection errors are OSErrors too
             _give_up(f"tracking server {lost}: {str(error).splitlines()[0]}")
+        if not user and (refused := refusal(error)) is not None:  # wrong or missing credentials: the user's to fix
+            server = ctx.tracking_uri if ctx is not None else os.environ.get("MLFLOW_TRACKING_URI", "")
+            error, user = UserError(f"tracking server {server} {refused}: {str(error).splitlines()[0]}"), True
         if main_rank:
             fail_launcher_run(stage.name, error)
             _clear_checkpoint_folders(ctx)

@@ -60,6 +60,21 @@ def failing_status(error: BaseException) -> int | None:
     return None if cause is None or cause is error else failing_status(cause)
 
 
+def refusal(error: BaseException) -> str | None:
+    """What a tracking server that refused the client's credentials (HTTP 401) or its user's permission
+    (HTTP 403) answered, in words with the variables to fix (None: no such refusal). MLflow does not retry
+    these: the server was reached and said no, so waiting or resuming would not help."""
+    status = error.get_http_status_code() if isinstance(error, MlflowException) else None
+    if status == 401:
+        return "refused the credentials (HTTP 401): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD " \
+               "to a user of that server"
+    if status == 403:
+        return "denied MLFLOW_TRACKING_USERNAME's user a permission this command needs (HTTP 403): ask the " \
+               "server's admin for it, or run as another user"
+    cause = error.__cause__ or error.__context__
+    return None if cause is None or cause is error else refusal(cause)
+
+
 def server_lost(error: BaseException) -> str | None:
     """What `error` says went wrong with the tracking server after every retry, in words (None: nothing)."""
     if (status := failing_status(error)) is not None:

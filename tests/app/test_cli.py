@@ -1,7 +1,7 @@
-"""The entry-point boundary: a user error or a full disk is one line and status 2, a tracking server that
-cannot be reached is status 3 (however the error is spelled: requests' connection errors are OSErrors
-too), and a bug keeps its traceback. A finished command leaves without the interpreter's teardown, but
-with its exit handlers run, its output flushed and its threads done."""
+"""The entry-point boundary: a user error, a full disk or credentials a tracking server refuses is one line
+and status 2, a tracking server that cannot be reached is status 3 (however the error is spelled: requests'
+connection errors are OSErrors too), and a bug keeps its traceback. A finished command leaves without the
+interpreter's teardown, but with its exit handlers run, its output flushed and its threads done."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ import sys
 
 import pytest
 import requests
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, UNAUTHENTICATED
 
 from simclr_s2.app import boundary, cli
 from simclr_s2.errors import UserError
@@ -44,6 +46,12 @@ def failing(monkeypatch: pytest.MonkeyPatch):
     (requests.exceptions.ConnectionError("Connection refused"), cli.UNREACHABLE),
     (UserError("fraction: expected one of 1, 3, 10, 25, 50, 100"), cli.USER_ERROR),
     (OSError(errno.ENOSPC, "No space left on device", "/state/x.pt"), cli.USER_ERROR),
+    # a basic-auth server refusing the credentials, or the user's permission: MLflow's wording of each
+    (MlflowException("API request to endpoint /api/2.0/mlflow/experiments/get-by-name failed with error code "
+                     "401 != 200. Response body: 'You are not authenticated.'", error_code=UNAUTHENTICATED),
+     cli.USER_ERROR),
+    (MlflowException("API request to endpoint /api/2.0/mlflow/runs/create failed with error code 403 != 200. "
+                     "Response body: 'Permission denied'", error_code=PERMISSION_DENIED), cli.USER_ERROR),
 ])
 def test_the_exit_status_tells_a_down_server_from_a_user_error(failing, capsys, error, status):
     with pytest.raises(SystemExit) as exited:

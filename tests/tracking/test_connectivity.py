@@ -5,10 +5,11 @@ from unittest import mock
 
 import pytest
 import requests
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import MlflowException, RestException
+from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, UNAUTHENTICATED
 from urllib3.exceptions import MaxRetryError, ResponseError
 
-from simclr_s2.tracking.connectivity import failing_status, is_unreachable, retry_budget_s, server_lost
+from simclr_s2.tracking.connectivity import failing_status, is_unreachable, refusal, retry_budget_s, server_lost
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.process import quiet_defaults
 
@@ -32,6 +33,20 @@ def test_a_server_answering_an_error_to_every_retry_was_reached():
     error = MlflowException(f"API request to http://127.0.0.1:5000/api failed with exception {retried}")
     assert "Max retries exceeded" in str(error) and not is_unreachable(error) and failing_status(error) == 500
     assert server_lost(error) == "answered HTTP 500 to every retry (see the server's log)"
+
+
+def test_a_refusal_of_the_credentials_or_a_permission_names_the_variables():
+    """Basic auth answers 401 (no or wrong credentials) and 403 (a user without the permission) as plain
+    text, or a proxy as MLflow's JSON; a wrapped refusal is one too. Nothing else is."""
+    unauthenticated = MlflowException("failed with error code 401 != 200", error_code=UNAUTHENTICATED)
+    assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in refusal(unauthenticated)
+    wrapped = RuntimeError("logging failed")
+    wrapped.__cause__ = unauthenticated
+    assert refusal(wrapped) == refusal(unauthenticated)
+    assert "(HTTP 403)" in refusal(MlflowException("Permission denied", error_code=PERMISSION_DENIED))
+    assert "(HTTP 403)" in refusal(RestException({"error_code": "PERMISSION_DENIED", "message": "no"}))
+    assert refusal(MlflowException("RESOURCE_DOES_NOT_EXIST: run abc")) is None
+    assert refusal(PermissionError("/data: read-only")) is None
 
 
 def test_the_wait_is_bounded_unless_the_user_says_otherwise():
