@@ -8,7 +8,7 @@ the stack was created with, so a restart needs none of them in the environment).
     python -m simclr_s2.server start [--auth]    # each part health-checked before the next one starts;
                                                  # basic auth as the stack last ran unless --auth/--no-auth
     python -m simclr_s2.server status [--json]   # exit status 0 when every part is healthy, 3 otherwise
-    python -m simclr_s2.server restart-mlflow    # only the tracking server; the data stays
+    python -m simclr_s2.server restart-mlflow    # only the tracking server (the rest must run); the data stays
     python -m simclr_s2.server stop-mlflow       # `start` brings it back
     python -m simclr_s2.server stop
     eval "$(python -m simclr_s2.server env)"     # export MLFLOW_TRACKING_URI (start prints it too)

@@ -121,9 +121,17 @@ def stop_mlflow(state: StateDir) -> None:
 
 
 def restart_mlflow(state: StateDir) -> None:
-    """Only the tracking server (after an MLflow upgrade, say): the data stays where it is."""
+    """Only the tracking server (after an MLflow upgrade, say): the data stays where it is. It needs the
+    database and the bucket: without them it would retry for two minutes and die with a traceback."""
     config = state.load_config()
+    down = [name for name, up in (("PostgreSQL", postgres.is_running(state, postgres.find_bindir())),
+                                  ("SeaweedFS", processes.running(state, "seaweedfs"))) if not up]
+    if down:
+        raise StackError(f"{' and '.join(down)} of the stack in {state.root} {'is' if len(down) == 1 else 'are'} "
+                         "not running: run `python scripts/server.py start`, which starts whatever is stopped")
     processes.terminate(state, "mlflow")
+    for port, who in config.ports("mlflow"):  # a program that took the port while the server was down
+        check_port_free(port, who)
     began = time.monotonic()
     mlflow_server.start(state, config, state.load_secrets())
     print(

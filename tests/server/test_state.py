@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from simclr_s2.server import mlflow_server, processes
+from simclr_s2.server import mlflow_server, processes, stack
 from simclr_s2.server.config import Config, Secrets, StackError, StateDir, config_from_env
 
 
@@ -99,3 +99,13 @@ def test_pg_password_of_an_existing_database_cannot_change(state: StateDir, clea
     with pytest.raises(StackError, match="SIMCLR_PG_PASSWORD differs from the one the database in"):
         state.resolve_secrets(s3_running=False)
 
+
+
+def test_restarting_the_tracking_server_of_a_stopped_stack_is_one_line_at_once(
+    state: StateDir, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without its database the server retried for two minutes, then died with a traceback in its log."""
+    state.save(_saved(False, None), Secrets("pg", "key", "secret", "flask"))
+    monkeypatch.setattr(mlflow_server, "start", lambda *args: pytest.fail("started without its database"))
+    with pytest.raises(StackError, match=f"PostgreSQL and SeaweedFS of the stack in {state.root} are not running"):
+        stack.restart_mlflow(state)
