@@ -5,8 +5,9 @@ Only at this boundary do errors become exit statuses:
 
   0  done
   2  a user error (bad parameter, missing file, broken patch, diverged training, an identical run live,
-     a full or read-only disk, credentials the tracking server refuses): one line `error: ...`, and the
-     run ends FAILED with the reason in its simclr_s2.error tag (where the server lets it be marked)
+     a full or read-only disk, credentials the tracking server refuses, a URI naming no MLflow server):
+     one line `error: ...`, and the run ends FAILED with the reason in its simclr_s2.error tag (where
+     the server lets it be marked)
   3  the tracking server stayed unreachable: one line; the run is left as it was (its checkpoints
      stay), and the same command resumes it once the server is back
 Anything else is a bug: its traceback is printed, and the run ends FAILED with the exception.

@@ -20,6 +20,8 @@ from simclr_s2.errors import UserError
 DEFAULT_RETRIES = "6"
 DEFAULT_BACKOFF = "2"
 _FAILING = re.compile(r"too many (\d{3}) error responses")
+# MLflow's words for an answer whose body is not its JSON error (a server's own errors are that JSON)
+_PLAIN_ANSWER = re.compile(r"API request to endpoint \S+ failed with error code \d{3}")
 
 
 class TrackingUnreachable(UserError):
@@ -61,16 +63,20 @@ def failing_status(error: BaseException) -> int | None:
 
 
 def refusal(error: BaseException) -> str | None:
-    """What a tracking server that refused the client's credentials (HTTP 401) or its user's permission
-    (HTTP 403) answered, in words with the variables to fix (None: no such refusal). MLflow does not retry
-    these: the server was reached and said no, so waiting or resuming would not help."""
+    """What a server that was reached but refused MLflow's request answered, in words with the variable to
+    fix (None: no such refusal): the credentials (HTTP 401), a permission (403), or no MLflow API at all (a
+    404 or 405 that is not MLflow's JSON: MLFLOW_TRACKING_URI names another server). MLflow does not retry
+    these, and waiting or resuming would not help."""
     status = error.get_http_status_code() if isinstance(error, MlflowException) else None
     if status == 401:
         return "refused the credentials (HTTP 401): set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD " \
                "to a user of that server"
     if status == 403:
-        return "denied MLFLOW_TRACKING_USERNAME's user a permission this command needs (HTTP 403): ask the " \
-               "server's admin for it, or run as another user"
+        return "refused the request (HTTP 403): MLFLOW_TRACKING_USERNAME's user lacks a permission this command " \
+               "needs (ask the server's admin), or MLFLOW_TRACKING_URI names a server other than MLflow's"
+    if status in (404, 405) and _PLAIN_ANSWER.match(str(error)):
+        return f"has no MLflow REST API (HTTP {status}): MLFLOW_TRACKING_URI names another server (its port?), " \
+               "or an MLflow server too old for this client"
     cause = error.__cause__ or error.__context__
     return None if cause is None or cause is error else refusal(cause)
 

@@ -1,7 +1,8 @@
-"""The entry-point boundary: a user error, a full disk or credentials a tracking server refuses is one line
-and status 2, a tracking server that cannot be reached is status 3 (however the error is spelled: requests'
-connection errors are OSErrors too), and a bug keeps its traceback. A finished command leaves without the
-interpreter's teardown, but with its exit handlers run, its output flushed and its threads done."""
+"""The entry-point boundary: a user error, a full disk, credentials a tracking server refuses or a URI naming
+no MLflow server is one line and status 2, a tracking server that cannot be reached is status 3 (however the
+error is spelled: requests' connection errors are OSErrors too), and a bug keeps its traceback. A finished
+command leaves without the interpreter's teardown, but with its exit handlers run, its output flushed and its
+threads done."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import sys
 import pytest
 import requests
 from mlflow.exceptions import MlflowException
-from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, UNAUTHENTICATED
+from mlflow.protos.databricks_pb2 import ENDPOINT_NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED
 
 from simclr_s2.app import boundary, cli
 from simclr_s2.errors import UserError
@@ -52,6 +53,9 @@ def failing(monkeypatch: pytest.MonkeyPatch):
      cli.USER_ERROR),
     (MlflowException("API request to endpoint /api/2.0/mlflow/runs/create failed with error code 403 != 200. "
                      "Response body: 'Permission denied'", error_code=PERMISSION_DENIED), cli.USER_ERROR),
+    # MLFLOW_TRACKING_URI naming a server that is not MLflow's
+    (MlflowException("API request to endpoint /api/2.0/mlflow/runs/create failed with error code 404 != 200. "
+                     "Response body: '404 page not found\n'", error_code=ENDPOINT_NOT_FOUND), cli.USER_ERROR),
 ])
 def test_the_exit_status_tells_a_down_server_from_a_user_error(failing, capsys, error, status):
     with pytest.raises(SystemExit) as exited:

@@ -6,7 +6,7 @@ from unittest import mock
 import pytest
 import requests
 from mlflow.exceptions import MlflowException, RestException
-from mlflow.protos.databricks_pb2 import PERMISSION_DENIED, UNAUTHENTICATED
+from mlflow.protos.databricks_pb2 import ENDPOINT_NOT_FOUND, PERMISSION_DENIED, UNAUTHENTICATED
 from urllib3.exceptions import MaxRetryError, ResponseError
 
 from simclr_s2.tracking.connectivity import failing_status, is_unreachable, refusal, retry_budget_s, server_lost
@@ -35,9 +35,10 @@ def test_a_server_answering_an_error_to_every_retry_was_reached():
     assert server_lost(error) == "answered HTTP 500 to every retry (see the server's log)"
 
 
-def test_a_refusal_of_the_credentials_or_a_permission_names_the_variables():
+def test_a_refusal_of_the_credentials_a_permission_or_the_api_names_the_variables():
     """Basic auth answers 401 (no or wrong credentials) and 403 (a user without the permission) as plain
-    text, or a proxy as MLflow's JSON; a wrapped refusal is one too. Nothing else is."""
+    text, a proxy may as MLflow's JSON, and a server that is not MLflow's (the stack's S3 port, say) 403 or
+    a plain 404; a wrapped refusal is one too. MLflow's own 404 (JSON: no such run) is not one."""
     unauthenticated = MlflowException("failed with error code 401 != 200", error_code=UNAUTHENTICATED)
     assert "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in refusal(unauthenticated)
     wrapped = RuntimeError("logging failed")
@@ -45,7 +46,10 @@ def test_a_refusal_of_the_credentials_or_a_permission_names_the_variables():
     assert refusal(wrapped) == refusal(unauthenticated)
     assert "(HTTP 403)" in refusal(MlflowException("Permission denied", error_code=PERMISSION_DENIED))
     assert "(HTTP 403)" in refusal(RestException({"error_code": "PERMISSION_DENIED", "message": "no"}))
-    assert refusal(MlflowException("RESOURCE_DOES_NOT_EXIST: run abc")) is None
+    not_mlflow = MlflowException("API request to endpoint /api/2.0/mlflow/runs/create failed with error code "
+                                 "404 != 200. Response body: '404 page not found'", error_code=ENDPOINT_NOT_FOUND)
+    assert "MLFLOW_TRACKING_URI names another server" in refusal(not_mlflow)
+    assert refusal(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Run abc not found"})) is None
     assert refusal(PermissionError("/data: read-only")) is None
 
 
