@@ -99,6 +99,16 @@ def test_postgres_is_major_15_like_the_native_one(compose: dict) -> None:
     assert re.search(r"\) (\d+)\.", version).group(1) == tag
 
 
+def test_postgres_has_both_databases_like_the_native_one(compose: dict) -> None:
+    """`start` prints a tune worker's storage in the optuna database: the container makes it too."""
+    service = _service(compose, "postgres")
+    assert service["environment"]["POSTGRES_DB"] == postgres.PG_DB
+    scripts = [volume.split(":") for volume in service["volumes"] if "/docker-entrypoint-initdb.d/" in volume]
+    assert [(source, mode) for source, _, mode in scripts] == [("./postgres-init.sql", "ro")]
+    statements = [line for line in (DOCKER / "postgres-init.sql").read_text().splitlines() if not line.startswith("--")]
+    assert statements == [f"CREATE DATABASE {postgres.OPTUNA_DB};"]
+
+
 def test_object_store_is_the_seaweedfs_of_the_venv(compose: dict) -> None:
     s3 = _service(compose, "s3")
     image, tag = s3["image"].split(":")
