@@ -85,4 +85,17 @@ def server_lost(error: BaseException) -> str | None:
     """What `error` says went wrong with the tracking server after every retry, in words (None: nothing)."""
     if (status := failing_status(error)) is not None:
         return f"answered HTTP {status} to every retry (see the server's log)"
-    return "unreachable" if is_unreachable(error) else None
+    if not is_unreachable(error):
+        return None
+    if _tls_failed(error):  # a server speaking plain HTTP, or a certificate not trusted here: no outage
+        return "unreachable over TLS: an https:// MLFLOW_TRACKING_URI needs a server that speaks TLS (http:// " \
+               "otherwise) with a certificate this machine trusts (MLFLOW_TRACKING_SERVER_CERT_PATH)"
+    return "unreachable"
+
+
+def _tls_failed(error: BaseException) -> bool:
+    """Whether the connection failed in its TLS handshake (requests' SSLError, or MLflow's words for it)."""
+    if isinstance(error, requests.exceptions.SSLError) or "Caused by SSLError" in str(error):
+        return True
+    cause = error.__cause__ or error.__context__
+    return cause is not None and cause is not error and _tls_failed(cause)

@@ -1,6 +1,8 @@
 """Telling an unreachable tracking server apart from other errors, and the bounded retry budget."""
 
 import os
+import socket
+import threading
 from unittest import mock
 
 import pytest
@@ -51,6 +53,29 @@ def test_a_refusal_of_the_credentials_a_permission_or_the_api_names_the_variable
     assert "MLFLOW_TRACKING_URI names another server" in refusal(not_mlflow)
     assert refusal(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Run abc not found"})) is None
     assert refusal(PermissionError("/data: read-only")) is None
+
+
+def test_a_failed_tls_handshake_says_so_and_names_the_uri(monkeypatch):
+    """https:// to a plain-HTTP server (here: an MLflow server's port) is retried like an outage, but the
+    line must say what to fix, not only that the server was unreachable."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    with socket.socket() as listener:  # accepts, then answers the TLS hello with plain HTTP
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        answer = threading.Thread(target=lambda: _answer_plainly(listener), daemon=True)
+        answer.start()
+        with pytest.raises(MlflowException) as caught:
+            Tracking(f"https://127.0.0.1:{listener.getsockname()[1]}").client.search_experiments()
+        answer.join(5)
+    assert "https:// MLFLOW_TRACKING_URI" in server_lost(caught.value)
+    assert server_lost(requests.exceptions.ConnectionError("Connection refused")) == "unreachable"
+
+
+def _answer_plainly(listener: socket.socket) -> None:
+    connection, _ = listener.accept()
+    with connection:
+        connection.recv(4096)
+        connection.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\n")
 
 
 def test_the_wait_is_bounded_unless_the_user_says_otherwise():
