@@ -110,7 +110,22 @@ class StateDir:
             ) from None
 
     def load_secrets(self) -> Secrets | None:
-        return Secrets(**json.loads(self._secrets.read_text())) if self._secrets.exists() else None
+        """The passwords the stack was created with; None before its first start."""
+        if not self._secrets.exists():
+            return None
+        try:
+            return Secrets(**json.loads(self._secrets.read_text()))
+        except (ValueError, TypeError) as error:  # edited by hand, or written by another version
+            raise StackError(f"{self._secrets} is not a secrets.json this version reads ({error}): restore it, "
+                             "or run `python scripts/server.py stop` and delete the folder") from None
+
+    def stored_secrets(self) -> Secrets:
+        """The passwords of a stack that has started: commands on a running stack cannot guess them."""
+        found = self.load_secrets()
+        if found is None:
+            raise StackError(f"{self._secrets} is missing: restore it, or run `python scripts/server.py stop` "
+                             "and delete the folder")
+        return found
 
     def save(self, config: Config, secrets: Secrets) -> None:
         write_atomically(self._config, json.dumps(dataclasses.asdict(config), indent=2) + "\n")

@@ -123,7 +123,7 @@ def stop_mlflow(state: StateDir) -> None:
 def restart_mlflow(state: StateDir) -> None:
     """Only the tracking server (after an MLflow upgrade, say): the data stays where it is. It needs the
     database and the bucket: without them it would retry for two minutes and die with a traceback."""
-    config = state.load_config()
+    config, secrets = state.load_config(), state.stored_secrets()
     down = [name for name, up in (("PostgreSQL", postgres.is_running(state, postgres.find_bindir())),
                                   ("SeaweedFS", processes.running(state, "seaweedfs"))) if not up]
     if down:
@@ -133,7 +133,7 @@ def restart_mlflow(state: StateDir) -> None:
     for port, who in config.ports("mlflow"):  # a program that took the port while the server was down
         check_port_free(port, who)
     began = time.monotonic()
-    mlflow_server.start(state, config, state.load_secrets())
+    mlflow_server.start(state, config, secrets)
     print(
         f"mlflow server on {config.tracking_uri}: restarted in {time.monotonic() - began:.1f} s",
         file=sys.stderr,
@@ -143,7 +143,7 @@ def restart_mlflow(state: StateDir) -> None:
 def status(state: StateDir) -> dict[str, Any]:
     """Running and healthy state of each part, plus what a client needs to reach the stack."""
     config = state.load_config()
-    secrets = state.load_secrets()
+    secrets = state.stored_secrets()
     bindir = postgres.find_bindir()
     pg = postgres.is_running(state, bindir)
     weed, mlflow = (_running(processes.group(state, name)) for name in ("seaweedfs", "mlflow"))

@@ -109,3 +109,14 @@ def test_restarting_the_tracking_server_of_a_stopped_stack_is_one_line_at_once(
     monkeypatch.setattr(mlflow_server, "start", lambda *args: pytest.fail("started without its database"))
     with pytest.raises(StackError, match=f"PostgreSQL and SeaweedFS of the stack in {state.root} are not running"):
         stack.restart_mlflow(state)
+
+
+@pytest.mark.parametrize("written", [None, '{"pg_password": "x"', '{"pg_password": "x"}'])  # gone, cut, old
+def test_a_missing_or_unreadable_secrets_json_is_one_line(state: StateDir, written: str | None) -> None:
+    state.save(_saved(False, None), Secrets("pg", "key", "secret", "flask"))
+    secrets = state.root / "secrets.json"
+    secrets.unlink() if written is None else secrets.write_text(written)
+    with pytest.raises(StackError, match=f"{secrets} is "):
+        stack.status(state)
+    with pytest.raises(StackError, match=f"{secrets} is "):
+        stack.restart_mlflow(state)
