@@ -179,7 +179,7 @@ def config_from_env(auth: bool | None, saved: Config | None, bootstrapped: bool)
     auth = saved.auth if auth is None and saved else bool(auth)
     admin = saved.admin_username if bootstrapped and saved and saved.admin_username else None
     admin = admin or (os.environ.get("MLFLOW_TRACKING_USERNAME") if auth else None)
-    return Config(
+    config = Config(
         pg_port=port("SIMCLR_PG_PORT", "pg_port"),
         s3_port=s3_port,
         mlflow_port=port("SIMCLR_MLFLOW_PORT", "mlflow_port"),
@@ -187,6 +187,19 @@ def config_from_env(auth: bool | None, saved: Config | None, bootstrapped: bool)
         auth=auth,
         admin_username=admin,
     )
+    _check_distinct_ports(config)
+    return config
+
+
+def _check_distinct_ports(config: Config) -> None:
+    """Two parts given one port would each pass the free-port check, and the later one would fail to bind
+    once the others run: refused before anything starts."""
+    wanted: dict[int, str] = {}
+    for component in ("postgres", "seaweedfs", "mlflow"):
+        for port, who in config.ports(component):
+            if port in wanted:
+                raise StackError(f"port {port} is wanted by both {wanted[port]} and {who}: move one of them")
+            wanted[port] = who
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:

@@ -4,6 +4,7 @@ checked on the functions with a throwaway process or a temporary folder: no stac
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -120,3 +121,16 @@ def test_a_missing_or_unreadable_secrets_json_is_one_line(state: StateDir, writt
         stack.status(state)
     with pytest.raises(StackError, match=f"{secrets} is "):
         stack.restart_mlflow(state)
+
+
+@pytest.mark.parametrize(("variable", "port", "other"), [
+    ("SIMCLR_MLFLOW_PORT", "18334", "SeaweedFS master (SIMCLR_S3_PORT + 1)"),
+    ("SIMCLR_PG_PORT", "28333", "SeaweedFS s3 (SIMCLR_S3_PORT + 0) gRPC"),
+])
+def test_two_parts_on_one_port_are_refused_before_anything_starts(
+    clean_env: pytest.MonkeyPatch, variable: str, port: str, other: str
+) -> None:
+    """Each port was free, so the stack started PostgreSQL and SeaweedFS, then the server failed to bind."""
+    clean_env.setenv(variable, port)
+    with pytest.raises(StackError, match=rf"port {port} is wanted by both .*{re.escape(other)}"):
+        config_from_env(False, None, bootstrapped=False)
