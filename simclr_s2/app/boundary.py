@@ -39,7 +39,7 @@ def run(stage: Stage, spec: object) -> NoReturn:
         user = isinstance(error, UserError)
         if not user and (lost := server_lost(error)) is not None:  # requests' connection errors are OSErrors too
             _give_up(f"tracking server {lost}: {str(error).splitlines()[0]}")
-        if not user and (refused := refusal(error)) is not None:  # wrong or missing credentials: the user's to fix
+        if not user and (refused := refusal(error)) is not None:  # credentials, a permission, a wrong URI
             server = ctx.tracking_uri if ctx is not None else os.environ.get("MLFLOW_TRACKING_URI", "")
             error, user = UserError(f"tracking server {server} {refused}: {str(error).splitlines()[0]}"), True
         if main_rank:

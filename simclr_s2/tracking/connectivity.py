@@ -1,4 +1,5 @@
-"""How long the platform waits for an unreachable tracking server, and how it tells that case apart.
+"""How long the platform waits for an unreachable tracking server, and how it tells that case apart from
+a server that answered but refused the request (credentials, a permission, no MLflow API at that URI).
 
 MLflow's HTTP client already retries every request with exponential backoff, so a server restart
 mid-run only pauses training while its metrics are retried: none are lost. Its default (7 retries,
