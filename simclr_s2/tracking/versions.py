@@ -15,7 +15,7 @@ from functools import partial
 from typing import TypeVar
 
 import pandas as pd
-from mlflow.entities import ViewType
+from mlflow.entities import RunStatus, ViewType
 from mlflow.entities.model_registry.model_version_status import ModelVersionStatus
 from mlflow.store.entities.paged_list import PagedList
 from mlflow.tracking import MlflowClient
@@ -27,6 +27,7 @@ from simclr_s2.tracking.names import CLASSIFIER_MODEL, COMPLETE_TAG
 log = logging.getLogger(__name__)
 
 CLASSIFIER_STAGES = ("finetune", "baseline")
+FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 READY = ModelVersionStatus.to_string(ModelVersionStatus.READY)  # registering, or failed: no model to read
 RUNS_PER_QUERY = 100  # run ids per `IN (...)` filter: keeps the filter string short for any backend
 
@@ -44,6 +45,13 @@ class VersionRecord:
     run_id: str = ""
     experiment_id: str = ""
     run_tags: dict[str, str] = field(default_factory=dict)  # its run's tags (main's fold and label rule)
+    run_status: str = ""  # its run's status (FINISHED, ...; "" where the store does not hold the run)
+
+    @property
+    def finished(self) -> bool:
+        """Whether its run finished its work: marked complete and ended FINISHED (the mark comes first, so a
+        run between the two, or one whose ending failed and was ended FAILED, carries the mark alone)."""
+        return self.run_tags.get(COMPLETE_TAG) == "true" and self.run_status == FINISHED
 
     def describe(self) -> str:
         t = self.tags
@@ -74,7 +82,8 @@ def search_versions(client: MlflowClient, scheme: str, *, fraction: int | None =
     ("scratch" = baselines), with their runs' metrics; oldest version first. Only READY versions of complete
     runs: compare must not count, nor promote point the champion at, one whose registration has not finished
     or failed (a remote registry can hold such versions), nor one a run registered before it was killed (the
-    run that resumed it registers its own; the dead run goes to the trash)."""
+    run that resumed it registers its own; the dead run goes to the trash), nor one whose run is marked
+    complete but not ended FINISHED (VersionRecord.finished)."""
     clauses = [f"name = {_quoted('model', model)}", f"tags.scheme = {_quoted('scheme', scheme)}"]
     if fraction is not None:
         clauses.append(f"tags.fraction = '{int(fraction)}'")
@@ -86,12 +95,12 @@ def search_versions(client: MlflowClient, scheme: str, *, fraction: int | None =
         log.warning("left out, not ready in the registry: %s", ", ".join(unready))
     versions = [(mv.run_id or mv.tags.get("run_id", ""), mv) for mv in found if mv.status == READY]
     runs = run_metrics(client, (run_id for run_id, _ in versions))
-    records = [VersionRecord(str(mv.version), dict(mv.tags), metrics, run_id, experiment, tags)
-               for run_id, mv in versions for metrics, experiment, tags in [runs.get(run_id, ({}, "", {}))]]
-    if unfinished := [r.describe() for r in records if r.run_tags.get(COMPLETE_TAG) != "true"]:
+    records = [VersionRecord(str(mv.version), dict(mv.tags), metrics, run_id, experiment, tags, status)
+               for run_id, mv in versions for metrics, experiment, tags, status in [runs.get(run_id, NO_RUN)]]
+    if unfinished := [r.describe() for r in records if not r.finished]:
         log.warning("left out, registered by runs that never finished (or that this store does not hold): %s",
                     ", ".join(unfinished))
-    return [r for r in records if r.run_tags.get(COMPLETE_TAG) == "true"]
+    return [r for r in records if r.finished]
 
 
 def finite(records: Sequence[VersionRecord], metrics: Iterable[str]) -> tuple[list[VersionRecord], list[str]]:
@@ -124,21 +133,25 @@ def versions_frame(records: Sequence[VersionRecord], metrics: Iterable[str]) -> 
     return pd.DataFrame(rows)
 
 
-def run_metrics(client: MlflowClient, run_ids: Iterable[str]
-                ) -> dict[str, tuple[dict[str, float], str, dict[str, str]]]:
-    """Latest value of every metric of each run, the run's experiment and its tags, fetched in batches of
-    runs across all experiments (a version's run may live in any experiment; deleted runs still count:
+RunFacts = tuple[dict[str, float], str, dict[str, str], str]  # metrics, experiment, tags, status
+NO_RUN: RunFacts = ({}, "", {}, "")
+
+
+def run_metrics(client: MlflowClient, run_ids: Iterable[str]) -> dict[str, RunFacts]:
+    """Latest value of every metric of each run, the run's experiment, its tags and status, fetched in batches
+    of runs across all experiments (a version's run may live in any experiment; deleted runs still count:
     their model is registered)."""
     ids = sorted({i for i in run_ids if i})
     if not ids:
         return {}
     experiments = [e.experiment_id for e in _pages(partial(client.search_experiments, view_type=ViewType.ALL))]
-    out: dict[str, tuple[dict[str, float], str, dict[str, str]]] = {}
+    out: dict[str, RunFacts] = {}
     for start in range(0, len(ids), RUNS_PER_QUERY):
         listed = ", ".join(f"'{i}'" for i in ids[start:start + RUNS_PER_QUERY])
         for run in _pages(partial(client.search_runs, experiments, f"attributes.run_id IN ({listed})",
                                   run_view_type=ViewType.ALL)):
-            out[run.info.run_id] = dict(run.data.metrics), run.info.experiment_id, dict(run.data.tags)
+            out[run.info.run_id] = (dict(run.data.metrics), run.info.experiment_id, dict(run.data.tags),
+                                    run.info.status)
     missing = set(ids) - set(out)
     if missing:
         log.warning("runs %s of registered versions not found; their metrics count as missing", sorted(missing))

@@ -45,6 +45,7 @@ def test_a_version_not_ready_in_the_registry_is_left_out(ctx, caplog):
     model = f"m-{ctx.experiment_name}"
     door.client.create_registered_model(model)
     run_id = door.client.create_run(ctx.experiment_id, tags={COMPLETE_TAG: "true"}).info.run_id
+    door.client.set_terminated(run_id, "FINISHED")
     for seed in range(3):
         door.client.create_model_version(model, "file:///nowhere", run_id, tags={**TAGS, "seed": str(seed)})
     with sqlite3.connect(ctx.tracking_uri.removeprefix("sqlite:///")) as db:
@@ -64,6 +65,7 @@ def test_a_version_a_killed_run_registered_is_left_out(ctx, caplog):
     door.client.create_registered_model(model)
     killed = door.client.create_run(ctx.experiment_id).info.run_id
     resumed = door.client.create_run(ctx.experiment_id, tags={COMPLETE_TAG: "true"}).info.run_id
+    door.client.set_terminated(resumed, "FINISHED")
     for run_id in (killed, resumed):
         door.client.create_model_version(model, "file:///nowhere", run_id, tags=TAGS)
     assert [(r.version, r.run_id) for r in door.search_versions("basic", model=model)] == [("2", resumed)]
@@ -84,3 +86,19 @@ def test_versions_differing_only_in_their_input_are_two_conditions():
     result = compare(frame, [10])
     assert result.conditions == ("scratch bands all", "scratch bands study") and result.duplicates.empty
     assert result.cells.set_index("condition").loc["scratch bands study", "versions"] == "1,3"
+
+
+def test_a_version_whose_run_is_marked_complete_but_not_finished_is_left_out(ctx, caplog):
+    """The completion mark is written before the run ends FINISHED: between the two (or where ending it failed
+    and the run was ended FAILED) the run is no finished run, and its version is not ranked, as the
+    tracker's reuse and the threshold search require both."""
+    door = Tracking.of(ctx)
+    model = f"f-{ctx.experiment_name}"
+    door.client.create_registered_model(model)
+    runs = [door.client.create_run(ctx.experiment_id, tags={COMPLETE_TAG: "true"}).info.run_id for _ in range(3)]
+    door.client.set_terminated(runs[0], "FINISHED")
+    door.client.set_terminated(runs[2], "FAILED")  # runs[1] stays RUNNING
+    for seed, run_id in enumerate(runs):
+        door.client.create_model_version(model, "file:///nowhere", run_id, tags={**TAGS, "seed": str(seed)})
+    assert [(r.version, r.run_id) for r in door.search_versions("basic", model=model)] == [("1", runs[0])]
+    assert "never finished" in caplog.text and "v2 (ben 10pct s1), v3 (ben 10pct s2)" in caplog.text
