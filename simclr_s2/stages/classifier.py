@@ -51,7 +51,7 @@ from simclr_s2.tracking.artifacts import is_remote
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.evaluation import THRESHOLD_METRIC, log_at_validation_threshold, log_evaluation
 from simclr_s2.tracking.names import CLASSIFIER_MODEL
-from simclr_s2.tracking.registry import SCALING_TAG, encoder_uri
+from simclr_s2.tracking.registry import LATEST, SCALING_TAG, encoder_uri
 from simclr_s2.tracking.tracker import StageRun
 from simclr_s2.tracking.ui import how_to_browse, run_url
 
@@ -64,6 +64,7 @@ SPLIT_DIGEST = "split_digest"
 ENCODER_DIGEST = "pretrained_digest"
 """resolved_pretrained_digest: the sha256 of an encoder given as a local state-dict file."""
 ALIAS_URI = re.compile(r"models:/[^/@]+@([\w-]+)")  # a registry alias, which may move to another version
+MOVING_URI = re.compile(rf"{ALIAS_URI.pattern}|models:/[^/@]+/{LATEST}")  # an alias, or the newest version
 
 
 @dataclass(frozen=True)
@@ -134,11 +135,11 @@ def file_digest(ref: str) -> str | None:
 
 
 def pinned_alias(uri: str, ctx: Context) -> str | None:
-    """A registry alias (models:/name@alias, or the alias alone: encoder_uri) as the version it names now,
-    models:/name/<version>; None for any other reference, and for an alias the registry lacks: the run then
-    fails on it, saying why."""
+    """A registry alias (models:/name@alias, or the alias alone: encoder_uri) or models:/name/latest as the
+    version it names now, models:/name/<version>; None for any other reference, and for an alias the registry
+    lacks: the run then fails on it, saying why."""
     uri = encoder_uri(uri)
-    if not ALIAS_URI.fullmatch(uri):
+    if not MOVING_URI.fullmatch(uri):
         return None
     try:
         return Tracking.of(ctx).encoder_ref(uri).uri

@@ -219,7 +219,8 @@ class ModelRef:
 
 
 def resolve_model_uri(client: StoreClient, uri: str, what: str = "pretrained") -> ModelRef:
-    """A models:/ URI pinned to its version, with tags and run; a runs:/<id>/<path> URI as the version its run
+    """A models:/ URI (a version, `latest`: the newest ready version, or an alias) pinned to its version, with
+    tags and run; a runs:/<id>/<path> URI as the version its run
     registered from that path (the newest where several), so a model read either way gets the same scaling,
     bands, threshold and pretraining membership from its tags; a run's model never registered, with its run
     alone."""
@@ -230,12 +231,29 @@ def resolve_model_uri(client: StoreClient, uri: str, what: str = "pretrained") -
             return _version_ref(registered)
         return ModelRef(uri, "", {}, run.group(1) if run else None)
     name, version, alias = match.groups()
+    if version is not None and not (version.isdigit() or version == LATEST):
+        raise UserError(f"{what}: {uri}: expected a version number, {LATEST} or @<alias> after the model's name")
     try:
-        mv = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+        mv = (client.get_model_version_by_alias(name, alias) if alias else _latest(client, name)
+              if version == LATEST else client.get_model_version(name, version))
     except MlflowException as error:
         raise UserError(f"{what}: {uri} not found in the model registry ({error.message.splitlines()[0]})") \
             from None
     return _version_ref(mv)
+
+
+LATEST = "latest"  # models:/<name>/latest, as MLflow's loaders take it
+
+
+def _latest(client: StoreClient, name: str) -> ModelVersion:
+    """The newest version of `name` ready to read (one still registering, or failed, has no model yet)."""
+    token = None
+    while True:
+        page = client.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"], page_token=token)
+        if ready := next((mv for mv in page if mv.status == READY), None):
+            return ready
+        if not (token := page.token):
+            raise MlflowException(f"Registered model {name} has no version ready to read")
 
 
 def _version_ref(mv: ModelVersion) -> ModelRef:

@@ -129,3 +129,24 @@ def test_a_bare_alias_names_the_encoder_model_and_a_file_of_that_name_is_the_fil
     (tmp_path / alias).rmdir()
     torch.save(Encoder("resnet18", 13).state_dict(), tmp_path / alias)  # a timm-layout state dict
     assert encoder_uri(alias) == alias and load_pretrained(client, alias).version == ""
+
+
+def test_models_latest_is_the_newest_ready_version_and_a_stage_is_refused_in_one_line(store, ctx):
+    """models:/<name>/latest, which MLflow's own loaders and `mlflow models serve` take, is the newest version
+    ready to read (pinned, with its tags; a finetune's key pins it, as an alias: it moves), not "version
+    'latest' not found"; a stage name gets one line naming the forms taken."""
+    from simclr_s2.stages.classifier import pinned_alias
+
+    client, name = store_client(store), f"latest-{uuid.uuid4().hex[:8]}"
+    client.create_registered_model(name)
+    for seed in range(3):
+        client.create_model_version(name, "file:///nowhere", tags={"seed": str(seed)})
+    with sqlite3.connect(store.removeprefix("sqlite:///")) as db:  # the newest one still registering
+        db.execute("UPDATE model_versions SET status = 'PENDING_REGISTRATION' WHERE name = ? AND version = 3",
+                   (name,))
+    ref = resolve_model_uri(client, f"models:/{name}/latest", "model_uri")
+    assert (ref.uri, ref.version, ref.tags["seed"]) == (f"models:/{name}/2", f"{name}/2", "1")
+    assert pinned_alias(f"models:/{name}/latest", ctx) == f"models:/{name}/2"
+    with pytest.raises(UserError, match=rf"^model_uri: models:/{name}/Production: expected a version number, "
+                                        r"latest or @<alias> after the model's name$"):
+        resolve_model_uri(client, f"models:/{name}/Production", "model_uri")
