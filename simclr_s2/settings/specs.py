@@ -46,7 +46,7 @@ from simclr_s2.settings.spec import (
 )
 from simclr_s2.study.comparison import DEFAULT_LABEL_RULE
 from simclr_s2.study.membership import OVERLAP_POLICIES
-from simclr_s2.study.promotion import alias_problem, run_metric
+from simclr_s2.study.promotion import alias_problem, former_alias_problem, run_metric
 from simclr_s2.study.search_space import PRUNERS, TARGETS, SearchSpace, check_metric, storage_problem
 from simclr_s2.study.split_kinds import KIND_PATTERN, KINDS_HELP, is_cv
 from simclr_s2.study.splits import ALL_SETS, check_options, scheme_folder_problem
@@ -465,9 +465,12 @@ class Promote(Spec):
     dry_run: bool = param(False, "only show the choice", keyed=False)
 
     def validate(self) -> None:
-        """Refused before a run opens or the registry is read: a bad fraction, a test metric."""
+        """Refused before a run opens or the registry is read: a bad fraction, an alias promote keeps a former
+        holder in, a test metric."""
         if self.fraction != "any" and not (self.fraction.isdigit() and 0 < int(self.fraction) <= 100):
             raise UserError(f"fraction: expected a whole percentage in 1..100 or any, got {self.fraction!r}")
+        if problem := former_alias_problem(self.alias):
+            raise UserError(f"alias: {problem}")
         run_metric(self.metric)
 
 

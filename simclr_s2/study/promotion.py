@@ -53,9 +53,21 @@ def alias_problem(alias: str) -> str | None:
     return None
 
 
+PREVIOUS = "previous"
+
+
 def previous_alias(alias: str) -> str:
     """Where the version `alias` held before goes: `previous` for the champion, `<alias>-previous` else."""
-    return "previous" if alias == "champion" else f"{alias}-previous"
+    return PREVIOUS if alias == "champion" else f"{alias}-{PREVIOUS}"
+
+
+def former_alias_problem(alias: str) -> str | None:
+    """Why promote must not move `alias` (None: nothing): it is one previous_alias gives, where promote keeps a
+    former holder, so the next promote of the alias it serves would write over it."""
+    if alias == PREVIOUS or alias.endswith(f"-{PREVIOUS}"):
+        return (f"{alias} is where promote keeps a former holder (@{PREVIOUS} of champion, @<alias>-{PREVIOUS} "
+                "of another alias); choose another alias")
+    return None
 
 
 @dataclass(frozen=True)

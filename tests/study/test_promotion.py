@@ -9,6 +9,7 @@ import math
 import pytest
 
 from simclr_s2.errors import UserError
+from simclr_s2.settings import specs
 from simclr_s2.study.promotion import (
     Candidate,
     alias_problem,
@@ -110,3 +111,13 @@ def test_a_near_constant_predictor_is_never_ranked() -> None:
     assert "1 near-constant predictors left out" in decision(choice, "champion", None, dry_run=True)
     with pytest.raises(UserError, match=r"varied predictions \(1 near-constant\)"):
         choose([constant], "val_f1", "scheme=basic")
+
+
+@pytest.mark.parametrize("alias", ["previous", "best-auc-previous"])
+def test_an_alias_promote_keeps_a_former_holder_in_is_not_promoted_to(alias: str) -> None:
+    """promote keeps champion's former holder in @previous (and <alias>'s in @<alias>-previous): promoting to
+    one of those would have the next champion's promote write over it, and its own former go to
+    @previous-previous."""
+    with pytest.raises(UserError, match=rf"^alias: {alias} is where promote keeps a former holder"):
+        specs.Promote(alias=alias).validate()
+    specs.Promote(alias="best-auc").validate()
