@@ -164,12 +164,33 @@ def alias_version(client: MlflowClient, alias: str, model: str = CLASSIFIER_MODE
     return str(aliases[alias]) if alias in aliases else None
 
 
+def alias_tags(alias: str, tags: Mapping[str, str]) -> dict[str, str]:
+    """promote's reason (`promoted_metric`, ...) as a version carries it, under the alias
+    (`promoted.champion.metric`): a version may hold several aliases, each promoted for its own reason."""
+    return {f"{_alias_prefix(alias)}{key.removeprefix('promoted_')}": value for key, value in tags.items()
+            if key != "promoted_alias"}
+
+
+def _alias_prefix(alias: str) -> str:
+    return f"promoted.{alias}."
+
+
+def _reason_keys(tags: Mapping[str, str], alias: str) -> list[str]:
+    """The tags of a version that give its reason for holding `alias`: alias_tags', or the `promoted_*` a
+    promote before them wrote, where they name `alias`."""
+    legacy = tags.get("promoted_alias") == alias
+    return [k for k in tags if k.startswith(_alias_prefix(alias)) or (legacy and k.startswith("promoted_"))]
+
+
 def move_alias(client: MlflowClient, version: str, alias: str, tags: Mapping[str, str], *, former: str | None,
                previous_alias: str, model: str = CLASSIFIER_MODEL) -> None:
-    """Point `alias` at `version` after writing `tags` on it (so whoever follows the alias finds why), and
-    keep `former`, the version `alias` held before, reachable as `previous_alias`."""
-    for key, value in tags.items():
+    """Point `alias` at `version` after writing the reason `tags` on it under the alias (alias_tags: so
+    whoever follows the alias finds why), and keep `former`, the version `alias` held before, reachable as
+    `previous_alias`, its reason for `alias` taken off (the promote runs keep the history)."""
+    for key, value in alias_tags(alias, tags).items():
         client.set_model_version_tag(model, version, key, value)
     if former is not None and former != version:
         client.set_registered_model_alias(model, previous_alias, former)
+        for key in _reason_keys(client.get_model_version(model, former).tags, alias):
+            client.delete_model_version_tag(model, former, key)
     client.set_registered_model_alias(model, alias, version)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sqlite3
+from functools import partial
 
 from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, ZSCORE
 from simclr_s2.learning.metrics import THRESHOLD_SOURCE
@@ -11,7 +12,7 @@ from simclr_s2.study.comparison import REQUIRED, compare
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.names import COMPLETE_TAG
 from simclr_s2.tracking.registry import SCALING_TAG
-from simclr_s2.tracking.versions import VersionRecord, finite, versions_frame
+from simclr_s2.tracking.versions import VersionRecord, finite, move_alias, versions_frame
 
 TAGS = {"stage": "finetune", "pretrained": "ben", "arch": "resnet18", "epochs": "50", "fraction": "10", "seed": "0",
         "trainable": "head2", "tuned": "true", "test_digest": "abc", "scheme": "basic"}
@@ -102,3 +103,25 @@ def test_a_version_whose_run_is_marked_complete_but_not_finished_is_left_out(ctx
         door.client.create_model_version(model, "file:///nowhere", run_id, tags={**TAGS, "seed": str(seed)})
     assert [(r.version, r.run_id) for r in door.search_versions("basic", model=model)] == [("1", runs[0])]
     assert "never finished" in caplog.text and "v2 (ben 10pct s1), v3 (ben 10pct s2)" in caplog.text
+
+
+def test_each_alias_keeps_its_own_reason_on_the_version_and_a_former_holder_loses_it(ctx):
+    """A version may hold champion and another alias: promoting it to the second must not write over why it is
+    champion; once champion moves on, the former holder no longer says it was promoted to champion (the
+    promote runs keep the history)."""
+    door = Tracking.of(ctx)
+    model = f"p-{ctx.experiment_name}"
+    door.client.create_registered_model(model)
+    reason = {"promoted_alias": "champion", "promoted_metric": "val_f1", "promoted_value": "0.8"}
+    for _ in range(2):  # the first with the reason a promote before alias_tags wrote
+        door.client.create_model_version(model, "file:///nowhere", tags={**TAGS, **reason})
+    move = partial(move_alias, door.client, model=model)
+    move("1", "champion", reason, former=None, previous_alias="previous")
+    move("1", "best-auc", {**reason, "promoted_metric": "val_auc"}, former=None, previous_alias="best-auc-previous")
+    first = door.client.get_model_version(model, "1").tags
+    assert (first["promoted.champion.metric"], first["promoted.best-auc.metric"]) == ("val_f1", "val_auc")
+    move("2", "champion", reason, former="1", previous_alias="previous")
+    first, second = (door.client.get_model_version(model, v) for v in ("1", "2"))
+    assert [k for k in first.tags if k.startswith(("promoted.champion.", "promoted_"))] == []
+    assert first.tags["promoted.best-auc.value"] == "0.8" and second.tags["promoted.champion.value"] == "0.8"
+    assert (sorted(first.aliases), second.aliases) == (["best-auc", "previous"], ["champion"])
