@@ -57,7 +57,30 @@ def _wait_until_up(server: subprocess.Popen, url: str) -> None:
     raise AssertionError(f"mlflow models serve did not answer {url} within {START_DEADLINE_S} s")
 
 
+# Imported first by every Python process that has its folder on PYTHONPATH: simclr_s2 cannot be imported there
+NO_PACKAGE = """import sys
+
+
+class NoPackage:
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] == "simclr_s2":
+            raise ImportError(f"{name}: the served model must not need it")
+
+
+sys.meta_path.insert(0, NoPackage())
+"""
+
+
+def without_the_package(env: dict[str, str], folder: Path) -> dict[str, str]:
+    """`env` for a process where simclr_s2 cannot be imported, installed in the venv or not: the claim that a
+    served model needs nothing of this package."""
+    folder.mkdir()
+    (folder / "sitecustomize.py").write_text(NO_PACKAGE)
+    return {**env, "PYTHONPATH": str(folder)}
+
+
 def test_the_served_classifier_answers_a_patch_of_dn_as_evaluate_does(project, classifier, tmp_path):
+    """...in a server where simclr_s2 cannot be imported."""
     patch = next((REBEN / "BigEarthNet-S2").glob("*/*"))
     model, _ = load_logged(project.client, classifier, IrrigationClassifier, "model")
     _, evaluated, _ = predict(model, BatchLoader(PatchDataset(REBEN, [patch.name], [0.0], STUDY_BANDS), 1))
@@ -65,7 +88,8 @@ def test_the_served_classifier_answers_a_patch_of_dn_as_evaluate_does(project, c
     with claimed_port() as port, open(tmp_path / "serve.log", "wb") as log:
         server = subprocess.Popen([str(BIN / "mlflow"), "models", "serve", "-m", CHAMPION,
                                    "--env-manager", "local", "--host", "127.0.0.1", "--port", str(port)],
-                                  env={**project.process_env(), **NO_CODE}, stdout=log, stderr=subprocess.STDOUT,
+                                  env=without_the_package({**project.process_env(), **NO_CODE}, tmp_path / "site"),
+                                  stdout=log, stderr=subprocess.STDOUT,
                                   start_new_session=True)
         try:
             _wait_until_up(server, f"http://127.0.0.1:{port}/ping")
