@@ -35,7 +35,7 @@ from simclr_s2.study.splits import NATURAL, VAL_NATURAL, SplitSet, load_sets
 from simclr_s2.tracking.artifacts import Fetcher
 from simclr_s2.tracking.door import Tracking
 from simclr_s2.tracking.evaluation import log_at_validation_threshold, log_evaluation
-from simclr_s2.tracking.registry import SCALING_TAG, ModelRef, encoder_bands
+from simclr_s2.tracking.registry import SCALING_TAG, ModelRef, classifier_bands
 from simclr_s2.tracking.thresholds import OVERLAP_TAG as THRESHOLD_OVERLAP_TAG
 from simclr_s2.tracking.thresholds import SET_TAG as THRESHOLD_SET_TAG
 from simclr_s2.tracking.thresholds import operating
@@ -61,7 +61,7 @@ class Evaluate(Stage[specs.Evaluate]):
         model, ref = run.tracking.load_logged(spec.model_uri, IrrigationClassifier, "model_uri")
         version, tags = ref.version, ref.tags
         same_scheme(tags, spec.scheme, spec.model_uri)
-        bands = encoder_bands(tags, model.encoder.in_channels)
+        bands = classifier_bands(ref, model, spec.model_uri, "model_uri", "evaluate reads the archive's bands by name")
         with Fetcher.temporary(ctx.tracking_uri) as fetch:
             split = load_split_data(fetch, resolved.get("split", spec.split), spec.scheme, spec.fraction)
             chosen = split.set(spec.set)

@@ -14,8 +14,7 @@ from pathlib import Path
 
 import torch
 
-from simclr_s2.bigearthnet.bands import ZSCORE, Bands, InputTransform
-from simclr_s2.errors import UserError
+from simclr_s2.bigearthnet.bands import ZSCORE, InputTransform
 from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.scenes.inference import Result, map_scene
 from simclr_s2.scenes.maps import PROBABILITY, QUICKLOOK, SUMMARY, write_quicklook
@@ -26,24 +25,10 @@ from simclr_s2.scenes.windows import SceneReader
 from simclr_s2.settings import specs
 from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage
-from simclr_s2.tracking.registry import BAND_LIST_TAG, SCALING_TAG, ModelRef
+from simclr_s2.tracking.registry import SCALING_TAG, classifier_bands
 from simclr_s2.tracking.tracker import StageRun
 
 ARTIFACTS = "maps"
-
-
-def model_bands(ref: ModelRef, model: IrrigationClassifier, uri: str) -> Bands:
-    """The bands the classifier reads, by name and in channel order, from its version's tags: a scene's
-    bands are picked by name, so a model that does not say which it reads is refused (no count guessing)."""
-    recorded = ref.tags.get(BAND_LIST_TAG) or ref.tags.get("bands")
-    if not recorded:
-        raise UserError(f"model: {uri} records no band list (a registered version's {BAND_LIST_TAG} or bands tag); "
-                        "predict picks a scene's bands by name: use a version registered by finetune or baseline")
-    bands = Bands.parse(recorded)
-    if len(bands) != model.encoder.in_channels:
-        raise UserError(f"model: {uri} records {len(bands)} bands ({recorded}) but takes "
-                        f"{model.encoder.in_channels} channels")
-    return bands
 
 
 def _offsets(scene: Scene, bands: tuple[str, ...]) -> str:
@@ -62,7 +47,8 @@ class Predict(Stage[specs.Predict]):
         out = Path(spec.out).expanduser().resolve()
         with draft_folder(out) as draft:
             model, ref = run.tracking.load_logged(spec.model, IrrigationClassifier, "model")
-            bands, version = model_bands(ref, model, spec.model), ref.version or spec.model
+            bands = classifier_bands(ref, model, spec.model, "model", "predict picks a scene's bands by name")
+            version = ref.version or spec.model
             threshold, source = (float(spec.threshold), "given") if spec.threshold != "auto" else \
                 run.tracking.validation_threshold(ref)
             scene = open_scene(spec.scene)

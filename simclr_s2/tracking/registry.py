@@ -365,6 +365,21 @@ def _registered_from(client: StoreClient, version: ModelVersion, uri: str, path:
         return False
 
 
+def classifier_bands(ref: ModelRef, model: IrrigationClassifier, uri: str, what: str, reads: str) -> Bands:
+    """The bands the classifier reads, by name and in channel order, from its version's tags: a model that
+    does not say which it reads is refused, never fed bands in an order guessed from its channel count.
+    `what` names the parameter, `reads` what the command picks the bands from."""
+    recorded = ref.tags.get(BAND_LIST_TAG) or ref.tags.get("bands")
+    if not recorded:
+        raise UserError(f"{what}: {uri} records no band list (a registered version's {BAND_LIST_TAG} or bands "
+                        f"tag); {reads}: use a version registered by finetune or baseline")
+    bands = Bands.parse(recorded)
+    if len(bands) != model.encoder.in_channels:
+        raise UserError(f"{what}: {uri} records {len(bands)} bands ({recorded}) but takes "
+                        f"{model.encoder.in_channels} channels")
+    return bands
+
+
 def encoder_bands(tags: Mapping[str, str], in_channels: int) -> Bands | None:
     """The band list an encoder was trained on: its `band_list` tag, its `bands` tag, or, for a state
     dict with no record, the study's 10 or all 12 bands by channel count; None when unknowable."""

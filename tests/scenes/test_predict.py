@@ -11,6 +11,7 @@ import socket
 import subprocess
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pytest
 import rasterio
@@ -25,6 +26,7 @@ from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.learning.train import predict
 from simclr_s2.scenes.maps import IRRIGATED, NODATA, PROBABILITY, QUICKLOOK, SUMMARY
 from simclr_s2.scenes.product import native_resolution
+from simclr_s2.stages.evaluate import EVALUATE
 from simclr_s2.stages.predict import PREDICT
 from simclr_s2.tracking.registry import ModelRef, load_logged
 from simclr_s2.tracking.thresholds import validation_threshold
@@ -167,6 +169,23 @@ def test_a_model_without_band_metadata_is_refused(project, classifier, tmp_path)
                                        registered.run_id)
     _refused(project, "records no band list", tmp_path / "maps", model=f"models:/hand-registered/{bare.version}",
              scene=str(write_folder(tmp_path / "cogs", scene_bands())))
+
+
+def test_evaluate_refuses_a_model_that_records_no_band_list(project, classifier, tmp_path):
+    """evaluate, as predict, reads the bands a classifier's version names: a model without that record (its
+    files registered again by hand, or a downloaded model folder) is refused before any data is read, never
+    fed the archive's bands in an order guessed from its channel count."""
+    client = project.client
+    registered = client.get_model_version(*classifier.removeprefix("models:/").split("/"))
+    files = client.get_model_version_download_uri(registered.name, registered.version)
+    bare = client.create_model_version(client.create_registered_model("hand-registered-eval").name, files,
+                                       registered.run_id)
+    folder = mlflow.artifacts.download_artifacts(artifact_uri=files, dst_path=str(tmp_path / "model"))
+    for uri in (f"models:/hand-registered-eval/{bare.version}", folder):
+        with pytest.raises(UserError, match=rf"^model_uri: {uri} records no band list \(a registered version's "
+                                            r"band_list or bands tag\); evaluate reads the archive's bands by name"):
+            project.run_stage(EVALUATE, model_uri=uri, split=str(tmp_path / "no-split"))
+        assert project.latest("evaluate").info.status == "FAILED"
 
 
 def test_a_runs_uri_is_read_as_the_version_its_run_registered(project, classifier):
