@@ -244,7 +244,8 @@ def save_confusion_matrix(y_true: np.ndarray, probabilities: np.ndarray, folder:
 
 
 def save_curves(y_true: np.ndarray, probabilities: np.ndarray, folder: Path) -> list[Path]:
-    """roc.png and pr.png in `folder`: the same at every threshold, so a set scored at two is drawn once."""
+    """roc.png and pr.png (pr_figure) in `folder`: the same at every threshold, so a set scored at two is drawn
+    once."""
     from matplotlib.figure import Figure
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -256,13 +257,24 @@ def save_curves(y_true: np.ndarray, probabilities: np.ndarray, folder: Path) -> 
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title="ROC")
     ax.legend(loc="lower right")
 
+    return [_save(roc, folder / "roc.png"), _save(pr_figure(y_true, probabilities), folder / "pr.png")]
+
+
+def pr_figure(y_true: np.ndarray, probabilities: np.ndarray) -> Figure:
+    """The precision-recall curve with the set's prevalence as a dashed line: a predictor without skill has
+    that precision at every recall (and that AP), so at natural prevalence (2.3 % positives) an AP of 0.2 is
+    skill where on a balanced set it would be far below chance."""
+    from matplotlib.figure import Figure
+
     pr = Figure(figsize=(4, 4))
     ax = pr.subplots()
     precision, recall, _ = pr_curve(y_true, probabilities)
     ax.step(recall, precision, where="post", label=f"AP {average_precision(y_true, probabilities):.3f}")
+    prevalence = float(np.mean(np.asarray(y_true).astype(bool))) if len(y_true) else math.nan
+    ax.axhline(prevalence, linestyle="--", color="grey", label=f"no skill (prevalence {prevalence:.3f})")
     ax.set(xlabel="recall", ylabel="precision", title="Precision-recall", ylim=(0, 1.02))
-    ax.legend(loc="lower left")
-    return [_save(roc, folder / "roc.png"), _save(pr, folder / "pr.png")]
+    ax.legend(loc="best")
+    return pr
 
 
 def _save(fig: Figure, path: Path) -> Path:

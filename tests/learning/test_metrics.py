@@ -12,6 +12,7 @@ from simclr_s2.learning.metrics import (
     f1,
     near_constant,
     pr_curve,
+    pr_figure,
     reliability,
     roc_auc,
     roc_curve,
@@ -93,6 +94,15 @@ def test_plots_are_written(tmp_path):
     paths = [save_confusion_matrix(y, p, tmp_path, 0.3), *save_curves(y, p, tmp_path)]
     assert [p.name for p in paths] == ["confusion_matrix.png", "roc.png", "pr.png"]
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_the_pr_plot_draws_the_prevalence_a_predictor_without_skill_scores():
+    y = np.arange(200) % 20 == 0  # 5 % positive, as at natural prevalence
+    p = np.linspace(0, 1, 200)
+    [ax] = pr_figure(y, p).axes
+    flat = [line for line in ax.get_lines() if len(set(line.get_ydata())) == 1]
+    assert [float(line.get_ydata()[0]) for line in flat] == [0.05]
+    assert "prevalence 0.050" in flat[0].get_label()
 
 
 def test_a_diverged_models_scores_give_nan_ranking_metrics_not_an_error():
