@@ -44,7 +44,8 @@ predictions lack `group`; the method text names the unit, and warns under stats.
 a t interval across seeds (none for one seed). Paired tests, for each
 fraction, each fine-tuned condition against each baseline condition of the same input bands (a difference
 against a baseline of other bands would be the bands' too, not pretraining's alone; a condition with
-baselines of other bands only gets a row of 0 pairs saying so): runs are paired by seed, on the
+baselines of other bands only gets a row of 0 pairs saying so, as does one at a fraction where no baseline
+ran): runs are paired by seed, on the
 seeds both have (the others are listed as unpaired and left out); the same method, on the seed pairs'
 differences, gives the mean difference's interval and p. Every p of a comparison (all fractions,
 conditions, baselines and metrics) is adjusted together by Holm's method (`<metric>_p_holm`, beside the
@@ -550,8 +551,9 @@ def _joined(values: pd.Series) -> str:
 def _paired(used: pd.DataFrame, conditions: Sequence[str], fractions: Sequence[int],
             scores: dict[str, Scores] | None, n_boot: int, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per fraction, every fine-tuned condition against every baseline condition of its label rule (the
-    same test patches) and its input bands, paired by seed; a condition whose baselines there all have other
-    bands gets a row of 0 pairs saying so. Then Holm's adjustment over every p of the comparison."""
+    same test patches) and its input bands, paired by seed; a condition with baselines in the comparison
+    but none of its bands at a fraction gets a row of 0 pairs saying why (_not_paired). Then Holm's
+    adjustment over every p of the comparison."""
     if scores is None:
         return pd.DataFrame(), pd.DataFrame()
     baselines = set(used["condition"][used["stage"] == BASELINE_STAGE])
@@ -562,11 +564,10 @@ def _paired(used: pd.DataFrame, conditions: Sequence[str], fractions: Sequence[i
         present = set(at["condition"])
         for a in (c for c in conditions if c in present and c not in baselines):
             ours = [b for b in conditions if b in present and b in baselines and scores[a] is scores[b]]
-            if ours and not any(bands[b] == bands[a] for b in ours):
-                others = ", ".join(dict.fromkeys(_show("bands", bands[b]) for b in ours))
+            if not any(bands[b] == bands[a] for b in ours) and (
+                    why := _not_paired(used, a, ours, [b for b in baselines if scores[a] is scores[b]], bands)):
                 summaries.append({"fraction": fraction, "condition": a, "baseline": "", "pairs": 0, "seeds": "",
-                                  "unpaired": f"not paired: no baseline of its {_show('bands', bands[a])} "
-                                              f"(the baselines: {others})"})
+                                  "unpaired": why})
             for b in (b for b in ours if bands[b] == bands[a]):
                 summary, rows = _pair(at[at["condition"] == a], at[at["condition"] == b], scores[a], n_boot,
                                       seed)
@@ -579,6 +580,21 @@ def _paired(used: pd.DataFrame, conditions: Sequence[str], fractions: Sequence[i
         for i, column in enumerate(p_columns):
             paired.insert(paired.columns.get_loc(column) + 1, f"{column}_holm", adjusted[:, i])
     return paired, pd.DataFrame(pairs)
+
+
+def _not_paired(used: pd.DataFrame, condition: str, here: Sequence[str], rule: Sequence[str],
+                bands: pd.Series) -> str:
+    """Why `condition` has no baseline to pair with at a fraction whose baselines of its label rule are
+    `here` (`rule`: those at any fraction): they read other bands, or there is none at this fraction, which
+    the paired table says rather than leave the fraction out unseen; "" where its label rule has no baseline
+    at all (the report then says there are no paired tests)."""
+    if here:
+        others = ", ".join(dict.fromkeys(_show("bands", bands[b]) for b in here))
+        return f"not paired: no baseline of its {_show('bands', bands[condition])} (the baselines: {others})"
+    if not rule:
+        return ""
+    ran = sorted(set(used["fraction"][used["condition"].isin(rule)]))
+    return f"not paired: no baseline at this fraction (baselines at {_joined(pd.Series(ran))} %)"
 
 
 def _pair(runs_a: pd.DataFrame, runs_b: pd.DataFrame, scores: Scores, n_boot: int,

@@ -467,3 +467,12 @@ def test_predictions_logged_before_their_unit_hold_12_km_blocks_which_the_method
             f"recorded) of {N_PATCHES} test patches") in result.method
     assert f"6 spatial groups (12 km blocks) of {N_PATCHES}" in compare(grid(), [10], predictions=predictions,
                                                                          n_boot=50).method
+
+
+def test_a_fraction_without_a_baseline_says_so_in_the_paired_table() -> None:
+    """A fine-tune at a fraction where no baseline ran is not left out of the paired table unseen."""
+    runs = pd.DataFrame([run(1, 1, 0), run(2, 10, 0), run(3, 10, 0, SCRATCH)])
+    rows = compare(runs, [1, 10], predictions=predictions, n_boot=50).paired.set_index("fraction")
+    assert (rows.loc[1, "pairs"], rows.loc[1, "baseline"]) == (0, "")
+    assert rows.loc[1, "unpaired"] == "not paired: no baseline at this fraction (baselines at 10 %)"
+    assert rows.loc[10, "baseline"] == "scratch"
