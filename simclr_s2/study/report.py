@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from simclr_s2.learning.metrics import DEFAULT_THRESHOLD
+from simclr_s2.learning.metrics import CALIBRATION_BINS, DEFAULT_THRESHOLD
 from simclr_s2.study.comparison import (
     BASELINE_STAGE,
     DIGEST_COLUMNS,
@@ -189,23 +189,27 @@ def plot_paired(comparison: Comparison, path: Path, title: str) -> Path:
 
 
 def plot_reliability(comparison: Comparison, path: Path, title: str) -> Path:
-    """Reliability diagram of the natural-prevalence test set, one panel per fraction: per condition (its
-    seeds pooled) the observed share of irrigated patches against the mean probability of each bin."""
+    """Reliability diagram of the natural-prevalence test set, one column per fraction: per condition (its
+    seeds pooled) the observed share of irrigated patches against the mean probability of each bin, and below
+    it each bin's patch count (log scale): at natural prevalence the upper bins hold a few patches, whose
+    share swings between 0 and 1, and the count says how much a point weighs."""
     bins, colours = comparison.reliability, _colours(comparison)
     fractions = list(dict.fromkeys(bins["fraction"]))
-    fig = Figure(figsize=(3.6 * len(fractions), 3.8))
-    axes = np.atleast_1d(fig.subplots(1, len(fractions)))
-    for ax, fraction in zip(axes, fractions, strict=True):
+    fig = Figure(figsize=(3.6 * len(fractions), 5.2))
+    axes = fig.subplots(2, len(fractions), squeeze=False, sharex="col", height_ratios=(3, 1))
+    for ax, counts, fraction in zip(axes[0], axes[1], fractions, strict=True):
         for condition, rows in bins[bins["fraction"] == fraction].groupby("condition", sort=False):
             filled = rows[rows["patches"] > 0]
             ax.plot(filled["mean_probability"], filled["observed"], marker="o", markersize=3,
                     color=colours[condition], label=condition)
+            counts.plot(filled["mean_probability"], filled["patches"], marker="o", markersize=2,
+                        color=colours[condition], label=condition)
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=0.8)
-        ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="mean predicted probability",
-               ylabel="observed share irrigated", title=f"{fraction} %")
-    axes[0].legend(loc="upper left", fontsize=6)
-    fig.suptitle(_fitted(fig, f"{title}: calibration on the natural-prevalence test set (10 bins, seeds "
-                              "pooled)", 9), fontsize=9)
+        ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="observed share irrigated", title=f"{fraction} %")
+        counts.set(yscale="log", xlabel="mean predicted probability", ylabel="patches per bin")
+    axes[0, 0].legend(loc="upper left", fontsize=6)
+    fig.suptitle(_fitted(fig, f"{title}: calibration on the natural-prevalence test set ({CALIBRATION_BINS} "
+                              "bins, seeds pooled; below, each bin's patches)", 9), fontsize=9)
     return _save(fig, path)
 
 

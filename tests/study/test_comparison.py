@@ -476,3 +476,15 @@ def test_a_fraction_without_a_baseline_says_so_in_the_paired_table() -> None:
     assert (rows.loc[1, "pairs"], rows.loc[1, "baseline"]) == (0, "")
     assert rows.loc[1, "unpaired"] == "not paired: no baseline at this fraction (baselines at 10 %)"
     assert rows.loc[10, "baseline"] == "scratch"
+
+
+def test_the_reliability_diagram_shows_each_bins_patches(result, tmp_path: Path, monkeypatch) -> None:
+    """At natural prevalence an upper bin holds a few patches: the diagram says how many each point stands for."""
+    drawn: list[Figure] = []
+    monkeypatch.setattr(report, "_save", lambda fig, path: drawn.append(fig) or path)
+    report.plot_reliability(result, tmp_path / "reliability.png", "t")
+    bins = result.reliability
+    ben = bins[(bins["condition"] == BEN) & (bins["fraction"] == 10) & (bins["patches"] > 0)]
+    counts = drawn[0].axes[len(set(bins["fraction"])):]  # the second row: one panel per fraction
+    lines = [line for ax in counts for line in ax.get_lines() if line.get_label() == BEN]
+    assert any(list(line.get_ydata()) == ben["patches"].tolist() for line in lines)
