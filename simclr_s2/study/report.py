@@ -393,7 +393,8 @@ def _html_table(header: Sequence[str], rows: list[list[str]]) -> str:
 
 
 def _provenance(comparison: Comparison, row: dict, links: Links | None) -> list[str]:
-    """For one cell: its model versions and runs as links, the encoder version and the digests behind it."""
+    """For one cell: its model versions and runs as links, the encoder version and the digests behind it, its
+    runs' own (the comparison's test_digest names one test set per label rule or fold, after its rule)."""
     runs = comparison.runs[(comparison.runs["condition"] == row["condition"])
                            & (comparison.runs["fraction"] == row["fraction"]) & comparison.runs["used"]]
     versions = ", ".join(_link(f"v{v}", links and links.version(links.classifier_model, str(v)))
@@ -402,9 +403,8 @@ def _provenance(comparison: Comparison, row: dict, links: Links | None) -> list[
                           for r, s in zip(runs["run_id"], runs["seed"], strict=True))
     encoder = row["encoder_version"]
     model, _, number = encoder.rpartition("/")
-    digests = [f"test {comparison.test_digest[:12]}"] + [
-        f"{c.removesuffix('_digest')} {', '.join(d[:12] for d in sorted(set(runs[c])) if d)}"
-        for c in DIGEST_COLUMNS if c in runs.columns and any(runs[c])]
+    digests = [f"{c.removesuffix('_digest')} {', '.join(d[:12] for d in sorted(set(runs[c])) if d)}"
+               for c in ("test_digest", *DIGEST_COLUMNS) if c in runs.columns and any(runs[c])]
     encoder_link = _link(encoder, links and model and links.version(model, number)) if encoder else "-"
     return [versions or "-", run_links or "-", encoder_link, html.escape("; ".join(digests)),
             html.escape(row["split_kind"])]

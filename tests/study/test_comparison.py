@@ -488,3 +488,15 @@ def test_the_reliability_diagram_shows_each_bins_patches(result, tmp_path: Path,
     counts = drawn[0].axes[len(set(bins["fraction"])):]  # the second row: one panel per fraction
     lines = [line for ax in counts for line in ax.get_lines() if line.get_label() == BEN]
     assert any(list(line.get_ydata()) == ben["patches"].tolist() for line in lines)
+
+
+def test_each_cell_names_the_test_set_of_its_own_label_rule() -> None:
+    """Two label rules draw two test sets: a cell's provenance names its runs' one, not the start of the
+    comparison's list of both."""
+    other = "abcd" * 16
+    rules = {"min_fraction": "0.05", "test_digest": other}
+    runs = pd.DataFrame([run(1, 10, 0), run(2, 10, 0, SCRATCH), run(3, 10, 0, **rules),
+                         run(4, 10, 0, SCRATCH, **rules)])
+    page = report.to_html(compare(runs, [10]), "t", [])
+    assert page.count(f"test {TEST_SET[:12]}") == 2 and page.count(f"test {other[:12]}") == 2
+    assert "test [min_fractio" not in page
