@@ -118,6 +118,9 @@ ONE_SEED = ("a cell of one seed, or a pairing of one seed pair: its interval is 
 GROUP_COLUMN = stats.GROUP_COLUMN  # optional in predictions: the patch's resampling group (stats.Groups)
 UNIT_COLUMN = stats.UNIT_COLUMN  # optional in predictions: the groups' unit; without it, stats.LEGACY_UNIT
 SIGNIFICANCE = 0.05
+NATURAL_PREVALENCE = "natural_prevalence"
+"""A cell's column: the share irrigated of its natural-prevalence test predictions, what a predictor without
+skill scores as PR-AUC there."""
 _BAND_SETS = {DEFAULT_INPUT["bands"]: "study", ",".join(BANDS): "all"}  # how a band list reads in a label
 _OVERLAP = re.compile(r"0|unknown|override:[0-9]+")
 
@@ -204,8 +207,10 @@ def compare(runs: pd.DataFrame, fractions: Sequence[int], *, predictions: Predic
     scores = _scored(used, predictions) if predictions is not None else None
     if folded and scores is not None:
         used = _rescored(used, scores)
+    bins = _reliability(used, natural)
     cells = pd.DataFrame([_cell(used, runs, c, f, (scores or {}).get(c), n_boot, seed)
                           for c in conditions for f in fractions])
+    cells[NATURAL_PREVALENCE] = _prevalence(cells, bins)
     paired, pairs = _paired(used, conditions, fractions, scores, n_boot, seed)
     counted = runs[runs["used"]]
     method = (" / ".join(dict.fromkeys(_method(s, folded) for s in scores.values())) if scores
@@ -213,7 +218,7 @@ def compare(runs: pd.DataFrame, fractions: Sequence[int], *, predictions: Predic
     if scores and ((cells["n_runs"] == 1).any() or (not paired.empty and (paired["pairs"] == 1).any())):
         method += f"; {ONE_SEED}"
     return Comparison(runs.reset_index(drop=True), cells, paired, pairs, _duplicates(runs), digest,
-                      tuple(conditions), method, _reliability(used, natural),
+                      tuple(conditions), method, bins,
                       _per_fold(counted) if folded else pd.DataFrame(), _per_country(counted))
 
 
@@ -643,6 +648,15 @@ def _reliability(used: pd.DataFrame, natural: NaturalPredictions | None) -> pd.D
                  for i, (m, o, c) in enumerate(zip(mean, observed, counts, strict=True))]
     return pd.DataFrame(rows, columns=["condition", "fraction", "bin", "mean_probability", "observed",
                                        "patches"])
+
+
+def _prevalence(cells: pd.DataFrame, bins: pd.DataFrame) -> np.ndarray:
+    """Each cell's share of irrigated patches in its natural-prevalence test predictions (seeds pooled), from
+    its calibration bins; NaN where it has none."""
+    by_cell = bins.assign(positives=bins["observed"].fillna(0) * bins["patches"]).groupby(
+        ["condition", "fraction"])[["positives", "patches"]].sum()
+    share = by_cell["positives"] / by_cell["patches"].where(by_cell["patches"] > 0)
+    return share.reindex(pd.MultiIndex.from_frame(cells[["condition", "fraction"]])).to_numpy(float)
 
 
 def _duplicates(runs: pd.DataFrame) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from simclr_s2.study.comparison import (
     DIGEST_COLUMNS,
     METRICS,
     NATURAL_METRICS,
+    NATURAL_PREVALENCE,
     OVERLAP,
     PAIRED_METRICS,
     SIGNIFICANCE,
@@ -264,7 +265,8 @@ def _flag(row: dict) -> str:
 def _cell_rows(cells: pd.DataFrame) -> list[list[str]]:
     return [[row["condition"], str(row["fraction"]), str(row["n_runs"]),
              *(_estimate(row[f"{m}_mean"], row[f"{m}_low"], row[f"{m}_high"]) for m in METRICS),
-             *(_plain(row[f"{m}_mean"]) for m in NATURAL_METRICS), _plain(100 * row[f"{OVERLAP}_mean"], 1),
+             _plain(row[NATURAL_PREVALENCE]), *(_plain(row[f"{m}_mean"]) for m in NATURAL_METRICS),
+             _plain(100 * row[f"{OVERLAP}_mean"], 1),
              _flag(row), row["interval"] or "-",
              pretraining_status(row["pretraining_overlap"], row["encoder_version"]), str(row["duplicates"])]
             for row in cells.to_dict("records")]
@@ -272,7 +274,7 @@ def _cell_rows(cells: pd.DataFrame) -> list[list[str]]:
 
 CELL_HEADER = ["condition", "fraction (%)", "runs",
                *(f"test {n} [{PERCENT} interval]" for n in METRICS.values()),
-               *(f"natural {n}" for n in NATURAL_METRICS.values()),
+               "natural prevalence", *(f"natural {n}" for n in NATURAL_METRICS.values()),
                "test patches near train (%)", "flag", "interval", "pretraining", "duplicates"]
 PAIRED_HEADER = ["fraction (%)", "condition", "baseline", "seed pairs", "groups",
                  *(h for m in PAIRED_METRICS
@@ -312,7 +314,8 @@ def _intro(comparison: Comparison) -> list[str]:
              f"the same test patches, runs paired by seed. Holm's adjustment over all {tests} tests of this "
              f"comparison; * marks a Holm p < {SIGNIFICANCE:g}, the only differences to call a difference."),
             ("Natural columns: the natural-prevalence test set at the threshold chosen on the fraction's "
-             "natural-prevalence validation set (PR-AUC, Brier and ECE need no threshold), means over seeds. "
+             "natural-prevalence validation set (PR-AUC, Brier and ECE need no threshold), means over seeds; "
+             "its prevalence (share irrigated) is the PR-AUC of a predictor without skill. "
              "Test patches near train: the split's measured footprint overlap (same ground on any date, or a "
              "neighbour). A near-constant predictor is flagged: balanced F1 rewards it. So are runs whose "
              f"natural validation set held no positive: their natural figures are at {DEFAULT_THRESHOLD}, "

@@ -341,7 +341,7 @@ def test_report_files_links_and_statuses(written: Written, tmp_path: Path) -> No
     tested = int(result.paired[["accuracy_p", "f1_p"]].notna().to_numpy().sum())  # pairings of 2+ seed pairs
     assert tested == 2 and "Holm's adjustment over all 2 tests" in markdown
     assert "nan" not in markdown.lower().replace("natural", "")  # a pairing of one seed pair: "-", no p
-    assert f"| ben (all) | 100 | 0 | {' | '.join(['n/a'] * 10)} | - | - |" in markdown
+    assert f"| ben (all) | 100 | 0 | {' | '.join(['n/a'] * 11)} | - | - |" in markdown
     table = pd.read_csv(folder / "table.csv")
     assert {"condition", "n_runs", "test_f1_low", "test_f1_high", "pretraining_overlap"} <= set(table.columns)
     again = write_report(result, tmp_path / "b", "scheme basic", written.links)
@@ -500,3 +500,11 @@ def test_each_cell_names_the_test_set_of_its_own_label_rule() -> None:
     page = report.to_html(compare(runs, [10]), "t", [])
     assert page.count(f"test {TEST_SET[:12]}") == 2 and page.count(f"test {other[:12]}") == 2
     assert "test [min_fractio" not in page
+
+
+def test_each_cell_shows_its_natural_prevalence_beside_pr_auc(result) -> None:
+    """A PR-AUC at natural prevalence reads against the share irrigated (a predictor without skill scores it)."""
+    assert cell(result, BEN, 10)["natural_prevalence"] == pytest.approx(0.1)  # natural(): 1 in 10 positive
+    assert np.isnan(cell(result, S18, 10)["natural_prevalence"])  # no natural predictions
+    assert np.isnan(cell(result, BEN, 100)["natural_prevalence"])  # no run
+    assert "natural prevalence" in report.CELL_HEADER
