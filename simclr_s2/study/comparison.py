@@ -177,6 +177,7 @@ class Comparison:
     reliability: pd.DataFrame  # per condition and fraction, the natural test set's calibration bins
     folds: pd.DataFrame = field(default_factory=pd.DataFrame)  # per condition, fraction and fold, or empty
     countries: pd.DataFrame = field(default_factory=pd.DataFrame)  # per condition, fraction and country
+    resolution: str = ""  # where n_boot is too few for Holm to call any difference, a sentence saying so
 
 
 def compare(runs: pd.DataFrame, fractions: Sequence[int], *, predictions: Predictions | None = None,
@@ -212,6 +213,8 @@ def compare(runs: pd.DataFrame, fractions: Sequence[int], *, predictions: Predic
                           for c in conditions for f in fractions])
     cells[NATURAL_PREVALENCE] = _prevalence(cells, bins)
     paired, pairs = _paired(used, conditions, fractions, scores, n_boot, seed)
+    if resolution := _resolution(paired, n_boot):
+        log.warning(resolution)
     counted = runs[runs["used"]]
     method = (" / ".join(dict.fromkeys(_method(s, folded) for s in scores.values())) if scores
               else _method(None, folded))
@@ -219,7 +222,7 @@ def compare(runs: pd.DataFrame, fractions: Sequence[int], *, predictions: Predic
         method += f"; {ONE_SEED}"
     return Comparison(runs.reset_index(drop=True), cells, paired, pairs, _duplicates(runs), digest,
                       tuple(conditions), method, bins,
-                      _per_fold(counted) if folded else pd.DataFrame(), _per_country(counted))
+                      _per_fold(counted) if folded else pd.DataFrame(), _per_country(counted), resolution)
 
 
 def _checked(runs: pd.DataFrame) -> pd.DataFrame:
@@ -600,6 +603,25 @@ def _not_paired(used: pd.DataFrame, condition: str, here: Sequence[str], rule: S
         return ""
     ran = sorted(set(used["fraction"][used["condition"].isin(rule)]))
     return f"not paired: no baseline at this fraction (baselines at {_joined(pd.Series(ran))} %)"
+
+
+def tests(paired: pd.DataFrame) -> int:
+    """How many tests Holm adjusts together: every p of the paired table (a pairing of one seed pair has none)."""
+    columns = [f"{m}_p" for m in PAIRED_METRICS if f"{m}_p" in paired.columns]
+    return int(paired[columns].notna().to_numpy().sum())
+
+
+def _resolution(paired: pd.DataFrame, n_boot: int) -> str:
+    """One sentence where n_boot resamples are too few for any test to reach SIGNIFICANCE after Holm's
+    adjustment (stats.smallest_p times the number of tests), naming the n_boot that would; else "". A large,
+    consistent difference otherwise reads as no difference, and nothing says why."""
+    m = tests(paired)
+    floor = m * stats.smallest_p(n_boot)
+    if not m or floor < SIGNIFICANCE:
+        return ""
+    return (f"No difference can be called with n_boot={n_boot}: the smallest p it gives, "
+            f"{stats.smallest_p(n_boot):.3g}, times the {m} tests Holm adjusts is {floor:.3g}, not below "
+            f"{SIGNIFICANCE:g}; rerun with n_boot={math.ceil(2 * m / SIGNIFICANCE)} or more")
 
 
 def _pair(runs_a: pd.DataFrame, runs_b: pd.DataFrame, scores: Scores, n_boot: int,

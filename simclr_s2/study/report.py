@@ -33,6 +33,7 @@ from simclr_s2.study.comparison import (
     PAIRED_METRICS,
     SIGNIFICANCE,
     Comparison,
+    tests,
 )
 from simclr_s2.study.stats import LEVEL
 
@@ -307,12 +308,12 @@ def _duplicate_rows(duplicates: pd.DataFrame) -> list[list[str]]:
 
 def _intro(comparison: Comparison) -> list[str]:
     kinds = ", ".join(sorted(set(comparison.cells["split_kind"]))) or "-"
-    columns = [c for c in (f"{m}_p" for m in PAIRED_METRICS) if c in comparison.paired.columns]  # none unpaired
-    tests = int(comparison.paired[columns].notna().to_numpy().sum())  # a pairing of one seed pair has no p
     return [f"Test set (balanced, as in the study) sha256 {comparison.test_digest}; split kind {kinds}.",
             (f"Intervals and p: {PERCENT}, {comparison.method}. Paired tests: condition minus baseline on "
-             f"the same test patches, runs paired by seed. Holm's adjustment over all {tests} tests of this "
-             f"comparison; * marks a Holm p < {SIGNIFICANCE:g}, the only differences to call a difference."),
+             f"the same test patches, runs paired by seed. Holm's adjustment over all "
+             f"{tests(comparison.paired)} tests of this comparison; * marks a Holm p < {SIGNIFICANCE:g}, the "
+             "only differences to call a difference."
+             + (f" {comparison.resolution}." if comparison.resolution else "")),
             ("Natural columns: the natural-prevalence test set at the threshold chosen on the fraction's "
              "natural-prevalence validation set (PR-AUC, Brier and ECE need no threshold), means over seeds; "
              "its prevalence (share irrigated) is the PR-AUC of a predictor without skill. "

@@ -265,8 +265,14 @@ def paired(labels: np.ndarray, probabilities_a: np.ndarray, probabilities_b: np.
                                   seed)
     values = values[~np.isnan(values)]
     far = min(int((values <= 0).sum()), int((values >= 0).sum()))
-    p = min(1.0, 2 * (1 + far) / (len(values) + 1)) if len(pa) > 1 else math.nan
+    p = min(1.0, (1 + far) * smallest_p(len(values))) if len(pa) > 1 else math.nan
     return Estimate(observed, *_percentile(values, level, 1.0), p=p)
+
+
+def smallest_p(n_boot: int) -> float:
+    """The smallest p `paired` gives from n_boot resamples, 2 / (n_boot + 1), whatever the difference: Holm over
+    m tests multiplies it by m, so n_boot must exceed 2 m / alpha - 1 for any test to reach alpha."""
+    return 2 / (n_boot + 1)
 
 
 def holm(p_values: Sequence[float]) -> np.ndarray:

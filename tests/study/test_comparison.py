@@ -508,3 +508,15 @@ def test_each_cell_shows_its_natural_prevalence_beside_pr_auc(result) -> None:
     assert np.isnan(cell(result, S18, 10)["natural_prevalence"])  # no natural predictions
     assert np.isnan(cell(result, BEN, 100)["natural_prevalence"])  # no run
     assert "natural prevalence" in report.CELL_HEADER
+
+
+def test_too_few_resamples_for_holm_to_call_any_difference_are_named() -> None:
+    """The smallest bootstrap p is 2 / (n_boot + 1): times Holm's number of tests it can stay above 0.05, and
+    then a large, consistent difference would read as none without a word why."""
+    runs = pd.DataFrame([run(1, 10, 0), run(2, 10, 1), run(3, 10, 0, SCRATCH), run(4, 10, 1, SCRATCH)])
+    few = compare(runs, [10], predictions=predictions, n_boot=50)  # 2 tests: 2 * 2 / 51 = 0.078
+    assert few.paired[["accuracy_p", "f1_p"]].min().min() == pytest.approx(2 / 51)
+    assert few.resolution == ("No difference can be called with n_boot=50: the smallest p it gives, 0.0392, times "
+                              "the 2 tests Holm adjusts is 0.0784, not below 0.05; rerun with n_boot=80 or more")
+    assert few.resolution in report.to_markdown(few, "t")
+    assert compare(runs, [10], predictions=predictions, n_boot=80).resolution == ""  # 2 * 2 / 81 < 0.05
