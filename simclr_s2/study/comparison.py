@@ -421,7 +421,8 @@ def _method(scores: Scores | None, folded: bool = False) -> str:
              else "")
     few = (f"; only {scores.n_groups} groups: a bootstrap over fewer than {stats.MIN_GROUPS} understates the "
            "spread, so its intervals are too narrow and its p too small" if scores.n_groups < stats.MIN_GROUPS
-           else "")
+           else "") + ("; one group holds every test patch: a cell or pairing of one seed gets no interval, and the "
+                       "others hold the seeds' spread alone" if scores.n_groups < 2 else "")
     return f"{stats.METHOD}: {unit} resampled, seeds by t with k - 1 df{folds}{few}"
 
 

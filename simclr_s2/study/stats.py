@@ -210,11 +210,13 @@ def _resampled(labels: np.ndarray, scores: Callable[[np.ndarray], np.ndarray], k
                groups: Sequence[object] | None, n_boot: int, seed: int) -> tuple[float, np.ndarray]:
     """The observed mean over runs of `scores(weights)` ((k, b) per run) and n_boot draws of it: the groups'
     part by the cluster bootstrap, less what a run's own errors add (it is in the seeds' spread), plus the
-    seeds' part from Student t with k - 1 df (module doc)."""
+    seeds' part from Student t with k - 1 df (module doc). All NaN (no interval) for one run on one group."""
     runs = scores(np.ones((1, len(labels))))[:, 0]
     observed = float(np.nanmean(runs))
-    changes = np.concatenate([scores(w) for w in resamples(group_codes(groups, len(labels)), n_boot, seed)],
-                             axis=1) - runs[:, None]
+    codes = group_codes(groups, len(labels))
+    if k < 2 and not codes.any():  # one run on one group: nothing to draw, and [x, x] would read as certain
+        return observed, np.full(n_boot, math.nan)
+    changes = np.concatenate([scores(w) for w in resamples(codes, n_boot, seed)], axis=1) - runs[:, None]
     shared = changes.mean(axis=0)  # NaN where the metric is undefined on the drawn groups
     kept = ~np.isnan(shared)
     if k < 2 or not kept.any():

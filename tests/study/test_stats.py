@@ -165,3 +165,16 @@ def test_the_resampling_groups_are_what_the_split_kept_apart() -> None:
                                                                zip(["Portugal", "Austria", "Austria"], twelve)]
     assert resampling_groups(index.drop(columns="ulx"), "random", names) is None  # an index before footprints
     assert Groups(["t1"], "tile").columns() == {"group": ["t1"], "unit": ["tile"]}
+
+
+def test_one_run_on_one_group_has_no_interval_not_a_zero_width_one() -> None:
+    """A test set of one tile: resampling it redraws the same patches, so one run's [x, x] would read as certain."""
+    y, p = scored(80, 3, 0.8, k=2)
+    one = ["32629"] * len(y)
+    alone = interval(y, p[0], "accuracy", one, n_boot=50)
+    assert alone.value == metric("accuracy", y, p[0]) and math.isnan(alone.low) and math.isnan(alone.high)
+    pair = paired(y, p[:1], p[1:], "f1", one, n_boot=50)
+    assert math.isnan(pair.low) and math.isnan(pair.high) and math.isnan(pair.p)
+    seeds = interval(y, p, "accuracy", one, n_boot=50)  # two runs: the seeds' spread, by t
+    assert seeds.low < seeds.value < seeds.high
+    assert not math.isnan(interval(y, p[0], "accuracy", ["a", "b"] * 40, n_boot=50).low)
