@@ -24,7 +24,7 @@ DEFAULT_THRESHOLD = 0.5
 
 def correct(y_true: np.ndarray, probabilities: np.ndarray,
             threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
-    """Whether each patch is predicted right at `threshold` (McNemar's test pairs these)."""
+    """Whether each patch is predicted right at `threshold`: what accuracy counts."""
     return (np.asarray(probabilities) >= threshold) == np.asarray(y_true, dtype=bool)
 
 
