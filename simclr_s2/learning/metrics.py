@@ -174,6 +174,14 @@ def mcc(tp: float, fp: float, fn: float, tn: float) -> float:
     return (tp * tn - fp * fn) / den if den > 0 else 0.0
 
 
+def balanced_accuracy(tp: float, fp: float, fn: float, tn: float) -> float:
+    """The mean recall over the classes the set holds (scikit-learn's): a natural-prevalence set without a
+    positive scores its specificity, where counting the absent class's recall as 0 halved it; NaN for no
+    patch."""
+    rates = [hit / (hit + miss) for hit, miss in ((tp, fn), (tn, fp)) if hit + miss]
+    return sum(rates) / len(rates) if rates else math.nan
+
+
 def reliability(y_true: np.ndarray, probabilities: np.ndarray,
                 bins: int = CALIBRATION_BINS) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per equal-width probability bin ([0, 0.1), ..., [0.9, 1]): the mean probability, the observed share
@@ -213,10 +221,10 @@ def binary_metrics(y_true: np.ndarray, probabilities: np.ndarray, threshold: flo
     y = np.asarray(y_true).astype(bool)
     p = np.asarray(probabilities, dtype=np.float64)
     tp, fp, fn, tn = (int(c) for c in confusion(y, p, threshold))
-    recall, specificity = float(_ratio(tp, tp + fn)), float(_ratio(tn, tn + fp))
+    recall = float(_ratio(tp, tp + fn))
     return {"accuracy": float(accuracy(y, p, threshold)), "precision": float(_ratio(tp, tp + fp)),
             "recall": recall, "f1": float(f1(y, p, threshold)), "mcc": mcc(tp, fp, fn, tn),
-            "balanced_accuracy": (recall + specificity) / 2, "auc": float(roc_auc(y, p)),
+            "balanced_accuracy": balanced_accuracy(tp, fp, fn, tn), "auc": float(roc_auc(y, p)),
             **({"pr_auc": average_precision(y, p)} if with_pr_auc else {}),
             "brier": float(np.mean((p - y) ** 2)) if len(p) else math.nan,
             "ece": expected_calibration_error(y, p), "near_constant": float(near_constant(p, threshold)),

@@ -121,6 +121,15 @@ def test_mcc_balanced_accuracy_and_brier_match_scikit_learn(seed):
     assert m["brier"] == pytest.approx(skm.brier_score_loss(y, p))
 
 
+@pytest.mark.parametrize("label", [0, 1])
+def test_balanced_accuracy_of_a_set_of_one_class_is_scikit_learns(label):
+    """A small natural-prevalence set can hold no positive: its balanced accuracy is the one rate it has."""
+    y, p = np.full(50, label), np.linspace(0, 1, 50)
+    with warnings.catch_warnings(action="ignore", category=UserWarning):  # scikit-learn: a class is absent
+        expected = skm.balanced_accuracy_score(y, p >= 0.5)
+    assert binary_metrics(y, p)["balanced_accuracy"] == pytest.approx(expected) == 0.5
+
+
 def test_calibration_error_and_reliability_by_hand():
     y = np.array([0, 0, 1, 1, 1])
     p = np.array([0.05, 0.15, 0.15, 0.95, 0.95])  # bins 0, 1, 1, 9, 9
