@@ -59,7 +59,7 @@ class Compare(Stage[specs.Compare]):
             if not records:
                 raise UserError(f"test_set: no {spec.scheme} version was scored on a test set whose digest "
                                 f"starts with {spec.test_set!r}")
-        records, skipped = finite_versions(records, spec.scheme)
+        records, skipped = finite(records, METRICS, spec.scheme)
         if skipped:
             run.set_tags({"skipped_non_finite": ", ".join(skipped)[:4000]})
         experiments = {r.run_id: r.experiment_id for r in records}
@@ -92,17 +92,6 @@ class Compare(Stage[specs.Compare]):
               f"{filled} of {len(cells)} cells with runs"
               + (f", {len(skipped)} non-finite versions skipped" if skipped else "")
               + f"; report in {out / 'report.html'}")
-
-
-def finite_versions(records: list[VersionRecord], scheme: str) -> tuple[list[VersionRecord], list[str]]:
-    """The versions whose test METRICS are all finite, and the others described (a diverged run counts in no
-    comparison); where none is left, one line saying so, not the empty table's want of every column."""
-    kept, skipped = finite(records, METRICS)
-    if not kept:
-        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
-        raise UserError(f"scheme: every {scheme} version to compare has a non-finite test metric ({shown}), and a "
-                        "diverged run counts in no comparison; retrain them")
-    return kept, skipped
 
 
 def predictions_reader(tracking: Tracking, folder: str) -> Predictions:

@@ -103,12 +103,19 @@ def search_versions(client: MlflowClient, scheme: str, *, fraction: int | None =
     return [r for r in records if r.finished]
 
 
-def finite(records: Sequence[VersionRecord], metrics: Iterable[str]) -> tuple[list[VersionRecord], list[str]]:
-    """The records whose `metrics` are all finite numbers, and the descriptions of those left out (a
-    diverged run never counts in a comparison or a promotion)."""
+def finite(records: Sequence[VersionRecord], metrics: Iterable[str],
+           scheme: str) -> tuple[list[VersionRecord], list[str]]:
+    """The records (of `scheme`) whose `metrics` are all finite numbers, and the descriptions of those left out
+    (a diverged run never counts in a comparison); where none is left, one line naming them, not the empty
+    table's want of every column."""
     metrics = list(metrics)
     keep = [r for r in records if all(math.isfinite(r.metrics.get(m, math.nan)) for m in metrics)]
-    return keep, [r.describe() for r in records if r not in keep]
+    skipped = [r.describe() for r in records if r not in keep]
+    if records and not keep:
+        shown = ", ".join(skipped[:5]) + (f" and {len(skipped) - 5} more" if len(skipped) > 5 else "")
+        raise UserError(f"scheme: every {scheme} version to compare has a non-finite test metric ({shown}), and "
+                        "a diverged run counts in no comparison; retrain them")
+    return keep, skipped
 
 
 # Tags a version registered before a condition tag existed, or without one, falls back to (see compare.py's

@@ -520,16 +520,3 @@ def test_too_few_resamples_for_holm_to_call_any_difference_are_named() -> None:
                               "the 2 tests Holm adjusts is 0.0784, not below 0.05; rerun with n_boot=80 or more")
     assert few.resolution in report.to_markdown(few, "t")
     assert compare(runs, [10], predictions=predictions, n_boot=80).resolution == ""  # 2 * 2 / 81 < 0.05
-
-
-def test_versions_that_all_diverged_are_named_not_an_empty_tables_columns() -> None:
-    from simclr_s2.stages.compare import finite_versions
-    from simclr_s2.tracking.versions import VersionRecord
-
-    scores = {"test_accuracy": math.nan, "test_f1": 0.5, "test_auc": 0.5}
-    diverged = [VersionRecord("3", {"pretrained": "ben", "fraction": "10", "seed": "0"}, scores)]
-    with pytest.raises(UserError, match=r"^scheme: every basic version to compare has a non-finite test metric "
-                                        r"\(v3 \(ben 10pct s0\)\)"):
-        finite_versions(diverged, "basic")
-    fine = VersionRecord("4", {}, {**scores, "test_accuracy": 0.5})
-    assert finite_versions([*diverged, fine], "basic") == ([fine], ["v3 (ben 10pct s0)"])

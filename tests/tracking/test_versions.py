@@ -6,7 +6,10 @@ import math
 import sqlite3
 from functools import partial
 
+import pytest
+
 from simclr_s2.bigearthnet.bands import BANDS, STUDY_BANDS, ZSCORE
+from simclr_s2.errors import UserError
 from simclr_s2.learning.metrics import THRESHOLD_SOURCE
 from simclr_s2.study.comparison import REQUIRED, compare
 from simclr_s2.tracking.door import Tracking
@@ -21,8 +24,16 @@ TAGS = {"stage": "finetune", "pretrained": "ben", "arch": "resnet18", "epochs": 
 def test_non_finite_versions_are_left_out_and_named():
     good = VersionRecord("1", TAGS, {"test_f1": 0.8, "test_accuracy": 0.7, "test_auc": 0.9}, "r1")
     diverged = VersionRecord("2", TAGS, {"test_f1": math.nan, "test_accuracy": 0.5, "test_auc": 0.5}, "r2")
-    kept, skipped = finite([good, diverged], ("test_f1", "test_accuracy"))
+    kept, skipped = finite([good, diverged], ("test_f1", "test_accuracy"), "basic")
     assert kept == [good] and skipped == [diverged.describe()]
+
+
+def test_versions_that_all_diverged_are_named_not_an_empty_tables_columns():
+    diverged = VersionRecord("2", {"pretrained": "ben", "fraction": "10", "seed": "0"},
+                             {"test_f1": math.nan, "test_accuracy": 0.5}, "r2")
+    with pytest.raises(UserError, match=r"^scheme: every basic version to compare has a non-finite test metric "
+                                        r"\(v2 \(ben 10pct s0\)\)"):
+        finite([diverged], ("test_f1", "test_accuracy"), "basic")
 
 
 def test_versions_become_compares_input_with_defaults_for_older_tags():
