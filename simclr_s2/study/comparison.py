@@ -606,7 +606,7 @@ def _not_paired(used: pd.DataFrame, condition: str, here: Sequence[str], rule: S
     return f"not paired: no baseline at this fraction (baselines at {_joined(pd.Series(ran))} %)"
 
 
-def tests(paired: pd.DataFrame) -> int:
+def holm_tests(paired: pd.DataFrame) -> int:
     """How many tests Holm adjusts together: every p of the paired table (a pairing of one seed pair has none)."""
     columns = [f"{m}_p" for m in PAIRED_METRICS if f"{m}_p" in paired.columns]
     return int(paired[columns].notna().to_numpy().sum())
@@ -616,7 +616,7 @@ def _resolution(paired: pd.DataFrame, n_boot: int) -> str:
     """One sentence where n_boot resamples are too few for any test to reach SIGNIFICANCE after Holm's
     adjustment (stats.smallest_p times the number of tests), naming the n_boot that would; else "". A large,
     consistent difference otherwise reads as no difference, and nothing says why."""
-    m = tests(paired)
+    m = holm_tests(paired)
     floor = m * stats.smallest_p(n_boot)
     if not m or floor < SIGNIFICANCE:
         return ""

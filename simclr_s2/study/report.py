@@ -33,7 +33,7 @@ from simclr_s2.study.comparison import (
     PAIRED_METRICS,
     SIGNIFICANCE,
     Comparison,
-    tests,
+    holm_tests,
 )
 from simclr_s2.study.stats import LEVEL
 
@@ -311,7 +311,7 @@ def _intro(comparison: Comparison) -> list[str]:
     return [f"Test set (balanced, as in the study) sha256 {comparison.test_digest}; split kind {kinds}.",
             (f"Intervals and p: {PERCENT}, {comparison.method}. Paired tests: condition minus baseline on "
              f"the same test patches, runs paired by seed. Holm's adjustment over all "
-             f"{tests(comparison.paired)} tests of this comparison; * marks a Holm p < {SIGNIFICANCE:g}, the "
+             f"{holm_tests(comparison.paired)} tests of this comparison; * marks a Holm p < {SIGNIFICANCE:g}, the "
              "only differences to call a difference."
              + (f" {comparison.resolution}." if comparison.resolution else "")),
             ("Natural columns: the natural-prevalence test set at the threshold chosen on the fraction's "
