@@ -309,7 +309,15 @@ def run_study(study: optuna.Study, objective: Callable[[optuna.Trial], float], b
 
 
 def best_trial(study: optuna.Study) -> FrozenTrial | None:
-    return study.best_trial if study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) else None
+    """The completed trial of the highest value (the study maximises); of equal values the earliest draw
+    (`draw_number`). Optuna's own `best_trial` leaves ties to the database's order, which SQL does not fix
+    (PostgreSQL's changes as rows are updated), and numbers a retry after the trials other workers ran
+    meanwhile: the final run's settings would then depend on timing, not on the seed."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    if not done:
+        return None
+    best = max(t.value for t in done)
+    return min((t for t in done if t.value == best), key=lambda t: draw_number(study, t))
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:

@@ -47,6 +47,7 @@ from simclr_s2.study.tuning import (
     StudyFull,
     StudySettings,
     TrialSeededSampler,
+    best_trial,
     make_pruner,
     masked,
     open_storage,
@@ -408,6 +409,26 @@ def test_a_resumed_study_tries_the_settings_of_the_unbroken_one(drew):
     run_study(resumed, objective, StudyBudget(3, lost=lambda t: t.number == lost.number))
     assert completed(resumed) == completed(unbroken)
     assert [t.state for t in resumed.trials] == [TrialState.FAIL] + [TrialState.COMPLETE] * 3
+
+
+def test_of_equal_values_the_best_trial_is_the_earliest_draw_so_a_resumed_study_picks_the_unbroken_ones():
+    """Every trial scores the same: the best is the first draw, by its settings, not by the trials' numbers or
+    the database's order (unspecified among ties). A study whose trial 0 lost its worker while another worker
+    finished trials 1 and 2 runs it again as trial 3, and makes its final run with the unbroken study's
+    settings."""
+    def objective(trial: optuna.Trial) -> float:
+        SearchSpace().suggest(trial, ("trainable",))
+        return 0.75
+
+    unbroken = optuna.create_study(direction="maximize", sampler=TrialSeededSampler(0))
+    run_study(unbroken, objective, StudyBudget(3))
+    resumed = optuna.create_study(direction="maximize", sampler=TrialSeededSampler(0))
+    lost = resumed.ask()
+    SearchSpace().suggest(lost, ("trainable",))
+    run_study(resumed, objective, StudyBudget(3))  # the other worker: trials 1 and 2, trial 0 still running
+    run_study(resumed, objective, StudyBudget(3, lost=lambda t: t.number == lost.number))
+    assert resumed.trials[3].user_attrs[RETRY_ATTR] == lost.number
+    assert best_trial(resumed).params == best_trial(unbroken).params == unbroken.trials[0].params
 
 
 def test_a_trial_beyond_the_study_budget_is_given_up_before_it_runs():
