@@ -274,7 +274,10 @@ def create_splits(
     held_out = _held_out(index, kind, fold)
 
     pos, known, source = _labels(index, scheme, positives)
-    keep, pool = _pool_mask(index, exclude_snow_cloud, OFFICIAL_SPLITS if kind == "official" else official)
+    parts = OFFICIAL_SPLITS if kind == "official" else official
+    keep, pool = _pool_mask(index, exclude_snow_cloud, parts)
+    if parts and not keep.any() and pool["outside_official_split"]:
+        raise UserError(_outside_official(index, kind, parts, pool["outside_official_split"]))
     pool["ambiguous_labels"] = int((keep & ~known).sum())
     keep &= known
     pool["eligible"] = int(keep.sum())
@@ -628,6 +631,16 @@ def _pool_mask(
         pool["outside_official_split"] = int((keep & ~inside).sum())
         keep &= inside
     return keep, pool
+
+
+def _outside_official(index: pd.DataFrame, kind: str, parts: tuple[str, ...], eligible: int) -> str:
+    """Why no eligible patch is in the official `parts`: said so, rather than as an empty set further on."""
+    what = "kind official" if kind == "official" else f"official_split {'+'.join(parts)}"
+    unlisted = int(index[OFFICIAL_COLUMN].isna().sum())
+    return (f"{what}: none of the index's {eligible} eligible patches is in the archive's official "
+            f"{'/'.join(parts)} split ({unlisted} of its {len(index)} rows have no official part in column "
+            f"{OFFICIAL_COLUMN!r}, as patches outside the official lists, such as a synthetic demo's); expected "
+            "an index of the real archive")
 
 
 def _labels(index: pd.DataFrame, scheme: str, positives: pd.Series | None) -> tuple[np.ndarray, np.ndarray, str]:

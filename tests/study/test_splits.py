@@ -188,6 +188,17 @@ def test_official_split_rejected(index: pd.DataFrame, tmp_path: Path, spec: str)
         create_splits(index, "basic", tmp_path, official_split=spec)
 
 
+@pytest.mark.parametrize(("kind", "official_split", "named"), [("official", None, "kind official"),
+                                                               ("random", "train", "official_split train")])
+def test_an_index_without_official_parts_is_refused_by_name(tmp_path: Path, kind: str, official_split: str | None,
+                                                            named: str) -> None:
+    """A demo's synthetic names are in no official list: one line saying so, not an empty set further on."""
+    index = make_index(50, 50).assign(official_split=None)
+    with pytest.raises(UserError, match=rf"^{named}: none of the index's 100 eligible patches .*\(100 of its 100 "
+                                        "rows have no official part"):
+        create_splits(index, "basic", tmp_path, kind=kind, official_split=official_split)
+
+
 def test_custom_positives(index: pd.DataFrame, tmp_path: Path) -> None:
     positives = index.name.str.endswith("7")
     manifest = create_splits(index, "custom", tmp_path, positives=positives, classes=("Rice fields",))
