@@ -30,7 +30,7 @@ from urllib.parse import unquote, urlparse
 import requests
 from tqdm import tqdm
 
-from simclr_s2 import faults
+from simclr_s2 import disk, faults
 from simclr_s2.errors import UserError
 
 ZENODO = "https://zenodo.org/records/10891137/files"
@@ -180,7 +180,8 @@ class Verified:
     def add(self, path: Path, want: Expected) -> None:
         self.entries[path.name] = {"md5": want.md5, "stamp": self._stamp(path)}
         partial = self.path.with_name(self.path.name + ".part")
-        partial.write_text(json.dumps(self.entries, indent=2) + "\n")
+        with disk.writing(partial, partial):
+            partial.write_text(json.dumps(self.entries, indent=2) + "\n")
         os.replace(partial, self.path)
 
 
@@ -262,7 +263,7 @@ def _download(session: requests.Session, source: str | Path, target: Path, size:
                     log.warning("%s: the server does not resume; downloading it from the start", target.name)
                     have, digest = 0, hashlib.md5(usedforsecurity=False)
                     bar.reset()
-                with open(part, "ab" if have else "wb") as fh:
+                with disk.writing(part), open(part, "ab" if have else "wb") as fh:  # a full disk: named, kept
                     for block in blocks:
                         fh.write(block)
                         digest.update(block)

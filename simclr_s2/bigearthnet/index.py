@@ -198,7 +198,7 @@ def _write_pair(out: Path, table: pa.Table, rejected_path: Path, rejected: pa.Ta
     partials = {path: path.with_name(f".{path.name}.{os.getpid()}.partial") for path in (rejected_path, out)}
     try:
         for partial, data in zip(partials.values(), (rejected, table), strict=True):
-            with open(partial, "wb") as fh:
+            with disk.writing(partial), open(partial, "wb") as fh:  # a full disk names the index's folder
                 pq.write_table(data, fh)
                 fh.flush()
                 os.fsync(fh.fileno())

@@ -249,7 +249,8 @@ def extract(archive: Path, dest: Path) -> int:
                              disable=None):
         target = to_write.pop(member.name)
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+        with disk.writing(target):  # a full dest named (a rerun rewrites the file, shorter than its member)
+            target.write_bytes(data)
         written += 1
     return written
 

@@ -4,9 +4,11 @@ entry point streaming the demo release into the index and the store training rea
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import http.server
 import json
+import os
 import shutil
 import threading
 from collections.abc import Iterator
@@ -26,6 +28,7 @@ from simclr_s2.bigearthnet.download import FILES, FetchError
 from simclr_s2.bigearthnet.index import index_archive_root, index_digest, rejected_path_for
 from simclr_s2.bigearthnet.reader import V2_MAPS, V2_PATCHES
 from simclr_s2.bigearthnet.stream import write_tar_zst
+from simclr_s2.disk import DiskFullError
 from simclr_s2.errors import UserError
 
 MAX_GETS = 50
@@ -235,6 +238,30 @@ def test_no_room_is_one_line_before_any_download(server, checksums, tmp_path, mo
     with pytest.raises(FetchError, match=r"dest .*: the download needs 0.0 GiB .*, its file system has 0.0 GiB free"):
         fetch.fetch(["s2"], tmp_path, url, checksums)
     assert [r[0] for r in served.requests] == ["HEAD"]
+
+
+def test_a_disk_full_mid_download_names_the_part_file_and_keeps_it(release, server, checksums, tmp_path,
+                                                                   monkeypatch):
+    """A write that fails (dest filled by something else after the space check) names the file in dest: not the
+    fullest of the project's folders, as an error naming no file did (dest is often a disk of its own). What
+    arrived is kept, so a rerun continues it."""
+    url, served = server
+    name = FILES["s2"]
+    monkeypatch.setattr(fetch, "CHUNK", 4096)
+
+    def full(point: str, have: int) -> None:
+        if have > 4096:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(fetch, "faults", SimpleNamespace(point=full))
+    dest = tmp_path / "dest"
+    with pytest.raises(DiskFullError, match=rf"^cannot write {dest / name}.part: file system .* is full"):
+        fetch.fetch(["s2"], dest, url, checksums)
+    kept = (dest / f"{name}.part").stat().st_size
+    assert kept > 4096
+    monkeypatch.undo()
+    assert fetch.fetch(["s2"], dest, url, checksums)["s2"].read_bytes() == release["files"][name]
+    assert served.requests[-1] == ("GET", name, f"bytes={kept}-")
 
 
 def test_a_malformed_checksums_file_is_one_line(tmp_path):

@@ -122,6 +122,17 @@ def test_extract_unpacks_the_archive_and_a_rerun_skips_what_is_there(release, tm
     assert victim.read_bytes() == (release["root"] / first[0]).read_bytes()
 
 
+def test_a_disk_full_while_unpacking_names_the_file_in_dest(release, tmp_path, monkeypatch):
+    """dest (63 GB unpacked) is often a disk of its own: its full file system is named, not the fullest of the
+    project's folders (the write's error names no file)."""
+    def full(self: Path, data: bytes) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    with pytest.raises(UserError, match=rf"^cannot write {tmp_path}/{V2_MAPS}/.*_reference_map.tif: file system"):
+        extract(release["files"] / "Reference_Maps.tar.zst", tmp_path)
+
+
 def test_an_extract_rerun_holds_nothing_per_member_it_walks(tmp_path, monkeypatch):
     """A rerun over a complete unpack walks every member and skips it: the memory it holds must not grow with
     the members walked (it kept each one's target path, and tarfile each one's header: gigabytes for the S2
