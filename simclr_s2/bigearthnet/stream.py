@@ -319,7 +319,10 @@ def _resume(unfinished: Path, want: packed._Request, archive: Path) -> set[int]:
     except (OSError, ValueError):
         same = False
     if same and (unfinished / packed.PIXELS_FILE).is_file():
-        rows = set(np.frombuffer(recorded[: len(recorded) // 8 * 8], dtype=np.int64).tolist())
+        whole = len(recorded) // 8 * 8
+        if whole < len(recorded):  # a record cut short (a full disk): cut off, or the next ones would follow it askew
+            os.truncate(unfinished / ROWS_FILE, whole)
+        rows = set(np.frombuffer(recorded[:whole], dtype=np.int64).tolist())
         log.info("resuming the packing of %s: %d of %d patches already packed", unfinished, len(rows),
                  len(want.names))
         return rows

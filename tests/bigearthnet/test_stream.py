@@ -16,6 +16,7 @@ import threading
 import tracemalloc
 from pathlib import Path
 
+import numpy as np
 import pytest
 import rasterio
 import zstandard
@@ -248,6 +249,22 @@ def test_a_pack_killed_after_a_chunk_continues_there(release, tmp_path, caplog):
     streamed = stream_pack(archive, names, tmp_path / "store", BANDS, DIGEST, root, workers=1)
     assert "16 of 40 patches already packed" in caplog.text
     _same_store(packed.pack(root, names, tmp_path / "packed", BANDS, DIGEST, workers=1).path, streamed.path)
+
+
+def test_a_record_of_rows_cut_short_is_cut_off_before_more_are_appended(release, tmp_path):
+    """A short write of the rows packed (a full disk) leaves part of a record: a resume drops it from the file,
+    not only from what it reads, or every record appended after it is read askew by the next resume (rows
+    recorded as packed lost, or rows never packed taken as packed)."""
+    names = _names(release["root"])
+    want = packed._request(names, BANDS, "bicubic", DIGEST)
+    archive, unfinished = release["files"] / "BigEarthNet-S2.tar.zst", tmp_path / ".store.partial"
+    assert stream._resume(unfinished, want, archive) == set()
+    rows = unfinished / stream.ROWS_FILE
+    rows.write_bytes(np.asarray([0, 1], dtype=np.int64).tobytes() + np.int64(2).tobytes()[:4])
+    assert stream._resume(unfinished, want, archive) == {0, 1}
+    with open(rows, "ab") as fh:  # as _pack_chunk appends the next chunk's rows
+        fh.write(np.asarray([3, 4], dtype=np.int64).tobytes())
+    assert stream._resume(unfinished, want, archive) == {0, 1, 3, 4}
 
 
 PACKS_KILLED = {
