@@ -16,6 +16,7 @@ only, and the log says so.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
@@ -23,6 +24,7 @@ import os
 import shutil
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -205,6 +207,33 @@ def fetch(parts: list[str], dest: Path, url: str = ZENODO, checksums: Path | Non
     dest = Path(dest)
     dest.mkdir(parents=True, exist_ok=True)
     wants = expected([FILES[p] for p in parts], checksums)
+    with _alone(dest):
+        _fetch(wants, dest, url)
+    for want in wants:
+        if not want.md5:
+            log.warning("%s: verified by size only: no md5 pinned; pass checksums=<file> to verify it", want.file)
+    return {part: dest / FILES[part] for part in parts}
+
+
+@contextmanager
+def _alone(dest: Path) -> Iterator[None]:
+    """One fetch into `dest` at a time (a lock on the folder itself): two appending to one `.part` file
+    interleave their bytes, and each verifies the bytes it received, not the file it renames into place.
+    Another fetch waits, then finds the files there and verified."""
+    fd = os.open(dest, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("dest %s: another fetch is downloading into it; waiting for it to end", dest)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _fetch(wants: list[Expected], dest: Path, url: str) -> None:
+    """`fetch` once it holds `dest`."""
     verified = Verified(dest)
     session = requests.Session()
     missing = []
@@ -228,10 +257,6 @@ def fetch(parts: list[str], dest: Path, url: str = ZENODO, checksums: Path | Non
     for want in missing:
         _download(session, sources[want.file], dest / want.file, sizes[want.file], want)
         verified.add(dest / want.file, want)
-    for want in wants:
-        if not want.md5:
-            log.warning("%s: verified by size only: no md5 pinned; pass checksums=<file> to verify it", want.file)
-    return {part: dest / FILES[part] for part in parts}
 
 
 def _have(path: Path) -> int:
@@ -286,7 +311,7 @@ def _download(session: requests.Session, source: str | Path, target: Path, size:
                 wait = BACKOFF_S if have > start else min(wait * 2, 300.0)
             except requests.HTTPError as e:
                 raise FetchError(f"url: {source}: {e}") from None
-    problem = check(part, want, digest.hexdigest())
+    problem = check(part, Expected(want.file, size, want.md5), digest.hexdigest())  # its size: the file's own
     if problem:
         part.unlink()
         raise FetchError(f"{target.name}: {problem}; the downloaded file is deleted, run again to download it "

@@ -5,6 +5,7 @@ entry point streaming the demo release into the index and the store training rea
 from __future__ import annotations
 
 import errno
+import fcntl
 import hashlib
 import http.server
 import json
@@ -262,6 +263,49 @@ def test_a_disk_full_mid_download_names_the_part_file_and_keeps_it(release, serv
     monkeypatch.undo()
     assert fetch.fetch(["s2"], dest, url, checksums)["s2"].read_bytes() == release["files"][name]
     assert served.requests[-1] == ("GET", name, f"bytes={kept}-")
+
+
+def test_a_second_fetch_into_the_same_dest_waits_for_the_first(release, server, checksums, tmp_path, caplog):
+    """Two fetches appending to one .part interleaved their bytes, and the first to end renamed the mixture into
+    place as verified (its md5 was of the bytes it received), the other failing on a vanished .part: a fetch
+    holds dest (a lock on the folder) and another waits for it."""
+    url, served = server
+    dest = tmp_path / "dest"
+    dest.mkdir()
+    held = os.open(dest, os.O_RDONLY)
+    fcntl.flock(held, fcntl.LOCK_EX)  # another fetch, downloading
+    got: dict = {}
+    second = threading.Thread(target=lambda: got.update(fetch.fetch(["snow"], dest, url, checksums)))
+    second.start()
+    second.join(1.0)
+    assert second.is_alive() and served.requests == []
+    assert "another fetch is downloading into it; waiting" in caplog.text
+    os.close(held)
+    second.join(30)
+    assert got["snow"].read_bytes() == release["files"][FILES["snow"]]
+
+
+def test_a_part_file_grown_by_another_writer_is_not_accepted(release, server, checksums, tmp_path, monkeypatch):
+    """The md5 is of the bytes received; the file's own size is checked too, so bytes another program appended
+    to the .part (a `wget -c` into dest) are refused, not renamed into place as verified."""
+    url, served = server
+    name = FILES["s2"]
+    part = tmp_path / f"{name}.part"
+    monkeypatch.setattr(fetch, "CHUNK", 4096)
+    strays = [b"stray bytes"]
+
+    def another_writer(point: str, have: int) -> None:
+        if strays:
+            with part.open("ab") as fh:
+                fh.write(strays.pop())
+
+    monkeypatch.setattr(fetch, "faults", SimpleNamespace(point=another_writer))
+    part.write_bytes(served.files[name][:4096])  # resumed: both append
+    size = len(served.files[name])
+    with pytest.raises(FetchError, match=rf"^{name}: {size + 11:,} bytes, expected {size:,}; the downloaded file is "
+                                         "deleted"):
+        fetch.fetch(["s2"], tmp_path, url, checksums)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["MD5SUMS"]
 
 
 def test_a_malformed_checksums_file_is_one_line(tmp_path):
