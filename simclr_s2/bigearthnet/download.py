@@ -253,7 +253,7 @@ def _fetch(wants: list[Expected], dest: Path, url: str) -> None:
         if want.size is not None and sizes[want.file] != want.size:
             raise FetchError(f"url: {sources[want.file]} has {sizes[want.file]:,} bytes, the record's "
                              f"{want.file} has {want.size:,}")
-    _check_space(dest, {f: n - _have(dest / f"{f}.part") for f, n in sizes.items()})
+    _check_space(dest, {f: _to_fetch(dest / f"{f}.part", n) for f, n in sizes.items()})
     for want in missing:
         _download(session, sources[want.file], dest / want.file, sizes[want.file], want)
         verified.add(dest / want.file, want)
@@ -261,6 +261,13 @@ def _fetch(wants: list[Expected], dest: Path, url: str) -> None:
 
 def _have(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
+
+
+def _to_fetch(part: Path, size: int) -> int:
+    """Bytes still to fetch of a `size`-byte file into `part`: all of them when the .part holds more than that
+    (`_download` starts it over), not a negative count that would make room for the other files."""
+    have = _have(part)
+    return size - have if have <= size else size
 
 
 def _check_space(dest: Path, needed: dict[str, int]) -> None:

@@ -308,6 +308,18 @@ def test_a_part_file_grown_by_another_writer_is_not_accepted(release, server, ch
     assert sorted(p.name for p in tmp_path.iterdir()) == ["MD5SUMS"]
 
 
+def test_a_part_file_longer_than_the_file_makes_no_room_for_the_others(server, checksums, tmp_path, monkeypatch):
+    """A .part longer than the file (another file's: a mirror's, a replaced one) is started over: it counts as
+    the whole file to fetch, not as negative bytes that hid the others' need from the space check."""
+    url, served = server
+    snow, maps = (len(served.files[FILES[p]]) for p in ("snow", "maps"))
+    (tmp_path / f"{FILES['snow']}.part").write_bytes(b"x" * (snow + maps))
+    monkeypatch.setattr(fetch.shutil, "disk_usage", lambda _: shutil._ntuple_diskusage(10**9, 0, snow + maps - 1))
+    with pytest.raises(FetchError, match=r"the download needs 0.0 GiB \(Reference_Maps.tar.zst, metadata_for"):
+        fetch.fetch(["maps", "snow"], tmp_path, url, checksums)
+    assert [r[0] for r in served.requests] == ["HEAD", "HEAD"]
+
+
 def test_a_malformed_checksums_file_is_one_line(tmp_path):
     bad = tmp_path / "sums"
     bad.write_text("abc  metadata.parquet\n")
