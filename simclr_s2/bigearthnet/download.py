@@ -225,7 +225,7 @@ def _alone(dest: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            log.warning("dest %s: another fetch is downloading into it; waiting for it to end", dest)
+            log.warning("dest %s: another fetch is downloading into it or verifying it; waiting for it to end", dest)
             fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:

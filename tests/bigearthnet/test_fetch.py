@@ -279,7 +279,7 @@ def test_a_second_fetch_into_the_same_dest_waits_for_the_first(release, server, 
     second.start()
     second.join(1.0)
     assert second.is_alive() and served.requests == []
-    assert "another fetch is downloading into it; waiting" in caplog.text
+    assert "another fetch is downloading into it or verifying it; waiting" in caplog.text
     os.close(held)
     second.join(30)
     assert got["snow"].read_bytes() == release["files"][FILES["snow"]]
