@@ -197,8 +197,8 @@ def _write_pair(out: Path, table: pa.Table, rejected_path: Path, rejected: pa.Ta
         disk.remove_left_by_dead(out.parent, f".{path.name}.*.partial", lambda name: name.split(".")[-2])
     partials = {path: path.with_name(f".{path.name}.{os.getpid()}.partial") for path in (rejected_path, out)}
     try:
-        for partial, data in zip(partials.values(), (rejected, table), strict=True):
-            with disk.writing(partial), open(partial, "wb") as fh:  # a full disk names the index's folder
+        for (path, partial), data in zip(partials.items(), (rejected, table), strict=True):
+            with disk.writing(path), open(partial, "wb") as fh:  # a full disk named: fetch's index may be anywhere
                 pq.write_table(data, fh)
                 fh.flush()
                 os.fsync(fh.fileno())

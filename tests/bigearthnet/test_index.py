@@ -283,8 +283,7 @@ def test_a_full_disk_mid_write_leaves_the_previous_index_whole(v2_archive, v2_in
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(pq, "write_table", half_then_full)
-    with pytest.raises(UserError, match=rf"^cannot write {tmp_path}/\.index\.rejected\.parquet\.\d+\.partial: file "
-                                        "system .* is full"):  # named: fetch's index folder may be anywhere
+    with pytest.raises(UserError, match=rf"^cannot write {rejected_path_for(out)}: file system .* is full"):
         build_index(v2_archive, out, workers=1)
     assert _pair(out) == before and is_whole(out)  # the old pair, untouched, and no partial file left
 
