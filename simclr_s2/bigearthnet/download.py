@@ -3,10 +3,10 @@
 The archive is Zenodo record 10891137 (v2.0.0): four files under one base URL. A 63 GB download over hours
 will drop; a verified file must never be confused with a half-written one. So a file is written to
 `<name>.part`, continued with an HTTP Range request after a drop (retries back off, and a run killed and
-started again continues the same way), its md5 is computed while it arrives, and only a file that verifies
-is renamed to its name. A file already in `dest` is verified and used: with every file present no request
-is made (offline use). A file that verified once is recorded in `dest/.verified.json` with its size and
-mtime, so a rerun does not read 63 GB again to hash it.
+started again continues the same way, unless the source's version changed since: `Remote`), its md5 is
+computed while it arrives, and only a file that verifies is renamed to its name. A file already in `dest` is
+verified and used: with every file present no request is made (offline use). A file that verified once is
+recorded in `dest/.verified.json` with its size and mtime, so a rerun does not read 63 GB again to hash it.
 
 What a file is verified against: a `checksums` file (md5sum's `<md5>  <file name>` lines) when given; else
 the package's pinned table, the record's sizes and md5 values (PINNED_MD5 says where each md5 was read: Zenodo
@@ -144,16 +144,28 @@ def _source(url: str, file: str) -> str | Path:
     raise FetchError(f"url: {url!r} is neither http(s)://, file:// nor a folder")
 
 
-def _remote_size(session: requests.Session, source: str | Path) -> int:
+@dataclass(frozen=True)
+class Remote:
+    """A source file as it is now: its size, and what tells one version of it from another (the server's strong
+    ETag, else its Last-Modified; a local copy's mtime; "" where the server says neither)."""
+
+    size: int
+    version: str
+
+
+def _remote(session: requests.Session, source: str | Path) -> Remote:
     if isinstance(source, Path):
         try:
-            return source.stat().st_size
+            st = source.stat()
         except OSError as e:
             raise FetchError(f"url: cannot read {source} ({e.strerror})") from None
+        return Remote(st.st_size, f"mtime_ns {st.st_mtime_ns}")
     try:
         r = session.head(source, allow_redirects=True, timeout=TIMEOUT_S)
         r.raise_for_status()
-        return int(r.headers["Content-Length"])
+        etag = r.headers.get("ETag", "")
+        version = etag if etag and not etag.startswith("W/") else r.headers.get("Last-Modified", "")
+        return Remote(int(r.headers["Content-Length"]), version)
     except (requests.RequestException, KeyError, ValueError) as e:
         raise FetchError(f"url: cannot get the size of {source} ({type(e).__name__}: {e})") from None
 
@@ -248,19 +260,35 @@ def _fetch(wants: list[Expected], dest: Path, url: str) -> None:
             verified.add(path, want)
             log.info("%s: present, verified by %s", path, want.how)
     sources = {want.file: _source(url, want.file) for want in missing}
-    sizes = {want.file: _remote_size(session, sources[want.file]) for want in missing}
+    remotes = {want.file: _remote(session, sources[want.file]) for want in missing}
     for want in missing:
-        if want.size is not None and sizes[want.file] != want.size:
-            raise FetchError(f"url: {sources[want.file]} has {sizes[want.file]:,} bytes, the record's "
+        if want.size is not None and remotes[want.file].size != want.size:
+            raise FetchError(f"url: {sources[want.file]} has {remotes[want.file].size:,} bytes, the record's "
                              f"{want.file} has {want.size:,}")
-    _check_space(dest, {f: _to_fetch(dest / f"{f}.part", n) for f, n in sizes.items()})
     for want in missing:
-        _download(session, sources[want.file], dest / want.file, sizes[want.file], want)
+        _begun_from(dest / want.file, remotes[want.file])
+    _check_space(dest, {f: _to_fetch(dest / f"{f}.part", remote.size) for f, remote in remotes.items()})
+    for want in missing:
+        _download(session, sources[want.file], dest / want.file, remotes[want.file].size, want)
         verified.add(dest / want.file, want)
 
 
 def _have(path: Path) -> int:
     return path.stat().st_size if path.exists() else 0
+
+
+def _begun_from(target: Path, remote: Remote) -> None:
+    """Start `target`'s .part over when the source changed since it was begun (its version, recorded beside it
+    in `.part.from`, differs): resumed, its bytes and the new file's would make a mixture that fails its md5 only
+    once the rest (up to 63 GB) has arrived. A .part without that record (older) is continued."""
+    part, began = target.with_name(f"{target.name}.part"), target.with_name(f"{target.name}.part.from")
+    if part.exists() and began.exists() and began.read_text() != remote.version:
+        log.warning("%s: changed at the source since its .part was begun (%s, now %s); downloading it from the "
+                    "start", target.name, began.read_text() or "unknown", remote.version or "unknown")
+        part.unlink()
+    if not part.exists():
+        with disk.writing(began, began):
+            began.write_text(remote.version)
 
 
 def _to_fetch(part: Path, size: int) -> int:
@@ -319,11 +347,14 @@ def _download(session: requests.Session, source: str | Path, target: Path, size:
             except requests.HTTPError as e:
                 raise FetchError(f"url: {source}: {e}") from None
     problem = check(part, Expected(want.file, size, want.md5), digest.hexdigest())  # its size: the file's own
+    began = target.with_name(f"{target.name}.part.from")
     if problem:
         part.unlink()
+        began.unlink(missing_ok=True)
         raise FetchError(f"{target.name}: {problem}; the downloaded file is deleted, run again to download it "
                          "anew (a mirror that serves another file needs its own checksums=)")
     os.replace(part, target)
+    began.unlink(missing_ok=True)
     log.info("%s: downloaded, verified by %s", target, want.how)
 
 

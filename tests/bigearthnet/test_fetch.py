@@ -46,6 +46,7 @@ class Served:
     drop: dict[str, int] = field(default_factory=dict)
     corrupt: dict[str, int] = field(default_factory=dict)
     short: dict[str, int] = field(default_factory=dict)
+    etag: dict[str, str] = field(default_factory=dict)
     requests: list[tuple[str, str, str]] = field(default_factory=list)  # (method, file, Range header)
 
     def body(self, name: str) -> bytes:
@@ -77,6 +78,8 @@ def _handler(served: Served) -> type[http.server.BaseHTTPRequestHandler]:
             if start:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             self.send_header("Content-Length", str(len(data) - start))
+            if name in served.etag:
+                self.send_header("ETag", served.etag[name])
             self.end_headers()
             return data[start:], served.drop.pop(name, -1) - start if self.command == "GET" else -1
 
@@ -208,7 +211,7 @@ def test_a_short_local_copy_is_one_line_at_once(release, checksums, tmp_path, mo
     folder.mkdir()
     data = release["files"][FILES["snow"]]
     (folder / FILES["snow"]).write_bytes(data[:100])
-    monkeypatch.setattr(fetch, "_remote_size", lambda session, source: len(data))  # its size before the cut
+    monkeypatch.setattr(fetch, "_remote", lambda session, source: fetch.Remote(len(data), ""))  # before the cut
     monkeypatch.setattr(fetch, "time", SimpleNamespace(sleep=pytest.fail))
     with pytest.raises(FetchError, match=rf"^{folder / FILES['snow']}: the file holds 100 bytes, expected "
                                          rf"{len(data):,}; copy it whole"):
@@ -318,6 +321,34 @@ def test_a_part_file_longer_than_the_file_makes_no_room_for_the_others(server, c
     with pytest.raises(FetchError, match=r"the download needs 0.0 GiB \(Reference_Maps.tar.zst, metadata_for"):
         fetch.fetch(["maps", "snow"], tmp_path, url, checksums)
     assert [r[0] for r in served.requests] == ["HEAD", "HEAD"]
+
+
+class _Killed(BaseException):
+    """Where a kill stops a download."""
+
+
+def test_a_part_begun_from_another_version_of_the_file_is_started_over(server, tmp_path, monkeypatch, caplog):
+    """The source changed between a killed download and its rerun (another ETag): the .part is started over,
+    not continued into a mixture that fails its md5 only once the rest (up to 63 GB) has arrived."""
+    url, served = server
+    name = FILES["s2"]
+    monkeypatch.setattr(fetch, "CHUNK", 4096)
+    served.etag[name] = '"v1"'
+    dest, sums = tmp_path / "dest", tmp_path / "MD5SUMS"
+    sums.write_text(f"{hashlib.md5(served.files[name]).hexdigest()}  {name}\n")
+    with monkeypatch.context() as killed:
+        killed.setattr(fetch, "faults", SimpleNamespace(point=lambda *_: (_ for _ in ()).throw(_Killed())))
+        with pytest.raises(_Killed):
+            fetch.fetch(["s2"], dest, url, sums)
+    assert (dest / f"{name}.part").stat().st_size > 0
+    new = b"\x00" + served.files[name][1:]  # the file as published again, and its md5
+    served.files[name], served.etag[name] = new, '"v2"'
+    sums.write_text(f"{hashlib.md5(new).hexdigest()}  {name}\n")
+    served.requests.clear()
+    assert fetch.fetch(["s2"], dest, url, sums)["s2"].read_bytes() == new
+    assert served.requests == [("HEAD", name, ""), ("GET", name, "")]
+    assert f'{name}: changed at the source since its .part was begun ("v1", now "v2")' in caplog.text
+    assert sorted(p.name for p in dest.iterdir()) == sorted([name, fetch.VERIFIED])
 
 
 def test_a_malformed_checksums_file_is_one_line(tmp_path):
