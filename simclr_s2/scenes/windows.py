@@ -17,7 +17,7 @@ tile on a 23 GB machine, past predict's 2 GB goal."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Self
@@ -35,6 +35,7 @@ from simclr_s2.scenes.product import SCL, Scene, SceneError
 
 GRID_M = 10
 RESAMPLING = "bicubic"  # the archive's (bands.stack_bands' default, every loader's)
+NODATA_DN = 0  # L2A's NODATA special value (MTD_MSIL2A.xml Special_Values), the v2 archive's band nodata
 GDAL_CACHE_BYTES = 256 * 2**20
 """Enough for the blocks under two window rows of every band of a 10,980 px tile (a block row of 512 x 512
 COG blocks: 11.5 MB a 10 m band), so no block is decoded twice; reading once, more holds nothing useful."""
@@ -174,13 +175,19 @@ class SceneReader:
         return stack_bands(native, self.bands, RESAMPLING)
 
     def masked(self, start: int, stop: int) -> np.ndarray:
-        """bool (stop - start, width): 10 m pixels of rows start..stop whose SCL class is masked (SCL at any
-        whole multiple of 10 m, each of its pixels covering the 10 m pixels under it)."""
-        if not len(self.mask_classes):
-            return np.zeros((stop - start, self.grid.width), bool)
-        f = self.factors[SCL]
+        """bool (stop - start, width): 10 m pixels of rows start..stop to leave out: those whose SCL class is
+        masked (SCL at any whole multiple of 10 m), and no data (DN 0 in a band the model reads: L2A's NODATA,
+        a swath's edge) whatever `mask` names, which would otherwise be scored as dark ground."""
+        masked = self._at_10m(SCL, start, stop, lambda scl: np.isin(scl, self.mask_classes)) \
+            if len(self.mask_classes) else np.zeros((stop - start, self.grid.width), bool)
+        for band in self.bands:
+            masked |= self._at_10m(band, start, stop, lambda dn: dn == NODATA_DN)
+        return masked
+
+    def _at_10m(self, band: str, start: int, stop: int, test: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+        """`test` of `band`'s native pixels, for the 10 m pixels of rows start..stop (each native pixel covering
+        the 10 m pixels under it)."""
+        f = self.factors[band]
         first = start // f
-        scl = self._rows[SCL].read(first, -(-stop // f))
-        rows = np.arange(start, stop) // f - first
-        columns = np.arange(self.grid.width) // f
-        return np.isin(scl, self.mask_classes)[rows][:, columns]
+        native = test(self._rows[band].read(first, -(-stop // f)))
+        return native[np.arange(start, stop) // f - first][:, np.arange(self.grid.width) // f]

@@ -589,7 +589,7 @@ class Predict(Spec):
                                    "else 0.5", check=_threshold)
     mask: str = param(",".join(map(str, DEFAULT_MASK)),
                       "SCL classes left out: 0 no data, 1 saturated, 3 cloud shadow, 8/9 cloud, 10 cirrus, 11 "
-                      "snow; none = no mask", check=_mask)
+                      "snow; none = no SCL class (no data, DN 0, is always left out)", check=_mask)
     batch_size: int = param(64, "windows per forward pass", check=positive)
 
 

@@ -134,6 +134,19 @@ def test_the_mask_reads_scl_at_10_m(tmp_path):
     assert masked.sum() == 10 * 4 and masked[20:40, 60:62].all()
 
 
+@pytest.mark.parametrize("mask", [(), (9,)])
+def test_a_pixel_of_no_data_is_masked_whatever_the_mask_names(tmp_path, mask):
+    """DN 0 is L2A's no data (a swath's edge, SCL 0): with mask=none or a mask without class 0 it was scored,
+    a window of zeros mapped with a probability and counted as scored ground."""
+    bands = scene_bands()
+    bands["B05"][0:2, 0:3] = 0  # 20 m: 10 m rows 0..3, columns 0..5
+    bands["B02"][100, 7] = 0
+    with SceneReader(open_scene(str(write_folder(tmp_path / "cogs", bands))), STUDY_BANDS, mask) as reader:
+        masked = reader.masked(0, SIDE)
+        assert masked.sum() == 4 * 6 + 1 and masked[:4, :6].all() and masked[100, 7]
+        assert reader.masked(100, 104).sum() == 1
+
+
 def _spoiled(tmp_path: Path, band: np.ndarray, **raster: object) -> str:
     """A scene of per-band COGs whose B05 is `band`, written with `raster`'s options."""
     folder = write_folder(tmp_path / "cogs", scene_bands())
