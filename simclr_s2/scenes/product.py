@@ -74,7 +74,7 @@ def open_scene(ref: str) -> Scene:
     metadata = safe.metadata_file(path)
     if metadata is not None and (path / "GRANULE").is_dir():
         return safe.open_product(path)
-    return safe.with_metadata(open_folder(path), metadata) if metadata else open_folder(path)
+    return safe.with_metadata(metadata, lambda: open_folder(path)) if metadata else open_folder(path)
 
 
 def open_folder(path: Path) -> Scene:

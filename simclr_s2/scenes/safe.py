@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import re
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,6 +83,11 @@ def open_product(folder: Path) -> Scene:
     path = metadata_file(folder)
     if path is None:
         raise SceneError(f"scene: {folder} holds neither {L2A_METADATA} nor {L1C_METADATA}")
+    return with_metadata(path, lambda: Scene(folder.name.removesuffix(".SAFE"), "SAFE", UNKNOWN, _jp2_bands(folder)))
+
+
+def _jp2_bands(folder: Path) -> dict[str, str]:
+    """Band -> its JP2 at the band's native resolution in the product's one granule."""
     granules = sorted(p for p in (folder / "GRANULE").glob("*") if p.is_dir())
     if len(granules) != 1:
         raise SceneError(f"scene: {folder} holds {len(granules)} granules under GRANULE/, expected one")
@@ -93,14 +99,15 @@ def open_product(folder: Path) -> Scene:
         band, resolution = match.group(1).upper(), int(match.group(2))
         if resolution == native_resolution(band):
             bands[band] = str(file)
-    return with_metadata(Scene(folder.name.removesuffix(".SAFE"), "SAFE", UNKNOWN, bands), path)
+    return bands
 
 
-def with_metadata(scene: Scene, path: Path) -> Scene:
-    """A folder of band files made from a product whose metadata file lies beside them: its baseline and
-    offsets, not the files' own."""
+def with_metadata(path: Path, scene: Callable[[], Scene]) -> Scene:
+    """The `scene` of band files made from a product whose metadata file is `path`: its baseline and offsets,
+    not the files' own. Its level is checked first, so an L1C product is refused as one, not for what its
+    files lack."""
     metadata = read_metadata(path)
     check_level(metadata, path.parent)
-    return dataclasses.replace(scene, baseline=metadata.baseline, offsets=metadata.offsets,
+    return dataclasses.replace(scene(), baseline=metadata.baseline, offsets=metadata.offsets,
                                offset_source=f"{path.name} BOA_ADD_OFFSET" if metadata.offsets else
                                f"none ({path.name} states none)")

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -121,9 +122,15 @@ def test_windows_must_start_on_the_coarsest_bands_pixels(tmp_path):
             reader.check_stride(40)
 
 
-def test_an_l1c_product_is_refused(tmp_path):
+@pytest.mark.parametrize("spoil", [lambda product: None, lambda product: shutil.rmtree(product / "GRANULE"),
+                                   lambda product: (product / "GRANULE" / "L1C_T33UUP_2").mkdir()])
+def test_an_l1c_product_is_refused(tmp_path, spoil):
+    """Also without its granule (its metadata file beside no band: 'holds no band GeoTIFF ... and no
+    MTD_MSIL2A.xml' was said) and with two: the level is what is wrong, said first."""
+    product = write_safe(tmp_path, scene_bands(side=120), level="1C")
+    spoil(product)
     with pytest.raises(SceneError, match="is a Level-1C product; the classifier was trained on L2A"):
-        open_scene(str(write_safe(tmp_path, scene_bands(), level="1C")))
+        open_scene(str(product))
 
 
 def test_the_mask_reads_scl_at_10_m(tmp_path):
