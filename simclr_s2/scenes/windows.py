@@ -133,9 +133,9 @@ class SceneReader:
             if d.crs is None:
                 raise SceneError(f"{where} has no CRS; expected the product's (UTM), without which the maps "
                                  "cannot be placed")
-            if not np.issubdtype(d.dtypes[0], np.integer):
-                raise SceneError(f"{where} holds {d.dtypes[0]} values; expected integer DN (reflectance x 10,000, "
-                                 "as L2A products store it)")
+            if not np.issubdtype(d.dtypes[0], np.integer) or (band != SCL and np.dtype(d.dtypes[0]).itemsize < 2):
+                raise SceneError(f"{where} holds {d.dtypes[0]} values; expected integer DN of 16 bits or more "
+                                 "(reflectance x 10,000, as L2A products store it; 8 bits cannot hold it)")
             if d.crs != reference.crs:
                 raise SceneError(f"{where} is in {d.crs}, {first} in {reference.crs}: one CRS expected")
             native = RESOLUTION_M.get(band, d.res[0])

@@ -166,9 +166,11 @@ def _spoiled(tmp_path: Path, band: np.ndarray, **raster: object) -> str:
      r"B05 \(.*/B05.tif\) is rotated or flipped \(transform a, b, d, e = 20, 0, 0, 20\); expected a north-up grid"),
     (scene_bands()["B05"], {"crs": None}, r"B05 \(.*/B05.tif\) has no CRS; expected the product's"),
     (scene_bands()["B05"] / 10_000, {}, r"B05 \(.*/B05.tif\) holds float64 values; expected integer DN"),
+    ((scene_bands()["B05"] // 16).astype(np.uint8), {}, r"B05 \(.*/B05.tif\) holds uint8 values; expected .* 16 bits"),
 ])
 def test_a_band_that_would_be_misread_is_refused_in_one_line(tmp_path, band, raster, message):
-    """South-up (GDAL failed on it later), without a CRS (maps placed nowhere), reflectance 0..1 (scored as DN)."""
+    """South-up (GDAL failed on it later), without a CRS (maps placed nowhere), reflectance 0..1 or 8-bit values
+    (a display export: 0..255 scored as DN)."""
     with pytest.raises(SceneError, match=message) as error:
         windows(_spoiled(tmp_path, band, **raster))
     assert "\n" not in str(error.value)
