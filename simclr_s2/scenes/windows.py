@@ -178,16 +178,18 @@ class SceneReader:
         """bool (stop - start, width): 10 m pixels of rows start..stop to leave out: those whose SCL class is
         masked (SCL at any whole multiple of 10 m), and no data (DN 0 in a band the model reads: L2A's NODATA,
         a swath's edge) whatever `mask` names, which would otherwise be scored as dark ground."""
-        masked = self._at_10m(SCL, start, stop, lambda scl: np.isin(scl, self.mask_classes)) \
+        masked = self._at_10m([SCL], start, stop, lambda scl: np.isin(scl, self.mask_classes)) \
             if len(self.mask_classes) else np.zeros((stop - start, self.grid.width), bool)
-        for band in self.bands:
-            masked |= self._at_10m(band, start, stop, lambda dn: dn == NODATA_DN)
+        for f in sorted({self.factors[b] for b in self.bands}):  # one expansion to 10 m per resolution
+            of_f = [b for b in self.bands if self.factors[b] == f]
+            masked |= self._at_10m(of_f, start, stop, lambda dn: dn == NODATA_DN)
         return masked
 
-    def _at_10m(self, band: str, start: int, stop: int, test: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-        """`test` of `band`'s native pixels, for the 10 m pixels of rows start..stop (each native pixel covering
-        the 10 m pixels under it)."""
-        f = self.factors[band]
+    def _at_10m(self, bands: Sequence[str], start: int, stop: int, test: Callable[[np.ndarray], np.ndarray]
+                ) -> np.ndarray:
+        """`test` of the native pixels of `bands` (one resolution), true where it holds in any, for the 10 m
+        pixels of rows start..stop (each native pixel covering the 10 m pixels under it)."""
+        f = self.factors[bands[0]]
         first = start // f
-        native = test(self._rows[band].read(first, -(-stop // f)))
+        native = np.logical_or.reduce([test(self._rows[b].read(first, -(-stop // f))) for b in bands])
         return native[np.arange(start, stop) // f - first][:, np.arange(self.grid.width) // f]
