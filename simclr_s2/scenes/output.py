@@ -20,6 +20,7 @@ from simclr_s2.scenes.maps import SUMMARY
 ENTRY_POINT = "predict"  # what a summary.json of ours says it came from
 DRAFT = f".{ENTRY_POINT}-"
 DRAFT_SUFFIX = ".draft"
+IDENTITY = "scene_identity"  # the summary's key for Scene.identity
 
 
 @contextmanager
@@ -59,23 +60,32 @@ def _sweep(out: Path) -> None:
     disk.remove_left_by_dead(out, f"{DRAFT}*@*{DRAFT_SUFFIX}", pid_of)
 
 
-def check_target(target: Path) -> None:
-    """Refuse a `target` that exists and is not an earlier prediction (checked before any work is done)."""
-    if target.exists() and not _earlier_prediction(target):
+def check_target(target: Path, identity: str) -> None:
+    """Refuse a `target` that exists and is not an earlier prediction of the scene of `identity` (checked before
+    any work is done): two folders of per-band GeoTIFFs can share a name, so an id."""
+    if not target.exists():
+        return
+    earlier = _earlier_prediction(target)
+    if earlier is None:
         raise UserError(f"out: {target} exists and holds no earlier prediction ({SUMMARY} of {ENTRY_POINT}); "
                         "move it or name another out")
+    if earlier.get(IDENTITY, identity) != identity:  # a summary written before identities: replaced
+        raise UserError(f"out: {target} holds the maps of another scene of that name ({earlier[IDENTITY]}); name "
+                        "another out or move them")
 
 
-def _earlier_prediction(folder: Path) -> bool:
+def _earlier_prediction(folder: Path) -> dict | None:
+    """The summary of the prediction in `folder`, None when it holds none."""
     try:
-        return json.loads((folder / SUMMARY).read_text()).get("entry_point") == ENTRY_POINT
-    except (OSError, ValueError, AttributeError):
-        return False
+        summary = json.loads((folder / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and summary.get("entry_point") == ENTRY_POINT else None
 
 
-def publish(draft: Path, target: Path) -> Path:
-    """Move the finished `draft` to `target`, replacing an earlier prediction there."""
-    check_target(target)
+def publish(draft: Path, target: Path, identity: str) -> Path:
+    """Move the finished `draft` to `target`, replacing an earlier prediction of the scene of `identity` there."""
+    check_target(target, identity)
     old = target.with_name(f".{target.name}.old")
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)

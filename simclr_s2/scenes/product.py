@@ -8,6 +8,7 @@ before and carry none. The offset is taken from what the product says (its metad
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from simclr_s2.errors import UserError
 SCL = "SCL"
 SCL_RESOLUTION_M = 20  # the scene classification's own resolution in a product (R20m/*_SCL_20m.jp2)
 UNKNOWN = "unknown"
+FOLDER = "GeoTIFF folder"  # the form named by its folder
 _BAND_NAME = re.compile(r"(?:^|_)(B\d\d?|B8A|SCL)$")
 
 
@@ -40,9 +42,16 @@ class Scene:
     bands: Mapping[str, str]
     offsets: Mapping[str, int] = field(default_factory=dict)  # band -> DN offset; 0 where absent
     offset_source: str = "none"  # what said so
+    source: str = ""  # the path (resolved) or URL it was read from (open_scene)
 
     def offset(self, band: str) -> int:
         return self.offsets.get(band, 0)
+
+    @property
+    def identity(self) -> str:
+        """What makes two scenes one: a product's or item's id names its acquisition wherever it lies; a folder
+        of GeoTIFFs is named by its folder (T33UUP/2023-06-01/bands, T33UUP/2023-07-01/bands): its path."""
+        return self.source if self.form == FOLDER else self.id
 
 
 def band_name(text: str) -> str | None:
@@ -65,16 +74,20 @@ def open_scene(ref: str) -> Scene:
     GRANULE/), or a folder of per-band GeoTIFFs (with the product's MTD_MSIL2A.xml beside them or not)."""
     from simclr_s2.scenes import safe, stac  # the forms' own modules import this one
 
-    if ref.startswith(("http://", "https://")) or ref.endswith(".json"):
-        return stac.open_item(ref)
+    if ref.startswith(("http://", "https://")):
+        return dataclasses.replace(stac.open_item(ref), source=ref)
     path = Path(ref).expanduser().resolve()
+    if ref.endswith(".json"):
+        return dataclasses.replace(stac.open_item(ref), source=str(path))
     if not path.is_dir():
         raise SceneError(f"scene: {path} is neither a folder (an L2A product or per-band GeoTIFFs) nor a STAC "
                          "item (.json)")
     metadata = safe.metadata_file(path)
     if metadata is not None and (path / "GRANULE").is_dir():
-        return safe.open_product(path)
-    return safe.with_metadata(metadata, lambda: open_folder(path)) if metadata else open_folder(path)
+        scene = safe.open_product(path)
+    else:
+        scene = safe.with_metadata(metadata, lambda: open_folder(path)) if metadata else open_folder(path)
+    return dataclasses.replace(scene, source=str(path))
 
 
 def open_folder(path: Path) -> Scene:
@@ -94,7 +107,7 @@ def open_folder(path: Path) -> Scene:
                          "MTD_MSIL2A.xml")
     offsets = {band: dn_offset(file) for band, file in bands.items() if band != SCL}
     source = "the GeoTIFFs' scale and offset" if any(offsets.values()) else "none (the GeoTIFFs state none)"
-    return Scene(path.name, "GeoTIFF folder", UNKNOWN, bands, offsets, source)
+    return Scene(path.name, FOLDER, UNKNOWN, bands, offsets, source)
 
 
 def dn_offset(file: str) -> int:

@@ -18,7 +18,7 @@ from simclr_s2.bigearthnet.bands import ZSCORE, InputTransform
 from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.scenes.inference import Result, map_scene
 from simclr_s2.scenes.maps import PROBABILITY, QUICKLOOK, SUMMARY, write_quicklook
-from simclr_s2.scenes.output import ENTRY_POINT, check_target, draft_folder, publish
+from simclr_s2.scenes.output import ENTRY_POINT, IDENTITY, check_target, draft_folder, publish
 from simclr_s2.scenes.product import Scene, open_scene
 from simclr_s2.scenes.scl import parse_mask
 from simclr_s2.scenes.windows import SceneReader
@@ -53,7 +53,7 @@ class Predict(Stage[specs.Predict]):
                 run.tracking.validation_threshold(ref)
             scene = open_scene(spec.scene)
             target = out / scene.id
-            check_target(target)
+            check_target(target, scene.identity)
             run.log_params({"resolved_model": version, "resolved_threshold": threshold})
             run.set_tags({"model_version": version, "scene_id": scene.id, "scene_form": scene.form,
                           "processing_baseline": scene.baseline, "boa_offset": _offsets(scene, bands),
@@ -67,7 +67,8 @@ class Predict(Stage[specs.Predict]):
                 crs = str(reader.grid.crs)
             seconds = time.perf_counter() - start
             write_quicklook(draft / PROBABILITY, draft / QUICKLOOK)
-            summary = {"entry_point": ENTRY_POINT, "scene": scene.id, "scene_form": scene.form,
+            summary = {"entry_point": ENTRY_POINT, "scene": scene.id, IDENTITY: scene.identity,
+                       "scene_form": scene.form,
                        "processing_baseline": scene.baseline, "boa_offset": {b: scene.offset(b) for b in bands},
                        "boa_offset_source": scene.offset_source, "model": version, "bands": list(bands),
                        "scaling": scaling, "threshold": threshold, "threshold_source": source,
@@ -78,7 +79,7 @@ class Predict(Stage[specs.Predict]):
             run.log_metrics({**{k: v for k, v in summary.items() if k.endswith(("_ha", "_share"))},
                              "windows": result.windows, "windows_scored": result.scored,
                              "windows_per_s": result.windows / seconds})
-            publish(draft, target)
+            publish(draft, target, scene.identity)
         run.log_artifacts(target, ARTIFACTS)  # after publish: a run failing there has logged no maps
         areas = result.tally.areas()
         print(f"{scene.id}: {areas['irrigated_ha']:,.0f} ha irrigated, {areas['irrigated_share']:.1%} of the "

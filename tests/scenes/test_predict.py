@@ -59,6 +59,7 @@ def test_a_product_is_mapped_at_10_m_on_its_own_grid_with_clouds_as_no_data(proj
     stored = {b: a + 1000 if b != "SCL" else a for b, a in bands.items()}  # baseline 05.09: DN + 1000
     tags, p, binary, summary = run_predict(project, write_safe(tmp_path, stored), tmp_path / "maps",
                                            model=classifier, stride=60, threshold=0.5)
+    assert summary["scene_identity"] == tags["scene_id"]  # a product's id is its acquisition's, wherever it lies
     assert (tags["crs"], tags["transform"], tags["shape"]) == (32633, Affine(10, 0, *ORIGIN[:1], 0, -10, ORIGIN[1]),
                                                                (SIDE, SIDE))
     assert (tags["model_version"], tags["processing_baseline"], tags["boa_offset"]) == \
@@ -73,8 +74,9 @@ def test_a_product_is_mapped_at_10_m_on_its_own_grid_with_clouds_as_no_data(proj
     assert summary["irrigated_ha"] == (binary == 1).sum() / 100 and summary["map_resolution_m"] == 10
     assert summary["windows"] == 49 and summary["windows_scored"] == 49 - 4 and summary["note"] == ""
 
-    folder_tags, cells, _, _ = run_predict(project, write_folder(tmp_path / "cogs", bands), tmp_path / "maps",
-                                           model=classifier)
+    folder_tags, cells, _, folder_summary = run_predict(project, write_folder(tmp_path / "cogs", bands),
+                                                        tmp_path / "maps", model=classifier)
+    assert folder_summary["scene_identity"] == str((tmp_path / "cogs").resolve())  # a folder's name is no identity
     assert (folder_tags["transform"], folder_tags["shape"]) == (Affine(1200, 0, ORIGIN[0], 0, -1200, ORIGIN[1]), (4, 4))
     assert folder_tags["boa_offset"] == "0" and folder_tags["threshold_source"].startswith("default 0.5")
     _, cells_of_product, _, _ = run_predict(project, write_safe(tmp_path / "again", stored), tmp_path / "maps",

@@ -3,6 +3,7 @@ with no maps logged."""
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +16,7 @@ from simclr_s2.errors import UserError
 from simclr_s2.learning.models import IrrigationClassifier
 from simclr_s2.learning.serving import save_rebuildable
 from simclr_s2.scenes.maps import SUMMARY
+from simclr_s2.scenes.output import check_target
 from simclr_s2.stages import predict
 from simclr_s2.stages.predict import PREDICT
 
@@ -41,7 +43,7 @@ def test_the_published_maps_follow_the_umask(project, classifier, tmp_path):
 def test_a_run_that_cannot_place_its_maps_has_logged_none(project, classifier, tmp_path, monkeypatch):
     """The maps were logged before they were moved into place: a run failing there (an id that named a
     subfolder, before ids were checked) ended FAILED holding complete, finished-looking maps."""
-    def refuse(draft: Path, target: Path) -> Path:
+    def refuse(draft: Path, target: Path, identity: str) -> Path:
         raise UserError(f"out: {target} appeared meanwhile")
 
     monkeypatch.setattr(predict, "publish", refuse)
@@ -59,3 +61,18 @@ def test_the_registered_weights_follow_the_umask(tmp_path):
         files = save_rebuildable(IrrigationClassifier.from_scratch("resnet18", 2), tmp_path)
     assert {f.name: f.stat().st_mode & 0o777 for f in files} == {"architecture.json": 0o644,
                                                                 "weights.safetensors": 0o644}
+
+
+def test_the_maps_of_another_scene_of_the_same_name_are_not_replaced(tmp_path):
+    """Two folders of per-band GeoTIFFs named alike (T33UUP/2023-06-01/bands, T33UUP/2023-07-01/bands) are two
+    scenes of one id: the second predict into the same `out` replaced the first one's maps without a word."""
+    target = tmp_path / "maps" / "bands"
+    target.mkdir(parents=True)
+    (target / SUMMARY).write_text(json.dumps({"entry_point": "predict", "scene_identity": "/data/2023-06-01/bands"}))
+    check_target(target, "/data/2023-06-01/bands")  # the same scene again: replaced
+    with pytest.raises(UserError, match=r"^out: .*/maps/bands holds the maps of another scene of that name "
+                                        r"\(/data/2023-06-01/bands\); name another out") as error:
+        check_target(target, "/data/2023-07-01/bands")
+    assert "\n" not in str(error.value)
+    (target / SUMMARY).write_text(json.dumps({"entry_point": "predict"}))  # written before identities
+    check_target(target, "/data/2023-07-01/bands")
