@@ -73,6 +73,17 @@ def demo_index(demo_archive: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     return build_index(demo_archive, tmp_path_factory.mktemp("index") / "index.parquet", workers=2).index_path
 
 
+@pytest.fixture(scope="session")
+def migrated_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An empty SQLite tracking store with MLflow's tables made, to copy as a project's `mlflow.db` where the
+    claim is not about a new store: a new store runs MLflow's migrations, about 1 CPU-s; a copy opens in 0.04."""
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("store") / "mlflow.db"
+    MlflowClient(f"sqlite:///{path}").search_experiments()
+    return path
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None):
     """With SIMCLR_S2_TEST_CPU_LOG set, the CPU seconds of each test: setup, call and teardown together."""

@@ -6,6 +6,7 @@ the end-to-end tests and the tests against the real server stack."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -47,6 +48,14 @@ def project_env(root: Path, tracking_uri: str | None = None, **extra: str) -> di
             "SIMCLR_S2_DATA": str(root / "data"), "SIMCLR_S2_DEMO_PATCHES": "80",
             "SIMCLR_S2_DEMO_PRETRAIN_EPOCHS": "1", "SIMCLR_S2_HEARTBEAT_S": "2",
             "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false", **extra}
+
+
+def project_from(store: Path, root: Path, **extra: str) -> Project:
+    """A project in `root` (`project_env`) whose store starts as a copy of `store`, an empty migrated one
+    (tests/conftest.py's `migrated_store`): for tests whose claim is not about a store being made (MLflow's
+    migrations cost about 1 CPU-s a new SQLite store)."""
+    shutil.copyfile(store, root / "mlflow.db")
+    return Project(root, project_env(root, **extra))
 
 
 @dataclass

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from project_runner import Project, project_env
+from project_runner import Project, project_from
 
 from simclr_s2.stages import auto
 
@@ -47,9 +48,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="package")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    root = tmp_path_factory.mktemp("cluster-project")
-    return Project(root, project_env(root))
+def project(tmp_path_factory: pytest.TempPathFactory, migrated_store: Path) -> Project:
+    return project_from(migrated_store, tmp_path_factory.mktemp("cluster-project"))
 
 
 @pytest.fixture(scope="package")

@@ -3,6 +3,7 @@ made, or reuses a complete run of its key that another command finished once the
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import ClassVar
 
@@ -38,7 +39,9 @@ class Worker(Recording):
 
 
 @pytest.fixture
-def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Context:
+def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, migrated_store: Path) -> Context:
+    """A store of the test's own (a copy of an empty migrated one: no claim here is about making a store)."""
+    shutil.copyfile(migrated_store, tmp_path / "mlflow.db")
     for key, value in {"SIMCLR_S2_HOME": str(tmp_path / "home"), "SIMCLR_S2_DATA": str(tmp_path / "data"),
                        "SIMCLR_S2_HEARTBEAT_S": "1"}.items():
         monkeypatch.setenv(key, value)

@@ -3,26 +3,26 @@ is made once per session (an 80-patch archive, encoders pretrained 1 epoch) and 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mlflow.entities import Run
-from project_runner import Project, project_env
+from project_runner import Project, project_from
 
 from simclr_s2.settings.context import Context
 from simclr_s2.stages.classifier import FINETUNE
 
 
 @pytest.fixture(scope="session")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Project:
-    root = tmp_path_factory.mktemp("project")
-    return Project(root, project_env(root))
+def project(tmp_path_factory: pytest.TempPathFactory, migrated_store: Path) -> Project:
+    return project_from(migrated_store, tmp_path_factory.mktemp("project"))
 
 
 @pytest.fixture(scope="session")
-def project_apart(tmp_path_factory: pytest.TempPathFactory) -> Project:
+def project_apart(tmp_path_factory: pytest.TempPathFactory, migrated_store: Path) -> Project:
     """A second project, for the grids whose splits, encoders and cells must not become the runs the chain's
     tests find as the newest of their kind (or the cells their compare reads): test_grid_folds'."""
-    root = tmp_path_factory.mktemp("apart")
-    return Project(root, project_env(root))
+    return project_from(migrated_store, tmp_path_factory.mktemp("apart"))
 
 
 @pytest.fixture
