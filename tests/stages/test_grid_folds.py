@@ -110,12 +110,12 @@ def test_a_given_fold_split_gives_its_cells_its_fold_and_a_registered_recipe_its
     index = project.latest("create_splits", fold="1").data.params["index"]
     project.run_stage(PRETRAIN, name="whole", index=index, exclude_split="none", epochs=1, max_patches=40)
     cells = _cells(project, project.run_stage(GRID, split=fold_1_split, encoders="whole", schemes="basic",
-                                              fractions="100", seeds="0", epochs=1)).set_index("cell")
-    assert sorted(cells.index) == ["baseline-resnet18-basic-100pct-s0-f1", "finetune-whole-basic-100pct-s0-f1"]
+                                              fractions="50", seeds="0", epochs=1)).set_index("cell")
+    assert sorted(cells.index) == ["baseline-resnet18-basic-50pct-s0-f1", "finetune-whole-basic-50pct-s0-f1"]
     assert set(cells["status"]) == {"finished"}
-    baseline = project.client.get_run(cells.loc["baseline-resnet18-basic-100pct-s0-f1", "run_id"])
+    baseline = project.client.get_run(cells.loc["baseline-resnet18-basic-50pct-s0-f1", "run_id"])
     assert (baseline.data.params["fold"], baseline.data.tags["fold"], baseline.data.tags["held_out"]) == ("1", "1", "1")
-    finetune = project.client.get_run(cells.loc["finetune-whole-basic-100pct-s0-f1", "run_id"])
+    finetune = project.client.get_run(cells.loc["finetune-whole-basic-50pct-s0-f1", "run_id"])
     assert (finetune.data.tags["encoder_fold"], finetune.data.tags["pretraining_overlap"]) == ("1", "0")
     pretrain = project.latest("pretrain", pretrained="whole-folds-2-f1")
     assert (pretrain.data.params["exclude_split"], pretrain.data.params["max_patches"]) == (fold_1_split, "40")
