@@ -119,11 +119,11 @@ def test_a_full_disk_at_the_last_cell_fails_that_cell_and_cells_csv_says_why(pro
     real_save = publisher.save_atomically
     monkeypatch.setattr(publisher, "save_atomically", save_until_full)
     with pytest.raises(UserError, match="1 of 2 grid cells failed"):
-        project.run_stage(GRID, backend="local", split=split, encoders="", schemes="basic", fractions="50,100",
+        project.run_stage(GRID, backend="local", split=split, encoders="", schemes="basic", fractions="25,50",
                           seeds="3", epochs=1)
     cells = _cells(project, project.latest("grid").info.run_id)
-    failed = cells.loc["baseline-resnet18-basic-100pct-s3"]
-    assert cells.loc["baseline-resnet18-basic-50pct-s3", "status"] == "finished"
+    failed = cells.loc["baseline-resnet18-basic-50pct-s3"]
+    assert cells.loc["baseline-resnet18-basic-25pct-s3", "status"] == "finished"
     assert failed["status"] == "failed" and f"cannot write {saves[1]}: writing failed on file system" in failed["error"]
     run = project.client.get_run(failed["run_id"])
     assert run.info.status == "FAILED" and run.data.tags[ERROR_TAG] == failed["error"]
@@ -168,11 +168,11 @@ def test_grid_dimensions_are_refused_in_one_line(params, match):
 def test_a_grid_fold_is_drawn_as_its_own_split_and_its_cell_records_it(project, split):
     """backend=local, fold 1 of 2 of the demo (whose index `split` made): its create_splits run and its cell
     carry the fold as tags and parameter; a rerun reuses the cell."""
-    params = {"encoders": "", "schemes": "basic", "fractions": "100", "seeds": "0", "epochs": 1,
+    params = {"encoders": "", "schemes": "basic", "fractions": "50", "seeds": "0", "epochs": 1,
               "split_kind": "folds-2", "folds": "1"}
     grid = project.run_stage(GRID, **params)
     cells = _cells(project, grid)
-    assert list(cells.index) == ["baseline-resnet18-basic-100pct-s0-f1"] and list(cells["status"]) == ["finished"]
+    assert list(cells.index) == ["baseline-resnet18-basic-50pct-s0-f1"] and list(cells["status"]) == ["finished"]
     assert project.client.get_run(grid).data.params["resolved_folds"] == "0,1"
     run = project.client.get_run(cells["run_id"].iloc[0])
     assert (run.data.tags["fold"], run.data.tags["held_out"], run.data.params["fold"]) == ("1", "1", "1")
