@@ -3,6 +3,7 @@ local state lives, and the sizes of the demo. Nothing below reads the environmen
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,8 @@ PROJECT_ROOT = project_folder()
 
 
 def _positive(env: Mapping[str, str], name: str, default: float, kind: type = float) -> float:
+    """The variable's number, finite and > 0: nan made the heartbeat beat without pause (Event.wait(nan)
+    returns at once) and inf killed its thread, and either misjudged the run's liveness."""
     text = env.get(name, "")
     if not text:
         return default
@@ -34,8 +37,8 @@ def _positive(env: Mapping[str, str], name: str, default: float, kind: type = fl
         value = kind(text)
     except ValueError:
         value = 0
-    if value <= 0:
-        raise UserError(f"{name}: expected a number > 0, got {text!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise UserError(f"{name}: expected {'a whole' if kind is int else 'a finite'} number > 0, got {text!r}")
     return value
 
 

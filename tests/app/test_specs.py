@@ -206,7 +206,7 @@ def test_the_context_comes_from_the_environment(tmp_path):
     assert ctx.sizes.demo_patches == 64 and ctx.sizes.epochs(50) == 3 and ctx.sizes.trials(20) == 20
     assert Context.from_env({**env, "MLFLOW_EXPERIMENT_NAME": "mine"}).experiment_name == "mine"
     assert Context.from_env({**env, "MLFLOW_EXPERIMENT_ID": "0"}).experiment_id_given is None
-    with pytest.raises(UserError, match="SIMCLR_S2_DEMO_PATCHES: expected a number > 0, got 'many'"):
+    with pytest.raises(UserError, match="SIMCLR_S2_DEMO_PATCHES: expected a whole number > 0, got 'many'"):
         Context.from_env({**env, "SIMCLR_S2_DEMO_PATCHES": "many"})
 
 
