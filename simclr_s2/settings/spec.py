@@ -119,10 +119,10 @@ def build(cls: type[S], values: Mapping[str, Any]) -> S:
         for item in value if isinstance(value, tuple) else (value,):
             if choices and item not in choices:
                 raise UserError(f"{name}: expected one of {', '.join(choices)}, got {item!r}")
-        listed = isinstance(value, tuple) and not f.metadata["repeats"]
-        problem = (listed and distinct(value)) or (f.metadata["check"] and f.metadata["check"](value))
+        problem = (listed_problem(value, f.metadata["repeats"]) if isinstance(value, tuple) else None) or (
+            f.metadata["check"] and f.metadata["check"](value))
         if problem:
-            raise UserError(f"{name}: {problem}, got {canonical(value)}")
+            raise UserError(f"{name}: {problem}, got {canonical(value) or 'nothing'}")
         kwargs[name] = value
     spec = cls(**kwargs)
     spec.validate()
@@ -156,7 +156,7 @@ def probability(value: float) -> str | None:
 
 
 def percentages(values: tuple[int, ...]) -> str | None:
-    ok = values and all(0 < v <= 100 for v in values)
+    ok = all(0 < v <= 100 for v in values)
     return None if ok else "expected whole percentages in 1..100"
 
 
@@ -176,7 +176,13 @@ def seed_number(value: int) -> str | None:
 
 
 def seed_numbers(values: tuple[int, ...]) -> str | None:
-    return not_empty(values) or next(filter(None, map(seed_number, values)), None)
+    return next(filter(None, map(seed_number, values)), None)
+
+
+def listed_problem(values: tuple, repeats: bool) -> str | None:
+    """What is wrong with a list parameter's values whatever it lists: none (`-P trainable=` planned no cells,
+    silently), or one given twice (unless `repeats`)."""
+    return not_empty(values) or (None if repeats else distinct(values))
 
 
 def distinct(values: Iterable[Any]) -> str | None:

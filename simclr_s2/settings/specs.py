@@ -35,7 +35,6 @@ from simclr_s2.settings.spec import (
     Spec,
     distinct,
     non_negative,
-    not_empty,
     param,
     percentage,
     percentages,
@@ -88,7 +87,7 @@ def _share_or_auto(value: str) -> str | None:
 
 
 def _shares_or_auto(values: tuple[str, ...]) -> str | None:
-    return not_empty(values) or next(filter(None, map(_share_or_auto, values)), None)
+    return next(filter(None, map(_share_or_auto, values)), None)
 
 
 def _folds(value: str) -> str | None:
@@ -121,6 +120,12 @@ def _path(value: str) -> str | None:
 def _path_param(default: Any = MISSING, help: str = "") -> Any:
     """A path (folder, file or URI) parameter: never blank."""
     return param(default, help, check=_path)
+
+
+def _encoders(value: str) -> str | None:
+    """The grid's encoders: a blank one (`-P encoders=`) planned no fine-tune cells, and a repeat was dropped."""
+    items = [item.strip() for item in value.split(",")]
+    return distinct(items) if all(items) else "expected auto, or aliases or URIs joined by ','"
 
 
 def _split_refs(value: str) -> str | None:
@@ -381,8 +386,8 @@ class Grid(Spec):
     baselines, each a child run of this one."""
 
     entry_point: ClassVar[str] = "main"
-    encoders: str = param("auto", "aliases (ben) or URIs joined by ','; auto = the demo's three")
-    schemes: tuple[str, ...] = param(("basic", "expanded"), "labelling schemes", check=not_empty)
+    encoders: str = param("auto", "aliases (ben) or URIs joined by ','; auto = the demo's three", check=_encoders)
+    schemes: tuple[str, ...] = param(("basic", "expanded"), "labelling schemes")
     fractions: tuple[int, ...] = param(FRACTIONS, "data fractions in percent", check=percentages)
     seeds: tuple[int, ...] = param((0,), "seeds; protocol=study: 0-4 when left out, else 5 or more",
                                    check=seed_numbers)
@@ -497,7 +502,7 @@ class Tune(Spec):
     weight_decay_max: float = param(1e-3, "highest weight decay", check=non_negative)
     dropout_min: float = param(0.0, "lowest dropout", check=probability)
     dropout_max: float = param(0.6, "highest dropout", check=probability)
-    batch_sizes: tuple[int, ...] = param((16, 32, 64), "batch sizes to try", check=not_empty)
+    batch_sizes: tuple[int, ...] = param((16, 32, 64), "batch sizes to try")
     trainables: tuple[str, ...] = param(("head2", "head"), "trainable parts to try (finetune)",
                                         choices=TRAINABLE)
     seed: int = param(0, "random seed", check=seed_number)
@@ -527,7 +532,7 @@ class Fetch(Spec):
     entry_point: ClassVar[str] = "fetch"
     parts: tuple[str, ...] = param(tuple(FETCH_FILES), "files of the record: s2 (BigEarthNet-S2.tar.zst, 63 GB), "
                                    "maps (Reference_Maps.tar.zst), metadata, snow (the snow/cloud/shadow table)",
-                                   choices=tuple(FETCH_FILES), check=not_empty)
+                                   choices=tuple(FETCH_FILES))
     dest: str = _in_data("reben", "folder of the files (those already there are verified and used)")
     url: str = _path_param(ZENODO, "base URL of the files: the record's, a mirror, or a local copy (file:// or a "
                                    "folder)")

@@ -128,7 +128,7 @@ def test_a_list_value_given_twice_however_spelt_is_refused_by_name(cls, values, 
 
 
 def test_a_blank_study_name_is_refused():
-    with pytest.raises(UserError, match=r"^study_name: expected a name, or auto, got \s*$"):
+    with pytest.raises(UserError, match=r"^study_name: expected a name, or auto, got nothing$"):
         build(Tune, {"study_name": " "})
 
 
@@ -227,3 +227,21 @@ def test_artifacts_live_beside_a_sqlite_store_whatever_the_working_folder(tmp_pa
     ctx = Context.from_env({"MLFLOW_TRACKING_URI": f"sqlite:///{store}", "SIMCLR_S2_HOME": str(tmp_path / "h")})
     location = Tracking.of(ctx).client.get_experiment(ctx.experiment_id).artifact_location
     assert location == (store.parent / "mlruns").as_uri()
+
+
+@pytest.mark.parametrize(("cls", "name"), [(Grid, "trainable"), (Grid, "baseline_arch"), (Grid, "ambiguous"),
+                                           (Grid, "schemes"), (Tune, "trainables"), (Fetch, "parts")])
+@pytest.mark.parametrize("given", ["", " , "])
+def test_an_empty_list_is_refused_by_name(cls, name, given):
+    """`-P trainable=` planned no fine-tune cells, `ambiguous=` no cells at all, silently."""
+    with pytest.raises(UserError, match=rf"^{name}: expected at least one value, got nothing$"):
+        build(cls, {name: given})
+
+
+@pytest.mark.parametrize(("given", "message"), [
+    ("", "expected auto, or aliases or URIs joined by ','"), ("ben,,ca-sgd", "expected auto, or aliases or URIs"),
+    ("ben, ben", "expected distinct values, ben repeats an earlier one")])
+def test_the_grids_encoders_are_a_list_without_blanks_or_repeats(given, message):
+    """encoders= planned no fine-tune cells, silently, and a repeat was dropped without a word."""
+    with pytest.raises(UserError, match=rf"^encoders: {message}"):
+        build(Grid, {"encoders": given})
