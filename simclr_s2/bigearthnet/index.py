@@ -233,6 +233,8 @@ def _index_metadata(path: Path) -> dict[bytes, bytes]:
 def load_index(path: Path) -> pd.DataFrame:
     """The index as a DataFrame (list columns as lists), after checking that the file is an index."""
     path = Path(path)
+    if path.is_dir():  # build_index's output folder, given for the file it holds
+        raise ArchiveError(f"index {path}: a folder; expected the index file, such as {path / 'index.parquet'}")
     if not path.is_file():
         raise ArchiveError(f"index {path}: file not found (build it with build_index)")
     layout = index_layout(path)

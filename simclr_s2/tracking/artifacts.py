@@ -39,12 +39,17 @@ class Fetcher:
             yield cls(Path(tmp), tracking_uri)
 
     def path(self, ref: str, what: str) -> Path:
-        """`ref` as a local path; `what` names the parameter in the one-line error."""
+        """`ref` as a local path; `what` names the parameter in the one-line error. A models:/ URI is refused
+        before its download: a registered model is no data file (it was downloaded whole, then read as a
+        file its name does not name)."""
         if not is_remote(ref):
             path = Path(ref).expanduser().resolve()
             if not path.exists():
                 raise UserError(f"{what}: {path} does not exist")
             return path
+        if ref.startswith("models:/"):
+            raise UserError(f"{what}: {ref} is a registered model; expected a path or an artifact URI such as "
+                            "runs:/<run id>/<artifact path>")
         folder = self.cache / hashlib.sha256(ref.encode()).hexdigest()[:16]
         done = folder / ".complete"
         if not done.exists():
@@ -56,7 +61,10 @@ class Fetcher:
             except (MlflowException, OSError) as error:
                 raise UserError(f"{what}: cannot download {ref}: {str(error).splitlines()[0]}") from None
             done.touch()
-        return folder / ref.rstrip("/").rsplit("/", 1)[-1]
+        path = folder / ref.rstrip("/").rsplit("/", 1)[-1]
+        if not path.exists():  # runs:/<id> alone: the run's artifacts, none of them named <id>
+            raise UserError(f"{what}: {ref} names no artifact; expected runs:/<run id>/<artifact path>")
+        return path
 
 
 def artifact_folder(client: MlflowClient, run_id: str) -> Path:

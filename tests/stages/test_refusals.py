@@ -1,18 +1,21 @@
 """What a stage refuses once it reads what it was given, in one line naming what to change: a classifier
 scored on another scheme's labels (on its own ground: test_training_ground.py), a demo folder holding another
-demo, a class list for a split folder."""
+demo, a class list for a split folder, a registered model or a folder named for a data file."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import mlflow
 import pytest
 
+from simclr_s2.bigearthnet.index import load_index
 from simclr_s2.errors import UserError
 from simclr_s2.stages.data import DEMO_MARKER, _write_once
 from simclr_s2.stages.evaluate import same_scheme
 from simclr_s2.study.splits import load_manifest, scheme_name
+from simclr_s2.tracking.artifacts import Fetcher
 
 
 def test_a_classifier_is_never_scored_on_another_schemes_labels():
@@ -51,3 +54,30 @@ def test_a_class_list_is_told_the_folder_create_splits_filed_it_under(tmp_path: 
     with pytest.raises(UserError, match=rf"^scheme: create_splits files the splits of 'Rice fields;Vineyards' "
                                         rf"under {folder}; give scheme={folder}$"):
         load_manifest(tmp_path, "Rice fields;Vineyards")
+
+
+def test_a_registered_model_named_for_data_is_refused_before_its_download(tmp_path: Path, monkeypatch):
+    """create_splits index=models:/simclr-s2-encoder@ben downloaded the encoder whole, then said the index
+    file was not found in the download folder."""
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", lambda **_: pytest.fail("downloaded"))
+    with pytest.raises(UserError, match=r"^index: models:/simclr-s2-encoder@ben is a registered model; expected a "
+                                        r"path or an artifact URI such as runs:/<run id>/<artifact path>$"):
+        Fetcher(tmp_path, "sqlite:///unused.db").path("models:/simclr-s2-encoder@ben", "index")
+
+
+def test_a_run_uri_without_an_artifact_path_is_one_line(tmp_path: Path, monkeypatch):
+    """runs:/<id> downloads the run's artifacts, none of them named <id>: the path returned did not exist."""
+    def download(artifact_uri: str, dst_path: str, tracking_uri: str) -> None:
+        (Path(dst_path) / "splits").mkdir(parents=True)
+
+    monkeypatch.setattr(mlflow.artifacts, "download_artifacts", download)
+    fetch = Fetcher(tmp_path, "sqlite:///unused.db")
+    with pytest.raises(UserError, match=r"^split: runs:/0123abcd names no artifact; expected runs:/<run id>/"):
+        fetch.path("runs:/0123abcd", "split")
+    assert fetch.path("runs:/0123abcd/splits", "split").is_dir()
+
+
+def test_the_folder_build_index_wrote_is_told_to_name_its_file(tmp_path: Path):
+    with pytest.raises(UserError, match=rf"^index {tmp_path}: a folder; expected the index file, such as "
+                                        rf"{tmp_path / 'index.parquet'}$"):
+        load_index(tmp_path)
