@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import logging
 import pickle
+import struct
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -224,13 +225,17 @@ def read_state_dict(path: Path, what: str = "pretrained", bands: Bands | None = 
     code; `what` names the parameter in the one-line error. `bands`, when given (None: auto), must be the
     bands a pretrain checkpoint records (names and order: the channels)."""
     path = Path(path).expanduser()
+    if path.is_dir():  # a logged model's folder (runs:/<id>/model) among them
+        raise UserError(f"{what}: {path} is a folder; expected a state-dict file (.pt or .safetensors)")
     if not path.is_file():
         raise UserError(f"{what}: state-dict file {path} does not exist")
     try:
         state = (torch.load(path, map_location="cpu", weights_only=True) if path.suffix != SUFFIX
                  else load_file(path) if _plain_safetensors(path)
                  else read_tree(path))  # a pretrain checkpoint of today's format
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, SafetensorError) as e:
+    # KeyError, IndexError, struct.error: the weights-only unpickler reading bytes that are no pickle (a text)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, SafetensorError, KeyError, IndexError,
+            struct.error) as e:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{what}: {path} is not a PyTorch state-dict file ({detail[:200]})") from None
     recorded = None

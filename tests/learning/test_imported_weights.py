@@ -345,3 +345,18 @@ def test_weights_of_bigearthnets_12_bands_import_with_source_bands_all(torchgeo_
     [field] = [f for f in fields_of(specs.ImportEncoder) if f.name == "source_bands"]
     assert field.metadata["choices"] == tuple(SOURCE_BANDS) and field.default == "ssl4eo13"
     assert SOURCE_BANDS["ssl4eo13"] == TORCHGEO_S2_BANDS
+
+
+@pytest.mark.parametrize("text", ["hello\n", "all", "Just", "version https://git-lfs.github.com/spec/v1\n"])
+def test_a_text_file_is_no_state_dict_in_one_line(tmp_path, text):
+    """The weights-only unpickler reads a text's letters as opcodes: 'hello' (KeyError 101), 'all' (IndexError)
+    and 'Just' (struct.error) were tracebacks."""
+    (tmp_path / "w.pt").write_text(text)
+    with pytest.raises(UserError, match=r"^state_dict: .*w.pt is not a PyTorch state-dict file \("):
+        read_state_dict(tmp_path / "w.pt", "state_dict")
+
+
+def test_a_folder_is_no_state_dict_file(tmp_path):
+    """A logged model's folder (runs:/<id>/model, downloaded) was said not to exist."""
+    with pytest.raises(UserError, match=rf"^state_dict: {tmp_path} is a folder; expected a state-dict file"):
+        read_state_dict(tmp_path, "state_dict")
