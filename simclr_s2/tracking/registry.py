@@ -36,7 +36,7 @@ from simclr_s2.learning.imported_weights import import_encoder_state, read_state
 from simclr_s2.learning.models import IrrigationClassifier, SimCLRModel
 from simclr_s2.learning.serving import ServedClassifier, is_rebuildable, rebuild, save_rebuildable
 from simclr_s2.settings.mlflow_store import StoreClient
-from simclr_s2.tracking.names import ENCODER_MODEL
+from simclr_s2.tracking.names import CLASSIFIER_MODEL, ENCODER_MODEL
 from simclr_s2.tracking.process import fluent_uris
 from simclr_s2.tracking.versions import READY
 
@@ -300,8 +300,17 @@ def _load_ref(client: StoreClient, ref: ModelRef, uri: str, kind: type[T], what:
     except (MlflowException, OSError, ValueError) as error:
         raise UserError(f"{what}: cannot load {uri}: {str(error).splitlines()[0]}") from None
     if not isinstance(model, kind):
-        raise UserError(f"{what}: {uri} is a {type(model).__name__}, expected a {kind.__name__}")
+        raise UserError(f"{what}: {uri} is {_kind(type(model))}, expected {_kind(kind)}")
     return model
+
+
+_KINDS = {SimCLRModel: f"an encoder ({ENCODER_MODEL})", IrrigationClassifier: f"a classifier ({CLASSIFIER_MODEL})"}
+
+
+def _kind(cls: type) -> str:
+    """A model class in the words of the registry's models (an encoder given where a classifier is expected
+    was 'a SimCLRModel, expected a IrrigationClassifier')."""
+    return _KINDS.get(cls, f"a {cls.__name__}")
 
 
 def _download_uri(client: StoreClient, ref: ModelRef) -> str:

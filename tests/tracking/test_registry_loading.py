@@ -10,7 +10,8 @@ import mlflow
 import pytest
 import torch
 
-from simclr_s2.learning.models import IrrigationClassifier
+from simclr_s2.errors import UserError
+from simclr_s2.learning.models import IrrigationClassifier, SimCLRModel
 from simclr_s2.learning.serving import save_rebuildable
 from simclr_s2.settings.mlflow_store import store_client
 from simclr_s2.tracking.registry import load_logged
@@ -85,3 +86,12 @@ def test_one_client_per_store_and_it_names_its_registry(store, tmp_path):
     other = f"sqlite:///{tmp_path}/registry.db"
     assert store_client(store) is store_client(store, store)
     assert store_client(store, other).registry_uri == other and store_client(store).registry_uri == store
+
+
+def test_a_model_of_the_other_kind_is_named_in_the_registrys_words(store, tmp_path):
+    """evaluate model_uri=models:/simclr-s2-encoder@ben said 'is a SimCLRModel, expected a IrrigationClassifier'."""
+    (tmp_path / "model" / "extra_files").mkdir(parents=True)
+    save_rebuildable(IrrigationClassifier.from_scratch("resnet18", 3), tmp_path / "model" / "extra_files")
+    with pytest.raises(UserError, match=r"^pretrained: .*model is a classifier \(simclr-s2-irrigation\), expected "
+                                        r"an encoder \(simclr-s2-encoder\)$"):
+        load_logged(store_client(store), str(tmp_path / "model"), SimCLRModel, "pretrained")
