@@ -38,7 +38,7 @@ from simclr_s2.learning.serving import ServedClassifier, is_rebuildable, rebuild
 from simclr_s2.settings.mlflow_store import StoreClient
 from simclr_s2.tracking.names import CLASSIFIER_MODEL, ENCODER_MODEL
 from simclr_s2.tracking.process import fluent_uris
-from simclr_s2.tracking.versions import READY
+from simclr_s2.tracking.versions import CLASSIFIER_STAGES, READY
 
 log = logging.getLogger(__name__)
 
@@ -280,6 +280,8 @@ def encoder_ref(client: StoreClient, uri: str, what: str = "pretrained") -> Mode
         why = ("its run registered none from that path" if uri.startswith("runs:/") else
                "a logged model's folder or artifact URI records neither its bands nor its input scaling")
         raise UserError(f"{what}: {uri} is no registered model version ({why}); use models:/<name>/<version>")
+    if ref.tags.get("stage") in CLASSIFIER_STAGES:  # the grid's dry run read no weights: it said nothing
+        raise UserError(f"{what}: {uri} is {_kind(IrrigationClassifier)}, expected {_kind(SimCLRModel)}")
     return ref
 
 

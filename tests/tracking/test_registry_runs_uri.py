@@ -24,6 +24,7 @@ from simclr_s2.tracking.names import ENCODER_MODEL
 from simclr_s2.tracking.registry import (
     BAND_LIST_TAG,
     SCALING_TAG,
+    encoder_ref,
     encoder_uri,
     load_pretrained,
     log_and_register,
@@ -150,3 +151,15 @@ def test_models_latest_is_the_newest_ready_version_and_a_stage_is_refused_in_one
     with pytest.raises(UserError, match=rf"^model_uri: models:/{name}/Production: expected a version number, "
                                         r"latest or @<alias> after the model's name$"):
         resolve_model_uri(client, f"models:/{name}/Production", "model_uri")
+
+
+def test_a_classifier_given_for_an_encoder_is_refused_by_its_version(store, imported):
+    """main encoders=models:/simclr-s2-irrigation/1 passed its dry run (no weights read there): every cell
+    would have failed."""
+    client = store_client(store)
+    name, version = imported[1].removeprefix("models:/").split("/")
+    classifier = client.create_model_version(name, client.get_model_version_download_uri(name, version),
+                                             imported[0], tags={"stage": "finetune"})
+    with pytest.raises(UserError, match=rf"^encoders: models:/{name}/{classifier.version} is a classifier "
+                                        r"\(simclr-s2-irrigation\), expected an encoder \(simclr-s2-encoder\)$"):
+        encoder_ref(client, f"models:/{name}/{classifier.version}", "encoders")
