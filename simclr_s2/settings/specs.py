@@ -48,7 +48,7 @@ from simclr_s2.study.membership import OVERLAP_POLICIES
 from simclr_s2.study.promotion import alias_problem, former_alias_problem, run_metric
 from simclr_s2.study.search_space import PRUNERS, TARGETS, SearchSpace, check_metric, storage_problem
 from simclr_s2.study.split_kinds import KIND_PATTERN, KINDS_HELP, is_cv
-from simclr_s2.study.splits import ALL_SETS, check_options, scheme_folder_problem
+from simclr_s2.study.splits import ALL_SETS, OFFICIAL_SPLITS, check_options, scheme_folder_problem
 from simclr_s2.study.splits import DEFAULT_FRACTIONS as FRACTIONS
 
 DEMO_ARCHIVE = "demo/BigEarthNet-v1.0"
@@ -122,6 +122,19 @@ def _path_param(default: Any = MISSING, help: str = "") -> Any:
     return param(default, help, check=_path)
 
 
+def _all_or(sep: str, pattern: str, expected: str) -> Callable[[str], str | None]:
+    """The check of a choice that is `all` or values matching `pattern` joined by `sep`: a blank one (`-P
+    tiles=`) or a value misspelt in form is refused before fetch downloads 63 GB, not after."""
+    def check(value: str) -> str | None:
+        items = [item.strip() for item in value.split(sep)]
+        ok = value == "all" or all(re.fullmatch(pattern, item) for item in items)
+        return distinct(items) if ok else f"expected all, or {expected} joined by '{sep}'"
+    return check
+
+
+_official_split = _all_or("+", "|".join(OFFICIAL_SPLITS), " / ".join(OFFICIAL_SPLITS))
+
+
 def _encoders(value: str) -> str | None:
     """The grid's encoders: a blank one (`-P encoders=`) planned no fine-tune cells, and a repeat was dropped."""
     items = [item.strip() for item in value.split(",")]
@@ -182,7 +195,7 @@ class CreateSplits(Spec):
     fractions: tuple[int, ...] = param(FRACTIONS, "percentages of train and validation", check=percentages)
     seed: int = param(0, "random seed", check=seed_number)
     exclude_snow_cloud: bool = param(True, "leave out the official snow and cloud/shadow patches")
-    official_split: str = param("all", "all, or train / validation / test joined by '+'")
+    official_split: str = param("all", "all, or train / validation / test joined by '+'", check=_official_split)
     ratios: tuple[float, ...] = param((0.70, 0.15, 0.15), "train, validation and test shares", check=_ratios,
                                       repeats=True)
     out: str = _in_data("demo/splits", "output folder")
@@ -545,9 +558,12 @@ class Fetch(Spec):
                       choices=PACK)
     splits: str = _path_param("none", "pack=splits: create_splits output (folder or runs:/ URI)")
     scheme: str = param("basic", "pack=splits: its labelling scheme", check=scheme_folder_problem)
-    official_split: str = param("all", "pack=index: all, or train / validation / test joined by '+'")
-    countries: str = param("all", "pack=index: all, or countries joined by ','")
-    tiles: str = param("all", "pack=index: all, or Sentinel-2 tiles (e.g. 33UUP) joined by ','")
+    official_split: str = param("all", "pack=index: all, or train / validation / test joined by '+'",
+                                check=_official_split)
+    countries: str = param("all", "pack=index: all, or countries joined by ','",
+                           check=_all_or(",", r"\S.*", "countries"))
+    tiles: str = param("all", "pack=index: all, or Sentinel-2 tiles (e.g. 33UUP) joined by ','",
+                       check=_all_or(",", r"\d{2}[A-Z]{3}", "Sentinel-2 tiles such as 33UUP"))
     bands: str = param("study", "pack: study, all, or band names joined by ','", check=_bands)
     workers: int = param(0, "pack: processes at work, 1 = this one alone (streamed: this one reads the archive, "
                             "the n - 1 others decode); 0 = one per core", check=_whole, keyed=False)

@@ -167,7 +167,12 @@ def test_a_seed_numpy_and_torch_cannot_take_is_refused_by_name(cls, values):
     (FETCH, ["--parts", ""], "parts: expected at least one value"),
     (CREATE_SPLITS, ["--fold", "2", "--kind", "spatial"], "fold 2: kind spatial has no folds"),
     (CREATE_SPLITS, ["--kind", "folds-3", "--fold", "3"], "fold 3: kind folds-3 has folds 0 to 2"),
-    (CREATE_SPLITS, ["--official-split", "train+bogus"], "official_split 'train+bogus': expected one or more"),
+    (CREATE_SPLITS, ["--official-split", "train+bogus"], "or train / validation / test joined by '+', got train+bogus"),
+    (CREATE_SPLITS, ["--official-split", ""], "official_split: expected all, or train / validation / test"),
+    (FETCH, ["--tiles", "33uup"], "tiles: expected all, or Sentinel-2 tiles such as 33UUP joined by ','"),
+    (FETCH, ["--tiles", ""], "tiles: expected all, or Sentinel-2 tiles such as 33UUP joined by ','"),
+    (FETCH, ["--countries", "Austria,,Serbia"], "countries: expected all, or countries joined by ','"),
+    (FETCH, ["--countries", "Austria,Austria"], "countries: expected distinct values, Austria repeats"),
     (CREATE_SPLITS, ["--kind", "official", "--official-split", "train"], "a kind 'official' split uses all three"),
     (CREATE_SPLITS, ["--natural-test", "true", "--natural-share", "0"], "natural_share: expected a share of the"),
 ])
