@@ -36,6 +36,7 @@ from simclr_s2.learning.imported_weights import import_encoder_state, read_state
 from simclr_s2.learning.models import IrrigationClassifier, SimCLRModel
 from simclr_s2.learning.serving import ServedClassifier, is_rebuildable, rebuild, save_rebuildable
 from simclr_s2.settings.mlflow_store import StoreClient
+from simclr_s2.tracking.artifacts import is_remote
 from simclr_s2.tracking.names import CLASSIFIER_MODEL, ENCODER_MODEL
 from simclr_s2.tracking.process import fluent_uris
 from simclr_s2.tracking.versions import CLASSIFIER_STAGES, READY
@@ -294,6 +295,9 @@ def load_logged(client: StoreClient, uri: str, kind: type[T], what: str) -> tupl
 
 def _load_ref(client: StoreClient, ref: ModelRef, uri: str, kind: type[T], what: str) -> T:
     """The model `ref` (resolved from `uri`) points to, of class `kind`."""
+    if not is_remote(ref.uri) and not Path(ref.uri).expanduser().exists():  # was: No such artifact: 'MLmodel'
+        raise UserError(f"{what}: {uri} does not exist; expected models:/<name>/<version>, models:/<name>@<alias>, "
+                        "runs:/<run id>/<path> or a logged model's folder")
     try:
         # the artifact URIs of a store behind a server (mlflow-artifacts:/, runs:/) resolve process-wide only
         with tempfile.TemporaryDirectory(prefix="simclr-s2-model-") as folder, \

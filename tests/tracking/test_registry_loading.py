@@ -95,3 +95,9 @@ def test_a_model_of_the_other_kind_is_named_in_the_registrys_words(store, tmp_pa
     with pytest.raises(UserError, match=r"^pretrained: .*model is a classifier \(simclr-s2-irrigation\), expected "
                                         r"an encoder \(simclr-s2-encoder\)$"):
         load_logged(store_client(store), str(tmp_path / "model"), SimCLRModel, "pretrained")
+
+
+def test_a_model_path_that_does_not_exist_says_so(store, tmp_path):
+    """evaluate model_uri=/nonexistent said: cannot load /nonexistent: No such artifact: 'MLmodel'."""
+    with pytest.raises(UserError, match=rf"^model_uri: {tmp_path / 'nowhere'} does not exist; expected models:/"):
+        load_logged(store_client(store), str(tmp_path / "nowhere"), IrrigationClassifier, "model_uri")
