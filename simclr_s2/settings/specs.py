@@ -11,6 +11,7 @@ field's `check` or a spec's `validate`, so it refuses before anything is read or
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable
 from dataclasses import MISSING, dataclass, fields
@@ -20,7 +21,7 @@ from simclr_s2.bigearthnet.bands import BANDS, BandError, Bands
 from simclr_s2.bigearthnet.download import FILES as FETCH_FILES
 from simclr_s2.bigearthnet.download import ZENODO
 from simclr_s2.bigearthnet.layouts import LAYOUTS as ARCHIVE_LAYOUTS
-from simclr_s2.bigearthnet.nomenclature import AMBIGUOUS
+from simclr_s2.bigearthnet.nomenclature import AMBIGUOUS, SCHEMES
 from simclr_s2.errors import UserError
 from simclr_s2.learning.config import (
     ARCHS,
@@ -133,6 +134,18 @@ def _all_or(sep: str, pattern: str, expected: str) -> Callable[[str], str | None
 
 
 _official_split = _all_or("+", "|".join(OFFICIAL_SPLITS), " / ".join(OFFICIAL_SPLITS))
+
+
+def _split_scheme(value: str) -> str | None:
+    """A scheme as the folder create_splits filed its splits under (and the tag its models carry): basic,
+    expanded or custom_<hash>. 'Basic' or a blank was refused only once the demo chain had been made."""
+    if problem := scheme_folder_problem(value):
+        return problem
+    if value in SCHEMES or re.fullmatch(r"custom_[0-9a-f]{8}", value):
+        return None
+    close = difflib.get_close_matches(value, SCHEMES, n=1)
+    return "expected basic, expanded, or the custom_<hash> folder create_splits named" + (
+        f" (closest: {close[0]})" if close else "")
 
 
 def _encoders(value: str) -> str | None:
@@ -290,7 +303,7 @@ class Training(Spec):
     """What fine-tunes and baselines share."""
 
     split: str = _path_param("auto", "create_splits output: folder or runs:/<id>/splits; auto = the demo's")
-    scheme: str = param("basic", "labelling scheme of the split", check=scheme_folder_problem)
+    scheme: str = param("basic", "labelling scheme of the split", check=_split_scheme)
     fraction: int = param(100, "data fraction in percent", check=percentage)
     epochs: int = param(50, "at most this many epochs", check=positive)
     batch_size: int = param(32, "batch (global, across processes)", check=positive)
@@ -353,7 +366,7 @@ class Evaluate(Spec):
     model_uri: str = _path_param(help="models:/simclr-s2-irrigation@champion, runs:/<id>/model, ...")
     split: str = _path_param("auto", "create_splits output; auto = the demo's (never made here)")
     scheme: str = param("basic", "labelling scheme of the split: the model's own (another is refused)",
-                        check=scheme_folder_problem)
+                        check=_split_scheme)
     set: str = param("test", "which set; test_natural: the natural-prevalence test set", choices=ALL_SETS)
     fraction: int = param(100, "fraction of the set (train and val)", check=percentage)
     batch_size: int = param(64, "batch", check=positive)
@@ -459,7 +472,7 @@ class Compare(Spec):
     """The study's comparison for one scheme from the model registry: table and figures across fractions."""
 
     entry_point: ClassVar[str] = "compare"
-    scheme: str = param("basic", "labelling scheme")
+    scheme: str = param("basic", "labelling scheme", check=_split_scheme)
     fractions: tuple[int, ...] = param(FRACTIONS, "fractions to show", check=percentages)
     out: str = _path_param("outputs/compare", "output folder (also logged as artifacts)")
     n_boot: int = param(2000, "bootstrap resamples for intervals and paired tests", check=positive)
@@ -473,7 +486,7 @@ class Promote(Spec):
     """Point an alias at the best registered classifier by a validation metric."""
 
     entry_point: ClassVar[str] = "promote"
-    scheme: str = param("basic", "labelling scheme")
+    scheme: str = param("basic", "labelling scheme", check=_split_scheme)
     fraction: str = param("any", "a whole percentage, or any")
     pretrained: str = param("any", "encoder name (ben), scratch for baselines, or any")
     metric: str = param("val_f1", "a validation metric: val_f1, val_auc, val_loss, ...")
@@ -500,7 +513,7 @@ class Tune(Spec):
     target: str = param("finetune", "what to tune", choices=TARGETS)
     pretrained: str = _path_param("auto", "encoder for finetune (ignored for baseline); auto = the demo's")
     split: str = _path_param("auto", "create_splits output; auto = the demo's")
-    scheme: str = param("basic", "labelling scheme", check=scheme_folder_problem)
+    scheme: str = param("basic", "labelling scheme", check=_split_scheme)
     fraction: int = param(10, "data fraction in percent", check=percentage)
     metric: str = param("val_f1", "val_f1 or val_auc (never a test metric)")
     n_trials: int = param(20, "trials in the study, over all workers", check=positive)
@@ -557,7 +570,7 @@ class Fetch(Spec):
                               "read; index: the index's patches of official_split, countries and tiles",
                       choices=PACK)
     splits: str = _path_param("none", "pack=splits: create_splits output (folder or runs:/ URI)")
-    scheme: str = param("basic", "pack=splits: its labelling scheme", check=scheme_folder_problem)
+    scheme: str = param("basic", "pack=splits: its labelling scheme", check=_split_scheme)
     official_split: str = param("all", "pack=index: all, or train / validation / test joined by '+'",
                                 check=_official_split)
     countries: str = param("all", "pack=index: all, or countries joined by ','",

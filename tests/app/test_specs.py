@@ -3,6 +3,7 @@ tables are exactly what the specs generate."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,9 @@ from simclr_s2.settings.spec import build, canonical
 from simclr_s2.settings.specs import (
     ENTRY_POINTS,
     Baseline,
+    Compare,
     CreateSplits,
+    Evaluate,
     Fetch,
     Finetune,
     Grid,
@@ -250,3 +253,15 @@ def test_the_grids_encoders_are_a_list_without_blanks_or_repeats(given, message)
     """encoders= planned no fine-tune cells, silently, and a repeat was dropped without a word."""
     with pytest.raises(UserError, match=rf"^encoders: {message}"):
         build(Grid, {"encoders": given})
+
+
+@pytest.mark.parametrize("cls", [Finetune, Baseline, Evaluate, Tune, Compare, Promote, Fetch])
+@pytest.mark.parametrize(("given", "closest"), [
+    ("Basic", " (closest: basic)"), ("", ""), ("expaned", " (closest: expanded)")])
+def test_a_scheme_that_names_no_split_folder_is_refused_before_any_work(cls, given, closest):
+    """finetune scheme=Basic made the demo chain, then refused; compare and promote said no version matched."""
+    values = {"model_uri": "models:/m/1"} if cls is Evaluate else {}
+    with pytest.raises(UserError, match=rf"^scheme: expected basic, expanded, or the custom_<hash> folder "
+                                        rf"create_splits named{re.escape(closest)}, got"):
+        build(cls, {**values, "scheme": given})
+    assert build(cls, {**values, "scheme": "custom_0a1b2c3d"}).scheme == "custom_0a1b2c3d"
