@@ -233,11 +233,11 @@ def read_state_dict(path: Path, what: str = "pretrained", bands: Bands | None = 
         state = (torch.load(path, map_location="cpu", weights_only=True) if path.suffix != SUFFIX
                  else load_file(path) if _plain_safetensors(path)
                  else read_tree(path))  # a pretrain checkpoint of today's format
-    # KeyError, IndexError, struct.error: the weights-only unpickler reading bytes that are no pickle (a text)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, SafetensorError, KeyError, IndexError,
-            struct.error) as e:
+    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, SafetensorError) as e:
         detail = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise UserError(f"{what}: {path} is not a PyTorch state-dict file ({detail[:200]})") from None
+    except (KeyError, IndexError, struct.error):  # the weights-only unpickler reading a text's letters as opcodes
+        raise UserError(f"{what}: {path} is not a PyTorch state-dict file (its bytes are no pickle)") from None
     recorded = None
     if isinstance(state, dict) and isinstance(state.get("model"), dict):
         recorded = _recorded_bands(state)
