@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import tempfile
 from collections.abc import Mapping
-from pathlib import Path
 
 import pandas as pd
 
@@ -16,6 +15,7 @@ from simclr_s2.errors import UserError
 from simclr_s2.settings import specs
 from simclr_s2.settings.context import Context
 from simclr_s2.stages.base import Stage
+from simclr_s2.stages.data import _folder
 from simclr_s2.study.comparison import (
     COUNTRY_METRIC,
     LABEL_RULE,
@@ -50,6 +50,7 @@ class Compare(Stage[specs.Compare]):
         return {"scheme": spec.scheme}
 
     def execute(self, spec: specs.Compare, resolved: Mapping[str, str], run: StageRun, ctx: Context) -> None:
+        out = _folder(spec, resolved, "out")  # a file there was a traceback, after the bootstrap
         records = run.tracking.search_versions(spec.scheme)
         if not records:
             raise UserError(f"scheme: no registered {CLASSIFIER_MODEL} version has scheme {spec.scheme!r}; "
@@ -81,7 +82,6 @@ class Compare(Stage[specs.Compare]):
             comparison = compare(frame, spec.fractions,
                                  predictions=predictions_reader(run.tracking, tmp),
                                  natural=natural, n_boot=spec.n_boot)
-        out = Path(spec.out).expanduser().resolve()
         for path in write_report(comparison, out, f"scheme {spec.scheme}", links):
             run.log_artifact(path)
         cells = comparison.cells

@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import pytest
 
 from simclr_s2.bigearthnet.index import load_index
 from simclr_s2.errors import UserError
+from simclr_s2.settings.spec import build
+from simclr_s2.settings.specs import Compare
+from simclr_s2.stages.compare import COMPARE
 from simclr_s2.stages.data import DEMO_MARKER, _write_once
 from simclr_s2.stages.evaluate import same_scheme
 from simclr_s2.study.splits import load_manifest, scheme_name
@@ -81,3 +85,11 @@ def test_the_folder_build_index_wrote_is_told_to_name_its_file(tmp_path: Path):
     with pytest.raises(UserError, match=rf"^index {tmp_path}: a folder; expected the index file, such as "
                                         rf"{tmp_path / 'index.parquet'}$"):
         load_index(tmp_path)
+
+
+def test_compare_refuses_a_file_for_its_out_folder_before_any_work(tmp_path: Path):
+    """compare out=<a file> was a traceback (FileExistsError) once the bootstrap was done."""
+    (tmp_path / "notes.txt").write_text("")
+    run = SimpleNamespace(tracking=SimpleNamespace(search_versions=lambda *_: pytest.fail("the registry was read")))
+    with pytest.raises(UserError, match=rf"^out: {tmp_path / 'notes.txt'} is a file; expected a folder"):
+        COMPARE.execute(build(Compare, {"out": str(tmp_path / "notes.txt")}), {}, run, None)
