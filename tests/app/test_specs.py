@@ -29,6 +29,7 @@ from simclr_s2.settings.specs import (
     Tune,
 )
 from simclr_s2.stages.classifier import BASELINE, FINETUNE
+from simclr_s2.stages.compare import COMPARE
 from simclr_s2.stages.data import BUILD_INDEX, CREATE_SPLITS
 from simclr_s2.stages.evaluate import EVALUATE
 from simclr_s2.stages.fetch import FETCH
@@ -176,6 +177,7 @@ def test_a_seed_numpy_and_torch_cannot_take_is_refused_by_name(cls, values):
     (FETCH, ["--tiles", ""], "tiles: expected all, or Sentinel-2 tiles such as 33UUP joined by ','"),
     (FETCH, ["--countries", "Austria,,Serbia"], "countries: expected all, or countries joined by ','"),
     (FETCH, ["--countries", "Austria,Austria"], "countries: expected distinct values, Austria repeats"),
+    (COMPARE, ["--n-boot", "1e12"], "n_boot: expected 1..100000 resamples, got 1000000000000"),
     (CREATE_SPLITS, ["--kind", "official", "--official-split", "train"], "a kind 'official' split uses all three"),
     (CREATE_SPLITS, ["--natural-test", "true", "--natural-share", "0"], "natural_share: expected a share of the"),
 ])
