@@ -137,8 +137,9 @@ def test_a_disk_full_while_unpacking_names_the_file_in_dest(release, tmp_path, m
 def test_an_extract_rerun_holds_nothing_per_member_it_walks(tmp_path, monkeypatch):
     """A rerun over a complete unpack walks every member and skips it: the memory it holds must not grow with
     the members walked (it kept each one's target path, and tarfile each one's header: gigabytes for the S2
-    archive's 6.6 million files)."""
-    n = 4000
+    archive's 6.6 million files). 2,000 members: the growth is measured over 1,500 of them, against the
+    same bound per member as over 3,000 (167 bytes; 900 each when every member was held)."""
+    n = 2000
     archive = _tar_zst(tmp_path / "many.tar.zst", {f"top/{i:05d}.txt": b"x" for i in range(n)})
     assert extract(archive, tmp_path / "dest") == n
     held, target = [], stream._target
@@ -154,8 +155,8 @@ def test_an_extract_rerun_holds_nothing_per_member_it_walks(tmp_path, monkeypatc
     finally:
         tracemalloc.stop()
     assert len(held) == n
-    growth = held[-1] - held[n // 4]  # over 3000 members: 2.7 MB when each left its path and header behind
-    assert growth < 500_000, f"{growth:,} bytes held after {n - n // 4} members skipped"
+    growth = held[-1] - held[n // 4]  # over 1,500 members: 1.35 MB when each left its path and header behind
+    assert growth < 250_000, f"{growth:,} bytes held after {n - n // 4} members skipped"
 
 
 def _tar_zst(out: Path, files: dict[str, bytes]) -> Path:
