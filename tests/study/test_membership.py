@@ -63,7 +63,7 @@ def test_unreadable_file_rejected(tmp_path: Path) -> None:
 
 def test_fast_at_archive_scale() -> None:
     archive = grid(range(600), range(500))  # 300,000 footprints
-    start = time.perf_counter()
+    start = time.process_time()  # this process's CPU: on busy shared cores the wall clock passed 10 s
     m = membership.Membership.of(archive)
     assert m.overlap(grid(range(599, 605), range(1000))) == 2 * 501  # rows 599 and 600, columns 0-500
-    assert time.perf_counter() - start < 10  # about 1 s on one core
+    assert time.process_time() - start < 10  # about 1 s on one core
