@@ -136,17 +136,15 @@ def unbroken() -> tuple[list, dict[str, torch.Tensor]]:
     return full.entries, reference.state_dict()
 
 
-@pytest.mark.parametrize("earlier_format", [False, True])
-def test_resume_continues_exactly(tmp_path, earlier_format, unbroken):
-    """The checkpoint is one safetensors file; one of the earlier format and name (pretrain.pt, torch.save of
-    the same tree) is found and resumed from too."""
-    full_entries, reference = unbroken
-
+@pytest.fixture(scope="module")
+def interrupted(tmp_path_factory) -> tuple[bytes, Recorder]:
+    """The checkpoint's bytes and the log of a run stopped after its first epoch: made once, each resume test
+    writes its own copy (and form) of that checkpoint."""
     def stop_after_epoch_one(epoch):
         raise Interrupt
 
-    first, second = Recorder(on_epoch=stop_after_epoch_one), Recorder()
-    checkpoint = tmp_path / "run" / "pretrain.safetensors"
+    first = Recorder(on_epoch=stop_after_epoch_one)
+    checkpoint = tmp_path_factory.mktemp("interrupted") / "pretrain.safetensors"
     with pytest.raises(Interrupt):
         pretrain(small_model(), loader(), 2, optimizer="sgd", lr=0.05, augment=LIGHT, checkpoint_path=checkpoint,
                  progress=first)
@@ -154,6 +152,19 @@ def test_resume_continues_exactly(tmp_path, earlier_format, unbroken):
     with safe_open(str(checkpoint), framework="pt") as f:
         assert {"model/encoder.conv1.weight", "optimizer/state/0/momentum_buffer"} <= set(f.keys())
     assert read_state_dict(checkpoint).keys() == small_model().state_dict().keys()  # import_encoder takes it
+    return checkpoint.read_bytes(), first
+
+
+@pytest.mark.parametrize("earlier_format", [False, True])
+def test_resume_continues_exactly(tmp_path, earlier_format, unbroken, interrupted):
+    """The checkpoint is one safetensors file; one of the earlier format and name (pretrain.pt, torch.save of
+    the same tree) is found and resumed from too."""
+    full_entries, reference = unbroken
+    written, first = interrupted
+    second = Recorder()
+    checkpoint = tmp_path / "run" / "pretrain.safetensors"
+    checkpoint.parent.mkdir()
+    checkpoint.write_bytes(written)
     if earlier_format:
         torch.save(read_tree(checkpoint), checkpoint.with_suffix(".pt"))
         checkpoint.unlink()

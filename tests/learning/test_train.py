@@ -120,8 +120,25 @@ def unbroken(tiny) -> tuple[torch.nn.Module, Recorder]:
     return model, log
 
 
+@pytest.fixture(scope="module")
+def killed(tiny, tmp_path_factory) -> tuple[bytes, Recorder]:
+    """The checkpoint's bytes and the log of a run killed after its first epoch: made once, each resume test
+    writes its own copy (and form) of that checkpoint."""
+    base, train, val = tiny
+
+    def kill_after_first_epoch(epoch):
+        raise _Killed
+
+    first = Recorder(on_epoch=kill_after_first_epoch)
+    checkpoint = tmp_path_factory.mktemp("killed") / "train.safetensors"
+    with pytest.raises(_Killed):
+        fit(copy.deepcopy(base), *_loaders(train, val), RESUMED, checkpoint_path=checkpoint, progress=first)
+    assert [step for step, _ in first.entries] == [0]
+    return checkpoint.read_bytes(), first
+
+
 @pytest.mark.parametrize("written", ["now", "earlier_format", "cpu_rng_only", "on_a_gpu"])
-def test_resume_after_a_kill_equals_an_unbroken_run(tiny, unbroken, tmp_path, written, caplog):
+def test_resume_after_a_kill_equals_an_unbroken_run(tiny, unbroken, killed, tmp_path, written, caplog):
     """Also from a checkpoint in the earlier format and name (train.pt: torch.save of the same tree, read with
     weights_only), found beside the new name, from one written before CUDA's RNG states were kept (each
     rank's CPU state alone), and from one whose settings say it was written on a GPU with autocast: the key
@@ -129,15 +146,9 @@ def test_resume_after_a_kill_equals_an_unbroken_run(tiny, unbroken, tmp_path, wr
     here are the CPU's, so it equals the unbroken run)."""
     base, train, val = tiny
     unbroken, log_unbroken = unbroken
-
-    def kill_after_first_epoch(epoch):
-        raise _Killed
-
-    first = Recorder(on_epoch=kill_after_first_epoch)
+    written_bytes, first = killed
     checkpoint = tmp_path / "train.safetensors"
-    with pytest.raises(_Killed):
-        fit(copy.deepcopy(base), *_loaders(train, val), RESUMED, checkpoint_path=checkpoint, progress=first)
-    assert [step for step, _ in first.entries] == [0]
+    checkpoint.write_bytes(written_bytes)
     tree = read_tree(checkpoint)
     if written == "cpu_rng_only":
         write_tree({**tree, "rng": [rank["torch"] for rank in tree["rng"]]}, checkpoint)
