@@ -3,6 +3,8 @@ one, early stopping keeps the best epoch's weights."""
 
 import copy
 import logging
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,7 +19,7 @@ from simclr_s2.learning.feature_cache import cached_training_set
 from simclr_s2.learning.metrics import roc_auc
 from simclr_s2.learning.models import IrrigationClassifier, apply_trainable
 from simclr_s2.learning.runtime import Recorder
-from simclr_s2.learning.train import FitConfig, fit
+from simclr_s2.learning.train import FitConfig, FitResult, fit
 
 
 def _data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,14 +112,23 @@ class _Killed(Exception):
 RESUMED = FitConfig(epochs=3, lr=1e-3, patience=10, seed=0)
 
 
+@dataclass(frozen=True)
+class Unbroken:
+    model: torch.nn.Module
+    log: Recorder
+    result: FitResult
+    checkpoint: Path  # its last one
+
+
 @pytest.fixture(scope="module")
-def unbroken(tiny) -> tuple[torch.nn.Module, Recorder]:
-    """`tiny` trained RESUMED's epochs without a stop, once for both checkpoint formats: what a resumed run
-    must equal."""
+def unbroken(tiny, tmp_path_factory) -> Unbroken:
+    """`tiny` trained RESUMED's epochs without a stop, once for every checkpoint form: what a resumed run
+    must equal, and the last checkpoint a finished run leaves."""
     base, train, val = tiny
     model, log = copy.deepcopy(base), Recorder()
-    fit(model, *_loaders(train, val), RESUMED, progress=log)
-    return model, log
+    checkpoint = tmp_path_factory.mktemp("unbroken") / "train.safetensors"
+    result = fit(model, *_loaders(train, val), RESUMED, checkpoint_path=checkpoint, progress=log)
+    return Unbroken(model, log, result, checkpoint)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +156,7 @@ def test_resume_after_a_kill_equals_an_unbroken_run(tiny, unbroken, killed, tmp_
     of a run leaves the device out, so a run killed on a GPU node goes on here, with a warning (its weights
     here are the CPU's, so it equals the unbroken run)."""
     base, train, val = tiny
-    unbroken, log_unbroken = unbroken
+    unbroken, log_unbroken = unbroken.model, unbroken.log
     written_bytes, first = killed
     checkpoint = tmp_path / "train.safetensors"
     checkpoint.write_bytes(written_bytes)
@@ -202,17 +213,17 @@ def test_a_gpu_checkpoint_resumes_where_fewer_gpus_are_visible(monkeypatch, visi
     assert f"random states of 2 CUDA devices and this process sees {visible}" in caplog.text
 
 
-def test_the_last_checkpoint_leaves_the_optimiser_out_and_resumes_to_the_best_weights(tiny, tmp_path):
+def test_the_last_checkpoint_leaves_the_optimiser_out_and_resumes_to_the_best_weights(tiny, unbroken, tmp_path):
     base, train, val = tiny
-    checkpoint, cfg = tmp_path / "train.safetensors", FitConfig(epochs=2, lr=1e-3)
-    trained = copy.deepcopy(base)
-    result = fit(trained, *_loaders(train, val), cfg, checkpoint_path=checkpoint)
+    checkpoint = tmp_path / "train.safetensors"
+    checkpoint.write_bytes(unbroken.checkpoint.read_bytes())
     saved = read_tree(checkpoint)
-    assert saved["optimizer"] is None and saved["state"]["epoch"] == 2
+    assert saved["optimizer"] is None and saved["state"]["epoch"] == RESUMED.epochs
     again = copy.deepcopy(base)
-    resumed = fit(again, *_loaders(train, val), cfg, checkpoint_path=checkpoint)  # nothing left to train
-    assert (resumed.start_epoch, resumed.best_epoch, resumed.best_val) == (2, result.best_epoch, result.best_val)
-    for (name, p), (_, q) in zip(trained.state_dict().items(), again.state_dict().items(), strict=True):
+    resumed = fit(again, *_loaders(train, val), RESUMED, checkpoint_path=checkpoint)  # nothing left to train
+    assert (resumed.start_epoch, resumed.best_epoch, resumed.best_val) == \
+        (RESUMED.epochs, unbroken.result.best_epoch, unbroken.result.best_val)
+    for (name, p), (_, q) in zip(unbroken.model.state_dict().items(), again.state_dict().items(), strict=True):
         assert torch.equal(p, q), name
 
 
