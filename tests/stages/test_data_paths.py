@@ -3,13 +3,13 @@ parameter; a demo write killed or failed leaves no partial folder behind for goo
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 import socket
 from pathlib import Path
 
 import pytest
+from forked import forked_exit_code
 from project_runner import Project, project_env
 
 from simclr_s2.errors import UserError
@@ -56,14 +56,7 @@ def _killed_write(out: Path) -> int | None:
         os.environ[FAULT_ENV] = "demo_write@0"  # the fault points read this process's environment
         _write_once("out", out, {"seed": 0}, lambda f: (f / "patch").mkdir(parents=True))
 
-    writer = multiprocessing.get_context("fork").Process(target=write)
-    writer.start()
-    try:
-        writer.join(timeout=300)
-    finally:
-        if writer.is_alive():
-            writer.kill()
-    return writer.exitcode
+    return forked_exit_code(write)
 
 
 def test_a_demo_write_killed_leaves_its_partial_folder_to_the_next_write_which_removes_it(tmp_path):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing
 import os
 import shutil
 import signal
@@ -22,6 +21,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from forked import forked_exit_code
 from mlflow.entities import Run
 from optuna.pruners import BasePruner
 from optuna.trial import FrozenTrial, TrialState
@@ -146,14 +146,7 @@ def _killed_worker(args: list[str], env: dict[str, str], fault: str | Callable[[
             os.environ[FAULT_ENV] = fault  # the fault points read this process's environment
         _tune_here(args, env)
 
-    worker = multiprocessing.get_context("fork").Process(target=work)
-    worker.start()
-    try:
-        worker.join(timeout=300)
-    finally:
-        if worker.is_alive():
-            worker.kill()
-    return worker.exitcode
+    return forked_exit_code(work)
 
 
 class PruneTrialOne(BasePruner):
