@@ -42,7 +42,7 @@ from simclr_s2.tracking.tracker import PARENT_TAG
 
 def grid(ctx: Context, seeds: range, epochs: int, **backend: object) -> tuple[str, float]:
     """`main` over baseline cells of 2 fractions x `seeds`; its run id and wall seconds."""
-    spec = build(GRID.spec, {"encoders": "", "schemes": "basic", "fractions": "50,100",
+    spec = build(GRID.spec, {"encoders": "none", "schemes": "basic", "fractions": "50,100",
                              "seeds": ",".join(map(str, seeds)), "epochs": epochs, **backend})
     started = time.perf_counter()
     with contextlib.redirect_stdout(io.StringIO()):  # the grid's table of cells

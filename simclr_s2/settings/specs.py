@@ -148,10 +148,14 @@ def _split_scheme(value: str) -> str | None:
         f" (closest: {close[0]})" if close else "")
 
 
+NO_ENCODERS = "none"  # the grid's baselines alone
+
+
 def _encoders(value: str) -> str | None:
-    """The grid's encoders: a blank one (`-P encoders=`) planned no fine-tune cells, and a repeat was dropped."""
+    """The grid's encoders: `none` plans baselines alone, said so; a blank (`-P encoders=`) planned no fine-tune
+    cells silently, and a repeat was dropped."""
     items = [item.strip() for item in value.split(",")]
-    return distinct(items) if all(items) else "expected auto, or aliases or URIs joined by ','"
+    return distinct(items) if all(items) else "expected auto, none, or aliases or URIs joined by ','"
 
 
 def _split_refs(value: str) -> str | None:
@@ -412,7 +416,8 @@ class Grid(Spec):
     baselines, each a child run of this one."""
 
     entry_point: ClassVar[str] = "main"
-    encoders: str = param("auto", "aliases (ben) or URIs joined by ','; auto = the demo's three", check=_encoders)
+    encoders: str = param("auto", "aliases (ben) or URIs joined by ','; auto = the demo's three; none = "
+                                  "baselines alone", check=_encoders)
     schemes: tuple[str, ...] = param(("basic", "expanded"), "labelling schemes")
     fractions: tuple[int, ...] = param(FRACTIONS, "data fractions in percent", check=percentages)
     seeds: tuple[int, ...] = param((0,), "seeds; protocol=study: 0-4 when left out, else 5 or more",
@@ -455,6 +460,8 @@ class Grid(Spec):
 
     def validate(self) -> None:
         _local_only(self.backend, "parallel", self.parallel, "cell")
+        if self.encoders == NO_ENCODERS and not self.baseline:
+            raise UserError("encoders: none with baseline=false plans no cell; give encoders or baseline=true")
         drawn = ("index", "split_kind", "folds", "min_fractions", "ambiguous")
         if self.split != "auto" and (changed := [n for n in drawn if getattr(self, n) != getattr(Grid, n)]):
             raise UserError(f"{changed[0]}: applies to the splits the grid draws (split=auto); the split given "

@@ -167,7 +167,9 @@ def _encoder_items(spec: specs.Grid) -> dict[str, str]:
     """Name -> URI of each encoder given (a bare alias is of ENCODER_MODEL: registry.encoder_uri); two that
     would share a name are one line naming both, not one silently dropped."""
     named: dict[str, str] = {}
-    for item in filter(None, (s.strip() for s in spec.encoders.split(","))):
+    if spec.encoders == specs.NO_ENCODERS:
+        return named
+    for item in (s.strip() for s in spec.encoders.split(",")):
         uri = encoder_uri(item)
         if (other := named.setdefault(encoder_name(uri), uri)) != uri:
             raise UserError(f"encoders: {other} and {uri} would both be named {encoder_name(uri)!r} in the "

@@ -249,12 +249,21 @@ def test_an_empty_list_is_refused_by_name(cls, name, given):
 
 
 @pytest.mark.parametrize(("given", "message"), [
-    ("", "expected auto, or aliases or URIs joined by ','"), ("ben,,ca-sgd", "expected auto, or aliases or URIs"),
+    ("", "expected auto, none, or aliases or URIs joined by ','"),
+    ("ben,,ca-sgd", "expected auto, none, or aliases or URIs"),
     ("ben, ben", "expected distinct values, ben repeats an earlier one")])
 def test_the_grids_encoders_are_a_list_without_blanks_or_repeats(given, message):
     """encoders= planned no fine-tune cells, silently, and a repeat was dropped without a word."""
     with pytest.raises(UserError, match=rf"^encoders: {message}"):
         build(Grid, {"encoders": given})
+
+
+def test_the_grids_baselines_alone_are_encoders_none_and_no_cell_at_all_is_refused():
+    """encoders=none is how a grid of baselines alone is asked for (it was a blank); with baseline=false it
+    would plan nothing."""
+    assert build(Grid, {"encoders": "none"}).encoders == "none"
+    with pytest.raises(UserError, match=r"^encoders: none with baseline=false plans no cell"):
+        build(Grid, {"encoders": "none", "baseline": "false"})
 
 
 @pytest.mark.parametrize("cls", [Finetune, Baseline, Evaluate, Tune, Compare, Promote, Fetch])

@@ -19,7 +19,7 @@ from simclr_s2.stages.grid import GRID, plan, split_key, variants
 from simclr_s2.tracking.tracker import ERROR_TAG, PARENT_TAG, RESUMED_FROM_TAG
 
 # Three cells, two at a time: both run at once, and never three (each cell is a baseline trained and registered)
-CELLS = {"encoders": "", "schemes": "basic", "fractions": "50", "seeds": "0,1,2", "epochs": 1}
+CELLS = {"encoders": "none", "schemes": "basic", "fractions": "50", "seeds": "0,1,2", "epochs": 1}
 RAY = {"backend": "ray", "parallel": 2}
 
 
@@ -85,7 +85,7 @@ def test_a_killed_worker_resumes_its_cell_in_the_same_run_while_a_failing_cell_i
     (damaged / "expanded" / "train_100pct.csv").write_text("name,label\n")
     monkeypatch.setitem(project.env, FAULT_ENV, "after_upload@0")
     with pytest.raises(UserError, match="1 of 2 grid cells failed"):
-        _grid(project, split=str(damaged), encoders="", schemes="basic,expanded", fractions="100", seeds="7",
+        _grid(project, split=str(damaged), encoders="none", schemes="basic,expanded", fractions="100", seeds="7",
               epochs=2)
     cells = _cells(project, project.latest("grid").info.run_id)
     resumed = cells.loc["baseline-resnet18-basic-100pct-s7"]
@@ -119,7 +119,7 @@ def test_a_full_disk_at_the_last_cell_fails_that_cell_and_cells_csv_says_why(pro
     real_save = publisher.save_atomically
     monkeypatch.setattr(publisher, "save_atomically", save_until_full)
     with pytest.raises(UserError, match="1 of 2 grid cells failed"):
-        project.run_stage(GRID, backend="local", split=split, encoders="", schemes="basic", fractions="25,50",
+        project.run_stage(GRID, backend="local", split=split, encoders="none", schemes="basic", fractions="25,50",
                           seeds="3", epochs=1)
     cells = _cells(project, project.latest("grid").info.run_id)
     failed = cells.loc["baseline-resnet18-basic-50pct-s3"]
@@ -134,7 +134,7 @@ def test_a_full_disk_at_the_last_cell_fails_that_cell_and_cells_csv_says_why(pro
 
 
 def test_folds_and_label_rules_are_dimensions_whose_cells_record_them():
-    spec = build(specs.Grid, {"encoders": "", "schemes": "basic", "fractions": "10", "seeds": "0",
+    spec = build(specs.Grid, {"encoders": "none", "schemes": "basic", "fractions": "10", "seeds": "0",
                               "split_kind": "country", "folds": "0,2", "min_fractions": "auto,0.05",
                               "ambiguous": "exclude,negative"})
     drawn = variants(spec, ["Austria", "Portugal", "Serbia"])
@@ -145,7 +145,7 @@ def test_folds_and_label_rules_are_dimensions_whose_cells_record_them():
     assert cell.label == "baseline-resnet18-basic-10pct-s0-f2-mf0.05-neg" and cell.params["fold"] == "2"
     assert cell.tags == {"fold": "2", "held_out": "Serbia", "min_fraction": "0.05", "ambiguous": "negative"}
     assert cell.spec.fold == "2"  # the cell's run logs it as a parameter too
-    default = build(specs.Grid, {"encoders": "", "schemes": "basic", "fractions": "10"})
+    default = build(specs.Grid, {"encoders": "none", "schemes": "basic", "fractions": "10"})
     plain = plan(default, {}, {"basic": "runs:/s/splits"}, variants(default, []))
     assert [(c.label, c.tags, "fold" in c.params) for c in plain] == [  # the default rule recorded too
         ("baseline-resnet18-basic-10pct-s0", {"min_fraction": "auto", "ambiguous": "exclude"}, False)]
@@ -168,7 +168,7 @@ def test_grid_dimensions_are_refused_in_one_line(params, match):
 def test_a_grid_fold_is_drawn_as_its_own_split_and_its_cell_records_it(project, split):
     """backend=local, fold 1 of 2 of the demo (whose index `split` made): its create_splits run and its cell
     carry the fold as tags and parameter; a rerun reuses the cell."""
-    params = {"encoders": "", "schemes": "basic", "fractions": "50", "seeds": "0", "epochs": 1,
+    params = {"encoders": "none", "schemes": "basic", "fractions": "50", "seeds": "0", "epochs": 1,
               "split_kind": "folds-2", "folds": "1"}
     grid = project.run_stage(GRID, **params)
     cells = _cells(project, grid)

@@ -58,7 +58,7 @@ def test_a_full_output_folder_is_one_line_naming_it_and_its_file_system(project,
     (("--encoders", "nope"), "encoders: models:/simclr-s2-encoder@nope not found in the model registry"),
     (("--encoders", "/no/such/encoder.pt"), "encoders: /no/such/encoder.pt does not exist"),
     (("--encoders", "runs:/0123abcd/model"), "encoders: runs:/0123abcd/model is no registered model version"),
-    (("--encoders", "", "--split", "{tmp}"), "no splits for scheme 'basic'"),
+    (("--encoders", "none", "--split", "{tmp}"), "no splits for scheme 'basic'"),
 ])
 def test_a_dry_run_checks_what_it_would_run(project, capsys, tmp_path, argv, message):
     before = len(project.runs())
@@ -73,7 +73,7 @@ def test_the_run_mlflow_run_made_for_a_dry_run_says_so(project, capsys):
     experiment = client.get_experiment_by_name("simclr-s2") or client.get_experiment(
         client.create_experiment("simclr-s2"))
     launcher = client.create_run(experiment.experiment_id).info.run_id
-    assert _exit(project, GRID, "--dry-run", "true", "--encoders", "", "--schemes", "basic", "--fractions", "10",
+    assert _exit(project, GRID, "--dry-run", "true", "--encoders", "none", "--schemes", "basic", "--fractions", "10",
                  env={"MLFLOW_RUN_ID": launcher}) == 0
     assert capsys.readouterr().out.split()[0] == "run"
     tags = client.get_run(launcher).data.tags
