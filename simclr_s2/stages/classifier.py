@@ -64,7 +64,7 @@ SPLIT_DIGEST = "split_digest"
 ENCODER_DIGEST = "pretrained_digest"
 """resolved_pretrained_digest: the sha256 of an encoder given as a local state-dict file."""
 ALIAS_URI = re.compile(r"models:/[^/@]+@([\w-]+)")  # a registry alias, which may move to another version
-MOVING_URI = re.compile(rf"{ALIAS_URI.pattern}|models:/[^/@]+/{LATEST}")  # an alias, or the newest version
+MOVING_URI = re.compile(rf"{ALIAS_URI.pattern}|models:/[^/@]+/(?i:{LATEST})")  # an alias, or the newest version
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
+from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
@@ -36,7 +37,6 @@ from simclr_s2.learning.imported_weights import import_encoder_state, read_state
 from simclr_s2.learning.models import IrrigationClassifier, SimCLRModel
 from simclr_s2.learning.serving import ServedClassifier, is_rebuildable, rebuild, save_rebuildable
 from simclr_s2.settings.mlflow_store import StoreClient
-from simclr_s2.tracking.artifacts import is_remote
 from simclr_s2.tracking.names import CLASSIFIER_MODEL, ENCODER_MODEL
 from simclr_s2.tracking.process import fluent_uris
 from simclr_s2.tracking.versions import CLASSIFIER_STAGES, READY
@@ -232,11 +232,11 @@ def resolve_model_uri(client: StoreClient, uri: str, what: str = "pretrained") -
             return _version_ref(registered)
         return ModelRef(uri, "", {}, run.group(1) if run else None)
     name, version, alias = match.groups()
-    if version is not None and not (version.isdigit() or version == LATEST):
+    if version is not None and not (version.isdigit() or version.lower() == LATEST):  # MLflow reads any case
         raise UserError(f"{what}: {uri}: expected a version number, {LATEST} or @<alias> after the model's name")
     try:
         mv = (client.get_model_version_by_alias(name, alias) if alias else _latest(client, name)
-              if version == LATEST else client.get_model_version(name, version))
+              if version.lower() == LATEST else client.get_model_version(name, version))
     except MlflowException as error:
         raise UserError(f"{what}: {uri} not found in the model registry ({error.message.splitlines()[0]})") \
             from None
@@ -295,7 +295,7 @@ def load_logged(client: StoreClient, uri: str, kind: type[T], what: str) -> tupl
 
 def _load_ref(client: StoreClient, ref: ModelRef, uri: str, kind: type[T], what: str) -> T:
     """The model `ref` (resolved from `uri`) points to, of class `kind`."""
-    if not is_remote(ref.uri) and not Path(ref.uri).expanduser().exists():  # was: No such artifact: 'MLmodel'
+    if not urlparse(ref.uri).scheme and not Path(ref.uri).expanduser().exists():  # was: No such artifact: 'MLmodel'
         raise UserError(f"{what}: {uri} does not exist; expected models:/<name>/<version>, models:/<name>@<alias>, "
                         "runs:/<run id>/<path> or a logged model's folder")
     try:
@@ -303,7 +303,7 @@ def _load_ref(client: StoreClient, ref: ModelRef, uri: str, kind: type[T], what:
         with tempfile.TemporaryDirectory(prefix="simclr-s2-model-") as folder, \
                 fluent_uris(client.tracking_uri, client.registry_uri):
             model = _load_downloaded(_download_uri(client, ref), Path(folder))
-    except (MlflowException, OSError, ValueError) as error:
+    except (MlflowException, OSError, ValueError, ImportError) as error:  # ImportError: gs:// without its client
         raise UserError(f"{what}: cannot load {uri}: {str(error).splitlines()[0]}") from None
     if not isinstance(model, kind):
         raise UserError(f"{what}: {uri} is {_kind(type(model))}, expected {_kind(kind)}")

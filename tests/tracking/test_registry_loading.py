@@ -101,3 +101,9 @@ def test_a_model_path_that_does_not_exist_says_so(store, tmp_path):
     """evaluate model_uri=/nonexistent said: cannot load /nonexistent: No such artifact: 'MLmodel'."""
     with pytest.raises(UserError, match=rf"^model_uri: {tmp_path / 'nowhere'} does not exist; expected models:/"):
         load_logged(store_client(store), str(tmp_path / "nowhere"), IrrigationClassifier, "model_uri")
+
+
+def test_a_uri_of_a_store_this_project_does_not_name_is_not_called_missing(store):
+    """gs://, wasbs://, hdfs:// are MLflow's to read: such a model is not said not to exist (it was, as a path)."""
+    with pytest.raises(UserError, match=r"^model_uri: cannot load gs://bucket/model: "):
+        load_logged(store_client(store), "gs://bucket/model", IrrigationClassifier, "model_uri")

@@ -148,6 +148,8 @@ def test_models_latest_is_the_newest_ready_version_and_a_stage_is_refused_in_one
     ref = resolve_model_uri(client, f"models:/{name}/latest", "model_uri")
     assert (ref.uri, ref.version, ref.tags["seed"]) == (f"models:/{name}/2", f"{name}/2", "1")
     assert pinned_alias(f"models:/{name}/latest", ctx) == f"models:/{name}/2"
+    assert resolve_model_uri(client, f"models:/{name}/Latest", "model_uri").uri == f"models:/{name}/2"  # any case
+    assert pinned_alias(f"models:/{name}/LATEST", ctx) == f"models:/{name}/2"
     with pytest.raises(UserError, match=rf"^model_uri: models:/{name}/Production: expected a version number, "
                                         r"latest or @<alias> after the model's name$"):
         resolve_model_uri(client, f"models:/{name}/Production", "model_uri")
