@@ -193,8 +193,13 @@ def move_alias(client: MlflowClient, version: str, alias: str, tags: Mapping[str
                previous_alias: str, model: str = CLASSIFIER_MODEL) -> None:
     """Point `alias` at `version` after writing the reason `tags` on it under the alias (alias_tags: so
     whoever follows the alias finds why), and keep `former`, the version `alias` held before, reachable as
-    `previous_alias`, its reason for `alias` taken off (the promote runs keep the history)."""
-    for key, value in alias_tags(alias, tags).items():
+    `previous_alias`, its reason for `alias` taken off (the promote runs keep the history). A reason for
+    `alias` the version carries from a promote before alias_tags (`promoted_*`) goes: the new one replaces it."""
+    new = alias_tags(alias, tags)
+    for key in _reason_keys(client.get_model_version(model, version).tags, alias):
+        if key not in new:
+            client.delete_model_version_tag(model, version, key)
+    for key, value in new.items():
         client.set_model_version_tag(model, version, key, value)
     if former is not None and former != version:
         client.set_registered_model_alias(model, previous_alias, former)

@@ -128,6 +128,7 @@ def test_each_alias_keeps_its_own_reason_on_the_version_and_a_former_holder_lose
         door.client.create_model_version(model, "file:///nowhere", tags={**TAGS, **reason})
     move = partial(move_alias, door.client, model=model)
     move("1", "champion", reason, former=None, previous_alias="previous")
+    assert not [k for k in door.client.get_model_version(model, "1").tags if k.startswith("promoted_")]
     move("1", "best-auc", {**reason, "promoted_metric": "val_auc"}, former=None, previous_alias="best-auc-previous")
     first = door.client.get_model_version(model, "1").tags
     assert (first["promoted.champion.metric"], first["promoted.best-auc.metric"]) == ("val_f1", "val_auc")
