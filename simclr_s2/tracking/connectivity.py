@@ -22,7 +22,9 @@ DEFAULT_RETRIES = "6"
 DEFAULT_BACKOFF = "2"
 _FAILING = re.compile(r"too many (\d{3}) error responses")
 # MLflow's words for an answer whose body is not its JSON error (a server's own errors are that JSON)
-_PLAIN_ANSWER = re.compile(r"API request to endpoint \S+ failed with error code \d{3}")
+# MLflow's words for an answer that was not its JSON; the status is read from them, as MLflow calls a status it
+# has no name for (405, 501) INTERNAL_ERROR, i.e. 500
+_PLAIN_ANSWER = re.compile(r"API request to endpoint \S+ failed with error code (\d{3})")
 
 
 class TrackingUnreachable(UserError):
@@ -66,7 +68,7 @@ def failing_status(error: BaseException) -> int | None:
 def refusal(error: BaseException) -> str | None:
     """What a server that was reached but refused MLflow's request answered, in words with the variable to
     fix (None: no such refusal): the credentials (HTTP 401), a permission (403), or no MLflow API at all (a
-    404 or 405 that is not MLflow's JSON: MLFLOW_TRACKING_URI names another server). MLflow does not retry
+    404, 405 or 501 that is not MLflow's JSON: MLFLOW_TRACKING_URI names another server). MLflow does not retry
     these, and waiting or resuming would not help."""
     status = error.get_http_status_code() if isinstance(error, MlflowException) else None
     if status == 401:
@@ -75,7 +77,7 @@ def refusal(error: BaseException) -> str | None:
     if status == 403:
         return "refused the request (HTTP 403): MLFLOW_TRACKING_USERNAME's user lacks a permission this command " \
                "needs (ask the server's admin), or MLFLOW_TRACKING_URI names a server other than MLflow's"
-    if status in (404, 405) and _PLAIN_ANSWER.match(str(error)):
+    if (plain := _PLAIN_ANSWER.match(str(error))) and (status := int(plain.group(1))) in (404, 405, 501):
         return f"has no MLflow REST API (HTTP {status}): MLFLOW_TRACKING_URI names another server (its port?), " \
                "or an MLflow server too old for this client"
     cause = error.__cause__ or error.__context__

@@ -51,6 +51,9 @@ def test_a_refusal_of_the_credentials_a_permission_or_the_api_names_the_variable
     not_mlflow = MlflowException("API request to endpoint /api/2.0/mlflow/runs/create failed with error code "
                                  "404 != 200. Response body: '404 page not found'", error_code=ENDPOINT_NOT_FOUND)
     assert "MLFLOW_TRACKING_URI names another server" in refusal(not_mlflow)
+    not_allowed = MlflowException("API request to endpoint /api/2.0/mlflow/runs/create failed with error code "
+                                  "405 != 200. Response body: '405 plain'")  # MLflow names it INTERNAL_ERROR
+    assert "has no MLflow REST API (HTTP 405)" in refusal(not_allowed)
     assert refusal(RestException({"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Run abc not found"})) is None
     assert refusal(PermissionError("/data: read-only")) is None
 
