@@ -16,6 +16,7 @@ only, and the log says so.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -66,6 +67,7 @@ PINNED_MD5 = {
 """md5 of each file of record 10891137 (v2.0.0), as published with it (sources above; pass checksums=<file>
 to verify against another list)."""
 VERIFIED = ".verified.json"
+LOCK_FILE = ".fetch.lock"  # held by the fetch downloading into dest (_alone)
 CHUNK = 1 << 20
 RETRIES = 8
 """Attempts in a row that bring no new byte before a download gives up."""
@@ -229,10 +231,16 @@ def fetch(parts: list[str], dest: Path, url: str = ZENODO, checksums: Path | Non
 
 @contextmanager
 def _alone(dest: Path) -> Iterator[None]:
-    """One fetch into `dest` at a time (a lock on the folder itself): two appending to one `.part` file
-    interleave their bytes, and each verifies the bytes it received, not the file it renames into place.
-    Another fetch waits, then finds the files there and verified."""
-    fd = os.open(dest, os.O_RDONLY)
+    """One fetch into `dest` at a time: two appending to one `.part` file interleave their bytes, and each
+    verifies the bytes it received, not the file it renames into place. Another fetch waits, then finds the
+    files there and verified. The lock is a file's (LOCK_FILE): over NFS a folder's lock holds on one machine
+    only, a file's on the server. A read-only dest, where nothing will be written, is locked as a folder."""
+    try:
+        fd = os.open(dest / LOCK_FILE, os.O_WRONLY | os.O_CREAT, 0o666)
+    except OSError as error:
+        if error.errno not in (errno.EROFS, errno.EACCES):
+            raise
+        fd = os.open(dest, os.O_RDONLY)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -269,6 +277,7 @@ def _fetch(wants: list[Expected], dest: Path, url: str) -> None:
         _begun_from(dest / want.file, remotes[want.file])
     _check_space(dest, {f: _to_fetch(dest / f"{f}.part", remote.size) for f, remote in remotes.items()})
     for want in missing:
+        _note_version(dest / want.file, remotes[want.file])
         _download(session, sources[want.file], dest / want.file, remotes[want.file].size, want)
         verified.add(dest / want.file, want)
 
@@ -281,11 +290,22 @@ def _begun_from(target: Path, remote: Remote) -> None:
     """Start `target`'s .part over when the source changed since it was begun (its version, recorded beside it
     in `.part.from`, differs): resumed, its bytes and the new file's would make a mixture that fails its md5 only
     once the rest (up to 63 GB) has arrived. A .part without that record (older) is continued."""
-    part, began = target.with_name(f"{target.name}.part"), target.with_name(f"{target.name}.part.from")
+    part, began = _part_files(target)
     if part.exists() and began.exists() and began.read_text() != remote.version:
         log.warning("%s: changed at the source since its .part was begun (%s, now %s); downloading it from the "
                     "start", target.name, began.read_text() or "unknown", remote.version or "unknown")
         part.unlink()
+
+
+def _part_files(target: Path) -> tuple[Path, Path]:
+    """`target`'s download in progress and the record of the version it was begun from."""
+    return target.with_name(f"{target.name}.part"), target.with_name(f"{target.name}.part.from")
+
+
+def _note_version(target: Path, remote: Remote) -> None:
+    """Record the version a .part about to be begun comes from (`_begun_from` reads it): only once the space
+    check passed, so a refused fetch leaves nothing in dest."""
+    part, began = _part_files(target)
     if not part.exists():
         with disk.writing(began, began):
             began.write_text(remote.version)
@@ -307,7 +327,7 @@ def _check_space(dest: Path, needed: dict[str, int]) -> None:
 
 def _download(session: requests.Session, source: str | Path, target: Path, size: int, want: Expected) -> None:
     """Fetch `source` into `target.part` (continuing it), verify, rename into place."""
-    part = target.with_name(f"{target.name}.part")
+    part, began = _part_files(target)
     if _have(part) > size:
         part.unlink()
     have = _have(part)
@@ -347,7 +367,6 @@ def _download(session: requests.Session, source: str | Path, target: Path, size:
             except requests.HTTPError as e:
                 raise FetchError(f"url: {source}: {e}") from None
     problem = check(part, Expected(want.file, size, want.md5), digest.hexdigest())  # its size: the file's own
-    began = target.with_name(f"{target.name}.part.from")
     if problem:
         part.unlink()
         began.unlink(missing_ok=True)

@@ -56,6 +56,11 @@ class Served:
         return bytes(data)
 
 
+def _listed(dest: Path) -> list[str]:
+    """What a fetch left in `dest`, its lock file aside (kept: removing a lock file others may wait on races)."""
+    return sorted(p.name for p in dest.iterdir() if p.name != fetch.LOCK_FILE)
+
+
 def _handler(served: Served) -> type[http.server.BaseHTTPRequestHandler]:
     class Handler(http.server.BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -147,7 +152,7 @@ def test_a_dropped_transfer_resumes_with_range_and_verifies(release, server, che
     assert all(got[part].read_bytes() == release["files"][FILES[part]] for part in FILES)
     assert [r for r in served.requests if r[1] == s2 and r[0] == "GET"] == [("GET", s2, ""),
                                                                              ("GET", s2, f"bytes={half}-")]
-    assert sorted(p.name for p in (tmp_path / "dest").iterdir()) == sorted([*FILES.values(), fetch.VERIFIED])
+    assert _listed(tmp_path / "dest") == sorted([*FILES.values(), fetch.VERIFIED])
 
 
 def test_a_server_that_ends_every_response_short_is_given_up_with_backoff(server, checksums, tmp_path,
@@ -180,7 +185,7 @@ def test_a_wrong_checksum_deletes_the_download_and_says_so(server, checksums, tm
     served.corrupt[FILES["metadata"]] = 1000
     with pytest.raises(FetchError, match=r"metadata.parquet: md5 \w+, expected \w+; the downloaded file is deleted"):
         fetch.fetch(["metadata"], tmp_path, url, checksums)
-    assert [p.name for p in tmp_path.iterdir()] == ["MD5SUMS"]
+    assert _listed(tmp_path) == ["MD5SUMS"]
 
 
 def test_present_files_are_verified_and_used_offline(release, server, checksums, tmp_path):
@@ -225,7 +230,7 @@ def test_the_pinned_table_refuses_another_file_and_size_only_is_said(server, tmp
     monkeypatch.setitem(fetch.PINNED_SIZES, FILES["metadata"], len(served.files[FILES["metadata"]]))
     with pytest.raises(FetchError, match=r"metadata.parquet.*md5 \w{32}, expected 55687065e77b6d0b0f1ff604a6e7b49c"):
         fetch.fetch(["metadata"], tmp_path, url)  # the demo table has the record's size now, not its md5
-    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    assert _listed(tmp_path) == []
     monkeypatch.delitem(fetch.PINNED_MD5, FILES["metadata"])
     fetch.fetch(["metadata"], tmp_path, url)
     assert "metadata.parquet: verified by size only: no md5 pinned" in caplog.text
@@ -242,6 +247,7 @@ def test_no_room_is_one_line_before_any_download(server, checksums, tmp_path, mo
     with pytest.raises(FetchError, match=r"dest .*: the download needs 0.0 GiB .*, its file system has 0.0 GiB free"):
         fetch.fetch(["s2"], tmp_path, url, checksums)
     assert [r[0] for r in served.requests] == ["HEAD"]
+    assert _listed(tmp_path) == ["MD5SUMS"]  # no .part.from for a download that never began
 
 
 def test_a_disk_full_mid_download_names_the_part_file_and_keeps_it(release, server, checksums, tmp_path,
@@ -271,11 +277,12 @@ def test_a_disk_full_mid_download_names_the_part_file_and_keeps_it(release, serv
 def test_a_second_fetch_into_the_same_dest_waits_for_the_first(release, server, checksums, tmp_path, caplog):
     """Two fetches appending to one .part interleaved their bytes, and the first to end renamed the mixture into
     place as verified (its md5 was of the bytes it received), the other failing on a vanished .part: a fetch
-    holds dest (a lock on the folder) and another waits for it."""
+    holds dest (a lock file in it: a folder's lock holds on one machine only over NFS) and another waits for
+    it."""
     url, served = server
     dest = tmp_path / "dest"
     dest.mkdir()
-    held = os.open(dest, os.O_RDONLY)
+    held = os.open(dest / fetch.LOCK_FILE, os.O_WRONLY | os.O_CREAT)
     fcntl.flock(held, fcntl.LOCK_EX)  # another fetch, downloading
     got: dict = {}
     second = threading.Thread(target=lambda: got.update(fetch.fetch(["snow"], dest, url, checksums)))
@@ -308,7 +315,7 @@ def test_a_part_file_grown_by_another_writer_is_not_accepted(release, server, ch
     with pytest.raises(FetchError, match=rf"^{name}: {size + 11:,} bytes, expected {size:,}; the downloaded file is "
                                          "deleted"):
         fetch.fetch(["s2"], tmp_path, url, checksums)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["MD5SUMS"]
+    assert _listed(tmp_path) == ["MD5SUMS"]
 
 
 def test_a_part_file_longer_than_the_file_makes_no_room_for_the_others(server, checksums, tmp_path, monkeypatch):
@@ -348,7 +355,7 @@ def test_a_part_begun_from_another_version_of_the_file_is_started_over(server, t
     assert fetch.fetch(["s2"], dest, url, sums)["s2"].read_bytes() == new
     assert served.requests == [("HEAD", name, ""), ("GET", name, "")]
     assert f'{name}: changed at the source since its .part was begun ("v1", now "v2")' in caplog.text
-    assert sorted(p.name for p in dest.iterdir()) == sorted([name, fetch.VERIFIED])
+    assert _listed(dest) == sorted([name, fetch.VERIFIED])
 
 
 def test_a_malformed_checksums_file_is_one_line(tmp_path):
