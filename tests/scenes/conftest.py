@@ -28,7 +28,7 @@ def classifier(project: Project) -> str:
     model = IrrigationClassifier.from_scratch("resnet18", len(STUDY_BANDS)).eval()
     example = np.random.default_rng(0).normal(size=(2, len(STUDY_BANDS), 120, 120)).astype(np.float32)
     client = project.client
-    run_id = client.create_run("0", run_name="tiny-classifier").info.run_id
+    run_id = client.create_run(project.context().experiment_id, run_name="tiny-classifier").info.run_id
     version = log_and_register(client, run_id, model, CLASSIFIER_MODEL, example,
                                {BAND_LIST_TAG: ",".join(STUDY_BANDS), SCALING_TAG: "bigearthnet-zscore"},
                                aliases=("champion",))
