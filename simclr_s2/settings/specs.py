@@ -149,6 +149,16 @@ def _split_scheme(value: str) -> str | None:
 
 
 NO_ENCODERS = "none"  # the grid's baselines alone
+RESERVED_NAMES = ("auto", NO_ENCODERS, "scratch", "any")  # words `pretrained`, `encoders` and promote read
+
+
+def _encoder_name(value: str) -> str | None:
+    """An encoder's alias: one MLflow takes, and none of the words that mean something else where encoders are
+    named (`encoders=none` would plan baselines, promote's `pretrained=scratch` picks baselines)."""
+    if value.lower() in RESERVED_NAMES:
+        return f"expected an alias other than {', '.join(RESERVED_NAMES)} (they mean something else where " \
+               "encoders are named)"
+    return alias_problem(value)
 
 
 def _encoders(value: str) -> str | None:
@@ -244,7 +254,7 @@ class Pretrain(Spec):
     exclude_split: str = param("auto", "splits whose test sets pretraining must not see (folders or runs:/ "
                                        "URIs, comma-separated); auto = the demo's when index is auto; none",
                                check=_split_refs)
-    name: str = param("ben", "alias of the registered encoder, e.g. ben, ca-sgd, ca-adam", check=alias_problem)
+    name: str = param("ben", "alias of the registered encoder, e.g. ben, ca-sgd, ca-adam", check=_encoder_name)
     arch: str = param("resnet18", "encoder", choices=ARCHS)
     bands: str = param("study", "study, all, or band names joined by ','", check=_bands)
     epochs: int = param(2, "epochs", check=positive)
@@ -291,7 +301,7 @@ class ImportEncoder(Spec):
     state_dict: str = _path_param(help="a .pt or .safetensors file or an artifact URI (runs:/, s3://, ...): a SimCLR "
                                        "model of this project, or torchgeo's Sentinel-2 ResNet weights that take "
                                        "DN / 10,000 (timm layout)")
-    name: str = param(help="alias of the registered version, e.g. ca-adam", check=alias_problem)
+    name: str = param(help="alias of the registered version, e.g. ca-adam", check=_encoder_name)
     arch: str = param("auto", "the encoder's network; auto = read from the weights", choices=("auto", *ARCHS))
     bands: str = param("auto", "the data's bands (torchgeo weights: their channels are picked by name); auto = "
                                "all the encoder's bands the archive has (torchgeo's: 12, no B10), or 10/12 by "

@@ -177,6 +177,8 @@ def test_a_seed_numpy_and_torch_cannot_take_is_refused_by_name(cls, values):
     (FETCH, ["--tiles", ""], "tiles: expected all, or Sentinel-2 tiles such as 33UUP joined by ','"),
     (FETCH, ["--countries", "Austria,,Serbia"], "countries: expected all, or countries joined by ','"),
     (FETCH, ["--countries", "Austria,Austria"], "countries: expected distinct values, Austria repeats"),
+    (PRETRAIN, ["--name", "none"], "name: expected an alias other than auto, none, scratch, any"),
+    (IMPORT_ENCODER, ["--state-dict", "w.pt", "--name", "Scratch"], "name: expected an alias other than auto"),
     (COMPARE, ["--n-boot", "1e12"], "n_boot: expected 1..100000 resamples, got 1000000000000"),
     (CREATE_SPLITS, ["--kind", "official", "--official-split", "train"], "a kind 'official' split uses all three"),
     (CREATE_SPLITS, ["--natural-test", "true", "--natural-share", "0"], "natural_share: expected a share of the"),
