@@ -34,6 +34,9 @@ if TYPE_CHECKING:
 
 DEMO_SCHEMES = ("basic", "expanded")
 
+# the demo's links are keyed by the code's fingerprint, so after an upgrade those of the old code are not found
+NONE_YET = "this tracking store has none made by this version of the code yet"
+
 
 def step_run(stage: Stage, spec: specs.Spec, ctx: Context, make: bool, usable=None,
              tags: Mapping[str, str] | None = None) -> Run | None:
@@ -100,6 +103,6 @@ def split_ref(ctx: Context, given: str, scheme: str, make: bool) -> str:
         return given
     ref = demo_splits(ctx, scheme, make)
     if ref is None:
-        raise UserError(f"split: auto names the demo splits of {scheme}, and this tracking store has none yet; "
+        raise UserError(f"split: auto names the demo splits of {scheme}, and {NONE_YET}; "
                         "run finetune (which makes them) or give a split")
     return ref

@@ -104,7 +104,7 @@ def resolve_training(spec: ClassifierSpec, ctx: Context, make: bool) -> dict[str
     if spec.pretrained == "auto":
         uri = demo_encoder(ctx, "ben", make)
         if uri is None:
-            raise UserError("pretrained: auto names the demo encoder, and this tracking store has none yet; "
+            raise UserError(f"pretrained: auto names the demo encoder, and {auto.NONE_YET}; "
                             "run finetune (which makes it) or give an encoder")
         resolved["pretrained"] = uri
     elif spec.pretrained is not None and (pinned := pinned_alias(spec.pretrained, ctx)) is not None:

@@ -111,7 +111,7 @@ class Pretrain(Stage[specs.Pretrain]):
 def _demo(ref: str | None, name: str, what: str) -> str:
     """The demo link `auto` stands for; one line when a command that only looks finds none."""
     if ref is None:
-        raise UserError(f"{name}: auto names the demo {what}, and this tracking store has none yet; "
+        raise UserError(f"{name}: auto names the demo {what}, and {auto.NONE_YET}; "
                         "run pretrain or finetune (which make them) or give one")
     return ref
 

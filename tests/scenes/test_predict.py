@@ -220,7 +220,8 @@ def test_the_threshold_is_the_one_evaluate_chose_on_validation(project):
     assert validation_threshold(project.client, ref)[0] == 0.5
     client = project.client
     chosen = {"threshold_set": "val_natural_100pct.csv", "threshold_overlap": "0"}  # natural, off its ground
-    run_id = client.create_run(project.context().experiment_id, tags={"stage": "evaluate", "simclr_s2.complete": "true", **chosen}).info.run_id
+    tags = {"stage": "evaluate", "simclr_s2.complete": "true", **chosen}
+    run_id = client.create_run(project.context().experiment_id, tags=tags).info.run_id
     client.log_param(run_id, "resolved_model", ref.version)
     client.log_metric(run_id, "val_threshold", 0.37)
     client.set_terminated(run_id)

@@ -13,12 +13,14 @@ import torch
 from project_runner import Project, project_env
 
 from simclr_s2.app.cli import main
+from simclr_s2.errors import UserError
 from simclr_s2.learning.config import AugmentConfig
 from simclr_s2.learning.models import build_simclr
 from simclr_s2.settings import specs
 from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import build
 from simclr_s2.stages import auto
+from simclr_s2.stages import pretrain as pretrain_stage
 from simclr_s2.stages.base import Stage, find_step
 from simclr_s2.stages.data import ARCHIVE_TAG, BUILD_INDEX, CREATE_SPLITS, DEMO_MARKER, MAKE_DEMO_DATA
 from simclr_s2.stages.pretrain import IMPORT_ENCODER, PRETRAIN
@@ -162,3 +164,11 @@ def test_each_link_of_the_chain_is_searched_for_once_per_command(monkeypatch, tm
         asked.clear()
         auto.demo_index(fresh_ctx)
         assert asked == [MAKE_DEMO_DATA.name, BUILD_INDEX.name]
+
+
+def test_a_demo_link_not_found_says_it_may_be_the_older_codes():
+    """The demo's runs are keyed by the code's fingerprint: after an upgrade, a store holding the old code's
+    said it had none at all."""
+    with pytest.raises(UserError, match=r"^pretrained: auto names the demo encoder, and this tracking store has none "
+                                        r"made by this version of the code yet; "):
+        pretrain_stage._demo(None, "pretrained", "encoder")
