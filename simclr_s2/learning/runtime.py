@@ -101,19 +101,25 @@ class Recorder:
 
 def rng_states(device: torch.device) -> dict[str, Any]:
     """This process's torch RNG states for a checkpoint: the CPU generator's, and on a GPU every CUDA
-    generator's, which draws the dropout masks and augmentations there."""
+    generator's, which draws the dropout masks and augmentations there; with them the CPU threads torch
+    sums over (another count changes sums in their last digits: restore_rng warns)."""
     return {"torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else []}
+            "cuda": torch.cuda.get_rng_state_all() if device.type == "cuda" else [],
+            "threads": torch.get_num_threads()}
 
 
 def restore_rng(saved: torch.Tensor | Mapping[str, Any]) -> None:
     """Set the states `rng_states` gave (other keys of `saved` are the caller's); a fine-tune checkpoint
     written before CUDA's states were kept holds the CPU generator's alone (a tensor). Resumed where
     another number of GPUs is visible (on the CPU: none), the devices both have take their states and the
-    run goes on, not exactly as it would have (a warning says so)."""
+    run goes on, not exactly as it would have (a warning says so), as under another count of CPU threads."""
     if isinstance(saved, torch.Tensor):
         saved = {"torch": saved, "cuda": []}
     torch.set_rng_state(saved["torch"])
+    if saved.get("threads", torch.get_num_threads()) != torch.get_num_threads():  # not kept before: taken as equal
+        log.warning("the checkpoint was written with %d CPU threads and this process has %d: sums differ in their "
+                    "last digits, so the resumed run is not exactly an unbroken one (OMP_NUM_THREADS sets it)",
+                    saved["threads"], torch.get_num_threads())
     if not (cuda := list(saved["cuda"])):
         return
     visible = torch.cuda.device_count() if torch.cuda.is_available() else 0

@@ -198,6 +198,20 @@ def test_a_checkpoint_keeps_the_cuda_rng_states_of_a_training_on_a_gpu(monkeypat
     assert len(restored) == 1 and all(map(torch.equal, restored[0], cuda_states))
 
 
+def test_a_checkpoint_resumed_under_another_thread_count_says_it_is_not_exact(monkeypatch, tmp_path, caplog):
+    """OMP_NUM_THREADS=1 against 2 moves the losses in their 7th digit: a resume elsewhere warns, as one on
+    fewer GPUs does; one under the same count, and one of a checkpoint that kept no count, say nothing."""
+    write_tree(runtime.rng_states(torch.device("cpu")), tmp_path / "rng.safetensors")
+    saved = read_tree(tmp_path / "rng.safetensors")
+    with caplog.at_level(logging.WARNING, "simclr_s2.learning.runtime"):
+        runtime.restore_rng(saved)
+        runtime.restore_rng({"torch": saved["torch"], "cuda": []})
+        assert caplog.text == ""
+        monkeypatch.setattr(torch, "get_num_threads", lambda: saved["threads"] + 1)
+        runtime.restore_rng(saved)
+    assert f"written with {saved['threads']} CPU threads and this process has {saved['threads'] + 1}" in caplog.text
+
+
 @pytest.mark.parametrize("visible", [0, 1])
 def test_a_gpu_checkpoint_resumes_where_fewer_gpus_are_visible(monkeypatch, visible, caplog):
     """A checkpoint of two GPUs' states, resumed on one or on the CPU: the devices there take theirs, a
