@@ -484,7 +484,13 @@ class Grid(Spec):
                             f"{list(drawn_fractions)}); give a split drawn with them")
 
 
-MAX_BOOT = 100_000  # each statistic keeps its resamples: n_boot=1e12 ran on for ever, towards 8 TB of them
+# each statistic keeps its resamples: n_boot=1e12 ran on for ever, towards 8 TB of them; under 100 a 95 %
+# percentile interval is a few resamples' extremes (n_boot=1: a point) and no paired p reaches 0.05 after Holm
+MIN_BOOT, MAX_BOOT = 100, 100_000
+
+
+def _resamples(value: int) -> str | None:
+    return None if MIN_BOOT <= value <= MAX_BOOT else f"expected {MIN_BOOT}..{MAX_BOOT:,} resamples"
 
 
 @dataclass(frozen=True)
@@ -495,8 +501,8 @@ class Compare(Spec):
     scheme: str = param("basic", "labelling scheme", check=_split_scheme)
     fractions: tuple[int, ...] = param(FRACTIONS, "fractions to show", check=percentages)
     out: str = _path_param("outputs/compare", "output folder (also logged as artifacts)")
-    n_boot: int = param(2000, f"bootstrap resamples for intervals and paired tests, 1..{MAX_BOOT:,}",
-                        check=lambda v: None if 0 < v <= MAX_BOOT else f"expected 1..{MAX_BOOT} resamples")
+    n_boot: int = param(2000, f"bootstrap resamples for intervals and paired tests, {MIN_BOOT}..{MAX_BOOT:,}",
+                        check=_resamples)
     test_set: str = param("any", "compare only versions scored on this test set (its digest or a prefix of "
                                  "it, as compare's refusal names them); any = all, refused when they differ; "
                                  "folds = the versions of cross-validation folds (each fold its own test set)")

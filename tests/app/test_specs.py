@@ -179,7 +179,8 @@ def test_a_seed_numpy_and_torch_cannot_take_is_refused_by_name(cls, values):
     (FETCH, ["--countries", "Austria,Austria"], "countries: expected distinct values, Austria repeats"),
     (PRETRAIN, ["--name", "none"], "name: expected an alias other than auto, none, scratch, any"),
     (IMPORT_ENCODER, ["--state-dict", "w.pt", "--name", "Scratch"], "name: expected an alias other than auto"),
-    (COMPARE, ["--n-boot", "1e12"], "n_boot: expected 1..100000 resamples, got 1000000000000"),
+    (COMPARE, ["--n-boot", "1e12"], "n_boot: expected 100..100,000 resamples, got 1000000000000"),
+    (COMPARE, ["--n-boot", "1"], "n_boot: expected 100..100,000 resamples, got 1"),
     (CREATE_SPLITS, ["--kind", "official", "--official-split", "train"], "a kind 'official' split uses all three"),
     (CREATE_SPLITS, ["--natural-test", "true", "--natural-share", "0"], "natural_share: expected a share of the"),
 ])
