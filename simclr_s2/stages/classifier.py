@@ -117,14 +117,12 @@ def resolve_training(spec: ClassifierSpec, ctx: Context, make: bool) -> dict[str
 def split_digest(ref: str, scheme: str) -> str | None:
     """What a local split folder holds for `scheme`: its manifest's sha256, the manifest listing every set's
     sha256 (create_splits writes a folder over). None for a runs:/ or other remote split, whose content
-    does not change under its URI. A local folder without that manifest (a typo) is one line here, before
-    `pretrained=auto` makes the demo chain (it pretrained for 100 s, then refused the split)."""
+    does not change under its URI, and for a folder without that manifest: the run then fails on it, saying
+    why."""
     if is_remote(ref):
         return None
     manifest = Path(ref).expanduser() / scheme / MANIFEST
-    if not manifest.is_file():
-        load_manifest(manifest.parents[1], scheme)  # one line naming the schemes the folder holds
-    return sha256_file(manifest)
+    return sha256_file(manifest) if manifest.is_file() else None
 
 
 def file_digest(ref: str) -> str | None:

@@ -4,22 +4,12 @@ and the run is named by its encoder source."""
 
 from __future__ import annotations
 
-import pytest
-
 from simclr_s2.bigearthnet.bands import Bands
-from simclr_s2.errors import UserError
 from simclr_s2.hashing import sha256_file
 from simclr_s2.learning.encoder_source import Scratch
 from simclr_s2.settings import specs
 from simclr_s2.settings.spec import build, fields_of
-from simclr_s2.stages.classifier import (
-    BASELINE,
-    ENCODER_DIGEST,
-    FINETUNE,
-    SPLIT_DIGEST,
-    constant_note,
-    resolve_training,
-)
+from simclr_s2.stages.classifier import BASELINE, ENCODER_DIGEST, FINETUNE, SPLIT_DIGEST, constant_note
 from simclr_s2.study.promotion import VAL_NEAR_CONSTANT
 from simclr_s2.study.splits import MANIFEST
 from simclr_s2.tracking.door import Tracking
@@ -89,11 +79,3 @@ def test_the_summary_line_says_when_the_model_predicts_one_class() -> None:
         "; predicts one class, or nearly, on test (near_constant)")
     assert constant_note({"near_constant": True, VAL_NEAR_CONSTANT: True}) == (
         "; predicts one class, or nearly, on test (near_constant) and validation (val_near_constant)")
-
-
-def test_a_split_folder_without_the_schemes_splits_is_refused_before_the_demo_chain(ctx, tmp_path):
-    """finetune split=<a typo> pretrained=auto pretrained the demo encoder (100 s) before refusing the split."""
-    spec = build(specs.Finetune, {"split": str(tmp_path / "typo")})
-    with pytest.raises(UserError, match=rf"^split: no splits for scheme 'basic' in {tmp_path / 'typo'}: found "
-                                        r"schemes \[\]$"):
-        resolve_training(spec, ctx, make=False)  # without the split refused first: auto's encoder, not made

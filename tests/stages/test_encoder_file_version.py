@@ -18,7 +18,6 @@ from simclr_s2.settings.context import Context
 from simclr_s2.settings.spec import build
 from simclr_s2.stages.classifier import ENCODER_DIGEST, Prepared, condition_tags, resolve_training
 from simclr_s2.study.comparison import FILE_ENCODER
-from simclr_s2.study.splits import MANIFEST
 from simclr_s2.tracking.registry import load_pretrained
 
 
@@ -33,22 +32,19 @@ def _tags(spec: specs.Training, resolved: dict[str, str], prepared: Prepared) ->
 
 
 def test_two_encoder_files_of_one_name_are_two_encoder_versions(tmp_path: Path, ctx: Context) -> None:
-    split = tmp_path / "split"
-    (split / "basic").mkdir(parents=True)
-    (split / "basic" / MANIFEST).write_text("{}")  # a split folder's manifest, only hashed here
     versions = []
     for seed, folder in enumerate(("moco", "dino")):
         torch.manual_seed(seed)
         (tmp_path / folder).mkdir()
         path = tmp_path / folder / "resnet18.pth"
         torch.save(Encoder("resnet18", 13).state_dict(), path)  # torchgeo's layout, 13 bands
-        spec = build(specs.Finetune, {"pretrained": str(path), "split": str(split)})
+        spec = build(specs.Finetune, {"pretrained": str(path), "split": str(tmp_path / "no-split")})
         resolved = resolve_training(spec, ctx, make=False)
         assert resolved[ENCODER_DIGEST] == sha256_file(path)
         tags = _tags(spec, resolved, Prepared(None, load_pretrained(None, str(path))))  # type: ignore[arg-type]
         assert (tags["pretrained"], tags["encoder_version"]) == ("resnet18", f"{FILE_ENCODER}{sha256_file(path)}")
         versions.append(tags["encoder_version"])
     assert versions[0] != versions[1]
-    baseline = build(specs.Baseline, {"split": str(split)})
+    baseline = build(specs.Baseline, {"split": str(tmp_path / "no-split")})
     scratch = Prepared(None, Scratch("resnet18", Bands(BANDS)))  # type: ignore[arg-type]
     assert _tags(baseline, resolve_training(baseline, ctx, make=False), scratch)["encoder_version"] == ""
